@@ -1,0 +1,67 @@
+"""Command line: ``python -m pipeline <stage> [hydra overrides...]``.
+
+Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, and ``run``
+for all of them. The only module that talks to Hydra.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pipeline.config import REPO_ROOT, ConfigError, register_configs
+from pipeline.io import DataError
+from pipeline.tracking import TrackingError
+
+COMMANDS = ("run", "generate", "data", "features", "train", "explain")
+register_configs()
+
+
+def stages_for(command: str) -> list[str]:
+    from pipeline.stages import ALIASES, STAGES
+
+    if command == "run":
+        return list(STAGES)
+    return [ALIASES.get(command, command)]
+
+
+def execute(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it."""
+    from pipeline.stages import run_pipeline
+    from pipeline.tracking import from_config
+
+    tracker = from_config(cfg.tracking)
+    return run_pipeline(cfg, tracker, stages_for(str(cfg.stage)), overrides)
+
+
+@hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:
+        overrides = []
+    try:
+        execute(cfg, [o for o in overrides if not o.startswith("stage=")])
+    except (ConfigError, DataError, TrackingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    command = "run"
+    if argv and not argv[0].startswith("-") and "=" not in argv[0]:
+        command = argv.pop(0)
+    if command not in COMMANDS:
+        print(f"error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv, f"stage={command}"]
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, and checks.
+
+The YAML files under ``conf/`` fill these schemas; a key that is not declared here
+fails at composition time, and :func:`validate` rejects values that are out of range
+before any stage does work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from pipeline.causes import CAUSES, OCCUPATIONS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if not OmegaConf.has_resolver("repo_root"):
+    OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of its allowed range; the message names the key."""
+
+
+@dataclass
+class PathsConfig:
+    root: str = "${repo_root:}"
+    data_dir: str = "${paths.root}/data"
+    raw_dir: str = "${paths.data_dir}/raw"
+    truth_dir: str = "${paths.data_dir}/truth"
+    processed_dir: str = "${paths.data_dir}/processed"
+    models_dir: str = "${paths.root}/models"
+    outputs_dir: str = "${paths.root}/outputs"
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///${paths.root}/mlflow.db"
+    artifact_root: str = "${paths.root}/mlartifacts"
+    experiment: str = "closure-risk"
+    registered_model: str = "closure-risk-lgbm"
+    ui_port: int = 5000
+
+
+@dataclass
+class DataConfig:
+    kind: str = "simulator"  # simulator | table
+    n_borrowers: int = 20_000
+    n_months: int = 36
+    seed: int = 42
+    block_size: int = 65_536  # borrowers per work unit (memory bound); output does not depend on it
+    n_jobs: int = 1  # worker processes for generation; output does not depend on it
+    # bring-your-own-table fields (kind=table)
+    path: str = ""
+    target: str = ""
+    id: str = ""
+    time: str = ""
+    positive: str = ""
+
+
+@dataclass
+class SimulatorConfig:
+    """Every rate and coefficient of the borrower world (monthly unless noted)."""
+
+    chunk_size: int = 4096  # borrowers per random stream; part of the world definition
+    signup_spread: int = 12  # borrowers join uniformly over the first months
+    occupation_shares: dict[str, float] = field(
+        default_factory=lambda: {
+            "salaried": 0.52,
+            "ecommerce_operator": 0.10,
+            "sole_proprietor": 0.10,
+            "freelancer": 0.16,
+            "student": 0.12,
+        }
+    )
+    community_size: int = 32
+    community_sd: float = 0.6  # homophily: shared latent effect within a community
+    contacts_mean: float = 6.0
+    # borrowing behaviour
+    draw_prob: float = 0.45
+    draws_per_month: float = 1.6
+    repay_rate: float = 0.35
+    early_repay_prob: float = 0.08
+    daily_rate: float = 0.0004
+    stop_shock_rate: float = 0.025
+    stop_mean_months: float = 7.0
+    line_reaction: float = 0.5  # how much a line cut or freeze discourages drawing
+    # external credit, consumption, competition
+    ext_open_rate: float = 0.05
+    ext_close_rate: float = 0.04
+    ext_use_prob: float = 0.7
+    competitor_midpoint: float = 18.0
+    competitor_slope: float = 4.0
+    competitor_shift: float = 0.5
+    # platform policy
+    tightening_month: int = 27
+    tightening_strength: float = 1.0
+    increase_prob: float = 0.06
+    decrease_prob: float = 0.35
+    freeze_prob: float = 0.10
+    closure_base: dict[str, float] = field(
+        default_factory=lambda: {
+            "sudden_stop": 0.040,
+            "low_yield": 0.014,
+            "over_reliance": 0.045,
+            "fund_misuse": 0.014,
+            "thin_file": 0.008,
+            "policy_tightening": 0.025,
+            "low_activity_competition": 0.020,
+        }
+    )
+    background_rate: float = 0.0004  # per cause, the part no observable explains
+    frailty_sd: float = 0.6  # platform's unobserved judgement per borrower
+    noise_sd: float = 0.4  # month-to-month randomness of reviews
+    overdue_rate: float = 0.0015
+    overdue_close_prob: float = 0.6
+    # oracle (ground truth probabilities)
+    oracle_futures: int = 64
+    oracle_rows: int = 6000
+
+
+@dataclass
+class FeaturesConfig:
+    snapshots: list[int] = field(default_factory=lambda: [12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32])
+    horizon: int = 3
+    valid_snapshots: list[int] = field(default_factory=lambda: [22, 24])
+    oot_snapshots: list[int] = field(default_factory=lambda: [26, 28, 30, 32])
+    fund_days: int = 7
+    small_draw_ratio: float = 0.05
+    never_overdue_only: bool = True
+
+
+@dataclass
+class ModelConfig:
+    objective: str = "binary"
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 600
+    early_stopping_rounds: int = 50
+    min_child_samples: int = 200
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    max_bin: int = 255
+    num_threads: int = 0  # 0 = physical cores
+    monotone: bool = True
+
+
+@dataclass
+class ExplainConfig:
+    max_rows: int = 200_000  # out-of-time rows explained (all when fewer)
+    plot_sample: int = 5_000  # beeswarm points, at most 10,000
+    top_k: int = 3
+    borrower_id: int | None = None
+    n_jobs: int = 0  # 0 = physical cores
+
+
+@dataclass
+class BenchConfig:
+    n_borrowers: int = 100_000
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    force: bool = False
+    experiment_name: str | None = None
+    stage: str = MISSING
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+
+
+def _fail(key: str, rule: str, value: Any) -> None:
+    raise ConfigError(f"config key '{key}' = {value!r}: {rule}")
+
+
+def validate(cfg: Any) -> None:
+    """Reject out-of-range values before any work, naming the key."""
+    d, s, f, m = cfg.data, cfg.simulator, cfg.features, cfg.model
+    if d.kind not in ("simulator", "table"):
+        _fail("data.kind", "must be 'simulator' or 'table'", d.kind)
+    if d.kind == "simulator":
+        if d.n_borrowers <= 0:
+            _fail("data.n_borrowers", "must be a positive integer", d.n_borrowers)
+        if d.n_borrowers > 50_000_000:
+            _fail("data.n_borrowers", "is absurdly large (limit 50,000,000)", d.n_borrowers)
+        if not 6 <= d.n_months <= 240:
+            _fail("data.n_months", "must lie in [6, 240]", d.n_months)
+    else:
+        if not d.path:
+            _fail("data.path", "is required when data.kind=table", d.path)
+        if not d.target:
+            _fail("data.target", "is required when data.kind=table", d.target)
+    if d.block_size <= 0:
+        _fail("data.block_size", "must be positive", d.block_size)
+    if d.n_jobs <= 0:
+        _fail("data.n_jobs", "must be positive", d.n_jobs)
+    if s.chunk_size <= 0:
+        _fail("simulator.chunk_size", "must be positive", s.chunk_size)
+    for key in (
+        "draw_prob", "repay_rate", "early_repay_prob", "stop_shock_rate", "ext_open_rate",
+        "ext_close_rate", "ext_use_prob", "increase_prob", "decrease_prob", "freeze_prob",
+        "overdue_rate", "overdue_close_prob", "line_reaction", "competitor_shift",
+    ):
+        v = getattr(s, key)
+        if not 0.0 <= v <= 1.0:
+            _fail(f"simulator.{key}", "is a probability and must lie in [0, 1]", v)
+    for key in (
+        "draws_per_month", "daily_rate", "stop_mean_months", "background_rate", "frailty_sd",
+        "noise_sd", "community_sd", "contacts_mean", "competitor_slope", "tightening_strength",
+    ):
+        v = getattr(s, key)
+        if v < 0:
+            _fail(f"simulator.{key}", "must not be negative", v)
+    if s.competitor_slope == 0:
+        _fail("simulator.competitor_slope", "must be positive", s.competitor_slope)
+    for cause, rate in s.closure_base.items():
+        if cause not in CAUSES:
+            _fail(f"simulator.closure_base.{cause}", f"unknown cause code; known: {', '.join(CAUSES)}", rate)
+        if rate < 0:
+            _fail(f"simulator.closure_base.{cause}", "must not be negative", rate)
+    for occ, share in s.occupation_shares.items():
+        if occ not in OCCUPATIONS:
+            _fail(f"simulator.occupation_shares.{occ}", f"unknown occupation; known: {', '.join(OCCUPATIONS)}", share)
+        if share < 0:
+            _fail(f"simulator.occupation_shares.{occ}", "must not be negative", share)
+    if sum(s.occupation_shares.values()) <= 0:
+        _fail("simulator.occupation_shares", "must have a positive total", dict(s.occupation_shares))
+    if d.kind == "simulator" and not 0 <= s.tightening_month < d.n_months:
+        _fail("simulator.tightening_month", f"must lie inside the horizon [0, {d.n_months - 1}]", s.tightening_month)
+    if s.oracle_futures < 1 or s.oracle_rows < 0:
+        _fail("simulator.oracle_futures", "needs at least one future and non-negative rows", s.oracle_futures)
+    if f.horizon < 1:
+        _fail("features.horizon", "must be at least 1 month", f.horizon)
+    if d.kind == "simulator":
+        snaps = list(f.snapshots)
+        if not snaps:
+            _fail("features.snapshots", "must list at least one month", snaps)
+        for snap in snaps:
+            if not 1 <= snap or snap + f.horizon > d.n_months - 1:
+                _fail("features.snapshots", f"month {snap} + horizon {f.horizon} must end by month {d.n_months - 1}", snaps)
+        for key in ("valid_snapshots", "oot_snapshots"):
+            extra = set(getattr(f, key)) - set(snaps)
+            if extra:
+                _fail(f"features.{key}", f"months {sorted(extra)} are not in features.snapshots", list(getattr(f, key)))
+        if set(f.valid_snapshots) & set(f.oot_snapshots):
+            _fail("features.valid_snapshots", "overlaps features.oot_snapshots", list(f.valid_snapshots))
+        if not set(snaps) - set(f.valid_snapshots) - set(f.oot_snapshots):
+            _fail("features.snapshots", "leaves no snapshot for training", snaps)
+    if f.fund_days < 0:
+        _fail("features.fund_days", "must not be negative", f.fund_days)
+    if m.num_leaves < 2:
+        _fail("model.num_leaves", "must be at least 2", m.num_leaves)
+    if not 0 < m.learning_rate <= 1:
+        _fail("model.learning_rate", "must lie in (0, 1]", m.learning_rate)
+    if m.n_estimators < 1:
+        _fail("model.n_estimators", "must be at least 1", m.n_estimators)
+    for key in ("feature_fraction", "bagging_fraction"):
+        v = getattr(m, key)
+        if not 0 < v <= 1:
+            _fail(f"model.{key}", "must lie in (0, 1]", v)
+    if not 1 <= cfg.explain.plot_sample <= 10_000:
+        _fail("explain.plot_sample", "must lie in [1, 10000]", cfg.explain.plot_sample)
+    if cfg.explain.top_k < 1:
+        _fail("explain.top_k", "must be at least 1", cfg.explain.top_k)
+    if cfg.bench.n_borrowers <= 0:
+        _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover - psutil is a dependency, this is belt and braces
+        n = None
+    import os
+
+    return max(1, n or os.cpu_count() or 1)

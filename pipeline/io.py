@@ -1,0 +1,222 @@
+"""Reading and writing stage outputs: atomic writes, validated reads, clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+
+class DataError(ValueError):
+    """An input table breaks a rule; the message names the file, column and rule."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it over ``path`` only on success.
+
+    A crash or kill at any moment leaves either the old file or the new one, never a
+    partial file under the final name.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike[str], row_group_size: int | None = None) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False))
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class ParquetSink:
+    """Stream tables into several Parquet files; all are renamed into place at the end.
+
+    Used by the generator: one row group per chunk, so the files do not depend on how
+    the work was split. If anything fails, no final file is touched.
+    """
+
+    def __init__(self, paths: dict[str, Path], schemas: dict[str, pa.Schema]):
+        self.paths = paths
+        self.schemas = schemas
+        self._tmp: dict[str, Path] = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def __enter__(self) -> ParquetSink:
+        for name, path in self.paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            self._tmp[name] = Path(tmp)
+            self._writers[name] = pq.ParquetWriter(tmp, self.schemas[name], compression="zstd")
+        return self
+
+    def write(self, name: str, table: pa.Table) -> None:
+        self._writers[name].write_table(table, row_group_size=max(1, table.num_rows))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        for w in self._writers.values():
+            w.close()
+        try:
+            if exc_type is None:
+                for name, tmp in self._tmp.items():
+                    os.replace(tmp, self.paths[name])
+        finally:
+            for tmp in self._tmp.values():
+                if tmp.exists():
+                    tmp.unlink()
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_of(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- validated reads
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return str(t)
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    schema: pa.Schema,
+    *,
+    non_negative: Iterable[str] = (),
+    allowed: dict[str, Sequence[str]] | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    unique: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Read a Parquet file and check it against ``schema`` and the given rules.
+
+    Integer columns may be stored with any integer width, floats with any float width;
+    values are cast to the declared types. Every failure raises :class:`DataError`
+    naming the file, the column and the rule.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: file not found (run the stage that writes it first)")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: file is empty")
+    try:
+        pf = pq.ParquetFile(p)
+        file_schema = pf.schema_arrow
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
+    wanted = list(columns) if columns is not None else schema.names
+    for name in wanted:
+        if name not in file_schema.names:
+            raise DataError(f"{p}: column '{name}' is missing (expected columns: {', '.join(schema.names)})")
+        want, got = schema.field(name).type, file_schema.field(name).type
+        if _kind(want) != _kind(got):
+            raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
+    try:
+        table = pf.read(columns=wanted)
+    except Exception as exc:
+        raise DataError(f"{p}: could not read data ({exc})") from exc
+    arrays = []
+    for name in wanted:
+        col = table.column(name)
+        want = schema.field(name).type
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if col.null_count:
+            raise DataError(f"{p}: column '{name}' has {col.null_count} missing values; none are allowed")
+        if _kind(want) == "float":
+            arr = col.to_numpy()
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise DataError(f"{p}: column '{name}' has {int(bad.sum())} NaN or infinite values; none are allowed")
+        try:
+            col = col.cast(want)
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{p}: column '{name}' does not fit {want} ({exc})") from exc
+        arrays.append(col)
+    table = pa.Table.from_arrays(arrays, names=wanted)
+    for name in non_negative:
+        if name in wanted and table.num_rows:
+            mn = pc.min(table.column(name)).as_py()
+            if mn is not None and mn < 0:
+                n_bad = pc.sum(pc.less(table.column(name), 0)).as_py()
+                raise DataError(f"{p}: column '{name}' has {n_bad} negative values (minimum {mn}); amounts must be >= 0")
+    for name, values in (allowed or {}).items():
+        if name in wanted and table.num_rows:
+            seen = set(pc.unique(table.column(name)).to_pylist())
+            unknown = sorted(seen - set(values))
+            if unknown:
+                raise DataError(f"{p}: column '{name}' has unknown categories {unknown[:5]}; allowed: {', '.join(values)}")
+    for name, (lo, hi) in (ranges or {}).items():
+        if name in wanted and table.num_rows:
+            mm = pc.min_max(table.column(name)).as_py()
+            if mm["min"] < lo or mm["max"] > hi:
+                raise DataError(f"{p}: column '{name}' has values in [{mm['min']}, {mm['max']}], outside the allowed range [{lo}, {hi}]")
+    if unique and table.num_rows:
+        keys = table.select(list(unique))
+        n_distinct = keys.group_by(list(unique)).aggregate([]).num_rows
+        if n_distinct != table.num_rows:
+            raise DataError(f"{p}: columns ({', '.join(unique)}) have {table.num_rows - n_distinct} duplicated keys; each key must appear once")
+    return table

@@ -1,0 +1,117 @@
+"""Scoring metrics used across training, evaluation and reports."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+
+def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
+    """Largest gap between the score distributions of positives and negatives."""
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return float("nan")
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    ys = y[order]
+    ps = np.asarray(p)[order]
+    tpr = np.cumsum(ys) / ys.sum()
+    fpr = np.cumsum(~ys) / (~ys).sum()
+    # evaluate only at the end of runs of tied scores
+    last = np.r_[ps[1:] != ps[:-1], True]
+    return float(np.max(np.abs(tpr[last] - fpr[last])))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """Weighted mean gap between predicted and observed rates over equal-count bins."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    bins = np.array_split(order, min(n_bins, len(y)))
+    return float(sum(len(b) * abs(y[b].mean() - p[b].mean()) for b in bins if len(b)) / len(y))
+
+
+def lift_capture(y: np.ndarray, p: np.ndarray, frac: float) -> tuple[float, float]:
+    """Lift and capture rate in the top ``frac`` of scores."""
+    y = np.asarray(y, dtype=float)
+    n_top = max(1, int(round(frac * len(y))))
+    top = np.argsort(-np.asarray(p), kind="mergesort")[:n_top]
+    base = y.mean()
+    if base == 0:
+        return float("nan"), float("nan")
+    return float(y[top].mean() / base), float(y[top].sum() / y.sum())
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    out: dict[str, float] = {"n": float(len(y)), "positive_rate": float(y.mean()) if len(y) else float("nan")}
+    if len(np.unique(y)) < 2:
+        out.update(auc=float("nan"), ks=float("nan"), pr_auc=float("nan"))
+    else:
+        out.update(auc=float(roc_auc_score(y, p)), ks=ks_statistic(y, p), pr_auc=float(average_precision_score(y, p)))
+    out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+    out["ece"] = expected_calibration_error(y, p)
+    for frac in (0.05, 0.10):
+        lift, cap = lift_capture(y, p, frac)
+        out[f"lift_{int(frac * 100)}"] = lift
+        out[f"capture_{int(frac * 100)}"] = cap
+    return out
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
+    """Population stability index of ``actual`` against ``expected`` on expected's deciles."""
+    e = np.asarray(expected, dtype=float)
+    a = np.asarray(actual, dtype=float)
+    e = e[np.isfinite(e)]
+    a = a[np.isfinite(a)]
+    if len(e) == 0 or len(a) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(e, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    ec = np.bincount(np.searchsorted(edges, e, side="right"), minlength=len(edges) + 1) / len(e)
+    ac = np.bincount(np.searchsorted(edges, a, side="right"), minlength=len(edges) + 1) / len(a)
+    ec = np.clip(ec, 1e-6, None)
+    ac = np.clip(ac, 1e-6, None)
+    return float(np.sum((ac - ec) * np.log(ac / ec)))
+
+
+def information_value(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
+    """Information value of one feature on equal-count bins (ties kept together)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y).astype(int)
+    ok = np.isfinite(x)
+    x, y = x[ok], y[ok]
+    if len(x) == 0 or y.sum() == 0 or y.sum() == len(y):
+        return float("nan")
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    b = np.searchsorted(edges, x, side="right")
+    pos = np.bincount(b, weights=y, minlength=len(edges) + 1)
+    neg = np.bincount(b, weights=1 - y, minlength=len(edges) + 1)
+    dp = np.clip(pos / pos.sum(), 1e-6, None)
+    dn = np.clip(neg / neg.sum(), 1e-6, None)
+    return float(np.sum((dp - dn) * np.log(dp / dn)))
+
+
+def gains_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
+    """Decile gains table, highest scores first."""
+    y = np.asarray(y, dtype=float)
+    order = np.argsort(-np.asarray(p), kind="mergesort")
+    rows = []
+    total = y.sum()
+    cum = 0.0
+    for i, part in enumerate(np.array_split(order, n_bins)):
+        if len(part) == 0:
+            continue
+        cum += y[part].sum()
+        rows.append(
+            {
+                "decile": i + 1,
+                "n": float(len(part)),
+                "min_score": float(np.asarray(p)[part].min()),
+                "positives": float(y[part].sum()),
+                "rate": float(y[part].mean()),
+                "cum_capture": float(cum / total) if total else float("nan"),
+            }
+        )
+    return rows
