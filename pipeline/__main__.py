@@ -22,7 +22,7 @@ register_configs()
 
 
 def stages_for(command: str) -> list[str]:
-    from pipeline.stages import ALIASES, STAGES
+    from pipeline.runners import ALIASES, STAGES
 
     if command == "run":
         return list(STAGES)
@@ -31,7 +31,7 @@ def stages_for(command: str) -> list[str]:
 
 def execute(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it."""
-    from pipeline.stages import run_pipeline
+    from pipeline.runners import run_pipeline
     from pipeline.tracking import from_config
 
     tracker = from_config(cfg.tracking)
@@ -57,7 +57,10 @@ def main() -> None:
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
         command = argv.pop(0)
     if command not in COMMANDS:
-        print(f"error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv, f"stage={command}"]
     _app()

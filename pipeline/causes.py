@@ -20,10 +20,22 @@ CAUSE_TEXT: dict[str, tuple[str, str]] = {
     "sudden_stop": ("长期使用后突然停止借款", "a long-time user suddenly stopped borrowing"),
     "low_yield": ("长期低额低频使用、收益低", "long low-value use that earns the platform little"),
     "over_reliance": ("过度依赖单一借款渠道", "the line became the main funding channel"),
-    "fund_misuse": ("借款资金流向投资或偿还他贷", "loan money flowed to investment or other lenders"),
-    "thin_file": ("征信记录显示长期未使用其他信贷", "the credit file shows long non-use of other credit"),
-    "policy_tightening": ("监管收紧下的高杠杆或非消费用途", "tightened regulation hit a leveraged or non-consumption segment"),
-    "low_activity_competition": ("活跃度低且在竞品间多头使用", "low activity while using competing products"),
+    "fund_misuse": (
+        "借款资金流向投资或偿还他贷",
+        "loan money flowed to investment or other lenders",
+    ),
+    "thin_file": (
+        "征信记录显示长期未使用其他信贷",
+        "the credit file shows long non-use of other credit",
+    ),
+    "policy_tightening": (
+        "监管收紧下的高杠杆或非消费用途",
+        "tightened regulation hit a leveraged or non-consumption segment",
+    ),
+    "low_activity_competition": (
+        "活跃度低且在竞品间多头使用",
+        "low activity while using competing products",
+    ),
     OVERDUE: ("逾期", "overdue"),
 }
 

@@ -105,18 +105,31 @@ class SimulatorConfig:
     freeze_prob: float = 0.10
     closure_base: dict[str, float] = field(
         default_factory=lambda: {
-            "sudden_stop": 0.040,
-            "low_yield": 0.014,
-            "over_reliance": 0.045,
-            "fund_misuse": 0.014,
-            "thin_file": 0.008,
-            "policy_tightening": 0.025,
-            "low_activity_competition": 0.020,
+            "sudden_stop": 0.20,
+            "low_yield": 0.12,
+            "over_reliance": 0.20,
+            "fund_misuse": 0.15,
+            "thin_file": 0.10,
+            "policy_tightening": 0.15,
+            "low_activity_competition": 0.12,
         }
     )
-    background_rate: float = 0.0004  # per cause, the part no observable explains
-    frailty_sd: float = 0.6  # platform's unobserved judgement per borrower
-    noise_sd: float = 0.4  # month-to-month randomness of reviews
+    # thresholds of the platform's monitoring signals
+    stop_earlier_months: int = (
+        5  # draw months in the 9 before the last 3 that make a stop suspicious
+    )
+    lowyield_util: float = (
+        0.04  # mean utilisation below which a long-tenure account earns too little
+    )
+    over_util: float = 0.75  # utilisation above which reliance is suspected
+    misuse_share: float = 0.5  # share of drawn money routed to investment / other lenders
+    thin_months: int = 12  # months without external credit activity that make a file thin
+    policy_util: float = 0.8  # leverage that tightening targets
+    policy_noncons: float = 0.6  # non-consumption share that tightening targets
+    competition_months: int = 4  # months on competing products (of 6) that flag multi-homing
+    background_rate: float = 0.0003  # per cause, the part no observable explains
+    frailty_sd: float = 0.45  # platform's unobserved judgement per borrower
+    noise_sd: float = 0.3  # month-to-month randomness of reviews
     overdue_rate: float = 0.0015
     overdue_close_prob: float = 0.6
     # oracle (ground truth probabilities)
@@ -126,7 +139,9 @@ class SimulatorConfig:
 
 @dataclass
 class FeaturesConfig:
-    snapshots: list[int] = field(default_factory=lambda: [12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32])
+    snapshots: list[int] = field(
+        default_factory=lambda: [12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32]
+    )
     horizon: int = 3
     valid_snapshots: list[int] = field(default_factory=lambda: [22, 24])
     oot_snapshots: list[int] = field(default_factory=lambda: [26, 28, 30, 32])
@@ -214,16 +229,35 @@ def validate(cfg: Any) -> None:
     if s.chunk_size <= 0:
         _fail("simulator.chunk_size", "must be positive", s.chunk_size)
     for key in (
-        "draw_prob", "repay_rate", "early_repay_prob", "stop_shock_rate", "ext_open_rate",
-        "ext_close_rate", "ext_use_prob", "increase_prob", "decrease_prob", "freeze_prob",
-        "overdue_rate", "overdue_close_prob", "line_reaction", "competitor_shift",
+        "draw_prob",
+        "repay_rate",
+        "early_repay_prob",
+        "stop_shock_rate",
+        "ext_open_rate",
+        "ext_close_rate",
+        "ext_use_prob",
+        "increase_prob",
+        "decrease_prob",
+        "freeze_prob",
+        "overdue_rate",
+        "overdue_close_prob",
+        "line_reaction",
+        "competitor_shift",
     ):
         v = getattr(s, key)
         if not 0.0 <= v <= 1.0:
             _fail(f"simulator.{key}", "is a probability and must lie in [0, 1]", v)
     for key in (
-        "draws_per_month", "daily_rate", "stop_mean_months", "background_rate", "frailty_sd",
-        "noise_sd", "community_sd", "contacts_mean", "competitor_slope", "tightening_strength",
+        "draws_per_month",
+        "daily_rate",
+        "stop_mean_months",
+        "background_rate",
+        "frailty_sd",
+        "noise_sd",
+        "community_sd",
+        "contacts_mean",
+        "competitor_slope",
+        "tightening_strength",
     ):
         v = getattr(s, key)
         if v < 0:
@@ -232,20 +266,38 @@ def validate(cfg: Any) -> None:
         _fail("simulator.competitor_slope", "must be positive", s.competitor_slope)
     for cause, rate in s.closure_base.items():
         if cause not in CAUSES:
-            _fail(f"simulator.closure_base.{cause}", f"unknown cause code; known: {', '.join(CAUSES)}", rate)
+            _fail(
+                f"simulator.closure_base.{cause}",
+                f"unknown cause code; known: {', '.join(CAUSES)}",
+                rate,
+            )
         if rate < 0:
             _fail(f"simulator.closure_base.{cause}", "must not be negative", rate)
     for occ, share in s.occupation_shares.items():
         if occ not in OCCUPATIONS:
-            _fail(f"simulator.occupation_shares.{occ}", f"unknown occupation; known: {', '.join(OCCUPATIONS)}", share)
+            _fail(
+                f"simulator.occupation_shares.{occ}",
+                f"unknown occupation; known: {', '.join(OCCUPATIONS)}",
+                share,
+            )
         if share < 0:
             _fail(f"simulator.occupation_shares.{occ}", "must not be negative", share)
     if sum(s.occupation_shares.values()) <= 0:
-        _fail("simulator.occupation_shares", "must have a positive total", dict(s.occupation_shares))
+        _fail(
+            "simulator.occupation_shares", "must have a positive total", dict(s.occupation_shares)
+        )
     if d.kind == "simulator" and not 0 <= s.tightening_month < d.n_months:
-        _fail("simulator.tightening_month", f"must lie inside the horizon [0, {d.n_months - 1}]", s.tightening_month)
+        _fail(
+            "simulator.tightening_month",
+            f"must lie inside the horizon [0, {d.n_months - 1}]",
+            s.tightening_month,
+        )
     if s.oracle_futures < 1 or s.oracle_rows < 0:
-        _fail("simulator.oracle_futures", "needs at least one future and non-negative rows", s.oracle_futures)
+        _fail(
+            "simulator.oracle_futures",
+            "needs at least one future and non-negative rows",
+            s.oracle_futures,
+        )
     if f.horizon < 1:
         _fail("features.horizon", "must be at least 1 month", f.horizon)
     if d.kind == "simulator":
@@ -254,13 +306,25 @@ def validate(cfg: Any) -> None:
             _fail("features.snapshots", "must list at least one month", snaps)
         for snap in snaps:
             if not 1 <= snap or snap + f.horizon > d.n_months - 1:
-                _fail("features.snapshots", f"month {snap} + horizon {f.horizon} must end by month {d.n_months - 1}", snaps)
+                _fail(
+                    "features.snapshots",
+                    f"month {snap} + horizon {f.horizon} must end by month {d.n_months - 1}",
+                    snaps,
+                )
         for key in ("valid_snapshots", "oot_snapshots"):
             extra = set(getattr(f, key)) - set(snaps)
             if extra:
-                _fail(f"features.{key}", f"months {sorted(extra)} are not in features.snapshots", list(getattr(f, key)))
+                _fail(
+                    f"features.{key}",
+                    f"months {sorted(extra)} are not in features.snapshots",
+                    list(getattr(f, key)),
+                )
         if set(f.valid_snapshots) & set(f.oot_snapshots):
-            _fail("features.valid_snapshots", "overlaps features.oot_snapshots", list(f.valid_snapshots))
+            _fail(
+                "features.valid_snapshots",
+                "overlaps features.oot_snapshots",
+                list(f.valid_snapshots),
+            )
         if not set(snaps) - set(f.valid_snapshots) - set(f.oot_snapshots):
             _fail("features.snapshots", "leaves no snapshot for training", snaps)
     if f.fund_days < 0:

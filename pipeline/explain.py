@@ -11,7 +11,9 @@ from pipeline.causes import CAUSE_TEXT, CAUSES
 from pipeline.registry import BY_NAME
 
 
-def contributions(booster: lgb.Booster, X: np.ndarray, n_threads: int = 0) -> tuple[np.ndarray, str]:
+def contributions(
+    booster: lgb.Booster, X: np.ndarray, n_threads: int = 0
+) -> tuple[np.ndarray, str]:
     """SHAP values in log-odds, shape ``(n, p + 1)``, last column the expected value.
 
     Uses the project's exact TreeSHAP where the model allows it, LightGBM's own
@@ -56,7 +58,12 @@ def reason_codes(
     studied = np.array([c in CAUSES for c in names])
     masked = np.where(studied[None, :], by_cause, -np.inf)
     order = np.argsort(-masked, axis=1, kind="stable")[:, :top_k]
-    feat_cause = np.array([names.index(cause_of(f)) if cause_of(f) in names else len(names) - 1 for f in feature_names])
+    feat_cause = np.array(
+        [
+            names.index(cause_of(f)) if cause_of(f) in names else len(names) - 1
+            for f in feature_names
+        ]
+    )
     out: dict[str, np.ndarray] = {}
     rows = np.arange(n)
     for k in range(top_k):

@@ -47,14 +47,18 @@ class BlockStatus:
     first_overdue: np.ndarray  # first month with dpd > 0 or an overdue closure
 
 
-def _dense(ids: np.ndarray, months: np.ndarray, values: np.ndarray, lo: int, n: int, n_months: int, fill: float = 0.0) -> np.ndarray:
+def _dense(
+    ids: np.ndarray,
+    months: np.ndarray,
+    values: np.ndarray,
+    lo: int,
+    n: int,
+    n_months: int,
+    fill: float = 0.0,
+) -> np.ndarray:
     out = np.full((n, n_months), fill, dtype=np.float64)
     out[ids - lo, months] = values
     return out
-
-
-def _window_sum(a: np.ndarray, s: int, w: int) -> np.ndarray:
-    return a[:, max(0, s - w + 1) : s + 1].sum(axis=1)
 
 
 def _window_mean(a: np.ndarray, on: np.ndarray, s: int, w: int) -> np.ndarray:
@@ -185,10 +189,15 @@ def block_features(
 
     macro = raw["macro_months"]
     comp_int = np.zeros(M)
-    comp_int[macro.column("month").to_numpy().astype(np.int64)] = macro.column("competitor_intensity").to_numpy()
+    comp_int[macro.column("month").to_numpy().astype(np.int64)] = macro.column(
+        "competitor_intensity"
+    ).to_numpy()
 
     line_change = (inc + dec) > 0
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("borrower_id", "snapshot", "label", "label_cause", "occupation", *FEATURE_NAMES)}
+    cols: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in ("borrower_id", "snapshot", "label", "label_cause", "occupation", *FEATURE_NAMES)
+    }
     for s in spec.snapshots:
         alive = present & (signup <= s) & (close_month > s)
         if spec.never_overdue_only:
@@ -198,8 +207,8 @@ def block_features(
             continue
         sl = slice(0, s + 1)
 
-        def W(a: np.ndarray, w: int) -> np.ndarray:
-            return _window_sum(a[idx], s, w)
+        def W(a: np.ndarray, w: int, idx: np.ndarray = idx, s: int = s) -> np.ndarray:
+            return a[idx, max(0, s - w + 1) : s + 1].sum(axis=1)
 
         ons = on[idx]
         tenure = s - signup[idx]
@@ -222,7 +231,8 @@ def block_features(
         um3 = _window_mean(u, ons, s, 3)
         um12 = _window_mean(u, ons, s, 12)
         earlier_util = _safe_div(
-            (u[:, lo12 : s + 1] * ons[:, lo12 : s + 1]).sum(axis=1) - (u[:, max(0, s - 2) : s + 1] * ons[:, max(0, s - 2) : s + 1]).sum(axis=1),
+            (u[:, lo12 : s + 1] * ons[:, lo12 : s + 1]).sum(axis=1)
+            - (u[:, max(0, s - 2) : s + 1] * ons[:, max(0, s - 2) : s + 1]).sum(axis=1),
             ons[:, lo12 : s + 1].sum(axis=1) - ons[:, max(0, s - 2) : s + 1].sum(axis=1),
         )
         drawn6 = W(flow_total, 6)
@@ -292,7 +302,9 @@ def block_features(
             "contacts_closed_wshare": np.zeros(len(idx)),
             "contacts_overdue_share": np.zeros(len(idx)),
             "regime": np.full(len(idx), float(s >= tightening_month)),
-            "months_since_tightening": np.full(len(idx), float(max(0, s - tightening_month + 1) if s >= tightening_month else 0)),
+            "months_since_tightening": np.full(
+                len(idx), float(max(0, s - tightening_month + 1) if s >= tightening_month else 0)
+            ),
             "competitor_intensity": np.full(len(idx), comp_int[s]),
             "income": income[idx],
             "occupation_code": occ_code[idx].astype(np.float64),
@@ -309,7 +321,11 @@ def block_features(
         for k, v in feats.items():
             cols[k].append(v)
     out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
-    status = BlockStatus(borrower_id=np.arange(lo, lo + n)[present], first_closed=first_closed[present], first_overdue=first_overdue[present])
+    status = BlockStatus(
+        borrower_id=np.arange(lo, lo + n)[present],
+        first_closed=first_closed[present],
+        first_overdue=first_overdue[present],
+    )
     return out, status
 
 
@@ -328,7 +344,17 @@ def social_features(
     status: BlockStatus,
 ) -> dict[str, np.ndarray]:
     """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
-    n_ids = int(max(status.borrower_id.max(initial=-1), edges_src.max(initial=-1), edges_dst.max(initial=-1), rows_bid.max(initial=-1))) + 1
+    n_ids = (
+        int(
+            max(
+                status.borrower_id.max(initial=-1),
+                edges_src.max(initial=-1),
+                edges_dst.max(initial=-1),
+                rows_bid.max(initial=-1),
+            )
+        )
+        + 1
+    )
     first_closed = np.full(n_ids, NEVER, dtype=np.int64)
     first_overdue = np.full(n_ids, NEVER, dtype=np.int64)
     first_closed[status.borrower_id] = status.first_closed
@@ -375,7 +401,14 @@ def to_table(cols: dict[str, np.ndarray], spec: FeatureSpec) -> pa.Table:
 
 
 FEATURE_TABLE_SCHEMA = pa.schema(
-    [("borrower_id", pa.int64()), ("snapshot", pa.int16()), ("split", pa.string()), ("label", pa.int8()), ("label_cause", pa.string()), ("occupation", pa.string())]
+    [
+        ("borrower_id", pa.int64()),
+        ("snapshot", pa.int16()),
+        ("split", pa.string()),
+        ("label", pa.int8()),
+        ("label_cause", pa.string()),
+        ("occupation", pa.string()),
+    ]
     + [(name, pa.float32()) for name in FEATURE_NAMES]
 )
 LABEL_CAUSES = (*CAUSES, "none")

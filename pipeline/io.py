@@ -46,14 +46,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_parquet(table: pa.Table, path: str | os.PathLike[str], row_group_size: int | None = None) -> None:
+def write_parquet(
+    table: pa.Table, path: str | os.PathLike[str], row_group_size: int | None = None
+) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False))
+        tmp.write_text(
+            json.dumps(obj, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False)
+        )
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> None:
@@ -123,7 +127,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def digest_of(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    ).hexdigest()
 
 
 # --------------------------------------------------------------------------- validated reads
@@ -170,7 +176,9 @@ def read_table(
     wanted = list(columns) if columns is not None else schema.names
     for name in wanted:
         if name not in file_schema.names:
-            raise DataError(f"{p}: column '{name}' is missing (expected columns: {', '.join(schema.names)})")
+            raise DataError(
+                f"{p}: column '{name}' is missing (expected columns: {', '.join(schema.names)})"
+            )
         want, got = schema.field(name).type, file_schema.field(name).type
         if _kind(want) != _kind(got):
             raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
@@ -185,12 +193,16 @@ def read_table(
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
         if col.null_count:
-            raise DataError(f"{p}: column '{name}' has {col.null_count} missing values; none are allowed")
+            raise DataError(
+                f"{p}: column '{name}' has {col.null_count} missing values; none are allowed"
+            )
         if _kind(want) == "float":
             arr = col.to_numpy()
             bad = ~np.isfinite(arr)
             if bad.any():
-                raise DataError(f"{p}: column '{name}' has {int(bad.sum())} NaN or infinite values; none are allowed")
+                raise DataError(
+                    f"{p}: column '{name}' has {int(bad.sum())} NaN or infinite values; none are allowed"
+                )
         try:
             col = col.cast(want)
         except pa.ArrowInvalid as exc:
@@ -202,21 +214,29 @@ def read_table(
             mn = pc.min(table.column(name)).as_py()
             if mn is not None and mn < 0:
                 n_bad = pc.sum(pc.less(table.column(name), 0)).as_py()
-                raise DataError(f"{p}: column '{name}' has {n_bad} negative values (minimum {mn}); amounts must be >= 0")
+                raise DataError(
+                    f"{p}: column '{name}' has {n_bad} negative values (minimum {mn}); amounts must be >= 0"
+                )
     for name, values in (allowed or {}).items():
         if name in wanted and table.num_rows:
             seen = set(pc.unique(table.column(name)).to_pylist())
             unknown = sorted(seen - set(values))
             if unknown:
-                raise DataError(f"{p}: column '{name}' has unknown categories {unknown[:5]}; allowed: {', '.join(values)}")
+                raise DataError(
+                    f"{p}: column '{name}' has unknown categories {unknown[:5]}; allowed: {', '.join(values)}"
+                )
     for name, (lo, hi) in (ranges or {}).items():
         if name in wanted and table.num_rows:
             mm = pc.min_max(table.column(name)).as_py()
             if mm["min"] < lo or mm["max"] > hi:
-                raise DataError(f"{p}: column '{name}' has values in [{mm['min']}, {mm['max']}], outside the allowed range [{lo}, {hi}]")
+                raise DataError(
+                    f"{p}: column '{name}' has values in [{mm['min']}, {mm['max']}], outside the allowed range [{lo}, {hi}]"
+                )
     if unique and table.num_rows:
         keys = table.select(list(unique))
         n_distinct = keys.group_by(list(unique)).aggregate([]).num_rows
         if n_distinct != table.num_rows:
-            raise DataError(f"{p}: columns ({', '.join(unique)}) have {table.num_rows - n_distinct} duplicated keys; each key must appear once")
+            raise DataError(
+                f"{p}: columns ({', '.join(unique)}) have {table.num_rows - n_distinct} duplicated keys; each key must appear once"
+            )
     return table

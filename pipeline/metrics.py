@@ -46,11 +46,18 @@ def lift_capture(y: np.ndarray, p: np.ndarray, frac: float) -> tuple[float, floa
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
-    out: dict[str, float] = {"n": float(len(y)), "positive_rate": float(y.mean()) if len(y) else float("nan")}
+    out: dict[str, float] = {
+        "n": float(len(y)),
+        "positive_rate": float(y.mean()) if len(y) else float("nan"),
+    }
     if len(np.unique(y)) < 2:
         out.update(auc=float("nan"), ks=float("nan"), pr_auc=float("nan"))
     else:
-        out.update(auc=float(roc_auc_score(y, p)), ks=ks_statistic(y, p), pr_auc=float(average_precision_score(y, p)))
+        out.update(
+            auc=float(roc_auc_score(y, p)),
+            ks=ks_statistic(y, p),
+            pr_auc=float(average_precision_score(y, p)),
+        )
     out["brier"] = float(np.mean((p - y) ** 2)) if len(y) else float("nan")
     out["ece"] = expected_calibration_error(y, p)
     for frac in (0.05, 0.10):

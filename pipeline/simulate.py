@@ -209,7 +209,9 @@ def macro_table(spec: WorldSpec) -> pa.Table:
 
 def _competitor_intensity(spec: WorldSpec, month: np.ndarray | int) -> np.ndarray:
     s = spec.sim
-    return 1.0 / (1.0 + np.exp(-(np.asarray(month, dtype=float) - s.competitor_midpoint) / s.competitor_slope))
+    return 1.0 / (
+        1.0 + np.exp(-(np.asarray(month, dtype=float) - s.competitor_midpoint) / s.competitor_slope)
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -262,7 +264,9 @@ class _State:
         return _State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
 
 
-def _init_chunk(spec: WorldSpec, chunk: int, rng: np.random.Generator) -> tuple[_State, dict[str, pa.Table]]:
+def _init_chunk(
+    spec: WorldSpec, chunk: int, rng: np.random.Generator
+) -> tuple[_State, dict[str, pa.Table]]:
     s = spec.sim
     lo, hi = spec.chunk_bounds(chunk)
     n = hi - lo
@@ -287,9 +291,9 @@ def _init_chunk(spec: WorldSpec, chunk: int, rng: np.random.Generator) -> tuple[
     e = rng.normal(size=(n, 9))
     need = _sigmoid(0.1 + 1.1 * e[:, 0] + _OCC_NEED[occ] + 0.4 * z[:, 1])
     amount_scale = np.exp(0.45 * e[:, 1]) * _OCC_AMOUNT[occ]
-    invest = _sigmoid(-2.8 + 1.3 * e[:, 2] + _OCC_INVEST[occ] + 0.8 * z[:, 2])
+    invest = _sigmoid(-3.2 + 1.3 * e[:, 2] + _OCC_INVEST[occ] + 0.8 * z[:, 2])
     juggler = _sigmoid(-2.6 + 1.2 * e[:, 3] + 0.6 * z[:, 0])
-    ext_eng = _sigmoid(0.9 + 1.3 * e[:, 4] + _OCC_EXT[occ] + 0.6 * z[:, 1])
+    ext_eng = _sigmoid(1.2 + 1.3 * e[:, 4] + _OCC_EXT[occ] + 0.6 * z[:, 1])
     multihome = _sigmoid(-0.9 + 1.3 * e[:, 5])
     risk = 0.8 * e[:, 6] + 0.6 * z[:, 0] + _OCC_RISK[occ]
     stop_prone = np.exp(0.8 * e[:, 7]) * _OCC_STOP[occ]
@@ -300,20 +304,44 @@ def _init_chunk(spec: WorldSpec, chunk: int, rng: np.random.Generator) -> tuple[
 
     ext_cards = rng.poisson(2.2 * ext_eng).astype(np.int16)
     ext_loans = rng.poisson(0.3 + 1.5 * juggler).astype(np.int16) * (rng.random(n) < ext_eng)
-    months_since_ext = np.where(ext_cards + ext_loans > 0, rng.integers(0, 4, n), rng.integers(3, 30, n)).astype(np.int16)
+    months_since_ext = np.where(
+        ext_cards + ext_loans > 0, rng.integers(0, 4, n), rng.integers(3, 30, n)
+    ).astype(np.int16)
 
     state = _State(
-        bid=bid, occ=occ, signup=signup, income=income, need=need, amount_scale=amount_scale,
-        invest=invest, juggler=juggler, ext_eng=ext_eng, multihome=multihome, risk=risk,
-        stop_prone=stop_prone, frailty=frailty, repay_rate=repay_rate, business=business,
-        open=np.ones(n, dtype=bool), ever_overdue=np.zeros(n, dtype=bool), line=line.copy(),
-        balance=np.zeros(n), stopped_left=np.zeros(n, dtype=np.int16),
-        frozen_left=np.zeros(n, dtype=np.int16), react_left=np.zeros(n, dtype=np.int16),
-        boost=np.ones(n), ext_cards=ext_cards, ext_loans=ext_loans.astype(np.int16),
-        months_since_ext=months_since_ext, months_since_draw=np.full(n, 99, dtype=np.int16),
-        h_drew=np.zeros((n, WINDOW), dtype=bool), h_util=np.zeros((n, WINDOW)),
-        h_drawn=np.zeros((n, WINDOW)), h_misuse=np.zeros((n, WINDOW)),
-        h_noncons=np.zeros((n, WINDOW)), h_comp=np.zeros((n, WINDOW), dtype=bool),
+        bid=bid,
+        occ=occ,
+        signup=signup,
+        income=income,
+        need=need,
+        amount_scale=amount_scale,
+        invest=invest,
+        juggler=juggler,
+        ext_eng=ext_eng,
+        multihome=multihome,
+        risk=risk,
+        stop_prone=stop_prone,
+        frailty=frailty,
+        repay_rate=repay_rate,
+        business=business,
+        open=np.ones(n, dtype=bool),
+        ever_overdue=np.zeros(n, dtype=bool),
+        line=line.copy(),
+        balance=np.zeros(n),
+        stopped_left=np.zeros(n, dtype=np.int16),
+        frozen_left=np.zeros(n, dtype=np.int16),
+        react_left=np.zeros(n, dtype=np.int16),
+        boost=np.ones(n),
+        ext_cards=ext_cards,
+        ext_loans=ext_loans.astype(np.int16),
+        months_since_ext=months_since_ext,
+        months_since_draw=np.full(n, 99, dtype=np.int16),
+        h_drew=np.zeros((n, WINDOW), dtype=bool),
+        h_util=np.zeros((n, WINDOW)),
+        h_drawn=np.zeros((n, WINDOW)),
+        h_misuse=np.zeros((n, WINDOW)),
+        h_noncons=np.zeros((n, WINDOW)),
+        h_comp=np.zeros((n, WINDOW), dtype=bool),
     )
 
     borrowers = pa.table(
@@ -332,9 +360,15 @@ def _init_chunk(spec: WorldSpec, chunk: int, rng: np.random.Generator) -> tuple[
         {
             "borrower_id": bid,
             "community": community.astype(np.int64),
-            "need": need, "amount_scale": amount_scale, "invest": invest, "juggler": juggler,
-            "ext_engagement": ext_eng, "multihome": multihome, "risk": risk,
-            "stop_prone": stop_prone, "frailty": frailty,
+            "need": need,
+            "amount_scale": amount_scale,
+            "invest": invest,
+            "juggler": juggler,
+            "ext_engagement": ext_eng,
+            "multihome": multihome,
+            "risk": risk,
+            "stop_prone": stop_prone,
+            "frailty": frailty,
         },
         schema=TRUTH_SCHEMAS["traits"],
     )
@@ -363,7 +397,11 @@ def _social_edges(
     _, first = np.unique(key, return_index=True)
     first.sort()
     return pa.table(
-        {"src": bid[src[first]], "dst": bid[dst[first]], "tie_strength": strength[first].astype(np.float32)},
+        {
+            "src": bid[src[first]],
+            "dst": bid[dst[first]],
+            "tie_strength": strength[first].astype(np.float32),
+        },
         schema=SCHEMAS["social_edges"],
     )
 
@@ -416,7 +454,9 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     p = p * np.where(g(st.react_left) > 0, 1.0 - s.line_reaction, 1.0)
     p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
     drew = u[:, 2] < p
-    n_draws = np.where(drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + g(st.need)), n), 0)
+    n_draws = np.where(
+        drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + g(st.need)), n), 0
+    )
     line = g(st.line)
     bal_prev = g(st.balance)
     per_draw = g(st.amount_scale) * line * 0.12 * rng.lognormal(0.0, 0.6, n)
@@ -436,11 +476,13 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
             np.full(n, 0.08),
         ],
         axis=1,
-    ) * rng.gamma(2.0, 0.5, (n, len(CHANNELS)))
+    ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
-    misuse = (flow_amt[:, 2] * (lags[:, 2] <= MISUSE_DAYS)) + (flow_amt[:, 3] * (lags[:, 3] <= MISUSE_DAYS))
+    misuse = (flow_amt[:, 2] * (lags[:, 2] <= MISUSE_DAYS)) + (
+        flow_amt[:, 3] * (lags[:, 3] <= MISUSE_DAYS)
+    )
     noncons = flow_amt[:, 1:].sum(axis=1)
 
     # 5. repayment and interest
@@ -464,9 +506,13 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     cards = cards - rng.binomial(cards, s.ext_close_rate)
     loans = loans - rng.binomial(loans, s.ext_close_rate * 2.0)
     ext_use = ((cards + loans) > 0) & (u[:, 6] < s.ext_use_prob * eng)
-    months_since_ext = np.where(ext_use | (new_acc > 0), 0, np.minimum(g(st.months_since_ext) + 1, 240)).astype(np.int16)
+    months_since_ext = np.where(
+        ext_use | (new_acc > 0), 0, np.minimum(g(st.months_since_ext) + 1, 240)
+    ).astype(np.int16)
     inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * g(st.juggler))
-    ext_util = np.clip(0.15 + 0.6 * g(st.juggler) + 0.1 * rng.normal(size=n), 0.0, 1.0) * ((cards + loans) > 0)
+    ext_util = np.clip(0.15 + 0.6 * g(st.juggler) + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
+        (cards + loans) > 0
+    )
 
     # 8. consumption and competitor products
     spend = g(st.income) * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(stopped_now, 0.75, 1.0)
@@ -509,21 +555,42 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     comp6 = st.h_comp[idx][:, order[:6]].sum(axis=1)
 
     sig = np.zeros((n, N_CAUSES))
-    sig[:, C_SUDDEN] = ((recent3 == 0) & (earlier >= 4)) * (earlier / 9.0) * 2.0
-    sig[:, C_LOWYIELD] = (tenure >= 12) * (draws12 >= 2) * np.clip((0.12 - util6) / 0.12, 0.0, 1.0) * 1.5
-    sig[:, C_OVER] = np.clip((util3 - 0.7) / 0.3, 0.0, 1.0) * (recent3 >= 2) * (1.0 + (loans >= 3))
-    misuse_share = np.where(drawn3 > 0, misuse3 / np.maximum(drawn3, 1e-9), 0.0)
-    sig[:, C_MISUSE] = np.clip((misuse_share - 0.25) / 0.25, 0.0, 2.0)
-    sig[:, C_THIN] = ((cards + loans) == 0) * (months_since_ext >= 6) * np.clip(months_since_ext / 12.0, 0.0, 2.0)
-    noncons_share = np.where(drawn3 > 0, noncons3 / np.maximum(drawn3, 1e-9), 0.0)
-    sig[:, C_POLICY] = regime * s.tightening_strength * (
-        np.clip((util3 - 0.5) / 0.3, 0.0, 1.0) + np.clip((noncons_share - 0.35) / 0.3, 0.0, 1.0)
+    sig[:, C_SUDDEN] = ((recent3 == 0) & (earlier >= s.stop_earlier_months)) * (earlier / 9.0) * 2.0
+    sig[:, C_LOWYIELD] = (
+        (tenure >= 18)
+        * (draws12 >= 2)
+        * np.clip((s.lowyield_util - util6) / s.lowyield_util, 0.0, 1.0)
+        * 1.5
     )
-    sig[:, C_COMP] = comp_level * (draws6 <= 1) * (tenure >= 3) * (comp6 / 3.0)
+    sig[:, C_OVER] = (
+        np.clip((util3 - s.over_util) / (1.0 - s.over_util), 0.0, 1.0)
+        * (recent3 >= 2)
+        * (1.0 + (loans >= 3))
+    )
+    misuse_share = np.where(drawn3 > 0, misuse3 / np.maximum(drawn3, 1e-9), 0.0)
+    sig[:, C_MISUSE] = np.clip((misuse_share - s.misuse_share) / 0.2, 0.0, 2.0)
+    thin_over = (months_since_ext - (s.thin_months - 3)) / 6.0
+    sig[:, C_THIN] = (
+        ((cards + loans) == 0) * (months_since_ext >= s.thin_months) * np.clip(thin_over, 0.0, 2.0)
+    )
+    noncons_share = np.where(drawn3 > 0, noncons3 / np.maximum(drawn3, 1e-9), 0.0)
+    sig[:, C_POLICY] = (
+        regime
+        * s.tightening_strength
+        * (
+            np.clip((util3 - s.policy_util) / 0.2, 0.0, 1.0)
+            + np.clip((noncons_share - s.policy_noncons) / 0.2, 0.0, 1.0)
+        )
+    )
+    sig[:, C_COMP] = (
+        comp_level * (draws6 <= 1) * (tenure >= 3) * (comp6 >= s.competition_months) * (comp6 / 3.0)
+    )
 
     base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
     scale = np.exp(g(st.frailty) + s.noise_sd * rng.normal(size=n))
-    haz = (base * sig + s.background_rate) * scale[:, None]
+    background = np.full(N_CAUSES, s.background_rate)
+    background[C_POLICY] *= regime  # no policy closures before the regime exists
+    haz = (base * sig + background) * scale[:, None]
     total = haz.sum(axis=1)
     p_close = 1.0 - np.exp(-total)
     closed = u[:, 9] < p_close
@@ -537,7 +604,11 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
 
     # soft actions for accounts that stay open
     v = rng.random((n, 3))
-    frz = (~closed) & (~frozen) & (v[:, 0] < s.freeze_prob * np.minimum(sig[:, C_SUDDEN] + sig[:, C_MISUSE], 1.0))
+    frz = (
+        (~closed)
+        & (~frozen)
+        & (v[:, 0] < s.freeze_prob * np.minimum(sig[:, C_SUDDEN] + sig[:, C_MISUSE], 1.0))
+    )
     cut_sig = sig[:, [C_LOWYIELD, C_OVER, C_POLICY]]
     cut_strength = np.minimum(cut_sig.sum(axis=1), 1.0)
     cut = (~closed) & (~frz) & (v[:, 1] < s.decrease_prob * 0.3 * cut_strength)
@@ -562,38 +633,69 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     month = np.full(n, t, dtype=np.int16)
     out.rows = {
         "account_months": dict(
-            borrower_id=st.bid[idx], month=month, line=line, n_draws=n_draws.astype(np.int16),
-            draw_amount=draw_amt, repayment=np.round(repay, 2), balance=np.round(balance, 2),
-            interest_paid=np.round(interest, 2), n_early_repay=early.astype(np.int16), dpd=dpd,
+            borrower_id=st.bid[idx],
+            month=month,
+            line=line,
+            n_draws=n_draws.astype(np.int16),
+            draw_amount=draw_amt,
+            repayment=np.round(repay, 2),
+            balance=np.round(balance, 2),
+            interest_paid=np.round(interest, 2),
+            n_early_repay=early.astype(np.int16),
+            dpd=dpd,
             frozen=frozen.astype(np.int8),
         ),
         "bureau_months": dict(
-            borrower_id=st.bid[idx], month=month, ext_cards=cards.astype(np.int16),
-            ext_loans=loans.astype(np.int16), ext_new_accounts=new_acc.astype(np.int16),
-            ext_inquiries=inquiries.astype(np.int16), ext_utilisation=ext_util,
+            borrower_id=st.bid[idx],
+            month=month,
+            ext_cards=cards.astype(np.int16),
+            ext_loans=loans.astype(np.int16),
+            ext_new_accounts=new_acc.astype(np.int16),
+            ext_inquiries=inquiries.astype(np.int16),
+            ext_utilisation=ext_util,
             months_since_ext_activity=months_since_ext,
         ),
         "consumption_months": dict(
-            borrower_id=st.bid[idx], month=month, spend_daily=spend * cshare[:, 0],
-            spend_durables=spend * cshare[:, 1], spend_services=spend * cshare[:, 2],
-            spend_weekly_cv=weekly_cv, competitor_baitiao=baitiao, competitor_fenfu=fenfu,
+            borrower_id=st.bid[idx],
+            month=month,
+            spend_daily=spend * cshare[:, 0],
+            spend_durables=spend * cshare[:, 1],
+            spend_services=spend * cshare[:, 2],
+            spend_weekly_cv=weekly_cv,
+            competitor_baitiao=baitiao,
+            competitor_fenfu=fenfu,
         ),
     }
     fi, fc = np.nonzero(flow_amt > 0.005)
     out.flows = dict(
-        borrower_id=st.bid[idx][fi], month=np.full(len(fi), t, dtype=np.int16), channel=fc.astype(np.int8),
-        amount=np.round(flow_amt[fi, fc], 2), days_after_draw=lags[fi, fc],
+        borrower_id=st.bid[idx][fi],
+        month=np.full(len(fi), t, dtype=np.int16),
+        channel=fc.astype(np.int8),
+        amount=np.round(flow_amt[fi, fc], 2),
+        days_after_draw=lags[fi, fc],
     )
     ev_kind = np.full(n, -1)
     ev_kind[inc] = 0
     ev_kind[cut] = 1
     ev_kind[frz] = 2
     ev_kind[closed] = 3
-    ev_cause = np.where(closed, cause, np.where(cut, cut_cause, np.where(frz, np.where(sig[:, C_MISUSE] > sig[:, C_SUDDEN], C_MISUSE, C_SUDDEN), -1)))
+    ev_cause = np.where(
+        closed,
+        cause,
+        np.where(
+            cut,
+            cut_cause,
+            np.where(frz, np.where(sig[:, C_MISUSE] > sig[:, C_SUDDEN], C_MISUSE, C_SUDDEN), -1),
+        ),
+    )
     e = np.flatnonzero(ev_kind >= 0)
     out.events = dict(
-        borrower_id=st.bid[idx][e], month=np.full(len(e), t, dtype=np.int16), event=ev_kind[e],
-        cause=ev_cause[e], line_before=line[e], line_after=np.where(closed[e], 0.0, new_line[e]),
+        borrower_id=st.bid[idx][e],
+        month=np.full(len(e), t, dtype=np.int16),
+        event=ev_kind[e],
+        cause=ev_cause[e],
+        line_before=line[e],
+        line_after=np.where(closed[e], 0.0, new_line[e]),
     )
     return out
 
@@ -619,12 +721,28 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
     ss = np.random.SeedSequence(spec.seed, spawn_key=(chunk,))
     rng = np.random.default_rng(ss)
     st, static = _init_chunk(spec, chunk, rng)
-    parts: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in ("account_months", "bureau_months", "consumption_months", "fund_flows", "platform_events", "hazards", "oracle")}
+    parts: dict[str, list[dict[str, np.ndarray]]] = {
+        k: []
+        for k in (
+            "account_months",
+            "bureau_months",
+            "consumption_months",
+            "fund_flows",
+            "platform_events",
+            "hazards",
+            "oracle",
+        )
+    }
     oracle_snaps = set(spec.oracle_snapshots)
     lo, hi = spec.chunk_bounds(chunk)
     for t in range(spec.n_months):
         out = _step(spec, st, t, rng, record=True)
-        assert out.rows is not None and out.flows is not None and out.events is not None and out.hazards is not None
+        assert (
+            out.rows is not None
+            and out.flows is not None
+            and out.events is not None
+            and out.hazards is not None
+        )
         for k, v in out.rows.items():
             parts[k].append(v)
         fl = dict(out.flows)
@@ -660,7 +778,12 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int, chunk_n: int) -> di
     n_total = max(1, len(spec.oracle_snapshots)) * spec.n_chunks
     quota = min(len(eligible), math.ceil(s.oracle_rows / n_total * 1.15))
     if quota == 0:
-        return {"borrower_id": np.zeros(0, np.int64), "snapshot": np.zeros(0, np.int16), "p_oracle": np.zeros(0), "n_futures": np.zeros(0, np.int16)}
+        return {
+            "borrower_id": np.zeros(0, np.int64),
+            "snapshot": np.zeros(0, np.int16),
+            "p_oracle": np.zeros(0),
+            "n_futures": np.zeros(0, np.int16),
+        }
     pick = np.sort(rng.choice(eligible, size=quota, replace=False))
     k = s.oracle_futures
     fut = st.take(np.repeat(pick, k))
@@ -677,7 +800,9 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int, chunk_n: int) -> di
     }
 
 
-def iter_chunks(spec: WorldSpec, n_jobs: int = 1, block_size: int | None = None) -> Iterator[tuple[int, dict[str, pa.Table]]]:
+def iter_chunks(
+    spec: WorldSpec, n_jobs: int = 1, block_size: int | None = None
+) -> Iterator[tuple[int, dict[str, pa.Table]]]:
     """Yield ``(chunk, tables)`` in chunk order; work is spread over processes if asked.
 
     ``block_size`` bounds how many borrowers are in flight at once; neither it nor
@@ -701,7 +826,9 @@ def iter_chunks(spec: WorldSpec, n_jobs: int = 1, block_size: int | None = None)
             yield c, pending.pop(c).result()
 
 
-def simulate(spec: WorldSpec, progress: Callable[[Iterator[Any], int], Iterator[Any]] | None = None) -> dict[str, pa.Table]:
+def simulate(
+    spec: WorldSpec, progress: Callable[[Iterator[Any], int], Iterator[Any]] | None = None
+) -> dict[str, pa.Table]:
     """Whole world in memory (small worlds and tests); large runs stream :func:`iter_chunks`."""
     it: Iterator[tuple[int, dict[str, pa.Table]]] = iter_chunks(spec)
     if progress is not None:

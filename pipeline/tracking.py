@@ -72,7 +72,14 @@ def _server_reachable(uri: str, timeout: float) -> None:
 
 
 class Tracker:
-    def __init__(self, uri: str, artifact_root: str, experiment: str, enabled: bool = True, timeout_s: float = 5.0):
+    def __init__(
+        self,
+        uri: str,
+        artifact_root: str,
+        experiment: str,
+        enabled: bool = True,
+        timeout_s: float = 5.0,
+    ):
         self.enabled = enabled
         self.uri = uri
         self.artifact_root = artifact_root
@@ -101,8 +108,14 @@ class Tracker:
         exp = self._client.get_experiment_by_name(self.experiment)
         if exp is None:
             try:
-                location = Path(self.artifact_root).resolve().as_uri() if "://" not in self.artifact_root else self.artifact_root
-                self._experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
+                location = (
+                    Path(self.artifact_root).resolve().as_uri()
+                    if "://" not in self.artifact_root
+                    else self.artifact_root
+                )
+                self._experiment_id = self._client.create_experiment(
+                    self.experiment, artifact_location=location
+                )
             except Exception:  # another process created it first
                 exp = self._client.get_experiment_by_name(self.experiment)
                 if exp is None:
@@ -131,7 +144,9 @@ class Tracker:
         all_tags = {"mlflow.runName": name, **(tags or {})}
         if self._run_stack:
             all_tags["mlflow.parentRunId"] = self._run_stack[-1]
-        r = _retry(lambda: self._client.create_run(self._experiment_id, tags=all_tags, run_name=name))
+        r = _retry(
+            lambda: self._client.create_run(self._experiment_id, tags=all_tags, run_name=name)
+        )
         run_id = r.info.run_id
         if not self._run_stack:
             self.parent_run_id = run_id
@@ -188,7 +203,9 @@ class Tracker:
         elif p.exists():
             self._client.log_artifact(self.run_id, str(p), artifact_path)
 
-    def log_lightgbm_model(self, booster: Any, input_example: Any, registered_name: str | None) -> str | None:
+    def log_lightgbm_model(
+        self, booster: Any, input_example: Any, registered_name: str | None
+    ) -> str | None:
         """Log a LightGBM booster (its own text format) with signature and example; register it."""
         if not self.enabled or self.run_id is None:
             return None

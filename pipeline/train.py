@@ -19,7 +19,9 @@ class TrainResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def lgb_params(model_cfg: Any, seed: int, num_threads: int, monotone: list[int] | None) -> dict[str, Any]:
+def lgb_params(
+    model_cfg: Any, seed: int, num_threads: int, monotone: list[int] | None
+) -> dict[str, Any]:
     """The LightGBM parameter dict, deterministic for a fixed seed and thread count."""
     params: dict[str, Any] = {
         "objective": model_cfg.objective,
@@ -56,7 +58,13 @@ def fit(
     categorical: list[str] | None = None,
 ) -> TrainResult:
     cat = [c for c in (categorical or []) if c in feature_names] or "auto"
-    dtrain = lgb.Dataset(X_train, label=y_train, feature_name=feature_names, categorical_feature=cat, free_raw_data=True)
+    dtrain = lgb.Dataset(
+        X_train,
+        label=y_train,
+        feature_name=feature_names,
+        categorical_feature=cat,
+        free_raw_data=True,
+    )
     dvalid = lgb.Dataset(X_valid, label=y_valid, reference=dtrain)
     booster = lgb.train(
         params,
@@ -70,9 +78,13 @@ def fit(
     return TrainResult(booster=booster, best_iteration=int(best), params=params)
 
 
-def evaluate(booster: lgb.Booster, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
+def evaluate(
+    booster: lgb.Booster, splits: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, dict[str, float]]:
     out = {}
     for name, (X, y) in splits.items():
         if len(y):
-            out[name] = binary_metrics(y, booster.predict(X, num_iteration=booster.best_iteration or None))
+            out[name] = binary_metrics(
+                y, booster.predict(X, num_iteration=booster.best_iteration or None)
+            )
     return out

@@ -151,67 +151,80 @@ def _shap_kernel(
     max_d,
     chunk,
 ):
-    n = X.shape[0]
+    """Rows are processed in chunks (one chunk per task); within a chunk, trees are the
+    outer loop and rows the inner one, with feature-major buffers so the inner loops
+    have no loop-carried dependencies (and the tree's tables stay in cache)."""
+    n, p = X.shape
     n_trees = tree_int_start.size
     n_chunks = (n + chunk - 1) // chunk
-    kz = 1.0000000180025095e-35  # float(np.float32(1e-35))
+    kz = 1.0000000180025095e-35  # float(np.float32(1e-35)), LightGBM's kZeroThreshold
     for c in prange(n_chunks):
         r0 = c * chunk
-        r1 = min(n, r0 + chunk)
-        masks = np.empty(max_nodes, np.int64)
+        nr = min(n, r0 + chunk) - r0
+        xt = np.empty((p, chunk))
+        for r in range(nr):
+            for f in range(p):
+                xt[f, r] = X[r0 + r, f]
+        acc = np.zeros((p, chunk))
+        masks = np.empty((max_nodes, chunk), np.int64)
+        smask = np.empty(chunk, np.int64)
         pre = np.empty(max_d + 1)
         fbuf = np.empty(max_d + 1)
         accd = np.empty(max_d + 1)
+        for r in range(nr):
+            masks[0, r] = -1
         for t in range(n_trees):
             ns = tree_int_start[t]
             ni = tree_n_int[t]
             ls = tree_leaf_start[t]
             nl = tree_n_leaf[t]
-            for r in range(r0, r1):
-                # ---- top-down bit masks: bit k cleared when the row fails a split on
-                # the k-th distinct path feature ----
-                masks[0] = -1
-                for k in range(ni):
-                    g = ns + k
-                    x = X[r, node_feat[g]]
-                    mt = node_mtype[g]
-                    if np.isnan(x):
-                        if mt == 0:
-                            go_left = 0.0 <= node_thr[g]
-                        else:
-                            go_left = node_dleft[g] != 0
-                    else:
-                        if abs(x) <= kz:
-                            x = 0.0
-                        if mt == 1 and x == 0.0:
-                            go_left = node_dleft[g] != 0
-                        else:
-                            go_left = x <= node_thr[g]
-                    m = masks[k]
-                    b = node_bit[g]
-                    if go_left:
-                        masks[node_left[g]] = m
-                        masks[node_right[g]] = m & ~b
-                    else:
-                        masks[node_left[g]] = m & ~b
-                        masks[node_right[g]] = m
-                # ---- leaves ----
-                for j in range(nl):
-                    lg = ls + j
-                    d = leaf_d[lg]
-                    s = masks[ni + j] & ((np.int64(1) << d) - 1)
-                    po = leaf_po[lg]
-                    if leaf_kind[lg] == 0:
-                        off = leaf_tab_off[lg]
-                        for k in range(d):
-                            b = np.int64(1) << k
-                            bit = (s >> k) & 1
-                            coef = bit * path_invz[po + k] - 1.0
-                            out[r, path_feat[po + k]] += coef * table[off + (s & ~b)]
-                    else:
-                        # exact direct evaluation, O(d^2)
-                        v = leaf_value[lg]
-                        nq = (d + 1) // 2
+            # ---- top-down bit masks: bit k is cleared when the row fails a split on
+            # the k-th distinct feature of the path (numbered by first appearance) ----
+            for k in range(ni):
+                g = ns + k
+                f = node_feat[g]
+                thr = node_thr[g]
+                mt = node_mtype[g]
+                dl = node_dleft[g] != 0
+                nb = ~node_bit[g]
+                lc = node_left[g]
+                rc = node_right[g]
+                for r in range(nr):
+                    x = xt[f, r]
+                    isn = np.isnan(x)
+                    if isn or abs(x) <= kz:
+                        x = 0.0
+                    dflt = (isn and mt != 0) or (mt == 1 and x == 0.0)
+                    go_left = dl if dflt else (x <= thr)
+                    m = masks[k, r]
+                    mc = m & nb
+                    masks[lc, r] = m if go_left else mc
+                    masks[rc, r] = mc if go_left else m
+            # ---- leaves ----
+            for j in range(nl):
+                lg = ls + j
+                d = leaf_d[lg]
+                full = (np.int64(1) << d) - 1
+                po = leaf_po[lg]
+                for r in range(nr):
+                    smask[r] = masks[ni + j, r] & full
+                if leaf_kind[lg] == 0:
+                    off = leaf_tab_off[lg]
+                    for k in range(d):
+                        f = path_feat[po + k]
+                        b = np.int64(1) << k
+                        nb = ~b
+                        iz = path_invz[po + k]
+                        for r in range(nr):
+                            s = smask[r]
+                            coef = iz - 1.0 if (s & b) != 0 else -1.0
+                            acc[f, r] += coef * table[off + (s & nb)]
+                else:
+                    # exact direct evaluation, O(d^2) per row
+                    v = leaf_value[lg]
+                    nq = (d + 1) // 2
+                    for r in range(nr):
+                        s = smask[r]
                         for k in range(d):
                             accd[k] = 0.0
                         for q in range(nq):
@@ -232,7 +245,10 @@ def _shap_kernel(
                                 suf *= fbuf[k]
                         for k in range(d):
                             o = float((s >> k) & 1)
-                            out[r, path_feat[po + k]] += v * (o - path_z[po + k]) * accd[k]
+                            acc[path_feat[po + k], r] += v * (o - path_z[po + k]) * accd[k]
+        for r in range(nr):
+            for f in range(p):
+                out[r0 + r, f] += acc[f, r]
 
 
 # --------------------------------------------------------------------------------------
@@ -353,7 +369,7 @@ class TreeShap:
             raise ValueError(f"TreeShap does not support this model: {why}")
         self.n_features = int(dump["max_feature_idx"]) + 1
         self.n_threads = n_threads
-        self.chunk = 128
+        self.chunk = 64
         self._parse(dump["tree_info"])
         self._plan_tables(max_table_depth, max_table_bytes)
 
@@ -521,9 +537,7 @@ class TreeShap:
         if Xa.ndim == 1:
             Xa = Xa.reshape(1, -1)
         if Xa.ndim != 2 or Xa.shape[1] != self.n_features:
-            raise ValueError(
-                f"X must have shape (n, {self.n_features}); got {np.asarray(X).shape}"
-            )
+            raise ValueError(f"X must have shape (n, {self.n_features}); got {np.asarray(X).shape}")
         n = Xa.shape[0]
         out = np.zeros((n, self.n_features + 1), np.float64)
         out[:, -1] = self.expected_value
@@ -569,4 +583,3 @@ class TreeShap:
         return out
 
     __call__ = shap_values
-

@@ -1,0 +1,62 @@
+# closure-risk: simulate, model and explain never-overdue account closures.
+# `make help` lists the targets. Hydra overrides go through ARGS, e.g.
+#   make run ARGS="data.n_borrowers=50000 model.num_leaves=63"
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run data features train explain ui test test-fast lint clean bench
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + ")")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==26.3"
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create or refresh the virtual environment from the lock file
+
+run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain) and print the summary
+	$(BIN)/python -m pipeline run $(ARGS)
+
+data: $(STAMP) ## Simulate the borrower world into data/raw (and ground truth into data/truth)
+	$(BIN)/python -m pipeline generate $(ARGS)
+
+features: $(STAMP) ## Build point-in-time features into data/processed
+	$(BIN)/python -m pipeline features $(ARGS)
+
+train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into models/
+	$(BIN)/python -m pipeline train $(ARGS)
+
+explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
+	$(BIN)/python -m pipeline explain $(ARGS)
+
+ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
+
+test: $(STAMP) ## Run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP) ## Run the tests without the slow ones
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## Ruff (lint and format check) and mypy
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/mypy pipeline
+
+bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
+	$(BIN)/python -m pipeline.bench $(ARGS)
+
+clean: ## Remove generated data, models, Hydra outputs and the local MLflow store
+	rm -rf data/raw data/truth data/processed outputs mlflow.db mlartifacts
+	find models -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

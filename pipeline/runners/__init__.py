@@ -1,0 +1,150 @@
+"""Stage runners and the pipeline driver.
+
+Each runner takes the resolved config and a :class:`~pipeline.tracking.Tracker`, reads
+its inputs, calls a pure core, writes outputs atomically and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from omegaconf import OmegaConf
+
+from pipeline.config import validate
+from pipeline.io import write_json, write_text
+from pipeline.runners.common import Paths, say
+from pipeline.runners.explaining import explain
+from pipeline.runners.featurize import features
+from pipeline.runners.generate import generate
+from pipeline.runners.training import train
+from pipeline.tracking import Tracker, flatten
+
+STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
+    "generate": generate,
+    "features": features,
+    "train": train,
+    "explain": explain,
+}
+ALIASES = {"data": "generate"}
+
+
+def run_pipeline(
+    cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the given stages under one parent MLflow run; returns the summary."""
+    validate(cfg)
+    results: dict[str, Any] = {}
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
+    with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
+        tracker.log_params(params)
+        resolved = OmegaConf.to_yaml(cfg, resolve=True)
+        Path(cfg.paths.models_dir).mkdir(parents=True, exist_ok=True)
+        cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
+        write_text(resolved, cfg_path)
+        tracker.log_artifact(cfg_path, "config")
+        for stage in stages:
+            with tracker.run(stage, tags={"stage": stage}):
+                tracker.log_params(
+                    {
+                        k: v
+                        for k, v in params.items()
+                        if k.split(".")[0] in _STAGE_KEYS.get(stage, ())
+                    }
+                )
+                results[stage] = STAGES[stage](cfg, tracker)
+        summary = summarize(cfg, results, tracker)
+        if "train" in results:
+            tracker.log_metrics({k: v for k, v in _flatten_numbers(summary).items()})
+    return summary
+
+
+_STAGE_KEYS = {
+    "generate": ("data", "simulator"),
+    "features": ("features",),
+    "train": ("model",),
+    "explain": ("explain",),
+}
+
+
+def _flatten_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten_numbers(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"summary.{key}"] = float(v)
+    return out
+
+
+def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
+    """Print the run summary and write ``models/summary.json``."""
+    p = Paths.of(cfg)
+    summary: dict[str, Any] = {
+        "mlflow_run_id": tracker.parent_run_id,
+        "tracking_uri": tracker.uri if tracker.enabled else None,
+    }
+    feat_path = p.processed / "features.parquet"
+    if feat_path.exists():
+        t = pq.read_table(feat_path, columns=["split", "label"]).to_pandas()
+        summary["n_rows"] = int(len(t))
+        summary["closure_rate"] = float(t.label.mean()) if len(t) else float("nan")
+    model_meta = p.models / "model.json"
+    if model_meta.exists():
+        meta = json.loads(model_meta.read_text())
+        for split, m in meta["metrics"].items():
+            summary[split] = {
+                k: m[k]
+                for k in ("auc", "ks", "pr_auc", "brier", "ece", "n", "positive_rate")
+                if k in m
+            }
+    imp = p.models / "shap_importance.json"
+    if imp.exists():
+        summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
+    if "explain" in results and "metrics" in results["explain"]:
+        em = results["explain"]["metrics"]
+        if "fidelity_top1" in em:
+            summary["fidelity"] = {"top1": em["fidelity_top1"], "top3": em["fidelity_top3"]}
+    summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
+    summary["ui"] = "make ui"
+    write_json(summary, p.models / "summary.json")
+    tracker.log_artifact(p.models / "summary.json", "summary")
+    _print_summary(summary)
+    return summary
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    def g(split: str, k: str) -> str:
+        v = s.get(split, {}).get(k)
+        return f"{v:.4f}" if isinstance(v, float) else "-"
+
+    lines = [
+        "",
+        "=== closure-risk run summary ===",
+        f"rows (borrower x snapshot) : {s.get('n_rows', '-'):,}"
+        if isinstance(s.get("n_rows"), int)
+        else "rows: -",
+        f"closure rate in horizon    : {s['closure_rate']:.2%}"
+        if "closure_rate" in s
+        else "closure rate: -",
+        f"AUC valid / out-of-time    : {g('valid', 'auc')} / {g('oot', 'auc')}",
+        f"KS / Brier out-of-time     : {g('oot', 'ks')} / {g('oot', 'brier')}",
+    ]
+    if "fidelity" in s:
+        lines.append(
+            f"explanation fidelity      : top-1 {s['fidelity']['top1']:.2%}, top-3 {s['fidelity']['top3']:.2%}"
+        )
+    if "top_features" in s:
+        lines.append(f"top features (mean |SHAP|) : {', '.join(s['top_features'])}")
+    lines += [
+        f"outputs                    : {s['outputs']['raw']}, {s['outputs']['features']}, {s['outputs']['models']}",
+        f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
+        "open the UI                : make ui   (then http://127.0.0.1:5000)",
+        "",
+    ]
+    say("\n".join(lines))

@@ -1,0 +1,59 @@
+"""Shared helpers of the stage runners: paths, manifests, printing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import digest_of, file_digest, write_json
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass
+class Paths:
+    raw: Path
+    truth: Path
+    processed: Path
+    models: Path
+
+    @classmethod
+    def of(cls, cfg: Any) -> Paths:
+        return cls(
+            Path(cfg.paths.raw_dir),
+            Path(cfg.paths.truth_dir),
+            Path(cfg.paths.processed_dir),
+            Path(cfg.paths.models_dir),
+        )
+
+
+def _manifest_path(out_dir: Path, stage: str) -> Path:
+    return out_dir / f"_{stage}.manifest.json"
+
+
+def up_to_date(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> bool:
+    mp = _manifest_path(out_dir, stage)
+    if not mp.exists() or not all(p.exists() for p in outputs):
+        return False
+    try:
+        saved = json.loads(mp.read_text())
+    except (OSError, ValueError):
+        return False
+    if saved.get("key") != digest_of(key):
+        return False
+    return all(saved.get("outputs", {}).get(p.name) == file_digest(p) for p in outputs)
+
+
+def write_manifest(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> None:
+    write_json(
+        {"key": digest_of(key), "outputs": {p.name: file_digest(p) for p in outputs}},
+        _manifest_path(out_dir, stage),
+    )
+
+
+def inputs_digest(paths: list[Path]) -> dict[str, str]:
+    return {p.name: file_digest(p) for p in paths if p.exists()}

@@ -1,0 +1,232 @@
+"""Runner of the ``features`` stage: validate raw tables, build the feature table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from omegaconf import OmegaConf
+
+from pipeline import features as feat_core
+from pipeline import simulate as sim_core
+from pipeline.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
+from pipeline.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.metrics import information_value, psi
+from pipeline.progress import progress
+from pipeline.registry import BY_NAME, FEATURE_NAMES, registry_json
+from pipeline.runners.common import Paths, inputs_digest, say, up_to_date, write_manifest
+from pipeline.tracking import Tracker
+
+RAW_RULES: dict[str, dict[str, Any]] = {
+    "borrowers": dict(
+        non_negative=("income", "initial_line", "signup_month"),
+        unique=("borrower_id",),
+        allowed={"occupation": OCCUPATIONS, "age_band": AGE_BANDS},
+    ),
+    "account_months": dict(
+        non_negative=(
+            "line",
+            "n_draws",
+            "draw_amount",
+            "repayment",
+            "balance",
+            "interest_paid",
+            "n_early_repay",
+            "dpd",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "fund_flows": dict(non_negative=("amount", "days_after_draw"), allowed={"channel": CHANNELS}),
+    "bureau_months": dict(
+        non_negative=(
+            "ext_cards",
+            "ext_loans",
+            "ext_new_accounts",
+            "ext_inquiries",
+            "ext_utilisation",
+            "months_since_ext_activity",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "consumption_months": dict(
+        non_negative=(
+            "spend_daily",
+            "spend_durables",
+            "spend_services",
+            "spend_weekly_cv",
+            "competitor_baitiao",
+            "competitor_fenfu",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "platform_events": dict(
+        non_negative=("line_before", "line_after"),
+        allowed={"event": EVENTS, "cause": (*ALL_CAUSES, "none")},
+    ),
+    "macro_months": dict(non_negative=("competitor_intensity",), unique=("month",)),
+    "social_edges": dict(non_negative=("tie_strength",)),
+}
+
+
+def read_raw(path: Path, name: str, n_months: int, filters: Any = None) -> pa.Table:
+    rules = dict(RAW_RULES[name])
+    schema = sim_core.SCHEMAS[name]
+    if "month" in schema.names:
+        rules["ranges"] = {"month": (0, n_months - 1)}
+    table = read_table(path, schema, **rules)
+    if filters is not None:
+        table = table.filter(filters)
+    return table
+
+
+def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:
+    import pyarrow.compute as pc
+
+    return (pc.field(col) >= lo) & (pc.field(col) < hi)
+
+
+def feature_spec(cfg: Any) -> feat_core.FeatureSpec:
+    f = cfg.features
+    return feat_core.FeatureSpec(
+        snapshots=tuple(int(s) for s in f.snapshots),
+        horizon=int(f.horizon),
+        valid_snapshots=tuple(int(s) for s in f.valid_snapshots),
+        oot_snapshots=tuple(int(s) for s in f.oot_snapshots),
+        fund_days=int(f.fund_days),
+        small_draw_ratio=float(f.small_draw_ratio),
+        never_overdue_only=bool(f.never_overdue_only),
+    )
+
+
+def build_features(
+    raw_dir: Path,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+    tightening_month: int,
+    block_size: int,
+) -> pa.Table:
+    """Validate the raw tables and compute the feature table block by block."""
+    names = (
+        "borrowers",
+        "account_months",
+        "fund_flows",
+        "bureau_months",
+        "consumption_months",
+        "platform_events",
+    )
+    paths = {name: raw_dir / f"{name}.parquet" for name in (*names, "macro_months", "social_edges")}
+    macro = read_raw(paths["macro_months"], "macro_months", n_months)
+    edges = read_raw(paths["social_edges"], "social_edges", n_months)
+    # validate every table in full once (cheap relative to the features), then stream blocks
+    tables = {name: read_raw(paths[name], name, n_months) for name in names}
+    bid = tables["borrowers"].column("borrower_id").to_numpy()
+    if len(bid) == 0:
+        raise DataError(f"{paths['borrowers']}: no borrowers")
+    lo_id, hi_id = int(bid.min()), int(bid.max()) + 1
+    for name in names[1:]:
+        ids = tables[name].column("borrower_id").to_numpy()
+        if len(ids) and (ids.min() < lo_id or ids.max() >= hi_id or not np.isin(ids, bid).all()):
+            raise DataError(
+                f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
+            )
+    parts: list[dict[str, np.ndarray]] = []
+    statuses: list[feat_core.BlockStatus] = []
+    starts = list(range(lo_id, hi_id, block_size))
+    for lo in progress(starts, total=len(starts), desc="features"):
+        hi = min(hi_id, lo + block_size)
+        block = {
+            name: t.filter(_block_filter(lo, hi)) if len(starts) > 1 else t
+            for name, t in tables.items()
+        }
+        block["macro_months"] = macro
+        cols, status = feat_core.block_features(
+            block, lo, hi - lo, n_months, spec, tightening_month
+        )
+        parts.append(cols)
+        statuses.append(status)
+    cols = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
+    status = feat_core.BlockStatus(
+        borrower_id=np.concatenate([s.borrower_id for s in statuses]),
+        first_closed=np.concatenate([s.first_closed for s in statuses]),
+        first_overdue=np.concatenate([s.first_overdue for s in statuses]),
+    )
+    social = feat_core.social_features(
+        cols["borrower_id"].astype(np.int64),
+        cols["snapshot"].astype(np.int64),
+        edges.column("src").to_numpy(),
+        edges.column("dst").to_numpy(),
+        edges.column("tie_strength").to_numpy().astype(np.float64),
+        status,
+    )
+    cols.update(social)
+    return feat_core.to_table(cols, spec)
+
+
+def stability_report(df: pd.DataFrame) -> pd.DataFrame:
+    train = df[df.split == "train"]
+    oot = df[df.split == "oot"]
+    rows = []
+    for name in FEATURE_NAMES:
+        x = df[name].to_numpy()
+        rows.append(
+            {
+                "feature": name,
+                "family": BY_NAME[name].family,
+                "causes": " ".join(BY_NAME[name].causes),
+                "missing_rate": float(np.mean(~np.isfinite(x))) if len(x) else float("nan"),
+                "iv_train": information_value(train[name].to_numpy(), train.label.to_numpy()),
+                "psi_train_oot": psi(train[name].to_numpy(), oot[name].to_numpy()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+    if cfg.data.kind != "simulator":
+        say("features: data.kind=table, the table is used as it is")
+        return {}
+    p = Paths.of(cfg)
+    spec = feature_spec(cfg)
+    out = p.processed / "features.parquet"
+    reg_path = p.processed / "feature_registry.json"
+    stab_path = p.processed / "stability.csv"
+    raw_files = sorted(p.raw.glob("*.parquet"))
+    key = {
+        "features": OmegaConf.to_container(cfg.features),
+        "tightening": int(cfg.simulator.tightening_month),
+        "n_months": int(cfg.data.n_months),
+        "inputs": inputs_digest(raw_files),
+        "version": 1,
+    }
+    outputs = [out, reg_path, stab_path]
+    if not cfg.force and up_to_date(p.processed, "features", key, outputs):
+        say(f"features: inputs and config unchanged, keeping {out} (force=true to recompute)")
+        return {"skipped": True}
+    t0 = time.perf_counter()
+    table = build_features(
+        p.raw,
+        int(cfg.data.n_months),
+        spec,
+        int(cfg.simulator.tightening_month),
+        int(cfg.data.block_size),
+    )
+    seconds = time.perf_counter() - t0
+    df = table.to_pandas()
+    stab = stability_report(df)
+    write_parquet(table, out)
+    write_json(registry_json(), reg_path)
+    write_text(stab.to_csv(index=False), stab_path)
+    write_manifest(p.processed, "features", key, outputs)
+    metrics = {"rows": float(len(df)), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
+    for split, g in df.groupby("split"):
+        metrics[f"rows_{split}"] = float(len(g))
+        metrics[f"label_rate_{split}"] = float(g.label.mean())
+    tracker.log_metrics(metrics)
+    for path in outputs[1:]:
+        tracker.log_artifact(path, "features")
+    say(f"features: {len(df):,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
+    return {"rows": len(df), "seconds": seconds}

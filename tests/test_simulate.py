@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.causes import ALL_CAUSES, OVERDUE
+from pipeline.config import SimulatorConfig
+from pipeline.io import file_digest
+from pipeline.runners.generate import generate
+from pipeline.simulate import RAW_TABLES, SCHEMAS, TRUTH_TABLES, WorldSpec, iter_chunks, simulate
+from pipeline.tracking import Tracker
+
+OFF = Tracker("", "", "", enabled=False)
+
+
+def spec(n=1500, seed=3, chunk=256, **sim):
+    cfg = OmegaConf.structured(SimulatorConfig)
+    cfg.chunk_size = chunk
+    cfg.oracle_rows = 200
+    cfg.oracle_futures = 8
+    for k, v in sim.items():
+        cfg[k] = v
+    return WorldSpec(n_borrowers=n, n_months=36, seed=seed, sim=OmegaConf.to_object(cfg), oracle_snapshots=(26, 30), horizon=3)
+
+
+def test_tables_follow_their_schemas():
+    world = simulate(spec(600))
+    for name in RAW_TABLES:
+        assert world[name].schema.equals(SCHEMAS[name]), name
+    for name in TRUTH_TABLES:
+        assert name in world
+    am = world["account_months"].to_pandas()
+    assert not am.duplicated(["borrower_id", "month"]).any()
+    assert (am[["line", "balance", "draw_amount", "repayment", "interest_paid"]] >= 0).all().all()
+    b = world["borrowers"].to_pandas()
+    assert (am.merge(b, on="borrower_id").eval("month >= signup_month")).all()
+
+
+def test_same_seed_same_world_and_other_seed_differs():
+    a = simulate(spec(700, seed=11))
+    b = simulate(spec(700, seed=11))
+    c = simulate(spec(700, seed=12))
+    for name in RAW_TABLES + TRUTH_TABLES:
+        assert a[name].equals(b[name]), name
+    assert not a["account_months"].equals(c["account_months"])
+
+
+def test_worker_processes_do_not_change_the_world():
+    s = spec(900, chunk=256)
+    serial = [t for _, t in iter_chunks(s, n_jobs=1)]
+    parallel = [t for _, t in iter_chunks(s, n_jobs=2, block_size=512)]
+    assert len(serial) == len(parallel) == s.n_chunks
+    for x, y in zip(serial, parallel, strict=True):
+        for name in x:
+            assert x[name].equals(y[name]), name
+
+
+def test_block_size_and_jobs_give_identical_files(make_cfg, tmp_path):
+    digests = []
+    for i, extra in enumerate((["data.block_size=512"], ["data.block_size=2048", "data.n_jobs=2"])):
+        cfg = make_cfg("data.n_borrowers=1200", *extra, root=tmp_path / f"w{i}")
+        generate(cfg, OFF)
+        raw = tmp_path / f"w{i}" / "data" / "raw"
+        truth = tmp_path / f"w{i}" / "data" / "truth"
+        digests.append({p.name: file_digest(p) for d in (raw, truth) for p in sorted(d.glob("*.parquet"))})
+    assert digests[0] == digests[1]
+    assert len(digests[0]) == len(RAW_TABLES) + len(TRUTH_TABLES)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return simulate(spec(6000, seed=5, chunk=1024))
+
+
+def test_every_cause_occurs_and_overdue_is_a_minority(world):
+    ev = world["platform_events"].to_pandas()
+    closures = ev[ev.event == "closure"]
+    counts = closures.cause.value_counts()
+    for cause in ALL_CAUSES:
+        assert counts.get(cause, 0) > 0, cause
+    assert counts[OVERDUE] / counts.sum() < 0.2
+    # a closed account has no rows after its closure month
+    am = world["account_months"].to_pandas()
+    last = am.groupby("borrower_id").month.max()
+    closed_at = closures.set_index("borrower_id").month
+    assert (last.loc[closed_at.index] == closed_at).all()
+
+
+def test_closures_rise_after_tightening(world):
+    ev = world["platform_events"].to_pandas()
+    am = world["account_months"].to_pandas()
+    rate = ev[(ev.event == "closure") & (ev.cause != OVERDUE)].groupby("month").size() / am.groupby("month").size()
+    rate = rate.fillna(0.0)
+    t = SimulatorConfig().tightening_month
+    assert rate.loc[t : t + 5].mean() > 1.2 * rate.loc[t - 6 : t - 1].mean()
+    pol = ev[(ev.event == "closure") & (ev.cause == "policy_tightening")]
+    assert (pol.month >= t).all()
+
+
+def test_traced_borrowers_close_more_often(world):
+    """Thin-file, sudden-stop and fund-misuse borrowers close more often than others."""
+    traits = world["traits"].to_pandas()
+    ev = world["platform_events"].to_pandas()
+    closed = set(ev[(ev.event == "closure") & (ev.cause != OVERDUE)].borrower_id)
+    traits["closed"] = traits.borrower_id.isin(closed)
+    base = traits.closed.mean()
+    assert traits[traits.invest > traits.invest.quantile(0.9)].closed.mean() > base
+    assert traits[traits.ext_engagement < traits.ext_engagement.quantile(0.1)].closed.mean() > base
+    assert traits[traits.stop_prone > traits.stop_prone.quantile(0.9)].closed.mean() > base
+
+
+def test_oracle_probabilities_exist_for_oot_rows(world):
+    o = world["oracle"].to_pandas()
+    assert set(o.snapshot) == {26, 30}
+    assert o.p_oracle.between(0, 1).all() and (o.n_futures == 8).all()
+    assert o.p_oracle.std() > 0
+
+
+def test_social_edges_are_homophilous(world):
+    e = world["social_edges"].to_pandas()
+    traits = world["traits"].to_pandas().set_index("borrower_id")
+    assert (e.src != e.dst).all()
+    same = (traits.community.loc[e.src].to_numpy() == traits.community.loc[e.dst].to_numpy()).mean()
+    assert same > 0.5
+    f_src = traits.frailty.loc[e.src].to_numpy()
+    f_dst = traits.frailty.loc[e.dst].to_numpy()
+    assert np.corrcoef(f_src, f_dst)[0, 1] > 0.05
+
+
+def test_macro_regime_table():
+    world = simulate(spec(300))
+    m = world["macro_months"].to_pandas()
+    t = SimulatorConfig().tightening_month
+    assert (m.regime == (m.month >= t)).all()
+    assert m.competitor_intensity.is_monotonic_increasing
+    assert isinstance(m, pd.DataFrame)
