@@ -168,9 +168,10 @@ def _shap_kernel(
         acc = np.zeros((p, chunk))
         masks = np.empty((max_nodes, chunk), np.int64)
         smask = np.empty(chunk, np.int64)
-        pre = np.empty(max_d + 1)
-        fbuf = np.empty(max_d + 1)
-        accd = np.empty(max_d + 1)
+        base = np.empty(((max_d + 1) // 2, chunk))
+        zc = np.empty(chunk)
+        tmp = np.empty(chunk)
+        tmp2 = np.empty(chunk)
         for r in range(nr):
             masks[0, r] = -1
         for t in range(n_trees):
@@ -220,32 +221,56 @@ def _shap_kernel(
                             coef = iz - 1.0 if (s & b) != 0 else -1.0
                             acc[f, r] += coef * table[off + (s & nb)]
                 else:
-                    # exact direct evaluation, O(d^2) per row
+                    # exact direct evaluation, O(d^2) per row, vectorised over rows:
+                    #   i not in S: phi_i = -v zc(S) sum_q w_q (1-t_q)^(m-1) G_S(q)
+                    #   i in S:     phi_i = v (1-z_i) zc(S) sum_q w_q (1-t_q)^m G_S(q)/g_i(q)
+                    # with m = |P \ S|, zc(S) = prod_{j not in S} z_j,
+                    # g_j(t) = t + (1-t) z_j and G_S(q) = prod_{j in S} g_j(t_q).
                     v = leaf_value[lg]
                     nq = (d + 1) // 2
                     for r in range(nr):
-                        s = smask[r]
-                        for k in range(d):
-                            accd[k] = 0.0
+                        zc[r] = v
+                    for q in range(nq):
+                        wq = gl_w[nq, q]
+                        for r in range(nr):
+                            base[q, r] = wq
+                    for k in range(d):
+                        zk = path_z[po + k]
+                        b = np.int64(1) << k
+                        for r in range(nr):
+                            if (smask[r] & b) == 0:
+                                zc[r] *= zk
                         for q in range(nq):
                             tq = gl_t[nq, q]
-                            wq = gl_w[nq, q]
-                            pre[0] = 1.0
-                            for k in range(d):
-                                zk = path_z[po + k]
-                                if (s >> k) & 1:
-                                    fk = zk + tq * (1.0 - zk)
-                                else:
-                                    fk = zk * (1.0 - tq)
-                                fbuf[k] = fk
-                                pre[k + 1] = pre[k] * fk
-                            suf = 1.0
-                            for k in range(d - 1, -1, -1):
-                                accd[k] += wq * pre[k] * suf
-                                suf *= fbuf[k]
-                        for k in range(d):
-                            o = float((s >> k) & 1)
-                            acc[path_feat[po + k], r] += v * (o - path_z[po + k]) * accd[k]
+                            gk = tq + (1.0 - tq) * zk
+                            omt = 1.0 - tq
+                            for r in range(nr):
+                                base[q, r] *= gk if (smask[r] & b) != 0 else omt
+                    for r in range(nr):
+                        tmp[r] = 0.0
+                    for q in range(nq):
+                        iomt = 1.0 / (1.0 - gl_t[nq, q])
+                        for r in range(nr):
+                            tmp[r] += base[q, r] * iomt
+                    for r in range(nr):
+                        tmp[r] *= -zc[r]  # phi for features not in S
+                    for k in range(d):
+                        f = path_feat[po + k]
+                        zk = path_z[po + k]
+                        b = np.int64(1) << k
+                        for r in range(nr):
+                            tmp2[r] = 0.0
+                        for q in range(nq):
+                            tq = gl_t[nq, q]
+                            ig = 1.0 / (tq + (1.0 - tq) * zk)
+                            for r in range(nr):
+                                tmp2[r] += base[q, r] * ig
+                        omz = 1.0 - zk
+                        for r in range(nr):
+                            if (smask[r] & b) != 0:
+                                acc[f, r] += omz * zc[r] * tmp2[r]
+                            else:
+                                acc[f, r] += tmp[r]
         for r in range(nr):
             for f in range(p):
                 out[r0 + r, f] += acc[f, r]
@@ -369,7 +394,7 @@ class TreeShap:
             raise ValueError(f"TreeShap does not support this model: {why}")
         self.n_features = int(dump["max_feature_idx"]) + 1
         self.n_threads = n_threads
-        self.chunk = 64
+        self.chunk = 1024
         self._parse(dump["tree_info"])
         self._plan_tables(max_table_depth, max_table_bytes)
 

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from pipeline import features as F
+from pipeline.causes import CAUSES, OVERDUE
+from pipeline.config import SimulatorConfig
+from pipeline.registry import FEATURE_NAMES, FEATURES, causes_covered
+from pipeline.simulate import WorldSpec, simulate
+
+SNAPS = (12, 16, 20, 24, 28, 32)
+SPEC = F.FeatureSpec(snapshots=SNAPS, horizon=3, valid_snapshots=(24,), oot_snapshots=(28, 32))
+N = 800
+
+
+@pytest.fixture(scope="module")
+def world():
+    sim = OmegaConf.structured(SimulatorConfig)
+    sim.chunk_size = 400
+    sim.oracle_rows = 0
+    return simulate(WorldSpec(n_borrowers=N, n_months=36, seed=21, sim=OmegaConf.to_object(sim)))
+
+
+def build(world, spec=SPEC):
+    cols, status = F.block_features(world, 0, N, 36, spec, SimulatorConfig().tightening_month)
+    e = world["social_edges"]
+    cols.update(F.social_features(cols["borrower_id"], cols["snapshot"].astype(np.int64), e["src"].to_numpy(),
+                                  e["dst"].to_numpy(), e["tie_strength"].to_numpy().astype(np.float64), status))
+    return F.to_table(cols, spec).to_pandas()
+
+
+def test_registry_covers_every_cause_and_names_are_unique():
+    assert causes_covered() >= set(CAUSES)
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    for f in FEATURES:
+        assert f.zh and f.en and f.monotone in (-1, 0, 1)
+        assert set(f.causes) <= set(CAUSES)
+
+
+def test_split_by_snapshot_and_float32_features(world):
+    df = build(world)
+    assert set(df.split) == {"train", "valid", "oot"}
+    assert (df[df.split == "oot"].snapshot.isin(SPEC.oot_snapshots)).all()
+    assert not df.duplicated(["borrower_id", "snapshot"]).any()
+    assert all(df[c].dtype == np.float32 for c in FEATURE_NAMES)
+    assert np.isfinite(df[list(FEATURE_NAMES)].to_numpy()).all()
+
+
+def test_population_and_label_window(world):
+    df = build(world)
+    am = world["account_months"].to_pandas()
+    ev = world["platform_events"].to_pandas()
+    b = world["borrowers"].to_pandas().set_index("borrower_id")
+    closures = ev[ev.event == "closure"].set_index("borrower_id")
+    first_dpd = am[am.dpd > 0].groupby("borrower_id").month.min()
+    for s in SNAPS:
+        rows = set(df[df.snapshot == s].borrower_id)
+        expected = set()
+        for bid in b.index:
+            if b.loc[bid, "signup_month"] > s:
+                continue
+            if bid in closures.index and closures.loc[bid, "month"] <= s:
+                continue
+            if bid in first_dpd.index and first_dpd.loc[bid] <= s:
+                continue
+            expected.add(bid)
+        assert rows == expected, s
+        sub = df[df.snapshot == s].set_index("borrower_id")
+        for bid, row in sub.iterrows():
+            closed_in_window = bid in closures.index and s < closures.loc[bid, "month"] <= s + 3
+            non_overdue = closed_in_window and closures.loc[bid, "cause"] != OVERDUE
+            assert row.label == int(non_overdue)
+            assert row.label_cause == (closures.loc[bid, "cause"] if non_overdue else "none")
+
+
+def _mutate_after(world, s, rng):
+    """Change or delete every raw row dated after ``s``; leave the rest alone."""
+    out = dict(world)
+    for name in ("account_months", "fund_flows", "bureau_months", "consumption_months", "platform_events"):
+        t = world[name].to_pandas()
+        late = t.month > s
+        t = t[~late | (rng.random(len(t)) < 0.5)].copy()  # delete about half of the future rows
+        late = t.month > s
+        for col in t.columns:
+            if col in ("borrower_id", "month"):
+                continue
+            if t[col].dtype.kind == "f":
+                t.loc[late, col] = (t.loc[late, col] * rng.uniform(0, 3, late.sum())).astype(t[col].dtype)
+            elif t[col].dtype.kind in "iu" and col not in ("channel",):
+                t.loc[late, col] = (t.loc[late, col] + rng.integers(0, 3, late.sum())).astype(t[col].dtype)
+        if name == "platform_events":
+            t.loc[late, "cause"] = rng.choice(list(CAUSES), late.sum())
+        out[name] = pa.Table.from_pandas(t, schema=world[name].schema, preserve_index=False)
+    return out
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**31 - 1), s_idx=st.integers(0, len(SNAPS) - 1))
+def test_future_events_never_move_features(world, seed, s_idx):
+    s = SNAPS[s_idx]
+    spec = F.FeatureSpec(snapshots=(s,), horizon=3, valid_snapshots=(), oot_snapshots=())
+    rng = np.random.default_rng(seed)
+    before = build(world, spec).set_index("borrower_id")
+    after = build(_mutate_after(world, s, rng), spec).set_index("borrower_id")
+    assert list(before.index) == list(after.index)
+    pd.testing.assert_frame_equal(before[list(FEATURE_NAMES)], after[list(FEATURE_NAMES)])
+
+
+def test_social_features_read_only_the_past(world):
+    df = build(world)
+    e = world["social_edges"].to_pandas()
+    ev = world["platform_events"].to_pandas()
+    closed = ev[(ev.event == "closure") & (ev.cause != OVERDUE)].groupby("borrower_id").month.min()
+    row = df[(df.degree > 0) & (df.contacts_closed_share > 0)].iloc[0]
+    contacts = e[e.src == row.borrower_id].dst
+    share = np.mean([c in closed.index and closed.loc[c] < row.snapshot for c in contacts])
+    assert row.contacts_closed_share == pytest.approx(share, rel=1e-6)
+    assert row.degree == len(contacts)
