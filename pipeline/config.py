@@ -45,6 +45,7 @@ class TrackingConfig:
     experiment: str = "closure-risk"
     registered_model: str = "closure-risk-lgbm"
     ui_port: int = 5000
+    timeout_s: float = 5.0  # per HTTP request to a tracking server; a dead server fails fast
 
 
 @dataclass
@@ -127,6 +128,7 @@ class SimulatorConfig:
     policy_util: float = 0.8  # leverage that tightening targets
     policy_noncons: float = 0.6  # non-consumption share that tightening targets
     competition_months: int = 4  # months on competing products (of 6) that flag multi-homing
+    review_grace_months: int = 3  # new accounts are not closed for non-overdue causes before this tenure
     background_rate: float = 0.0003  # per cause, the part no observable explains
     frailty_sd: float = 0.45  # platform's unobserved judgement per borrower
     noise_sd: float = 0.3  # month-to-month randomness of reviews
@@ -208,6 +210,8 @@ def _fail(key: str, rule: str, value: Any) -> None:
 def validate(cfg: Any) -> None:
     """Reject out-of-range values before any work, naming the key."""
     d, s, f, m = cfg.data, cfg.simulator, cfg.features, cfg.model
+    if not 0 < cfg.tracking.timeout_s <= 600:
+        _fail("tracking.timeout_s", "must lie in (0, 600] seconds", cfg.tracking.timeout_s)
     if d.kind not in ("simulator", "table"):
         _fail("data.kind", "must be 'simulator' or 'table'", d.kind)
     if d.kind == "simulator":
@@ -258,6 +262,12 @@ def validate(cfg: Any) -> None:
         "contacts_mean",
         "competitor_slope",
         "tightening_strength",
+        "review_grace_months",
+        "stop_earlier_months",
+        "thin_months",
+        "competition_months",
+        "lowyield_util",
+        "misuse_share",
     ):
         v = getattr(s, key)
         if v < 0:

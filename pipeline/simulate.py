@@ -590,7 +590,7 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     scale = np.exp(g(st.frailty) + s.noise_sd * rng.normal(size=n))
     background = np.full(N_CAUSES, s.background_rate)
     background[C_POLICY] *= regime  # no policy closures before the regime exists
-    haz = (base * sig + background) * scale[:, None]
+    haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
     total = haz.sum(axis=1)
     p_close = 1.0 - np.exp(-total)
     closed = u[:, 9] < p_close

@@ -71,6 +71,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     tracker.log_metrics(metrics)
     tracker.log_artifact(p.raw / "data_card.md", "data_card")
     tracker.log_artifact(p.raw / "data_card.json", "data_card")
+    tracker.log_artifact(p.raw / "plots", "data_card/plots")
     say(
         f"generate: {spec.n_borrowers:,} borrowers x {spec.n_months} months -> {p.raw} ({seconds:.1f}s)"
     )
@@ -129,6 +130,8 @@ def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
     ]
     for occ, r in by_occ.items():
         lines.append(f"| {occ} | {r:.1%} |")
+    plots = _data_card_plots(p, closures, on_book, b)
+    lines += ["", "## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots]
     write_text("\n".join(lines) + "\n", p.raw / "data_card.md")
     card = {
         "metrics": metrics,
@@ -138,3 +141,64 @@ def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
     }
     write_json(card, p.raw / "data_card.json")
     return card
+
+
+def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:
+    """Monthly closure rate by cause, and the distributions of key variables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pipeline.io import atomic_path
+
+    out = p.raw / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    by = closures.groupby(["month", "cause"]).size().unstack(fill_value=0).reindex(on_book.index, fill_value=0)
+    rates = by.div(on_book, axis=0)
+    bottom = np.zeros(len(rates))
+    for cause in [c for c in ALL_CAUSES if c in rates.columns]:
+        ax.bar(rates.index, rates[cause], bottom=bottom, label=cause, width=0.9)
+        bottom += rates[cause].to_numpy()
+    ax.set_xlabel("month")
+    ax.set_ylabel("closures / accounts on book")
+    ax.set_title("Monthly closure rate by cause")
+    ax.legend(fontsize=7, ncol=2)
+    paths.append(_save(fig, out / "closure_rate_by_cause.png", atomic_path))
+
+    am = pq.read_table(p.raw / "account_months.parquet", columns=["line", "balance", "draw_amount"]).to_pandas()
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    util = (am.balance / am.line.where(am.line > 0)).dropna().clip(0, 1)
+    draws = am.draw_amount[am.draw_amount > 0]
+    for ax, (title, values, log) in zip(
+        axes,
+        [
+            ("monthly income", borrowers_income(p), True),
+            ("credit line", am.line, True),
+            ("utilisation", util, False),
+            ("amount drawn (months with a draw)", draws, True),
+        ],
+        strict=True,
+    ):
+        v = np.asarray(values, dtype=float)
+        v = v[v > 0] if log else v
+        ax.hist(np.log10(v) if log else v, bins=40, color="#4c72b0")
+        ax.set_title(title + (" (log10)" if log else ""), fontsize=9)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "distributions.png", atomic_path))
+    plt.close("all")
+    return paths
+
+
+def borrowers_income(p: Paths) -> Any:
+    return pq.read_table(p.raw / "borrowers.parquet", columns=["income"]).column("income").to_numpy()
+
+
+def _save(fig: Any, path: Any, atomic_path: Any) -> Any:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
