@@ -106,16 +106,30 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     imp = p.models / "shap_importance.json"
     if imp.exists():
         summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
-    if "explain" in results and "metrics" in results["explain"]:
-        em = results["explain"]["metrics"]
-        if "fidelity_top1" in em:
-            summary["fidelity"] = {"top1": em["fidelity_top1"], "top3": em["fidelity_top3"]}
+    # each stage may contribute a part (its "summary" result), kept on disk so that a
+    # single-stage invocation still reports what earlier stages found
+    parts_dir = p.models / "summary_parts"
+    for stage, result in results.items():
+        if isinstance(result, dict) and result.get("summary"):
+            write_json(result["summary"], parts_dir / f"{stage}.json")
+    for stage in STAGES:
+        part = parts_dir / f"{stage}.json"
+        if part.exists():
+            _deep_merge(summary, json.loads(part.read_text()))
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
     summary["ui"] = "make ui"
     write_json(summary, p.models / "summary.json")
     tracker.log_artifact(p.models / "summary.json", "summary")
     _print_summary(summary)
     return summary
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v
 
 
 def _print_summary(s: dict[str, Any]) -> None:

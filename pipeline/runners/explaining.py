@@ -87,7 +87,10 @@ def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     say(
         f"explain: {len(X):,} rows by {method} ({seconds:.1f}s), additivity {additivity:.1e} -> {out}"
     )
-    return {"metrics": metrics, "importance": importance, "method": method}
+    part: dict[str, Any] = {"shap": {"method": method, "rows_per_s": metrics["rows_per_s"]}}
+    if "fidelity_top1" in metrics:
+        part["fidelity"] = {"top1": metrics["fidelity_top1"], "top3": metrics["fidelity_top3"]}
+    return {"metrics": metrics, "importance": importance, "method": method, "summary": part}
 
 
 def _shap_plots(
