@@ -136,3 +136,25 @@ def test_macro_regime_table():
     assert (m.regime == (m.month >= t)).all()
     assert m.competitor_intensity.is_monotonic_increasing
     assert isinstance(m, pd.DataFrame)
+
+
+@pytest.mark.parametrize("preset", ["baseline", "tightening", "competition_heavy"])
+def test_scenario_presets_compose_and_shape_the_world(make_cfg, preset):
+    from pipeline.config import validate
+    from pipeline.runners.generate import world_spec
+
+    cfg = make_cfg(f"experiment={preset}", "data.n_borrowers=3000", "simulator.chunk_size=1000")
+    validate(cfg)
+    world = simulate(world_spec(cfg))
+    ev = world["platform_events"].to_pandas()
+    closures = ev[ev.event == "closure"]
+    policy = closures[closures.cause == "policy_tightening"]
+    assert len(policy) > 0
+    assert policy.month.min() >= cfg.simulator.tightening_month
+    if preset == "tightening":
+        assert cfg.simulator.tightening_month == 20
+    if preset == "competition_heavy":
+        base = make_cfg("data.n_borrowers=3000", "simulator.chunk_size=1000")
+        base_ev = simulate(world_spec(base))["platform_events"].to_pandas()
+        share = lambda e: (e[e.event == "closure"].cause == "low_activity_competition").mean()  # noqa: E731
+        assert share(ev) > share(base_ev)
