@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -51,10 +52,17 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     schemas = {**sim_core.SCHEMAS, **sim_core.TRUTH_SCHEMAS}
     stream_paths = {k: v for k, v in {**raw_paths, **truth_paths}.items() if k != "macro_months"}
     counts: dict[str, int] = dict.fromkeys(stream_paths, 0)
-    with ParquetSink(stream_paths, schemas) as sink:
-        chunks = sim_core.iter_chunks(
-            spec, n_jobs=int(cfg.data.n_jobs), block_size=int(cfg.data.block_size)
-        )
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(ParquetSink(stream_paths, schemas))
+        if cfg.engine.kind == "dask":
+            from pipeline import distributed
+
+            client = stack.enter_context(distributed.client_for(cfg.engine))
+            chunks = distributed.iter_chunks(spec, client, p.raw)
+        else:
+            chunks = sim_core.iter_chunks(
+                spec, n_jobs=int(cfg.data.n_jobs), block_size=int(cfg.data.block_size)
+            )
         for _, tables in progress(chunks, total=spec.n_chunks, desc="generate"):
             for name, table in tables.items():
                 sink.write(name, table)
