@@ -62,6 +62,8 @@ class DataConfig:
     id: str = ""
     time: str = ""
     positive: str = ""
+    valid_frac: float = 0.2  # share of the non-out-of-time rows held out for validation
+    oot_frac: float = 0.2  # share held out as out-of-time (latest data.time values, else random)
 
 
 @dataclass
@@ -153,6 +155,17 @@ class FeaturesConfig:
 
 
 @dataclass
+class ScorecardConfig:
+    """Points scaling of the weight-of-evidence scorecard baseline."""
+
+    pdo: float = 20.0  # points that double the odds
+    base_score: float = 600.0  # score at the base odds
+    base_odds: float = 50.0  # good:bad odds that score base_score
+    max_bins: int = 8  # equal-count bins per numeric feature
+    min_iv: float = 0.02  # features below this information value are left out
+
+
+@dataclass
 class ModelConfig:
     objective: str = "binary"
     num_leaves: int = 31
@@ -167,6 +180,13 @@ class ModelConfig:
     max_bin: int = 255
     num_threads: int = 0  # 0 = physical cores
     monotone: bool = True
+    calibration: str = "isotonic"  # isotonic | platt | none, fitted on the validation split
+    calibration_bins: int = 10  # equal-count bins of the calibration error and reliability plot
+    baselines: bool = True  # also fit the scorecard and rules baselines on the same split
+    scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig())
+    cv_folds: int = 2  # table mode: stratified k-fold ...
+    cv_repeats: int = 5  # ... repeated (2 x 5 = the usual 5x2 CV); 0 turns it off
+    champion_alias: str = "champion"  # registry alias moved when out-of-time AUC improves
 
 
 @dataclass
@@ -174,13 +194,40 @@ class ExplainConfig:
     max_rows: int = 200_000  # out-of-time rows explained (all when fewer)
     plot_sample: int = 5_000  # beeswarm points, at most 10,000
     top_k: int = 3
-    borrower_id: int | None = None
+    borrower_id: int | None = None  # set: print one borrower's story instead of the batch
+    snapshot: int | None = None  # that borrower's snapshot (default: latest out-of-time)
     n_jobs: int = 0  # 0 = physical cores
+    attribution: str = "learned"  # feature -> cause split: primary | registry | learned
+    learn_support: str = "all"  # learned: causes a feature may feed: registry | all
+    learn_rows: int = 50_000  # learned: at most this many training-split closures
+    reference: str = "base"  # base (model expected value) | snapshot (mean of its rows)
+    probability: bool = False  # also give reason scores in probability points
+    dependence_top: int = 4  # dependence plots for this many top features
+    advice_threshold: float = 0.15  # advise rows at or above this risk, target under it
+    advice_rows: int = 200  # highest-risk out-of-time borrowers advised by the batch
 
 
 @dataclass
 class BenchConfig:
+    """``make bench``: each stage against a reference doing the same work."""
+
     n_borrowers: int = 100_000
+    # rows to measure; a stage row needs the stage rows before it (end_to_end stands alone)
+    rows: list[str] = field(
+        default_factory=lambda: ["generate", "features", "train", "explain", "end_to_end"]
+    )
+    keep_work: bool = False  # keep the bench's data and models (under outputs_dir/bench)
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "local"  # local | dask
+    address: str = ""  # an existing Dask scheduler (tcp://host:8786); empty starts a local cluster
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "4GiB"  # per worker; beyond it Dask spills to disk
+    local_directory: str = ""  # worker scratch space; empty uses the system temp folder
+    connect_timeout_s: int = 10
 
 
 @dataclass
@@ -193,6 +240,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     force: bool = False
     experiment_name: str | None = None
     stage: str = MISSING
@@ -349,10 +397,48 @@ def validate(cfg: Any) -> None:
         v = getattr(m, key)
         if not 0 < v <= 1:
             _fail(f"model.{key}", "must lie in (0, 1]", v)
+    if m.calibration not in ("isotonic", "platt", "none"):
+        _fail("model.calibration", "must be 'isotonic', 'platt' or 'none'", m.calibration)
+    if m.calibration_bins < 2:
+        _fail("model.calibration_bins", "must be at least 2", m.calibration_bins)
+    if m.cv_repeats < 0 or (m.cv_repeats and m.cv_folds < 2):
+        _fail("model.cv_folds", "needs at least 2 folds when model.cv_repeats > 0", m.cv_folds)
+    if m.scorecard.pdo <= 0 or m.scorecard.base_odds <= 0:
+        _fail("model.scorecard.pdo", "pdo and base_odds must be positive", m.scorecard.pdo)
+    if m.scorecard.max_bins < 2:
+        _fail("model.scorecard.max_bins", "must be at least 2", m.scorecard.max_bins)
+    for key in ("valid_frac", "oot_frac"):
+        v = getattr(d, key)
+        if not 0 < v < 0.5:
+            _fail(f"data.{key}", "must lie in (0, 0.5)", v)
     if not 1 <= cfg.explain.plot_sample <= 10_000:
         _fail("explain.plot_sample", "must lie in [1, 10000]", cfg.explain.plot_sample)
     if cfg.explain.top_k < 1:
         _fail("explain.top_k", "must be at least 1", cfg.explain.top_k)
+    e = cfg.explain
+    for key, known in (
+        ("attribution", ("primary", "registry", "learned")),
+        ("learn_support", ("registry", "all")),
+        ("reference", ("base", "snapshot")),
+    ):
+        if getattr(e, key) not in known:
+            _fail(f"explain.{key}", f"must be one of: {', '.join(known)}", getattr(e, key))
+    if e.learn_rows < 1:
+        _fail("explain.learn_rows", "must be at least 1", e.learn_rows)
+    if e.max_rows < 1:
+        _fail("explain.max_rows", "must be at least 1", e.max_rows)
+    if e.dependence_top < 0 or e.advice_rows < 0:
+        _fail(
+            "explain.advice_rows",
+            "dependence_top and advice_rows must not be negative",
+            e.advice_rows,
+        )
+    if not 0.0 < e.advice_threshold < 1.0:
+        _fail("explain.advice_threshold", "must lie in (0, 1)", e.advice_threshold)
+    if cfg.engine.kind not in ("local", "dask"):
+        _fail("engine.kind", "must be 'local' or 'dask'", cfg.engine.kind)
+    if cfg.engine.n_workers < 1 or cfg.engine.threads_per_worker < 1:
+        _fail("engine.n_workers", "workers and threads per worker must be at least 1", cfg.engine.n_workers)
     if cfg.bench.n_borrowers <= 0:
         _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
 
