@@ -9,9 +9,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 PORT ?= 5000
+TRIALS ?= 20
+SERVER_PORT ?= 5050
+PG_PORT ?= 5433
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain ui test test-fast lint clean bench
+.PHONY: help venv run data features train explain ui mlflow-server test test-fast lint clean bench sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,8 +43,20 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
 
+sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 trials at a time (TRIALS=20)
+	$(BIN)/python -m pipeline generate $(ARGS)
+	$(BIN)/python -m pipeline features $(ARGS)
+	$(BIN)/python -m pipeline train --multirun +sweep=lightgbm hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
+
+german: $(STAMP) ## Worked bring-your-own-table example: the German credit data (5x2 cross-validated)
+	$(BIN)/python -m pipeline run data=table data.path=$(CURDIR)/data/external/german_credit/german_credit.csv data.target=creditability data.positive=bad $(ARGS)
+
 ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
+
+mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
+	bash .ci/install-postgres
+	$(BIN)/python -m pipeline.server --port $(SERVER_PORT) --pg-port $(PG_PORT)
 
 test: $(STAMP) ## Run the whole test suite (slow tests included)
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pipeline.config import REPO_ROOT, ConfigError, register_configs
@@ -29,26 +30,48 @@ def stages_for(command: str) -> list[str]:
     return [ALIASES.get(command, command)]
 
 
-def execute(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it."""
+def execute(
+    cfg: Any, overrides: list[str] | None = None, sweep: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it.
+
+    ``sweep`` (sweep directory, trial number) nests the run under the sweep's MLflow run.
+    """
     from pipeline.runners import run_pipeline
     from pipeline.tracking import from_config
 
     tracker = from_config(cfg.tracking)
-    return run_pipeline(cfg, tracker, stages_for(str(cfg.stage)), overrides)
+    summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage)), overrides)
+    if sweep is not None:
+        from pipeline.runners.training import attach_trial
+
+        attach_trial(tracker, sweep[0], sweep[1], summary.get("mlflow_run_id"), objective(summary))
+    return summary
+
+
+def objective(summary: dict[str, Any]) -> float | None:
+    """What a sweep maximises: validation AUC (never an out-of-time figure)."""
+    auc = summary.get("valid", {}).get("auc")
+    return float(auc) if isinstance(auc, (int, float)) else None
 
 
 @hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="config", version_base="1.3")
-def _app(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> float | None:
+    sweep = None
     try:
-        overrides = list(HydraConfig.get().overrides.task)
+        hc = HydraConfig.get()
+        overrides = list(hc.overrides.task)
+        if hc.mode == RunMode.MULTIRUN:
+            sweep = (str(hc.sweep.dir), int(hc.job.num))
     except ValueError:
         overrides = []
     try:
-        execute(cfg, [o for o in overrides if not o.startswith("stage=")])
+        summary = execute(cfg, [o for o in overrides if not o.startswith("stage=")], sweep)
     except (ConfigError, DataError, TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    # a sweeper (Optuna) reads the task function's return value as the trial's objective
+    return objective(summary) if sweep is not None else None
 
 
 def main() -> None:

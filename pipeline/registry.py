@@ -25,6 +25,8 @@ class Feature:
     actionable: bool
     zh: str
     en: str
+    # feasible range of the value (used by advice to keep suggested changes possible)
+    bounds: tuple[float, float] = (float("-inf"), float("inf"))
 
     @property
     def primary_cause(self) -> str:
@@ -35,8 +37,49 @@ def _f(
     name: str, family: str, causes: str, monotone: int, actionable: bool, zh: str, en: str
 ) -> Feature:
     return Feature(
-        name, family, tuple(c for c in causes.split() if c), monotone, actionable, zh, en
+        name,
+        family,
+        tuple(c for c in causes.split() if c),
+        monotone,
+        actionable,
+        zh,
+        en,
+        _BOUNDS.get(name, (0.0, float("inf"))),
     )
+
+
+_SHARE = (0.0, 1.0)
+#: Feasible ranges; a feature not listed here is a non-negative quantity.
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "draw_months_3": (0.0, 3.0),
+    "draw_months_6": (0.0, 6.0),
+    "draw_months_12": (0.0, 12.0),
+    "longest_idle_12": (0.0, 12.0),
+    "competitor_months_6": (0.0, 6.0),
+    "draw_trend": (-1.0, 1.0),
+    "util_trend": (-2.0, 2.0),
+    "spend_trend": (float("-inf"), float("inf")),
+    **{
+        k: _SHARE
+        for k in (
+            "revolving_share_6",
+            "small_draw_share_12",
+            "early_repay_share_12",
+            "share_securities_k",
+            "share_other_lender_k",
+            "misuse_share_k",
+            "share_business_6",
+            "share_consumption_6",
+            "competitor_share_6",
+            "ext_utilisation",
+            "contacts_closed_share",
+            "contacts_closed_wshare",
+            "contacts_overdue_share",
+            "frozen_now",
+            "regime",
+        )
+    },
+}
 
 
 SS, LY, OR, FM, TF, PT, LC = CAUSES
@@ -305,7 +348,7 @@ FEATURES: tuple[Feature, ...] = (
         "months_since_ext_activity",
         "external",
         f"{TF}",
-        0,
+        1,
         True,
         "距上次外部信贷活动月数",
         "months since any external credit activity",
@@ -333,7 +376,7 @@ FEATURES: tuple[Feature, ...] = (
         "competitor_months_6",
         "external",
         f"{LC}",
-        0,
+        1,
         True,
         "近6个月使用竞品的月数",
         "months using competing products, last 6",
@@ -431,7 +474,15 @@ CATEGORICAL: tuple[str, ...] = ("occupation_code",)
 
 
 def registry_json() -> list[dict[str, object]]:
-    return [dict(asdict(f), primary_cause=f.primary_cause) for f in FEATURES]
+    # an open end of a feasible range is written as null (JSON has no infinity)
+    return [
+        dict(
+            asdict(f),
+            primary_cause=f.primary_cause,
+            bounds=[b if abs(b) != float("inf") else None for b in f.bounds],
+        )
+        for f in FEATURES
+    ]
 
 
 def causes_covered() -> set[str]:

@@ -1,0 +1,129 @@
+"""Advice: smallest lever changes, re-scored, feasible, monotone and consistent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import advice as adv
+from pipeline.registry import BY_NAME, FEATURE_NAMES
+
+NAMES = list(FEATURE_NAMES)
+COL = {n: j for j, n in enumerate(NAMES)}
+
+
+def _row(**values: float) -> np.ndarray:
+    base = {
+        "tenure": 24,
+        "line": 10_000,
+        "months_since_last_draw": 4,
+        "draw_months_3": 0,
+        "draw_months_6": 2,
+        "draw_months_12": 7,
+        "n_draws_3": 0,
+        "n_draws_6": 3,
+        "n_draws_12": 10,
+        "draw_amount_3": 0,
+        "draw_amount_6": 3000,
+        "draw_amount_12": 12000,
+        "draw_trend": -0.6,
+        "util_mean_3": 0.85,
+        "util_mean_6": 0.8,
+        "util_mean_12": 0.6,
+        "util_max_12": 0.95,
+        "share_securities_k": 0.3,
+        "share_other_lender_k": 0.3,
+        "misuse_share_k": 0.6,
+        "share_business_6": 0.1,
+        "share_consumption_6": 0.3,
+        "ext_active_products": 0,
+        "ext_cards": 0,
+        "ext_loans": 0,
+        "months_since_ext_activity": 20,
+        "competitor_months_6": 5,
+        "competitor_share_6": 0.25,
+    }
+    base.update(values)
+    x = np.zeros(len(NAMES))
+    for k, v in base.items():
+        x[COL[k]] = v
+    return x
+
+
+def _score(weights: dict[str, float], bias: float):
+    def score(X: np.ndarray) -> np.ndarray:
+        z = bias + sum(w * np.asarray(X[:, COL[f]], dtype=np.float64) for f, w in weights.items())
+        return 1 / (1 + np.exp(-z))
+
+    return score
+
+
+def test_cheapest_change_under_the_threshold_is_found_and_rescored():
+    # risk falls with recent draws and rises with misuse; one cadence step is enough
+    score = _score({"draw_months_3": -1.5, "misuse_share_k": 1.0}, -0.5)
+    x = _row()
+    a = adv.advise(x, NAMES, score, threshold=0.3)
+    assert a.p_before >= 0.3 and a.achieved and a.p_after < 0.3
+    assert a.actions == ["cadence:1"] and a.cost == 1
+    changed = dict((f, after) for f, _, after in a.changes)
+    x2 = x.copy()
+    for f, v in changed.items():
+        x2[COL[f]] = v
+    assert score(x2[None, :])[0] == pytest.approx(a.p_after)
+    # coupled features move together and stay consistent
+    assert changed["draw_months_3"] == 1 and changed["draw_months_6"] == 3
+    assert changed["draw_months_12"] == 8 and changed["months_since_last_draw"] == 0
+    assert x2[COL["draw_months_3"]] <= x2[COL["draw_months_6"]] <= x2[COL["draw_months_12"]]
+    assert x2[COL["n_draws_3"]] >= x2[COL["draw_months_3"]]
+    assert "借款节奏" in a.zh[0] and "cadence" in a.en[0]
+    assert a.zh[-1] == adv.CREDIT_TIP[0] and a.en[-1] == adv.CREDIT_TIP[1]
+
+
+def test_several_levers_when_one_is_not_enough_and_costs_are_minimal():
+    score = _score({"misuse_share_k": 6.0, "months_since_ext_activity": 0.15}, -3.0)
+    x = _row()
+    a = adv.advise(x, NAMES, score, threshold=0.2)
+    assert a.achieved and a.p_after < 0.2
+    X, cost, _, _, _ = adv.candidates(x, NAMES)
+    p = score(X)
+    # nothing cheaper reaches the threshold
+    assert not (p[cost < a.cost] < 0.2).any()
+    levers = {s.split(":")[0] for s in a.actions}
+    assert {"fund_use", "external"} <= levers
+    ch = {f: (b, v) for f, b, v in a.changes}
+    sec = ch.get("share_securities_k", (0, x[COL["share_securities_k"]]))[1]
+    oth = ch.get("share_other_lender_k", (0, x[COL["share_other_lender_k"]]))[1]
+    assert ch["misuse_share_k"][1] == pytest.approx(sec + oth)
+    assert ch["ext_active_products"][1] == ch["ext_cards"][1] + x[COL["ext_loans"]]
+
+
+def test_candidates_are_feasible_monotone_and_only_touch_actionable_features():
+    x = _row()
+    X, cost, combos, options, levers = adv.candidates(x, NAMES)
+    assert len(X) > 50 and cost[0] == 0 and combos[0] == (0,) * len(levers)
+    np.testing.assert_array_equal(X[0], x)
+    delta = X - x[None, :]
+    for j, f in enumerate(NAMES):
+        feat = BY_NAME[f]
+        lo, hi = feat.bounds
+        assert (X[:, j] >= lo).all() and (X[:, j] <= hi).all(), f
+        if feat.monotone:
+            assert not (delta[:, j] * feat.monotone > 1e-12).any(), f
+        if not feat.actionable and f != "ext_inquiries_6":  # inquiries follow an application
+            assert (delta[:, j] == 0).all(), f
+    dm = X[:, [COL["draw_months_3"], COL["draw_months_6"], COL["draw_months_12"]]]
+    assert (np.diff(dm, axis=1) >= 0).all()
+
+
+def test_unreachable_threshold_returns_best_effort():
+    score = _score({"income": 1e-3}, 0.0)  # nothing actionable moves this score
+    x = _row(income=5000)
+    a = adv.advise(x, NAMES, score, threshold=0.05)
+    assert not a.achieved and a.p_after == pytest.approx(a.p_before)
+    assert a.cost == 0
+
+
+def test_already_low_risk_needs_no_change():
+    score = _score({"draw_months_3": 0.0}, -5.0)
+    a = adv.advise(_row(), NAMES, score, threshold=0.1)
+    assert a.achieved and a.changes == [] and a.actions == []
