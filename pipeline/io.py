@@ -24,6 +24,77 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------- atomic writes
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def _temp_sibling(final: Path) -> Path:
+    """Create an empty hidden temporary file next to ``final``.
+
+    The name carries the writer's process id (``.<name>.<pid>.<random>.tmp``) so that a
+    later writer can recognise and remove what a killed process left behind.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(final.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name}.{os.getpid()}.", suffix=_TMP_SUFFIX, dir=final.parent
+    )
+    os.close(fd)
+    # mkstemp creates 0600 files; outputs get the permissions an ordinary write would
+    os.chmod(tmp, 0o666 & ~_umask())
+    return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files in ``directory`` whose writing process no longer exists.
+
+    A writer killed between creating its temporary file and renaming it leaves the file
+    behind; the final names are never affected. Temporary files of live processes are
+    kept, so concurrent writers are safe. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    d = Path(directory)
+    if not d.is_dir():
+        return removed
+    for tmp in d.glob(f".*{_TMP_SUFFIX}"):
+        parts = tmp.name.split(".")
+        # ['', <name parts...>, <pid>, <random>, 'tmp']
+        if len(parts) < 5 or not parts[-3].isdigit():
+            continue
+        if _pid_alive(int(parts[-3])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it over ``path`` only on success.
@@ -32,15 +103,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     partial file under the final name.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_sibling(final)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
+        _fsync_dir(final.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -91,28 +160,42 @@ class ParquetSink:
         self._writers: dict[str, pq.ParquetWriter] = {}
 
     def __enter__(self) -> ParquetSink:
-        for name, path in self.paths.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            self._tmp[name] = Path(tmp)
-            self._writers[name] = pq.ParquetWriter(tmp, self.schemas[name], compression="zstd")
+        try:
+            for name, path in self.paths.items():
+                self._tmp[name] = _temp_sibling(path)
+                self._writers[name] = pq.ParquetWriter(
+                    self._tmp[name], self.schemas[name], compression="zstd"
+                )
+        except BaseException:
+            self._cleanup()
+            raise
         return self
 
     def write(self, name: str, table: pa.Table) -> None:
         self._writers[name].write_table(table, row_group_size=max(1, table.num_rows))
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        for w in self._writers.values():
-            w.close()
         try:
+            for w in self._writers.values():
+                w.close()
             if exc_type is None:
+                for tmp in self._tmp.values():
+                    with open(tmp, "rb+") as fh:
+                        os.fsync(fh.fileno())
                 for name, tmp in self._tmp.items():
                     os.replace(tmp, self.paths[name])
+                for directory in {p.parent for p in self.paths.values()}:
+                    _fsync_dir(directory)
         finally:
-            for tmp in self._tmp.values():
-                if tmp.exists():
-                    tmp.unlink()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for w in self._writers.values():
+            with contextlib.suppress(Exception):
+                w.close()
+        for tmp in self._tmp.values():
+            if tmp.exists():
+                tmp.unlink()
 
 
 # --------------------------------------------------------------------------- hashing

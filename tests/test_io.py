@@ -1,0 +1,90 @@
+"""Atomic writes: the final name only ever holds a complete file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.io import (
+    ParquetSink,
+    atomic_path,
+    file_digest,
+    sweep_stale_temps,
+    write_json,
+    write_parquet,
+    write_text,
+)
+
+
+def _temps(d):
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.txt"
+    write_text("old\n", target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise RuntimeError("crash in the middle")
+    assert target.read_text() == "old\n"
+    assert _temps(tmp_path) == []
+    write_text("new\n", target)
+    assert target.read_text() == "new\n"
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "a.json")
+        write_parquet(pa.table({"x": [1, 2]}), tmp_path / "x.parquet")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "x.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_temp_names_carry_the_writer_pid(tmp_path):
+    with atomic_path(tmp_path / "f.json") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(f".f.json.{os.getpid()}.")
+        assert tmp.name.endswith(".tmp")
+
+
+def test_stale_temps_of_dead_writers_are_swept_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".features.parquet.{dead_pid}.abcd1234.tmp"
+    live = tmp_path / f".features.parquet.{os.getpid()}.efgh5678.tmp"
+    other = tmp_path / ".notes.tmp"  # not ours: no pid in the name
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    assert sweep_stale_temps(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    # every atomic write sweeps its folder first
+    stale.write_bytes(b"partial")
+    write_text("x", tmp_path / "y.txt")
+    assert not stale.exists()
+
+
+def test_parquet_sink_renames_all_or_nothing(tmp_path):
+    schema = pa.schema([("x", pa.int64())])
+    paths = {"a": tmp_path / "a.parquet", "b": tmp_path / "b.parquet"}
+    write_parquet(pa.table({"x": [9]}, schema=schema), paths["a"])
+    old = file_digest(paths["a"])
+    with pytest.raises(ValueError), ParquetSink(paths, {"a": schema, "b": schema}) as sink:
+        sink.write("a", pa.table({"x": [1, 2]}, schema=schema))
+        raise ValueError("generator failed")
+    assert file_digest(paths["a"]) == old and not paths["b"].exists()
+    assert _temps(tmp_path) == []
+    with ParquetSink(paths, {"a": schema, "b": schema}) as sink:
+        sink.write("a", pa.table({"x": [1, 2]}, schema=schema))
+        sink.write("b", pa.table({"x": [3]}, schema=schema))
+    assert pq.read_table(paths["a"]).column("x").to_pylist() == [1, 2]
+    assert pq.read_table(paths["b"]).column("x").to_pylist() == [3]
+    assert _temps(tmp_path) == []
