@@ -103,6 +103,8 @@ class SimulatorConfig:
     # platform policy
     tightening_month: int = 27
     tightening_strength: float = 1.0
+    pilot_month: int = 17  # a first, partial tightening of some segments (= tightening_month: none)
+    pilot_strength: float = 0.4  # share of the full tightening applied during the pilot
     increase_prob: float = 0.06
     decrease_prob: float = 0.35
     freeze_prob: float = 0.10
@@ -220,6 +222,52 @@ class BenchConfig:
 
 
 @dataclass
+class ScoreConfig:
+    """``python -m pipeline score``: score new borrowers with the champion model."""
+
+    input: str = ""  # raw-table folder or Parquet/CSV feature table; empty: paths.raw_dir
+    output: str = ""  # .parquet or .csv; empty: models_dir/scores.parquet
+    snapshot: int | None = None  # raw input: month to score at (default: the latest)
+    borrower_id: int | None = None  # set: score this one borrower and print the result
+    id_column: str = "borrower_id"  # feature-table input: the id column
+    tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])  # probability cut-offs
+    tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
+    top_k: int = 3
+    advice_rows: int = 500  # advise at most this many top-tier rows (highest risk first)
+    model_source: str = "auto"  # auto (registry champion, else local) | registry | local
+
+
+@dataclass
+class PolicyConfig:
+    """``python -m pipeline policy``: closing above a threshold against the tiered strategy.
+
+    Simple money assumptions (per account, over ``horizon`` months after the snapshot):
+    revenue is the interest the account really paid; an account that goes overdue
+    (dpd > 0 or an overdue closure) loses ``lgd`` x its exposure, the balance at its
+    first overdue month. Closing keeps ``close_revenue_share`` of the revenue and caps
+    the exposure at the balance of the snapshot month (no new draws); reducing the line
+    by ``reduce_factor`` keeps ``reduce_revenue_share`` of the revenue and caps the
+    exposure at the reduced line; raising the line by ``raise_factor`` adds
+    ``raise_revenue_uplift`` to the revenue and scales the exposure by the factor.
+    """
+
+    thresholds: list[float] = field(
+        default_factory=lambda: [0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6]
+    )
+    horizon: int = 3  # months after the snapshot for revenue and losses
+    lgd: float = 0.6
+    close_revenue_share: float = 0.0
+    reduce_factor: float = 0.5
+    reduce_revenue_share: float = 0.75
+    raise_factor: float = 1.2
+    raise_revenue_uplift: float = 0.1
+    medium_ratio: float = 0.4  # tiered: medium tier from medium_ratio x threshold up to it
+    raise_max_prob: float = 0.02  # tiered: raise only below this risk ...
+    raise_min_tenure: int = 12  # ... for accounts this long on book (all never overdue) ...
+    raise_line_quantile: float = 0.5  # ... with a line at or below this quantile (small users)
+
+
+@dataclass
 class EngineConfig:
     kind: str = "local"  # local | dask
     address: str = ""  # an existing Dask scheduler (tcp://host:8786); empty starts a local cluster
@@ -241,6 +289,8 @@ class Config:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     force: bool = False
     experiment_name: str | None = None
     stage: str = MISSING
@@ -350,6 +400,10 @@ def validate(cfg: Any) -> None:
             f"must lie inside the horizon [0, {d.n_months - 1}]",
             s.tightening_month,
         )
+    if not 0 <= s.pilot_month <= s.tightening_month:
+        _fail("simulator.pilot_month", "must lie in [0, simulator.tightening_month]", s.pilot_month)
+    if not 0.0 <= s.pilot_strength <= 1.0:
+        _fail("simulator.pilot_strength", "must lie in [0, 1]", s.pilot_strength)
     if s.oracle_futures < 1 or s.oracle_rows < 0:
         _fail(
             "simulator.oracle_futures",
@@ -441,6 +495,32 @@ def validate(cfg: Any) -> None:
         _fail("engine.n_workers", "workers and threads per worker must be at least 1", cfg.engine.n_workers)
     if cfg.bench.n_borrowers <= 0:
         _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
+    sc, po = cfg.score, cfg.policy
+    cuts = list(sc.tier_cuts)
+    if any(not 0 < c < 1 for c in cuts) or cuts != sorted(set(cuts)):
+        _fail("score.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
+    if len(sc.tier_names) != len(cuts) + 1:
+        _fail("score.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
+    if sc.top_k < 1 or sc.advice_rows < 0:
+        _fail("score.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)
+    if sc.model_source not in ("auto", "registry", "local"):
+        _fail("score.model_source", "must be one of: auto, registry, local", sc.model_source)
+    if not po.thresholds or any(not 0 < t < 1 for t in po.thresholds):
+        _fail("policy.thresholds", "must list probabilities in (0, 1)", list(po.thresholds))
+    if po.horizon < 1:
+        _fail("policy.horizon", "must be at least 1 month", po.horizon)
+    for key in (
+        "lgd",
+        "close_revenue_share",
+        "reduce_factor",
+        "reduce_revenue_share",
+        "medium_ratio",
+        "raise_line_quantile",
+    ):
+        if not 0.0 <= getattr(po, key) <= 1.0:
+            _fail(f"policy.{key}", "must lie in [0, 1]", getattr(po, key))
+    if po.raise_factor < 1.0 or po.raise_revenue_uplift < 0:
+        _fail("policy.raise_factor", "must be >= 1 (with a non-negative uplift)", po.raise_factor)
 
 
 def physical_cores() -> int:

@@ -200,11 +200,23 @@ def macro_table(spec: WorldSpec) -> pa.Table:
     return pa.table(
         {
             "month": months.astype(np.int16),
-            "regime": (months >= spec.sim.tightening_month).astype(np.int8),
+            "regime": regime_level(spec.sim, months).astype(np.int8),
             "competitor_intensity": _competitor_intensity(spec, months).astype(np.float32),
         },
         schema=SCHEMAS["macro_months"],
     )
+
+
+def regime_level(sim: Any, month: np.ndarray | int) -> np.ndarray:
+    """0 before any tightening, 1 during the pilot phase, 2 once tightening is in full force."""
+    m = np.asarray(month)
+    return (m >= sim.pilot_month).astype(np.int8) + (m >= sim.tightening_month).astype(np.int8)
+
+
+def regime_strength(sim: Any, month: int) -> float:
+    """How hard the tightening bites in ``month`` (a multiplier of the policy signal)."""
+    level = int(regime_level(sim, month))
+    return sim.tightening_strength * (0.0, sim.pilot_strength, 1.0)[level]
 
 
 def _competitor_intensity(spec: WorldSpec, month: np.ndarray | int) -> np.ndarray:
@@ -429,7 +441,7 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     n = len(idx)
     slot = t % WINDOW
     comp_level = float(_competitor_intensity(spec, t))
-    regime = t >= s.tightening_month
+    regime = float(regime_strength(s, t))  # 0 before any tightening
 
     def g(a: np.ndarray) -> np.ndarray:
         return a[idx]
@@ -574,13 +586,9 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
         ((cards + loans) == 0) * (months_since_ext >= s.thin_months) * np.clip(thin_over, 0.0, 2.0)
     )
     noncons_share = np.where(drawn3 > 0, noncons3 / np.maximum(drawn3, 1e-9), 0.0)
-    sig[:, C_POLICY] = (
-        regime
-        * s.tightening_strength
-        * (
-            np.clip((util3 - s.policy_util) / 0.2, 0.0, 1.0)
-            + np.clip((noncons_share - s.policy_noncons) / 0.2, 0.0, 1.0)
-        )
+    sig[:, C_POLICY] = regime * (
+        np.clip((util3 - s.policy_util) / 0.2, 0.0, 1.0)
+        + np.clip((noncons_share - s.policy_noncons) / 0.2, 0.0, 1.0)
     )
     sig[:, C_COMP] = (
         comp_level * (draws6 <= 1) * (tenure >= 3) * (comp6 >= s.competition_months) * (comp6 / 3.0)
@@ -589,7 +597,7 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
     scale = np.exp(g(st.frailty) + s.noise_sd * rng.normal(size=n))
     background = np.full(N_CAUSES, s.background_rate)
-    background[C_POLICY] *= regime  # no policy closures before the regime exists
+    background[C_POLICY] *= regime > 0  # no policy closures before the regime exists
     haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
     total = haz.sum(axis=1)
     p_close = 1.0 - np.exp(-total)

@@ -114,6 +114,23 @@ def redact(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def redact_tree(tree: Any) -> Any:
+    """:func:`redact` applied to a nested config (dicts and lists), keeping its shape."""
+    if isinstance(tree, Mapping):
+        out = {}
+        for k, v in tree.items():
+            if isinstance(v, (Mapping, list)):
+                out[k] = redact_tree(v)
+            elif is_secret_key(str(k)):
+                out[k] = "***"
+            else:
+                out[k] = redact_uri(v) if isinstance(v, str) else v
+        return out
+    if isinstance(tree, list):
+        return [redact_tree(v) for v in tree]
+    return redact_uri(tree) if isinstance(tree, str) else tree
+
+
 def _server_reachable(uri: str, timeout: float) -> None:
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme not in ("http", "https"):

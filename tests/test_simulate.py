@@ -22,7 +22,14 @@ def spec(n=1500, seed=3, chunk=256, **sim):
     cfg.oracle_futures = 8
     for k, v in sim.items():
         cfg[k] = v
-    return WorldSpec(n_borrowers=n, n_months=36, seed=seed, sim=OmegaConf.to_object(cfg), oracle_snapshots=(26, 30), horizon=3)
+    return WorldSpec(
+        n_borrowers=n,
+        n_months=36,
+        seed=seed,
+        sim=OmegaConf.to_object(cfg),
+        oracle_snapshots=(26, 30),
+        horizon=3,
+    )
 
 
 def test_tables_follow_their_schemas():
@@ -64,7 +71,9 @@ def test_block_size_and_jobs_give_identical_files(make_cfg, tmp_path):
         generate(cfg, OFF)
         raw = tmp_path / f"w{i}" / "data" / "raw"
         truth = tmp_path / f"w{i}" / "data" / "truth"
-        digests.append({p.name: file_digest(p) for d in (raw, truth) for p in sorted(d.glob("*.parquet"))})
+        digests.append(
+            {p.name: file_digest(p) for d in (raw, truth) for p in sorted(d.glob("*.parquet"))}
+        )
     assert digests[0] == digests[1]
     assert len(digests[0]) == len(RAW_TABLES) + len(TRUTH_TABLES)
 
@@ -91,12 +100,20 @@ def test_every_cause_occurs_and_overdue_is_a_minority(world):
 def test_closures_rise_after_tightening(world):
     ev = world["platform_events"].to_pandas()
     am = world["account_months"].to_pandas()
-    rate = ev[(ev.event == "closure") & (ev.cause != OVERDUE)].groupby("month").size() / am.groupby("month").size()
+    rate = (
+        ev[(ev.event == "closure") & (ev.cause != OVERDUE)].groupby("month").size()
+        / am.groupby("month").size()
+    )
     rate = rate.fillna(0.0)
     t = SimulatorConfig().tightening_month
-    assert rate.loc[t : t + 5].mean() > 1.2 * rate.loc[t - 6 : t - 1].mean()
+    assert rate.loc[t : t + 5].mean() > 1.1 * rate.loc[t - 6 : t - 1].mean()
     pol = ev[(ev.event == "closure") & (ev.cause == "policy_tightening")]
-    assert (pol.month >= t).all()
+    assert (pol.month >= SimulatorConfig().pilot_month).all()
+    # the full regime closes more for policy than the pilot phase does
+    per_month = (
+        pol.groupby("month").size().reindex(range(36), fill_value=0) / am.groupby("month").size()
+    )
+    assert per_month.loc[t:].mean() > per_month.loc[SimulatorConfig().pilot_month : t - 1].mean()
 
 
 def test_traced_borrowers_close_more_often(world):
@@ -133,7 +150,8 @@ def test_macro_regime_table():
     world = simulate(spec(300))
     m = world["macro_months"].to_pandas()
     t = SimulatorConfig().tightening_month
-    assert (m.regime == (m.month >= t)).all()
+    pilot = SimulatorConfig().pilot_month
+    assert (m.regime == (m.month >= pilot).astype(int) + (m.month >= t).astype(int)).all()
     assert m.competitor_intensity.is_monotonic_increasing
     assert isinstance(m, pd.DataFrame)
 
@@ -150,7 +168,7 @@ def test_scenario_presets_compose_and_shape_the_world(make_cfg, preset):
     closures = ev[ev.event == "closure"]
     policy = closures[closures.cause == "policy_tightening"]
     assert len(policy) > 0
-    assert policy.month.min() >= cfg.simulator.tightening_month
+    assert policy.month.min() >= cfg.simulator.pilot_month
     if preset == "tightening":
         assert cfg.simulator.tightening_month == 20
     if preset == "competition_heavy":

@@ -360,3 +360,18 @@ def test_pipeline_logs_to_postgres_backed_mlflow_server(make_cfg, tmp_path, http
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_resolved_config_artifact_is_redacted(make_cfg, tmp_path):
+    """The resolved config written beside the models hides secret-looking values."""
+    from pipeline.runners import run_pipeline
+    from pipeline.tracking import Tracker
+
+    cfg = make_cfg(
+        "+tracking.api_token=s3cret-value", "tracking.uri=http://user:hunter2@127.0.0.1:9/"
+    )
+    tracker = Tracker("", "", "", enabled=False)
+    run_pipeline(cfg, tracker, [])
+    text = (tmp_path / "models" / "resolved_config.yaml").read_text()
+    assert "s3cret-value" not in text and "hunter2" not in text
+    assert "api_token: '***'" in text

@@ -21,7 +21,7 @@ from pipeline.runners.explaining import explain
 from pipeline.runners.featurize import features
 from pipeline.runners.generate import generate
 from pipeline.runners.training import train
-from pipeline.tracking import Tracker, flatten
+from pipeline.tracking import Tracker, flatten, redact_tree, redact_uri
 
 STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
     "generate": generate,
@@ -42,7 +42,9 @@ def run_pipeline(
     tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
     with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
         tracker.log_params(params)
-        resolved = OmegaConf.to_yaml(cfg, resolve=True)
+        resolved = OmegaConf.to_yaml(
+            OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))
+        )
         Path(cfg.paths.models_dir).mkdir(parents=True, exist_ok=True)
         cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
         write_text(resolved, cfg_path)
@@ -87,7 +89,7 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     p = Paths.of(cfg)
     summary: dict[str, Any] = {
         "mlflow_run_id": tracker.parent_run_id,
-        "tracking_uri": tracker.uri if tracker.enabled else None,
+        "tracking_uri": redact_uri(tracker.uri) if tracker.enabled else None,
     }
     feat_path = p.processed / "features.parquet"
     if feat_path.exists():
@@ -117,7 +119,9 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
         if part.exists():
             _deep_merge(summary, json.loads(part.read_text()))
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
-    summary["ui"] = "make ui"
+    summary["ui"] = (
+        "make ui" if str(cfg.tracking.uri).startswith("sqlite:") else str(summary["tracking_uri"])
+    )
     write_json(summary, p.models / "summary.json")
     tracker.log_artifact(p.models / "summary.json", "summary")
     _print_summary(summary)
@@ -158,7 +162,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     lines += [
         f"outputs                    : {s['outputs']['raw']}, {s['outputs']['features']}, {s['outputs']['models']}",
         f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
-        "open the UI                : make ui   (then http://127.0.0.1:5000)",
+        "open the UI                : "
+        + (
+            "make ui   (then http://127.0.0.1:5000)"
+            if s.get("ui") == "make ui"
+            else str(s.get("ui"))
+        ),
         "",
     ]
     say("\n".join(lines))

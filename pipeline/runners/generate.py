@@ -45,6 +45,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     key["data"].pop("block_size", None)
     key["data"].pop("n_jobs", None)
     outputs = list(raw_paths.values()) + list(truth_paths.values())
+    outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
     if not cfg.force and up_to_date(p.raw, "generate", key, outputs):
         say(f"generate: inputs and config unchanged, keeping {p.raw} (force=true to recompute)")
         return {"skipped": True}
@@ -70,8 +71,9 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     write_parquet(sim_core.macro_table(spec), raw_paths["macro_months"])
     counts["macro_months"] = spec.n_months
     seconds = time.perf_counter() - t0
-    write_manifest(p.raw, "generate", key, outputs)
     card = data_card(cfg, p)
+    # the manifest goes last: a kill before this point makes the next run recompute
+    write_manifest(p.raw, "generate", key, outputs)
     metrics = {f"rows_{k}": float(v) for k, v in counts.items()}
     metrics["seconds"] = seconds
     metrics["borrower_months_per_s"] = counts["account_months"] / max(seconds, 1e-9)
@@ -166,7 +168,12 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
     paths = []
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    by = closures.groupby(["month", "cause"]).size().unstack(fill_value=0).reindex(on_book.index, fill_value=0)
+    by = (
+        closures.groupby(["month", "cause"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(on_book.index, fill_value=0)
+    )
     rates = by.div(on_book, axis=0)
     bottom = np.zeros(len(rates))
     for cause in [c for c in ALL_CAUSES if c in rates.columns]:
@@ -178,7 +185,9 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
     ax.legend(fontsize=7, ncol=2)
     paths.append(_save(fig, out / "closure_rate_by_cause.png", atomic_path))
 
-    am = pq.read_table(p.raw / "account_months.parquet", columns=["line", "balance", "draw_amount"]).to_pandas()
+    am = pq.read_table(
+        p.raw / "account_months.parquet", columns=["line", "balance", "draw_amount"]
+    ).to_pandas()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     util = (am.balance / am.line.where(am.line > 0)).dropna().clip(0, 1)
     draws = am.draw_amount[am.draw_amount > 0]
@@ -203,7 +212,9 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
 
 
 def borrowers_income(p: Paths) -> Any:
-    return pq.read_table(p.raw / "borrowers.parquet", columns=["income"]).column("income").to_numpy()
+    return (
+        pq.read_table(p.raw / "borrowers.parquet", columns=["income"]).column("income").to_numpy()
+    )
 
 
 def _save(fig: Any, path: Any, atomic_path: Any) -> Any:
