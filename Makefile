@@ -12,9 +12,10 @@ PORT ?= 5000
 TRIALS ?= 20
 SERVER_PORT ?= 5050
 PG_PORT ?= 5433
+SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain ui mlflow-server test test-fast lint clean bench sweep german
+.PHONY: help venv run data features train explain score policy serve ui mlflow-server test test-fast lint clean bench sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +43,15 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
+
+score: $(STAMP) ## Score new borrowers with the champion (ARGS="score.input=PATH score.output=PATH")
+	$(BIN)/python -m pipeline score $(ARGS)
+
+policy: $(STAMP) ## Compare closing above a threshold with the tiered strategy on simulated outcomes
+	$(BIN)/python -m pipeline policy $(ARGS)
+
+serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations)
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/closure-risk-lgbm-serving@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 trials at a time (TRIALS=20)
 	$(BIN)/python -m pipeline generate $(ARGS)

@@ -18,7 +18,7 @@ from pipeline.config import REPO_ROOT, ConfigError, register_configs
 from pipeline.io import DataError
 from pipeline.tracking import TrackingError
 
-COMMANDS = ("run", "generate", "data", "features", "train", "explain")
+COMMANDS = ("run", "generate", "data", "features", "train", "explain", "score", "policy")
 register_configs()
 
 
@@ -41,6 +41,14 @@ def execute(
     from pipeline.tracking import from_config
 
     tracker = from_config(cfg.tracking)
+    if str(cfg.stage) in ("score", "policy"):  # single stages, never part of `run`
+        from pipeline.runners.scoring import run_single
+
+        if str(cfg.stage) == "score":
+            from pipeline.runners.scoring import score as fn
+        else:
+            from pipeline.runners.policy import policy as fn
+        return run_single(cfg, tracker, str(cfg.stage), fn, overrides)
     summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage)), overrides)
     if sweep is not None:
         from pipeline.runners.training import attach_trial

@@ -239,8 +239,12 @@ def read_table(
     ranges: dict[str, tuple[float, float]] | None = None,
     unique: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
+    filters: Any = None,
 ) -> pa.Table:
     """Read a Parquet file and check it against ``schema`` and the given rules.
+
+    ``filters`` (a pyarrow expression) reads only matching rows, skipping row groups
+    by their statistics; the rules then apply to those rows.
 
     Integer columns may be stored with any integer width, floats with any float width;
     values are cast to the declared types. Every failure raises :class:`DataError`
@@ -266,7 +270,11 @@ def read_table(
         if _kind(want) != _kind(got):
             raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
     try:
-        table = pf.read(columns=wanted)
+        table = (
+            pf.read(columns=wanted)
+            if filters is None
+            else pq.read_table(p, columns=wanted, filters=filters)
+        )
     except Exception as exc:
         raise DataError(f"{p}: could not read data ({exc})") from exc
     arrays = []

@@ -25,7 +25,12 @@ mask ``S`` top-down: a feature's bit position is its order of first appearance o
 path, so positions are shared by all leaves below a node) and ``d`` table look-ups per
 leaf.  Leaves whose table would be too large (``d`` above ``max_table_depth`` or the
 memory budget) or that have a zero cover ratio are evaluated directly per row with an
-exact O(d^2) routine (same Beta integral, prefix products, no table).
+exact O(d^2) routine (the same quantities from the Beta-integral form with
+``d/2``-point Gauss-Legendre quadrature; no table, vectorised over rows).
+
+Rows are processed in chunks in parallel (numba ``prange``); kernels are compiled with
+``cache=True`` so the JIT cost (a few seconds) is paid once per machine, not per
+process.
 
 The expected value (last output column) is ``sum_l v_l * cover_l / cover_root``.
 """
@@ -157,7 +162,7 @@ def _shap_kernel(
     n, p = X.shape
     n_trees = tree_int_start.size
     n_chunks = (n + chunk - 1) // chunk
-    kz = 1.0000000180025095e-35  # float(np.float32(1e-35)), LightGBM's kZeroThreshold
+    kz = _KZERO
     for c in prange(n_chunks):
         r0 = c * chunk
         nr = min(n, r0 + chunk) - r0
@@ -281,6 +286,11 @@ def _shap_kernel(
 # --------------------------------------------------------------------------------------
 
 
+def _as_booster(model: Any) -> Any:
+    """Accept a ``lightgbm.Booster`` or a fitted sklearn wrapper (``LGBMClassifier``...)."""
+    return getattr(model, "booster_", model)
+
+
 def _dump(booster: Any, num_iteration: int | None) -> dict:
     if num_iteration is None:
         # booster.predict's default: best_iteration when early stopping set it, else all
@@ -290,26 +300,23 @@ def _dump(booster: Any, num_iteration: int | None) -> dict:
 
 def _is_linear(booster: Any) -> bool:
     params = getattr(booster, "params", None) or {}
-    if str(params.get("linear_tree", "")).lower() in ("true", "1"):
-        return True
-    try:
-        s = booster.model_to_string(num_iteration=1)
-    except Exception:  # pragma: no cover - defensive
-        return False
-    return "is_linear=1" in s
+    return str(params.get("linear_tree", "")).lower() in ("true", "1")
 
 
 def _tree_unsupported(node: dict) -> str | None:
-    stack = [node]
+    stack: list[tuple[dict, frozenset]] = [(node, frozenset())]
     while stack:
-        nd = stack.pop()
+        nd, feats = stack.pop()
         if "split_index" in nd:
             if nd.get("decision_type", "<=") != "<=":
                 return "categorical split"
             if nd.get("missing_type", "None") not in _MISSING:
                 return f"unknown missing_type {nd.get('missing_type')!r}"
-            stack.append(nd["left_child"])
-            stack.append(nd["right_child"])
+            feats = feats | {nd["split_feature"]}
+            if len(feats) > _MAX_PATH_FEATURES:
+                return f"a tree path uses more than {_MAX_PATH_FEATURES} distinct features"
+            stack.append((nd["left_child"], feats))
+            stack.append((nd["right_child"], feats))
         elif "leaf_coeff" in nd or "leaf_features" in nd:
             return "linear tree"
     return None
@@ -317,6 +324,7 @@ def _tree_unsupported(node: dict) -> str | None:
 
 def unsupported_reason(booster: Any, dump: dict | None = None) -> str | None:
     """Why :class:`TreeShap` cannot explain ``booster`` (None when it can)."""
+    booster = _as_booster(booster)
     if dump is None:
         dump = _dump(booster, None)
     if dump.get("num_tree_per_iteration", 1) != 1 or dump.get("num_class", 1) != 1:
@@ -346,6 +354,10 @@ def supports(booster: Any) -> bool:
         return False
 
 
+def _max_threads() -> int:
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
 def _default_threads() -> int:
     try:
         import psutil  # optional
@@ -358,7 +370,7 @@ def _default_threads() -> int:
     except AttributeError:  # pragma: no cover - non-Linux
         avail = os.cpu_count() or 1
     n = min(n, avail) if n else avail
-    return max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(n, _max_threads()))
 
 
 class TreeShap:
@@ -385,25 +397,38 @@ class TreeShap:
         booster: Any,
         num_iteration: int | None = None,
         n_threads: int | None = None,
-        max_table_depth: int = 16,
+        max_table_depth: int = 12,
         max_table_bytes: int = 256 * 2**20,
     ) -> None:
+        booster = _as_booster(booster)
         dump = _dump(booster, num_iteration)
         why = unsupported_reason(booster, dump)
         if why is not None:
             raise ValueError(f"TreeShap does not support this model: {why}")
         self.n_features = int(dump["max_feature_idx"]) + 1
         self.n_threads = n_threads
-        self.chunk = 1024
+        self.chunk = 512
         self._parse(dump["tree_info"])
         self._plan_tables(max_table_depth, max_table_bytes)
 
     # ---- parsing ----------------------------------------------------------------------
     def _parse(self, tree_info: list[dict]) -> None:
-        t_int_start, t_n_int, t_leaf_start, t_n_leaf = [], [], [], []
-        n_feat, n_thr, n_dl, n_mt, n_bit, n_left, n_right = [], [], [], [], [], [], []
-        l_d, l_po, l_val = [], [], []
-        p_feat, p_z = [], []
+        t_int_start: list[int] = []
+        t_n_int: list[int] = []
+        t_leaf_start: list[int] = []
+        t_n_leaf: list[int] = []
+        n_feat: list[int] = []
+        n_thr: list[float] = []
+        n_dl: list[int] = []
+        n_mt: list[int] = []
+        n_bit: list[int] = []
+        n_left: list[int] = []
+        n_right: list[int] = []
+        l_d: list[int] = []
+        l_po: list[int] = []
+        l_val: list[float] = []
+        p_feat: list[int] = []
+        p_z: list[float] = []
         bias = 0.0
         max_nodes = 1
         for ti in tree_info:
@@ -424,7 +449,7 @@ class TreeShap:
             leaves: list[tuple[int, float, list[int], list[float]] | None] = [None] * n_leaves
             root_count = float(root["internal_count"])
             # stack of (node, path features in first-appearance order, their z, cover)
-            stack = [(root, [], [], root_count)]
+            stack: list[tuple[dict, list[int], list[float], float]] = [(root, [], [], root_count)]
             while stack:
                 nd, pf, pz, cover = stack.pop()
                 if "split_index" in nd:
@@ -541,8 +566,10 @@ class TreeShap:
         self.table_bytes = self._table.nbytes
         tab_leaves = np.flatnonzero(cand).astype(np.int64)
         if tab_leaves.size:
-            # interleave large and small leaves for prange load balance
-            tab_leaves = tab_leaves[np.argsort(-d[tab_leaves], kind="stable")]
+            # deal leaves out by size so prange's static blocks get similar work
+            order = tab_leaves[np.argsort(-d[tab_leaves], kind="stable")]
+            nt = max(1, numba.get_num_threads())
+            tab_leaves = np.concatenate([order[i::nt] for i in range(nt)])
             _build_tables(
                 tab_leaves,
                 self._leaf_d,
@@ -569,8 +596,10 @@ class TreeShap:
         if n == 0 or self._tree_int_start.size == 0:
             return out
         nt = n_threads or self.n_threads or _default_threads()
-        nt = max(1, min(int(nt), numba.config.NUMBA_NUM_THREADS))
-        chunk = max(1, min(self.chunk, -(-n // nt)))
+        nt = max(1, min(int(nt), _max_threads()))
+        # per-thread scratch is ~8 * chunk * (2p + nodes) bytes: keep it to a few MiB
+        cap = max(8, (1 << 20) // (self.n_features + self._max_nodes))
+        chunk = max(1, min(self.chunk, cap, -(-n // nt)))
         prev = numba.get_num_threads()
         numba.set_num_threads(nt)
         try:

@@ -145,7 +145,7 @@ def test_stage_writes_the_contracted_files_and_summary(trained):
     assert 0.5 < on_disk["oracle_auc"] <= 1 and np.isfinite(on_disk["oracle_gap"])
     assert set(on_disk["baselines"]) == {"scorecard", "rules"}
     assert on_disk["baselines"]["rules"]["oot"]["auc"] > 0.5
-    assert set(on_disk["oot_by_regime"]) <= {"0", "1"} and on_disk["oot_by_regime"]
+    assert set(on_disk["oot_by_regime"]) <= {"0", "1", "2"} and on_disk["oot_by_regime"]
     assert "salaried" in on_disk["oot_by_occupation"]
     assert np.isfinite(on_disk["score_psi"])
     assert on_disk["monotone_check"]["violations"] == 0

@@ -191,7 +191,16 @@ def _batch(
         oot = oot.sort_values(["snapshot", id_col] if sim else [id_col])
     X = oot[names].to_numpy(dtype=np.float32)
     t0 = time.perf_counter()
-    contrib, method = explain_core.contributions(model.booster, X, threads)
+    if cfg.engine.kind == "dask":
+        from pipeline import distributed
+
+        with distributed.client_for(cfg.engine) as client:
+            contrib = distributed.shap_values(
+                client, model.booster, X, n_threads=int(cfg.engine.threads_per_worker)
+            )
+        method = "treeshap_dask"
+    else:
+        contrib, method = explain_core.contributions(model.booster, X, threads)
     seconds = time.perf_counter() - t0
     additivity = _additivity(model, X, contrib)
     raw_prob = model.booster.predict(X)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
 from pipeline import features as feat_core
@@ -77,15 +78,10 @@ def read_raw(path: Path, name: str, n_months: int, filters: Any = None) -> pa.Ta
     schema = sim_core.SCHEMAS[name]
     if "month" in schema.names:
         rules["ranges"] = {"month": (0, n_months - 1)}
-    table = read_table(path, schema, **rules)
-    if filters is not None:
-        table = table.filter(filters)
-    return table
+    return read_table(path, schema, filters=filters, **rules)
 
 
 def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:
-    import pyarrow.compute as pc
-
     return (pc.field(col) >= lo) & (pc.field(col) < hi)
 
 
@@ -102,52 +98,102 @@ def feature_spec(cfg: Any) -> feat_core.FeatureSpec:
     )
 
 
+RAW_BLOCK_TABLES = (
+    "borrowers",
+    "account_months",
+    "fund_flows",
+    "bureau_months",
+    "consumption_months",
+    "platform_events",
+)
+
+
+def feature_block(
+    raw_dir: Path,
+    lo: int,
+    hi: int,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+    tightening_month: int,
+) -> tuple[dict[str, np.ndarray], feat_core.BlockStatus]:
+    """Read, validate and featurise borrowers ``lo .. hi-1``; a self-contained task.
+
+    Only the rows of this block are read (row groups are skipped by their statistics),
+    so memory is bounded by the block, and the same function runs on a Dask worker.
+    """
+    paths = {name: raw_dir / f"{name}.parquet" for name in (*RAW_BLOCK_TABLES, "macro_months")}
+    rows = _block_filter(lo, hi)
+    block = {name: read_raw(paths[name], name, n_months, rows) for name in RAW_BLOCK_TABLES}
+    bid = block["borrowers"].column("borrower_id").to_numpy()
+    for name in RAW_BLOCK_TABLES[1:]:
+        ids = block[name].column("borrower_id").to_numpy()
+        if len(ids) and not np.isin(ids, bid).all():
+            raise DataError(
+                f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
+            )
+    block["macro_months"] = read_raw(paths["macro_months"], "macro_months", n_months)
+    return feat_core.block_features(block, lo, hi - lo, n_months, spec, tightening_month)
+
+
+def _id_range(path: Path, n_months: int) -> tuple[int, int]:
+    ids = read_table(
+        path, sim_core.SCHEMAS["borrowers"], columns=["borrower_id"], unique=("borrower_id",)
+    )
+    if ids.num_rows == 0:
+        raise DataError(f"{path}: no borrowers")
+    bid = ids.column("borrower_id").to_numpy()
+    return int(bid.min()), int(bid.max()) + 1
+
+
 def build_features(
     raw_dir: Path,
     n_months: int,
     spec: feat_core.FeatureSpec,
     tightening_month: int,
     block_size: int,
+    engine: Any = None,
 ) -> pa.Table:
-    """Validate the raw tables and compute the feature table block by block."""
-    names = (
-        "borrowers",
-        "account_months",
-        "fund_flows",
-        "bureau_months",
-        "consumption_months",
-        "platform_events",
-    )
-    paths = {name: raw_dir / f"{name}.parquet" for name in (*names, "macro_months", "social_edges")}
-    macro = read_raw(paths["macro_months"], "macro_months", n_months)
-    edges = read_raw(paths["social_edges"], "social_edges", n_months)
-    # validate every table in full once (cheap relative to the features), then stream blocks
-    tables = {name: read_raw(paths[name], name, n_months) for name in names}
-    bid = tables["borrowers"].column("borrower_id").to_numpy()
-    if len(bid) == 0:
-        raise DataError(f"{paths['borrowers']}: no borrowers")
-    lo_id, hi_id = int(bid.min()), int(bid.max()) + 1
-    for name in names[1:]:
-        ids = tables[name].column("borrower_id").to_numpy()
-        if len(ids) and (ids.min() < lo_id or ids.max() >= hi_id or not np.isin(ids, bid).all()):
-            raise DataError(
-                f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
-            )
-    parts: list[dict[str, np.ndarray]] = []
-    statuses: list[feat_core.BlockStatus] = []
-    starts = list(range(lo_id, hi_id, block_size))
-    for lo in progress(starts, total=len(starts), desc="features"):
-        hi = min(hi_id, lo + block_size)
-        block = {
-            name: t.filter(_block_filter(lo, hi)) if len(starts) > 1 else t
-            for name, t in tables.items()
-        }
-        block["macro_months"] = macro
-        cols, status = feat_core.block_features(
-            block, lo, hi - lo, n_months, spec, tightening_month
+    """Validate the raw tables and compute the feature table block by block.
+
+    Blocks run here one after the other, or as tasks on a Dask cluster when
+    ``engine.kind == "dask"``; either way the parts are joined in block order, so the
+    table is the same.
+    """
+    edges = read_raw(raw_dir / "social_edges.parquet", "social_edges", n_months)
+    lo_id, hi_id = _id_range(raw_dir / "borrowers.parquet", n_months)
+    for name in RAW_BLOCK_TABLES[1:]:
+        # rows outside the borrowers' id range would never be read by any block
+        path = raw_dir / f"{name}.parquet"
+        ids = read_table(path, sim_core.SCHEMAS[name], columns=["borrower_id"]).column(
+            "borrower_id"
         )
-        parts.append(cols)
-        statuses.append(status)
+        if len(ids):
+            mm = pc.min_max(ids).as_py()
+            if mm["min"] < lo_id or mm["max"] >= hi_id:
+                raise DataError(
+                    f"{path}: column 'borrower_id' has ids that are not in {raw_dir / 'borrowers.parquet'}"
+                )
+    starts = list(range(lo_id, hi_id, block_size))
+    bounds = [(lo, min(hi_id, lo + block_size)) for lo in starts]
+    results: list[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]
+    if engine is not None and engine.kind == "dask":
+        from pipeline import distributed
+
+        with distributed.client_for(engine) as client:
+            futures = [
+                client.submit(
+                    feature_block, raw_dir, lo, hi, n_months, spec, tightening_month, pure=False
+                )
+                for lo, hi in bounds
+            ]
+            results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
+    else:
+        results = [
+            feature_block(raw_dir, lo, hi, n_months, spec, tightening_month)
+            for lo, hi in progress(bounds, total=len(bounds), desc="features")
+        ]
+    parts = [r[0] for r in results]
+    statuses = [r[1] for r in results]
     cols = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
     status = feat_core.BlockStatus(
         borrower_id=np.concatenate([s.borrower_id for s in statuses]),
@@ -213,6 +259,7 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         spec,
         int(cfg.simulator.tightening_month),
         int(cfg.data.block_size),
+        engine=cfg.engine,
     )
     seconds = time.perf_counter() - t0
     df = table.to_pandas()

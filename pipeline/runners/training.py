@@ -356,6 +356,10 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         part["champion"] = promote_champion(
             tracker, name, str(m.champion_alias), metrics["oot"]["auc"]
         )
+    if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
+        from pipeline.serving import log_serving_model
+
+        part["serving"] = log_serving_model(cfg, tracker, p.models, name, part.get("champion"))
     _report(part, metrics, base_metrics, res.best_iteration, seconds, model_path)
     return {"metrics": metrics, "model_uri": model_uri, "seconds": seconds, "summary": part}
 

@@ -1,0 +1,174 @@
+"""Policy simulation: outcomes from the raw future, actions, money, matched-loss comparison."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import policy as core
+
+
+def _world():
+    # borrowers 0..3 over months 0..5; snapshot 2, horizon 2 -> months 3, 4
+    am = pd.DataFrame(
+        [
+            (b, m, 100.0 * (b + 1), 10.0, 1 if (b == 1 and m == 4) else 0)
+            for b in range(4)
+            for m in range(6)
+        ],
+        columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
+    )
+    am.loc[(am.borrower_id == 1) & (am.month == 4), "balance"] = 500.0
+    ev = pd.DataFrame(
+        [
+            (2, 3, "closure", "low_yield"),
+            (3, 4, "closure", "overdue"),
+            (0, 5, "closure", "thin_file"),
+        ],
+        columns=["borrower_id", "month", "event", "cause"],
+    )
+    rows = pd.DataFrame(
+        {
+            "borrower_id": [0, 1, 2, 3],
+            "snapshot": [2, 2, 2, 2],
+            "occupation": ["student", "salaried", "salaried", "student"],
+            "probability": [0.01, 0.5, 0.2, 0.04],
+            "line": [1000.0, 400.0, 2000.0, 3000.0],
+            "tenure": [24.0, 24.0, 5.0, 24.0],
+        }
+    )
+    return rows, am, ev
+
+
+def test_outcomes_window_revenue_overdue_exposure_platform():
+    rows, am, ev = _world()
+    out = core.outcomes(rows, am, ev, horizon=2)
+    assert list(out.revenue) == [20.0, 20.0, 20.0, 20.0]
+    assert list(out.overdue) == [False, True, False, True]  # dpd in month 4; overdue closure
+    assert out.ead.iloc[1] == 500.0  # balance at the first overdue month
+    assert out.ead.iloc[3] == 400.0
+    assert out.ead.iloc[0] == 0.0
+    assert list(out.platform_closed) == [False, False, True, True]  # month 5 is outside
+    assert list(out.months_observed) == [2, 2, 2, 2]
+    late = rows.assign(snapshot=4)
+    assert list(core.outcomes(late, am, ev, horizon=3).months_observed) == [1, 1, 1, 1]
+
+
+def test_actions_and_money_follow_the_stated_assumptions():
+    rows, am, ev = _world()
+    frame = pd.concat([rows, core.outcomes(rows, am, ev, 2)], axis=1)
+    m = core.Money(lgd=0.5, raise_max_prob=0.02, raise_min_tenure=12, medium_ratio=0.4)
+    ok = np.array([True, True, False, True])
+    a = core.actions("tiered", 0.3, frame.probability.to_numpy(), ok, m)
+    assert list(a) == [core.RAISE, core.CLOSE, core.REDUCE, core.NONE]
+    assert list(core.actions("close", 0.3, frame.probability.to_numpy(), ok, m)) == [0, 1, 0, 0]
+    rev, loss = core.money(a, frame, m)
+    assert rev[0] == pytest.approx(20.0 * 1.1)  # raise: uplift
+    assert rev[1] == 0.0  # closed
+    assert rev[2] == pytest.approx(20.0 * 0.75)  # reduced
+    assert loss[1] == pytest.approx(
+        0.5 * min(500.0, 200.0)
+    )  # exposure capped at the snapshot balance
+    assert loss[3] == pytest.approx(0.5 * 400.0)
+    assert loss[0] == 0.0 and loss[2] == 0.0
+    with pytest.raises(ValueError, match="unknown strategy"):
+        core.actions("magic", 0.3, frame.probability.to_numpy(), ok, m)
+
+
+def test_frontier_counts_good_customers_hit_and_matches_losses():
+    rng = np.random.default_rng(0)
+    n = 4000
+    p = rng.beta(1, 12, n)
+    od = rng.random(n) < p
+    frame = pd.DataFrame(
+        {
+            "probability": p,
+            "occupation": rng.choice(["a", "b"], n),
+            "line": rng.uniform(500, 5000, n),
+            "tenure": rng.integers(1, 30, n).astype(float),
+            "revenue": rng.uniform(0, 50, n),
+            "overdue": od,
+            "ead": np.where(od, rng.uniform(100, 3000, n), 0.0),
+            "balance0": rng.uniform(0, 2000, n),
+            "platform_closed": rng.random(n) < 0.05,
+        }
+    )
+    m = core.Money()
+    front = core.frontier(frame, [0.05, 0.1, 0.2, 0.4], m)
+    assert set(front.segment) == {"all", "a", "b"}
+    allf = front[front.segment == "all"]
+    close = allf[allf.strategy == "close"].sort_values("threshold")
+    # a higher closing threshold closes fewer, hits fewer good customers, loses more
+    assert close.closures.is_monotonic_decreasing and close.good_hit.is_monotonic_decreasing
+    assert close.loss.is_monotonic_increasing
+    t = allf[(allf.strategy == "close") & (allf.threshold == 0.1)].iloc[0]
+    assert t.good_hit == ((p >= 0.1) & ~od).sum()
+    # segments add up to the whole
+    for strategy in ("close", "tiered"):
+        seg = front[
+            (front.strategy == strategy) & (front.segment != "all") & (front.threshold == 0.1)
+        ]
+        whole = allf[(allf.strategy == strategy) & (allf.threshold == 0.1)].iloc[0]
+        assert seg.good_hit.sum() == whole.good_hit
+        assert seg.loss.sum() == pytest.approx(whole.loss)
+    none = allf[allf.strategy == "none"].iloc[0]
+    assert none.loss == pytest.approx(0.6 * frame.ead.sum()) and none.good_hit == 0
+    matched = core.matched_loss(front)
+    assert len(matched) == 4
+    inside = matched.dropna()
+    tiered = allf[allf.strategy == "tiered"].sort_values("loss")
+    for _, r in inside.iterrows():
+        assert r.tiered_good_hit == pytest.approx(np.interp(r.loss, tiered.loss, tiered.good_hit))
+
+
+@pytest.mark.slow
+def test_policy_stage_writes_frontier_and_logs(tmp_path):
+    from conftest import SMALL, compose_config
+
+    from pipeline.__main__ import execute
+
+    world = [
+        "model.baselines=false",
+        "model.n_estimators=60",
+        "explain.advice_rows=0",
+        "explain.plot_sample=200",
+        "explain.dependence_top=1",
+    ]
+    for stage in ("generate", "features", "train"):
+        execute(compose_config(tmp_path, [*SMALL, *world], stage=stage), [])
+    res = execute(compose_config(tmp_path, [*SMALL, *world], stage="policy"), [])
+    out = tmp_path / "models" / "policy"
+    for name in ("frontier.csv", "matched_loss.csv", "policy.json", "frontier.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "policy.json").read_text())
+    assert summary["source"].startswith("registry models:/closure-risk-lgbm@champion")
+    assert summary["rows"] > 100 and summary["none"]["loss"] > 0
+    front = pd.read_csv(out / "frontier.csv")
+    assert {"close", "tiered", "none", "platform"} <= set(front.strategy)
+    assert {"all", "salaried", "student"} <= set(front.segment)
+    # logged to a nested run of the tracking store
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(res["mlflow_run_id"])
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(children) == 1
+    metrics = children[0].data.metrics
+    assert metrics["rows"] == summary["rows"]
+    assert "close.t0.1.good_hit" in metrics and "tiered.t0.1.revenue" in metrics
+    arts = [a.path for a in client.list_artifacts(children[0].info.run_id, "policy")]
+    assert "policy/frontier.png" in arts
+
+
+def test_policy_config_is_validated(make_cfg):
+    from pipeline.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="policy.lgd"):
+        validate(make_cfg("policy.lgd=1.5"))
+    with pytest.raises(ConfigError, match="policy.thresholds"):
+        validate(make_cfg("policy.thresholds=[0.0,0.5]"))

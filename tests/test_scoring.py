@@ -1,0 +1,177 @@
+"""Batch scoring: raw folders and feature tables, validation messages, one borrower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.io import DataError
+from pipeline.scoring import assign_tiers
+
+WORLD = [
+    "tracking.enabled=false",
+    "model.baselines=false",
+    "model.n_estimators=60",
+    "explain.advice_rows=5",
+    "explain.plot_sample=200",
+    "explain.dependence_top=1",
+    "score.advice_rows=5",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from conftest import SMALL, compose_config
+
+    from pipeline.__main__ import execute
+
+    root = tmp_path_factory.mktemp("score_world")
+    cfg = compose_config(root, [*SMALL, *WORLD])
+    execute(cfg, [])
+    return root
+
+
+def _score(root, *overrides):
+    from conftest import SMALL, compose_config
+
+    from pipeline.__main__ import execute
+
+    cfg = compose_config(root, [*SMALL, *WORLD, *overrides], stage="score")
+    return execute(cfg, [])
+
+
+def _features(root) -> pd.DataFrame:
+    df = pd.read_parquet(root / "data" / "processed" / "features.parquet")
+    return df[df.split == "oot"].drop(columns=["split", "label", "label_cause"]).head(300)
+
+
+def test_assign_tiers_boundaries():
+    tiers = assign_tiers(
+        np.array([0.0, 0.049, 0.05, 0.149, 0.15, 1.0]), [0.05, 0.15], ["l", "m", "h"]
+    )
+    assert list(tiers) == ["l", "l", "m", "m", "h", "h"]
+
+
+@pytest.mark.slow
+def test_score_raw_folder_latest_month(world, tmp_path):
+    out = tmp_path / "scores.parquet"
+    summary = _score(world, f"score.output={out}")
+    t = pd.read_parquet(out)
+    assert len(t) == summary["summary"]["score"]["rows"] > 100
+    assert (t.snapshot == 35).all()  # the latest month of a 36-month world
+    assert t.borrower_id.is_unique
+    assert t.probability.between(0, 1).all()
+    assert set(t.tier) <= {"low", "medium", "high"}
+    assert (t.probability[t.tier == "high"] >= 0.15).all()
+    assert (t.probability[t.tier == "low"] < 0.05).all()
+    for col in (
+        "reason_1_cause",
+        "reason_1_feature",
+        "reason_1_value",
+        "reason_1_zh",
+        "reason_1_en",
+    ):
+        assert t[col].notna().all(), col
+    high = t[t.tier == "high"]
+    if len(high):  # advice for (at most score.advice_rows) high-tier rows, none for others
+        assert (high.advice_en != "").sum() == min(5, len(high))
+    assert (t.advice_en[t.tier != "high"] == "").all()
+    assert t.model_source.str.startswith("local").all()
+
+
+@pytest.mark.slow
+def test_score_feature_table_csv_matches_parquet_and_one_borrower(world, tmp_path, capsys):
+    df = _features(world)
+    src = tmp_path / "new.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "scores.csv"
+    _score(world, f"score.input={src}", f"score.output={out}")
+    t = pd.read_csv(out)
+    assert len(t) == len(df)
+    pq_src = tmp_path / "new.parquet"
+    df.to_parquet(pq_src)
+    out2 = tmp_path / "scores.parquet"
+    _score(world, f"score.input={pq_src}", f"score.output={out2}")
+    t2 = pd.read_parquet(out2)
+    np.testing.assert_allclose(t.probability, t2.probability, rtol=1e-6)
+    bid = int(df.borrower_id.iloc[7])
+    one = tmp_path / "one.parquet"
+    _score(world, f"score.input={pq_src}", f"score.output={one}", f"score.borrower_id={bid}")
+    o = pd.read_parquet(one)
+    assert list(o.borrower_id) == [bid]
+    assert o.probability.iloc[0] == pytest.approx(t2.probability[t2.borrower_id == bid].iloc[0])
+    assert "probability" in capsys.readouterr().out
+    with pytest.raises(DataError, match="no eligible row with borrower_id = 99999999"):
+        _score(world, f"score.input={pq_src}", f"score.output={one}", "score.borrower_id=99999999")
+
+
+def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
+    df = df.copy()
+    if how == "missing":
+        return df.drop(columns=["tenure"])
+    if how == "dtype":
+        df["tenure"] = "long"
+    elif how == "nan":
+        df.loc[df.index[3], "tenure"] = np.nan
+    elif how == "inf":
+        df.loc[df.index[3], "tenure"] = np.inf
+    elif how == "negative":
+        df.loc[df.index[3], "draw_amount_3"] = -5.0
+    elif how == "category":
+        df.loc[df.index[3], "occupation_code"] = 9.0
+    elif how == "occupation":
+        df.loc[df.index[3], "occupation"] = "astronaut"
+    elif how == "duplicate":
+        df.loc[df.index[3], "borrower_id"] = df.borrower_id.iloc[4]
+    return df
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how, column, rule",
+    [
+        ("missing", "tenure", "required column"),
+        ("dtype", "tenure", "coerce_dtype"),
+        ("nan", "tenure", "not_nullable"),
+        ("inf", "tenure", "finite"),
+        ("negative", "draw_amount_3", "greater_than_or_equal_to(0"),
+        ("category", "occupation_code", "isin([0.0, 1.0"),
+        ("occupation", "occupation", "isin"),
+        ("duplicate", "borrower_id", "field_uniqueness"),
+    ],
+)
+def test_bad_feature_table_names_file_column_rule(world, tmp_path, how, column, rule):
+    src = tmp_path / f"bad_{how}.parquet"
+    _break(_features(world), how).to_parquet(src)
+    out = tmp_path / "never.parquet"
+    with pytest.raises(DataError) as exc:
+        _score(world, f"score.input={src}", f"score.output={out}")
+    msg = str(exc.value)
+    assert str(src) in msg and f"'{column}'" in msg and rule in msg, msg
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_bad_raw_folder_and_snapshot(world, tmp_path):
+    with pytest.raises(DataError, match="account_months.parquet: file not found"):
+        _score(world, f"score.input={tmp_path}", f"score.output={tmp_path / 'x.parquet'}")
+    raw = world / "data" / "raw"
+    with pytest.raises(DataError, match="score.snapshot = 99"):
+        _score(
+            world,
+            f"score.input={raw}",
+            "score.snapshot=99",
+            f"score.output={tmp_path / 'x.parquet'}",
+        )
+
+
+def test_score_config_is_validated(make_cfg):
+    from pipeline.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="score.tier_cuts"):
+        validate(make_cfg("score.tier_cuts=[0.3,0.1]"))
+    with pytest.raises(ConfigError, match="score.tier_names"):
+        validate(make_cfg("score.tier_names=[a,b]"))
+    with pytest.raises(ConfigError, match="score.model_source"):
+        validate(make_cfg("score.model_source=cloud"))

@@ -1,0 +1,146 @@
+"""The pyfunc: logged by the train stage, loadable from the registry, served over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+WORLD = [
+    "model.baselines=false",
+    "model.n_estimators=60",
+    "explain.advice_rows=0",
+    "explain.plot_sample=200",
+    "explain.dependence_top=1",
+]
+NAME = "closure-risk-lgbm-serving"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import SMALL, compose_config
+
+    from pipeline.__main__ import execute
+
+    root = tmp_path_factory.mktemp("serving_world")
+    for stage in ("generate", "features", "train"):
+        execute(compose_config(root, [*SMALL, *WORLD], stage=stage), [])
+    df = pd.read_parquet(root / "data" / "processed" / "features.parquet")
+    return root, df[df.split == "oot"].head(20)
+
+
+def _names(root: Path) -> list[str]:
+    return json.loads((root / "models" / "model.json").read_text())["feature_names"]
+
+
+@pytest.mark.slow
+def test_pyfunc_champion_matches_batch_scoring(trained):
+    import mlflow
+    import mlflow.pyfunc
+
+    root, rows = trained
+    summary = json.loads((root / "models" / "summary_parts" / "train.json").read_text())
+    assert summary["serving"]["alias"] == "champion"
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    names = _names(root)
+    out = model.predict(rows[names].astype(np.float64))
+    assert len(out) == len(rows)
+    assert out.probability.between(0, 1).all()
+    assert set(out.tier) <= {"low", "medium", "high"}
+    assert out.reason_1_cause.notna().all() and out.reason_1_en.str.len().gt(0).all()
+    # the same numbers as the local model with its calibration
+    from pipeline.scoring import load_local
+
+    local = load_local(root / "models")
+    np.testing.assert_allclose(out.probability, local.prob(rows[names].to_numpy()), rtol=1e-6)
+    bad = rows[names].astype(np.float64).copy()
+    bad.iloc[0, names.index("tenure")] = np.inf
+    with pytest.raises(Exception, match="tenure"):
+        model.predict(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
+    root, rows = trained
+    names = _names(root)
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn is started from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    log = (tmp_path / "serve.log").open("w")
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((tmp_path / "serve.log").read_text()[-3000:])
+            time.sleep(1)
+        body = {
+            "dataframe_split": {"columns": names, "data": rows[names].astype(float).values.tolist()}
+        }
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer = json.loads(r.read())
+        preds = answer["predictions"]
+        assert len(preds) == len(rows)
+        assert all(0 <= p["probability"] <= 1 for p in preds)
+        assert all(p["tier"] in ("low", "medium", "high") for p in preds)
+        assert all(p["reason_1_cause"] and p["reason_1_en"] for p in preds)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
