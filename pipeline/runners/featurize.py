@@ -212,20 +212,26 @@ def build_features(
     return feat_core.to_table(cols, spec)
 
 
-def stability_report(df: pd.DataFrame) -> pd.DataFrame:
-    train = df[df.split == "train"]
-    oot = df[df.split == "oot"]
+def stability_report(table: pa.Table) -> pd.DataFrame:
+    """Missing rate, information value (train) and PSI (train -> out-of-time) per feature.
+
+    Works one column at a time on the Arrow table, so no second copy of the whole
+    feature table is made (it matters at millions of rows).
+    """
+    split = table.column("split").to_numpy(zero_copy_only=False)
+    train, oot = split == "train", split == "oot"
+    label = table.column("label").to_numpy()
     rows = []
     for name in FEATURE_NAMES:
-        x = df[name].to_numpy()
+        x = table.column(name).to_numpy()
         rows.append(
             {
                 "feature": name,
                 "family": BY_NAME[name].family,
                 "causes": " ".join(BY_NAME[name].causes),
                 "missing_rate": float(np.mean(~np.isfinite(x))) if len(x) else float("nan"),
-                "iv_train": information_value(train[name].to_numpy(), train.label.to_numpy()),
-                "psi_train_oot": psi(train[name].to_numpy(), oot[name].to_numpy()),
+                "iv_train": information_value(x[train], label[train]),
+                "psi_train_oot": psi(x[train], x[oot]),
             }
         )
     return pd.DataFrame(rows)
@@ -262,18 +268,21 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         engine=cfg.engine,
     )
     seconds = time.perf_counter() - t0
-    df = table.to_pandas()
-    stab = stability_report(df)
+    stab = stability_report(table)
     write_parquet(table, out)
     write_json(registry_json(), reg_path)
     write_text(stab.to_csv(index=False), stab_path)
     write_manifest(p.processed, "features", key, outputs)
-    metrics = {"rows": float(len(df)), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
-    for split, g in df.groupby("split"):
-        metrics[f"rows_{split}"] = float(len(g))
-        metrics[f"label_rate_{split}"] = float(g.label.mean())
+    n_rows = table.num_rows
+    metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
+    split = table.column("split").to_numpy(zero_copy_only=False)
+    label = table.column("label").to_numpy()
+    for name in np.unique(split):
+        mask = split == name
+        metrics[f"rows_{name}"] = float(mask.sum())
+        metrics[f"label_rate_{name}"] = float(label[mask].mean())
     tracker.log_metrics(metrics)
     for path in outputs[1:]:
         tracker.log_artifact(path, "features")
-    say(f"features: {len(df):,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
-    return {"rows": len(df), "seconds": seconds}
+    say(f"features: {n_rows:,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
+    return {"rows": n_rows, "seconds": seconds}
