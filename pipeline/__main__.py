@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline <stage> [hydra overrides...]``.
 
 Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, and ``run``
-for all of them. The only module that talks to Hydra.
+for all of them; ``score`` and ``policy`` run on their own. The only module that talks
+to Hydra.
 """
 
 from __future__ import annotations
