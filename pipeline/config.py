@@ -132,7 +132,9 @@ class SimulatorConfig:
     policy_util: float = 0.8  # leverage that tightening targets
     policy_noncons: float = 0.6  # non-consumption share that tightening targets
     competition_months: int = 4  # months on competing products (of 6) that flag multi-homing
-    review_grace_months: int = 3  # new accounts are not closed for non-overdue causes before this tenure
+    review_grace_months: int = (
+        3  # new accounts are not closed for non-overdue causes before this tenure
+    )
     background_rate: float = 0.0003  # per cause, the part no observable explains
     frailty_sd: float = 0.45  # platform's unobserved judgement per borrower
     noise_sd: float = 0.3  # month-to-month randomness of reviews
@@ -492,7 +494,11 @@ def validate(cfg: Any) -> None:
     if cfg.engine.kind not in ("local", "dask"):
         _fail("engine.kind", "must be 'local' or 'dask'", cfg.engine.kind)
     if cfg.engine.n_workers < 1 or cfg.engine.threads_per_worker < 1:
-        _fail("engine.n_workers", "workers and threads per worker must be at least 1", cfg.engine.n_workers)
+        _fail(
+            "engine.n_workers",
+            "workers and threads per worker must be at least 1",
+            cfg.engine.n_workers,
+        )
     if cfg.bench.n_borrowers <= 0:
         _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
     sc, po = cfg.score, cfg.policy

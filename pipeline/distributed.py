@@ -90,7 +90,9 @@ def iter_chunks(
     try:
         for c in range(spec.n_chunks):
             while len(pending) < limit and nxt < spec.n_chunks:
-                pending[nxt] = client.submit(_simulate_to_parts, spec, nxt, str(staging), pure=False)
+                pending[nxt] = client.submit(
+                    _simulate_to_parts, spec, nxt, str(staging), pure=False
+                )
                 nxt += 1
             parts = pending.pop(c).result()
             tables = {name: pq.read_table(path) for name, path in parts.items()}
@@ -115,7 +117,9 @@ def _shap_block(model_str: str, X: np.ndarray, n_threads: int) -> np.ndarray:
     return contributions(booster, X, n_threads)[0]
 
 
-def shap_values(client: Any, booster: Any, X: np.ndarray, block_rows: int = 50_000, n_threads: int = 1) -> np.ndarray:
+def shap_values(
+    client: Any, booster: Any, X: np.ndarray, block_rows: int = 50_000, n_threads: int = 1
+) -> np.ndarray:
     """Exact TreeSHAP over row blocks spread on the cluster; same values as locally."""
     model_str = booster.model_to_string(num_iteration=booster.best_iteration or -1)
     model_f = client.scatter(model_str, broadcast=True)

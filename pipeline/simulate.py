@@ -428,7 +428,7 @@ class _MonthOut:
     idx: np.ndarray
     closed: np.ndarray  # bool over idx
     cause: np.ndarray  # int over idx, -1 when not closed, CAUSE_OVERDUE for overdue
-    rows: dict[str, np.ndarray] | None = None
+    rows: dict[str, dict[str, np.ndarray]] | None = None  # table -> columns
     flows: dict[str, np.ndarray] | None = None
     events: dict[str, np.ndarray] | None = None
     hazards: np.ndarray | None = None
@@ -751,8 +751,8 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
             and out.events is not None
             and out.hazards is not None
         )
-        for k, v in out.rows.items():
-            parts[k].append(v)
+        for k, row in out.rows.items():
+            parts[k].append(row)
         fl = dict(out.flows)
         fl["channel"] = _CHANNEL_NAMES[fl["channel"]]
         parts["fund_flows"].append(fl)
@@ -767,9 +767,9 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
         if t in oracle_snaps and t + spec.horizon < spec.n_months:
             parts["oracle"].append(_oracle(spec, st, t, chunk, hi - lo))
     tables = dict(static)
-    for k, v in parts.items():
+    for k, chunks in parts.items():
         schema = TRUTH_SCHEMAS.get(k) or SCHEMAS[k]
-        tables[k] = _concat(v, schema)
+        tables[k] = _concat(chunks, schema)
     return tables
 
 

@@ -27,7 +27,9 @@ SMALL = [
 def compose_config(root: Path, overrides: list[str] | None = None, stage: str = "run") -> Any:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.root={root}", f"stage={stage}", *(overrides or [])])
+        return compose(
+            "config", overrides=[f"paths.root={root}", f"stage={stage}", *(overrides or [])]
+        )
 
 
 @pytest.fixture

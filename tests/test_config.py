@@ -47,7 +47,10 @@ def test_bad_values_are_refused_naming_the_key(make_cfg, override, key):
 def test_cli_misspelt_override_exits_with_message(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "run", "model.num_leavs=3", f"paths.root={tmp_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "num_leavs" in proc.stderr
@@ -56,8 +59,19 @@ def test_cli_misspelt_override_exits_with_message(tmp_path):
 
 def test_cli_bad_value_exits_before_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "generate", "data.n_borrowers=-5", f"paths.root={tmp_path}", "tracking=off"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "generate",
+            "data.n_borrowers=-5",
+            f"paths.root={tmp_path}",
+            "tracking=off",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "data.n_borrowers" in proc.stderr

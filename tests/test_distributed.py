@@ -29,9 +29,13 @@ def test_generate_on_dask_is_bit_identical(make_cfg, tmp_path):
     digests = []
     for engine in ("local", "dask"):
         root = tmp_path / engine
-        cfg = make_cfg("data.n_borrowers=1500", f"engine={engine}", "engine.memory_limit=2GiB", root=root)
+        cfg = make_cfg(
+            "data.n_borrowers=1500", f"engine={engine}", "engine.memory_limit=2GiB", root=root
+        )
         generate(cfg, OFF)
-        files = sorted((root / "data" / "raw").glob("*.parquet")) + sorted((root / "data" / "truth").glob("*.parquet"))
+        files = sorted((root / "data" / "raw").glob("*.parquet")) + sorted(
+            (root / "data" / "truth").glob("*.parquet")
+        )
         digests.append({f.name: file_digest(f) for f in files})
         assert not list((root / "data" / "raw").glob(".staging-*"))
     assert digests[0] == digests[1]
@@ -46,7 +50,9 @@ def test_shap_on_dask_matches_local(client):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 8)).astype(np.float32)
     y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(size=3000) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_leaves": 15}, lgb.Dataset(X, y), 30)
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_leaves": 15}, lgb.Dataset(X, y), 30
+    )
     local, _ = contributions(booster, X)
     remote = distributed.shap_values(client, booster, X, block_rows=700)
     assert remote.shape == local.shape
@@ -63,12 +69,21 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path):
     for engine in ("local", "dask"):
         root = tmp_path / f"run_{engine}"
         cfg = make_cfg(
-            "data.n_borrowers=1500", "data.block_size=500", f"engine={engine}",
-            "engine.memory_limit=2GiB", "tracking=off", "explain.advice_rows=5", root=root,
+            "data.n_borrowers=1500",
+            "data.block_size=500",
+            f"engine={engine}",
+            "engine.memory_limit=2GiB",
+            "tracking=off",
+            "explain.advice_rows=5",
+            root=root,
         )
         execute(cfg, [])
         roots[engine] = root
-    for rel in ("data/raw/account_months.parquet", "data/processed/features.parquet", "models/model.txt"):
+    for rel in (
+        "data/raw/account_months.parquet",
+        "data/processed/features.parquet",
+        "models/model.txt",
+    ):
         assert file_digest(roots["local"] / rel) == file_digest(roots["dask"] / rel), rel
     a = pd.read_parquet(roots["local"] / "models" / "reasons.parquet")
     b = pd.read_parquet(roots["dask"] / "models" / "reasons.parquet")

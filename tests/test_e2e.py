@@ -17,7 +17,13 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
     summary = execute(cfg, ["data.n_borrowers=2000"])
 
     models = tmp_path / "models"
-    for name in ("model.txt", "model.json", "reasons.parquet", "summary.json", "shap_importance.json"):
+    for name in (
+        "model.txt",
+        "model.json",
+        "reasons.parquet",
+        "summary.json",
+        "shap_importance.json",
+    ):
         assert (models / name).exists(), name
     assert (models / "plots" / "shap_beeswarm.png").stat().st_size > 1000
     assert (tmp_path / "data" / "processed" / "features.parquet").exists()
@@ -36,13 +42,20 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     parent = client.get_run(on_disk["mlflow_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["stage"] for r in children) == ["explain", "features", "generate", "train"]
+    assert sorted(r.data.tags["stage"] for r in children) == [
+        "explain",
+        "features",
+        "generate",
+        "train",
+    ]
     assert parent.data.params["data.n_borrowers"] == "2000"
     assert parent.data.params["model.num_leaves"] == "31"
     assert "data.n_borrowers=2000" in parent.data.tags["overrides"]
     train_run = next(r for r in children if r.data.tags["stage"] == "train")
     assert train_run.data.metrics["oot.auc"] > 0.6
-    assert {"valid.auc", "valid.ks", "valid.pr_auc", "valid.brier", "oot.ks"} <= set(train_run.data.metrics)
+    assert {"valid.auc", "valid.ks", "valid.pr_auc", "valid.brier", "oot.ks"} <= set(
+        train_run.data.metrics
+    )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"config", "summary"} <= artifacts
     explain_run = next(r for r in children if r.data.tags["stage"] == "explain")
@@ -56,6 +69,10 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
     # a second run lands in the same experiment, and unchanged stages are skipped
     summary2 = execute(cfg, [])
     assert summary2["mlflow_run_id"] != summary["mlflow_run_id"]
-    parents = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(parents) == 2
     assert len(client.search_model_versions(f"name='{cfg.tracking.registered_model}'")) == 2

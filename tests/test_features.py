@@ -30,8 +30,16 @@ def world():
 def build(world, spec=SPEC):
     cols, status = F.block_features(world, 0, N, 36, spec, SimulatorConfig().tightening_month)
     e = world["social_edges"]
-    cols.update(F.social_features(cols["borrower_id"], cols["snapshot"].astype(np.int64), e["src"].to_numpy(),
-                                  e["dst"].to_numpy(), e["tie_strength"].to_numpy().astype(np.float64), status))
+    cols.update(
+        F.social_features(
+            cols["borrower_id"],
+            cols["snapshot"].astype(np.int64),
+            e["src"].to_numpy(),
+            e["dst"].to_numpy(),
+            e["tie_strength"].to_numpy().astype(np.float64),
+            status,
+        )
+    )
     return F.to_table(cols, spec).to_pandas()
 
 
@@ -82,7 +90,13 @@ def test_population_and_label_window(world):
 def _mutate_after(world, s, rng):
     """Change or delete every raw row dated after ``s``; leave the rest alone."""
     out = dict(world)
-    for name in ("account_months", "fund_flows", "bureau_months", "consumption_months", "platform_events"):
+    for name in (
+        "account_months",
+        "fund_flows",
+        "bureau_months",
+        "consumption_months",
+        "platform_events",
+    ):
         t = world[name].to_pandas()
         late = t.month > s
         t = t[~late | (rng.random(len(t)) < 0.5)].copy()  # delete about half of the future rows
@@ -91,9 +105,13 @@ def _mutate_after(world, s, rng):
             if col in ("borrower_id", "month"):
                 continue
             if t[col].dtype.kind == "f":
-                t.loc[late, col] = (t.loc[late, col] * rng.uniform(0, 3, late.sum())).astype(t[col].dtype)
+                t.loc[late, col] = (t.loc[late, col] * rng.uniform(0, 3, late.sum())).astype(
+                    t[col].dtype
+                )
             elif t[col].dtype.kind in "iu" and col not in ("channel",):
-                t.loc[late, col] = (t.loc[late, col] + rng.integers(0, 3, late.sum())).astype(t[col].dtype)
+                t.loc[late, col] = (t.loc[late, col] + rng.integers(0, 3, late.sum())).astype(
+                    t[col].dtype
+                )
         if name == "platform_events":
             t.loc[late, "cause"] = rng.choice(list(CAUSES), late.sum())
         out[name] = pa.Table.from_pandas(t, schema=world[name].schema, preserve_index=False)

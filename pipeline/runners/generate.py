@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, cast
 
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
@@ -36,14 +36,18 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     spec = world_spec(cfg)
     raw_paths = {name: p.raw / f"{name}.parquet" for name in sim_core.RAW_TABLES}
     truth_paths = {name: p.truth / f"{name}.parquet" for name in sim_core.TRUTH_TABLES}
+    # block size and worker count change how the world is produced, not the world
+    data_key = {
+        k: v
+        for k, v in cast(dict[str, Any], OmegaConf.to_container(cfg.data)).items()
+        if k not in ("block_size", "n_jobs")
+    }
     key = {
-        "data": OmegaConf.to_container(cfg.data),
+        "data": data_key,
         "simulator": OmegaConf.to_container(cfg.simulator),
         "oracle": [list(spec.oracle_snapshots), spec.horizon],
         "version": 1,
     }
-    key["data"].pop("block_size", None)
-    key["data"].pop("n_jobs", None)
     outputs = list(raw_paths.values()) + list(truth_paths.values())
     outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
     if not cfg.force and up_to_date(p.raw, "generate", key, outputs):

@@ -350,16 +350,16 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     for plot in plots:
         tracker.log_artifact(plot, "plots")
     example = pd.DataFrame(X["valid"][:5], columns=names)
-    name = registered_name(cfg)
-    model_uri = tracker.log_lightgbm_model(booster, example, name)
-    if name and tracker.enabled and "oot" in metrics:
+    reg_name = registered_name(cfg)
+    model_uri = tracker.log_lightgbm_model(booster, example, reg_name)
+    if reg_name and tracker.enabled and "oot" in metrics:
         part["champion"] = promote_champion(
-            tracker, name, str(m.champion_alias), metrics["oot"]["auc"]
+            tracker, reg_name, str(m.champion_alias), metrics["oot"]["auc"]
         )
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
         from pipeline.serving import log_serving_model
 
-        part["serving"] = log_serving_model(cfg, tracker, p.models, name, part.get("champion"))
+        part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
     _report(part, metrics, base_metrics, res.best_iteration, seconds, model_path)
     return {"metrics": metrics, "model_uri": model_uri, "seconds": seconds, "summary": part}
 
