@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,12 @@ def score_frame(
     top_k: int,
     advice_rows: int,
     threads: int = 0,
+    shap_fn: Callable[[Any, np.ndarray], np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One output row per input row: probability, tier, top reasons, advice for the top tier."""
+    """One output row per input row: probability, tier, top reasons, advice for the top tier.
+
+    ``shap_fn(booster, X)`` replaces the local SHAP computation (e.g. on a Dask cluster).
+    """
     X = df[model.names].to_numpy(dtype=np.float32)
     prob = model.prob(X)
     tier = assign_tiers(prob, cuts, tier_names)
@@ -234,7 +239,10 @@ def score_frame(
     if "snapshot" in df.columns:
         out["snapshot"] = df["snapshot"].to_numpy()
     out.update(probability=prob, tier=tier)
-    contrib, _ = explain_core.contributions(model.booster, X, threads)
+    if shap_fn is not None:
+        contrib = shap_fn(model.booster, X)
+    else:
+        contrib, _ = explain_core.contributions(model.booster, X, threads)
     keep: tuple[str, ...]
     if model.mode == "simulator":
         reasons = explain_core.reason_codes(contrib, X, model.names, top_k, model.W)

@@ -89,3 +89,26 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path):
     b = pd.read_parquet(roots["dask"] / "models" / "reasons.parquet")
     assert np.allclose(a.probability, b.probability, atol=1e-12)
     assert (a.reason_1_cause == b.reason_1_cause).all()
+
+
+def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
+    """`score engine=dask`: features and SHAP of new borrowers on the cluster, same scores."""
+    import pandas as pd
+
+    from pipeline.__main__ import execute
+
+    root = tmp_path / "score"
+    base = ["data.n_borrowers=1200", "data.block_size=400", "tracking=off", "explain.advice_rows=5"]
+    execute(make_cfg(*base, root=root), [])
+    frames = {}
+    for engine in ("local", "dask"):
+        out = tmp_path / f"scores_{engine}.parquet"
+        cfg = make_cfg(*base, f"engine={engine}", "engine.memory_limit=2GiB", f"score.output={out}", root=root)
+        cfg.stage = "score"
+        execute(cfg, [])
+        frames[engine] = pd.read_parquet(out)
+    a, b = frames["local"], frames["dask"]
+    assert len(a) == len(b) > 0
+    assert (a.borrower_id.to_numpy() == b.borrower_id.to_numpy()).all()
+    assert np.allclose(a.probability, b.probability, atol=1e-12)
+    assert (a.reason_1_cause == b.reason_1_cause).all()

@@ -9,6 +9,7 @@ The output (Parquet, or CSV when the name ends in ``.csv``) is written atomicall
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,12 @@ def features_from_raw(cfg: Any, raw_dir: Path, snapshot: int | None) -> tuple[pd
         never_overdue_only=bool(f.never_overdue_only),
     )
     table = build_features(
-        raw_dir, n_months, spec, int(cfg.simulator.tightening_month), int(cfg.data.block_size)
+        raw_dir,
+        n_months,
+        spec,
+        int(cfg.simulator.tightening_month),
+        int(cfg.data.block_size),
+        engine=cfg.engine,
     )
     df = table.to_pandas().drop(columns=["split", "label", "label_cause"])
     return df, snap
@@ -137,16 +143,29 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
             )
         df = mine
     threads = physical_cores()
-    table = core.score_frame(
-        model,
-        df,
-        id_col,
-        [float(c) for c in s.tier_cuts],
-        [str(t) for t in s.tier_names],
-        int(s.top_k),
-        int(s.advice_rows),
-        threads,
-    )
+    with contextlib.ExitStack() as stack:
+        shap_fn = None
+        if cfg.engine.kind == "dask":  # SHAP row blocks on the cluster, same values
+            from pipeline import distributed
+
+            client = stack.enter_context(distributed.client_for(cfg.engine))
+
+            def shap_fn(booster: Any, X: np.ndarray) -> np.ndarray:
+                return distributed.shap_values(
+                    client, booster, X, n_threads=int(cfg.engine.threads_per_worker)
+                )
+
+        table = core.score_frame(
+            model,
+            df,
+            id_col,
+            [float(c) for c in s.tier_cuts],
+            [str(t) for t in s.tier_names],
+            int(s.top_k),
+            int(s.advice_rows),
+            threads,
+            shap_fn=shap_fn,
+        )
     table["model_source"] = model.source
     out = Path(str(s.output)) if s.output else p.models / "scores.parquet"
     write_scores(table, out)
