@@ -255,7 +255,6 @@ def sql_params(cfg: Any) -> Any:
         horizon=int(f.horizon),
         valid_snapshots=tuple(int(s) for s in f.valid_snapshots),
         oot_snapshots=tuple(int(s) for s in f.oot_snapshots),
-        tightening_month=int(cfg.simulator.tightening_month),
         fund_days=int(f.fund_days),
         small_draw_ratio=float(f.small_draw_ratio),
         never_overdue_only=bool(f.never_overdue_only),

@@ -443,7 +443,6 @@ def block_features(
     n: int,
     n_months: int,
     spec: FeatureSpec,
-    tightening_month: int,
 ) -> tuple[dict[str, np.ndarray], BlockStatus]:
     """Features for borrowers ``lo .. lo+n-1`` at every snapshot (social ones filled later).
 

@@ -28,22 +28,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.config import PolicyConfig
+
 STRATEGIES = ("close", "tiered")
 NONE, CLOSE, REDUCE, RAISE = 0, 1, 2, 3
 
 
+_DEFAULT = PolicyConfig()  # the money assumptions' defaults live in the config schema
+
+
 @dataclass(frozen=True)
 class Money:
-    lgd: float = 0.6
-    close_revenue_share: float = 0.0
-    reduce_factor: float = 0.5
-    reduce_revenue_share: float = 0.75
-    raise_factor: float = 1.2
-    raise_revenue_uplift: float = 0.1
-    medium_ratio: float = 0.4
-    raise_max_prob: float = 0.02
-    raise_min_tenure: int = 12
-    raise_line_quantile: float = 0.5
+    lgd: float = _DEFAULT.lgd
+    close_revenue_share: float = _DEFAULT.close_revenue_share
+    reduce_factor: float = _DEFAULT.reduce_factor
+    reduce_revenue_share: float = _DEFAULT.reduce_revenue_share
+    raise_factor: float = _DEFAULT.raise_factor
+    raise_revenue_uplift: float = _DEFAULT.raise_revenue_uplift
+    medium_ratio: float = _DEFAULT.medium_ratio
+    raise_max_prob: float = _DEFAULT.raise_max_prob
+    raise_min_tenure: int = _DEFAULT.raise_min_tenure
+    raise_line_quantile: float = _DEFAULT.raise_line_quantile
 
     @classmethod
     def of(cls, cfg: Any) -> Money:

@@ -45,7 +45,6 @@ class SqlFeatureParams:
     horizon: int
     valid_snapshots: tuple[int, ...]
     oot_snapshots: tuple[int, ...]
-    tightening_month: int
     fund_days: int = 7
     small_draw_ratio: float = 0.05
     never_overdue_only: bool = True

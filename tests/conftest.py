@@ -32,6 +32,14 @@ def compose_config(root: Path, overrides: list[str] | None = None, stage: str = 
         )
 
 
+def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any, dict[str, Any]]:
+    """Compose the shrunk real config with ``overrides`` and run ``stage`` under ``root``."""
+    from pipeline.__main__ import execute
+
+    cfg = compose_config(root, [*SMALL, *overrides], stage)
+    return cfg, execute(cfg, [])
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., Any]:
     """Compose the real config with outputs and the MLflow store under ``tmp_path``."""

@@ -141,7 +141,7 @@ def test_raw_reader_names_file_column_and_rule(case, base, tmp_path):
     breaker(path)
     cfg = compose_config(root, [*SMALL, *OFF])
     with pytest.raises(DataError) as err:
-        build_features(raw, int(cfg.data.n_months), feature_spec(cfg), 27, 4096)
+        build_features(raw, int(cfg.data.n_months), feature_spec(cfg), 4096)
     msg = str(err.value)
     assert str(path) in msg, msg
     for w in words:

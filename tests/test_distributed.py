@@ -103,7 +103,9 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
     frames = {}
     for engine in ("local", "dask"):
         out = tmp_path / f"scores_{engine}.parquet"
-        cfg = make_cfg(*base, f"engine={engine}", "engine.memory_limit=2GiB", f"score.output={out}", root=root)
+        cfg = make_cfg(
+            *base, f"engine={engine}", "engine.memory_limit=2GiB", f"score.output={out}", root=root
+        )
         cfg.stage = "score"
         execute(cfg, [])
         frames[engine] = pd.read_parquet(out)

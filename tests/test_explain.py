@@ -164,13 +164,10 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from conftest import SMALL, compose_config
-
-    from pipeline.__main__ import execute
+    from conftest import run_world
 
     root = tmp_path_factory.mktemp("explain_world")
-    cfg = compose_config(root, [*SMALL, *WORLD])
-    summary = execute(cfg, [])
+    cfg, summary = run_world(root, WORLD)
     return root, cfg, summary
 
 

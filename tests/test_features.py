@@ -28,7 +28,7 @@ def world():
 
 
 def build(world, spec=SPEC):
-    cols, status = F.block_features(world, 0, N, 36, spec, SimulatorConfig().tightening_month)
+    cols, status = F.block_features(world, 0, N, 36, spec)
     e = world["social_edges"]
     cols.update(
         F.social_features(

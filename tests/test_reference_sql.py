@@ -17,7 +17,6 @@ from pipeline.runners.featurize import build_features
 from pipeline.simulate import WorldSpec, simulate
 
 N = 900
-T = SimulatorConfig().tightening_month
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,6 @@ def _params(spec: F.FeatureSpec) -> SqlFeatureParams:
         horizon=spec.horizon,
         valid_snapshots=spec.valid_snapshots,
         oot_snapshots=spec.oot_snapshots,
-        tightening_month=T,
         fund_days=spec.fund_days,
         small_draw_ratio=spec.small_draw_ratio,
         never_overdue_only=spec.never_overdue_only,
@@ -68,7 +66,7 @@ SPECS = {
 def test_sql_features_equal_numpy_features(raw_dir, which):
     spec = SPECS[which]
     # several blocks, so social features cross block boundaries
-    ours = build_features(raw_dir, 36, spec, T, block_size=256)
+    ours = build_features(raw_dir, 36, spec, block_size=256)
     ref = features_sql(raw_dir, _params(spec))
     cmp = compare_tables(ours, ref)
     assert cmp.same_rows and cmp.same_labels, cmp

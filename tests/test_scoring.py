@@ -22,13 +22,10 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from conftest import SMALL, compose_config
-
-    from pipeline.__main__ import execute
+    from conftest import run_world
 
     root = tmp_path_factory.mktemp("score_world")
-    cfg = compose_config(root, [*SMALL, *WORLD])
-    execute(cfg, [])
+    run_world(root, WORLD)
     return root
 
 

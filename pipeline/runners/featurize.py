@@ -114,7 +114,6 @@ def feature_block(
     hi: int,
     n_months: int,
     spec: feat_core.FeatureSpec,
-    tightening_month: int,
 ) -> tuple[dict[str, np.ndarray], feat_core.BlockStatus]:
     """Read, validate and featurise borrowers ``lo .. hi-1``; a self-contained task.
 
@@ -132,7 +131,7 @@ def feature_block(
                 f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
             )
     block["macro_months"] = read_raw(paths["macro_months"], "macro_months", n_months)
-    return feat_core.block_features(block, lo, hi - lo, n_months, spec, tightening_month)
+    return feat_core.block_features(block, lo, hi - lo, n_months, spec)
 
 
 def _id_range(path: Path, n_months: int) -> tuple[int, int]:
@@ -149,7 +148,6 @@ def build_features(
     raw_dir: Path,
     n_months: int,
     spec: feat_core.FeatureSpec,
-    tightening_month: int,
     block_size: int,
     engine: Any = None,
 ) -> pa.Table:
@@ -181,15 +179,13 @@ def build_features(
 
         with distributed.client_for(engine) as client:
             futures = [
-                client.submit(
-                    feature_block, raw_dir, lo, hi, n_months, spec, tightening_month, pure=False
-                )
+                client.submit(feature_block, raw_dir, lo, hi, n_months, spec, pure=False)
                 for lo, hi in bounds
             ]
             results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
     else:
         results = [
-            feature_block(raw_dir, lo, hi, n_months, spec, tightening_month)
+            feature_block(raw_dir, lo, hi, n_months, spec)
             for lo, hi in progress(bounds, total=len(bounds), desc="features")
         ]
     parts = [r[0] for r in results]
@@ -263,7 +259,6 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         p.raw,
         int(cfg.data.n_months),
         spec,
-        int(cfg.simulator.tightening_month),
         int(cfg.data.block_size),
         engine=cfg.engine,
     )

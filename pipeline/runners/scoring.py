@@ -104,7 +104,6 @@ def features_from_raw(cfg: Any, raw_dir: Path, snapshot: int | None) -> tuple[pd
         raw_dir,
         n_months,
         spec,
-        int(cfg.simulator.tightening_month),
         int(cfg.data.block_size),
         engine=cfg.engine,
     )
