@@ -96,7 +96,10 @@ def test_bench_runs_at_tiny_size(make_cfg, tmp_path):
             r["ours_s"] / r["reference_s"], rel=1e-2
         ), name
     stage_refs = sum(rows[s]["reference_s"] for s in bench.STAGE_ROWS)
-    assert rows["end_to_end"]["reference_s"] == pytest.approx(stage_refs, rel=1e-3)
+    # each figure is rounded to milliseconds in the report, the sum is taken before rounding
+    assert rows["end_to_end"]["reference_s"] == pytest.approx(
+        stage_refs, abs=0.0005 * (len(bench.STAGE_ROWS) + 1)
+    )
 
     assert rows["generate"]["ours"]["random_numbers"] > rows["generate"]["ours"]["borrower_months"]
     assert (
