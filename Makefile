@@ -15,7 +15,7 @@ PG_PORT ?= 5433
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain score policy serve ui mlflow-server test test-fast lint clean bench sweep german
+.PHONY: help venv run data features train explain report score policy serve ui mlflow-server test test-fast lint clean bench sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create or refresh the virtual environment from the lock file
 
-run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain) and print the summary
+run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, policy, report), print the summary
 	$(BIN)/python -m pipeline run $(ARGS)
 
 data: $(STAMP) ## Simulate the borrower world into data/raw (and ground truth into data/truth)
@@ -44,10 +44,13 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
 
+report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html) from the outputs
+	$(BIN)/python -m pipeline report $(ARGS)
+
 score: $(STAMP) ## Score new borrowers with the champion (ARGS="score.input=PATH score.output=PATH")
 	$(BIN)/python -m pipeline score $(ARGS)
 
-policy: $(STAMP) ## Compare closing above a threshold with the tiered strategy on simulated outcomes
+policy: $(STAMP) ## Compare closing with the tiered strategy on simulated outcomes (registry champion)
 	$(BIN)/python -m pipeline policy $(ARGS)
 
 serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations)

@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline <stage> [hydra overrides...]``.
 
-Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, and ``run``
-for all of them; ``score`` and ``policy`` run on their own. The only module that talks
+Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, ``policy``
+(simulator mode), ``report``, and ``run`` for all of them; ``score`` runs on its own, and
+so does ``policy`` when asked for by name (it then scores with the registry champion). The only module that talks
 to Hydra.
 """
 
@@ -19,15 +20,25 @@ from pipeline.config import REPO_ROOT, ConfigError, register_configs
 from pipeline.io import DataError
 from pipeline.tracking import TrackingError
 
-COMMANDS = ("run", "generate", "data", "features", "train", "explain", "score", "policy")
+COMMANDS = (
+    "run",
+    "generate",
+    "data",
+    "features",
+    "train",
+    "explain",
+    "report",
+    "score",
+    "policy",
+)
 register_configs()
 
 
-def stages_for(command: str) -> list[str]:
-    from pipeline.runners import ALIASES, STAGES
+def stages_for(command: str, cfg: Any = None) -> list[str]:
+    from pipeline.runners import ALIASES, STAGES, pipeline_stages
 
     if command == "run":
-        return list(STAGES)
+        return pipeline_stages(cfg) if cfg is not None else list(STAGES)
     return [ALIASES.get(command, command)]
 
 
@@ -42,7 +53,7 @@ def execute(
     from pipeline.tracking import from_config
 
     tracker = from_config(cfg.tracking)
-    if str(cfg.stage) in ("score", "policy"):  # single stages, never part of `run`
+    if str(cfg.stage) in ("score", "policy"):  # on their own: under their own parent run
         from pipeline.runners.scoring import run_single
 
         if str(cfg.stage) == "score":
@@ -50,7 +61,7 @@ def execute(
         else:
             from pipeline.runners.policy import policy as fn
         return run_single(cfg, tracker, str(cfg.stage), fn, overrides)
-    summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage)), overrides)
+    summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage), cfg), overrides)
     if sweep is not None:
         from pipeline.runners.training import attach_trial
 

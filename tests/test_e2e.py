@@ -46,6 +46,8 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
         "explain",
         "features",
         "generate",
+        "policy",
+        "report",
         "train",
     ]
     assert parent.data.params["data.n_borrowers"] == "2000"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,3 +141,21 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     assert summary["oot"]["auc"] > 0.65
     assert "rules" not in summary["baselines"]
     assert summary["champion"]["name"].endswith("-german_credit")
+
+    # the report of a table run: the same page, with the simulator-only parts named
+    report_cfg = make_cfg(
+        "data=table",
+        f"data.path={GERMAN}",
+        "data.target=creditability",
+        "data.positive=bad",
+        "model.cv_repeats=1",
+        "stage=report",
+    )
+    rep = execute(report_cfg, [])
+    page = Path(rep["report"]).read_text(encoding="utf-8")
+    assert f"{summary['cv']['lightgbm']['auc_mean']:.4f}" in page
+    assert f"{summary['oot']['auc']:.4f}" in page
+    for sid in ("data-card", "fidelity", "policy"):
+        part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
+        assert 'class="missing"' in part, sid
+    assert 'data-plot="roc"' in page  # train-stage plots are embedded

@@ -20,6 +20,8 @@ from pipeline.runners.common import Paths, say
 from pipeline.runners.explaining import explain
 from pipeline.runners.featurize import features
 from pipeline.runners.generate import generate
+from pipeline.runners.policy import policy
+from pipeline.runners.reporting import report
 from pipeline.runners.training import train
 from pipeline.tracking import Tracker, flatten, redact_tree, redact_uri
 
@@ -28,8 +30,19 @@ STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
     "features": features,
     "train": train,
     "explain": explain,
+    # the strategy comparison, on this run's own model (simulator mode only)
+    "policy": lambda cfg, tracker: policy(cfg, tracker, source="local"),
+    "report": report,
 }
 ALIASES = {"data": "generate"}
+#: stages that need the simulator's ground truth
+SIMULATOR_ONLY = ("policy",)
+
+
+def pipeline_stages(cfg: Any) -> list[str]:
+    """What ``run`` runs: every stage, less those the data mode cannot feed."""
+    simulator = str(cfg.data.kind) == "simulator"
+    return [s for s in STAGES if simulator or s not in SIMULATOR_ONLY]
 
 
 def run_pipeline(
@@ -49,7 +62,8 @@ def run_pipeline(
         cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
         write_text(resolved, cfg_path)
         tracker.log_artifact(cfg_path, "config")
-        for stage in stages:
+
+        def run_stage(stage: str) -> None:
             with tracker.run(stage, tags={"stage": stage}):
                 tracker.log_params(
                     {
@@ -59,9 +73,16 @@ def run_pipeline(
                     }
                 )
                 results[stage] = STAGES[stage](cfg, tracker)
+
+        for stage in stages:
+            if stage != "report":
+                run_stage(stage)
         summary = summarize(cfg, results, tracker)
         if "train" in results:
             tracker.log_metrics({k: v for k, v in _flatten_numbers(summary).items()})
+        if "report" in stages:  # last: the page shows the summary just written
+            run_stage("report")
+            summary["report"] = results["report"]["path"]
     return summary
 
 
@@ -70,6 +91,7 @@ _STAGE_KEYS = {
     "features": ("features",),
     "train": ("model",),
     "explain": ("explain",),
+    "policy": ("policy",),
 }
 
 

@@ -24,11 +24,12 @@ from pipeline.runners.training import load_feature_table
 from pipeline.tracking import Tracker
 
 
-def policy(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+def policy(cfg: Any, tracker: Tracker, source: str | None = None) -> dict[str, Any]:
+    """``source``: overrides ``score.model_source`` (``run`` uses its own, local model)."""
     p = Paths.of(cfg)
     po = cfg.policy
     m = core.Money.of(po)
-    model = load_scoring_model(cfg, tracker)
+    model = load_scoring_model(cfg, tracker, source)
     if model.mode != "simulator":
         raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
     feat_path = p.processed / "features.parquet"

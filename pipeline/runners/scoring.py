@@ -46,12 +46,15 @@ def run_single(
     return result
 
 
-def load_scoring_model(cfg: Any, tracker: Tracker) -> core.ScoringModel:
-    """The registry champion when tracking is on and the alias exists, else the local model."""
+def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) -> core.ScoringModel:
+    """The registry champion when tracking is on and the alias exists, else the local model.
+
+    ``source`` (auto | registry | local) overrides ``score.model_source``.
+    """
     from pipeline.runners.training import registered_name
 
     p = Paths.of(cfg)
-    source = str(cfg.score.model_source)
+    source = str(cfg.score.model_source) if source is None else source
     model = None
     if source in ("auto", "registry") and tracker.enabled:
         name = registered_name(cfg) or ""
