@@ -22,6 +22,7 @@ import csv
 import html
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,9 +180,17 @@ def _table(
     out.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead>")
     out.append("<tbody>")
     for r in rows:
-        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>")
+        out.append("<tr>" + "".join(_cell(c) for c in r) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+_NUMERIC = re.compile(r"[-+–0-9.,%eE\s]*")
+
+
+def _cell(c: str) -> str:
+    # figures align right, words left
+    return f"<td>{c}</td>" if _NUMERIC.fullmatch(c) else f'<td class="t">{c}</td>'
 
 
 def _png(path: Path) -> str:
@@ -612,7 +621,7 @@ table{border-collapse:collapse;margin:10px 0;font-size:.88em}
 caption{text-align:left;font-weight:600;padding:4px 0}
 th,td{border:1px solid #dde3ea;padding:4px 8px;text-align:right;vertical-align:top}
 td:first-child,th:first-child{text-align:left}
-table.kv td{text-align:left}
+table.kv td,td.t{text-align:left}
 figure{margin:12px 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#566}
 .missing{color:#8a5a00;background:#fff6e0;padding:6px 10px;border-radius:4px}
