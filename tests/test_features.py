@@ -140,3 +140,37 @@ def test_social_features_read_only_the_past(world):
     share = np.mean([c in closed.index and closed.loc[c] < row.snapshot for c in contacts])
     assert row.contacts_closed_share == pytest.approx(share, rel=1e-6)
     assert row.degree == len(contacts)
+
+
+def test_stability_report_matches_the_metric_definitions():
+    """The fused, threaded report gives the figures of metrics.information_value / psi."""
+    from pipeline.metrics import information_value, psi
+    from pipeline.runners.featurize import stability_report
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    split = rng.choice(["train", "valid", "oot"], size=n, p=[0.6, 0.2, 0.2])
+    label = (rng.random(n) < 0.1).astype(np.int8)
+    cols: dict[str, object] = {"split": split, "label": label}
+    for j, name in enumerate(FEATURE_NAMES):
+        x = rng.normal(j % 5, 1 + j % 3, n).astype(np.float32)
+        if j % 4 == 0:
+            x = np.round(x)  # ties
+        if j % 7 == 0:
+            x[rng.random(n) < 0.2] = np.nan  # missing values
+        if j == 1:
+            x[split == "oot"] += 2.0  # a shifted feature
+        cols[name] = x
+    table = pa.table(cols)
+    rep = stability_report(table, threads=2).set_index("feature")
+    train, oot = split == "train", split == "oot"
+    for name in FEATURE_NAMES:
+        x = table.column(name).to_numpy()
+        assert rep.loc[name, "missing_rate"] == pytest.approx(np.mean(~np.isfinite(x)))
+        assert rep.loc[name, "iv_train"] == pytest.approx(
+            information_value(x[train], label[train]), rel=1e-12, abs=1e-15
+        ), name
+        assert rep.loc[name, "psi_train_oot"] == pytest.approx(
+            psi(x[train], x[oot]), rel=1e-12, abs=1e-15
+        ), name
+    assert rep.loc[FEATURE_NAMES[1], "psi_train_oot"] > 0.5  # the shift is seen

@@ -88,3 +88,36 @@ def test_parquet_sink_renames_all_or_nothing(tmp_path):
     assert pq.read_table(paths["a"]).column("x").to_pylist() == [1, 2]
     assert pq.read_table(paths["b"]).column("x").to_pylist() == [3]
     assert _temps(tmp_path) == []
+
+
+def test_duplicate_keys_are_counted_alike_by_every_path(tmp_path):
+    """The packed-integer count (bincount or sort) and the grouping fallback agree."""
+    import numpy as np
+
+    from pipeline.io import DataError, _distinct_int_keys, read_table
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    bid = rng.integers(0, 400, n)
+    month = rng.integers(0, 36, n)
+    # group_by over a string copy of the keys is the independent count
+    for big in (False, True):  # a wide id range takes the sorting path
+        b = bid * (10**9 if big else 1)
+        t = pa.table({"borrower_id": pa.array(b, pa.int64()), "month": pa.array(month, pa.int16())})
+        s = pa.table({"a": pa.array(b.astype(str)), "b": pa.array(month.astype(str))})
+        expected = s.group_by(["a", "b"]).aggregate([]).num_rows
+        assert expected < n  # the draw repeats keys
+        assert _distinct_int_keys(t, ["borrower_id", "month"]) == expected
+        path = tmp_path / "t.parquet"
+        pq.write_table(t, path)
+        with pytest.raises(DataError, match=rf"{n - expected} duplicated keys"):
+            read_table(path, t.schema, unique=("borrower_id", "month"))
+        distinct = t.group_by(["borrower_id", "month"]).aggregate([])
+        pq.write_table(distinct, path)
+        assert read_table(path, t.schema, unique=("borrower_id", "month")).num_rows == expected
+    with_null = pa.table({"borrower_id": pa.array([0, None], pa.int64()), "month": [0, 1]})
+    assert _distinct_int_keys(with_null, ["borrower_id", "month"]) is None
+    texts = pa.table({"borrower_id": ["a", "a"], "month": [0, 0]})
+    assert _distinct_int_keys(texts, ["borrower_id", "month"]) is None
+    huge = pa.table({"a": pa.array([0, 2**40], pa.int64()), "b": pa.array([0, 2**40], pa.int64())})
+    assert _distinct_int_keys(huge, ["a", "b"]) is None  # packed range beyond int64
