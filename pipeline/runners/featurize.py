@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,12 @@ def feature_block(
     Only the rows of this block are read (row groups are skipped by their statistics),
     so memory is bounded by the block, and the same function runs on a Dask worker.
     """
+    block = read_block(raw_dir, lo, hi, n_months)
+    return feat_core.block_features(block, lo, hi - lo, n_months, spec)
+
+
+def read_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> dict[str, pa.Table]:
+    """The validated raw rows of borrowers ``lo .. hi-1`` (and the macro table)."""
     paths = {name: raw_dir / f"{name}.parquet" for name in (*RAW_BLOCK_TABLES, "macro_months")}
     rows = _block_filter(lo, hi)
     block = {name: read_raw(paths[name], name, n_months, rows) for name in RAW_BLOCK_TABLES}
@@ -130,7 +137,27 @@ def feature_block(
                 f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
             )
     block["macro_months"] = read_raw(paths["macro_months"], "macro_months", n_months)
-    return feat_core.block_features(block, lo, hi - lo, n_months, spec)
+    return block
+
+
+def _local_blocks(
+    raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: feat_core.FeatureSpec
+) -> Iterator[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]:
+    """Blocks one after the other, the next block read while this one is computed.
+
+    Arrow reads without the GIL, so the read of block i+1 overlaps the (numba) features
+    of block i; at most two blocks of raw rows are held at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read_block, raw_dir, *bounds[0], n_months) if bounds else None
+        for i, (lo, hi) in enumerate(bounds):
+            assert pending is not None
+            block = pending.result()
+            if i + 1 < len(bounds):
+                pending = pool.submit(read_block, raw_dir, *bounds[i + 1], n_months)
+            yield feat_core.block_features(block, lo, hi - lo, n_months, spec)
 
 
 def _id_range(path: Path, n_months: int) -> tuple[int, int]:
@@ -183,10 +210,11 @@ def build_features(
             ]
             results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
     else:
-        results = [
-            feature_block(raw_dir, lo, hi, n_months, spec)
-            for lo, hi in progress(bounds, total=len(bounds), desc="features")
-        ]
+        results = list(
+            progress(
+                _local_blocks(raw_dir, bounds, n_months, spec), total=len(bounds), desc="features"
+            )
+        )
     parts = [r[0] for r in results]
     statuses = [r[1] for r in results]
     cols = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
