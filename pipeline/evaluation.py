@@ -27,8 +27,7 @@ def score_metrics(
 ) -> dict[str, float]:
     """All metrics of one scored sample; see the module docstring for which score is used."""
     y = np.asarray(y).astype(int)
-    out = binary_metrics(y, raw)
-    out["ece"] = expected_calibration_error(y, raw, n_bins)
+    out = binary_metrics(y, raw, n_bins)
     if calibrated is not None:
         out["brier_raw"], out["ece_raw"] = out["brier"], out["ece"]
         cal = np.asarray(calibrated, dtype=float)

@@ -162,6 +162,24 @@ def registered_name(cfg: Any) -> str | None:
     return base
 
 
+def _fit_baselines(
+    m: Any, data: Any, X: dict[str, np.ndarray], y: dict[str, np.ndarray], splits: dict[str, Any]
+) -> tuple[base_core.Scorecard, base_core.RulesBaseline | None]:
+    """The scorecard (and, on simulator data, the seed's rules) fitted on the training split."""
+    sc_cfg = m.scorecard
+    card = base_core.Scorecard(
+        pdo=float(sc_cfg.pdo),
+        base_score=float(sc_cfg.base_score),
+        base_odds=float(sc_cfg.base_odds),
+        max_bins=int(sc_cfg.max_bins),
+        min_iv=float(sc_cfg.min_iv),
+    ).fit(X["train"], y["train"], data.names, data.woe_categorical)
+    rules = None
+    if data.mode == "simulator":
+        rules = base_core.RulesBaseline().fit(splits["train"], y["train"])
+    return card, rules
+
+
 def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     p = Paths.of(cfg)
     m = cfg.model
@@ -222,18 +240,11 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     scorecard_path = p.models / "scorecard.csv"
     if m.baselines:
         sc_cfg = m.scorecard
-        card = base_core.Scorecard(
-            pdo=float(sc_cfg.pdo),
-            base_score=float(sc_cfg.base_score),
-            base_odds=float(sc_cfg.base_odds),
-            max_bins=int(sc_cfg.max_bins),
-            min_iv=float(sc_cfg.min_iv),
-        ).fit(X["train"], y["train"], names, data.woe_categorical)
+        card, rules = _fit_baselines(m, data, X, y, splits)
         base_scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
         write_text(card.table().to_csv(index=False), scorecard_path)
         artifacts = {"scorecard": [scorecard_path]}
-        if data.mode == "simulator":
-            rules = base_core.RulesBaseline().fit(splits["train"], y["train"])
+        if rules is not None:
             base_scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
             rules_path = p.models / "rules_baseline.csv"
             write_text(rules.table().to_csv(index=False), rules_path)
