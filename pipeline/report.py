@@ -504,7 +504,10 @@ def _policy(inp: Inputs) -> str:
     if pol is None:
         if inp.data_card is None:
             return _missing("The policy simulation", "it needs simulated outcomes (simulator mode)")
-        return _missing("The policy simulation", "run `make policy` and then `make report`")
+        return _missing(
+            "The policy simulation",
+            "run `make policy` (it needs out-of-time rows) and then `make report`",
+        )
     none, plat = pol.get("none", {}), pol.get("platform", {})
     parts = [
         f"<p>{_num(pol.get('rows'), 'int')} out-of-time accounts, outcomes over "

@@ -31,7 +31,7 @@ STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
     "train": train,
     "explain": explain,
     # the strategy comparison, on this run's own model (simulator mode only)
-    "policy": lambda cfg, tracker: policy(cfg, tracker, source="local"),
+    "policy": lambda cfg, tracker: policy(cfg, tracker, source="local", in_run=True),
     "report": report,
 }
 ALIASES = {"data": "generate"}

@@ -24,8 +24,14 @@ from pipeline.runners.training import load_feature_table
 from pipeline.tracking import Tracker
 
 
-def policy(cfg: Any, tracker: Tracker, source: str | None = None) -> dict[str, Any]:
-    """``source``: overrides ``score.model_source`` (``run`` uses its own, local model)."""
+def policy(
+    cfg: Any, tracker: Tracker, source: str | None = None, in_run: bool = False
+) -> dict[str, Any]:
+    """``source`` overrides ``score.model_source`` (``run`` uses its own, local model).
+
+    ``in_run``: part of ``run``, where a world without out-of-time rows (no
+    ``features.oot_snapshots``) skips the comparison instead of failing the run.
+    """
     p = Paths.of(cfg)
     po = cfg.policy
     m = core.Money.of(po)
@@ -36,6 +42,9 @@ def policy(cfg: Any, tracker: Tracker, source: str | None = None) -> dict[str, A
     df = load_feature_table(feat_path)
     rows = df[df.split == "oot"].reset_index(drop=True)
     if len(rows) == 0:
+        if in_run:
+            say(f"policy: {feat_path} has no out-of-time rows; the comparison is skipped")
+            return {}
         raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
     rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
     n_months = raw_months(p.raw)
