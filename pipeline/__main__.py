@@ -2,7 +2,8 @@
 
 Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, ``policy``
 (simulator mode), ``report``, and ``run`` for all of them; ``score`` runs on its own, and
-so does ``policy`` when asked for by name (it then scores with the registry champion). The only module that talks
+so do ``policy`` (it then scores with the registry champion) and ``report`` (it then
+rebuilds the page from the outputs on disk) when asked for by name. The only module that talks
 to Hydra.
 """
 
@@ -53,13 +54,15 @@ def execute(
     from pipeline.tracking import from_config
 
     tracker = from_config(cfg.tracking)
-    if str(cfg.stage) in ("score", "policy"):  # on their own: under their own parent run
+    if str(cfg.stage) in ("score", "policy", "report"):  # on their own parent run
         from pipeline.runners.scoring import run_single
 
         if str(cfg.stage) == "score":
             from pipeline.runners.scoring import score as fn
-        else:
+        elif str(cfg.stage) == "policy":
             from pipeline.runners.policy import policy as fn
+        else:  # rebuilds the page from the outputs; the run summary and config stay as they are
+            from pipeline.runners.reporting import report as fn
         return run_single(cfg, tracker, str(cfg.stage), fn, overrides)
     summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage), cfg), overrides)
     if sweep is not None:

@@ -83,6 +83,8 @@ def _ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def binary_metrics(y: np.ndarray, p: np.ndarray, ece_bins: int = 10) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
+    if not np.isfinite(p).all():
+        raise ValueError("scores contain NaN or infinity; metrics need a finite score per row")
     out: dict[str, float] = {
         "n": float(len(y)),
         "positive_rate": float(y.mean()) if len(y) else float("nan"),

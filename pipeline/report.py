@@ -106,11 +106,13 @@ def collect(models: Path, raw: Path, processed: Path, example_rows: int = 5) -> 
         raise DataError(f"{models / 'model.json'}: file not found (train a model first)")
     inp = Inputs(models=models, raw=raw, processed=processed)
     inp.model = _json(models / "model.json")
+    # a bring-your-own-table model: the simulator folders, if any, belong to another run
+    simulator = str(inp.model.get("mode", "simulator")) == "simulator"
     if (models / "summary.json").exists():
         inp.summary = _json(models / "summary.json")
     if (models / "evaluation.json").exists():
         inp.evaluation = _json(models / "evaluation.json")
-    if (raw / "data_card.json").exists():
+    if simulator and (raw / "data_card.json").exists():
         inp.data_card = _json(raw / "data_card.json")
     if (models / "fidelity.json").exists():
         inp.fidelity = _json(models / "fidelity.json")
@@ -126,7 +128,7 @@ def collect(models: Path, raw: Path, processed: Path, example_rows: int = 5) -> 
         inp.policy = _json(models / "policy" / "policy.json")
         if (models / "policy" / "matched_loss.csv").exists():
             inp.matched = _csv(models / "policy" / "matched_loss.csv")
-    if (processed / "stability.csv").exists():
+    if simulator and (processed / "stability.csv").exists():
         inp.stability = _csv(processed / "stability.csv")
     if (models / "gains_oot.csv").exists():
         inp.gains = _csv(models / "gains_oot.csv")
@@ -143,7 +145,8 @@ def collect(models: Path, raw: Path, processed: Path, example_rows: int = 5) -> 
             example_rows,
             "p_before",
         )
-    for folder in (raw / "plots", models / "plots", models / "policy"):
+    folders = (raw / "plots",) if simulator else ()
+    for folder in (*folders, models / "plots", models / "policy"):
         if folder.is_dir():
             for png in sorted(folder.glob("*.png")):
                 inp.plots[png.stem] = png
@@ -510,11 +513,12 @@ def _policy(inp: Inputs) -> str:
         )
     none, plat = pol.get("none", {}), pol.get("platform", {})
     parts = [
+        f"<p>Scored with: <code>{_e(pol.get('source', '–'))}</code>.</p>",
         f"<p>{_num(pol.get('rows'), 'int')} out-of-time accounts, outcomes over "
         f"{_e(pol.get('horizon'))} months. No action: revenue {_num(none.get('revenue'), 'int')}, "
         f"losses {_num(none.get('loss'), 'int')}. The simulated platform's own closures: "
         f"{_num(plat.get('closures'), 'int')} ({_num(plat.get('good_hit'), 'int')} of them "
-        "never went overdue).</p>"
+        "never went overdue).</p>",
     ]
     if inp.matched:
         rows = [
@@ -634,9 +638,17 @@ small{color:#566}code{font-size:.95em}
 _SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = Array.prototype.slice.call(document.querySelectorAll("img.plot"));
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  // a plot counts when its image decoded and it is laid out with a size on the page
+  var ok = imgs.filter(function (i) {
+    return i.complete && i.naturalWidth > 0 && i.offsetWidth > 0 && i.offsetHeight > 0;
+  });
+  // a section counts when something besides its heading is laid out with a size
   var shown = Array.prototype.slice.call(document.querySelectorAll("main > section"))
-    .filter(function (s) { return s.offsetHeight > 0; })
+    .filter(function (s) {
+      return Array.prototype.slice.call(s.children).some(function (c) {
+        return c.tagName !== "H2" && c.offsetHeight > 0;
+      });
+    })
     .map(function (s) { return s.id; });
   document.body.setAttribute("data-plots", String(imgs.length));
   document.body.setAttribute("data-plots-ok", String(ok.length));

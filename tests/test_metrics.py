@@ -36,3 +36,8 @@ def test_binary_metrics_one_class_and_empty():
     assert np.isnan(m["lift_10"])  # no positives: no lift
     e = binary_metrics(np.zeros(0, dtype=int), np.zeros(0))
     assert e["n"] == 0 and np.isnan(e["auc"]) and np.isnan(e["brier"])
+
+
+def test_binary_metrics_refuse_non_finite_scores():
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        binary_metrics(np.array([0, 1, 0, 1]), np.array([0.1, np.nan, 0.3, 0.9]))

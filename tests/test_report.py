@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -199,9 +200,9 @@ def test_report_renders_in_headless_chromium(world, tmp_path):
 
     # the check can fail: a broken plot is counted as not shown
     broken = tmp_path / "broken.html"
-    html = page.read_text(encoding="utf-8")
-    name, src = IMG.findall(html)[0]
-    broken.write_text(html.replace(src, "data:image/png;base64,iVBORw0KGgoAAAA=", 1))
+    text = page.read_text(encoding="utf-8")
+    name, src = IMG.findall(text)[0]
+    broken.write_text(text.replace(src, "data:image/png;base64,iVBORw0KGgoAAAA=", 1))
     body = _body(
         _browse(broken, tmp_path / "p3", "--virtual-time-budget=10000", "--dump-dom").stdout
     )
@@ -217,3 +218,57 @@ def test_run_without_out_of_time_rows_still_reports(tmp_path):
     pol = page.split('<section id="policy">')[1].split("</section>")[0]
     assert 'class="missing"' in pol and "out-of-time rows" in pol
     assert f"{summary['valid']['auc']:.4f}" in page
+
+
+def test_report_command_and_stale_outputs(world, tmp_path):
+    """`report` alone leaves the run's records; a new model makes derived parts vanish."""
+    from pipeline.__main__ import execute
+    from tests.conftest import compose_config
+    from tests.test_table import GERMAN
+
+    src, _, _ = world
+    for part in ("data", "models"):
+        shutil.copytree(src / part, tmp_path / part)
+    models = tmp_path / "models"
+    summary_before = (models / "summary.json").read_bytes()
+    config_before = (models / "resolved_config.yaml").read_bytes()
+    (models / "report.html").unlink()
+
+    rep = execute(compose_config(tmp_path, ["tracking=off"], stage="report"), [])
+    assert Path(rep["path"]) == models / "report.html" and (models / "report.html").exists()
+    assert (models / "summary.json").read_bytes() == summary_before
+    assert (models / "resolved_config.yaml").read_bytes() == config_before
+
+    # a bring-your-own-table model trained into the same folders: everything derived
+    # from the simulator's model goes, and the simulator's data is not shown as its own
+    table = ["tracking=off", "data=table", f"data.path={GERMAN}", "data.target=creditability"]
+    table += ["data.positive=bad", "model.cv_repeats=1"]
+    execute(compose_config(tmp_path, table, stage="train"), [])
+    for gone in ("policy", "reasons.parquet", "fidelity.json", "report.html"):
+        assert not (models / gone).exists(), gone
+    assert not list((models / "plots").glob("dependence_*.png"))
+    rep = execute(compose_config(tmp_path, table, stage="report"), [])
+    page = Path(rep["path"]).read_text(encoding="utf-8")
+    for sid in ("data-card", "fidelity", "policy", "stability", "shap"):
+        part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
+        assert 'class="missing"' in part, sid
+    assert "closure_rate_by_cause" not in page
+    summary = json.loads((models / "summary.json").read_text())
+    assert summary["closure_rate"] == pytest.approx(0.3)  # the table's own bad rate
+    assert "30.0%" in page
+
+
+def test_crafted_values_in_csv_outputs_are_escaped(world, tmp_path):
+    root, _, _ = world
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    processed = tmp_path / "processed"
+    shutil.copytree(root / "data" / "processed", processed)
+    evil = "<img src=x onerror=alert(1)>"
+    stab = (processed / "stability.csv").read_text().splitlines()
+    # every feature renamed: whichever rows the page shows carry the crafted text
+    stab = [stab[0]] + [evil + line[line.index(",") :] for line in stab[1:]]
+    (processed / "stability.csv").write_text("\n".join(stab) + "\n")
+    page = report.render(report.collect(models, root / "data" / "raw", processed))
+    assert evil not in page
+    assert html.escape(evil, quote=True) in page

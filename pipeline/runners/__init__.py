@@ -83,6 +83,7 @@ def run_pipeline(
         if "report" in stages:  # last: the page shows the summary just written
             run_stage("report")
             summary["report"] = results["report"]["path"]
+            write_json(summary, Paths.of(cfg).models / "summary.json")
     return summary
 
 
@@ -113,7 +114,10 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
         "mlflow_run_id": tracker.parent_run_id,
         "tracking_uri": redact_uri(tracker.uri) if tracker.enabled else None,
     }
-    feat_path = p.processed / "features.parquet"
+    # a table run's rows are in table_features.parquet; features.parquet, if there, is
+    # a simulator run's
+    table_mode = str(cfg.data.kind) == "table"
+    feat_path = p.processed / ("table_features.parquet" if table_mode else "features.parquet")
     if feat_path.exists():
         t = pq.read_table(feat_path, columns=["split", "label"]).to_pandas()
         summary["n_rows"] = int(len(t))

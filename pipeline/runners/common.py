@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,39 @@ def write_manifest(out_dir: Path, stage: str, key: dict[str, Any], outputs: list
 
 def inputs_digest(paths: list[Path]) -> dict[str, str]:
     return {p.name: file_digest(p) for p in paths if p.exists()}
+
+
+#: What the explain stage writes under ``models/`` (global views; borrower stories apart).
+EXPLAIN_PARTS = (
+    "reasons.parquet",
+    "advice.parquet",
+    "fidelity.json",
+    "fidelity_confusion.csv",
+    "shap_importance.json",
+    "cause_importance.json",
+    "summary_parts/explain.json",
+    "plots/shap_*.png",
+    "plots/dependence_*.png",
+    "plots/cause_importance.png",
+    "plots/fidelity_confusion.png",
+)
+STORY_PARTS = ("plots/waterfall_*.png", "borrower_*.json")
+POLICY_PARTS = ("policy", "summary_parts/policy.json")
+REPORT_PARTS = ("report.html",)
+#: Everything derived from a model: a newly trained model makes all of it stale.
+MODEL_DERIVED = (*EXPLAIN_PARTS, *STORY_PARTS, *POLICY_PARTS, *REPORT_PARTS)
+
+
+def remove_parts(models: Path, patterns: Iterable[str]) -> None:
+    """Delete the outputs matching ``patterns`` (globs relative to ``models``).
+
+    Called by a stage just before it writes a new version of what these outputs were
+    derived from, so that no later reader (the report above all) mixes outputs of two
+    different models or runs.
+    """
+    for pattern in patterns:
+        for path in sorted(models.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)

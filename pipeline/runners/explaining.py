@@ -30,7 +30,7 @@ from pipeline import explain as explain_core
 from pipeline.causes import CAUSES
 from pipeline.config import physical_cores
 from pipeline.io import DataError, atomic_path, digest_of, file_digest, write_json, write_parquet
-from pipeline.runners.common import Paths, say
+from pipeline.runners.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say
 from pipeline.runners.training import load_feature_table, load_model
 from pipeline.tracking import Tracker
 
@@ -232,6 +232,9 @@ def _batch(
             if f"reason_{r}_shap" in reasons:
                 reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
     table = pd.DataFrame({**cols, **reasons})
+    # new global views replace the old ones whole (dependence plots differ by feature);
+    # the report and policy figures were built from the old ones
+    remove_parts(p.models, (*EXPLAIN_PARTS, *REPORT_PARTS))
     out = p.models / "reasons.parquet"
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
     importance = explain_core.global_importance(contrib, names)

@@ -38,7 +38,7 @@ from pipeline import train as train_core
 from pipeline.config import physical_cores
 from pipeline.io import DataError, read_table, write_json, write_parquet, write_text
 from pipeline.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
-from pipeline.runners.common import Paths, say
+from pipeline.runners.common import MODEL_DERIVED, Paths, remove_parts, say
 from pipeline.tracking import Tracker
 
 FEATURE_READ_SCHEMA = feat_core.FEATURE_TABLE_SCHEMA
@@ -322,6 +322,10 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     meta_path = p.models / "model.json"
     cal_path = p.models / "calibration.json"
     eval_path = p.models / "evaluation.json"
+    # a new model: what was explained, simulated or reported for the old one is stale
+    remove_parts(
+        p.models, (*MODEL_DERIVED, f"gains_{'valid' if eval_split == 'oot' else 'oot'}.csv")
+    )
     write_text(booster.model_to_string(num_iteration=res.best_iteration), model_path)
     write_json(calibrator.to_json(), cal_path)
     meta = {
