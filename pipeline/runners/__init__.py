@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import validate
 from pipeline.io import write_json, write_text
-from pipeline.runners.common import Paths, say
+from pipeline.runners.common import Paths, release_memory, say
 from pipeline.runners.explaining import explain
 from pipeline.runners.featurize import features
 from pipeline.runners.generate import generate
@@ -73,6 +73,7 @@ def run_pipeline(
                     }
                 )
                 results[stage] = STAGES[stage](cfg, tracker)
+            release_memory()
 
         for stage in stages:
             if stage != "report":

@@ -95,3 +95,23 @@ def remove_parts(models: Path, patterns: Iterable[str]) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+
+
+def release_memory() -> None:
+    """Hand memory freed by a finished stage back to the system.
+
+    Between the stages of one ``run`` the big tables of the last stage are garbage;
+    collecting them, emptying Arrow's pool and trimming the C heap keeps the next
+    stage from stacking its peak on top of the last one's.
+    """
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

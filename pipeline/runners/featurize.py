@@ -73,12 +73,28 @@ RAW_RULES: dict[str, dict[str, Any]] = {
 }
 
 
-def read_raw(path: Path, name: str, n_months: int, filters: Any = None) -> pa.Table:
+def read_raw(
+    path: Path, name: str, n_months: int, filters: Any = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A raw table checked against its schema and rules (only ``columns``, if given)."""
     rules = dict(RAW_RULES[name])
     schema = sim_core.SCHEMAS[name]
     if "month" in schema.names:
         rules["ranges"] = {"month": (0, n_months - 1)}
-    return read_table(path, schema, filters=filters, **rules)
+    if columns is not None:
+        keep = set(columns)
+        rules = {
+            k: (
+                {c: v for c, v in r.items() if c in keep}
+                if isinstance(r, dict)
+                else tuple(c for c in r if c in keep)
+            )
+            for k, r in rules.items()
+        }
+        # the duplicate-key check needs every key column, or none
+        if rules.get("unique") and len(rules["unique"]) != len(RAW_RULES[name].get("unique", ())):
+            rules["unique"] = ()
+    return read_table(path, schema, filters=filters, columns=columns, **rules)
 
 
 def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:

@@ -39,8 +39,9 @@ def policy(
     if model.mode != "simulator":
         raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
     feat_path = p.processed / "features.parquet"
-    df = load_feature_table(feat_path)
-    rows = df[df.split == "oot"].reset_index(drop=True)
+    # the out-of-time rows only, and only what the comparison uses
+    need = ["occupation", "line", "tenure", *model.names]
+    rows = load_feature_table(feat_path, list(dict.fromkeys(need)), split="oot")
     if len(rows) == 0:
         if in_run:
             say(f"policy: {feat_path} has no out-of-time rows; the comparison is skipped")
@@ -48,8 +49,18 @@ def policy(
         raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
     rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
     n_months = raw_months(p.raw)
-    am = read_raw(p.raw / "account_months.parquet", "account_months", n_months).to_pandas()
-    ev = read_raw(p.raw / "platform_events.parquet", "platform_events", n_months).to_pandas()
+    am = read_raw(
+        p.raw / "account_months.parquet",
+        "account_months",
+        n_months,
+        columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
+    ).to_pandas()
+    ev = read_raw(
+        p.raw / "platform_events.parquet",
+        "platform_events",
+        n_months,
+        columns=["borrower_id", "month", "event", "cause"],
+    ).to_pandas()
     out = core.outcomes(rows, am, ev, int(po.horizon))
     frame = pd.concat(
         [rows[["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]], out],

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
 from pipeline import baselines as base_core
@@ -47,13 +48,31 @@ SPLITS = ("train", "valid", "oot")
 MONOTONE_SAMPLE = 400  # rows swept per constrained feature by the monotone check
 
 
-def load_feature_table(path: Path) -> pd.DataFrame:
+def load_feature_table(
+    path: Path, columns: list[str] | None = None, split: str | None = None
+) -> pd.DataFrame:
+    """The feature table, validated; optionally only ``columns`` and one ``split``.
+
+    Reading one split uses a Parquet filter, so the other rows never reach memory.
+    """
+    filters = None
+    if split is not None:
+        filters = pc.field("split") == split
+        if columns is not None and "split" not in columns:
+            columns = [*columns, "split"]
+    if columns is not None:
+        keys = [c for c in ("borrower_id", "snapshot") if c not in columns]
+        columns = [*keys, *columns]
     table = read_table(
         path,
         FEATURE_READ_SCHEMA,
-        allowed={"split": ("train", "valid", "oot")},
-        ranges={"label": (0, 1)},
+        allowed={"split": ("train", "valid", "oot")}
+        if columns is None or "split" in columns
+        else None,
+        ranges={"label": (0, 1)} if columns is None or "label" in columns else None,
         unique=("borrower_id", "snapshot"),
+        columns=columns,
+        filters=filters,
     )
     return table.to_pandas()
 
