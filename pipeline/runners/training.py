@@ -39,7 +39,7 @@ from pipeline import train as train_core
 from pipeline.config import physical_cores
 from pipeline.io import DataError, read_table, write_json, write_parquet, write_text
 from pipeline.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
-from pipeline.runners.common import MODEL_DERIVED, Paths, remove_parts, say
+from pipeline.runners.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
 from pipeline.tracking import Tracker
 
 FEATURE_READ_SCHEMA = feat_core.FEATURE_TABLE_SCHEMA
@@ -215,6 +215,17 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     params = train_core.lgb_params(m, seed, threads, data.monotone, n_train=len(splits["train"]))
     X = {s: g[names].to_numpy(dtype=np.float32) for s, g in splits.items()}
     y = {s: g.label.to_numpy().astype(int) for s, g in splits.items()}
+    n_rows = len(df)
+    if data.mode == "simulator":
+        # the matrices hold the features now: keep only the columns the evaluation and
+        # the rules baseline read, so the full frame and its split copies can go (at a
+        # million borrowers they are two more copies of a ~2 GB matrix)
+        needed = {*base_core.RULE_FEATURES, *data.segments.values()}
+        keep = [c for c in df.columns if c not in set(names) or c in needed]
+        splits = {s: g[keep] for s, g in splits.items()}
+        del df
+        data.frame = pd.DataFrame()
+        release_memory()
 
     t0 = time.perf_counter()
     res = train_core.fit(
@@ -326,7 +337,7 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         part["monotone_check"] = mono
     if data.mode == "table" and int(m.cv_repeats) > 0:
         part["cv"] = _cross_validate(cfg, data, params)
-        part["n_rows"] = int(len(df))
+        part["n_rows"] = int(n_rows)
 
     p.models.mkdir(parents=True, exist_ok=True)
     plots = _plots(y, raw, cal, base_scores, p.models / "plots", n_bins)
