@@ -121,3 +121,21 @@ def test_duplicate_keys_are_counted_alike_by_every_path(tmp_path):
     assert _distinct_int_keys(texts, ["borrower_id", "month"]) is None
     huge = pa.table({"a": pa.array([0, 2**40], pa.int64()), "b": pa.array([0, 2**40], pa.int64())})
     assert _distinct_int_keys(huge, ["a", "b"]) is None  # packed range beyond int64
+
+
+def test_id_bounds_come_from_row_group_statistics_or_not_at_all(tmp_path):
+    from pipeline.runners.featurize import _id_bounds_from_statistics
+
+    t = pa.table({"borrower_id": pa.array([5, 3, 9, 7], pa.int64()), "x": [1.0, 2.0, 3.0, 4.0]})
+    with_stats = tmp_path / "a.parquet"
+    pq.write_table(t, with_stats, row_group_size=2)
+    assert _id_bounds_from_statistics(with_stats) == {"min": 3, "max": 9}
+    without = tmp_path / "b.parquet"
+    pq.write_table(t, without, write_statistics=False)
+    assert _id_bounds_from_statistics(without) is None  # the caller reads the column
+    text_ids = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"borrower_id": ["a", "b"]}), text_ids)
+    assert _id_bounds_from_statistics(text_ids) is None
+    broken = tmp_path / "d.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    assert _id_bounds_from_statistics(broken) is None

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline import features as feat_core
@@ -186,6 +187,34 @@ def _id_range(path: Path, n_months: int) -> tuple[int, int]:
     return int(bid.min()), int(bid.max()) + 1
 
 
+def _id_bounds_from_statistics(path: Path) -> dict[str, int] | None:
+    """Smallest and largest ``borrower_id`` from the row groups' statistics.
+
+    Exact when every row group carries integer min/max statistics (writers of this
+    project always do); None when any is missing, and the caller reads the column.
+    The file's schema and values are still validated where the blocks read them.
+    """
+    try:
+        meta = pq.ParquetFile(path).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("borrower_id")
+    except Exception:  # noqa: BLE001 - unreadable here: let the full reader say why
+        return None
+    if col < 0 or meta.num_row_groups == 0:
+        return None
+    lows, highs = [], []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(col).statistics
+        if stats is None or not stats.has_min_max or stats.physical_type not in ("INT32", "INT64"):
+            return None
+        if meta.row_group(g).num_rows == 0:
+            continue
+        lows.append(int(stats.min))
+        highs.append(int(stats.max))
+    if not lows:
+        return None
+    return {"min": min(lows), "max": max(highs)}
+
+
 def build_features(
     raw_dir: Path,
     n_months: int,
@@ -204,11 +233,13 @@ def build_features(
     for name in RAW_BLOCK_TABLES[1:]:
         # rows outside the borrowers' id range would never be read by any block
         path = raw_dir / f"{name}.parquet"
-        ids = read_table(path, sim_core.SCHEMAS[name], columns=["borrower_id"]).column(
-            "borrower_id"
-        )
-        if len(ids):
-            mm = pc.min_max(ids).as_py()
+        mm = _id_bounds_from_statistics(path)
+        if mm is None:
+            ids = read_table(path, sim_core.SCHEMAS[name], columns=["borrower_id"]).column(
+                "borrower_id"
+            )
+            mm = pc.min_max(ids).as_py() if len(ids) else None
+        if mm is not None:
             if mm["min"] < lo_id or mm["max"] >= hi_id:
                 raise DataError(
                     f"{path}: column 'borrower_id' has ids that are not in {raw_dir / 'borrowers.parquet'}"
