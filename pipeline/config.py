@@ -54,7 +54,7 @@ class DataConfig:
     n_borrowers: int = 20_000
     n_months: int = 36
     seed: int = 42
-    block_size: int = 65_536  # borrowers per work unit (memory bound); output does not depend on it
+    block_size: int = 16_384  # borrowers per work unit (memory bound); output does not depend on it
     n_jobs: int = 1  # worker processes for generation; output does not depend on it
     # bring-your-own-table fields (kind=table)
     path: str = ""
@@ -276,6 +276,9 @@ class EngineConfig:
     n_workers: int = 2
     threads_per_worker: int = 1
     memory_limit: str = "4GiB"  # per worker; beyond it Dask spills to disk
+    # share of memory_limit that a local cluster's workers may fill with finished results
+    # before they move them to disk (Dask's distributed.worker.memory.target)
+    spill_target: float = 0.6
     local_directory: str = ""  # worker scratch space; empty uses the system temp folder
     connect_timeout_s: int = 10
 
@@ -499,6 +502,8 @@ def validate(cfg: Any) -> None:
             "workers and threads per worker must be at least 1",
             cfg.engine.n_workers,
         )
+    if not 0.0 < float(cfg.engine.spill_target) <= 1.0:
+        _fail("engine.spill_target", "must lie in (0, 1]", cfg.engine.spill_target)
     if cfg.bench.n_borrowers <= 0:
         _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
     sc, po = cfg.score, cfg.policy

@@ -39,21 +39,38 @@ def client_for(engine: Any) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(
-        n_workers=int(engine.n_workers),
-        threads_per_worker=int(engine.threads_per_worker),
-        memory_limit=str(engine.memory_limit),
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        local_directory=str(engine.local_directory) or None,
-    )
+    import dask
+
+    # the workers (nanny processes) take the configuration in force when they start
+    with dask.config.set({"distributed.worker.memory.target": float(engine.spill_target)}):
+        cluster = LocalCluster(
+            n_workers=int(engine.n_workers),
+            threads_per_worker=int(engine.threads_per_worker),
+            memory_limit=str(engine.memory_limit),
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            local_directory=str(engine.local_directory) or None,
+        )
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def spilled_bytes(client: Any) -> int:
+    """Bytes of task results the cluster's workers have moved to disk so far (pickled)."""
+
+    def on_worker(dask_worker: Any) -> int:
+        total = getattr(dask_worker.data, "spilled_total", None)
+        return int(total.disk) if total is not None else 0
+
+    try:
+        return int(sum(client.run(on_worker).values()))
+    except Exception:  # noqa: BLE001 - a figure for the log, never a reason to fail a stage
+        return 0
 
 
 # --------------------------------------------------------------------------- generate

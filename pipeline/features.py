@@ -449,7 +449,7 @@ def block_features(
     ``raw`` holds this block's rows of borrowers, account_months, fund_flows,
     bureau_months, consumption_months, platform_events, and the macro_months table.
     Returns a column dict (one row per eligible borrower x snapshot, rows ordered by
-    snapshot then borrower; features as float32) and the block's first-event months.
+    borrower then snapshot; features as float32) and the block's first-event months.
     """
     M = n_months
     b = raw["borrowers"]
@@ -549,15 +549,19 @@ def block_features(
     alive &= close_month[None, :] > snaps[:, None]
     if spec.never_overdue_only:
         alive &= first_overdue[None, :] > snaps[:, None]
-    counts = alive.sum(axis=1)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.where(alive, np.cumsum(alive, axis=1) - 1 + starts[:, None], -1).astype(np.int64)
-    n_rows = int(counts.sum())
+    # rows ordered by borrower, then snapshot: blocks cover ascending id ranges, so the
+    # joined table has one order whatever the block size (and so does the model)
+    by_borrower = alive.T  # (n, K)
+    row_of = np.cumsum(by_borrower.ravel()) - 1
+    pos = np.ascontiguousarray(
+        np.where(by_borrower.ravel(), row_of, -1).reshape(by_borrower.shape).T
+    ).astype(np.int64)
+    n_rows = int(alive.sum())
     out = np.empty((len(KERNEL_FEATURES), n_rows), dtype=np.float32)
     _kernel(cnt, flt, flows, signup, initial_line, snaps, pos, float(spec.small_draw_ratio), out)
     del cnt, flt, flows
 
-    snap_k, local = np.nonzero(alive)  # ordered by snapshot, then borrower
+    local, snap_k = np.nonzero(by_borrower)  # ordered by borrower, then snapshot
     s_row = snaps[snap_k]
     in_window = (close_month[local] > s_row) & (close_month[local] <= s_row + spec.horizon)
     label = in_window & ~overdue_close[local]

@@ -76,9 +76,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
             "contacts_closed_wshare",
             "contacts_overdue_share",
             "frozen_now",
-            "regime",
         )
     },
+    "regime": (0.0, 2.0),  # 0 none, 1 pilot, 2 full tightening
 }
 
 
@@ -449,7 +449,13 @@ FEATURES: tuple[Feature, ...] = (
     ),
     # macro
     _f(
-        "regime", "macro", f"{PT}", 0, False, "是否处于监管收紧期", "regulatory tightening in force"
+        "regime",
+        "macro",
+        f"{PT}",
+        0,
+        False,
+        "监管收紧阶段（0无 1试点 2全面）",
+        "regulatory tightening stage (0 none, 1 pilot, 2 full)",
     ),
     _f(
         "months_since_tightening",

@@ -114,3 +114,29 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
     assert (a.borrower_id.to_numpy() == b.borrower_id.to_numpy()).all()
     assert np.allclose(a.probability, b.probability, atol=1e-12)
     assert (a.reason_1_cause == b.reason_1_cause).all()
+
+
+def test_features_spill_to_disk_and_stay_identical(make_cfg, tmp_path):
+    """A worker told to keep almost nothing in memory moves block results to disk; same table."""
+    from pipeline.__main__ import execute
+    from pipeline.runners.featurize import features
+
+    roots = {}
+    for engine in ("local", "dask"):
+        root = tmp_path / engine
+        base = ["data.n_borrowers=1500", "data.block_size=250", "tracking=off"]
+        execute(make_cfg(*base, "stage=generate", root=root), [])
+        cfg = make_cfg(
+            *base,
+            f"engine={engine}",
+            "engine.n_workers=1",
+            "engine.memory_limit=2GiB",
+            "engine.spill_target=0.0001",  # ~200 KiB: every finished block goes to disk
+            root=root,
+        )
+        res = features(cfg, OFF)
+        roots[engine] = root
+        if engine == "dask":
+            assert res["dask_spilled_bytes"] > 100_000, res
+    rel = "data/processed/features.parquet"
+    assert file_digest(roots["local"] / rel) == file_digest(roots["dask"] / rel)

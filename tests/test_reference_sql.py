@@ -110,3 +110,16 @@ def test_comparison_catches_values_rows_and_labels(raw_dir):
     lab[0] = 1 - lab[0]
     flipped = compare_tables(_set(ref, "label", lab), ref)
     assert flipped.same_rows and not flipped.same_labels and not flipped.equal
+
+
+def test_feature_table_does_not_depend_on_the_block_size(raw_dir):
+    """Rows come out by borrower then snapshot, so any block size gives the same table."""
+    spec = SPECS[sorted(SPECS)[0]]
+    tables = [build_features(raw_dir, 36, spec, block_size=b) for b in (97, 256, 100_000)]
+    assert tables[0].num_rows > 1000
+    for t in tables[1:]:
+        assert t.equals(tables[0])
+    bid = tables[0].column("borrower_id").to_numpy()
+    snap = tables[0].column("snapshot").to_numpy()
+    key = bid.astype(np.int64) * 100 + snap
+    assert (np.diff(key) > 0).all()  # strictly by borrower, then snapshot

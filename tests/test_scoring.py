@@ -40,7 +40,10 @@ def _score(root, *overrides):
 
 def _features(root) -> pd.DataFrame:
     df = pd.read_parquet(root / "data" / "processed" / "features.parquet")
-    return df[df.split == "oot"].drop(columns=["split", "label", "label_cause"]).head(300)
+    oot = df[df.split == "oot"]
+    # one row per borrower: the last out-of-time snapshot (full tightening, regime 2)
+    last = oot[oot.snapshot == oot.snapshot.max()]
+    return last.drop(columns=["split", "label", "label_cause"]).head(300)
 
 
 def test_assign_tiers_boundaries():

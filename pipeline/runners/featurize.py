@@ -221,6 +221,7 @@ def build_features(
     spec: feat_core.FeatureSpec,
     block_size: int,
     engine: Any = None,
+    stats: dict[str, Any] | None = None,
 ) -> pa.Table:
     """Validate the raw tables and compute the feature table block by block.
 
@@ -256,6 +257,11 @@ def build_features(
                 for lo, hi in bounds
             ]
             results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
+            spilled = distributed.spilled_bytes(client)
+            if stats is not None:
+                stats["dask_spilled_bytes"] = spilled
+            if spilled:
+                say(f"features: Dask workers moved {spilled / 2**20:,.1f} MiB of results to disk")
     else:
         results = list(
             progress(
@@ -384,12 +390,14 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         say(f"features: inputs and config unchanged, keeping {out} (force=true to recompute)")
         return {"skipped": True}
     t0 = time.perf_counter()
+    stats: dict[str, Any] = {}
     table = build_features(
         p.raw,
         int(cfg.data.n_months),
         spec,
         int(cfg.data.block_size),
         engine=cfg.engine,
+        stats=stats,
     )
     seconds = time.perf_counter() - t0
     from concurrent.futures import ThreadPoolExecutor
@@ -404,6 +412,7 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     write_manifest(p.processed, "features", key, outputs)
     n_rows = table.num_rows
     metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
+    metrics.update({k: float(v) for k, v in stats.items()})
     label = table.column("label").to_numpy()
     for name, mask in _split_masks(table).items():
         metrics[f"rows_{name}"] = float(mask.sum())
@@ -412,4 +421,4 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     for path in outputs[1:]:
         tracker.log_artifact(path, "features")
     say(f"features: {n_rows:,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
-    return {"rows": n_rows, "seconds": seconds}
+    return {"rows": n_rows, "seconds": seconds, **stats}
