@@ -136,6 +136,9 @@ def test_id_bounds_come_from_row_group_statistics_or_not_at_all(tmp_path):
     text_ids = tmp_path / "c.parquet"
     pq.write_table(pa.table({"borrower_id": ["a", "b"]}), text_ids)
     assert _id_bounds_from_statistics(text_ids) is None
+    with_null = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"borrower_id": pa.array([1, None], pa.int64())}), with_null)
+    assert _id_bounds_from_statistics(with_null) is None  # the full reader refuses nulls
     broken = tmp_path / "d.parquet"
     broken.write_bytes(b"PAR1 not really")
     assert _id_bounds_from_statistics(broken) is None

@@ -206,6 +206,8 @@ def _id_bounds_from_statistics(path: Path) -> dict[str, int] | None:
         stats = meta.row_group(g).column(col).statistics
         if stats is None or not stats.has_min_max or stats.physical_type not in ("INT32", "INT64"):
             return None
+        if not stats.has_null_count or stats.null_count:  # null ids: no block reads them
+            return None
         if meta.row_group(g).num_rows == 0:
             continue
         lows.append(int(stats.min))
