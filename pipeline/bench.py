@@ -247,18 +247,13 @@ def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def sql_params(cfg: Any) -> Any:
-    from pipeline.reference_sql import SqlFeatureParams
+    """The SQL reference's parameters: the same values as the feature stage's spec."""
+    from dataclasses import asdict
 
-    f = cfg.features
-    return SqlFeatureParams(
-        snapshots=tuple(int(s) for s in f.snapshots),
-        horizon=int(f.horizon),
-        valid_snapshots=tuple(int(s) for s in f.valid_snapshots),
-        oot_snapshots=tuple(int(s) for s in f.oot_snapshots),
-        fund_days=int(f.fund_days),
-        small_draw_ratio=float(f.small_draw_ratio),
-        never_overdue_only=bool(f.never_overdue_only),
-    )
+    from pipeline.reference_sql import SqlFeatureParams
+    from pipeline.runners.featurize import feature_spec
+
+    return SqlFeatureParams(**asdict(feature_spec(cfg)))
 
 
 def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:

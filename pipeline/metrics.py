@@ -5,21 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
-    """Largest gap between the score distributions of positives and negatives."""
-    y = np.asarray(y).astype(bool)
-    if y.all() or not y.any():
-        return float("nan")
-    order = np.argsort(-np.asarray(p), kind="mergesort")
-    ys = y[order]
-    ps = np.asarray(p)[order]
-    tpr = np.cumsum(ys) / ys.sum()
-    fpr = np.cumsum(~ys) / (~ys).sum()
-    # evaluate only at the end of runs of tied scores
-    last = np.r_[ps[1:] != ps[:-1], True]
-    return float(np.max(np.abs(tpr[last] - fpr[last])))
-
-
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     """Weighted mean gap between predicted and observed rates over equal-count bins."""
     y = np.asarray(y, dtype=float)
@@ -31,24 +16,14 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
     return float(sum(len(b) * abs(y[b].mean() - p[b].mean()) for b in bins if len(b)) / len(y))
 
 
-def lift_capture(y: np.ndarray, p: np.ndarray, frac: float) -> tuple[float, float]:
-    """Lift and capture rate in the top ``frac`` of scores."""
-    y = np.asarray(y, dtype=float)
-    n_top = max(1, int(round(frac * len(y))))
-    top = np.argsort(-np.asarray(p), kind="mergesort")[:n_top]
-    base = y.mean()
-    if base == 0:
-        return float("nan"), float("nan")
-    return float(y[top].mean() / base), float(y[top].sum() / y.sum())
-
-
 def _ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """AUC, KS, average precision, lift and capture at 5% and 10%, from one sort.
 
     The same figures as ``sklearn.metrics.roc_auc_score`` (trapezoids over the ROC
     points, tied scores forming one point), ``average_precision_score`` (precision
-    weighted by the recall step at each distinct score), :func:`ks_statistic` and
-    :func:`lift_capture`: all are read off the scores sorted once, highest first.
+    weighted by the recall step at each distinct score), the largest gap between the
+    two cumulative distributions (KS), and the positives among the top 5% and 10% of
+    scores (ties broken by row order): all read off the scores sorted once.
     """
     order = np.argsort(-p, kind="mergesort")
     ys = y[order].astype(bool)
@@ -98,6 +73,25 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, ece_bins: int = 10) -> dict[str
     return out
 
 
+def decile_edges(x: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Inner cut points of equal-count bins of the finite values ``x`` (ties kept together)."""
+    return np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1]))
+
+
+def psi_from_shares(expected: np.ndarray, actual: np.ndarray) -> float:
+    """PSI of two bin-share vectors (empty bins floored at 1e-6)."""
+    e = np.clip(expected, 1e-6, None)
+    a = np.clip(actual, 1e-6, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def iv_from_counts(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Information value of per-bin counts of positives and negatives."""
+    dp = np.clip(pos / pos.sum(), 1e-6, None)
+    dn = np.clip(neg / neg.sum(), 1e-6, None)
+    return float(np.sum((dp - dn) * np.log(dp / dn)))
+
+
 def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     """Population stability index of ``actual`` against ``expected`` on expected's deciles."""
     e = np.asarray(expected, dtype=float)
@@ -106,12 +100,10 @@ def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     a = a[np.isfinite(a)]
     if len(e) == 0 or len(a) == 0:
         return float("nan")
-    edges = np.unique(np.quantile(e, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    edges = decile_edges(e, n_bins)
     ec = np.bincount(np.searchsorted(edges, e, side="right"), minlength=len(edges) + 1) / len(e)
     ac = np.bincount(np.searchsorted(edges, a, side="right"), minlength=len(edges) + 1) / len(a)
-    ec = np.clip(ec, 1e-6, None)
-    ac = np.clip(ac, 1e-6, None)
-    return float(np.sum((ac - ec) * np.log(ac / ec)))
+    return psi_from_shares(ec, ac)
 
 
 def information_value(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
@@ -122,13 +114,11 @@ def information_value(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
     x, y = x[ok], y[ok]
     if len(x) == 0 or y.sum() == 0 or y.sum() == len(y):
         return float("nan")
-    edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    edges = decile_edges(x, n_bins)
     b = np.searchsorted(edges, x, side="right")
     pos = np.bincount(b, weights=y, minlength=len(edges) + 1)
     neg = np.bincount(b, weights=1 - y, minlength=len(edges) + 1)
-    dp = np.clip(pos / pos.sum(), 1e-6, None)
-    dn = np.clip(neg / neg.sum(), 1e-6, None)
-    return float(np.sum((dp - dn) * np.log(dp / dn)))
+    return iv_from_counts(pos, neg)
 
 
 def gains_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:

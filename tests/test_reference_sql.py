@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,15 +36,7 @@ def raw_dir(tmp_path_factory):
 
 
 def _params(spec: F.FeatureSpec) -> SqlFeatureParams:
-    return SqlFeatureParams(
-        snapshots=spec.snapshots,
-        horizon=spec.horizon,
-        valid_snapshots=spec.valid_snapshots,
-        oot_snapshots=spec.oot_snapshots,
-        fund_days=spec.fund_days,
-        small_draw_ratio=spec.small_draw_ratio,
-        never_overdue_only=spec.never_overdue_only,
-    )
+    return SqlFeatureParams(**dataclasses.asdict(spec))
 
 
 SPECS = {

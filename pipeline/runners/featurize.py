@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline import features as feat_core
 from pipeline import simulate as sim_core
 from pipeline.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
 from pipeline.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.metrics import decile_edges, iv_from_counts, psi_from_shares
 from pipeline.progress import progress
 from pipeline.registry import BY_NAME, FEATURE_NAMES, registry_json
 from pipeline.runners.common import Paths, inputs_digest, say, up_to_date, write_manifest
@@ -165,8 +167,6 @@ def _local_blocks(
     Arrow reads without the GIL, so the read of block i+1 overlaps the (numba) features
     of block i; at most two blocks of raw rows are held at once.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read_block, raw_dir, *bounds[0], n_months) if bounds else None
         for i, (lo, hi) in enumerate(bounds):
@@ -315,24 +315,18 @@ def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.
     xo = xo[np.isfinite(xo)]
     if len(xt) == 0:
         return missing, float("nan"), float("nan")
-    edges = np.unique(np.quantile(xt, np.linspace(0, 1, 11)[1:-1]))
+    edges = decile_edges(xt)
     k = len(edges) + 1
     bt = np.searchsorted(edges, xt, side="right")
     counts = np.bincount(bt, minlength=k).astype(float)
     iv = float("nan")
-    n_pos = yt.sum()
-    if 0 < n_pos < len(yt):
+    if 0 < yt.sum() < len(yt):
         pos = np.bincount(bt, weights=yt, minlength=k)
-        neg = counts - pos
-        dp = np.clip(pos / pos.sum(), 1e-6, None)
-        dn = np.clip(neg / neg.sum(), 1e-6, None)
-        iv = float(np.sum((dp - dn) * np.log(dp / dn)))
+        iv = iv_from_counts(pos, counts - pos)
     value = float("nan")
     if len(xo):
-        ec = np.clip(counts / len(xt), 1e-6, None)
         ac = np.bincount(np.searchsorted(edges, xo, side="right"), minlength=k) / len(xo)
-        ac = np.clip(ac, 1e-6, None)
-        value = float(np.sum((ac - ec) * np.log(ac / ec)))
+        value = psi_from_shares(counts / len(xt), ac)
     return missing, iv, value
 
 
@@ -344,8 +338,6 @@ def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
     ``threads`` threads (default: the physical cores; NumPy's sorting and binning
     release the GIL).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from pipeline.config import physical_cores
 
     masks = _split_masks(table)
@@ -402,8 +394,6 @@ def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         stats=stats,
     )
     seconds = time.perf_counter() - t0
-    from concurrent.futures import ThreadPoolExecutor
-
     # Arrow writes the Parquet file without the GIL while the stability report runs
     with ThreadPoolExecutor(max_workers=1) as pool:
         written = pool.submit(write_parquet, table, out)

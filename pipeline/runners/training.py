@@ -181,18 +181,22 @@ def registered_name(cfg: Any) -> str | None:
     return base
 
 
+def _scorecard(sc: Any) -> base_core.Scorecard:
+    """An unfitted scorecard with the ``model.scorecard`` settings."""
+    return base_core.Scorecard(
+        pdo=float(sc.pdo),
+        base_score=float(sc.base_score),
+        base_odds=float(sc.base_odds),
+        max_bins=int(sc.max_bins),
+        min_iv=float(sc.min_iv),
+    )
+
+
 def _fit_baselines(
     m: Any, data: Any, X: dict[str, np.ndarray], y: dict[str, np.ndarray], splits: dict[str, Any]
 ) -> tuple[base_core.Scorecard, base_core.RulesBaseline | None]:
     """The scorecard (and, on simulator data, the seed's rules) fitted on the training split."""
-    sc_cfg = m.scorecard
-    card = base_core.Scorecard(
-        pdo=float(sc_cfg.pdo),
-        base_score=float(sc_cfg.base_score),
-        base_odds=float(sc_cfg.base_odds),
-        max_bins=int(sc_cfg.max_bins),
-        min_iv=float(sc_cfg.min_iv),
-    ).fit(X["train"], y["train"], data.names, data.woe_categorical)
+    card = _scorecard(m.scorecard).fit(X["train"], y["train"], data.names, data.woe_categorical)
     rules = None
     if data.mode == "simulator":
         rules = base_core.RulesBaseline().fit(splits["train"], y["train"])
@@ -431,16 +435,9 @@ def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[s
             f"{data.source}: column 'label' has too few rows of the rarer class for "
             f"{folds}-fold cross-validation (set model.cv_repeats=0 to skip it)"
         )
-    sc = m.scorecard
 
     def scorecard(Xt: np.ndarray, yt: np.ndarray) -> Any:
-        card = base_core.Scorecard(
-            pdo=float(sc.pdo),
-            base_score=float(sc.base_score),
-            base_odds=float(sc.base_odds),
-            max_bins=int(sc.max_bins),
-            min_iv=float(sc.min_iv),
-        ).fit(Xt, yt, data.names, data.woe_categorical)
+        card = _scorecard(m.scorecard).fit(Xt, yt, data.names, data.woe_categorical)
         return card.predict_proba
 
     cv_params = dict(params)
