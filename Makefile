@@ -69,7 +69,7 @@ ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
 	bash .ci/install-postgres
-	$(BIN)/python -m pipeline.server --port $(SERVER_PORT) --pg-port $(PG_PORT)
+	$(BIN)/python -m pipeline.tools.server --port $(SERVER_PORT) --pg-port $(PG_PORT)
 
 test: $(STAMP) ## Run the whole test suite (slow tests included)
 	$(BIN)/python -m pytest -q
@@ -83,7 +83,7 @@ lint: $(STAMP) ## Ruff (lint and format check) and mypy
 	$(BIN)/mypy pipeline
 
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
-	$(BIN)/python -m pipeline.bench $(ARGS)
+	$(BIN)/python -m pipeline.tools.bench $(ARGS)
 
 clean: ## Remove generated data, models, Hydra outputs and the local MLflow store
 	rm -rf data/raw data/truth data/processed outputs mlflow.db mlartifacts

@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline.config import REPO_ROOT, ConfigError, register_configs
-from pipeline.io import DataError
-from pipeline.tracking import TrackingError
+from pipeline.adapters.tracking import TrackingError
+from pipeline.base.config import REPO_ROOT, ConfigError, register_configs
+from pipeline.base.io import DataError
 
 COMMANDS = (
     "run",
@@ -36,7 +36,7 @@ register_configs()
 
 
 def stages_for(command: str, cfg: Any = None) -> list[str]:
-    from pipeline.runners import ALIASES, STAGES, pipeline_stages
+    from pipeline.stages.driver import ALIASES, STAGES, pipeline_stages
 
     if command == "run":
         return pipeline_stages(cfg) if cfg is not None else list(STAGES)
@@ -50,23 +50,23 @@ def execute(
 
     ``sweep`` (sweep directory, trial number) nests the run under the sweep's MLflow run.
     """
-    from pipeline.runners import run_pipeline
-    from pipeline.tracking import from_config
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
 
     tracker = from_config(cfg.tracking)
     if str(cfg.stage) in ("score", "policy", "report"):  # on their own parent run
-        from pipeline.runners.scoring import run_single
+        from pipeline.stages.score import run_single
 
         if str(cfg.stage) == "score":
-            from pipeline.runners.scoring import score as fn
+            from pipeline.stages.score import score as fn
         elif str(cfg.stage) == "policy":
-            from pipeline.runners.policy import policy as fn
+            from pipeline.stages.policy import policy as fn
         else:  # rebuilds the page from the outputs; the run summary and config stay as they are
-            from pipeline.runners.reporting import report as fn
+            from pipeline.stages.report import report as fn
         return run_single(cfg, tracker, str(cfg.stage), fn, overrides)
     summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage), cfg), overrides)
     if sweep is not None:
-        from pipeline.runners.training import attach_trial
+        from pipeline.stages.train import attach_trial
 
         attach_trial(tracker, sweep[0], sweep[1], summary.get("mlflow_run_id"), objective(summary))
     return summary

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from pipeline.config import REPO_ROOT, register_configs
+from pipeline.base.config import REPO_ROOT, register_configs
 
 register_configs()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import advice as adv
-from pipeline.registry import BY_NAME, FEATURE_NAMES
+from pipeline.base.registry import BY_NAME, FEATURE_NAMES
+from pipeline.core import advice as adv
 
 NAMES = list(FEATURE_NAMES)
 COL = {n: j for j, n in enumerate(NAMES)}

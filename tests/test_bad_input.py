@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import REPO_ROOT, ConfigError, validate
-from pipeline.io import DataError, file_digest
-from pipeline.runners import run_pipeline
-from pipeline.runners.featurize import build_features, feature_spec, read_raw
-from pipeline.runners.training import load_feature_table
-from pipeline.tracking import from_config
+from pipeline.adapters.tracking import from_config
+from pipeline.base.config import REPO_ROOT, ConfigError, validate
+from pipeline.base.io import DataError, file_digest
+from pipeline.stages.driver import run_pipeline
+from pipeline.stages.features import build_features, feature_spec, read_raw
+from pipeline.stages.train import load_feature_table
 from tests.conftest import SMALL, compose_config
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]

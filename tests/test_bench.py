@@ -9,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import bench
-from pipeline.config import ConfigError, SimulatorConfig
-from pipeline.simulate import WorldSpec, simulate
+from pipeline.base.config import ConfigError, SimulatorConfig
+from pipeline.core.simulate import WorldSpec, simulate
+from pipeline.tools import bench
 
 
 def test_counting_generator_counts_variates_and_changes_nothing():

@@ -6,7 +6,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from pipeline.config import REPO_ROOT, ConfigError, validate
+from pipeline.base.config import REPO_ROOT, ConfigError, validate
 
 
 def test_default_config_composes_and_validates(make_cfg):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.io import file_digest
-from pipeline.runners.generate import generate
-from pipeline.tracking import Tracker
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.io import file_digest
+from pipeline.stages.generate import generate
 
 pytestmark = pytest.mark.slow
 OFF = Tracker("", "", "", enabled=False)
@@ -17,8 +17,8 @@ OFF = Tracker("", "", "", enabled=False)
 def client():
     from omegaconf import OmegaConf
 
-    from pipeline import distributed
-    from pipeline.config import EngineConfig
+    from pipeline.adapters import distributed
+    from pipeline.base.config import EngineConfig
 
     engine = OmegaConf.structured(EngineConfig(kind="dask", n_workers=2, memory_limit="2GiB"))
     with distributed.client_for(engine) as c:
@@ -44,8 +44,8 @@ def test_generate_on_dask_is_bit_identical(make_cfg, tmp_path):
 def test_shap_on_dask_matches_local(client):
     import lightgbm as lgb
 
-    from pipeline import distributed
-    from pipeline.explain import contributions
+    from pipeline.adapters import distributed
+    from pipeline.core.explain import contributions
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 8)).astype(np.float32)
@@ -119,7 +119,7 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
 def test_features_spill_to_disk_and_stay_identical(make_cfg, tmp_path):
     """A worker told to keep almost nothing in memory moves block results to disk; same table."""
     from pipeline.__main__ import execute
-    from pipeline.runners.featurize import features
+    from pipeline.stages.features import features
 
     roots = {}
     for engine in ("local", "dask"):

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import explain as ex
-from pipeline.causes import CAUSES
-from pipeline.io import DataError
-from pipeline.registry import BY_NAME, FEATURE_NAMES
+from pipeline.base.causes import CAUSES
+from pipeline.base.io import DataError
+from pipeline.base.registry import BY_NAME, FEATURE_NAMES
+from pipeline.core import explain as ex
 
 NAMES = list(FEATURE_NAMES)
 
@@ -217,7 +217,7 @@ def test_stage_reason_codes_fidelity_well_above_chance(world):
 
 @pytest.mark.slow
 def test_stage_advice_is_rescored_under_the_threshold(world):
-    from pipeline.runners.explaining import _Model
+    from pipeline.stages.explain import _Model
 
     root, cfg, _ = world
     models = root / "models"

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from pipeline import features as F
-from pipeline.causes import CAUSES, OVERDUE
-from pipeline.config import SimulatorConfig
-from pipeline.registry import FEATURE_NAMES, FEATURES, causes_covered
-from pipeline.simulate import WorldSpec, simulate
+from pipeline.base.causes import CAUSES, OVERDUE
+from pipeline.base.config import SimulatorConfig
+from pipeline.base.registry import FEATURE_NAMES, FEATURES, causes_covered
+from pipeline.core import features as F
+from pipeline.core.simulate import WorldSpec, simulate
 
 SNAPS = (12, 16, 20, 24, 28, 32)
 SPEC = F.FeatureSpec(snapshots=SNAPS, horizon=3, valid_snapshots=(24,), oot_snapshots=(28, 32))
@@ -144,8 +144,8 @@ def test_social_features_read_only_the_past(world):
 
 def test_stability_report_matches_the_metric_definitions():
     """The fused, threaded report gives the figures of metrics.information_value / psi."""
-    from pipeline.metrics import information_value, psi
-    from pipeline.runners.featurize import stability_report
+    from pipeline.core.metrics import information_value, psi
+    from pipeline.stages.features import stability_report
 
     rng = np.random.default_rng(3)
     n = 5000

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import (
+from pipeline.base.io import (
     ParquetSink,
     atomic_path,
     file_digest,
@@ -94,7 +94,7 @@ def test_duplicate_keys_are_counted_alike_by_every_path(tmp_path):
     """The packed-integer count (bincount or sort) and the grouping fallback agree."""
     import numpy as np
 
-    from pipeline.io import DataError, _distinct_int_keys, read_table
+    from pipeline.base.io import DataError, _distinct_int_keys, read_table
 
     rng = np.random.default_rng(0)
     n = 3000
@@ -124,7 +124,7 @@ def test_duplicate_keys_are_counted_alike_by_every_path(tmp_path):
 
 
 def test_id_bounds_come_from_row_group_statistics_or_not_at_all(tmp_path):
-    from pipeline.runners.featurize import _id_bounds_from_statistics
+    from pipeline.stages.features import _id_bounds_from_statistics
 
     t = pa.table({"borrower_id": pa.array([5, 3, 9, 7], pa.int64()), "x": [1.0, 2.0, 3.0, 4.0]})
     with_stats = tmp_path / "a.parquet"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipeline.metrics import binary_metrics
+from pipeline.core.metrics import binary_metrics
 
 
 # textbook definitions, one sort per figure, to check the one-sort implementation against

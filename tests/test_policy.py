@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import policy as core
+from pipeline.core import policy as core
 
 
 def _world():
@@ -166,7 +166,7 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path):
 
 
 def test_policy_config_is_validated(make_cfg):
-    from pipeline.config import ConfigError, validate
+    from pipeline.base.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="policy.lgd"):
         validate(make_cfg("policy.lgd=1.5"))

@@ -10,13 +10,13 @@ import pyarrow.compute as pc
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import features as F
-from pipeline.config import SimulatorConfig
-from pipeline.io import write_parquet
-from pipeline.reference_sql import SqlFeatureParams, compare_tables, features_sql
-from pipeline.registry import FEATURE_NAMES
-from pipeline.runners.featurize import build_features
-from pipeline.simulate import WorldSpec, simulate
+from pipeline.base.config import SimulatorConfig
+from pipeline.base.io import write_parquet
+from pipeline.base.registry import FEATURE_NAMES
+from pipeline.core import features as F
+from pipeline.core.simulate import WorldSpec, simulate
+from pipeline.stages.features import build_features
+from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, features_sql
 
 N = 900
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import REPO_ROOT
-from pipeline.io import file_digest
-from pipeline.runners import run_pipeline
-from pipeline.tracking import from_config
+from pipeline.adapters.tracking import from_config
+from pipeline.base.config import REPO_ROOT
+from pipeline.base.io import file_digest
+from pipeline.stages.driver import run_pipeline
 from tests.conftest import SMALL
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import report
-from pipeline.io import DataError
+from pipeline.base.io import DataError
+from pipeline.core import report
 from tests.conftest import run_world
 
 IMG = re.compile(r'<img class="plot" data-plot="([^"]+)"[^>]*src="([^"]+)"')

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.io import DataError
-from pipeline.scoring import assign_tiers
+from pipeline.base.io import DataError
+from pipeline.core.scoring import assign_tiers
 
 WORLD = [
     "tracking.enabled=false",
@@ -167,7 +167,7 @@ def test_bad_raw_folder_and_snapshot(world, tmp_path):
 
 
 def test_score_config_is_validated(make_cfg):
-    from pipeline.config import ConfigError, validate
+    from pipeline.base.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="score.tier_cuts"):
         validate(make_cfg("score.tier_cuts=[0.3,0.1]"))

@@ -5,12 +5,19 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.causes import ALL_CAUSES, OVERDUE
-from pipeline.config import SimulatorConfig
-from pipeline.io import file_digest
-from pipeline.runners.generate import generate
-from pipeline.simulate import RAW_TABLES, SCHEMAS, TRUTH_TABLES, WorldSpec, iter_chunks, simulate
-from pipeline.tracking import Tracker
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.causes import ALL_CAUSES, OVERDUE
+from pipeline.base.config import SimulatorConfig
+from pipeline.base.io import file_digest
+from pipeline.core.simulate import (
+    RAW_TABLES,
+    SCHEMAS,
+    TRUTH_TABLES,
+    WorldSpec,
+    iter_chunks,
+    simulate,
+)
+from pipeline.stages.generate import generate
 
 OFF = Tracker("", "", "", enabled=False)
 
@@ -158,8 +165,8 @@ def test_macro_regime_table():
 
 @pytest.mark.parametrize("preset", ["baseline", "tightening", "competition_heavy"])
 def test_scenario_presets_compose_and_shape_the_world(make_cfg, preset):
-    from pipeline.config import validate
-    from pipeline.runners.generate import world_spec
+    from pipeline.base.config import validate
+    from pipeline.stages.generate import world_spec
 
     cfg = make_cfg(f"experiment={preset}", "data.n_borrowers=3000", "simulator.chunk_size=1000")
     validate(cfg)

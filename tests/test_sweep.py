@@ -9,9 +9,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import REPO_ROOT
-from pipeline.runners import run_pipeline
-from pipeline.tracking import from_config
+from pipeline.adapters.tracking import from_config
+from pipeline.base.config import REPO_ROOT
+from pipeline.stages.driver import run_pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.__main__ import execute
-from pipeline.config import REPO_ROOT
-from pipeline.io import DataError
-from pipeline.table import prepare, read_any
+from pipeline.base.config import REPO_ROOT
+from pipeline.base.io import DataError
+from pipeline.core.table import prepare, read_any
 
 GERMAN = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
 
@@ -112,7 +112,7 @@ def test_duplicate_ids_are_rejected():
 
 
 def test_table_mode_config_requires_path_and_target(make_cfg):
-    from pipeline.config import ConfigError, validate
+    from pipeline.base.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="data.path"):
         validate(make_cfg("data=table"))

@@ -17,9 +17,9 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import REPO_ROOT
-from pipeline.io import file_digest
-from pipeline.tracking import Tracker, TrackingError, is_secret_key, redact, redact_text
+from pipeline.adapters.tracking import Tracker, TrackingError, is_secret_key, redact, redact_text
+from pipeline.base.config import REPO_ROOT
+from pipeline.base.io import file_digest
 from tests.conftest import SMALL
 
 TINY = [*SMALL, "model.n_estimators=20", "model.num_threads=1", "explain.max_rows=500"]
@@ -199,8 +199,8 @@ def test_hung_server_fails_instead_of_hanging(http_env):
 
 @pytest.mark.slow
 def test_cli_with_dead_server_exits_with_message_and_keeps_outputs(make_cfg, tmp_path):
-    from pipeline.runners import run_pipeline
-    from pipeline.tracking import from_config
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
 
     root = tmp_path
     cfg = make_cfg("tracking=off", *TINY[len(SMALL) :])
@@ -229,8 +229,8 @@ def test_cli_with_dead_server_exits_with_message_and_keeps_outputs(make_cfg, tmp
 @pytest.mark.slow
 def test_parallel_sweep_jobs_all_recorded_in_sqlite(make_cfg, tmp_path):
     """Four training jobs at once (Hydra joblib launcher) against one fresh SQLite store."""
-    from pipeline.runners import run_pipeline
-    from pipeline.tracking import from_config
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
 
     cfg = make_cfg("tracking=off", *TINY[len(SMALL) :])
     run_pipeline(cfg, from_config(cfg.tracking), ["generate", "features"])
@@ -286,7 +286,7 @@ def _assert_no_pickles_and_text_models(root: Path) -> None:
 
 
 def _postgres_or_skip() -> None:
-    from pipeline.server import postgres_bindir
+    from pipeline.tools.server import postgres_bindir
 
     if postgres_bindir() is None:
         if os.environ.get("CLOSURE_RISK_REQUIRE_POSTGRES"):
@@ -297,9 +297,9 @@ def _postgres_or_skip() -> None:
 @pytest.mark.slow
 def test_pipeline_logs_to_postgres_backed_mlflow_server(make_cfg, tmp_path, http_env):
     _postgres_or_skip()
-    from pipeline.runners import run_pipeline
-    from pipeline.server import ServerStack
-    from pipeline.tracking import from_config
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+    from pipeline.tools.server import ServerStack
 
     # the postgres user must reach the cluster folder: pytest's tmp_path (0700) is not
     # reachable, so use a fresh world-traversable folder, removed at the end
@@ -369,8 +369,8 @@ def test_pipeline_logs_to_postgres_backed_mlflow_server(make_cfg, tmp_path, http
 
 def test_resolved_config_artifact_is_redacted(make_cfg, tmp_path):
     """The resolved config written beside the models hides secret-looking values."""
-    from pipeline.runners import run_pipeline
-    from pipeline.tracking import Tracker
+    from pipeline.adapters.tracking import Tracker
+    from pipeline.stages.driver import run_pipeline
 
     cfg = make_cfg(
         "+tracking.api_token=s3cret-value", "tracking.uri=http://user:hunter2@127.0.0.1:9/"

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import baselines, calibration
-from pipeline import train as train_core
 from pipeline.__main__ import execute
-from pipeline.metrics import expected_calibration_error
-from pipeline.registry import BY_NAME
-from pipeline.runners.training import load_calibrator, load_model
+from pipeline.base.registry import BY_NAME
+from pipeline.core import baselines, calibration
+from pipeline.core import train as train_core
+from pipeline.core.metrics import expected_calibration_error
+from pipeline.stages.train import load_calibrator, load_model
 
 
 def _synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +114,8 @@ def test_monotone_check_finds_violations_and_constraints_remove_them():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from pipeline.runners import run_pipeline
-    from pipeline.tracking import from_config
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
     from tests.conftest import SMALL, compose_config
 
     root = tmp_path_factory.mktemp("train")
@@ -221,7 +221,7 @@ def test_calibration_none_and_platt_are_configurable(make_cfg, trained):
     out = execute(cfg, [])
     assert out["calibration"]["method"] == "platt"
     assert json.loads((root / "models" / "calibration.json").read_text())["method"] == "platt"
-    from pipeline.config import ConfigError, validate
+    from pipeline.base.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="model.calibration"):
         validate(make_cfg("model.calibration=beta"))

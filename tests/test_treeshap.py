@@ -1,4 +1,4 @@
-"""pipeline.treeshap.TreeShap must equal LightGBM's pred_contrib (exact TreeSHAP)."""
+"""pipeline.core.treeshap.TreeShap must equal LightGBM's pred_contrib (exact TreeSHAP)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.treeshap import TreeShap, supports, unsupported_reason
+from pipeline.core.treeshap import TreeShap, supports, unsupported_reason
 
 TOL = 1e-4
 

@@ -1,0 +1,165 @@
+"""Evaluation of scores: metric sets, segments, stability, the oracle gap, and plots.
+
+Metric definitions live in :mod:`pipeline.core.metrics`; this module arranges them into the
+report a model review asks for. The ranking metrics (AUC, KS, PR-AUC, lift, capture)
+are taken on the model's own score, the probability metrics (Brier, calibration
+error) on the calibrated probability, with the uncalibrated ones kept as
+``brier_raw`` and ``ece_raw``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from pipeline.base.io import atomic_path
+from pipeline.core.metrics import binary_metrics, expected_calibration_error, gains_table, psi
+
+MIN_SEGMENT_ROWS = 50
+
+
+def score_metrics(
+    y: np.ndarray, raw: np.ndarray, calibrated: np.ndarray | None = None, n_bins: int = 10
+) -> dict[str, float]:
+    """All metrics of one scored sample; see the module docstring for which score is used."""
+    y = np.asarray(y).astype(int)
+    out = binary_metrics(y, raw, n_bins)
+    if calibrated is not None:
+        out["brier_raw"], out["ece_raw"] = out["brier"], out["ece"]
+        cal = np.asarray(calibrated, dtype=float)
+        out["brier"] = float(np.mean((cal - y) ** 2)) if len(y) else float("nan")
+        out["ece"] = expected_calibration_error(y, cal, n_bins)
+    return out
+
+
+def segment_metrics(
+    y: np.ndarray,
+    raw: np.ndarray,
+    calibrated: np.ndarray | None,
+    segment: np.ndarray,
+    n_bins: int = 10,
+) -> dict[str, dict[str, float]]:
+    """Metrics per value of ``segment`` (segments smaller than 50 rows are skipped)."""
+    out: dict[str, dict[str, float]] = {}
+    seg = np.asarray(segment)
+    for value in sorted(pd.unique(seg), key=str):
+        mask = seg == value
+        if mask.sum() < MIN_SEGMENT_ROWS:
+            continue
+        key = (
+            str(int(value))
+            if isinstance(value, (float, np.floating)) and float(value).is_integer()
+            else str(value)
+        )
+        out[key] = score_metrics(
+            y[mask], raw[mask], None if calibrated is None else calibrated[mask], n_bins
+        )
+    return out
+
+
+def oracle_gap(
+    keys: pd.DataFrame, y: np.ndarray, p_model: np.ndarray, oracle: pd.DataFrame
+) -> dict[str, float]:
+    """Model AUC against the simulator's oracle AUC on the same matched rows.
+
+    ``keys`` has the join columns (borrower_id, snapshot) of the scored rows; ``oracle``
+    has those plus ``p_oracle``. The gap is oracle AUC minus model AUC.
+    """
+    on = ["borrower_id", "snapshot"]
+    frame = keys[on].reset_index(drop=True).assign(_y=np.asarray(y), _p=np.asarray(p_model))
+    m = frame.merge(oracle[[*on, "p_oracle"]], on=on, how="inner")
+    out: dict[str, float] = {"oracle_rows": float(len(m))}
+    if len(m) == 0 or m._y.nunique() < 2:
+        return out
+    model_auc = float(roc_auc_score(m._y, m._p))
+    oracle_auc = float(roc_auc_score(m._y, m.p_oracle))
+    out.update(
+        oracle_auc=oracle_auc,
+        oracle_model_auc=model_auc,
+        oracle_gap=oracle_auc - model_auc,
+        oracle_positives=float(m._y.sum()),
+        oracle_brier=float(np.mean((m.p_oracle - m._y) ** 2)),
+    )
+    return out
+
+
+def score_psi(train_scores: np.ndarray, oot_scores: np.ndarray) -> float:
+    return psi(train_scores, oot_scores)
+
+
+def gains_frame(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    return pd.DataFrame(gains_table(y, p, n_bins))
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, s):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_gains(y: np.ndarray, scores: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    y = np.asarray(y, dtype=float)
+    for name, s in scores.items():
+        order = np.argsort(-np.asarray(s), kind="mergesort")
+        cum = np.r_[0.0, np.cumsum(y[order]) / max(y.sum(), 1.0)]
+        ax.plot(np.linspace(0, 1, len(cum)), cum, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(
+        xlabel="share of accounts, riskiest first", ylabel="share of closures captured", title=title
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path:
+    """Observed against predicted rate per bin, one line per curve (e.g. before / after)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    hi = 0.0
+    for name, rows in curves.items():
+        xs = [r["predicted"] for r in rows]
+        ys = [r["observed"] for r in rows]
+        hi = max(hi, *xs, *ys) if xs else hi
+        ax.plot(xs, ys, "o-", ms=3, label=name)
+    hi = hi * 1.05 or 1.0
+    ax.plot([0, hi], [0, hi], "k:", lw=0.8)
+    ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="mean predicted probability", ylabel="observed rate")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path

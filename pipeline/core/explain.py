@@ -1,0 +1,448 @@
+"""Explanation core: exact TreeSHAP contributions, cause-level reason codes, fidelity.
+
+Everything here is pure: arrays and names in, arrays and tables out. The runner
+(:mod:`pipeline.stages.explain`) reads the model and the feature table, calls these
+functions, writes the outputs and logs them.
+
+Reason codes
+------------
+A feature's SHAP value (log-odds, positive class) is split among the closure causes by
+a weight matrix ``W`` of shape ``(p, C + 1)`` whose rows sum to one (the last column,
+``profile``, holds features that bear on no cause, such as income or age; it is never
+a reason). A cause's score for a row is ``sum_j phi_j * W[j, c]``, so the scores of a
+row add up to its SHAP total, and the top reasons are the causes with the largest
+positive scores. Three ways to build ``W``:
+
+* ``primary``: all of a feature's value goes to its primary (first listed) cause;
+* ``registry``: split among the causes the registry lists for the feature, with
+  weights halving down the list (two causes: 2/3 and 1/3);
+* ``learned``: fitted on labelled closures of the training split only: the rows of
+  ``W`` are softmax-parameterised (non-negative, summing to one) and chosen so that the
+  highest-scoring cause matches the recorded cause as often as possible (multinomial
+  likelihood with a fitted temperature capped at 10, light L2 on the logits). ``support`` says which
+  causes a feature may feed: those the registry lists, or every cause (features
+  without any registry cause stay in ``profile`` either way).
+
+Optionally SHAP values are contrasted with a reference population (``reference``):
+the mean SHAP vector of the reference rows is subtracted first, so that a shift shared
+by everyone scored (e.g. all out-of-time accounts are older than the training ones)
+does not become everyone's reason. For a model that is additive in its features this
+equals interventional SHAP against that population; for trees it is an approximation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from pipeline.base.causes import CAUSE_TEXT, CAUSES
+from pipeline.base.registry import BY_NAME
+
+#: Columns of a cause matrix: the studied causes, then ``profile`` (never a reason).
+CAUSE_COLUMNS: tuple[str, ...] = (*CAUSES, "profile")
+PROFILE = len(CAUSES)
+ATTRIBUTIONS = ("primary", "registry", "learned")
+SUPPORTS = ("registry", "all")
+REFERENCES = ("base", "snapshot")
+
+
+def contributions(
+    booster: lgb.Booster, X: np.ndarray, n_threads: int = 0
+) -> tuple[np.ndarray, str]:
+    """SHAP values in log-odds, shape ``(n, p + 1)``, last column the expected value.
+
+    Uses the project's exact TreeSHAP where the model allows it, LightGBM's own
+    ``pred_contrib`` (the same path-dependent algorithm) otherwise or when the fast
+    path fails (a warning says why). Returns the values and the name of the method.
+    """
+    X = np.asarray(X)
+    try:
+        from pipeline.core.treeshap import TreeShap, supports
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
+        warnings.warn(
+            f"fast TreeSHAP unavailable ({exc}); using LightGBM pred_contrib", stacklevel=2
+        )
+        supports = None  # type: ignore[assignment]
+    if supports is not None and supports(booster):
+        try:
+            ts = TreeShap(booster)
+            kwargs = {"n_threads": n_threads} if n_threads else {}
+            return np.asarray(ts.shap_values(X, **kwargs), dtype=np.float64), "treeshap"
+        except Exception as exc:  # a broken fast path must not stop the explanations
+            warnings.warn(
+                f"fast TreeSHAP failed ({exc!r}); using LightGBM pred_contrib", stacklevel=2
+            )
+    num_iteration = booster.best_iteration or None
+    contrib = booster.predict(X, pred_contrib=True, num_iteration=num_iteration)
+    return np.asarray(contrib, dtype=np.float64), "lightgbm_pred_contrib"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def probability_contributions(contrib: np.ndarray) -> np.ndarray:
+    """Probability-space contributions by proportional scaling (an approximation).
+
+    Each log-odds contribution is multiplied by ``(sigmoid(f) - sigmoid(b)) / (f - b)``
+    where ``f`` is the row's log-odds and ``b`` the expected value, so the values add up
+    exactly to the gap between the row's probability and the base probability, keep
+    their signs and their ratios. Where ``f`` is within 1e-9 of ``b`` the slope of the
+    sigmoid at ``b`` is used. The last column becomes the base probability. This is not
+    the exact interventional Shapley value of the probability output.
+    """
+    phi = contrib[:, :-1]
+    base = contrib[:, -1]
+    f = contrib.sum(axis=1)
+    gap = f - base
+    pb = _sigmoid(base)
+    slope = np.where(
+        np.abs(gap) > 1e-9,
+        (_sigmoid(f) - pb) / np.where(np.abs(gap) > 1e-9, gap, 1.0),
+        pb * (1.0 - pb),
+    )
+    return np.column_stack([phi * slope[:, None], pb])
+
+
+# ---- feature -> cause weights ------------------------------------------------------
+
+
+def _cause_index(feature: str) -> list[int]:
+    f = BY_NAME.get(feature)
+    if f is None:
+        return []
+    return [CAUSES.index(c) for c in f.causes if c in CAUSES]
+
+
+def attribution_matrix(feature_names: Sequence[str], method: str = "registry") -> np.ndarray:
+    """``W`` of shape ``(p, C + 1)`` for the fixed methods ``primary`` and ``registry``."""
+    if method not in ("primary", "registry"):
+        raise ValueError(f"unknown fixed attribution {method!r}; use 'primary' or 'registry'")
+    W = np.zeros((len(feature_names), len(CAUSE_COLUMNS)))
+    for j, name in enumerate(feature_names):
+        idx = _cause_index(name)
+        if not idx:
+            W[j, PROFILE] = 1.0
+        elif method == "primary":
+            W[j, idx[0]] = 1.0
+        else:
+            w = 0.5 ** np.arange(len(idx))
+            W[j, idx] = w / w.sum()
+    return W
+
+
+def support_matrix(feature_names: Sequence[str], support: str = "all") -> np.ndarray:
+    """Which causes each feature may feed: boolean ``(p, C + 1)``."""
+    if support not in SUPPORTS:
+        raise ValueError(f"unknown support {support!r}; known: {', '.join(SUPPORTS)}")
+    S = np.zeros((len(feature_names), len(CAUSE_COLUMNS)), dtype=bool)
+    for j, name in enumerate(feature_names):
+        idx = _cause_index(name)
+        if not idx:
+            S[j, PROFILE] = True
+        elif support == "all":
+            S[j, :PROFILE] = True
+        else:
+            S[j, idx] = True
+    return S
+
+
+_TMAX = 10.0  # largest softmax temperature of the learned split (per log-odds unit)
+
+
+@dataclass
+class LearnedWeights:
+    W: np.ndarray  # (p, C + 1)
+    temperature: float
+    n_rows: int
+    train_top1: float
+    causes_seen: list[str]
+
+
+def fit_cause_weights(
+    phi: np.ndarray,
+    causes: Sequence[str],
+    feature_names: Sequence[str],
+    support: str = "all",
+    l2: float = 1e-4,
+    max_iter: int = 500,
+    max_temperature: float | None = None,
+) -> LearnedWeights:
+    """Learn ``W`` from SHAP values ``phi`` (n, p) of closures with recorded ``causes``.
+
+    Meant for the training split only. Rows with a cause outside the studied ones are
+    ignored. The fit is deterministic (L-BFGS from a zero start: the uniform split).
+    """
+    from scipy.optimize import minimize
+
+    phi = np.asarray(phi, dtype=np.float64)
+    n_feat = len(feature_names)
+    if phi.shape[1] != n_feat:
+        raise ValueError(f"phi has {phi.shape[1]} columns for {n_feat} features")
+    code = {c: i for i, c in enumerate(CAUSES)}
+    y = np.array([code.get(str(c), -1) for c in causes], dtype=np.int64)
+    keep = y >= 0
+    X, y = phi[keep], y[keep]
+    n = len(y)
+    if n == 0 or len(np.unique(y)) < 2:
+        raise ValueError("need labelled closures of at least two causes to learn weights")
+    S = support_matrix(feature_names, support)
+    k = len(CAUSE_COLUMNS)
+    Y = np.zeros((n, k))
+    Y[np.arange(n), y] = 1.0
+    neg = np.where(S, 0.0, -np.inf)
+
+    def weights(A: np.ndarray) -> np.ndarray:
+        Z = A + neg
+        Z = Z - Z.max(axis=1, keepdims=True)
+        E = np.where(S, np.exp(np.where(S, Z, 0.0)), 0.0)
+        return E / E.sum(axis=1, keepdims=True)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        A = theta[:-1].reshape(n_feat, k)
+        t = float(np.exp(theta[-1]))
+        W = weights(A)
+        M = X @ W
+        Sc = t * M
+        Sc[:, PROFILE] = -np.inf  # profile is never a cause
+        Sc = Sc - Sc.max(axis=1, keepdims=True)
+        P = np.exp(Sc)
+        P /= P.sum(axis=1, keepdims=True)
+        loss = -np.log(P[np.arange(n), y] + 1e-300).mean() + l2 * float((A[S] ** 2).sum())
+        G = (P - Y) / n
+        G[:, PROFILE] = 0.0
+        dW = t * (X.T @ G)
+        dA = W * (dW - (dW * W).sum(axis=1, keepdims=True))
+        dA = np.where(S, dA + 2 * l2 * A, 0.0)
+        dt = float((G * M).sum()) * t
+        return loss, np.concatenate([dA.ravel(), [dt]])
+
+    # the temperature is capped: without a cap a separable fit grows it without bound
+    # and ranks causes by tiny departures from the uniform split
+    t_max = float(max_temperature if max_temperature is not None else _TMAX)
+    res = minimize(
+        objective,
+        np.zeros(n_feat * k + 1),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(None, None)] * (n_feat * k) + [(None, float(np.log(t_max)))],
+        options={"maxiter": max_iter},
+    )
+    W = weights(res.x[:-1].reshape(n_feat, k))
+    scores = X @ W
+    scores[:, PROFILE] = -np.inf
+    top1 = float((scores.argmax(axis=1) == y).mean())
+    return LearnedWeights(
+        W=W,
+        temperature=float(np.exp(res.x[-1])),
+        n_rows=int(n),
+        train_top1=top1,
+        causes_seen=[CAUSES[i] for i in np.unique(y)],
+    )
+
+
+# ---- reason codes ------------------------------------------------------------------
+
+
+def reference_shift(phi: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Mean SHAP vector of the reference rows, per row (``(n, p)``), by group if given."""
+    shift = np.zeros_like(phi)
+    if len(phi) == 0:
+        return shift
+    if groups is None:
+        shift[:] = phi.mean(axis=0)
+        return shift
+    keys, inv = np.unique(groups, return_inverse=True)
+    for g in range(len(keys)):
+        m = inv == g
+        shift[m] = phi[m].mean(axis=0)
+    return shift
+
+
+def cause_matrix(
+    contrib: np.ndarray,
+    feature_names: Sequence[str],
+    W: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Cause scores ``(n, C + 1)``: SHAP (minus ``shift``) split by ``W``."""
+    p = len(feature_names)
+    if W is None:
+        W = attribution_matrix(feature_names, "primary")
+    phi = contrib[:, :p]
+    if shift is not None:
+        phi = phi - shift
+    return phi @ W, list(CAUSE_COLUMNS)
+
+
+def _fmt(v: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    if float(v).is_integer():
+        return f"{int(v)}"
+    return f"{v:.3g}" if abs(v) < 1 else f"{v:,.1f}"
+
+
+def reason_codes(
+    contrib: np.ndarray,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    top_k: int = 3,
+    W: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Top ``top_k`` reasons per row, as columns.
+
+    For each rank: the cause, its score (log-odds), the feature that feeds it most in
+    that row with the feature's value and SHAP, and a sentence in Chinese and English.
+    Every rank names a cause; ``reason_k_shap <= 0`` means that cause does not raise
+    this row's risk above the reference (a report to a person shows only positive ones).
+    """
+    n, p = X.shape
+    if W is None:
+        W = attribution_matrix(feature_names, "primary")
+    phi = contrib[:, :p] if shift is None else contrib[:, :p] - shift
+    scores = phi @ W
+    scores[:, PROFILE] = -np.inf
+    k = min(top_k, len(CAUSES))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)
+    names = np.asarray(feature_names, dtype=object)
+    causes = np.asarray(CAUSE_COLUMNS, dtype=object)
+    zh_f = np.array([BY_NAME[f].zh if f in BY_NAME else f for f in feature_names], dtype=object)
+    en_f = np.array([BY_NAME[f].en if f in BY_NAME else f for f in feature_names], dtype=object)
+    out: dict[str, np.ndarray] = {}
+    for r in range(k):
+        ci = order[:, r]
+        score = scores[rows, ci]
+        # each feature's share in this cause, for the row: phi_j * W[j, c]
+        share = phi * W[:, ci].T
+        fj = np.argmax(share, axis=1)
+        cause = causes[ci]
+        value = X[rows, fj].astype(np.float64)
+        vtext = np.array([_fmt(v) for v in value], dtype=object)
+        zh = np.array(
+            [
+                f"{CAUSE_TEXT[c][0]}（{zf}：{v}）"
+                for c, zf, v in zip(cause, zh_f[fj], vtext, strict=True)
+            ],
+            dtype=object,
+        )
+        en = np.array(
+            [
+                f"{CAUSE_TEXT[c][1]} ({ef}: {v})"
+                for c, ef, v in zip(cause, en_f[fj], vtext, strict=True)
+            ],
+            dtype=object,
+        )
+        out[f"reason_{r + 1}_cause"] = cause
+        out[f"reason_{r + 1}_shap"] = score
+        out[f"reason_{r + 1}_feature"] = names[fj]
+        out[f"reason_{r + 1}_value"] = value
+        out[f"reason_{r + 1}_feature_shap"] = phi[rows, fj]
+        out[f"reason_{r + 1}_zh"] = zh
+        out[f"reason_{r + 1}_en"] = en
+    return out
+
+
+def feature_reasons(
+    contrib: np.ndarray, X: np.ndarray, feature_names: Sequence[str], top_k: int = 3
+) -> dict[str, np.ndarray]:
+    """Reasons as features (no causes known): the largest positive SHAP values."""
+    n, p = X.shape
+    phi = contrib[:, :p]
+    k = min(top_k, p)
+    order = np.argsort(-phi, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)
+    names = np.asarray(feature_names, dtype=object)
+    out: dict[str, np.ndarray] = {}
+    for r in range(k):
+        fj = order[:, r]
+        val = phi[rows, fj]
+        none = ~(val > 0)
+        value = X[rows, fj].astype(np.float64)
+        text = np.array(
+            [
+                "" if z else f"{f} = {_fmt(v)}"
+                for z, f, v in zip(none, names[fj], value, strict=True)
+            ],
+            dtype=object,
+        )
+        out[f"reason_{r + 1}_feature"] = np.where(none, "", names[fj]).astype(object)
+        out[f"reason_{r + 1}_shap"] = np.where(none, 0.0, val)
+        out[f"reason_{r + 1}_value"] = np.where(none, np.nan, value)
+        out[f"reason_{r + 1}_en"] = text
+        out[f"reason_{r + 1}_zh"] = text
+    return out
+
+
+# ---- global views and fidelity ---------------------------------------------------
+
+
+def global_importance(contrib: np.ndarray, feature_names: Sequence[str]) -> list[tuple[str, float]]:
+    imp = np.abs(contrib[:, : len(feature_names)]).mean(axis=0)
+    order = np.argsort(-imp, kind="stable")
+    return [(feature_names[i], float(imp[i])) for i in order]
+
+
+def cause_importance(
+    contrib: np.ndarray, feature_names: Sequence[str], W: np.ndarray | None = None
+) -> list[tuple[str, float]]:
+    """Importance per cause family: mean |SHAP| of each feature, split among causes by
+    ``W`` (the registry's primary cause when ``W`` is None) and summed."""
+    if W is None:
+        W = attribution_matrix(feature_names, "primary")
+    imp = np.abs(contrib[:, : len(feature_names)]).mean(axis=0) @ W
+    order = np.argsort(-imp, kind="stable")
+    return [(CAUSE_COLUMNS[i], float(imp[i])) for i in order]
+
+
+@dataclass
+class Fidelity:
+    top1: float
+    top3: float
+    n: int
+    confusion: pd.DataFrame  # true cause x top reason, counts
+    by_cause: dict[str, dict[str, float]]
+
+
+def fidelity(reasons: dict[str, np.ndarray] | pd.DataFrame, true_cause: np.ndarray) -> Fidelity:
+    """How often the top reason (top 1) or one of the top three names the true cause."""
+    true_cause = np.asarray(true_cause, dtype=object)
+    first = np.asarray(reasons["reason_1_cause"], dtype=object)
+    hit3 = first == true_cause
+    for r in (2, 3):
+        key = f"reason_{r}_cause"
+        if key in reasons:
+            hit3 |= np.asarray(reasons[key], dtype=object) == true_cause
+    hit1 = first == true_cause
+    labels = list(CAUSES)
+    conf = pd.crosstab(
+        pd.Categorical(true_cause, categories=labels),
+        pd.Categorical(first, categories=labels),
+        dropna=False,
+    )
+    conf.index.name, conf.columns.name = "true_cause", "top_reason"
+    conf = conf.loc[list(CAUSES)]
+    by_cause = {
+        c: {
+            "n": float((true_cause == c).sum()),
+            "top1": float(hit1[true_cause == c].mean())
+            if (true_cause == c).any()
+            else float("nan"),
+        }
+        for c in CAUSES
+    }
+    n = len(true_cause)
+    return Fidelity(
+        top1=float(hit1.mean()) if n else float("nan"),
+        top3=float(hit3.mean()) if n else float("nan"),
+        n=int(n),
+        confusion=conf,
+        by_cause=by_cause,
+    )

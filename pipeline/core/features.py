@@ -1,0 +1,696 @@
+"""Point-in-time features, labels and splits at snapshot months.
+
+Pure core: raw tables in (as Arrow tables for one block of borrowers), a feature table
+out. Each raw table is scattered into a dense ``(borrower, column, month)`` array in a
+narrow dtype (a missing borrower-month is all zeros); one compiled pass over borrowers
+(numba, parallel, one borrower per iteration) then computes every behavioural feature of
+a borrower at every snapshot. A feature at snapshot ``s`` only reads months ``<= s``;
+the label only reads closure events in ``(s, s + H]``.
+
+Trailing-window sums add their months in one fixed order (numpy's pairwise order for a
+row sum: one at a time under eight terms, else eight partial sums), so the values do not
+depend on the block size or on the number of threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import njit, prange
+
+from pipeline.base.causes import (
+    AGE_BANDS,
+    ALL_CAUSES,
+    CAUSES,
+    CHANNELS,
+    EVENTS,
+    OCCUPATIONS,
+    OVERDUE,
+)
+from pipeline.base.registry import FEATURE_NAMES
+
+NEVER = np.iinfo(np.int16).max  # "this never happened" for first-event months
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    snapshots: tuple[int, ...]
+    horizon: int
+    valid_snapshots: tuple[int, ...]
+    oot_snapshots: tuple[int, ...]
+    fund_days: int = 7
+    small_draw_ratio: float = 0.05
+    never_overdue_only: bool = True
+
+    def split_of(self, s: int) -> str:
+        if s in self.oot_snapshots:
+            return "oot"
+        if s in self.valid_snapshots:
+            return "valid"
+        return "train"
+
+
+@dataclass
+class BlockStatus:
+    """Per-borrower first-event months, needed to build social features across blocks."""
+
+    borrower_id: np.ndarray
+    first_closed: np.ndarray  # first non-overdue closure month (NEVER if none)
+    first_overdue: np.ndarray  # first month with dpd > 0 or an overdue closure
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------- dense layout
+
+# small-integer columns (int16), per borrower and month
+_CNT = (
+    "on_book",  # 1 where account_months has a row
+    "n_draws",
+    "n_early_repay",
+    "frozen",
+    "ext_cards",
+    "ext_loans",
+    "ext_new_accounts",
+    "ext_inquiries",
+    "months_since_ext_activity",
+    "consumption_on",  # 1 where consumption_months has a row
+    "line_increase",
+    "line_decrease",
+    "freeze",
+)
+# float32 columns, as stored in the raw tables
+_FLT = (
+    "line",
+    "draw_amount",
+    "balance",
+    "interest_paid",
+    "ext_utilisation",
+    "spend_daily",
+    "spend_durables",
+    "spend_services",
+    "spend_weekly_cv",
+    "competitor_baitiao",
+    "competitor_fenfu",
+)
+# float64 sums of fund flows: one per channel, then the fast securities / other-lender parts
+_N_FLOW = len(CHANNELS) + 2
+_C = {name: j for j, name in enumerate(_CNT)}
+_F = {name: j for j, name in enumerate(_FLT)}
+_SEC, _OTH = CHANNELS.index("securities"), CHANNELS.index("other_lender")
+_BUS, _CONS = CHANNELS.index("business"), CHANNELS.index("consumption")
+
+#: features computed by the compiled pass, in the order of its output rows
+KERNEL_FEATURES: tuple[str, ...] = (
+    "months_since_last_draw",
+    "draw_months_3",
+    "draw_months_6",
+    "draw_months_12",
+    "n_draws_3",
+    "n_draws_6",
+    "n_draws_12",
+    "draw_amount_3",
+    "draw_amount_6",
+    "draw_amount_12",
+    "draw_trend",
+    "longest_idle_12",
+    "util_mean_3",
+    "util_mean_6",
+    "util_mean_12",
+    "util_max_12",
+    "util_trend",
+    "revolving_share_6",
+    "small_draw_share_12",
+    "interest_paid_6",
+    "interest_to_line_12",
+    "early_repay_share_12",
+    "line",
+    "line_to_initial",
+    "n_line_increases",
+    "n_line_decreases",
+    "n_freezes",
+    "months_since_line_change",
+    "tenure",
+    "frozen_now",
+    "share_securities_k",
+    "share_other_lender_k",
+    "misuse_share_k",
+    "share_business_6",
+    "share_consumption_6",
+    "ext_active_products",
+    "ext_cards",
+    "ext_loans",
+    "months_since_ext_activity",
+    "ext_inquiries_6",
+    "ext_new_accounts_12",
+    "ext_utilisation",
+    "competitor_months_6",
+    "competitor_share_6",
+    "spend_level_6",
+    "spend_volatility_6",
+    "spend_trend",
+    "spend_weekly_cv_3",
+)
+
+# derived monthly series of one borrower (rows of the kernel's scratch array)
+(
+    D_ON,
+    D_DREW,
+    D_ND,
+    D_DAMT,
+    D_UTIL_ON,
+    D_UTIL,
+    D_REVOLVE,
+    D_SMALL,
+    D_INTEREST,
+    D_EARLY,
+    D_FTOTAL,
+    D_FSEC,
+    D_FOTH,
+    D_FMISUSE,
+    D_FBUS,
+    D_FCONS,
+    D_INQ,
+    D_NEW,
+    D_COMP_POS,
+    D_COMP,
+    D_SPEND,
+    D_SPEND_CON,
+    D_CON,
+    D_WCV_CON,
+    D_IDLE,
+    D_TMP,
+    D_CUM_INC,  # running totals and last-event months up to each month (-1: none yet)
+    D_CUM_DEC,
+    D_CUM_FRZ,
+    D_LAST_DRAW,
+    D_LAST_CHANGE,
+) = range(31)
+_N_DERIVED = 31
+
+
+@njit(cache=True)
+def _wsum(a, lo, hi):  # pragma: no cover - compiled
+    """Sum of ``a[lo..hi]`` (inclusive) in pairwise order; windows here are <= 128 long."""
+    n = hi - lo + 1
+    if n < 8:
+        r = 0.0
+        for j in range(lo, hi + 1):
+            r += a[j]
+        return r
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    lim = n - n % 8
+    while i < lim:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _div(a, b):  # pragma: no cover - compiled
+    return a / b if b > 0 else 0.0
+
+
+@njit(cache=True)
+def _mean(num, den):  # pragma: no cover - compiled
+    return num / max(den, 1.0) if den > 0 else 0.0
+
+
+@njit(cache=True)
+def _scatter_add(dst, i, k, m, vals, mask):  # pragma: no cover - compiled
+    """``dst[i, k, m] += vals`` row by row in table order (where ``mask``)."""
+    for r in range(i.shape[0]):
+        if mask[r]:
+            dst[i[r], k[r], m[r]] += vals[r]
+
+
+@njit(parallel=True, cache=True)
+def _kernel(
+    cnt, flt, flows, signup, initial_line, snaps, pos, small_ratio, out
+):  # pragma: no cover
+    """Every behavioural feature of every borrower alive at a snapshot, in parallel slices."""
+    n = cnt.shape[0]
+    n_parts = min(n, 256)
+    for p in prange(n_parts):
+        _features_of(
+            p * n // n_parts,
+            (p + 1) * n // n_parts,
+            cnt,
+            flt,
+            flows,
+            signup,
+            initial_line,
+            snaps,
+            pos,
+            small_ratio,
+            out,
+        )
+
+
+@njit(cache=True)
+def _features_of(
+    i0, i1, cnt, flt, flows, signup, initial_line, snaps, pos, small_ratio, out
+):  # pragma: no cover - compiled
+    """Borrowers ``i0 .. i1-1``: row ``pos[k, i]`` of ``out`` gets their features at
+    snapshot ``snaps[k]`` (``pos < 0``: not in the population then)."""
+    n_months = cnt.shape[2]
+    n_snaps = snaps.shape[0]
+    last = 0
+    for k in range(n_snaps):
+        last = max(last, snaps[k])
+    width = min(last + 1, n_months)
+    d = np.zeros((_N_DERIVED, width))
+    for i in range(i0, i1):
+        todo = False
+        for k in range(n_snaps):
+            if pos[k, i] >= 0:
+                todo = True
+        if not todo:
+            continue
+        cum_inc = 0.0
+        cum_dec = 0.0
+        cum_frz = 0.0
+        last_draw = -1.0
+        last_change = -1.0
+        for m in range(width):
+            on = np.float64(cnt[i, 0, m])
+            nd = np.float64(cnt[i, 1, m])
+            drew = 1.0 if nd > 0 else 0.0
+            line = np.float64(flt[i, 0, m])
+            damt = np.float64(flt[i, 1, m])
+            bal = np.float64(flt[i, 2, m])
+            util = bal / line if line > 0 else 0.0
+            bal_prev = np.float64(flt[i, 2, m - 1]) if m > 0 else 0.0
+            d[D_ON, m] = on
+            d[D_DREW, m] = drew
+            d[D_ND, m] = nd
+            d[D_DAMT, m] = damt
+            d[D_UTIL_ON, m] = util * on
+            d[D_UTIL, m] = util
+            d[D_REVOLVE, m] = drew if bal_prev > 0 else 0.0
+            d[D_SMALL, m] = drew if damt < small_ratio * max(line, 1.0) else 0.0
+            d[D_INTEREST, m] = np.float64(flt[i, 3, m])
+            d[D_EARLY, m] = np.float64(cnt[i, 2, m])
+            total = flows[i, 0, m]
+            for c in range(1, _N_FLOW - 2):
+                total += flows[i, c, m]
+            d[D_FTOTAL, m] = total
+            d[D_FSEC, m] = flows[i, _N_FLOW - 2, m]
+            d[D_FOTH, m] = flows[i, _N_FLOW - 1, m]
+            d[D_FMISUSE, m] = flows[i, _N_FLOW - 2, m] + flows[i, _N_FLOW - 1, m]
+            d[D_FBUS, m] = flows[i, _BUS, m]
+            d[D_FCONS, m] = flows[i, _CONS, m]
+            d[D_INQ, m] = np.float64(cnt[i, 7, m])
+            d[D_NEW, m] = np.float64(cnt[i, 6, m])
+            comp = np.float64(flt[i, 9, m]) + np.float64(flt[i, 10, m])
+            d[D_COMP, m] = comp
+            d[D_COMP_POS, m] = 1.0 if comp > 0 else 0.0
+            spend = (np.float64(flt[i, 5, m]) + np.float64(flt[i, 6, m])) + np.float64(flt[i, 7, m])
+            con = np.float64(cnt[i, 9, m])
+            d[D_SPEND, m] = spend
+            d[D_SPEND_CON, m] = spend * con
+            d[D_CON, m] = con
+            d[D_WCV_CON, m] = np.float64(flt[i, 8, m]) * con
+            d[D_IDLE, m] = (1.0 - drew) * on
+            inc = np.float64(cnt[i, 10, m])
+            dec = np.float64(cnt[i, 11, m])
+            frz = np.float64(cnt[i, 12, m])
+            cum_inc += inc
+            cum_dec += dec
+            cum_frz += frz
+            if drew > 0:
+                last_draw = m
+            if inc + dec > 0:
+                last_change = m
+            d[D_CUM_INC, m] = cum_inc
+            d[D_CUM_DEC, m] = cum_dec
+            d[D_CUM_FRZ, m] = cum_frz
+            d[D_LAST_DRAW, m] = last_draw
+            d[D_LAST_CHANGE, m] = last_change
+        for k in range(n_snaps):
+            r = pos[k, i]
+            if r < 0:
+                continue
+            s = snaps[k]
+            lo3, lo6, lo12 = max(0, s - 2), max(0, s - 5), max(0, s - 11)
+            tenure = s - signup[i]
+            last_draw = int(d[D_LAST_DRAW, s])
+            last_change = int(d[D_LAST_CHANGE, s])
+            msld = s - last_draw if last_draw >= 0 else min(tenure + 1, 36)
+            dm3 = _wsum(d[D_DREW], lo3, s)
+            dm6 = _wsum(d[D_DREW], lo6, s)
+            dm12 = _wsum(d[D_DREW], lo12, s)
+            earlier_rate = _div(dm12 - dm3, float(min(max(tenure + 1 - 3, 0), 9)))
+            recent_rate = dm3 / float(min(max(tenure + 1, 1), 3))
+            run = 0.0
+            best = 0.0
+            umax = d[D_UTIL, lo12]
+            for m in range(lo12, s + 1):
+                run = (run + 1.0) * d[D_IDLE, m]
+                best = max(best, run)
+                umax = max(umax, d[D_UTIL, m])
+            u3 = _wsum(d[D_UTIL_ON], lo3, s)
+            u12 = _wsum(d[D_UTIL_ON], lo12, s)
+            on3 = _wsum(d[D_ON], lo3, s)
+            on6 = _wsum(d[D_ON], lo6, s)
+            on12 = _wsum(d[D_ON], lo12, s)
+            um3 = _mean(u3, on3)
+            line_now = np.float64(flt[i, 0, s])
+            drawn6 = _wsum(d[D_FTOTAL], lo6, s)
+            con3 = _wsum(d[D_CON], lo3, s)
+            con6 = _wsum(d[D_CON], lo6, s)
+            n_c6 = max(con6, 1.0)
+            spend6 = _wsum(d[D_SPEND], lo6, s)
+            mean6 = spend6 / n_c6
+            for m in range(lo6, s + 1):
+                dev = d[D_SPEND, m] - mean6
+                d[D_TMP, m] = dev * dev * d[D_CON, m]
+            var6 = _wsum(d[D_TMP], lo6, s) / n_c6
+            sc3 = _wsum(d[D_SPEND_CON], lo3, s)
+            sc6 = _wsum(d[D_SPEND_CON], lo6, s)
+            spend3 = _mean(sc3, con3)
+            spend_prev3 = _div(sc6 - sc3, con6 - con3)
+            cards = np.float64(cnt[i, 4, s])
+            loans = np.float64(cnt[i, 5, s])
+
+            out[0, r] = msld
+            out[1, r] = dm3
+            out[2, r] = dm6
+            out[3, r] = dm12
+            out[4, r] = _wsum(d[D_ND], lo3, s)
+            out[5, r] = _wsum(d[D_ND], lo6, s)
+            out[6, r] = _wsum(d[D_ND], lo12, s)
+            out[7, r] = _wsum(d[D_DAMT], lo3, s)
+            out[8, r] = _wsum(d[D_DAMT], lo6, s)
+            out[9, r] = _wsum(d[D_DAMT], lo12, s)
+            out[10, r] = recent_rate - earlier_rate
+            out[11, r] = best
+            out[12, r] = um3
+            out[13, r] = _mean(_wsum(d[D_UTIL_ON], lo6, s), on6)
+            out[14, r] = _mean(u12, on12)
+            out[15, r] = umax
+            out[16, r] = um3 - _div(u12 - u3, on12 - on3)
+            out[17, r] = _div(_wsum(d[D_REVOLVE], lo6, s), on6)
+            out[18, r] = _div(_wsum(d[D_SMALL], lo12, s), dm12)
+            out[19, r] = _wsum(d[D_INTEREST], lo6, s)
+            out[20, r] = _div(_wsum(d[D_INTEREST], lo12, s), line_now)
+            out[21, r] = _div(_wsum(d[D_EARLY], lo12, s), on12)
+            out[22, r] = line_now
+            out[23, r] = _div(line_now, initial_line[i])
+            out[24, r] = d[D_CUM_INC, s]
+            out[25, r] = d[D_CUM_DEC, s]
+            out[26, r] = d[D_CUM_FRZ, s]
+            out[27, r] = s - last_change if last_change >= 0 else tenure + 1
+            out[28, r] = tenure
+            out[29, r] = np.float64(cnt[i, 3, s])
+            out[30, r] = _div(_wsum(d[D_FSEC], lo6, s), drawn6)
+            out[31, r] = _div(_wsum(d[D_FOTH], lo6, s), drawn6)
+            out[32, r] = _div(_wsum(d[D_FMISUSE], lo6, s), drawn6)
+            out[33, r] = _div(_wsum(d[D_FBUS], lo6, s), drawn6)
+            out[34, r] = _div(_wsum(d[D_FCONS], lo6, s), drawn6)
+            out[35, r] = cards + loans
+            out[36, r] = cards
+            out[37, r] = loans
+            out[38, r] = np.float64(cnt[i, 8, s])
+            out[39, r] = _wsum(d[D_INQ], lo6, s)
+            out[40, r] = _wsum(d[D_NEW], lo12, s)
+            out[41, r] = np.float64(flt[i, 4, s])
+            out[42, r] = _wsum(d[D_COMP_POS], lo6, s)
+            out[43, r] = _div(_wsum(d[D_COMP], lo6, s), spend6)
+            out[44, r] = mean6
+            out[45, r] = _div(np.sqrt(var6), mean6)
+            out[46, r] = _div(spend3 - spend_prev3, spend_prev3)
+            out[47, r] = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
+
+
+def _np(table: pa.Table, col: str) -> np.ndarray:
+    return table.column(col).to_numpy()
+
+
+def block_features(
+    raw: dict[str, pa.Table],
+    lo: int,
+    n: int,
+    n_months: int,
+    spec: FeatureSpec,
+) -> tuple[dict[str, np.ndarray], BlockStatus]:
+    """Features for borrowers ``lo .. lo+n-1`` at every snapshot (social ones filled later).
+
+    ``raw`` holds this block's rows of borrowers, account_months, fund_flows,
+    bureau_months, consumption_months, platform_events, and the macro_months table.
+    Returns a column dict (one row per eligible borrower x snapshot, rows ordered by
+    borrower then snapshot; features as float32) and the block's first-event months.
+    """
+    M = n_months
+    b = raw["borrowers"]
+    bid = _np(b, "borrower_id") - lo
+    signup = np.full(n, NEVER, dtype=np.int64)
+    signup[bid] = _np(b, "signup_month")
+    income = np.zeros(n)
+    income[bid] = _np(b, "income")
+    initial_line = np.ones(n)
+    initial_line[bid] = _np(b, "initial_line")
+    occ_code = np.zeros(n, dtype=np.int64)
+    occ_code[bid] = _codes(b.column("occupation"), OCCUPATIONS)
+    age_code = np.zeros(n, dtype=np.int64)
+    age_code[bid] = _codes(b.column("age_band"), AGE_BANDS)
+    tier = np.zeros(n)
+    tier[bid] = _np(b, "city_tier")
+    present = np.zeros(n, dtype=bool)
+    present[bid] = True
+
+    cnt = np.zeros((n, len(_CNT), M), dtype=np.int16)
+    flt = np.zeros((n, len(_FLT), M), dtype=np.float32)
+    flows = np.zeros((n, _N_FLOW, M), dtype=np.float64)
+
+    am = raw["account_months"]
+    ai = _np(am, "borrower_id") - lo
+    amo = _np(am, "month").astype(np.int64)
+    cnt[ai, _C["on_book"], amo] = 1
+    for col in ("n_draws", "n_early_repay", "frozen"):
+        cnt[ai, _C[col], amo] = _np(am, col)
+    for col in ("line", "draw_amount", "balance", "interest_paid"):
+        flt[ai, _F[col], amo] = _np(am, col)
+
+    bu = raw["bureau_months"]
+    bi = _np(bu, "borrower_id") - lo
+    bmo = _np(bu, "month").astype(np.int64)
+    for col in (
+        "ext_cards",
+        "ext_loans",
+        "ext_new_accounts",
+        "ext_inquiries",
+        "months_since_ext_activity",
+    ):
+        cnt[bi, _C[col], bmo] = _np(bu, col)
+    flt[bi, _F["ext_utilisation"], bmo] = _np(bu, "ext_utilisation")
+
+    co = raw["consumption_months"]
+    ci = _np(co, "borrower_id") - lo
+    cmo = _np(co, "month").astype(np.int64)
+    cnt[ci, _C["consumption_on"], cmo] = 1
+    for col in _FLT[5:]:
+        flt[ci, _F[col], cmo] = _np(co, col)
+
+    fl = raw["fund_flows"]
+    fi = _np(fl, "borrower_id") - lo
+    fm = _np(fl, "month").astype(np.int64)
+    fch = _codes(fl.column("channel"), CHANNELS)
+    famt = _np(fl, "amount").astype(np.float64)
+    fast = _np(fl, "days_after_draw") <= spec.fund_days
+    everything = np.ones(len(fi), dtype=np.bool_)
+    _scatter_add(flows, fi, fch, fm, famt, everything)
+    _scatter_add(flows, fi, np.full(len(fi), _N_FLOW - 2), fm, famt, fast & (fch == _SEC))
+    _scatter_add(flows, fi, np.full(len(fi), _N_FLOW - 1), fm, famt, fast & (fch == _OTH))
+
+    ev = raw["platform_events"]
+    ei = _np(ev, "borrower_id") - lo
+    emo = _np(ev, "month").astype(np.int64)
+    etype = _codes(ev.column("event"), EVENTS)
+    for name in ("line_increase", "line_decrease", "freeze"):
+        hit = etype == EVENTS.index(name)
+        np.add.at(cnt, (ei[hit], _C[name], emo[hit]), 1)
+    # the account's (first) closure: its month and its cause
+    cause_vocab = (*ALL_CAUSES, "none")
+    is_close = np.flatnonzero(etype == EVENTS.index("closure"))
+    order = is_close[np.lexsort((emo[is_close], ei[is_close]))]
+    first_row = order[np.r_[True, ei[order][1:] != ei[order][:-1]]] if len(order) else order
+    close_month = np.full(n, NEVER, dtype=np.int64)
+    close_cause = np.full(n, cause_vocab.index("none"), dtype=np.int64)
+    close_month[ei[first_row]] = emo[first_row]
+    close_cause[ei[first_row]] = _codes(ev.column("cause"), cause_vocab)[first_row]
+    overdue_close = close_cause == cause_vocab.index(OVERDUE)
+
+    # first month with dpd > 0 (or an overdue closure), and first non-overdue closure
+    dpd_rows = _np(am, "dpd") > 0
+    first_dpd = np.full(n, NEVER, dtype=np.int64)
+    np.minimum.at(first_dpd, ai[dpd_rows], amo[dpd_rows])
+    first_overdue = np.where(overdue_close, np.minimum(first_dpd, close_month), first_dpd)
+    first_closed = np.where(~overdue_close, close_month, NEVER)
+
+    macro = raw["macro_months"]
+    comp_int = np.zeros(M)
+    comp_int[_np(macro, "month").astype(np.int64)] = _np(macro, "competitor_intensity")
+    regime_by_month = np.zeros(M, dtype=np.int64)
+    regime_by_month[_np(macro, "month").astype(np.int64)] = _np(macro, "regime")
+
+    snaps = np.asarray(spec.snapshots, dtype=np.int64)
+    alive = present[None, :] & (signup[None, :] <= snaps[:, None])
+    alive &= close_month[None, :] > snaps[:, None]
+    if spec.never_overdue_only:
+        alive &= first_overdue[None, :] > snaps[:, None]
+    # rows ordered by borrower, then snapshot: blocks cover ascending id ranges, so the
+    # joined table has one order whatever the block size (and so does the model)
+    by_borrower = alive.T  # (n, K)
+    row_of = np.cumsum(by_borrower.ravel()) - 1
+    pos = np.ascontiguousarray(
+        np.where(by_borrower.ravel(), row_of, -1).reshape(by_borrower.shape).T
+    ).astype(np.int64)
+    n_rows = int(alive.sum())
+    out = np.empty((len(KERNEL_FEATURES), n_rows), dtype=np.float32)
+    _kernel(cnt, flt, flows, signup, initial_line, snaps, pos, float(spec.small_draw_ratio), out)
+    del cnt, flt, flows
+
+    local, snap_k = np.nonzero(by_borrower)  # ordered by borrower, then snapshot
+    s_row = snaps[snap_k]
+    in_window = (close_month[local] > s_row) & (close_month[local] <= s_row + spec.horizon)
+    label = in_window & ~overdue_close[local]
+    cols: dict[str, np.ndarray] = {
+        "borrower_id": (local + lo).astype(np.int64),
+        "snapshot": s_row.astype(np.int16),
+        "label": label.astype(np.int8),
+        "label_cause": np.asarray(cause_vocab, dtype=object)[
+            np.where(label, close_cause[local], cause_vocab.index("none"))
+        ],
+        "occupation": np.asarray(OCCUPATIONS, dtype=object)[occ_code[local]],
+    }
+    for j, name in enumerate(KERNEL_FEATURES):
+        cols[name] = out[j]
+    for name in (
+        "degree",
+        "contacts_closed_share",
+        "contacts_closed_wshare",
+        "contacts_overdue_share",
+    ):
+        cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled by social_features
+    # the regime as the macro table states it (0 none, 1 pilot, 2 full), and months
+    # since the first tightened month
+    level = regime_by_month[s_row]
+    started = np.flatnonzero(regime_by_month > 0)
+    first = int(started[0]) if len(started) else M
+    cols["regime"] = level.astype(np.float32)
+    cols["months_since_tightening"] = np.where(level > 0, s_row - first + 1, 0).astype(np.float32)
+    cols["competitor_intensity"] = comp_int[s_row].astype(np.float32)
+    cols["income"] = income[local].astype(np.float32)
+    cols["occupation_code"] = occ_code[local].astype(np.float32)
+    cols["city_tier"] = tier[local].astype(np.float32)
+    cols["age_band_code"] = age_code[local].astype(np.float32)
+    status = BlockStatus(
+        borrower_id=np.arange(lo, lo + n)[present],
+        first_closed=first_closed[present],
+        first_overdue=first_overdue[present],
+    )
+    return cols, status
+
+
+def _codes(col: pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Integer codes of a string column in a fixed vocabulary (unknowns were refused on read)."""
+    idx = pc.index_in(col, value_set=pa.array(list(vocabulary))).to_numpy(zero_copy_only=False)
+    return np.asarray(idx, dtype=np.int64)
+
+
+def social_features(
+    rows_bid: np.ndarray,
+    rows_snap: np.ndarray,
+    edges_src: np.ndarray,
+    edges_dst: np.ndarray,
+    edges_w: np.ndarray,
+    status: BlockStatus,
+) -> dict[str, np.ndarray]:
+    """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
+    n_ids = (
+        int(
+            max(
+                status.borrower_id.max(initial=-1),
+                edges_src.max(initial=-1),
+                edges_dst.max(initial=-1),
+                rows_bid.max(initial=-1),
+            )
+        )
+        + 1
+    )
+    first_closed = np.full(n_ids, NEVER, dtype=np.int64)
+    first_overdue = np.full(n_ids, NEVER, dtype=np.int64)
+    first_closed[status.borrower_id] = status.first_closed
+    first_overdue[status.borrower_id] = status.first_overdue
+    degree = np.bincount(edges_src, minlength=n_ids).astype(np.float64)
+    wdeg = np.bincount(edges_src, weights=edges_w, minlength=n_ids)
+    out = {
+        "degree": degree[rows_bid],
+        "contacts_closed_share": np.zeros(len(rows_bid)),
+        "contacts_closed_wshare": np.zeros(len(rows_bid)),
+        "contacts_overdue_share": np.zeros(len(rows_bid)),
+    }
+    for s in np.unique(rows_snap):
+        m = rows_snap == s
+        closed = (first_closed[edges_dst] < s).astype(np.float64)
+        overdue = (first_overdue[edges_dst] < s).astype(np.float64)
+        c = np.bincount(edges_src, weights=closed, minlength=n_ids)
+        cw = np.bincount(edges_src, weights=closed * edges_w, minlength=n_ids)
+        o = np.bincount(edges_src, weights=overdue, minlength=n_ids)
+        b = rows_bid[m]
+        out["contacts_closed_share"][m] = _safe_div(c[b], degree[b])
+        out["contacts_closed_wshare"][m] = _safe_div(cw[b], wdeg[b])
+        out["contacts_overdue_share"][m] = _safe_div(o[b], degree[b])
+    return out
+
+
+def to_table(cols: dict[str, np.ndarray], spec: FeatureSpec) -> pa.Table:
+    """Assemble the final feature table with its split column, features as float32."""
+    snap = cols["snapshot"].astype(np.int16)
+    split = np.full(len(snap), "train", dtype=object)
+    split[np.isin(snap, spec.valid_snapshots)] = "valid"
+    split[np.isin(snap, spec.oot_snapshots)] = "oot"
+    data = {
+        "borrower_id": pa.array(cols["borrower_id"].astype(np.int64)),
+        "snapshot": pa.array(snap),
+        "split": pa.array(split, type=pa.string()),
+        "label": pa.array(cols["label"].astype(np.int8)),
+        "label_cause": pa.array(cols["label_cause"], type=pa.string()),
+        "occupation": pa.array(cols["occupation"], type=pa.string()),
+    }
+    for name in FEATURE_NAMES:
+        data[name] = pa.array(np.asarray(cols[name], dtype=np.float32))
+    return pa.table(data)
+
+
+FEATURE_TABLE_SCHEMA = pa.schema(
+    [
+        ("borrower_id", pa.int64()),
+        ("snapshot", pa.int16()),
+        ("split", pa.string()),
+        ("label", pa.int8()),
+        ("label_cause", pa.string()),
+        ("occupation", pa.string()),
+    ]
+    + [(name, pa.float32()) for name in FEATURE_NAMES]
+)
+LABEL_CAUSES = (*CAUSES, "none")

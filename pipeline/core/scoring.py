@@ -1,0 +1,275 @@
+"""Scoring new borrowers with the champion model: probability, risk tier, reasons, advice.
+
+Input is either a folder of raw borrower tables in the simulator's layout (features
+are built at one snapshot month for the accounts still eligible then) or a feature
+table (Parquet or CSV) holding an id column and the model's feature columns. A feature
+table is checked with a pandera schema; every failure becomes a
+:class:`~pipeline.base.io.DataError` naming the file, the column and the rule.
+
+The model is the registry's ``champion`` (with the calibration and feature names
+logged in the same MLflow run) when tracking is on and the alias exists, else the
+local ``models/model.txt``; :attr:`ScoringModel.source` says which. Reasons and advice
+reuse :mod:`pipeline.core.explain` and :mod:`pipeline.core.advice`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.base.causes import OCCUPATIONS
+from pipeline.base.io import DataError
+from pipeline.base.registry import BY_NAME
+from pipeline.core import advice as advice_core
+from pipeline.core import explain as explain_core
+from pipeline.core.calibration import Calibrator
+
+WEIGHTS_FILE = "cause_weights.json"
+#: Integer-coded categorical features and the number of their categories.
+CATEGORY_CODES: dict[str, int] = {"occupation_code": len(OCCUPATIONS), "age_band_code": 5}
+
+
+# ---- the model --------------------------------------------------------------------
+
+
+@dataclass
+class ScoringModel:
+    booster: Any
+    names: list[str]
+    calibrator: Calibrator
+    mode: str  # simulator | table
+    source: str  # where it was loaded from, for messages and outputs
+    W: np.ndarray | None = None  # feature -> cause weights (simulator mode)
+    attribution: str = "registry"
+
+    def prob(self, X: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(np.asarray(X, dtype=np.float32))
+        return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
+
+
+def _weights(names: list[str], weights_path: Path | None) -> tuple[np.ndarray, str]:
+    """The explain stage's learned cause weights when they cover ``names``, else the registry split."""
+    if weights_path is not None and weights_path.exists():
+        try:
+            saved = json.loads(weights_path.read_text())
+            W = np.array(
+                [[saved["weights"][f][c] for c in explain_core.CAUSE_COLUMNS] for f in names]
+            )
+            return W, "learned"
+        except (OSError, ValueError, KeyError):
+            pass
+    return explain_core.attribution_matrix(names, "registry"), "registry"
+
+
+def _from_parts(
+    booster: Any, meta: dict[str, Any], cal: Calibrator, source: str, weights: Path | None
+) -> ScoringModel:
+    names = list(meta["feature_names"])
+    mode = str(meta.get("mode", "simulator"))
+    W, attribution = _weights(names, weights) if mode == "simulator" else (None, "features")
+    return ScoringModel(booster, names, cal, mode, source, W, attribution)
+
+
+def load_local(models_dir: Path) -> ScoringModel:
+    from pipeline.stages.train import load_calibrator, load_model
+
+    booster, meta = load_model(models_dir)
+    cal = load_calibrator(models_dir)
+    return _from_parts(
+        booster, meta, cal, f"local {models_dir / 'model.txt'}", models_dir / WEIGHTS_FILE
+    )
+
+
+def load_champion(tracker: Any, name: str, alias: str, models_dir: Path) -> ScoringModel | None:
+    """The model version behind ``name@alias`` with its run's calibration; None if no alias."""
+    if not tracker.enabled or not name:
+        return None
+    import contextlib
+
+    import mlflow
+    import mlflow.lightgbm
+
+    client = tracker.client  # connects, and points the fluent API at the store
+    version = None
+    with contextlib.suppress(Exception):  # no alias yet: RESOURCE_DOES_NOT_EXIST
+        version = client.get_model_version_by_alias(name, alias)
+    if version is None:
+        return None
+    booster = mlflow.lightgbm.load_model(f"models:/{name}@{alias}")
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_path = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path="model_meta/model.json", dst_path=tmp
+            )
+        )
+        meta = json.loads(meta_path.read_text())
+        cal = Calibrator("none")
+        with contextlib.suppress(Exception):  # a run without calibration logs none
+            cal_path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id,
+                artifact_path="model_meta/calibration.json",
+                dst_path=tmp,
+            )
+            cal = Calibrator.from_json(json.loads(Path(cal_path).read_text()))
+    return _from_parts(
+        booster,
+        meta,
+        cal,
+        f"registry models:/{name}@{alias} (v{version.version})",
+        models_dir / WEIGHTS_FILE,
+    )
+
+
+# ---- validation of a feature table ---------------------------------------------------
+
+
+def feature_schema(names: list[str], id_col: str) -> Any:
+    """The pandera schema a feature table must meet to be scored."""
+    import pandera.pandas as pa
+
+    finite = pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), name="finite (no inf)")
+    cols: dict[str, Any] = {
+        id_col: pa.Column("int64", nullable=False, unique=True, checks=[pa.Check.ge(0)])
+    }
+    for n in names:
+        checks = [finite]
+        lo, hi = BY_NAME[n].bounds if n in BY_NAME else (float("-inf"), float("inf"))
+        if n in CATEGORY_CODES:
+            checks.append(pa.Check.isin([float(v) for v in range(CATEGORY_CODES[n])]))
+        elif lo == 0.0:
+            checks.append(pa.Check.ge(0.0))
+        elif np.isfinite(lo):
+            checks.append(pa.Check.ge(lo))
+        if np.isfinite(hi) and n not in CATEGORY_CODES:
+            checks.append(pa.Check.le(hi))
+        cols[n] = pa.Column("float64", nullable=False, coerce=True, checks=checks)
+    cols["occupation"] = pa.Column(
+        "str", required=False, nullable=False, checks=[pa.Check.isin(list(OCCUPATIONS))]
+    )
+    return pa.DataFrameSchema(cols, strict=False)
+
+
+def validate_features(df: pd.DataFrame, path: Path, names: list[str], id_col: str) -> pd.DataFrame:
+    """Check ``df`` against :func:`feature_schema`; raise one DataError listing every failure."""
+    import pandera.pandas as pa
+
+    if id_col not in df.columns:
+        raise DataError(
+            f"{path}: column '{id_col}' is missing (rule: id column, set score.id_column)"
+        )
+    if not pd.api.types.is_integer_dtype(df[id_col]):
+        raise DataError(
+            f"{path}: column '{id_col}' has dtype {df[id_col].dtype} (rule: integer ids)"
+        )
+    try:
+        return feature_schema(names, id_col).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        fc = exc.failure_cases
+        lines = []
+        for (col, check), g in fc.groupby(["column", "check"], sort=False, dropna=False):
+            if check == "column_in_dataframe":
+                lines.append(
+                    f"column '{g.failure_case.iloc[0]}' is missing (rule: required column)"
+                )
+                continue
+            rows = g["index"].dropna()
+            where = f" at data row {int(rows.iloc[0])}" if len(rows) else ""
+            lines.append(
+                f"column '{col}' breaks rule '{check}' in {len(g)} row(s) "
+                f"(e.g. {g.failure_case.iloc[0]!r}{where})"
+            )
+        raise DataError(f"{path}: " + "; ".join(dict.fromkeys(lines))) from None
+
+
+def read_feature_file(path: Path, names: list[str], id_col: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: file not found (score.input)")
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise DataError(f"{path}: unknown format (use .parquet or .csv)")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable table ({exc})") from exc
+    if len(df) == 0:
+        raise DataError(f"{path}: table has no rows")
+    df = df.reset_index(drop=True)  # rows in messages count data rows from 0
+    return validate_features(df, path, names, id_col)
+
+
+# ---- scoring ----------------------------------------------------------------------
+
+
+def assign_tiers(prob: np.ndarray, cuts: list[float], names: list[str]) -> np.ndarray:
+    """Tier ``names[k]`` for ``cuts[k-1] <= p < cuts[k]``."""
+    idx = np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(prob), side="right")
+    return np.asarray(names, dtype=object)[idx]
+
+
+def score_frame(
+    model: ScoringModel,
+    df: pd.DataFrame,
+    id_col: str,
+    cuts: list[float],
+    tier_names: list[str],
+    top_k: int,
+    advice_rows: int,
+    threads: int = 0,
+    shap_fn: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """One output row per input row: probability, tier, top reasons, advice for the top tier.
+
+    ``shap_fn(booster, X)`` replaces the local SHAP computation (e.g. on a Dask cluster).
+    """
+    X = df[model.names].to_numpy(dtype=np.float32)
+    prob = model.prob(X)
+    tier = assign_tiers(prob, cuts, tier_names)
+    out: dict[str, Any] = {id_col: df[id_col].to_numpy()}
+    if "snapshot" in df.columns:
+        out["snapshot"] = df["snapshot"].to_numpy()
+    out.update(probability=prob, tier=tier)
+    if shap_fn is not None:
+        contrib = shap_fn(model.booster, X)
+    else:
+        contrib, _ = explain_core.contributions(model.booster, X, threads)
+    keep: tuple[str, ...]
+    if model.mode == "simulator":
+        reasons = explain_core.reason_codes(contrib, X, model.names, top_k, model.W)
+        keep = ("cause", "feature", "value", "shap", "zh", "en")
+    else:
+        reasons = explain_core.feature_reasons(contrib, X, model.names, top_k)
+        keep = ("feature", "value", "shap", "zh", "en")
+    for r in range(1, top_k + 1):
+        for k in keep:
+            if f"reason_{r}_{k}" in reasons:
+                out[f"reason_{r}_{k}"] = reasons[f"reason_{r}_{k}"]
+    table = pd.DataFrame(out)
+    n = len(table)
+    adv_zh = np.full(n, "", dtype=object)
+    adv_en = np.full(n, "", dtype=object)
+    adv_p = np.full(n, np.nan)
+    adv_ok = np.zeros(n, dtype=bool)
+    if model.mode == "simulator" and len(cuts):
+        target = float(cuts[-1])
+        top = np.flatnonzero(tier == tier_names[-1])
+        top = top[np.argsort(-prob[top], kind="stable")][:advice_rows]
+        for i in top:
+            a = advice_core.advise(X[i].astype(np.float64), model.names, model.prob, target)
+            adv_zh[i], adv_en[i] = "\n".join(a.zh), "\n".join(a.en)
+            adv_p[i], adv_ok[i] = a.p_after, a.achieved
+    table["advice_zh"] = adv_zh
+    table["advice_en"] = adv_en
+    table["advice_p_after"] = adv_p
+    table["advice_achieved"] = adv_ok
+    return table

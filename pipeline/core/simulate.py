@@ -1,0 +1,850 @@
+"""The borrower world: a monthly, multi-table simulation of a Jiebei-style credit line.
+
+Pure core: config in, Arrow tables out; no files, no tracking. The world is cut into
+*chunks* of ``simulator.chunk_size`` borrowers, each with its own random stream
+(``SeedSequence(seed, spawn_key=(chunk,))``), so the output is bit-identical whatever
+block size or number of worker processes is used to produce it.
+
+Each month every open account goes through the same step (:func:`_step`):
+
+1. the borrower acts, driven by latent traits (need, investing habit, debt juggling,
+   external-credit engagement, multi-homing, credit risk, proneness to sudden stops)
+   and by the platform's past actions (cuts and freezes discourage, increases
+   encourage);
+2. the platform reviews the account with a monitoring policy that only sees
+   observable traces (the columns written to ``data/raw``) and turns them into one
+   hazard per closure cause, scaled by an unobserved per-borrower judgement
+   (``frailty``) and monthly noise, the irreducible random part;
+3. closures, freezes, line cuts and tiered line increases are drawn and recorded with
+   their cause.
+
+Ground truth (latent traits, per-cause hazards, Monte Carlo oracle probabilities) goes
+to separate tables that features never read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.base.causes import AGE_BANDS, CAUSES, CHANNELS, EVENTS, OCCUPATIONS, OVERDUE
+
+N_CAUSES = len(CAUSES)
+C_SUDDEN, C_LOWYIELD, C_OVER, C_MISUSE, C_THIN, C_POLICY, C_COMP = range(N_CAUSES)
+CAUSE_OVERDUE = N_CAUSES  # index used in closure arrays
+WINDOW = 12  # months of history the monitoring policy looks back on
+MISUSE_DAYS = 7  # the platform's own window for "money routed away soon after the draw"
+
+# per-occupation parameters, in OCCUPATIONS order
+_OCC_INCOME = np.array([8000.0, 12000.0, 10000.0, 7000.0, 2500.0])
+_OCC_NEED = np.array([-0.2, 0.6, 0.4, 0.1, -0.3])
+_OCC_AMOUNT = np.array([1.0, 1.6, 1.4, 0.9, 0.5])
+_OCC_INVEST = np.array([0.0, -0.3, 0.0, 0.7, 0.2])
+_OCC_EXT = np.array([0.4, 0.2, 0.0, -0.4, -1.8])
+_OCC_RISK = np.array([-0.2, 0.2, 0.3, 0.3, 0.2])
+_OCC_STOP = np.array([0.8, 1.6, 1.4, 1.2, 0.9])
+_OCC_BUSINESS = np.array([0.05, 1.6, 1.2, 0.3, 0.02])
+_OCC_AGE = np.array(
+    [
+        [0.12, 0.38, 0.30, 0.15, 0.05],
+        [0.10, 0.45, 0.30, 0.12, 0.03],
+        [0.05, 0.30, 0.35, 0.22, 0.08],
+        [0.20, 0.45, 0.22, 0.10, 0.03],
+        [1.00, 0.00, 0.00, 0.00, 0.00],
+    ]
+)
+_TIER_PROB = np.array([0.15, 0.30, 0.30, 0.25])
+_TIER_INCOME = np.array([1.5, 1.15, 0.95, 0.8])
+# channel lag ranges (days after the draw): consumption, business, securities, other lender, transfer
+_LAG_MAX = np.array([30, 15, 4, 6, 12])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "borrowers": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("signup_month", pa.int16()),
+            ("age_band", pa.string()),
+            ("city_tier", pa.int8()),
+            ("occupation", pa.string()),
+            ("income", pa.float32()),
+            ("initial_line", pa.float32()),
+        ]
+    ),
+    "account_months": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("month", pa.int16()),
+            ("line", pa.float32()),
+            ("n_draws", pa.int16()),
+            ("draw_amount", pa.float32()),
+            ("repayment", pa.float32()),
+            ("balance", pa.float32()),
+            ("interest_paid", pa.float32()),
+            ("n_early_repay", pa.int16()),
+            ("dpd", pa.int16()),
+            ("frozen", pa.int8()),
+        ]
+    ),
+    "fund_flows": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("month", pa.int16()),
+            ("channel", pa.string()),
+            ("amount", pa.float32()),
+            ("days_after_draw", pa.int16()),
+        ]
+    ),
+    "bureau_months": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("month", pa.int16()),
+            ("ext_cards", pa.int16()),
+            ("ext_loans", pa.int16()),
+            ("ext_new_accounts", pa.int16()),
+            ("ext_inquiries", pa.int16()),
+            ("ext_utilisation", pa.float32()),
+            ("months_since_ext_activity", pa.int16()),
+        ]
+    ),
+    "consumption_months": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("month", pa.int16()),
+            ("spend_daily", pa.float32()),
+            ("spend_durables", pa.float32()),
+            ("spend_services", pa.float32()),
+            ("spend_weekly_cv", pa.float32()),
+            ("competitor_baitiao", pa.float32()),
+            ("competitor_fenfu", pa.float32()),
+        ]
+    ),
+    "social_edges": pa.schema(
+        [("src", pa.int64()), ("dst", pa.int64()), ("tie_strength", pa.float32())]
+    ),
+    "macro_months": pa.schema(
+        [("month", pa.int16()), ("regime", pa.int8()), ("competitor_intensity", pa.float32())]
+    ),
+    "platform_events": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("month", pa.int16()),
+            ("event", pa.string()),
+            ("cause", pa.string()),
+            ("line_before", pa.float32()),
+            ("line_after", pa.float32()),
+        ]
+    ),
+}
+
+TRUTH_SCHEMAS: dict[str, pa.Schema] = {
+    "traits": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("community", pa.int64()),
+            ("need", pa.float32()),
+            ("amount_scale", pa.float32()),
+            ("invest", pa.float32()),
+            ("juggler", pa.float32()),
+            ("ext_engagement", pa.float32()),
+            ("multihome", pa.float32()),
+            ("risk", pa.float32()),
+            ("stop_prone", pa.float32()),
+            ("frailty", pa.float32()),
+        ]
+    ),
+    "hazards": pa.schema(
+        [("borrower_id", pa.int64()), ("month", pa.int16())]
+        + [(f"h_{c}", pa.float32()) for c in CAUSES]
+    ),
+    "oracle": pa.schema(
+        [
+            ("borrower_id", pa.int64()),
+            ("snapshot", pa.int16()),
+            ("p_oracle", pa.float32()),
+            ("n_futures", pa.int16()),
+        ]
+    ),
+}
+
+RAW_TABLES = tuple(SCHEMAS)
+TRUTH_TABLES = tuple(TRUTH_SCHEMAS)
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything the simulation needs, as plain values (built from the Hydra config)."""
+
+    n_borrowers: int
+    n_months: int
+    seed: int
+    sim: Any  # SimulatorConfig-like object (attribute access)
+    oracle_snapshots: tuple[int, ...] = ()
+    horizon: int = 3
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_borrowers / self.sim.chunk_size)
+
+    def chunk_bounds(self, chunk: int) -> tuple[int, int]:
+        lo = chunk * self.sim.chunk_size
+        return lo, min(self.n_borrowers, lo + self.sim.chunk_size)
+
+
+def macro_table(spec: WorldSpec) -> pa.Table:
+    months = np.arange(spec.n_months)
+    return pa.table(
+        {
+            "month": months.astype(np.int16),
+            "regime": regime_level(spec.sim, months).astype(np.int8),
+            "competitor_intensity": _competitor_intensity(spec, months).astype(np.float32),
+        },
+        schema=SCHEMAS["macro_months"],
+    )
+
+
+def regime_level(sim: Any, month: np.ndarray | int) -> np.ndarray:
+    """0 before any tightening, 1 during the pilot phase, 2 once tightening is in full force."""
+    m = np.asarray(month)
+    return (m >= sim.pilot_month).astype(np.int8) + (m >= sim.tightening_month).astype(np.int8)
+
+
+def regime_strength(sim: Any, month: int) -> float:
+    """How hard the tightening bites in ``month`` (a multiplier of the policy signal)."""
+    level = int(regime_level(sim, month))
+    return sim.tightening_strength * (0.0, sim.pilot_strength, 1.0)[level]
+
+
+def _competitor_intensity(spec: WorldSpec, month: np.ndarray | int) -> np.ndarray:
+    s = spec.sim
+    return 1.0 / (
+        1.0 + np.exp(-(np.asarray(month, dtype=float) - s.competitor_midpoint) / s.competitor_slope)
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _State:
+    """Struct of arrays, one entry per account (or per account x future, for the oracle)."""
+
+    bid: np.ndarray
+    occ: np.ndarray
+    signup: np.ndarray
+    income: np.ndarray
+    need: np.ndarray
+    amount_scale: np.ndarray
+    invest: np.ndarray
+    juggler: np.ndarray
+    ext_eng: np.ndarray
+    multihome: np.ndarray
+    risk: np.ndarray
+    stop_prone: np.ndarray
+    frailty: np.ndarray
+    repay_rate: np.ndarray
+    business: np.ndarray
+    # dynamic
+    open: np.ndarray
+    ever_overdue: np.ndarray
+    line: np.ndarray
+    balance: np.ndarray
+    stopped_left: np.ndarray
+    frozen_left: np.ndarray
+    react_left: np.ndarray
+    boost: np.ndarray
+    ext_cards: np.ndarray
+    ext_loans: np.ndarray
+    months_since_ext: np.ndarray
+    months_since_draw: np.ndarray
+    h_drew: np.ndarray  # (n, WINDOW) ring buffers indexed by month % WINDOW
+    h_util: np.ndarray
+    h_drawn: np.ndarray
+    h_misuse: np.ndarray
+    h_noncons: np.ndarray
+    h_comp: np.ndarray
+
+    def take(self, idx: np.ndarray) -> _State:
+        return _State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
+
+
+def _init_chunk(
+    spec: WorldSpec, chunk: int, rng: np.random.Generator
+) -> tuple[_State, dict[str, pa.Table]]:
+    s = spec.sim
+    lo, hi = spec.chunk_bounds(chunk)
+    n = hi - lo
+    bid = np.arange(lo, hi, dtype=np.int64)
+
+    shares = np.array([s.occupation_shares.get(o, 0.0) for o in OCCUPATIONS], dtype=float)
+    occ = rng.choice(len(OCCUPATIONS), size=n, p=shares / shares.sum()).astype(np.int8)
+    # draw age bands per borrower by inverse CDF on the occupation's distribution
+    u_age = rng.random(n)
+    cdf = np.cumsum(_OCC_AGE, axis=1)[occ]
+    age = (u_age[:, None] > cdf).sum(axis=1).clip(0, len(AGE_BANDS) - 1)
+    tier = rng.choice(4, size=n, p=_TIER_PROB).astype(np.int8)
+    signup = rng.integers(0, max(1, s.signup_spread), size=n).astype(np.int16)
+    income = _OCC_INCOME[occ] * _TIER_INCOME[tier] * rng.lognormal(0.0, 0.45, n)
+
+    # homophily: borrowers in a community share latent effects
+    n_comm = math.ceil(n / s.community_size)
+    community_local = np.minimum(np.arange(n) // s.community_size, n_comm - 1)
+    z = rng.normal(0.0, s.community_sd, size=(n_comm, 3))[community_local]
+    community = (lo // s.community_size) + community_local  # global id, stable across chunks
+
+    e = rng.normal(size=(n, 9))
+    need = _sigmoid(0.1 + 1.1 * e[:, 0] + _OCC_NEED[occ] + 0.4 * z[:, 1])
+    amount_scale = np.exp(0.45 * e[:, 1]) * _OCC_AMOUNT[occ]
+    invest = _sigmoid(-3.2 + 1.3 * e[:, 2] + _OCC_INVEST[occ] + 0.8 * z[:, 2])
+    juggler = _sigmoid(-2.6 + 1.2 * e[:, 3] + 0.6 * z[:, 0])
+    ext_eng = _sigmoid(1.2 + 1.3 * e[:, 4] + _OCC_EXT[occ] + 0.6 * z[:, 1])
+    multihome = _sigmoid(-0.9 + 1.3 * e[:, 5])
+    risk = 0.8 * e[:, 6] + 0.6 * z[:, 0] + _OCC_RISK[occ]
+    stop_prone = np.exp(0.8 * e[:, 7]) * _OCC_STOP[occ]
+    frailty = s.frailty_sd * e[:, 8] + 0.5 * z[:, 0]
+    repay_rate = np.clip(s.repay_rate * rng.lognormal(0.0, 0.3, n), 0.05, 1.0)
+    business = _OCC_BUSINESS[occ] * np.exp(0.3 * rng.normal(size=n))
+    line = np.clip(np.round(income * rng.uniform(0.8, 2.5, n) / 100.0) * 100.0, 1000.0, 100_000.0)
+
+    ext_cards = rng.poisson(2.2 * ext_eng).astype(np.int16)
+    ext_loans = rng.poisson(0.3 + 1.5 * juggler).astype(np.int16) * (rng.random(n) < ext_eng)
+    months_since_ext = np.where(
+        ext_cards + ext_loans > 0, rng.integers(0, 4, n), rng.integers(3, 30, n)
+    ).astype(np.int16)
+
+    state = _State(
+        bid=bid,
+        occ=occ,
+        signup=signup,
+        income=income,
+        need=need,
+        amount_scale=amount_scale,
+        invest=invest,
+        juggler=juggler,
+        ext_eng=ext_eng,
+        multihome=multihome,
+        risk=risk,
+        stop_prone=stop_prone,
+        frailty=frailty,
+        repay_rate=repay_rate,
+        business=business,
+        open=np.ones(n, dtype=bool),
+        ever_overdue=np.zeros(n, dtype=bool),
+        line=line.copy(),
+        balance=np.zeros(n),
+        stopped_left=np.zeros(n, dtype=np.int16),
+        frozen_left=np.zeros(n, dtype=np.int16),
+        react_left=np.zeros(n, dtype=np.int16),
+        boost=np.ones(n),
+        ext_cards=ext_cards,
+        ext_loans=ext_loans.astype(np.int16),
+        months_since_ext=months_since_ext,
+        months_since_draw=np.full(n, 99, dtype=np.int16),
+        h_drew=np.zeros((n, WINDOW), dtype=bool),
+        h_util=np.zeros((n, WINDOW)),
+        h_drawn=np.zeros((n, WINDOW)),
+        h_misuse=np.zeros((n, WINDOW)),
+        h_noncons=np.zeros((n, WINDOW)),
+        h_comp=np.zeros((n, WINDOW), dtype=bool),
+    )
+
+    borrowers = pa.table(
+        {
+            "borrower_id": bid,
+            "signup_month": signup,
+            "age_band": np.array(AGE_BANDS, dtype=object)[age],
+            "city_tier": (tier + 1).astype(np.int8),
+            "occupation": np.array(OCCUPATIONS, dtype=object)[occ],
+            "income": income.astype(np.float32),
+            "initial_line": line.astype(np.float32),
+        },
+        schema=SCHEMAS["borrowers"],
+    )
+    traits = pa.table(
+        {
+            "borrower_id": bid,
+            "community": community.astype(np.int64),
+            "need": need,
+            "amount_scale": amount_scale,
+            "invest": invest,
+            "juggler": juggler,
+            "ext_engagement": ext_eng,
+            "multihome": multihome,
+            "risk": risk,
+            "stop_prone": stop_prone,
+            "frailty": frailty,
+        },
+        schema=TRUTH_SCHEMAS["traits"],
+    )
+    edges = _social_edges(spec, rng, bid, community_local, n_comm)
+    return state, {"borrowers": borrowers, "traits": traits, "social_edges": edges}
+
+
+def _social_edges(
+    spec: WorldSpec, rng: np.random.Generator, bid: np.ndarray, community: np.ndarray, n_comm: int
+) -> pa.Table:
+    s = spec.sim
+    n = len(bid)
+    k = rng.poisson(s.contacts_mean, n)
+    src = np.repeat(np.arange(n), k)
+    m = len(src)
+    same = rng.random(m) < 0.75
+    # within the community: a random member of the same community; otherwise anyone in the chunk
+    comm_lo = community[src] * s.community_size
+    comm_n = np.minimum(s.community_size, n - comm_lo)
+    dst = np.where(same, comm_lo + (rng.random(m) * comm_n).astype(np.int64), rng.integers(0, n, m))
+    strength = np.where(same, rng.beta(4, 2, m), rng.beta(2, 4, m))
+    keep = src != dst
+    src, dst, strength = src[keep], dst[keep], strength[keep]
+    # one edge per ordered pair, first occurrence wins
+    key = src.astype(np.int64) * n + dst
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    return pa.table(
+        {
+            "src": bid[src[first]],
+            "dst": bid[dst[first]],
+            "tie_strength": strength[first].astype(np.float32),
+        },
+        schema=SCHEMAS["social_edges"],
+    )
+
+
+# --------------------------------------------------------------------------- one month
+
+
+@dataclass
+class _MonthOut:
+    """What one month produced for the accounts on book (indices into the state)."""
+
+    idx: np.ndarray
+    closed: np.ndarray  # bool over idx
+    cause: np.ndarray  # int over idx, -1 when not closed, CAUSE_OVERDUE for overdue
+    rows: dict[str, dict[str, np.ndarray]] | None = None  # table -> columns
+    flows: dict[str, np.ndarray] | None = None
+    events: dict[str, np.ndarray] | None = None
+    hazards: np.ndarray | None = None
+
+
+def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record: bool) -> _MonthOut:
+    s = spec.sim
+    on = st.open & (st.signup <= t)
+    idx = np.flatnonzero(on)
+    n = len(idx)
+    slot = t % WINDOW
+    comp_level = float(_competitor_intensity(spec, t))
+    regime = float(regime_strength(s, t))  # 0 before any tightening
+
+    def g(a: np.ndarray) -> np.ndarray:
+        return a[idx]
+
+    u = rng.random((n, 12))
+
+    # 1. sudden stops: a latent change in the borrower's life, not visible as such
+    stopped = g(st.stopped_left) > 0
+    new_stop = (~stopped) & (u[:, 0] < s.stop_shock_rate * g(st.stop_prone))
+    dur = rng.geometric(1.0 / max(s.stop_mean_months, 1.0), n)
+    stopped_left = np.where(new_stop, dur, np.maximum(g(st.stopped_left) - 1, 0)).astype(np.int16)
+    stopped_now = stopped_left > 0
+
+    # 2. competitor use grows with the market
+    comp = u[:, 1] < g(st.multihome) * (0.15 + 0.85 * comp_level)
+
+    # 3. draws
+    frozen = g(st.frozen_left) > 0
+    p = g(st.need) * g(st.boost) * s.draw_prob / 0.45
+    p = p * np.where(stopped_now, 0.04, 1.0)
+    p = p * np.where(comp, 1.0 - s.competitor_shift * comp_level * g(st.multihome), 1.0)
+    p = p * np.where(g(st.react_left) > 0, 1.0 - s.line_reaction, 1.0)
+    p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
+    drew = u[:, 2] < p
+    n_draws = np.where(
+        drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + g(st.need)), n), 0
+    )
+    line = g(st.line)
+    bal_prev = g(st.balance)
+    per_draw = g(st.amount_scale) * line * 0.12 * rng.lognormal(0.0, 0.6, n)
+    available = np.maximum(line - bal_prev, 0.0)
+    draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
+    draw_amt = np.round(draw_amt, 2)
+    drew = drew & (draw_amt > 0)
+    n_draws = np.where(drew, n_draws, 0)
+
+    # 4. where the money goes
+    w = np.stack(
+        [
+            np.ones(n),
+            g(st.business),
+            2.0 * g(st.invest),
+            2.0 * g(st.juggler),
+            np.full(n, 0.08),
+        ],
+        axis=1,
+    ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
+    w /= w.sum(axis=1, keepdims=True)
+    flow_amt = draw_amt[:, None] * w
+    lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
+    misuse = (flow_amt[:, 2] * (lags[:, 2] <= MISUSE_DAYS)) + (
+        flow_amt[:, 3] * (lags[:, 3] <= MISUSE_DAYS)
+    )
+    noncons = flow_amt[:, 1:].sum(axis=1)
+
+    # 5. repayment and interest
+    early = (bal_prev > 0) & (u[:, 3] < s.early_repay_prob * (0.5 + g(st.juggler) + g(st.ext_eng)))
+    repay = np.where(early, bal_prev, bal_prev * g(st.repay_rate))
+    interest = (bal_prev + 0.5 * draw_amt) * s.daily_rate * 30.0
+    balance = np.maximum(bal_prev - repay + draw_amt, 0.0)
+    util = np.where(line > 0, balance / line, 0.0)
+
+    # 6. overdue: ordinary credit risk
+    p_od = s.overdue_rate * np.exp(g(st.risk) + 1.5 * util + 0.8 * stopped_now)
+    od = (balance > 0) & (u[:, 4] < p_od)
+    dpd = np.where(od, rng.integers(1, 91, n), 0).astype(np.int16)
+
+    # 7. external credit (bureau)
+    eng = g(st.ext_eng)
+    new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + g(st.juggler)), 0, 1))
+    is_loan = u[:, 5] < 0.3 + 0.5 * g(st.juggler)
+    cards = g(st.ext_cards) + new_acc * (~is_loan)
+    loans = g(st.ext_loans) + new_acc * is_loan
+    cards = cards - rng.binomial(cards, s.ext_close_rate)
+    loans = loans - rng.binomial(loans, s.ext_close_rate * 2.0)
+    ext_use = ((cards + loans) > 0) & (u[:, 6] < s.ext_use_prob * eng)
+    months_since_ext = np.where(
+        ext_use | (new_acc > 0), 0, np.minimum(g(st.months_since_ext) + 1, 240)
+    ).astype(np.int16)
+    inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * g(st.juggler))
+    ext_util = np.clip(0.15 + 0.6 * g(st.juggler) + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
+        (cards + loans) > 0
+    )
+
+    # 8. consumption and competitor products
+    spend = g(st.income) * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(stopped_now, 0.75, 1.0)
+    cshare = rng.dirichlet([6.0, 2.0, 3.0], n)
+    weekly_cv = rng.gamma(4.0, 0.07, n) * np.where(stopped_now, 1.8, 1.0)
+    baitiao = np.where(comp & (u[:, 7] < 0.6), spend * rng.uniform(0.1, 0.5, n), 0.0)
+    fenfu = np.where(comp & (u[:, 8] < 0.5), spend * rng.uniform(0.05, 0.3, n), 0.0)
+
+    # write back behaviour and history
+    st.stopped_left[idx] = stopped_left
+    st.balance[idx] = balance
+    st.ext_cards[idx] = cards
+    st.ext_loans[idx] = loans
+    st.months_since_ext[idx] = months_since_ext
+    st.months_since_draw[idx] = np.where(drew, 0, np.minimum(g(st.months_since_draw) + 1, 99))
+    st.h_drew[idx, slot] = drew
+    st.h_util[idx, slot] = util
+    st.h_drawn[idx, slot] = draw_amt
+    st.h_misuse[idx, slot] = misuse
+    st.h_noncons[idx, slot] = noncons
+    st.h_comp[idx, slot] = comp
+    st.frozen_left[idx] = np.maximum(g(st.frozen_left) - 1, 0)
+    st.react_left[idx] = np.maximum(g(st.react_left) - 1, 0)
+
+    # 9. the platform's monthly review, from observable traces only
+    tenure = t - g(st.signup)
+    order = (slot - np.arange(WINDOW)) % WINDOW  # most recent first
+    drew_h = st.h_drew[idx][:, order] & (tenure[:, None] >= np.arange(WINDOW))
+    util_h = st.h_util[idx][:, order]
+    recent3 = drew_h[:, :3].sum(axis=1)
+    earlier = drew_h[:, 3:].sum(axis=1)
+    draws6 = drew_h[:, :6].sum(axis=1)
+    draws12 = drew_h.sum(axis=1)
+    n6 = np.clip(tenure + 1, 1, 6)
+    util6 = util_h[:, :6].sum(axis=1) / n6
+    util3 = util_h[:, :3].sum(axis=1) / np.clip(tenure + 1, 1, 3)
+    drawn3 = st.h_drawn[idx][:, order[:3]].sum(axis=1)
+    misuse3 = st.h_misuse[idx][:, order[:3]].sum(axis=1)
+    noncons3 = st.h_noncons[idx][:, order[:3]].sum(axis=1)
+    comp6 = st.h_comp[idx][:, order[:6]].sum(axis=1)
+
+    sig = np.zeros((n, N_CAUSES))
+    sig[:, C_SUDDEN] = ((recent3 == 0) & (earlier >= s.stop_earlier_months)) * (earlier / 9.0) * 2.0
+    sig[:, C_LOWYIELD] = (
+        (tenure >= 18)
+        * (draws12 >= 2)
+        * np.clip((s.lowyield_util - util6) / s.lowyield_util, 0.0, 1.0)
+        * 1.5
+    )
+    sig[:, C_OVER] = (
+        np.clip((util3 - s.over_util) / (1.0 - s.over_util), 0.0, 1.0)
+        * (recent3 >= 2)
+        * (1.0 + (loans >= 3))
+    )
+    misuse_share = np.where(drawn3 > 0, misuse3 / np.maximum(drawn3, 1e-9), 0.0)
+    sig[:, C_MISUSE] = np.clip((misuse_share - s.misuse_share) / 0.2, 0.0, 2.0)
+    thin_over = (months_since_ext - (s.thin_months - 3)) / 6.0
+    sig[:, C_THIN] = (
+        ((cards + loans) == 0) * (months_since_ext >= s.thin_months) * np.clip(thin_over, 0.0, 2.0)
+    )
+    noncons_share = np.where(drawn3 > 0, noncons3 / np.maximum(drawn3, 1e-9), 0.0)
+    sig[:, C_POLICY] = regime * (
+        np.clip((util3 - s.policy_util) / 0.2, 0.0, 1.0)
+        + np.clip((noncons_share - s.policy_noncons) / 0.2, 0.0, 1.0)
+    )
+    sig[:, C_COMP] = (
+        comp_level * (draws6 <= 1) * (tenure >= 3) * (comp6 >= s.competition_months) * (comp6 / 3.0)
+    )
+
+    base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
+    scale = np.exp(g(st.frailty) + s.noise_sd * rng.normal(size=n))
+    background = np.full(N_CAUSES, s.background_rate)
+    background[C_POLICY] *= regime > 0  # no policy closures before the regime exists
+    haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
+    total = haz.sum(axis=1)
+    p_close = 1.0 - np.exp(-total)
+    closed = u[:, 9] < p_close
+    # cause drawn in proportion to its hazard
+    cum = np.cumsum(haz, axis=1)
+    pick = (u[:, 10] * total)[:, None] > cum
+    cause = np.where(closed, pick.sum(axis=1).clip(0, N_CAUSES - 1), -1)
+    od_close = (dpd >= 30) & (u[:, 11] < s.overdue_close_prob)
+    cause = np.where(od_close, CAUSE_OVERDUE, cause)
+    closed = closed | od_close
+
+    # soft actions for accounts that stay open
+    v = rng.random((n, 3))
+    frz = (
+        (~closed)
+        & (~frozen)
+        & (v[:, 0] < s.freeze_prob * np.minimum(sig[:, C_SUDDEN] + sig[:, C_MISUSE], 1.0))
+    )
+    cut_sig = sig[:, [C_LOWYIELD, C_OVER, C_POLICY]]
+    cut_strength = np.minimum(cut_sig.sum(axis=1), 1.0)
+    cut = (~closed) & (~frz) & (v[:, 1] < s.decrease_prob * 0.3 * cut_strength)
+    cut_cause = np.array([C_LOWYIELD, C_OVER, C_POLICY])[cut_sig.argmax(axis=1)]
+    good = (tenure >= 6) & (draws6 >= 2) & (util6 > 0.1) & (util6 < 0.8) & (sig.sum(axis=1) == 0)
+    good &= ~g(st.ever_overdue) & ~od
+    inc = (~closed) & (~frz) & (~cut) & good & (v[:, 2] < s.increase_prob)
+    new_line = np.where(cut, np.maximum(np.round(line * 0.7 / 100) * 100, 500.0), line)
+    new_line = np.where(inc, np.round(line * 1.3 / 100) * 100, new_line)
+
+    st.line[idx] = new_line
+    st.frozen_left[idx] = np.where(frz, 1 + (v[:, 0] < 0.5 * s.freeze_prob), st.frozen_left[idx])
+    st.react_left[idx] = np.where(cut | frz, 3, st.react_left[idx])
+    st.boost[idx] = np.where(inc, np.minimum(g(st.boost) * 1.08, 1.5), g(st.boost))
+    st.ever_overdue[idx] = g(st.ever_overdue) | od
+    st.open[idx] = ~closed
+
+    out = _MonthOut(idx=idx, closed=closed, cause=cause)
+    if not record:
+        return out
+    out.hazards = haz
+    month = np.full(n, t, dtype=np.int16)
+    out.rows = {
+        "account_months": dict(
+            borrower_id=st.bid[idx],
+            month=month,
+            line=line,
+            n_draws=n_draws.astype(np.int16),
+            draw_amount=draw_amt,
+            repayment=np.round(repay, 2),
+            balance=np.round(balance, 2),
+            interest_paid=np.round(interest, 2),
+            n_early_repay=early.astype(np.int16),
+            dpd=dpd,
+            frozen=frozen.astype(np.int8),
+        ),
+        "bureau_months": dict(
+            borrower_id=st.bid[idx],
+            month=month,
+            ext_cards=cards.astype(np.int16),
+            ext_loans=loans.astype(np.int16),
+            ext_new_accounts=new_acc.astype(np.int16),
+            ext_inquiries=inquiries.astype(np.int16),
+            ext_utilisation=ext_util,
+            months_since_ext_activity=months_since_ext,
+        ),
+        "consumption_months": dict(
+            borrower_id=st.bid[idx],
+            month=month,
+            spend_daily=spend * cshare[:, 0],
+            spend_durables=spend * cshare[:, 1],
+            spend_services=spend * cshare[:, 2],
+            spend_weekly_cv=weekly_cv,
+            competitor_baitiao=baitiao,
+            competitor_fenfu=fenfu,
+        ),
+    }
+    fi, fc = np.nonzero(flow_amt > 0.005)
+    out.flows = dict(
+        borrower_id=st.bid[idx][fi],
+        month=np.full(len(fi), t, dtype=np.int16),
+        channel=fc.astype(np.int8),
+        amount=np.round(flow_amt[fi, fc], 2),
+        days_after_draw=lags[fi, fc],
+    )
+    ev_kind = np.full(n, -1)
+    ev_kind[inc] = 0
+    ev_kind[cut] = 1
+    ev_kind[frz] = 2
+    ev_kind[closed] = 3
+    ev_cause = np.where(
+        closed,
+        cause,
+        np.where(
+            cut,
+            cut_cause,
+            np.where(frz, np.where(sig[:, C_MISUSE] > sig[:, C_SUDDEN], C_MISUSE, C_SUDDEN), -1),
+        ),
+    )
+    e = np.flatnonzero(ev_kind >= 0)
+    out.events = dict(
+        borrower_id=st.bid[idx][e],
+        month=np.full(len(e), t, dtype=np.int16),
+        event=ev_kind[e],
+        cause=ev_cause[e],
+        line_before=line[e],
+        line_after=np.where(closed[e], 0.0, new_line[e]),
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- a chunk
+
+
+def _concat(parts: list[dict[str, np.ndarray]], schema: pa.Schema) -> pa.Table:
+    if not parts:
+        return schema.empty_table()
+    cols = {name: np.concatenate([p[name] for p in parts]) for name in schema.names}
+    arrays = [pa.array(cols[f.name]).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+_CAUSE_NAMES = np.array(list(CAUSES) + [OVERDUE, "none"], dtype=object)
+_EVENT_NAMES = np.array(EVENTS, dtype=object)
+_CHANNEL_NAMES = np.array(CHANNELS, dtype=object)
+
+
+def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
+    """Simulate one chunk of borrowers over all months; returns raw and truth tables."""
+    ss = np.random.SeedSequence(spec.seed, spawn_key=(chunk,))
+    rng = np.random.default_rng(ss)
+    st, static = _init_chunk(spec, chunk, rng)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {
+        k: []
+        for k in (
+            "account_months",
+            "bureau_months",
+            "consumption_months",
+            "fund_flows",
+            "platform_events",
+            "hazards",
+            "oracle",
+        )
+    }
+    oracle_snaps = set(spec.oracle_snapshots)
+    lo, hi = spec.chunk_bounds(chunk)
+    for t in range(spec.n_months):
+        out = _step(spec, st, t, rng, record=True)
+        assert (
+            out.rows is not None
+            and out.flows is not None
+            and out.events is not None
+            and out.hazards is not None
+        )
+        for k, row in out.rows.items():
+            parts[k].append(row)
+        fl = dict(out.flows)
+        fl["channel"] = _CHANNEL_NAMES[fl["channel"]]
+        parts["fund_flows"].append(fl)
+        ev = dict(out.events)
+        ev["event"] = _EVENT_NAMES[ev["event"]]
+        ev["cause"] = _CAUSE_NAMES[ev["cause"]]  # -1 -> "none"
+        parts["platform_events"].append(ev)
+        hz = {"borrower_id": st.bid[out.idx], "month": np.full(len(out.idx), t, dtype=np.int16)}
+        for j, c in enumerate(CAUSES):
+            hz[f"h_{c}"] = out.hazards[:, j]
+        parts["hazards"].append(hz)
+        if t in oracle_snaps and t + spec.horizon < spec.n_months:
+            parts["oracle"].append(_oracle(spec, st, t, chunk, hi - lo))
+    tables = dict(static)
+    for k, chunks in parts.items():
+        schema = TRUTH_SCHEMAS.get(k) or SCHEMAS[k]
+        tables[k] = _concat(chunks, schema)
+    return tables
+
+
+def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int, chunk_n: int) -> dict[str, np.ndarray]:
+    """Monte Carlo closure probability in (t, t+H] for a sample of eligible accounts.
+
+    The futures start from the full state at the end of month ``t`` (latent traits
+    included) and are stepped by the same :func:`_step`; the fraction of futures with a
+    non-overdue closure in the window is the best any model of the observables can do.
+    """
+    s = spec.sim
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 1, t)))
+    eligible = np.flatnonzero(st.open & (st.signup <= t) & ~st.ever_overdue)
+    n_total = max(1, len(spec.oracle_snapshots)) * spec.n_chunks
+    quota = min(len(eligible), math.ceil(s.oracle_rows / n_total * 1.15))
+    if quota == 0:
+        return {
+            "borrower_id": np.zeros(0, np.int64),
+            "snapshot": np.zeros(0, np.int16),
+            "p_oracle": np.zeros(0),
+            "n_futures": np.zeros(0, np.int16),
+        }
+    pick = np.sort(rng.choice(eligible, size=quota, replace=False))
+    k = s.oracle_futures
+    fut = st.take(np.repeat(pick, k))
+    hit = np.zeros(len(pick) * k, dtype=bool)
+    for m in range(t + 1, t + spec.horizon + 1):
+        out = _step(spec, fut, m, rng, record=False)
+        hit[out.idx] |= out.closed & (out.cause >= 0) & (out.cause < N_CAUSES)
+    p = hit.reshape(len(pick), k).mean(axis=1)
+    return {
+        "borrower_id": st.bid[pick],
+        "snapshot": np.full(len(pick), t, dtype=np.int16),
+        "p_oracle": p,
+        "n_futures": np.full(len(pick), k, dtype=np.int16),
+    }
+
+
+def iter_chunks(
+    spec: WorldSpec, n_jobs: int = 1, block_size: int | None = None
+) -> Iterator[tuple[int, dict[str, pa.Table]]]:
+    """Yield ``(chunk, tables)`` in chunk order; work is spread over processes if asked.
+
+    ``block_size`` bounds how many borrowers are in flight at once; neither it nor
+    ``n_jobs`` changes any value produced.
+    """
+    chunks = range(spec.n_chunks)
+    if n_jobs <= 1:
+        for c in chunks:
+            yield c, simulate_chunk(spec, c)
+        return
+    import concurrent.futures as cf
+
+    in_flight = max(n_jobs, (block_size or spec.sim.chunk_size * n_jobs) // spec.sim.chunk_size)
+    with cf.ProcessPoolExecutor(max_workers=n_jobs) as ex:
+        pending: dict[int, cf.Future[dict[str, pa.Table]]] = {}
+        nxt = 0
+        for c in chunks:
+            while len(pending) < in_flight and nxt < spec.n_chunks:
+                pending[nxt] = ex.submit(simulate_chunk, spec, nxt)
+                nxt += 1
+            yield c, pending.pop(c).result()
+
+
+def simulate(
+    spec: WorldSpec, progress: Callable[[Iterator[Any], int], Iterator[Any]] | None = None
+) -> dict[str, pa.Table]:
+    """Whole world in memory (small worlds and tests); large runs stream :func:`iter_chunks`."""
+    it: Iterator[tuple[int, dict[str, pa.Table]]] = iter_chunks(spec)
+    if progress is not None:
+        it = progress(it, spec.n_chunks)
+    acc: dict[str, list[pa.Table]] = {}
+    for _, tables in it:
+        for k, v in tables.items():
+            acc.setdefault(k, []).append(v)
+    out = {k: pa.concat_tables(v) for k, v in acc.items()}
+    out["macro_months"] = macro_table(spec)
+    return out

@@ -1,0 +1,117 @@
+"""Shared helpers of the stage runners: paths, manifests, printing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.base.io import digest_of, file_digest, write_json
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass
+class Paths:
+    raw: Path
+    truth: Path
+    processed: Path
+    models: Path
+
+    @classmethod
+    def of(cls, cfg: Any) -> Paths:
+        return cls(
+            Path(cfg.paths.raw_dir),
+            Path(cfg.paths.truth_dir),
+            Path(cfg.paths.processed_dir),
+            Path(cfg.paths.models_dir),
+        )
+
+
+def _manifest_path(out_dir: Path, stage: str) -> Path:
+    return out_dir / f"_{stage}.manifest.json"
+
+
+def up_to_date(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> bool:
+    mp = _manifest_path(out_dir, stage)
+    if not mp.exists() or not all(p.exists() for p in outputs):
+        return False
+    try:
+        saved = json.loads(mp.read_text())
+    except (OSError, ValueError):
+        return False
+    if saved.get("key") != digest_of(key):
+        return False
+    return all(saved.get("outputs", {}).get(p.name) == file_digest(p) for p in outputs)
+
+
+def write_manifest(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> None:
+    write_json(
+        {"key": digest_of(key), "outputs": {p.name: file_digest(p) for p in outputs}},
+        _manifest_path(out_dir, stage),
+    )
+
+
+def inputs_digest(paths: list[Path]) -> dict[str, str]:
+    return {p.name: file_digest(p) for p in paths if p.exists()}
+
+
+#: What the explain stage writes under ``models/`` (global views; borrower stories apart).
+EXPLAIN_PARTS = (
+    "reasons.parquet",
+    "advice.parquet",
+    "fidelity.json",
+    "fidelity_confusion.csv",
+    "shap_importance.json",
+    "cause_importance.json",
+    "summary_parts/explain.json",
+    "plots/shap_*.png",
+    "plots/dependence_*.png",
+    "plots/cause_importance.png",
+    "plots/fidelity_confusion.png",
+)
+STORY_PARTS = ("plots/waterfall_*.png", "borrower_*.json")
+POLICY_PARTS = ("policy", "summary_parts/policy.json")
+REPORT_PARTS = ("report.html",)
+#: Everything derived from a model: a newly trained model makes all of it stale.
+MODEL_DERIVED = (*EXPLAIN_PARTS, *STORY_PARTS, *POLICY_PARTS, *REPORT_PARTS)
+
+
+def remove_parts(models: Path, patterns: Iterable[str]) -> None:
+    """Delete the outputs matching ``patterns`` (globs relative to ``models``).
+
+    Called by a stage just before it writes a new version of what these outputs were
+    derived from, so that no later reader (the report above all) mixes outputs of two
+    different models or runs.
+    """
+    for pattern in patterns:
+        for path in sorted(models.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def release_memory() -> None:
+    """Hand memory freed by a finished stage back to the system.
+
+    Between the stages of one ``run`` the big tables of the last stage are garbage;
+    collecting them, emptying Arrow's pool and trimming the C heap keeps the next
+    stage from stacking its peak on top of the last one's.
+    """
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

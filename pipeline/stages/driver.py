@@ -1,0 +1,200 @@
+"""Stage runners and the pipeline driver.
+
+Each runner takes the resolved config and a :class:`~pipeline.adapters.tracking.Tracker`, reads
+its inputs, calls a pure core, writes outputs atomically and logs to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from omegaconf import OmegaConf
+
+from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri
+from pipeline.base.config import validate
+from pipeline.base.io import write_json, write_text
+from pipeline.stages.common import Paths, release_memory, say
+from pipeline.stages.explain import explain
+from pipeline.stages.features import features
+from pipeline.stages.generate import generate
+from pipeline.stages.policy import policy
+from pipeline.stages.report import report
+from pipeline.stages.train import train
+
+STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
+    "generate": generate,
+    "features": features,
+    "train": train,
+    "explain": explain,
+    # the strategy comparison, on this run's own model (simulator mode only)
+    "policy": lambda cfg, tracker: policy(cfg, tracker, source="local", in_run=True),
+    "report": report,
+}
+ALIASES = {"data": "generate"}
+#: stages that need the simulator's ground truth
+SIMULATOR_ONLY = ("policy",)
+
+
+def pipeline_stages(cfg: Any) -> list[str]:
+    """What ``run`` runs: every stage, less those the data mode cannot feed."""
+    simulator = str(cfg.data.kind) == "simulator"
+    return [s for s in STAGES if simulator or s not in SIMULATOR_ONLY]
+
+
+def run_pipeline(
+    cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the given stages under one parent MLflow run; returns the summary."""
+    validate(cfg)
+    results: dict[str, Any] = {}
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
+    with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
+        tracker.log_params(params)
+        resolved = OmegaConf.to_yaml(
+            OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))
+        )
+        Path(cfg.paths.models_dir).mkdir(parents=True, exist_ok=True)
+        cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
+        write_text(resolved, cfg_path)
+        tracker.log_artifact(cfg_path, "config")
+
+        def run_stage(stage: str) -> None:
+            with tracker.run(stage, tags={"stage": stage}):
+                tracker.log_params(
+                    {
+                        k: v
+                        for k, v in params.items()
+                        if k.split(".")[0] in _STAGE_KEYS.get(stage, ())
+                    }
+                )
+                results[stage] = STAGES[stage](cfg, tracker)
+            release_memory()
+
+        for stage in stages:
+            if stage != "report":
+                run_stage(stage)
+        summary = summarize(cfg, results, tracker)
+        if "train" in results:
+            tracker.log_metrics({k: v for k, v in _flatten_numbers(summary).items()})
+        if "report" in stages:  # last: the page shows the summary just written
+            run_stage("report")
+            summary["report"] = results["report"]["path"]
+            write_json(summary, Paths.of(cfg).models / "summary.json")
+    return summary
+
+
+_STAGE_KEYS = {
+    "generate": ("data", "simulator"),
+    "features": ("features",),
+    "train": ("model",),
+    "explain": ("explain",),
+    "policy": ("policy",),
+}
+
+
+def _flatten_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten_numbers(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"summary.{key}"] = float(v)
+    return out
+
+
+def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
+    """Print the run summary and write ``models/summary.json``."""
+    p = Paths.of(cfg)
+    summary: dict[str, Any] = {
+        "mlflow_run_id": tracker.parent_run_id,
+        "tracking_uri": redact_uri(tracker.uri) if tracker.enabled else None,
+    }
+    # a table run's rows are in table_features.parquet; features.parquet, if there, is
+    # a simulator run's
+    table_mode = str(cfg.data.kind) == "table"
+    feat_path = p.processed / ("table_features.parquet" if table_mode else "features.parquet")
+    if feat_path.exists():
+        t = pq.read_table(feat_path, columns=["split", "label"]).to_pandas()
+        summary["n_rows"] = int(len(t))
+        summary["closure_rate"] = float(t.label.mean()) if len(t) else float("nan")
+    model_meta = p.models / "model.json"
+    if model_meta.exists():
+        meta = json.loads(model_meta.read_text())
+        for split, m in meta["metrics"].items():
+            summary[split] = {
+                k: m[k]
+                for k in ("auc", "ks", "pr_auc", "brier", "ece", "n", "positive_rate")
+                if k in m
+            }
+    imp = p.models / "shap_importance.json"
+    if imp.exists():
+        summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
+    # each stage may contribute a part (its "summary" result), kept on disk so that a
+    # single-stage invocation still reports what earlier stages found
+    parts_dir = p.models / "summary_parts"
+    for stage, result in results.items():
+        if isinstance(result, dict) and result.get("summary"):
+            write_json(result["summary"], parts_dir / f"{stage}.json")
+    for stage in STAGES:
+        part = parts_dir / f"{stage}.json"
+        if part.exists():
+            _deep_merge(summary, json.loads(part.read_text()))
+    summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
+    summary["ui"] = (
+        "make ui" if str(cfg.tracking.uri).startswith("sqlite:") else str(summary["tracking_uri"])
+    )
+    write_json(summary, p.models / "summary.json")
+    tracker.log_artifact(p.models / "summary.json", "summary")
+    _print_summary(summary)
+    return summary
+
+
+def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    def g(split: str, k: str) -> str:
+        v = s.get(split, {}).get(k)
+        return f"{v:.4f}" if isinstance(v, float) else "-"
+
+    lines = [
+        "",
+        "=== closure-risk run summary ===",
+        f"rows (borrower x snapshot) : {s.get('n_rows', '-'):,}"
+        if isinstance(s.get("n_rows"), int)
+        else "rows: -",
+        f"closure rate in horizon    : {s['closure_rate']:.2%}"
+        if "closure_rate" in s
+        else "closure rate: -",
+        f"AUC valid / out-of-time    : {g('valid', 'auc')} / {g('oot', 'auc')}",
+        f"KS / Brier out-of-time     : {g('oot', 'ks')} / {g('oot', 'brier')}",
+    ]
+    if "fidelity" in s:
+        lines.append(
+            f"explanation fidelity      : top-1 {s['fidelity']['top1']:.2%}, top-3 {s['fidelity']['top3']:.2%}"
+        )
+    if "top_features" in s:
+        lines.append(f"top features (mean |SHAP|) : {', '.join(s['top_features'])}")
+    lines += [
+        f"outputs                    : {s['outputs']['raw']}, {s['outputs']['features']}, {s['outputs']['models']}",
+        f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
+        "open the UI                : "
+        + (
+            "make ui   (then http://127.0.0.1:5000)"
+            if s.get("ui") == "make ui"
+            else str(s.get("ui"))
+        ),
+        "",
+    ]
+    say("\n".join(lines))

@@ -1,0 +1,642 @@
+"""Runner of the ``explain`` stage: SHAP values, reason codes, fidelity, advice, plots.
+
+Batch (default): explains the out-of-time rows (``models/reasons.parquet``), measures
+how often the top reason names the simulator's true cause (``models/fidelity.json``,
+``fidelity_confusion.csv`` and a heatmap), advises the highest-risk borrowers
+(``models/advice.parquet``) and draws the global views under ``models/plots/``.
+
+One borrower (``explain.borrower_id=ID``): prints the probability, the reasons and the
+advice for the borrower's latest out-of-time snapshot (or ``explain.snapshot``) and
+writes ``models/plots/waterfall_<ID>.png`` and ``models/borrower_<ID>.json``.
+
+In table mode (``"mode": "table"`` in ``model.json``) there are no causes: reasons are
+features, and fidelity and advice are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.causes import CAUSES
+from pipeline.base.config import physical_cores
+from pipeline.base.io import (
+    DataError,
+    atomic_path,
+    digest_of,
+    file_digest,
+    write_json,
+    write_parquet,
+)
+from pipeline.core import advice as advice_core
+from pipeline.core import explain as explain_core
+from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say
+from pipeline.stages.train import load_feature_table, load_model
+
+WEIGHTS_FILE = "cause_weights.json"
+
+
+# ---- loading ----------------------------------------------------------------------
+
+
+class _Model:
+    """The booster with its calibration: ``prob`` is what the product reports."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.booster, self.meta = load_model(models_dir)
+        self.names: list[str] = list(self.meta["feature_names"])
+        self.mode = str(self.meta.get("mode", "simulator"))
+        self.calibrator: Any = None
+        cal_path = models_dir / "calibration.json"
+        if self.meta.get("calibration", "none") not in ("none", None) and cal_path.exists():
+            from pipeline.core.calibration import Calibrator
+
+            try:
+                self.calibrator = Calibrator.from_json(json.loads(cal_path.read_text()))
+            except (ValueError, KeyError) as exc:
+                raise DataError(f"{cal_path}: not a readable calibration ({exc})") from exc
+        self.digest = file_digest(models_dir / "model.txt")
+
+    def prob(self, X: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(np.asarray(X, dtype=np.float32))
+        return self.calibrator.apply(raw) if self.calibrator is not None else raw
+
+
+def _load_rows(cfg: Any, p: Paths, model: _Model) -> tuple[pd.DataFrame, str, Path]:
+    """The scored table and its id column, in either mode."""
+    if model.mode == "table":
+        path = p.processed / "table_features.parquet"
+        if not path.exists():
+            raise DataError(f"{path}: file not found (run `make train` in table mode first)")
+        df = pq.read_table(path).to_pandas()
+        id_col = str(model.meta.get("table", {}).get("id") or df.columns[0])
+        need = [id_col, "split", "label", *model.names]
+    else:
+        path = p.processed / "features.parquet"
+        df = load_feature_table(path)
+        id_col = "borrower_id"
+        need = [id_col, "snapshot", "split", "label", "label_cause", *model.names]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: column(s) {', '.join(missing)} missing (the model needs them)")
+    return df, id_col, path
+
+
+# ---- feature -> cause weights -------------------------------------------------------
+
+
+def _cause_weights(
+    cfg: Any, p: Paths, model: _Model, df: pd.DataFrame, threads: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``W`` for the configured attribution; the learned one is cached with the model."""
+    e = cfg.explain
+    if e.attribution != "learned":
+        return explain_core.attribution_matrix(model.names, str(e.attribution)), {
+            "attribution": str(e.attribution)
+        }
+    key = {
+        "model": model.digest,
+        "support": str(e.learn_support),
+        "rows": int(e.learn_rows),
+        "seed": int(cfg.data.seed),
+        "names": model.names,
+    }
+    path = p.models / WEIGHTS_FILE
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == digest_of(key):
+                W = np.array(
+                    [
+                        [saved["weights"][f][c] for c in explain_core.CAUSE_COLUMNS]
+                        for f in model.names
+                    ]
+                )
+                return W, saved["info"]
+        except (OSError, ValueError, KeyError):
+            pass
+    closed = df[(df.split == "train") & (df.label == 1)]
+    if len(closed) > int(e.learn_rows):
+        closed = closed.sample(n=int(e.learn_rows), random_state=int(cfg.data.seed))
+    info: dict[str, Any] = {"attribution": "learned", "support": str(e.learn_support)}
+    try:
+        if len(closed) == 0:
+            raise ValueError("the training split has no labelled closures")
+        contrib, _ = explain_core.contributions(
+            model.booster, closed[model.names].to_numpy(dtype=np.float32), threads
+        )
+        fit = explain_core.fit_cause_weights(
+            contrib[:, :-1], closed.label_cause.to_numpy(), model.names, str(e.learn_support)
+        )
+    except ValueError as exc:
+        say(f"explain: cannot learn cause weights ({exc}); using the registry split")
+        return explain_core.attribution_matrix(model.names, "registry"), {
+            "attribution": "registry",
+            "learned_failed": str(exc),
+        }
+    info.update(
+        n_rows=fit.n_rows,
+        train_top1=fit.train_top1,
+        temperature=fit.temperature,
+        causes_seen=fit.causes_seen,
+        causes_unseen=[c for c in CAUSES if c not in fit.causes_seen],
+    )
+    weights = {
+        f: {c: float(fit.W[j, k]) for k, c in enumerate(explain_core.CAUSE_COLUMNS)}
+        for j, f in enumerate(model.names)
+    }
+    write_json({"key": digest_of(key), "info": info, "weights": weights}, path)
+    return fit.W, info
+
+
+def _shift(
+    cfg: Any, contrib: np.ndarray, p_feat: int, groups: np.ndarray | None
+) -> np.ndarray | None:
+    if cfg.explain.reference == "snapshot" and groups is not None:
+        return explain_core.reference_shift(contrib[:, :p_feat], groups)
+    return None
+
+
+# ---- the stage --------------------------------------------------------------------
+
+
+def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+    p = Paths.of(cfg)
+    model = _Model(p.models)
+    df, id_col, src = _load_rows(cfg, p, model)
+    threads = int(cfg.explain.n_jobs) or physical_cores()
+    if cfg.explain.borrower_id is not None:
+        return _borrower(cfg, p, model, df, id_col, src, threads, tracker)
+    return _batch(cfg, p, model, df, id_col, threads, tracker)
+
+
+def _batch(
+    cfg: Any,
+    p: Paths,
+    model: _Model,
+    df: pd.DataFrame,
+    id_col: str,
+    threads: int,
+    tracker: Tracker,
+) -> dict[str, Any]:
+    e = cfg.explain
+    names = model.names
+    sim = model.mode != "table"
+    oot = df[df.split == "oot"]
+    if len(oot) == 0:  # a table without a held-out part: explain validation rows
+        oot = df[df.split == "valid"]
+    if len(oot) > e.max_rows:
+        oot = oot.sample(n=int(e.max_rows), random_state=int(cfg.data.seed))
+        oot = oot.sort_values(["snapshot", id_col] if sim else [id_col])
+    X = oot[names].to_numpy(dtype=np.float32)
+    t0 = time.perf_counter()
+    if cfg.engine.kind == "dask":
+        from pipeline.adapters import distributed
+
+        with distributed.client_for(cfg.engine) as client:
+            contrib = distributed.shap_values(
+                client, model.booster, X, n_threads=int(cfg.engine.threads_per_worker)
+            )
+        method = "treeshap_dask"
+    else:
+        contrib, method = explain_core.contributions(model.booster, X, threads)
+    seconds = time.perf_counter() - t0
+    additivity = _additivity(model, X, contrib)
+    raw_prob = model.booster.predict(X)
+    prob = model.calibrator.apply(raw_prob) if model.calibrator is not None else raw_prob
+
+    cols: dict[str, Any] = {id_col: oot[id_col].to_numpy()}
+    if sim:
+        cols["snapshot"] = oot.snapshot.to_numpy()
+    cols.update(probability=prob, label=oot.label.to_numpy())
+    info: dict[str, Any] = {}
+    W = None
+    shift = None
+    if sim:
+        cols["label_cause"] = oot.label_cause.to_numpy()
+        W, info = _cause_weights(cfg, p, model, df, threads)
+        shift = _shift(cfg, contrib, len(names), oot.snapshot.to_numpy())
+        reasons = explain_core.reason_codes(contrib, X, names, int(e.top_k), W, shift)
+    else:
+        reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k))
+    if e.probability:
+        pc = explain_core.probability_contributions(contrib)
+        slope = np.divide(
+            pc[:, :-1].sum(axis=1),
+            contrib[:, :-1].sum(axis=1),
+            out=np.zeros(len(X)),
+            where=np.abs(contrib[:, :-1].sum(axis=1)) > 1e-12,
+        )
+        for r in range(1, int(e.top_k) + 1):
+            if f"reason_{r}_shap" in reasons:
+                reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
+    table = pd.DataFrame({**cols, **reasons})
+    # new global views replace the old ones whole (dependence plots differ by feature);
+    # the report and policy figures were built from the old ones
+    remove_parts(p.models, (*EXPLAIN_PARTS, *REPORT_PARTS))
+    out = p.models / "reasons.parquet"
+    write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
+    importance = explain_core.global_importance(contrib, names)
+    write_json({"method": method, "importance": importance}, p.models / "shap_importance.json")
+    artifacts = [out, p.models / "shap_importance.json"]
+    plots = _shap_plots(
+        contrib,
+        X,
+        names,
+        p.models / "plots",
+        int(e.plot_sample),
+        int(cfg.data.seed),
+        importance,
+        int(e.dependence_top),
+    )
+
+    metrics: dict[str, float] = {
+        "rows": float(len(X)),
+        "seconds": seconds,
+        "rows_per_s": len(X) / max(seconds, 1e-9),
+        "additivity_max_abs": additivity,
+    }
+    part: dict[str, Any] = {"shap": {"method": method, "rows_per_s": metrics["rows_per_s"]}}
+    if sim:
+        cimp = explain_core.cause_importance(contrib, names, W)
+        cimp_path = p.models / "cause_importance.json"
+        write_json({"attribution": info, "importance": cimp}, cimp_path)
+        artifacts.append(cimp_path)
+        plots.append(
+            _bar_plot(
+                cimp,
+                p.models / "plots" / "cause_importance.png",
+                "mean |SHAP| per cause (log-odds)",
+            )
+        )
+        closed = table.label.to_numpy() == 1
+        if closed.any():
+            fid = explain_core.fidelity(
+                {k: v[closed] for k, v in reasons.items()}, table.label_cause.to_numpy()[closed]
+            )
+            conf_path = p.models / "fidelity_confusion.csv"
+            with atomic_path(conf_path) as tmp:
+                fid.confusion.to_csv(tmp)
+            fid_path = p.models / "fidelity.json"
+            fid_part = {
+                "top1": fid.top1,
+                "top3": fid.top3,
+                "n": fid.n,
+                "chance_top1": 1.0 / len(CAUSES),
+                "attribution": info.get("attribution"),
+                "reference": str(e.reference),
+            }
+            write_json({**fid_part, "by_cause": fid.by_cause, "weights": info}, fid_path)
+            artifacts += [conf_path, fid_path]
+            plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
+            metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
+            part["fidelity"] = fid_part
+            say(
+                f"explain: fidelity on {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
+                f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
+            )
+        if e.advice_rows > 0:
+            adv = _batch_advice(cfg, model, oot, prob, p.models / "advice.parquet")
+            if adv is not None:
+                artifacts.append(p.models / "advice.parquet")
+                part["advice"] = adv
+                metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
+    tracker.log_metrics(metrics)
+    tracker.set_tags(
+        {"shap_method": method, "attribution": str(info.get("attribution", "features"))}
+    )
+    for a in artifacts:
+        tracker.log_artifact(a, "explain")
+    for plot in plots:
+        tracker.log_artifact(plot, "plots")
+    say(
+        f"explain: {len(X):,} rows by {method} ({seconds:.1f}s, "
+        f"{metrics['rows_per_s']:,.0f} rows/s), additivity {additivity:.1e} -> {out}"
+    )
+    return {"metrics": metrics, "importance": importance, "method": method, "summary": part}
+
+
+def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
+    """Contributions must add up to the raw score; checked on a sample."""
+    if len(X) == 0:
+        return 0.0
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(X), size=min(len(X), 2000), replace=False)
+    raw = model.booster.predict(X[sample], raw_score=True)
+    err = float(np.max(np.abs(contrib[sample].sum(axis=1) - raw)))
+    if err > 1e-3:
+        raise RuntimeError(f"SHAP additivity check failed: max |sum - raw score| = {err:.2e}")
+    return err
+
+
+def _batch_advice(
+    cfg: Any, model: _Model, rows: pd.DataFrame, prob: np.ndarray, out: Path
+) -> dict[str, float] | None:
+    """Advice for the highest-risk borrowers (their latest explained snapshot)."""
+    thr = float(cfg.explain.advice_threshold)
+    frame = rows.assign(_p=prob)
+    frame = frame.sort_values(["snapshot", "borrower_id"]).drop_duplicates(
+        "borrower_id", keep="last"
+    )
+    frame = frame[frame._p >= thr].sort_values(["_p", "borrower_id"], ascending=[False, True])
+    frame = frame.head(int(cfg.explain.advice_rows))
+    if len(frame) == 0:
+        say(f"explain: no out-of-time borrower at or above the advice threshold {thr:.0%}")
+        return None
+    recs = []
+    for bid, snap, x in zip(
+        frame.borrower_id.to_numpy(),
+        frame.snapshot.to_numpy(),
+        frame[model.names].to_numpy(dtype=np.float64),
+        strict=True,
+    ):
+        a = advice_core.advise(x, model.names, model.prob, thr)
+        recs.append(
+            {
+                "borrower_id": int(bid),
+                "snapshot": int(snap),
+                "p_before": a.p_before,
+                "p_after": a.p_after,
+                "achieved": a.achieved,
+                "cost": a.cost,
+                "actions": " ".join(a.actions),
+                "changes": json.dumps([list(c) for c in a.changes]),
+                "advice_zh": "\n".join(a.zh),
+                "advice_en": "\n".join(a.en),
+            }
+        )
+    table = pd.DataFrame(recs)
+    write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
+    achieved = table.achieved.to_numpy()
+    summary = {
+        "n": float(len(table)),
+        "threshold": thr,
+        "achieved_share": float(achieved.mean()),
+        "mean_cost": float(table.cost[achieved].mean()) if achieved.any() else float("nan"),
+    }
+    say(
+        f"explain: advice for {len(table)} borrowers at risk >= {thr:.0%}: "
+        f"{summary['achieved_share']:.0%} brought under the threshold -> {out}"
+    )
+    return summary
+
+
+# ---- one borrower -------------------------------------------------------------------
+
+
+def _borrower(
+    cfg: Any,
+    p: Paths,
+    model: _Model,
+    df: pd.DataFrame,
+    id_col: str,
+    src: Path,
+    threads: int,
+    tracker: Tracker,
+) -> dict[str, Any]:
+    e = cfg.explain
+    bid = e.borrower_id
+    key = df[id_col].to_numpy()
+    try:
+        mine = df[key == type(key[0])(bid)] if len(key) else df.iloc[:0]
+    except (TypeError, ValueError):
+        mine = df.iloc[:0]
+    if len(mine) == 0:
+        raise DataError(
+            f"{src}: no row with {id_col} = {bid} (explain.borrower_id); "
+            f"ids range from {key.min()} to {key.max()}"
+            if len(key)
+            else f"{src}: table is empty"
+        )
+    sim = model.mode != "table"
+    if sim:
+        snaps = sorted(int(s) for s in mine.snapshot.unique())
+        if e.snapshot is not None:
+            if int(e.snapshot) not in snaps:
+                raise DataError(
+                    f"{src}: borrower {bid} has no row at snapshot {e.snapshot} "
+                    f"(explain.snapshot); available: {snaps}"
+                )
+            row = mine[mine.snapshot == int(e.snapshot)]
+        else:
+            oot = mine[mine.split == "oot"]
+            if len(oot) == 0:
+                raise DataError(
+                    f"{src}: borrower {bid} has no out-of-time row (closed or not yet on book); "
+                    f"choose one of the snapshots {snaps} with explain.snapshot=..."
+                )
+            row = oot[oot.snapshot == oot.snapshot.max()]
+    else:
+        row = mine
+    row = row.iloc[:1]
+    x = row[model.names].to_numpy(dtype=np.float32)
+    contrib, method = explain_core.contributions(model.booster, x, threads)
+    prob = float(model.prob(x)[0])
+    W = None
+    shift = None
+    if sim:
+        W, info = _cause_weights(cfg, p, model, df, threads)
+        if e.reference == "snapshot":
+            snap = int(row.snapshot.iloc[0])
+            peers = df[df.snapshot == snap]
+            if len(peers) > 20_000:
+                peers = peers.sample(n=20_000, random_state=int(cfg.data.seed))
+            pc, _ = explain_core.contributions(
+                model.booster, peers[model.names].to_numpy(dtype=np.float32), threads
+            )
+            shift = pc[:, : len(model.names)].mean(axis=0, keepdims=True)
+        reasons = explain_core.reason_codes(contrib, x, model.names, int(e.top_k), W, shift)
+    else:
+        reasons = explain_core.feature_reasons(contrib, x, model.names, int(e.top_k))
+    snap_txt = f", snapshot {int(row.snapshot.iloc[0])}" if sim else ""
+    lines = [
+        "",
+        f"=== borrower {bid}{snap_txt} ===",
+        (
+            f"closure risk in the next {cfg.features.horizon} months: {prob:.1%}"
+            if sim
+            else f"predicted probability of the positive class: {prob:.1%}"
+        )
+        + (" (calibrated)" if model.calibrator is not None else ""),
+        "reasons / 原因:",
+    ]
+    report: dict[str, Any] = {
+        "borrower_id": bid,
+        "snapshot": int(row.snapshot.iloc[0]) if sim else None,
+        "probability": prob,
+        "reasons": [],
+        "method": method,
+    }
+    for r in range(1, int(e.top_k) + 1):
+        if f"reason_{r}_en" not in reasons or not reasons[f"reason_{r}_shap"][0] > 0:
+            continue  # only what raises the risk is a reason for a person
+        en, zh = reasons[f"reason_{r}_en"][0], reasons[f"reason_{r}_zh"][0]
+        lines += [f"  {r}. {zh}"] + ([f"     {en}"] if en != zh else [])
+        report["reasons"].append(
+            {
+                "cause": str(reasons.get(f"reason_{r}_cause", [""])[0]),
+                "feature": str(reasons[f"reason_{r}_feature"][0]),
+                "value": float(reasons[f"reason_{r}_value"][0]),
+                "shap": float(reasons[f"reason_{r}_shap"][0]),
+                "zh": zh,
+                "en": en,
+            }
+        )
+    if not report["reasons"]:
+        lines.append("  (nothing raises this borrower's risk above the average)")
+    if sim:
+        thr = float(e.advice_threshold)
+        a = advice_core.advise(x[0].astype(np.float64), model.names, model.prob, thr)
+        if a.p_before < thr:
+            lines.append(f"advice / 建议 (risk already under {thr:.0%}; keep it so):")
+        elif a.achieved:
+            lines.append(f"advice / 建议 (re-scored risk {a.p_after:.1%} < {thr:.0%}):")
+        else:
+            lines.append(
+                f"advice / 建议 (no feasible change reaches {thr:.0%}; best re-scored risk {a.p_after:.1%}):"
+            )
+        for zh, en in zip(a.zh, a.en, strict=True):
+            lines += [f"  - {zh}", f"    {en}"]
+        for f, before, after in a.changes:
+            lines.append(f"    {f}: {before:.4g} -> {after:.4g}")
+        report["advice"] = {
+            "threshold": thr,
+            "p_after": a.p_after,
+            "achieved": a.achieved,
+            "cost": a.cost,
+            "actions": a.actions,
+            "changes": a.changes,
+            "zh": a.zh,
+            "en": a.en,
+        }
+    plot = _waterfall(contrib[0], x[0], model.names, p.models / "plots" / f"waterfall_{bid}.png")
+    rep_path = p.models / f"borrower_{bid}.json"
+    write_json(report, rep_path)
+    lines.append(f"waterfall plot: {plot}")
+    say("\n".join(lines))
+    tracker.log_artifact(plot, "borrowers")
+    tracker.log_artifact(rep_path, "borrowers")
+    return {"borrower": report}
+
+
+# ---- plots --------------------------------------------------------------------------
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _shap_plots(
+    contrib: np.ndarray,
+    X: np.ndarray,
+    names: list[str],
+    out_dir: Path,
+    n_plot: int,
+    seed: int,
+    importance: list[tuple[str, float]],
+    n_dependence: int,
+) -> list[Path]:
+    plt = _plt()
+    import shap
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    idx = (
+        np.sort(rng.choice(len(X), size=min(n_plot, len(X), 10_000), replace=False))
+        if len(X)
+        else np.zeros(0, dtype=int)
+    )
+    exp = shap.Explanation(
+        values=contrib[idx, :-1], base_values=contrib[idx, -1], data=X[idx], feature_names=names
+    )
+    paths: list[Path] = []
+    if len(idx) == 0:
+        return paths
+    for kind in ("bar", "beeswarm"):
+        plt.figure()
+        getattr(shap.plots, kind)(exp, max_display=15, show=False)
+        path = out_dir / f"shap_{kind}.png"
+        _save_fig(plt.gcf(), path)
+        plt.close("all")
+        paths.append(path)
+    for feat, _ in importance[:n_dependence]:
+        plt.figure()
+        shap.plots.scatter(exp[:, feat], color=exp, show=False)
+        path = out_dir / f"dependence_{feat}.png"
+        _save_fig(plt.gcf(), path)
+        plt.close("all")
+        paths.append(path)
+    return paths
+
+
+def _bar_plot(items: list[tuple[str, float]], path: Path, title: str) -> Path:
+    plt = _plt()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = [k for k, _ in items][::-1]
+    vals = [v for _, v in items][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(items) + 1))
+    ax.barh(labels, vals, color="#3b7dd8")
+    ax.set_xlabel(title)
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(conf: pd.DataFrame, path: Path) -> Path:
+    plt = _plt()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = conf.to_numpy(dtype=float)
+    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8, 6))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(m.shape[1]), list(conf.columns), rotation=45, ha="right")
+    ax.set_yticks(range(m.shape[0]), list(conf.index))
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black",
+                )
+    ax.set_xlabel("top reason")
+    ax.set_ylabel("true cause (simulator)")
+    fig.colorbar(im, ax=ax, label="share of the true cause's closures")
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _waterfall(phi: np.ndarray, x: np.ndarray, names: list[str], path: Path) -> Path:
+    plt = _plt()
+    import shap
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exp = shap.Explanation(values=phi[:-1], base_values=float(phi[-1]), data=x, feature_names=names)
+    plt.figure()
+    shap.plots.waterfall(exp, max_display=12, show=False)
+    _save_fig(plt.gcf(), path)
+    plt.close("all")
+    return path
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

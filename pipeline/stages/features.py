@@ -1,0 +1,416 @@
+"""Runner of the ``features`` stage: validate raw tables, build the feature table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from omegaconf import OmegaConf
+
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
+from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.base.progress import progress
+from pipeline.base.registry import BY_NAME, FEATURE_NAMES, registry_json
+from pipeline.core import features as feat_core
+from pipeline.core import simulate as sim_core
+from pipeline.core.metrics import decile_edges, iv_from_counts, psi_from_shares
+from pipeline.stages.common import Paths, inputs_digest, say, up_to_date, write_manifest
+
+RAW_RULES: dict[str, dict[str, Any]] = {
+    "borrowers": dict(
+        non_negative=("income", "initial_line", "signup_month"),
+        unique=("borrower_id",),
+        allowed={"occupation": OCCUPATIONS, "age_band": AGE_BANDS},
+    ),
+    "account_months": dict(
+        non_negative=(
+            "line",
+            "n_draws",
+            "draw_amount",
+            "repayment",
+            "balance",
+            "interest_paid",
+            "n_early_repay",
+            "dpd",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "fund_flows": dict(non_negative=("amount", "days_after_draw"), allowed={"channel": CHANNELS}),
+    "bureau_months": dict(
+        non_negative=(
+            "ext_cards",
+            "ext_loans",
+            "ext_new_accounts",
+            "ext_inquiries",
+            "ext_utilisation",
+            "months_since_ext_activity",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "consumption_months": dict(
+        non_negative=(
+            "spend_daily",
+            "spend_durables",
+            "spend_services",
+            "spend_weekly_cv",
+            "competitor_baitiao",
+            "competitor_fenfu",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "platform_events": dict(
+        non_negative=("line_before", "line_after"),
+        allowed={"event": EVENTS, "cause": (*ALL_CAUSES, "none")},
+    ),
+    "macro_months": dict(non_negative=("competitor_intensity",), unique=("month",)),
+    "social_edges": dict(non_negative=("tie_strength",)),
+}
+
+
+def read_raw(
+    path: Path, name: str, n_months: int, filters: Any = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A raw table checked against its schema and rules (only ``columns``, if given)."""
+    rules = dict(RAW_RULES[name])
+    schema = sim_core.SCHEMAS[name]
+    if "month" in schema.names:
+        rules["ranges"] = {"month": (0, n_months - 1)}
+    if columns is not None:
+        keep = set(columns)
+        rules = {
+            k: (
+                {c: v for c, v in r.items() if c in keep}
+                if isinstance(r, dict)
+                else tuple(c for c in r if c in keep)
+            )
+            for k, r in rules.items()
+        }
+        # the duplicate-key check needs every key column, or none
+        if rules.get("unique") and len(rules["unique"]) != len(RAW_RULES[name].get("unique", ())):
+            rules["unique"] = ()
+    return read_table(path, schema, filters=filters, columns=columns, **rules)
+
+
+def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:
+    return (pc.field(col) >= lo) & (pc.field(col) < hi)
+
+
+def feature_spec(cfg: Any) -> feat_core.FeatureSpec:
+    f = cfg.features
+    return feat_core.FeatureSpec(
+        snapshots=tuple(int(s) for s in f.snapshots),
+        horizon=int(f.horizon),
+        valid_snapshots=tuple(int(s) for s in f.valid_snapshots),
+        oot_snapshots=tuple(int(s) for s in f.oot_snapshots),
+        fund_days=int(f.fund_days),
+        small_draw_ratio=float(f.small_draw_ratio),
+        never_overdue_only=bool(f.never_overdue_only),
+    )
+
+
+RAW_BLOCK_TABLES = (
+    "borrowers",
+    "account_months",
+    "fund_flows",
+    "bureau_months",
+    "consumption_months",
+    "platform_events",
+)
+
+
+def feature_block(
+    raw_dir: Path,
+    lo: int,
+    hi: int,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+) -> tuple[dict[str, np.ndarray], feat_core.BlockStatus]:
+    """Read, validate and featurise borrowers ``lo .. hi-1``; a self-contained task.
+
+    Only the rows of this block are read (row groups are skipped by their statistics),
+    so memory is bounded by the block, and the same function runs on a Dask worker.
+    """
+    block = read_block(raw_dir, lo, hi, n_months)
+    return feat_core.block_features(block, lo, hi - lo, n_months, spec)
+
+
+def read_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> dict[str, pa.Table]:
+    """The validated raw rows of borrowers ``lo .. hi-1`` (and the macro table)."""
+    paths = {name: raw_dir / f"{name}.parquet" for name in (*RAW_BLOCK_TABLES, "macro_months")}
+    rows = _block_filter(lo, hi)
+    block = {name: read_raw(paths[name], name, n_months, rows) for name in RAW_BLOCK_TABLES}
+    bid = block["borrowers"].column("borrower_id").to_numpy()
+    for name in RAW_BLOCK_TABLES[1:]:
+        ids = block[name].column("borrower_id").to_numpy()
+        if len(ids) and not np.isin(ids, bid).all():
+            raise DataError(
+                f"{paths[name]}: column 'borrower_id' has ids that are not in {paths['borrowers']}"
+            )
+    block["macro_months"] = read_raw(paths["macro_months"], "macro_months", n_months)
+    return block
+
+
+def _local_blocks(
+    raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: feat_core.FeatureSpec
+) -> Iterator[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]:
+    """Blocks one after the other, the next block read while this one is computed.
+
+    Arrow reads without the GIL, so the read of block i+1 overlaps the (numba) features
+    of block i; at most two blocks of raw rows are held at once.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read_block, raw_dir, *bounds[0], n_months) if bounds else None
+        for i, (lo, hi) in enumerate(bounds):
+            assert pending is not None
+            block = pending.result()
+            if i + 1 < len(bounds):
+                pending = pool.submit(read_block, raw_dir, *bounds[i + 1], n_months)
+            yield feat_core.block_features(block, lo, hi - lo, n_months, spec)
+
+
+def _id_range(path: Path, n_months: int) -> tuple[int, int]:
+    ids = read_table(
+        path, sim_core.SCHEMAS["borrowers"], columns=["borrower_id"], unique=("borrower_id",)
+    )
+    if ids.num_rows == 0:
+        raise DataError(f"{path}: no borrowers")
+    bid = ids.column("borrower_id").to_numpy()
+    return int(bid.min()), int(bid.max()) + 1
+
+
+def _id_bounds_from_statistics(path: Path) -> dict[str, int] | None:
+    """Smallest and largest ``borrower_id`` from the row groups' statistics.
+
+    Exact when every row group carries integer min/max statistics (writers of this
+    project always do); None when any is missing, and the caller reads the column.
+    The file's schema and values are still validated where the blocks read them.
+    """
+    try:
+        meta = pq.ParquetFile(path).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("borrower_id")
+    except Exception:  # noqa: BLE001 - unreadable here: let the full reader say why
+        return None
+    if col < 0 or meta.num_row_groups == 0:
+        return None
+    lows, highs = [], []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(col).statistics
+        if stats is None or not stats.has_min_max or stats.physical_type not in ("INT32", "INT64"):
+            return None
+        if not stats.has_null_count or stats.null_count:  # null ids: no block reads them
+            return None
+        if meta.row_group(g).num_rows == 0:
+            continue
+        lows.append(int(stats.min))
+        highs.append(int(stats.max))
+    if not lows:
+        return None
+    return {"min": min(lows), "max": max(highs)}
+
+
+def build_features(
+    raw_dir: Path,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+    block_size: int,
+    engine: Any = None,
+    stats: dict[str, Any] | None = None,
+) -> pa.Table:
+    """Validate the raw tables and compute the feature table block by block.
+
+    Blocks run here one after the other, or as tasks on a Dask cluster when
+    ``engine.kind == "dask"``; either way the parts are joined in block order, so the
+    table is the same.
+    """
+    edges = read_raw(raw_dir / "social_edges.parquet", "social_edges", n_months)
+    lo_id, hi_id = _id_range(raw_dir / "borrowers.parquet", n_months)
+    for name in RAW_BLOCK_TABLES[1:]:
+        # rows outside the borrowers' id range would never be read by any block
+        path = raw_dir / f"{name}.parquet"
+        mm = _id_bounds_from_statistics(path)
+        if mm is None:
+            ids = read_table(path, sim_core.SCHEMAS[name], columns=["borrower_id"]).column(
+                "borrower_id"
+            )
+            mm = pc.min_max(ids).as_py() if len(ids) else None
+        if mm is not None:
+            if mm["min"] < lo_id or mm["max"] >= hi_id:
+                raise DataError(
+                    f"{path}: column 'borrower_id' has ids that are not in {raw_dir / 'borrowers.parquet'}"
+                )
+    starts = list(range(lo_id, hi_id, block_size))
+    bounds = [(lo, min(hi_id, lo + block_size)) for lo in starts]
+    results: list[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]
+    if engine is not None and engine.kind == "dask":
+        from pipeline.adapters import distributed
+
+        with distributed.client_for(engine) as client:
+            futures = [
+                client.submit(feature_block, raw_dir, lo, hi, n_months, spec, pure=False)
+                for lo, hi in bounds
+            ]
+            results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
+            spilled = distributed.spilled_bytes(client)
+            if stats is not None:
+                stats["dask_spilled_bytes"] = spilled
+            if spilled:
+                say(f"features: Dask workers moved {spilled / 2**20:,.1f} MiB of results to disk")
+    else:
+        results = list(
+            progress(
+                _local_blocks(raw_dir, bounds, n_months, spec), total=len(bounds), desc="features"
+            )
+        )
+    parts = [r[0] for r in results]
+    statuses = [r[1] for r in results]
+    cols = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
+    status = feat_core.BlockStatus(
+        borrower_id=np.concatenate([s.borrower_id for s in statuses]),
+        first_closed=np.concatenate([s.first_closed for s in statuses]),
+        first_overdue=np.concatenate([s.first_overdue for s in statuses]),
+    )
+    social = feat_core.social_features(
+        cols["borrower_id"].astype(np.int64),
+        cols["snapshot"].astype(np.int64),
+        edges.column("src").to_numpy(),
+        edges.column("dst").to_numpy(),
+        edges.column("tie_strength").to_numpy().astype(np.float64),
+        status,
+    )
+    cols.update(social)
+    return feat_core.to_table(cols, spec)
+
+
+def _split_masks(table: pa.Table) -> dict[str, np.ndarray]:
+    split = table.column("split")
+    names = pc.unique(split).to_pylist()
+    return {
+        str(n): pc.equal(split, n).to_numpy(zero_copy_only=False) for n in sorted(names, key=str)
+    }
+
+
+def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.ndarray) -> tuple:
+    """Missing rate, IV on train and PSI train -> oot of one feature, sharing the deciles.
+
+    Same figures as :func:`pipeline.core.metrics.information_value` and
+    :func:`pipeline.core.metrics.psi` (both cut at the deciles of the finite training
+    values); the deciles and the training bins are computed once instead of twice.
+    """
+    missing = float(np.mean(~np.isfinite(x))) if len(x) else float("nan")
+    xt = np.asarray(x[train], dtype=float)
+    yt = label[train].astype(int)
+    ok = np.isfinite(xt)
+    if not ok.all():
+        xt, yt = xt[ok], yt[ok]
+    xo = np.asarray(x[oot], dtype=float)
+    xo = xo[np.isfinite(xo)]
+    if len(xt) == 0:
+        return missing, float("nan"), float("nan")
+    edges = decile_edges(xt)
+    k = len(edges) + 1
+    bt = np.searchsorted(edges, xt, side="right")
+    counts = np.bincount(bt, minlength=k).astype(float)
+    iv = float("nan")
+    if 0 < yt.sum() < len(yt):
+        pos = np.bincount(bt, weights=yt, minlength=k)
+        iv = iv_from_counts(pos, counts - pos)
+    value = float("nan")
+    if len(xo):
+        ac = np.bincount(np.searchsorted(edges, xo, side="right"), minlength=k) / len(xo)
+        value = psi_from_shares(counts / len(xt), ac)
+    return missing, iv, value
+
+
+def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
+    """Missing rate, information value (train) and PSI (train -> out-of-time) per feature.
+
+    Works one column at a time on the Arrow table, so no second copy of the whole
+    feature table is made (it matters at millions of rows); columns are spread over
+    ``threads`` threads (default: the physical cores; NumPy's sorting and binning
+    release the GIL).
+    """
+    from pipeline.base.config import physical_cores
+
+    masks = _split_masks(table)
+    empty = np.zeros(table.num_rows, dtype=bool)
+    train, oot = masks.get("train", empty), masks.get("oot", empty)
+    label = table.column("label").to_numpy()
+
+    def one(name: str) -> dict[str, Any]:
+        miss, iv, value = _stability_row(table.column(name).to_numpy(), label, train, oot)
+        f = BY_NAME[name]
+        return {
+            "feature": name,
+            "family": f.family,
+            "causes": " ".join(f.causes),
+            "missing_rate": miss,
+            "iv_train": iv,
+            "psi_train_oot": value,
+        }
+
+    with ThreadPoolExecutor(max_workers=threads or physical_cores()) as pool:
+        rows = list(pool.map(one, FEATURE_NAMES))
+    return pd.DataFrame(rows)
+
+
+def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+    if cfg.data.kind != "simulator":
+        say("features: data.kind=table, the table is used as it is")
+        return {}
+    p = Paths.of(cfg)
+    spec = feature_spec(cfg)
+    out = p.processed / "features.parquet"
+    reg_path = p.processed / "feature_registry.json"
+    stab_path = p.processed / "stability.csv"
+    raw_files = sorted(p.raw.glob("*.parquet"))
+    key = {
+        "features": OmegaConf.to_container(cfg.features),
+        "tightening": int(cfg.simulator.tightening_month),
+        "n_months": int(cfg.data.n_months),
+        "inputs": inputs_digest(raw_files),
+        "version": 1,
+    }
+    outputs = [out, reg_path, stab_path]
+    if not cfg.force and up_to_date(p.processed, "features", key, outputs):
+        say(f"features: inputs and config unchanged, keeping {out} (force=true to recompute)")
+        return {"skipped": True}
+    t0 = time.perf_counter()
+    stats: dict[str, Any] = {}
+    table = build_features(
+        p.raw,
+        int(cfg.data.n_months),
+        spec,
+        int(cfg.data.block_size),
+        engine=cfg.engine,
+        stats=stats,
+    )
+    seconds = time.perf_counter() - t0
+    # Arrow writes the Parquet file without the GIL while the stability report runs
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        written = pool.submit(write_parquet, table, out)
+        stab = stability_report(table)
+        written.result()
+    write_json(registry_json(), reg_path)
+    write_text(stab.to_csv(index=False), stab_path)
+    write_manifest(p.processed, "features", key, outputs)
+    n_rows = table.num_rows
+    metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
+    metrics.update({k: float(v) for k, v in stats.items()})
+    label = table.column("label").to_numpy()
+    for name, mask in _split_masks(table).items():
+        metrics[f"rows_{name}"] = float(mask.sum())
+        metrics[f"label_rate_{name}"] = float(label[mask].mean())
+    tracker.log_metrics(metrics)
+    for path in outputs[1:]:
+        tracker.log_artifact(path, "features")
+    say(f"features: {n_rows:,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
+    return {"rows": n_rows, "seconds": seconds, **stats}

@@ -1,0 +1,227 @@
+"""Runner of the ``generate`` stage: simulate the world, write raw and truth tables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, cast
+
+import pyarrow.parquet as pq
+from omegaconf import OmegaConf
+
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.causes import ALL_CAUSES, OVERDUE
+from pipeline.base.io import ParquetSink, write_json, write_parquet, write_text
+from pipeline.base.progress import progress
+from pipeline.core import simulate as sim_core
+from pipeline.stages.common import Paths, say, up_to_date, write_manifest
+
+
+def world_spec(cfg: Any) -> sim_core.WorldSpec:
+    return sim_core.WorldSpec(
+        n_borrowers=int(cfg.data.n_borrowers),
+        n_months=int(cfg.data.n_months),
+        seed=int(cfg.data.seed),
+        sim=OmegaConf.to_object(cfg.simulator),
+        oracle_snapshots=tuple(int(s) for s in cfg.features.oot_snapshots),
+        horizon=int(cfg.features.horizon),
+    )
+
+
+def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+    if cfg.data.kind != "simulator":
+        say("generate: data.kind=table, nothing to simulate")
+        return {}
+    p = Paths.of(cfg)
+    spec = world_spec(cfg)
+    raw_paths = {name: p.raw / f"{name}.parquet" for name in sim_core.RAW_TABLES}
+    truth_paths = {name: p.truth / f"{name}.parquet" for name in sim_core.TRUTH_TABLES}
+    # block size and worker count change how the world is produced, not the world
+    data_key = {
+        k: v
+        for k, v in cast(dict[str, Any], OmegaConf.to_container(cfg.data)).items()
+        if k not in ("block_size", "n_jobs")
+    }
+    key = {
+        "data": data_key,
+        "simulator": OmegaConf.to_container(cfg.simulator),
+        "oracle": [list(spec.oracle_snapshots), spec.horizon],
+        "version": 1,
+    }
+    outputs = list(raw_paths.values()) + list(truth_paths.values())
+    outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
+    if not cfg.force and up_to_date(p.raw, "generate", key, outputs):
+        say(f"generate: inputs and config unchanged, keeping {p.raw} (force=true to recompute)")
+        return {"skipped": True}
+    t0 = time.perf_counter()
+    schemas = {**sim_core.SCHEMAS, **sim_core.TRUTH_SCHEMAS}
+    stream_paths = {k: v for k, v in {**raw_paths, **truth_paths}.items() if k != "macro_months"}
+    counts: dict[str, int] = dict.fromkeys(stream_paths, 0)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(ParquetSink(stream_paths, schemas))
+        if cfg.engine.kind == "dask":
+            from pipeline.adapters import distributed
+
+            client = stack.enter_context(distributed.client_for(cfg.engine))
+            chunks = distributed.iter_chunks(spec, client, p.raw)
+        else:
+            chunks = sim_core.iter_chunks(
+                spec, n_jobs=int(cfg.data.n_jobs), block_size=int(cfg.data.block_size)
+            )
+        for _, tables in progress(chunks, total=spec.n_chunks, desc="generate"):
+            for name, table in tables.items():
+                sink.write(name, table)
+                counts[name] += table.num_rows
+    write_parquet(sim_core.macro_table(spec), raw_paths["macro_months"])
+    counts["macro_months"] = spec.n_months
+    seconds = time.perf_counter() - t0
+    card = data_card(cfg, p)
+    # the manifest goes last: a kill before this point makes the next run recompute
+    write_manifest(p.raw, "generate", key, outputs)
+    metrics = {f"rows_{k}": float(v) for k, v in counts.items()}
+    metrics["seconds"] = seconds
+    metrics["borrower_months_per_s"] = counts["account_months"] / max(seconds, 1e-9)
+    metrics.update({k: v for k, v in card["metrics"].items()})
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(p.raw / "data_card.md", "data_card")
+    tracker.log_artifact(p.raw / "data_card.json", "data_card")
+    tracker.log_artifact(p.raw / "plots", "data_card/plots")
+    say(
+        f"generate: {spec.n_borrowers:,} borrowers x {spec.n_months} months -> {p.raw} ({seconds:.1f}s)"
+    )
+    return {"seconds": seconds, "counts": counts}
+
+
+def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
+    """Closure rates overall, per cause, per regime and per occupation, as markdown + JSON."""
+    ev = pq.read_table(
+        p.raw / "platform_events.parquet", columns=["borrower_id", "month", "event", "cause"]
+    ).to_pandas()
+    b = pq.read_table(
+        p.raw / "borrowers.parquet", columns=["borrower_id", "occupation"]
+    ).to_pandas()
+    am = pq.read_table(p.raw / "account_months.parquet", columns=["month"]).to_pandas()
+    n = len(b)
+    closures = ev[ev.event == "closure"].merge(b, on="borrower_id")
+    t_month = int(cfg.simulator.tightening_month)
+    on_book = am.groupby("month").size()
+    per_month = closures.groupby("month").size().reindex(on_book.index, fill_value=0) / on_book
+    pre = per_month[per_month.index < t_month].mean()
+    post = per_month[per_month.index >= t_month].mean()
+    by_cause = closures.groupby("cause").size().reindex(list(ALL_CAUSES), fill_value=0)
+    by_occ = (
+        closures[closures.cause != OVERDUE].groupby("occupation").borrower_id.nunique()
+        / b.groupby("occupation").size()
+    ).fillna(0.0)
+    metrics = {
+        "closure_rate_borrowers": float(closures.borrower_id.nunique() / max(n, 1)),
+        "monthly_closure_rate_pre_tightening": float(pre),
+        "monthly_closure_rate_post_tightening": float(post),
+        "overdue_share_of_closures": float(by_cause.get(OVERDUE, 0) / max(by_cause.sum(), 1)),
+    }
+    for c in ALL_CAUSES:
+        metrics[f"closure_share_{c}"] = float(by_cause[c] / max(by_cause.sum(), 1))
+    lines = [
+        "# Data card: simulated borrower world",
+        "",
+        f"- borrowers: {n:,}; months: {cfg.data.n_months}; seed: {cfg.data.seed}",
+        f"- borrowers ever closed: {metrics['closure_rate_borrowers']:.1%}",
+        f"- monthly closure rate before / after tightening (month {t_month}): {pre:.2%} / {post:.2%}",
+        "",
+        "## Closures by cause",
+        "",
+        "| cause | closures | share |",
+        "|---|---:|---:|",
+    ]
+    for c in ALL_CAUSES:
+        lines.append(f"| {c} | {int(by_cause[c])} | {metrics[f'closure_share_{c}']:.1%} |")
+    lines += [
+        "",
+        "## Non-overdue closure rate by occupation",
+        "",
+        "| occupation | borrowers closed |",
+        "|---|---:|",
+    ]
+    for occ, r in by_occ.items():
+        lines.append(f"| {occ} | {r:.1%} |")
+    plots = _data_card_plots(p, closures, on_book, b)
+    lines += ["", "## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots]
+    write_text("\n".join(lines) + "\n", p.raw / "data_card.md")
+    card = {
+        "metrics": metrics,
+        "by_occupation": by_occ.to_dict(),
+        "by_cause": by_cause.astype(int).to_dict(),
+        "monthly_closure_rate": {int(k): float(v) for k, v in per_month.items()},
+    }
+    write_json(card, p.raw / "data_card.json")
+    return card
+
+
+def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:
+    """Monthly closure rate by cause, and the distributions of key variables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pipeline.base.io import atomic_path
+
+    out = p.raw / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    by = (
+        closures.groupby(["month", "cause"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(on_book.index, fill_value=0)
+    )
+    rates = by.div(on_book, axis=0)
+    bottom = np.zeros(len(rates))
+    for cause in [c for c in ALL_CAUSES if c in rates.columns]:
+        ax.bar(rates.index, rates[cause], bottom=bottom, label=cause, width=0.9)
+        bottom += rates[cause].to_numpy()
+    ax.set_xlabel("month")
+    ax.set_ylabel("closures / accounts on book")
+    ax.set_title("Monthly closure rate by cause")
+    ax.legend(fontsize=7, ncol=2)
+    paths.append(_save(fig, out / "closure_rate_by_cause.png", atomic_path))
+
+    am = pq.read_table(
+        p.raw / "account_months.parquet", columns=["line", "balance", "draw_amount"]
+    ).to_pandas()
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    util = (am.balance / am.line.where(am.line > 0)).dropna().clip(0, 1)
+    draws = am.draw_amount[am.draw_amount > 0]
+    for ax, (title, values, log) in zip(
+        axes,
+        [
+            ("monthly income", borrowers_income(p), True),
+            ("credit line", am.line, True),
+            ("utilisation", util, False),
+            ("amount drawn (months with a draw)", draws, True),
+        ],
+        strict=True,
+    ):
+        v = np.asarray(values, dtype=float)
+        v = v[v > 0] if log else v
+        ax.hist(np.log10(v) if log else v, bins=40, color="#4c72b0")
+        ax.set_title(title + (" (log10)" if log else ""), fontsize=9)
+    fig.tight_layout()
+    paths.append(_save(fig, out / "distributions.png", atomic_path))
+    plt.close("all")
+    return paths
+
+
+def borrowers_income(p: Paths) -> Any:
+    return (
+        pq.read_table(p.raw / "borrowers.parquet", columns=["income"]).column("income").to_numpy()
+    )
+
+
+def _save(fig: Any, path: Any, atomic_path: Any) -> Any:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path

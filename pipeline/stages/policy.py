@@ -1,0 +1,157 @@
+"""Runner of the ``policy`` command: the strategy comparison on simulated outcomes.
+
+Reads the out-of-time rows of ``data/processed/features.parquet``, scores them with
+the champion (or local) model, joins the raw future (``account_months`` after each
+snapshot, ``platform_events``) and writes under ``models/policy/``: ``frontier.csv``
+(strategy x threshold x occupation), ``matched_loss.csv``, ``policy.json`` and
+``frontier.png``. Everything is logged to the stage's nested MLflow run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.io import DataError, atomic_path, write_json, write_text
+from pipeline.core import policy as core
+from pipeline.stages.common import Paths, say
+from pipeline.stages.features import read_raw
+from pipeline.stages.score import load_scoring_model, raw_months
+from pipeline.stages.train import load_feature_table
+
+
+def policy(
+    cfg: Any, tracker: Tracker, source: str | None = None, in_run: bool = False
+) -> dict[str, Any]:
+    """``source`` overrides ``score.model_source`` (``run`` uses its own, local model).
+
+    ``in_run``: part of ``run``, where a world without out-of-time rows (no
+    ``features.oot_snapshots``) skips the comparison instead of failing the run.
+    """
+    p = Paths.of(cfg)
+    po = cfg.policy
+    m = core.Money.of(po)
+    model = load_scoring_model(cfg, tracker, source)
+    if model.mode != "simulator":
+        raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
+    feat_path = p.processed / "features.parquet"
+    # the out-of-time rows only, and only what the comparison uses
+    need = ["occupation", "line", "tenure", *model.names]
+    rows = load_feature_table(feat_path, list(dict.fromkeys(need)), split="oot")
+    if len(rows) == 0:
+        if in_run:
+            say(f"policy: {feat_path} has no out-of-time rows; the comparison is skipped")
+            return {}
+        raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
+    rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
+    n_months = raw_months(p.raw)
+    am = read_raw(
+        p.raw / "account_months.parquet",
+        "account_months",
+        n_months,
+        columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
+    ).to_pandas()
+    ev = read_raw(
+        p.raw / "platform_events.parquet",
+        "platform_events",
+        n_months,
+        columns=["borrower_id", "month", "event", "cause"],
+    ).to_pandas()
+    out = core.outcomes(rows, am, ev, int(po.horizon))
+    frame = pd.concat(
+        [rows[["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]], out],
+        axis=1,
+    )
+    thresholds = sorted(float(t) for t in po.thresholds)
+    front = core.frontier(frame, thresholds, m)
+    matched = core.matched_loss(front)
+
+    out_dir = p.models / "policy"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    front_path, matched_path = out_dir / "frontier.csv", out_dir / "matched_loss.csv"
+    write_text(front.to_csv(index=False), front_path)
+    write_text(matched.to_csv(index=False), matched_path)
+    plot = _plot(front, out_dir / "frontier.png")
+    allf = front[front.segment == "all"]
+    refs = {s: allf[allf.strategy == s].iloc[0].to_dict() for s in ("none", "platform")}
+    summary = {
+        "rows": int(len(frame)),
+        "source": model.source,
+        "horizon": int(po.horizon),
+        "assumptions": {k: getattr(m, k) for k in m.__dataclass_fields__},
+        "none": {k: refs["none"][k] for k in ("revenue", "loss", "overdue")},
+        "platform": {k: refs["platform"][k] for k in ("closures", "good_hit", "revenue", "loss")},
+        "matched_loss": matched.replace({np.nan: None}).to_dict(orient="records"),
+    }
+    json_path = out_dir / "policy.json"
+    write_json(summary, json_path)
+
+    metrics: dict[str, float] = {"rows": float(len(frame))}
+    for _, r in allf.iterrows():
+        key = r.strategy if not np.isfinite(r.threshold) else f"{r.strategy}.t{r.threshold:g}"
+        for k in ("closures", "reductions", "raises", "good_hit", "good_closed", "revenue", "loss"):
+            metrics[f"{key}.{k}"] = float(r[k])
+    for _, r in matched.iterrows():
+        for k in ("good_hit_saved", "revenue_gained"):
+            metrics[f"matched.t{r.threshold_close:g}.{k}"] = float(r[k])
+    tracker.log_metrics(metrics)
+    tracker.set_tags({"model_source": model.source})
+    for a in (front_path, matched_path, json_path, plot):
+        tracker.log_artifact(a, "policy")
+    _report(matched, refs, len(frame), out_dir)
+    return {"summary": {"policy": {k: summary[k] for k in ("rows", "source", "horizon")}}}
+
+
+def _report(matched: pd.DataFrame, refs: dict[str, Any], n: int, out_dir: Path) -> None:
+    lines = [
+        f"policy: {n:,} out-of-time rows; no action: revenue {refs['none']['revenue']:,.0f}, "
+        f"loss {refs['none']['loss']:,.0f}; platform closed {refs['platform']['closures']:,.0f} "
+        f"({refs['platform']['good_hit']:,.0f} never went overdue)",
+        f"  {'t(close)':>8} {'loss':>10} {'good hit close':>14} {'tiered':>8} "
+        f"{'revenue close':>13} {'tiered':>10} {'good closed tiered':>18}",
+    ]
+    for _, r in matched.iterrows():
+        g = f"{r.tiered_good_hit:8.0f}" if np.isfinite(r.tiered_good_hit) else f"{'-':>8}"
+        v = f"{r.tiered_revenue:10,.0f}" if np.isfinite(r.tiered_revenue) else f"{'-':>10}"
+        lines.append(
+            f"  {r.threshold_close:8.3f} {r.loss:10,.0f} {r.close_good_hit:14.0f} {g} "
+            f"{r.close_revenue:13,.0f} {v} {r.tiered_good_closed:18.0f}"
+        )
+    lines.append(f"  -> {out_dir}")
+    say("\n".join(lines))
+
+
+def _plot(front: pd.DataFrame, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = front[front.segment == "all"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for s, style in (("close", "o-"), ("tiered", "s-")):
+        g = f[f.strategy == s].sort_values("threshold")
+        ax1.plot(g.good_hit, g.loss, style, label=s)
+        ax2.plot(g.loss, g.revenue, style, label=s)
+    for s, mk in (("none", "k*"), ("platform", "rx")):
+        g = f[f.strategy == s]
+        ax1.plot(g.good_hit, g.loss, mk, markersize=10, label=s)
+        ax2.plot(g.loss, g.revenue, mk, markersize=10, label=s)
+    ax1.set_xlabel("good customers wrongly hit (closed or cut, never overdue)")
+    ax1.set_ylabel("losses (LGD x exposure)")
+    ax2.set_xlabel("losses (LGD x exposure)")
+    ax2.set_ylabel("interest revenue")
+    ax1.set_title("losses vs good customers hit")
+    ax2.set_title("revenue vs losses")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,710 @@
+"""Runner of the ``train`` stage: fit, calibrate, compare with baselines, evaluate, register.
+
+Two modes share everything after the data is loaded:
+
+* ``data.kind=simulator``: the feature table of the ``features`` stage, the monotone
+  directions of the feature registry, the oracle of the simulated world;
+* ``data.kind=table``: any CSV or Parquet table (:mod:`pipeline.core.table`), written back as
+  ``data/processed/table_features.parquet`` for the explain stage, with repeated
+  stratified cross-validation on top of the held-out splits.
+
+Outputs in ``models/``: ``model.txt`` (LightGBM text), ``model.json`` (feature names,
+best iteration, params, metrics, config, mode, categorical mapping, calibration),
+``calibration.json``, ``evaluation.json``, ``scorecard.csv``, ``gains_oot.csv`` and
+plots under ``models/plots/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from omegaconf import OmegaConf
+
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.config import physical_cores
+from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
+from pipeline.core import baselines as base_core
+from pipeline.core import calibration as cal_core
+from pipeline.core import evaluation as eval_core
+from pipeline.core import features as feat_core
+from pipeline.core import table as table_core
+from pipeline.core import train as train_core
+from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
+
+FEATURE_READ_SCHEMA = feat_core.FEATURE_TABLE_SCHEMA
+TABLE_FEATURES = "table_features.parquet"
+SPLITS = ("train", "valid", "oot")
+MONOTONE_SAMPLE = 400  # rows swept per constrained feature by the monotone check
+
+
+def load_feature_table(
+    path: Path, columns: list[str] | None = None, split: str | None = None
+) -> pd.DataFrame:
+    """The feature table, validated; optionally only ``columns`` and one ``split``.
+
+    Reading one split uses a Parquet filter, so the other rows never reach memory.
+    """
+    filters = None
+    if split is not None:
+        filters = pc.field("split") == split
+        if columns is not None and "split" not in columns:
+            columns = [*columns, "split"]
+    if columns is not None:
+        keys = [c for c in ("borrower_id", "snapshot") if c not in columns]
+        columns = [*keys, *columns]
+    table = read_table(
+        path,
+        FEATURE_READ_SCHEMA,
+        allowed={"split": ("train", "valid", "oot")}
+        if columns is None or "split" in columns
+        else None,
+        ranges={"label": (0, 1)} if columns is None or "label" in columns else None,
+        unique=("borrower_id", "snapshot"),
+        columns=columns,
+        filters=filters,
+    )
+    return table.to_pandas()
+
+
+def monotone_vector(names: list[str]) -> list[int]:
+    return [BY_NAME[n].monotone if n in BY_NAME else 0 for n in names]
+
+
+@dataclass
+class TrainData:
+    """What both modes hand to the common part of the stage."""
+
+    mode: str  # simulator | table
+    frame: pd.DataFrame  # split, label, features, and any key / segment columns
+    names: list[str]
+    categorical: list[str]  # passed to LightGBM as categorical
+    woe_categorical: list[str]  # treated per code by the scorecard
+    monotone: list[int] | None
+    source: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    segments: dict[str, str] = field(default_factory=dict)  # summary key -> column
+    oracle: pd.DataFrame | None = None
+
+
+def _simulator_data(cfg: Any, p: Paths) -> TrainData:
+    feat_path = p.processed / "features.parquet"
+    df = load_feature_table(feat_path)
+    names = list(FEATURE_NAMES)
+    oracle = None
+    oracle_path = p.truth / "oracle.parquet"
+    if oracle_path.exists():
+        from pipeline.core.simulate import TRUTH_SCHEMAS
+
+        oracle = read_table(
+            oracle_path,
+            TRUTH_SCHEMAS["oracle"],
+            ranges={"p_oracle": (0, 1)},
+            columns=["borrower_id", "snapshot", "p_oracle"],
+        ).to_pandas()
+    return TrainData(
+        mode="simulator",
+        frame=df,
+        names=names,
+        categorical=[],  # codes kept numeric so the explain stage's fast TreeSHAP applies
+        woe_categorical=list(CATEGORICAL),
+        monotone=monotone_vector(names) if cfg.model.monotone else None,
+        source=feat_path,
+        segments={"oot_by_regime": "regime", "oot_by_occupation": "occupation"},
+        oracle=oracle,
+    )
+
+
+def _table_data(cfg: Any, p: Paths) -> TrainData:
+    d = cfg.data
+    path = Path(str(d.path)).expanduser()
+    raw = table_core.read_any(path)
+    prepared = table_core.prepare(
+        raw,
+        path,
+        target=str(d.target),
+        id_column=str(d.id),
+        time=str(d.time),
+        positive=str(d.positive),
+        valid_frac=float(d.valid_frac),
+        oot_frac=float(d.oot_frac),
+        seed=int(d.seed),
+    )
+    out = p.processed / TABLE_FEATURES
+    write_parquet(pa.Table.from_pandas(prepared.frame, preserve_index=False), out)
+    say(
+        f"train: table {path} -> {out} ({len(prepared.frame):,} rows, "
+        f"{len(prepared.feature_names)} features, {len(prepared.categorical)} categorical; "
+        f"{prepared.split_rule})"
+    )
+    return TrainData(
+        mode="table",
+        frame=prepared.frame,
+        names=prepared.feature_names,
+        categorical=prepared.categorical,
+        woe_categorical=prepared.categorical,
+        monotone=None,
+        source=path,
+        meta={
+            "table": {
+                "path": str(path),
+                "target": str(d.target),
+                "positive": prepared.positive,
+                "id": prepared.id_column,
+                "time": str(d.time) or None,
+                "split_rule": prepared.split_rule,
+                "features_path": str(out),
+            },
+            "categories": prepared.categories,
+        },
+    )
+
+
+def registered_name(cfg: Any) -> str | None:
+    """Simulator models share one registry entry; each bring-your-own table gets its own."""
+    base = str(cfg.tracking.registered_model)
+    if not base:
+        return None
+    if cfg.data.kind == "table":
+        stem = Path(str(cfg.data.path)).name.split(".")[0]
+        return f"{base}-{re.sub(r'[^0-9A-Za-z_-]+', '-', stem).strip('-') or 'table'}"
+    return base
+
+
+def _scorecard(sc: Any) -> base_core.Scorecard:
+    """An unfitted scorecard with the ``model.scorecard`` settings."""
+    return base_core.Scorecard(
+        pdo=float(sc.pdo),
+        base_score=float(sc.base_score),
+        base_odds=float(sc.base_odds),
+        max_bins=int(sc.max_bins),
+        min_iv=float(sc.min_iv),
+    )
+
+
+def _fit_baselines(
+    m: Any, data: Any, X: dict[str, np.ndarray], y: dict[str, np.ndarray], splits: dict[str, Any]
+) -> tuple[base_core.Scorecard, base_core.RulesBaseline | None]:
+    """The scorecard (and, on simulator data, the seed's rules) fitted on the training split."""
+    card = _scorecard(m.scorecard).fit(X["train"], y["train"], data.names, data.woe_categorical)
+    rules = None
+    if data.mode == "simulator":
+        rules = base_core.RulesBaseline().fit(splits["train"], y["train"])
+    return card, rules
+
+
+def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+    p = Paths.of(cfg)
+    m = cfg.model
+    data = _table_data(cfg, p) if cfg.data.kind == "table" else _simulator_data(cfg, p)
+    df, names = data.frame, data.names
+    splits = {s: df[df.split == s] for s in SPLITS}
+    for s in ("train", "valid"):
+        if len(splits[s]) == 0 or splits[s].label.nunique() < 2:
+            raise DataError(
+                f"{data.source}: split '{s}' needs rows of both classes in column 'label'"
+            )
+    threads = int(m.num_threads) or physical_cores()
+    seed = int(cfg.data.seed)
+    params = train_core.lgb_params(m, seed, threads, data.monotone, n_train=len(splits["train"]))
+    X = {s: g[names].to_numpy(dtype=np.float32) for s, g in splits.items()}
+    y = {s: g.label.to_numpy().astype(int) for s, g in splits.items()}
+    n_rows = len(df)
+    if data.mode == "simulator":
+        # the matrices hold the features now: keep only the columns the evaluation and
+        # the rules baseline read, so the full frame and its split copies can go (at a
+        # million borrowers they are two more copies of a ~2 GB matrix)
+        needed = {*base_core.RULE_FEATURES, *data.segments.values()}
+        keep = [c for c in df.columns if c not in set(names) or c in needed]
+        splits = {s: g[keep] for s, g in splits.items()}
+        del df
+        data.frame = pd.DataFrame()
+        release_memory()
+
+    t0 = time.perf_counter()
+    res = train_core.fit(
+        X["train"],
+        y["train"],
+        X["valid"],
+        y["valid"],
+        names,
+        params,
+        int(m.n_estimators),
+        int(m.early_stopping_rounds),
+        data.categorical,
+    )
+    seconds = time.perf_counter() - t0
+    booster = res.booster
+    raw = {s: train_core.predict(booster, X[s]) for s in SPLITS}
+
+    # calibration on the validation split
+    calibrator = cal_core.fit(str(m.calibration), raw["valid"], y["valid"])
+    cal = {s: calibrator.apply(raw[s]) for s in SPLITS}
+    n_bins = int(m.calibration_bins)
+    metrics = {
+        s: eval_core.score_metrics(y[s], raw[s], cal[s], n_bins) for s in SPLITS if len(y[s])
+    }
+
+    # monotone constraints, verified on sampled rows
+    mono: dict[str, Any] = {}
+    if data.monotone and any(data.monotone):
+        rng = np.random.default_rng(seed)
+        pool = X["valid"]
+        rows = pool[rng.choice(len(pool), size=min(MONOTONE_SAMPLE, len(pool)), replace=False)]
+        found = train_core.monotone_violations(booster, rows, data.monotone)
+        mono = {
+            "features": {names[j]: int(data.monotone[j]) for j in found},
+            "violations": int(sum(v["violations"] for v in found.values())),
+            "checks": int(sum(v["checks"] for v in found.values())),
+        }
+
+    # baselines on the same split, each its own nested run
+    base_scores: dict[str, dict[str, np.ndarray]] = {}
+    base_metrics: dict[str, dict[str, dict[str, float]]] = {}
+    scorecard_path = p.models / "scorecard.csv"
+    if m.baselines:
+        sc_cfg = m.scorecard
+        card, rules = _fit_baselines(m, data, X, y, splits)
+        base_scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
+        write_text(card.table().to_csv(index=False), scorecard_path)
+        artifacts = {"scorecard": [scorecard_path]}
+        if rules is not None:
+            base_scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
+            rules_path = p.models / "rules_baseline.csv"
+            write_text(rules.table().to_csv(index=False), rules_path)
+            artifacts["rules"] = [rules_path]
+        for name, scores in base_scores.items():
+            base_metrics[name] = {
+                s: eval_core.score_metrics(y[s], scores[s], None, n_bins)
+                for s in SPLITS
+                if len(y[s])
+            }
+            with tracker.run(f"baseline:{name}", tags={"baseline": name}):
+                tracker.log_metrics(
+                    {f"{s}.{k}": v for s, mm in base_metrics[name].items() for k, v in mm.items()}
+                )
+                if name == "scorecard":
+                    tracker.log_params(
+                        {
+                            "pdo": sc_cfg.pdo,
+                            "base_score": sc_cfg.base_score,
+                            "base_odds": sc_cfg.base_odds,
+                            "features_kept": len(card.bins_),
+                        }
+                    )
+                else:
+                    tracker.log_params(base_core.RULES)
+                for path in artifacts[name]:
+                    tracker.log_artifact(path, "baseline")
+
+    # evaluation: segments, stability, oracle, gains
+    part: dict[str, Any] = {
+        "mode": data.mode,
+        "model": {"best_iteration": res.best_iteration, "train_seconds": seconds},
+        "calibration": {
+            "method": calibrator.method,
+            "valid_ece_before": metrics["valid"].get("ece_raw", metrics["valid"]["ece"]),
+            "valid_ece_after": metrics["valid"]["ece"],
+        },
+    }
+    if len(y["oot"]):
+        part["calibration"].update(
+            oot_ece_before=metrics["oot"].get("ece_raw", metrics["oot"]["ece"]),
+            oot_ece_after=metrics["oot"]["ece"],
+        )
+        part["score_psi"] = eval_core.score_psi(raw["train"], raw["oot"])
+        for key, col in data.segments.items():
+            if col in splits["oot"].columns:
+                part[key] = eval_core.segment_metrics(
+                    y["oot"], raw["oot"], cal["oot"], splits["oot"][col].to_numpy(), n_bins
+                )
+        if data.oracle is not None:
+            part.update(eval_core.oracle_gap(splits["oot"], y["oot"], raw["oot"], data.oracle))
+    part["valid"] = metrics["valid"]
+    if "oot" in metrics:
+        part["oot"] = metrics["oot"]
+    if base_metrics:
+        part["baselines"] = {
+            n: {s: bm[s] for s in ("valid", "oot") if s in bm} for n, bm in base_metrics.items()
+        }
+    if mono:
+        part["monotone_check"] = mono
+    if data.mode == "table" and int(m.cv_repeats) > 0:
+        part["cv"] = _cross_validate(cfg, data, params)
+        part["n_rows"] = int(n_rows)
+
+    p.models.mkdir(parents=True, exist_ok=True)
+    plots = _plots(y, raw, cal, base_scores, p.models / "plots", n_bins)
+    eval_split = "oot" if len(y["oot"]) else "valid"
+    gains_path = p.models / f"gains_{eval_split}.csv"
+    write_text(
+        eval_core.gains_frame(y[eval_split], raw[eval_split]).to_csv(index=False), gains_path
+    )
+
+    # model files: the explain stage reads model.txt and model.json
+    model_path = p.models / "model.txt"
+    meta_path = p.models / "model.json"
+    cal_path = p.models / "calibration.json"
+    eval_path = p.models / "evaluation.json"
+    # a new model: what was explained, simulated or reported for the old one is stale
+    remove_parts(
+        p.models, (*MODEL_DERIVED, f"gains_{'valid' if eval_split == 'oot' else 'oot'}.csv")
+    )
+    write_text(booster.model_to_string(num_iteration=res.best_iteration), model_path)
+    write_json(calibrator.to_json(), cal_path)
+    meta = {
+        "mode": data.mode,
+        "feature_names": names,
+        "categorical": data.categorical,
+        "best_iteration": res.best_iteration,
+        "params": params,
+        "metrics": metrics,
+        "calibration": calibrator.method,
+        "calibration_path": str(cal_path),
+        "monotone": {n: int(v) for n, v in zip(names, data.monotone or [], strict=False) if v},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "train_seconds": seconds,
+        **data.meta,
+    }
+    write_json(meta, meta_path)
+    write_json(part, eval_path)
+
+    flat = {f"{s}.{k}": v for s, mm in metrics.items() for k, v in mm.items()}
+    flat["best_iteration"] = res.best_iteration
+    flat["train_seconds"] = seconds
+    for key in ("score_psi", "oracle_auc", "oracle_gap", "oracle_model_auc"):
+        if key in part:
+            flat[key] = part[key]
+    if mono:
+        flat["monotone_violations"] = mono["violations"]
+    for key, seg in part.items():
+        if key.startswith("oot_by_"):
+            flat.update({f"{key}.{v}.auc": mm["auc"] for v, mm in seg.items()})
+    if "cv" in part:
+        flat.update({f"cv.{k}": v for k, v in _flatten(part["cv"]).items()})
+    tracker.log_metrics(flat)
+    tracker.set_tags({"mode": data.mode, "calibration": calibrator.method})
+    for path in (meta_path, cal_path, eval_path, gains_path):
+        tracker.log_artifact(path, "model_meta")
+    for plot in plots:
+        tracker.log_artifact(plot, "plots")
+    example = pd.DataFrame(X["valid"][:5], columns=names)
+    reg_name = registered_name(cfg)
+    model_uri = tracker.log_lightgbm_model(booster, example, reg_name)
+    if reg_name and tracker.enabled and "oot" in metrics:
+        part["champion"] = promote_champion(
+            tracker, reg_name, str(m.champion_alias), metrics["oot"]["auc"]
+        )
+    if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
+        from pipeline.adapters.serving import log_serving_model
+
+        part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
+    _report(part, metrics, base_metrics, res.best_iteration, seconds, model_path)
+    return {"metrics": metrics, "model_uri": model_uri, "seconds": seconds, "summary": part}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[str, Any]:
+    """Repeated stratified k-fold over every row of the table, LightGBM and scorecard."""
+    m = cfg.model
+    X = data.frame[data.names].to_numpy(dtype=np.float32)
+    y = data.frame.label.to_numpy().astype(int)
+    folds, repeats = int(m.cv_folds), int(m.cv_repeats)
+    if np.bincount(y, minlength=2).min() < folds * 2:
+        raise DataError(
+            f"{data.source}: column 'label' has too few rows of the rarer class for "
+            f"{folds}-fold cross-validation (set model.cv_repeats=0 to skip it)"
+        )
+
+    def scorecard(Xt: np.ndarray, yt: np.ndarray) -> Any:
+        card = _scorecard(m.scorecard).fit(Xt, yt, data.names, data.woe_categorical)
+        return card.predict_proba
+
+    cv_params = dict(params)
+    cv_params["min_data_in_leaf"] = int(
+        min(int(m.min_child_samples), max(5, int(len(y) * (1 - 1 / folds) * 0.8) // 50))
+    )
+    out = train_core.cross_validate(
+        X,
+        y,
+        data.names,
+        cv_params,
+        int(m.n_estimators),
+        int(m.early_stopping_rounds),
+        folds,
+        repeats,
+        int(cfg.data.seed),
+        data.categorical,
+        baseline=scorecard if m.baselines else None,
+    )
+    res: dict[str, Any] = {
+        "scheme": f"stratified {folds}-fold x {repeats} repeats",
+        "lightgbm": {"auc_mean": out["auc_mean"], "auc_std": out["auc_std"]},
+    }
+    if "baseline_auc_mean" in out:
+        res["scorecard"] = {
+            "auc_mean": out["baseline_auc_mean"],
+            "auc_std": out["baseline_auc_std"],
+        }
+    return res
+
+
+def _plots(
+    y: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    cal: dict[str, np.ndarray],
+    base_scores: dict[str, dict[str, np.ndarray]],
+    out_dir: Path,
+    n_bins: int,
+) -> list[Path]:
+    split = "oot" if len(y["oot"]) and len(np.unique(y["oot"])) == 2 else "valid"
+    label = "out-of-time" if split == "oot" else "validation"
+    scores = {"lightgbm": raw[split], **{n: s[split] for n, s in base_scores.items()}}
+    paths = [
+        eval_core.plot_roc(y[split], scores, out_dir / "roc.png", f"ROC, {label}"),
+        eval_core.plot_gains(y[split], scores, out_dir / "gains.png", f"Gains, {label}"),
+    ]
+    curves = {
+        f"{s} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
+        for s in ("valid", split)
+    }
+    curves.update(
+        {
+            f"{s} after calibration": cal_core.reliability(y[s], cal[s], n_bins)
+            for s in ("valid", split)
+        }
+    )
+    paths.append(
+        eval_core.plot_reliability(
+            curves, out_dir / "calibration.png", "Reliability (equal-count bins)"
+        )
+    )
+    return paths
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def promote_champion(tracker: Tracker, name: str, alias: str, oot_auc: float) -> dict[str, Any]:
+    """Point ``alias`` at this run's model version if its out-of-time AUC beats the holder's.
+
+    The holder's figure is read back from its run's ``oot.auc`` metric, so the decision
+    does not depend on anything kept outside the tracking store.
+    """
+    from pipeline.adapters.tracking import _retry
+
+    client = tracker.client
+    run_id = tracker.run_id
+    versions = _retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+    if not versions:
+        return {"promoted": False, "reason": "no registered version for this run"}
+    mine = max(versions, key=lambda v: int(v.version))
+    current = None
+    with contextlib.suppress(Exception):  # no holder yet: MLflow raises RESOURCE_DOES_NOT_EXIST
+        current = _retry(lambda: client.get_model_version_by_alias(name, alias))
+    info: dict[str, Any] = {
+        "name": name,
+        "alias": alias,
+        "version": int(mine.version),
+        "oot_auc": oot_auc,
+    }
+    champ_auc = None
+    if current is not None:
+        champ_run = _retry(lambda: client.get_run(current.run_id)) if current.run_id else None
+        champ_auc = champ_run.data.metrics.get("oot.auc") if champ_run else None
+        info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
+    promote = current is None or champ_auc is None or oot_auc > champ_auc
+    if promote:
+        _retry(lambda: client.set_registered_model_alias(name, alias, str(mine.version)))
+    info["promoted"] = bool(promote)
+    info["champion_version"] = int((mine if promote or current is None else current).version)
+    if current is None:
+        say(
+            f"registry: {name} v{mine.version} (out-of-time AUC {oot_auc:.4f}) is the first '{alias}'"
+        )
+    else:
+        verdict = "moves to it" if promote else "stays"
+        prev = f"{champ_auc:.4f}" if champ_auc is not None else "unknown"
+        say(
+            f"registry: {name} v{mine.version} out-of-time AUC {oot_auc:.4f} vs '{alias}' "
+            f"v{current.version} {prev} -> '{alias}' {verdict}"
+        )
+    return info
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_parent(tracker: Tracker, sweep_dir: str) -> str | None:
+    """The one MLflow run that groups every trial of a sweep, made by the first trial.
+
+    Trials may run in parallel processes; a lock file in the sweep directory makes sure
+    only one of them creates the run, the others find it by its ``sweep_dir`` and ``sweep_role`` tags.
+    """
+    if not tracker.enabled:
+        return None
+    import fcntl
+
+    from pipeline.adapters.tracking import _retry
+
+    client = tracker.client
+    exp_id = client.get_experiment_by_name(tracker.experiment).experiment_id
+    lock = Path(sweep_dir) / ".mlflow_sweep.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            found = _retry(
+                lambda: client.search_runs(
+                    [exp_id],
+                    filter_string=f"tags.sweep_dir = '{sweep_dir}' and tags.sweep_role = 'parent'",
+                    max_results=1,
+                )
+            )
+            if found:
+                return str(found[0].info.run_id)
+            run = _retry(
+                lambda: client.create_run(
+                    exp_id,
+                    tags={
+                        "mlflow.runName": f"sweep {Path(sweep_dir).name}",
+                        "sweep_dir": sweep_dir,
+                        "sweep_role": "parent",
+                    },
+                    run_name=f"sweep {Path(sweep_dir).name}",
+                )
+            )
+            return str(run.info.run_id)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def attach_trial(
+    tracker: Tracker, sweep_dir: str, trial: int, run_id: str | None, objective: float | None
+) -> None:
+    """Nest a finished trial's pipeline run under the sweep run and update the best score."""
+    parent = sweep_parent(tracker, sweep_dir)
+    if parent is None or run_id is None:
+        return
+    from mlflow.entities import Metric, RunTag
+
+    from pipeline.adapters.tracking import _retry
+
+    client = tracker.client
+    _retry(
+        lambda: client.log_batch(
+            run_id,
+            tags=[
+                RunTag("mlflow.parentRunId", parent),
+                RunTag("sweep_dir", sweep_dir),
+                RunTag("sweep_trial", str(trial)),
+            ],
+        )
+    )
+    if objective is not None and np.isfinite(objective):
+        now = int(time.time() * 1000)
+        _retry(
+            lambda: client.log_batch(
+                parent, metrics=[Metric("trial.valid.auc", float(objective), now, int(trial))]
+            )
+        )
+    _retry(lambda: client.set_terminated(parent, status="FINISHED"))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _report(
+    part: dict[str, Any],
+    metrics: dict[str, dict[str, float]],
+    base_metrics: dict[str, dict[str, dict[str, float]]],
+    best_iteration: int,
+    seconds: float,
+    model_path: Path,
+) -> None:
+    def f(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "-"
+
+    split = "oot" if "oot" in metrics else "valid"
+    lines = [
+        f"train: {best_iteration} trees in {seconds:.1f}s -> {model_path}",
+        f"  {'model':<10} {'valid AUC':>9} {split + ' AUC':>9} {'KS':>7} {'Brier':>7} {'ECE':>7}",
+    ]
+    rows = {"lightgbm": metrics, **base_metrics}
+    for name, mm in rows.items():
+        s = mm.get(split, {})
+        lines.append(
+            f"  {name:<10} {f(mm['valid']['auc']):>9} {f(s.get('auc')):>9} {f(s.get('ks')):>7} "
+            f"{f(s.get('brier')):>7} {f(s.get('ece')):>7}"
+        )
+    c = part["calibration"]
+    lines.append(
+        f"  calibration ({c['method']}): {split} ECE {f(c.get(split + '_ece_before'))} -> "
+        f"{f(c.get(split + '_ece_after'))}"
+    )
+    if "oracle_auc" in part:
+        lines.append(
+            f"  oracle on {int(part['oracle_rows']):,} matched out-of-time rows: oracle AUC "
+            f"{f(part['oracle_auc'])}, model {f(part['oracle_model_auc'])}, gap {f(part['oracle_gap'])}"
+        )
+    if "monotone_check" in part:
+        mc = part["monotone_check"]
+        lines.append(
+            f"  monotone check: {mc['violations']} violations in {mc['checks']:,} steps "
+            f"({', '.join(mc['features'])})"
+        )
+    if "cv" in part:
+        cv = part["cv"]
+        txt = f"  cross-validated AUC ({cv['scheme']}): lightgbm {f(cv['lightgbm']['auc_mean'])} +- {f(cv['lightgbm']['auc_std'])}"
+        if "scorecard" in cv:
+            txt += (
+                f", scorecard {f(cv['scorecard']['auc_mean'])} +- {f(cv['scorecard']['auc_std'])}"
+            )
+        lines.append(txt)
+    say("\n".join(lines))
+
+
+def load_model(models_dir: Path) -> tuple[Any, dict[str, Any]]:
+    import lightgbm as lgb
+
+    model_path = models_dir / "model.txt"
+    meta_path = models_dir / "model.json"
+    for path in (model_path, meta_path):
+        if not path.exists():
+            raise DataError(f"{path}: file not found (run `make train` first)")
+    try:
+        booster = lgb.Booster(model_str=model_path.read_text())
+        meta = json.loads(meta_path.read_text())
+    except Exception as exc:
+        raise DataError(f"{model_path}: not a readable LightGBM model ({exc})") from exc
+    return booster, meta
+
+
+def load_calibrator(models_dir: Path) -> cal_core.Calibrator:
+    path = models_dir / "calibration.json"
+    if not path.exists():
+        return cal_core.Calibrator("none")
+    try:
+        return cal_core.Calibrator.from_json(json.loads(path.read_text()))
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable calibration ({exc})") from exc

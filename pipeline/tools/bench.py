@@ -1,0 +1,640 @@
+"""``make bench``: every stage timed against a reference doing the same work, side by side.
+
+``python -m pipeline.tools.bench [hydra overrides]`` (e.g. ``bench.n_borrowers=100000``) runs,
+for each row, our stage and then its reference, each in a fresh Python process so that
+the peak resident memory of one measurement never leaks into another. Times exclude
+interpreter start-up and imports. One table is printed, written to
+``<paths.models_dir>/bench/bench.json`` and logged to the MLflow experiment ``bench``.
+
+Rows and references:
+
+``generate``
+    ours: the generate stage (with ``data.n_jobs=1``); reference: numpy drawing as many
+    uniform doubles as our simulator drew random variates and writing them to Parquet
+    (zstd, as our tables). The count is taken during our run: ``numpy.random.default_rng``
+    is wrapped so that every Generator the simulator creates reports the size of each
+    array of variates it returns (a variate is one returned number, whatever the
+    distribution; the oracle's Monte Carlo futures are included).
+``features``
+    ours: the features stage (read and validate the raw tables, compute, stability
+    report, write); reference: :mod:`pipeline.tools.reference_sql`, an independent DuckDB SQL
+    implementation reading the same Parquet and writing Parquet. The two tables are
+    then compared: same rows, same labels, every feature equal within float32 tolerance.
+``train``
+    ours: the train stage (read, fit, calibrate, evaluate, baselines, plots, write);
+    reference: a bare ``lightgbm.train`` (with its ``Dataset``) on the same matrix, the
+    same parameters and the same early stopping, the matrix loaded before the clock
+    starts.
+``explain``
+    ours: the explain stage; reference: ``shap.TreeExplainer(model).shap_values`` on
+    the same rows, whose values are compared with ours (max absolute difference in
+    log-odds, goal <= 1e-4).
+``end_to_end``
+    ours: the whole pipeline in one process (``python -m pipeline run``, tracked in the
+    ``bench`` experiment, no model registration); reference: the sum of the references.
+
+The benchmark never asserts on time; the goals below are reported, not enforced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.base.config import REPO_ROOT, ConfigError, physical_cores, register_configs, validate
+
+ROWS = ("generate", "features", "train", "explain", "end_to_end")
+STAGE_ROWS = ROWS[:-1]
+#: goals, as ratios ours / reference (end_to_end: peak memory at 1,000,000 borrowers)
+GOALS: dict[str, float] = {"generate": 3.0, "features": 1.0, "train": 1.15, "explain": 0.5}
+E2E_MEMORY_GOAL_MB = 8 * 1024
+E2E_GOAL_BORROWERS = 1_000_000
+SHAP_TOLERANCE = 1e-4
+
+
+# --------------------------------------------------------------------------- config
+
+
+def compose_bench_config(overrides: list[str]) -> Any:
+    """The project's config with command-line overrides (the bench's only Hydra use)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[*overrides, "stage=bench"])
+
+
+def check_rows(rows: list[str]) -> list[str]:
+    for r in rows:
+        if r not in ROWS:
+            raise ConfigError(
+                f"config key 'bench.rows' = {rows!r}: unknown row {r!r}; known: {', '.join(ROWS)}"
+            )
+    chosen = [r for r in ROWS if r in rows]
+    stages = [r for r in chosen if r in STAGE_ROWS]
+    if stages and stages != list(STAGE_ROWS[: len(stages)]):
+        raise ConfigError(
+            f"config key 'bench.rows' = {rows!r}: a stage row needs every stage row before it "
+            f"({' -> '.join(STAGE_ROWS)})"
+        )
+    if not chosen:
+        raise ConfigError(f"config key 'bench.rows' = {rows!r}: choose at least one row")
+    return chosen
+
+
+def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
+    """A resolved copy of ``cfg`` that writes under ``work`` and recomputes every stage."""
+    from omegaconf import OmegaConf
+
+    from pipeline.base.config import Config
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    c["data"]["n_borrowers"] = int(cfg.bench.n_borrowers)
+    data = work / "data"
+    c["paths"].update(
+        data_dir=str(data),
+        raw_dir=str(data / "raw"),
+        truth_dir=str(data / "truth"),
+        processed_dir=str(data / "processed"),
+        models_dir=str(work / "models"),
+    )
+    c["force"] = True
+    c["stage"] = "run"
+    c["tracking"]["enabled"] = bool(tracking and cfg.tracking.enabled)
+    c["tracking"]["experiment"] = "bench"
+    c["tracking"]["registered_model"] = ""  # bench models stay out of the registry
+    return OmegaConf.merge(OmegaConf.structured(Config), c)
+
+
+def _load_run_config(path: str) -> Any:
+    from omegaconf import OmegaConf
+
+    from pipeline.base.config import Config
+
+    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (or of its largest child), in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0  # bytes vs KiB
+    return max(own, kids) / scale
+
+
+class CountingGenerator:
+    """Forwards to a numpy Generator and counts the variates each call returns."""
+
+    def __init__(self, gen: np.random.Generator, counter: list[int]):
+        self._gen = gen
+        self._counter = counter
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._gen, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = attr(*args, **kwargs)
+            self._counter[0] += int(np.size(out))
+            return out
+
+        return call
+
+
+def install_rng_counter() -> list[int]:
+    """Make ``numpy.random.default_rng`` hand out counting generators; returns the counter."""
+    counter = [0]
+    make = np.random.default_rng
+
+    def default_rng(*args: Any, **kwargs: Any) -> Any:
+        return CountingGenerator(make(*args, **kwargs), counter)
+
+    np.random.default_rng = default_rng  # type: ignore[assignment]
+    return counter
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    return out, seconds, peak_rss_mb()
+
+
+def _off() -> Any:
+    from pipeline.adapters.tracking import Tracker
+
+    return Tracker(uri="", artifact_root="", experiment="bench", enabled=False)
+
+
+def _wrap_timer(module: Any, name: str, acc: dict[str, float], key: str) -> None:
+    """Replace ``module.name`` by a wrapper adding its run time to ``acc[key]``."""
+    fn = getattr(module, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t0
+
+    setattr(module, name, timed)
+
+
+# --------------------------------------------------------------------------- the jobs
+# Each runs in its own process: imports first, then the clock, then any checks.
+
+
+def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    import importlib
+
+    from pipeline.core import simulate as sim_core
+
+    # the runners package exports the stage function under the module's own name
+    gen_runner = importlib.import_module("pipeline.stages.generate")
+
+    parts: dict[str, float] = {}
+    _wrap_timer(sim_core, "simulate_chunk", parts, "simulate_s")
+    _wrap_timer(gen_runner, "data_card", parts, "data_card_s")
+    counter = install_rng_counter()
+    res, seconds, rss = _timed(lambda: gen_runner.generate(cfg, _off()))
+    counts = res.get("counts", {})
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "random_numbers": counter[0],
+        "borrower_months": int(counts.get("account_months", 0)),
+        **parts,
+    }
+
+
+def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    count = int(task["random_numbers"])
+    out = Path(task["work"]) / "reference" / "random.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("u", pa.float64())])
+
+    def work() -> None:
+        rng = np.random.default_rng(int(cfg.data.seed))
+        with pq.ParquetWriter(out, schema, compression="zstd") as w:
+            left = count
+            while left > 0:
+                k = min(left, 1 << 21)
+                w.write_table(pa.table({"u": rng.random(k)}, schema=schema))
+                left -= k
+
+    _, seconds, rss = _timed(work)
+    return {"seconds": seconds, "peak_rss_mb": rss, "random_numbers": count}
+
+
+def sql_params(cfg: Any) -> Any:
+    """The SQL reference's parameters: the same values as the feature stage's spec."""
+    from dataclasses import asdict
+
+    from pipeline.stages.features import feature_spec
+    from pipeline.tools.reference_sql import SqlFeatureParams
+
+    return SqlFeatureParams(**asdict(feature_spec(cfg)))
+
+
+def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.core import features as feat_core
+    from pipeline.stages.driver import featurize
+
+    parts: dict[str, float] = {}
+    _wrap_timer(featurize, "read_raw", parts, "read_validate_s")
+    _wrap_timer(feat_core, "block_features", parts, "block_features_s")
+    _wrap_timer(feat_core, "social_features", parts, "social_features_s")
+    _wrap_timer(feat_core, "to_table", parts, "to_table_s")
+    _wrap_timer(featurize, "stability_report", parts, "stability_report_s")
+    _wrap_timer(featurize, "write_parquet", parts, "write_s")
+    res, seconds, rss = _timed(lambda: featurize.features(cfg, _off()))
+    return {"seconds": seconds, "peak_rss_mb": rss, "rows": int(res.get("rows", 0)), **parts}
+
+
+def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from pipeline.tools.reference_sql import compare_tables, write_features_sql
+
+    out = Path(task["work"]) / "reference" / "features_sql.parquet"
+    params = sql_params(cfg)
+    raw = Path(cfg.paths.raw_dir)
+    _, seconds, rss = _timed(lambda: write_features_sql(raw, out, params))
+    ours = pq.read_table(Path(cfg.paths.processed_dir) / "features.parquet")
+    cmp = compare_tables(ours, pq.read_table(out))
+    return {"seconds": seconds, "peak_rss_mb": rss, "comparison": cmp.as_dict()}
+
+
+def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.core import train as train_core
+    from pipeline.stages.driver import training
+
+    parts: dict[str, float] = {}
+    _wrap_timer(train_core, "fit", parts, "fit_s")
+    _, seconds, rss = _timed(lambda: training.train(cfg, _off()))
+    meta = json.loads((Path(cfg.paths.models_dir) / "model.json").read_text())
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "best_iteration": int(meta.get("best_iteration", 0)),
+        **parts,
+    }
+
+
+def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    import lightgbm as lgb
+    import pyarrow.parquet as pq
+
+    models = Path(cfg.paths.models_dir)
+    meta = json.loads((models / "model.json").read_text())
+    names = list(meta["feature_names"])
+    params = dict(meta["params"])
+    t = pq.read_table(
+        Path(cfg.paths.processed_dir) / "features.parquet", columns=["split", "label", *names]
+    ).to_pandas()
+    mats = {}
+    for s in ("train", "valid"):
+        g = t[t.split == s]
+        mats[s] = (g[names].to_numpy(dtype=np.float32), g.label.to_numpy().astype(int))
+    del t
+    rounds, patience = int(cfg.model.n_estimators), int(cfg.model.early_stopping_rounds)
+
+    def work() -> Any:
+        dtrain = lgb.Dataset(mats["train"][0], label=mats["train"][1], feature_name=names)
+        dvalid = lgb.Dataset(mats["valid"][0], label=mats["valid"][1], reference=dtrain)
+        return lgb.train(
+            params,
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(patience, verbose=False)],
+        )
+
+    booster, seconds, rss = _timed(work)
+    best = int(booster.best_iteration or booster.current_iteration())
+    ours_text = (models / "model.txt").read_text()
+    same = booster.model_to_string(num_iteration=best) == ours_text
+    return {"seconds": seconds, "peak_rss_mb": rss, "best_iteration": best, "same_model": same}
+
+
+def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.core import explain as explain_core
+    from pipeline.stages.driver import explaining
+
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    parts: dict[str, float] = {}
+    contributions = explain_core.contributions
+
+    def stash(booster: Any, X: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = contributions(booster, X, *args, **kwargs)
+        parts["shap_s"] = parts.get("shap_s", 0.0) + time.perf_counter() - t0
+        calls.append((np.asarray(X), np.asarray(out[0])))
+        return out
+
+    explain_core.contributions = stash  # type: ignore[assignment]
+    res, seconds, rss = _timed(lambda: explaining.explain(cfg, _off()))
+    if not calls:
+        raise RuntimeError("the explain stage computed no SHAP values")
+    X, contrib = max(calls, key=lambda c: len(c[0]))  # the batch of out-of-time rows
+    ref = Path(task["work"]) / "reference"
+    ref.mkdir(parents=True, exist_ok=True)
+    np.save(ref / "explain_X.npy", X)
+    np.save(ref / "explain_contrib.npy", contrib)
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "rows": int(len(X)),
+        "method": str(res.get("method", "")),
+        **parts,
+    }
+
+
+def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    import lightgbm as lgb
+    import shap
+
+    ref = Path(task["work"]) / "reference"
+    X = np.load(ref / "explain_X.npy")
+    booster = lgb.Booster(model_file=str(Path(cfg.paths.models_dir) / "model.txt"))
+
+    def work() -> Any:
+        return shap.TreeExplainer(booster).shap_values(X)
+
+    values, seconds, rss = _timed(work)
+    if isinstance(values, list):  # older SHAP: one array per class
+        values = values[-1]
+    values = np.asarray(values, dtype=np.float64)
+    ours = np.load(ref / "explain_contrib.npy")[:, : values.shape[1]]
+    diff = float(np.max(np.abs(ours - values))) if values.size else 0.0
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "rows": int(len(X)),
+        "max_abs_diff": diff,
+        "within_tolerance": bool(diff <= SHAP_TOLERANCE),
+    }
+
+
+def _end_to_end_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+    from pipeline.__main__ import stages_for
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+
+    tracker = from_config(cfg.tracking)
+    # the four stages the references stand for (policy and report are not benchmarked)
+    stages = [s for s in stages_for("run", cfg) if s not in ("policy", "report")]
+    _, seconds, rss = _timed(
+        lambda: run_pipeline(cfg, tracker, stages, [f"data.n_borrowers={cfg.data.n_borrowers}"])
+    )
+    return {"seconds": seconds, "peak_rss_mb": rss, "stages": stages}
+
+
+JOBS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    ("generate", "ours"): _generate_ours,
+    ("generate", "reference"): _generate_reference,
+    ("features", "ours"): _features_ours,
+    ("features", "reference"): _features_reference,
+    ("train", "ours"): _train_ours,
+    ("train", "reference"): _train_reference,
+    ("explain", "ours"): _explain_ours,
+    ("explain", "reference"): _explain_reference,
+    ("end_to_end", "ours"): _end_to_end_ours,
+}
+
+
+def _child(task_path: Path) -> None:
+    task = json.loads(task_path.read_text())
+    cfg = _load_run_config(task["config"])
+    result = JOBS[(task["row"], task["side"])](cfg, task)
+    Path(task["out"]).write_text(json.dumps(result, default=str))
+
+
+def run_job(row: str, side: str, config_path: Path, work: Path, **extra: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return what it reported."""
+    jobs = work / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    out = jobs / f"{row}.{side}.json"
+    task = {
+        "row": row,
+        "side": side,
+        "config": str(config_path),
+        "work": str(work),
+        "out": str(out),
+        **extra,
+    }
+    task_path = jobs / f"{row}.{side}.task.json"
+    task_path.write_text(json.dumps(task))
+    print(f"bench: {row} / {side} ...", flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.tools.bench", "--child", str(task_path)],
+        cwd=str(REPO_ROOT),
+    )
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"bench: {row} / {side} failed (exit status {proc.returncode})")
+    result: dict[str, Any] = json.loads(out.read_text())
+    print(
+        f"bench: {row} / {side}: {result['seconds']:.2f}s, peak {result['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _check_text(name: str, ours: dict[str, Any], ref: dict[str, Any] | None) -> str:
+    if ref is None:
+        return ""
+    if name == "generate":
+        return f"{ours['random_numbers']:,} random numbers"
+    if name == "features":
+        c = ref["comparison"]
+        if c["equal"]:
+            return f"equal to SQL ({c['rows_ours']:,} rows)"
+        return (
+            f"DIFFERS from SQL: rows {c['same_rows']}, labels {c['same_labels']}, "
+            f"{c['n_mismatched_values']} values off"
+        )
+    if name == "train":
+        return f"{ours['best_iteration']} trees, same model: {ref['same_model']}"
+    if name == "explain":
+        ok = "ok" if ref["within_tolerance"] else "TOO FAR"
+        return f"max |SHAP diff| {ref['max_abs_diff']:.1e} ({ok})"
+    return ""
+
+
+def build_rows(
+    n_borrowers: int, results: dict[str, dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for name in ROWS:
+        if name not in results:
+            continue
+        ours = results[name]["ours"]
+        ref = results[name].get("reference")
+        row: dict[str, Any] = {
+            "name": name,
+            "ours_s": round(float(ours["seconds"]), 3),
+            "reference_s": None,
+            "ratio": None,
+            "peak_rss_mb": round(float(ours["peak_rss_mb"]), 1),
+            "reference_peak_rss_mb": None,
+        }
+        if name == "end_to_end":
+            refs = [results[s]["reference"] for s in STAGE_ROWS if s in results]
+            if len(refs) == len(STAGE_ROWS):
+                ref = {
+                    "seconds": sum(float(r["seconds"]) for r in refs),
+                    "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in refs),
+                }
+            row["goal"] = f"peak_rss_mb <= {E2E_MEMORY_GOAL_MB} at {E2E_GOAL_BORROWERS:,}"
+            row["meets_goal"] = (
+                bool(row["peak_rss_mb"] <= E2E_MEMORY_GOAL_MB)
+                if n_borrowers >= E2E_GOAL_BORROWERS
+                else None
+            )
+        if ref is not None:
+            row["reference_s"] = round(float(ref["seconds"]), 3)
+            row["ratio"] = round(float(ours["seconds"]) / max(float(ref["seconds"]), 1e-9), 3)
+            row["reference_peak_rss_mb"] = round(float(ref["peak_rss_mb"]), 1)
+        if name in GOALS:
+            row["goal"] = f"ratio <= {GOALS[name]}"
+            row["meets_goal"] = None if row["ratio"] is None else bool(row["ratio"] <= GOALS[name])
+        row["check"] = _check_text(name, ours, ref if name != "end_to_end" else None)
+        row["ours"] = {k: v for k, v in ours.items() if k not in ("seconds", "peak_rss_mb")}
+        if ref is not None and name != "end_to_end":
+            row["reference"] = {k: v for k, v in ref.items() if k not in ("seconds", "peak_rss_mb")}
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], n_borrowers: int) -> str:
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    head = f"{'name':<11} {'ours_s':>9} {'reference_s':>11} {'ratio':>7} {'peak_rss_mb':>11} {'ref_peak_mb':>11}  {'goal':<24} {'met':<5} check"
+    lines = [f"=== bench: {n_borrowers:,} borrowers ===", head, "-" * len(head)]
+    for r in rows:
+        met = {True: "yes", False: "NO", None: "-"}[r.get("meets_goal")]
+        lines.append(
+            f"{r['name']:<11} {num(r['ours_s'], '9.2f')} {num(r['reference_s'], '11.2f')} "
+            f"{num(r['ratio'], '7.2f')} {num(r['peak_rss_mb'], '11.0f')} "
+            f"{num(r['reference_peak_rss_mb'], '11.0f')}  {r.get('goal', ''):<24} {met:<5} "
+            f"{r.get('check', '')}"
+        )
+    return "\n".join(lines)
+
+
+def run_bench(cfg: Any) -> dict[str, Any]:
+    """Measure the configured rows; returns (and writes) the report."""
+    from omegaconf import OmegaConf
+
+    from pipeline.adapters.tracking import Tracker
+    from pipeline.base.io import write_json
+
+    validate(cfg)
+    rows = check_rows(list(cfg.bench.rows))
+    n = int(cfg.bench.n_borrowers)
+    work = Path(cfg.paths.outputs_dir) / "bench" / f"n{n}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    stage_cfg = work / "stages.yaml"
+    e2e_cfg = work / "end_to_end.yaml"
+    OmegaConf.save(_run_config(cfg, work / "stages", tracking=False), stage_cfg)
+    OmegaConf.save(_run_config(cfg, work / "end_to_end", tracking=True), e2e_cfg)
+
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        for row in rows:
+            if row == "end_to_end":
+                results[row] = {"ours": run_job(row, "ours", e2e_cfg, work / "end_to_end")}
+                continue
+            ours = run_job(row, "ours", stage_cfg, work / "stages")
+            extra = {"random_numbers": ours["random_numbers"]} if row == "generate" else {}
+            ref = run_job(row, "reference", stage_cfg, work / "stages", **extra)
+            results[row] = {"ours": ours, "reference": ref}
+    finally:
+        if not cfg.bench.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    table_rows = build_rows(n, results)
+    report: dict[str, Any] = {
+        "n_borrowers": n,
+        "rows": table_rows,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "physical_cores": physical_cores(),
+            "platform": sys.platform,
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        "work_dir": str(work) if cfg.bench.keep_work else None,
+    }
+    out = Path(cfg.paths.models_dir) / "bench" / "bench.json"
+    write_json(report, out)
+    table = format_table(table_rows, n)
+    print("\n" + table + f"\n-> {out}", flush=True)
+
+    tracker = Tracker(
+        uri=str(cfg.tracking.uri),
+        artifact_root=str(cfg.tracking.artifact_root),
+        experiment="bench",
+        enabled=bool(cfg.tracking.enabled),
+    )
+    with tracker.run(f"bench:{n}", tags={"n_borrowers": str(n)}):
+        tracker.log_params({"n_borrowers": n, "rows": ",".join(rows), **report["machine"]})
+        metrics: dict[str, float] = {}
+        for r in table_rows:
+            for key in ("ours_s", "reference_s", "ratio", "peak_rss_mb", "reference_peak_rss_mb"):
+                if r.get(key) is not None:
+                    metrics[f"{r['name']}.{key}"] = float(r[key])
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(out, "bench")
+        table_path = out.with_name("bench.txt")
+        from pipeline.base.io import write_text
+
+        write_text(table + "\n", table_path)
+        tracker.log_artifact(table_path, "bench")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--child"]:
+        _child(Path(args[1]))
+        return
+    from pipeline.adapters.tracking import TrackingError
+    from pipeline.base.io import DataError
+
+    try:
+        run_bench(compose_bench_config(args))
+    except (ConfigError, DataError, TrackingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

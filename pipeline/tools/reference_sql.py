@@ -1,0 +1,451 @@
+"""An independent DuckDB SQL implementation of the feature table, used as a benchmark
+reference and as a cross-check of :mod:`pipeline.core.features`.
+
+It reads the raw Parquet tables directly and never calls the numpy code. Trailing
+windows are range joins: every borrower-month row is joined to the snapshots ``s`` whose
+window holds it (``s - 12 < month <= s``) and the window sums are conditional
+aggregates grouped by ``(borrower, snapshot)``; months without a row count as zeros.
+The longest idle spell uses a bit mask of idle months (``bit_or(1 << month)``): a run of
+``k`` idle months exists when ``x & x>>1 & ... & x>>(k-1)`` is not zero, so no
+aggregate depends on the order of rows.
+
+Definitions (the same as the numpy side):
+
+* population at snapshot ``s``: signed up by ``s``, no closure by ``s``, and (when
+  ``never_overdue_only``) no month with ``dpd > 0`` and no overdue closure by ``s``;
+* label: the account's first closure falls in ``(s, s + horizon]`` and its cause is not
+  ``overdue``; ``label_cause`` is that cause, ``none`` otherwise;
+* social features: shares of a borrower's contacts (out-edges) whose first non-overdue
+  closure, or first overdue month, is strictly before ``s``;
+* ``regime`` and ``months_since_tightening`` come from ``macro_months`` (the first
+  month with ``regime = 1`` is the tightening month).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.base.causes import AGE_BANDS, OCCUPATIONS, OVERDUE
+from pipeline.base.registry import FEATURE_NAMES
+
+NEVER = 1_000_000  # month of an event that never happened
+
+
+@dataclass(frozen=True)
+class SqlFeatureParams:
+    snapshots: tuple[int, ...]
+    horizon: int
+    valid_snapshots: tuple[int, ...]
+    oot_snapshots: tuple[int, ...]
+    fund_days: int = 7
+    small_draw_ratio: float = 0.05
+    never_overdue_only: bool = True
+
+
+def _lit_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _path(raw_dir: Path, name: str) -> str:
+    return str(Path(raw_dir) / f"{name}.parquet").replace("'", "''")
+
+
+def _longest_run(x: str, width: int) -> str:
+    """SQL for the longest run of consecutive one bits in ``x`` (at most ``width``)."""
+    terms = []
+    for k in range(1, width + 1):
+        conj = " & ".join([x] + [f"({x} >> {j})" for j in range(1, k)])
+        terms.append(f"(({conj}) <> 0)::INTEGER")
+    return " + ".join(terms)
+
+
+def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
+    """The whole feature query (one SELECT producing the final table)."""
+    last = max(p.snapshots)
+    snaps = ", ".join(str(int(s)) for s in p.snapshots)
+    valid = ", ".join(str(int(s)) for s in p.valid_snapshots) or "NULL"
+    oot = ", ".join(str(int(s)) for s in p.oot_snapshots) or "NULL"
+    occ, age = _lit_list(OCCUPATIONS), _lit_list(AGE_BANDS)
+    k = int(p.fund_days)
+    overdue_rule = f"AND coalesce(st.first_overdue, {NEVER}) > s.s"
+    if not p.never_overdue_only:
+        overdue_rule = ""
+
+    def sd(a: str, b: str) -> str:  # ratio, zero where the denominator is not positive
+        return f"CASE WHEN ({b}) > 0 THEN ({a}) / ({b}) ELSE 0.0 END"
+
+    feats = {
+        "months_since_last_draw": "CASE WHEN last_draw IS NOT NULL THEN m - last_draw "
+        "ELSE least(tenure + 1, 36) END",
+        "draw_months_3": "drew_3",
+        "draw_months_6": "drew_6",
+        "draw_months_12": "drew_12",
+        "n_draws_3": "nd_3",
+        "n_draws_6": "nd_6",
+        "n_draws_12": "nd_12",
+        "draw_amount_3": "amt_3",
+        "draw_amount_6": "amt_6",
+        "draw_amount_12": "amt_12",
+        "draw_trend": "drew_3 / least(tenure + 1, 3)::DOUBLE - "
+        + sd("drew_12 - drew_3", "least(greatest(tenure - 2, 0), 9)::DOUBLE"),
+        "longest_idle_12": _longest_run("idle_bits", 12),
+        "util_mean_3": sd("util_3", "on_3"),
+        "util_mean_6": sd("util_6", "on_6"),
+        "util_mean_12": sd("util_12", "on_12"),
+        "util_max_12": "util_max_12",
+        "util_trend": sd("util_3", "on_3") + " - " + sd("util_12 - util_3", "on_12 - on_3"),
+        "revolving_share_6": sd("revolve_6", "on_6"),
+        "small_draw_share_12": sd("small_12", "drew_12"),
+        "interest_paid_6": "interest_6",
+        "interest_to_line_12": sd("interest_12", "line"),
+        "early_repay_share_12": sd("early_12", "on_12"),
+        "line": "line",
+        "line_to_initial": sd("line", "initial_line"),
+        "n_line_increases": "inc_cum",
+        "n_line_decreases": "dec_cum",
+        "n_freezes": "frz_cum",
+        "months_since_line_change": "CASE WHEN last_change IS NOT NULL THEN m - last_change "
+        "ELSE tenure + 1 END",
+        "tenure": "tenure",
+        "frozen_now": "frozen",
+        "share_securities_k": sd("sec_k_6", "drawn_6"),
+        "share_other_lender_k": sd("oth_k_6", "drawn_6"),
+        "misuse_share_k": sd("sec_k_6 + oth_k_6", "drawn_6"),
+        "share_business_6": sd("bus_6", "drawn_6"),
+        "share_consumption_6": sd("cons_6", "drawn_6"),
+        "ext_active_products": "ext_cards + ext_loans",
+        "ext_cards": "ext_cards",
+        "ext_loans": "ext_loans",
+        "months_since_ext_activity": "msx",
+        "ext_inquiries_6": "inq_6",
+        "ext_new_accounts_12": "new_12",
+        "ext_utilisation": "ext_util",
+        "competitor_months_6": "comp_months_6",
+        "competitor_share_6": sd("comp_6", "spend_6"),
+        "spend_level_6": "spend_6 / greatest(con_6, 1)",
+        "spend_volatility_6": sd("sqrt(coalesce(spend_var_6, 0))", "spend_6 / greatest(con_6, 1)"),
+        "spend_trend": sd(
+            sd("spend_3", "con_3") + " - " + sd("spend_6 - spend_3", "con_6 - con_3"),
+            sd("spend_6 - spend_3", "con_6 - con_3"),
+        ),
+        "spend_weekly_cv_3": sd("wcv_3", "con_3"),
+        "degree": "coalesce(degree, 0)",
+        "contacts_closed_share": sd("coalesce(n_closed, 0)", "coalesce(degree, 0)"),
+        "contacts_closed_wshare": sd("coalesce(w_closed, 0)", "coalesce(w_degree, 0)"),
+        "contacts_overdue_share": sd("coalesce(n_overdue, 0)", "coalesce(degree, 0)"),
+        "regime": "coalesce(regime, 0)",
+        "months_since_tightening": "CASE WHEN coalesce(regime, 0) > 0 "
+        "THEN m - first_regime_month + 1 ELSE 0 END",
+        "competitor_intensity": "coalesce(competitor_intensity, 0)",
+        "income": "income",
+        "occupation_code": "occupation_code",
+        "city_tier": "city_tier",
+        "age_band_code": "age_band_code",
+    }
+    missing = set(FEATURE_NAMES) - set(feats)
+    if missing:  # pragma: no cover - guarded by the registry test
+        raise KeyError(f"no SQL for features {sorted(missing)}")
+    feature_cols = ",\n  ".join(f"({feats[n]})::FLOAT AS {n}" for n in FEATURE_NAMES)
+
+    agg_cols = (
+        "drew_3 drew_6 drew_12 nd_3 nd_6 nd_12 amt_3 amt_6 amt_12 util_3 util_6 util_12 "
+        "util_max_12 on_3 on_6 on_12 revolve_6 small_12 interest_6 interest_12 early_12 "
+        "idle_bits line frozen inc_cum dec_cum frz_cum drawn_6 cons_6 bus_6 sec_k_6 oth_k_6 "
+        "ext_cards ext_loans ext_util msx inq_6 new_12 spend_3 spend_6 con_3 con_6 wcv_3 "
+        "comp_6 comp_months_6 spend_var_6"
+    ).split()
+    filled = ",\n         ".join(f"coalesce({c}, 0) AS {c}" for c in agg_cols)
+
+    return f"""
+WITH
+snaps AS (SELECT unnest([{snaps}])::INTEGER AS s),
+bor AS (
+  SELECT borrower_id AS b, signup_month::INTEGER AS signup, income::DOUBLE AS income,
+         initial_line::DOUBLE AS initial_line, city_tier::DOUBLE AS city_tier, occupation,
+         (list_position({occ}, occupation) - 1)::DOUBLE AS occupation_code,
+         (list_position({age}, age_band) - 1)::DOUBLE AS age_band_code
+  FROM read_parquet('{_path(raw_dir, "borrowers")}')
+),
+acc0 AS (
+  SELECT borrower_id AS b, month::INTEGER AS m, line::DOUBLE AS line,
+         n_draws::DOUBLE AS n_draws, draw_amount::DOUBLE AS draw_amount,
+         balance::DOUBLE AS balance, interest_paid::DOUBLE AS interest_paid,
+         n_early_repay::DOUBLE AS n_early_repay, frozen::DOUBLE AS frozen, dpd
+  FROM read_parquet('{_path(raw_dir, "account_months")}')
+),
+acc AS (
+  SELECT a.*,
+         (a.n_draws > 0)::DOUBLE AS drew,
+         CASE WHEN a.line > 0 THEN a.balance / a.line ELSE 0.0 END AS util,
+         (a.n_draws > 0 AND coalesce(p.balance, 0) > 0)::DOUBLE AS revolve,
+         (a.n_draws > 0 AND a.draw_amount < {float(p.small_draw_ratio)!r} * greatest(a.line, 1.0))::DOUBLE
+             AS small,
+         (a.n_draws <= 0)::BIGINT AS idle
+  FROM acc0 a LEFT JOIN acc0 p ON p.b = a.b AND p.m = a.m - 1
+  WHERE a.m <= {last}
+),
+-- trailing windows: every month row joins the snapshots whose last 12 months hold it
+acc_w AS (
+  SELECT a.b, s.s,
+    sum(CASE WHEN m > s - 3 THEN drew END) AS drew_3, sum(CASE WHEN m > s - 6 THEN drew END) AS drew_6,
+    sum(drew) AS drew_12,
+    sum(CASE WHEN m > s - 3 THEN n_draws END) AS nd_3, sum(CASE WHEN m > s - 6 THEN n_draws END) AS nd_6,
+    sum(n_draws) AS nd_12,
+    sum(CASE WHEN m > s - 3 THEN draw_amount END) AS amt_3,
+    sum(CASE WHEN m > s - 6 THEN draw_amount END) AS amt_6, sum(draw_amount) AS amt_12,
+    sum(CASE WHEN m > s - 3 THEN util END) AS util_3, sum(CASE WHEN m > s - 6 THEN util END) AS util_6,
+    sum(util) AS util_12, max(util) AS util_max_12,
+    count(CASE WHEN m > s - 3 THEN 1 END) AS on_3, count(CASE WHEN m > s - 6 THEN 1 END) AS on_6,
+    count(*) AS on_12,
+    sum(CASE WHEN m > s - 6 THEN revolve END) AS revolve_6, sum(small) AS small_12,
+    sum(CASE WHEN m > s - 6 THEN interest_paid END) AS interest_6, sum(interest_paid) AS interest_12,
+    sum(n_early_repay) AS early_12,
+    bit_or(idle << m) AS idle_bits,
+    max(CASE WHEN m = s THEN line END) AS line, max(CASE WHEN m = s THEN frozen END) AS frozen
+  FROM acc a JOIN snaps s ON a.m <= s.s AND a.m > s.s - 12
+  GROUP BY a.b, s.s
+),
+last_draw AS (
+  SELECT a.b, s.s, max(a.m) AS last_draw
+  FROM acc a JOIN snaps s ON a.m <= s.s WHERE a.n_draws > 0 GROUP BY a.b, s.s
+),
+events AS (SELECT borrower_id AS b, month::INTEGER AS m, event, cause
+           FROM read_parquet('{_path(raw_dir, "platform_events")}')),
+ev_cum AS (
+  SELECT e.b, s.s,
+         count(CASE WHEN event = 'line_increase' THEN 1 END) AS inc_cum,
+         count(CASE WHEN event = 'line_decrease' THEN 1 END) AS dec_cum,
+         count(CASE WHEN event = 'freeze' THEN 1 END) AS frz_cum,
+         max(CASE WHEN event IN ('line_increase', 'line_decrease') THEN e.m END) AS last_change
+  FROM events e JOIN snaps s ON e.m <= s.s GROUP BY e.b, s.s
+),
+flow AS (
+  SELECT borrower_id AS b, month::INTEGER AS m,
+         sum(amount::DOUBLE) AS drawn,
+         sum(CASE WHEN channel = 'consumption' THEN amount::DOUBLE END) AS f_cons,
+         sum(CASE WHEN channel = 'business' THEN amount::DOUBLE END) AS f_bus,
+         sum(CASE WHEN channel = 'securities' AND days_after_draw <= {k} THEN amount::DOUBLE END) AS f_sec_k,
+         sum(CASE WHEN channel = 'other_lender' AND days_after_draw <= {k} THEN amount::DOUBLE END) AS f_oth_k
+  FROM read_parquet('{_path(raw_dir, "fund_flows")}')
+  WHERE month <= {last}
+  GROUP BY borrower_id, month
+),
+flow_w AS (
+  SELECT f.b, s.s, sum(drawn) AS drawn_6, sum(f_cons) AS cons_6, sum(f_bus) AS bus_6,
+         sum(f_sec_k) AS sec_k_6, sum(f_oth_k) AS oth_k_6
+  FROM flow f JOIN snaps s ON f.m <= s.s AND f.m > s.s - 6 GROUP BY f.b, s.s
+),
+bur_w AS (
+  SELECT u.borrower_id AS b, s.s,
+         sum(CASE WHEN month > s - 6 THEN ext_inquiries::DOUBLE END) AS inq_6,
+         sum(ext_new_accounts::DOUBLE) AS new_12,
+         max(CASE WHEN month = s THEN ext_cards::DOUBLE END) AS ext_cards,
+         max(CASE WHEN month = s THEN ext_loans::DOUBLE END) AS ext_loans,
+         max(CASE WHEN month = s THEN ext_utilisation::DOUBLE END) AS ext_util,
+         max(CASE WHEN month = s THEN months_since_ext_activity::DOUBLE END) AS msx
+  FROM read_parquet('{_path(raw_dir, "bureau_months")}') u
+  JOIN snaps s ON u.month <= s.s AND u.month > s.s - 12
+  GROUP BY u.borrower_id, s.s
+),
+cons AS (
+  SELECT borrower_id AS b, month::INTEGER AS m,
+         spend_daily::DOUBLE + spend_durables::DOUBLE + spend_services::DOUBLE AS spend,
+         spend_weekly_cv::DOUBLE AS wcv,
+         competitor_baitiao::DOUBLE + competitor_fenfu::DOUBLE AS comp
+  FROM read_parquet('{_path(raw_dir, "consumption_months")}')
+  WHERE month <= {last}
+),
+cons_w AS (
+  SELECT c.b, s.s,
+         sum(CASE WHEN m > s - 3 THEN spend END) AS spend_3, sum(spend) AS spend_6,
+         count(CASE WHEN m > s - 3 THEN 1 END) AS con_3, count(*) AS con_6,
+         sum(CASE WHEN m > s - 3 THEN wcv END) AS wcv_3,
+         sum(comp) AS comp_6, count(CASE WHEN comp > 0 THEN 1 END) AS comp_months_6,
+         var_pop(spend) AS spend_var_6
+  FROM cons c JOIN snaps s ON c.m <= s.s AND c.m > s.s - 6 GROUP BY c.b, s.s
+),
+closure AS (
+  SELECT b, min(m) AS close_month, arg_min(cause, m) AS close_cause
+  FROM events WHERE event = 'closure' GROUP BY b
+),
+first_dpd AS (SELECT b, min(m) AS first_dpd FROM acc0 WHERE dpd > 0 GROUP BY b),
+status AS (
+  SELECT bor.b, c.close_month, c.close_cause,
+         CASE WHEN c.close_cause <> '{OVERDUE}' THEN c.close_month END AS first_closed,
+         least(d.first_dpd,
+               CASE WHEN c.close_cause = '{OVERDUE}' THEN c.close_month END) AS first_overdue
+  FROM bor LEFT JOIN closure c USING (b) LEFT JOIN first_dpd d USING (b)
+),
+population AS (
+  SELECT bor.*, s.s AS m, (s.s - bor.signup)::DOUBLE AS tenure,
+         st.close_month, st.close_cause
+  FROM bor CROSS JOIN snaps s JOIN status st ON st.b = bor.b
+  WHERE bor.signup <= s.s AND coalesce(st.close_month, {NEVER}) > s.s {overdue_rule}
+),
+edge_status AS (
+  SELECT e.src, e.tie_strength::DOUBLE AS w,
+         coalesce(st.first_closed, {NEVER}) AS dst_closed,
+         coalesce(st.first_overdue, {NEVER}) AS dst_overdue
+  FROM read_parquet('{_path(raw_dir, "social_edges")}') e
+  LEFT JOIN status st ON st.b = e.dst
+),
+social AS (
+  SELECT es.src AS b, s.s, count(*)::DOUBLE AS degree, sum(es.w) AS w_degree,
+         count(CASE WHEN es.dst_closed < s.s THEN 1 END)::DOUBLE AS n_closed,
+         coalesce(sum(CASE WHEN es.dst_closed < s.s THEN es.w END), 0) AS w_closed,
+         count(CASE WHEN es.dst_overdue < s.s THEN 1 END)::DOUBLE AS n_overdue
+  FROM edge_status es CROSS JOIN snaps s
+  GROUP BY es.src, s.s
+),
+macro AS (
+  SELECT month::INTEGER AS m, regime::DOUBLE AS regime,
+         competitor_intensity::DOUBLE AS competitor_intensity,
+         min(CASE WHEN regime > 0 THEN month END) OVER ()::INTEGER AS first_regime_month
+  FROM read_parquet('{_path(raw_dir, "macro_months")}')
+),
+joined AS (
+  SELECT pop.*, ld.last_draw, ev.last_change, so.degree, so.w_degree, so.n_closed,
+         so.w_closed, so.n_overdue, mc.regime, mc.competitor_intensity,
+         mc.first_regime_month,
+         {filled},
+         (pop.close_month > pop.m AND pop.close_month <= pop.m + {int(p.horizon)}
+          AND pop.close_cause <> '{OVERDUE}') AS is_label
+  FROM population pop
+  LEFT JOIN acc_w aw ON aw.b = pop.b AND aw.s = pop.m
+  LEFT JOIN last_draw ld ON ld.b = pop.b AND ld.s = pop.m
+  LEFT JOIN ev_cum ev ON ev.b = pop.b AND ev.s = pop.m
+  LEFT JOIN flow_w fw ON fw.b = pop.b AND fw.s = pop.m
+  LEFT JOIN bur_w bw ON bw.b = pop.b AND bw.s = pop.m
+  LEFT JOIN cons_w cw ON cw.b = pop.b AND cw.s = pop.m
+  LEFT JOIN social so ON so.b = pop.b AND so.s = pop.m
+  LEFT JOIN macro mc ON mc.m = pop.m
+)
+SELECT
+  b::BIGINT AS borrower_id,
+  m::SMALLINT AS snapshot,
+  CASE WHEN m IN ({oot}) THEN 'oot' WHEN m IN ({valid}) THEN 'valid' ELSE 'train' END AS split,
+  coalesce(is_label, false)::TINYINT AS label,
+  CASE WHEN coalesce(is_label, false) THEN close_cause ELSE 'none' END AS label_cause,
+  occupation,
+  {feature_cols}
+FROM joined
+ORDER BY snapshot, borrower_id
+"""
+
+
+def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None) -> Any:
+    import duckdb
+
+    con = duckdb.connect(database=":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if temp_dir:
+        con.execute(f"SET temp_directory = '{temp_dir}'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def write_features_sql(
+    raw_dir: Path,
+    out_path: Path,
+    params: SqlFeatureParams,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+) -> None:
+    """Compute the feature table in DuckDB and write it to ``out_path`` (Parquet, zstd)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    con = _connect(threads, memory_limit, str(out_path.parent / ".duckdb_tmp"))
+    try:
+        sql = feature_sql(Path(raw_dir), params)
+        target = str(tmp).replace("'", "''")
+        con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    finally:
+        con.close()
+    os.replace(tmp, out_path)
+
+
+def features_sql(raw_dir: Path, params: SqlFeatureParams, threads: int | None = None) -> pa.Table:
+    """The feature table as an Arrow table (small worlds and tests)."""
+    con = _connect(threads, None, None)
+    try:
+        return con.sql(feature_sql(Path(raw_dir), params)).to_arrow_table()
+    finally:
+        con.close()
+
+
+@dataclass
+class Comparison:
+    """How a feature table compares with the SQL one."""
+
+    equal: bool
+    rows_ours: int
+    rows_reference: int
+    same_rows: bool
+    same_labels: bool
+    n_mismatched_values: int
+    max_abs_diff: float
+    worst_feature: str | None
+    rtol: float
+    atol: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _sorted(t: pa.Table) -> pa.Table:
+    return t.sort_by([("snapshot", "ascending"), ("borrower_id", "ascending")])
+
+
+def compare_tables(
+    ours: pa.Table, reference: pa.Table, rtol: float = 1e-5, atol: float = 1e-6
+) -> Comparison:
+    """Same (borrower, snapshot) rows, identical labels, splits and occupations, and every
+    feature equal within float32 tolerance (``|a - b| <= atol + rtol * |b|``)."""
+    a, b = _sorted(ours), _sorted(reference)
+    same_rows = a.num_rows == b.num_rows and all(
+        np.array_equal(a.column(c).to_numpy(), b.column(c).to_numpy())
+        for c in ("borrower_id", "snapshot")
+    )
+    same_labels = same_rows and all(
+        a.column(c).to_pylist() == b.column(c).to_pylist()
+        for c in ("label", "label_cause", "split", "occupation")
+    )
+    n_bad, worst_diff, worst = 0, 0.0, None
+    if same_rows:
+        for name in FEATURE_NAMES:
+            x = a.column(name).to_numpy().astype(np.float64)
+            y = b.column(name).to_numpy().astype(np.float64)
+            bad = ~np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)
+            n_bad += int(bad.sum())
+            d = np.abs(x - y)
+            d = d[np.isfinite(d)]
+            if len(d) and float(d.max()) > worst_diff:
+                worst_diff, worst = float(d.max()), name
+    return Comparison(
+        equal=bool(same_rows and same_labels and n_bad == 0),
+        rows_ours=a.num_rows,
+        rows_reference=b.num_rows,
+        same_rows=bool(same_rows),
+        same_labels=bool(same_labels),
+        n_mismatched_values=n_bad,
+        max_abs_diff=worst_diff,
+        worst_feature=worst,
+        rtol=rtol,
+        atol=atol,
+    )
+
+
+def read_features(path: Path) -> pa.Table:
+    return pq.read_table(path)
