@@ -258,7 +258,7 @@ def sql_params(cfg: Any) -> Any:
 
 def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     from pipeline.core import features as feat_core
-    from pipeline.stages.driver import featurize
+    from pipeline.stages import features as featurize
 
     parts: dict[str, float] = {}
     _wrap_timer(featurize, "read_raw", parts, "read_validate_s")
@@ -287,7 +287,7 @@ def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     from pipeline.core import train as train_core
-    from pipeline.stages.driver import training
+    from pipeline.stages import train as training
 
     parts: dict[str, float] = {}
     _wrap_timer(train_core, "fit", parts, "fit_s")
@@ -340,7 +340,7 @@ def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     from pipeline.core import explain as explain_core
-    from pipeline.stages.driver import explaining
+    from pipeline.stages import explain as explaining
 
     calls: list[tuple[np.ndarray, np.ndarray]] = []
     parts: dict[str, float] = {}
