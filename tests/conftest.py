@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Hydra config, composed and shrunk, with outputs in tmp_path."""
+"""Shared fixtures; the helpers they build on live in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -7,37 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from pipeline.base.config import REPO_ROOT, register_configs
-
-register_configs()
-
-SMALL = [
-    "data.n_borrowers=2000",
-    "simulator.chunk_size=512",
-    "simulator.oracle_rows=600",
-    "simulator.oracle_futures=16",
-    "model.n_estimators=200",
-    "explain.plot_sample=500",
-]
-
-
-def compose_config(root: Path, overrides: list[str] | None = None, stage: str = "run") -> Any:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "config", overrides=[f"paths.root={root}", f"stage={stage}", *(overrides or [])]
-        )
-
-
-def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any, dict[str, Any]]:
-    """Compose the shrunk real config with ``overrides`` and run ``stage`` under ``root``."""
-    from pipeline.__main__ import execute
-
-    cfg = compose_config(root, [*SMALL, *overrides], stage)
-    return cfg, execute(cfg, [])
+from helpers import SMALL, compose_config
 
 
 @pytest.fixture

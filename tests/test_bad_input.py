@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from helpers import SMALL, compose_config
 
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, validate
@@ -21,7 +22,6 @@ from pipeline.base.io import DataError, file_digest
 from pipeline.stages.driver import run_pipeline
 from pipeline.stages.features import build_features, feature_spec, read_raw
 from pipeline.stages.train import load_feature_table
-from tests.conftest import SMALL, compose_config
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
 

@@ -164,7 +164,7 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from conftest import run_world
+    from helpers import run_world
 
     root = tmp_path_factory.mktemp("explain_world")
     cfg, summary = run_world(root, WORLD)
@@ -241,7 +241,7 @@ def test_stage_advice_is_rescored_under_the_threshold(world):
 
 @pytest.mark.slow
 def test_one_borrower_story_and_unknown_id(world, capsys):
-    from conftest import compose_config
+    from helpers import compose_config
 
     from pipeline.__main__ import execute
 

@@ -126,7 +126,7 @@ def test_frontier_counts_good_customers_hit_and_matches_losses():
 
 @pytest.mark.slow
 def test_policy_stage_writes_frontier_and_logs(tmp_path):
-    from conftest import SMALL, compose_config
+    from helpers import SMALL, compose_config
 
     from pipeline.__main__ import execute
 

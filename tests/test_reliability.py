@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import SMALL
 
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import file_digest
 from pipeline.stages.driver import run_pipeline
-from tests.conftest import SMALL
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_world
 from mlflow.tracking import MlflowClient
 
 from pipeline.base.io import DataError
 from pipeline.core import report
-from tests.conftest import run_world
 
 IMG = re.compile(r'<img class="plot" data-plot="([^"]+)"[^>]*src="([^"]+)"')
 
@@ -222,8 +222,9 @@ def test_run_without_out_of_time_rows_still_reports(tmp_path):
 
 def test_report_command_and_stale_outputs(world, tmp_path):
     """`report` alone leaves the run's records; a new model makes derived parts vanish."""
+    from helpers import compose_config
+
     from pipeline.__main__ import execute
-    from tests.conftest import compose_config
     from tests.test_table import GERMAN
 
     src, _, _ = world

@@ -22,7 +22,7 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from conftest import run_world
+    from helpers import run_world
 
     root = tmp_path_factory.mktemp("score_world")
     run_world(root, WORLD)
@@ -30,7 +30,7 @@ def world(tmp_path_factory):
 
 
 def _score(root, *overrides):
-    from conftest import SMALL, compose_config
+    from helpers import SMALL, compose_config
 
     from pipeline.__main__ import execute
 

@@ -28,7 +28,7 @@ NAME = "closure-risk-lgbm-serving"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import SMALL, compose_config
+    from helpers import SMALL, compose_config
 
     from pipeline.__main__ import execute
 

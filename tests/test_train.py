@@ -114,9 +114,10 @@ def test_monotone_check_finds_violations_and_constraints_remove_them():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    from helpers import SMALL, compose_config
+
     from pipeline.adapters.tracking import from_config
     from pipeline.stages.driver import run_pipeline
-    from tests.conftest import SMALL, compose_config
 
     root = tmp_path_factory.mktemp("train")
     cfg = compose_config(root, SMALL)
@@ -202,7 +203,7 @@ def test_training_is_deterministic_and_champion_moves_only_on_improvement(traine
     assert second["champion"]["promoted"] is False
     assert second["champion"]["champion_version"] == first["champion"]["version"]
     # a deliberately weak model does not take it either
-    from tests.conftest import SMALL, compose_config
+    from helpers import SMALL, compose_config
 
     weak = compose_config(root, [*SMALL, "model.num_leaves=2", "model.n_estimators=2"], "train")
     third = execute(weak, [])
