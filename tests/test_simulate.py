@@ -158,28 +158,58 @@ def test_macro_regime_table():
     m = world["macro_months"].to_pandas()
     t = SimulatorConfig().tightening_month
     pilot = SimulatorConfig().pilot_month
+    assert m.month.tolist() == list(range(36))  # one row per month, in order
     assert (m.regime == (m.month >= pilot).astype(int) + (m.month >= t).astype(int)).all()
-    assert m.competitor_intensity.is_monotonic_increasing
-    assert isinstance(m, pd.DataFrame)
+    assert set(m.regime) == {0, 1, 2}
+    # competitors spread every month: strictly rising, from a minority to a majority
+    assert (m.competitor_intensity.diff().iloc[1:] > 0).all()
+    assert m.competitor_intensity.iloc[0] < 0.5 < m.competitor_intensity.iloc[-1]
+
+
+def _preset_world(make_cfg, *overrides: str) -> tuple[object, pd.DataFrame]:
+    from pipeline.base.config import validate
+    from pipeline.stages.generate import world_spec
+
+    cfg = make_cfg(*overrides, "data.n_borrowers=3000", "simulator.chunk_size=1000")
+    validate(cfg)
+    return cfg, simulate(world_spec(cfg))["platform_events"].to_pandas()
+
+
+def _policy_closures(ev: pd.DataFrame, lo: int, hi: int) -> int:
+    """Closures for tightening in months ``lo <= month < hi``."""
+    hit = (ev.event == "closure") & (ev.cause == "policy_tightening")
+    return int((hit & ev.month.between(lo, hi - 1)).sum())
 
 
 @pytest.mark.parametrize("preset", ["baseline", "tightening", "competition_heavy"])
 def test_scenario_presets_compose_and_shape_the_world(make_cfg, preset):
-    from pipeline.base.config import validate
-    from pipeline.stages.generate import world_spec
-
-    cfg = make_cfg(f"experiment={preset}", "data.n_borrowers=3000", "simulator.chunk_size=1000")
-    validate(cfg)
-    world = simulate(world_spec(cfg))
-    ev = world["platform_events"].to_pandas()
+    cfg, ev = _preset_world(make_cfg, f"experiment={preset}")
+    _, default_ev = _preset_world(make_cfg)
     closures = ev[ev.event == "closure"]
     policy = closures[closures.cause == "policy_tightening"]
     assert len(policy) > 0
     assert policy.month.min() >= cfg.simulator.pilot_month
+    if preset == "baseline":  # the default world, under a name
+        pd.testing.assert_frame_equal(ev, default_ev)
     if preset == "tightening":
-        assert cfg.simulator.tightening_month == 20
+        default = SimulatorConfig()
+        pilot, early, late = (
+            default.pilot_month,
+            cfg.simulator.tightening_month,
+            default.tightening_month,
+        )
+        assert pilot < early < late
+        # harder: the pilot months (same in both worlds) already close more accounts
+        assert _policy_closures(ev, pilot, early) > 1.25 * _policy_closures(
+            default_ev, pilot, early
+        )
+        # earlier: full tightening from its own month on, where the default world is still piloting
+        assert _policy_closures(ev, early, late) > 2 * _policy_closures(default_ev, early, late)
     if preset == "competition_heavy":
-        base = make_cfg("data.n_borrowers=3000", "simulator.chunk_size=1000")
-        base_ev = simulate(world_spec(base))["platform_events"].to_pandas()
-        share = lambda e: (e[e.event == "closure"].cause == "low_activity_competition").mean()  # noqa: E731
-        assert share(ev) > share(base_ev)
+        lost = lambda e: e[(e.event == "closure") & (e.cause == "low_activity_competition")]  # noqa: E731
+        share = lambda e: len(lost(e)) / (e.event == "closure").sum()  # noqa: E731
+        # users drift to competitors more often, and sooner
+        assert share(ev) > 1.2 * share(default_ev)
+        midpoint = SimulatorConfig().competitor_midpoint
+        early = lambda e: (lost(e).month < midpoint).sum()  # noqa: E731
+        assert early(ev) > 2 * early(default_ev)
