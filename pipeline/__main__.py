@@ -3,8 +3,10 @@
 Stages: ``generate`` (alias ``data``), ``features``, ``train``, ``explain``, ``policy``
 (simulator mode), ``report``, and ``run`` for all of them; ``score`` runs on its own, and
 so do ``policy`` (it then scores with the registry champion) and ``report`` (it then
-rebuilds the page from the outputs on disk) when asked for by name. The only module that talks
-to Hydra.
+rebuilds the page from the outputs on disk) when asked for by name. This module is the
+Hydra entry point only: it turns the command line into a composed config and hands it to
+:mod:`pipeline.stages.driver`; tests and tools call :func:`execute` with a config they
+composed themselves.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline.adapters.tracking import TrackingError
+from pipeline.adapters.model_registry import attach_trial
+from pipeline.adapters.tracking import TrackingError, from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, register_configs
 from pipeline.base.io import DataError
+from pipeline.stages import policy as policy_stage
+from pipeline.stages import report as report_stage
+from pipeline.stages import score as score_stage
+from pipeline.stages.driver import ALIASES, STAGES, pipeline_stages, run_pipeline, run_single
 
 COMMANDS = (
     "run",
@@ -32,12 +39,12 @@ COMMANDS = (
     "score",
     "policy",
 )
+#: Commands that run one stage on a parent run of their own (not a step of ``run``).
+SINGLE = {"score": score_stage.score, "policy": policy_stage.policy, "report": report_stage.report}
 register_configs()
 
 
 def stages_for(command: str, cfg: Any = None) -> list[str]:
-    from pipeline.stages.driver import ALIASES, STAGES, pipeline_stages
-
     if command == "run":
         return pipeline_stages(cfg) if cfg is not None else list(STAGES)
     return [ALIASES.get(command, command)]
@@ -50,24 +57,12 @@ def execute(
 
     ``sweep`` (sweep directory, trial number) nests the run under the sweep's MLflow run.
     """
-    from pipeline.adapters.tracking import from_config
-    from pipeline.stages.driver import run_pipeline
-
     tracker = from_config(cfg.tracking)
-    if str(cfg.stage) in ("score", "policy", "report"):  # on their own parent run
-        from pipeline.stages.score import run_single
-
-        if str(cfg.stage) == "score":
-            from pipeline.stages.score import score as fn
-        elif str(cfg.stage) == "policy":
-            from pipeline.stages.policy import policy as fn
-        else:  # rebuilds the page from the outputs; the run summary and config stay as they are
-            from pipeline.stages.report import report as fn
-        return run_single(cfg, tracker, str(cfg.stage), fn, overrides)
-    summary = run_pipeline(cfg, tracker, stages_for(str(cfg.stage), cfg), overrides)
+    stage = str(cfg.stage)
+    if stage in SINGLE:  # report alone rebuilds the page; the run summary and config stay
+        return run_single(cfg, tracker, stage, SINGLE[stage], overrides)
+    summary = run_pipeline(cfg, tracker, stages_for(stage, cfg), overrides)
     if sweep is not None:
-        from pipeline.stages.train import attach_trial
-
         attach_trial(tracker, sweep[0], sweep[1], summary.get("mlflow_run_id"), objective(summary))
     return summary
 

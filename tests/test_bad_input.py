@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SMALL, compose_config
 
+from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, validate
 from pipeline.base.io import DataError, file_digest
 from pipeline.stages.driver import run_pipeline
 from pipeline.stages.features import build_features, feature_spec, read_raw
-from pipeline.stages.train import load_feature_table
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
 

@@ -61,7 +61,7 @@ def test_pyfunc_champion_matches_batch_scoring(trained):
     assert set(out.tier) <= {"low", "medium", "high"}
     assert out.reason_1_cause.notna().all() and out.reason_1_en.str.len().gt(0).all()
     # the same numbers as the local model with its calibration
-    from pipeline.core.scoring import load_local
+    from pipeline.adapters.catalog import load_scoring_model as load_local
 
     local = load_local(root / "models")
     np.testing.assert_allclose(out.probability, local.prob(rows[names].to_numpy()), rtol=1e-6)

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import json
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from mlflow.models import infer_signature
 from mlflow.pyfunc import PythonModel
+
+from pipeline.adapters import catalog
+from pipeline.base.io import DataError
+from pipeline.core import scoring
 
 SERVING_SUFFIX = "-serving"
 
@@ -30,24 +38,16 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
     """Calibrated closure risk with its tier and top reason codes."""
 
     def load_context(self, context: Any) -> None:
-        import lightgbm as lgb
-
-        from pipeline.core import scoring
-        from pipeline.core.calibration import Calibrator
-
         art = context.artifacts
-        booster = lgb.Booster(model_str=Path(art["model"]).read_text())
-        cal = Calibrator.from_json(json.loads(Path(art["calibration"]).read_text()))
+        booster = catalog.load_booster(Path(art["model"]))
+        cal = catalog.parse_calibrator(Path(art["calibration"]))
         meta = json.loads(Path(art["meta"]).read_text())
         self.cuts = [float(c) for c in meta["tier_cuts"]]
         self.tiers = [str(t) for t in meta["tier_names"]]
         self.top_k = int(meta.get("top_k", 3))
-        self.model = scoring._from_parts(booster, meta, cal, "pyfunc", None)
+        self.model = catalog.scoring_model(booster, meta, cal, "pyfunc", None)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        from pipeline.base.io import DataError
-        from pipeline.core import scoring
-
         df = pd.DataFrame(model_input).reset_index(drop=True)
         missing = [n for n in self.model.names if n not in df.columns]
         if missing:
@@ -67,11 +67,6 @@ def log_serving_model(
     """Log the pyfunc in the current run, register it, move its champion alias with the model's."""
     if not tracker.enabled or tracker.run_id is None:
         return None
-    from importlib.metadata import version
-
-    import mlflow
-    from mlflow.models import infer_signature
-
     meta = json.loads((models_dir / "model.json").read_text())
     names = list(meta["feature_names"])
     serving_name = f"{name}{SERVING_SUFFIX}" if name else None
@@ -97,8 +92,6 @@ def log_serving_model(
         example = pd.DataFrame(np.zeros((2, len(names)), dtype=np.float64), columns=names)
         feat_path = Path(cfg.paths.processed_dir) / "features.parquet"
         if meta.get("mode", "simulator") == "simulator" and feat_path.exists():
-            import pyarrow.parquet as pq
-
             example = pq.read_table(feat_path, columns=names).slice(0, 2).to_pandas()
             example = example.astype(np.float64)
         model = ClosureRiskModel()

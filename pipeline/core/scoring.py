@@ -6,16 +6,13 @@ table (Parquet or CSV) holding an id column and the model's feature columns. A f
 table is checked with a pandera schema; every failure becomes a
 :class:`~pipeline.base.io.DataError` naming the file, the column and the rule.
 
-The model is the registry's ``champion`` (with the calibration and feature names
-logged in the same MLflow run) when tracking is on and the alias exists, else the
-local ``models/model.txt``; :attr:`ScoringModel.source` says which. Reasons and advice
-reuse :mod:`pipeline.core.explain` and :mod:`pipeline.core.advice`.
+Which model scores (the registry's champion or the local one) is decided by the
+adapters (:mod:`pipeline.adapters.model_registry`, :mod:`pipeline.adapters.catalog`);
+:attr:`ScoringModel.source` says which. Reasons and advice reuse :mod:`pipeline.core.explain` and :mod:`pipeline.core.advice`.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,6 @@ from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core.calibration import Calibrator
 
-WEIGHTS_FILE = "cause_weights.json"
 #: Integer-coded categorical features and the number of their categories.
 CATEGORY_CODES: dict[str, int] = {"occupation_code": len(OCCUPATIONS), "age_band_code": 5}
 
@@ -52,79 +48,6 @@ class ScoringModel:
     def prob(self, X: np.ndarray) -> np.ndarray:
         raw = self.booster.predict(np.asarray(X, dtype=np.float32))
         return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
-
-
-def _weights(names: list[str], weights_path: Path | None) -> tuple[np.ndarray, str]:
-    """The explain stage's learned cause weights when they cover ``names``, else the registry split."""
-    if weights_path is not None and weights_path.exists():
-        try:
-            saved = json.loads(weights_path.read_text())
-            W = np.array(
-                [[saved["weights"][f][c] for c in explain_core.CAUSE_COLUMNS] for f in names]
-            )
-            return W, "learned"
-        except (OSError, ValueError, KeyError):
-            pass
-    return explain_core.attribution_matrix(names, "registry"), "registry"
-
-
-def _from_parts(
-    booster: Any, meta: dict[str, Any], cal: Calibrator, source: str, weights: Path | None
-) -> ScoringModel:
-    names = list(meta["feature_names"])
-    mode = str(meta.get("mode", "simulator"))
-    W, attribution = _weights(names, weights) if mode == "simulator" else (None, "features")
-    return ScoringModel(booster, names, cal, mode, source, W, attribution)
-
-
-def load_local(models_dir: Path) -> ScoringModel:
-    from pipeline.stages.train import load_calibrator, load_model
-
-    booster, meta = load_model(models_dir)
-    cal = load_calibrator(models_dir)
-    return _from_parts(
-        booster, meta, cal, f"local {models_dir / 'model.txt'}", models_dir / WEIGHTS_FILE
-    )
-
-
-def load_champion(tracker: Any, name: str, alias: str, models_dir: Path) -> ScoringModel | None:
-    """The model version behind ``name@alias`` with its run's calibration; None if no alias."""
-    if not tracker.enabled or not name:
-        return None
-    import contextlib
-
-    import mlflow
-    import mlflow.lightgbm
-
-    client = tracker.client  # connects, and points the fluent API at the store
-    version = None
-    with contextlib.suppress(Exception):  # no alias yet: RESOURCE_DOES_NOT_EXIST
-        version = client.get_model_version_by_alias(name, alias)
-    if version is None:
-        return None
-    booster = mlflow.lightgbm.load_model(f"models:/{name}@{alias}")
-    with tempfile.TemporaryDirectory() as tmp:
-        meta_path = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path="model_meta/model.json", dst_path=tmp
-            )
-        )
-        meta = json.loads(meta_path.read_text())
-        cal = Calibrator("none")
-        with contextlib.suppress(Exception):  # a run without calibration logs none
-            cal_path = mlflow.artifacts.download_artifacts(
-                run_id=version.run_id,
-                artifact_path="model_meta/calibration.json",
-                dst_path=tmp,
-            )
-            cal = Calibrator.from_json(json.loads(Path(cal_path).read_text()))
-    return _from_parts(
-        booster,
-        meta,
-        cal,
-        f"registry models:/{name}@{alias} (v{version.version})",
-        models_dir / WEIGHTS_FILE,
-    )
 
 
 # ---- validation of a feature table ---------------------------------------------------

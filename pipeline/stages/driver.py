@@ -7,7 +7,8 @@ its inputs, calls a pure core, writes outputs atomically and logs to MLflow.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,40 @@ def pipeline_stages(cfg: Any) -> list[str]:
     return [s for s in STAGES if simulator or s not in SIMULATOR_ONLY]
 
 
+@contextmanager
+def _parent_run(
+    cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None
+) -> Iterator[dict[str, Any]]:
+    """Check the config, then open the invocation's parent run; yields the flat params."""
+    validate(cfg)
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
+    with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
+        yield params
+
+
+def run_single(
+    cfg: Any,
+    tracker: Tracker,
+    stage: str,
+    fn: Callable[[Any, Tracker], dict[str, Any]],
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run one stage that is not part of ``run`` under its own parent MLflow run."""
+    with _parent_run(cfg, tracker, [stage], overrides) as params:
+        with tracker.run(stage, tags={"stage": stage}):
+            tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] == stage})
+            result = fn(cfg, tracker)
+    result.setdefault("mlflow_run_id", tracker.parent_run_id)
+    return result
+
+
 def run_pipeline(
     cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None = None
 ) -> dict[str, Any]:
     """Run the given stages under one parent MLflow run; returns the summary."""
-    validate(cfg)
     results: dict[str, Any] = {}
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
-    with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
+    with _parent_run(cfg, tracker, stages, overrides) as params:
         tracker.log_params(params)
         resolved = OmegaConf.to_yaml(
             OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))

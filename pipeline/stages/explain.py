@@ -25,6 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.adapters import catalog
+from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import physical_cores
@@ -39,10 +41,6 @@ from pipeline.base.io import (
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say
-from pipeline.stages.train import load_feature_table, load_model
-
-WEIGHTS_FILE = "cause_weights.json"
-
 
 # ---- loading ----------------------------------------------------------------------
 
@@ -51,23 +49,15 @@ class _Model:
     """The booster with its calibration: ``prob`` is what the product reports."""
 
     def __init__(self, models_dir: Path) -> None:
-        self.booster, self.meta = load_model(models_dir)
+        self.booster, self.meta = catalog.load_model(models_dir)
         self.names: list[str] = list(self.meta["feature_names"])
         self.mode = str(self.meta.get("mode", "simulator"))
-        self.calibrator: Any = None
-        cal_path = models_dir / "calibration.json"
-        if self.meta.get("calibration", "none") not in ("none", None) and cal_path.exists():
-            from pipeline.core.calibration import Calibrator
-
-            try:
-                self.calibrator = Calibrator.from_json(json.loads(cal_path.read_text()))
-            except (ValueError, KeyError) as exc:
-                raise DataError(f"{cal_path}: not a readable calibration ({exc})") from exc
-        self.digest = file_digest(models_dir / "model.txt")
+        self.calibrator = catalog.load_calibrator(models_dir)
+        self.digest = file_digest(models_dir / catalog.ENTRIES["model"].relpath)
 
     def prob(self, X: np.ndarray) -> np.ndarray:
-        raw = self.booster.predict(np.asarray(X, dtype=np.float32))
-        return self.calibrator.apply(raw) if self.calibrator is not None else raw
+        raw = np.asarray(self.booster.predict(np.asarray(X, dtype=np.float32)))
+        return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
 
 
 def _load_rows(cfg: Any, p: Paths, model: _Model) -> tuple[pd.DataFrame, str, Path]:
@@ -109,20 +99,10 @@ def _cause_weights(
         "seed": int(cfg.data.seed),
         "names": model.names,
     }
-    path = p.models / WEIGHTS_FILE
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == digest_of(key):
-                W = np.array(
-                    [
-                        [saved["weights"][f][c] for c in explain_core.CAUSE_COLUMNS]
-                        for f in model.names
-                    ]
-                )
-                return W, saved["info"]
-        except (OSError, ValueError, KeyError):
-            pass
+    path = p.models / catalog.ENTRIES["cause_weights"].relpath
+    saved = catalog.read_cause_weights(path, model.names, key=digest_of(key))
+    if saved is not None:
+        return saved, json.loads(path.read_text())["info"]
     closed = df[(df.split == "train") & (df.label == 1)]
     if len(closed) > int(e.learn_rows):
         closed = closed.sample(n=int(e.learn_rows), random_state=int(cfg.data.seed))
@@ -210,8 +190,8 @@ def _batch(
         contrib, method = explain_core.contributions(model.booster, X, threads)
     seconds = time.perf_counter() - t0
     additivity = _additivity(model, X, contrib)
-    raw_prob = model.booster.predict(X)
-    prob = model.calibrator.apply(raw_prob) if model.calibrator is not None else raw_prob
+    raw_prob = np.asarray(model.booster.predict(X))
+    prob = model.calibrator.apply(raw_prob)
 
     cols: dict[str, Any] = {id_col: oot[id_col].to_numpy()}
     if sim:
@@ -465,7 +445,7 @@ def _borrower(
             if sim
             else f"predicted probability of the positive class: {prob:.1%}"
         )
-        + (" (calibrated)" if model.calibrator is not None else ""),
+        + (" (calibrated)" if model.calibrator.method != "none" else ""),
         "reasons / 原因:",
     ]
     report: dict[str, Any] = {

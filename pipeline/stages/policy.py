@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.io import DataError, atomic_path, write_json, write_text
 from pipeline.core import policy as core
 from pipeline.stages.common import Paths, say
 from pipeline.stages.features import read_raw
 from pipeline.stages.score import load_scoring_model, raw_months
-from pipeline.stages.train import load_feature_table
 
 
 def policy(

@@ -10,7 +10,6 @@ The output (Parquet, or CSV when the name ends in ``.csv``) is written atomicall
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import OmegaConf
 
-from pipeline.adapters.tracking import Tracker, flatten
-from pipeline.base.config import physical_cores, validate
+from pipeline.adapters import catalog, model_registry
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, atomic_path, write_parquet
 from pipeline.core import scoring as core
 from pipeline.stages.common import Paths, say
-
-
-def run_single(
-    cfg: Any,
-    tracker: Tracker,
-    stage: str,
-    fn: Callable[[Any, Tracker], dict[str, Any]],
-    overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    """Run one stage that is not part of ``run`` under its own parent MLflow run."""
-    validate(cfg)
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": stage}
-    with tracker.run(f"pipeline:{stage}", tags=tags):
-        with tracker.run(stage, tags={"stage": stage}):
-            tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] == stage})
-            result = fn(cfg, tracker)
-    result.setdefault("mlflow_run_id", tracker.parent_run_id)
-    return result
 
 
 def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) -> core.ScoringModel:
@@ -51,21 +31,19 @@ def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) ->
 
     ``source`` (auto | registry | local) overrides ``score.model_source``.
     """
-    from pipeline.stages.train import registered_name
-
     p = Paths.of(cfg)
     source = str(cfg.score.model_source) if source is None else source
     model = None
     if source in ("auto", "registry") and tracker.enabled:
-        name = registered_name(cfg) or ""
-        model = core.load_champion(tracker, name, str(cfg.model.champion_alias), p.models)
+        name = model_registry.registered_name(cfg) or ""
+        model = model_registry.load_champion(tracker, name, str(cfg.model.champion_alias), p.models)
         if model is None and source == "registry":
             raise DataError(
                 f"registry: no model version has the alias "
                 f"'{cfg.model.champion_alias}' under '{name}' (score.model_source=registry)"
             )
     if model is None:
-        model = core.load_local(p.models)
+        model = catalog.load_scoring_model(p.models)
     return model
 
 

@@ -16,9 +16,6 @@ plots under ``models/plots/``.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
+from pipeline.adapters import model_registry
+from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
@@ -37,44 +35,13 @@ from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
 from pipeline.core import calibration as cal_core
 from pipeline.core import evaluation as eval_core
-from pipeline.core import features as feat_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
 from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
 
-FEATURE_READ_SCHEMA = feat_core.FEATURE_TABLE_SCHEMA
 TABLE_FEATURES = "table_features.parquet"
 SPLITS = ("train", "valid", "oot")
 MONOTONE_SAMPLE = 400  # rows swept per constrained feature by the monotone check
-
-
-def load_feature_table(
-    path: Path, columns: list[str] | None = None, split: str | None = None
-) -> pd.DataFrame:
-    """The feature table, validated; optionally only ``columns`` and one ``split``.
-
-    Reading one split uses a Parquet filter, so the other rows never reach memory.
-    """
-    filters = None
-    if split is not None:
-        filters = pc.field("split") == split
-        if columns is not None and "split" not in columns:
-            columns = [*columns, "split"]
-    if columns is not None:
-        keys = [c for c in ("borrower_id", "snapshot") if c not in columns]
-        columns = [*keys, *columns]
-    table = read_table(
-        path,
-        FEATURE_READ_SCHEMA,
-        allowed={"split": ("train", "valid", "oot")}
-        if columns is None or "split" in columns
-        else None,
-        ranges={"label": (0, 1)} if columns is None or "label" in columns else None,
-        unique=("borrower_id", "snapshot"),
-        columns=columns,
-        filters=filters,
-    )
-    return table.to_pandas()
 
 
 def monotone_vector(names: list[str]) -> list[int]:
@@ -168,17 +135,6 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
             "categories": prepared.categories,
         },
     )
-
-
-def registered_name(cfg: Any) -> str | None:
-    """Simulator models share one registry entry; each bring-your-own table gets its own."""
-    base = str(cfg.tracking.registered_model)
-    if not base:
-        return None
-    if cfg.data.kind == "table":
-        stem = Path(str(cfg.data.path)).name.split(".")[0]
-        return f"{base}-{re.sub(r'[^0-9A-Za-z_-]+', '-', stem).strip('-') or 'table'}"
-    return base
 
 
 def _scorecard(sc: Any) -> base_core.Scorecard:
@@ -399,12 +355,13 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     for plot in plots:
         tracker.log_artifact(plot, "plots")
     example = pd.DataFrame(X["valid"][:5], columns=names)
-    reg_name = registered_name(cfg)
+    reg_name = model_registry.registered_name(cfg)
     model_uri = tracker.log_lightgbm_model(booster, example, reg_name)
     if reg_name and tracker.enabled and "oot" in metrics:
-        part["champion"] = promote_champion(
+        part["champion"] = model_registry.promote_champion(
             tracker, reg_name, str(m.champion_alias), metrics["oot"]["auc"]
         )
+        say(part["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
         from pipeline.adapters.serving import log_serving_model
 
@@ -502,135 +459,6 @@ def _plots(
     return paths
 
 
-# --------------------------------------------------------------------------- registry
-
-
-def promote_champion(tracker: Tracker, name: str, alias: str, oot_auc: float) -> dict[str, Any]:
-    """Point ``alias`` at this run's model version if its out-of-time AUC beats the holder's.
-
-    The holder's figure is read back from its run's ``oot.auc`` metric, so the decision
-    does not depend on anything kept outside the tracking store.
-    """
-    from pipeline.adapters.tracking import _retry
-
-    client = tracker.client
-    run_id = tracker.run_id
-    versions = _retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
-    if not versions:
-        return {"promoted": False, "reason": "no registered version for this run"}
-    mine = max(versions, key=lambda v: int(v.version))
-    current = None
-    with contextlib.suppress(Exception):  # no holder yet: MLflow raises RESOURCE_DOES_NOT_EXIST
-        current = _retry(lambda: client.get_model_version_by_alias(name, alias))
-    info: dict[str, Any] = {
-        "name": name,
-        "alias": alias,
-        "version": int(mine.version),
-        "oot_auc": oot_auc,
-    }
-    champ_auc = None
-    if current is not None:
-        champ_run = _retry(lambda: client.get_run(current.run_id)) if current.run_id else None
-        champ_auc = champ_run.data.metrics.get("oot.auc") if champ_run else None
-        info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
-    promote = current is None or champ_auc is None or oot_auc > champ_auc
-    if promote:
-        _retry(lambda: client.set_registered_model_alias(name, alias, str(mine.version)))
-    info["promoted"] = bool(promote)
-    info["champion_version"] = int((mine if promote or current is None else current).version)
-    if current is None:
-        say(
-            f"registry: {name} v{mine.version} (out-of-time AUC {oot_auc:.4f}) is the first '{alias}'"
-        )
-    else:
-        verdict = "moves to it" if promote else "stays"
-        prev = f"{champ_auc:.4f}" if champ_auc is not None else "unknown"
-        say(
-            f"registry: {name} v{mine.version} out-of-time AUC {oot_auc:.4f} vs '{alias}' "
-            f"v{current.version} {prev} -> '{alias}' {verdict}"
-        )
-    return info
-
-
-# --------------------------------------------------------------------------- sweeps
-
-
-def sweep_parent(tracker: Tracker, sweep_dir: str) -> str | None:
-    """The one MLflow run that groups every trial of a sweep, made by the first trial.
-
-    Trials may run in parallel processes; a lock file in the sweep directory makes sure
-    only one of them creates the run, the others find it by its ``sweep_dir`` and ``sweep_role`` tags.
-    """
-    if not tracker.enabled:
-        return None
-    import fcntl
-
-    from pipeline.adapters.tracking import _retry
-
-    client = tracker.client
-    exp_id = client.get_experiment_by_name(tracker.experiment).experiment_id
-    lock = Path(sweep_dir) / ".mlflow_sweep.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            found = _retry(
-                lambda: client.search_runs(
-                    [exp_id],
-                    filter_string=f"tags.sweep_dir = '{sweep_dir}' and tags.sweep_role = 'parent'",
-                    max_results=1,
-                )
-            )
-            if found:
-                return str(found[0].info.run_id)
-            run = _retry(
-                lambda: client.create_run(
-                    exp_id,
-                    tags={
-                        "mlflow.runName": f"sweep {Path(sweep_dir).name}",
-                        "sweep_dir": sweep_dir,
-                        "sweep_role": "parent",
-                    },
-                    run_name=f"sweep {Path(sweep_dir).name}",
-                )
-            )
-            return str(run.info.run_id)
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def attach_trial(
-    tracker: Tracker, sweep_dir: str, trial: int, run_id: str | None, objective: float | None
-) -> None:
-    """Nest a finished trial's pipeline run under the sweep run and update the best score."""
-    parent = sweep_parent(tracker, sweep_dir)
-    if parent is None or run_id is None:
-        return
-    from mlflow.entities import Metric, RunTag
-
-    from pipeline.adapters.tracking import _retry
-
-    client = tracker.client
-    _retry(
-        lambda: client.log_batch(
-            run_id,
-            tags=[
-                RunTag("mlflow.parentRunId", parent),
-                RunTag("sweep_dir", sweep_dir),
-                RunTag("sweep_trial", str(trial)),
-            ],
-        )
-    )
-    if objective is not None and np.isfinite(objective):
-        now = int(time.time() * 1000)
-        _retry(
-            lambda: client.log_batch(
-                parent, metrics=[Metric("trial.valid.auc", float(objective), now, int(trial))]
-            )
-        )
-    _retry(lambda: client.set_terminated(parent, status="FINISHED"))
-
-
 # --------------------------------------------------------------------------- printing
 
 
@@ -682,29 +510,3 @@ def _report(
             )
         lines.append(txt)
     say("\n".join(lines))
-
-
-def load_model(models_dir: Path) -> tuple[Any, dict[str, Any]]:
-    import lightgbm as lgb
-
-    model_path = models_dir / "model.txt"
-    meta_path = models_dir / "model.json"
-    for path in (model_path, meta_path):
-        if not path.exists():
-            raise DataError(f"{path}: file not found (run `make train` first)")
-    try:
-        booster = lgb.Booster(model_str=model_path.read_text())
-        meta = json.loads(meta_path.read_text())
-    except Exception as exc:
-        raise DataError(f"{model_path}: not a readable LightGBM model ({exc})") from exc
-    return booster, meta
-
-
-def load_calibrator(models_dir: Path) -> cal_core.Calibrator:
-    path = models_dir / "calibration.json"
-    if not path.exists():
-        return cal_core.Calibrator("none")
-    try:
-        return cal_core.Calibrator.from_json(json.loads(path.read_text()))
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable calibration ({exc})") from exc

@@ -1,0 +1,219 @@
+"""The MLflow model registry: registered names, the champion alias, sweep runs.
+
+Every call that may legitimately find nothing (no alias yet, no version for a run)
+catches exactly MLflow's "resource does not exist" error; any other fault (a store
+that cannot be reached, a permission error) propagates with its own message, so it is
+never mistaken for "no champion yet".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.lightgbm
+import numpy as np
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
+
+from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
+from pipeline.adapters.tracking import Tracker, _retry
+from pipeline.base.config import Config
+from pipeline.core.scoring import ScoringModel
+
+_MISSING = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+_INVALID = ErrorCode.Name(INVALID_PARAMETER_VALUE)
+#: The artifact folder of a training run that holds the model's metadata files.
+META_FOLDER = "model_meta"
+
+
+def _is_missing(exc: MlflowException) -> bool:
+    """Whether MLflow says the name or alias does not exist (and nothing else went wrong).
+
+    A missing model name is RESOURCE_DOES_NOT_EXIST; the SQL store reports an unset alias
+    on an existing name as INVALID_PARAMETER_VALUE "Registered model alias ... not found".
+    """
+    code = str(exc.error_code)
+    if code == _MISSING:
+        return True
+    msg = exc.message.lower()
+    return code == _INVALID and "alias" in msg and "not found" in msg
+
+
+def registered_name(cfg: Config) -> str | None:
+    """Simulator models share one registry entry; each bring-your-own table gets its own."""
+    base = str(cfg.tracking.registered_model)
+    if not base:
+        return None
+    if cfg.data.kind == "table":
+        stem = Path(str(cfg.data.path)).name.split(".")[0]
+        return f"{base}-{re.sub(r'[^0-9A-Za-z_-]+', '-', stem).strip('-') or 'table'}"
+    return base
+
+
+def alias_holder(tracker: Tracker, name: str, alias: str) -> Any | None:
+    """The model version behind ``name@alias``, or None when the alias is not set."""
+    client = tracker.client
+    try:
+        return _retry(lambda: client.get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        if _is_missing(exc):
+            return None
+        raise
+
+
+def load_champion(tracker: Tracker, name: str, alias: str, models_dir: Path) -> ScoringModel | None:
+    """The model version behind ``name@alias`` with its run's calibration; None if no alias."""
+    if not tracker.enabled or not name:
+        return None
+    version = alias_holder(tracker, name, alias)
+    if version is None:
+        return None
+    booster = mlflow.lightgbm.load_model(f"models:/{name}@{alias}")
+    logged = {Path(a.path).name for a in tracker.client.list_artifacts(version.run_id, META_FOLDER)}
+    needed = (ENTRIES["model_meta"].relpath, ENTRIES["calibration"].relpath)
+    lacking = [f for f in needed if f not in logged]
+    if lacking:
+        raise MlflowException(
+            f"registry models:/{name}@{alias} (v{version.version}): its run {version.run_id} "
+            f"has no {', '.join(META_FOLDER + '/' + f for f in lacking)}; retrain to register "
+            "a complete version"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=META_FOLDER, dst_path=tmp
+            )
+        )
+        meta = json.loads((local / needed[0]).read_text())
+        cal = parse_calibrator(local / needed[1])
+    return scoring_model(
+        booster,
+        meta,
+        cal,
+        f"registry models:/{name}@{alias} (v{version.version})",
+        models_dir / ENTRIES["cause_weights"].relpath,
+    )
+
+
+def promote_champion(tracker: Tracker, name: str, alias: str, oot_auc: float) -> dict[str, Any]:
+    """Point ``alias`` at this run's model version if its out-of-time AUC beats the holder's.
+
+    The holder's figure is read back from its run's ``oot.auc`` metric, so the decision
+    does not depend on anything kept outside the tracking store.
+    """
+    client = tracker.client
+    run_id = tracker.run_id
+    versions = _retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+    if not versions:
+        return {"promoted": False, "reason": "no registered version for this run"}
+    mine = max(versions, key=lambda v: int(v.version))
+    current = alias_holder(tracker, name, alias)
+    info: dict[str, Any] = {
+        "name": name,
+        "alias": alias,
+        "version": int(mine.version),
+        "oot_auc": oot_auc,
+    }
+    champ_auc = None
+    if current is not None:
+        champ_run = _retry(lambda: client.get_run(current.run_id)) if current.run_id else None
+        champ_auc = champ_run.data.metrics.get("oot.auc") if champ_run else None
+        info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
+    promote = current is None or champ_auc is None or oot_auc > champ_auc
+    if promote:
+        _retry(lambda: client.set_registered_model_alias(name, alias, str(mine.version)))
+    info["promoted"] = bool(promote)
+    info["champion_version"] = int((mine if promote or current is None else current).version)
+    if current is None:
+        info["message"] = (
+            f"registry: {name} v{mine.version} (out-of-time AUC {oot_auc:.4f}) is the first '{alias}'"
+        )
+    else:
+        verdict = "moves to it" if promote else "stays"
+        prev = f"{champ_auc:.4f}" if champ_auc is not None else "unknown"
+        info["message"] = (
+            f"registry: {name} v{mine.version} out-of-time AUC {oot_auc:.4f} vs '{alias}' "
+            f"v{current.version} {prev} -> '{alias}' {verdict}"
+        )
+    return info
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def sweep_parent(tracker: Tracker, sweep_dir: str) -> str | None:
+    """The one MLflow run that groups every trial of a sweep, made by the first trial.
+
+    Trials may run in parallel processes; a lock file in the sweep directory makes sure
+    only one of them creates the run, the others find it by its ``sweep_dir`` and
+    ``sweep_role`` tags.
+    """
+    if not tracker.enabled:
+        return None
+    client = tracker.client
+    exp_id = client.get_experiment_by_name(tracker.experiment).experiment_id
+    lock = Path(sweep_dir) / ".mlflow_sweep.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            found = _retry(
+                lambda: client.search_runs(
+                    [exp_id],
+                    filter_string=f"tags.sweep_dir = '{sweep_dir}' and tags.sweep_role = 'parent'",
+                    max_results=1,
+                )
+            )
+            if found:
+                return str(found[0].info.run_id)
+            name = f"sweep {Path(sweep_dir).name}"
+            run = _retry(
+                lambda: client.create_run(
+                    exp_id,
+                    tags={"mlflow.runName": name, "sweep_dir": sweep_dir, "sweep_role": "parent"},
+                    run_name=name,
+                )
+            )
+            return str(run.info.run_id)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def attach_trial(
+    tracker: Tracker, sweep_dir: str, trial: int, run_id: str | None, objective: float | None
+) -> None:
+    """Nest a finished trial's pipeline run under the sweep run and update the best score."""
+    parent = sweep_parent(tracker, sweep_dir)
+    if parent is None or run_id is None:
+        return
+    client = tracker.client
+    _retry(
+        lambda: client.log_batch(
+            run_id,
+            tags=[
+                RunTag("mlflow.parentRunId", parent),
+                RunTag("sweep_dir", sweep_dir),
+                RunTag("sweep_trial", str(trial)),
+            ],
+        )
+    )
+    if objective is not None and np.isfinite(objective):
+        now = int(time.time() * 1000)
+        _retry(
+            lambda: client.log_batch(
+                parent, metrics=[Metric("trial.valid.auc", float(objective), now, int(trial))]
+            )
+        )
+    _retry(lambda: client.set_terminated(parent, status="FINISHED"))
