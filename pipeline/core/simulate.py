@@ -276,6 +276,17 @@ class _State:
         return _State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
 
 
+@dataclass
+class _Demographics:
+    """What the borrowers table shows about each borrower (codes, not labels)."""
+
+    occ: np.ndarray
+    age: np.ndarray
+    tier: np.ndarray
+    signup: np.ndarray
+    income: np.ndarray
+
+
 def _init_chunk(
     spec: WorldSpec, chunk: int, rng: np.random.Generator
 ) -> tuple[_State, dict[str, pa.Table]]:
@@ -283,7 +294,19 @@ def _init_chunk(
     lo, hi = spec.chunk_bounds(chunk)
     n = hi - lo
     bid = np.arange(lo, hi, dtype=np.int64)
+    demo = _demographics(s, n, rng)
+    # homophily: borrowers in a community share latent effects
+    n_comm = math.ceil(n / s.community_size)
+    community_local = np.minimum(np.arange(n) // s.community_size, n_comm - 1)
+    z = rng.normal(0.0, s.community_sd, size=(n_comm, 3))[community_local]
+    community = (lo // s.community_size) + community_local  # global id, stable across chunks
+    state = _initial_state(s, bid, demo, z, rng)
+    tables = _static_tables(bid, demo, community, state)
+    tables["social_edges"] = _social_edges(spec, rng, bid, community_local, n_comm)
+    return state, tables
 
+
+def _demographics(s: Any, n: int, rng: np.random.Generator) -> _Demographics:
     shares = np.array([s.occupation_shares.get(o, 0.0) for o in OCCUPATIONS], dtype=float)
     occ = rng.choice(len(OCCUPATIONS), size=n, p=shares / shares.sum()).astype(np.int8)
     # draw age bands per borrower by inverse CDF on the occupation's distribution
@@ -293,13 +316,15 @@ def _init_chunk(
     tier = rng.choice(4, size=n, p=_TIER_PROB).astype(np.int8)
     signup = rng.integers(0, max(1, s.signup_spread), size=n).astype(np.int16)
     income = _OCC_INCOME[occ] * _TIER_INCOME[tier] * rng.lognormal(0.0, 0.45, n)
+    return _Demographics(occ=occ, age=age, tier=tier, signup=signup, income=income)
 
-    # homophily: borrowers in a community share latent effects
-    n_comm = math.ceil(n / s.community_size)
-    community_local = np.minimum(np.arange(n) // s.community_size, n_comm - 1)
-    z = rng.normal(0.0, s.community_sd, size=(n_comm, 3))[community_local]
-    community = (lo // s.community_size) + community_local  # global id, stable across chunks
 
+def _initial_state(
+    s: Any, bid: np.ndarray, demo: _Demographics, z: np.ndarray, rng: np.random.Generator
+) -> _State:
+    """Latent traits (individual draws plus the community effects ``z``) and month-0 state."""
+    n = len(bid)
+    occ = demo.occ
     e = rng.normal(size=(n, 9))
     need = _sigmoid(0.1 + 1.1 * e[:, 0] + _OCC_NEED[occ] + 0.4 * z[:, 1])
     amount_scale = np.exp(0.45 * e[:, 1]) * _OCC_AMOUNT[occ]
@@ -312,7 +337,9 @@ def _init_chunk(
     frailty = s.frailty_sd * e[:, 8] + 0.5 * z[:, 0]
     repay_rate = np.clip(s.repay_rate * rng.lognormal(0.0, 0.3, n), 0.05, 1.0)
     business = _OCC_BUSINESS[occ] * np.exp(0.3 * rng.normal(size=n))
-    line = np.clip(np.round(income * rng.uniform(0.8, 2.5, n) / 100.0) * 100.0, 1000.0, 100_000.0)
+    line = np.clip(
+        np.round(demo.income * rng.uniform(0.8, 2.5, n) / 100.0) * 100.0, 1000.0, 100_000.0
+    )
 
     ext_cards = rng.poisson(2.2 * ext_eng).astype(np.int16)
     ext_loans = rng.poisson(0.3 + 1.5 * juggler).astype(np.int16) * (rng.random(n) < ext_eng)
@@ -320,11 +347,11 @@ def _init_chunk(
         ext_cards + ext_loans > 0, rng.integers(0, 4, n), rng.integers(3, 30, n)
     ).astype(np.int16)
 
-    state = _State(
+    return _State(
         bid=bid,
         occ=occ,
-        signup=signup,
-        income=income,
+        signup=demo.signup,
+        income=demo.income,
         need=need,
         amount_scale=amount_scale,
         invest=invest,
@@ -356,15 +383,19 @@ def _init_chunk(
         h_comp=np.zeros((n, WINDOW), dtype=bool),
     )
 
+
+def _static_tables(
+    bid: np.ndarray, demo: _Demographics, community: np.ndarray, st: _State
+) -> dict[str, pa.Table]:
     borrowers = pa.table(
         {
             "borrower_id": bid,
-            "signup_month": signup,
-            "age_band": np.array(AGE_BANDS, dtype=object)[age],
-            "city_tier": (tier + 1).astype(np.int8),
-            "occupation": np.array(OCCUPATIONS, dtype=object)[occ],
-            "income": income.astype(np.float32),
-            "initial_line": line.astype(np.float32),
+            "signup_month": demo.signup,
+            "age_band": np.array(AGE_BANDS, dtype=object)[demo.age],
+            "city_tier": (demo.tier + 1).astype(np.int8),
+            "occupation": np.array(OCCUPATIONS, dtype=object)[demo.occ],
+            "income": demo.income.astype(np.float32),
+            "initial_line": st.line.astype(np.float32),
         },
         schema=SCHEMAS["borrowers"],
     )
@@ -372,20 +403,19 @@ def _init_chunk(
         {
             "borrower_id": bid,
             "community": community.astype(np.int64),
-            "need": need,
-            "amount_scale": amount_scale,
-            "invest": invest,
-            "juggler": juggler,
-            "ext_engagement": ext_eng,
-            "multihome": multihome,
-            "risk": risk,
-            "stop_prone": stop_prone,
-            "frailty": frailty,
+            "need": st.need,
+            "amount_scale": st.amount_scale,
+            "invest": st.invest,
+            "juggler": st.juggler,
+            "ext_engagement": st.ext_eng,
+            "multihome": st.multihome,
+            "risk": st.risk,
+            "stop_prone": st.stop_prone,
+            "frailty": st.frailty,
         },
         schema=TRUTH_SCHEMAS["traits"],
     )
-    edges = _social_edges(spec, rng, bid, community_local, n_comm)
-    return state, {"borrowers": borrowers, "traits": traits, "social_edges": edges}
+    return {"borrowers": borrowers, "traits": traits}
 
 
 def _social_edges(
@@ -434,63 +464,181 @@ class _MonthOut:
     hazards: np.ndarray | None = None
 
 
+@dataclass
+class _Month:
+    """The month being stepped: accounts on book, market drivers and the shared uniforms."""
+
+    t: int
+    idx: np.ndarray
+    slot: int
+    comp_level: float
+    regime: float
+    u: np.ndarray  # (n, 12) uniforms, one column per decision
+
+    @property
+    def n(self) -> int:
+        return len(self.idx)
+
+
+@dataclass
+class _Behaviour:
+    """Sections 1-3: stops, competitor use and draws."""
+
+    stopped_left: np.ndarray
+    stopped_now: np.ndarray
+    comp: np.ndarray
+    frozen: np.ndarray
+    drew: np.ndarray
+    n_draws: np.ndarray
+    line: np.ndarray
+    bal_prev: np.ndarray
+    draw_amt: np.ndarray
+
+
+@dataclass
+class _Money:
+    """Sections 4-6: where the drawn money went, repayment, interest and overdue."""
+
+    flow_amt: np.ndarray  # (n, channels)
+    lags: np.ndarray
+    misuse: np.ndarray
+    noncons: np.ndarray
+    early: np.ndarray
+    repay: np.ndarray
+    interest: np.ndarray
+    balance: np.ndarray
+    util: np.ndarray
+    od: np.ndarray
+    dpd: np.ndarray
+
+
+@dataclass
+class _Bureau:
+    """Section 7: the external credit file."""
+
+    new_acc: np.ndarray
+    cards: np.ndarray
+    loans: np.ndarray
+    months_since_ext: np.ndarray
+    inquiries: np.ndarray
+    ext_util: np.ndarray
+
+
+@dataclass
+class _Spend:
+    """Section 8: consumption and competitor products."""
+
+    spend: np.ndarray
+    cshare: np.ndarray
+    weekly_cv: np.ndarray
+    baitiao: np.ndarray
+    fenfu: np.ndarray
+
+
+@dataclass
+class _Review:
+    """Section 9: the platform's signals, hazards and closures, and its soft actions."""
+
+    tenure: np.ndarray
+    sig: np.ndarray  # (n, causes)
+    draws6: np.ndarray
+    util6: np.ndarray
+    haz: np.ndarray
+    closed: np.ndarray
+    cause: np.ndarray
+    frz: np.ndarray | None = None
+    cut: np.ndarray | None = None
+    cut_cause: np.ndarray | None = None
+    inc: np.ndarray | None = None
+    new_line: np.ndarray | None = None
+
+
 def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record: bool) -> _MonthOut:
     s = spec.sim
     on = st.open & (st.signup <= t)
     idx = np.flatnonzero(on)
-    n = len(idx)
-    slot = t % WINDOW
-    comp_level = float(_competitor_intensity(spec, t))
-    regime = float(regime_strength(s, t))  # 0 before any tightening
+    mo = _Month(
+        t=t,
+        idx=idx,
+        slot=t % WINDOW,
+        comp_level=float(_competitor_intensity(spec, t)),
+        regime=float(regime_strength(s, t)),  # 0 before any tightening
+        u=rng.random((len(idx), 12)),
+    )
+    b = _behaviour(s, st, mo, rng)
+    money = _money(s, st, mo, b, rng)
+    bu = _bureau(s, st, mo, rng)
+    sp = _consumption(st, mo, b, rng)
+    _write_back(st, mo, b, money, bu)
+    rv = _review(s, st, mo, money, bu, rng)
+    _platform_actions(s, st, mo, b, money, rv, rng)
+    out = _MonthOut(idx=idx, closed=rv.closed, cause=rv.cause)
+    if record:
+        _record(out, st, mo, b, money, bu, sp, rv)
+    return out
 
-    def g(a: np.ndarray) -> np.ndarray:
-        return a[idx]
 
-    u = rng.random((n, 12))
-
+def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Behaviour:
+    idx, n, u = mo.idx, mo.n, mo.u
     # 1. sudden stops: a latent change in the borrower's life, not visible as such
-    stopped = g(st.stopped_left) > 0
-    new_stop = (~stopped) & (u[:, 0] < s.stop_shock_rate * g(st.stop_prone))
+    stopped = st.stopped_left[idx] > 0
+    new_stop = (~stopped) & (u[:, 0] < s.stop_shock_rate * st.stop_prone[idx])
     dur = rng.geometric(1.0 / max(s.stop_mean_months, 1.0), n)
-    stopped_left = np.where(new_stop, dur, np.maximum(g(st.stopped_left) - 1, 0)).astype(np.int16)
+    stopped_left = np.where(new_stop, dur, np.maximum(st.stopped_left[idx] - 1, 0)).astype(np.int16)
     stopped_now = stopped_left > 0
 
     # 2. competitor use grows with the market
-    comp = u[:, 1] < g(st.multihome) * (0.15 + 0.85 * comp_level)
+    multihome = st.multihome[idx]
+    comp = u[:, 1] < multihome * (0.15 + 0.85 * mo.comp_level)
 
     # 3. draws
-    frozen = g(st.frozen_left) > 0
-    p = g(st.need) * g(st.boost) * s.draw_prob / 0.45
+    frozen = st.frozen_left[idx] > 0
+    need = st.need[idx]
+    p = need * st.boost[idx] * s.draw_prob / 0.45
     p = p * np.where(stopped_now, 0.04, 1.0)
-    p = p * np.where(comp, 1.0 - s.competitor_shift * comp_level * g(st.multihome), 1.0)
-    p = p * np.where(g(st.react_left) > 0, 1.0 - s.line_reaction, 1.0)
+    p = p * np.where(comp, 1.0 - s.competitor_shift * mo.comp_level * multihome, 1.0)
+    p = p * np.where(st.react_left[idx] > 0, 1.0 - s.line_reaction, 1.0)
     p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
     drew = u[:, 2] < p
     n_draws = np.where(
-        drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + g(st.need)), n), 0
+        drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + need), n), 0
     )
-    line = g(st.line)
-    bal_prev = g(st.balance)
-    per_draw = g(st.amount_scale) * line * 0.12 * rng.lognormal(0.0, 0.6, n)
+    line = st.line[idx]
+    bal_prev = st.balance[idx]
+    per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
     available = np.maximum(line - bal_prev, 0.0)
     draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
     draw_amt = np.round(draw_amt, 2)
     drew = drew & (draw_amt > 0)
     n_draws = np.where(drew, n_draws, 0)
+    return _Behaviour(
+        stopped_left=stopped_left,
+        stopped_now=stopped_now,
+        comp=comp,
+        frozen=frozen,
+        drew=drew,
+        n_draws=n_draws,
+        line=line,
+        bal_prev=bal_prev,
+        draw_amt=draw_amt,
+    )
 
+
+def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Money:
+    idx, n, u = mo.idx, mo.n, mo.u
     # 4. where the money goes
     w = np.stack(
         [
             np.ones(n),
-            g(st.business),
-            2.0 * g(st.invest),
-            2.0 * g(st.juggler),
+            st.business[idx],
+            2.0 * st.invest[idx],
+            2.0 * st.juggler[idx],
             np.full(n, 0.08),
         ],
         axis=1,
     ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
     w /= w.sum(axis=1, keepdims=True)
-    flow_amt = draw_amt[:, None] * w
+    flow_amt = b.draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
     misuse = (flow_amt[:, 2] * (lags[:, 2] <= MISUSE_DAYS)) + (
         flow_amt[:, 3] * (lags[:, 3] <= MISUSE_DAYS)
@@ -498,59 +646,104 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     noncons = flow_amt[:, 1:].sum(axis=1)
 
     # 5. repayment and interest
-    early = (bal_prev > 0) & (u[:, 3] < s.early_repay_prob * (0.5 + g(st.juggler) + g(st.ext_eng)))
-    repay = np.where(early, bal_prev, bal_prev * g(st.repay_rate))
-    interest = (bal_prev + 0.5 * draw_amt) * s.daily_rate * 30.0
-    balance = np.maximum(bal_prev - repay + draw_amt, 0.0)
-    util = np.where(line > 0, balance / line, 0.0)
+    bal_prev = b.bal_prev
+    early = (bal_prev > 0) & (
+        u[:, 3] < s.early_repay_prob * (0.5 + st.juggler[idx] + st.ext_eng[idx])
+    )
+    repay = np.where(early, bal_prev, bal_prev * st.repay_rate[idx])
+    interest = (bal_prev + 0.5 * b.draw_amt) * s.daily_rate * 30.0
+    balance = np.maximum(bal_prev - repay + b.draw_amt, 0.0)
+    util = np.where(b.line > 0, balance / b.line, 0.0)
 
     # 6. overdue: ordinary credit risk
-    p_od = s.overdue_rate * np.exp(g(st.risk) + 1.5 * util + 0.8 * stopped_now)
+    p_od = s.overdue_rate * np.exp(st.risk[idx] + 1.5 * util + 0.8 * b.stopped_now)
     od = (balance > 0) & (u[:, 4] < p_od)
     dpd = np.where(od, rng.integers(1, 91, n), 0).astype(np.int16)
+    return _Money(
+        flow_amt=flow_amt,
+        lags=lags,
+        misuse=misuse,
+        noncons=noncons,
+        early=early,
+        repay=repay,
+        interest=interest,
+        balance=balance,
+        util=util,
+        od=od,
+        dpd=dpd,
+    )
 
+
+def _bureau(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau:
+    idx, n, u = mo.idx, mo.n, mo.u
     # 7. external credit (bureau)
-    eng = g(st.ext_eng)
-    new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + g(st.juggler)), 0, 1))
-    is_loan = u[:, 5] < 0.3 + 0.5 * g(st.juggler)
-    cards = g(st.ext_cards) + new_acc * (~is_loan)
-    loans = g(st.ext_loans) + new_acc * is_loan
+    eng = st.ext_eng[idx]
+    juggler = st.juggler[idx]
+    new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0, 1))
+    is_loan = u[:, 5] < 0.3 + 0.5 * juggler
+    cards = st.ext_cards[idx] + new_acc * (~is_loan)
+    loans = st.ext_loans[idx] + new_acc * is_loan
     cards = cards - rng.binomial(cards, s.ext_close_rate)
     loans = loans - rng.binomial(loans, s.ext_close_rate * 2.0)
     ext_use = ((cards + loans) > 0) & (u[:, 6] < s.ext_use_prob * eng)
     months_since_ext = np.where(
-        ext_use | (new_acc > 0), 0, np.minimum(g(st.months_since_ext) + 1, 240)
+        ext_use | (new_acc > 0), 0, np.minimum(st.months_since_ext[idx] + 1, 240)
     ).astype(np.int16)
-    inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * g(st.juggler))
-    ext_util = np.clip(0.15 + 0.6 * g(st.juggler) + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
+    inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * juggler)
+    ext_util = np.clip(0.15 + 0.6 * juggler + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
         (cards + loans) > 0
     )
+    return _Bureau(
+        new_acc=new_acc,
+        cards=cards,
+        loans=loans,
+        months_since_ext=months_since_ext,
+        inquiries=inquiries,
+        ext_util=ext_util,
+    )
 
+
+def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Spend:
+    n, u = mo.n, mo.u
     # 8. consumption and competitor products
-    spend = g(st.income) * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(stopped_now, 0.75, 1.0)
+    spend = (
+        st.income[mo.idx] * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(b.stopped_now, 0.75, 1.0)
+    )
     cshare = rng.dirichlet([6.0, 2.0, 3.0], n)
-    weekly_cv = rng.gamma(4.0, 0.07, n) * np.where(stopped_now, 1.8, 1.0)
-    baitiao = np.where(comp & (u[:, 7] < 0.6), spend * rng.uniform(0.1, 0.5, n), 0.0)
-    fenfu = np.where(comp & (u[:, 8] < 0.5), spend * rng.uniform(0.05, 0.3, n), 0.0)
+    weekly_cv = rng.gamma(4.0, 0.07, n) * np.where(b.stopped_now, 1.8, 1.0)
+    baitiao = np.where(b.comp & (u[:, 7] < 0.6), spend * rng.uniform(0.1, 0.5, n), 0.0)
+    fenfu = np.where(b.comp & (u[:, 8] < 0.5), spend * rng.uniform(0.05, 0.3, n), 0.0)
+    return _Spend(spend=spend, cshare=cshare, weekly_cv=weekly_cv, baitiao=baitiao, fenfu=fenfu)
 
-    # write back behaviour and history
-    st.stopped_left[idx] = stopped_left
-    st.balance[idx] = balance
-    st.ext_cards[idx] = cards
-    st.ext_loans[idx] = loans
-    st.months_since_ext[idx] = months_since_ext
-    st.months_since_draw[idx] = np.where(drew, 0, np.minimum(g(st.months_since_draw) + 1, 99))
-    st.h_drew[idx, slot] = drew
-    st.h_util[idx, slot] = util
-    st.h_drawn[idx, slot] = draw_amt
-    st.h_misuse[idx, slot] = misuse
-    st.h_noncons[idx, slot] = noncons
-    st.h_comp[idx, slot] = comp
-    st.frozen_left[idx] = np.maximum(g(st.frozen_left) - 1, 0)
-    st.react_left[idx] = np.maximum(g(st.react_left) - 1, 0)
 
-    # 9. the platform's monthly review, from observable traces only
-    tenure = t - g(st.signup)
+def _write_back(st: _State, mo: _Month, b: _Behaviour, money: _Money, bu: _Bureau) -> None:
+    """The month's behaviour becomes state and history (ring buffers indexed by month)."""
+    idx, slot = mo.idx, mo.slot
+    st.stopped_left[idx] = b.stopped_left
+    st.balance[idx] = money.balance
+    st.ext_cards[idx] = bu.cards
+    st.ext_loans[idx] = bu.loans
+    st.months_since_ext[idx] = bu.months_since_ext
+    st.months_since_draw[idx] = np.where(b.drew, 0, np.minimum(st.months_since_draw[idx] + 1, 99))
+    st.h_drew[idx, slot] = b.drew
+    st.h_util[idx, slot] = money.util
+    st.h_drawn[idx, slot] = b.draw_amt
+    st.h_misuse[idx, slot] = money.misuse
+    st.h_noncons[idx, slot] = money.noncons
+    st.h_comp[idx, slot] = b.comp
+    st.frozen_left[idx] = np.maximum(st.frozen_left[idx] - 1, 0)
+    st.react_left[idx] = np.maximum(st.react_left[idx] - 1, 0)
+
+
+def _signals(
+    s: Any, st: _State, mo: _Month, bu: _Bureau, tenure: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """9a. The monitoring policy's signal per cause, from observable traces only.
+
+    Also returns the months with a draw and the mean utilisation of the last six months,
+    which the soft actions read.
+    """
+    idx, slot = mo.idx, mo.slot
     order = (slot - np.arange(WINDOW)) % WINDOW  # most recent first
     drew_h = st.h_drew[idx][:, order] & (tenure[:, None] >= np.arange(WINDOW))
     util_h = st.h_util[idx][:, order]
@@ -566,7 +759,7 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     noncons3 = st.h_noncons[idx][:, order[:3]].sum(axis=1)
     comp6 = st.h_comp[idx][:, order[:6]].sum(axis=1)
 
-    sig = np.zeros((n, N_CAUSES))
+    sig = np.zeros((mo.n, N_CAUSES))
     sig[:, C_SUDDEN] = ((recent3 == 0) & (earlier >= s.stop_earlier_months)) * (earlier / 9.0) * 2.0
     sig[:, C_LOWYIELD] = (
         (tenure >= 18)
@@ -577,27 +770,42 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     sig[:, C_OVER] = (
         np.clip((util3 - s.over_util) / (1.0 - s.over_util), 0.0, 1.0)
         * (recent3 >= 2)
-        * (1.0 + (loans >= 3))
+        * (1.0 + (bu.loans >= 3))
     )
     misuse_share = np.where(drawn3 > 0, misuse3 / np.maximum(drawn3, 1e-9), 0.0)
     sig[:, C_MISUSE] = np.clip((misuse_share - s.misuse_share) / 0.2, 0.0, 2.0)
-    thin_over = (months_since_ext - (s.thin_months - 3)) / 6.0
+    thin_over = (bu.months_since_ext - (s.thin_months - 3)) / 6.0
     sig[:, C_THIN] = (
-        ((cards + loans) == 0) * (months_since_ext >= s.thin_months) * np.clip(thin_over, 0.0, 2.0)
+        ((bu.cards + bu.loans) == 0)
+        * (bu.months_since_ext >= s.thin_months)
+        * np.clip(thin_over, 0.0, 2.0)
     )
     noncons_share = np.where(drawn3 > 0, noncons3 / np.maximum(drawn3, 1e-9), 0.0)
-    sig[:, C_POLICY] = regime * (
+    sig[:, C_POLICY] = mo.regime * (
         np.clip((util3 - s.policy_util) / 0.2, 0.0, 1.0)
         + np.clip((noncons_share - s.policy_noncons) / 0.2, 0.0, 1.0)
     )
     sig[:, C_COMP] = (
-        comp_level * (draws6 <= 1) * (tenure >= 3) * (comp6 >= s.competition_months) * (comp6 / 3.0)
+        mo.comp_level
+        * (draws6 <= 1)
+        * (tenure >= 3)
+        * (comp6 >= s.competition_months)
+        * (comp6 / 3.0)
     )
+    return sig, draws6, util6
 
+
+def _review(
+    s: Any, st: _State, mo: _Month, money: _Money, bu: _Bureau, rng: np.random.Generator
+) -> _Review:
+    """9b. Hazards per cause, scaled by the platform's judgement and noise; closures drawn."""
+    idx, n, u = mo.idx, mo.n, mo.u
+    tenure = mo.t - st.signup[idx]
+    sig, draws6, util6 = _signals(s, st, mo, bu, tenure)
     base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
-    scale = np.exp(g(st.frailty) + s.noise_sd * rng.normal(size=n))
+    scale = np.exp(st.frailty[idx] + s.noise_sd * rng.normal(size=n))
     background = np.full(N_CAUSES, s.background_rate)
-    background[C_POLICY] *= regime > 0  # no policy closures before the regime exists
+    background[C_POLICY] *= mo.regime > 0  # no policy closures before the regime exists
     haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
     total = haz.sum(axis=1)
     p_close = 1.0 - np.exp(-total)
@@ -606,23 +814,43 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     cum = np.cumsum(haz, axis=1)
     pick = (u[:, 10] * total)[:, None] > cum
     cause = np.where(closed, pick.sum(axis=1).clip(0, N_CAUSES - 1), -1)
-    od_close = (dpd >= 30) & (u[:, 11] < s.overdue_close_prob)
+    od_close = (money.dpd >= 30) & (u[:, 11] < s.overdue_close_prob)
     cause = np.where(od_close, CAUSE_OVERDUE, cause)
     closed = closed | od_close
+    return _Review(
+        tenure=tenure, sig=sig, draws6=draws6, util6=util6, haz=haz, closed=closed, cause=cause
+    )
 
-    # soft actions for accounts that stay open
-    v = rng.random((n, 3))
+
+def _platform_actions(
+    s: Any,
+    st: _State,
+    mo: _Month,
+    b: _Behaviour,
+    money: _Money,
+    rv: _Review,
+    rng: np.random.Generator,
+) -> None:
+    """9c. Freezes, line cuts and tiered increases for accounts that stay open."""
+    idx, sig, closed, line = mo.idx, rv.sig, rv.closed, b.line
+    v = rng.random((mo.n, 3))
     frz = (
         (~closed)
-        & (~frozen)
+        & (~b.frozen)
         & (v[:, 0] < s.freeze_prob * np.minimum(sig[:, C_SUDDEN] + sig[:, C_MISUSE], 1.0))
     )
     cut_sig = sig[:, [C_LOWYIELD, C_OVER, C_POLICY]]
     cut_strength = np.minimum(cut_sig.sum(axis=1), 1.0)
     cut = (~closed) & (~frz) & (v[:, 1] < s.decrease_prob * 0.3 * cut_strength)
     cut_cause = np.array([C_LOWYIELD, C_OVER, C_POLICY])[cut_sig.argmax(axis=1)]
-    good = (tenure >= 6) & (draws6 >= 2) & (util6 > 0.1) & (util6 < 0.8) & (sig.sum(axis=1) == 0)
-    good &= ~g(st.ever_overdue) & ~od
+    good = (
+        (rv.tenure >= 6)
+        & (rv.draws6 >= 2)
+        & (rv.util6 > 0.1)
+        & (rv.util6 < 0.8)
+        & (sig.sum(axis=1) == 0)
+    )
+    good &= ~st.ever_overdue[idx] & ~money.od
     inc = (~closed) & (~frz) & (~cut) & good & (v[:, 2] < s.increase_prob)
     new_line = np.where(cut, np.maximum(np.round(line * 0.7 / 100) * 100, 500.0), line)
     new_line = np.where(inc, np.round(line * 1.3 / 100) * 100, new_line)
@@ -630,82 +858,90 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     st.line[idx] = new_line
     st.frozen_left[idx] = np.where(frz, 1 + (v[:, 0] < 0.5 * s.freeze_prob), st.frozen_left[idx])
     st.react_left[idx] = np.where(cut | frz, 3, st.react_left[idx])
-    st.boost[idx] = np.where(inc, np.minimum(g(st.boost) * 1.08, 1.5), g(st.boost))
-    st.ever_overdue[idx] = g(st.ever_overdue) | od
+    st.boost[idx] = np.where(inc, np.minimum(st.boost[idx] * 1.08, 1.5), st.boost[idx])
+    st.ever_overdue[idx] = st.ever_overdue[idx] | money.od
     st.open[idx] = ~closed
+    rv.frz, rv.cut, rv.cut_cause, rv.inc, rv.new_line = frz, cut, cut_cause, inc, new_line
 
-    out = _MonthOut(idx=idx, closed=closed, cause=cause)
-    if not record:
-        return out
-    out.hazards = haz
-    month = np.full(n, t, dtype=np.int16)
+
+def _record(
+    out: _MonthOut,
+    st: _State,
+    mo: _Month,
+    b: _Behaviour,
+    money: _Money,
+    bu: _Bureau,
+    sp: _Spend,
+    rv: _Review,
+) -> None:
+    """The month's rows for the raw tables, its fund flows, events and hazards."""
+    assert rv.frz is not None and rv.cut is not None and rv.inc is not None
+    assert rv.cut_cause is not None and rv.new_line is not None
+    bid = st.bid[mo.idx]
+    month = np.full(mo.n, mo.t, dtype=np.int16)
+    out.hazards = rv.haz
     out.rows = {
         "account_months": dict(
-            borrower_id=st.bid[idx],
+            borrower_id=bid,
             month=month,
-            line=line,
-            n_draws=n_draws.astype(np.int16),
-            draw_amount=draw_amt,
-            repayment=np.round(repay, 2),
-            balance=np.round(balance, 2),
-            interest_paid=np.round(interest, 2),
-            n_early_repay=early.astype(np.int16),
-            dpd=dpd,
-            frozen=frozen.astype(np.int8),
+            line=b.line,
+            n_draws=b.n_draws.astype(np.int16),
+            draw_amount=b.draw_amt,
+            repayment=np.round(money.repay, 2),
+            balance=np.round(money.balance, 2),
+            interest_paid=np.round(money.interest, 2),
+            n_early_repay=money.early.astype(np.int16),
+            dpd=money.dpd,
+            frozen=b.frozen.astype(np.int8),
         ),
         "bureau_months": dict(
-            borrower_id=st.bid[idx],
+            borrower_id=bid,
             month=month,
-            ext_cards=cards.astype(np.int16),
-            ext_loans=loans.astype(np.int16),
-            ext_new_accounts=new_acc.astype(np.int16),
-            ext_inquiries=inquiries.astype(np.int16),
-            ext_utilisation=ext_util,
-            months_since_ext_activity=months_since_ext,
+            ext_cards=bu.cards.astype(np.int16),
+            ext_loans=bu.loans.astype(np.int16),
+            ext_new_accounts=bu.new_acc.astype(np.int16),
+            ext_inquiries=bu.inquiries.astype(np.int16),
+            ext_utilisation=bu.ext_util,
+            months_since_ext_activity=bu.months_since_ext,
         ),
         "consumption_months": dict(
-            borrower_id=st.bid[idx],
+            borrower_id=bid,
             month=month,
-            spend_daily=spend * cshare[:, 0],
-            spend_durables=spend * cshare[:, 1],
-            spend_services=spend * cshare[:, 2],
-            spend_weekly_cv=weekly_cv,
-            competitor_baitiao=baitiao,
-            competitor_fenfu=fenfu,
+            spend_daily=sp.spend * sp.cshare[:, 0],
+            spend_durables=sp.spend * sp.cshare[:, 1],
+            spend_services=sp.spend * sp.cshare[:, 2],
+            spend_weekly_cv=sp.weekly_cv,
+            competitor_baitiao=sp.baitiao,
+            competitor_fenfu=sp.fenfu,
         ),
     }
-    fi, fc = np.nonzero(flow_amt > 0.005)
+    fi, fc = np.nonzero(money.flow_amt > 0.005)
     out.flows = dict(
-        borrower_id=st.bid[idx][fi],
-        month=np.full(len(fi), t, dtype=np.int16),
+        borrower_id=bid[fi],
+        month=np.full(len(fi), mo.t, dtype=np.int16),
         channel=fc.astype(np.int8),
-        amount=np.round(flow_amt[fi, fc], 2),
-        days_after_draw=lags[fi, fc],
+        amount=np.round(money.flow_amt[fi, fc], 2),
+        days_after_draw=money.lags[fi, fc],
     )
-    ev_kind = np.full(n, -1)
-    ev_kind[inc] = 0
-    ev_kind[cut] = 1
-    ev_kind[frz] = 2
+    closed, sig = rv.closed, rv.sig
+    ev_kind = np.full(mo.n, -1)
+    ev_kind[rv.inc] = 0
+    ev_kind[rv.cut] = 1
+    ev_kind[rv.frz] = 2
     ev_kind[closed] = 3
+    frz_cause = np.where(sig[:, C_MISUSE] > sig[:, C_SUDDEN], C_MISUSE, C_SUDDEN)
     ev_cause = np.where(
-        closed,
-        cause,
-        np.where(
-            cut,
-            cut_cause,
-            np.where(frz, np.where(sig[:, C_MISUSE] > sig[:, C_SUDDEN], C_MISUSE, C_SUDDEN), -1),
-        ),
+        closed, rv.cause, np.where(rv.cut, rv.cut_cause, np.where(rv.frz, frz_cause, -1))
     )
     e = np.flatnonzero(ev_kind >= 0)
     out.events = dict(
-        borrower_id=st.bid[idx][e],
-        month=np.full(len(e), t, dtype=np.int16),
+        borrower_id=bid[e],
+        month=np.full(len(e), mo.t, dtype=np.int16),
         event=ev_kind[e],
         cause=ev_cause[e],
-        line_before=line[e],
-        line_after=np.where(closed[e], 0.0, new_line[e]),
+        line_before=b.line[e],
+        line_after=np.where(closed[e], 0.0, rv.new_line[e]),
     )
-    return out
 
 
 # --------------------------------------------------------------------------- a chunk
