@@ -11,11 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.__main__ import execute
+from pipeline.adapters.catalog import load_calibrator, load_model
 from pipeline.base.registry import BY_NAME
 from pipeline.core import baselines, calibration
 from pipeline.core import train as train_core
 from pipeline.core.metrics import expected_calibration_error
-from pipeline.stages.train import load_calibrator, load_model
 
 
 def _synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -215,14 +215,44 @@ def test_training_is_deterministic_and_champion_moves_only_on_improvement(traine
 
 
 @pytest.mark.slow
-def test_calibration_none_and_platt_are_configurable(make_cfg, trained):
-    _, root, _ = trained
-    cfg = make_cfg("model.calibration=platt", "tracking=off", "model.baselines=false", root=root)
-    cfg.stage = "train"
-    out = execute(cfg, [])
-    assert out["calibration"]["method"] == "platt"
-    assert json.loads((root / "models" / "calibration.json").read_text())["method"] == "platt"
+def test_calibration_none_and_platt_are_configurable(make_cfg, trained, tmp_path):
+    import shutil
+
     from pipeline.base.config import ConfigError, validate
+
+    _, root, _ = trained
+    shutil.copytree(root / "data", tmp_path / "data")  # the same features, a private models dir
+    models = tmp_path / "models"
+    boosters, raw = {}, {}
+    for method in ("none", "platt"):
+        cfg = make_cfg(f"model.calibration={method}", "tracking=off", "model.baselines=false")
+        cfg.stage = "train"
+        out = execute(cfg, [])
+        assert out["calibration"]["method"] == method
+        assert json.loads((models / "calibration.json").read_text())["method"] == method
+        on_disk = json.loads((models / "summary.json").read_text())
+        boosters[method] = (models / "model.txt").read_bytes()
+        booster, meta = load_model(models)
+        assert meta["calibration"] == method
+        cal = load_calibrator(models)
+        assert cal.method == method
+        df = pd.read_parquet(tmp_path / "data" / "processed" / "features.parquet")
+        raw[method] = train_core.predict(
+            booster, df[df.split == "valid"][meta["feature_names"]].to_numpy(np.float32)
+        )
+        served = cal.apply(raw[method])
+        if method == "none":  # scores are the booster's own probabilities
+            np.testing.assert_array_equal(served, raw[method])
+            assert on_disk["valid"]["ece"] == on_disk["valid"]["ece_raw"]
+        else:  # a fitted logistic map of the raw logit: it moves the scores, keeps their order
+            assert (cal.a, cal.b) != (1.0, 0.0)
+            assert np.max(np.abs(served - raw[method])) > 1e-3
+            order = np.argsort(raw[method], kind="stable")
+            assert (np.diff(served[order]) >= -1e-12).all()
+            assert on_disk["valid"]["ece"] != on_disk["valid"]["ece_raw"]
+    # calibration sits on top of the booster: the trees are the same either way
+    assert boosters["none"] == boosters["platt"]
+    np.testing.assert_array_equal(raw["none"], raw["platt"])
 
     with pytest.raises(ConfigError, match="model.calibration"):
         validate(make_cfg("model.calibration=beta"))
