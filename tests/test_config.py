@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import is_dataclass
+from typing import get_type_hints
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -35,6 +37,26 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         ("simulator.tightening_month=40", "simulator.tightening_month"),
         ("features.snapshots=[12,40]", "features.snapshots"),
         ("model.learning_rate=0", "model.learning_rate"),
+        # these used to end in a traceback inside the simulator or LightGBM
+        ("simulator.community_size=0", "simulator.community_size"),
+        ("model.min_child_samples=-5", "model.min_child_samples"),
+        ("model.max_bin=1", "model.max_bin"),
+        ("simulator.ext_close_rate=0.8", "simulator.ext_close_rate"),
+        # these used to run and silently give a different world or model
+        ("simulator.signup_spread=-5", "simulator.signup_spread"),
+        ("simulator.over_util=-3", "simulator.over_util"),
+        ("simulator.policy_util=7", "simulator.policy_util"),
+        ("model.objective=regression", "model.objective"),
+        ("simulator.draw_prob=nan", "simulator.draw_prob"),
+        ("simulator.daily_rate=inf", "simulator.daily_rate"),
+        ("policy.horizon=12", "policy.horizon"),
+        # enumerated and formatted strings
+        ("engine.memory_limit=lots", "engine.memory_limit"),
+        ("engine.kind=spark", "engine.kind"),
+        ("explain.reference=median", "explain.reference"),
+        ("bench.rows=[generate,speed]", "bench.rows"),
+        ("model.champion_alias='best model'", "model.champion_alias"),
+        ("tracking.experiment=''", "tracking.experiment"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(make_cfg, override, key):
@@ -76,3 +98,28 @@ def test_cli_bad_value_exits_before_work(tmp_path):
     assert proc.returncode == 2
     assert "data.n_borrowers" in proc.stderr
     assert not (tmp_path / "data" / "raw").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["experiment=tightening"],
+        ["experiment=competition_heavy"],
+        ["features.oot_snapshots=[]"],
+        ["data=table", "data.path=x.csv", "data.target=y"],
+        ["engine=dask", "engine.memory_limit=500 MB"],
+        ["simulator.ext_close_rate=0.5", "model.early_stopping_rounds=0", "explain.snapshot=30"],
+    ],
+)
+def test_shipped_presets_and_edge_values_pass(make_cfg, overrides):
+    validate(make_cfg(*overrides))
+
+
+def test_every_group_has_its_check():
+    from pipeline.base import config
+
+    hints = get_type_hints(config.Config)
+    groups = {name for name, kind in hints.items() if is_dataclass(kind)}
+    # paths holds free-form folder names; every other group is checked by validate
+    assert {name for name, _ in config.GROUP_CHECKS} == groups - {"paths"}

@@ -7,9 +7,12 @@ before any stage does work.
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -24,6 +27,54 @@ if not OmegaConf.has_resolver("repo_root"):
 
 class ConfigError(ValueError):
     """A configuration value is out of its allowed range; the message names the key."""
+
+
+def _fail(key: str, rule: str, value: Any) -> NoReturn:
+    raise ConfigError(f"config key '{key}' = {value!r}: {rule}")
+
+
+def _finite(key: str, value: Any) -> float:
+    """``value`` as a float; NaN and infinities are refused for every numeric key."""
+    v = float(value)
+    if not math.isfinite(v):
+        _fail(key, "must be a finite number", value)
+    return v
+
+
+def _in(key: str, value: Any, lo: float, hi: float, rule: str = "") -> None:
+    """``lo <= value <= hi`` (the message says so unless ``rule`` is given)."""
+    if not lo <= _finite(key, value) <= hi:
+        _fail(key, rule or f"must lie in [{lo:g}, {hi:g}]", value)
+
+
+def _at_least(key: str, value: Any, lo: float, rule: str = "") -> None:
+    if not _finite(key, value) >= lo:
+        _fail(key, rule or f"must be at least {lo:g}", value)
+
+
+def _share(key: str, value: Any, rule: str = "must lie in [0, 1]") -> None:
+    _in(key, value, 0.0, 1.0, rule)
+
+
+def _open_unit(key: str, value: Any, rule: str = "must lie in (0, 1)") -> None:
+    if not 0.0 < _finite(key, value) < 1.0:
+        _fail(key, rule, value)
+
+
+def _one_of(key: str, value: Any, known: tuple[str, ...]) -> None:
+    if value not in known:
+        _fail(key, f"must be one of: {', '.join(known)}", value)
+
+
+def _optional_id(key: str, value: Any, what: str) -> None:
+    if value is not None and int(value) < 0:
+        _fail(key, f"{what} must not be negative (or null for none)", value)
+
+
+#: most workers, threads or processes any key may ask for; more is surely a typo
+MAX_PARALLEL = 1024
+#: ``data.n_borrowers`` and ``bench.n_borrowers`` beyond this are refused
+MAX_BORROWERS = 50_000_000
 
 
 @dataclass
@@ -48,6 +99,15 @@ class TrackingConfig:
     timeout_s: float = 5.0  # per HTTP request to a tracking server; a dead server fails fast
 
 
+def check_tracking(t: Any, key: str, cfg: Any) -> None:
+    if not 0 < _finite(f"{key}.timeout_s", t.timeout_s) <= 600:
+        _fail(f"{key}.timeout_s", "must lie in (0, 600] seconds", t.timeout_s)
+    _in(f"{key}.ui_port", t.ui_port, 1, 65535, "must be a TCP port in [1, 65535]")
+    for name in ("experiment", "registered_model"):
+        if not str(t[name]).strip():
+            _fail(f"{key}.{name}", "must not be empty", t[name])
+
+
 @dataclass
 class DataConfig:
     kind: str = "simulator"  # simulator | table
@@ -64,6 +124,40 @@ class DataConfig:
     positive: str = ""
     valid_frac: float = 0.2  # share of the non-out-of-time rows held out for validation
     oot_frac: float = 0.2  # share held out as out-of-time (latest data.time values, else random)
+
+
+DATA_KINDS = ("simulator", "table")
+
+
+def check_data(d: Any, key: str, cfg: Any) -> None:
+    if d.kind not in DATA_KINDS:
+        _fail(f"{key}.kind", "must be 'simulator' or 'table'", d.kind)
+    if d.kind == "simulator":
+        if d.n_borrowers <= 0:
+            _fail(f"{key}.n_borrowers", "must be a positive integer", d.n_borrowers)
+        if d.n_borrowers > MAX_BORROWERS:
+            _fail(f"{key}.n_borrowers", "is absurdly large (limit 50,000,000)", d.n_borrowers)
+        _in(f"{key}.n_months", d.n_months, 6, 240)
+    else:
+        if not d.path:
+            _fail(f"{key}.path", "is required when data.kind=table", d.path)
+        if not d.target:
+            _fail(f"{key}.target", "is required when data.kind=table", d.target)
+    if d.seed < 0:
+        _fail(f"{key}.seed", "must not be negative", d.seed)
+    if d.block_size <= 0:
+        _fail(f"{key}.block_size", "must be positive", d.block_size)
+    if d.n_jobs <= 0:
+        _fail(f"{key}.n_jobs", "must be positive", d.n_jobs)
+    _in(f"{key}.n_jobs", d.n_jobs, 1, MAX_PARALLEL)
+    for name in ("valid_frac", "oot_frac"):
+        if not 0 < _finite(f"{key}.{name}", d[name]) < 0.5:
+            _fail(f"{key}.{name}", "must lie in (0, 0.5)", d[name])
+
+
+def _last_month(cfg: Any) -> int:
+    """The last month of the simulated world (a generous bound when the data is a table)."""
+    return int(cfg.data.n_months) - 1 if cfg.data.kind == "simulator" else 239
 
 
 @dataclass
@@ -145,6 +239,126 @@ class SimulatorConfig:
     oracle_rows: int = 6000
 
 
+# simulator keys compared with a uniform draw each month
+_SIM_PROBABILITIES = (
+    "draw_prob",
+    "repay_rate",
+    "early_repay_prob",
+    "stop_shock_rate",
+    "ext_open_rate",
+    "ext_close_rate",
+    "ext_use_prob",
+    "increase_prob",
+    "decrease_prob",
+    "freeze_prob",
+    "overdue_rate",
+    "overdue_close_prob",
+    "line_reaction",
+    "competitor_shift",
+)
+# thresholds compared with a share of money or of the credit line
+_SIM_SHARES = ("misuse_share", "policy_util", "policy_noncons")
+# rates, spreads and strengths
+_SIM_NON_NEGATIVE = (
+    "daily_rate",
+    "background_rate",
+    "frailty_sd",
+    "noise_sd",
+    "community_sd",
+    "tightening_strength",
+)
+# months of the monitoring window that a signal counts (it looks back 12 months: the 9
+# before the last 3 for a sudden stop, the last 6 for competing products)
+_SIM_WINDOW_MONTHS = {"stop_earlier_months": 9, "competition_months": 6}
+
+
+def check_simulator(s: Any, key: str, cfg: Any) -> None:
+    """Ranges of the world's rates and thresholds, then the month keys against the horizon."""
+    last = _last_month(cfg)
+    if s.chunk_size <= 0:
+        _fail(f"{key}.chunk_size", "must be positive", s.chunk_size)
+    _in(
+        f"{key}.signup_spread",
+        s.signup_spread,
+        1,
+        last + 1,
+        f"borrowers join over this many months: must lie in [1, {last + 1}] (data.n_months)",
+    )
+    _at_least(f"{key}.community_size", s.community_size, 1, "must be at least 1 borrower")
+    for name in _SIM_PROBABILITIES:
+        _share(f"{key}.{name}", s[name], "is a probability and must lie in [0, 1]")
+    # loans close at twice the card rate, and that too is a probability
+    _in(
+        f"{key}.ext_close_rate",
+        s.ext_close_rate,
+        0.0,
+        0.5,
+        "loans close at twice this rate: must lie in [0, 0.5]",
+    )
+    for name in _SIM_SHARES:
+        _share(f"{key}.{name}", s[name], "is a share and must lie in [0, 1]")
+    for name in _SIM_NON_NEGATIVE:
+        _at_least(f"{key}.{name}", s[name], 0.0, "must not be negative")
+    _in(f"{key}.contacts_mean", s.contacts_mean, 0.0, 1000.0)
+    _at_least(
+        f"{key}.draws_per_month",
+        s.draws_per_month,
+        1.0,
+        "must be at least 1 (a month with a draw has one)",
+    )
+    _at_least(f"{key}.stop_mean_months", s.stop_mean_months, 1.0, "must be at least 1 month")
+    if not 0.0 < _finite(f"{key}.lowyield_util", s.lowyield_util) <= 1.0:
+        _fail(f"{key}.lowyield_util", "is a utilisation and must lie in (0, 1]", s.lowyield_util)
+    if not 0.0 <= _finite(f"{key}.over_util", s.over_util) < 1.0:
+        _fail(f"{key}.over_util", "is a utilisation and must lie in [0, 1)", s.over_util)
+    if not _finite(f"{key}.competitor_slope", s.competitor_slope) > 0:
+        _fail(f"{key}.competitor_slope", "must be positive", s.competitor_slope)
+    _in(f"{key}.competitor_midpoint", s.competitor_midpoint, 0, last + 1)
+    for name, window in _SIM_WINDOW_MONTHS.items():
+        _in(
+            f"{key}.{name}",
+            s[name],
+            0,
+            window,
+            f"counts months of {window}: must lie in [0, {window}]",
+        )
+    for name in ("thin_months", "review_grace_months"):
+        _in(f"{key}.{name}", s[name], 0, last + 1)
+    if cfg.data.kind == "simulator" and not 0 <= s.tightening_month <= last:
+        _fail(
+            f"{key}.tightening_month",
+            f"must lie inside the horizon [0, {last}]",
+            s.tightening_month,
+        )
+    if not 0 <= s.pilot_month <= s.tightening_month:
+        _fail(f"{key}.pilot_month", "must lie in [0, simulator.tightening_month]", s.pilot_month)
+    _share(f"{key}.pilot_strength", s.pilot_strength)
+    if s.oracle_futures < 1:
+        _fail(f"{key}.oracle_futures", "needs at least one future", s.oracle_futures)
+    if s.oracle_rows < 0:
+        _fail(f"{key}.oracle_rows", "must not be negative", s.oracle_rows)
+    _check_closure_base(s.closure_base, f"{key}.closure_base")
+    _check_occupation_shares(s.occupation_shares, f"{key}.occupation_shares")
+
+
+def _check_closure_base(rates: Any, key: str) -> None:
+    for cause, rate in rates.items():
+        if cause not in CAUSES:
+            _fail(f"{key}.{cause}", f"unknown cause code; known: {', '.join(CAUSES)}", rate)
+        _at_least(f"{key}.{cause}", rate, 0.0, "must not be negative")
+
+
+def _check_occupation_shares(shares: Any, key: str) -> None:
+    for occ, share in shares.items():
+        if occ not in OCCUPATIONS:
+            _fail(f"{key}.{occ}", f"unknown occupation; known: {', '.join(OCCUPATIONS)}", share)
+        _at_least(f"{key}.{occ}", share, 0.0, "must not be negative")
+        if share > 1:
+            _fail(f"{key}.{occ}", "is a share and must not exceed 1", share)
+    if sum(shares.values()) <= 0:
+        _fail(key, "must have a positive total", dict(shares))
+
+
 @dataclass
 class FeaturesConfig:
     snapshots: list[int] = field(
@@ -158,6 +372,48 @@ class FeaturesConfig:
     never_overdue_only: bool = True
 
 
+def check_features(f: Any, key: str, cfg: Any) -> None:
+    if f.horizon < 1:
+        _fail(f"{key}.horizon", "must be at least 1 month", f.horizon)
+    if f.fund_days < 0:
+        _fail(f"{key}.fund_days", "must not be negative", f.fund_days)
+    # a fund flow leaves at most a month after its draw
+    _in(f"{key}.fund_days", f.fund_days, 0, 31, "must lie in [0, 31] days")
+    _share(
+        f"{key}.small_draw_ratio",
+        f.small_draw_ratio,
+        "is a share of the line and must lie in [0, 1]",
+    )
+    if cfg.data.kind == "simulator":
+        _check_snapshots(f, key, int(cfg.data.n_months))
+
+
+def _check_snapshots(f: Any, key: str, n_months: int) -> None:
+    snaps = list(f.snapshots)
+    if not snaps:
+        _fail(f"{key}.snapshots", "must list at least one month", snaps)
+    for snap in snaps:
+        if not 1 <= snap or snap + f.horizon > n_months - 1:
+            _fail(
+                f"{key}.snapshots",
+                f"month {snap} + horizon {f.horizon} ({key}.horizon) must end by month "
+                f"{n_months - 1} (data.n_months - 1)",
+                snaps,
+            )
+    for name in ("valid_snapshots", "oot_snapshots"):
+        extra = set(f[name]) - set(snaps)
+        if extra:
+            _fail(
+                f"{key}.{name}",
+                f"months {sorted(extra)} are not in {key}.snapshots",
+                list(f[name]),
+            )
+    if set(f.valid_snapshots) & set(f.oot_snapshots):
+        _fail(f"{key}.valid_snapshots", f"overlaps {key}.oot_snapshots", list(f.valid_snapshots))
+    if not set(snaps) - set(f.valid_snapshots) - set(f.oot_snapshots):
+        _fail(f"{key}.snapshots", "leaves no snapshot for training", snaps)
+
+
 @dataclass
 class ScorecardConfig:
     """Points scaling of the weight-of-evidence scorecard baseline."""
@@ -167,6 +423,16 @@ class ScorecardConfig:
     base_odds: float = 50.0  # good:bad odds that score base_score
     max_bins: int = 8  # equal-count bins per numeric feature
     min_iv: float = 0.02  # features below this information value are left out
+
+
+def check_scorecard(sc: Any, key: str, cfg: Any) -> None:
+    for name in ("pdo", "base_odds"):
+        if not _finite(f"{key}.{name}", sc[name]) > 0:
+            _fail(f"{key}.{name}", "pdo and base_odds must be positive", sc[name])
+    _finite(f"{key}.base_score", sc.base_score)  # any number of points
+    if sc.max_bins < 2:
+        _fail(f"{key}.max_bins", "must be at least 2", sc.max_bins)
+    _at_least(f"{key}.min_iv", sc.min_iv, 0.0, "an information value is never negative")
 
 
 @dataclass
@@ -193,6 +459,63 @@ class ModelConfig:
     champion_alias: str = "champion"  # registry alias moved when out-of-time AUC improves
 
 
+CALIBRATIONS = ("isotonic", "platt", "none")
+# the registry's alias rule: letters, digits, '_' and '-'
+_ALIAS = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_model(m: Any, key: str, cfg: Any) -> None:
+    if m.objective != "binary":
+        _fail(
+            f"{key}.objective",
+            "must be 'binary': the model's output is read as a calibrated probability",
+            m.objective,
+        )
+    # LightGBM's own limits: a tree has 2 to 131072 leaves, a feature 2 or more bins
+    _in(f"{key}.num_leaves", m.num_leaves, 2, 131_072, "must lie in [2, 131072]")
+    if not 0 < _finite(f"{key}.learning_rate", m.learning_rate) <= 1:
+        _fail(f"{key}.learning_rate", "must lie in (0, 1]", m.learning_rate)
+    if m.n_estimators < 1:
+        _fail(f"{key}.n_estimators", "must be at least 1", m.n_estimators)
+    _at_least(
+        f"{key}.early_stopping_rounds",
+        m.early_stopping_rounds,
+        0,
+        "must not be negative (0 turns early stopping off)",
+    )
+    _at_least(
+        f"{key}.min_child_samples", m.min_child_samples, 0, "must not be negative (rows per leaf)"
+    )
+    for name in ("feature_fraction", "bagging_fraction"):
+        if not 0 < _finite(f"{key}.{name}", m[name]) <= 1:
+            _fail(f"{key}.{name}", "must lie in (0, 1]", m[name])
+    _at_least(
+        f"{key}.bagging_freq", m.bagging_freq, 0, "must not be negative (0 turns bagging off)"
+    )
+    _at_least(f"{key}.lambda_l2", m.lambda_l2, 0.0, "must not be negative")
+    _at_least(f"{key}.max_bin", m.max_bin, 2, "must be at least 2 bins")
+    _in(
+        f"{key}.num_threads",
+        m.num_threads,
+        0,
+        MAX_PARALLEL,
+        "must lie in [0, 1024] (0: one per physical core)",
+    )
+    if m.calibration not in CALIBRATIONS:
+        _fail(f"{key}.calibration", "must be 'isotonic', 'platt' or 'none'", m.calibration)
+    if m.calibration_bins < 2:
+        _fail(f"{key}.calibration_bins", "must be at least 2", m.calibration_bins)
+    if m.cv_repeats < 0:
+        _fail(
+            f"{key}.cv_repeats", "must not be negative (0 turns cross-validation off)", m.cv_repeats
+        )
+    if m.cv_folds < 2:
+        _fail(f"{key}.cv_folds", "needs at least 2 folds when model.cv_repeats > 0", m.cv_folds)
+    check_scorecard(m.scorecard, f"{key}.scorecard", cfg)
+    if not _ALIAS.fullmatch(str(m.champion_alias)):
+        _fail(f"{key}.champion_alias", "letters, digits, '_' and '-' only", m.champion_alias)
+
+
 @dataclass
 class ExplainConfig:
     max_rows: int = 200_000  # out-of-time rows explained (all when fewer)
@@ -211,6 +534,38 @@ class ExplainConfig:
     advice_rows: int = 200  # highest-risk out-of-time borrowers advised by the batch
 
 
+EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "attribution": ("primary", "registry", "learned"),
+    "learn_support": ("registry", "all"),
+    "reference": ("base", "snapshot"),
+}
+
+
+def check_explain(e: Any, key: str, cfg: Any) -> None:
+    _in(f"{key}.plot_sample", e.plot_sample, 1, 10_000)
+    if e.top_k < 1:
+        _fail(f"{key}.top_k", "must be at least 1", e.top_k)
+    for name, known in EXPLAIN_CHOICES.items():
+        _one_of(f"{key}.{name}", e[name], known)
+    if e.learn_rows < 1:
+        _fail(f"{key}.learn_rows", "must be at least 1", e.learn_rows)
+    if e.max_rows < 1:
+        _fail(f"{key}.max_rows", "must be at least 1", e.max_rows)
+    for name in ("dependence_top", "advice_rows"):
+        if e[name] < 0:
+            _fail(f"{key}.{name}", "dependence_top and advice_rows must not be negative", e[name])
+    _open_unit(f"{key}.advice_threshold", e.advice_threshold)
+    _optional_id(f"{key}.borrower_id", e.borrower_id, "a borrower id")
+    _optional_id(f"{key}.snapshot", e.snapshot, "a snapshot month")
+    _in(
+        f"{key}.n_jobs",
+        e.n_jobs,
+        0,
+        MAX_PARALLEL,
+        "must lie in [0, 1024] (0: one per physical core)",
+    )
+
+
 @dataclass
 class BenchConfig:
     """``make bench``: each stage against a reference doing the same work."""
@@ -221,6 +576,21 @@ class BenchConfig:
         default_factory=lambda: ["generate", "features", "train", "explain", "end_to_end"]
     )
     keep_work: bool = False  # keep the bench's data and models (under outputs_dir/bench)
+
+
+#: the rows ``make bench`` knows (their order and dependencies are the bench's own rule)
+BENCH_ROWS = ("generate", "features", "train", "explain", "end_to_end")
+
+
+def check_bench(b: Any, key: str, cfg: Any) -> None:
+    if b.n_borrowers <= 0:
+        _fail(f"{key}.n_borrowers", "must be positive", b.n_borrowers)
+    if b.n_borrowers > MAX_BORROWERS:
+        _fail(f"{key}.n_borrowers", "is absurdly large (limit 50,000,000)", b.n_borrowers)
+    rows = list(b.rows)
+    unknown = [r for r in rows if r not in BENCH_ROWS]
+    if unknown or not rows:
+        _fail(f"{key}.rows", f"must list rows among: {', '.join(BENCH_ROWS)}", rows)
 
 
 @dataclass
@@ -237,6 +607,27 @@ class ScoreConfig:
     top_k: int = 3
     advice_rows: int = 500  # advise at most this many top-tier rows (highest risk first)
     model_source: str = "auto"  # auto (registry champion, else local) | registry | local
+
+
+MODEL_SOURCES = ("auto", "registry", "local")
+
+
+def check_score(sc: Any, key: str, cfg: Any) -> None:
+    cuts = list(sc.tier_cuts)
+    for c in cuts:
+        _finite(f"{key}.tier_cuts", c)
+    if any(not 0 < c < 1 for c in cuts) or cuts != sorted(set(cuts)):
+        _fail(f"{key}.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
+    if len(sc.tier_names) != len(cuts) + 1:
+        _fail(f"{key}.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
+    if sc.top_k < 1:
+        _fail(f"{key}.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)
+    if sc.advice_rows < 0:
+        _fail(f"{key}.advice_rows", "top_k must be >= 1 and advice_rows >= 0", sc.advice_rows)
+    if sc.model_source not in MODEL_SOURCES:
+        _fail(f"{key}.model_source", "must be one of: auto, registry, local", sc.model_source)
+    _optional_id(f"{key}.snapshot", sc.snapshot, "a snapshot month")
+    _optional_id(f"{key}.borrower_id", sc.borrower_id, "a borrower id")
 
 
 @dataclass
@@ -269,6 +660,48 @@ class PolicyConfig:
     raise_line_quantile: float = 0.5  # ... with a line at or below this quantile (small users)
 
 
+_POLICY_SHARES = (
+    "lgd",
+    "close_revenue_share",
+    "reduce_factor",
+    "reduce_revenue_share",
+    "medium_ratio",
+    "raise_line_quantile",
+    "raise_max_prob",
+)
+
+
+def check_policy(po: Any, key: str, cfg: Any) -> None:
+    thresholds = list(po.thresholds)
+    for t in thresholds:
+        _finite(f"{key}.thresholds", t)
+    if not thresholds or any(not 0 < t < 1 for t in thresholds):
+        _fail(f"{key}.thresholds", "must list probabilities in (0, 1)", thresholds)
+    if po.horizon < 1:
+        _fail(f"{key}.horizon", "must be at least 1 month", po.horizon)
+    last, oot = _last_month(cfg), list(cfg.features.oot_snapshots)
+    end = max(oot, default=0)
+    if end + po.horizon > last:
+        _fail(
+            f"{key}.horizon",
+            f"the last out-of-time month {end} (features.oot_snapshots) + horizon must end "
+            f"by month {last} (data.n_months - 1)",
+            po.horizon,
+        )
+    for name in _POLICY_SHARES:
+        _share(f"{key}.{name}", po[name])
+    if not _finite(f"{key}.raise_factor", po.raise_factor) >= 1.0:
+        _fail(f"{key}.raise_factor", "must be >= 1 (with a non-negative uplift)", po.raise_factor)
+    _at_least(f"{key}.raise_revenue_uplift", po.raise_revenue_uplift, 0.0, "must not be negative")
+    _in(
+        f"{key}.raise_min_tenure",
+        po.raise_min_tenure,
+        0,
+        last + 1,
+        "months on book: must lie in [0, data.n_months]",
+    )
+
+
 @dataclass
 class EngineConfig:
     kind: str = "local"  # local | dask
@@ -281,6 +714,29 @@ class EngineConfig:
     spill_target: float = 0.6
     local_directory: str = ""  # worker scratch space; empty uses the system temp folder
     connect_timeout_s: int = 10
+
+
+ENGINE_KINDS = ("local", "dask")
+# a byte count as Dask reads it: '4GiB', '500 MB', '2e9', or 'auto'
+_MEMORY = re.compile(r"auto|\d+(\.\d+)?(e\d+)?\s*([kmgtp]i?b?|b)?", re.IGNORECASE)
+
+
+def check_engine(en: Any, key: str, cfg: Any) -> None:
+    if en.kind not in ENGINE_KINDS:
+        _fail(f"{key}.kind", "must be 'local' or 'dask'", en.kind)
+    for name in ("n_workers", "threads_per_worker"):
+        if en[name] < 1:
+            _fail(f"{key}.{name}", "workers and threads per worker must be at least 1", en[name])
+        _in(f"{key}.{name}", en[name], 1, MAX_PARALLEL)
+    if not _MEMORY.fullmatch(str(en.memory_limit).strip()):
+        _fail(
+            f"{key}.memory_limit",
+            "must be a size such as 4GiB or 500MB, or 'auto'",
+            en.memory_limit,
+        )
+    if not 0.0 < _finite(f"{key}.spill_target", en.spill_target) <= 1.0:
+        _fail(f"{key}.spill_target", "must lie in (0, 1]", en.spill_target)
+    _in(f"{key}.connect_timeout_s", en.connect_timeout_s, 1, 3600, "must lie in [1, 3600] seconds")
 
 
 @dataclass
@@ -306,232 +762,25 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
 
 
-def _fail(key: str, rule: str, value: Any) -> None:
-    raise ConfigError(f"config key '{key}' = {value!r}: {rule}")
+#: each config group and its check, in the order they run (data first: others read it)
+GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
+    ("tracking", check_tracking),
+    ("data", check_data),
+    ("simulator", check_simulator),
+    ("features", check_features),
+    ("model", check_model),
+    ("explain", check_explain),
+    ("engine", check_engine),
+    ("bench", check_bench),
+    ("score", check_score),
+    ("policy", check_policy),
+)
 
 
 def validate(cfg: Any) -> None:
     """Reject out-of-range values before any work, naming the key."""
-    d, s, f, m = cfg.data, cfg.simulator, cfg.features, cfg.model
-    if not 0 < cfg.tracking.timeout_s <= 600:
-        _fail("tracking.timeout_s", "must lie in (0, 600] seconds", cfg.tracking.timeout_s)
-    if d.kind not in ("simulator", "table"):
-        _fail("data.kind", "must be 'simulator' or 'table'", d.kind)
-    if d.kind == "simulator":
-        if d.n_borrowers <= 0:
-            _fail("data.n_borrowers", "must be a positive integer", d.n_borrowers)
-        if d.n_borrowers > 50_000_000:
-            _fail("data.n_borrowers", "is absurdly large (limit 50,000,000)", d.n_borrowers)
-        if not 6 <= d.n_months <= 240:
-            _fail("data.n_months", "must lie in [6, 240]", d.n_months)
-    else:
-        if not d.path:
-            _fail("data.path", "is required when data.kind=table", d.path)
-        if not d.target:
-            _fail("data.target", "is required when data.kind=table", d.target)
-    if d.block_size <= 0:
-        _fail("data.block_size", "must be positive", d.block_size)
-    if d.n_jobs <= 0:
-        _fail("data.n_jobs", "must be positive", d.n_jobs)
-    if s.chunk_size <= 0:
-        _fail("simulator.chunk_size", "must be positive", s.chunk_size)
-    for key in (
-        "draw_prob",
-        "repay_rate",
-        "early_repay_prob",
-        "stop_shock_rate",
-        "ext_open_rate",
-        "ext_close_rate",
-        "ext_use_prob",
-        "increase_prob",
-        "decrease_prob",
-        "freeze_prob",
-        "overdue_rate",
-        "overdue_close_prob",
-        "line_reaction",
-        "competitor_shift",
-    ):
-        v = getattr(s, key)
-        if not 0.0 <= v <= 1.0:
-            _fail(f"simulator.{key}", "is a probability and must lie in [0, 1]", v)
-    for key in (
-        "draws_per_month",
-        "daily_rate",
-        "stop_mean_months",
-        "background_rate",
-        "frailty_sd",
-        "noise_sd",
-        "community_sd",
-        "contacts_mean",
-        "competitor_slope",
-        "tightening_strength",
-        "review_grace_months",
-        "stop_earlier_months",
-        "thin_months",
-        "competition_months",
-        "lowyield_util",
-        "misuse_share",
-    ):
-        v = getattr(s, key)
-        if v < 0:
-            _fail(f"simulator.{key}", "must not be negative", v)
-    if s.competitor_slope == 0:
-        _fail("simulator.competitor_slope", "must be positive", s.competitor_slope)
-    for cause, rate in s.closure_base.items():
-        if cause not in CAUSES:
-            _fail(
-                f"simulator.closure_base.{cause}",
-                f"unknown cause code; known: {', '.join(CAUSES)}",
-                rate,
-            )
-        if rate < 0:
-            _fail(f"simulator.closure_base.{cause}", "must not be negative", rate)
-    for occ, share in s.occupation_shares.items():
-        if occ not in OCCUPATIONS:
-            _fail(
-                f"simulator.occupation_shares.{occ}",
-                f"unknown occupation; known: {', '.join(OCCUPATIONS)}",
-                share,
-            )
-        if share < 0:
-            _fail(f"simulator.occupation_shares.{occ}", "must not be negative", share)
-    if sum(s.occupation_shares.values()) <= 0:
-        _fail(
-            "simulator.occupation_shares", "must have a positive total", dict(s.occupation_shares)
-        )
-    if d.kind == "simulator" and not 0 <= s.tightening_month < d.n_months:
-        _fail(
-            "simulator.tightening_month",
-            f"must lie inside the horizon [0, {d.n_months - 1}]",
-            s.tightening_month,
-        )
-    if not 0 <= s.pilot_month <= s.tightening_month:
-        _fail("simulator.pilot_month", "must lie in [0, simulator.tightening_month]", s.pilot_month)
-    if not 0.0 <= s.pilot_strength <= 1.0:
-        _fail("simulator.pilot_strength", "must lie in [0, 1]", s.pilot_strength)
-    if s.oracle_futures < 1 or s.oracle_rows < 0:
-        _fail(
-            "simulator.oracle_futures",
-            "needs at least one future and non-negative rows",
-            s.oracle_futures,
-        )
-    if f.horizon < 1:
-        _fail("features.horizon", "must be at least 1 month", f.horizon)
-    if d.kind == "simulator":
-        snaps = list(f.snapshots)
-        if not snaps:
-            _fail("features.snapshots", "must list at least one month", snaps)
-        for snap in snaps:
-            if not 1 <= snap or snap + f.horizon > d.n_months - 1:
-                _fail(
-                    "features.snapshots",
-                    f"month {snap} + horizon {f.horizon} must end by month {d.n_months - 1}",
-                    snaps,
-                )
-        for key in ("valid_snapshots", "oot_snapshots"):
-            extra = set(getattr(f, key)) - set(snaps)
-            if extra:
-                _fail(
-                    f"features.{key}",
-                    f"months {sorted(extra)} are not in features.snapshots",
-                    list(getattr(f, key)),
-                )
-        if set(f.valid_snapshots) & set(f.oot_snapshots):
-            _fail(
-                "features.valid_snapshots",
-                "overlaps features.oot_snapshots",
-                list(f.valid_snapshots),
-            )
-        if not set(snaps) - set(f.valid_snapshots) - set(f.oot_snapshots):
-            _fail("features.snapshots", "leaves no snapshot for training", snaps)
-    if f.fund_days < 0:
-        _fail("features.fund_days", "must not be negative", f.fund_days)
-    if m.num_leaves < 2:
-        _fail("model.num_leaves", "must be at least 2", m.num_leaves)
-    if not 0 < m.learning_rate <= 1:
-        _fail("model.learning_rate", "must lie in (0, 1]", m.learning_rate)
-    if m.n_estimators < 1:
-        _fail("model.n_estimators", "must be at least 1", m.n_estimators)
-    for key in ("feature_fraction", "bagging_fraction"):
-        v = getattr(m, key)
-        if not 0 < v <= 1:
-            _fail(f"model.{key}", "must lie in (0, 1]", v)
-    if m.calibration not in ("isotonic", "platt", "none"):
-        _fail("model.calibration", "must be 'isotonic', 'platt' or 'none'", m.calibration)
-    if m.calibration_bins < 2:
-        _fail("model.calibration_bins", "must be at least 2", m.calibration_bins)
-    if m.cv_repeats < 0 or (m.cv_repeats and m.cv_folds < 2):
-        _fail("model.cv_folds", "needs at least 2 folds when model.cv_repeats > 0", m.cv_folds)
-    if m.scorecard.pdo <= 0 or m.scorecard.base_odds <= 0:
-        _fail("model.scorecard.pdo", "pdo and base_odds must be positive", m.scorecard.pdo)
-    if m.scorecard.max_bins < 2:
-        _fail("model.scorecard.max_bins", "must be at least 2", m.scorecard.max_bins)
-    for key in ("valid_frac", "oot_frac"):
-        v = getattr(d, key)
-        if not 0 < v < 0.5:
-            _fail(f"data.{key}", "must lie in (0, 0.5)", v)
-    if not 1 <= cfg.explain.plot_sample <= 10_000:
-        _fail("explain.plot_sample", "must lie in [1, 10000]", cfg.explain.plot_sample)
-    if cfg.explain.top_k < 1:
-        _fail("explain.top_k", "must be at least 1", cfg.explain.top_k)
-    e = cfg.explain
-    for key, known in (
-        ("attribution", ("primary", "registry", "learned")),
-        ("learn_support", ("registry", "all")),
-        ("reference", ("base", "snapshot")),
-    ):
-        if getattr(e, key) not in known:
-            _fail(f"explain.{key}", f"must be one of: {', '.join(known)}", getattr(e, key))
-    if e.learn_rows < 1:
-        _fail("explain.learn_rows", "must be at least 1", e.learn_rows)
-    if e.max_rows < 1:
-        _fail("explain.max_rows", "must be at least 1", e.max_rows)
-    if e.dependence_top < 0 or e.advice_rows < 0:
-        _fail(
-            "explain.advice_rows",
-            "dependence_top and advice_rows must not be negative",
-            e.advice_rows,
-        )
-    if not 0.0 < e.advice_threshold < 1.0:
-        _fail("explain.advice_threshold", "must lie in (0, 1)", e.advice_threshold)
-    if cfg.engine.kind not in ("local", "dask"):
-        _fail("engine.kind", "must be 'local' or 'dask'", cfg.engine.kind)
-    if cfg.engine.n_workers < 1 or cfg.engine.threads_per_worker < 1:
-        _fail(
-            "engine.n_workers",
-            "workers and threads per worker must be at least 1",
-            cfg.engine.n_workers,
-        )
-    if not 0.0 < float(cfg.engine.spill_target) <= 1.0:
-        _fail("engine.spill_target", "must lie in (0, 1]", cfg.engine.spill_target)
-    if cfg.bench.n_borrowers <= 0:
-        _fail("bench.n_borrowers", "must be positive", cfg.bench.n_borrowers)
-    sc, po = cfg.score, cfg.policy
-    cuts = list(sc.tier_cuts)
-    if any(not 0 < c < 1 for c in cuts) or cuts != sorted(set(cuts)):
-        _fail("score.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
-    if len(sc.tier_names) != len(cuts) + 1:
-        _fail("score.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
-    if sc.top_k < 1 or sc.advice_rows < 0:
-        _fail("score.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)
-    if sc.model_source not in ("auto", "registry", "local"):
-        _fail("score.model_source", "must be one of: auto, registry, local", sc.model_source)
-    if not po.thresholds or any(not 0 < t < 1 for t in po.thresholds):
-        _fail("policy.thresholds", "must list probabilities in (0, 1)", list(po.thresholds))
-    if po.horizon < 1:
-        _fail("policy.horizon", "must be at least 1 month", po.horizon)
-    for key in (
-        "lgd",
-        "close_revenue_share",
-        "reduce_factor",
-        "reduce_revenue_share",
-        "medium_ratio",
-        "raise_line_quantile",
-    ):
-        if not 0.0 <= getattr(po, key) <= 1.0:
-            _fail(f"policy.{key}", "must lie in [0, 1]", getattr(po, key))
-    if po.raise_factor < 1.0 or po.raise_revenue_uplift < 0:
-        _fail("policy.raise_factor", "must be >= 1 (with a non-negative uplift)", po.raise_factor)
+    for group, check in GROUP_CHECKS:
+        check(cfg[group], group, cfg)
 
 
 def physical_cores() -> int:
