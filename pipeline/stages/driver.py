@@ -26,7 +26,9 @@ from pipeline.stages.policy import policy
 from pipeline.stages.report import report
 from pipeline.stages.train import train
 
-STAGES: dict[str, Callable[[Any, Tracker], dict[str, Any]]] = {
+#: Each stage returns its result: a dataclass (or, for older stages, a dict) whose
+#: ``summary`` field is the stage's part of the run summary.
+STAGES: dict[str, Callable[[Any, Tracker], Any]] = {
     "generate": generate,
     "features": features,
     "train": train,
@@ -165,8 +167,9 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     # single-stage invocation still reports what earlier stages found
     parts_dir = p.models / "summary_parts"
     for stage, result in results.items():
-        if isinstance(result, dict) and result.get("summary"):
-            write_json(result["summary"], parts_dir / f"{stage}.json")
+        part = result.get("summary") if isinstance(result, dict) else result.summary
+        if part:
+            write_json(part, parts_dir / f"{stage}.json")
     for stage in STAGES:
         part = parts_dir / f"{stage}.json"
         if part.exists():

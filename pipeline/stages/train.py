@@ -28,8 +28,9 @@ from omegaconf import OmegaConf
 
 from pipeline.adapters import model_registry
 from pipeline.adapters.catalog import load_feature_table
+from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.config import physical_cores
+from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
 from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
@@ -159,10 +160,60 @@ def _fit_baselines(
     return card, rules
 
 
-def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+@dataclass
+class Fitted:
+    """The trained booster with the split matrices and the scores it gave them."""
+
+    booster: Any
+    best_iteration: int
+    seconds: float
+    params: dict[str, Any]
+    splits: dict[str, pd.DataFrame]  # per split: the non-feature columns still needed
+    X: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]  # uncalibrated probabilities
+    calibrator: cal_core.Calibrator
+    cal: dict[str, np.ndarray]  # calibrated probabilities
+    metrics: dict[str, dict[str, float]]
+    n_bins: int
+    n_rows: int
+
+    @property
+    def eval_split(self) -> str:
+        return "oot" if len(self.y["oot"]) else "valid"
+
+
+@dataclass
+class Baselines:
+    scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What the train stage hands back to the driver."""
+
+    metrics: dict[str, dict[str, float]]
+    model_uri: str | None
+    seconds: float
+    summary: dict[str, Any]
+
+
+def train(cfg: Config, tracker: Tracker) -> TrainResult:
     p = Paths.of(cfg)
-    m = cfg.model
     data = _table_data(cfg, p) if cfg.data.kind == "table" else _simulator_data(cfg, p)
+    fitted = _fit(cfg, data)
+    base = _baselines(cfg, tracker, p, data, fitted)
+    part = _evaluate(cfg, data, fitted, base)
+    model_path, plots = _publish(cfg, p, data, fitted, base, part)
+    model_uri = _register(cfg, tracker, p, data, fitted, part, plots)
+    _report(part, fitted.metrics, base.metrics, fitted.best_iteration, fitted.seconds, model_path)
+    return TrainResult(fitted.metrics, model_uri, fitted.seconds, part)
+
+
+def _fit(cfg: Config, data: TrainData) -> Fitted:
+    """LightGBM with early stopping on the validation split, then its calibration."""
+    m = cfg.model
     df, names = data.frame, data.names
     splits = {s: df[df.split == s] for s in SPLITS}
     for s in ("train", "valid"):
@@ -200,75 +251,99 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         data.categorical,
     )
     seconds = time.perf_counter() - t0
-    booster = res.booster
-    raw = {s: train_core.predict(booster, X[s]) for s in SPLITS}
-
-    # calibration on the validation split
+    raw = {s: train_core.predict(res.booster, X[s]) for s in SPLITS}
     calibrator = cal_core.fit(str(m.calibration), raw["valid"], y["valid"])
     cal = {s: calibrator.apply(raw[s]) for s in SPLITS}
     n_bins = int(m.calibration_bins)
     metrics = {
         s: eval_core.score_metrics(y[s], raw[s], cal[s], n_bins) for s in SPLITS if len(y[s])
     }
+    return Fitted(
+        res.booster,
+        res.best_iteration,
+        seconds,
+        params,
+        splits,
+        X,
+        y,
+        raw,
+        calibrator,
+        cal,
+        metrics,
+        n_bins,
+        n_rows,
+    )
 
-    # monotone constraints, verified on sampled rows
-    mono: dict[str, Any] = {}
-    if data.monotone and any(data.monotone):
-        rng = np.random.default_rng(seed)
-        pool = X["valid"]
-        rows = pool[rng.choice(len(pool), size=min(MONOTONE_SAMPLE, len(pool)), replace=False)]
-        found = train_core.monotone_violations(booster, rows, data.monotone)
-        mono = {
-            "features": {names[j]: int(data.monotone[j]) for j in found},
-            "violations": int(sum(v["violations"] for v in found.values())),
-            "checks": int(sum(v["checks"] for v in found.values())),
-        }
 
-    # baselines on the same split, each its own nested run
-    base_scores: dict[str, dict[str, np.ndarray]] = {}
-    base_metrics: dict[str, dict[str, dict[str, float]]] = {}
+def _monotone_check(cfg: Config, data: TrainData, fitted: Fitted) -> dict[str, Any]:
+    """Constrained features swept on sampled validation rows: the violations found."""
+    if not data.monotone or not any(data.monotone):
+        return {}
+    rng = np.random.default_rng(int(cfg.data.seed))
+    pool = fitted.X["valid"]
+    rows = pool[rng.choice(len(pool), size=min(MONOTONE_SAMPLE, len(pool)), replace=False)]
+    found = train_core.monotone_violations(fitted.booster, rows, data.monotone)
+    return {
+        "features": {data.names[j]: int(data.monotone[j]) for j in found},
+        "violations": int(sum(v["violations"] for v in found.values())),
+        "checks": int(sum(v["checks"] for v in found.values())),
+    }
+
+
+def _baselines(
+    cfg: Config, tracker: Tracker, p: Paths, data: TrainData, fitted: Fitted
+) -> Baselines:
+    """The baselines on the same split, each its own nested run."""
+    m = cfg.model
+    out = Baselines()
+    if not m.baselines:
+        return out
+    X, y, splits = fitted.X, fitted.y, fitted.splits
+    sc_cfg = m.scorecard
     scorecard_path = p.models / "scorecard.csv"
-    if m.baselines:
-        sc_cfg = m.scorecard
-        card, rules = _fit_baselines(m, data, X, y, splits)
-        base_scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
-        write_text(card.table().to_csv(index=False), scorecard_path)
-        artifacts = {"scorecard": [scorecard_path]}
-        if rules is not None:
-            base_scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
-            rules_path = p.models / "rules_baseline.csv"
-            write_text(rules.table().to_csv(index=False), rules_path)
-            artifacts["rules"] = [rules_path]
-        for name, scores in base_scores.items():
-            base_metrics[name] = {
-                s: eval_core.score_metrics(y[s], scores[s], None, n_bins)
-                for s in SPLITS
-                if len(y[s])
-            }
-            with tracker.run(f"baseline:{name}", tags={"baseline": name}):
-                tracker.log_metrics(
-                    {f"{s}.{k}": v for s, mm in base_metrics[name].items() for k, v in mm.items()}
+    card, rules = _fit_baselines(m, data, X, y, splits)
+    out.scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
+    write_text(card.table().to_csv(index=False), scorecard_path)
+    artifacts = {"scorecard": [scorecard_path]}
+    if rules is not None:
+        out.scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
+        rules_path = p.models / "rules_baseline.csv"
+        write_text(rules.table().to_csv(index=False), rules_path)
+        artifacts["rules"] = [rules_path]
+    for name, scores in out.scores.items():
+        out.metrics[name] = {
+            s: eval_core.score_metrics(y[s], scores[s], None, fitted.n_bins)
+            for s in SPLITS
+            if len(y[s])
+        }
+        with tracker.run(f"baseline:{name}", tags={"baseline": name}):
+            tracker.log_metrics(
+                {f"{s}.{k}": v for s, mm in out.metrics[name].items() for k, v in mm.items()}
+            )
+            if name == "scorecard":
+                tracker.log_params(
+                    {
+                        "pdo": sc_cfg.pdo,
+                        "base_score": sc_cfg.base_score,
+                        "base_odds": sc_cfg.base_odds,
+                        "features_kept": len(card.bins_),
+                    }
                 )
-                if name == "scorecard":
-                    tracker.log_params(
-                        {
-                            "pdo": sc_cfg.pdo,
-                            "base_score": sc_cfg.base_score,
-                            "base_odds": sc_cfg.base_odds,
-                            "features_kept": len(card.bins_),
-                        }
-                    )
-                else:
-                    tracker.log_params(base_core.RULES)
-                for path in artifacts[name]:
-                    tracker.log_artifact(path, "baseline")
+            else:
+                tracker.log_params(base_core.RULES)
+            for path in artifacts[name]:
+                tracker.log_artifact(path, "baseline")
+    return out
 
-    # evaluation: segments, stability, oracle, gains
+
+def _evaluate(cfg: Config, data: TrainData, fitted: Fitted, base: Baselines) -> dict[str, Any]:
+    """The evaluation part of the summary: calibration, segments, stability, oracle, CV."""
+    metrics, y, raw, cal, splits = fitted.metrics, fitted.y, fitted.raw, fitted.cal, fitted.splits
     part: dict[str, Any] = {
         "mode": data.mode,
-        "model": {"best_iteration": res.best_iteration, "train_seconds": seconds},
+        "model": {"best_iteration": fitted.best_iteration, "train_seconds": fitted.seconds},
         "calibration": {
-            "method": calibrator.method,
+            "method": fitted.calibrator.method,
             "valid_ece_before": metrics["valid"].get("ece_raw", metrics["valid"]["ece"]),
             "valid_ece_after": metrics["valid"]["ece"],
         },
@@ -282,92 +357,111 @@ def train(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         for key, col in data.segments.items():
             if col in splits["oot"].columns:
                 part[key] = eval_core.segment_metrics(
-                    y["oot"], raw["oot"], cal["oot"], splits["oot"][col].to_numpy(), n_bins
+                    y["oot"], raw["oot"], cal["oot"], splits["oot"][col].to_numpy(), fitted.n_bins
                 )
         if data.oracle is not None:
             part.update(eval_core.oracle_gap(splits["oot"], y["oot"], raw["oot"], data.oracle))
     part["valid"] = metrics["valid"]
     if "oot" in metrics:
         part["oot"] = metrics["oot"]
-    if base_metrics:
+    if base.metrics:
         part["baselines"] = {
-            n: {s: bm[s] for s in ("valid", "oot") if s in bm} for n, bm in base_metrics.items()
+            n: {s: bm[s] for s in ("valid", "oot") if s in bm} for n, bm in base.metrics.items()
         }
+    mono = _monotone_check(cfg, data, fitted)
     if mono:
         part["monotone_check"] = mono
-    if data.mode == "table" and int(m.cv_repeats) > 0:
-        part["cv"] = _cross_validate(cfg, data, params)
-        part["n_rows"] = int(n_rows)
+    if data.mode == "table" and int(cfg.model.cv_repeats) > 0:
+        part["cv"] = _cross_validate(cfg, data, fitted.params)
+        part["n_rows"] = int(fitted.n_rows)
+    return part
 
+
+def _publish(
+    cfg: Config, p: Paths, data: TrainData, fitted: Fitted, base: Baselines, part: dict[str, Any]
+) -> tuple[Path, list[Path]]:
+    """Write the model, its calibration, metadata, evaluation, gains and plots."""
     p.models.mkdir(parents=True, exist_ok=True)
-    plots = _plots(y, raw, cal, base_scores, p.models / "plots", n_bins)
-    eval_split = "oot" if len(y["oot"]) else "valid"
+    y, raw, eval_split = fitted.y, fitted.raw, fitted.eval_split
+    plots = _plots(y, raw, fitted.cal, base.scores, p.models / "plots", fitted.n_bins)
     gains_path = p.models / f"gains_{eval_split}.csv"
     write_text(
         eval_core.gains_frame(y[eval_split], raw[eval_split]).to_csv(index=False), gains_path
     )
-
-    # model files: the explain stage reads model.txt and model.json
     model_path = p.models / "model.txt"
-    meta_path = p.models / "model.json"
     cal_path = p.models / "calibration.json"
-    eval_path = p.models / "evaluation.json"
     # a new model: what was explained, simulated or reported for the old one is stale
     remove_parts(
         p.models, (*MODEL_DERIVED, f"gains_{'valid' if eval_split == 'oot' else 'oot'}.csv")
     )
-    write_text(booster.model_to_string(num_iteration=res.best_iteration), model_path)
-    write_json(calibrator.to_json(), cal_path)
+    write_text(fitted.booster.model_to_string(num_iteration=fitted.best_iteration), model_path)
+    write_json(fitted.calibrator.to_json(), cal_path)
+    names = data.names
     meta = {
         "mode": data.mode,
         "feature_names": names,
         "categorical": data.categorical,
-        "best_iteration": res.best_iteration,
-        "params": params,
-        "metrics": metrics,
-        "calibration": calibrator.method,
+        "best_iteration": fitted.best_iteration,
+        "params": fitted.params,
+        "metrics": fitted.metrics,
+        "calibration": fitted.calibrator.method,
         "calibration_path": str(cal_path),
         "monotone": {n: int(v) for n, v in zip(names, data.monotone or [], strict=False) if v},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "train_seconds": seconds,
+        "config": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        "train_seconds": fitted.seconds,
         **data.meta,
     }
-    write_json(meta, meta_path)
-    write_json(part, eval_path)
+    write_json(meta, p.models / "model.json")
+    write_json(part, p.models / "evaluation.json")
+    return model_path, plots
 
+
+def _register(
+    cfg: Config,
+    tracker: Tracker,
+    p: Paths,
+    data: TrainData,
+    fitted: Fitted,
+    part: dict[str, Any],
+    plots: list[Path],
+) -> str | None:
+    """Log metrics and files, log and register the model, judge it for champion."""
+    metrics = fitted.metrics
     flat = {f"{s}.{k}": v for s, mm in metrics.items() for k, v in mm.items()}
-    flat["best_iteration"] = res.best_iteration
-    flat["train_seconds"] = seconds
+    flat["best_iteration"] = fitted.best_iteration
+    flat["train_seconds"] = fitted.seconds
     for key in ("score_psi", "oracle_auc", "oracle_gap", "oracle_model_auc"):
         if key in part:
             flat[key] = part[key]
-    if mono:
-        flat["monotone_violations"] = mono["violations"]
+    if "monotone_check" in part:
+        flat["monotone_violations"] = part["monotone_check"]["violations"]
     for key, seg in part.items():
         if key.startswith("oot_by_"):
             flat.update({f"{key}.{v}.auc": mm["auc"] for v, mm in seg.items()})
     if "cv" in part:
         flat.update({f"cv.{k}": v for k, v in _flatten(part["cv"]).items()})
     tracker.log_metrics(flat)
-    tracker.set_tags({"mode": data.mode, "calibration": calibrator.method})
-    for path in (meta_path, cal_path, eval_path, gains_path):
-        tracker.log_artifact(path, "model_meta")
+    tracker.set_tags({"mode": data.mode, "calibration": fitted.calibrator.method})
+    for name in (
+        "model.json",
+        "calibration.json",
+        "evaluation.json",
+        f"gains_{fitted.eval_split}.csv",
+    ):
+        tracker.log_artifact(p.models / name, "model_meta")
     for plot in plots:
         tracker.log_artifact(plot, "plots")
-    example = pd.DataFrame(X["valid"][:5], columns=names)
+    example = pd.DataFrame(fitted.X["valid"][:5], columns=data.names)
     reg_name = model_registry.registered_name(cfg)
-    model_uri = tracker.log_lightgbm_model(booster, example, reg_name)
+    model_uri = tracker.log_lightgbm_model(fitted.booster, example, reg_name)
     if reg_name and tracker.enabled and "oot" in metrics:
         part["champion"] = model_registry.promote_champion(
-            tracker, reg_name, str(m.champion_alias), metrics["oot"]["auc"]
+            tracker, reg_name, str(cfg.model.champion_alias), metrics["oot"]["auc"]
         )
         say(part["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
-        from pipeline.adapters.serving import log_serving_model
-
         part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
-    _report(part, metrics, base_metrics, res.best_iteration, seconds, model_path)
-    return {"metrics": metrics, "model_uri": model_uri, "seconds": seconds, "summary": part}
+    return model_uri
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
