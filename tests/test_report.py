@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
@@ -12,12 +13,19 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from helpers import run_world
 from mlflow.tracking import MlflowClient
 
+from pipeline.adapters.catalog import Catalog
+from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
+from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
+from pipeline.base.registry import BY_NAME, FEATURES
 from pipeline.core import report
+from pipeline.stages.report import collect as _collect
 
 IMG = re.compile(r'<img class="plot" data-plot="([^"]+)"[^>]*src="([^"]+)"')
 
@@ -27,6 +35,15 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     cfg, summary = run_world(root, [])
     return root, cfg, summary
+
+
+def collect(models: Path, raw: Path, processed: Path) -> report.Inputs:
+    """The report stage's reader on three folders (the truth folder is not read)."""
+    return _collect(Catalog(raw, raw.parent / "truth", processed, models))
+
+
+def _section(page: str, sid: str) -> str:
+    return page.split(f'<section id="{sid}">')[1].split("</section>")[0]
 
 
 def _pngs(root: Path) -> set[str]:
@@ -96,7 +113,7 @@ def test_missing_parts_are_named_not_dropped(world, tmp_path):
     shutil.copytree(root / "models", models)
     shutil.rmtree(models / "policy")
     (models / "fidelity.json").unlink()
-    page = report.render(report.collect(models, root / "data" / "raw", root / "data" / "processed"))
+    page = report.render(collect(models, root / "data" / "raw", root / "data" / "processed"))
     pol = page.split('<section id="policy">')[1].split("</section>")[0]
     assert 'class="missing"' in pol and "make policy" in pol
     fid = page.split('<section id="fidelity">')[1].split("</section>")[0]
@@ -111,14 +128,23 @@ def test_corrupt_parts_fail_naming_the_file(world, tmp_path):
     raw, processed = root / "data" / "raw", root / "data" / "processed"
     (models / "fidelity.json").write_text("{not json")
     with pytest.raises(DataError, match=r"fidelity\.json: not a readable JSON file"):
-        report.collect(models, raw, processed)
+        collect(models, raw, processed)
     (models / "fidelity.json").unlink()
     (models / "plots" / "roc.png").write_bytes(b"GIF89a not a png")
     with pytest.raises(DataError, match=r"roc\.png: not a PNG image"):
-        report.render(report.collect(models, raw, processed))
+        collect(models, raw, processed)
+    (models / "plots" / "roc.png").unlink()
+    card = (models / "scorecard.csv").read_text().replace("points", "pts", 1)
+    (models / "scorecard.csv").write_text(card)
+    with pytest.raises(DataError, match=r"scorecard\.csv: column 'points' is missing"):
+        collect(models, raw, processed)
+    (models / "scorecard.csv").unlink()
+    (models / "reasons.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(DataError, match=r"reasons\.parquet: not a readable Parquet file"):
+        collect(models, raw, processed)
     (models / "model.json").unlink()
     with pytest.raises(DataError, match=r"model\.json: file not found"):
-        report.collect(models, raw, processed)
+        collect(models, raw, processed)
 
 
 def test_values_are_escaped(world, tmp_path):
@@ -128,7 +154,7 @@ def test_values_are_escaped(world, tmp_path):
     summary = json.loads((models / "summary.json").read_text())
     summary["mlflow_run_id"] = "<script>alert(1)</script>"
     (models / "summary.json").write_text(json.dumps(summary))
-    page = report.render(report.collect(models, root / "data" / "raw", root / "data" / "processed"))
+    page = report.render(collect(models, root / "data" / "raw", root / "data" / "processed"))
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -250,7 +276,7 @@ def test_report_command_and_stale_outputs(world, tmp_path):
     assert not list((models / "plots").glob("dependence_*.png"))
     rep = execute(compose_config(tmp_path, table, stage="report"), [])
     page = Path(rep["path"]).read_text(encoding="utf-8")
-    for sid in ("data-card", "fidelity", "policy", "stability", "shap"):
+    for sid in ("data-card", "fidelity", "policy", "stability", "shap", "cutoffs", "dictionary"):
         part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
         assert 'class="missing"' in part, sid
     assert "closure_rate_by_cause" not in page
@@ -270,6 +296,155 @@ def test_crafted_values_in_csv_outputs_are_escaped(world, tmp_path):
     # every feature renamed: whichever rows the page shows carry the crafted text
     stab = [stab[0]] + [evil + line[line.index(",") :] for line in stab[1:]]
     (processed / "stability.csv").write_text("\n".join(stab) + "\n")
-    page = report.render(report.collect(models, root / "data" / "raw", processed))
+    page = report.render(collect(models, root / "data" / "raw", processed))
     assert evil not in page
     assert html.escape(evil, quote=True) in page
+
+
+# ------------------------------------------------------------------ the modeller's views
+
+
+def _rows(part: str) -> list[list[str]]:
+    """The body rows of the tables in ``part``, as lists of cell texts."""
+    body = "".join(re.findall(r"<tbody>(.*?)</tbody>", part, flags=re.S))
+    return [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def test_scorecard_points_table(world):
+    root, cfg, _ = world
+    page = (root / "models" / "report.html").read_text(encoding="utf-8")
+    part = _section(page, "scorecard")
+    card = pd.read_csv(root / "models" / "scorecard.csv")
+    rows = _rows(part)
+    assert len(rows) == len(card)  # every bin of every kept feature
+    for row, (_, want) in zip(rows, card.iterrows(), strict=True):
+        assert row[0].startswith(f"<code>{html.escape(want.feature)}</code>")
+        assert row[1] == html.escape(str(want["bin"]), quote=True)
+        assert row[-1] == f"{want.points:.1f}"
+    sc = cfg.model.scorecard
+    assert f"base score <b>{sc.base_score:g}</b>" in part
+    assert f"odds of <b>{sc.base_odds:g}:1</b>" in part
+    assert f"every <b>{sc.pdo:g}</b> points (PDO)" in part
+    low = card.groupby("feature").points.min().sum()
+    high = card.groupby("feature").points.max().sum()
+    assert f"from {low:.0f} to {high:.0f}" in part
+
+
+def test_cutoff_view_matches_the_scored_rows(world):
+    root, cfg, _ = world
+    page = (root / "models" / "report.html").read_text(encoding="utf-8")
+    scored = pq.read_table(root / "models" / "reasons.parquet").to_pandas()
+    p, y = scored.probability.to_numpy(), scored.label.to_numpy()
+    lo, hi = cfg.score.tier_cuts
+    masks = {"high": p >= hi, "medium": (p >= lo) & (p < hi), "low": p < lo}
+    rows = _rows(_section(page, "cutoffs"))
+    assert [r[0] for r in rows] == list(reversed(cfg.score.tier_names))
+    cum = 0
+    for row in rows:
+        k = masks[row[0]]
+        cum += y[k].sum()
+        assert row[2] == f"{k.sum():,}"
+        assert row[4] == f"{y[k].sum():,}"
+        assert row[5] == (f"{y[k].mean():.1%}" if k.any() else "–")
+        assert row[6] == f"{y[k].sum() / y.sum():.1%}"
+        assert row[7] == f"{cum / y.sum():.1%}"
+    assert y[masks["high"]].mean() > y[masks["low"]].mean()  # the tiers do rank the risk
+
+
+def test_cutoff_table_follows_the_score_commands_tiers():
+    from pipeline.core.scoring import assign_tiers
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(1, 12, size=5000)
+    p[:3] = [0.05, 0.15, 0.0]  # on a cut: the tier above it, as the score command assigns
+    y = (rng.random(5000) < 2 * p).astype(int)
+    cuts, names = [0.05, 0.15], ["low", "medium", "high"]
+    rows = report.cutoff_table(p, y, cuts, names)
+    assert [r["tier"] for r in rows] == ["high", "medium", "low"]
+    assert [r["range"] for r in rows] == ["p ≥ 0.15", "0.05 ≤ p < 0.15", "p < 0.05"]
+    tiers = assign_tiers(p, cuts, names)
+    for r in rows:
+        k = tiers == r["tier"]
+        assert (r["n"], r["closures"]) == (k.sum(), y[k].sum())
+        assert r["rate"] == pytest.approx(y[k].mean())
+        assert r["capture"] == pytest.approx(y[k].sum() / y.sum())
+    cum = np.cumsum([r["capture"] for r in rows])
+    assert [r["cum_capture"] for r in rows] == pytest.approx(cum)
+    assert cum[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="increasing cuts"):
+        report.cutoff_table(p, y, [0.15, 0.05], names)
+    with pytest.raises(ValueError, match="one length"):
+        report.cutoff_table(p, y[:-1], cuts, names)
+
+
+def test_glossary_and_dictionary_where_they_are_used(world):
+    root, _, _ = world
+    page = (root / "models" / "report.html").read_text(encoding="utf-8")
+    card = _section(page, "data-card")
+    for code in ALL_CAUSES:  # every cause defined where the closures by cause are shown
+        zh, en = CAUSE_TEXT[code]
+        assert f'<dt id="cause-{code}"><code>{code}</code></dt>' in card
+        assert f"<dd>{html.escape(en)} · {zh}</dd>" in card
+    pol = _section(page, "policy")
+    assumptions = json.loads((root / "models" / "policy" / "policy.json").read_text())[
+        "assumptions"
+    ]
+    for term in ("good-hit", "good-closed", "matched-loss", "loss", "revenue", "tiered"):
+        assert f'<dt id="term-{term}">' in pol, term
+    assert "good hit: close" in pol and "good closed: tiered" in pol  # used in the same section
+    assert f"{assumptions['lgd']:g} (the loss given default)" in pol
+    # every in-page link lands on something
+    ids = set(re.findall(r'id="([^"]+)"', page))
+    assert {h for h in re.findall(r'href="#([^"]+)"', page)} <= ids
+
+    names = json.loads((root / "models" / "model.json").read_text())["feature_names"]
+    rows = _rows(_section(page, "dictionary"))
+    assert [r[0] for r in rows] == [f"<code>{n}</code>" for n in names if n in BY_NAME]
+    for r in rows:
+        f = BY_NAME[r[0][6:-7]]
+        assert r[1:] == [
+            f.family,
+            ", ".join(f.causes) or "–",
+            {1: "+1 (more: riskier)", -1: "-1 (more: safer)", 0: "0 (free)"}[f.monotone],
+            "yes" if f.actionable else "no",
+            html.escape(f.en, quote=True),
+            f.zh,
+        ]
+
+
+def test_template_escapes_feature_and_cause_text(monkeypatch):
+    evil = "<script>alert(1)</script>"
+    esc = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    name = "months_since_last_draw"
+    monkeypatch.setitem(BY_NAME, name, dataclasses.replace(BY_NAME[name], en=evil, zh=evil))
+    monkeypatch.setitem(CAUSE_TEXT, "sudden_stop", (evil, evil))
+    inp = report.Inputs(
+        model={"mode": "simulator", "feature_names": [name, evil]},
+        data_card={"metrics": {}, "by_cause": {"sudden_stop": 10, evil: 5}},
+        shap_importance=[(name, 0.5), (evil, 0.2)],
+        cause_importance=[("sudden_stop", 0.4), (evil, 0.1)],
+        stability=[{"feature": evil, "family": evil, "psi_train_oot": "0.3"}],
+    )
+    page = report.render(inp)
+    assert evil not in page
+    assert page.count("<script>") == 1  # the page's own, and nothing else
+    assert f"<code>{name}</code><br><small>{esc} · {esc}</small>" in _section(page, "shap")
+    assert f"<code>{esc}</code>" in _section(page, "shap")
+    assert f"<dd>{esc} · {esc}</dd>" in _section(page, "data-card")
+    assert f'<td class="t">{esc}</td>' in _section(page, "dictionary")
+    assert f"<code>{esc}</code>" in _section(page, "stability")
+
+
+def test_feature_dictionary_file_is_current(tmp_path):
+    from pipeline.tools import dictionary
+
+    committed = (REPO_ROOT / "docs" / "feature_dictionary.md").read_text(encoding="utf-8")
+    assert committed == dictionary.markdown()  # regenerate with python -m pipeline.tools.dictionary
+    for f in FEATURES:
+        assert f"| `{f.name}` | {f.family} | {', '.join(f.causes) or '–'} |" in committed
+    out = tmp_path / "docs" / "dictionary.md"
+    assert dictionary.main([str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == committed
+    out.write_text(committed.replace(FEATURES[0].en, "something else"), encoding="utf-8")
+    assert dictionary.main([str(out), "--check"]) == 1
+    assert dictionary.main([str(out)]) == 0 and dictionary.main([str(out), "--check"]) == 0

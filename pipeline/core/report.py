@@ -1,10 +1,12 @@
 """The model report: one self-contained HTML page for reviewers.
 
-:func:`collect` reads what the stages wrote (the data card, the evaluation, the
-calibration, SHAP importances and plots, the fidelity of the reasons, the policy
-frontier, feature stability, advice) and :func:`render` turns it into a single HTML
-string. Every plot is embedded as a base64 PNG and the page loads nothing from
-anywhere, so the file opens offline and can be mailed or archived as it is.
+:func:`render` turns an :class:`Inputs` (what the stages wrote, already read by the
+``report`` stage) into a single HTML string. The page itself is the Jinja2 template
+``templates/report.html.j2``, rendered with autoescaping on: every value reaches the
+page as text, never as markup. The Python side only shapes the figures (formatted
+numbers, table rows, labels); the wording and layout live in the template. Every plot
+is embedded as a base64 PNG and the page loads nothing from anywhere, so the file opens
+offline and can be mailed or archived as it is.
 
 A part that a run did not produce (the policy simulation before ``make policy``, the
 simulator-only sections of a bring-your-own-table run) is shown as "not produced by
@@ -18,43 +20,55 @@ shows (``data-sections``); the browser test reads those attributes.
 from __future__ import annotations
 
 import base64
-import csv
-import html
-import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.base.causes import CAUSE_TEXT
+import jinja2
+import numpy as np
+
+from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.io import DataError
-from pipeline.base.registry import BY_NAME
+from pipeline.base.registry import BY_NAME, Feature
+from pipeline.core.policy import Money
 
 #: Section ids, in page order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("overview", "Overview"),
     ("data-card", "Data card"),
     ("metrics", "Metrics"),
+    ("cutoffs", "Cut-off tiers"),
+    ("scorecard", "Scorecard points"),
     ("calibration", "Calibration"),
     ("shap", "SHAP explanations"),
     ("fidelity", "Fidelity of the reasons"),
     ("policy", "Policy frontier"),
     ("stability", "Feature stability"),
     ("advice", "Advice"),
+    ("dictionary", "Feature dictionary"),
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+#: Columns of ``scorecard.csv`` the points table shows.
+SCORECARD_COLUMNS = ("feature", "bin", "n", "bad_rate", "woe", "points")
+#: Columns of the feature dictionary, in order (the report and the generated document).
+DICTIONARY_COLUMNS = ("name", "family", "causes", "monotone", "actionable", "zh", "en")
+
 
 @dataclass
 class Inputs:
-    """What the report is made of; missing parts are ``None``/empty."""
+    """What the report is made of; missing parts are ``None``/empty.
 
-    models: Path
-    raw: Path
-    processed: Path
+    ``plots`` maps a plot's name to its PNG bytes; ``scored`` holds the calibrated
+    probability and the 0/1 label of every scored held-out row (the cut-off view);
+    ``tier_cuts``/``tier_names`` are the score tiers of the ``score`` config.
+    """
+
+    models: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
@@ -66,105 +80,62 @@ class Inputs:
     matched: list[dict[str, str]] = field(default_factory=list)
     stability: list[dict[str, str]] = field(default_factory=list)
     gains: list[dict[str, str]] = field(default_factory=list)
+    scorecard: list[dict[str, str]] = field(default_factory=list)
     reasons: list[dict[str, Any]] = field(default_factory=list)
     advice: list[dict[str, Any]] = field(default_factory=list)
-    plots: dict[str, Path] = field(default_factory=dict)
+    scored: tuple[np.ndarray, np.ndarray] | None = None
+    tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])
+    tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def simulator(self) -> bool:
+        return str(self.model.get("mode", "simulator")) == "simulator"
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
+# --------------------------------------------------------------------------- cells
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+@dataclass(frozen=True)
+class Code:
+    """A code (feature name, cause) shown in monospace, with its English and Chinese text."""
+
+    text: str
+    en: str = ""
+    zh: str = ""
 
 
-def _parquet_rows(path: Path, columns: Sequence[str], n: int, sort_by: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class Lines:
+    """Several lines in one cell, each an English text with an optional Chinese one."""
 
-    try:
-        names = pq.read_schema(path).names
-        t = pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a corrupt file here
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
-    if sort_by in t.columns:
-        t = t.sort_values(sort_by, ascending=False, kind="stable")
-    return t.head(n).to_dict(orient="records")  # type: ignore[return-value]
+    lines: tuple[tuple[str, str], ...]
 
 
-def collect(models: Path, raw: Path, processed: Path, example_rows: int = 5) -> Inputs:
-    """Read every part of the report that exists; a corrupt part raises ``DataError``."""
-    models, raw, processed = Path(models), Path(raw), Path(processed)
-    if not (models / "model.json").exists():
-        raise DataError(f"{models / 'model.json'}: file not found (train a model first)")
-    inp = Inputs(models=models, raw=raw, processed=processed)
-    inp.model = _json(models / "model.json")
-    # a bring-your-own-table model: the simulator folders, if any, belong to another run
-    simulator = str(inp.model.get("mode", "simulator")) == "simulator"
-    if (models / "summary.json").exists():
-        inp.summary = _json(models / "summary.json")
-    if (models / "evaluation.json").exists():
-        inp.evaluation = _json(models / "evaluation.json")
-    if simulator and (raw / "data_card.json").exists():
-        inp.data_card = _json(raw / "data_card.json")
-    if (models / "fidelity.json").exists():
-        inp.fidelity = _json(models / "fidelity.json")
-    if (models / "shap_importance.json").exists():
-        inp.shap_importance = [
-            (str(f), float(v)) for f, v in _json(models / "shap_importance.json")["importance"]
-        ]
-    if (models / "cause_importance.json").exists():
-        inp.cause_importance = [
-            (str(c), float(v)) for c, v in _json(models / "cause_importance.json")["importance"]
-        ]
-    if (models / "policy" / "policy.json").exists():
-        inp.policy = _json(models / "policy" / "policy.json")
-        if (models / "policy" / "matched_loss.csv").exists():
-            inp.matched = _csv(models / "policy" / "matched_loss.csv")
-    if simulator and (processed / "stability.csv").exists():
-        inp.stability = _csv(processed / "stability.csv")
-    if (models / "gains_oot.csv").exists():
-        inp.gains = _csv(models / "gains_oot.csv")
-    reason_cols = ["borrower_id", "snapshot", "probability", "label", "label_cause"]
-    reason_cols += [f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "shap", "zh", "en")]
-    if (models / "reasons.parquet").exists():
-        inp.reasons = _parquet_rows(
-            models / "reasons.parquet", reason_cols, example_rows, "probability"
-        )
-    if (models / "advice.parquet").exists():
-        inp.advice = _parquet_rows(
-            models / "advice.parquet",
-            ["borrower_id", "snapshot", "p_before", "p_after", "achieved", "cost", "advice_en"],
-            example_rows,
-            "p_before",
-        )
-    folders = (raw / "plots",) if simulator else ()
-    for folder in (*folders, models / "plots", models / "policy"):
-        if folder.is_dir():
-            for png in sorted(folder.glob("*.png")):
-                inp.plots[png.stem] = png
-    return inp
+Cell = str | Code | Lines
 
 
-# --------------------------------------------------------------------------- rendering
+@dataclass
+class Table:
+    head: Sequence[str]
+    rows: list[Sequence[Cell]]
+    caption: str = ""
+    cls: str = ""
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+_NUMERIC = re.compile(r"[-+–0-9.,%eE\s]*")
+
+
+def _is_figure(c: Any) -> bool:
+    """Figures align right, words left."""
+    return isinstance(c, str) and _NUMERIC.fullmatch(c) is not None
 
 
 def _num(v: Any, fmt: str = ".4f") -> str:
     try:
         f = float(v)
     except (TypeError, ValueError):
-        return _e(v) if v not in (None, "") else "–"
+        return str(v) if v not in (None, "") else "–"
     if math.isnan(f):
         return "–"
     if fmt == "int":
@@ -174,62 +145,103 @@ def _num(v: Any, fmt: str = ".4f") -> str:
     return format(f, fmt)
 
 
-def _table(
-    head: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "", caption: str = ""
-) -> str:
-    out = [f'<table class="{_e(cls)}">' if cls else "<table>"]
-    if caption:
-        out.append(f"<caption>{_e(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead>")
-    out.append("<tbody>")
-    for r in rows:
-        out.append("<tr>" + "".join(_cell(c) for c in r) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+def feature_label(name: str) -> Code:
+    f = BY_NAME.get(name)
+    return Code(name) if f is None else Code(name, f.en, f.zh)
 
 
-_NUMERIC = re.compile(r"[-+–0-9.,%eE\s]*")
+def cause_label(code: str) -> Code:
+    zh, en = CAUSE_TEXT.get(code, ("", ""))
+    return Code(code, en, zh)
 
 
-def _cell(c: str) -> str:
-    # figures align right, words left
-    return f"<td>{c}</td>" if _NUMERIC.fullmatch(c) else f'<td class="t">{c}</td>'
-
-
-def _png(path: Path) -> str:
-    data = path.read_bytes()
+def _png(name: str, data: bytes) -> str:
     if not data.startswith(PNG_MAGIC):
-        raise DataError(f"{path}: not a PNG image")
+        raise DataError(f"plot {name!r}: not a PNG image")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _plot(inp: Inputs, name: str, caption: str) -> str:
-    path = inp.plots.get(name)
-    if path is None:
-        return ""
-    return (
-        f'<figure><img class="plot" data-plot="{_e(name)}" alt="{_e(caption)}" '
-        f'src="{_png(path)}"><figcaption>{_e(caption)}</figcaption></figure>'
-    )
+def _fig(inp: Inputs, name: str, caption: str) -> dict[str, str] | None:
+    data = inp.plots.get(name)
+    if data is None:
+        return None
+    return {"name": name, "caption": caption, "src": _png(name, data)}
 
 
-def _missing(what: str, how: str) -> str:
-    return f'<p class="missing">{_e(what)} not produced by this run; {_e(how)}.</p>'
+def _figs(inp: Inputs, *named: tuple[str, str]) -> list[dict[str, str]]:
+    return [f for f in (_fig(inp, n, c) for n, c in named) if f is not None]
 
 
-def _feature_label(name: str) -> str:
-    f = BY_NAME.get(name)
-    if f is None:
-        return f"<code>{_e(name)}</code>"
-    return f"<code>{_e(name)}</code><br><small>{_e(f.en)} · {_e(f.zh)}</small>"
+# --------------------------------------------------------------------------- pure views
 
 
-def _cause_label(code: str) -> str:
-    zh, en = CAUSE_TEXT.get(code, ("", ""))
-    if not en:
-        return f"<code>{_e(code)}</code>"
-    return f"<code>{_e(code)}</code><br><small>{_e(en)} · {_e(zh)}</small>"
+def cutoff_table(
+    probability: np.ndarray, label: np.ndarray, cuts: Sequence[float], names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Rows, closures, observed rate and share of closures captured per score tier.
 
+    Tier ``names[k]`` holds ``cuts[k-1] <= p < cuts[k]`` (the rule of the ``score``
+    command). Tiers come riskiest first; ``cum_capture`` adds up the captured share from
+    the top tier down, so it reads as "closures caught by acting on this tier and above".
+    """
+    p = np.asarray(probability, dtype=float)
+    y = np.asarray(label)
+    if p.shape != y.shape or p.ndim != 1:
+        raise ValueError(f"probability {p.shape} and label {y.shape} must be 1-d of one length")
+    cut = np.asarray(cuts, dtype=float)
+    if len(names) != len(cut) + 1 or np.any(np.diff(cut) <= 0):
+        raise ValueError(f"tiers: {len(names)} names need {len(names) - 1} increasing cuts")
+    tier = np.searchsorted(cut, p, side="right")
+    pos = y == 1
+    total = max(int(pos.sum()), 1)
+    out: list[dict[str, Any]] = []
+    cum = 0
+    for k in range(len(names) - 1, -1, -1):
+        inside = tier == k
+        n, closed = int(inside.sum()), int((inside & pos).sum())
+        cum += closed
+        if 0 < k < len(cut):
+            span = f"{cut[k - 1]:g} ≤ p < {cut[k]:g}"
+        elif k > 0:
+            span = f"p ≥ {cut[k - 1]:g}"
+        else:
+            span = f"p < {cut[0]:g}" if len(cut) else "all"
+        out.append(
+            {
+                "tier": str(names[k]),
+                "range": span,
+                "n": n,
+                "share": n / len(p) if len(p) else float("nan"),
+                "closures": closed,
+                "rate": closed / n if n else float("nan"),
+                "capture": closed / total,
+                "cum_capture": cum / total,
+            }
+        )
+    return out
+
+
+def _monotone_text(m: int) -> str:
+    return {1: "+1 (more: riskier)", -1: "-1 (more: safer)"}.get(int(m), "0 (free)")
+
+
+def dictionary_rows(features: Iterable[Feature]) -> list[dict[str, str]]:
+    """One row of text per registered feature (the columns of :data:`DICTIONARY_COLUMNS`)."""
+    return [
+        {
+            "name": f.name,
+            "family": f.family,
+            "causes": ", ".join(f.causes) if f.causes else "–",
+            "monotone": _monotone_text(f.monotone),
+            "actionable": "yes" if f.actionable else "no",
+            "zh": f.zh,
+            "en": f.en,
+        }
+        for f in features
+    ]
+
+
+# --------------------------------------------------------------------------- sections
 
 _METRICS = (
     ("auc", "AUC", ".4f"),
@@ -244,139 +256,136 @@ _METRICS = (
 )
 
 
-def _overview(inp: Inputs) -> str:
+def _metric_cells(d: Mapping[str, Any]) -> list[Cell]:
+    return [_num(d.get(k), f) for k, _, f in _METRICS]
+
+
+def _overview(inp: Inputs) -> dict[str, Any]:
     s, m = inp.summary, inp.model
-    cfg = m.get("config", {})
-    data = cfg.get("data", {})
+    data = m.get("config", {}).get("data", {})
     params = m.get("params", {})
-    mode = str(m.get("mode", "simulator"))
-    rows = [
-        ("mode", _e(mode)),
-        ("MLflow run", f"<code>{_e(s.get('mlflow_run_id') or '–')}</code>"),
+    rows: list[tuple[str, Cell]] = [
+        ("mode", str(m.get("mode", "simulator"))),
+        ("MLflow run", Code(str(s.get("mlflow_run_id") or "–"))),
         ("rows (borrower × snapshot)", _num(s.get("n_rows"), "int")),
         ("closure rate in the horizon", _num(s.get("closure_rate"), "pct")),
         ("validation AUC", _num(s.get("valid", {}).get("auc"))),
         ("out-of-time AUC", _num(s.get("oot", {}).get("auc"))),
         ("trees (best iteration)", _num(m.get("best_iteration"), "int")),
-        ("calibration", _e(m.get("calibration", "–"))),
+        ("calibration", str(m.get("calibration", "–"))),
         ("features", _num(len(m.get("feature_names", [])), "int")),
     ]
-    if mode == "simulator":
+    if inp.simulator:
         rows.insert(2, ("borrowers simulated", _num(data.get("n_borrowers"), "int")))
-        rows.insert(3, ("seed", _e(data.get("seed", "–"))))
+        rows.insert(3, ("seed", str(data.get("seed", "–"))))
     else:
-        rows.insert(2, ("table", f"<code>{_e(data.get('path', '–'))}</code>"))
+        rows.insert(2, ("table", Code(str(data.get("path", "–")))))
     champ = s.get("champion")
     if isinstance(champ, dict):
-        rows.append(
-            (
-                "registry",
-                f"{_e(champ.get('name'))} v{_e(champ.get('version'))} · "
-                f"@{_e(champ.get('alias'))} → v{_e(champ.get('champion_version'))}",
-            )
+        reg = (
+            f"{champ.get('name')} v{champ.get('version')} · "
+            f"@{champ.get('alias')} → v{champ.get('champion_version')}"
         )
+        rows.append(("registry", reg))
     keys = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "lambda_l2")
-    prm = ", ".join(f"{k}={_e(params[k])}" for k in keys if k in params)
+    prm = ", ".join(f"{k}={params[k]}" for k in keys if k in params)
     rows.append(("LightGBM", prm or "–"))
-    return _table(("", ""), rows, cls="kv")
+    return {"table": Table(("", ""), list(rows), cls="kv")}
 
 
-def _data_card(inp: Inputs) -> str:
+def _data_card(inp: Inputs) -> dict[str, Any]:
+    glossary = [cause_label(c) for c in ALL_CAUSES] if inp.simulator else []
     dc = inp.data_card
     if dc is None:
-        n = inp.summary.get("n_rows")
-        return (
-            f"<p>Bring-your-own table: {_num(n, 'int')} rows, positive rate "
-            f"{_num(inp.summary.get('closure_rate'), 'pct')}.</p>"
-            + _missing("The simulator's data card", "it describes simulated worlds only")
-        )
-    parts = []
+        return {
+            "card": False,
+            "n_rows": _num(inp.summary.get("n_rows"), "int"),
+            "rate": _num(inp.summary.get("closure_rate"), "pct"),
+            "glossary": glossary,
+        }
     metrics = dc.get("metrics", {})
     by_cause = dc.get("by_cause", {})
     total = sum(float(v) for v in by_cause.values()) or 1.0
-    parts.append(
-        "<p>Borrowers closed within the simulated months: "
-        f"<b>{_num(metrics.get('closure_rate_borrowers'), 'pct')}</b>; of the closures, "
-        f"{_num(metrics.get('overdue_share_of_closures'), 'pct')} follow an overdue and the "
-        "rest are the never-overdue closures this project studies. Monthly closure rate "
-        f"before the tightening {_num(metrics.get('monthly_closure_rate_pre_tightening'), 'pct')},"
-        f" after it {_num(metrics.get('monthly_closure_rate_post_tightening'), 'pct')}.</p>"
+    causes = Table(
+        ("true cause", "closures", "share"),
+        [
+            (cause_label(c), _num(v, "int"), _num(float(v) / total, "pct"))
+            for c, v in sorted(by_cause.items(), key=lambda kv: -float(kv[1]))
+        ],
+        caption="closures by cause",
     )
-    rows = [
-        (_cause_label(c), _num(v, "int"), _num(float(v) / total, "pct"))
-        for c, v in sorted(by_cause.items(), key=lambda kv: -float(kv[1]))
-    ]
-    parts.append(_table(("true cause", "closures", "share"), rows, caption="closures by cause"))
     occ = dc.get("by_occupation", {})
-    if occ:
-        parts.append(
-            _table(
-                ("occupation", "borrowers closed"),
-                [(_e(k), _num(v, "pct")) for k, v in occ.items()],
-                caption="share of borrowers closed, by occupation",
-            )
-        )
-    parts.append(_plot(inp, "closure_rate_by_cause", "monthly closure rate by true cause"))
-    parts.append(_plot(inp, "distributions", "distributions of the simulated world"))
-    return "\n".join(p for p in parts if p)
+    occupation = Table(
+        ("occupation", "borrowers closed"),
+        [(str(k), _num(v, "pct")) for k, v in occ.items()],
+        caption="share of borrowers closed, by occupation",
+    )
+    return {
+        "card": True,
+        "closure_rate": _num(metrics.get("closure_rate_borrowers"), "pct"),
+        "overdue_share": _num(metrics.get("overdue_share_of_closures"), "pct"),
+        "pre": _num(metrics.get("monthly_closure_rate_pre_tightening"), "pct"),
+        "post": _num(metrics.get("monthly_closure_rate_post_tightening"), "pct"),
+        "causes": causes,
+        "occupation": occupation if occ else None,
+        "figs": _figs(
+            inp,
+            ("closure_rate_by_cause", "monthly closure rate by true cause"),
+            ("distributions", "distributions of the simulated world"),
+        ),
+        "glossary": glossary,
+    }
 
 
-def _metrics(inp: Inputs) -> str:
+def _metric_tables(inp: Inputs) -> list[Table]:
     ev = inp.evaluation or inp.summary
-    parts = []
-    head = ["model", "split", *(label for _, label, _ in _METRICS)]
-    rows: list[list[str]] = []
+    rows: list[Sequence[Cell]] = []
     for split in ("valid", "oot"):
         if split in ev:
-            rows.append(["LightGBM", split, *(_num(ev[split].get(k), f) for k, _, f in _METRICS)])
+            rows.append(["LightGBM", split, *_metric_cells(ev[split])])
         for name, b in sorted(ev.get("baselines", {}).items()):
             if split in b:
-                rows.append([_e(name), split, *(_num(b[split].get(k), f) for k, _, f in _METRICS)])
+                rows.append([str(name), split, *_metric_cells(b[split])])
     train = inp.summary.get("train") or inp.model.get("metrics", {}).get("train")
     if isinstance(train, dict):
-        rows.append(["LightGBM", "train", *(_num(train.get(k), f) for k, _, f in _METRICS)])
-    parts.append(_table(head, rows, caption="discrimination and calibration by split"))
+        rows.append(["LightGBM", "train", *_metric_cells(train)])
+    head = ["model", "split", *(label for _, label, _ in _METRICS)]
+    tables = [Table(head, rows, caption="discrimination and calibration by split")]
     cv = ev.get("cv") or inp.summary.get("cv")
     if isinstance(cv, dict) and cv:
-        cv_rows = [
-            (_e(k), _num(v.get("auc_mean")), _num(v.get("auc_std")))
+        cv_rows: list[Sequence[Cell]] = [
+            (str(k), _num(v.get("auc_mean")), _num(v.get("auc_std")))
             for k, v in sorted(cv.items())
             if isinstance(v, dict)
         ]
-        parts.append(
-            _table(
-                ("model", "AUC mean", "AUC std"),
-                cv_rows,
-                caption=f"cross-validation ({cv.get('scheme', '')})",
-            )
-        )
+        caption = f"cross-validation ({cv.get('scheme', '')})"
+        tables.append(Table(("model", "AUC mean", "AUC std"), cv_rows, caption=caption))
+    return tables
+
+
+def _metrics(inp: Inputs) -> dict[str, Any]:
+    ev = inp.evaluation or inp.summary
+    oracle = None
     if "oracle_auc" in ev:
-        parts.append(
-            "<p>Against the simulator's own closure probabilities on "
-            f"{_num(ev.get('oracle_rows'), 'int')} out-of-time rows: oracle AUC "
-            f"<b>{_num(ev.get('oracle_auc'))}</b>, model AUC {_num(ev.get('oracle_model_auc'))}"
-            f", gap {_num(ev.get('oracle_gap'))}. Score PSI between training and out-of-time "
-            f"rows: {_num(ev.get('score_psi'), '.3f')}.</p>"
-        )
+        oracle = {
+            "rows": _num(ev.get("oracle_rows"), "int"),
+            "auc": _num(ev.get("oracle_auc")),
+            "model_auc": _num(ev.get("oracle_model_auc")),
+            "gap": _num(ev.get("oracle_gap")),
+            "psi": _num(ev.get("score_psi"), ".3f"),
+        }
+    segments = []
     for key, label in (("oot_by_occupation", "occupation"), ("oot_by_regime", "regime")):
         seg = ev.get(key)
         if isinstance(seg, dict) and seg:
-            seg_rows = [
-                (_e(k), *(_num(v.get(m), f) for m, _, f in _METRICS)) for k, v in seg.items()
-            ]
-            parts.append(
-                _table(
-                    (label, *(lab for _, lab, _ in _METRICS)),
-                    seg_rows,
-                    caption=f"out-of-time metrics by {label}",
-                )
-            )
-    parts.append(_plot(inp, "roc", "ROC curves"))
-    parts.append(_plot(inp, "gains", "cumulative gains"))
+            seg_rows: list[Sequence[Cell]] = [(str(k), *_metric_cells(v)) for k, v in seg.items()]
+            head = (label, *(lab for _, lab, _ in _METRICS))
+            segments.append(Table(head, seg_rows, caption=f"out-of-time metrics by {label}"))
+    gains = None
     if inp.gains:
-        g_rows = [
+        g_rows: list[Sequence[Cell]] = [
             (
-                _e(r.get("decile")),
+                str(r.get("decile")),
                 _num(r.get("n"), "int"),
                 _num(r.get("min_score"), ".3f"),
                 _num(r.get("positives"), "int"),
@@ -385,307 +394,375 @@ def _metrics(inp: Inputs) -> str:
             )
             for r in inp.gains
         ]
-        parts.append(
-            _table(
-                ("decile", "rows", "min score", "closures", "rate", "cumulative capture"),
-                g_rows,
-                caption="out-of-time gains table",
-            )
-        )
+        head = ("decile", "rows", "min score", "closures", "rate", "cumulative capture")
+        gains = Table(head, g_rows, caption="out-of-time gains table")
     mc = ev.get("monotone_check")
+    monotone = None
     if isinstance(mc, dict):
-        parts.append(
-            f"<p>Monotone constraints on {_num(len(mc.get('features', {})), 'int')} features, "
-            f"checked on {_num(mc.get('checks'), 'int')} perturbations: "
-            f"{_num(mc.get('violations'), 'int')} violations.</p>"
+        monotone = {
+            "features": _num(len(mc.get("features", {})), "int"),
+            "checks": _num(mc.get("checks"), "int"),
+            "violations": _num(mc.get("violations"), "int"),
+        }
+    return {
+        "tables": _metric_tables(inp),
+        "oracle": oracle,
+        "segments": segments,
+        "figs": _figs(inp, ("roc", "ROC curves"), ("gains", "cumulative gains")),
+        "gains": gains,
+        "monotone": monotone,
+    }
+
+
+def _cutoffs(inp: Inputs) -> dict[str, Any]:
+    if inp.scored is None:
+        return {"table": None}
+    prob, label = inp.scored
+    tiers = cutoff_table(prob, label, inp.tier_cuts, inp.tier_names)
+    rows: list[Sequence[Cell]] = [
+        (
+            t["tier"],
+            t["range"],
+            _num(t["n"], "int"),
+            _num(t["share"], "pct"),
+            _num(t["closures"], "int"),
+            _num(t["rate"], "pct"),
+            _num(t["capture"], "pct"),
+            _num(t["cum_capture"], "pct"),
         )
-    return "\n".join(p for p in parts if p)
+        for t in tiers
+    ]
+    ev = inp.evaluation or inp.summary
+    oot = ev.get("oot") if isinstance(ev.get("oot"), dict) else {}
+    n_total = oot.get("n") if oot else None
+    split = "out-of-time" if n_total else "held-out"
+    noun, one = ("closures", "closure") if inp.simulator else ("positives", "positive")
+    positives = int(sum(t["closures"] for t in tiers))
+    head: tuple[str, ...] = ("tier", "probability", "rows", "share of rows", noun, f"{one} rate")
+    head += (f"share of {noun}", "captured, this tier and above")
+    return {
+        "table": Table(head, rows, caption=f"score tiers on the scored {split} rows"),
+        "simulator": inp.simulator,
+        "split": split,
+        "noun": noun,
+        "noun_one": one,
+        "n": _num(len(prob), "int"),
+        "positives": _num(positives, "int"),
+        "rate": _num(positives / len(prob) if len(prob) else float("nan"), "pct"),
+        "sampled": n_total is not None and float(n_total) > len(prob),
+        "n_total": _num(n_total, "int"),
+        "cuts": ", ".join(f"{c:g}" for c in inp.tier_cuts),
+        "top": tiers[0]["tier"],
+    }
 
 
-def _calibration(inp: Inputs) -> str:
-    cal = (inp.evaluation or inp.summary).get("calibration", {})
-    parts = []
-    if isinstance(cal, dict) and cal:
-        rows = [
+def _scorecard(inp: Inputs) -> dict[str, Any]:
+    sc = inp.model.get("config", {}).get("model", {}).get("scorecard", {})
+    if not inp.scorecard or not sc:
+        return {"table": None}
+    pdo, base, odds = float(sc["pdo"]), float(sc["base_score"]), float(sc["base_odds"])
+    factor = pdo / math.log(2.0)
+    points: dict[str, list[float]] = {}
+    rows: list[Sequence[Cell]] = []
+    for r in inp.scorecard:
+        name = r["feature"]
+        points.setdefault(name, []).append(float(r["points"]))
+        rows.append(
             (
-                _e(split),
-                _num(cal.get(f"{split}_ece_before")),
-                _num(cal.get(f"{split}_ece_after")),
+                feature_label(name),
+                str(r["bin"]),
+                _num(r["n"], "int"),
+                _num(r["bad_rate"], "pct"),
+                _num(r["woe"], ".3f"),
+                _num(r["points"], ".1f"),
             )
+        )
+    head = ("feature", "bin", "rows (train)", "bad rate (train)", "WoE", "points")
+    return {
+        "table": Table(head, rows, caption="points per feature bin"),
+        "pdo": _num(pdo, "g"),
+        "base": _num(base, "g"),
+        "odds": _num(odds, "g"),
+        "factor": _num(factor, ".2f"),
+        "offset": _num(base - factor * math.log(odds), ".1f"),
+        "features": _num(len(points), "int"),
+        "low": _num(sum(min(v) for v in points.values()), ".0f"),
+        "high": _num(sum(max(v) for v in points.values()), ".0f"),
+    }
+
+
+def _calibration(inp: Inputs) -> dict[str, Any]:
+    cal = (inp.evaluation or inp.summary).get("calibration", {})
+    table = None
+    if isinstance(cal, dict) and cal:
+        rows: list[Sequence[Cell]] = [
+            (split, _num(cal.get(f"{split}_ece_before")), _num(cal.get(f"{split}_ece_after")))
             for split in ("valid", "oot")
         ]
-        parts.append(
-            f"<p>Method: <b>{_e(cal.get('method', '–'))}</b>, fitted on the validation rows.</p>"
+        head = ("split", "ECE raw", "ECE calibrated")
+        table = Table(head, rows, caption="expected calibration error")
+    return {
+        "method": str(cal.get("method", "–")) if table else "",
+        "table": table,
+        "figs": _figs(inp, ("calibration", "reliability diagram")),
+    }
+
+
+def _reason_rows(inp: Inputs) -> list[Sequence[Cell]]:
+    rows: list[Sequence[Cell]] = []
+    for r in inp.reasons:
+        lines = tuple(
+            (str(r.get(f"reason_{i}_en", "")), str(r.get(f"reason_{i}_zh", "")))
+            for i in (1, 2, 3)
+            if r.get(f"reason_{i}_cause") not in (None, "")
         )
-        parts.append(
-            _table(
-                ("split", "ECE raw", "ECE calibrated"), rows, caption="expected calibration error"
+        rows.append(
+            (
+                str(r.get("borrower_id")),
+                str(r.get("snapshot")),
+                _num(r.get("probability"), ".3f"),
+                str(r.get("label_cause", "–")),
+                Lines(lines),
             )
         )
-    parts.append(_plot(inp, "calibration", "reliability diagram"))
-    if not any(parts):
-        return _missing("The calibration", "run `make train`")
-    return "\n".join(p for p in parts if p)
+    return rows
 
 
-def _shap(inp: Inputs) -> str:
+def _shap(inp: Inputs) -> dict[str, Any]:
     if not inp.shap_importance:
-        return _missing("SHAP explanations", "run `make explain`")
-    parts = []
-    rows = [
-        (str(i + 1), _feature_label(f), _num(v))
-        for i, (f, v) in enumerate(inp.shap_importance[:15])
+        return {"top": None}
+    top = [
+        (str(i + 1), feature_label(f), _num(v)) for i, (f, v) in enumerate(inp.shap_importance[:15])
     ]
-    parts.append(_table(("#", "feature", "mean |SHAP|"), rows, caption="top features"))
-    parts.append(_plot(inp, "shap_bar", "mean |SHAP| by feature"))
-    parts.append(_plot(inp, "shap_beeswarm", "SHAP values by feature and value"))
-    for name in sorted(n for n in inp.plots if n.startswith("dependence_")):
-        feat = name.removeprefix("dependence_")
-        parts.append(_plot(inp, name, f"SHAP dependence: {feat}"))
-    if inp.cause_importance:
-        cause_rows = [(_cause_label(c), _num(v)) for c, v in inp.cause_importance]
-        parts.append(
-            _table(
-                ("cause", "mean |attribution|"), cause_rows, caption="SHAP grouped by closure cause"
-            )
+    dependence = [
+        (n, f"SHAP dependence: {n.removeprefix('dependence_')}")
+        for n in sorted(n for n in inp.plots if n.startswith("dependence_"))
+    ]
+    causes = [(cause_label(c), _num(v)) for c, v in inp.cause_importance]
+    head = ("borrower", "snapshot", "probability", "true cause", "top reasons")
+    return {
+        "top": Table(("#", "feature", "mean |SHAP|"), list(top), caption="top features"),
+        "figs": _figs(
+            inp,
+            ("shap_bar", "mean |SHAP| by feature"),
+            ("shap_beeswarm", "SHAP values by feature and value"),
+            *dependence,
+        ),
+        "causes": Table(
+            ("cause", "mean |attribution|"), list(causes), caption="SHAP grouped by closure cause"
         )
-        parts.append(_plot(inp, "cause_importance", "attribution by closure cause"))
-    if inp.reasons:
-        ex_rows = []
-        for r in inp.reasons:
-            reasons = "<br>".join(
-                f"{_e(r.get(f'reason_{i}_en', ''))} <small>({_e(r.get(f'reason_{i}_zh', ''))})</small>"
-                for i in (1, 2, 3)
-                if r.get(f"reason_{i}_cause") not in (None, "")
-            )
-            ex_rows.append(
-                (
-                    _e(r.get("borrower_id")),
-                    _e(r.get("snapshot")),
-                    _num(r.get("probability"), ".3f"),
-                    _e(r.get("label_cause", "–")),
-                    reasons,
-                )
-            )
-        parts.append(
-            _table(
-                ("borrower", "snapshot", "probability", "true cause", "top reasons"),
-                ex_rows,
-                caption="highest-risk out-of-time rows and their reasons",
-            )
+        if causes
+        else None,
+        "cause_figs": _figs(inp, ("cause_importance", "attribution by closure cause"))
+        if causes
+        else [],
+        "examples": Table(
+            head, _reason_rows(inp), caption="highest-risk out-of-time rows and their reasons"
         )
-    return "\n".join(p for p in parts if p)
+        if inp.reasons
+        else None,
+    }
 
 
-def _fidelity(inp: Inputs) -> str:
+def _fidelity(inp: Inputs) -> dict[str, Any]:
     fid = inp.fidelity
     if fid is None:
-        return _missing(
-            "The fidelity check", "it needs the simulator's true causes (simulator mode)"
-        )
-    parts = [
-        f"<p>On {_num(fid.get('n'), 'int')} out-of-time closures, the top reason names the "
-        f"true cause in <b>{_num(fid.get('top1'), 'pct')}</b> of them and one of the top three "
-        f"in {_num(fid.get('top3'), 'pct')} (chance: {_num(fid.get('chance_top1'), 'pct')}). "
-        f"Attribution: {_e(fid.get('attribution', '–'))}.</p>"
-    ]
+        return {"fid": None}
     by = fid.get("by_cause", {})
-    if by:
-        rows = [
-            (_cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct"))
-            for c, v in by.items()
-        ]
-        parts.append(
-            _table(("true cause", "closures", "top-1 agreement"), rows, caption="by cause")
-        )
-    parts.append(_plot(inp, "fidelity_confusion", "true cause against top reason"))
-    return "\n".join(p for p in parts if p)
+    rows: list[Sequence[Cell]] = [
+        (cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct")) for c, v in by.items()
+    ]
+    return {
+        "fid": {
+            "n": _num(fid.get("n"), "int"),
+            "top1": _num(fid.get("top1"), "pct"),
+            "top3": _num(fid.get("top3"), "pct"),
+            "chance": _num(fid.get("chance_top1"), "pct"),
+            "attribution": str(fid.get("attribution", "–")),
+        },
+        "by_cause": Table(("true cause", "closures", "top-1 agreement"), rows, caption="by cause")
+        if rows
+        else None,
+        "figs": _figs(inp, ("fidelity_confusion", "true cause against top reason")),
+    }
 
 
-def _policy(inp: Inputs) -> str:
+def _policy(inp: Inputs) -> dict[str, Any]:
     pol = inp.policy
     if pol is None:
-        if inp.data_card is None:
-            return _missing("The policy simulation", "it needs simulated outcomes (simulator mode)")
-        return _missing(
-            "The policy simulation",
-            "run `make policy` (it needs out-of-time rows) and then `make report`",
-        )
+        return {"pol": None, "simulator": inp.data_card is not None}
     none, plat = pol.get("none", {}), pol.get("platform", {})
-    parts = [
-        f"<p>Scored with: <code>{_e(pol.get('source', '–'))}</code>.</p>",
-        f"<p>{_num(pol.get('rows'), 'int')} out-of-time accounts, outcomes over "
-        f"{_e(pol.get('horizon'))} months. No action: revenue {_num(none.get('revenue'), 'int')}, "
-        f"losses {_num(none.get('loss'), 'int')}. The simulated platform's own closures: "
-        f"{_num(plat.get('closures'), 'int')} ({_num(plat.get('good_hit'), 'int')} of them "
-        "never went overdue).</p>",
-    ]
-    if inp.matched:
-        rows = [
-            (
-                _num(r.get("threshold_close"), ".3f"),
-                _num(r.get("loss"), "int"),
-                _num(r.get("close_good_hit"), "int"),
-                _num(r.get("tiered_good_hit"), "int"),
-                _num(r.get("tiered_good_closed"), "int"),
-                _num(r.get("close_revenue"), "int"),
-                _num(r.get("tiered_revenue"), "int"),
-            )
-            for r in inp.matched
-        ]
-        parts.append(
-            _table(
-                (
-                    "close threshold",
-                    "loss (matched)",
-                    "good hit: close",
-                    "good hit: tiered",
-                    "good closed: tiered",
-                    "revenue: close",
-                    "revenue: tiered",
-                ),
-                rows,
-                caption="closing above a threshold against the tiered strategy at matched loss",
-            )
-        )
-    parts.append(_plot(inp, "frontier", "policy frontier"))
-    return "\n".join(p for p in parts if p)
-
-
-def _stability(inp: Inputs) -> str:
-    if not inp.stability:
-        if inp.data_card is None:
-            return _missing("The feature stability table", "it is built for simulator features")
-        return _missing("The feature stability table", "run `make features`")
-
-    def psi(r: dict[str, str]) -> float:
-        try:
-            v = float(r.get("psi_train_oot", "nan"))
-        except ValueError:
-            return -1.0
-        return v if math.isfinite(v) else -1.0
-
-    top = sorted(inp.stability, key=psi, reverse=True)[:12]
-    rows = [
+    rows: list[Sequence[Cell]] = [
         (
-            _feature_label(r.get("feature", "")),
-            _e(r.get("family", "")),
+            _num(r.get("threshold_close"), ".3f"),
+            _num(r.get("loss"), "int"),
+            _num(r.get("close_good_hit"), "int"),
+            _num(r.get("tiered_good_hit"), "int"),
+            _num(r.get("tiered_good_closed"), "int"),
+            _num(r.get("close_revenue"), "int"),
+            _num(r.get("tiered_revenue"), "int"),
+        )
+        for r in inp.matched
+    ]
+    head: tuple[str, ...] = (
+        "close threshold",
+        "loss (matched)",
+        "good hit: close",
+        "good hit: tiered",
+    )
+    head += ("good closed: tiered", "revenue: close", "revenue: tiered")
+    caption = "closing above a threshold against the tiered strategy at matched loss"
+    a = pol.get("assumptions", {})
+    return {
+        "pol": {
+            "source": str(pol.get("source", "–")),
+            "rows": _num(pol.get("rows"), "int"),
+            "horizon": str(pol.get("horizon")),
+            "revenue": _num(none.get("revenue"), "int"),
+            "loss": _num(none.get("loss"), "int"),
+            "closures": _num(plat.get("closures"), "int"),
+            "good_hit": _num(plat.get("good_hit"), "int"),
+        },
+        "terms": {k: _num(a.get(k), "g") for k in Money.__dataclass_fields__},
+        "matched": Table(head, rows, caption=caption) if rows else None,
+        "figs": _figs(inp, ("frontier", "policy frontier")),
+    }
+
+
+def _psi(r: Mapping[str, str]) -> float:
+    try:
+        v = float(r.get("psi_train_oot", "nan"))
+    except ValueError:
+        return -1.0
+    return v if math.isfinite(v) else -1.0
+
+
+def _stability(inp: Inputs) -> dict[str, Any]:
+    if not inp.stability:
+        return {"table": None, "simulator": inp.data_card is not None}
+    rows: list[Sequence[Cell]] = [
+        (
+            feature_label(r.get("feature", "")),
+            str(r.get("family", "")),
             _num(r.get("missing_rate"), "pct"),
             _num(r.get("iv_train"), ".3f"),
             _num(r.get("psi_train_oot"), ".3f"),
         )
-        for r in top
+        for r in sorted(inp.stability, key=_psi, reverse=True)[:12]
     ]
-    return _table(
-        ("feature", "family", "missing", "IV (train)", "PSI train→oot"),
-        rows,
-        caption="least stable features (PSI ≥ 0.25 is usually read as a shift)",
-    )
+    head = ("feature", "family", "missing", "IV (train)", "PSI train→oot")
+    caption = "least stable features (PSI ≥ 0.25 is usually read as a shift)"
+    return {"table": Table(head, rows, caption=caption)}
 
 
-def _advice(inp: Inputs) -> str:
+def _advice(inp: Inputs) -> dict[str, Any]:
     if not inp.advice:
-        return _missing("Advice", "run `make explain` on a simulator run")
+        return {"table": None}
     adv = inp.summary.get("advice", {})
-    parts = []
-    if adv:
-        parts.append(
-            f"<p>{_num(adv.get('n'), 'int')} high-risk rows advised; the suggested actions bring "
-            f"{_num(adv.get('achieved_share'), 'pct')} of them under "
-            f"{_num(adv.get('threshold'), '.2f')} at a mean cost of "
-            f"{_num(adv.get('mean_cost'), '.2f')} actions.</p>"
-        )
-    rows = [
+    head = ("borrower", "before", "after", "achieved", "advice")
+    rows: list[Sequence[Cell]] = [
         (
-            _e(r.get("borrower_id")),
+            str(r.get("borrower_id")),
             _num(r.get("p_before"), ".3f"),
             _num(r.get("p_after"), ".3f"),
-            _e(r.get("achieved")),
-            _e(r.get("advice_en", "")).replace("\n", "<br>"),
+            str(r.get("achieved")),
+            Lines(tuple((line, "") for line in str(r.get("advice_en", "")).split("\n"))),
         )
         for r in inp.advice
     ]
-    parts.append(
-        _table(
-            ("borrower", "before", "after", "achieved", "advice"),
-            rows,
-            caption="advice for the highest-risk rows",
+    summary = None
+    if adv:
+        summary = {
+            "n": _num(adv.get("n"), "int"),
+            "share": _num(adv.get("achieved_share"), "pct"),
+            "threshold": _num(adv.get("threshold"), ".2f"),
+            "cost": _num(adv.get("mean_cost"), ".2f"),
+        }
+    return {
+        "summary": summary,
+        "table": Table(head, rows, caption="advice for the highest-risk rows"),
+    }
+
+
+def _dictionary(inp: Inputs) -> dict[str, Any]:
+    if not inp.simulator:
+        return {"table": None}
+    used = [BY_NAME[n] for n in inp.model.get("feature_names", []) if n in BY_NAME]
+    rows: list[Sequence[Cell]] = [
+        (
+            Code(r["name"]),
+            r["family"],
+            r["causes"],
+            r["monotone"],
+            r["actionable"],
+            r["en"],
+            r["zh"],
         )
+        for r in dictionary_rows(used)
+    ]
+    head: tuple[str, ...] = (
+        "feature",
+        "family",
+        "causes (primary first)",
+        "monotone",
+        "actionable",
     )
-    return "\n".join(parts)
+    head += ("English", "中文")
+    caption = "the model's features, from the feature registry"
+    return {"table": Table(head, rows, caption=caption), "n": _num(len(rows), "int")}
 
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2330;background:#fafbfc}
-header{background:#17324d;color:#fff;padding:18px 32px}
-header h1{margin:0;font-size:1.5em}header p{margin:4px 0 0;opacity:.85}
-nav{padding:8px 32px;background:#e8eef4;position:sticky;top:0}
-nav a{margin-right:14px;color:#17324d;text-decoration:none;font-size:.92em}
-main{padding:8px 32px 40px;max-width:1200px}
-section{background:#fff;border:1px solid #dde3ea;border-radius:6px;padding:12px 20px;margin:16px 0}
-h2{font-size:1.2em;border-bottom:1px solid #dde3ea;padding-bottom:4px}
-table{border-collapse:collapse;margin:10px 0;font-size:.88em}
-caption{text-align:left;font-weight:600;padding:4px 0}
-th,td{border:1px solid #dde3ea;padding:4px 8px;text-align:right;vertical-align:top}
-td:first-child,th:first-child{text-align:left}
-table.kv td,td.t{text-align:left}
-figure{margin:12px 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{font-size:.85em;color:#566}
-.missing{color:#8a5a00;background:#fff6e0;padding:6px 10px;border-radius:4px}
-small{color:#566}code{font-size:.95em}
-"""
+# --------------------------------------------------------------------------- page
 
-_SCRIPT = """
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.querySelectorAll("img.plot"));
-  // a plot counts when its image decoded and it is laid out with a size on the page
-  var ok = imgs.filter(function (i) {
-    return i.complete && i.naturalWidth > 0 && i.offsetWidth > 0 && i.offsetHeight > 0;
-  });
-  // a section counts when something besides its heading is laid out with a size
-  var shown = Array.prototype.slice.call(document.querySelectorAll("main > section"))
-    .filter(function (s) {
-      return Array.prototype.slice.call(s.children).some(function (c) {
-        return c.tagName !== "H2" && c.offsetHeight > 0;
-      });
-    })
-    .map(function (s) { return s.id; });
-  document.body.setAttribute("data-plots", String(imgs.length));
-  document.body.setAttribute("data-plots-ok", String(ok.length));
-  document.body.setAttribute("data-sections", shown.join(" "));
-});
-"""
+_BUILDERS = {
+    "overview": _overview,
+    "data-card": _data_card,
+    "metrics": _metrics,
+    "cutoffs": _cutoffs,
+    "scorecard": _scorecard,
+    "calibration": _calibration,
+    "shap": _shap,
+    "fidelity": _fidelity,
+    "policy": _policy,
+    "stability": _stability,
+    "advice": _advice,
+    "dictionary": _dictionary,
+}
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_ENV: jinja2.Environment | None = None
+
+
+def environment() -> jinja2.Environment:
+    """The template environment (autoescaping on, undefined names are errors)."""
+    global _ENV
+    if _ENV is None:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(_TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        env.tests["code"] = lambda c: isinstance(c, Code)
+        env.tests["lines"] = lambda c: isinstance(c, Lines)
+        env.tests["figure"] = _is_figure
+        _ENV = env
+    return _ENV
 
 
 def render(inp: Inputs, title: str = "Closure-risk model report") -> str:
     """The whole report as one HTML string (no external resources)."""
-    builders = {
-        "overview": _overview,
-        "data-card": _data_card,
-        "metrics": _metrics,
-        "calibration": _calibration,
-        "shap": _shap,
-        "fidelity": _fidelity,
-        "policy": _policy,
-        "stability": _stability,
-        "advice": _advice,
-    }
-    body = []
-    for sid, heading in SECTIONS:
-        body.append(f'<section id="{sid}"><h2>{_e(heading)}</h2>\n{builders[sid](inp)}\n</section>')
-    nav = "".join(f'<a href="#{sid}">{_e(h)}</a>' for sid, h in SECTIONS)
-    run_id = inp.summary.get("mlflow_run_id") or "–"
-    mode = inp.model.get("mode", "simulator")
-    subtitle = (
-        f"Why never-overdue accounts get closed · mode: {mode} · MLflow run: {run_id} · "
-        f"models: {inp.models}"
-    )
+    sections = [{"id": sid, "heading": heading, **_BUILDERS[sid](inp)} for sid, heading in SECTIONS]
     return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body><header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>\n"
-        f"<nav>{nav}</nav>\n<main>\n" + "\n".join(body) + "\n</main>\n"
-        f"<script>{_SCRIPT}</script>\n</body></html>\n"
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            mode=str(inp.model.get("mode", "simulator")),
+            run_id=str(inp.summary.get("mlflow_run_id") or "–"),
+            models=inp.models,
+            sections=sections,
+        )
     )

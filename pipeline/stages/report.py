@@ -1,26 +1,157 @@
 """Runner of the ``report`` stage: the self-contained HTML model report.
 
-Reads what the other stages wrote (see :mod:`pipeline.core.report`), writes
-``models/report.html`` atomically and logs it to the stage's nested MLflow run under
-``report/``. In ``run`` it comes last, after the run summary is written, so the page
-shows the figures of the run it belongs to.
+:func:`collect` reads what the other stages wrote (named by the artifact catalog) into
+a :class:`pipeline.core.report.Inputs`; :func:`pipeline.core.report.render` turns it into
+the page. The stage writes ``models/report.html`` atomically and logs it to its nested
+MLflow run under ``report/``. In ``run`` it comes last, after the run summary is
+written, so the page shows the figures of the run it belongs to.
 """
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.adapters.catalog import Catalog
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.io import write_text
+from pipeline.base.config import ScoreConfig
+from pipeline.base.io import DataError, write_text
 from pipeline.core import report as core
-from pipeline.stages.common import Paths, say
+from pipeline.stages.common import say
+
+REASON_COLUMNS = ["borrower_id", "snapshot", "probability", "label", "label_cause"] + [
+    f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "shap", "zh", "en")
+]
+ADVICE_COLUMNS = ["borrower_id", "snapshot", "p_before", "p_after", "achieved", "cost", "advice_en"]
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
+
+
+def _csv(path: Path, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            names = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    lacking = [c for c in required if c not in names]
+    if lacking:
+        raise DataError(f"{path}: column {lacking[0]!r} is missing (needs {', '.join(required)})")
+    return rows
+
+
+def _parquet(path: Path, columns: Sequence[str]) -> Any:
+    try:
+        names = pq.read_schema(path).names
+        return pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a corrupt file here
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _top_rows(path: Path, columns: Sequence[str], n: int, sort_by: str) -> list[dict[str, Any]]:
+    t = _parquet(path, columns)
+    if sort_by in t.columns:
+        t = t.sort_values(sort_by, ascending=False, kind="stable")
+    return t.head(n).to_dict(orient="records")  # type: ignore[no-any-return]
+
+
+def _scored(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Probability and label of every scored row (the cut-off view)."""
+    t = _parquet(path, ["probability", "label"])
+    for col in ("probability", "label"):
+        if col not in t.columns:
+            raise DataError(f"{path}: column {col!r} is missing (the cut-off view needs it)")
+    prob = t["probability"].to_numpy(dtype=float)
+    label = t["label"].to_numpy()
+    if not np.isin(label, (0, 1)).all():
+        raise DataError(f"{path}: column 'label' must hold 0 or 1 only")
+    if not np.isfinite(prob).all() or ((prob < 0) | (prob > 1)).any():
+        raise DataError(f"{path}: column 'probability' must hold probabilities in [0, 1]")
+    return prob, label.astype(np.int8)
+
+
+def _png(path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data.startswith(core.PNG_MAGIC):
+        raise DataError(f"{path}: not a PNG image")
+    return data
+
+
+def _explained(cat: Catalog, inp: core.Inputs, example_rows: int) -> None:
+    """The explain stage's parts: importances, fidelity, reasons, advice, scored rows."""
+    if cat.path("fidelity").exists():
+        inp.fidelity = _json(cat.path("fidelity"))
+    for name in ("shap_importance", "cause_importance"):
+        if cat.path(name).exists():
+            pairs = [(str(k), float(v)) for k, v in _json(cat.path(name))["importance"]]
+            setattr(inp, name, pairs)
+    reasons = cat.path("reasons")
+    if reasons.exists():
+        inp.reasons = _top_rows(reasons, REASON_COLUMNS, example_rows, "probability")
+        inp.scored = _scored(reasons)
+    if cat.path("advice").exists():
+        inp.advice = _top_rows(cat.path("advice"), ADVICE_COLUMNS, example_rows, "p_before")
+
+
+def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 5) -> core.Inputs:
+    """Read every part of the report that exists; a corrupt part raises ``DataError``.
+
+    ``score`` gives the tiers of the cut-off view (its ``tier_cuts`` and ``tier_names``).
+    """
+    meta = cat.path("model_meta")
+    if not meta.exists():
+        raise DataError(f"{meta}: file not found (train a model first)")
+    tiers = score or ScoreConfig()
+    inp = core.Inputs(
+        models=str(cat.models),
+        model=_json(meta),
+        tier_cuts=[float(c) for c in tiers.tier_cuts],
+        tier_names=[str(n) for n in tiers.tier_names],
+    )
+    # a bring-your-own-table model: the simulator folders, if any, belong to another run
+    sim = inp.simulator
+    for name in ("summary", "evaluation"):
+        if cat.path(name).exists():
+            setattr(inp, name, _json(cat.path(name)))
+    if sim and cat.path("data_card").exists():
+        inp.data_card = _json(cat.path("data_card"))
+    policy = cat.path("policy_dir")
+    if (policy / "policy.json").exists():
+        inp.policy = _json(policy / "policy.json")
+        if (policy / "matched_loss.csv").exists():
+            inp.matched = _csv(policy / "matched_loss.csv")
+    if sim and cat.path("stability").exists():
+        inp.stability = _csv(cat.path("stability"))
+    if cat.path("gains_oot").exists():
+        inp.gains = _csv(cat.path("gains_oot"))
+    baselines = inp.model.get("config", {}).get("model", {}).get("baselines", True)
+    if baselines and cat.path("scorecard").exists():
+        inp.scorecard = _csv(cat.path("scorecard"), core.SCORECARD_COLUMNS)
+    _explained(cat, inp, example_rows)
+    folders = (cat.raw / "plots",) if sim else ()
+    for folder in (*folders, cat.path("plots"), policy):
+        if folder.is_dir():
+            for png in sorted(folder.glob("*.png")):
+                inp.plots[png.stem] = _png(png)
+    return inp
 
 
 def report(cfg: Any, tracker: Tracker) -> dict[str, Any]:
-    p = Paths.of(cfg)
-    inputs = core.collect(p.models, p.raw, p.processed)
-    page = core.render(inputs)
-    path = p.models / "report.html"
+    cat = Catalog.of(cfg)
+    page = core.render(collect(cat, cfg.score))
+    path = cat.path("report")
     write_text(page, path)
     tracker.log_artifact(path, "report")
     n_plots = page.count('class="plot"')
