@@ -753,6 +753,8 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     force: bool = False
+    # a second invocation on the same output root: wait for the first, or fail at once
+    lock: str = "wait"
     experiment_name: str | None = None
     stage: str = MISSING
 
@@ -777,10 +779,15 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
 )
 
 
+#: what an invocation does when another one holds its output root
+LOCK_MODES = ("wait", "fail")
+
+
 def validate(cfg: Any) -> None:
     """Reject out-of-range values before any work, naming the key."""
     for group, check in GROUP_CHECKS:
         check(cfg[group], group, cfg)
+    _one_of("lock", cfg.lock, LOCK_MODES)
 
 
 def physical_cores() -> int:
