@@ -77,10 +77,11 @@ test: $(STAMP) ## Run the whole test suite (slow tests included)
 test-fast: $(STAMP) ## Run the tests without the slow ones
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(STAMP) ## Ruff (lint and format check) and mypy
+lint: $(STAMP) ## Ruff (lint and format check), mypy, and the layering contract of pipeline/
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/ruff format --check pipeline tests
 	$(BIN)/mypy pipeline
+	$(BIN)/python -m pipeline.tools.layers pipeline
 
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.adapters import catalog
+from pipeline.adapters import catalog, distributed
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
@@ -179,8 +179,6 @@ def _batch(
     X = oot[names].to_numpy(dtype=np.float32)
     t0 = time.perf_counter()
     if cfg.engine.kind == "dask":
-        from pipeline.adapters import distributed
-
         with distributed.client_for(cfg.engine) as client:
             contrib = distributed.shap_values(
                 client, model.booster, X, n_threads=int(cfg.engine.threads_per_worker)

@@ -15,8 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
+from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
+from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
 from pipeline.base.progress import progress
 from pipeline.base.registry import BY_NAME, FEATURE_NAMES, registry_json
@@ -251,8 +253,6 @@ def build_features(
     bounds = [(lo, min(hi_id, lo + block_size)) for lo in starts]
     results: list[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]
     if engine is not None and engine.kind == "dask":
-        from pipeline.adapters import distributed
-
         with distributed.client_for(engine) as client:
             futures = [
                 client.submit(feature_block, raw_dir, lo, hi, n_months, spec, pure=False)
@@ -338,7 +338,6 @@ def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
     ``threads`` threads (default: the physical cores; NumPy's sorting and binning
     release the GIL).
     """
-    from pipeline.base.config import physical_cores
 
     masks = _split_masks(table)
     empty = np.zeros(table.num_rows, dtype=bool)

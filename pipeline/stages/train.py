@@ -38,6 +38,7 @@ from pipeline.core import calibration as cal_core
 from pipeline.core import evaluation as eval_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
+from pipeline.core.simulate import TRUTH_SCHEMAS
 from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
 
 TABLE_FEATURES = "table_features.parquet"
@@ -72,8 +73,6 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
     oracle = None
     oracle_path = p.truth / "oracle.parquet"
     if oracle_path.exists():
-        from pipeline.core.simulate import TRUTH_SCHEMAS
-
         oracle = read_table(
             oracle_path,
             TRUTH_SCHEMAS["oracle"],

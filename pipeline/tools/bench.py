@@ -51,7 +51,27 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.base.config import REPO_ROOT, ConfigError, physical_cores, register_configs, validate
+from pipeline.__main__ import stages_for
+from pipeline.adapters.tracking import Tracker, TrackingError, from_config
+from pipeline.base.config import (
+    REPO_ROOT,
+    Config,
+    ConfigError,
+    physical_cores,
+    register_configs,
+    validate,
+)
+from pipeline.base.io import DataError, write_json, write_text
+from pipeline.core import explain as explain_core
+from pipeline.core import features as feat_core
+from pipeline.core import simulate as sim_core
+from pipeline.core import train as train_core
+from pipeline.stages import explain as explaining
+from pipeline.stages import features as featurize
+from pipeline.stages import train as training
+from pipeline.stages.driver import run_pipeline
+from pipeline.stages.features import feature_spec
+from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, write_features_sql
 
 ROWS = ("generate", "features", "train", "explain", "end_to_end")
 STAGE_ROWS = ROWS[:-1]
@@ -98,8 +118,6 @@ def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
     """A resolved copy of ``cfg`` that writes under ``work`` and recomputes every stage."""
     from omegaconf import OmegaConf
 
-    from pipeline.base.config import Config
-
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     c["data"]["n_borrowers"] = int(cfg.bench.n_borrowers)
@@ -121,8 +139,6 @@ def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
 
 def _load_run_config(path: str) -> Any:
     from omegaconf import OmegaConf
-
-    from pipeline.base.config import Config
 
     return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
 
@@ -178,7 +194,6 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def _off() -> Any:
-    from pipeline.adapters.tracking import Tracker
 
     return Tracker(uri="", artifact_root="", experiment="bench", enabled=False)
 
@@ -203,8 +218,6 @@ def _wrap_timer(module: Any, name: str, acc: dict[str, float], key: str) -> None
 
 def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     import importlib
-
-    from pipeline.core import simulate as sim_core
 
     # the runners package exports the stage function under the module's own name
     gen_runner = importlib.import_module("pipeline.stages.generate")
@@ -250,15 +263,10 @@ def sql_params(cfg: Any) -> Any:
     """The SQL reference's parameters: the same values as the feature stage's spec."""
     from dataclasses import asdict
 
-    from pipeline.stages.features import feature_spec
-    from pipeline.tools.reference_sql import SqlFeatureParams
-
     return SqlFeatureParams(**asdict(feature_spec(cfg)))
 
 
 def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.core import features as feat_core
-    from pipeline.stages import features as featurize
 
     parts: dict[str, float] = {}
     _wrap_timer(featurize, "read_raw", parts, "read_validate_s")
@@ -274,8 +282,6 @@ def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from pipeline.tools.reference_sql import compare_tables, write_features_sql
-
     out = Path(task["work"]) / "reference" / "features_sql.parquet"
     params = sql_params(cfg)
     raw = Path(cfg.paths.raw_dir)
@@ -286,8 +292,6 @@ def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.core import train as train_core
-    from pipeline.stages import train as training
 
     parts: dict[str, float] = {}
     _wrap_timer(train_core, "fit", parts, "fit_s")
@@ -339,8 +343,6 @@ def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.core import explain as explain_core
-    from pipeline.stages import explain as explaining
 
     calls: list[tuple[np.ndarray, np.ndarray]] = []
     parts: dict[str, float] = {}
@@ -398,9 +400,6 @@ def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_to_end_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    from pipeline.__main__ import stages_for
-    from pipeline.adapters.tracking import from_config
-    from pipeline.stages.driver import run_pipeline
 
     tracker = from_config(cfg.tracking)
     # the four stages the references stand for (policy and report are not benchmarked)
@@ -551,9 +550,6 @@ def run_bench(cfg: Any) -> dict[str, Any]:
     """Measure the configured rows; returns (and writes) the report."""
     from omegaconf import OmegaConf
 
-    from pipeline.adapters.tracking import Tracker
-    from pipeline.base.io import write_json
-
     validate(cfg)
     rows = check_rows(list(cfg.bench.rows))
     n = int(cfg.bench.n_borrowers)
@@ -614,7 +610,6 @@ def run_bench(cfg: Any) -> dict[str, Any]:
         tracker.log_metrics(metrics)
         tracker.log_artifact(out, "bench")
         table_path = out.with_name("bench.txt")
-        from pipeline.base.io import write_text
 
         write_text(table + "\n", table_path)
         tracker.log_artifact(table_path, "bench")
@@ -626,8 +621,6 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--child"]:
         _child(Path(args[1]))
         return
-    from pipeline.adapters.tracking import TrackingError
-    from pipeline.base.io import DataError
 
     try:
         run_bench(compose_bench_config(args))

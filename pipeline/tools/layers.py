@@ -1,0 +1,197 @@
+"""The layering contract of the package, checked from the source (``make lint``).
+
+``python -m pipeline.tools.layers [PACKAGE_DIR]`` reads every module's imports, those
+inside functions included, and fails (exit 1, one line per breach) when
+
+* a module imports from a layer above its own (see :data:`LAYERS`);
+* the modules import each other in a cycle;
+* a function imports a module of the package (only heavy optional third-party
+  dependencies may be imported inside a function);
+* a function is longer than :data:`MAX_LINES` lines (numba kernels excepted).
+
+It needs nothing but the standard library, so it also runs on a tree that does not
+import (a half-finished change, a broken dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Lowest first. A module may import its own layer and the layers listed before it.
+#: ``tools`` and the command line sit on top, side by side.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("base",),
+    ("core",),
+    ("adapters",),
+    ("stages",),
+    ("tools", "__main__"),
+)
+MAX_LINES = 100
+_JIT = ("jit", "njit", "vectorize", "guvectorize")
+
+
+@dataclass
+class Module:
+    name: str  # dotted, e.g. pipeline.core.metrics
+    path: Path
+    imports: dict[str, int] = field(default_factory=dict)  # imported module -> first line
+    local_imports: list[tuple[str, int]] = field(default_factory=list)
+
+
+def layer_of(name: str, package: str) -> int | None:
+    """Index of the layer a dotted module name belongs to (None for the package root)."""
+    parts = name.split(".")
+    if len(parts) < 2 or parts[0] != package:
+        return None
+    for i, members in enumerate(LAYERS):
+        if parts[1] in members:
+            return i
+    return None
+
+
+def _modules(pkg: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in sorted(pkg.rglob("*.py")):
+        parts = f.relative_to(pkg.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def _targets(node: ast.Import | ast.ImportFrom, cur: str, is_pkg: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = cur.split(".") if is_pkg else cur.split(".")[:-1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join([*parts, base] if base else parts)
+    return [base, *(f"{base}.{a.name}" for a in node.names)]
+
+
+def _resolve(target: str, known: dict[str, Path]) -> str | None:
+    while target and target not in known:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def read_modules(pkg: Path) -> dict[str, Module]:
+    known = _modules(pkg)
+    mods = {n: Module(n, p) for n, p in known.items()}
+    for name, mod in mods.items():
+        tree = ast.parse(mod.path.read_text(encoding="utf-8"), filename=str(mod.path))
+        funcs = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        inside = {id(n) for f in funcs for n in ast.walk(f) if n is not f}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            hits = {
+                r
+                for t in _targets(node, name, mod.path.name == "__init__.py")
+                if (r := _resolve(t, known)) and r != name
+            }
+            for hit in hits:
+                mod.imports.setdefault(hit, node.lineno)
+                if id(node) in inside:
+                    mod.local_imports.append((hit, node.lineno))
+    return mods
+
+
+def _cycles(mods: dict[str, Module]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = 0
+    for root in mods:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(mods[root].imports)))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(mods[w].imports))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop()
+                    on.discard(x)
+                    comp.append(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def _long_functions(mod: Module) -> list[str]:
+    tree = ast.parse(mod.path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno:
+            n = node.end_lineno - node.lineno + 1
+            decos = " ".join(ast.unparse(d) for d in node.decorator_list)
+            if n > MAX_LINES and not any(j in decos for j in _JIT):
+                out.append(f"{mod.path}:{node.lineno}: function '{node.name}' has {n} lines")
+    return out
+
+
+def check(pkg: Path) -> list[str]:
+    """Every breach of the contract in the package at ``pkg``, one message each."""
+    package = pkg.name
+    mods = read_modules(pkg)
+    problems: list[str] = []
+    for mod in mods.values():
+        mine = layer_of(mod.name, package)
+        for target, line in sorted(mod.imports.items()):
+            theirs = layer_of(target, package)
+            if mine is not None and theirs is not None and theirs > mine:
+                problems.append(
+                    f"{mod.path}:{line}: {mod.name} ({'/'.join(LAYERS[mine])}) imports "
+                    f"{target} ({'/'.join(LAYERS[theirs])}), a higher layer"
+                )
+        for target, line in mod.local_imports:
+            problems.append(
+                f"{mod.path}:{line}: {mod.name} imports {target} inside a function "
+                "(import the package's own modules at module level)"
+            )
+        problems.extend(_long_functions(mod))
+    for comp in _cycles(mods):
+        problems.append("import cycle: " + " -> ".join(comp))
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    pkg = Path(args[0] if args else Path(__file__).resolve().parents[1]).resolve()
+    problems = check(pkg)
+    for p in problems:
+        print(p)
+    n = len(read_modules(pkg))
+    print(f"layers: {n} modules, {len(problems)} breach(es) of the contract", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The layering contract: the real package honours it, and the check catches breaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.base.config import REPO_ROOT
+from pipeline.tools import layers
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    pkg = root / "pkg"
+    for rel, text in files.items():
+        path = pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for sub in ("", "base", "core", "adapters", "stages", "tools"):
+        (pkg / sub / "__init__.py").parent.mkdir(parents=True, exist_ok=True)
+        (pkg / sub / "__init__.py").touch()
+    return pkg
+
+
+CLEAN = {
+    "base/io.py": "X = 1\n",
+    "core/metrics.py": "from pkg.base.io import X\n",
+    "adapters/tracking.py": "from pkg.core import metrics\n",
+    "stages/train.py": "from pkg.adapters.tracking import metrics\n",
+}
+
+
+def test_a_clean_tree_passes(tmp_path: Path) -> None:
+    assert layers.check(_package(tmp_path, CLEAN)) == []
+    assert layers.main([str(tmp_path / "pkg")]) == 0
+
+
+def test_a_core_module_importing_an_adapter_fails(tmp_path: Path) -> None:
+    files = {**CLEAN, "core/metrics.py": "from pkg.adapters import tracking\n"}
+    problems = layers.check(_package(tmp_path, files))
+    assert any("pkg.core.metrics (core) imports pkg.adapters.tracking" in p for p in problems)
+    assert layers.main([str(tmp_path / "pkg")]) == 1
+
+
+def test_a_function_local_upward_import_is_caught_too(tmp_path: Path) -> None:
+    files = {
+        **CLEAN,
+        "base/io.py": "def f():\n    from pkg.stages import train\n    return train\n",
+    }
+    problems = layers.check(_package(tmp_path, files))
+    assert any("(base) imports pkg.stages.train" in p for p in problems)
+    assert any("inside a function" in p for p in problems)
+    # base -> stages -> adapters -> core -> base closes a loop through the local import
+    assert any(p.startswith("import cycle:") for p in problems)
+
+
+def test_long_functions_fail_unless_jit(tmp_path: Path) -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(layers.MAX_LINES))
+    files = {
+        **CLEAN,
+        "core/long.py": f"def slow():\n{body}\n\n@njit(cache=True)\ndef kernel():\n{body}",
+    }
+    problems = layers.check(_package(tmp_path, files))
+    assert [p for p in problems if "has" in p and "lines" in p] == [
+        f"{tmp_path / 'pkg' / 'core' / 'long.py'}:1: function 'slow' has "
+        f"{layers.MAX_LINES + 1} lines"
+    ]
