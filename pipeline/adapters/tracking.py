@@ -11,12 +11,23 @@ when it happens at the start. Secret-looking keys, credentials in URIs and secre
 ``key=value`` overrides in tags are redacted before anything is sent. Several processes
 may share one SQLite store (parallel sweep jobs): its creation is serialised and lock
 contention is retried.
+
+What a run says about itself: the experiment declares itself as model training (so the
+MLflow UI opens on its runs) and carries a saved view of the runs table with the headline
+figures as columns (:func:`ui_url` links to it); a parent run has a readable name
+(:func:`run_name`), its headline figures under short metric names (:data:`HEADLINES`) and
+in its description; the data a run saw is logged as dataset inputs
+(:meth:`Tracker.log_dataset`); registered model versions carry the headline figures as tags
+(:func:`tag_model_version`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -24,9 +35,14 @@ import re
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
+
+from pipeline.base.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +72,258 @@ _USER_HTTP_ENV = frozenset(k for k in _HTTP_ENV if k in os.environ)
 
 class TrackingError(RuntimeError):
     """The tracking backend cannot be reached or refused a write."""
+
+
+# --------------------------------------------------------------------------- what a run is
+
+#: experiment tag MLflow 3 reads to open an experiment on its training runs
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: run tag shown as the run's description
+NOTE_TAG = "mlflow.note.content"
+#: the saved runs-table view (MLflow's shared view state, an experiment tag)
+VIEW_KEY = "headline"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+#: the headline policy figures are read at this closing threshold (the top score tier's cut)
+POLICY_THRESHOLD = 0.15
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A figure a modeller compares first: logged by ``stage`` as ``metric``, shown as ``short``."""
+
+    short: str
+    stage: str
+    metric: str
+    label: str
+    fmt: str
+
+
+#: The one table of headline figures: short name, the stage run that logs it and under
+#: which metric name, how the description labels and formats it.
+HEADLINES: tuple[Headline, ...] = (
+    Headline("oot_auc", "train", "oot.auc", "out-of-time AUC", "{:.4f}"),
+    Headline("oot_ks", "train", "oot.ks", "out-of-time KS", "{:.4f}"),
+    Headline("oracle_gap", "train", "oracle_gap", "AUC gap to the oracle", "{:.4f}"),
+    Headline("fidelity_top1", "explain", "fidelity_top1", "explanation fidelity, top-1", "{:.1%}"),
+    Headline(
+        "policy_matched_loss",
+        "policy",
+        f"close.t{POLICY_THRESHOLD:g}.loss",
+        f"policy loss, closing above {POLICY_THRESHOLD:g} (the matched loss)",
+        "{:,.0f}",
+    ),
+    Headline(
+        "policy_good_hit_saved",
+        "policy",
+        f"matched.t{POLICY_THRESHOLD:g}.good_hit_saved",
+        "good customers spared by the tiered strategy at that loss",
+        "{:,.0f}",
+    ),
+)
+
+#: short names of config keys in run names (others use their last part)
+_SHORT_KEYS = {
+    "data.n_borrowers": "n",
+    "data.n_months": "months",
+    "data.path": "table",
+    "model.num_leaves": "leaves",
+    "model.learning_rate": "lr",
+    "model.n_estimators": "trees",
+    "model.min_child_samples": "min_child",
+    "model.feature_fraction": "feature_frac",
+    "model.bagging_fraction": "bagging_frac",
+    "model.early_stopping_rounds": "early_stop",
+    "model.calibration": "calib",
+    "simulator.tightening_month": "tighten_month",
+    "simulator.tightening_strength": "tighten",
+}
+#: keys that change where or how fast a run works, not what it computes: left out of names
+_UNNAMED_PREFIXES = ("paths.", "tracking.", "engine.", "hydra.", "bench.", "hydra/")
+_UNNAMED_KEYS = frozenset(
+    {
+        "force",
+        "stage",
+        "tracking",
+        "paths",
+        "engine",
+        "data.block_size",
+        "data.n_jobs",
+        "model.num_threads",
+        "explain.n_jobs",
+        "explain.plot_sample",
+    }
+)
+
+
+def abbreviate(value: Any) -> str:
+    """A short text for a value in a run name: 50000 -> 50k, 1000000 -> 1M, 0.050 -> 0.05."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+            if abs(value) >= size and value % (size // 10) == 0:
+                return f"{value / size:g}{suffix}"
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(abbreviate(v) for v in value)
+    return str(value)
+
+
+@functools.cache
+def _schema_defaults() -> Any:
+    return OmegaConf.structured(Config)
+
+
+def _default_of(key: str) -> Any:
+    """The schema default of a dotted config key; ``...`` when the schema has none."""
+    node = _schema_defaults()
+    try:
+        value = OmegaConf.select(node, key, default=..., throw_on_missing=False)
+    except Exception:  # interpolation or type errors: treat as no default
+        return ...
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=False)
+    return value
+
+
+def _override_value(key: str, text: str, cfg: Any) -> Any:
+    """The value an override gave ``key``: from the composed config when there is one."""
+    if cfg is not None:
+        value = OmegaConf.select(cfg, key, default=..., throw_on_missing=False)
+        if value is not ...:
+            return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    try:  # YAML scalars, as Hydra reads them: 50000 -> int, 0.1 -> float, true -> bool
+        parsed: Any = OmegaConf.to_container(OmegaConf.create(f"v: {text}"))
+        return parsed["v"]
+    except Exception:
+        return text.strip("'\"")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return not isinstance(a, bool) and not isinstance(b, bool) and float(a) == float(b)
+    return bool(a == b)
+
+
+def run_name(command: str, overrides: Sequence[str] | None = None, cfg: Any = None) -> str:
+    """A run name a person can read: the command plus the overrides that change the run.
+
+    ``run`` with ``data.n_borrowers=50000 model.num_leaves=63 data.seed=7`` is named
+    ``run n=50k leaves=63 seed=7``; overrides equal to the schema default, and keys that
+    only say where or how fast to work (paths, tracking, engine, threads), are left out.
+    ``cfg``, the composed config, gives the values as the run used them.
+    """
+    parts = [command]
+    for raw in overrides or []:
+        text = raw.strip()
+        if not text or text.startswith("~") or "=" not in text:
+            continue
+        key, value_text = text.lstrip("+").split("=", 1)
+        if key in _UNNAMED_KEYS or key.startswith(_UNNAMED_PREFIXES) or is_secret_key(key):
+            continue
+        if "." not in key:  # a config group choice: experiment=tightening, data=table
+            parts.append(value_text if key == "experiment" else f"{key}={value_text}")
+            continue
+        value = _override_value(key, value_text, cfg)
+        if _same(value, _default_of(key)):
+            continue
+        short = _SHORT_KEYS.get(key, key.rsplit(".", 1)[-1])
+        shown = Path(value).name if key == "data.path" and isinstance(value, str) else value
+        parts.append(f"{short}={abbreviate(shown)}")
+    return redact_text(" ".join(parts))
+
+
+def headline_note(name: str, figures: Mapping[str, float], datasets: Sequence[str] = ()) -> str:
+    """The description of a parent run (Markdown): its name, headline figures and data."""
+    lines = [f"**{name}**", ""]
+    shown = [h for h in HEADLINES if h.short in figures]
+    if shown:
+        lines += ["| figure | metric | value |", "|---|---|---|"]
+        lines += [f"| {h.label} | `{h.short}` | {h.fmt.format(figures[h.short])} |" for h in shown]
+    else:
+        lines.append("No headline figures (no train, explain or policy stage in this run).")
+    if datasets:
+        lines += ["", "Data: " + "; ".join(datasets)]
+    return "\n".join(lines)
+
+
+def runs_view() -> dict[str, Any]:
+    """The saved runs-table view: dataset, headline figures and models as columns."""
+    columns = ["attributes.`Dataset`"]
+    columns += [f"metrics.`{h.short}`" for h in HEADLINES]
+    columns += ["attributes.`Models`", "attributes.`Description`"]
+    return {"selectedColumns": columns}
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs, in the saved headline view."""
+    query = urllib.parse.urlencode(
+        {"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY}
+    )
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def short_digest(text_or_digests: str | Mapping[str, str]) -> str:
+    """A 12-character digest of a file digest, or of a name -> digest map (order-free)."""
+    if isinstance(text_or_digests, str):
+        text = text_or_digests
+    else:
+        text = json.dumps(dict(sorted(text_or_digests.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def manifest_digest(path: str | os.PathLike[str], names: Sequence[str] | None = None) -> str:
+    """:func:`short_digest` of the output digests a stage manifest records (all, or ``names``).
+
+    Reads only the small manifest JSON, never the data it describes.
+    """
+    try:
+        outputs = json.loads(Path(path).read_text())["outputs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrackingError(f"{path}: not a stage manifest with an 'outputs' map ({exc})") from exc
+    if names is not None:
+        missing = [n for n in names if n not in outputs]
+        if missing:
+            raise TrackingError(f"{path}: manifest has no output {missing[0]!r}")
+        outputs = {n: outputs[n] for n in names}
+    return short_digest(outputs)
+
+
+# MLflow column types, from Arrow and pandas type names
+_MLFLOW_TYPES = (
+    ("bool", "boolean"),
+    ("int64", "long"),
+    ("uint64", "long"),
+    ("uint32", "long"),
+    ("int", "integer"),
+    ("uint", "integer"),
+    ("double", "double"),
+    ("float64", "double"),
+    ("float", "float"),
+    ("timestamp", "datetime"),
+    ("datetime", "datetime"),
+    ("date", "datetime"),
+    ("binary", "binary"),
+)
+
+
+def mlflow_type(type_name: str) -> str:
+    """MLflow's column type for an Arrow or pandas type name (``int64`` -> ``long``)."""
+    t = str(type_name).lower()
+    if t.startswith("dictionary<"):  # a dictionary column has its values' type
+        t = t[len("dictionary<values=") :].split(",", 1)[0]
+    for prefix, kind in _MLFLOW_TYPES:
+        if t.startswith(prefix):
+            return kind
+    return "string"
+
+
+def _schema_json(columns: Mapping[str, str]) -> str:
+    spec = [{"name": str(n), "type": mlflow_type(t), "required": True} for n, t in columns.items()]
+    return json.dumps({"mlflow_colspec": spec})
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -186,7 +454,12 @@ class Tracker:
         self._client: Any = None
         self._experiment_id: str | None = None
         self._run_stack: list[str] = []
+        self._stage_stack: list[str | None] = []
         self.parent_run_id: str | None = None
+        #: headline figures of the current parent run (short name -> value)
+        self.figures: dict[str, float] = {}
+        self._datasets: dict[str, str] = {}  # dataset name -> digest, for the description
+        self._model_runs: list[str] = []  # runs that logged (and may have registered) a model
 
     # ------------------------------------------------------------------ set-up
     def _connect(self) -> None:
@@ -239,10 +512,31 @@ class Tracker:
                 self._experiment_id = exp.experiment_id
         else:
             self._experiment_id = exp.experiment_id
+        self._tag_experiment(client, exp)
         # the fluent API (model logging) uses the global URIs: set them once the store works
         mlflow.set_tracking_uri(self._uri)
         mlflow.set_registry_uri(self._uri)
         self._client = client
+
+    def _tag_experiment(self, client: Any, exp: Any) -> None:
+        """Declare the experiment as model training and save the headline runs view.
+
+        The kind is set only when missing (a user's choice stays); the view is ours and
+        is kept up to date.
+        """
+        tags = dict(exp.tags) if exp is not None else {}
+        view = json.dumps(runs_view())
+        wanted = {VIEW_TAG: view}
+        if EXPERIMENT_KIND_TAG not in tags:
+            wanted[EXPERIMENT_KIND_TAG] = EXPERIMENT_KIND
+        for key, value in wanted.items():
+            if tags.get(key) != value:
+                _retry(lambda k=key, v=value: client.set_experiment_tag(self._experiment_id, k, v))
+
+    def ui_url(self, base: str) -> str:
+        """The UI page of this tracker's experiment, in the headline view (see :func:`ui_url`)."""
+        self._connect()
+        return ui_url(base, str(self._experiment_id))
 
     @property
     def client(self) -> Any:
@@ -268,17 +562,40 @@ class Tracker:
             lambda: self._client.create_run(self._experiment_id, tags=all_tags, run_name=name)
         )
         run_id = r.info.run_id
-        if not self._run_stack:
+        parent = not self._run_stack
+        if parent:
             self.parent_run_id = run_id
+            self.figures, self._datasets, self._model_runs = {}, {}, []
         self._run_stack.append(run_id)
+        self._stage_stack.append(str(tags["stage"]) if tags and "stage" in tags else None)
         status = "FAILED"
         try:
             yield run_id
             status = "FINISHED"
         finally:
             self._run_stack.pop()
+            self._stage_stack.pop()
+            if parent:
+                self._close_parent(run_id, all_tags["mlflow.runName"])
             with contextlib.suppress(Exception):
                 _retry(lambda: self._client.set_terminated(run_id, status=status), attempts=3)
+
+    def _close_parent(self, run_id: str, name: str) -> None:
+        """Describe the parent run and tag the model versions it registered (best effort)."""
+        try:
+            datasets = [f"{n} (`{d}`)" for n, d in self._datasets.items()]
+            note = headline_note(name, self.figures, datasets)
+            _retry(lambda: self._client.set_tag(run_id, NOTE_TAG, note[:5000]))
+            if not self.figures:
+                return
+            for model_run in self._model_runs:
+                versions = _retry(
+                    lambda m=model_run: self._client.search_model_versions(f"run_id = '{m}'")
+                )
+                for v in versions:
+                    tag_model_version(self._client, v.name, v.version, self.figures, name)
+        except Exception as exc:  # the run's own results are logged; only its summary is lost
+            log.warning("could not describe MLflow run %s: %s", run_id, _first_line(exc))
 
     # ------------------------------------------------------------------ logging
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -305,6 +622,22 @@ class Tracker:
         for i in range(0, len(items), 1000):
             batch = items[i : i + 1000]
             self._call(lambda b=batch: self._client.log_batch(self.run_id, metrics=b))
+        self._log_headlines({m.key: m.value for m in items}, now, step)
+
+    def _log_headlines(self, logged: Mapping[str, float], now: int, step: int) -> None:
+        """Headline figures a stage run just logged, under their short names on the parent."""
+        from mlflow.entities import Metric
+
+        stage = self._stage_stack[-1] if self._stage_stack else None
+        found = {
+            h.short: logged[h.metric] for h in HEADLINES if stage == h.stage and h.metric in logged
+        }
+        if not found or self.parent_run_id is None:
+            return
+        self.figures.update(found)
+        items = [Metric(k, v, now, step) for k, v in found.items()]
+        parent = self.parent_run_id
+        self._call(lambda: self._client.log_batch(parent, metrics=items))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.enabled or self.run_id is None:
@@ -313,6 +646,47 @@ class Tracker:
 
         items = [RunTag(k, str(v)[:5000]) for k, v in _redact_tags(tags).items()]
         self._call(lambda: self._client.log_batch(self.run_id, tags=items))
+
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str | os.PathLike[str],
+        *,
+        schema: Mapping[str, str] | None = None,
+        profile: Mapping[str, Any] | None = None,
+        context: str = "training",
+    ) -> None:
+        """Log a dataset the current run used, as an MLflow run input (also on the parent run).
+
+        ``digest`` identifies the data (:func:`short_digest`, :func:`manifest_digest`):
+        two runs on the same data show the same digest. ``source`` is the file or folder
+        it lives in; ``schema`` maps columns to Arrow or pandas type names; ``profile``
+        holds what else is known (seed, size, rows per split). Nothing is read here.
+        """
+        if not self.enabled or self.run_id is None:
+            return
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        if not digest or len(digest) > 36:
+            raise ValueError(
+                f"dataset {name!r}: digest must have 1 to 36 characters, got {digest!r}"
+            )
+        text = str(source)
+        uri = text if "://" in text else Path(text).expanduser().resolve().as_uri()
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local" if uri.startswith("file:") else "external",
+            source=json.dumps({"uri": redact_uri(uri)}),
+            schema=_schema_json(schema) if schema else None,
+            profile=json.dumps(dict(profile), default=str) if profile else None,
+        )
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        for run_id in dict.fromkeys((self.run_id, self.parent_run_id)):
+            if run_id is not None:
+                self._call(lambda r=run_id: self._client.log_inputs(r, datasets=inputs))
+        self._datasets[name] = digest
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         if not self.enabled or self.run_id is None:
@@ -355,6 +729,7 @@ class Tracker:
                 )
 
         info = self._call(_log, attempts=1)
+        self._model_runs.append(str(self.run_id))
         return str(info.model_uri)
 
     def _call(self, fn: Any, attempts: int = 8) -> Any:
@@ -370,6 +745,64 @@ class Tracker:
                 f"MLflow tracking store {self.uri} failed: {_first_line(exc)}; outputs written "
                 "so far are complete and were kept"
             ) from exc
+
+
+def tag_model_version(
+    client: Any, name: str, version: str | int, figures: Mapping[str, float], run: str = ""
+) -> None:
+    """Tag a registered model version with headline figures (and the run's readable name).
+
+    Tags are the short names of :data:`HEADLINES` with the value as the description
+    formats it, so the registry page compares versions by the same figures.
+    """
+    fmt = {h.short: h.fmt for h in HEADLINES}
+    tags = {k: fmt.get(k, "{:g}").format(float(v)) for k, v in figures.items()}
+    if run:
+        tags["run_name"] = run
+    for key, value in tags.items():
+        _retry(lambda k=key, val=value: client.set_model_version_tag(name, str(version), k, val))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the comparison shows of one run: name, parameters, metrics, datasets."""
+
+    run_id: str
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    datasets: tuple[tuple[str, str], ...]  # (name, digest)
+
+
+def load_runs(uri: str, run_ids: Sequence[str], timeout_s: float = 5.0) -> list[RunRecord]:
+    """Read runs from a tracking store; an unknown id is a :class:`TrackingError` naming it."""
+    _server_reachable(uri, timeout_s)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise TrackingError(f"no MLflow store at {redact_uri(uri)}; run the pipeline first")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    out = []
+    for run_id in run_ids:
+        try:
+            run = _retry(lambda r=run_id: client.get_run(r))
+        except Exception as exc:
+            if not _is_tracking_failure(exc):
+                raise
+            raise TrackingError(
+                f"run {run_id!r} not found in {redact_uri(uri)}: {_first_line(exc)}"
+            ) from exc
+        inputs = run.inputs.dataset_inputs if run.inputs is not None else []
+        out.append(
+            RunRecord(
+                run_id=run.info.run_id,
+                name=run.info.run_name or run.data.tags.get("mlflow.runName", ""),
+                params=dict(run.data.params),
+                metrics={k: float(v) for k, v in run.data.metrics.items()},
+                datasets=tuple((d.dataset.name, d.dataset.digest) for d in inputs),
+            )
+        )
+    return out
 
 
 def _is_tracking_failure(exc: BaseException) -> bool:
