@@ -607,6 +607,8 @@ class ScoreConfig:
     top_k: int = 3
     advice_rows: int = 500  # advise at most this many top-tier rows (highest risk first)
     model_source: str = "auto"  # auto (registry champion, else local) | registry | local
+    overwrite: bool = False  # replace an existing score.output (never the model or an input)
+    strict: bool = False  # table models: refuse unseen categories / out-of-range values
 
 
 MODEL_SOURCES = ("auto", "registry", "local")
