@@ -258,15 +258,10 @@ _SIM_PROBABILITIES = (
 )
 # thresholds compared with a share of money or of the credit line
 _SIM_SHARES = ("misuse_share", "policy_util", "policy_noncons")
-# rates, spreads and strengths
-_SIM_NON_NEGATIVE = (
-    "daily_rate",
-    "background_rate",
-    "frailty_sd",
-    "noise_sd",
-    "community_sd",
-    "tightening_strength",
-)
+# rates and strengths
+_SIM_NON_NEGATIVE = ("background_rate", "tightening_strength")
+# spreads of effects on the log scale: beyond 10 the hazards overflow
+_SIM_LOG_SPREADS = ("frailty_sd", "noise_sd", "community_sd")
 # months of the monitoring window that a signal counts (it looks back 12 months: the 9
 # before the last 3 for a sudden stop, the last 6 for competing products)
 _SIM_WINDOW_MONTHS = {"stop_earlier_months": 9, "competition_months": 6}
@@ -274,71 +269,63 @@ _SIM_WINDOW_MONTHS = {"stop_earlier_months": 9, "competition_months": 6}
 
 def check_simulator(s: Any, key: str, cfg: Any) -> None:
     """Ranges of the world's rates and thresholds, then the month keys against the horizon."""
-    last = _last_month(cfg)
     if s.chunk_size <= 0:
         _fail(f"{key}.chunk_size", "must be positive", s.chunk_size)
-    _in(
-        f"{key}.signup_spread",
-        s.signup_spread,
-        1,
-        last + 1,
-        f"borrowers join over this many months: must lie in [1, {last + 1}] (data.n_months)",
-    )
     _at_least(f"{key}.community_size", s.community_size, 1, "must be at least 1 borrower")
+    _check_simulator_rates(s, key)
+    _check_simulator_months(s, key, cfg)
+    if s.oracle_futures < 1:
+        _fail(f"{key}.oracle_futures", "needs at least one future", s.oracle_futures)
+    _in(f"{key}.oracle_futures", s.oracle_futures, 1, 10_000, "must lie in [1, 10000] futures")
+    if s.oracle_rows < 0:
+        _fail(f"{key}.oracle_rows", "must not be negative", s.oracle_rows)
+    _check_closure_base(s.closure_base, f"{key}.closure_base")
+    _check_occupation_shares(s.occupation_shares, f"{key}.occupation_shares")
+
+
+def _check_simulator_rates(s: Any, key: str) -> None:
     for name in _SIM_PROBABILITIES:
         _share(f"{key}.{name}", s[name], "is a probability and must lie in [0, 1]")
     # loans close at twice the card rate, and that too is a probability
-    _in(
-        f"{key}.ext_close_rate",
-        s.ext_close_rate,
-        0.0,
-        0.5,
-        "loans close at twice this rate: must lie in [0, 0.5]",
-    )
+    rule = "loans close at twice this rate: must lie in [0, 0.5]"
+    _in(f"{key}.ext_close_rate", s.ext_close_rate, 0.0, 0.5, rule)
     for name in _SIM_SHARES:
         _share(f"{key}.{name}", s[name], "is a share and must lie in [0, 1]")
     for name in _SIM_NON_NEGATIVE:
         _at_least(f"{key}.{name}", s[name], 0.0, "must not be negative")
+    for name in _SIM_LOG_SPREADS:
+        _at_least(f"{key}.{name}", s[name], 0.0, "must not be negative")
+        _in(f"{key}.{name}", s[name], 0.0, 10.0, "is a spread on the log scale: [0, 10]")
+    _in(f"{key}.daily_rate", s.daily_rate, 0.0, 1.0, "is a daily interest rate: [0, 1]")
     _in(f"{key}.contacts_mean", s.contacts_mean, 0.0, 1000.0)
-    _at_least(
-        f"{key}.draws_per_month",
-        s.draws_per_month,
-        1.0,
-        "must be at least 1 (a month with a draw has one)",
-    )
-    _at_least(f"{key}.stop_mean_months", s.stop_mean_months, 1.0, "must be at least 1 month")
+    rule = "must lie in [1, 100] (a month with a draw has at least one)"
+    _in(f"{key}.draws_per_month", s.draws_per_month, 1.0, 100.0, rule)
     if not 0.0 < _finite(f"{key}.lowyield_util", s.lowyield_util) <= 1.0:
         _fail(f"{key}.lowyield_util", "is a utilisation and must lie in (0, 1]", s.lowyield_util)
     if not 0.0 <= _finite(f"{key}.over_util", s.over_util) < 1.0:
         _fail(f"{key}.over_util", "is a utilisation and must lie in [0, 1)", s.over_util)
     if not _finite(f"{key}.competitor_slope", s.competitor_slope) > 0:
         _fail(f"{key}.competitor_slope", "must be positive", s.competitor_slope)
+    _share(f"{key}.pilot_strength", s.pilot_strength)
+
+
+def _check_simulator_months(s: Any, key: str, cfg: Any) -> None:
+    """Keys counted in months: inside the horizon, or inside the monitoring window."""
+    last = _last_month(cfg)
+    horizon = f"must lie in [1, {last + 1}] (data.n_months)"
+    _in(f"{key}.signup_spread", s.signup_spread, 1, last + 1, f"months of sign-ups: {horizon}")
+    _in(f"{key}.stop_mean_months", s.stop_mean_months, 1, last + 1, horizon)
     _in(f"{key}.competitor_midpoint", s.competitor_midpoint, 0, last + 1)
     for name, window in _SIM_WINDOW_MONTHS.items():
-        _in(
-            f"{key}.{name}",
-            s[name],
-            0,
-            window,
-            f"counts months of {window}: must lie in [0, {window}]",
-        )
+        rule = f"counts months of {window}: must lie in [0, {window}]"
+        _in(f"{key}.{name}", s[name], 0, window, rule)
     for name in ("thin_months", "review_grace_months"):
         _in(f"{key}.{name}", s[name], 0, last + 1)
     if cfg.data.kind == "simulator" and not 0 <= s.tightening_month <= last:
-        _fail(
-            f"{key}.tightening_month",
-            f"must lie inside the horizon [0, {last}]",
-            s.tightening_month,
-        )
+        rule = f"must lie inside the horizon [0, {last}]"
+        _fail(f"{key}.tightening_month", rule, s.tightening_month)
     if not 0 <= s.pilot_month <= s.tightening_month:
         _fail(f"{key}.pilot_month", "must lie in [0, simulator.tightening_month]", s.pilot_month)
-    _share(f"{key}.pilot_strength", s.pilot_strength)
-    if s.oracle_futures < 1:
-        _fail(f"{key}.oracle_futures", "needs at least one future", s.oracle_futures)
-    if s.oracle_rows < 0:
-        _fail(f"{key}.oracle_rows", "must not be negative", s.oracle_rows)
-    _check_closure_base(s.closure_base, f"{key}.closure_base")
-    _check_occupation_shares(s.occupation_shares, f"{key}.occupation_shares")
 
 
 def _check_closure_base(rates: Any, key: str) -> None:
@@ -459,13 +446,15 @@ class ModelConfig:
     champion_alias: str = "champion"  # registry alias moved when out-of-time AUC improves
 
 
+#: the model's output is read as a calibrated probability of closure: binary only
+OBJECTIVES = ("binary",)
 CALIBRATIONS = ("isotonic", "platt", "none")
 # the registry's alias rule: letters, digits, '_' and '-'
 _ALIAS = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_model(m: Any, key: str, cfg: Any) -> None:
-    if m.objective != "binary":
+    if m.objective not in OBJECTIVES:
         _fail(
             f"{key}.objective",
             "must be 'binary': the model's output is read as a calibrated probability",
@@ -627,7 +616,7 @@ def check_score(sc: Any, key: str, cfg: Any) -> None:
     if sc.advice_rows < 0:
         _fail(f"{key}.advice_rows", "top_k must be >= 1 and advice_rows >= 0", sc.advice_rows)
     if sc.model_source not in MODEL_SOURCES:
-        _fail(f"{key}.model_source", "must be one of: auto, registry, local", sc.model_source)
+        _fail(f"{key}.model_source", f"must be one of: {', '.join(MODEL_SOURCES)}", sc.model_source)
     _optional_id(f"{key}.snapshot", sc.snapshot, "a snapshot month")
     _optional_id(f"{key}.borrower_id", sc.borrower_id, "a borrower id")
 
@@ -765,6 +754,17 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
 
+
+#: every enumerated string key and the values it accepts (a list key: each of its items)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.kind": DATA_KINDS,
+    "model.objective": OBJECTIVES,
+    "model.calibration": CALIBRATIONS,
+    **{f"explain.{name}": known for name, known in EXPLAIN_CHOICES.items()},
+    "engine.kind": ENGINE_KINDS,
+    "bench.rows": BENCH_ROWS,
+    "score.model_source": MODEL_SOURCES,
+}
 
 #: each config group and its check, in the order they run (data first: others read it)
 GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
