@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import lightgbm as lgb
+import mlflow.lightgbm
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -65,8 +69,18 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
     assert {"plots/shap_bar.png", "plots/shap_beeswarm.png"} <= plots
     versions = client.search_model_versions(f"name='{cfg.tracking.registered_model}'")
     assert len(versions) == 1
-    model = client.get_logged_model(versions[0].model_id) if versions[0].model_id else None
-    assert model is None or model.source_run_id == train_run.info.run_id
+    version = versions[0]
+    assert version.run_id == train_run.info.run_id
+    # the version points at a logged model (models:/<model id>) made by the train run
+    assert version.source.startswith("models:/m-"), version.source
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.source_run_id == train_run.info.run_id
+    # the registered model is the booster written to models/model.txt
+    registered = mlflow.lightgbm.load_model(logged.artifact_location)
+    local = lgb.Booster(model_file=str(models / "model.txt"))
+    feats = pd.read_parquet(tmp_path / "data" / "processed" / "features.parquet")
+    X = feats[local.feature_name()].head(500).to_numpy(np.float32)
+    np.testing.assert_array_equal(registered.predict(X), local.predict(X))
 
     # a second run lands in the same experiment, and unchanged stages are skipped
     summary2 = execute(cfg, [])
