@@ -38,6 +38,7 @@ The expected value (last output column) is ``sum_l v_l * cover_l / cover_root``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
@@ -373,6 +374,133 @@ def _default_threads() -> int:
     return max(1, min(n, _max_threads()))
 
 
+# ---- parsing: LightGBM's JSON dump into flat per-tree arrays -------------------------
+
+# a leaf: its path length d, value, path features (first-appearance order) and their z
+_Leaf = tuple[int, float, list[int], list[float]]
+
+
+@dataclass
+class _FlatForest:
+    """Every tree's internal nodes, leaves and leaf paths, concatenated tree after tree.
+
+    ``t_*`` are per tree (where its nodes and leaves start, how many), ``n_*`` per
+    internal node, ``l_*`` per leaf and ``p_*`` per (leaf, path feature). ``bias`` sums
+    each leaf value times its cover share, in the order the trees are walked.
+    """
+
+    t_int_start: list[int] = field(default_factory=list)
+    t_n_int: list[int] = field(default_factory=list)
+    t_leaf_start: list[int] = field(default_factory=list)
+    t_n_leaf: list[int] = field(default_factory=list)
+    n_feat: list[int] = field(default_factory=list)
+    n_thr: list[float] = field(default_factory=list)
+    n_dl: list[int] = field(default_factory=list)
+    n_mt: list[int] = field(default_factory=list)
+    n_bit: list[int] = field(default_factory=list)
+    n_left: list[int] = field(default_factory=list)
+    n_right: list[int] = field(default_factory=list)
+    l_d: list[int] = field(default_factory=list)
+    l_po: list[int] = field(default_factory=list)
+    l_val: list[float] = field(default_factory=list)
+    p_feat: list[int] = field(default_factory=list)
+    p_z: list[float] = field(default_factory=list)
+    bias: float = 0.0
+    max_nodes: int = 1
+
+
+class _TreeNodes:
+    """One tree's internal nodes, indexed by LightGBM's ``split_index``; children at
+    ``ni + leaf_index`` are leaves."""
+
+    def __init__(self, ni: int) -> None:
+        self.feat = [0] * ni
+        self.thr = [0.0] * ni
+        self.dl = [0] * ni
+        self.mt = [0] * ni
+        self.bit = [0] * ni
+        self.left = [0] * ni
+        self.right = [0] * ni
+
+
+def _flatten_tree(flat: _FlatForest, root: dict, n_leaves: int) -> None:
+    """Walk one tree (with at least one split) depth first and append it to ``flat``."""
+    ni = n_leaves - 1
+    nodes = _TreeNodes(ni)
+    leaves: list[_Leaf | None] = [None] * n_leaves
+    root_count = float(root["internal_count"])
+    # stack of (node, path features in first-appearance order, their z, cover)
+    stack: list[tuple[dict, list[int], list[float], float]] = [(root, [], [], root_count)]
+    while stack:
+        nd, pf, pz, cover = stack.pop()
+        if "split_index" in nd:
+            stack += _split_children(nodes, nd, pf, pz, cover, ni)
+        else:
+            leaves[int(nd["leaf_index"])] = (len(pf), float(nd["leaf_value"]), pf, pz)
+            flat.bias += float(nd["leaf_value"]) * (cover / root_count)
+    _append_tree(flat, nodes, leaves, ni, n_leaves)
+
+
+def _split_children(
+    nodes: _TreeNodes, nd: dict, pf: list[int], pz: list[float], cover: float, ni: int
+) -> list[tuple[dict, list[int], list[float], float]]:
+    """Record split ``nd`` in ``nodes``; its children, as stack entries (left first)."""
+    k = int(nd["split_index"])
+    f = int(nd["split_feature"])
+    nodes.feat[k] = f
+    nodes.thr[k] = float(nd["threshold"])
+    nodes.dl[k] = 1 if nd["default_left"] else 0
+    nodes.mt[k] = _MISSING[nd["missing_type"]]
+    if f in pf:
+        pos = pf.index(f)
+        pf2 = pf
+    else:
+        pos = len(pf)
+        pf2 = pf + [f]
+        pz = pz + [1.0]
+    if pos >= _MAX_PATH_FEATURES:
+        raise ValueError(f"a tree path uses more than {_MAX_PATH_FEATURES} distinct features")
+    nodes.bit[k] = 1 << pos
+    children = []
+    for side, arr in (("left_child", nodes.left), ("right_child", nodes.right)):
+        ch = nd[side]
+        if "split_index" in ch:
+            arr[k] = int(ch["split_index"])
+            ccount = float(ch["internal_count"])
+        else:
+            arr[k] = ni + int(ch["leaf_index"])
+            ccount = float(ch["leaf_count"])
+        cz = list(pz)
+        cz[pos] *= ccount / cover if cover > 0 else 0.0
+        children.append((ch, pf2, cz, ccount))
+    return children
+
+
+def _append_tree(
+    flat: _FlatForest, nodes: _TreeNodes, leaves: list[_Leaf | None], ni: int, n_leaves: int
+) -> None:
+    flat.t_int_start.append(len(flat.n_feat))
+    flat.t_n_int.append(ni)
+    flat.t_leaf_start.append(len(flat.l_d))
+    flat.t_n_leaf.append(n_leaves)
+    flat.max_nodes = max(flat.max_nodes, ni + n_leaves)
+    flat.n_feat += nodes.feat
+    flat.n_thr += nodes.thr
+    flat.n_dl += nodes.dl
+    flat.n_mt += nodes.mt
+    flat.n_bit += nodes.bit
+    flat.n_left += nodes.left
+    flat.n_right += nodes.right
+    for lf in leaves:
+        assert lf is not None
+        d, v, pf, pz = lf
+        flat.l_d.append(d)
+        flat.l_po.append(len(flat.p_feat))
+        flat.l_val.append(v)
+        flat.p_feat += pf
+        flat.p_z += pz
+
+
 class TreeShap:
     """Exact path-dependent TreeSHAP for a LightGBM single-output booster.
 
@@ -413,126 +541,40 @@ class TreeShap:
 
     # ---- parsing ----------------------------------------------------------------------
     def _parse(self, tree_info: list[dict]) -> None:
-        t_int_start: list[int] = []
-        t_n_int: list[int] = []
-        t_leaf_start: list[int] = []
-        t_n_leaf: list[int] = []
-        n_feat: list[int] = []
-        n_thr: list[float] = []
-        n_dl: list[int] = []
-        n_mt: list[int] = []
-        n_bit: list[int] = []
-        n_left: list[int] = []
-        n_right: list[int] = []
-        l_d: list[int] = []
-        l_po: list[int] = []
-        l_val: list[float] = []
-        p_feat: list[int] = []
-        p_z: list[float] = []
-        bias = 0.0
-        max_nodes = 1
+        flat = _FlatForest()
         for ti in tree_info:
             root = ti["tree_structure"]
             if "split_index" not in root:  # single-leaf tree: only the bias
-                bias += float(root["leaf_value"])
+                flat.bias += float(root["leaf_value"])
                 continue
-            n_leaves = int(ti["num_leaves"])
-            ni = n_leaves - 1
-            base_n = len(n_feat)
-            feat = [0] * ni
-            thr = [0.0] * ni
-            dl = [0] * ni
-            mt = [0] * ni
-            bit = [0] * ni
-            left = [0] * ni
-            right = [0] * ni
-            leaves: list[tuple[int, float, list[int], list[float]] | None] = [None] * n_leaves
-            root_count = float(root["internal_count"])
-            # stack of (node, path features in first-appearance order, their z, cover)
-            stack: list[tuple[dict, list[int], list[float], float]] = [(root, [], [], root_count)]
-            while stack:
-                nd, pf, pz, cover = stack.pop()
-                if "split_index" in nd:
-                    k = int(nd["split_index"])
-                    f = int(nd["split_feature"])
-                    feat[k] = f
-                    thr[k] = float(nd["threshold"])
-                    dl[k] = 1 if nd["default_left"] else 0
-                    mt[k] = _MISSING[nd["missing_type"]]
-                    if f in pf:
-                        pos = pf.index(f)
-                        pf2 = pf
-                    else:
-                        pos = len(pf)
-                        pf2 = pf + [f]
-                        pz = pz + [1.0]
-                    if pos >= _MAX_PATH_FEATURES:
-                        raise ValueError(
-                            f"a tree path uses more than {_MAX_PATH_FEATURES} distinct features"
-                        )
-                    bit[k] = 1 << pos
-                    for side, arr in (("left_child", left), ("right_child", right)):
-                        ch = nd[side]
-                        if "split_index" in ch:
-                            arr[k] = int(ch["split_index"])
-                            ccount = float(ch["internal_count"])
-                        else:
-                            arr[k] = ni + int(ch["leaf_index"])
-                            ccount = float(ch["leaf_count"])
-                        cz = list(pz)
-                        cz[pos] *= ccount / cover if cover > 0 else 0.0
-                        stack.append((ch, pf2, cz, ccount))
-                else:
-                    leaves[int(nd["leaf_index"])] = (
-                        len(pf),
-                        float(nd["leaf_value"]),
-                        pf,
-                        pz,
-                    )
-                    bias += float(nd["leaf_value"]) * (cover / root_count)
-            t_int_start.append(base_n)
-            t_n_int.append(ni)
-            t_leaf_start.append(len(l_d))
-            t_n_leaf.append(n_leaves)
-            max_nodes = max(max_nodes, ni + n_leaves)
-            n_feat += feat
-            n_thr += thr
-            n_dl += dl
-            n_mt += mt
-            n_bit += bit
-            n_left += left
-            n_right += right
-            for lf in leaves:
-                assert lf is not None
-                d, v, pf, pz = lf
-                l_d.append(d)
-                l_po.append(len(p_feat))
-                l_val.append(v)
-                p_feat += pf
-                p_z += pz
+            _flatten_tree(flat, root, int(ti["num_leaves"]))
+        self._store(flat)
+        self.n_trees = len(tree_info)
+
+    def _store(self, flat: _FlatForest) -> None:
+        """The flattened forest as the typed arrays the kernels read."""
         i32, i64, f64 = np.int32, np.int64, np.float64
-        self._tree_int_start = np.asarray(t_int_start, i64)
-        self._tree_n_int = np.asarray(t_n_int, i64)
-        self._tree_leaf_start = np.asarray(t_leaf_start, i64)
-        self._tree_n_leaf = np.asarray(t_n_leaf, i64)
-        self._node_feat = np.asarray(n_feat, i32)
-        self._node_thr = np.asarray(n_thr, f64)
-        self._node_dleft = np.asarray(n_dl, np.uint8)
-        self._node_mtype = np.asarray(n_mt, np.uint8)
-        self._node_bit = np.asarray(n_bit, i64)
-        self._node_left = np.asarray(n_left, i32)
-        self._node_right = np.asarray(n_right, i32)
-        self._leaf_d = np.asarray(l_d, i64)
-        self._leaf_po = np.asarray(l_po, i64)
-        self._leaf_value = np.asarray(l_val, f64)
-        self._path_feat = np.asarray(p_feat, i32)
-        self._path_z = np.asarray(p_z, f64)
+        self._tree_int_start = np.asarray(flat.t_int_start, i64)
+        self._tree_n_int = np.asarray(flat.t_n_int, i64)
+        self._tree_leaf_start = np.asarray(flat.t_leaf_start, i64)
+        self._tree_n_leaf = np.asarray(flat.t_n_leaf, i64)
+        self._node_feat = np.asarray(flat.n_feat, i32)
+        self._node_thr = np.asarray(flat.n_thr, f64)
+        self._node_dleft = np.asarray(flat.n_dl, np.uint8)
+        self._node_mtype = np.asarray(flat.n_mt, np.uint8)
+        self._node_bit = np.asarray(flat.n_bit, i64)
+        self._node_left = np.asarray(flat.n_left, i32)
+        self._node_right = np.asarray(flat.n_right, i32)
+        self._leaf_d = np.asarray(flat.l_d, i64)
+        self._leaf_po = np.asarray(flat.l_po, i64)
+        self._leaf_value = np.asarray(flat.l_val, f64)
+        self._path_feat = np.asarray(flat.p_feat, i32)
+        self._path_z = np.asarray(flat.p_z, f64)
         with np.errstate(divide="ignore"):
             self._path_invz = np.where(self._path_z > 0, 1.0 / self._path_z, 0.0)
-        self._max_nodes = int(max_nodes)
+        self._max_nodes = int(flat.max_nodes)
         self._max_d = int(self._leaf_d.max()) if self._leaf_d.size else 0
-        self.expected_value = float(bias)
-        self.n_trees = len(tree_info)
+        self.expected_value = float(flat.bias)
 
     def _plan_tables(self, max_table_depth: int, max_table_bytes: int) -> None:
         d = self._leaf_d
