@@ -12,8 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import markupsafe
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import run_world
@@ -141,6 +143,16 @@ def test_corrupt_parts_fail_naming_the_file(world, tmp_path):
     (models / "scorecard.csv").unlink()
     (models / "reasons.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(DataError, match=r"reasons\.parquet: not a readable Parquet file"):
+        collect(models, raw, processed)
+    pq.write_table(
+        pa.table({"probability": [0.2, 1.5], "label": [0, 1]}), models / "reasons.parquet"
+    )
+    with pytest.raises(DataError, match=r"reasons\.parquet: column 'probability' must hold"):
+        collect(models, raw, processed)
+    pq.write_table(
+        pa.table({"probability": [0.2, 0.5], "label": [0, 2]}), models / "reasons.parquet"
+    )
+    with pytest.raises(DataError, match=r"reasons\.parquet: column 'label' must hold 0 or 1"):
         collect(models, raw, processed)
     (models / "model.json").unlink()
     with pytest.raises(DataError, match=r"model\.json: file not found"):
@@ -304,10 +316,20 @@ def test_crafted_values_in_csv_outputs_are_escaped(world, tmp_path):
 # ------------------------------------------------------------------ the modeller's views
 
 
+def esc(text: object) -> str:
+    """Text as the template's autoescaping writes it."""
+    return str(markupsafe.escape(str(text)))
+
+
 def _rows(part: str) -> list[list[str]]:
     """The body rows of the tables in ``part``, as lists of cell texts."""
     body = "".join(re.findall(r"<tbody>(.*?)</tbody>", part, flags=re.S))
     return [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body)]
+
+
+def feature_label_html(name: str) -> str:
+    f = BY_NAME.get(name)
+    return f"<br><small>{esc(f.en)} · {esc(f.zh)}</small>" if f else ""
 
 
 def test_scorecard_points_table(world):
@@ -317,9 +339,12 @@ def test_scorecard_points_table(world):
     card = pd.read_csv(root / "models" / "scorecard.csv")
     rows = _rows(part)
     assert len(rows) == len(card)  # every bin of every kept feature
+    seen = set()
     for row, (_, want) in zip(rows, card.iterrows(), strict=True):
-        assert row[0].startswith(f"<code>{html.escape(want.feature)}</code>")
-        assert row[1] == html.escape(str(want["bin"]), quote=True)
+        label = feature_label_html(want.feature) if want.feature not in seen else ""
+        assert row[0] == f"<code>{want.feature}</code>{label}"
+        seen.add(want.feature)
+        assert row[1] == esc(want["bin"])
         assert row[-1] == f"{want.points:.1f}"
     sc = cfg.model.scorecard
     assert f"base score <b>{sc.base_score:g}</b>" in part
@@ -344,10 +369,11 @@ def test_cutoff_view_matches_the_scored_rows(world):
         k = masks[row[0]]
         cum += y[k].sum()
         assert row[2] == f"{k.sum():,}"
-        assert row[4] == f"{y[k].sum():,}"
-        assert row[5] == (f"{y[k].mean():.1%}" if k.any() else "–")
-        assert row[6] == f"{y[k].sum() / y.sum():.1%}"
-        assert row[7] == f"{cum / y.sum():.1%}"
+        assert row[4] == (f"{p[k].mean():.1%}" if k.any() else "–")
+        assert row[5] == f"{y[k].sum():,}"
+        assert row[6] == (f"{y[k].mean():.1%}" if k.any() else "–")
+        assert row[7] == f"{y[k].sum() / y.sum():.1%}"
+        assert row[8] == f"{cum / y.sum():.1%}"
     assert y[masks["high"]].mean() > y[masks["low"]].mean()  # the tiers do rank the risk
 
 
@@ -367,6 +393,7 @@ def test_cutoff_table_follows_the_score_commands_tiers():
         k = tiers == r["tier"]
         assert (r["n"], r["closures"]) == (k.sum(), y[k].sum())
         assert r["rate"] == pytest.approx(y[k].mean())
+        assert r["mean_probability"] == pytest.approx(p[k].mean())
         assert r["capture"] == pytest.approx(y[k].sum() / y.sum())
     cum = np.cumsum([r["capture"] for r in rows])
     assert [r["cum_capture"] for r in rows] == pytest.approx(cum)
@@ -384,7 +411,7 @@ def test_glossary_and_dictionary_where_they_are_used(world):
     for code in ALL_CAUSES:  # every cause defined where the closures by cause are shown
         zh, en = CAUSE_TEXT[code]
         assert f'<dt id="cause-{code}"><code>{code}</code></dt>' in card
-        assert f"<dd>{html.escape(en)} · {zh}</dd>" in card
+        assert f"<dd>{esc(en)} · {zh}</dd>" in card
     pol = _section(page, "policy")
     assumptions = json.loads((root / "models" / "policy" / "policy.json").read_text())[
         "assumptions"
@@ -407,14 +434,14 @@ def test_glossary_and_dictionary_where_they_are_used(world):
             ", ".join(f.causes) or "–",
             {1: "+1 (more: riskier)", -1: "-1 (more: safer)", 0: "0 (free)"}[f.monotone],
             "yes" if f.actionable else "no",
-            html.escape(f.en, quote=True),
+            esc(f.en),
             f.zh,
         ]
 
 
 def test_template_escapes_feature_and_cause_text(monkeypatch):
     evil = "<script>alert(1)</script>"
-    esc = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
     name = "months_since_last_draw"
     monkeypatch.setitem(BY_NAME, name, dataclasses.replace(BY_NAME[name], en=evil, zh=evil))
     monkeypatch.setitem(CAUSE_TEXT, "sudden_stop", (evil, evil))
@@ -428,11 +455,11 @@ def test_template_escapes_feature_and_cause_text(monkeypatch):
     page = report.render(inp)
     assert evil not in page
     assert page.count("<script>") == 1  # the page's own, and nothing else
-    assert f"<code>{name}</code><br><small>{esc} · {esc}</small>" in _section(page, "shap")
-    assert f"<code>{esc}</code>" in _section(page, "shap")
-    assert f"<dd>{esc} · {esc}</dd>" in _section(page, "data-card")
-    assert f'<td class="t">{esc}</td>' in _section(page, "dictionary")
-    assert f"<code>{esc}</code>" in _section(page, "stability")
+    assert f"<code>{name}</code><br><small>{escaped} · {escaped}</small>" in _section(page, "shap")
+    assert f"<code>{escaped}</code>" in _section(page, "shap")
+    assert f"<dd>{escaped} · {escaped}</dd>" in _section(page, "data-card")
+    assert f'<td class="t">{escaped}</td>' in _section(page, "dictionary")
+    assert f"<code>{escaped}</code>" in _section(page, "stability")
 
 
 def test_feature_dictionary_file_is_current(tmp_path):

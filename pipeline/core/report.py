@@ -213,6 +213,7 @@ def cutoff_table(
                 "n": n,
                 "share": n / len(p) if len(p) else float("nan"),
                 "closures": closed,
+                "mean_probability": float(p[inside].mean()) if n else float("nan"),
                 "rate": closed / n if n else float("nan"),
                 "capture": closed / total,
                 "cum_capture": cum / total,
@@ -425,6 +426,7 @@ def _cutoffs(inp: Inputs) -> dict[str, Any]:
             t["range"],
             _num(t["n"], "int"),
             _num(t["share"], "pct"),
+            _num(t["mean_probability"], "pct"),
             _num(t["closures"], "int"),
             _num(t["rate"], "pct"),
             _num(t["capture"], "pct"),
@@ -438,7 +440,8 @@ def _cutoffs(inp: Inputs) -> dict[str, Any]:
     split = "out-of-time" if n_total else "held-out"
     noun, one = ("closures", "closure") if inp.simulator else ("positives", "positive")
     positives = int(sum(t["closures"] for t in tiers))
-    head: tuple[str, ...] = ("tier", "probability", "rows", "share of rows", noun, f"{one} rate")
+    head: tuple[str, ...] = ("tier", "probability", "rows", "share of rows", "mean probability")
+    head += (noun, f"{one} rate")
     head += (f"share of {noun}", "captured, this tier and above")
     return {
         "table": Table(head, rows, caption=f"score tiers on the scored {split} rows"),
@@ -466,10 +469,11 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
     rows: list[Sequence[Cell]] = []
     for r in inp.scorecard:
         name = r["feature"]
+        first = name not in points  # the feature's texts on its first bin only
         points.setdefault(name, []).append(float(r["points"]))
         rows.append(
             (
-                feature_label(name),
+                feature_label(name) if first else Code(name),
                 str(r["bin"]),
                 _num(r["n"], "int"),
                 _num(r["bad_rate"], "pct"),
