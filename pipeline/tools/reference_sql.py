@@ -67,22 +67,14 @@ def _longest_run(x: str, width: int) -> str:
     return " + ".join(terms)
 
 
-def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
-    """The whole feature query (one SELECT producing the final table)."""
-    last = max(p.snapshots)
-    snaps = ", ".join(str(int(s)) for s in p.snapshots)
-    valid = ", ".join(str(int(s)) for s in p.valid_snapshots) or "NULL"
-    oot = ", ".join(str(int(s)) for s in p.oot_snapshots) or "NULL"
-    occ, age = _lit_list(OCCUPATIONS), _lit_list(AGE_BANDS)
-    k = int(p.fund_days)
-    overdue_rule = f"AND coalesce(st.first_overdue, {NEVER}) > s.s"
-    if not p.never_overdue_only:
-        overdue_rule = ""
+def _ratio(a: str, b: str) -> str:
+    """SQL for ``a / b``, zero where the denominator is not positive."""
+    return f"CASE WHEN ({b}) > 0 THEN ({a}) / ({b}) ELSE 0.0 END"
 
-    def sd(a: str, b: str) -> str:  # ratio, zero where the denominator is not positive
-        return f"CASE WHEN ({b}) > 0 THEN ({a}) / ({b}) ELSE 0.0 END"
 
-    feats = {
+def _feature_exprs() -> dict[str, str]:
+    """Each feature as an expression over the per-(borrower, snapshot) aggregates."""
+    return {
         "months_since_last_draw": "CASE WHEN last_draw IS NOT NULL THEN m - last_draw "
         "ELSE least(tenure + 1, 36) END",
         "draw_months_3": "drew_3",
@@ -95,20 +87,20 @@ def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
         "draw_amount_6": "amt_6",
         "draw_amount_12": "amt_12",
         "draw_trend": "drew_3 / least(tenure + 1, 3)::DOUBLE - "
-        + sd("drew_12 - drew_3", "least(greatest(tenure - 2, 0), 9)::DOUBLE"),
+        + _ratio("drew_12 - drew_3", "least(greatest(tenure - 2, 0), 9)::DOUBLE"),
         "longest_idle_12": _longest_run("idle_bits", 12),
-        "util_mean_3": sd("util_3", "on_3"),
-        "util_mean_6": sd("util_6", "on_6"),
-        "util_mean_12": sd("util_12", "on_12"),
+        "util_mean_3": _ratio("util_3", "on_3"),
+        "util_mean_6": _ratio("util_6", "on_6"),
+        "util_mean_12": _ratio("util_12", "on_12"),
         "util_max_12": "util_max_12",
-        "util_trend": sd("util_3", "on_3") + " - " + sd("util_12 - util_3", "on_12 - on_3"),
-        "revolving_share_6": sd("revolve_6", "on_6"),
-        "small_draw_share_12": sd("small_12", "drew_12"),
+        "util_trend": _ratio("util_3", "on_3") + " - " + _ratio("util_12 - util_3", "on_12 - on_3"),
+        "revolving_share_6": _ratio("revolve_6", "on_6"),
+        "small_draw_share_12": _ratio("small_12", "drew_12"),
         "interest_paid_6": "interest_6",
-        "interest_to_line_12": sd("interest_12", "line"),
-        "early_repay_share_12": sd("early_12", "on_12"),
+        "interest_to_line_12": _ratio("interest_12", "line"),
+        "early_repay_share_12": _ratio("early_12", "on_12"),
         "line": "line",
-        "line_to_initial": sd("line", "initial_line"),
+        "line_to_initial": _ratio("line", "initial_line"),
         "n_line_increases": "inc_cum",
         "n_line_decreases": "dec_cum",
         "n_freezes": "frz_cum",
@@ -116,11 +108,11 @@ def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
         "ELSE tenure + 1 END",
         "tenure": "tenure",
         "frozen_now": "frozen",
-        "share_securities_k": sd("sec_k_6", "drawn_6"),
-        "share_other_lender_k": sd("oth_k_6", "drawn_6"),
-        "misuse_share_k": sd("sec_k_6 + oth_k_6", "drawn_6"),
-        "share_business_6": sd("bus_6", "drawn_6"),
-        "share_consumption_6": sd("cons_6", "drawn_6"),
+        "share_securities_k": _ratio("sec_k_6", "drawn_6"),
+        "share_other_lender_k": _ratio("oth_k_6", "drawn_6"),
+        "misuse_share_k": _ratio("sec_k_6 + oth_k_6", "drawn_6"),
+        "share_business_6": _ratio("bus_6", "drawn_6"),
+        "share_consumption_6": _ratio("cons_6", "drawn_6"),
         "ext_active_products": "ext_cards + ext_loans",
         "ext_cards": "ext_cards",
         "ext_loans": "ext_loans",
@@ -129,18 +121,20 @@ def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
         "ext_new_accounts_12": "new_12",
         "ext_utilisation": "ext_util",
         "competitor_months_6": "comp_months_6",
-        "competitor_share_6": sd("comp_6", "spend_6"),
+        "competitor_share_6": _ratio("comp_6", "spend_6"),
         "spend_level_6": "spend_6 / greatest(con_6, 1)",
-        "spend_volatility_6": sd("sqrt(coalesce(spend_var_6, 0))", "spend_6 / greatest(con_6, 1)"),
-        "spend_trend": sd(
-            sd("spend_3", "con_3") + " - " + sd("spend_6 - spend_3", "con_6 - con_3"),
-            sd("spend_6 - spend_3", "con_6 - con_3"),
+        "spend_volatility_6": _ratio(
+            "sqrt(coalesce(spend_var_6, 0))", "spend_6 / greatest(con_6, 1)"
         ),
-        "spend_weekly_cv_3": sd("wcv_3", "con_3"),
+        "spend_trend": _ratio(
+            _ratio("spend_3", "con_3") + " - " + _ratio("spend_6 - spend_3", "con_6 - con_3"),
+            _ratio("spend_6 - spend_3", "con_6 - con_3"),
+        ),
+        "spend_weekly_cv_3": _ratio("wcv_3", "con_3"),
         "degree": "coalesce(degree, 0)",
-        "contacts_closed_share": sd("coalesce(n_closed, 0)", "coalesce(degree, 0)"),
-        "contacts_closed_wshare": sd("coalesce(w_closed, 0)", "coalesce(w_degree, 0)"),
-        "contacts_overdue_share": sd("coalesce(n_overdue, 0)", "coalesce(degree, 0)"),
+        "contacts_closed_share": _ratio("coalesce(n_closed, 0)", "coalesce(degree, 0)"),
+        "contacts_closed_wshare": _ratio("coalesce(w_closed, 0)", "coalesce(w_degree, 0)"),
+        "contacts_overdue_share": _ratio("coalesce(n_overdue, 0)", "coalesce(degree, 0)"),
         "regime": "coalesce(regime, 0)",
         "months_since_tightening": "CASE WHEN coalesce(regime, 0) > 0 "
         "THEN m - first_regime_month + 1 ELSE 0 END",
@@ -150,20 +144,22 @@ def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
         "city_tier": "city_tier",
         "age_band_code": "age_band_code",
     }
+
+
+def _feature_columns() -> str:
+    """The select list of the feature columns, in registry order."""
+    feats = _feature_exprs()
     missing = set(FEATURE_NAMES) - set(feats)
     if missing:  # pragma: no cover - guarded by the registry test
         raise KeyError(f"no SQL for features {sorted(missing)}")
-    feature_cols = ",\n  ".join(f"({feats[n]})::FLOAT AS {n}" for n in FEATURE_NAMES)
+    return ",\n  ".join(f"({feats[n]})::FLOAT AS {n}" for n in FEATURE_NAMES)
 
-    agg_cols = (
-        "drew_3 drew_6 drew_12 nd_3 nd_6 nd_12 amt_3 amt_6 amt_12 util_3 util_6 util_12 "
-        "util_max_12 on_3 on_6 on_12 revolve_6 small_12 interest_6 interest_12 early_12 "
-        "idle_bits line frozen inc_cum dec_cum frz_cum drawn_6 cons_6 bus_6 sec_k_6 oth_k_6 "
-        "ext_cards ext_loans ext_util msx inq_6 new_12 spend_3 spend_6 con_3 con_6 wcv_3 "
-        "comp_6 comp_months_6 spend_var_6"
-    ).split()
-    filled = ",\n         ".join(f"coalesce({c}, 0) AS {c}" for c in agg_cols)
 
+def _account_ctes(raw_dir: Path, p: SqlFeatureParams) -> str:
+    """Snapshots, borrowers, account months and their trailing windows at each snapshot."""
+    last = max(p.snapshots)
+    snaps = ", ".join(str(int(s)) for s in p.snapshots)
+    occ, age = _lit_list(OCCUPATIONS), _lit_list(AGE_BANDS)
     return f"""
 WITH
 snaps AS (SELECT unnest([{snaps}])::INTEGER AS s),
@@ -217,6 +213,14 @@ last_draw AS (
   SELECT a.b, s.s, max(a.m) AS last_draw
   FROM acc a JOIN snaps s ON a.m <= s.s WHERE a.n_draws > 0 GROUP BY a.b, s.s
 ),
+"""
+
+
+def _activity_ctes(raw_dir: Path, p: SqlFeatureParams) -> str:
+    """Platform events, fund flows, bureau and consumption months, windowed by snapshot."""
+    last = max(p.snapshots)
+    k = int(p.fund_days)
+    return f"""\
 events AS (SELECT borrower_id AS b, month::INTEGER AS m, event, cause
            FROM read_parquet('{_path(raw_dir, "platform_events")}')),
 ev_cum AS (
@@ -272,6 +276,16 @@ cons_w AS (
          var_pop(spend) AS spend_var_6
   FROM cons c JOIN snaps s ON c.m <= s.s AND c.m > s.s - 6 GROUP BY c.b, s.s
 ),
+"""
+
+
+def _status_ctes(raw_dir: Path, p: SqlFeatureParams) -> str:
+    """First closure and overdue month per borrower, the population at each snapshot, the
+    contacts' status before it and the macro months."""
+    overdue_rule = f"AND coalesce(st.first_overdue, {NEVER}) > s.s"
+    if not p.never_overdue_only:
+        overdue_rule = ""
+    return f"""\
 closure AS (
   SELECT b, min(m) AS close_month, arg_min(cause, m) AS close_cause
   FROM events WHERE event = 'closure' GROUP BY b
@@ -311,6 +325,23 @@ macro AS (
          min(CASE WHEN regime > 0 THEN month END) OVER ()::INTEGER AS first_regime_month
   FROM read_parquet('{_path(raw_dir, "macro_months")}')
 ),
+"""
+
+
+def _final_select(p: SqlFeatureParams) -> str:
+    """Every aggregate joined to the population, the label and split, and the features."""
+    valid = ", ".join(str(int(s)) for s in p.valid_snapshots) or "NULL"
+    oot = ", ".join(str(int(s)) for s in p.oot_snapshots) or "NULL"
+    feature_cols = _feature_columns()
+    agg_cols = (
+        "drew_3 drew_6 drew_12 nd_3 nd_6 nd_12 amt_3 amt_6 amt_12 util_3 util_6 util_12 "
+        "util_max_12 on_3 on_6 on_12 revolve_6 small_12 interest_6 interest_12 early_12 "
+        "idle_bits line frozen inc_cum dec_cum frz_cum drawn_6 cons_6 bus_6 sec_k_6 oth_k_6 "
+        "ext_cards ext_loans ext_util msx inq_6 new_12 spend_3 spend_6 con_3 con_6 wcv_3 "
+        "comp_6 comp_months_6 spend_var_6"
+    ).split()
+    filled = ",\n         ".join(f"coalesce({c}, 0) AS {c}" for c in agg_cols)
+    return f"""\
 joined AS (
   SELECT pop.*, ld.last_draw, ev.last_change, so.degree, so.w_degree, so.n_closed,
          so.w_closed, so.n_overdue, mc.regime, mc.competitor_intensity,
@@ -339,6 +370,16 @@ SELECT
 FROM joined
 ORDER BY snapshot, borrower_id
 """
+
+
+def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
+    """The whole feature query (one SELECT producing the final table)."""
+    return (
+        _account_ctes(raw_dir, p)
+        + _activity_ctes(raw_dir, p)
+        + _status_ctes(raw_dir, p)
+        + _final_select(p)
+    )
 
 
 def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None) -> Any:
