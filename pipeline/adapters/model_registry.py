@@ -28,6 +28,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
+from pipeline.adapters.serving import SERVING_SUFFIX
 from pipeline.adapters.tracking import Tracker, _retry
 from pipeline.base.config import Config
 from pipeline.core.scoring import ScoringModel
@@ -36,6 +37,8 @@ _MISSING = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 _INVALID = ErrorCode.Name(INVALID_PARAMETER_VALUE)
 #: The artifact folder of a training run that holds the model's metadata files.
 META_FOLDER = "model_meta"
+#: The metric on a sweep trial's run that the sweep maximised.
+OBJECTIVE_METRIC = "sweep.objective"
 
 
 def _is_missing(exc: MlflowException) -> bool:
@@ -107,14 +110,17 @@ def load_champion(tracker: Tracker, name: str, alias: str, models_dir: Path) -> 
     )
 
 
-def promote_champion(tracker: Tracker, name: str, alias: str, oot_auc: float) -> dict[str, Any]:
-    """Point ``alias`` at this run's model version if its out-of-time AUC beats the holder's.
+def promote_champion(
+    tracker: Tracker, name: str, alias: str, oot_auc: float, run_id: str | None = None
+) -> dict[str, Any]:
+    """Point ``alias`` at a run's model version if its out-of-time AUC beats the holder's.
 
-    The holder's figure is read back from its run's ``oot.auc`` metric, so the decision
-    does not depend on anything kept outside the tracking store.
+    The run is ``run_id``, or the tracker's current run. The holder's figure is read back
+    from its run's ``oot.auc`` metric, so the decision does not depend on anything kept
+    outside the tracking store.
     """
     client = tracker.client
-    run_id = tracker.run_id
+    run_id = run_id or tracker.run_id
     versions = _retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
     if not versions:
         return {"promoted": False, "reason": "no registered version for this run"}
@@ -216,4 +222,105 @@ def attach_trial(
                 parent, metrics=[Metric("trial.valid.auc", float(objective), now, int(trial))]
             )
         )
+        _retry(
+            lambda: client.log_batch(
+                run_id, metrics=[Metric(OBJECTIVE_METRIC, float(objective), now, 0)]
+            )
+        )
     _retry(lambda: client.set_terminated(parent, status="FINISHED"))
+
+
+def _find_sweep_parent(tracker: Tracker, exp_id: str, sweep_dir: str) -> str | None:
+    client = tracker.client
+    found = _retry(
+        lambda: client.search_runs(
+            [exp_id],
+            filter_string=f"tags.sweep_dir = '{sweep_dir}' and tags.sweep_role = 'parent'",
+            max_results=1,
+        )
+    )
+    return str(found[0].info.run_id) if found else None
+
+
+def best_trial(tracker: Tracker, sweep_dir: str) -> tuple[str, str, Any] | None:
+    """The sweep run, the best trial's run and that trial's train-stage run, or None.
+
+    Best is the highest objective the trials reported; trials without one (failed
+    before training) are never chosen.
+    """
+    client = tracker.client
+    exp_id = client.get_experiment_by_name(tracker.experiment).experiment_id
+    parent = _find_sweep_parent(tracker, exp_id, sweep_dir)
+    if parent is None:
+        return None
+    trials = _retry(
+        lambda: client.search_runs(
+            [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=5000
+        )
+    )
+    scored = [
+        (float(r.data.metrics[OBJECTIVE_METRIC]), r.info.run_id)
+        for r in trials
+        if np.isfinite(r.data.metrics.get(OBJECTIVE_METRIC, np.nan))
+    ]
+    if not scored:
+        return None
+    _, best = max(scored, key=lambda t: (t[0], t[1]))
+    stage_runs = _retry(
+        lambda: client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{best}' and tags.stage = 'train'",
+            max_results=1,
+        )
+    )
+    if not stage_runs:
+        return None
+    return parent, best, stage_runs[0]
+
+
+def register_best_trial(
+    tracker: Tracker, sweep_dir: str, name: str, alias: str
+) -> dict[str, Any] | None:
+    """Offer the sweep's best trial (and its serving pyfunc) to the registry, once.
+
+    Trials log their models without registering them; this registers the best one's and
+    judges it for champion exactly as a single training run is judged. None when the
+    sweep has no finished trial.
+    """
+    found = best_trial(tracker, sweep_dir)
+    if found is None:
+        return None
+    parent, trial_run, train_run = found
+    client = tracker.client
+    train_id = train_run.info.run_id
+    logged = _retry(
+        lambda: client.search_logged_models(
+            experiment_ids=[train_run.info.experiment_id],
+            filter_string=f"source_run_id = '{train_id}'",
+        )
+    )
+    by_name = {m.name: m for m in logged}
+    if "model" not in by_name:
+        return None
+    version = mlflow.register_model(f"models:/{by_name['model'].model_id}", name)
+    info: dict[str, Any] = {"trial_run": trial_run, "version": int(version.version)}
+    oot_auc = train_run.data.metrics.get("oot.auc")
+    if oot_auc is not None:
+        info.update(promote_champion(tracker, name, alias, float(oot_auc), run_id=train_id))
+    else:
+        info["message"] = f"registry: {name} v{version.version} (no out-of-time rows to judge it)"
+    if "serving" in by_name:
+        serving_name = f"{name}{SERVING_SUFFIX}"
+        sv = mlflow.register_model(f"models:/{by_name['serving'].model_id}", serving_name)
+        if info.get("promoted"):
+            _retry(lambda: client.set_registered_model_alias(serving_name, alias, str(sv.version)))
+    _retry(
+        lambda: client.log_batch(
+            parent,
+            tags=[
+                RunTag("best_trial_run", trial_run),
+                RunTag("registered_version", str(version.version)),
+            ],
+        )
+    )
+    return info

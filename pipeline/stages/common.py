@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.base.io import digest_of, file_digest, write_json
+from pipeline.base.io import DataError, digest_of, file_digest, write_json
 
 
 def say(msg: str) -> None:
@@ -80,6 +80,56 @@ POLICY_PARTS = ("policy", "summary_parts/policy.json")
 REPORT_PARTS = ("report.html",)
 #: Everything derived from a model: a newly trained model makes all of it stale.
 MODEL_DERIVED = (*EXPLAIN_PARTS, *STORY_PARTS, *POLICY_PARTS, *REPORT_PARTS)
+
+
+#: The key under which a model-derived JSON output names the model it was derived from.
+STAMP_KEY = "model_stamp"
+
+
+def model_stamp(models_dir: Path) -> str:
+    """The identity of the model under ``models_dir``: the digest of its ``model.txt``.
+
+    Every output derived from the model (explanations, policy tables, summary parts, the
+    report) carries it, so that a reader can tell an output of this model from a stale
+    one left by another model or another run.
+    """
+    path = models_dir / "model.txt"
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run `make train` first)")
+    return file_digest(path)
+
+
+def stamped(obj: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """``obj`` with the model stamp added (for a JSON output about to be written)."""
+    return {STAMP_KEY: stamp, **{k: v for k, v in obj.items() if k != STAMP_KEY}}
+
+
+def stamp_of(path: Path) -> str | None:
+    """The model stamp a JSON output carries; None when it carries none."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from exc
+    value = obj.get(STAMP_KEY) if isinstance(obj, dict) else None
+    return str(value) if value is not None else None
+
+
+def check_stamp(path: Path, stamp: str) -> None:
+    """Refuse ``path`` unless it was derived from the model whose stamp is ``stamp``.
+
+    ``path`` is a JSON output (a summary part, ``fidelity.json``, a stage manifest) that
+    carries the stamp; an output without one is refused too, since nothing shows which
+    model it belongs to.
+    """
+    found = stamp_of(path)
+    if found == stamp:
+        return
+    what = "carries no model stamp" if found is None else f"was derived from model {found[:12]}"
+    raise DataError(
+        f"{path}: {what}, but the current model is {stamp[:12]} (digest of model.txt); "
+        "it belongs to another model or run: rerun the stage that writes it (or the whole "
+        "`make run`)"
+    )
 
 
 def remove_parts(models: Path, patterns: Iterable[str]) -> None:

@@ -6,6 +6,7 @@ its inputs, calls a pure core, writes outputs atomically and logs to MLflow.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,10 +16,11 @@ from typing import Any
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
+from pipeline.adapters.runstate import owner_tags
 from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri
 from pipeline.base.config import validate
-from pipeline.base.io import write_json, write_text
-from pipeline.stages.common import Paths, release_memory, say
+from pipeline.base.io import DataError, write_json, write_text
+from pipeline.stages.common import STAMP_KEY, Paths, check_stamp, model_stamp, release_memory, say
 from pipeline.stages.explain import explain
 from pipeline.stages.features import features
 from pipeline.stages.generate import generate
@@ -40,6 +42,8 @@ STAGES: dict[str, Callable[[Any, Tracker], Any]] = {
 ALIASES = {"data": "generate"}
 #: stages that need the simulator's ground truth
 SIMULATOR_ONLY = ("policy",)
+#: stages whose outputs (and summary parts) are derived from the model
+MODEL_STAGES = ("train", "explain", "policy", "report")
 
 
 def pipeline_stages(cfg: Any) -> list[str]:
@@ -55,9 +59,24 @@ def _parent_run(
     """Check the config, then open the invocation's parent run; yields the flat params."""
     validate(cfg)
     params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    tags = {"overrides": " ".join(overrides or []) or "(none)", "stages": ",".join(stages)}
+    tags = {
+        "overrides": " ".join(overrides or []) or "(none)",
+        "stages": ",".join(stages),
+        **owner_tags(),
+    }
     with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
         yield params
+
+
+def _without_registry(cfg: Any) -> Any:
+    """A copy of ``cfg`` whose train stage logs its model but registers nothing.
+
+    Sweep trials run this way: only the sweep's best trial is offered to the registry,
+    once the sweep is over.
+    """
+    out = copy.deepcopy(cfg)
+    out.tracking.registered_model = ""
+    return out
 
 
 def run_single(
@@ -69,7 +88,7 @@ def run_single(
 ) -> dict[str, Any]:
     """Run one stage that is not part of ``run`` under its own parent MLflow run."""
     with _parent_run(cfg, tracker, [stage], overrides) as params:
-        with tracker.run(stage, tags={"stage": stage}):
+        with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
             tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] == stage})
             result = fn(cfg, tracker)
     result.setdefault("mlflow_run_id", tracker.parent_run_id)
@@ -77,11 +96,20 @@ def run_single(
 
 
 def run_pipeline(
-    cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None = None
+    cfg: Any,
+    tracker: Tracker,
+    stages: list[str],
+    overrides: list[str] | None = None,
+    register: bool = True,
 ) -> dict[str, Any]:
-    """Run the given stages under one parent MLflow run; returns the summary."""
+    """Run the given stages under one parent MLflow run; returns the summary.
+
+    ``register=False`` (sweep trials) logs the model without offering it to the registry.
+    """
     results: dict[str, Any] = {}
     with _parent_run(cfg, tracker, stages, overrides) as params:
+        if not register:
+            cfg = _without_registry(cfg)
         tracker.log_params(params)
         resolved = OmegaConf.to_yaml(
             OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))
@@ -92,7 +120,7 @@ def run_pipeline(
         tracker.log_artifact(cfg_path, "config")
 
         def run_stage(stage: str) -> None:
-            with tracker.run(stage, tags={"stage": stage}):
+            with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
                 tracker.log_params(
                     {
                         k: v
@@ -163,17 +191,10 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     imp = p.models / "shap_importance.json"
     if imp.exists():
         summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
-    # each stage may contribute a part (its "summary" result), kept on disk so that a
-    # single-stage invocation still reports what earlier stages found
-    parts_dir = p.models / "summary_parts"
-    for stage, result in results.items():
-        part = result.get("summary") if isinstance(result, dict) else result.summary
-        if part:
-            write_json(part, parts_dir / f"{stage}.json")
-    for stage in STAGES:
-        part = parts_dir / f"{stage}.json"
-        if part.exists():
-            _deep_merge(summary, json.loads(part.read_text()))
+    stamp = model_stamp(p.models) if (p.models / "model.txt").exists() else None
+    if stamp is not None:
+        summary[STAMP_KEY] = stamp
+    _merge_parts(summary, p.models / "summary_parts", results, stamp)
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
     summary["ui"] = (
         "make ui" if str(cfg.tracking.uri).startswith("sqlite:") else str(summary["tracking_uri"])
@@ -182,6 +203,39 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     tracker.log_artifact(p.models / "summary.json", "summary")
     _print_summary(summary)
     return summary
+
+
+def _merge_parts(
+    summary: dict[str, Any], parts_dir: Path, results: dict[str, Any], stamp: str | None
+) -> None:
+    """Write this invocation's summary parts, then merge every part on disk into ``summary``.
+
+    Parts are kept on disk so that a single-stage invocation still reports what earlier
+    stages found. The parts of model-derived stages carry the model's stamp and are merged
+    only when it is the current model's: a part left by another model is skipped, with a
+    message, never mixed in.
+    """
+    for stage, result in results.items():
+        part = result.get("summary") if isinstance(result, dict) else result.summary
+        if part:
+            if stage in MODEL_STAGES and stamp is not None:
+                part = {STAMP_KEY: stamp, **part}
+            write_json(part, parts_dir / f"{stage}.json")
+    for stage in STAGES:
+        path = parts_dir / f"{stage}.json"
+        if not path.exists():
+            continue
+        if stage in MODEL_STAGES:
+            try:
+                if stamp is None:
+                    raise DataError(f"{path}: there is no model.txt to tell which model it is of")
+                check_stamp(path, stamp)
+            except DataError as exc:
+                say(f"summary: skipped {exc}")
+                continue
+        part = json.loads(path.read_text())
+        part.pop(STAMP_KEY, None)
+        _deep_merge(summary, part)
 
 
 def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:

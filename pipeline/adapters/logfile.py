@@ -1,0 +1,112 @@
+"""A calm console: what third-party libraries say goes to a log file, not the screen.
+
+The console carries the pipeline's own lines (stage results, the summary, errors).
+MLflow's notices and schema hints, Dask's INFO lines (of this process and of its worker
+processes), LightGBM's native warnings ("Met negative value in categorical features")
+and Python warnings raised outside the pipeline are written to one log file per
+invocation instead; warnings the pipeline itself raises stay on the console. Artifact
+downloads show no progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import lightgbm as lgb
+
+#: loggers of libraries whose messages belong in the log file
+THIRD_PARTY = ("mlflow", "alembic", "distributed", "bokeh", "tornado", "numba", "urllib3")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+#: a Dask logging set-up of the user's own is kept
+_USER_DASK_LOGGING = "DASK_LOGGING" in os.environ
+
+
+class _OwnWarnings(logging.Filter):
+    """Passes the warnings raised by the pipeline's own code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return str(record.getMessage()).startswith(_PACKAGE_DIR)
+
+
+class _ThirdPartyWarnings(_OwnWarnings):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not super().filter(record)
+
+
+def quiet_environment(log_file: Path | None = None) -> None:
+    """Environment read by libraries and by the worker processes they start.
+
+    Set before those libraries look: no progress bars on artifact downloads, and Dask's
+    workers (separate processes) log into ``log_file`` too. Values the user set in the
+    environment are kept.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if log_file is None or _USER_DASK_LOGGING:
+        return
+    dask_logging = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": _FORMAT}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "filename": str(log_file),
+                "formatter": "plain",
+            }
+        },
+        "loggers": {
+            "distributed": {"level": "INFO", "handlers": ["file"], "propagate": False},
+            "bokeh": {"level": "ERROR", "handlers": ["file"], "propagate": False},
+            "tornado": {"level": "CRITICAL", "handlers": ["file"], "propagate": False},
+        },
+    }
+    os.environ["DASK_LOGGING"] = repr(dask_logging)
+
+
+def route_to_file(log_file: Path) -> logging.Handler:
+    """Send third-party log records and warnings to ``log_file``; returns its handler."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    quiet_environment(log_file)
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    for name in THIRD_PARTY:
+        logger = logging.getLogger(name)
+        _drop_handlers(logger)
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.getLogger("mlflow").setLevel(logging.INFO)
+    logging.getLogger("distributed").setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    warn_log = logging.getLogger("py.warnings")
+    _drop_handlers(warn_log)
+    file_part = logging.FileHandler(log_file, encoding="utf-8")
+    file_part.setFormatter(logging.Formatter(_FORMAT))
+    file_part.addFilter(_ThirdPartyWarnings())
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("warning: %(message)s"))
+    console.addFilter(_OwnWarnings())
+    warn_log.addHandler(file_part)
+    warn_log.addHandler(console)
+    warn_log.propagate = False
+    _route_lightgbm(logging.getLogger("lightgbm"), handler)
+    return handler
+
+
+def _route_lightgbm(logger: logging.Logger, handler: logging.Handler) -> None:
+    """LightGBM's native messages (it prints them itself by default) into the log file."""
+    _drop_handlers(logger)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    lgb.register_logger(logger)
+
+
+def _drop_handlers(logger: logging.Logger) -> None:
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        if isinstance(old, logging.FileHandler):
+            old.close()

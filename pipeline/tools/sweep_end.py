@@ -1,0 +1,43 @@
+"""What happens once a Hydra multirun is over: its best trial is offered to the registry.
+
+Trials of a sweep (``--multirun``) log their models without registering them, so that
+neither the registry nor the champion alias sees every trial. Hydra calls
+:class:`RegisterBestTrial` (named in ``conf/config.yaml`` under ``hydra.callbacks``) in
+the sweeping process after the last trial; it registers the trial with the highest
+objective (validation AUC) and judges it for champion.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig
+
+from pipeline.adapters.model_registry import register_best_trial, registered_name
+from pipeline.adapters.tracking import TrackingError, from_config
+
+
+class RegisterBestTrial(Callback):  # type: ignore[misc]
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        offer_best_trial(config, str(config.hydra.sweep.dir))
+
+
+def offer_best_trial(cfg: Any, sweep_dir: str) -> dict[str, Any] | None:
+    """Register the best trial of the sweep in ``sweep_dir``; prints what was decided."""
+    tracker = from_config(cfg.tracking)
+    name = registered_name(cfg)
+    if not tracker.enabled or not name:
+        return None
+    try:
+        info = register_best_trial(tracker, sweep_dir, name, str(cfg.model.champion_alias))
+    except (TrackingError, MlflowException) as exc:
+        print(f"error: the sweep's best trial could not be registered: {exc}", file=sys.stderr)
+        return None
+    if info is None:
+        print(f"sweep {sweep_dir}: no finished trial to register", flush=True)
+        return None
+    print(f"sweep best trial: run {info['trial_run']}; {info.get('message', '')}", flush=True)
+    return info
