@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from pipeline.adapters import catalog, distributed
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
-from pipeline.base.config import physical_cores
+from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
     atomic_path,
@@ -159,7 +160,7 @@ def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
 
 
 def _batch(
-    cfg: Any,
+    cfg: Config,
     p: Paths,
     model: _Model,
     df: pd.DataFrame,
@@ -170,26 +171,11 @@ def _batch(
     e = cfg.explain
     names = model.names
     sim = model.mode != "table"
-    oot = df[df.split == "oot"]
-    if len(oot) == 0:  # a table without a held-out part: explain validation rows
-        oot = df[df.split == "valid"]
-    if len(oot) > e.max_rows:
-        oot = oot.sample(n=int(e.max_rows), random_state=int(cfg.data.seed))
-        oot = oot.sort_values(["snapshot", id_col] if sim else [id_col])
+    oot = _rows_to_explain(cfg, df, id_col, sim)
     X = oot[names].to_numpy(dtype=np.float32)
-    t0 = time.perf_counter()
-    if cfg.engine.kind == "dask":
-        with distributed.client_for(cfg.engine) as client:
-            contrib = distributed.shap_values(
-                client, model.booster, X, n_threads=int(cfg.engine.threads_per_worker)
-            )
-        method = "treeshap_dask"
-    else:
-        contrib, method = explain_core.contributions(model.booster, X, threads)
-    seconds = time.perf_counter() - t0
+    contrib, method, seconds = _shap(cfg, model, X, threads)
     additivity = _additivity(model, X, contrib)
-    raw_prob = np.asarray(model.booster.predict(X))
-    prob = model.calibrator.apply(raw_prob)
+    prob = model.calibrator.apply(np.asarray(model.booster.predict(X)))
 
     cols: dict[str, Any] = {id_col: oot[id_col].to_numpy()}
     if sim:
@@ -197,7 +183,6 @@ def _batch(
     cols.update(probability=prob, label=oot.label.to_numpy())
     info: dict[str, Any] = {}
     W = None
-    shift = None
     if sim:
         cols["label_cause"] = oot.label_cause.to_numpy()
         W, info = _cause_weights(cfg, p, model, df, threads)
@@ -206,16 +191,7 @@ def _batch(
     else:
         reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k))
     if e.probability:
-        pc = explain_core.probability_contributions(contrib)
-        slope = np.divide(
-            pc[:, :-1].sum(axis=1),
-            contrib[:, :-1].sum(axis=1),
-            out=np.zeros(len(X)),
-            where=np.abs(contrib[:, :-1].sum(axis=1)) > 1e-12,
-        )
-        for r in range(1, int(e.top_k) + 1):
-            if f"reason_{r}_shap" in reasons:
-                reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
+        _add_probability_reasons(reasons, contrib, int(e.top_k))
     table = pd.DataFrame({**cols, **reasons})
     # new global views replace the old ones whole (dependence plots differ by feature);
     # the report and policy figures were built from the old ones
@@ -224,8 +200,8 @@ def _batch(
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
     importance = explain_core.global_importance(contrib, names)
     write_json({"method": method, "importance": importance}, p.models / "shap_importance.json")
-    artifacts = [out, p.models / "shap_importance.json"]
-    plots = _shap_plots(
+    views = _Views(artifacts=[out, p.models / "shap_importance.json"])
+    views.plots = _shap_plots(
         contrib,
         X,
         names,
@@ -235,71 +211,138 @@ def _batch(
         importance,
         int(e.dependence_top),
     )
-
-    metrics: dict[str, float] = {
+    views.metrics = {
         "rows": float(len(X)),
         "seconds": seconds,
         "rows_per_s": len(X) / max(seconds, 1e-9),
         "additivity_max_abs": additivity,
     }
-    part: dict[str, Any] = {"shap": {"method": method, "rows_per_s": metrics["rows_per_s"]}}
+    views.part = {"shap": {"method": method, "rows_per_s": views.metrics["rows_per_s"]}}
     if sim:
-        cimp = explain_core.cause_importance(contrib, names, W)
-        cimp_path = p.models / "cause_importance.json"
-        write_json({"attribution": info, "importance": cimp}, cimp_path)
-        artifacts.append(cimp_path)
-        plots.append(
-            _bar_plot(
-                cimp,
-                p.models / "plots" / "cause_importance.png",
-                "mean |SHAP| per cause (log-odds)",
-            )
-        )
-        closed = table.label.to_numpy() == 1
-        if closed.any():
-            fid = explain_core.fidelity(
-                {k: v[closed] for k, v in reasons.items()}, table.label_cause.to_numpy()[closed]
-            )
-            conf_path = p.models / "fidelity_confusion.csv"
-            with atomic_path(conf_path) as tmp:
-                fid.confusion.to_csv(tmp)
-            fid_path = p.models / "fidelity.json"
-            fid_part = {
-                "top1": fid.top1,
-                "top3": fid.top3,
-                "n": fid.n,
-                "chance_top1": 1.0 / len(CAUSES),
-                "attribution": info.get("attribution"),
-                "reference": str(e.reference),
-            }
-            write_json({**fid_part, "by_cause": fid.by_cause, "weights": info}, fid_path)
-            artifacts += [conf_path, fid_path]
-            plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
-            metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
-            part["fidelity"] = fid_part
-            say(
-                f"explain: fidelity on {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
-                f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
-            )
+        assert W is not None
+        _cause_views(cfg, p, views, contrib, names, W, info, table, reasons)
         if e.advice_rows > 0:
             adv = _batch_advice(cfg, model, oot, prob, p.models / "advice.parquet")
             if adv is not None:
-                artifacts.append(p.models / "advice.parquet")
-                part["advice"] = adv
-                metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
-    tracker.log_metrics(metrics)
+                views.artifacts.append(p.models / "advice.parquet")
+                views.part["advice"] = adv
+                views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
+    tracker.log_metrics(views.metrics)
     tracker.set_tags(
         {"shap_method": method, "attribution": str(info.get("attribution", "features"))}
     )
-    for a in artifacts:
+    for a in views.artifacts:
         tracker.log_artifact(a, "explain")
-    for plot in plots:
+    for plot in views.plots:
         tracker.log_artifact(plot, "plots")
     say(
         f"explain: {len(X):,} rows by {method} ({seconds:.1f}s, "
-        f"{metrics['rows_per_s']:,.0f} rows/s), additivity {additivity:.1e} -> {out}"
+        f"{views.metrics['rows_per_s']:,.0f} rows/s), additivity {additivity:.1e} -> {out}"
     )
-    return {"metrics": metrics, "importance": importance, "method": method, "summary": part}
+    return {
+        "metrics": views.metrics,
+        "importance": importance,
+        "method": method,
+        "summary": views.part,
+    }
+
+
+@dataclass
+class _Views:
+    """What the batch explanation wrote and will log: files, plots, metrics, summary."""
+
+    artifacts: list[Path] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    part: dict[str, Any] = field(default_factory=dict)
+
+
+def _rows_to_explain(cfg: Config, df: pd.DataFrame, id_col: str, sim: bool) -> pd.DataFrame:
+    """The out-of-time rows (validation rows when a table has none), sampled to max_rows."""
+    e = cfg.explain
+    oot = df[df.split == "oot"]
+    if len(oot) == 0:  # a table without a held-out part: explain validation rows
+        oot = df[df.split == "valid"]
+    if len(oot) > e.max_rows:
+        oot = oot.sample(n=int(e.max_rows), random_state=int(cfg.data.seed))
+        oot = oot.sort_values(["snapshot", id_col] if sim else [id_col])
+    return oot
+
+
+def _shap(cfg: Config, model: _Model, X: np.ndarray, threads: int) -> tuple[np.ndarray, str, float]:
+    """SHAP contributions of ``X`` (on the cluster with ``engine=dask``), method, seconds."""
+    t0 = time.perf_counter()
+    if cfg.engine.kind == "dask":
+        with distributed.client_for(cfg.engine) as client:
+            contrib = distributed.shap_values(
+                client, model.booster, X, n_threads=int(cfg.engine.threads_per_worker)
+            )
+        method = "treeshap_dask"
+    else:
+        contrib, method = explain_core.contributions(model.booster, X, threads)
+    return contrib, method, time.perf_counter() - t0
+
+
+def _add_probability_reasons(reasons: dict[str, Any], contrib: np.ndarray, top_k: int) -> None:
+    """Each reason's share of the probability change, beside its log-odds SHAP value."""
+    pc = explain_core.probability_contributions(contrib)
+    total = contrib[:, :-1].sum(axis=1)
+    slope = np.divide(
+        pc[:, :-1].sum(axis=1), total, out=np.zeros(len(contrib)), where=np.abs(total) > 1e-12
+    )
+    for r in range(1, top_k + 1):
+        if f"reason_{r}_shap" in reasons:
+            reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
+
+
+def _cause_views(
+    cfg: Config,
+    p: Paths,
+    views: _Views,
+    contrib: np.ndarray,
+    names: list[str],
+    W: np.ndarray,
+    info: dict[str, Any],
+    table: pd.DataFrame,
+    reasons: dict[str, Any],
+) -> None:
+    """Cause importance, and fidelity of the reasons against the true causes of closures."""
+    cimp = explain_core.cause_importance(contrib, names, W)
+    cimp_path = p.models / "cause_importance.json"
+    write_json({"attribution": info, "importance": cimp}, cimp_path)
+    views.artifacts.append(cimp_path)
+    views.plots.append(
+        _bar_plot(
+            cimp, p.models / "plots" / "cause_importance.png", "mean |SHAP| per cause (log-odds)"
+        )
+    )
+    closed = table.label.to_numpy() == 1
+    if not closed.any():
+        return
+    fid = explain_core.fidelity(
+        {k: v[closed] for k, v in reasons.items()}, table.label_cause.to_numpy()[closed]
+    )
+    conf_path = p.models / "fidelity_confusion.csv"
+    with atomic_path(conf_path) as tmp:
+        fid.confusion.to_csv(tmp)
+    fid_path = p.models / "fidelity.json"
+    fid_part = {
+        "top1": fid.top1,
+        "top3": fid.top3,
+        "n": fid.n,
+        "chance_top1": 1.0 / len(CAUSES),
+        "attribution": info.get("attribution"),
+        "reference": str(cfg.explain.reference),
+    }
+    write_json({**fid_part, "by_cause": fid.by_cause, "weights": info}, fid_path)
+    views.artifacts += [conf_path, fid_path]
+    views.plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
+    views.metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
+    views.part["fidelity"] = fid_part
+    say(
+        f"explain: fidelity on {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
+        f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
+    )
 
 
 def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
@@ -371,7 +414,7 @@ def _batch_advice(
 
 
 def _borrower(
-    cfg: Any,
+    cfg: Config,
     p: Paths,
     model: _Model,
     df: pd.DataFrame,
@@ -382,55 +425,14 @@ def _borrower(
 ) -> dict[str, Any]:
     e = cfg.explain
     bid = e.borrower_id
-    key = df[id_col].to_numpy()
-    try:
-        mine = df[key == type(key[0])(bid)] if len(key) else df.iloc[:0]
-    except (TypeError, ValueError):
-        mine = df.iloc[:0]
-    if len(mine) == 0:
-        raise DataError(
-            f"{src}: no row with {id_col} = {bid} (explain.borrower_id); "
-            f"ids range from {key.min()} to {key.max()}"
-            if len(key)
-            else f"{src}: table is empty"
-        )
     sim = model.mode != "table"
-    if sim:
-        snaps = sorted(int(s) for s in mine.snapshot.unique())
-        if e.snapshot is not None:
-            if int(e.snapshot) not in snaps:
-                raise DataError(
-                    f"{src}: borrower {bid} has no row at snapshot {e.snapshot} "
-                    f"(explain.snapshot); available: {snaps}"
-                )
-            row = mine[mine.snapshot == int(e.snapshot)]
-        else:
-            oot = mine[mine.split == "oot"]
-            if len(oot) == 0:
-                raise DataError(
-                    f"{src}: borrower {bid} has no out-of-time row (closed or not yet on book); "
-                    f"choose one of the snapshots {snaps} with explain.snapshot=..."
-                )
-            row = oot[oot.snapshot == oot.snapshot.max()]
-    else:
-        row = mine
-    row = row.iloc[:1]
+    row = _borrower_row(cfg, df, id_col, src, sim)
     x = row[model.names].to_numpy(dtype=np.float32)
     contrib, method = explain_core.contributions(model.booster, x, threads)
     prob = float(model.prob(x)[0])
-    W = None
-    shift = None
     if sim:
-        W, info = _cause_weights(cfg, p, model, df, threads)
-        if e.reference == "snapshot":
-            snap = int(row.snapshot.iloc[0])
-            peers = df[df.snapshot == snap]
-            if len(peers) > 20_000:
-                peers = peers.sample(n=20_000, random_state=int(cfg.data.seed))
-            pc, _ = explain_core.contributions(
-                model.booster, peers[model.names].to_numpy(dtype=np.float32), threads
-            )
-            shift = pc[:, : len(model.names)].mean(axis=0, keepdims=True)
+        W, _ = _cause_weights(cfg, p, model, df, threads)
+        shift = _snapshot_shift(cfg, model, df, int(row.snapshot.iloc[0]), threads)
         reasons = explain_core.reason_codes(contrib, x, model.names, int(e.top_k), W, shift)
     else:
         reasons = explain_core.feature_reasons(contrib, x, model.names, int(e.top_k))
@@ -450,15 +452,80 @@ def _borrower(
         "borrower_id": bid,
         "snapshot": int(row.snapshot.iloc[0]) if sim else None,
         "probability": prob,
-        "reasons": [],
+        "reasons": _story_reasons(reasons, int(e.top_k), lines),
         "method": method,
     }
-    for r in range(1, int(e.top_k) + 1):
+    if sim:
+        report["advice"] = _story_advice(cfg, model, x, lines)
+    plot = _waterfall(contrib[0], x[0], model.names, p.models / "plots" / f"waterfall_{bid}.png")
+    rep_path = p.models / f"borrower_{bid}.json"
+    write_json(report, rep_path)
+    lines.append(f"waterfall plot: {plot}")
+    say("\n".join(lines))
+    tracker.log_artifact(plot, "borrowers")
+    tracker.log_artifact(rep_path, "borrowers")
+    return {"borrower": report}
+
+
+def _borrower_row(cfg: Config, df: pd.DataFrame, id_col: str, src: Path, sim: bool) -> pd.DataFrame:
+    """The one row a story tells: the asked-for snapshot, else the latest out-of-time one."""
+    e = cfg.explain
+    bid = e.borrower_id
+    key = df[id_col].to_numpy()
+    try:
+        mine = df[key == type(key[0])(bid)] if len(key) else df.iloc[:0]
+    except (TypeError, ValueError):
+        mine = df.iloc[:0]
+    if len(mine) == 0:
+        raise DataError(
+            f"{src}: no row with {id_col} = {bid} (explain.borrower_id); "
+            f"ids range from {key.min()} to {key.max()}"
+            if len(key)
+            else f"{src}: table is empty"
+        )
+    if not sim:
+        return mine.iloc[:1]
+    snaps = sorted(int(s) for s in mine.snapshot.unique())
+    if e.snapshot is not None:
+        if int(e.snapshot) not in snaps:
+            raise DataError(
+                f"{src}: borrower {bid} has no row at snapshot {e.snapshot} "
+                f"(explain.snapshot); available: {snaps}"
+            )
+        return mine[mine.snapshot == int(e.snapshot)].iloc[:1]
+    oot = mine[mine.split == "oot"]
+    if len(oot) == 0:
+        raise DataError(
+            f"{src}: borrower {bid} has no out-of-time row (closed or not yet on book); "
+            f"choose one of the snapshots {snaps} with explain.snapshot=..."
+        )
+    return oot[oot.snapshot == oot.snapshot.max()].iloc[:1]
+
+
+def _snapshot_shift(
+    cfg: Config, model: _Model, df: pd.DataFrame, snap: int, threads: int
+) -> np.ndarray | None:
+    """Mean contributions of the borrower's peers at the snapshot (reference=snapshot)."""
+    if cfg.explain.reference != "snapshot":
+        return None
+    peers = df[df.snapshot == snap]
+    if len(peers) > 20_000:
+        peers = peers.sample(n=20_000, random_state=int(cfg.data.seed))
+    pc, _ = explain_core.contributions(
+        model.booster, peers[model.names].to_numpy(dtype=np.float32), threads
+    )
+    return pc[:, : len(model.names)].mean(axis=0, keepdims=True)
+
+
+def _story_reasons(reasons: dict[str, Any], top_k: int, lines: list[str]) -> list[dict[str, Any]]:
+    """The reasons that raise the risk, as printed lines and as records."""
+    out = []
+    for r in range(1, top_k + 1):
         if f"reason_{r}_en" not in reasons or not reasons[f"reason_{r}_shap"][0] > 0:
             continue  # only what raises the risk is a reason for a person
         en, zh = reasons[f"reason_{r}_en"][0], reasons[f"reason_{r}_zh"][0]
         lines += [f"  {r}. {zh}"] + ([f"     {en}"] if en != zh else [])
-        report["reasons"].append(
+        out.append(
             {
                 "cause": str(reasons.get(f"reason_{r}_cause", [""])[0]),
                 "feature": str(reasons[f"reason_{r}_feature"][0]),
@@ -468,41 +535,37 @@ def _borrower(
                 "en": en,
             }
         )
-    if not report["reasons"]:
+    if not out:
         lines.append("  (nothing raises this borrower's risk above the average)")
-    if sim:
-        thr = float(e.advice_threshold)
-        a = advice_core.advise(x[0].astype(np.float64), model.names, model.prob, thr)
-        if a.p_before < thr:
-            lines.append(f"advice / 建议 (risk already under {thr:.0%}; keep it so):")
-        elif a.achieved:
-            lines.append(f"advice / 建议 (re-scored risk {a.p_after:.1%} < {thr:.0%}):")
-        else:
-            lines.append(
-                f"advice / 建议 (no feasible change reaches {thr:.0%}; best re-scored risk {a.p_after:.1%}):"
-            )
-        for zh, en in zip(a.zh, a.en, strict=True):
-            lines += [f"  - {zh}", f"    {en}"]
-        for f, before, after in a.changes:
-            lines.append(f"    {f}: {before:.4g} -> {after:.4g}")
-        report["advice"] = {
-            "threshold": thr,
-            "p_after": a.p_after,
-            "achieved": a.achieved,
-            "cost": a.cost,
-            "actions": a.actions,
-            "changes": a.changes,
-            "zh": a.zh,
-            "en": a.en,
-        }
-    plot = _waterfall(contrib[0], x[0], model.names, p.models / "plots" / f"waterfall_{bid}.png")
-    rep_path = p.models / f"borrower_{bid}.json"
-    write_json(report, rep_path)
-    lines.append(f"waterfall plot: {plot}")
-    say("\n".join(lines))
-    tracker.log_artifact(plot, "borrowers")
-    tracker.log_artifact(rep_path, "borrowers")
-    return {"borrower": report}
+    return out
+
+
+def _story_advice(cfg: Config, model: _Model, x: np.ndarray, lines: list[str]) -> dict[str, Any]:
+    """The smallest feasible change that brings the borrower under the advice threshold."""
+    thr = float(cfg.explain.advice_threshold)
+    a = advice_core.advise(x[0].astype(np.float64), model.names, model.prob, thr)
+    if a.p_before < thr:
+        lines.append(f"advice / 建议 (risk already under {thr:.0%}; keep it so):")
+    elif a.achieved:
+        lines.append(f"advice / 建议 (re-scored risk {a.p_after:.1%} < {thr:.0%}):")
+    else:
+        lines.append(
+            f"advice / 建议 (no feasible change reaches {thr:.0%}; best re-scored risk {a.p_after:.1%}):"
+        )
+    for zh, en in zip(a.zh, a.en, strict=True):
+        lines += [f"  - {zh}", f"    {en}"]
+    for f, before, after in a.changes:
+        lines.append(f"    {f}: {before:.4g} -> {after:.4g}")
+    return {
+        "threshold": thr,
+        "p_after": a.p_after,
+        "achieved": a.achieved,
+        "cost": a.cost,
+        "actions": a.actions,
+        "changes": a.changes,
+        "zh": a.zh,
+        "en": a.en,
+    }
 
 
 # ---- plots --------------------------------------------------------------------------
