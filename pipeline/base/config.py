@@ -498,7 +498,7 @@ def check_model(m: Any, key: str, cfg: Any) -> None:
         _fail(
             f"{key}.cv_repeats", "must not be negative (0 turns cross-validation off)", m.cv_repeats
         )
-    if m.cv_folds < 2:
+    if m.cv_repeats and m.cv_folds < 2:
         _fail(f"{key}.cv_folds", "needs at least 2 folds when model.cv_repeats > 0", m.cv_folds)
     check_scorecard(m.scorecard, f"{key}.scorecard", cfg)
     if not _ALIAS.fullmatch(str(m.champion_alias)):
@@ -730,6 +730,10 @@ def check_engine(en: Any, key: str, cfg: Any) -> None:
     _in(f"{key}.connect_timeout_s", en.connect_timeout_s, 1, 3600, "must lie in [1, 3600] seconds")
 
 
+#: what an invocation does when another one holds its output root
+LOCK_MODES = ("wait", "fail")
+
+
 @dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -764,6 +768,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine.kind": ENGINE_KINDS,
     "bench.rows": BENCH_ROWS,
     "score.model_source": MODEL_SOURCES,
+    "lock": LOCK_MODES,
 }
 
 #: each config group and its check, in the order they run (data first: others read it)
@@ -779,10 +784,6 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
     ("score", check_score),
     ("policy", check_policy),
 )
-
-
-#: what an invocation does when another one holds its output root
-LOCK_MODES = ("wait", "fail")
 
 
 def validate(cfg: Any) -> None:
