@@ -298,6 +298,23 @@ def read_table(
     naming the file, the column and the rule.
     """
     p = Path(path)
+    wanted = list(columns) if columns is not None else schema.names
+    table = _checked_columns(p, _open_checked(p, schema, wanted, filters), schema, wanted)
+    _check_rules(p, table, wanted, non_negative, allowed or {}, ranges or {})
+    if unique and table.num_rows:
+        n_distinct = _distinct_int_keys(table, unique)
+        if n_distinct is None:
+            keys = table.select(list(unique))
+            n_distinct = keys.group_by(list(unique)).aggregate([]).num_rows
+        if n_distinct != table.num_rows:
+            raise DataError(
+                f"{p}: columns ({', '.join(unique)}) have {table.num_rows - n_distinct} duplicated keys; each key must appear once"
+            )
+    return table
+
+
+def _open_checked(p: Path, schema: pa.Schema, wanted: list[str], filters: Any) -> pa.Table:
+    """The wanted columns of a readable Parquet file whose column kinds match ``schema``."""
     if not p.exists():
         raise DataError(f"{p}: file not found (run the stage that writes it first)")
     if p.stat().st_size == 0:
@@ -307,7 +324,6 @@ def read_table(
         file_schema = pf.schema_arrow
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
-    wanted = list(columns) if columns is not None else schema.names
     for name in wanted:
         if name not in file_schema.names:
             raise DataError(
@@ -317,13 +333,17 @@ def read_table(
         if _kind(want) != _kind(got):
             raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
     try:
-        table = (
+        return (
             pf.read(columns=wanted)
             if filters is None
             else pq.read_table(p, columns=wanted, filters=filters)
         )
-    except Exception as exc:
+    except Exception as exc:  # as above: corrupt pages surface as several error types
         raise DataError(f"{p}: could not read data ({exc})") from exc
+
+
+def _checked_columns(p: Path, table: pa.Table, schema: pa.Schema, wanted: list[str]) -> pa.Table:
+    """Each column without nulls or non-finite floats, cast to its declared type."""
     arrays = []
     for name in wanted:
         col = table.column(name)
@@ -346,37 +366,40 @@ def read_table(
         except pa.ArrowInvalid as exc:
             raise DataError(f"{p}: column '{name}' does not fit {want} ({exc})") from exc
         arrays.append(col)
-    table = pa.Table.from_arrays(arrays, names=wanted)
+    return pa.Table.from_arrays(arrays, names=wanted)
+
+
+def _check_rules(
+    p: Path,
+    table: pa.Table,
+    wanted: list[str],
+    non_negative: Iterable[str],
+    allowed: dict[str, Sequence[str]],
+    ranges: dict[str, tuple[float, float]],
+) -> None:
+    """Amounts non-negative, categories known, values inside their ranges."""
+    if not table.num_rows:
+        return
     for name in non_negative:
-        if name in wanted and table.num_rows:
+        if name in wanted:
             mn = pc.min(table.column(name)).as_py()
             if mn is not None and mn < 0:
                 n_bad = pc.sum(pc.less(table.column(name), 0)).as_py()
                 raise DataError(
                     f"{p}: column '{name}' has {n_bad} negative values (minimum {mn}); amounts must be >= 0"
                 )
-    for name, values in (allowed or {}).items():
-        if name in wanted and table.num_rows:
+    for name, values in allowed.items():
+        if name in wanted:
             seen = set(pc.unique(table.column(name)).to_pylist())
             unknown = sorted(seen - set(values))
             if unknown:
                 raise DataError(
                     f"{p}: column '{name}' has unknown categories {unknown[:5]}; allowed: {', '.join(values)}"
                 )
-    for name, (lo, hi) in (ranges or {}).items():
-        if name in wanted and table.num_rows:
+    for name, (lo, hi) in ranges.items():
+        if name in wanted:
             mm = pc.min_max(table.column(name)).as_py()
             if mm["min"] < lo or mm["max"] > hi:
                 raise DataError(
                     f"{p}: column '{name}' has values in [{mm['min']}, {mm['max']}], outside the allowed range [{lo}, {hi}]"
                 )
-    if unique and table.num_rows:
-        n_distinct = _distinct_int_keys(table, unique)
-        if n_distinct is None:
-            keys = table.select(list(unique))
-            n_distinct = keys.group_by(list(unique)).aggregate([]).num_rows
-        if n_distinct != table.num_rows:
-            raise DataError(
-                f"{p}: columns ({', '.join(unique)}) have {table.num_rows - n_distinct} duplicated keys; each key must appear once"
-            )
-    return table

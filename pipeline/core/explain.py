@@ -42,6 +42,7 @@ import pandas as pd
 
 from pipeline.base.causes import CAUSE_TEXT, CAUSES
 from pipeline.base.registry import BY_NAME
+from pipeline.core.treeshap import TreeShap, supports
 
 #: Columns of a cause matrix: the studied causes, then ``profile`` (never a reason).
 CAUSE_COLUMNS: tuple[str, ...] = (*CAUSES, "profile")
@@ -61,14 +62,7 @@ def contributions(
     path fails (a warning says why). Returns the values and the name of the method.
     """
     X = np.asarray(X)
-    try:
-        from pipeline.core.treeshap import TreeShap, supports
-    except ImportError as exc:  # pragma: no cover - the module ships with the package
-        warnings.warn(
-            f"fast TreeSHAP unavailable ({exc}); using LightGBM pred_contrib", stacklevel=2
-        )
-        supports = None  # type: ignore[assignment]
-    if supports is not None and supports(booster):
+    if supports(booster):
         try:
             ts = TreeShap(booster)
             kwargs = {"n_threads": n_threads} if n_threads else {}
