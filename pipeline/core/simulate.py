@@ -20,6 +20,11 @@ Each month every open account goes through the same step (:func:`_step`):
 
 Ground truth (latent traits, per-cause hazards, Monte Carlo oracle probabilities) goes
 to separate tables that features never read.
+
+Futures (:func:`futures`) continue chosen accounts from their full state at a snapshot
+over the label horizon, optionally with a borrower's action (:data:`ACTIONS`) carried
+out; runs with and without an action share their random numbers. The oracle's two
+probabilities (full state, and observables only) come from the same machinery.
 """
 
 from __future__ import annotations
@@ -166,8 +171,13 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
             ("borrower_id", pa.int64()),
             ("snapshot", pa.int16()),
             ("p_oracle", pa.float32()),
+            ("p_full", pa.float32()),
+            ("p_observable", pa.float32()),
             ("n_futures", pa.int16()),
+            ("ess_observable", pa.float32()),
         ]
+        + [(f"f_{c}", pa.float32()) for c in CAUSES]
+        + [(f"fo_{c}", pa.float32()) for c in CAUSES]
     ),
 }
 
@@ -250,6 +260,7 @@ class _State:
     risk: np.ndarray
     stop_prone: np.ndarray
     frailty: np.ndarray
+    frailty_group: np.ndarray  # the community's part of ``frailty``
     repay_rate: np.ndarray
     business: np.ndarray
     # dynamic
@@ -271,6 +282,9 @@ class _State:
     h_misuse: np.ndarray
     h_noncons: np.ndarray
     h_comp: np.ndarray
+    # cumulative closure hazard with the individual part of the frailty taken out: the
+    # account's survival so far, as a function of that part, is exp(-cum_h0 * exp(part))
+    cum_h0: np.ndarray
 
     def take(self, idx: np.ndarray) -> _State:
         return _State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
@@ -361,6 +375,7 @@ def _initial_state(
         risk=risk,
         stop_prone=stop_prone,
         frailty=frailty,
+        frailty_group=0.5 * z[:, 0],
         repay_rate=repay_rate,
         business=business,
         open=np.ones(n, dtype=bool),
@@ -381,6 +396,7 @@ def _initial_state(
         h_misuse=np.zeros((n, WINDOW)),
         h_noncons=np.zeros((n, WINDOW)),
         h_comp=np.zeros((n, WINDOW), dtype=bool),
+        cum_h0=np.zeros(n),
     )
 
 
@@ -462,6 +478,19 @@ class _MonthOut:
     flows: dict[str, np.ndarray] | None = None
     events: dict[str, np.ndarray] | None = None
     hazards: np.ndarray | None = None
+    drew: np.ndarray | None = None  # bool over idx
+    draw_amount: np.ndarray | None = None
+    flow_amount: np.ndarray | None = None  # (len(idx), channels)
+    early: np.ndarray | None = None  # bool over idx: the balance was repaid early
+
+
+@dataclass
+class _Act:
+    """An action carried out by the borrower in a future (one of :data:`ACTIONS`)."""
+
+    name: str
+    force_draw: np.ndarray | None = None  # over state rows: draw this month ("keep_drawing")
+    util_cap: float = 0.5  # "moderate_use": draw only up to this share of the line
 
 
 @dataclass
@@ -474,6 +503,10 @@ class _Month:
     comp_level: float
     regime: float
     u: np.ndarray  # (n, 12) uniforms, one column per decision
+    act: _Act | None = None
+
+    def acting(self, name: str) -> bool:
+        return self.act is not None and self.act.name == name
 
     @property
     def n(self) -> int:
@@ -553,10 +586,21 @@ class _Review:
     new_line: np.ndarray | None = None
 
 
-def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record: bool) -> _MonthOut:
+def _step(
+    spec: WorldSpec,
+    st: _State,
+    t: int,
+    rng: np.random.Generator,
+    record: bool,
+    act: _Act | None = None,
+    every_row: bool = False,
+) -> _MonthOut:
+    """One month for the accounts on book (all rows with ``every_row``, for futures)."""
     s = spec.sim
-    on = st.open & (st.signup <= t)
-    idx = np.flatnonzero(on)
+    if every_row:
+        idx = np.arange(len(st.bid))
+    else:
+        idx = np.flatnonzero(st.open & (st.signup <= t))
     mo = _Month(
         t=t,
         idx=idx,
@@ -564,6 +608,7 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
         comp_level=float(_competitor_intensity(spec, t)),
         regime=float(regime_strength(s, t)),  # 0 before any tightening
         u=rng.random((len(idx), 12)),
+        act=act,
     )
     b = _behaviour(s, st, mo, rng)
     money = _money(s, st, mo, b, rng)
@@ -572,7 +617,15 @@ def _step(spec: WorldSpec, st: _State, t: int, rng: np.random.Generator, record:
     _write_back(st, mo, b, money, bu)
     rv = _review(s, st, mo, money, bu, rng)
     _platform_actions(s, st, mo, b, money, rv, rng)
-    out = _MonthOut(idx=idx, closed=rv.closed, cause=rv.cause)
+    out = _MonthOut(
+        idx=idx,
+        closed=rv.closed,
+        cause=rv.cause,
+        drew=b.drew,
+        draw_amount=b.draw_amt,
+        flow_amount=money.flow_amt,
+        early=money.early,
+    )
     if record:
         _record(out, st, mo, b, money, bu, sp, rv)
     return out
@@ -590,6 +643,8 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     # 2. competitor use grows with the market
     multihome = st.multihome[idx]
     comp = u[:, 1] < multihome * (0.15 + 0.85 * mo.comp_level)
+    if mo.acting("stop_competitors"):
+        comp = np.zeros(n, dtype=bool)
 
     # 3. draws
     frozen = st.frozen_left[idx] > 0
@@ -600,6 +655,8 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     p = p * np.where(st.react_left[idx] > 0, 1.0 - s.line_reaction, 1.0)
     p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
     drew = u[:, 2] < p
+    if mo.act is not None and mo.act.force_draw is not None:
+        drew |= mo.act.force_draw[idx] & ~frozen  # a frozen line cannot be drawn
     n_draws = np.where(
         drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + need), n), 0
     )
@@ -607,6 +664,8 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     bal_prev = st.balance[idx]
     per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
     available = np.maximum(line - bal_prev, 0.0)
+    if mo.act is not None and mo.acting("moderate_use"):
+        available = np.maximum(mo.act.util_cap * line - bal_prev, 0.0)
     draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
     draw_amt = np.round(draw_amt, 2)
     drew = drew & (draw_amt > 0)
@@ -637,6 +696,9 @@ def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generat
         ],
         axis=1,
     ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
+    if mo.acting("route_to_consumption"):
+        w[:, 0] += w[:, 2] + w[:, 3]
+        w[:, 2:4] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = b.draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
@@ -650,6 +712,8 @@ def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generat
     early = (bal_prev > 0) & (
         u[:, 3] < s.early_repay_prob * (0.5 + st.juggler[idx] + st.ext_eng[idx])
     )
+    if mo.acting("repay_on_schedule"):
+        early = np.zeros(n, dtype=bool)
     repay = np.where(early, bal_prev, bal_prev * st.repay_rate[idx])
     interest = (bal_prev + 0.5 * b.draw_amt) * s.daily_rate * 30.0
     balance = np.maximum(bal_prev - repay + b.draw_amt, 0.0)
@@ -681,11 +745,14 @@ def _bureau(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau
     juggler = st.juggler[idx]
     new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0, 1))
     is_loan = u[:, 5] < 0.3 + 0.5 * juggler
+    keep_live = mo.acting("keep_external_live")
+    if keep_live:  # a borrower without external credit opens an account to use
+        new_acc = np.where(st.ext_cards[idx] + st.ext_loans[idx] == 0, 1, new_acc)
     cards = st.ext_cards[idx] + new_acc * (~is_loan)
     loans = st.ext_loans[idx] + new_acc * is_loan
     cards = cards - rng.binomial(cards, s.ext_close_rate)
     loans = loans - rng.binomial(loans, s.ext_close_rate * 2.0)
-    ext_use = ((cards + loans) > 0) & (u[:, 6] < s.ext_use_prob * eng)
+    ext_use = ((cards + loans) > 0) & ((u[:, 6] < s.ext_use_prob * eng) | keep_live)
     months_since_ext = np.where(
         ext_use | (new_acc > 0), 0, np.minimum(st.months_since_ext[idx] + 1, 240)
     ).astype(np.int16)
@@ -808,6 +875,7 @@ def _review(
     background[C_POLICY] *= mo.regime > 0  # no policy closures before the regime exists
     haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
     total = haz.sum(axis=1)
+    st.cum_h0[idx] += total * np.exp(st.frailty_group[idx] - st.frailty[idx])
     p_close = 1.0 - np.exp(-total)
     closed = u[:, 9] < p_close
     # cause drawn in proportion to its hazard
@@ -978,7 +1046,6 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
         )
     }
     oracle_snaps = set(spec.oracle_snapshots)
-    lo, hi = spec.chunk_bounds(chunk)
     for t in range(spec.n_months):
         out = _step(spec, st, t, rng, record=True)
         assert (
@@ -1001,7 +1068,7 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
             hz[f"h_{c}"] = out.hazards[:, j]
         parts["hazards"].append(hz)
         if t in oracle_snaps and t + spec.horizon < spec.n_months:
-            parts["oracle"].append(_oracle(spec, st, t, chunk, hi - lo))
+            parts["oracle"].append(_oracle(spec, st, t, chunk))
     tables = dict(static)
     for k, chunks in parts.items():
         schema = TRUTH_SCHEMAS.get(k) or SCHEMAS[k]
@@ -1009,39 +1076,374 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
     return tables
 
 
-def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int, chunk_n: int) -> dict[str, np.ndarray]:
-    """Monte Carlo closure probability in (t, t+H] for a sample of eligible accounts.
+# --------------------------------------------------------------------------- futures
 
-    The futures start from the full state at the end of month ``t`` (latent traits
-    included) and are stepped by the same :func:`_step`; the fraction of futures with a
-    non-overdue closure in the window is the best any model of the observables can do.
+#: What a borrower can do, by name: the behaviour each action carries out in the
+#: simulator. This is the one list of actions that futures accept.
+ACTIONS: dict[str, str] = {
+    "keep_drawing": (
+        "draw in at least k of the horizon's months (the first months first) at the "
+        "borrower's usual amount: the month's draw decision is forced on unless the line "
+        "is frozen, the number and size of draws come from the borrower's own habits"
+    ),
+    "route_to_consumption": (
+        "spend drawn money on consumption: the shares that would go to securities and to "
+        "repaying other lenders go to consumption instead"
+    ),
+    "keep_external_live": (
+        "use an external card or loan every month, opening one if the borrower has none, "
+        "so the credit file shows activity"
+    ),
+    "stop_competitors": "stop using competing credit products (no competitor use any month)",
+    "repay_on_schedule": (
+        "repay by the schedule (the borrower's usual monthly share of the balance) instead "
+        "of repaying all of it early"
+    ),
+    "moderate_use": (
+        "keep borrowing moderate: draw only while the balance stays under half of the line"
+    ),
+}
+KEEP_DRAWING_MONTHS = 2  # default k of "keep_drawing"
+
+
+class _CrnGenerator(np.random.Generator):
+    """A generator whose stream use does not depend on the parameters it is given.
+
+    NumPy's Poisson and binomial samplers use a number of stream values that depends on
+    their parameters, so one account whose parameters change (an action carried out, a
+    trait redrawn) would shift the random numbers of every account after it. Here both
+    are drawn by inversion of one uniform per value: futures that differ only by an
+    action see the same random numbers, account by account (common random numbers). The
+    distributions are those of NumPy's samplers.
+    """
+
+    def poisson(self, lam: Any = 1.0, size: Any = None) -> Any:  # type: ignore[override]
+        lam_a = np.asarray(lam, dtype=float)
+        u = self.random(lam_a.shape if size is None else size)
+        lam_a = np.broadcast_to(lam_a, u.shape)
+        pmf = np.exp(-lam_a)
+        cdf = pmf.copy()
+        k = np.zeros(u.shape, dtype=np.int64)
+        active = u > cdf
+        j = 0
+        while active.any() and j < 10_000:
+            j += 1
+            pmf = pmf * lam_a / j
+            cdf = cdf + pmf
+            k += active
+            active &= (u > cdf) & (pmf > 0)
+        return k
+
+    def binomial(self, n: Any, p: Any, size: Any = None) -> Any:  # type: ignore[override]
+        n_a, p_a = np.asarray(n, dtype=np.int64), np.asarray(p, dtype=float)
+        u = self.random(np.broadcast_shapes(n_a.shape, p_a.shape) if size is None else size)
+        n_a, p_a = np.broadcast_to(n_a, u.shape), np.broadcast_to(p_a, u.shape)
+        sure = p_a >= 1.0
+        q = np.where(sure, 1.0, 1.0 - p_a)
+        ratio = np.where(sure, 0.0, p_a / q)
+        pmf = np.where(sure, 0.0, q**n_a)
+        cdf = pmf.copy()
+        k = np.zeros(u.shape, dtype=np.int64)
+        active = (u > cdf) & (k < n_a) & ~sure
+        j = 0
+        while active.any():
+            pmf = pmf * (n_a - j) / (j + 1) * ratio
+            j += 1
+            cdf = cdf + pmf
+            k += active
+            active &= (u > cdf) & (k < n_a)
+        return np.where(sure, n_a, k)
+
+
+@dataclass
+class Futures:
+    """Monte Carlo continuations of accounts from a snapshot: one row per account.
+
+    ``closed`` is a closure for a non-overdue cause within the horizon (the label's
+    event); ``cause`` is the index into :data:`CAUSES` of the first closure, -1 when the
+    account stayed open and ``CAUSE_OVERDUE`` for an overdue closure. Behaviour is
+    counted while the account is open. ``weight`` is 1 except for observable futures,
+    whose redrawn frailty is weighted by how likely it makes the account's survival so far.
+    """
+
+    borrower_id: np.ndarray  # (n,)
+    snapshot: np.ndarray  # (n,)
+    action: str | None
+    closed: np.ndarray  # (n, k) bool
+    cause: np.ndarray  # (n, k) int
+    month: np.ndarray  # (n, k) month of the first closure, -1 when none
+    weight: np.ndarray  # (n, k)
+    draw_amount: np.ndarray  # (n, k, horizon) money drawn per month
+    channel_amount: np.ndarray  # (n, k, channels) drawn money by channel over the horizon
+    early_repay: np.ndarray  # (n, k) months with an early repayment of the whole balance
+
+    @property
+    def p(self) -> np.ndarray:
+        """Closure probability per account (weighted share of futures)."""
+        return _wmean(self.closed, self.weight)
+
+    def cause_share(self) -> np.ndarray:
+        """(n, causes): share of futures closing by each cause; rows sum to :attr:`p`."""
+        return np.stack([_wmean(self.cause == j, self.weight) for j in range(N_CAUSES)], axis=1)
+
+    def cause_names(self) -> np.ndarray:
+        return _CAUSE_NAMES[self.cause]  # -1 -> "none"
+
+
+def _wmean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (x * w).sum(axis=1) / w.sum(axis=1)
+
+
+def _redraw_unobservable(spec: WorldSpec, fut: _State, rng: np.random.Generator) -> np.ndarray:
+    """Redraw in each future what no observable reveals; return log importance weights.
+
+    - The individual part of the platform's judgement (``frailty`` less its community
+      part) is redrawn from its prior. Closures are the only trace it leaves, so the
+      fact that the account is still open is weighed in: each draw is weighted by the
+      survival it implies, exp(-cum_h0 * exp(part)).
+    - The remaining length of an ongoing sudden stop is redrawn. Spells last a
+      geometric number of months, which is memoryless: given that a stop is under way,
+      its remaining length has the same law as a new one, and nothing observable says
+      more. That a stop is under way shows (no draws, lower and more variable spending).
+
+    Kept from the full state: the traits behind every monthly behaviour (need, amounts,
+    investing, debt juggling, external-credit engagement, multi-homing, credit risk,
+    proneness to stops), which the borrower's history reveals, if noisily; the
+    community part of the frailty, which the social graph and neighbours' closures
+    reveal; and the account's dynamic state, which the raw tables record. So the
+    observable oracle is an upper bound on what a model of the observables can reach.
+    """
+    s = spec.sim
+    part = s.frailty_sd * rng.normal(size=len(fut.bid))
+    fut.frailty = fut.frailty_group + part
+    ongoing = fut.stopped_left > 0
+    dur = rng.geometric(1.0 / max(s.stop_mean_months, 1.0), len(fut.bid))
+    fut.stopped_left = np.where(ongoing, dur, fut.stopped_left).astype(np.int16)
+    return -fut.cum_h0 * np.exp(part)
+
+
+def _run_futures(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    action: str | None = None,
+    keep_drawing_months: int = KEEP_DRAWING_MONTHS,
+    observable: bool = False,
+) -> Futures:
+    """``k`` futures of the state rows ``rows`` over (t, t + horizon].
+
+    Every future is stepped every month (closed ones too, their outcome already fixed),
+    and draws come from one stream per (seed, chunk, snapshot) through
+    :class:`_CrnGenerator`: runs with and without an action, or with and without the
+    redraw, use the same random numbers, row for row.
+    """
+    n, horizon = len(rows), spec.horizon
+    fut = st.take(np.repeat(rows, k))
+    weight = np.ones((n, k))
+    if observable:
+        redraw = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 3, t)))
+        logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
+        weight = np.exp(logw - logw.max(axis=1, keepdims=True))
+    rng = _CrnGenerator(np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 2, t))))
+    act = None if action is None else _Act(action)
+    cause = np.full(n * k, -1, dtype=np.int64)
+    month = np.full(n * k, -1, dtype=np.int64)
+    drawn = np.zeros((n * k, horizon))
+    channels = np.zeros((n * k, len(CHANNELS)))
+    draw_months = np.zeros(n * k, dtype=np.int64)
+    early = np.zeros(n * k, dtype=np.int64)
+    for j, m in enumerate(range(t + 1, t + horizon + 1)):
+        if act is not None and action == "keep_drawing":
+            act.force_draw = draw_months < keep_drawing_months
+        out = _step(spec, fut, m, rng, record=False, act=act, every_row=True)
+        assert out.drew is not None and out.draw_amount is not None
+        assert out.flow_amount is not None and out.early is not None
+        live = cause < 0  # open at the start of the month
+        drawn[:, j] = np.where(live, out.draw_amount, 0.0)
+        channels += np.where(live[:, None], out.flow_amount, 0.0)
+        draw_months += live & out.drew
+        early += live & out.early
+        new = live & out.closed
+        cause[new] = out.cause[new]
+        month[new] = m
+    cause2 = cause.reshape(n, k)
+    return Futures(
+        borrower_id=st.bid[rows],
+        snapshot=np.full(n, t, dtype=np.int16),
+        action=action,
+        closed=(cause2 >= 0) & (cause2 < N_CAUSES),
+        cause=cause2,
+        month=month.reshape(n, k),
+        weight=weight,
+        draw_amount=drawn.reshape(n, k, horizon),
+        channel_amount=channels.reshape(n, k, len(CHANNELS)),
+        early_repay=early.reshape(n, k),
+    )
+
+
+def futures(
+    spec: WorldSpec,
+    borrower_ids: np.ndarray | list[int],
+    snapshot: int | np.ndarray | list[int],
+    action: str | None = None,
+    n_futures: int | None = None,
+    keep_drawing_months: int = KEEP_DRAWING_MONTHS,
+    observable: bool = False,
+) -> Futures:
+    """Continue accounts from their full state at the end of ``snapshot`` with ``action``.
+
+    A pure function of the world's config: each account's chunk is replayed up to the
+    snapshot, then ``n_futures`` futures (default ``simulator.oracle_futures``) run over
+    the horizon with the action (a key of :data:`ACTIONS`, or None) carried out every
+    month. Futures are seeded by (seed, chunk, snapshot) alone, so calls with and
+    without an action share their random numbers, and the same accounts with no action
+    give the oracle's ``p_full`` exactly. Rows come back in the order asked.
+    """
+    ids = np.asarray(borrower_ids, dtype=np.int64).ravel()
+    snaps = np.broadcast_to(np.asarray(snapshot, dtype=np.int64), ids.shape).copy()
+    k = int(n_futures or spec.sim.oracle_futures)
+    _check_futures_args(spec, ids, snaps, action, k, keep_drawing_months)
+    n, horizon = len(ids), spec.horizon
+    res = Futures(
+        borrower_id=ids,
+        snapshot=snaps.astype(np.int16),
+        action=action,
+        closed=np.zeros((n, k), dtype=bool),
+        cause=np.full((n, k), -1, dtype=np.int64),
+        month=np.full((n, k), -1, dtype=np.int64),
+        weight=np.ones((n, k)),
+        draw_amount=np.zeros((n, k, horizon)),
+        channel_amount=np.zeros((n, k, len(CHANNELS))),
+        early_repay=np.zeros((n, k), dtype=np.int64),
+    )
+    chunk_of = ids // spec.sim.chunk_size
+    for c in np.unique(chunk_of):
+        where = np.flatnonzero(chunk_of == c)
+        for t, f in _chunk_futures(
+            spec, int(c), ids[where], snaps[where], k, action, keep_drawing_months, observable
+        ):
+            at = where[snaps[where] == t]
+            src = np.searchsorted(f.borrower_id, ids[at])
+            for name in _PER_FUTURE:
+                getattr(res, name)[at] = getattr(f, name)[src]
+    return res
+
+
+_PER_FUTURE = (
+    "closed",
+    "cause",
+    "month",
+    "weight",
+    "draw_amount",
+    "channel_amount",
+    "early_repay",
+)
+
+
+def _check_futures_args(
+    spec: WorldSpec,
+    ids: np.ndarray,
+    snaps: np.ndarray,
+    action: str | None,
+    k: int,
+    keep_drawing_months: int,
+) -> None:
+    if action is not None and action not in ACTIONS:
+        raise ValueError(f"futures: unknown action {action!r}; known: {', '.join(ACTIONS)}")
+    if k < 1:
+        raise ValueError(f"futures: n_futures must be at least 1, got {k}")
+    if not 1 <= keep_drawing_months <= spec.horizon:
+        raise ValueError(
+            f"futures: keep_drawing_months must be in 1..{spec.horizon} (the horizon), "
+            f"got {keep_drawing_months}"
+        )
+    bad = (ids < 0) | (ids >= spec.n_borrowers)
+    if bad.any():
+        raise ValueError(
+            f"futures: borrower_id {int(ids[bad][0])} is outside the world "
+            f"(0..{spec.n_borrowers - 1})"
+        )
+    bad = (snaps < 0) | (snaps >= spec.n_months)
+    if bad.any():
+        raise ValueError(
+            f"futures: snapshot {int(snaps[bad][0])} is outside the world's months "
+            f"(0..{spec.n_months - 1})"
+        )
+
+
+def _chunk_futures(
+    spec: WorldSpec,
+    chunk: int,
+    ids: np.ndarray,
+    snaps: np.ndarray,
+    k: int,
+    action: str | None,
+    keep_drawing_months: int,
+    observable: bool,
+) -> Iterator[tuple[int, Futures]]:
+    """Replay one chunk to each asked snapshot and run the futures of its asked accounts."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
+    st, _ = _init_chunk(spec, chunk, rng)
+    lo = spec.chunk_bounds(chunk)[0]
+    wanted = set(int(x) for x in snaps)
+    for t in range(max(wanted) + 1):
+        _step(spec, st, t, rng, record=False)
+        if t not in wanted:
+            continue
+        uniq = np.unique(ids[snaps == t])
+        rows = uniq - lo
+        off = ~(st.open[rows] & (st.signup[rows] <= t))
+        if off.any():
+            raise ValueError(
+                f"futures: borrower {int(uniq[off][0])} is not on book at the end of month "
+                f"{t} (closed by then, or not yet signed up)"
+            )
+        yield t, _run_futures(spec, st, rows, t, k, chunk, action, keep_drawing_months, observable)
+
+
+def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.ndarray]:
+    """Monte Carlo closure probabilities in (t, t+H] for a sample of eligible accounts.
+
+    Two oracles from the same futures' random numbers (common random numbers), so they
+    differ only by what is redrawn:
+
+    - ``p_full`` (also written as ``p_oracle``): futures from the full state at the end
+      of month ``t``, latent traits and the platform's per-borrower judgement included:
+      the best a model that knew the latent state could do;
+    - ``p_observable``: the same futures with what no observable reveals redrawn (see
+      :func:`_redraw_unobservable`): the ceiling for a model of the observables.
+
+    ``f_<cause>`` / ``fo_<cause>`` give the share of full / observable futures closing
+    by each cause (they sum to ``p_full`` / ``p_observable``): the most frequent cause
+    is the best any explanation can name. ``ess_observable`` is the effective number
+    of observable futures under their importance weights.
     """
     s = spec.sim
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 1, t)))
     eligible = np.flatnonzero(st.open & (st.signup <= t) & ~st.ever_overdue)
     n_total = max(1, len(spec.oracle_snapshots)) * spec.n_chunks
     quota = min(len(eligible), math.ceil(s.oracle_rows / n_total * 1.15))
-    if quota == 0:
-        return {
-            "borrower_id": np.zeros(0, np.int64),
-            "snapshot": np.zeros(0, np.int16),
-            "p_oracle": np.zeros(0),
-            "n_futures": np.zeros(0, np.int16),
-        }
-    pick = np.sort(rng.choice(eligible, size=quota, replace=False))
+    pick = np.sort(rng.choice(eligible, size=quota, replace=False)) if quota else eligible[:0]
     k = s.oracle_futures
-    fut = st.take(np.repeat(pick, k))
-    hit = np.zeros(len(pick) * k, dtype=bool)
-    for m in range(t + 1, t + spec.horizon + 1):
-        out = _step(spec, fut, m, rng, record=False)
-        hit[out.idx] |= out.closed & (out.cause >= 0) & (out.cause < N_CAUSES)
-    p = hit.reshape(len(pick), k).mean(axis=1)
-    return {
+    full = _run_futures(spec, st, pick, t, k, chunk)
+    obs = _run_futures(spec, st, pick, t, k, chunk, observable=True)
+    cols: dict[str, np.ndarray] = {
         "borrower_id": st.bid[pick],
         "snapshot": np.full(len(pick), t, dtype=np.int16),
-        "p_oracle": p,
+        "p_oracle": full.p,
+        "p_full": full.p,
+        "p_observable": obs.p,
         "n_futures": np.full(len(pick), k, dtype=np.int16),
+        "ess_observable": obs.weight.sum(axis=1) ** 2 / (obs.weight**2).sum(axis=1),
     }
+    for prefix, f in (("f_", full), ("fo_", obs)):
+        share = f.cause_share()
+        for j, c in enumerate(CAUSES):
+            cols[prefix + c] = share[:, j]
+    return cols
 
 
 def iter_chunks(

@@ -46,7 +46,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         "data": data_key,
         "simulator": OmegaConf.to_container(cfg.simulator),
         "oracle": [list(spec.oracle_snapshots), spec.horizon],
-        "version": 1,
+        "version": 2,  # 2: two oracles and per-cause shares in oracle.parquet
     }
     outputs = list(raw_paths.values()) + list(truth_paths.values())
     outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
