@@ -1,16 +1,80 @@
-"""engine=dask gives the same outputs as the local engine (a local two-worker cluster)."""
+"""engine=dask gives the same outputs as the local engine (a local two-worker cluster).
+
+Each test also proves the cluster did the work: every client the stages open is wrapped so
+that the scheduler's task stream is recorded (which tasks ran, on which worker), and in the
+Dask pass the in-process paths are made to fail.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections import Counter
+from typing import Any
+
 import numpy as np
 import pytest
+from dask.utils import key_split
+from distributed import get_task_stream
 
+from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.io import file_digest
+from pipeline.core import simulate as sim_core
+from pipeline.stages import features as features_stage
 from pipeline.stages.generate import generate
 
 pytestmark = pytest.mark.slow
 OFF = Tracker("", "", "", enabled=False)
+
+
+class TaskLog:
+    """Tasks run by the clusters the stages open: task name and the worker that ran it.
+
+    The task name is Dask's prefix of the key, the function's name less leading underscores
+    (``_shap_block`` runs as ``shap_block``).
+    """
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, str]] = []
+        self.workers: set[str] = set()  # every worker address of those clusters
+
+    def counts(self) -> Counter[str]:
+        return Counter(name for name, _ in self.tasks)
+
+    def on_workers(self) -> bool:
+        return bool(self.tasks) and all(w in self.workers for _, w in self.tasks)
+
+
+@pytest.fixture
+def dask_tasks(monkeypatch) -> TaskLog:
+    """Record the task stream of every client ``distributed.client_for`` hands out."""
+    log = TaskLog()
+    real = distributed.client_for
+
+    @contextlib.contextmanager
+    def recording(engine: Any):
+        with real(engine) as client:
+            with get_task_stream(client) as stream:
+                yield client
+            log.workers |= set(client.scheduler_info()["workers"])
+        log.tasks += [(key_split(t["key"]), t["worker"]) for t in stream.data]
+
+    monkeypatch.setattr(distributed, "client_for", recording)
+    return log
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("an in-process path ran under engine=dask")
+
+
+@contextlib.contextmanager
+def _cluster_only(monkeypatch):
+    """Within the block, simulating or building features in this process fails."""
+    with monkeypatch.context() as m:
+        m.setattr(sim_core, "iter_chunks", _refuse)
+        m.setattr(features_stage, "_local_blocks", _refuse)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -25,26 +89,30 @@ def client():
         yield c
 
 
-def test_generate_on_dask_is_bit_identical(make_cfg, tmp_path):
+def test_generate_on_dask_is_bit_identical(make_cfg, tmp_path, dask_tasks, monkeypatch):
     digests = []
     for engine in ("local", "dask"):
         root = tmp_path / engine
         cfg = make_cfg(
             "data.n_borrowers=1500", f"engine={engine}", "engine.memory_limit=2GiB", root=root
         )
-        generate(cfg, OFF)
+        with _cluster_only(monkeypatch) if engine == "dask" else contextlib.nullcontext():
+            generate(cfg, OFF)
         files = sorted((root / "data" / "raw").glob("*.parquet")) + sorted(
             (root / "data" / "truth").glob("*.parquet")
         )
         digests.append({f.name: file_digest(f) for f in files})
         assert not list((root / "data" / "raw").glob(".staging-*"))
     assert digests[0] == digests[1]
+    # one simulation task per chunk, each run by a worker of the cluster
+    n_chunks = math.ceil(1500 / cfg.simulator.chunk_size)
+    assert dask_tasks.counts() == {"simulate_to_parts": n_chunks}
+    assert dask_tasks.on_workers()
 
 
 def test_shap_on_dask_matches_local(client):
     import lightgbm as lgb
 
-    from pipeline.adapters import distributed
     from pipeline.core.explain import contributions
 
     rng = np.random.default_rng(0)
@@ -54,12 +122,17 @@ def test_shap_on_dask_matches_local(client):
         {"objective": "binary", "verbosity": -1, "num_leaves": 15}, lgb.Dataset(X, y), 30
     )
     local, _ = contributions(booster, X)
-    remote = distributed.shap_values(client, booster, X, block_rows=700)
+    with get_task_stream(client) as stream:
+        remote = distributed.shap_values(client, booster, X, block_rows=700)
     assert remote.shape == local.shape
+    # one task per block of 700 rows, each run by one of the cluster's workers
+    ran = [(key_split(t["key"]), t["worker"]) for t in stream.data]
+    assert Counter(name for name, _ in ran) == {"shap_block": math.ceil(3000 / 700)}
+    assert {w for _, w in ran} <= set(client.scheduler_info()["workers"])
     assert np.max(np.abs(remote - local)) < 1e-9
 
 
-def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path):
+def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, monkeypatch):
     """`run engine=dask`: same raw data and features bit for bit, same model, same SHAP values."""
     import pandas as pd
 
@@ -77,8 +150,15 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path):
             "explain.advice_rows=5",
             root=root,
         )
-        execute(cfg, [])
+        with _cluster_only(monkeypatch) if engine == "dask" else contextlib.nullcontext():
+            execute(cfg, [])
         roots[engine] = root
+    # the world, the feature blocks and the SHAP values were all computed on the cluster
+    ran = dask_tasks.counts()
+    assert ran["simulate_to_parts"] == math.ceil(1500 / cfg.simulator.chunk_size)
+    assert ran["feature_block"] == math.ceil(1500 / 500)
+    assert ran["shap_block"] >= 1
+    assert dask_tasks.on_workers()
     for rel in (
         "data/raw/account_months.parquet",
         "data/processed/features.parquet",
@@ -91,7 +171,7 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path):
     assert (a.reason_1_cause == b.reason_1_cause).all()
 
 
-def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
+def test_scoring_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, monkeypatch):
     """`score engine=dask`: features and SHAP of new borrowers on the cluster, same scores."""
     import pandas as pd
 
@@ -107,8 +187,14 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path):
             *base, f"engine={engine}", "engine.memory_limit=2GiB", f"score.output={out}", root=root
         )
         cfg.stage = "score"
-        execute(cfg, [])
+        with _cluster_only(monkeypatch) if engine == "dask" else contextlib.nullcontext():
+            execute(cfg, [])
         frames[engine] = pd.read_parquet(out)
+    # the new borrowers' features and SHAP values came from the cluster
+    ran = dask_tasks.counts()
+    assert set(ran) == {"feature_block", "shap_block"}
+    assert ran["feature_block"] == math.ceil(1200 / 400)
+    assert dask_tasks.on_workers()
     a, b = frames["local"], frames["dask"]
     assert len(a) == len(b) > 0
     assert (a.borrower_id.to_numpy() == b.borrower_id.to_numpy()).all()
