@@ -18,16 +18,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import run_world
+from helpers import compose_config, run_world
 from mlflow.tracking import MlflowClient
 
+from pipeline.__main__ import execute
 from pipeline.adapters.catalog import Catalog
 from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME, FEATURES
 from pipeline.core import report
+from pipeline.core.scoring import assign_tiers
 from pipeline.stages.report import collect as _collect
+from pipeline.tools import dictionary
 
 IMG = re.compile(r'<img class="plot" data-plot="([^"]+)"[^>]*src="([^"]+)"')
 
@@ -260,9 +263,6 @@ def test_run_without_out_of_time_rows_still_reports(tmp_path):
 
 def test_report_command_and_stale_outputs(world, tmp_path):
     """`report` alone leaves the run's records; a new model makes derived parts vanish."""
-    from helpers import compose_config
-
-    from pipeline.__main__ import execute
     from tests.test_table import GERMAN
 
     src, _, _ = world
@@ -292,6 +292,10 @@ def test_report_command_and_stale_outputs(world, tmp_path):
         part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
         assert 'class="missing"' in part, sid
     assert "closure_rate_by_cause" not in page
+    # the scorecard is fitted on the table's own columns: its points are shown
+    card = _section(page, "scorecard")
+    assert 'class="missing"' not in card
+    assert len(_rows(card)) == len(pd.read_csv(models / "scorecard.csv"))
     summary = json.loads((models / "summary.json").read_text())
     assert summary["closure_rate"] == pytest.approx(0.3)  # the table's own bad rate
     assert "30.0%" in page
@@ -378,8 +382,6 @@ def test_cutoff_view_matches_the_scored_rows(world):
 
 
 def test_cutoff_table_follows_the_score_commands_tiers():
-    from pipeline.core.scoring import assign_tiers
-
     rng = np.random.default_rng(3)
     p = rng.beta(1, 12, size=5000)
     p[:3] = [0.05, 0.15, 0.0]  # on a cut: the tier above it, as the score command assigns
@@ -463,8 +465,6 @@ def test_template_escapes_feature_and_cause_text(monkeypatch):
 
 
 def test_feature_dictionary_file_is_current(tmp_path):
-    from pipeline.tools import dictionary
-
     committed = (REPO_ROOT / "docs" / "feature_dictionary.md").read_text(encoding="utf-8")
     assert committed == dictionary.markdown()  # regenerate with python -m pipeline.tools.dictionary
     for f in FEATURES:
