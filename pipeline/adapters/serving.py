@@ -1,4 +1,4 @@
-"""The model as an MLflow pyfunc: feature rows in; probability, tier and reasons out.
+"""The model as an MLflow pyfunc: id and feature rows in; id, probability, tier, reasons out.
 
 Logged by the train stage next to (not instead of) the LightGBM flavour, registered as
 ``<registered_model>-serving`` and given the champion alias whenever the LightGBM
@@ -6,7 +6,11 @@ model of the same run becomes the champion, so that
 
     mlflow models serve -m models:/closure-risk-lgbm-serving@champion --env-manager local -h 127.0.0.1
 
-answers ``POST /invocations``. The artifacts are the LightGBM text model, the
+answers ``POST /invocations``. Every request row carries its id (``borrower_id``, or a
+table model's own id column); the answer returns it beside the row's score, unchanged
+and in the request's order, so a score is never credited to another borrower. A request
+without the id column, or with a value the model refuses (out of range, unknown
+category code), gets HTTP 400 with the column and the rule in the message. The artifacts are the LightGBM text model, the
 calibration JSON and a small JSON with the feature names, mode and tier cut-offs; the
 model class is logged as code (``serving_model.py``), so nothing is pickled. Reasons use the registry's feature -> cause split (the learned
 split of the explain stage does not exist yet when the model is trained).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from pipeline.adapters import catalog
@@ -34,8 +41,26 @@ from pipeline.core import scoring
 SERVING_SUFFIX = "-serving"
 
 
+def table_guards(cat: catalog.Catalog, meta: dict[str, Any]) -> scoring.FeatureGuards:
+    """Categories and training ranges of a table model.
+
+    The ranges come from the model's metadata; a model that saves none gets them from
+    the training rows of the table-mode feature table, when that table still holds this
+    model's features (else numeric columns stay unchecked).
+    """
+    ranges = None
+    path = cat.path("table_features")
+    if scoring.saved_ranges(meta) is None and path.exists():
+        names = [str(n) for n in meta["feature_names"]]
+        numeric = [n for n in names if n not in (meta.get("categories") or {})]
+        if set([*numeric, "split"]) <= set(pq.read_schema(path).names):
+            train = pq.read_table(path, columns=[*numeric, "split"]).to_pandas()
+            ranges = scoring.training_ranges(train[train.split == "train"], numeric)
+    return scoring.table_guards(meta, ranges)
+
+
 class ClosureRiskModel(PythonModel):  # type: ignore[misc]
-    """Calibrated closure risk with its tier and top reason codes."""
+    """Calibrated closure risk with its tier and top reason codes, beside the caller's id."""
 
     def load_context(self, context: Any) -> None:
         art = context.artifacts
@@ -45,20 +70,63 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
         self.cuts = [float(c) for c in meta["tier_cuts"]]
         self.tiers = [str(t) for t in meta["tier_names"]]
         self.top_k = int(meta.get("top_k", 3))
+        self.id_col = str(meta.get("id_column", "borrower_id"))
+        self.guards = (
+            scoring.FeatureGuards.from_json(meta["guards"]) if meta.get("guards") else None
+        )
         self.model = catalog.scoring_model(booster, meta, cal, "pyfunc", None)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        df = pd.DataFrame(model_input).reset_index(drop=True)
+        """Scores; a refused request raises MLflow's INVALID_PARAMETER_VALUE (HTTP 400)."""
+        try:
+            return self._score(pd.DataFrame(model_input).reset_index(drop=True))
+        except DataError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+    def _score(self, df: pd.DataFrame) -> pd.DataFrame:
+        if self.id_col not in df.columns:
+            raise DataError(
+                f"request: column '{self.id_col}' is missing (rule: every row carries its "
+                "id, which is returned beside its score)"
+            )
         missing = [n for n in self.model.names if n not in df.columns]
         if missing:
             raise DataError(f"request: column(s) {', '.join(missing)} missing (model features)")
-        if "borrower_id" not in df.columns:
-            df["borrower_id"] = np.arange(len(df), dtype=np.int64)
-        df = scoring.validate_features(df, Path("request"), self.model.names, "borrower_id")
-        out = scoring.score_frame(
-            self.model, df, "borrower_id", self.cuts, self.tiers, self.top_k, advice_rows=0
+        table_mode = self.model.mode == "table"
+        df = scoring.validate_features(
+            df.drop(columns=["snapshot"], errors="ignore"),
+            Path("request"),
+            self.model.names,
+            self.id_col,
+            table_mode,
         )
-        return out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
+        out = scoring.score_frame(
+            self.model, df, self.id_col, self.cuts, self.tiers, self.top_k, advice_rows=0
+        )
+        out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
+        if self.guards is not None:
+            for name, values in scoring.guard_flags(df, self.guards).items():
+                out[name] = values.astype(str)
+        return out
+
+
+def _example(cfg: Any, meta: dict[str, Any], id_col: str) -> pd.DataFrame:
+    """Two rows with distinct ids: the signature is inferred from them, id column included."""
+    names = [str(n) for n in meta["feature_names"]]
+    cat = catalog.Catalog.of(cfg)
+    table_mode = meta.get("mode", "simulator") == "table"
+    path = cat.path("table_features" if table_mode else "features")
+    example = pd.DataFrame(np.zeros((2, len(names)), dtype=np.float64), columns=names)
+    example.insert(0, id_col, np.arange(2, dtype=np.int64))
+    if path.exists() and set([id_col, *names]) <= set(pq.read_schema(path).names):
+        head = pq.ParquetFile(path).read_row_group(0, columns=[id_col, *names]).slice(0, 500)
+        rows = head.to_pandas().drop_duplicates(id_col).head(2)
+        if len(rows) == 2:
+            example = rows.reset_index(drop=True)
+            example[names] = example[names].astype(np.float64)
+            if pd.api.types.is_integer_dtype(example[id_col]):
+                example[id_col] = example[id_col].astype(np.int64)
+    return example
 
 
 def log_serving_model(
@@ -69,15 +137,20 @@ def log_serving_model(
         return None
     meta = json.loads((models_dir / "model.json").read_text())
     names = list(meta["feature_names"])
+    table_mode = meta.get("mode", "simulator") == "table"
+    id_col = str(meta.get("table", {}).get("id") or "row_id") if table_mode else "borrower_id"
     serving_name = f"{name}{SERVING_SUFFIX}" if name else None
     with tempfile.TemporaryDirectory() as tmp:
         spec = {
             "feature_names": names,
             "mode": meta.get("mode", "simulator"),
+            "id_column": id_col,
             "tier_cuts": [float(c) for c in cfg.score.tier_cuts],
             "tier_names": [str(t) for t in cfg.score.tier_names],
             "top_k": int(cfg.score.top_k),
         }
+        if table_mode:
+            spec["guards"] = table_guards(catalog.Catalog.of(cfg), meta).to_json()
         spec_path = Path(tmp) / "serving.json"
         spec_path.write_text(json.dumps(spec))
         cal_path = models_dir / "calibration.json"
@@ -89,14 +162,12 @@ def log_serving_model(
             "calibration": str(cal_path),
             "meta": str(spec_path),
         }
-        example = pd.DataFrame(np.zeros((2, len(names)), dtype=np.float64), columns=names)
-        feat_path = Path(cfg.paths.processed_dir) / "features.parquet"
-        if meta.get("mode", "simulator") == "simulator" and feat_path.exists():
-            example = pq.read_table(feat_path, columns=names).slice(0, 2).to_pandas()
-            example = example.astype(np.float64)
+        example = _example(cfg, meta, id_col)
         model = ClosureRiskModel()
         model.load_context(type("Ctx", (), {"artifacts": artifacts})())
-        signature = infer_signature(example, model.predict(None, example))
+        with warnings.catch_warnings():  # the id is an integer column on purpose
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            signature = infer_signature(example, model.predict(None, example))
         requirements = [
             f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "lightgbm", "numpy", "pandas", "pandera")
         ]

@@ -14,7 +14,7 @@ adapters (:mod:`pipeline.adapters.model_registry`, :mod:`pipeline.adapters.catal
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,14 @@ class ScoringModel:
     source: str  # where it was loaded from, for messages and outputs
     W: np.ndarray | None = None  # feature -> cause weights (simulator mode)
     attribution: str = "registry"
+    meta: dict[str, Any] = field(default_factory=dict)  # model.json, when the loader passes it
+
+    @property
+    def id_column(self) -> str:
+        """The id column the model's rows carry: ``borrower_id``, or the table's own id."""
+        if self.mode == "table":
+            return str(self.meta.get("table", {}).get("id") or "row_id")
+        return "borrower_id"
 
     def prob(self, X: np.ndarray) -> np.ndarray:
         raw = self.booster.predict(np.asarray(X, dtype=np.float32))
@@ -53,13 +61,26 @@ class ScoringModel:
 # ---- validation of a feature table ---------------------------------------------------
 
 
-def feature_schema(names: list[str], id_col: str) -> Any:
-    """The pandera schema a feature table must meet to be scored."""
+def feature_schema(
+    names: list[str], id_col: str, table_mode: bool = False, per_snapshot: bool = False
+) -> Any:
+    """The pandera schema a feature table must meet to be scored.
+
+    ``table_mode``: ids of any type (the table's own), missing feature values allowed
+    (the model was trained with them). ``per_snapshot``: an id may repeat, once per
+    ``snapshot`` (checked by :func:`validate_features`).
+    """
     import pandera.pandas as pa
 
     finite = pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), name="finite (no inf)")
+    id_checks = [] if table_mode else [pa.Check.ge(0)]
     cols: dict[str, Any] = {
-        id_col: pa.Column("int64", nullable=False, unique=True, checks=[pa.Check.ge(0)])
+        id_col: pa.Column(
+            None if table_mode else "int64",
+            nullable=False,
+            unique=not per_snapshot,
+            checks=id_checks,
+        )
     }
     for n in names:
         checks = [finite]
@@ -72,30 +93,46 @@ def feature_schema(names: list[str], id_col: str) -> Any:
             checks.append(pa.Check.ge(lo))
         if np.isfinite(hi) and n not in CATEGORY_CODES:
             checks.append(pa.Check.le(hi))
-        cols[n] = pa.Column("float64", nullable=False, coerce=True, checks=checks)
+        cols[n] = pa.Column("float64", nullable=table_mode, coerce=True, checks=checks)
     cols["occupation"] = pa.Column(
         "str", required=False, nullable=False, checks=[pa.Check.isin(list(OCCUPATIONS))]
     )
     return pa.DataFrameSchema(cols, strict=False)
 
 
-def validate_features(df: pd.DataFrame, path: Path, names: list[str], id_col: str) -> pd.DataFrame:
-    """Check ``df`` against :func:`feature_schema`; raise one DataError listing every failure."""
+def validate_features(
+    df: pd.DataFrame, path: Path, names: list[str], id_col: str, table_mode: bool = False
+) -> pd.DataFrame:
+    """Check ``df`` against :func:`feature_schema`; raise one DataError listing every failure.
+
+    A table with a ``snapshot`` column (such as the features stage's own table) may hold
+    one row per id and snapshot.
+    """
     import pandera.pandas as pa
 
     if id_col not in df.columns:
         raise DataError(
             f"{path}: column '{id_col}' is missing (rule: id column, set score.id_column)"
         )
-    if not pd.api.types.is_integer_dtype(df[id_col]):
+    if not table_mode and not pd.api.types.is_integer_dtype(df[id_col]):
         raise DataError(
             f"{path}: column '{id_col}' has dtype {df[id_col].dtype} (rule: integer ids)"
         )
+    per_snapshot = "snapshot" in df.columns and id_col != "snapshot"
+    lines = []
+    if per_snapshot:
+        dup = df.duplicated([id_col, "snapshot"], keep=False).to_numpy()
+        if dup.any():
+            first = int(np.flatnonzero(dup)[0])
+            lines.append(
+                f"column '{id_col}' breaks rule 'field_uniqueness' (one row per id and "
+                f"snapshot) in {int(dup.sum())} row(s) (e.g. {df[id_col].iloc[first]!r} "
+                f"at data row {first})"
+            )
     try:
-        return feature_schema(names, id_col).validate(df, lazy=True)
+        checked = feature_schema(names, id_col, table_mode, per_snapshot).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
         fc = exc.failure_cases
-        lines = []
         for (col, check), g in fc.groupby(["column", "check"], sort=False, dropna=False):
             if check == "column_in_dataframe":
                 lines.append(
@@ -108,10 +145,132 @@ def validate_features(df: pd.DataFrame, path: Path, names: list[str], id_col: st
                 f"column '{col}' breaks rule '{check}' in {len(g)} row(s) "
                 f"(e.g. {g.failure_case.iloc[0]!r}{where})"
             )
+    if lines:
         raise DataError(f"{path}: " + "; ".join(dict.fromkeys(lines))) from None
+    return checked
 
 
-def read_feature_file(path: Path, names: list[str], id_col: str) -> pd.DataFrame:
+# ---- guards of a table model: categories and ranges seen in training ------------------
+
+FLAG_UNSEEN = "flag_unseen_category"
+FLAG_RANGE = "flag_out_of_range"
+
+
+@dataclass(frozen=True)
+class FeatureGuards:
+    """What a table model saw in training.
+
+    ``codes``: categorical feature -> number of codes (``0 .. n-1`` are categories,
+    ``-1`` a missing value); ``ranges``: numeric feature -> training ``(low, high)``.
+    A numeric feature absent from ``ranges`` has no known range and is not flagged.
+    """
+
+    codes: dict[str, int]
+    ranges: dict[str, tuple[float, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"codes": dict(self.codes), "ranges": {k: list(v) for k, v in self.ranges.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FeatureGuards:
+        return cls(
+            {str(k): int(v) for k, v in d.get("codes", {}).items()},
+            {str(k): (float(v[0]), float(v[1])) for k, v in d.get("ranges", {}).items()},
+        )
+
+
+def saved_ranges(meta: dict[str, Any]) -> dict[str, tuple[float, float]] | None:
+    """Training ranges stored in a table model's metadata, or None when it stores none.
+
+    Read from ``ranges`` (feature -> ``[low, high]``) or from the saved encoding's numeric
+    columns (``encoding.columns[*].safe/low/high``).
+    """
+    if isinstance(meta.get("ranges"), dict):
+        return {str(k): (float(v[0]), float(v[1])) for k, v in meta["ranges"].items()}
+    enc = meta.get("encoding")
+    if isinstance(enc, dict) and isinstance(enc.get("columns"), list):
+        return {
+            str(c["safe"]): (float(c["low"]), float(c["high"]))
+            for c in enc["columns"]
+            if c.get("kind") == "numeric" and c.get("low") is not None
+        }
+    return None
+
+
+def training_ranges(frame: pd.DataFrame, names: list[str]) -> dict[str, tuple[float, float]]:
+    """``(low, high)`` of the finite values of each of ``names`` in ``frame`` (training rows)."""
+    out: dict[str, tuple[float, float]] = {}
+    for n in names:
+        x = frame[n].to_numpy(dtype=np.float64)
+        x = x[np.isfinite(x)]
+        if len(x):
+            out[n] = (float(x.min()), float(x.max()))
+    return out
+
+
+def table_guards(
+    meta: dict[str, Any], ranges: dict[str, tuple[float, float]] | None
+) -> FeatureGuards:
+    """The guards of a table model from its metadata; ``ranges`` when it saves none."""
+    names = [str(n) for n in meta.get("feature_names", [])]
+    cats = meta.get("categories", {}) or {}
+    codes = {n: len(cats[n]) for n in names if n in cats}
+    saved = saved_ranges(meta)
+    known = saved if saved is not None else (ranges or {})
+    return FeatureGuards(codes, {n: known[n] for n in names if n in known and n not in codes})
+
+
+def _guard_masks(
+    df: pd.DataFrame, guards: FeatureGuards
+) -> list[tuple[str, str, np.ndarray, np.ndarray, str]]:
+    """(kind, column, values, mask of flagged rows, rule) for every guarded column."""
+    out = []
+    for col, k in guards.codes.items():
+        x = df[col].to_numpy(dtype=np.float64)
+        ok = np.isnan(x) | (x == -1) | ((x >= 0) & (x < k) & (x == np.round(x)))
+        out.append(("unseen", col, x, ~ok, f"codes -1 .. {k - 1}"))
+    for col, (lo, hi) in guards.ranges.items():
+        x = df[col].to_numpy(dtype=np.float64)
+        out.append(("range", col, x, ~np.isnan(x) & ((x < lo) | (x > hi)), f"{lo:g} .. {hi:g}"))
+    return out
+
+
+def guard_flags(df: pd.DataFrame, guards: FeatureGuards) -> dict[str, np.ndarray]:
+    """Per row, :data:`FLAG_UNSEEN` and :data:`FLAG_RANGE`: the ``;``-joined flagged columns."""
+    flags = {FLAG_UNSEEN: np.full(len(df), "", dtype=object)}
+    flags[FLAG_RANGE] = flags[FLAG_UNSEEN].copy()
+    for kind, col, _, mask, _ in _guard_masks(df, guards):
+        f = flags[FLAG_UNSEEN if kind == "unseen" else FLAG_RANGE]
+        if mask.any():
+            f[mask] = f[mask] + np.where(f[mask] == "", "", ";") + col
+    return flags
+
+
+def refuse_flagged(df: pd.DataFrame, guards: FeatureGuards, path: Path, ids: np.ndarray) -> None:
+    """DataError naming every column with an unseen category or an out-of-range value."""
+    what = {
+        "unseen": "has category codes never seen in training",
+        "range": "lies outside the training range",
+    }
+    lines = []
+    for kind, col, x, mask, rule in _guard_masks(df, guards):
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            rid = ids[i].item() if isinstance(ids[i], np.generic) else ids[i]
+            lines.append(
+                f"column '{col}' {what[kind]} in {int(mask.sum())} row(s) "
+                f"(e.g. {x[i]:g} for id {rid!r}; rule: {rule})"
+            )
+    if lines:
+        raise DataError(
+            f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "
+            "without it they are scored and flagged)"
+        )
+
+
+def read_feature_file(
+    path: Path, names: list[str], id_col: str, table_mode: bool = False
+) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found (score.input)")
     try:
@@ -128,7 +287,7 @@ def read_feature_file(path: Path, names: list[str], id_col: str) -> pd.DataFrame
     if len(df) == 0:
         raise DataError(f"{path}: table has no rows")
     df = df.reset_index(drop=True)  # rows in messages count data rows from 0
-    return validate_features(df, path, names, id_col)
+    return validate_features(df, path, names, id_col, table_mode)
 
 
 # ---- scoring ----------------------------------------------------------------------

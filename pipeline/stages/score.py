@@ -3,13 +3,23 @@
 ``python -m pipeline score score.input=PATH score.output=PATH`` where ``PATH`` is a
 folder of raw tables (features are built at ``score.snapshot``, default the latest
 month) or a Parquet / CSV feature table with ``score.id_column`` and the model's
-features. ``score.borrower_id=ID`` scores one borrower and prints the result.
-The output (Parquet, or CSV when the name ends in ``.csv``) is written atomically.
+features (the features stage's own table qualifies: its rows are per borrower and
+snapshot). ``score.borrower_id=ID`` scores one borrower (at ``score.snapshot``, else
+at its latest snapshot) and prints the result.
+
+The output's suffix decides its format (``.parquet`` or ``.csv``; anything else is
+refused) and it is written atomically. It never replaces a file of the artifact
+catalog (the model, a raw table, the feature table, ...) nor the scoring input; an
+existing file only with ``score.overwrite=true``. Rows of a table model are flagged
+when a category code or a value lies outside what the model saw in training
+(``flag_unseen_category``, ``flag_out_of_range``), or refused with ``score.strict=true``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.adapters import catalog, model_registry
+from pipeline.adapters import catalog, model_registry, serving
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, atomic_path, write_parquet
@@ -44,7 +54,23 @@ def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) ->
             )
     if model is None:
         model = catalog.load_scoring_model(p.models)
+    _attach_meta(cfg, model)
     return model
+
+
+def _attach_meta(cfg: Any, model: core.ScoringModel) -> None:
+    """Give ``model`` its metadata when the loader did not (the local ``model.json`` when
+    it describes a model with the same mode and features)."""
+    if model.meta:
+        return
+    path = catalog.Catalog.of(cfg).path("model_meta")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    same = list(meta.get("feature_names", [])) == model.names
+    if isinstance(meta, dict) and same and meta.get("mode", "simulator") == model.mode:
+        model.meta = meta
 
 
 def raw_months(raw_dir: Path) -> int:
@@ -92,6 +118,138 @@ def features_from_raw(cfg: Any, raw_dir: Path, snapshot: int | None) -> tuple[pd
     return df, snap
 
 
+OUTPUT_FORMATS = (".parquet", ".csv")
+
+
+def _protected(cfg: Any, inp: Path) -> list[tuple[Path, str, bool]]:
+    """(path, what it is, whether it is a folder or pattern) for what scores never replace."""
+    cat = catalog.Catalog.of(cfg)
+    out = []
+    for name, entry in catalog.ENTRIES.items():
+        what = f"the pipeline's '{name}' file ({entry.folder} folder, written by {entry.writer})"
+        if name == "model":
+            what = f"the model ({what})"
+        out.append((cat.path(name), what, entry.fmt == "folder" or "*" in entry.relpath))
+    out.append((inp, "the scoring input (score.input)", inp.is_dir()))
+    if str(cfg.data.path):
+        out.append((Path(str(cfg.data.path)), "the training table (data.path)", False))
+    return out
+
+
+def check_output(cfg: Any, inp: Path) -> Path:
+    """``score.output`` (default ``models/scores.parquet``), refused before any work when it
+    would replace what it must not, is a folder, or has no scores format suffix."""
+    s = cfg.score
+    given = bool(str(s.output))
+    out = Path(str(s.output)) if given else Paths.of(cfg).models / "scores.parquet"
+    head = f"score.output = {out}"
+    if out.is_dir() or str(s.output).endswith(("/", "\\")):
+        raise DataError(f"{head}: is a folder (rule: a file name ending in .parquet or .csv)")
+    target = out.resolve()
+    for path, what, family in _protected(cfg, inp):
+        where = path.resolve()
+        hit = target == where or (
+            family and (where in target.parents or fnmatch.fnmatch(str(target), str(where)))
+        )
+        if hit:
+            raise DataError(
+                f"{head}: refused, it is {what}; scores never replace the model, a pipeline "
+                "file or an input, even with score.overwrite=true (choose another file)"
+            )
+    if out.suffix.lower() not in OUTPUT_FORMATS:
+        raise DataError(
+            f"{head}: suffix '{out.suffix}' is not a scores format "
+            "(rule: the suffix decides the format, .parquet or .csv)"
+        )
+    if given and out.exists() and not bool(s.overwrite):
+        raise DataError(f"{head}: the file exists (rule: set score.overwrite=true to replace it)")
+    return out
+
+
+def read_input(
+    cfg: Any, model: core.ScoringModel, inp: Path
+) -> tuple[pd.DataFrame, str, int | None]:
+    """The rows to score, their id column, and the snapshot month they were built at."""
+    s = cfg.score
+    if model.mode == "table" and (inp.is_dir() or not str(s.input)):
+        table = model.meta.get("table", {})
+        raise DataError(
+            f"{inp}: a folder of raw tables in the simulator's layout (score.input), but "
+            "the model "
+            f"({model.source}) was trained on the table {table.get('path', '?')} "
+            "(rule: a table model scores a Parquet/CSV file with its id column "
+            f"'{model.id_column}' and its encoded features, e.g. "
+            f"{table.get('features_path', 'table_features.parquet')}; set score.input)"
+        )
+    if inp.is_dir():
+        df, month = features_from_raw(cfg, inp, s.snapshot)
+        say(f"score: {len(df):,} eligible accounts at month {month} built from {inp}")
+        return df, "borrower_id", month
+    id_col = str(s.id_column)
+    if model.mode == "table" and id_col == "borrower_id" and model.meta:
+        id_col = model.id_column  # the default follows the table model's own id
+    df = core.read_feature_file(inp, model.names, id_col, model.mode == "table")
+    snap = None if s.snapshot is None else int(s.snapshot)
+    if snap is not None and "snapshot" in df.columns:
+        df = df[df.snapshot == snap].reset_index(drop=True)
+        if len(df) == 0:
+            raise DataError(f"{inp}: no row with snapshot = {snap} (score.snapshot)")
+    return df, id_col, snap
+
+
+def one_borrower(
+    df: pd.DataFrame, id_col: str, bid: Any, inp: Path, snap: int | None
+) -> pd.DataFrame:
+    """The row of ``bid`` (its latest snapshot when the table holds several)."""
+    mine = df[df[id_col] == bid]
+    if len(mine) == 0:
+        ids = df[id_col].drop_duplicates().sort_values().head(5).tolist()
+        raise DataError(
+            f"{inp}: no eligible row with {id_col} = {bid} (score.borrower_id)"
+            + (f" at month {snap}" if snap is not None else "")
+            + f"; {df[id_col].nunique():,} ids are there, e.g. {', '.join(map(str, ids))}"
+        )
+    if "snapshot" in mine.columns and len(mine) > 1:
+        mine = mine[mine.snapshot == mine.snapshot.max()]
+    return mine
+
+
+def guard_rows(
+    cfg: Any, model: core.ScoringModel, df: pd.DataFrame, id_col: str, inp: Path
+) -> dict[str, np.ndarray]:
+    """Per-row flags of a table model's unseen categories and out-of-range values.
+
+    ``score.strict=true`` refuses such rows instead. Simulator models need none: their
+    feature bounds are part of the input schema.
+    """
+    if model.mode != "table":
+        return {}
+    if not model.meta:
+        raise DataError(
+            f"{model.source}: the table model's metadata (categories, training ranges) is "
+            "not available, so its rows cannot be checked"
+        )
+    guards = serving.table_guards(catalog.Catalog.of(cfg), model.meta)
+    numeric = [n for n in model.names if n not in guards.codes]
+    unknown = [n for n in numeric if n not in guards.ranges]
+    if unknown and bool(cfg.score.strict):
+        raise DataError(
+            f"{model.source}: the training range of column(s) {', '.join(unknown)} is not "
+            "known (the model's metadata saves none and the training rows are gone), so "
+            "score.strict=true cannot check them"
+        )
+    if bool(cfg.score.strict):
+        core.refuse_flagged(df, guards, inp, df[id_col].to_numpy())
+    flags = core.guard_flags(df, guards)
+    n_flagged = {k: int((v != "").sum()) for k, v in flags.items()}
+    if any(n_flagged.values()):
+        say(
+            "score: rows outside what the model saw in training (scored and flagged): "
+            + ", ".join(f"{k} {v:,}" for k, v in n_flagged.items())
+        )
+    return flags
+
+
 def write_scores(table: pd.DataFrame, out: Path) -> None:
     if out.suffix.lower() == ".csv":
         with atomic_path(out) as tmp:
@@ -102,26 +260,15 @@ def write_scores(table: pd.DataFrame, out: Path) -> None:
 
 def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     s = cfg.score
-    p = Paths.of(cfg)
+    inp = Path(str(s.input)) if s.input else Paths.of(cfg).raw
+    out = check_output(cfg, inp)
     model = load_scoring_model(cfg, tracker)
     say(f"score: model from {model.source} (reasons: {model.attribution} cause split)")
-    inp = Path(str(s.input)) if s.input else p.raw
-    id_col = str(s.id_column)
-    snap = None
-    if inp.is_dir():
-        df, snap = features_from_raw(cfg, inp, s.snapshot)
-        id_col = "borrower_id"
-        say(f"score: {len(df):,} eligible accounts at month {snap} built from {inp}")
-    else:
-        df = core.read_feature_file(inp, model.names, id_col)
+    df, id_col, snap = read_input(cfg, model, inp)
     if s.borrower_id is not None:
-        mine = df[df[id_col] == int(s.borrower_id)]
-        if len(mine) == 0:
-            raise DataError(
-                f"{inp}: no eligible row with {id_col} = {s.borrower_id} (score.borrower_id)"
-                + (f" at month {snap}" if snap is not None else "")
-            )
-        df = mine
+        bid = s.borrower_id if pd.api.types.is_integer_dtype(df[id_col]) else str(s.borrower_id)
+        df = one_borrower(df, id_col, bid, inp, snap)
+    flags = guard_rows(cfg, model, df, id_col, inp)
     threads = physical_cores()
     with contextlib.ExitStack() as stack:
         shap_fn = None
@@ -146,12 +293,14 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
             threads,
             shap_fn=shap_fn,
         )
+    for name, values in flags.items():
+        table[name] = values
     table["model_source"] = model.source
-    out = Path(str(s.output)) if s.output else p.models / "scores.parquet"
     write_scores(table, out)
     counts = {str(t): int((table.tier == t).sum()) for t in s.tier_names}
     metrics = {"rows": float(len(table)), "mean_probability": float(table.probability.mean())}
     metrics.update({f"tier.{t}": float(c) for t, c in counts.items()})
+    metrics.update({f"{k}.rows": float((v != "").sum()) for k, v in flags.items()})
     tracker.log_metrics(metrics)
     tracker.set_tags({"model_source": model.source, "input": str(inp)})
     tracker.log_artifact(out, "scores")
