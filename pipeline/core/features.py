@@ -459,24 +459,93 @@ def block_features(
     Returns a column dict (one row per eligible borrower x snapshot, rows ordered by
     borrower then snapshot; features as float32) and the block's first-event months.
     """
-    M = n_months
-    b = raw["borrowers"]
-    bid = _np(b, "borrower_id") - lo
-    signup = np.full(n, NEVER, dtype=np.int64)
-    signup[bid] = _np(b, "signup_month")
-    income = np.zeros(n)
-    income[bid] = _np(b, "income")
-    initial_line = np.ones(n)
-    initial_line[bid] = _np(b, "initial_line")
-    occ_code = np.zeros(n, dtype=np.int64)
-    occ_code[bid] = _codes(b.column("occupation"), OCCUPATIONS)
-    age_code = np.zeros(n, dtype=np.int64)
-    age_code[bid] = _codes(b.column("age_band"), AGE_BANDS)
-    tier = np.zeros(n)
-    tier[bid] = _np(b, "city_tier")
-    present = np.zeros(n, dtype=bool)
-    present[bid] = True
+    who = _Borrowers.of(raw["borrowers"], lo, n)
+    cnt, flt, flows = _month_cubes(raw, lo, n, n_months, spec)
+    ends = _Outcomes.of(raw, lo, n)
 
+    snaps = np.asarray(spec.snapshots, dtype=np.int64)
+    alive = who.present[None, :] & (who.signup[None, :] <= snaps[:, None])
+    alive &= ends.close_month[None, :] > snaps[:, None]
+    if spec.never_overdue_only:
+        alive &= ends.first_overdue[None, :] > snaps[:, None]
+    # rows ordered by borrower, then snapshot: blocks cover ascending id ranges, so the
+    # joined table has one order whatever the block size (and so does the model)
+    by_borrower = alive.T  # (n, K)
+    row_of = np.cumsum(by_borrower.ravel()) - 1
+    pos = np.ascontiguousarray(
+        np.where(by_borrower.ravel(), row_of, -1).reshape(by_borrower.shape).T
+    ).astype(np.int64)
+    n_rows = int(alive.sum())
+    out = np.empty((len(KERNEL_FEATURES), n_rows), dtype=np.float32)
+    _kernel(
+        cnt, flt, flows, who.signup, who.initial_line, snaps, pos, float(spec.small_draw_ratio), out
+    )
+    del cnt, flt, flows
+
+    local, snap_k = np.nonzero(by_borrower)  # ordered by borrower, then snapshot
+    s_row = snaps[snap_k]
+    cols = _labels(ends, local, s_row, lo, spec.horizon, who)
+    for j, name in enumerate(KERNEL_FEATURES):
+        cols[name] = out[j]
+    for name in (
+        "degree",
+        "contacts_closed_share",
+        "contacts_closed_wshare",
+        "contacts_overdue_share",
+    ):
+        cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled by social_features
+    cols.update(_macro_columns(raw["macro_months"], n_months, s_row))
+    cols["income"] = who.income[local].astype(np.float32)
+    cols["occupation_code"] = who.occ_code[local].astype(np.float32)
+    cols["city_tier"] = who.tier[local].astype(np.float32)
+    cols["age_band_code"] = who.age_code[local].astype(np.float32)
+    status = BlockStatus(
+        borrower_id=np.arange(lo, lo + n)[who.present],
+        first_closed=ends.first_closed[who.present],
+        first_overdue=ends.first_overdue[who.present],
+    )
+    return cols, status
+
+
+_CAUSE_VOCAB = (*ALL_CAUSES, "none")
+
+
+@dataclass
+class _Borrowers:
+    """Static attributes of the block's borrowers, indexed by id - lo."""
+
+    signup: np.ndarray
+    income: np.ndarray
+    initial_line: np.ndarray
+    occ_code: np.ndarray
+    age_code: np.ndarray
+    tier: np.ndarray
+    present: np.ndarray
+
+    @classmethod
+    def of(cls, b: pa.Table, lo: int, n: int) -> _Borrowers:
+        bid = _np(b, "borrower_id") - lo
+        signup = np.full(n, NEVER, dtype=np.int64)
+        signup[bid] = _np(b, "signup_month")
+        income = np.zeros(n)
+        income[bid] = _np(b, "income")
+        initial_line = np.ones(n)
+        initial_line[bid] = _np(b, "initial_line")
+        occ_code = np.zeros(n, dtype=np.int64)
+        occ_code[bid] = _codes(b.column("occupation"), OCCUPATIONS)
+        age_code = np.zeros(n, dtype=np.int64)
+        age_code[bid] = _codes(b.column("age_band"), AGE_BANDS)
+        tier = np.zeros(n)
+        tier[bid] = _np(b, "city_tier")
+        present = np.zeros(n, dtype=bool)
+        present[bid] = True
+        return cls(signup, income, initial_line, occ_code, age_code, tier, present)
+
+
+def _month_cubes(
+    raw: dict[str, pa.Table], lo: int, n: int, M: int, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Borrower x column x month arrays of counts, amounts and fund flows by channel."""
     cnt = np.zeros((n, len(_CNT), M), dtype=np.int16)
     flt = np.zeros((n, len(_FLT), M), dtype=np.float32)
     flows = np.zeros((n, _N_FLOW, M), dtype=np.float64)
@@ -528,87 +597,79 @@ def block_features(
     for name in ("line_increase", "line_decrease", "freeze"):
         hit = etype == EVENTS.index(name)
         np.add.at(cnt, (ei[hit], _C[name], emo[hit]), 1)
-    # the account's (first) closure: its month and its cause
-    cause_vocab = (*ALL_CAUSES, "none")
-    is_close = np.flatnonzero(etype == EVENTS.index("closure"))
-    order = is_close[np.lexsort((emo[is_close], ei[is_close]))]
-    first_row = order[np.r_[True, ei[order][1:] != ei[order][:-1]]] if len(order) else order
-    close_month = np.full(n, NEVER, dtype=np.int64)
-    close_cause = np.full(n, cause_vocab.index("none"), dtype=np.int64)
-    close_month[ei[first_row]] = emo[first_row]
-    close_cause[ei[first_row]] = _codes(ev.column("cause"), cause_vocab)[first_row]
-    overdue_close = close_cause == cause_vocab.index(OVERDUE)
+    return cnt, flt, flows
 
-    # first month with dpd > 0 (or an overdue closure), and first non-overdue closure
-    dpd_rows = _np(am, "dpd") > 0
-    first_dpd = np.full(n, NEVER, dtype=np.int64)
-    np.minimum.at(first_dpd, ai[dpd_rows], amo[dpd_rows])
-    first_overdue = np.where(overdue_close, np.minimum(first_dpd, close_month), first_dpd)
-    first_closed = np.where(~overdue_close, close_month, NEVER)
 
-    macro = raw["macro_months"]
+@dataclass
+class _Outcomes:
+    """Per borrower: the (first) closure's month and cause, first overdue, first closed."""
+
+    close_month: np.ndarray
+    close_cause: np.ndarray
+    overdue_close: np.ndarray
+    first_overdue: np.ndarray
+    first_closed: np.ndarray
+
+    @classmethod
+    def of(cls, raw: dict[str, pa.Table], lo: int, n: int) -> _Outcomes:
+        ev = raw["platform_events"]
+        ei = _np(ev, "borrower_id") - lo
+        emo = _np(ev, "month").astype(np.int64)
+        etype = _codes(ev.column("event"), EVENTS)
+        is_close = np.flatnonzero(etype == EVENTS.index("closure"))
+        order = is_close[np.lexsort((emo[is_close], ei[is_close]))]
+        first_row = order[np.r_[True, ei[order][1:] != ei[order][:-1]]] if len(order) else order
+        close_month = np.full(n, NEVER, dtype=np.int64)
+        close_cause = np.full(n, _CAUSE_VOCAB.index("none"), dtype=np.int64)
+        close_month[ei[first_row]] = emo[first_row]
+        close_cause[ei[first_row]] = _codes(ev.column("cause"), _CAUSE_VOCAB)[first_row]
+        overdue_close = close_cause == _CAUSE_VOCAB.index(OVERDUE)
+        # first month with dpd > 0 (or an overdue closure), and first non-overdue closure
+        am = raw["account_months"]
+        dpd_rows = _np(am, "dpd") > 0
+        first_dpd = np.full(n, NEVER, dtype=np.int64)
+        np.minimum.at(
+            first_dpd,
+            (_np(am, "borrower_id") - lo)[dpd_rows],
+            _np(am, "month").astype(np.int64)[dpd_rows],
+        )
+        first_overdue = np.where(overdue_close, np.minimum(first_dpd, close_month), first_dpd)
+        first_closed = np.where(~overdue_close, close_month, NEVER)
+        return cls(close_month, close_cause, overdue_close, first_overdue, first_closed)
+
+
+def _labels(
+    ends: _Outcomes, local: np.ndarray, s_row: np.ndarray, lo: int, horizon: int, who: _Borrowers
+) -> dict[str, np.ndarray]:
+    """Keys, the label (a non-overdue closure within the horizon) and its true cause."""
+    close = ends.close_month[local]
+    label = (close > s_row) & (close <= s_row + horizon) & ~ends.overdue_close[local]
+    return {
+        "borrower_id": (local + lo).astype(np.int64),
+        "snapshot": s_row.astype(np.int16),
+        "label": label.astype(np.int8),
+        "label_cause": np.asarray(_CAUSE_VOCAB, dtype=object)[
+            np.where(label, ends.close_cause[local], _CAUSE_VOCAB.index("none"))
+        ],
+        "occupation": np.asarray(OCCUPATIONS, dtype=object)[who.occ_code[local]],
+    }
+
+
+def _macro_columns(macro: pa.Table, M: int, s_row: np.ndarray) -> dict[str, np.ndarray]:
+    """The regime as the macro table states it (0 none, 1 pilot, 2 full), months since
+    the first tightened month, and the competitors' intensity."""
     comp_int = np.zeros(M)
     comp_int[_np(macro, "month").astype(np.int64)] = _np(macro, "competitor_intensity")
     regime_by_month = np.zeros(M, dtype=np.int64)
     regime_by_month[_np(macro, "month").astype(np.int64)] = _np(macro, "regime")
-
-    snaps = np.asarray(spec.snapshots, dtype=np.int64)
-    alive = present[None, :] & (signup[None, :] <= snaps[:, None])
-    alive &= close_month[None, :] > snaps[:, None]
-    if spec.never_overdue_only:
-        alive &= first_overdue[None, :] > snaps[:, None]
-    # rows ordered by borrower, then snapshot: blocks cover ascending id ranges, so the
-    # joined table has one order whatever the block size (and so does the model)
-    by_borrower = alive.T  # (n, K)
-    row_of = np.cumsum(by_borrower.ravel()) - 1
-    pos = np.ascontiguousarray(
-        np.where(by_borrower.ravel(), row_of, -1).reshape(by_borrower.shape).T
-    ).astype(np.int64)
-    n_rows = int(alive.sum())
-    out = np.empty((len(KERNEL_FEATURES), n_rows), dtype=np.float32)
-    _kernel(cnt, flt, flows, signup, initial_line, snaps, pos, float(spec.small_draw_ratio), out)
-    del cnt, flt, flows
-
-    local, snap_k = np.nonzero(by_borrower)  # ordered by borrower, then snapshot
-    s_row = snaps[snap_k]
-    in_window = (close_month[local] > s_row) & (close_month[local] <= s_row + spec.horizon)
-    label = in_window & ~overdue_close[local]
-    cols: dict[str, np.ndarray] = {
-        "borrower_id": (local + lo).astype(np.int64),
-        "snapshot": s_row.astype(np.int16),
-        "label": label.astype(np.int8),
-        "label_cause": np.asarray(cause_vocab, dtype=object)[
-            np.where(label, close_cause[local], cause_vocab.index("none"))
-        ],
-        "occupation": np.asarray(OCCUPATIONS, dtype=object)[occ_code[local]],
-    }
-    for j, name in enumerate(KERNEL_FEATURES):
-        cols[name] = out[j]
-    for name in (
-        "degree",
-        "contacts_closed_share",
-        "contacts_closed_wshare",
-        "contacts_overdue_share",
-    ):
-        cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled by social_features
-    # the regime as the macro table states it (0 none, 1 pilot, 2 full), and months
-    # since the first tightened month
     level = regime_by_month[s_row]
     started = np.flatnonzero(regime_by_month > 0)
     first = int(started[0]) if len(started) else M
-    cols["regime"] = level.astype(np.float32)
-    cols["months_since_tightening"] = np.where(level > 0, s_row - first + 1, 0).astype(np.float32)
-    cols["competitor_intensity"] = comp_int[s_row].astype(np.float32)
-    cols["income"] = income[local].astype(np.float32)
-    cols["occupation_code"] = occ_code[local].astype(np.float32)
-    cols["city_tier"] = tier[local].astype(np.float32)
-    cols["age_band_code"] = age_code[local].astype(np.float32)
-    status = BlockStatus(
-        borrower_id=np.arange(lo, lo + n)[present],
-        first_closed=first_closed[present],
-        first_overdue=first_overdue[present],
-    )
-    return cols, status
+    return {
+        "regime": level.astype(np.float32),
+        "months_since_tightening": np.where(level > 0, s_row - first + 1, 0).astype(np.float32),
+        "competitor_intensity": comp_int[s_row].astype(np.float32),
+    }
 
 
 def _codes(col: pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
