@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import SMALL
@@ -47,6 +47,82 @@ def _stage(cfg, *stages: str) -> dict:
 
 # --------------------------------------------------------------------------- kills
 
+# Runs the CLI in a child process with one hook: at the chosen call of ``where`` (a write
+# into the generator's streaming sink, or the rename of a temporary file over its final
+# name of a Parquet file), it records the temporary file and the final name in ``signal`` and sleeps, so the
+# test can see the half-done write for itself and then kill the process.
+PAUSING_CLI = """
+import json, os, sys, time
+from pathlib import Path
+from pipeline.base import io
+signal_file, where, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+calls = 0
+def pause(tmp, final):
+    signal_file.write_text(json.dumps({"tmp": str(tmp), "final": str(final)}))
+    time.sleep(600)
+def counted(tmp, final):
+    global calls
+    calls += 1
+    if calls == nth:
+        pause(tmp, final)
+if where == "write":
+    real_write = io.ParquetSink.write
+    def write(self, name, table):
+        real_write(self, name, table)
+        counted(self._tmp[name], self.paths[name])
+    io.ParquetSink.write = write
+else:
+    real_replace = os.replace
+    def replace(src, dst):
+        if str(src).endswith(".tmp") and str(dst).endswith(".parquet"):
+            counted(src, dst)
+        real_replace(src, dst)
+    os.replace = replace
+sys.argv = ["pipeline", *sys.argv[4:]]
+from pipeline.__main__ import main
+main()
+"""
+
+
+def _pause_and_kill(root: Path, args: list[str], where: str, nth: int, old: dict) -> Path:
+    """Run ``args`` until the hook pauses it mid-write, check the moment, SIGKILL it.
+
+    Returns the temporary file the killed process was writing.
+    """
+    signal_file = root.parent / f"paused-{where}-{nth}.json"
+    signal_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-c", PAUSING_CLI, str(signal_file), where, str(nth), *args]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not signal_file.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, f"{where} #{nth}: the hook never paused"
+            time.sleep(0.01)
+        assert proc.poll() is None, (
+            f"{where} #{nth}: exited without pausing: {proc.stderr.read().decode()[-2000:]}"
+        )
+        time.sleep(0.05)  # the signal file is written in full before the sleep
+        paused = json.loads(signal_file.read_text())
+        tmp, final = Path(paused["tmp"]), Path(paused["final"])
+        # the moment of the kill: the temporary file exists, the final name is untouched
+        assert _is_temp(tmp) and tmp.exists(), paused
+        rel = str(final.relative_to(root / "data"))
+        assert file_digest(final) == old[rel], f"{rel} was replaced before the kill"
+        if where == "write":  # still streaming: the temporary file has no footer yet
+            with pytest.raises(pa.ArrowInvalid):
+                pq.read_table(tmp)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert tmp.exists()  # killed before it could rename or clean up
+    return tmp
+
 
 @pytest.mark.slow
 def test_killed_generate_leaves_old_or_new_files_and_rerun_completes(make_cfg, tmp_path):
@@ -60,40 +136,27 @@ def test_killed_generate_leaves_old_or_new_files_and_rerun_completes(make_cfg, t
         and old["raw/account_months.parquet"] != new["raw/account_months.parquet"]
     )
 
-    cmd = [
-        sys.executable, "-m", "pipeline", "generate", f"paths.root={root}",
-        *SMALL, *OFF, "data.seed=2",
-    ]  # fmt: skip
-    rng = random.Random(7)
-    for attempt in range(4):
-        proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            if attempt % 2 == 0:
-                # wait until the stage is writing, then kill it a moment later
-                deadline = time.monotonic() + 120
-                while proc.poll() is None and time.monotonic() < deadline:
-                    if any(_is_temp(p) for p in (root / "data").rglob("*")):
-                        break
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, 0.4))
-            else:
-                time.sleep(rng.uniform(1.0, 10.0))
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    args = ["generate", f"paths.root={root}", *SMALL, *OFF, "data.seed=2"]
+    # killed while streaming a table (second chunk), before the first rename, and between
+    # renames (the first three tables already renamed: a mix of new and old files)
+    left = []
+    for where, nth in (("write", 15), ("rename", 1), ("rename", 4)):
+        left.append(_pause_and_kill(root, args, where, nth, old))
         now = _snapshot(root / "data")
+        assert set(now) == set(old)
         for name, digest in now.items():
-            assert digest in (old.get(name), new.get(name)), f"attempt {attempt}: {name} is broken"
-        for name in now:
+            assert digest in (old[name], new[name]), f"{where} #{nth}: {name} is broken"
             if name.endswith(".parquet"):
                 pq.read_table(root / "data" / name)  # complete and readable
+        renamed = [n for n in now if now[n] == new[n] != old[n]]
+        kept = [n for n in now if now[n] == old[n] != new[n]]
+        assert len(renamed) == (3 if (where, nth) == ("rename", 4) else 0), renamed
+        assert kept
 
-    # a rerun completes: the stage's outputs are the new ones, no temporary files are left
+    # a rerun completes: the stage's outputs are the new ones, the killed runs' temporary
+    # files are swept, and none is left
     _stage(make_cfg(*OFF, "data.seed=2", root=root), "generate")
+    assert not any(t.exists() for t in left)
     final = _snapshot(root / "data")
     assert set(final) == set(new)
     for name, digest in final.items():
