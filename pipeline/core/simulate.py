@@ -1210,8 +1210,10 @@ def _redraw_unobservable(spec: WorldSpec, fut: _State, rng: np.random.Generator)
     investing, debt juggling, external-credit engagement, multi-homing, credit risk,
     proneness to stops), which the borrower's history reveals, if noisily; the
     community part of the frailty, which the social graph and neighbours' closures
-    reveal; and the account's dynamic state, which the raw tables record. So the
-    observable oracle is an upper bound on what a model of the observables can reach.
+    reveal; and the account's dynamic state, which the raw tables record (whether a
+    fresh freeze lasts one month or two is the one detail they show only a month
+    later; it is kept). So the observable oracle is an upper bound on what a model of
+    the observables can reach.
     """
     s = spec.sim
     part = s.frailty_sd * rng.normal(size=len(fut.bid))
@@ -1298,9 +1300,14 @@ def futures(
     A pure function of the world's config: each account's chunk is replayed up to the
     snapshot, then ``n_futures`` futures (default ``simulator.oracle_futures``) run over
     the horizon with the action (a key of :data:`ACTIONS`, or None) carried out every
-    month. Futures are seeded by (seed, chunk, snapshot) alone, so calls with and
-    without an action share their random numbers, and the same accounts with no action
-    give the oracle's ``p_full`` exactly. Rows come back in the order asked.
+    month. Futures are seeded by (seed, chunk, snapshot) and the set of accounts asked
+    there, so calls with and without an action share their random numbers account by
+    account; asked for a chunk's oracle accounts at a snapshot, no action gives the
+    oracle's ``p_full`` exactly (any other set, an estimate with the same law). Rows
+    come back in the order asked; repeats are allowed.
+
+    Compare arms of the same accounts, not an arm with the oracle's figure for
+    accounts chosen *by* that figure: the choice favours futures that happened to close.
     """
     ids = np.asarray(borrower_ids, dtype=np.int64).ravel()
     snaps = np.broadcast_to(np.asarray(snapshot, dtype=np.int64), ids.shape).copy()
