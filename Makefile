@@ -82,6 +82,7 @@ lint: $(STAMP) ## Ruff (lint and format check), mypy, and the layering contract 
 	$(BIN)/ruff format --check pipeline tests
 	$(BIN)/mypy pipeline
 	$(BIN)/python -m pipeline.tools.layers pipeline
+	$(BIN)/python -m pipeline.tools.dictionary --check
 
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)

@@ -71,6 +71,7 @@ ENTRIES: dict[str, Entry] = {
         _e("platform_events", "raw", "platform_events.parquet", "generate", _SIM),
         _e("data_card", "raw", "data_card.json", "generate", doc="sizes, rates, seed"),
         _e("data_card_md", "raw", "data_card.md", "generate"),
+        _e("raw_plots", "raw", "plots", "generate", doc="PNG figures of the world"),
         _e("traits", "truth", "traits.parquet", "generate", _TRUTH, "latent traits"),
         _e("hazards", "truth", "hazards.parquet", "generate", _TRUTH, "monthly cause hazards"),
         _e("oracle", "truth", "oracle.parquet", "generate", _TRUTH, "Monte Carlo oracle"),

@@ -140,7 +140,7 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     if baselines and cat.path("scorecard").exists():
         inp.scorecard = _csv(cat.path("scorecard"), core.SCORECARD_COLUMNS)
     _explained(cat, inp, example_rows)
-    folders = (cat.raw / "plots",) if sim else ()
+    folders = (cat.path("raw_plots"),) if sim else ()
     for folder in (*folders, cat.path("plots"), policy):
         if folder.is_dir():
             for png in sorted(folder.glob("*.png")):
