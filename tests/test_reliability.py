@@ -48,9 +48,9 @@ def _stage(cfg, *stages: str) -> dict:
 # --------------------------------------------------------------------------- kills
 
 # Runs the CLI in a child process with one hook: at the chosen call of ``where`` (a write
-# into the generator's streaming sink, or the rename of a temporary file over its final
-# name of a Parquet file), it records the temporary file and the final name in ``signal`` and sleeps, so the
-# test can see the half-done write for itself and then kill the process.
+# into the generator's streaming sink, or the rename of a temporary file over a final
+# Parquet file), it records the temporary file and the final name in the signal file and
+# sleeps, so the test can see the half-done write for itself and then kill the process.
 PAUSING_CLI = """
 import json, os, sys, time
 from pathlib import Path
