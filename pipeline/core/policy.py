@@ -51,7 +51,7 @@ class Money:
     raise_line_quantile: float = _DEFAULT.raise_line_quantile
 
     @classmethod
-    def of(cls, cfg: Any) -> Money:
+    def of(cls, cfg: PolicyConfig) -> Money:
         return cls(**{k: type(getattr(cls, k))(getattr(cfg, k)) for k in cls.__dataclass_fields__})
 
 

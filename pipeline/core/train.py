@@ -12,6 +12,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 
+from pipeline.base.config import ModelConfig
 from pipeline.core.metrics import binary_metrics
 
 
@@ -24,7 +25,7 @@ class TrainResult:
 
 
 def lgb_params(
-    model_cfg: Any,
+    model_cfg: ModelConfig,
     seed: int,
     num_threads: int,
     monotone: list[int] | None,

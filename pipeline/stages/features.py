@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
-from pipeline.base.config import physical_cores
+from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
 from pipeline.base.progress import progress
 from pipeline.base.registry import BY_NAME, FEATURE_NAMES, registry_json
@@ -106,7 +106,7 @@ def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:
     return (pc.field(col) >= lo) & (pc.field(col) < hi)
 
 
-def feature_spec(cfg: Any) -> feat_core.FeatureSpec:
+def feature_spec(cfg: Config) -> feat_core.FeatureSpec:
     f = cfg.features
     return feat_core.FeatureSpec(
         snapshots=tuple(int(s) for s in f.snapshots),
@@ -361,7 +361,7 @@ def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def features(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     if cfg.data.kind != "simulator":
         say("features: data.kind=table, the table is used as it is")
         return {}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
+from pipeline.base.config import Config
 from pipeline.base.io import DataError, atomic_path, write_json, write_text
 from pipeline.core import policy as core
 from pipeline.stages.common import Paths, say
@@ -25,7 +26,7 @@ from pipeline.stages.score import load_scoring_model, raw_months
 
 
 def policy(
-    cfg: Any, tracker: Tracker, source: str | None = None, in_run: bool = False
+    cfg: Config, tracker: Tracker, source: str | None = None, in_run: bool = False
 ) -> dict[str, Any]:
     """``source`` overrides ``score.model_source`` (``run`` uses its own, local model).
 

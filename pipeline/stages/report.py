@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.adapters.catalog import Catalog
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.config import ScoreConfig
+from pipeline.base.config import Config, ScoreConfig
 from pipeline.base.io import DataError, write_text
 from pipeline.core import report as core
 from pipeline.stages.common import say
@@ -148,7 +148,7 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     return inp
 
 
-def report(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+def report(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     cat = Catalog.of(cfg)
     page = core.render(collect(cat, cfg.score))
     path = cat.path("report")
