@@ -218,3 +218,43 @@ def test_mlflow_models_serve_keeps_ids_and_answers_400(served, tmp_path):
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.mark.slow
+def test_table_model_serving_keeps_its_own_id_and_flags_rows(tmp_path_factory):
+    """A bring-your-own-table model: its id column in and out, unseen codes flagged."""
+    import mlflow
+    import mlflow.pyfunc
+    from helpers import SMALL, compose_config
+
+    from pipeline.__main__ import execute
+    from pipeline.base.config import REPO_ROOT
+
+    root = tmp_path_factory.mktemp("serving_table")
+    german = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
+    table = [
+        "data=table",
+        f"data.path={german}",
+        "data.target=creditability",
+        "data.positive=bad",
+        "model.cv_repeats=0",
+        "model.n_estimators=60",
+    ]
+    execute(compose_config(root, [*SMALL, *table], stage="train"), [])
+    meta = json.loads((root / "models" / "model.json").read_text())
+    names, cat = meta["feature_names"], meta["categorical"][0]
+    feats = pd.read_parquet(root / "data" / "processed" / "table_features.parquet")
+    rows = feats[feats.split == "oot"].head(20).sample(frac=1.0, random_state=3)
+    request = rows[["row_id", *names]].reset_index(drop=True)
+    request[names] = request[names].astype(np.float64)
+    request.loc[1, cat] = 999.0
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/closure-risk-lgbm-german_credit-serving@champion")
+    assert [c.name for c in model.metadata.signature.inputs.inputs][0] == "row_id"
+    out = model.predict(request)
+    assert list(out.row_id) == list(request.row_id)
+    assert out.flag_unseen_category[1] == cat
+    assert (out.flag_unseen_category.drop(index=1) == "").all()
+    status, body = _invoke_in_process(model, request.drop(columns=["row_id"]))
+    assert status == 400 and "row_id" in body, body

@@ -68,8 +68,9 @@ def _attach_meta(cfg: Any, model: core.ScoringModel) -> None:
         meta = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    same = list(meta.get("feature_names", [])) == model.names
-    if isinstance(meta, dict) and same and meta.get("mode", "simulator") == model.mode:
+    if not isinstance(meta, dict) or meta.get("mode", "simulator") != model.mode:
+        return
+    if list(meta.get("feature_names", [])) == model.names:
         model.meta = meta
 
 
@@ -174,9 +175,8 @@ def read_input(
     if model.mode == "table" and (inp.is_dir() or not str(s.input)):
         table = model.meta.get("table", {})
         raise DataError(
-            f"{inp}: a folder of raw tables in the simulator's layout (score.input), but "
-            "the model "
-            f"({model.source}) was trained on the table {table.get('path', '?')} "
+            f"{inp}: a folder of raw tables in the simulator's layout (score.input), but the "
+            f"model ({model.source}) was trained on the table {table.get('path', '?')} "
             "(rule: a table model scores a Parquet/CSV file with its id column "
             f"'{model.id_column}' and its encoded features, e.g. "
             f"{table.get('features_path', 'table_features.parquet')}; set score.input)"
