@@ -380,3 +380,258 @@ def test_resolved_config_artifact_is_redacted(make_cfg, tmp_path):
     text = (tmp_path / "models" / "resolved_config.yaml").read_text()
     assert "s3cret-value" not in text and "hunter2" not in text
     assert "api_token: '***'" in text
+
+
+# --------------------------------------------------------------------------- what a run says
+
+
+def _run(client: MlflowClient, run_id: str):
+    return client.get_run(run_id)
+
+
+def test_experiment_declares_model_training_and_keeps_a_users_kind(tmp_path):
+    from pipeline.adapters.tracking import EXPERIMENT_KIND_TAG, VIEW_TAG, runs_view
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    # an existing experiment without the tag gets it; one whose kind a user set keeps it
+    old = client.create_experiment("old")
+    mine = client.create_experiment("mine")
+    client.set_experiment_tag(mine, EXPERIMENT_KIND_TAG, "genai_development")
+    for name in ("new", "old", "mine"):
+        t = Tracker(uri, str(tmp_path / "art"), name)
+        with t.run("p"):
+            pass
+    kinds = {
+        n: client.get_experiment_by_name(n).tags.get(EXPERIMENT_KIND_TAG)
+        for n in ("new", "old", "mine")
+    }
+    assert kinds == {
+        "new": "custom_model_development",
+        "old": "custom_model_development",
+        "mine": "genai_development",
+    }
+    view = client.get_experiment(old).tags[VIEW_TAG]
+    import json
+
+    assert json.loads(view) == runs_view()
+    assert "metrics.`oot_auc`" in runs_view()["selectedColumns"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        (
+            ["data.n_borrowers=50000", "model.num_leaves=63", "data.seed=7"],
+            "run n=50k leaves=63 seed=7",
+        ),
+        ([], "run"),
+        # equal to the defaults, or only where/how fast to work: not part of the name
+        (["data.seed=42", "model.num_leaves=31", "paths.root=/tmp/x", "tracking=off"], "run"),
+        (["engine=dask", "data.n_jobs=4", "model.num_threads=2", "force=true"], "run"),
+        (["experiment=tightening", "model.learning_rate=0.1"], "run tightening lr=0.1"),
+        (["data=table", "data.path=/data/loans.csv"], "run data=table table=loans.csv"),
+        (["data.n_borrowers=1000000", "+db.password=hunter2"], "run n=1M"),
+    ],
+)
+def test_run_names_are_the_command_and_what_differs_from_the_defaults(overrides, name):
+    from pipeline.adapters.tracking import run_name
+
+    assert run_name("run", overrides) == name
+
+
+def test_run_name_reads_values_from_the_composed_config(make_cfg):
+    from pipeline.adapters.tracking import run_name
+
+    cfg = make_cfg("data.n_borrowers=2500", "model.calibration=platt", small=False)
+    overrides = ["data.n_borrowers=2500", "model.calibration=platt", "data.seed=0042"]
+    assert run_name("train", overrides, cfg) == "train n=2.5k calib=platt"
+
+
+def _pipeline_like(t: Tracker, name: str, auc: float, digest: str = "0123456789ab") -> str:
+    """A parent run with stage runs logging what the real stages log, under their names."""
+    with t.run(name, tags={"stages": "generate,train,explain,policy"}) as parent:
+        with t.run("generate", tags={"stage": "generate"}):
+            t.log_dataset(
+                "world baseline seed=42 n=2k",
+                digest,
+                "/data/raw",
+                profile={"seed": 42, "n_borrowers": 2000},
+                context="source",
+            )
+        with t.run("train", tags={"stage": "train"}):
+            t.log_metrics({"oot.auc": auc, "oot.ks": 0.41, "oracle_gap": 0.03, "valid.auc": 0.9})
+            # a baseline's figures are not the model's
+            with t.run("baseline:scorecard", tags={"baseline": "scorecard"}):
+                t.log_metrics({"oot.auc": 0.5, "oot.ks": 0.1})
+        with t.run("explain", tags={"stage": "explain"}):
+            t.log_metrics({"fidelity_top1": 0.456, "fidelity_top3": 0.8})
+        with t.run("policy", tags={"stage": "policy"}):
+            t.log_metrics({"close.t0.15.loss": 12345.0, "close.t0.1.loss": 999.0})
+    assert parent is not None
+    return parent
+
+
+def test_headline_figures_under_short_names_and_in_the_description(tmp_path):
+    from pipeline.adapters.tracking import NOTE_TAG
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    t = Tracker(uri, str(tmp_path / "art"), "e")
+    parent = _pipeline_like(t, "run n=2k leaves=63", 0.8123)
+    run = MlflowClient(uri).get_run(parent)
+    assert run.data.metrics == {
+        "oot_auc": 0.8123,
+        "oot_ks": 0.41,
+        "oracle_gap": 0.03,
+        "fidelity_top1": 0.456,
+        "policy_matched_loss": 12345.0,
+    }
+    note = run.data.tags[NOTE_TAG]
+    assert note.startswith("**run n=2k leaves=63**")
+    assert "| out-of-time AUC | `oot_auc` | 0.8123 |" in note
+    assert "45.6%" in note and "12,345" in note
+    assert "world baseline seed=42 n=2k (`0123456789ab`)" in note
+    # a run without those stages says so instead of showing figures
+    with t.run("report", tags={"stages": "report"}) as other:
+        pass
+    assert "No headline figures" in MlflowClient(uri).get_run(other).data.tags[NOTE_TAG]
+
+
+def test_datasets_are_run_inputs_and_the_same_data_shows_the_same_digest(tmp_path):
+    import json
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    t = Tracker(uri, str(tmp_path / "art"), "e")
+    a = _pipeline_like(t, "run seed=1", 0.8)
+    b = _pipeline_like(t, "run seed=2", 0.7)
+    c = _pipeline_like(t, "run seed=3", 0.7, digest="ba9876543210")
+    client = MlflowClient(uri)
+
+    def inputs(run_id):
+        return {d.dataset.name: d for d in client.get_run(run_id).inputs.dataset_inputs}
+
+    ds = {r: inputs(r)["world baseline seed=42 n=2k"] for r in (a, b, c)}
+    assert ds[a].dataset.digest == ds[b].dataset.digest == "0123456789ab"
+    assert ds[c].dataset.digest == "ba9876543210"
+    assert json.loads(ds[a].dataset.profile) == {"seed": 42, "n_borrowers": 2000}
+    assert json.loads(ds[a].dataset.source) == {"uri": "file:///data/raw"}
+    assert {tag.key: tag.value for tag in ds[a].tags} == {"mlflow.data.context": "source"}
+    # also on the stage run that logged it
+    gen = client.search_runs(
+        [client.get_experiment_by_name("e").experiment_id],
+        f"tags.mlflow.parentRunId = '{a}' and tags.stage = 'generate'",
+    )[0]
+    assert "world baseline seed=42 n=2k" in inputs(gen.info.run_id)
+
+    # a table's schema, with Arrow and pandas type names mapped to MLflow's
+    with t.run("p"), t.run("train", tags={"stage": "train"}):
+        t.log_dataset(
+            "loans.csv",
+            "feedfacecafe",
+            tmp_path / "loans.csv",
+            schema={
+                "x": "float64",
+                "n": "int64",
+                "k": "int32",
+                "flag": "bool",
+                "job": "object",
+                "split": "dictionary<values=string, indices=int32, ordered=0>",
+                "when": "timestamp[us]",
+            },
+        )
+        with pytest.raises(ValueError, match="digest must have 1 to 36 characters"):
+            t.log_dataset("too long", "f" * 64, tmp_path)
+    run_id = client.search_runs(
+        [client.get_experiment_by_name("e").experiment_id], "attributes.run_name = 'train'"
+    )[0].info.run_id
+    schema = json.loads(inputs(run_id)["loans.csv"].dataset.schema)["mlflow_colspec"]
+    assert {c["name"]: c["type"] for c in schema} == {
+        "x": "double",
+        "n": "long",
+        "k": "integer",
+        "flag": "boolean",
+        "job": "string",
+        "split": "string",
+        "when": "datetime",
+    }
+
+
+def test_manifest_digest_follows_the_outputs_and_names_bad_manifests(tmp_path):
+    import json
+
+    from pipeline.adapters.tracking import manifest_digest
+
+    m1, m2, m3 = (tmp_path / f"m{i}.json" for i in range(3))
+    m1.write_text(json.dumps({"key": "k1", "outputs": {"a.parquet": "aa", "b.parquet": "bb"}}))
+    # same outputs written in another order, under another config key: same data
+    m2.write_text(json.dumps({"key": "k2", "outputs": {"b.parquet": "bb", "a.parquet": "aa"}}))
+    m3.write_text(json.dumps({"key": "k1", "outputs": {"a.parquet": "aa", "b.parquet": "bX"}}))
+    assert manifest_digest(m1) == manifest_digest(m2) != manifest_digest(m3)
+    assert len(manifest_digest(m1)) == 12
+    assert manifest_digest(m1, ["a.parquet"]) == manifest_digest(m3, ["a.parquet"])
+    with pytest.raises(TrackingError, match="m0.json: manifest has no output 'c.parquet'"):
+        manifest_digest(m1, ["c.parquet"])
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(TrackingError, match="bad.json: not a stage manifest"):
+        manifest_digest(tmp_path / "bad.json")
+
+
+def test_registered_versions_carry_the_headline_figures(tmp_path):
+    import lightgbm as lgb
+    import numpy as np
+    import pandas as pd
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    t = Tracker(uri, str(tmp_path / "art"), "e")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    y = (X.a + rng.normal(size=200) > 0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_leaves": 4}, lgb.Dataset(X, y), 5
+    )
+    with t.run("run leaves=4", tags={"stages": "train,explain"}):
+        with t.run("train", tags={"stage": "train"}):
+            t.log_metrics({"oot.auc": 0.7777, "oot.ks": 0.3})
+            t.log_lightgbm_model(booster, X.iloc[:5], "closure-risk-test")
+        with t.run("explain", tags={"stage": "explain"}):
+            t.log_metrics({"fidelity_top1": 0.5})
+    client = MlflowClient(uri, registry_uri=uri)
+    (version,) = client.search_model_versions("name = 'closure-risk-test'")
+    tags = client.get_model_version("closure-risk-test", version.version).tags
+    # figures logged after the model was registered (explain) are there too
+    assert tags == {
+        "oot_auc": "0.7777",
+        "oot_ks": "0.3000",
+        "fidelity_top1": "50.0%",
+        "run_name": "run leaves=4",
+    }
+
+
+def test_compare_prints_differing_parameters_and_headline_figures(tmp_path, capsys):
+    from pipeline.tools import compare
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ids = []
+    for leaves, auc in ((31, 0.8123), (63, 0.7987)):
+        t = Tracker(uri, str(tmp_path / "art"), "e")
+        with t.run(f"run leaves={leaves}") as parent:
+            t.log_params({"data.seed": 42, "model.num_leaves": leaves, "data.n_borrowers": 2000})
+            with t.run("train", tags={"stage": "train"}):
+                t.log_metrics({"oot.auc": auc, "oot.ks": 0.4, "oracle_gap": 0.01})
+        ids.append(parent)
+    assert compare.main(["--tracking-uri", uri, *ids]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert out.splitlines()[0].split() == ["run", "run", "leaves=31", "run", "leaves=63"]
+    assert out.splitlines()[1].split() == ["run", "id", *ids]
+    assert "-- parameters that differ (1)" in out
+    assert lines["model.num_leaves"] == ["31", "63"]
+    assert "data.seed" not in lines and "data.n_borrowers" not in lines
+    assert lines["oot_auc"] == ["0.8123", "0.7987"]
+    assert lines["fidelity_top1"] == ["-", "-"]
+
+    assert compare.main(["--tracking-uri", uri, ids[0], "no-such-run"]) == 2
+    assert "run 'no-such-run' not found" in capsys.readouterr().err
+    assert compare.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db", *ids]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert compare.main(["--tracking-uri", uri, ids[0]]) == 2

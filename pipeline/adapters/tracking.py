@@ -251,11 +251,19 @@ def headline_note(name: str, figures: Mapping[str, float], datasets: Sequence[st
 
 
 def runs_view() -> dict[str, Any]:
-    """The saved runs-table view: dataset, headline figures and models as columns."""
-    columns = ["attributes.`Dataset`"]
-    columns += [f"metrics.`{h.short}`" for h in HEADLINES]
-    columns += ["attributes.`Models`", "attributes.`Description`"]
-    return {"selectedColumns": columns}
+    """The saved runs-table view: after the run name, the headline figures, data and models.
+
+    MLflow's shared view state (columns shown, their order and widths); the run name
+    column is widened so that readable names are not cut.
+    """
+    metrics = [f"metrics.`{h.short}`" for h in HEADLINES]
+    name, created = "attributes.`Run Name`", "runDateAndNestInfo"
+    rest = ["attributes.`Dataset`", "attributes.`Models`"]
+    return {
+        "selectedColumns": [*metrics, *rest],
+        "columnOrder": [name, created, *metrics, *rest],
+        "columnWidths": {name: 260, "attributes.`Dataset`": 320},
+    }
 
 
 def ui_url(base: str, experiment_id: str) -> str:
