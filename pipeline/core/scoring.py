@@ -141,9 +141,10 @@ def validate_features(
                 continue
             rows = g["index"].dropna()
             where = f" at data row {int(rows.iloc[0])}" if len(rows) else ""
+            case = g.failure_case.iloc[0]
+            case = case.item() if isinstance(case, np.generic) else case
             lines.append(
-                f"column '{col}' breaks rule '{check}' in {len(g)} row(s) "
-                f"(e.g. {g.failure_case.iloc[0]!r}{where})"
+                f"column '{col}' breaks rule '{check}' in {len(g)} row(s) (e.g. {case!r}{where})"
             )
     if lines:
         raise DataError(f"{path}: " + "; ".join(dict.fromkeys(lines))) from None
