@@ -39,7 +39,7 @@ def test_prepare_codes_categories_and_splits_by_time():
     f = t.frame
     assert list(f.columns[:3]) == ["key", "split", "label"]
     assert t.feature_names == ["x", "colour"] and t.categorical == ["colour"]
-    assert t.categories["colour"] == ["green", "red"]
+    assert t.categories["colour"] == ["green", "red", "rare"]  # last: rare and unseen levels
     assert set(f.colour.unique()) == {-1, 0, 1}  # -1 = missing
     assert f.colour.dtype.kind == "i"
     # out-of-time = the latest months, whole
@@ -159,3 +159,63 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
         part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
         assert 'class="missing"' in part, sid
     assert 'data-plot="roc"' in page  # train-stage plots are embedded
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_separator_is_detected(tmp_path, sep):
+    df = _frame(60)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, sep=sep, index=False)
+    back = read_any(path)
+    assert list(back.columns) == list(df.columns) and len(back) == 60
+    # naming the separator gives the same table
+    pd.testing.assert_frame_equal(read_any(path, sep=sep), back)
+
+
+def test_unreadable_text_files_get_clear_messages(tmp_path):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a;b;bad\n1;2;0\n3;4;1\n5;6;7;8;9\n")
+    with pytest.raises(DataError, match=r"ragged.csv: rows do not split.*semicolon.*data.sep"):
+        read_any(ragged)
+    one = tmp_path / "one.csv"
+    one.write_text("a b bad\n1 2 0\n3 4 1\n")
+    with pytest.raises(DataError, match=r"one.csv: only one column found.*set data.sep"):
+        read_any(one)
+
+
+def test_numbers_stored_as_text_become_numbers(tmp_path):
+    df = _frame(200)
+    df["amount"] = [f"{v:,.0f}" for v in (df.x * 1000 + 5000)]  # "4,871"
+    df["spaced"] = [f" {v:.2f} " for v in df.x]
+    path = tmp_path / "t.csv"
+    df.to_csv(path, sep=";", index=False)
+    t = prepare(read_any(path), path, target="bad")
+    assert "amount" not in t.categorical and "spaced" not in t.categorical
+    assert np.allclose(t.frame.amount, np.round(df.x * 1000 + 5000), atol=0.5)
+    assert np.allclose(t.frame.spaced, df.x, atol=0.006)
+
+
+def test_text_target_with_spaces_and_numeric_positive():
+    df = _frame().assign(bad=lambda d: np.where(d.bad == 1, " yes", "no "))
+    t = prepare(df, "t.csv", target="bad", positive="yes")
+    assert t.frame.label.mean() == pytest.approx((df.bad.str.strip() == "yes").mean())
+    with pytest.raises(DataError, match=r"did you mean 'yes'\? \(case matters\)"):
+        prepare(df, "t.csv", target="bad", positive="YES")
+    floats = _frame().assign(bad=lambda d: d.bad.astype(float))
+    t = prepare(floats, "t.csv", target="bad", positive="1")
+    assert t.frame.label.sum() == floats.bad.sum()
+
+
+def test_encoding_is_fitted_on_training_rows_and_names_are_made_safe():
+    df = _frame(600).rename(columns={"x": "x, in [units]"})
+    df.loc[:4, "colour"] = "violet"  # 5 rows: rarer than min_count
+    t = prepare(df, "t.csv", target="bad", id_column="key", time="month", min_count=10)
+    assert t.encoding is not None
+    assert t.feature_names == ["x_in_units", "colour"]
+    assert t.encoding.original_names["x_in_units"] == "x, in [units]"
+    assert "violet" not in t.categories["colour"]
+    train_levels = set(df.colour[t.frame.split == "train"].dropna())
+    assert set(t.encoding.columns[1].levels) | set(t.encoding.columns[1].rare_levels) == (
+        train_levels
+    )
+    assert t.flags is not None and len(t.flags) == len(df)

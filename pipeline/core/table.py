@@ -1,15 +1,21 @@
 """Bring your own table: read a CSV or Parquet file and turn it into a model table.
 
-:func:`read_any` reads the file; :func:`prepare` checks it and returns a frame with the
-id column, ``split`` (train / valid / oot), ``label`` (0/1) and the feature columns:
-numbers as float32, text and boolean columns as integer category codes (``-1`` for a
-missing value; the code-to-text mapping is returned so it can be stored with the
-model). Every problem raises :class:`~pipeline.base.io.DataError` naming the file, the
-column and the rule.
+:func:`read_any` reads the file (a text file's separator is detected, or given);
+:func:`prepare` checks it, splits it and returns a frame with the id column, ``split``
+(train / valid / oot), ``label`` (0/1) and the feature columns encoded by one
+:class:`~pipeline.core.encoding.Encoding` fitted on the training rows: numbers (also
+numbers stored as text) as float32, text and boolean columns as integer category codes
+(``-1`` for a missing value, one shared code for rare levels), under names LightGBM
+accepts. The encoding is returned so it can be stored with the model and applied to
+new rows. Every problem raises :class:`~pipeline.base.io.DataError` naming the file,
+the column and the rule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.base.io import DataError
+from pipeline.core import encoding as encoding_core
+from pipeline.core.encoding import FLAG_COLUMN, Encoding, safe_name
 
 ROW_ID = "row_id"  # id column made up from the row number when the table has none
 RESERVED = ("split", "label")
@@ -32,10 +40,73 @@ class PreparedTable:
     categories: dict[str, list[str]] = field(default_factory=dict)
     positive: str = "1"
     split_rule: str = ""
+    encoding: Encoding | None = None  # fitted on the training rows, saved with the model
+    flags: np.ndarray | None = None  # per row: what the encoding flagged ("" when clean)
 
 
-def read_any(path: str | Path) -> pd.DataFrame:
-    """Read a ``.csv`` (also ``.csv.gz``) or ``.parquet`` file, with clear errors."""
+SEPARATORS = (",", ";", "\t", "|")
+_SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def sniff_separator(sample: str) -> str:
+    """The field separator of a delimited text sample: comma, semicolon, tab or pipe.
+
+    The separator that splits the most lines into as many fields as the header (more
+    than one) wins, a wider header on a tie, a comma when nothing splits the header.
+    Quoted fields are respected.
+    """
+    lines = [ln for ln in sample.splitlines() if ln.strip()][:50]
+    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the sample may end inside a line
+    best, best_key = ",", (0.0, 1)
+    for sep in SEPARATORS:
+        widths = [len(row) for row in csv.reader(lines, delimiter=sep)]
+        if not widths or widths[0] < 2:
+            continue
+        key = (sum(w == widths[0] for w in widths) / len(widths), widths[0])
+        if key > best_key:
+            best, best_key = sep, key
+    return best
+
+
+def _read_text(p: Path, sep: str) -> pd.DataFrame:
+    compression = "gzip" if p.name.lower().endswith(".gz") else None
+    opener = gzip.open if compression else open
+    with opener(p, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        sample, encoding = head.decode("utf-8-sig"), "utf-8-sig"
+    except UnicodeDecodeError:
+        # a cut multi-byte character at the end of the sample is not an error
+        try:
+            sample, encoding = head[:-4].decode("utf-8-sig"), "utf-8-sig"
+        except UnicodeDecodeError:
+            sample, encoding = head.decode("latin-1"), "latin-1"
+    chosen = sep or sniff_separator(sample)
+    try:
+        df = pd.read_csv(
+            p, sep=chosen, compression=compression, encoding=encoding, skipinitialspace=True
+        )
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"{p}: rows do not split into the same number of fields with the "
+            f"{_SEP_NAMES.get(chosen, repr(chosen))} separator ({str(exc).strip()}); "
+            "check the file or set data.sep"
+        ) from exc
+    if len(df.columns) == 1 and not sep:
+        raise DataError(
+            f"{p}: only one column found (header {str(df.columns[0])[:60]!r}); "
+            "the separator was not recognised: set data.sep"
+        )
+    return df
+
+
+def read_any(path: str | Path, sep: str = "") -> pd.DataFrame:
+    """Read a ``.csv``/``.tsv``/``.txt`` (also gzipped) or ``.parquet`` file, with clear errors.
+
+    A delimited text file's separator (comma, semicolon, tab or pipe) is detected from
+    its first lines unless ``sep`` names it.
+    """
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -45,10 +116,10 @@ def read_any(path: str | Path) -> pd.DataFrame:
     try:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(p)
-        elif name.endswith((".csv", ".csv.gz", ".txt")):
-            df = pd.read_csv(p)
+        elif name.removesuffix(".gz").endswith((".csv", ".tsv", ".txt")):
+            df = _read_text(p, sep)
         else:
-            raise DataError(f"{p}: unknown file type; use a .csv or .parquet file")
+            raise DataError(f"{p}: unknown file type; use a .csv, .tsv or .parquet file")
     except DataError:
         raise
     except pd.errors.EmptyDataError as exc:
@@ -76,17 +147,11 @@ def _label(df: pd.DataFrame, path: Path, target: str, positive: str) -> tuple[np
             f"{path}: column '{target}' has one class only ({values[0]!r}); two classes are needed"
         )
     if positive != "":
-        as_text = col.astype(str)
-        if positive not in set(as_text):
-            raise DataError(
-                f"{path}: column '{target}' never takes the data.positive value {positive!r} "
-                f"(values: {', '.join(map(str, sorted(map(str, values))[:10]))})"
-            )
         if len(values) > 2:
             raise DataError(
                 f"{path}: column '{target}' has {len(values)} classes; a binary target is needed"
             )
-        return (as_text == positive).to_numpy(dtype=np.int8), positive
+        return _positive_mask(col, path, target, positive, values), positive
     if pd.api.types.is_bool_dtype(col):
         return col.to_numpy(dtype=np.int8), "True"
     if pd.api.types.is_numeric_dtype(col) and set(np.unique(col.to_numpy())) <= {0, 1}:
@@ -95,6 +160,25 @@ def _label(df: pd.DataFrame, path: Path, target: str, positive: str) -> tuple[np
         f"{path}: column '{target}' has values {sorted(map(str, values))[:5]}; it must be 0/1 "
         "or name its positive class with data.positive=VALUE"
     )
+
+
+def _positive_mask(
+    col: pd.Series, path: Path, target: str, positive: str, values: np.ndarray
+) -> np.ndarray:
+    """1 where the target equals ``positive``: as text (spaces ignored), or as a number."""
+    as_text = col.astype(str).str.strip()
+    hit = as_text == positive.strip()
+    if not hit.any() and pd.api.types.is_numeric_dtype(col):
+        with contextlib.suppress(ValueError):
+            hit = col == float(positive)
+    if not hit.any():
+        near = sorted({v for v in as_text if v.lower() == positive.strip().lower()})
+        hint = f"; did you mean {near[0]!r}? (case matters)" if near else ""
+        raise DataError(
+            f"{path}: column '{target}' never takes the data.positive value {positive!r} "
+            f"(values: {', '.join(map(str, sorted(map(str, values))[:10]))}){hint}"
+        )
+    return hit.to_numpy(dtype=np.int8)
 
 
 def _feature_kind(s: pd.Series) -> str:
@@ -143,68 +227,58 @@ def _stratified_pick(y: np.ndarray, frac: float, rng: np.random.Generator) -> np
     return pick
 
 
-def prepare(
-    df: pd.DataFrame,
-    path: str | Path,
-    *,
-    target: str,
-    id_column: str = "",
-    time: str = "",
-    positive: str = "",
-    valid_frac: float = 0.2,
-    oot_frac: float = 0.2,
-    seed: int = 42,
-) -> PreparedTable:
-    """Check the table and split it; see the module docstring."""
-    p = Path(path)
-    y, pos = _label(df, p, target, positive)
-    if id_column:
-        if id_column not in df.columns:
-            raise DataError(f"{p}: id column '{id_column}' (data.id) is missing")
-        ids = df[id_column]
-        if ids.isna().any() or ids.duplicated().any():
-            raise DataError(
-                f"{p}: column '{id_column}' (data.id) must be unique and complete "
-                f"({int(ids.duplicated().sum())} duplicated, {int(ids.isna().sum())} missing)"
-            )
-        id_name, id_values = id_column, ids.to_numpy()
-    else:
-        id_name, id_values = ROW_ID, np.arange(len(df), dtype=np.int64)
-    skip = {target, id_column, time} - {""}
-    feats: dict[str, np.ndarray] = {}
-    categorical: list[str] = []
-    categories: dict[str, list[str]] = {}
+def _ids(df: pd.DataFrame, p: Path, id_column: str) -> tuple[str, np.ndarray]:
+    if not id_column:
+        return ROW_ID, np.arange(len(df), dtype=np.int64)
+    if id_column not in df.columns:
+        raise DataError(f"{p}: id column '{id_column}' (data.id) is missing")
+    ids = df[id_column]
+    if ids.isna().any() or ids.duplicated().any():
+        raise DataError(
+            f"{p}: column '{id_column}' (data.id) must be unique and complete "
+            f"({int(ids.duplicated().sum())} duplicated, {int(ids.isna().sum())} missing)"
+        )
+    return id_column, ids.to_numpy()
+
+
+def _feature_columns(df: pd.DataFrame, p: Path, skip: set[str], id_name: str) -> list[Any]:
+    """The usable feature columns of ``df``; anything else is refused by name."""
+    cols = []
     for col in df.columns:
         name = str(col)
         if name in skip:
             continue
-        if name in RESERVED or name == id_name:
+        if name in RESERVED or name == id_name or safe_name(name) in (*RESERVED, id_name):
             raise DataError(
                 f"{p}: column '{name}' clashes with a column the prepared table adds; rename it"
             )
         kind = _feature_kind(df[col])
-        if kind == "numeric":
-            values = df[col].to_numpy(dtype=np.float64)
-            if np.isinf(values).any():
-                raise DataError(
-                    f"{p}: column '{name}' has infinite values; only finite numbers or blanks are allowed"
-                )
-            feats[name] = values.astype(np.float32)
-        elif kind == "categorical":
-            text = df[col].astype("string")
-            levels = sorted(text.dropna().unique().tolist())
-            lookup = {v: i for i, v in enumerate(levels)}
-            feats[name] = np.array([-1 if v is pd.NA else lookup[v] for v in text], dtype=np.int32)
-            categorical.append(name)
-            categories[name] = levels
-        else:
+        if kind not in ("numeric", "categorical"):
             raise DataError(
                 f"{p}: column '{name}' has {kind}, which cannot be used as a feature "
                 "(numbers, text and booleans can); drop it"
                 + (" or name it as data.time" if "datetime" in kind else "")
             )
-    if not feats:
+        if kind == "numeric" and np.isinf(df[col].to_numpy(dtype=np.float64)).any():
+            raise DataError(
+                f"{p}: column '{name}' has infinite values; only finite numbers or blanks are allowed"
+            )
+        cols.append(col)
+    if not cols:
         raise DataError(f"{p}: no feature columns left besides the target, id and time columns")
+    return cols
+
+
+def _split(
+    df: pd.DataFrame,
+    p: Path,
+    y: np.ndarray,
+    target: str,
+    time: str,
+    valid_frac: float,
+    oot_frac: float,
+    seed: int,
+) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng(seed)
     split = np.full(len(df), "train", dtype=object)
     if time:
@@ -230,16 +304,47 @@ def prepare(
                 f"{p}: column '{target}': split '{s}' ({rule}) gets rows of one class only; "
                 "more rows of the rarer class are needed"
             )
-    frame = pd.DataFrame({id_name: id_values, "split": split.astype(str), "label": y})
+    return split.astype(str), rule
+
+
+def prepare(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    target: str,
+    id_column: str = "",
+    time: str = "",
+    positive: str = "",
+    valid_frac: float = 0.2,
+    oot_frac: float = 0.2,
+    seed: int = 42,
+    min_count: int = 10,
+) -> PreparedTable:
+    """Check the table, split it, and encode its features as fitted on the training rows."""
+    p = Path(path)
+    y, pos = _label(df, p, target, positive)
+    id_name, id_values = _ids(df, p, id_column)
+    cols = _feature_columns(df, p, {target, id_column, time} - {""}, id_name)
+    split, rule = _split(df, p, y, target, time, valid_frac, oot_frac, seed)
+    raw = df[cols].set_axis([str(c) for c in cols], axis=1)
+    enc = encoding_core.fit(raw[split == "train"], min_count=min_count)
+    coded = enc.transform(raw, source=str(p))
+    feats = {
+        c.safe: coded[c.safe].to_numpy(dtype=np.float32 if c.kind == "numeric" else np.int32)
+        for c in enc.columns
+    }
+    frame = pd.DataFrame({id_name: id_values, "split": split, "label": y})
     frame = pd.concat([frame, pd.DataFrame(feats)], axis=1)
     return PreparedTable(
         frame=frame,
         id_column=id_name,
-        feature_names=list(feats),
-        categorical=categorical,
-        categories=categories,
+        feature_names=enc.feature_names,
+        categorical=enc.categorical,
+        categories=enc.categories(),
         positive=pos,
         split_rule=rule,
+        encoding=enc,
+        flags=coded[FLAG_COLUMN].to_numpy(),
     )
 
 
