@@ -250,7 +250,9 @@ def test_table_model_flags_unseen_categories_and_out_of_range(table_world, tmp_p
     src = tmp_path / "new.parquet"
     bad.to_parquet(src)
     out = tmp_path / "scores.parquet"
-    _score(table_world, TABLE, f"score.input={src}", f"score.output={out}")
+    summary = _score(table_world, TABLE, f"score.input={src}", f"score.output={out}")
+    flagged = summary["summary"]["score"]["flagged_rows"]
+    assert flagged == {"flag_unseen_category": 2, "flag_out_of_range": 1}
     t = pd.read_parquet(out)
     assert list(t.row_id) == list(bad.row_id)
     assert list(t.flag_unseen_category[[3, 4]]) == [cat, cat]

@@ -310,7 +310,10 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     )
     if s.borrower_id is not None:
         _print_one(table.iloc[0], int(s.top_k))
-    return {"summary": {"score": {"rows": len(table), "tiers": counts, "source": model.source}}}
+    part: dict[str, Any] = {"rows": len(table), "tiers": counts, "source": model.source}
+    if flags:
+        part["flagged_rows"] = {k: int((v != "").sum()) for k, v in flags.items()}
+    return {"summary": {"score": part}}
 
 
 def _print_one(row: pd.Series, top_k: int) -> None:
