@@ -138,6 +138,17 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     assert meta["feature_names"] == list(feats.columns[3:])
     assert summary["cv"]["lightgbm"]["auc_mean"] > 0.7
     assert summary["cv"]["scorecard"]["auc_mean"] > 0.7
+    cv = summary["cv"]
+    assert [c["name"] for c in cv["candidates"]] == ["scorecard", "lightgbm", "blend"]
+    assert set(cv["selected"]) == {"name", "auc_mean", "auc_std"}
+    picked = next(c for c in cv["candidates"] if c["name"] == cv["selected"]["name"])
+    assert picked["auc_mean"] == cv["selected"]["auc_mean"] and cv["reason"]
+    assert all(c["seconds"] > 0 for c in cv["candidates"])
+    # the encoding is saved with the model; screening says what it would drop
+    enc = meta["encoding"]
+    assert [c["safe"] for c in enc["columns"]] == meta["feature_names"]
+    assert meta["screening"]["select"] is False
+    assert {f["name"] for f in meta["screening"]["features"]} == set(meta["feature_names"])
     assert summary["oot"]["auc"] > 0.65
     assert "rules" not in summary["baselines"]
     assert summary["champion"]["name"].endswith("-german_credit")

@@ -217,6 +217,11 @@ def _order_by_time(df: pd.DataFrame, path: Path, time: str) -> np.ndarray:
     return t.to_numpy()
 
 
+def time_values(df: pd.DataFrame, time: str, path: str | Path = "table") -> np.ndarray:
+    """The ``data.time`` column as sortable values (numbers or dates), checked."""
+    return _order_by_time(df, Path(path), time)
+
+
 def _stratified_pick(y: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
     """A boolean mask selecting about ``frac`` of each class."""
     pick = np.zeros(len(y), dtype=bool)

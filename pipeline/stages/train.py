@@ -36,8 +36,11 @@ from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
 from pipeline.core import calibration as cal_core
 from pipeline.core import evaluation as eval_core
+from pipeline.core import screening as screening_core
+from pipeline.core import selection as selection_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
+from pipeline.core.selection import ORDER
 from pipeline.core.simulate import TRUTH_SCHEMAS
 from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
 
@@ -95,7 +98,7 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
 def _table_data(cfg: Any, p: Paths) -> TrainData:
     d = cfg.data
     path = Path(str(d.path)).expanduser()
-    raw = table_core.read_any(path)
+    raw = table_core.read_any(path, sep=str(getattr(d, "sep", "")))  # "": detected
     prepared = table_core.prepare(
         raw,
         path,
@@ -114,6 +117,11 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
         f"{len(prepared.feature_names)} features, {len(prepared.categorical)} categorical; "
         f"{prepared.split_rule})"
     )
+    screened = _table_screening(prepared, raw, str(d.time))
+    if screened.dropped:
+        say(
+            f"train: screening would drop {', '.join(f'{k} ({v})' for k, v in screened.dropped.items())}"
+        )
     return TrainData(
         mode="table",
         frame=prepared.frame,
@@ -133,7 +141,25 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
                 "features_path": str(out),
             },
             "categories": prepared.categories,
+            "encoding": prepared.encoding.to_json() if prepared.encoding else None,
+            "screening": screened.to_dict(),
         },
+    )
+
+
+def _table_screening(
+    prepared: table_core.PreparedTable, raw: pd.DataFrame, time: str
+) -> screening_core.Screening:
+    """IV, PSI across ``time`` (when given) and correlation on the training rows (report only)."""
+    train = (prepared.frame.split == "train").to_numpy()
+    rows = prepared.frame[train]
+    when = table_core.time_values(raw, time)[train] if time else None
+    return screening_core.screen(
+        rows[prepared.feature_names].to_numpy(dtype=float),
+        rows.label.to_numpy(),
+        prepared.feature_names,
+        prepared.categorical,
+        time=when,
     )
 
 
@@ -475,7 +501,12 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[str, Any]:
-    """Repeated stratified k-fold over every row of the table, LightGBM and scorecard."""
+    """Model selection over every row of the table: scorecard, tuned LightGBM, blend.
+
+    The same repeated stratified folds score each candidate
+    (:func:`pipeline.core.selection.select`); ``selected`` is the simplest within one
+    standard error of the best mean AUC, ``candidates`` lists them all.
+    """
     m = cfg.model
     X = data.frame[data.names].to_numpy(dtype=np.float32)
     y = data.frame.label.to_numpy().astype(int)
@@ -485,37 +516,30 @@ def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[s
             f"{data.source}: column 'label' has too few rows of the rarer class for "
             f"{folds}-fold cross-validation (set model.cv_repeats=0 to skip it)"
         )
-
-    def scorecard(Xt: np.ndarray, yt: np.ndarray) -> Any:
-        card = _scorecard(m.scorecard).fit(Xt, yt, data.names, data.woe_categorical)
-        return card.predict_proba
-
     cv_params = dict(params)
     cv_params["min_data_in_leaf"] = int(
         min(int(m.min_child_samples), max(5, int(len(y) * (1 - 1 / folds) * 0.8) // 50))
     )
-    out = train_core.cross_validate(
+    chosen = selection_core.select(
         X,
         y,
         data.names,
-        cv_params,
-        int(m.n_estimators),
-        int(m.early_stopping_rounds),
-        folds,
-        repeats,
-        int(cfg.data.seed),
         data.categorical,
-        baseline=scorecard if m.baselines else None,
-    )
-    res: dict[str, Any] = {
-        "scheme": f"stratified {folds}-fold x {repeats} repeats",
-        "lightgbm": {"auc_mean": out["auc_mean"], "auc_std": out["auc_std"]},
-    }
-    if "baseline_auc_mean" in out:
-        res["scorecard"] = {
-            "auc_mean": out["baseline_auc_mean"],
-            "auc_std": out["baseline_auc_std"],
-        }
+        scorecard=lambda: _scorecard(m.scorecard),
+        woe_categorical=data.woe_categorical,
+        base_params=cv_params,
+        n_estimators=int(m.n_estimators),
+        early_stopping_rounds=int(m.early_stopping_rounds),
+        folds=folds,
+        repeats=repeats,
+        seed=int(cfg.data.seed),
+        tune_seconds=float(getattr(m, "tune_seconds", 0.0)),  # 0: scaled with the rows
+    ).to_dict()
+    chosen["candidates"][ORDER.index("lightgbm")]["budget"] = chosen.pop("budget")
+    res: dict[str, Any] = {"scheme": chosen.pop("scheme")}
+    for c in chosen["candidates"]:  # one entry per candidate, as the report tabulates them
+        res[c["name"]] = {"auc_mean": c["auc_mean"], "auc_std": c["auc_std"]}
+    res.update(chosen)
     return res
 
 
@@ -597,9 +621,10 @@ def _report(
     if "cv" in part:
         cv = part["cv"]
         txt = f"  cross-validated AUC ({cv['scheme']}): lightgbm {f(cv['lightgbm']['auc_mean'])} +- {f(cv['lightgbm']['auc_std'])}"
-        if "scorecard" in cv:
-            txt += (
-                f", scorecard {f(cv['scorecard']['auc_mean'])} +- {f(cv['scorecard']['auc_std'])}"
-            )
+        for name in ("scorecard", "blend"):
+            if name in cv:
+                txt += f", {name} {f(cv[name]['auc_mean'])} +- {f(cv[name]['auc_std'])}"
         lines.append(txt)
+        if "selected" in cv:
+            lines.append(f"  selected: {cv['selected']['name']} ({cv['reason']})")
     say("\n".join(lines))
