@@ -13,6 +13,7 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from pipeline.core.scoring import ScoringModel
 
 _MISSING = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 _INVALID = ErrorCode.Name(INVALID_PARAMETER_VALUE)
+#: Run tag holding the digest of the data a model was trained on (its feature table).
+DATA_DIGEST_TAG = "data_digest"
 #: The artifact folder of a training run that holds the model's metadata files.
 META_FOLDER = "model_meta"
 #: The metric on a sweep trial's run that the sweep maximised.
@@ -111,13 +114,22 @@ def load_champion(tracker: Tracker, name: str, alias: str, models_dir: Path) -> 
 
 
 def promote_champion(
-    tracker: Tracker, name: str, alias: str, oot_auc: float, run_id: str | None = None
+    tracker: Tracker,
+    name: str,
+    alias: str,
+    oot_auc: float,
+    run_id: str | None = None,
+    rescore: Callable[[Any, list[str]], float | None] | None = None,
 ) -> dict[str, Any]:
     """Point ``alias`` at a run's model version if its out-of-time AUC beats the holder's.
 
-    The run is ``run_id``, or the tracker's current run. The holder's figure is read back
-    from its run's ``oot.auc`` metric, so the decision does not depend on anything kept
-    outside the tracking store.
+    The run is ``run_id``, or the tracker's current run. Both models are judged on the
+    same rows: ``rescore(booster, feature_names)`` scores the holder on the challenger's
+    out-of-time rows and returns its AUC there (None when the holder's features differ).
+    Without ``rescore``, or when it returns None, the holder's own logged ``oot.auc`` is
+    used only if both runs saw the same data (equal ``data_digest`` tags); otherwise
+    the two figures come from different worlds and the alias moves to the newer model,
+    saying so. ``info["compared_on"]`` records which comparison was made.
     """
     client = tracker.client
     run_id = run_id or tracker.run_id
@@ -134,8 +146,7 @@ def promote_champion(
     }
     champ_auc = None
     if current is not None:
-        champ_run = _retry(lambda: client.get_run(current.run_id)) if current.run_id else None
-        champ_auc = champ_run.data.metrics.get("oot.auc") if champ_run else None
+        champ_auc, info["compared_on"] = _holder_auc(tracker, name, alias, current, run_id, rescore)
         info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
     promote = current is None or champ_auc is None or oot_auc > champ_auc
     if promote:
@@ -148,12 +159,38 @@ def promote_champion(
         )
     else:
         verdict = "moves to it" if promote else "stays"
-        prev = f"{champ_auc:.4f}" if champ_auc is not None else "unknown"
+        prev = f"{champ_auc:.4f}" if champ_auc is not None else "not comparable"
         info["message"] = (
             f"registry: {name} v{mine.version} out-of-time AUC {oot_auc:.4f} vs '{alias}' "
-            f"v{current.version} {prev} -> '{alias}' {verdict}"
+            f"v{current.version} {prev} ({info['compared_on']}) -> '{alias}' {verdict}"
         )
     return info
+
+
+def _holder_auc(
+    tracker: Tracker,
+    name: str,
+    alias: str,
+    current: Any,
+    run_id: str | None,
+    rescore: Callable[[Any, list[str]], float | None] | None,
+) -> tuple[float | None, str]:
+    """The alias holder's AUC to compare with, and on what it was measured."""
+    client = tracker.client
+    if rescore is not None:
+        booster = mlflow.lightgbm.load_model(f"models:/{name}/{current.version}")
+        auc = rescore(booster, list(booster.feature_name()))
+        if auc is not None:
+            return float(auc), "both scored on this run's out-of-time rows"
+    if not current.run_id:
+        return None, "holder has no run"
+    holder = _retry(lambda: client.get_run(current.run_id))
+    mine = _retry(lambda: client.get_run(run_id)) if run_id else None
+    theirs_digest = holder.data.tags.get(DATA_DIGEST_TAG)
+    mine_digest = mine.data.tags.get(DATA_DIGEST_TAG) if mine is not None else None
+    if theirs_digest and theirs_digest == mine_digest:
+        return holder.data.metrics.get("oot.auc"), "same data, the holder's logged figure"
+    return None, "different data and features: not comparable, the newer model takes the alias"
 
 
 # --------------------------------------------------------------------------- sweeps

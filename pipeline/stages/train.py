@@ -16,7 +16,9 @@ plots under ``models/plots/``.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,14 @@ from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config, physical_cores
-from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.base.io import (
+    DataError,
+    file_digest,
+    read_table,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
 from pipeline.core import calibration as cal_core
@@ -40,6 +49,7 @@ from pipeline.core import screening as screening_core
 from pipeline.core import selection as selection_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
+from pipeline.core.metrics import binary_metrics
 from pipeline.core.selection import ORDER
 from pipeline.core.simulate import TRUTH_SCHEMAS
 from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
@@ -79,8 +89,8 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
         oracle = read_table(
             oracle_path,
             TRUTH_SCHEMAS["oracle"],
-            ranges={"p_oracle": (0, 1)},
-            columns=["borrower_id", "snapshot", "p_oracle"],
+            ranges={"p_oracle": (0, 1), "p_full": (0, 1), "p_observable": (0, 1)},
+            columns=["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable"],
         ).to_pandas()
     return TrainData(
         mode="simulator",
@@ -373,11 +383,20 @@ def _evaluate(cfg: Config, data: TrainData, fitted: Fitted, base: Baselines) -> 
             "valid_ece_after": metrics["valid"]["ece"],
         },
     }
+    if fitted.calibrator.selection:  # auto: each candidate's validation log-loss
+        part["calibration"]["selection"] = dict(fitted.calibrator.selection)
     if len(y["oot"]):
         part["calibration"].update(
             oot_ece_before=metrics["oot"].get("ece_raw", metrics["oot"]["ece"]),
             oot_ece_after=metrics["oot"]["ece"],
         )
+    c, split = part["calibration"], fitted.eval_split
+    c.update(
+        cal_core.summary(
+            y[split], raw[split], cal[split], c[f"{split}_ece_before"], c[f"{split}_ece_after"]
+        )
+    )
+    if len(y["oot"]):
         part["score_psi"] = eval_core.score_psi(raw["train"], raw["oot"])
         for key, col in data.segments.items():
             if col in splits["oot"].columns:
@@ -466,7 +485,13 @@ def _register(
     if "cv" in part:
         flat.update({f"cv.{k}": v for k, v in _flatten(part["cv"]).items()})
     tracker.log_metrics(flat)
-    tracker.set_tags({"mode": data.mode, "calibration": fitted.calibrator.method})
+    tracker.set_tags(
+        {
+            "mode": data.mode,
+            "calibration": fitted.calibrator.method,
+            model_registry.DATA_DIGEST_TAG: _data_digest(data.source),
+        }
+    )
     for name in (
         "model.json",
         "calibration.json",
@@ -481,12 +506,39 @@ def _register(
     model_uri = tracker.log_lightgbm_model(fitted.booster, example, reg_name)
     if reg_name and tracker.enabled and "oot" in metrics:
         part["champion"] = model_registry.promote_champion(
-            tracker, reg_name, str(cfg.model.champion_alias), metrics["oot"]["auc"]
+            tracker,
+            reg_name,
+            str(cfg.model.champion_alias),
+            metrics["oot"]["auc"],
+            rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
         )
         say(part["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
         part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
     return model_uri
+
+
+def _data_digest(path: Path) -> str:
+    """The digest of the training data: the features stage's manifest records it already."""
+    manifest = path.parent / "_features.manifest.json"
+    if manifest.exists():
+        recorded = json.loads(manifest.read_text()).get("outputs", {}).get(path.name)
+        if recorded:
+            return str(recorded)
+    return file_digest(path)
+
+
+def _rescorer(
+    names: list[str], X: np.ndarray, y: np.ndarray
+) -> Callable[[Any, list[str]], float | None]:
+    """Scores another booster on these out-of-time rows: its AUC, or None if its features differ."""
+
+    def rescore(booster: Any, features: list[str]) -> float | None:
+        if features != names:
+            return None
+        return binary_metrics(y, np.asarray(booster.predict(X)))["auc"]
+
+    return rescore
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -605,9 +657,20 @@ def _report(
     c = part["calibration"]
     lines.append(
         f"  calibration ({c['method']}): {split} ECE {f(c.get(split + '_ece_before'))} -> "
-        f"{f(c.get(split + '_ece_after'))}"
+        f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
+        f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
+        f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
     )
-    if "oracle_auc" in part:
+    o = part.get("oracle")
+    if o and "observable_auc" in o:
+        lines.append(
+            f"  on {o['n_rows']:,} out-of-time rows with oracle futures, AUC: full-state oracle "
+            f"{f(o['full_auc'])} +- {f(o['full_auc_se'])}, observable oracle "
+            f"{f(o['observable_auc'])} +- {f(o['observable_auc_se'])}, model "
+            f"{f(o['model_auc'])} +- {f(o['model_auc_se'])} (gap to observable "
+            f"{f(o['gap_observable'])} +- {f(o['gap_observable_se'])})"
+        )
+    elif "oracle_auc" in part:
         lines.append(
             f"  oracle on {int(part['oracle_rows']):,} matched out-of-time rows: oracle AUC "
             f"{f(part['oracle_auc'])}, model {f(part['oracle_model_auc'])}, gap {f(part['oracle_gap'])}"
