@@ -106,8 +106,10 @@ def test_score_feature_table_csv_matches_parquet_and_one_borrower(world, tmp_pat
     assert list(o.borrower_id) == [bid]
     assert o.probability.iloc[0] == pytest.approx(t2.probability[t2.borrower_id == bid].iloc[0])
     assert "probability" in capsys.readouterr().out
+    none = tmp_path / "none.parquet"  # a fresh output: the refusal is about the borrower
     with pytest.raises(DataError, match="no eligible row with borrower_id = 99999999"):
-        _score(world, f"score.input={pq_src}", f"score.output={one}", "score.borrower_id=99999999")
+        _score(world, f"score.input={pq_src}", f"score.output={none}", "score.borrower_id=99999999")
+    assert not none.exists()
 
 
 def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
