@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
-from conftest import compose_config
+from helpers import compose_config
 from omegaconf import OmegaConf
 
 from pipeline.base.config import CHOICES, Config, ConfigError, validate
