@@ -521,6 +521,8 @@ class ExplainConfig:
     dependence_top: int = 4  # dependence plots for this many top features
     advice_threshold: float = 0.15  # advise rows at or above this risk, target under it
     advice_rows: int = 200  # highest-risk out-of-time borrowers advised by the batch
+    world_rows: int = 200  # advised borrowers whose advice is carried out in the world (0: none)
+    world_futures: int = 64  # Monte Carlo futures per borrower and arm of that test
 
 
 EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {
@@ -544,6 +546,9 @@ def check_explain(e: Any, key: str, cfg: Any) -> None:
         if e[name] < 0:
             _fail(f"{key}.{name}", "dependence_top and advice_rows must not be negative", e[name])
     _open_unit(f"{key}.advice_threshold", e.advice_threshold)
+    if e.world_rows < 0:
+        _fail(f"{key}.world_rows", "must not be negative (0: no world test)", e.world_rows)
+    _in(f"{key}.world_futures", e.world_futures, 1, 10_000, "must lie in [1, 10000] futures")
     _optional_id(f"{key}.borrower_id", e.borrower_id, "a borrower id")
     _optional_id(f"{key}.snapshot", e.snapshot, "a snapshot month")
     _in(
