@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import lightgbm as lgb
 
@@ -23,18 +26,6 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 #: a Dask logging set-up of the user's own is kept
 _USER_DASK_LOGGING = "DASK_LOGGING" in os.environ
-
-
-class _OwnWarnings(logging.Filter):
-    """Passes the warnings raised by the pipeline's own code."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return str(record.getMessage()).startswith(_PACKAGE_DIR)
-
-
-class _ThirdPartyWarnings(_OwnWarnings):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not super().filter(record)
 
 
 def quiet_environment(log_file: Path | None = None) -> None:
@@ -80,20 +71,35 @@ def route_to_file(log_file: Path) -> logging.Handler:
         logger.propagate = False
     logging.getLogger("mlflow").setLevel(logging.INFO)
     logging.getLogger("distributed").setLevel(logging.INFO)
-    logging.captureWarnings(True)
     warn_log = logging.getLogger("py.warnings")
     _drop_handlers(warn_log)
-    file_part = logging.FileHandler(log_file, encoding="utf-8")
-    file_part.setFormatter(logging.Formatter(_FORMAT))
-    file_part.addFilter(_ThirdPartyWarnings())
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("warning: %(message)s"))
-    console.addFilter(_OwnWarnings())
-    warn_log.addHandler(file_part)
-    warn_log.addHandler(console)
+    warn_log.addHandler(handler)
     warn_log.propagate = False
+    logging.captureWarnings(True)
+    if not getattr(warnings.showwarning, "_keeps_own", False):
+        warnings.showwarning = _own_on_console(warnings.showwarning)
     _route_lightgbm(logging.getLogger("lightgbm"), handler)
     return handler
+
+
+def _own_on_console(to_log: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints the pipeline's own warnings and logs the rest."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if file is None and str(filename).startswith(_PACKAGE_DIR):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            to_log(message, category, filename, lineno, file, line)
+
+    show._keeps_own = True  # type: ignore[attr-defined]
+    return show
 
 
 def _route_lightgbm(logger: logging.Logger, handler: logging.Handler) -> None:

@@ -1,0 +1,52 @@
+"""A calm console: third-party messages go to the log file; the pipeline's own stay visible.
+
+The set-up changes process-wide logging, so it is exercised in a child process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pipeline.base.config import REPO_ROOT
+
+CHILD = r"""
+import logging, sys, warnings
+from pathlib import Path
+import numpy as np
+import lightgbm as lgb
+from pipeline.adapters.logfile import route_to_file
+
+route_to_file(Path(sys.argv[1]))
+rng = np.random.default_rng(0)
+X = rng.integers(-3, 4, size=(400, 1)).astype(float)
+y = (rng.random(400) < 0.3).astype(int)
+ds = lgb.Dataset(X, y, categorical_feature=[0], params={"verbose": 1, "min_data_in_leaf": 5})
+lgb.train({"objective": "binary", "verbose": 1, "num_threads": 1}, ds, num_boost_round=2)
+warnings.warn_explicit("a third-party hint", UserWarning, "/opt/lib/site-packages/x.py", 7)
+warnings.warn_explicit("own caution", UserWarning, sys.argv[2] + "/core/explain.py", 9)
+logging.getLogger("distributed.worker").info("Start worker at tcp://127.0.0.1:1")
+logging.getLogger("mlflow.models").warning("schema hint")
+"""
+
+
+def test_third_party_messages_go_to_the_log_file(tmp_path):
+    log = tmp_path / "outputs" / "pipeline.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(log), str(REPO_ROOT / "pipeline")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    # the pipeline's own warning stays on the console, and it is the only line there
+    assert r.stderr.splitlines() and all("own caution" in ln for ln in r.stderr.splitlines())
+    text = log.read_text()
+    for said in ("Met negative value", "a third-party hint", "Start worker", "schema hint"):
+        assert said in text, said
+    assert "own caution" not in text
