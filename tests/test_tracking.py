@@ -635,3 +635,86 @@ def test_compare_prints_differing_parameters_and_headline_figures(tmp_path, caps
     assert compare.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db", *ids]) == 2
     assert "no MLflow store" in capsys.readouterr().err
     assert compare.main(["--tracking-uri", uri, ids[0]]) == 2
+
+
+def test_world_feature_table_and_user_table_inputs(tmp_path):
+    """What the stages log: digests from their manifests, schema from the Parquet footer."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.adapters.tracking import short_digest
+
+    raw, processed = tmp_path / "raw", tmp_path / "processed"
+    raw.mkdir()
+    processed.mkdir()
+    (raw / "_generate.manifest.json").write_text(
+        json.dumps({"key": "k", "outputs": {"borrowers.parquet": "d1", "events.parquet": "d2"}})
+    )
+    table = pa.table(
+        {
+            "borrower_id": pa.array([1, 2, 3], pa.int64()),
+            "split": pa.array(["train", "valid", "oot"]).dictionary_encode(),
+            "util": pa.array([0.1, 0.2, 0.3]),
+            "label": pa.array([0, 1, 0], pa.int8()),
+        }
+    )
+    feats = processed / "features.parquet"
+    pq.write_table(table, feats)
+    (processed / "_features.manifest.json").write_text(
+        json.dumps({"key": "k", "outputs": {"features.parquet": file_digest(feats), "x.csv": "e"}})
+    )
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    got = []
+    for _ in range(2):  # two runs on the same world and features
+        t = Tracker(uri, str(tmp_path / "art"), "e")
+        with t.run("p") as parent:
+            with t.run("generate", tags={"stage": "generate"}):
+                t.log_world(raw / "_generate.manifest.json", 7, 50_000, 36)
+            with t.run("features", tags={"stage": "features"}):
+                t.log_feature_table(
+                    feats, processed / "_features.manifest.json", {"train": 1, "valid": 1, "oot": 1}
+                )
+        got.append(
+            {d.dataset.name: d.dataset for d in client.get_run(parent).inputs.dataset_inputs}
+        )
+    assert set(got[0]) == {"world seed=7 n=50k months=36", "features"}
+    for name in got[0]:
+        assert got[0][name].digest == got[1][name].digest
+    world, features = got[0]["world seed=7 n=50k months=36"], got[0]["features"]
+    assert json.loads(world.profile) == {"seed": 7, "n_borrowers": 50000, "n_months": 36}
+    assert json.loads(world.source)["uri"] == raw.resolve().as_uri()
+    assert world.digest == short_digest({"borrowers.parquet": "d1", "events.parquet": "d2"})
+    assert features.digest == short_digest({"features.parquet": file_digest(feats)})
+    schema = json.loads(features.schema)["mlflow_colspec"]
+    assert [(c["name"], c["type"]) for c in schema] == [
+        ("borrower_id", "long"),
+        ("split", "string"),
+        ("util", "double"),
+        ("label", "integer"),
+    ]
+    assert json.loads(features.profile) == {
+        "rows": 3,
+        "columns": 4,
+        "rows_per_split": {"train": 1, "valid": 1, "oot": 1},
+    }
+
+    # table mode: the user's table, by path, digest and dtypes
+    t = Tracker(uri, str(tmp_path / "art"), "e")
+    with t.run("p") as parent, t.run("train", tags={"stage": "train"}):
+        t.log_table(tmp_path / "loans.csv", "9" * 64, {"age": "int64", "job": "object"}, rows=10)
+    (ds,) = client.get_run(parent).inputs.dataset_inputs
+    assert ds.dataset.name == "loans.csv" and ds.dataset.digest == short_digest("9" * 64)
+    assert json.loads(ds.dataset.schema)["mlflow_colspec"][1] == {
+        "name": "job",
+        "type": "string",
+        "required": True,
+    }
+    # with tracking off nothing is read or written
+    off = Tracker("", "", "", enabled=False)
+    with off.run("p"):
+        off.log_world(tmp_path / "missing.json", 1, 1, 1)
+        off.log_feature_table(tmp_path / "missing.parquet", tmp_path / "missing.json")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline.base.config import Config
@@ -117,7 +118,7 @@ HEADLINES: tuple[Headline, ...] = (
         "policy_good_hit_saved",
         "policy",
         f"matched.t{POLICY_THRESHOLD:g}.good_hit_saved",
-        "good customers spared by the tiered strategy at that loss",
+        "good customers hit, closing minus tiered, at that loss",
         "{:,.0f}",
     ),
 )
@@ -695,6 +696,72 @@ class Tracker:
             if run_id is not None:
                 self._call(lambda r=run_id: self._client.log_inputs(r, datasets=inputs))
         self._datasets[name] = digest
+
+    def log_world(
+        self, manifest: str | os.PathLike[str], seed: int, n_borrowers: int, n_months: int
+    ) -> None:
+        """The simulated world a run used: its folder, seed and size, digest of its files.
+
+        ``manifest`` is the generate stage's manifest in the raw folder; the digest is
+        that of the files it records, so two runs on the same world show the same one.
+        """
+        if not self.enabled or self.run_id is None:
+            return
+        folder = Path(manifest).parent
+        self.log_dataset(
+            f"world seed={seed} n={abbreviate(int(n_borrowers))} months={n_months}",
+            manifest_digest(manifest),
+            folder,
+            profile={"seed": seed, "n_borrowers": n_borrowers, "n_months": n_months},
+            context="source",
+        )
+
+    def log_feature_table(
+        self,
+        path: str | os.PathLike[str],
+        manifest: str | os.PathLike[str],
+        rows_per_split: Mapping[str, int] | None = None,
+    ) -> None:
+        """The feature table a run used: digest from the features manifest, schema and
+        row count from the Parquet footer (no rows are read), rows per split when known."""
+        if not self.enabled or self.run_id is None:
+            return
+        p = Path(path)
+        meta = pq.ParquetFile(p).metadata
+        schema = meta.schema.to_arrow_schema()
+        profile: dict[str, Any] = {"rows": meta.num_rows, "columns": len(schema)}
+        if rows_per_split:
+            profile["rows_per_split"] = {k: int(v) for k, v in rows_per_split.items()}
+        self.log_dataset(
+            p.stem,
+            manifest_digest(manifest, [p.name]),
+            p,
+            schema={f.name: str(f.type) for f in schema},
+            profile=profile,
+        )
+
+    def log_table(
+        self,
+        path: str | os.PathLike[str],
+        digest: str,
+        columns: Mapping[str, Any],
+        rows: int,
+        rows_per_split: Mapping[str, int] | None = None,
+    ) -> None:
+        """A user's own table (table mode): its path, digest (:func:`short_digest` of its
+        file digest), column types (pandas dtypes or Arrow types) and size."""
+        if not self.enabled or self.run_id is None:
+            return
+        profile: dict[str, Any] = {"rows": int(rows), "columns": len(columns)}
+        if rows_per_split:
+            profile["rows_per_split"] = {k: int(v) for k, v in rows_per_split.items()}
+        self.log_dataset(
+            Path(path).name,
+            short_digest(digest) if len(digest) > 36 else digest,
+            path,
+            schema={str(k): str(v) for k, v in columns.items()},
+            profile=profile,
+        )
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         if not self.enabled or self.run_id is None:
