@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+RUNS ?=
 PORT ?= 5000
 TRIALS ?= 20
 SERVER_PORT ?= 5050
@@ -15,10 +16,11 @@ PG_PORT ?= 5433
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain report score policy serve ui mlflow-server test test-fast lint clean bench sweep german
+.PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench sweep german
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
+		| sed -e 's/$$(SERVE_PORT)/$(SERVE_PORT)/g' -e 's/$$(SERVER_PORT)/$(SERVER_PORT)/g' -e 's/$$(PORT)/$(PORT)/g' -e 's/$$(TRIALS)/$(TRIALS)/g' 
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found " + sys.version.split()[0] + ")")'
@@ -53,6 +55,9 @@ score: $(STAMP) ## Score new borrowers with the champion (ARGS="score.input=PATH
 policy: $(STAMP) ## Compare closing with the tiered strategy on simulated outcomes (registry champion)
 	$(BIN)/python -m pipeline policy $(ARGS)
 
+serve-example: $(STAMP) ## Print a valid POST /invocations request built from the feature table, and its curl line
+	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT)
+
 serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations)
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/closure-risk-lgbm-serving@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
@@ -84,9 +89,14 @@ lint: $(STAMP) ## Ruff (lint and format check), mypy, and the layering contract 
 	$(BIN)/python -m pipeline.tools.layers pipeline
 	$(BIN)/python -m pipeline.tools.dictionary --check
 
+compare: $(STAMP) ## Two or more MLflow runs side by side: parameters that differ, headline figures (RUNS="<id> <id>")
+	@test -n "$(RUNS)" || { echo 'usage: make compare RUNS="<run id> <run id>"' >&2; exit 2; }
+	$(BIN)/python -m pipeline.tools.compare $(RUNS)
+
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)
 
 clean: ## Remove generated data, models, Hydra outputs and the local MLflow store
 	rm -rf data/raw data/truth data/processed outputs mlflow.db mlartifacts
+	rm -f scores*.parquet scores*.csv
 	find models -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

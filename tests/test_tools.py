@@ -1,0 +1,64 @@
+"""Command-line tools around the pipeline: the serving request example and `make help`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_world
+
+from pipeline.adapters.catalog import load_feature_table, load_model
+from pipeline.base.config import REPO_ROOT
+from pipeline.base.io import DataError
+from pipeline.core import scoring
+from pipeline.tools import serve_example
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve_example")
+    for stage in ("generate", "features", "train"):
+        run_world(root, ["tracking.enabled=false"], stage)
+    return root
+
+
+def test_serve_example_builds_a_valid_request_with_the_ids(trained: Path, capsys) -> None:
+    assert serve_example.main(["--root", str(trained), "--rows", "3", "--port", "5999"]) == 0
+    out = capsys.readouterr()
+    body = json.loads(out.out)
+    assert "127.0.0.1:5999/invocations" in out.err
+    split = body["dataframe_split"]
+    _, meta = load_model(trained / "models")
+    assert split["columns"] == ["borrower_id", *meta["feature_names"]]
+    frame = pd.DataFrame(split["data"], columns=split["columns"])
+    assert len(frame) == 3
+    rows = load_feature_table(trained / "data" / "processed" / "features.parquet")
+    oot = rows[rows.split == "oot"].drop_duplicates("borrower_id").head(3)
+    assert frame.borrower_id.tolist() == oot.borrower_id.tolist()
+    assert frame[meta["feature_names"]].to_numpy() == pytest.approx(
+        oot[meta["feature_names"]].to_numpy(dtype=float), rel=1e-6
+    )
+    # what the serving model validates, it accepts
+    scoring.validate_features(frame, Path("request"), meta["feature_names"], "borrower_id")
+
+
+def test_serve_example_needs_a_trained_model(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="model.txt: file not found"):
+        serve_example.request_body(tmp_path, 2)
+    assert serve_example.main(["--root", str(tmp_path)]) == 2
+
+
+def test_make_help_shows_the_ports_not_make_variables() -> None:
+    out = subprocess.run(
+        ["make", "-s", "help", "SERVE_PORT=5123"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "$(" not in out
+    assert "127.0.0.1:5123" in out
+    assert "compare" in out and "serve-example" in out
