@@ -1,0 +1,359 @@
+"""Does the advice work? The advice carried out in the simulated world, against the model.
+
+The advice (:mod:`pipeline.core.advice`) changes features and re-scores them with the
+model: that shows what the model believes, not what the world does. Here every advised
+borrower's world is continued from its full state at the advised snapshot over the
+horizon, many times (Monte Carlo futures), once without the advice and once with each of
+its actions carried out (:data:`pipeline.core.simulate.ACTIONS`, joined to the features
+by :data:`pipeline.base.actions.FEATURE_ACTIONS`). All arms of a borrower share their
+random numbers (common random numbers), so the difference between arms is the action's
+effect, not noise of the draws.
+
+What is measured, per borrower and then on average:
+
+* ``p_before``: the share of futures closing (non-overdue cause) within the horizon
+  without the advice; per cause, the share closing by that cause;
+* ``p_after``: the same with the advice carried out. The world carries out one action
+  per future, so a borrower's whole advice is carried out when it is one action; an
+  advice of several actions is tested action by action (``by_action``) and left out
+  of the whole-advice figures;
+* ``model_p_after``: the model's probability after the advised feature change (what the
+  advice promised); per action, after that action's feature changes alone.
+
+Each chunk of the world is replayed once up to each asked snapshot and every arm runs
+from that one state, row for row the continuations that
+:func:`pipeline.core.simulate.futures` gives for the same accounts and action.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.base.actions import KEEP_DRAWING, actions_for
+from pipeline.base.causes import CAUSES
+from pipeline.core import advice as advice_core
+from pipeline.core import simulate as sim
+from pipeline.core.simulate import KEEP_DRAWING_MONTHS, N_CAUSES, WorldSpec
+
+#: Columns of the advice table this module reads.
+ADVICE_COLUMNS = ("borrower_id", "snapshot", "p_before", "p_after", "actions", "changes")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way the futures run: no action, or one action (``keep_drawing`` with its k)."""
+
+    action: str | None
+    keep_drawing_months: int = KEEP_DRAWING_MONTHS
+
+    @property
+    def label(self) -> str:
+        if self.action == KEEP_DRAWING:
+            return f"{self.action}:{self.keep_drawing_months}"
+        return self.action or "none"
+
+
+NO_ACTION = Arm(None)
+
+
+@dataclass
+class Step:
+    """One action of a borrower's advice: the arm that carries it out, its cost and changes."""
+
+    action: str
+    arm: Arm
+    cost: int
+    changes: list[tuple[str, float, float]]
+
+
+@dataclass
+class Outcome:
+    """Closures of one arm's futures: ``closed`` (n, k) and the cause index (n, k)."""
+
+    closed: np.ndarray
+    cause: np.ndarray
+
+    @property
+    def p(self) -> np.ndarray:
+        return np.asarray(self.closed.mean(axis=1))
+
+    def cause_share(self) -> np.ndarray:
+        return np.stack([(self.cause == j).mean(axis=1) for j in range(N_CAUSES)], axis=1)
+
+
+@dataclass
+class WorldAdvice:
+    """Per-borrower results (one row per borrower and action) and the summary."""
+
+    rows: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def steps(
+    x: np.ndarray,
+    names: Sequence[str],
+    actions: str,
+    changes: list[tuple[str, float, float]],
+    horizon: int,
+) -> list[Step]:
+    """The world actions of one advice (``actions``: ``lever:cost`` tokens; ``changes``).
+
+    Each lever changes its own features; their changes, each in its direction, name the
+    action that carries the lever out (:func:`pipeline.base.actions.actions_for`). A
+    lever whose changes name several actions is an error naming the lever. Two levers
+    carried out by the same action make one step (their costs add up).
+    """
+    xd = {n: float(v) for n, v in zip(names, x, strict=True)}
+    out: dict[str, Step] = {}
+    for token in actions.split():
+        lever, _, cost = token.partition(":")
+        if lever not in advice_core.LEVERS:
+            raise ValueError(f"advice action {token!r}: unknown lever {lever!r}")
+        feats = {f for o in advice_core.LEVERS[lever](xd) for f in o.values}
+        mine = [c for c in changes if c[0] in feats]
+        acts = actions_for(mine)
+        if len(acts) != 1:
+            raise ValueError(
+                f"advice lever {lever!r} is carried out by {len(acts)} world actions "
+                f"({', '.join(acts) or 'none'}); it needs exactly one"
+            )
+        act = acts[0]
+        if act in out:
+            out[act].cost += int(cost)
+            out[act].changes += mine
+            continue
+        out[act] = Step(act, _arm(act, mine, horizon), int(cost), mine)
+    return list(out.values())
+
+
+def _arm(action: str, changes: list[tuple[str, float, float]], horizon: int) -> Arm:
+    """The arm of an action; ``keep_drawing`` draws in as many months as the advice says."""
+    if action != KEEP_DRAWING:
+        return Arm(action)
+    months = [after for f, _, after in changes if f == "draw_months_3"]
+    k = int(round(months[0])) if months else KEEP_DRAWING_MONTHS
+    return Arm(action, int(min(max(k, 1), horizon)))
+
+
+# --------------------------------------------------------------------------- futures
+
+
+def run_arms(
+    spec: WorldSpec, ids: np.ndarray, snaps: np.ndarray, arms: Sequence[Arm], k: int
+) -> dict[Arm, Outcome]:
+    """``k`` futures of each account under every arm; the world replayed once per chunk.
+
+    Rows come back in the order asked. For each arm the futures are those of
+    :func:`pipeline.core.simulate.futures` for the same accounts, snapshots and action.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    snaps = np.asarray(snaps, dtype=np.int64)
+    for arm in arms:  # the same checks and messages as futures()
+        sim._check_futures_args(spec, ids, snaps, arm.action, k, arm.keep_drawing_months)
+    n = len(ids)
+    out = {
+        a: Outcome(np.zeros((n, k), dtype=bool), np.full((n, k), -1, dtype=np.int64)) for a in arms
+    }
+    chunk_of = ids // spec.sim.chunk_size
+    for c in np.unique(chunk_of):
+        where = np.flatnonzero(chunk_of == c)
+        _chunk_arms(spec, int(c), ids, snaps, where, arms, k, out)
+    return out
+
+
+def _chunk_arms(
+    spec: WorldSpec,
+    chunk: int,
+    ids: np.ndarray,
+    snaps: np.ndarray,
+    where: np.ndarray,
+    arms: Sequence[Arm],
+    k: int,
+    out: dict[Arm, Outcome],
+) -> None:
+    """Replay one chunk as the generator did, running every arm at each asked snapshot."""
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
+    st, _ = sim._init_chunk(spec, chunk, rng)
+    lo = spec.chunk_bounds(chunk)[0]
+    wanted = {int(t) for t in snaps[where]}
+    for t in range(max(wanted) + 1):
+        sim._step(spec, st, t, rng, record=False)
+        if t not in wanted:
+            continue
+        at = where[snaps[where] == t]
+        uniq = np.unique(ids[at])
+        rows = uniq - lo
+        off = ~(st.open[rows] & (st.signup[rows] <= t))
+        if off.any():
+            raise ValueError(
+                f"world advice: borrower {int(uniq[off][0])} is not on book at the end of "
+                f"month {t} (the world replayed from the config is not the one advised?)"
+            )
+        src = np.searchsorted(uniq, ids[at])
+        for arm in arms:
+            f = sim._run_futures(spec, st, rows, t, k, chunk, arm.action, arm.keep_drawing_months)
+            out[arm].closed[at] = f.closed[src]
+            out[arm].cause[at] = f.cause[src]
+
+
+# --------------------------------------------------------------------------- the test
+
+
+def evaluate(
+    spec: WorldSpec,
+    advice: pd.DataFrame,
+    features: pd.DataFrame,
+    names: Sequence[str],
+    score: Callable[[np.ndarray], np.ndarray],
+    n_futures: int,
+    max_borrowers: int,
+) -> WorldAdvice:
+    """Carry out the advice of (at most ``max_borrowers``) advised borrowers in the world.
+
+    ``advice``: the advice table (:data:`ADVICE_COLUMNS`, highest risk first);
+    ``features``: the advised rows' features (``borrower_id``, ``snapshot`` and
+    ``names``); ``score`` maps feature rows to the model's probability.
+    """
+    t0 = time.perf_counter()
+    missing = [c for c in ADVICE_COLUMNS if c not in advice.columns]
+    if missing:
+        raise ValueError(f"advice table: column(s) {', '.join(missing)} missing")
+    adv = advice[advice.actions.astype(str).str.len() > 0].head(int(max_borrowers))
+    X = _feature_rows(adv, features, names)
+    plans = [
+        steps(x, names, str(a), [tuple(c) for c in json.loads(ch)], spec.horizon)
+        for x, a, ch in zip(X, adv.actions, adv.changes, strict=True)
+    ]
+    arms = [NO_ACTION, *sorted({s.arm for p in plans for s in p}, key=lambda a: a.label)]
+    ids, snaps = adv.borrower_id.to_numpy(), adv.snapshot.to_numpy()
+    res = run_arms(spec, ids, snaps, arms, int(n_futures)) if len(adv) else {}
+    rows = _rows(adv, X, names, plans, res, score)
+    summary = summarize(rows, len(advice), int(n_futures))
+    summary["seconds"] = time.perf_counter() - t0
+    return WorldAdvice(rows=rows, summary=summary)
+
+
+def _feature_rows(adv: pd.DataFrame, features: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """The advised rows' features, in the advice's order."""
+    key = ["borrower_id", "snapshot"]
+    got = adv[key].merge(features[[*key, *names]], on=key, how="left", validate="one_to_one")
+    lost = got[list(names)].isna().all(axis=1)
+    if lost.any():
+        r = got[lost].iloc[0]
+        raise ValueError(
+            f"features: no row for advised borrower {int(r.borrower_id)} at snapshot "
+            f"{int(r.snapshot)}"
+        )
+    return got[list(names)].to_numpy(dtype=np.float64)
+
+
+def _rows(
+    adv: pd.DataFrame,
+    X: np.ndarray,
+    names: Sequence[str],
+    plans: list[list[Step]],
+    res: dict[Arm, Outcome],
+    score: Callable[[np.ndarray], np.ndarray],
+) -> pd.DataFrame:
+    """One row per borrower and action of its advice (``action="advice"``: the whole)."""
+    col = {n: j for j, n in enumerate(names)}
+    recs: list[dict[str, Any]] = []
+    changed: list[np.ndarray] = []
+    for i, (plan, rec) in enumerate(zip(plans, adv.itertuples(index=False), strict=True)):
+        base = {
+            "borrower_id": int(rec.borrower_id),
+            "snapshot": int(rec.snapshot),
+            "n_actions": len(plan),
+            "p_before": float(res[NO_ACTION].p[i]),
+            "model_p_before": float(rec.p_before),
+            **_shares("before", res[NO_ACTION], i),
+        }
+        for s in plan:
+            x = X[i].copy()
+            for f, _, after in s.changes:
+                x[col[f]] = after
+            changed.append(x)
+            recs.append({**base, **_after(res[s.arm], i), "action": s.action, "cost": s.cost})
+        if len(plan) == 1:  # the whole advice is that one action
+            recs.append({**recs[-1], "action": "advice", "model_p_after": float(rec.p_after)})
+    table = pd.DataFrame(recs)
+    if len(changed):
+        p = np.asarray(score(np.asarray(changed, dtype=np.float32)), dtype=np.float64)
+        per_action = table.action != "advice"
+        table.loc[per_action, "model_p_after"] = p
+    return table
+
+
+def _after(o: Outcome, i: int) -> dict[str, float]:
+    return {"p_after": float(o.p[i]), **_shares("after", o, i)}
+
+
+def _shares(prefix: str, o: Outcome, i: int) -> dict[str, float]:
+    """Row ``i``'s share of futures closing by each cause, as ``<prefix>_<cause>``."""
+    share = o.cause_share()[i]
+    return {f"{prefix}_{c}": float(share[j]) for j, c in enumerate(CAUSES)}
+
+
+def summarize(rows: pd.DataFrame, n_advised: int, n_futures: int) -> dict[str, Any]:
+    """``advice.world``: whole-advice figures, per action and per cause."""
+    whole = rows[rows.action == "advice"] if len(rows) else rows
+    out: dict[str, Any] = {
+        "n": int(len(whole)),
+        "n_advised": int(n_advised),
+        "n_tested": int(len(rows[["borrower_id", "snapshot"]].drop_duplicates()))
+        if len(rows)
+        else 0,
+        "n_futures": int(n_futures),
+    }
+    if len(whole):
+        out.update(_figures(whole))
+        out["by_cause"] = {
+            c: {
+                "before": float(whole[f"before_{c}"].mean()),
+                "after": float(whole[f"after_{c}"].mean()),
+            }
+            for c in CAUSES
+        }
+    out["by_action"] = {}
+    for act, g in rows[rows.action != "advice"].groupby("action", sort=True):
+        fig = _figures(g)
+        fig["cost"] = float(g.cost.mean())
+        fig["true_cut_per_cost"] = -fig["true_change"] / max(fig["cost"], 1e-9)
+        out["by_action"][str(act)] = fig
+    out["ranking"] = sorted(
+        out["by_action"], key=lambda a: (-out["by_action"][a]["true_cut_per_cost"], a)
+    )
+    out["sign_differs"] = [a for a in out["ranking"] if out["by_action"][a]["sign_differs"]]
+    return out
+
+
+def _figures(g: pd.DataFrame) -> dict[str, Any]:
+    """Mean true and predicted probabilities of a group of rows, and their changes."""
+    p0, p1 = float(g.p_before.mean()), float(g.p_after.mean())
+    m0, m1 = float(g.model_p_before.mean()), float(g.model_p_after.mean())
+    true, model = p1 - p0, m1 - m0
+    return {
+        "n": int(len(g)),
+        "p_before": p0,
+        "p_after": p1,
+        "model_p_before": m0,
+        "model_p_after": m1,
+        "true_change": true,
+        "model_change": model,
+        "true_cut": -true / p0 if p0 > 0 else float("nan"),
+        "model_gap": float((g.model_p_after - g.p_after).abs().mean()),
+        "true_change_se": float((g.p_after - g.p_before).std(ddof=1) / np.sqrt(len(g)))
+        if len(g) > 1
+        else float("nan"),
+        "sign_differs": bool(true * model < 0),
+    }

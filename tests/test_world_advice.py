@@ -1,0 +1,291 @@
+"""The advice carried out in the simulated world: the feature -> action map, the arms and
+the summary the explain stage writes under ``advice.world``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.base.actions import ACTION_NAMES, FEATURE_ACTIONS, UnmappedChange, actions_for
+from pipeline.base.causes import CAUSES
+from pipeline.base.config import SimulatorConfig
+from pipeline.base.registry import BY_NAME, FEATURES
+from pipeline.core import advice as advice_core
+from pipeline.core import world_advice as wa
+from pipeline.core.simulate import ACTIONS, WorldSpec, futures, simulate
+
+K = 8
+
+
+def spec() -> WorldSpec:
+    cfg = OmegaConf.structured(SimulatorConfig)
+    cfg.chunk_size = 1024
+    cfg.oracle_rows = 600
+    cfg.oracle_futures = K
+    return WorldSpec(
+        n_borrowers=2500,
+        n_months=36,
+        seed=5,
+        sim=OmegaConf.to_object(cfg),
+        oracle_snapshots=(28, 32),
+        horizon=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[WorldSpec, pd.DataFrame]:
+    """A small world and accounts on book at a snapshot (the oracle's sample)."""
+    s = spec()
+    return s, simulate(s)["oracle"].to_pandas()[["borrower_id", "snapshot"]]
+
+
+# --------------------------------------------------------------------------- the map
+
+
+def test_every_actionable_feature_maps_to_a_simulator_action():
+    actionable = {f.name for f in FEATURES if f.actionable}
+    assert set(FEATURE_ACTIONS) == actionable
+    assert set(ACTION_NAMES) <= set(ACTIONS)
+    for name, b in FEATURE_ACTIONS.items():
+        assert b.up or b.down, name
+        assert {b.up, b.down} - {None} <= set(ACTIONS), name
+
+
+def _profiles() -> list[dict[str, float]]:
+    """Borrowers that open every option of every lever (heavy, idle, misusing, ...)."""
+    base = {f.name: 0.0 for f in FEATURES}
+    base.update(tenure=24.0, line=20_000.0)
+    idle = dict(base, months_since_last_draw=5.0, draw_amount_12=3000.0, n_draws_12=2.0)
+    heavy = dict(
+        base,
+        draw_months_3=3.0,
+        draw_months_6=6.0,
+        draw_months_12=12.0,
+        n_draws_3=9.0,
+        n_draws_6=15.0,
+        n_draws_12=30.0,
+        draw_amount_3=9000.0,
+        draw_amount_6=15_000.0,
+        draw_amount_12=30_000.0,
+        util_mean_3=0.95,
+        util_mean_6=0.9,
+        util_mean_12=0.8,
+    )
+    misuse = dict(
+        base,
+        misuse_share_k=0.8,
+        share_securities_k=0.5,
+        share_other_lender_k=0.3,
+        share_consumption_6=0.2,
+        ext_active_products=2.0,
+        months_since_ext_activity=14.0,
+        competitor_months_6=6.0,
+        competitor_share_6=0.5,
+    )
+    return [idle, heavy, misuse]
+
+
+def test_every_change_the_advice_can_propose_has_a_behaviour():
+    seen: set[str] = set()
+    opened = dict.fromkeys(advice_core.LEVERS, 0)
+    for x in _profiles():
+        for lever, make in advice_core.LEVERS.items():
+            options = make(x)
+            opened[lever] += len(options)
+            for o in options:
+                changes = [(f, x.get(f, 0.0), v) for f, v in o.values.items()]
+                acts = actions_for(changes)  # raises on a change with no behaviour
+                assert len(acts) == 1, (lever, o.en, acts)
+                seen |= set(acts)
+                # the plan of that one lever is that action
+                names = list(x)
+                plan = wa.steps(
+                    np.array([x[n] for n in names]), names, f"{lever}:{o.cost}", changes, 3
+                )
+                assert [st.action for st in plan] == list(acts)
+    assert all(opened.values()), opened  # every lever was exercised
+    assert {"keep_drawing", "moderate_use", "route_to_consumption"} <= seen
+    assert {"keep_external_live", "stop_competitors"} <= seen
+
+
+def test_a_change_without_behaviour_is_refused_by_name():
+    with pytest.raises(
+        UnmappedChange, match="'misuse_share_k': no action of the world makes it rise"
+    ):
+        actions_for([("misuse_share_k", 0.1, 0.4)])
+    # a side effect (not actionable) needs no action; an unchanged value neither
+    assert not BY_NAME["ext_inquiries_6"].actionable
+    assert actions_for([("ext_inquiries_6", 0.0, 2.0), ("misuse_share_k", 0.2, 0.2)]) == ()
+
+
+def test_cadence_draws_in_as_many_months_as_advised():
+    names = ["draw_months_3", "months_since_last_draw"]
+    plan = wa.steps(
+        np.array([1.0, 0.0]), names, "cadence:2", [("draw_months_3", 1.0, 3.0)], horizon=3
+    )
+    assert plan[0].arm == wa.Arm("keep_drawing", 3)
+    plan = wa.steps(
+        np.array([0.0, 4.0]),
+        names,
+        "cadence:1",
+        [("draw_months_3", 0.0, 1.0), ("months_since_last_draw", 4.0, 0.0)],
+        horizon=3,
+    )
+    assert plan[0].arm == wa.Arm("keep_drawing", 1) and plan[0].cost == 1
+    with pytest.raises(ValueError, match="unknown lever 'save_more'"):
+        wa.steps(np.array([0.0, 0.0]), names, "save_more:1", [], horizon=3)
+
+
+# --------------------------------------------------------------------------- the arms
+
+
+def test_arms_are_the_simulators_futures_from_one_replay(world):
+    s, acc = world
+    acc = acc.iloc[::7].iloc[:40]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    arms = [wa.NO_ACTION, wa.Arm("keep_drawing", 3), wa.Arm("keep_external_live")]
+    got = wa.run_arms(s, ids, snaps, arms, K)
+    for arm in arms:
+        f = futures(s, ids, snaps, arm.action, K, arm.keep_drawing_months)
+        np.testing.assert_array_equal(got[arm].closed, f.closed, err_msg=arm.label)
+        np.testing.assert_array_equal(got[arm].cause, f.cause, err_msg=arm.label)
+    with pytest.raises(ValueError, match="unknown action 'save_more'"):
+        wa.run_arms(s, ids, snaps, [wa.Arm("save_more")], K)
+
+
+# --------------------------------------------------------------------------- the test
+
+
+NAMES = [
+    "months_since_last_draw",
+    "draw_months_3",
+    "draw_months_6",
+    "draw_months_12",
+    "n_draws_3",
+    "n_draws_6",
+    "n_draws_12",
+    "draw_amount_3",
+    "draw_amount_6",
+    "draw_amount_12",
+    "draw_trend",
+    "ext_active_products",
+    "ext_cards",
+    "ext_new_accounts_12",
+    "ext_inquiries_6",
+    "months_since_ext_activity",
+    "ext_utilisation",
+    "tenure",
+    "line",
+]
+
+
+def _score(X: np.ndarray) -> np.ndarray:
+    """A stand-in model: risk grows with months without external activity and idle months."""
+    j = {n: i for i, n in enumerate(NAMES)}
+    z = 0.25 * X[:, j["months_since_ext_activity"]] + 1.2 * (3 - X[:, j["draw_months_3"]]) - 4
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _advised(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Synthetic feature rows for real accounts, and the advice the stand-in model gives."""
+    rng = np.random.default_rng(3)
+    n = len(acc)
+    feats = pd.DataFrame({n_: np.zeros(n) for n_ in NAMES})
+    feats["draw_months_3"] = rng.integers(0, 3, n).astype(float)
+    feats["months_since_ext_activity"] = rng.integers(6, 20, n).astype(float)
+    feats["ext_active_products"] = rng.integers(0, 2, n).astype(float)
+    feats["tenure"], feats["line"] = 24.0, 20_000.0
+    # every 10th borrower already under the threshold: nothing to carry out
+    feats.loc[::10, ["draw_months_3", "months_since_ext_activity"]] = (3.0, 0.0)
+    feats.insert(0, "snapshot", acc.snapshot.to_numpy())
+    feats.insert(0, "borrower_id", acc.borrower_id.to_numpy())
+    recs = []
+    for r, x in zip(acc.itertuples(), feats[NAMES].to_numpy(dtype=np.float64), strict=True):
+        a = advice_core.advise(x, NAMES, _score, 0.2, levers=["cadence", "external"])
+        recs.append(
+            {
+                "borrower_id": r.borrower_id,
+                "snapshot": r.snapshot,
+                "p_before": a.p_before,
+                "p_after": a.p_after,
+                "actions": " ".join(a.actions),
+                "changes": json.dumps([list(c) for c in a.changes]),
+            }
+        )
+    return pd.DataFrame(recs), feats
+
+
+def test_the_advice_carried_out_in_the_world(world):
+    s, acc = world
+    acc = acc.iloc[:150]
+    adv, feats = _advised(acc)
+    res = wa.evaluate(s, adv, feats, NAMES, _score, n_futures=K, max_borrowers=120)
+    w = res.summary
+    # borrowers already under the threshold have no advice to carry out
+    tested = adv[adv.actions != ""].head(120)
+    assert len(tested) == 120 > (adv.head(120).actions != "").sum()
+    single = tested.actions.str.split().str.len() == 1
+    assert 0 < w["n"] == int(single.sum()) < w["n_tested"] == 120 and w["n_advised"] == 150
+    for key in ("p_before", "p_after", "model_p_after"):
+        assert 0.0 <= w[key] <= 1.0, key
+    whole = res.rows[res.rows.action == "advice"]
+    assert w["p_after"] == pytest.approx(whole.p_after.mean())
+    # the model's after-advice probability is the advice's own re-scored figure
+    np.testing.assert_allclose(np.sort(whole.model_p_after), np.sort(tested.p_after[single]))
+    ext = w["by_action"]["keep_external_live"]
+    assert {"n", "true_change", "model_change"} <= set(ext)
+    assert ext["model_change"] < 0  # the stand-in model believes an active file helps
+    rows = res.rows[res.rows.action == "keep_external_live"]
+    assert rows.after_thin_file.mean() < rows.before_thin_file.mean()
+    assert ext["true_change"] == pytest.approx((rows.p_after - rows.p_before).mean())
+    assert set(w["by_cause"]) == set(CAUSES)
+    assert sorted(w["ranking"]) == sorted(w["by_action"])
+    # same inputs, same futures
+    again = wa.evaluate(s, adv, feats, NAMES, _score, n_futures=K, max_borrowers=120)
+    pd.testing.assert_frame_equal(again.rows, res.rows)
+
+
+def test_a_missing_feature_row_is_named(world):
+    s, acc = world
+    adv, feats = _advised(acc.iloc[:5])
+    with pytest.raises(ValueError, match=f"no row for advised borrower {adv.borrower_id.iloc[2]}"):
+        wa.evaluate(s, adv, feats.drop(index=2), NAMES, _score, n_futures=K, max_borrowers=10)
+    with pytest.raises(ValueError, match="column.*changes missing"):
+        wa.evaluate(s, adv.drop(columns="changes"), feats, NAMES, _score, K, 10)
+
+
+def _summary_rows(true: list[float], model: list[float], action: str) -> pd.DataFrame:
+    n = len(true)
+    return pd.DataFrame(
+        {
+            "borrower_id": np.arange(n),
+            "snapshot": 30,
+            "action": action,
+            "cost": 1,
+            "p_before": 0.5,
+            "p_after": 0.5 + np.asarray(true),
+            "model_p_before": 0.6,
+            "model_p_after": 0.6 + np.asarray(model),
+        }
+    )
+
+
+def test_actions_are_ranked_by_true_cut_per_cost_and_sign_disagreements_named():
+    rows = pd.concat(
+        [
+            _summary_rows([-0.2, -0.1], [-0.1, -0.1], "keep_external_live"),
+            _summary_rows([0.05, 0.03], [-0.2, -0.1], "moderate_use"),
+            _summary_rows([-0.3, -0.3], [-0.3, -0.2], "keep_drawing").assign(cost=3),
+        ]
+    )
+    w = wa.summarize(rows, n_advised=6, n_futures=4)
+    assert w["n"] == 0 and "p_after" not in w
+    by = w["by_action"]
+    assert by["moderate_use"]["true_change"] == pytest.approx(0.04)
+    assert by["keep_drawing"]["true_cut_per_cost"] == pytest.approx(0.1)
+    assert w["ranking"] == ["keep_external_live", "keep_drawing", "moderate_use"]
+    assert w["sign_differs"] == ["moderate_use"]
