@@ -289,3 +289,56 @@ def test_actions_are_ranked_by_true_cut_per_cost_and_sign_disagreements_named():
     assert by["keep_drawing"]["true_cut_per_cost"] == pytest.approx(0.1)
     assert w["ranking"] == ["keep_external_live", "keep_drawing", "moderate_use"]
     assert w["sign_differs"] == ["moderate_use"]
+
+
+def test_the_summary_line_and_tracker_figures(world):
+    s, acc = world
+    adv, feats = _advised(acc.iloc[:40])
+    w = wa.evaluate(s, adv, feats, NAMES, _score, n_futures=K, max_borrowers=40).summary
+    line = wa.headline(w)
+    assert f"{w['n']} of {w['n_tested']} advised borrowers" in line
+    assert f"{w['p_before']:.1%} -> {w['p_after']:.1%}" in line
+    m = wa.metrics(w)
+    assert m["advice_world_p_after"] == w["p_after"]
+    assert m["advice_world_keep_external_live_true_change"] == pytest.approx(
+        w["by_action"]["keep_external_live"]["true_change"]
+    )
+    assert "none had an advice of a single action" in wa.headline({"n": 0, "n_tested": 3})
+
+
+def test_one_borrowers_world_before_and_after_its_advice(world):
+    s, acc = world
+    adv, feats = _advised(acc.iloc[:40])
+    two = adv[adv.actions.str.split().str.len() == 2].iloc[0]
+    i = int(np.flatnonzero(adv.borrower_id.to_numpy() == two.borrower_id)[0])
+    x = feats[NAMES].to_numpy(dtype=np.float64)[i]
+    changes = [tuple(c) for c in json.loads(two.changes)]
+    story = wa.borrower_world(
+        s,
+        int(two.borrower_id),
+        int(two.snapshot),
+        x,
+        NAMES,
+        two.actions.split(),
+        changes,
+        _score,
+        32,
+    )
+    f = futures(s, [two.borrower_id], [two.snapshot], None, 32)
+    assert story["p_before"] == pytest.approx(float(f.p[0]))
+    assert [a["action"] for a in story["actions"]] == ["keep_drawing", "keep_external_live"]
+    assert not story["whole"]
+    for a in story["actions"]:
+        g = futures(
+            s,
+            [two.borrower_id],
+            [two.snapshot],
+            a["action"],
+            32,
+            int(a["arm"][-1]) if ":" in a["arm"] else 2,
+        )
+        assert a["p_after"] == pytest.approx(float(g.p[0]))
+        assert a["model_p_after"] < two.p_before  # each lever lowers the stand-in's risk
+    lines = wa.story_lines(story)
+    assert f"without the advice: closes within the horizon in {story['p_before']:.1%}" in lines[1]
+    assert len(lines) == 5 and "each is shown on its own" in lines[-1]

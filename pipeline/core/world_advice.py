@@ -357,3 +357,100 @@ def _figures(g: pd.DataFrame) -> dict[str, Any]:
         else float("nan"),
         "sign_differs": bool(true * model < 0),
     }
+
+
+def headline(w: dict[str, Any]) -> str:
+    """One line on the world test: the true cut in closure risk against the model's."""
+    if not w.get("n"):
+        return (
+            f"world advice: {w.get('n_tested', 0)} advised borrowers tested action by action; "
+            "none had an advice of a single action to carry out whole"
+        )
+    differs = ", ".join(w["sign_differs"]) or "none"
+    return (
+        f"world advice: {w['n']} of {w['n_tested']} advised borrowers carried out their whole "
+        f"advice ({w['n_futures']} futures each): true closure risk {w['p_before']:.1%} -> "
+        f"{w['p_after']:.1%} (cut {w['true_cut']:.0%}), model after {w['model_p_after']:.1%} "
+        f"(mean |model - world| {w['model_gap']:.3f}); best per cost: "
+        f"{', '.join(w['ranking'][:3])}; true effect against the model's sign: {differs} "
+        f"({w['seconds']:.1f}s)"
+    )
+
+
+def metrics(w: dict[str, Any]) -> dict[str, float]:
+    """Flat numeric figures of ``advice.world`` for the tracker."""
+    keys = ("n", "n_tested", "p_before", "p_after", "model_p_after", "true_cut", "model_gap")
+    out = {f"advice_world_{k}": float(w[k]) for k in keys if k in w}
+    for act, fig in w.get("by_action", {}).items():
+        out[f"advice_world_{act}_true_change"] = float(fig["true_change"])
+        out[f"advice_world_{act}_model_change"] = float(fig["model_change"])
+    return out
+
+
+def borrower_world(
+    spec: WorldSpec,
+    borrower_id: int,
+    snapshot: int,
+    x: np.ndarray,
+    names: Sequence[str],
+    actions: Sequence[str],
+    changes: list[tuple[str, float, float]],
+    score: Callable[[np.ndarray], np.ndarray],
+    n_futures: int,
+) -> dict[str, Any]:
+    """One borrower's world before and after each action of its advice (the story).
+
+    ``actions`` are the advice's ``lever:cost`` tokens and ``changes`` its feature
+    changes; with no action, only the world as it goes is told.
+    """
+    plan = steps(np.asarray(x, dtype=np.float64), names, " ".join(actions), changes, spec.horizon)
+    arms = [NO_ACTION, *[s.arm for s in plan]]
+    res = run_arms(spec, np.array([borrower_id]), np.array([snapshot]), arms, int(n_futures))
+    col = {n: j for j, n in enumerate(names)}
+    rows = []
+    for s in plan:
+        xa = np.array(x, dtype=np.float64)
+        for f, _, after in s.changes:
+            xa[col[f]] = after
+        model_after = float(np.asarray(score(xa[None, :].astype(np.float32)))[0])
+        rows.append(
+            {
+                "action": s.action,
+                "arm": s.arm.label,
+                "cost": s.cost,
+                **_after(res[s.arm], 0),
+                "model_p_after": model_after,
+            }
+        )
+    return {
+        "borrower_id": int(borrower_id),
+        "snapshot": int(snapshot),
+        "n_futures": int(n_futures),
+        "p_before": float(res[NO_ACTION].p[0]),
+        **_shares("before", res[NO_ACTION], 0),
+        "actions": rows,
+        "whole": len(plan) == 1,
+    }
+
+
+def story_lines(w: dict[str, Any]) -> list[str]:
+    """The borrower's world before and after the advice, as printed lines."""
+
+    def causes(d: dict[str, Any], prefix: str) -> str:
+        top = sorted(((d[f"{prefix}_{c}"], c) for c in CAUSES), reverse=True)
+        return ", ".join(f"{c} {v:.0%}" for v, c in top if v > 0) or "none"
+
+    lines = [
+        f"in the world / 模拟世界 ({w['n_futures']} futures from the borrower's state at "
+        f"snapshot {w['snapshot']}):",
+        f"  without the advice: closes within the horizon in {w['p_before']:.1%} of futures "
+        f"(causes: {causes(w, 'before')})",
+    ]
+    for a in w["actions"]:
+        lines.append(
+            f"  with {a['arm']}: {a['p_after']:.1%} (causes: {causes(a, 'after')}); "
+            f"the model expects {a['model_p_after']:.1%}"
+        )
+    if len(w["actions"]) > 1:
+        lines.append("  (the world carries out one action per future: each is shown on its own)")
+    return lines

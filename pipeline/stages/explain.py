@@ -41,7 +41,9 @@ from pipeline.base.io import (
 )
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
+from pipeline.core import world_advice as world_core
 from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say
+from pipeline.stages.generate import world_spec
 
 # ---- loading ----------------------------------------------------------------------
 
@@ -227,6 +229,19 @@ def _batch(
                 views.artifacts.append(p.models / "advice.parquet")
                 views.part["advice"] = adv
                 views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
+                if e.world_rows > 0:  # the advice carried out in the simulated world
+                    world = world_core.evaluate(
+                        world_spec(cfg),
+                        pq.read_table(p.models / "advice.parquet").to_pandas(),
+                        oot,
+                        names,
+                        model.prob,
+                        int(e.world_futures),
+                        int(e.world_rows),
+                    ).summary
+                    views.part["advice"]["world"] = world
+                    views.metrics.update(world_core.metrics(world))
+                    say(world_core.headline(world))
     tracker.log_metrics(views.metrics)
     tracker.set_tags(
         {"shap_method": method, "attribution": str(info.get("attribution", "features"))}
