@@ -471,7 +471,7 @@ def _borrower(
         "method": method,
     }
     if sim:
-        report["advice"] = _story_advice(cfg, model, x, lines)
+        report["advice"] = _story_advice(cfg, model, x, lines, int(row.snapshot.iloc[0]))
     plot = _waterfall(contrib[0], x[0], model.names, p.models / "plots" / f"waterfall_{bid}.png")
     rep_path = p.models / f"borrower_{bid}.json"
     write_json(report, rep_path)
@@ -555,8 +555,11 @@ def _story_reasons(reasons: dict[str, Any], top_k: int, lines: list[str]) -> lis
     return out
 
 
-def _story_advice(cfg: Config, model: _Model, x: np.ndarray, lines: list[str]) -> dict[str, Any]:
-    """The smallest feasible change that brings the borrower under the advice threshold."""
+def _story_advice(
+    cfg: Config, model: _Model, x: np.ndarray, lines: list[str], snapshot: int
+) -> dict[str, Any]:
+    """The smallest feasible change that brings the borrower under the advice threshold,
+    and the borrower's simulated world before and after it."""
     thr = float(cfg.explain.advice_threshold)
     a = advice_core.advise(x[0].astype(np.float64), model.names, model.prob, thr)
     if a.p_before < thr:
@@ -571,7 +574,20 @@ def _story_advice(cfg: Config, model: _Model, x: np.ndarray, lines: list[str]) -
         lines += [f"  - {zh}", f"    {en}"]
     for f, before, after in a.changes:
         lines.append(f"    {f}: {before:.4g} -> {after:.4g}")
+    world = world_core.borrower_world(
+        world_spec(cfg),
+        int(cfg.explain.borrower_id or 0),
+        snapshot,
+        x[0],
+        model.names,
+        a.actions,
+        a.changes,
+        model.prob,
+        int(cfg.explain.world_futures),
+    )
+    lines += world_core.story_lines(world)
     return {
+        "world": world,
         "threshold": thr,
         "p_after": a.p_after,
         "achieved": a.achieved,
