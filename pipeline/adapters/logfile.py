@@ -1,11 +1,13 @@
 """A calm console: what third-party libraries say goes to a log file, not the screen.
 
 The console carries the pipeline's own lines (stage results, the summary, errors).
-MLflow's notices and schema hints, Dask's INFO lines (of this process and of its worker
-processes), LightGBM's native warnings ("Met negative value in categorical features")
-and Python warnings raised outside the pipeline are written to one log file per
-invocation instead; warnings the pipeline itself raises stay on the console. Artifact
-downloads show no progress bars.
+MLflow's notices and schema hints, Dask's INFO lines (its scheduler and nannies run in
+this process; a local cluster's workers log nothing below WARNING), LightGBM's native
+warnings ("Met negative value in categorical features") and Python warnings raised
+outside the pipeline are written to one log file per invocation instead; warnings the
+pipeline itself raises stay on the console. Artifact downloads show no progress bars.
+Dask is imported later than this set-up runs; it adds a console handler of its own only
+when the root logger has none (Hydra gives it one).
 """
 
 from __future__ import annotations
@@ -24,46 +26,39 @@ import lightgbm as lgb
 THIRD_PARTY = ("mlflow", "alembic", "distributed", "bokeh", "tornado", "numba", "urllib3")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-#: a Dask logging set-up of the user's own is kept
-_USER_DASK_LOGGING = "DASK_LOGGING" in os.environ
 
 
-def quiet_environment(log_file: Path | None = None) -> None:
-    """Environment read by libraries and by the worker processes they start.
+class _FileSink(logging.Handler):
+    """Hands records to a file handler.
 
-    Set before those libraries look: no progress bars on artifact downloads, and Dask's
-    workers (separate processes) log into ``log_file`` too. Values the user set in the
-    environment are kept.
+    Not itself a ``StreamHandler``: Dask lowers the level of every stream handler on its
+    loggers while a local cluster starts, which would drop its INFO lines from the file.
     """
+
+    def __init__(self, target: logging.FileHandler) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+    def close(self) -> None:
+        self.target.close()
+        super().close()
+
+
+def quiet_environment() -> None:
+    """No progress bars on MLflow's artifact downloads (unless the user asked for them)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if log_file is None or _USER_DASK_LOGGING:
-        return
-    dask_logging = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": _FORMAT}},
-        "handlers": {
-            "file": {
-                "class": "logging.FileHandler",
-                "filename": str(log_file),
-                "formatter": "plain",
-            }
-        },
-        "loggers": {
-            "distributed": {"level": "INFO", "handlers": ["file"], "propagate": False},
-            "bokeh": {"level": "ERROR", "handlers": ["file"], "propagate": False},
-            "tornado": {"level": "CRITICAL", "handlers": ["file"], "propagate": False},
-        },
-    }
-    os.environ["DASK_LOGGING"] = repr(dask_logging)
 
 
 def route_to_file(log_file: Path) -> logging.Handler:
     """Send third-party log records and warnings to ``log_file``; returns its handler."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    quiet_environment(log_file)
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    quiet_environment()
+    target = logging.FileHandler(log_file, encoding="utf-8")
+    target.setFormatter(logging.Formatter(_FORMAT))
+    handler = _FileSink(target)
     for name in THIRD_PARTY:
         logger = logging.getLogger(name)
         _drop_handlers(logger)
@@ -114,5 +109,5 @@ def _route_lightgbm(logger: logging.Logger, handler: logging.Handler) -> None:
 def _drop_handlers(logger: logging.Logger) -> None:
     for old in list(logger.handlers):
         logger.removeHandler(old)
-        if isinstance(old, logging.FileHandler):
+        if isinstance(old, (logging.FileHandler, _FileSink)):
             old.close()
