@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.adapters.catalog import load_scoring_model
+
 WORLD = [
     "model.baselines=false",
     "model.n_estimators=60",
@@ -36,7 +38,8 @@ def trained(tmp_path_factory):
     for stage in ("generate", "features", "train"):
         execute(compose_config(root, [*SMALL, *WORLD], stage=stage), [])
     df = pd.read_parquet(root / "data" / "processed" / "features.parquet")
-    return root, df[df.split == "oot"].head(20)
+    # one row per borrower: a request scores each borrower once
+    return root, df[df.split == "oot"].drop_duplicates("borrower_id").head(20)
 
 
 def _names(root: Path) -> list[str]:
@@ -55,18 +58,18 @@ def test_pyfunc_champion_matches_batch_scoring(trained):
     mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     names = _names(root)
-    out = model.predict(rows[names].astype(np.float64))
+    request = rows[["borrower_id", *names]].astype({n: np.float64 for n in names})
+    out = model.predict(request)
     assert len(out) == len(rows)
+    assert out.borrower_id.tolist() == rows.borrower_id.tolist()
     assert out.probability.between(0, 1).all()
     assert set(out.tier) <= {"low", "medium", "high"}
     assert out.reason_1_cause.notna().all() and out.reason_1_en.str.len().gt(0).all()
     # the same numbers as the local model with its calibration
-    from pipeline.adapters.catalog import load_scoring_model as load_local
-
-    local = load_local(root / "models")
+    local = load_scoring_model(root / "models")
     np.testing.assert_allclose(out.probability, local.prob(rows[names].to_numpy()), rtol=1e-6)
-    bad = rows[names].astype(np.float64).copy()
-    bad.iloc[0, names.index("tenure")] = np.inf
+    bad = request.copy()
+    bad.loc[bad.index[0], "tenure"] = np.inf
     with pytest.raises(Exception, match="tenure"):
         model.predict(bad)
 
@@ -122,7 +125,9 @@ def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
                 raise AssertionError((tmp_path / "serve.log").read_text()[-3000:])
             time.sleep(1)
         body = {
-            "dataframe_split": {"columns": names, "data": rows[names].astype(float).values.tolist()}
+            "dataframe_split": json.loads(
+                rows[["borrower_id", *names]].to_json(orient="split", index=False)
+            )
         }
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",

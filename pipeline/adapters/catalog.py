@@ -256,13 +256,12 @@ def scoring_model(
     names = list(meta["feature_names"])
     mode = str(meta.get("mode", "simulator"))
     if mode != "simulator":
-        return ScoringModel(booster, names, cal, mode, source, None, "features")
+        return ScoringModel(booster, names, cal, mode, source, None, "features", meta=meta)
     W = read_cause_weights(weights_path, names) if weights_path is not None else None
     if W is None:
-        return ScoringModel(
-            booster, names, cal, mode, source, explain_core.attribution_matrix(names, "registry")
-        )
-    return ScoringModel(booster, names, cal, mode, source, W, "learned")
+        W = explain_core.attribution_matrix(names, "registry")
+        return ScoringModel(booster, names, cal, mode, source, W, "registry", meta=meta)
+    return ScoringModel(booster, names, cal, mode, source, W, "learned", meta=meta)
 
 
 def load_scoring_model(models_dir: Path) -> ScoringModel:
