@@ -130,3 +130,26 @@ def test_search_keeps_a_starting_point_unless_clearly_beaten():
     assert selection._one_se_choice(near).number == 1
     far = [trial(0, 0.75, 0.01), trial(1, 0.76, 0.01), trial(5, 0.80, 0.01)]
     assert selection._one_se_choice(far).number == 5
+
+
+def test_stacked_blend_learns_weights_from_out_of_fold_scores():
+    rng = np.random.default_rng(4)
+    n = 4000
+    signal = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * signal))).astype(int)
+    good = 1 / (1 + np.exp(-(2 * signal + rng.normal(scale=0.3, size=n))))
+    weak = 1 / (1 + np.exp(-(0.5 * signal + rng.normal(scale=2.0, size=n))))
+    mix = selection.fit_blend(y, weak, good)
+    assert mix.lightgbm > mix.scorecard > 0  # the sharper model gets the larger weight
+    # a model that ranks backwards is not stacked: the plain mean of log-odds instead
+    assert selection.fit_blend(y, 1 - good, good) == selection.Blend()
+
+
+def test_blend_weights_and_tuned_parameters_are_reported():
+    X, y, names = _data()
+    d = _select(X, y, names).to_dict()
+    blend_row = next(c for c in d["candidates"] if c["name"] == "blend")
+    lgb_row = next(c for c in d["candidates"] if c["name"] == "lightgbm")
+    assert len(blend_row["weights_per_fold"]) == 2
+    assert {"learning_rate", "num_leaves", "rounds"} <= set(lgb_row["params_per_fold"][0])
+    assert lgb_row["trials_per_fold"] == [3, 3]

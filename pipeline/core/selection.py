@@ -8,7 +8,9 @@ Candidates, simplest first (:data:`ORDER`):
   on the training part of each fold only: an inner 3-fold CV on those rows scores
   every trial, so the evaluation fold never influences the parameters or the number
   of trees;
-* ``blend``: the mean of the two models' log-odds.
+* ``blend``: a logistic regression on the two models' log-odds (stacking), its weights
+  fitted on out-of-fold scores of both models within the training part of each fold
+  (the plain mean of the log-odds if a weight comes out non-positive).
 
 All three are scored on the same repeated stratified k-fold splits (5x2 by default).
 The winner is the simplest candidate whose mean AUC is within one standard error of
@@ -49,6 +51,7 @@ SHALLOW = {
     "bagging_fraction": 0.8,
     "lambda_l2": 1.0,
     "extra_trees": True,
+    "max_cat_to_onehot": 32,  # one-hot category splits: many-vs-many ones overfit small tables
 }
 _EPS = 1e-7
 
@@ -85,10 +88,38 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+@dataclass(frozen=True)
+class Blend:
+    """Stacked logistic regression on the two models' log-odds: per row, three numbers."""
+
+    intercept: float = 0.0
+    scorecard: float = 0.5
+    lightgbm: float = 0.5
+
+    def predict(self, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> np.ndarray:
+        z = self.intercept + self.scorecard * _logit(p_scorecard)
+        z = z + self.lightgbm * _logit(p_lightgbm)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"intercept": self.intercept, "scorecard": self.scorecard, "lightgbm": self.lightgbm}
+
+
+def fit_blend(y: np.ndarray, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> Blend:
+    """Weights from out-of-fold predictions; the plain mean of log-odds if one comes out <= 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    Z = np.column_stack([_logit(p_scorecard), _logit(p_lightgbm)])
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(Z, np.asarray(y).astype(int))
+    a, b = (float(v) for v in lr.coef_[0])
+    if a <= 0 or b <= 0:  # one model adds nothing the other has: no stacking to speak of
+        return Blend()
+    return Blend(float(lr.intercept_[0]), a, b)
+
+
 def blend(p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> np.ndarray:
     """Probability from the mean of the two models' log-odds (per row, no fitting)."""
-    z = 0.5 * (_logit(p_scorecard) + _logit(p_lightgbm))
-    return 1.0 / (1.0 + np.exp(-z))
+    return Blend().predict(p_scorecard, p_lightgbm)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -122,6 +153,9 @@ class Tuned:
     cut_short: bool  # the time limit ended the search before its trials were done
     fit_rows: int = 0  # rows each inner fit saw
     threads: int = 1  # configured threads, for fits on more rows than the search saw
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # rows searched
+    inner: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # their folds
+    oof: np.ndarray = field(default_factory=lambda: np.zeros(0))  # out-of-fold predictions
 
 
 def _bounds(n_fit: int) -> tuple[int, int, int]:
@@ -151,6 +185,7 @@ def _space(trial: Any, n_fit: int, has_categorical: bool) -> dict[str, Any]:
     }
     if has_categorical:
         out["cat_smooth"] = trial.suggest_float("cat_smooth", 5.0, 100.0, log=True)
+        out["max_cat_to_onehot"] = trial.suggest_categorical("max_cat_to_onehot", [4, 32])
     return out
 
 
@@ -168,6 +203,7 @@ def _start_point(base: dict[str, Any], n_fit: int, has_categorical: bool) -> dic
     }
     if has_categorical:
         out["cat_smooth"] = 10.0
+        out["max_cat_to_onehot"] = int(base.get("max_cat_to_onehot", 4))
     return out
 
 
@@ -285,16 +321,35 @@ def tune(
     done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = _one_se_choice(done_trials)
     done = len(done_trials)
+    chosen = {**fixed, **_space_values(best.params, has_cat)}
+    rounds = int(best.user_attrs["rounds"])
     return Tuned(
-        params={**fixed, **_space_values(best.params, has_cat)},
-        rounds=int(best.user_attrs["rounds"]),
+        params=chosen,
+        rounds=rounds,
         inner_auc=float(best.value),
         trials=done,
         seconds=time.perf_counter() - t0,
         cut_short=done < trials,
         fit_rows=n_fit,
         threads=int(base_params.get("num_threads") or 1),
+        rows=rows,
+        inner=inner,
+        oof=_out_of_fold(chosen, rounds, dset, inner),
     )
+
+
+def _out_of_fold(
+    params: dict[str, Any], rounds: int, dset: Any, inner: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Each searched row scored by the inner model that did not see it."""
+    res = lgb.cv(params, dset, num_boost_round=rounds, folds=inner, return_cvbooster=True)
+    X = dset.get_data()
+    out = np.zeros(X.shape[0])
+    cvb = res["cvbooster"]
+    assert isinstance(cvb, lgb.CVBooster)
+    for booster, (_, held) in zip(cvb.boosters, inner, strict=True):
+        out[held] = booster.predict(X[held])
+    return out
 
 
 def _one_se_choice(trials: list[Any]) -> Any:
@@ -314,7 +369,7 @@ def _one_se_choice(trials: list[Any]) -> Any:
 def _space_values(found: dict[str, Any], has_categorical: bool) -> dict[str, Any]:
     keys = ["learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction"]
     keys += ["bagging_fraction", "lambda_l2", "extra_trees"] + (
-        ["cat_smooth"] if has_categorical else []
+        ["cat_smooth", "max_cat_to_onehot"] if has_categorical else []
     )
     return {k: found[k] for k in keys}
 
@@ -428,6 +483,23 @@ def choose(candidates: list[Candidate]) -> tuple[str, str]:
     return best.name, f"{best.name} has the best mean AUC ({best.auc_mean:.4f})"
 
 
+def _stack(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    woe_categorical: list[str],
+    scorecard: Callable[[], Scorecard],
+    tuned: Tuned,
+) -> Blend:
+    """Blend weights from out-of-fold scores of both models on the searched rows."""
+    Xs, ys = X[tuned.rows], y[tuned.rows]
+    p_card = np.zeros(len(ys))
+    for fit_rows, held in tuned.inner:
+        card = scorecard().fit(Xs[fit_rows], ys[fit_rows], names, woe_categorical)
+        p_card[held] = card.predict_proba(Xs[held])
+    return fit_blend(ys, p_card, tuned.oof)
+
+
 def select(
     X: np.ndarray,
     y: np.ndarray,
@@ -460,7 +532,7 @@ def select(
     share = plan.seconds / (n_splits + 1)  # the final model's search gets a share too
     woe_cat = list(categorical if woe_categorical is None else woe_categorical)
     cands = {n: Candidate(n) for n in ORDER}
-    done, cut = [], False
+    done, cut, weights, chosen_params = [], False, [], []
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     for k, (tr, te) in enumerate(cv.split(X, y)):
         t0 = time.perf_counter()
@@ -484,16 +556,27 @@ def select(
         booster = fit_lightgbm(X[tr], y[tr], names, categorical, tuned, seed + k)
         p_lgb = np.asarray(booster.predict(lgb_matrix(X[te], names, categorical)))
         t_lgb = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mix = _stack(X[tr], y[tr], names, woe_cat, scorecard, tuned)
+        weights.append(mix.to_dict())
+        t_mix = time.perf_counter() - t0
         done.append(tuned.trials)
+        chosen_params.append({**_space_values(tuned.params, "cat_smooth" in tuned.params)})
+        chosen_params[-1]["rounds"] = tuned.rounds
         cut = cut or tuned.cut_short
         for name, p, sec in (
             ("scorecard", p_card, t_card),
             ("lightgbm", p_lgb, t_lgb),
-            ("blend", blend(p_card, p_lgb), t_card + t_lgb),
+            ("blend", mix.predict(p_card, p_lgb), t_card + t_lgb + t_mix),
         ):
             cands[name].aucs.append(_auc(y[te], p))
             cands[name].seconds += sec
-    cands["lightgbm"].extra = {"trials_per_fold": done, "search_cut_short": cut}
+    cands["lightgbm"].extra = {
+        "trials_per_fold": done,
+        "search_cut_short": cut,
+        "params_per_fold": chosen_params,
+    }
+    cands["blend"].extra = {"weights_per_fold": weights}
     chosen, why = choose(list(cands.values()))
     return Selection(
         folds=folds,
