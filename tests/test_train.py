@@ -45,7 +45,7 @@ def test_calibration_reduces_error_and_round_trips_through_json(method):
 
 def test_calibration_rejects_unknown_method():
     with pytest.raises(ValueError, match="unknown calibration method"):
-        calibration.fit("beta", np.array([0.1, 0.2]), np.array([0, 1]))
+        calibration.fit("sigmoid", np.array([0.1, 0.2]), np.array([0, 1]))
 
 
 # --------------------------------------------------------------------------- baselines
@@ -255,4 +255,4 @@ def test_calibration_none_and_platt_are_configurable(make_cfg, trained, tmp_path
     np.testing.assert_array_equal(raw["none"], raw["platt"])
 
     with pytest.raises(ConfigError, match="model.calibration"):
-        validate(make_cfg("model.calibration=beta"))
+        validate(make_cfg("model.calibration=sigmoid"))

@@ -437,7 +437,7 @@ class ModelConfig:
     max_bin: int = 255
     num_threads: int = 0  # 0 = physical cores
     monotone: bool = True
-    calibration: str = "isotonic"  # isotonic | platt | none, fitted on the validation split
+    calibration: str = "isotonic"  # isotonic | platt | beta | auto | none, on the validation split
     calibration_bins: int = 10  # equal-count bins of the calibration error and reliability plot
     baselines: bool = True  # also fit the scorecard and rules baselines on the same split
     scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig())
@@ -448,7 +448,7 @@ class ModelConfig:
 
 #: the model's output is read as a calibrated probability of closure: binary only
 OBJECTIVES = ("binary",)
-CALIBRATIONS = ("isotonic", "platt", "none")
+CALIBRATIONS = ("isotonic", "platt", "beta", "auto", "none")
 # the registry's alias rule: letters, digits, '_' and '-'
 _ALIAS = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -491,7 +491,7 @@ def check_model(m: Any, key: str, cfg: Any) -> None:
         "must lie in [0, 1024] (0: one per physical core)",
     )
     if m.calibration not in CALIBRATIONS:
-        _fail(f"{key}.calibration", "must be 'isotonic', 'platt' or 'none'", m.calibration)
+        _fail(f"{key}.calibration", f"must be one of {', '.join(CALIBRATIONS)}", m.calibration)
     if m.calibration_bins < 2:
         _fail(f"{key}.calibration_bins", "must be at least 2", m.calibration_bins)
     if m.cv_repeats < 0:

@@ -189,12 +189,40 @@ def _fund_use(x: dict[str, float]) -> list[Option]:
                     "misuse_share_k": target,
                     "share_consumption_6": max(cons, _get(x, "share_consumption_6")),
                 },
-                f"借款用于日常消费：借款后短期内转入证券投资或偿还其他贷款的比例不超过{target:.0%}。",
-                f"Use the loan for everyday consumption: send no more than {target:.0%} of "
-                "drawn money to securities or to repay other lenders soon after the draw.",
+                *_fund_use_text(target),
             )
         )
     return out
+
+
+def _fund_use_text(target: float) -> tuple[str, str]:
+    """The fund-use advice; a zero target is said as "none", never as "no more than 0%"."""
+    if target <= 0:
+        return (
+            "借款用于日常消费：借款后不要把借款转入证券投资或用于偿还其他贷款。",
+            "Use the loan for everyday consumption: send none of the drawn money to "
+            "securities or to repay other lenders soon after the draw.",
+        )
+    return (
+        f"借款用于日常消费：借款后短期内转入证券投资或偿还其他贷款的比例不超过{target:.0%}。",
+        f"Use the loan for everyday consumption: send no more than {target:.0%} of "
+        "drawn money to securities or to repay other lenders soon after the draw.",
+    )
+
+
+def _competitor_text(target: float) -> tuple[str, str]:
+    """The multi-homing advice; a zero target is said as "stop", never as "at most 0"."""
+    if target <= 0:
+        return (
+            "减少多头使用：不再使用竞品，把日常消费集中在常用渠道。",
+            "Avoid multi-homing: stop using competing products and keep everyday "
+            "spending on your main channel.",
+        )
+    return (
+        f"减少多头使用：近6个月中使用竞品的月份不超过{int(target)}个，把日常消费集中在常用渠道。",
+        f"Avoid multi-homing: use competing products in at most {int(target)} of the "
+        "last 6 months and keep everyday spending on your main channel.",
+    )
 
 
 def _external(x: dict[str, float]) -> list[Option]:
@@ -251,9 +279,7 @@ def _competition(x: dict[str, float]) -> list[Option]:
                     "competitor_months_6": target,
                     "competitor_share_6": share * (target / cm if cm > 0 else 0.0),
                 },
-                f"减少多头使用：近6个月中使用竞品的月份不超过{int(target)}个，把日常消费集中在常用渠道。",
-                f"Avoid multi-homing: use competing products in at most {int(target)} of the "
-                "last 6 months and keep everyday spending on your main channel.",
+                *_competitor_text(target),
             )
         )
     return out

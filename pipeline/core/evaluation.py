@@ -61,28 +61,81 @@ def segment_metrics(
     return out
 
 
+def delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of several scores on the same rows and their covariance (DeLong et al. 1988).
+
+    Returns ``(auc, cov)`` with ``auc`` of shape ``(k,)`` and ``cov`` of shape ``(k, k)``;
+    ``sqrt(cov[i, i])`` is the standard error of AUC ``i`` and ``cov`` also gives the
+    standard error of a difference of two AUCs on the same rows. Ties count one half.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    n1, n0 = len(pos), len(neg)
+    if n1 < 2 or n0 < 2:
+        raise ValueError(f"DeLong needs at least two rows of each class, got {n1} and {n0}")
+    v10 = np.empty((len(scores), n1))
+    v01 = np.empty((len(scores), n0))
+    auc = np.empty(len(scores))
+    for i, s in enumerate(scores):
+        s = np.asarray(s, dtype=float)
+        r_all = rankdata(s)
+        r_pos = rankdata(s[pos])
+        r_neg = rankdata(s[neg])
+        v10[i] = (r_all[pos] - r_pos) / n0  # share of negatives below each positive
+        v01[i] = 1.0 - (r_all[neg] - r_neg) / n1  # share of positives above each negative
+        auc[i] = v10[i].mean()
+    cov = np.atleast_2d(np.cov(v10)) / n1 + np.atleast_2d(np.cov(v01)) / n0
+    return auc, cov
+
+
 def oracle_gap(
     keys: pd.DataFrame, y: np.ndarray, p_model: np.ndarray, oracle: pd.DataFrame
-) -> dict[str, float]:
-    """Model AUC against the simulator's oracle AUC on the same matched rows.
+) -> dict[str, Any]:
+    """The model between the simulator's two oracles, on the same matched rows.
 
     ``keys`` has the join columns (borrower_id, snapshot) of the scored rows; ``oracle``
-    has those plus ``p_oracle``. The gap is oracle AUC minus model AUC.
+    has those plus ``p_oracle`` and, when the world records them, ``p_full`` (the oracle
+    that knows the latent state) and ``p_observable`` (the ceiling of a model of the
+    observables). Returns the flat keys ``oracle_rows``, ``oracle_auc`` (the full-state
+    oracle), ``oracle_model_auc`` and ``oracle_gap`` (oracle minus model), and under
+    ``oracle`` each AUC with its DeLong standard error, ``n_rows``, and the model's gaps
+    to both oracles with the standard errors of those paired differences.
     """
     on = ["borrower_id", "snapshot"]
+    cols = [c for c in ("p_oracle", "p_full", "p_observable") if c in oracle.columns]
+    if "p_oracle" not in cols:
+        raise ValueError("oracle rows need the column 'p_oracle'")
     frame = keys[on].reset_index(drop=True).assign(_y=np.asarray(y), _p=np.asarray(p_model))
-    m = frame.merge(oracle[[*on, "p_oracle"]], on=on, how="inner")
-    out: dict[str, float] = {"oracle_rows": float(len(m))}
-    if len(m) == 0 or m._y.nunique() < 2:
+    m = frame.merge(oracle[[*on, *cols]], on=on, how="inner")
+    out: dict[str, Any] = {"oracle_rows": float(len(m))}
+    y_m = m._y.to_numpy().astype(int)
+    if len(m) == 0 or min(y_m.sum(), len(y_m) - y_m.sum()) < 2:
         return out
-    model_auc = float(roc_auc_score(m._y, m._p))
-    oracle_auc = float(roc_auc_score(m._y, m.p_oracle))
+    full = m.p_full if "p_full" in m else m.p_oracle
+    named = {"full": full.to_numpy(), "model": m._p.to_numpy()}
+    if "p_observable" in m:
+        named["observable"] = m.p_observable.to_numpy()
+    auc, cov = delong(y_m, list(named.values()))
+    idx = {k: i for i, k in enumerate(named)}
+    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    part: dict[str, float] = {"n_rows": int(len(m)), "n_positives": int(y_m.sum())}
+    for k, i in idx.items():
+        part[f"{k}_auc"] = float(auc[i])
+        part[f"{k}_auc_se"] = float(se[i])
+    for k in ("full", "observable"):
+        if k in idx:
+            i, j = idx[k], idx["model"]
+            part[f"gap_{k}"] = float(auc[i] - auc[j])
+            part[f"gap_{k}_se"] = float(np.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0)))
     out.update(
-        oracle_auc=oracle_auc,
-        oracle_model_auc=model_auc,
-        oracle_gap=oracle_auc - model_auc,
-        oracle_positives=float(m._y.sum()),
-        oracle_brier=float(np.mean((m.p_oracle - m._y) ** 2)),
+        oracle_auc=part["full_auc"],
+        oracle_model_auc=part["model_auc"],
+        oracle_gap=part["gap_full"],
+        oracle_positives=float(y_m.sum()),
+        oracle_brier=float(np.mean((full.to_numpy() - y_m) ** 2)),
+        oracle=part,
     )
     return out
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -144,6 +145,28 @@ def support_matrix(feature_names: Sequence[str], support: str = "all") -> np.nda
         else:
             S[j, idx] = True
     return S
+
+
+def registry_weights(W: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
+    """``W`` kept to the links of the registry: what a reason may cite.
+
+    A feature's weight on a cause that the registry does not link it to is moved to the
+    causes it is linked to, in proportion to their weights there (by the registry split
+    where all of its weight was elsewhere); features without a registry cause go to
+    ``profile``. Weights learned within the links keep their balance; rows still sum
+    to one.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.shape != (len(feature_names), len(CAUSE_COLUMNS)):
+        raise ValueError(
+            f"cause weights have shape {W.shape}; expected "
+            f"({len(feature_names)}, {len(CAUSE_COLUMNS)}) for the features and causes"
+        )
+    S = support_matrix(feature_names, "registry")
+    kept = np.where(S, np.clip(W, 0.0, None), 0.0)
+    total = kept.sum(axis=1, keepdims=True)
+    fallback = attribution_matrix(feature_names, "registry")
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), fallback)
 
 
 _TMAX = 10.0  # largest softmax temperature of the learned split (per log-odds unit)
@@ -264,10 +287,11 @@ def cause_matrix(
     W: np.ndarray | None = None,
     shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Cause scores ``(n, C + 1)``: SHAP (minus ``shift``) split by ``W``."""
+    """Cause scores ``(n, C + 1)``: SHAP (minus ``shift``) split by ``W`` within the registry's links."""
     p = len(feature_names)
     if W is None:
         W = attribution_matrix(feature_names, "primary")
+    W = registry_weights(W, feature_names)
     phi = contrib[:, :p]
     if shift is not None:
         phi = phi - shift
@@ -294,12 +318,16 @@ def reason_codes(
 
     For each rank: the cause, its score (log-odds), the feature that feeds it most in
     that row with the feature's value and SHAP, and a sentence in Chinese and English.
-    Every rank names a cause; ``reason_k_shap <= 0`` means that cause does not raise
-    this row's risk above the reference (a report to a person shows only positive ones).
+    ``W`` is first kept to the registry's links (:func:`registry_weights`), so a reason
+    cites only a feature that the registry links to its cause. Only causes that push
+    the row's risk up are reasons: where fewer than ``top_k`` causes have a positive
+    score, the remaining ranks are empty (cause, feature and sentences ``""``, SHAP 0,
+    value NaN), as in :func:`feature_reasons`.
     """
     n, p = X.shape
     if W is None:
         W = attribution_matrix(feature_names, "primary")
+    W = registry_weights(W, feature_names)
     phi = contrib[:, :p] if shift is None else contrib[:, :p] - shift
     scores = phi @ W
     scores[:, PROFILE] = -np.inf
@@ -317,28 +345,30 @@ def reason_codes(
         # each feature's share in this cause, for the row: phi_j * W[j, c]
         share = phi * W[:, ci].T
         fj = np.argmax(share, axis=1)
-        cause = causes[ci]
-        value = X[rows, fj].astype(np.float64)
-        vtext = np.array([_fmt(v) for v in value], dtype=object)
+        # a cause with a positive score has a linked feature with a positive share
+        ok = (score > 0) & (share[rows, fj] > 0)
+        cause = np.where(ok, causes[ci], "").astype(object)
+        value = np.where(ok, X[rows, fj].astype(np.float64), np.nan)
+        vtext = [_fmt(v) for v in value]
         zh = np.array(
             [
-                f"{CAUSE_TEXT[c][0]}（{zf}：{v}）"
+                f"{CAUSE_TEXT[c][0]}（{zf}：{v}）" if c else ""
                 for c, zf, v in zip(cause, zh_f[fj], vtext, strict=True)
             ],
             dtype=object,
         )
         en = np.array(
             [
-                f"{CAUSE_TEXT[c][1]} ({ef}: {v})"
+                f"{CAUSE_TEXT[c][1]} ({ef}: {v})" if c else ""
                 for c, ef, v in zip(cause, en_f[fj], vtext, strict=True)
             ],
             dtype=object,
         )
         out[f"reason_{r + 1}_cause"] = cause
-        out[f"reason_{r + 1}_shap"] = score
-        out[f"reason_{r + 1}_feature"] = names[fj]
+        out[f"reason_{r + 1}_shap"] = np.where(ok, score, 0.0)
+        out[f"reason_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
         out[f"reason_{r + 1}_value"] = value
-        out[f"reason_{r + 1}_feature_shap"] = phi[rows, fj]
+        out[f"reason_{r + 1}_feature_shap"] = np.where(ok, phi[rows, fj], 0.0)
         out[f"reason_{r + 1}_zh"] = zh
         out[f"reason_{r + 1}_en"] = en
     return out
@@ -388,12 +418,17 @@ def cause_importance(
     contrib: np.ndarray, feature_names: Sequence[str], W: np.ndarray | None = None
 ) -> list[tuple[str, float]]:
     """Importance per cause family: mean |SHAP| of each feature, split among causes by
-    ``W`` (the registry's primary cause when ``W`` is None) and summed."""
+    ``W`` kept to the registry's links (the primary cause when ``W`` is None) and summed."""
     if W is None:
         W = attribution_matrix(feature_names, "primary")
+    W = registry_weights(W, feature_names)
     imp = np.abs(contrib[:, : len(feature_names)]).mean(axis=0) @ W
     order = np.argsort(-imp, kind="stable")
     return [(CAUSE_COLUMNS[i], float(imp[i])) for i in order]
+
+
+#: Column of the fidelity confusion table for closures given no reason.
+NO_REASON = "no_reason"
 
 
 @dataclass
@@ -401,24 +436,38 @@ class Fidelity:
     top1: float
     top3: float
     n: int
-    confusion: pd.DataFrame  # true cause x top reason, counts
+    confusion: pd.DataFrame  # true cause x top reason (or no_reason), counts
     by_cause: dict[str, dict[str, float]]
+
+
+def _hits(ranked: Sequence[np.ndarray], true_cause: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hit1 = np.asarray(ranked[0], dtype=object) == true_cause
+    hit3 = hit1.copy()
+    for r in ranked[1:3]:
+        hit3 |= np.asarray(r, dtype=object) == true_cause
+    return hit1, hit3
+
+
+def _rate(hit: np.ndarray, mask: np.ndarray) -> float:
+    return float(hit[mask].mean()) if mask.any() else float("nan")
 
 
 def fidelity(reasons: dict[str, np.ndarray] | pd.DataFrame, true_cause: np.ndarray) -> Fidelity:
     """How often the top reason (top 1) or one of the top three names the true cause."""
     true_cause = np.asarray(true_cause, dtype=object)
     first = np.asarray(reasons["reason_1_cause"], dtype=object)
-    hit3 = first == true_cause
-    for r in (2, 3):
-        key = f"reason_{r}_cause"
-        if key in reasons:
-            hit3 |= np.asarray(reasons[key], dtype=object) == true_cause
-    hit1 = first == true_cause
+    ranked = [first] + [
+        np.asarray(reasons[f"reason_{r}_cause"], dtype=object)
+        for r in (2, 3)
+        if f"reason_{r}_cause" in reasons
+    ]
+    hit1, hit3 = _hits(ranked, true_cause)
     labels = list(CAUSES)
+    # a closure none of whose causes raised its risk has no reason: its own column
+    shown = np.where(first == "", NO_REASON, first).astype(object)
     conf = pd.crosstab(
         pd.Categorical(true_cause, categories=labels),
-        pd.Categorical(first, categories=labels),
+        pd.Categorical(shown, categories=[*labels, NO_REASON]),
         dropna=False,
     )
     conf.index.name, conf.columns.name = "true_cause", "top_reason"
@@ -426,9 +475,8 @@ def fidelity(reasons: dict[str, np.ndarray] | pd.DataFrame, true_cause: np.ndarr
     by_cause = {
         c: {
             "n": float((true_cause == c).sum()),
-            "top1": float(hit1[true_cause == c].mean())
-            if (true_cause == c).any()
-            else float("nan"),
+            "top1": _rate(hit1, true_cause == c),
+            "top3": _rate(hit3, true_cause == c),
         }
         for c in CAUSES
     }
@@ -440,3 +488,103 @@ def fidelity(reasons: dict[str, np.ndarray] | pd.DataFrame, true_cause: np.ndarr
         confusion=conf,
         by_cause=by_cause,
     )
+
+
+def ceiling_ranking(shares: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """Causes ranked per row by their share of the oracle's closing futures, ``(n, C)``.
+
+    ``shares`` has one column per cause in :data:`CAUSES` order (the share of futures
+    that closed by it). Ties, including rows none of whose futures closed, are broken by
+    ``prior`` (e.g. each cause's mean share over all oracle rows), then by cause order.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    if shares.ndim != 2 or shares.shape[1] != len(CAUSES):
+        raise ValueError(
+            f"cause shares need {len(CAUSES)} columns ({', '.join(CAUSES)}), got {shares.shape}"
+        )
+    pri = np.zeros(len(CAUSES)) if prior is None else np.asarray(prior, dtype=np.float64)
+    idx = np.arange(len(CAUSES))
+    tie = np.lexsort((idx, -pri))  # prior order, used within equal shares
+    return tie[np.argsort(-shares[:, tie], axis=1, kind="stable")]
+
+
+def fidelity_ceiling(
+    reasons: dict[str, np.ndarray] | pd.DataFrame,
+    true_cause: np.ndarray,
+    shares: np.ndarray,
+    prior: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The best any explanation can do on closures with oracle rows, beside the reasons.
+
+    For each closure the oracle's futures from the same account and month rank the
+    causes (:func:`ceiling_ranking`); the ceiling is how often the first (top 1) or one
+    of the first three (top 3) of that ranking is the recorded cause. ``reasons`` are
+    those of the same rows, so the reasons' figures here (``top1``/``top3``) are on the
+    same closures as the ceiling. Returns the overall figures and ``by_cause``.
+    """
+    true_cause = np.asarray(true_cause, dtype=object)
+    order = ceiling_ranking(shares, prior)
+    names = np.asarray(CAUSES, dtype=object)
+    c1, c3 = _hits([names[order[:, r]] for r in range(3)], true_cause)
+    ranked = [
+        np.asarray(reasons[f"reason_{r}_cause"], dtype=object)
+        for r in (1, 2, 3)
+        if f"reason_{r}_cause" in reasons
+    ]
+    r1, r3 = _hits(ranked, true_cause)
+    everyone = np.ones(len(true_cause), dtype=bool)
+    out: dict[str, Any] = {
+        "n": int(len(true_cause)),
+        "ceiling_top1": _rate(c1, everyone),
+        "ceiling_top3": _rate(c3, everyone),
+        "top1": _rate(r1, everyone),
+        "top3": _rate(r3, everyone),
+    }
+    out["by_cause"] = {
+        c: {
+            "n": float((true_cause == c).sum()),
+            "ceiling_top1": _rate(c1, true_cause == c),
+            "ceiling_top3": _rate(c3, true_cause == c),
+            "top1": _rate(r1, true_cause == c),
+            "top3": _rate(r3, true_cause == c),
+        }
+        for c in CAUSES
+    }
+    return out
+
+
+def oracle_fidelity(
+    keys: pd.DataFrame,
+    true_cause: np.ndarray,
+    reasons: dict[str, np.ndarray] | pd.DataFrame,
+    oracle: pd.DataFrame,
+) -> dict[str, Any] | None:
+    """:func:`fidelity_ceiling` on the closures that have an oracle row; None if none do.
+
+    ``keys`` (borrower_id, snapshot), ``true_cause`` and ``reasons`` describe the same
+    closures, row for row. ``oracle`` has the keys and the per-cause shares ``f_<cause>``
+    of the full-state futures (the ceiling) and, where recorded, ``fo_<cause>`` of the
+    observable ones (``ceiling_observable_top1``/``_top3``). Ties are broken by each
+    cause's mean share over all oracle rows.
+    """
+    on = ["borrower_id", "snapshot"]
+    full = [f"f_{c}" for c in CAUSES]
+    missing = [c for c in (*on, *full) if c not in oracle.columns]
+    if missing:
+        raise ValueError(f"oracle rows lack the column(s) {', '.join(missing)}")
+    frame = keys[on].reset_index(drop=True).assign(_row=np.arange(len(keys)))
+    m = frame.merge(oracle, on=on, how="inner").sort_values("_row", kind="stable")
+    if len(m) == 0:
+        return None
+    rows = m._row.to_numpy()
+    sub = {k: np.asarray(v)[rows] for k, v in dict(reasons).items() if k.endswith("_cause")}
+    truth = np.asarray(true_cause, dtype=object)[rows]
+    prior = oracle[full].to_numpy(dtype=np.float64).mean(axis=0)
+    out = fidelity_ceiling(sub, truth, m[full].to_numpy(dtype=np.float64), prior)
+    obs = [f"fo_{c}" for c in CAUSES]
+    if all(c in m.columns for c in obs):
+        prior_o = oracle[obs].to_numpy(dtype=np.float64).mean(axis=0)
+        seen = fidelity_ceiling(sub, truth, m[obs].to_numpy(dtype=np.float64), prior_o)
+        out["ceiling_observable_top1"] = seen["ceiling_top1"]
+        out["ceiling_observable_top3"] = seen["ceiling_top3"]
+    return out

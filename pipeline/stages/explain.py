@@ -341,7 +341,7 @@ def _cause_views(
     with atomic_path(conf_path) as tmp:
         fid.confusion.to_csv(tmp)
     fid_path = p.models / "fidelity.json"
-    fid_part = {
+    fid_part: dict[str, Any] = {
         "top1": fid.top1,
         "top3": fid.top3,
         "n": fid.n,
@@ -349,15 +349,63 @@ def _cause_views(
         "attribution": info.get("attribution"),
         "reference": str(cfg.explain.reference),
     }
-    write_json({**fid_part, "by_cause": fid.by_cause, "weights": info}, fid_path)
+    # the ceiling: the cause ranking of the oracle's futures from the same closures
+    ceil, oracle_path = None, p.truth / "oracle.parquet"
+    if oracle_path.exists():
+        oracle = pq.read_table(oracle_path).to_pandas()
+        ceil = explain_core.oracle_fidelity(
+            table.loc[closed, ["borrower_id", "snapshot"]],
+            table.label_cause.to_numpy()[closed],
+            {k: v[closed] for k, v in reasons.items()},
+            oracle,
+        )
+    by_cause: dict[str, dict[str, float]] = {c: dict(v) for c, v in fid.by_cause.items()}
+    if ceil is not None:
+        fid_part.update(
+            ceiling_top1=ceil["ceiling_top1"],
+            ceiling_top3=ceil["ceiling_top3"],
+            ceiling_n=ceil["n"],
+            oracle_rows_top1=ceil["top1"],
+            oracle_rows_top3=ceil["top3"],
+        )
+        for k in ("ceiling_observable_top1", "ceiling_observable_top3"):
+            if k in ceil:
+                fid_part[k] = ceil[k]
+        for c, v in ceil["by_cause"].items():
+            by_cause[c].update(
+                ceiling_top1=v["ceiling_top1"],
+                ceiling_top3=v["ceiling_top3"],
+                ceiling_n=v["n"],
+                oracle_rows_top1=v["top1"],
+                oracle_rows_top3=v["top3"],
+            )
+    fid_part["by_cause"] = by_cause
+    write_json({**fid_part, "weights": info}, fid_path)
     views.artifacts += [conf_path, fid_path]
     views.plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
     views.metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
+    if ceil is not None:
+        views.metrics.update(
+            fidelity_ceiling_top1=float(ceil["ceiling_top1"]),
+            fidelity_ceiling_top3=float(ceil["ceiling_top3"]),
+        )
     views.part["fidelity"] = fid_part
-    say(
+    lines = [
         f"explain: fidelity on {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
         f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
-    )
+    ]
+    if ceil is not None:
+        lines.append(
+            f"  against the ceiling on the {ceil['n']:,} closures with oracle futures: top-1 "
+            f"{ceil['top1']:.1%} of ceiling {ceil['ceiling_top1']:.1%}, top-3 "
+            f"{ceil['top3']:.1%} of ceiling {ceil['ceiling_top3']:.1%}"
+        )
+    lines += [
+        f"  {c:<26} n {v['n']:>6,.0f}  top-1 {v['top1']:6.1%}"
+        + (f"  ceiling {v['ceiling_top1']:6.1%}" if "ceiling_top1" in v else "")
+        for c, v in by_cause.items()
+    ]
+    say("\n".join(lines))
 
 
 def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
