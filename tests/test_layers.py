@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.base.config import REPO_ROOT
 from pipeline.tools import layers
 
 

@@ -9,9 +9,10 @@ from typing import Any, cast
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
+from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
-from pipeline.base.io import ParquetSink, write_json, write_parquet, write_text
+from pipeline.base.io import ParquetSink, atomic_path, write_json, write_parquet, write_text
 from pipeline.base.progress import progress
 from pipeline.core import simulate as sim_core
 from pipeline.stages.common import Paths, say, up_to_date, write_manifest
@@ -60,8 +61,6 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(ParquetSink(stream_paths, schemas))
         if cfg.engine.kind == "dask":
-            from pipeline.adapters import distributed
-
             client = stack.enter_context(distributed.client_for(cfg.engine))
             chunks = distributed.iter_chunks(spec, client, p.raw)
         else:
@@ -164,8 +163,6 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from pipeline.base.io import atomic_path
 
     out = p.raw / "plots"
     out.mkdir(parents=True, exist_ok=True)

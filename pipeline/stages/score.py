@@ -28,12 +28,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.adapters import catalog, model_registry, serving
+from pipeline.adapters import catalog, distributed, model_registry, serving
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, atomic_path, write_parquet
+from pipeline.core import features as feat_core
 from pipeline.core import scoring as core
 from pipeline.stages.common import Paths, say
+from pipeline.stages.features import build_features
 
 
 def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) -> core.ScoringModel:
@@ -89,8 +91,6 @@ def raw_months(raw_dir: Path) -> int:
 
 def features_from_raw(cfg: Any, raw_dir: Path, snapshot: int | None) -> tuple[pd.DataFrame, int]:
     """Features of every eligible account at ``snapshot`` (default: the latest month)."""
-    from pipeline.core import features as feat_core
-    from pipeline.stages.features import build_features
 
     n_months = raw_months(raw_dir)
     snap = n_months - 1 if snapshot is None else int(snapshot)
@@ -273,8 +273,6 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         shap_fn = None
         if cfg.engine.kind == "dask":  # SHAP row blocks on the cluster, same values
-            from pipeline.adapters import distributed
-
             client = stack.enter_context(distributed.client_for(cfg.engine))
 
             def shap_fn(booster: Any, X: np.ndarray) -> np.ndarray:
