@@ -822,6 +822,11 @@ class Tracker:
             ) from exc
 
 
+def headline_figures(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The headline figures among a parent run's metrics (its short-name metrics)."""
+    return {h.short: float(metrics[h.short]) for h in HEADLINES if h.short in metrics}
+
+
 def tag_model_version(
     client: Any, name: str, version: str | int, figures: Mapping[str, float], run: str = ""
 ) -> None:
