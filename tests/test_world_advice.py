@@ -157,6 +157,25 @@ def test_arms_are_the_simulators_futures_from_one_replay(world):
         wa.run_arms(s, ids, snaps, [wa.Arm("save_more")], K)
 
 
+def test_a_world_other_than_the_raw_datas_is_refused(world):
+    s, acc = world
+    acc = acc.iloc[:6]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    raw = simulate(s)["borrowers"].to_pandas()
+    # the raw data's own world passes, and gives the same futures as without the check
+    checked = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K, raw)
+    plain = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K)
+    np.testing.assert_array_equal(checked[wa.NO_ACTION].closed, plain[wa.NO_ACTION].closed)
+    other = WorldSpec(**{**s.__dict__, "seed": s.seed + 1})
+    with pytest.raises(wa.WorldMismatch, match=f"borrower {min(ids)} has signup_month"):
+        wa.run_arms(other, ids, snaps, [wa.NO_ACTION], K, raw)
+    story = wa.borrower_world(
+        other, int(ids[0]), int(snaps[0]), np.zeros(1), ["tenure"], [], [], _score, K, raw
+    )
+    assert "skipped" in story
+    assert wa.story_lines(story)[0].startswith("in the world / 模拟世界: not told (borrowers table")
+
+
 # --------------------------------------------------------------------------- the test
 
 
@@ -342,3 +361,79 @@ def test_one_borrowers_world_before_and_after_its_advice(world):
     lines = wa.story_lines(story)
     assert f"without the advice: closes within the horizon in {story['p_before']:.1%}" in lines[1]
     assert len(lines) == 5 and "each is shown on its own" in lines[-1]
+
+
+# --------------------------------------------------------------------------- the stage
+
+STAGE = [
+    "tracking.enabled=false",
+    "model.baselines=false",
+    "explain.advice_rows=30",
+    "explain.world_futures=8",
+    "explain.plot_sample=300",
+    "explain.dependence_top=1",
+]
+
+
+@pytest.mark.slow
+def test_the_explain_stage_writes_advice_world_and_tells_the_story(tmp_path, capsys):
+    from helpers import SMALL, compose_config, run_world
+
+    from pipeline.__main__ import execute
+    from pipeline.stages.generate import world_spec
+
+    cfg, _ = run_world(tmp_path, STAGE)
+    summary = json.loads((tmp_path / "models" / "summary.json").read_text())
+    w = summary["advice"]["world"]
+    assert {"n", "p_before", "p_after", "model_p_after", "by_action"} <= set(w)
+    assert w["n_advised"] == summary["advice"]["n"] and w["n_tested"] <= 30
+    for fig in w["by_action"].values():
+        assert {"n", "true_change", "model_change"} <= set(fig)
+    assert "world advice:" in capsys.readouterr().out
+    adv = pd.read_parquet(tmp_path / "models" / "advice.parquet")
+    rec = adv[adv.actions != ""].iloc[0]
+    story_cfg = compose_config(
+        tmp_path, [*SMALL, *STAGE, f"explain.borrower_id={rec.borrower_id}"], stage="explain"
+    )
+    execute(story_cfg, [])
+    assert "in the world / 模拟世界" in capsys.readouterr().out
+    story = json.loads((tmp_path / "models" / f"borrower_{rec.borrower_id}.json").read_text())
+    world = story["advice"]["world"]
+    f = futures(world_spec(cfg), [rec.borrower_id], [world["snapshot"]], None, 8)
+    assert world["p_before"] == pytest.approx(float(f.p[0]))
+    assert world["actions"] and all(a["action"] in ACTIONS for a in world["actions"])
+    # asked with another world's config, the story says so instead of telling another world
+    other = compose_config(
+        tmp_path, [*STAGE, f"explain.borrower_id={rec.borrower_id}"], stage="explain"
+    )
+    execute(other, [])
+    assert "in the world / 模拟世界: not told" in capsys.readouterr().out
+
+
+def test_the_report_section_ranks_actions_and_names_sign_disagreements():
+    from pipeline.core import report
+
+    rows = pd.concat(
+        [
+            _summary_rows([-0.2, -0.1], [-0.1, -0.1], "keep_external_live"),
+            _summary_rows([0.05, 0.03], [-0.2, -0.1], "moderate_use"),
+        ]
+    )
+    w = wa.summarize(rows, n_advised=4, n_futures=4)
+    w.update(n=2, n_tested=4, p_before=0.5, p_after=0.35, model_p_after=0.45)
+    w.update(
+        true_cut=0.3, model_gap=0.1, by_cause={c: {"before": 0.1, "after": 0.05} for c in CAUSES}
+    )
+    sec = report._advice_world(report.Inputs(summary={"advice": {"world": w}}))
+    assert [r[0].lines[0][0] for r in sec["by_action"].rows] == w["ranking"]
+    assert sec["world"]["differs"] == ["moderate_use"]
+    assert sec["world"]["works"] == ["keep_external_live"]
+    page = report.render(report.Inputs(summary={"advice": {"world": w}}))
+    part = page[page.index('<section id="advice-world">') :]
+    part = part[: part.index("</section>")]
+    assert "<h2>Does the advice work?</h2>" in part
+    assert "disagree in sign on:</b> <code>moderate_use</code>" in part
+    assert "35.0%" in part and "no: opposite signs" in part
+    # a table run has no world to test
+    table = report.Inputs(model={"mode": "table"}, summary={"advice": {"world": w}})
+    assert report._advice_world(table) == {"world": None}

@@ -34,6 +34,7 @@ from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME, Feature
 from pipeline.core.policy import Money
+from pipeline.core.simulate import ACTIONS
 
 #: Section ids, in page order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -48,6 +49,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("policy", "Policy frontier"),
     ("stability", "Feature stability"),
     ("advice", "Advice"),
+    ("advice-world", "Does the advice work?"),
     ("dictionary", "Feature dictionary"),
 )
 
@@ -688,6 +690,71 @@ def _advice(inp: Inputs) -> dict[str, Any]:
     }
 
 
+def _advice_world(inp: Inputs) -> dict[str, Any]:
+    """The advice carried out in the simulated world, against the model's promise."""
+    w = inp.summary.get("advice", {}).get("world") if inp.simulator else None
+    if not w:
+        return {"world": None}
+    by = w.get("by_action", {})
+    rows: list[Sequence[Cell]] = [
+        (
+            Lines(((a, ""), (ACTIONS.get(a, ""), ""))),
+            _num(f.get("n"), "int"),
+            _num(f.get("cost"), ".2f"),
+            _num(f.get("p_before"), "pct"),
+            _num(f.get("p_after"), "pct"),
+            f"{_signed(f.get('true_change'))} ± {_num(2 * f.get('true_change_se', float('nan')), '.3f')}",
+            _signed(f.get("model_change")),
+            _num(f.get("true_cut_per_cost"), ".3f"),
+            "no: opposite signs" if f.get("sign_differs") else "yes",
+        )
+        for a, f in ((a, by[a]) for a in w.get("ranking", by))
+    ]
+    head: tuple[str, ...] = ("action", "borrowers", "mean cost", "true before", "true after")
+    head += ("true change (± 2 s.e.)", "model's change", "true cut per cost", "same sign?")
+    causes: list[Sequence[Cell]] = [
+        (cause_label(c), _num(v.get("before"), "pct"), _num(v.get("after"), "pct"))
+        for c, v in w.get("by_cause", {}).items()
+    ]
+    works = [a for a in w.get("ranking", []) if _works(by[a])]
+    return {
+        "world": {
+            "n": _num(w.get("n"), "int"),
+            "n_tested": _num(w.get("n_tested"), "int"),
+            "n_futures": _num(w.get("n_futures"), "int"),
+            "p_before": _num(w.get("p_before"), "pct"),
+            "p_after": _num(w.get("p_after"), "pct"),
+            "cut": _num(w.get("true_cut"), "pct"),
+            "model_p_after": _num(w.get("model_p_after"), "pct"),
+            "gap": _num(w.get("model_gap"), ".3f"),
+            "works": works,
+            "fails": [a for a in w.get("ranking", []) if a not in works],
+            "differs": list(w.get("sign_differs", [])),
+        },
+        "by_action": Table(head, rows, caption="by action, best true cut per unit of cost first"),
+        "by_cause": Table(
+            ("closure cause", "before", "after"),
+            causes,
+            caption="whole advice carried out: share of futures closing by each cause",
+        )
+        if causes
+        else None,
+    }
+
+
+def _signed(v: Any) -> str:
+    try:
+        return "–" if math.isnan(float(v)) else f"{float(v):+.3f}"
+    except (TypeError, ValueError):
+        return "–"
+
+
+def _works(f: Mapping[str, Any]) -> bool:
+    """The action cuts true closure risk by more than twice its standard error."""
+    change, se = float(f.get("true_change", 0.0)), float(f.get("true_change_se", 0.0))
+    return change < 0 and not (math.isfinite(se) and -change <= 2 * se)
+
+
 def _dictionary(inp: Inputs) -> dict[str, Any]:
     if not inp.simulator:
         return {"table": None}
@@ -730,6 +797,7 @@ _BUILDERS = {
     "policy": _policy,
     "stability": _stability,
     "advice": _advice,
+    "advice-world": _advice_world,
     "dictionary": _dictionary,
 }
 

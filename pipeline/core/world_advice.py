@@ -44,6 +44,14 @@ from pipeline.core.simulate import KEEP_DRAWING_MONTHS, N_CAUSES, WorldSpec
 
 #: Columns of the advice table this module reads.
 ADVICE_COLUMNS = ("borrower_id", "snapshot", "p_before", "p_after", "actions", "changes")
+#: Columns of the raw borrowers table compared with the replayed world, and its schema.
+RAW_CHECKED = ("signup_month", "income", "initial_line")
+RAW_COLUMNS = ("borrower_id", *RAW_CHECKED)
+RAW_SCHEMA = sim.SCHEMAS["borrowers"]
+
+
+class WorldMismatch(ValueError):
+    """The world replayed from the config is not the one the advice was given in."""
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,19 @@ def _arm(action: str, changes: list[tuple[str, float, float]], horizon: int) -> 
 
 
 def run_arms(
-    spec: WorldSpec, ids: np.ndarray, snaps: np.ndarray, arms: Sequence[Arm], k: int
+    spec: WorldSpec,
+    ids: np.ndarray,
+    snaps: np.ndarray,
+    arms: Sequence[Arm],
+    k: int,
+    raw: pd.DataFrame | None = None,
 ) -> dict[Arm, Outcome]:
     """``k`` futures of each account under every arm; the world replayed once per chunk.
 
     Rows come back in the order asked. For each arm the futures are those of
     :func:`pipeline.core.simulate.futures` for the same accounts, snapshots and action.
+    ``raw``: the raw borrowers table; the replayed borrowers must match it
+    (:data:`RAW_CHECKED`), else :class:`WorldMismatch`.
     """
     ids = np.asarray(ids, dtype=np.int64)
     snaps = np.asarray(snaps, dtype=np.int64)
@@ -167,7 +182,7 @@ def run_arms(
     chunk_of = ids // spec.sim.chunk_size
     for c in np.unique(chunk_of):
         where = np.flatnonzero(chunk_of == c)
-        _chunk_arms(spec, int(c), ids, snaps, where, arms, k, out)
+        _chunk_arms(spec, int(c), ids, snaps, where, arms, k, out, raw)
     return out
 
 
@@ -180,10 +195,13 @@ def _chunk_arms(
     arms: Sequence[Arm],
     k: int,
     out: dict[Arm, Outcome],
+    raw: pd.DataFrame | None,
 ) -> None:
     """Replay one chunk as the generator did, running every arm at each asked snapshot."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
-    st, _ = sim._init_chunk(spec, chunk, rng)
+    st, tables = sim._init_chunk(spec, chunk, rng)
+    if raw is not None:
+        _same_borrowers(tables["borrowers"].to_pandas(), raw, np.unique(ids[where]))
     lo = spec.chunk_bounds(chunk)[0]
     wanted = {int(t) for t in snaps[where]}
     for t in range(max(wanted) + 1):
@@ -195,7 +213,7 @@ def _chunk_arms(
         rows = uniq - lo
         off = ~(st.open[rows] & (st.signup[rows] <= t))
         if off.any():
-            raise ValueError(
+            raise WorldMismatch(
                 f"world advice: borrower {int(uniq[off][0])} is not on book at the end of "
                 f"month {t} (the world replayed from the config is not the one advised?)"
             )
@@ -204,6 +222,25 @@ def _chunk_arms(
             f = sim._run_futures(spec, st, rows, t, k, chunk, arm.action, arm.keep_drawing_months)
             out[arm].closed[at] = f.closed[src]
             out[arm].cause[at] = f.cause[src]
+
+
+def _same_borrowers(replayed: pd.DataFrame, raw: pd.DataFrame, ids: np.ndarray) -> None:
+    """The asked borrowers as replayed must be those of the raw borrowers table."""
+    missing = [c for c in ("borrower_id", *RAW_CHECKED) if c not in raw.columns]
+    if missing:
+        raise ValueError(f"borrowers table: column(s) {', '.join(missing)} missing")
+    a = replayed.set_index("borrower_id").reindex(ids)
+    b = raw.drop_duplicates("borrower_id").set_index("borrower_id").reindex(ids)
+    for c in RAW_CHECKED:
+        x, y = a[c].to_numpy(dtype=np.float64), b[c].to_numpy(dtype=np.float64)
+        bad = ~np.isclose(x, y, rtol=1e-6, atol=0.0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise WorldMismatch(
+                f"borrowers table: borrower {int(ids[i])} has {c} = {y[i]:g} but the world "
+                f"replayed from the config gives {x[i]:g} (data.* or simulator.* differ from "
+                "the run that generated the data)"
+            )
 
 
 # --------------------------------------------------------------------------- the test
@@ -217,12 +254,14 @@ def evaluate(
     score: Callable[[np.ndarray], np.ndarray],
     n_futures: int,
     max_borrowers: int,
+    raw: pd.DataFrame | None = None,
 ) -> WorldAdvice:
     """Carry out the advice of (at most ``max_borrowers``) advised borrowers in the world.
 
     ``advice``: the advice table (:data:`ADVICE_COLUMNS`, highest risk first);
     ``features``: the advised rows' features (``borrower_id``, ``snapshot`` and
-    ``names``); ``score`` maps feature rows to the model's probability.
+    ``names``); ``score`` maps feature rows to the model's probability; ``raw``: the
+    raw borrowers table, checked against the replayed world (see :func:`run_arms`).
     """
     t0 = time.perf_counter()
     missing = [c for c in ADVICE_COLUMNS if c not in advice.columns]
@@ -236,7 +275,7 @@ def evaluate(
     ]
     arms = [NO_ACTION, *sorted({s.arm for p in plans for s in p}, key=lambda a: a.label)]
     ids, snaps = adv.borrower_id.to_numpy(), adv.snapshot.to_numpy()
-    res = run_arms(spec, ids, snaps, arms, int(n_futures)) if len(adv) else {}
+    res = run_arms(spec, ids, snaps, arms, int(n_futures), raw) if len(adv) else {}
     rows = _rows(adv, X, names, plans, res, score)
     summary = summarize(rows, len(advice), int(n_futures))
     summary["seconds"] = time.perf_counter() - t0
@@ -397,15 +436,22 @@ def borrower_world(
     changes: list[tuple[str, float, float]],
     score: Callable[[np.ndarray], np.ndarray],
     n_futures: int,
+    raw: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """One borrower's world before and after each action of its advice (the story).
 
     ``actions`` are the advice's ``lever:cost`` tokens and ``changes`` its feature
-    changes; with no action, only the world as it goes is told.
+    changes; with no action, only the world as it goes is told. When the world replayed
+    from the config is not the raw data's (``raw``, see :func:`run_arms`), the story says
+    so (``skipped``) instead.
     """
     plan = steps(np.asarray(x, dtype=np.float64), names, " ".join(actions), changes, spec.horizon)
     arms = [NO_ACTION, *[s.arm for s in plan]]
-    res = run_arms(spec, np.array([borrower_id]), np.array([snapshot]), arms, int(n_futures))
+    ids, snaps = np.array([borrower_id]), np.array([snapshot])
+    try:
+        res = run_arms(spec, ids, snaps, arms, int(n_futures), raw)
+    except WorldMismatch as exc:
+        return {"borrower_id": int(borrower_id), "snapshot": int(snapshot), "skipped": str(exc)}
     col = {n: j for j, n in enumerate(names)}
     rows = []
     for s in plan:
@@ -440,6 +486,8 @@ def story_lines(w: dict[str, Any]) -> list[str]:
         top = sorted(((d[f"{prefix}_{c}"], c) for c in CAUSES), reverse=True)
         return ", ".join(f"{c} {v:.0%}" for v, c in top if v > 0) or "none"
 
+    if "skipped" in w:
+        return [f"in the world / 模拟世界: not told ({w['skipped']})"]
     lines = [
         f"in the world / 模拟世界 ({w['n_futures']} futures from the borrower's state at "
         f"snapshot {w['snapshot']}):",

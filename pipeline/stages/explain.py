@@ -36,6 +36,7 @@ from pipeline.base.io import (
     atomic_path,
     digest_of,
     file_digest,
+    read_table,
     write_json,
     write_parquet,
 )
@@ -238,6 +239,7 @@ def _batch(
                         model.prob,
                         int(e.world_futures),
                         int(e.world_rows),
+                        _raw_borrowers(cfg),
                     ).summary
                     views.part["advice"]["world"] = world
                     views.metrics.update(world_core.metrics(world))
@@ -632,6 +634,7 @@ def _story_advice(
         a.changes,
         model.prob,
         int(cfg.explain.world_futures),
+        _raw_borrowers(cfg),
     )
     lines += world_core.story_lines(world)
     return {
@@ -645,6 +648,13 @@ def _story_advice(
         "zh": a.zh,
         "en": a.en,
     }
+
+
+def _raw_borrowers(cfg: Config) -> pd.DataFrame:
+    """The raw borrowers the world test checks its replayed world against."""
+    path = catalog.Catalog.of(cfg).path("borrowers")
+    cols = list(world_core.RAW_COLUMNS)
+    return read_table(path, world_core.RAW_SCHEMA, columns=cols).to_pandas()
 
 
 # ---- plots --------------------------------------------------------------------------
