@@ -300,3 +300,8 @@ def test_world_summary_has_the_yardsticks(world):
     assert 0 < c["top1pct_predicted"] < 1 and 0 <= c["top1pct_observed"] <= 1
     probs = pd.read_parquet(root / "models" / "reasons.parquet", columns=["probability"])
     assert ((probs.probability > 0) & (probs.probability < 1)).all()
+    # the report page shows the model between both oracles and fidelity beside its ceiling
+    page = (root / "models" / "report.html").read_text()
+    assert "oracle, observables only" in page and f"{o['observable_auc']:.4f}" in page
+    assert "ceiling top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
+    assert "riskiest 1% of rows" in page

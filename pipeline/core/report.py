@@ -366,6 +366,26 @@ def _metric_tables(inp: Inputs) -> list[Table]:
     return tables
 
 
+def _oracle_table(o: Any) -> dict[str, Any]:
+    """The model between the two oracles, each AUC with its standard error."""
+    if not isinstance(o, dict) or "observable_auc" not in o:
+        return {"table": None}
+    rows: list[Sequence[Cell]] = [
+        (label, _num(o.get(f"{k}_auc")), _num(o.get(f"{k}_auc_se")))
+        for k, label in (
+            ("full", "oracle, full state (knows the latent traits)"),
+            ("observable", "oracle, observables only (the ceiling of a model)"),
+            ("model", "model"),
+        )
+    ]
+    caption = f"AUC on the {_num(o.get('n_rows'), 'int')} out-of-time rows with oracle futures"
+    return {
+        "table": Table(("score", "AUC", "standard error"), rows, caption=caption),
+        "gap_observable": _num(o.get("gap_observable")),
+        "gap_observable_se": _num(o.get("gap_observable_se")),
+    }
+
+
 def _metrics(inp: Inputs) -> dict[str, Any]:
     ev = inp.evaluation or inp.summary
     oracle = None
@@ -376,6 +396,7 @@ def _metrics(inp: Inputs) -> dict[str, Any]:
             "model_auc": _num(ev.get("oracle_model_auc")),
             "gap": _num(ev.get("oracle_gap")),
             "psi": _num(ev.get("score_psi"), ".3f"),
+            **_oracle_table(ev.get("oracle")),
         }
     segments = []
     for key, label in (("oot_by_occupation", "occupation"), ("oot_by_regime", "regime")):
@@ -507,9 +528,24 @@ def _calibration(inp: Inputs) -> dict[str, Any]:
         ]
         head = ("split", "ECE raw", "ECE calibrated")
         table = Table(head, rows, caption="expected calibration error")
+    tail = None
+    if isinstance(cal, dict) and "top1pct_observed" in cal:
+        tail = {
+            "n": _num(cal.get("top1pct_n"), "int"),
+            "predicted": _num(cal.get("top1pct_predicted"), ".3f"),
+            "observed": _num(cal.get("top1pct_observed"), ".3f"),
+            "observed_se": _num(cal.get("top1pct_observed_se"), ".3f"),
+            "worse": bool(cal.get("worse")),
+            "exact": _num(int(cal.get("n_exact_0", 0)) + int(cal.get("n_exact_1", 0)), "int"),
+        }
+    sel = cal.get("selection") if isinstance(cal, dict) else None
     return {
         "method": str(cal.get("method", "–")) if table else "",
         "table": table,
+        "tail": tail,
+        "selection": ", ".join(f"{k} {_num(v)}" for k, v in sel.items())
+        if isinstance(sel, dict) and sel
+        else "",
         "figs": _figs(inp, ("calibration", "reliability diagram")),
     }
 
@@ -575,8 +611,22 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
     if fid is None:
         return {"fid": None}
     by = fid.get("by_cause", {})
+    ceiling = "ceiling_top1" in fid
+    head: tuple[str, ...] = ("true cause", "closures", "top-1 agreement")
+    if ceiling:
+        head += ("with oracle futures", "top-1 there", "ceiling top-1")
     rows: list[Sequence[Cell]] = [
-        (cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct")) for c, v in by.items()
+        (cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct"))
+        + (
+            (
+                _num(v.get("ceiling_n"), "int"),
+                _num(v.get("oracle_rows_top1"), "pct"),
+                _num(v.get("ceiling_top1"), "pct"),
+            )
+            if ceiling
+            else ()
+        )
+        for c, v in by.items()
     ]
     return {
         "fid": {
@@ -585,10 +635,17 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
             "top3": _num(fid.get("top3"), "pct"),
             "chance": _num(fid.get("chance_top1"), "pct"),
             "attribution": str(fid.get("attribution", "–")),
+            "ceiling": {
+                "n": _num(fid.get("ceiling_n"), "int"),
+                "top1": _num(fid.get("oracle_rows_top1"), "pct"),
+                "top3": _num(fid.get("oracle_rows_top3"), "pct"),
+                "ceiling_top1": _num(fid.get("ceiling_top1"), "pct"),
+                "ceiling_top3": _num(fid.get("ceiling_top3"), "pct"),
+            }
+            if ceiling
+            else None,
         },
-        "by_cause": Table(("true cause", "closures", "top-1 agreement"), rows, caption="by cause")
-        if rows
-        else None,
+        "by_cause": Table(head, rows, caption="by cause") if rows else None,
         "figs": _figs(inp, ("fidelity_confusion", "true cause against top reason")),
     }
 
