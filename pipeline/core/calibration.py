@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 #: What ``fit`` accepts; a fitted calibrator is one of :data:`FITTED`.
 METHODS = ("isotonic", "platt", "beta", "auto", "none")
@@ -120,8 +122,6 @@ class Calibrator:
 
 def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
     """Isotonic regression on equal-count groups of at least ``min_bin_size`` rows."""
-    from sklearn.isotonic import IsotonicRegression
-
     order = np.argsort(p, kind="mergesort")
     n_groups = max(1, len(p) // min_bin_size(len(p)))
     groups = np.array_split(order, n_groups)
@@ -140,8 +140,6 @@ def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
 
 
 def _fit_platt(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    from sklearn.linear_model import LogisticRegression
-
     lr = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
     lr.fit(_logit(p)[:, None], y.astype(int))
     return Calibrator("platt", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
@@ -149,8 +147,6 @@ def _fit_platt(p: np.ndarray, y: np.ndarray) -> Calibrator:
 
 def _fit_beta(p: np.ndarray, y: np.ndarray) -> Calibrator:
     """Beta calibration; a negative slope is dropped and the other refitted alone."""
-    from sklearn.linear_model import LogisticRegression
-
     f = _beta_features(p)
     coef = np.zeros(2)
     use = [0, 1]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from pipeline.base.io import atomic_path
@@ -68,8 +69,6 @@ def delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndar
     ``sqrt(cov[i, i])`` is the standard error of AUC ``i`` and ``cov`` also gives the
     standard error of a difference of two AUCs on the same rows. Ties count one half.
     """
-    from scipy.stats import rankdata
-
     y = np.asarray(y).astype(bool)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
     n1, n0 = len(pos), len(neg)
