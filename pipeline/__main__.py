@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from pipeline.adapters import runlock
 from pipeline.adapters.logfile import quiet_environment, route_to_file
 from pipeline.adapters.model_registry import attach_trial
 from pipeline.adapters.runlock import RootBusy, hold_root
@@ -194,6 +195,7 @@ def _app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    runlock.COMMAND[:] = ["python -m pipeline", *argv]
     command = "run"
     if argv and not argv[0].startswith("-") and "=" not in argv[0]:
         command = argv.pop(0)

@@ -101,6 +101,15 @@ def test_lock_file_never_holds_a_secret(monkeypatch):
     assert "hunter2pw" not in json.dumps(rec) and "me:***@" in str(rec["command"])
 
 
+def test_lock_file_names_the_command_as_typed(monkeypatch, tmp_path):
+    from pipeline.adapters import runlock
+
+    monkeypatch.setattr(runlock, "COMMAND", ["python -m pipeline", "run", "data.seed=2"])
+    with hold_root(tmp_path):
+        rec = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert rec["command"] == "python -m pipeline run data.seed=2"
+
+
 def test_lock_mode_is_checked(tmp_path):
     cfg = compose_config(tmp_path, ["lock=fail"])
     validate(cfg)

@@ -27,6 +27,9 @@ from pipeline.adapters.tracking import redact_text
 LOCK_NAME = ".pipeline.lock"
 #: how often a waiting invocation repeats who it is waiting for
 REMIND_S = 60.0
+#: the command line as the user typed it, when the entry point knows it (it may rewrite
+#: ``sys.argv`` before the lock is taken)
+COMMAND: list[str] = []
 
 
 class RootBusy(RuntimeError):
@@ -38,7 +41,7 @@ def holder_record() -> dict[str, object]:
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "command": redact_text(" ".join([Path(sys.executable).name, *sys.argv])),
+        "command": redact_text(" ".join(COMMAND or [Path(sys.executable).name, *sys.argv])),
         "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()),
     }
 
