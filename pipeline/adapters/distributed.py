@@ -13,10 +13,14 @@ address a local cluster of ``engine.n_workers`` processes is started on 127.0.0.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import shutil
+import time
 import uuid
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import calibration as cal_core
+from pipeline.core import histmetrics as hm
 from pipeline.core import simulate as sim_core
+from pipeline.core import train as train_core
+from pipeline.core.calibration import Calibrator
 
 
 @contextlib.contextmanager
@@ -146,3 +154,271 @@ def shap_values(
     ]
     parts = client.gather(futures)
     return np.concatenate(parts) if parts else np.zeros((0, X.shape[1] + 1))
+
+
+# --------------------------------------------------------------------------- training
+
+#: LightGBM parameter names the scikit-learn estimators spell their own way
+_SKLEARN_NAMES = {
+    "min_data_in_leaf": "min_child_samples",
+    "feature_fraction": "colsample_bytree",
+    "bagging_fraction": "subsample",
+    "bagging_freq": "subsample_freq",
+    "lambda_l2": "reg_lambda",
+    "seed": "random_state",
+}
+CURVE_BINS = 2_000  # score bins behind the validation AUC of each boosting round
+
+
+def split_frame(path: Path, names: list[str], split: str, min_partitions: int = 1) -> Any:
+    """One split of the feature table as a lazy Dask DataFrame (features and ``label``).
+
+    The Parquet filter keeps the other splits' rows out of the workers' memory; small
+    tables are cut into ``min_partitions`` pieces so that every worker gets rows.
+    """
+    import dask.dataframe as dd  # optional dependency, only for engine=dask
+
+    df = dd.read_parquet(str(path), columns=[*names, "label"], filters=[("split", "==", split)])
+    if df.npartitions < min_partitions:
+        df = df.repartition(npartitions=min_partitions)
+    return df
+
+
+def _n_workers(client: Any) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _tree_sum(client: Any, parts: list[Any], add: Any = operator.add) -> Any:
+    """Add the results of delayed tasks pairwise on the cluster; only the sum comes back."""
+    from dask import delayed  # optional dependency, only for engine=dask
+
+    while len(parts) > 1:
+        parts = [
+            delayed(add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return client.compute(parts[0]).result()
+
+
+def _curve_part(model_str: str, frame: Any, names: list[str], n_bins: int) -> np.ndarray:
+    """Worker task: counts of negatives and positives per score bin after each round."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=model_str)
+    X = frame[names].to_numpy(dtype=np.float32)
+    y = frame["label"].to_numpy().astype(np.int64)
+    n_iter = booster.current_iteration()
+    out = np.zeros((n_iter, 2, n_bins))
+    raw = np.zeros(len(X))
+    for t in range(n_iter):
+        raw += booster.predict(X, start_iteration=t, num_iteration=1, raw_score=True)
+        b = hm.bin_index(1.0 / (1.0 + np.exp(-raw)), n_bins)
+        out[t] = np.bincount(y * n_bins + b, minlength=2 * n_bins).reshape(2, n_bins)
+    return out
+
+
+def best_iteration(curve: np.ndarray, patience: int) -> tuple[int, list[float]]:
+    """The round LightGBM's early stopping on validation AUC keeps, and the AUC per round.
+
+    Same rule as ``lightgbm.early_stopping``: the best round so far is kept; training
+    would stop once ``patience`` rounds have passed without a higher AUC.
+    """
+    aucs: list[float] = []
+    best, best_auc = 0, -np.inf
+    for t in range(curve.shape[0]):
+        neg, pos = curve[t]
+        zero = np.zeros_like(pos)
+        aucs.append(hm.auc(hm.ScoreHistogram(pos, neg, zero, zero, 0.0, 0.0))[0])
+        if aucs[-1] > best_auc:
+            best, best_auc = t, aucs[-1]
+        elif t - best >= patience:
+            break
+    return best + 1, aucs
+
+
+@dataclass
+class ClusterFit:
+    """A model trained on the cluster, with what the client needs of the validation split."""
+
+    booster: Any
+    best_iteration: int
+    rounds: int  # rounds grown; the model keeps the first best_iteration
+    seconds: float
+    valid_auc: list[float]  # binned validation AUC per round, up to where early stopping ends
+    valid_raw: np.ndarray  # uncalibrated probabilities of the validation rows
+    valid_y: np.ndarray
+    example: Any  # a few validation rows, the model's input example
+
+
+def _predict_part(model_str: str, n_iter: int, frame: Any, names: list[str]) -> np.ndarray:
+    """Worker task: probabilities and labels of one partition, stacked as two rows."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=model_str)
+    p = booster.predict(frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter)
+    return np.vstack([np.asarray(p, dtype=float), frame["label"].to_numpy(dtype=float)])
+
+
+def fit_on_cluster(
+    client: Any,
+    path: Path,
+    names: list[str],
+    params: dict[str, Any],
+    n_estimators: int,
+    patience: int,
+) -> ClusterFit:
+    """LightGBM's Dask estimator on the training split, stopped early on the validation split.
+
+    ``lightgbm.dask`` evaluates a validation set on each worker's own share of it, so
+    its early-stopping callback would stop the workers at different rounds. Instead
+    all ``n_estimators`` rounds are grown, then each validation partition is scored
+    after every round on the cluster (histograms of :data:`CURVE_BINS` bins per
+    label, summed there) and the early-stopping rule is applied to that curve.
+    """
+    import lightgbm as lgb
+    from dask import delayed  # optional dependency, only for engine=dask
+
+    kwargs = {_SKLEARN_NAMES.get(k, k): v for k, v in params.items() if k != "num_threads"}
+    n_parts = 2 * _n_workers(client)
+    train = split_frame(path, names, "train", n_parts)
+    t0 = time.perf_counter()
+    model = lgb.DaskLGBMClassifier(client=client, n_estimators=int(n_estimators), **kwargs)
+    with warnings.catch_warnings():
+        # the estimator's own n_jobs default: threads come from each worker's thread count
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        model.fit(train[names].astype("float32"), train["label"].astype("int32"))
+    booster = model.booster_
+    model_str = client.scatter(booster.model_to_string(), broadcast=True)
+    valid = split_frame(path, names, "valid", n_parts)
+    curve = _tree_sum(
+        client,
+        [delayed(_curve_part)(model_str, part, names, CURVE_BINS) for part in valid.to_delayed()],
+    )
+    best, aucs = best_iteration(curve, int(patience))
+    seconds = time.perf_counter() - t0
+    scored = client.gather(
+        client.compute(
+            [delayed(_predict_part)(model_str, best, part, names) for part in valid.to_delayed()]
+        )
+    )
+    both = np.concatenate(scored, axis=1)
+    return ClusterFit(
+        booster=booster,
+        best_iteration=best,
+        rounds=booster.current_iteration(),
+        seconds=seconds,
+        valid_auc=aucs,
+        valid_raw=both[0],
+        valid_y=both[1].astype(int),
+        example=valid[names].head(5),
+    )
+
+
+def _hist_part(
+    model_str: str, n_iter: int, calibrator: Calibrator, frame: Any, names: list[str]
+) -> dict[str, tuple[hm.ScoreHistogram, hm.ScoreHistogram]]:
+    """Worker task: per split, histograms of the raw and the calibrated probabilities."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=model_str)
+    raw = np.asarray(
+        booster.predict(frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter), dtype=float
+    )
+    cal = calibrator.apply(raw)
+    y = frame["label"].to_numpy().astype(int)
+    split = frame["split"].astype(str).to_numpy()
+    out = {}
+    for s in ("train", "valid", "oot"):
+        m = split == s
+        out[s] = (hm.histogram(y[m], raw[m]), hm.histogram(y[m], cal[m]))
+    return out
+
+
+def _add_hists(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {s: (a[s][0] + b[s][0], a[s][1] + b[s][1]) for s in a}
+
+
+def score_histograms(
+    client: Any, path: Path, names: list[str], booster: Any, n_iter: int, calibrator: Calibrator
+) -> dict[str, tuple[hm.ScoreHistogram, hm.ScoreHistogram]]:
+    """Every row of the feature table scored on the cluster; per split, the histograms of
+    the raw and the calibrated probability by label (summed there: no score comes back)."""
+    import dask.dataframe as dd  # optional dependency, only for engine=dask
+    from dask import delayed
+
+    frame = dd.read_parquet(str(path), columns=[*names, "label", "split"])
+    model_str = client.scatter(booster.model_to_string(), broadcast=True)
+    parts = [
+        delayed(_hist_part)(model_str, n_iter, calibrator, part, names)
+        for part in frame.to_delayed()
+    ]
+    result: dict[str, tuple[hm.ScoreHistogram, hm.ScoreHistogram]] = _tree_sum(
+        client, parts, _add_hists
+    )
+    return result
+
+
+@dataclass
+class ClusterTraining:
+    """What the train stage publishes for a model trained and evaluated on the cluster."""
+
+    fit: ClusterFit
+    params: dict[str, Any]
+    calibrator: Calibrator
+    metrics: dict[str, dict[str, float]]  # per split, from histograms
+    gains: list[dict[str, float]]  # deciles of the evaluation split
+    part: dict[str, Any]  # the train part of the run summary
+
+
+def split_rows(path: Path, split: str) -> int:
+    """Rows of one split, counted on the cluster."""
+    import dask.dataframe as dd  # optional dependency, only for engine=dask
+
+    return int(len(dd.read_parquet(str(path), columns=["label"], filters=[("split", "==", split)])))
+
+
+def train_on_cluster(
+    client: Any,
+    path: Path,
+    names: list[str],
+    model_cfg: Any,
+    seed: int,
+    monotone: list[int] | None,
+) -> ClusterTraining:
+    """Train, calibrate on the collected validation scores, evaluate every split from histograms."""
+    m = model_cfg
+    n_train = split_rows(path, "train")
+    params = train_core.lgb_params(m, seed, 1, monotone, n_train=n_train)
+    params.pop("num_threads")  # each worker trains with its own threads
+    fit = fit_on_cluster(
+        client, path, names, params, int(m.n_estimators), int(m.early_stopping_rounds)
+    )
+    calibrator = cal_core.fit(str(m.calibration), fit.valid_raw, fit.valid_y)
+    hists = score_histograms(client, path, names, fit.booster, fit.best_iteration, calibrator)
+    n_bins = int(m.calibration_bins)
+    metrics = {s: hm.score_metrics(r, c, n_bins) for s, (r, c) in hists.items() if r.n}
+    split = "oot" if "oot" in metrics else "valid"
+    part: dict[str, Any] = {
+        "mode": "simulator",
+        "model": {
+            "engine": "dask",
+            "best_iteration": fit.best_iteration,
+            "train_seconds": fit.seconds,
+            "rounds_grown": fit.rounds,
+            "workers": _n_workers(client),
+        },
+        "calibration": {
+            "method": calibrator.method,
+            "valid_ece_before": metrics["valid"]["ece_raw"],
+            "valid_ece_after": metrics["valid"]["ece"],
+        },
+        "evaluation": {"method": "histograms", "score_bins": hm.N_BINS, "curve_bins": CURVE_BINS},
+        "valid": metrics["valid"],
+    }
+    if split == "oot":
+        part["calibration"].update(
+            oot_ece_before=metrics["oot"]["ece_raw"], oot_ece_after=metrics["oot"]["ece"]
+        )
+        part["score_psi"] = hm.psi(hists["train"][0], hists["oot"][0])
+        part["oot"] = metrics["oot"]
+    return ClusterTraining(fit, params, calibrator, metrics, hm.gains(hists[split][0]), part)

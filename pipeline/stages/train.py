@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from omegaconf import OmegaConf
 
-from pipeline.adapters import model_registry
+from pipeline.adapters import distributed, model_registry
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker
@@ -236,14 +236,76 @@ class TrainResult:
 
 def train(cfg: Config, tracker: Tracker) -> TrainResult:
     p = Paths.of(cfg)
+    if cfg.engine.kind == "dask" and cfg.data.kind != "table":
+        return _train_dask(cfg, tracker, p)
     data = _table_data(cfg, p) if cfg.data.kind == "table" else _simulator_data(cfg, p)
     fitted = _fit(cfg, data)
     base = _baselines(cfg, tracker, p, data, fitted)
     part = _evaluate(cfg, data, fitted, base)
+    part["model"]["engine"] = "local"
     model_path, plots = _publish(cfg, p, data, fitted, base, part)
     model_uri = _register(cfg, tracker, p, data, fitted, part, plots)
     _report(part, fitted.metrics, base.metrics, fitted.best_iteration, fitted.seconds, model_path)
     return TrainResult(fitted.metrics, model_uri, fitted.seconds, part)
+
+
+def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
+    """engine=dask: trained with LightGBM's Dask estimator and evaluated from histograms
+    (:func:`pipeline.adapters.distributed.train_on_cluster`); neither the features nor
+    the scores of the splits come to this process, so the baselines, segments and
+    oracle comparison, which need the rows, are left out."""
+    m, names = cfg.model, list(FEATURE_NAMES)
+    feat_path = p.processed / "features.parquet"
+    if not feat_path.exists():
+        raise DataError(f"{feat_path}: no feature table; run the features stage first")
+    monotone = monotone_vector(names) if m.monotone else None
+    with distributed.client_for(cfg.engine) as client:
+        run = distributed.train_on_cluster(
+            client, feat_path, names, m, int(cfg.data.seed), monotone
+        )
+    fit, part, split = run.fit, run.part, "oot" if "oot" in run.metrics else "valid"
+    p.models.mkdir(parents=True, exist_ok=True)
+    remove_parts(p.models, (*MODEL_DERIVED, "gains_valid.csv", "gains_oot.csv"))
+    model_path, cal_path = p.models / "model.txt", p.models / "calibration.json"
+    write_text(fit.booster.model_to_string(num_iteration=fit.best_iteration), model_path)
+    write_json(run.calibrator.to_json(), cal_path)
+    meta = {
+        "mode": "simulator",
+        "engine": "dask",
+        "feature_names": names,
+        "categorical": [],
+        "best_iteration": fit.best_iteration,
+        "params": run.params,
+        "metrics": run.metrics,
+        "calibration": run.calibrator.method,
+        "calibration_path": str(cal_path),
+        "monotone": {n: int(v) for n, v in zip(names, monotone or [], strict=False) if v},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "train_seconds": fit.seconds,
+    }
+    write_json(meta, p.models / "model.json")
+    write_json(part, p.models / "evaluation.json")
+    write_text(pd.DataFrame(run.gains).to_csv(index=False), p.models / f"gains_{split}.csv")
+    flat = {f"{s}.{k}": v for s, mm in run.metrics.items() for k, v in mm.items()}
+    flat.update(best_iteration=fit.best_iteration, train_seconds=fit.seconds)
+    if "score_psi" in part:
+        flat["score_psi"] = part["score_psi"]
+    tracker.log_metrics(flat)
+    tracker.set_tags(
+        {
+            "mode": "simulator",
+            "engine": "dask",
+            "calibration": run.calibrator.method,
+            model_registry.DATA_DIGEST_TAG: _data_digest(feat_path),
+        }
+    )
+    for name in ("model.json", "calibration.json", "evaluation.json", f"gains_{split}.csv"):
+        tracker.log_artifact(p.models / name, "model_meta")
+    model_uri = tracker.log_lightgbm_model(
+        fit.booster, fit.example, model_registry.registered_name(cfg)
+    )
+    _report(part, run.metrics, {}, fit.best_iteration, fit.seconds, model_path)
+    return TrainResult(run.metrics, model_uri, fit.seconds, part)
 
 
 def _fit(cfg: Config, data: TrainData) -> Fitted:

@@ -1,0 +1,114 @@
+"""engine=dask trains with LightGBM's Dask estimator on the workers and evaluates from histograms.
+
+The feature table is built once (local engine); the train stage then runs with each
+engine on it. The Dask pass records the scheduler's task stream (which tasks ran, on
+which worker) and makes the in-process paths that would load the table fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from dask.utils import key_split
+from distributed import get_task_stream
+
+from pipeline.adapters import distributed
+from pipeline.adapters.tracking import Tracker
+from pipeline.stages import train as train_stage
+from pipeline.stages.features import features
+from pipeline.stages.generate import generate
+
+OFF = Tracker("", "", "", enabled=False)
+
+
+def test_best_iteration_follows_the_early_stopping_rule():
+    # validation AUC rising to round 4, then flat or lower: with patience 3, round 4 is kept
+    aucs = [0.60, 0.65, 0.70, 0.72, 0.72, 0.71, 0.70, 0.75]
+    n_bins = 200
+    curve = np.zeros((len(aucs), 2, n_bins))
+    for t, a in enumerate(aucs):
+        # 1000 negatives in bin 0 and 1000 positives: a share `a` above them, the rest tied
+        curve[t, 0, 0] = 1000
+        curve[t, 1, 1] = 1000 * (2 * a - 1)
+        curve[t, 1, 0] = 1000 * (2 - 2 * a)
+    best, seen = distributed.best_iteration(curve, patience=3)
+    assert best == 4
+    assert seen == pytest.approx(aucs[:7])  # stops once 3 rounds passed without a gain
+    best, seen = distributed.best_iteration(curve, patience=10)
+    assert best == 8 and len(seen) == 8
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the feature table was loaded in the client process under engine=dask")
+
+
+@pytest.mark.slow
+def test_training_on_dask_matches_local(make_cfg, tmp_path, monkeypatch):
+    root = tmp_path / "world"
+    base = ["data.n_borrowers=3000", "tracking=off", "engine.memory_limit=2GiB"]
+    cfg = make_cfg(*base, root=root)
+    generate(cfg, OFF)
+    features(cfg, OFF)
+    local = train_stage.train(cfg, OFF)
+    local_auc = local.metrics["oot"]["auc"]
+
+    tasks: list[tuple[str, str]] = []
+    workers: set[str] = set()
+    real = distributed.client_for
+
+    @contextlib.contextmanager
+    def recording(engine: Any):
+        with real(engine) as client:
+            with get_task_stream(client) as stream:
+                yield client
+            workers.update(client.scheduler_info()["workers"])
+        tasks.extend((key_split(t["key"]), t["worker"]) for t in stream.data)
+
+    cfg = make_cfg(*base, "engine=dask", "engine.memory_limit=2GiB", root=root)
+    with monkeypatch.context() as m:
+        m.setattr(distributed, "client_for", recording)
+        m.setattr(train_stage, "_simulator_data", _refuse)
+        m.setattr(train_stage, "load_feature_table", _refuse)
+        res = train_stage.train(cfg, OFF)
+
+    # LightGBM's training tasks, the validation curve and the histograms ran on the workers
+    ran = Counter(name for name, _ in tasks)
+    assert ran["train_part"] >= 1, ran
+    assert ran["curve_part"] >= 2 and ran["hist_part"] >= 1, ran
+    assert tasks and all(w in workers for _, w in tasks)
+    assert len({w for name, w in tasks if name == "train_part"}) == 2  # both workers trained
+
+    assert local.summary["model"]["engine"] == "local"
+    assert res.summary["model"]["engine"] == "dask"
+    assert abs(res.metrics["oot"]["auc"] - local_auc) < 0.01, (res.metrics["oot"], local_auc)
+    # the binned AUC states its own bound, and the bound is small at these bin counts
+    assert 0 < res.metrics["oot"]["auc_error_bound"] < 2e-3
+
+    models = root / "models"
+    meta = json.loads((models / "model.json").read_text())
+    assert (
+        meta["engine"] == "dask"
+        and meta["best_iteration"] == res.summary["model"]["best_iteration"]
+    )
+    assert meta["params"]["monotone_constraints"] == train_stage.monotone_vector(
+        meta["feature_names"]
+    )
+    evaluation = json.loads((models / "evaluation.json").read_text())
+    assert evaluation["model"]["engine"] == "dask"
+    assert (models / "gains_oot.csv").exists() and (models / "calibration.json").exists()
+    # the saved model keeps the rounds early stopping chose, and scores like the summary says
+    import lightgbm as lgb
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    booster = lgb.Booster(model_file=str(models / "model.txt"))
+    assert booster.current_iteration() == meta["best_iteration"]
+    table = pd.read_parquet(root / "data" / "processed" / "features.parquet")
+    oot = table[table.split == "oot"]
+    exact = roc_auc_score(oot.label, booster.predict(oot[meta["feature_names"]].to_numpy()))
+    assert abs(exact - res.metrics["oot"]["auc"]) <= res.metrics["oot"]["auc_error_bound"] + 1e-9
