@@ -98,21 +98,25 @@ class Headline:
     metric: str
     label: str
     fmt: str
+    digits: int  # the short-name copy is rounded to this many decimals, to read in a table
 
 
 #: The one table of headline figures: short name, the stage run that logs it and under
 #: which metric name, how the description labels and formats it.
 HEADLINES: tuple[Headline, ...] = (
-    Headline("oot_auc", "train", "oot.auc", "out-of-time AUC", "{:.4f}"),
-    Headline("oot_ks", "train", "oot.ks", "out-of-time KS", "{:.4f}"),
-    Headline("oracle_gap", "train", "oracle_gap", "AUC gap to the oracle", "{:.4f}"),
-    Headline("fidelity_top1", "explain", "fidelity_top1", "explanation fidelity, top-1", "{:.1%}"),
+    Headline("oot_auc", "train", "oot.auc", "out-of-time AUC", "{:.4f}", 4),
+    Headline("oot_ks", "train", "oot.ks", "out-of-time KS", "{:.4f}", 4),
+    Headline("oracle_gap", "train", "oracle_gap", "AUC gap to the oracle", "{:.4f}", 4),
+    Headline(
+        "fidelity_top1", "explain", "fidelity_top1", "explanation fidelity, top-1", "{:.1%}", 4
+    ),
     Headline(
         "policy_matched_loss",
         "policy",
         f"close.t{POLICY_THRESHOLD:g}.loss",
         f"policy loss, closing above {POLICY_THRESHOLD:g} (the matched loss)",
         "{:,.0f}",
+        0,
     ),
     Headline(
         "policy_good_hit_saved",
@@ -120,6 +124,7 @@ HEADLINES: tuple[Headline, ...] = (
         f"matched.t{POLICY_THRESHOLD:g}.good_hit_saved",
         "good customers hit, closing minus tiered, at that loss",
         "{:,.0f}",
+        0,
     ),
 )
 
@@ -128,6 +133,7 @@ _SHORT_KEYS = {
     "data.n_borrowers": "n",
     "data.n_months": "months",
     "data.path": "table",
+    "simulator.chunk_size": "chunk",
     "model.num_leaves": "leaves",
     "model.learning_rate": "lr",
     "model.n_estimators": "trees",
@@ -263,7 +269,11 @@ def runs_view() -> dict[str, Any]:
     return {
         "selectedColumns": [*metrics, *rest],
         "columnOrder": [name, created, *metrics, *rest],
-        "columnWidths": {name: 260, "attributes.`Dataset`": 320},
+        "columnWidths": {
+            name: 340,
+            "attributes.`Dataset`": 340,
+            **{f"metrics.`{h.short}`": max(90, 8 * len(h.short) + 24) for h in HEADLINES},
+        },
     }
 
 
@@ -639,7 +649,9 @@ class Tracker:
 
         stage = self._stage_stack[-1] if self._stage_stack else None
         found = {
-            h.short: logged[h.metric] for h in HEADLINES if stage == h.stage and h.metric in logged
+            h.short: round(logged[h.metric], h.digits)
+            for h in HEADLINES
+            if stage == h.stage and h.metric in logged
         }
         if not found or self.parent_run_id is None:
             return
