@@ -7,6 +7,14 @@ rebuilds the page from the outputs on disk) when asked for by name. This module 
 Hydra entry point only: it turns the command line into a composed config and hands it to
 :mod:`pipeline.stages.driver`; tests and tools call :func:`execute` with a config they
 composed themselves.
+
+An invocation holds its output root (``paths.root``) for its whole length: a second one
+waits, naming the holder, or fails at once with ``lock=fail``. SIGINT and SIGTERM end its
+MLflow runs as KILLED; runs that a killed process left RUNNING are ended as FAILED by the
+next invocation. Each job of a ``--multirun`` writes into its own Hydra job folder and
+registers nothing; the sweep's best trial is registered once the sweep is over
+(:mod:`pipeline.tools.sweep_end`). Third-party log lines and warnings go to
+``pipeline.log`` in the invocation's Hydra folder.
 """
 
 from __future__ import annotations
