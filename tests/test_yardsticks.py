@@ -155,6 +155,17 @@ def test_oracle_fidelity_joins_closures_to_their_oracle_rows():
     assert ex.oracle_fidelity(keys.assign(snapshot=31), truth, reasons, oracle) is None
     with pytest.raises(ValueError, match="f_sudden_stop"):
         ex.oracle_fidelity(keys, truth, reasons, oracle.drop(columns="f_sudden_stop"))
+    # merged with the figures on all closures: each cause's figure beside its ceiling
+    fid = ex.fidelity(reasons, truth)
+    overall, by_cause = ex.with_ceiling(fid, out)
+    assert overall["ceiling_top1"] == 0.5 and overall["ceiling_n"] == 2
+    assert overall["oracle_rows_top1"] == 0.5
+    assert by_cause["thin_file"]["top1"] == 1.0  # borrower 5, without oracle row
+    assert by_cause["thin_file"]["ceiling_n"] == 0 and np.isnan(
+        by_cause["thin_file"]["ceiling_top1"]
+    )
+    assert by_cause["low_yield"]["ceiling_top1"] == 0.0 and by_cause["low_yield"]["top1"] == 0.0
+    assert ex.with_ceiling(fid, None) == ({}, fid.by_cause)
 
 
 # ---- reasons the registry allows ----------------------------------------------------

@@ -588,3 +588,38 @@ def oracle_fidelity(
         out["ceiling_observable_top1"] = seen["ceiling_top1"]
         out["ceiling_observable_top3"] = seen["ceiling_top3"]
     return out
+
+
+def with_ceiling(
+    fid: Fidelity, ceil: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Fidelity figures beside the ceiling's: overall keys and ``by_cause``.
+
+    Overall: ``ceiling_top1``/``_top3`` and ``ceiling_n`` (closures with oracle rows),
+    the reasons on those same closures (``oracle_rows_top1``/``_top3``) and the
+    observable futures' ceiling where recorded. Per cause: the reasons' ``n``, ``top1``,
+    ``top3`` on all closures, then the same ceiling keys. Without ``ceil``, the
+    reasons' figures alone.
+    """
+    by_cause = {c: dict(v) for c, v in fid.by_cause.items()}
+    if ceil is None:
+        return {}, by_cause
+    overall = {
+        "ceiling_top1": ceil["ceiling_top1"],
+        "ceiling_top3": ceil["ceiling_top3"],
+        "ceiling_n": ceil["n"],
+        "oracle_rows_top1": ceil["top1"],
+        "oracle_rows_top3": ceil["top3"],
+    }
+    for k in ("ceiling_observable_top1", "ceiling_observable_top3"):
+        if k in ceil:
+            overall[k] = ceil[k]
+    for c, v in ceil["by_cause"].items():
+        by_cause[c].update(
+            ceiling_top1=v["ceiling_top1"],
+            ceiling_top3=v["ceiling_top3"],
+            ceiling_n=v["n"],
+            oracle_rows_top1=v["top1"],
+            oracle_rows_top3=v["top3"],
+        )
+    return overall, by_cause

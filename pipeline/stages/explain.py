@@ -361,26 +361,8 @@ def _cause_views(
             {k: v[closed] for k, v in reasons.items()},
             oracle,
         )
-    by_cause: dict[str, dict[str, float]] = {c: dict(v) for c, v in fid.by_cause.items()}
-    if ceil is not None:
-        fid_part.update(
-            ceiling_top1=ceil["ceiling_top1"],
-            ceiling_top3=ceil["ceiling_top3"],
-            ceiling_n=ceil["n"],
-            oracle_rows_top1=ceil["top1"],
-            oracle_rows_top3=ceil["top3"],
-        )
-        for k in ("ceiling_observable_top1", "ceiling_observable_top3"):
-            if k in ceil:
-                fid_part[k] = ceil[k]
-        for c, v in ceil["by_cause"].items():
-            by_cause[c].update(
-                ceiling_top1=v["ceiling_top1"],
-                ceiling_top3=v["ceiling_top3"],
-                ceiling_n=v["n"],
-                oracle_rows_top1=v["top1"],
-                oracle_rows_top3=v["top3"],
-            )
+    overall, by_cause = explain_core.with_ceiling(fid, ceil)
+    fid_part.update(overall)
     fid_part["by_cause"] = by_cause
     write_json({**fid_part, "weights": info}, fid_path)
     views.artifacts += [conf_path, fid_path]
