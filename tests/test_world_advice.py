@@ -299,15 +299,24 @@ def test_actions_are_ranked_by_true_cut_per_cost_and_sign_disagreements_named():
             _summary_rows([-0.2, -0.1], [-0.1, -0.1], "keep_external_live"),
             _summary_rows([0.05, 0.03], [-0.2, -0.1], "moderate_use"),
             _summary_rows([-0.3, -0.3], [-0.3, -0.2], "keep_drawing").assign(cost=3),
+            _summary_rows([0.05, -0.03], [-0.1, -0.1], "route_to_consumption"),
         ]
     )
-    w = wa.summarize(rows, n_advised=6, n_futures=4)
+    w = wa.summarize(rows, n_advised=8, n_futures=4)
     assert w["n"] == 0 and "p_after" not in w
     by = w["by_action"]
     assert by["moderate_use"]["true_change"] == pytest.approx(0.04)
     assert by["keep_drawing"]["true_cut_per_cost"] == pytest.approx(0.1)
-    assert w["ranking"] == ["keep_external_live", "keep_drawing", "moderate_use"]
+    assert w["ranking"] == [
+        "keep_external_live",
+        "keep_drawing",
+        "route_to_consumption",
+        "moderate_use",
+    ]
+    # a clear opposite sign is named; one inside the Monte Carlo noise is set apart
     assert w["sign_differs"] == ["moderate_use"]
+    assert w["sign_unclear"] == ["route_to_consumption"]
+    assert by["route_to_consumption"]["true_change_se"] == pytest.approx(0.04)
 
 
 def test_the_summary_line_and_tracker_figures(world):
@@ -417,9 +426,10 @@ def test_the_report_section_ranks_actions_and_names_sign_disagreements():
         [
             _summary_rows([-0.2, -0.1], [-0.1, -0.1], "keep_external_live"),
             _summary_rows([0.05, 0.03], [-0.2, -0.1], "moderate_use"),
+            _summary_rows([0.05, -0.03], [-0.1, -0.1], "route_to_consumption"),
         ]
     )
-    w = wa.summarize(rows, n_advised=4, n_futures=4)
+    w = wa.summarize(rows, n_advised=6, n_futures=4)
     w.update(n=2, n_tested=4, p_before=0.5, p_after=0.35, model_p_after=0.45)
     w.update(
         true_cut=0.3, model_gap=0.1, by_cause={c: {"before": 0.1, "after": 0.05} for c in CAUSES}
@@ -434,6 +444,7 @@ def test_the_report_section_ranks_actions_and_names_sign_disagreements():
     assert "<h2>Does the advice work?</h2>" in part
     assert "disagree in sign on:</b> <code>moderate_use</code>" in part
     assert "35.0%" in part and "no: opposite signs" in part
+    assert "within the Monte Carlo noise" in part and "<code>route_to_consumption</code>" in part
     # a table run has no world to test
     table = report.Inputs(model={"mode": "table"}, summary={"advice": {"world": w}})
     assert report._advice_world(table) == {"world": None}

@@ -763,7 +763,7 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
             f"{_signed(f.get('true_change'))} ± {_num(2 * f.get('true_change_se', float('nan')), '.3f')}",
             _signed(f.get("model_change")),
             _num(f.get("true_cut_per_cost"), ".3f"),
-            "no: opposite signs" if f.get("sign_differs") else "yes",
+            _same_sign(f),
         )
         for a, f in ((a, by[a]) for a in w.get("ranking", by))
     ]
@@ -787,6 +787,7 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
             "works": works,
             "fails": [a for a in w.get("ranking", []) if a not in works],
             "differs": list(w.get("sign_differs", [])),
+            "unclear": list(w.get("sign_unclear", [])),
         },
         "by_action": Table(head, rows, caption="by action, best true cut per unit of cost first"),
         "by_cause": Table(
@@ -804,6 +805,12 @@ def _signed(v: Any) -> str:
         return "–" if math.isnan(float(v)) else f"{float(v):+.3f}"
     except (TypeError, ValueError):
         return "–"
+
+
+def _same_sign(f: Mapping[str, Any]) -> str:
+    if f.get("sign_differs"):
+        return "no: opposite signs"
+    return "opposite, within noise" if f.get("sign_unclear") else "yes"
 
 
 def _works(f: Mapping[str, Any]) -> bool:

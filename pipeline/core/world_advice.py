@@ -372,7 +372,8 @@ def summarize(rows: pd.DataFrame, n_advised: int, n_futures: int) -> dict[str, A
     out["ranking"] = sorted(
         out["by_action"], key=lambda a: (-out["by_action"][a]["true_cut_per_cost"], a)
     )
-    out["sign_differs"] = [a for a in out["ranking"] if out["by_action"][a]["sign_differs"]]
+    for key in ("sign_differs", "sign_unclear"):
+        out[key] = [a for a in out["ranking"] if out["by_action"][a][key]]
     return out
 
 
@@ -381,6 +382,9 @@ def _figures(g: pd.DataFrame) -> dict[str, Any]:
     p0, p1 = float(g.p_before.mean()), float(g.p_after.mean())
     m0, m1 = float(g.model_p_before.mean()), float(g.model_p_after.mean())
     true, model = p1 - p0, m1 - m0
+    se = float((g.p_after - g.p_before).std(ddof=1) / np.sqrt(len(g))) if len(g) > 1 else np.nan
+    # opposite signs count when the world's change is clear of its Monte Carlo noise
+    clear = bool(np.isfinite(se) and abs(true) > 2 * se)
     return {
         "n": int(len(g)),
         "p_before": p0,
@@ -391,10 +395,9 @@ def _figures(g: pd.DataFrame) -> dict[str, Any]:
         "model_change": model,
         "true_cut": -true / p0 if p0 > 0 else float("nan"),
         "model_gap": float((g.model_p_after - g.p_after).abs().mean()),
-        "true_change_se": float((g.p_after - g.p_before).std(ddof=1) / np.sqrt(len(g)))
-        if len(g) > 1
-        else float("nan"),
-        "sign_differs": bool(true * model < 0),
+        "true_change_se": se,
+        "sign_differs": bool(true * model < 0 and clear),
+        "sign_unclear": bool(true * model < 0 and not clear),
     }
 
 
@@ -406,6 +409,8 @@ def headline(w: dict[str, Any]) -> str:
             "none had an advice of a single action to carry out whole"
         )
     differs = ", ".join(w["sign_differs"]) or "none"
+    if w.get("sign_unclear"):
+        differs += f"; within noise: {', '.join(w['sign_unclear'])}"
     return (
         f"world advice: {w['n']} of {w['n_tested']} advised borrowers carried out their whole "
         f"advice ({w['n_futures']} futures each): true closure risk {w['p_before']:.1%} -> "
