@@ -56,7 +56,7 @@ policy: $(STAMP) ## Compare closing with the tiered strategy on simulated outcom
 	$(BIN)/python -m pipeline policy $(ARGS)
 
 serve-example: $(STAMP) ## Print a valid POST /invocations request built from the feature table, and its curl line
-	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT)
+	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT) $(ARGS)
 
 serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations)
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/closure-risk-lgbm-serving@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_world
+from helpers import compose_config, run_world
 
-from pipeline.adapters.catalog import load_feature_table, load_model
+from pipeline.adapters.catalog import Catalog, load_feature_table, load_model
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
 from pipeline.core import scoring
@@ -26,7 +26,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_serve_example_builds_a_valid_request_with_the_ids(trained: Path, capsys) -> None:
-    assert serve_example.main(["--root", str(trained), "--rows", "3", "--port", "5999"]) == 0
+    args = ["--rows", "3", "--port", "5999", f"paths.root={trained}"]
+    assert serve_example.main(args) == 0
     out = capsys.readouterr()
     body = json.loads(out.out)
     assert "127.0.0.1:5999/invocations" in out.err
@@ -47,8 +48,9 @@ def test_serve_example_builds_a_valid_request_with_the_ids(trained: Path, capsys
 
 def test_serve_example_needs_a_trained_model(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="model.txt: file not found"):
-        serve_example.request_body(tmp_path, 2)
-    assert serve_example.main(["--root", str(tmp_path)]) == 2
+        serve_example.request_body(Catalog.of(compose_config(tmp_path)), 2)
+    assert serve_example.main([f"paths.root={tmp_path}"]) == 2
+    assert serve_example.main(["paths.no_such_key=1"]) == 2
 
 
 def test_make_help_shows_the_ports_not_make_variables() -> None:

@@ -1,7 +1,8 @@
 """A valid request for the served model, built from the feature table.
 
-``python -m pipeline.tools.serve_example [--rows N] [--port P] [--root DIR]`` (what
-``make serve-example`` runs) takes the out-of-time rows of the first ``N`` borrowers that have one of
+``python -m pipeline.tools.serve_example [--rows N] [--port P] [overrides...]`` (what
+``make serve-example`` runs; Hydra overrides such as ``paths.root=DIR`` choose the run's
+folders as for any stage) takes the out-of-time rows of the first ``N`` borrowers that have one of
 ``data/processed/features.parquet``, keeps the id column and the model's features (from
 ``models/model.json``), and prints the JSON body that ``POST /invocations`` accepts,
 then the ``curl`` line that sends it to ``make serve``. Each response row carries the
@@ -14,23 +15,26 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 
-from pipeline.adapters.catalog import ENTRIES, load_model
-from pipeline.base.config import REPO_ROOT
+from pipeline.adapters.catalog import ENTRIES, Catalog, load_model
+from pipeline.base.config import REPO_ROOT, Config, ConfigError, register_configs, validate
 from pipeline.base.io import DataError
 
 ID = "borrower_id"
+register_configs()
 
 
-def request_body(root: Path, rows: int) -> dict[str, Any]:
-    """``{"dataframe_split": {"columns": [...], "data": [...]}}`` for ``rows`` rows."""
-    models = root / "models"
-    features = root / "data" / "processed" / ENTRIES["features"].relpath
+def request_body(cat: Catalog, rows: int) -> dict[str, Any]:
+    """``{"dataframe_split": {"columns": [...], "data": [...]}}`` for ``rows`` borrowers."""
+    models = cat.models
+    features = cat.path("features")
     _, meta = load_model(models)
     if str(meta.get("mode", "simulator")) != "simulator":
         raise DataError(
@@ -61,18 +65,30 @@ def request_body(root: Path, rows: int) -> dict[str, Any]:
     return {"dataframe_split": {"columns": [ID, *names], "data": data}}
 
 
+def _config(overrides: list[str]) -> Config:
+    """The project's composed config with ``overrides``, checked."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=[*overrides, "stage=score"])
+        except HydraException as exc:
+            raise ConfigError(str(exc)) from exc
+    validate(cfg)
+    return cfg  # type: ignore[return-value]  # a DictConfig shaped by the Config schema
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2, help="rows in the request (default 2)")
     ap.add_argument("--port", type=int, default=5001, help="port of `make serve`")
-    ap.add_argument("--root", type=Path, default=REPO_ROOT, help="the run's output root")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. paths.root=DIR")
     args = ap.parse_args(argv)
     if args.rows < 1:
         print("error: --rows must be at least 1", file=sys.stderr)
         return 2
     try:
-        body = request_body(args.root, args.rows)
-    except DataError as exc:
+        body = request_body(Catalog.of(_config(args.overrides)), args.rows)
+    except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(body)
