@@ -82,16 +82,17 @@ def test_owner_tags_name_this_process():
     assert not process_alive(os.getpid(), str(int(tags["pid_start"]) + 1))
 
 
-def test_sigterm_ends_the_runs_as_killed(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_end_the_runs_as_killed(tmp_path, sig):
     proc = _start_run(tmp_path)
     _wait_for_line(proc, "features:")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"interrupted ({sig.name})" in err and "Traceback" not in err
     parents, nested = _runs_of(tmp_path, proc.pid)
     assert len(parents) == 1 and parents[0].info.status == "KILLED"
-    assert "SIGTERM" in parents[0].data.tags[ENDED_TAG]
+    assert sig.name in parents[0].data.tags[ENDED_TAG]
     statuses = {r.data.tags.get("mlflow.runName"): r.info.status for r in nested}
     # a stage that had finished stays FINISHED; the one running was killed
     assert statuses["generate"] == "FINISHED"
