@@ -261,6 +261,9 @@ def test_the_advice_carried_out_in_the_world(world):
     rows = res.rows[res.rows.action == "keep_external_live"]
     assert rows.after_thin_file.mean() < rows.before_thin_file.mean()
     assert ext["true_change"] == pytest.approx((rows.p_after - rows.p_before).mean())
+    # per cause, the changes add up to the action's true change
+    assert sum(ext["by_cause"].values()) == pytest.approx(ext["true_change"])
+    assert ext["by_cause"]["thin_file"] < 0
     assert set(w["by_cause"]) == set(CAUSES)
     assert sorted(w["ranking"]) == sorted(w["by_action"])
     # same inputs, same futures

@@ -367,6 +367,10 @@ def summarize(rows: pd.DataFrame, n_advised: int, n_futures: int) -> dict[str, A
     for act, g in rows[rows.action != "advice"].groupby("action", sort=True):
         fig = _figures(g)
         fig["cost"] = float(g.cost.mean())
+        if f"after_{CAUSES[0]}" in g:  # the change of each cause's share of closures
+            fig["by_cause"] = {
+                c: float((g[f"after_{c}"] - g[f"before_{c}"]).mean()) for c in CAUSES
+            }
         fig["true_cut_per_cost"] = -fig["true_change"] / max(fig["cost"], 1e-9)
         out["by_action"][str(act)] = fig
     out["ranking"] = sorted(
