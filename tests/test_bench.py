@@ -127,7 +127,7 @@ def test_bench_runs_at_tiny_size(make_cfg, tmp_path):
         "bench/bench.txt",
     }
     # the whole-pipeline run is tracked in the same experiment, and registers nothing
-    assert any(r.info.run_name.startswith("pipeline:") for r in runs)
+    assert any(r.info.run_name.startswith("bench") for r in runs)
     assert not client.search_registered_models()
 
 

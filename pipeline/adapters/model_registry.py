@@ -30,7 +30,7 @@ from mlflow.protos.databricks_pb2 import (
 
 from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
 from pipeline.adapters.serving import SERVING_SUFFIX
-from pipeline.adapters.tracking import Tracker, _retry
+from pipeline.adapters.tracking import Tracker, _retry, headline_figures, tag_model_version
 from pipeline.base.config import Config
 from pipeline.core.scoring import ScoringModel
 
@@ -340,6 +340,9 @@ def register_best_trial(
     if "model" not in by_name:
         return None
     version = mlflow.register_model(f"models:/{by_name['model'].model_id}", name)
+    trial = _retry(lambda: client.get_run(trial_run))
+    figures = headline_figures(trial.data.metrics)
+    tag_model_version(client, name, version.version, figures, trial.info.run_name or "")
     info: dict[str, Any] = {"trial_run": trial_run, "version": int(version.version)}
     oot_auc = train_run.data.metrics.get("oot.auc")
     if oot_auc is not None:
@@ -349,6 +352,7 @@ def register_best_trial(
     if "serving" in by_name:
         serving_name = f"{name}{SERVING_SUFFIX}"
         sv = mlflow.register_model(f"models:/{by_name['serving'].model_id}", serving_name)
+        tag_model_version(client, serving_name, sv.version, figures, trial.info.run_name or "")
         if info.get("promoted"):
             _retry(lambda: client.set_registered_model_alias(serving_name, alias, str(sv.version)))
     _retry(

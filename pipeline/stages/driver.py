@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline.adapters.runstate import owner_tags
-from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri
+from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri, run_name
 from pipeline.base.config import validate
 from pipeline.base.io import DataError, write_json, write_text
 from pipeline.stages.common import STAMP_KEY, Paths, check_stamp, model_stamp, release_memory, say
@@ -64,7 +64,7 @@ def _parent_run(
         "stages": ",".join(stages),
         **owner_tags(),
     }
-    with tracker.run(f"pipeline:{'+'.join(stages)}", tags=tags):
+    with tracker.run(run_name(str(cfg.stage), overrides, cfg), tags=tags):
         yield params
 
 
@@ -196,9 +196,11 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
         summary[STAMP_KEY] = stamp
     _merge_parts(summary, p.models / "summary_parts", results, stamp)
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
-    summary["ui"] = (
-        "make ui" if str(cfg.tracking.uri).startswith("sqlite:") else str(summary["tracking_uri"])
-    )
+    local_store = str(cfg.tracking.uri).startswith("sqlite:")
+    summary["ui"] = "make ui" if local_store else str(summary["tracking_uri"])
+    if tracker.enabled:  # the runs page in the headline view, not the GenAI overview
+        base = "http://127.0.0.1:5000" if local_store else str(summary["tracking_uri"])
+        summary["ui_url"] = tracker.ui_url(base)
     write_json(summary, p.models / "summary.json")
     tracker.log_artifact(p.models / "summary.json", "summary")
     _print_summary(summary)
@@ -274,9 +276,9 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
         "open the UI                : "
         + (
-            "make ui   (then http://127.0.0.1:5000)"
+            f"make ui   (then {s.get('ui_url') or 'http://127.0.0.1:5000'})"
             if s.get("ui") == "make ui"
-            else str(s.get("ui"))
+            else str(s.get("ui_url") or s.get("ui"))
         ),
         "",
     ]

@@ -381,6 +381,7 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     outputs = [out, reg_path, stab_path]
     if not cfg.force and up_to_date(p.processed, "features", key, outputs):
         say(f"features: inputs and config unchanged, keeping {out} (force=true to recompute)")
+        tracker.log_feature_table(out, p.processed / "_features.manifest.json")
         return {"skipped": True}
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
@@ -405,10 +406,16 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
     metrics.update({k: float(v) for k, v in stats.items()})
     label = table.column("label").to_numpy()
-    for name, mask in _split_masks(table).items():
+    masks = _split_masks(table)
+    for name, mask in masks.items():
         metrics[f"rows_{name}"] = float(mask.sum())
         metrics[f"label_rate_{name}"] = float(label[mask].mean())
     tracker.log_metrics(metrics)
+    tracker.log_feature_table(
+        out,
+        p.processed / "_features.manifest.json",
+        {name: int(mask.sum()) for name, mask in masks.items()},
+    )
     for path in outputs[1:]:
         tracker.log_artifact(path, "features")
     say(f"features: {n_rows:,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")

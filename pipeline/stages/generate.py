@@ -51,8 +51,10 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     }
     outputs = list(raw_paths.values()) + list(truth_paths.values())
     outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
+    world = (int(cfg.data.seed), int(cfg.data.n_borrowers), int(cfg.data.n_months))
     if not cfg.force and up_to_date(p.raw, "generate", key, outputs):
         say(f"generate: inputs and config unchanged, keeping {p.raw} (force=true to recompute)")
+        tracker.log_world(p.raw / "_generate.manifest.json", *world)
         return {"skipped": True}
     t0 = time.perf_counter()
     schemas = {**sim_core.SCHEMAS, **sim_core.TRUTH_SCHEMAS}
@@ -77,6 +79,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     card = data_card(cfg, p)
     # the manifest goes last: a kill before this point makes the next run recompute
     write_manifest(p.raw, "generate", key, outputs)
+    tracker.log_world(p.raw / "_generate.manifest.json", *world)
     metrics = {f"rows_{k}": float(v) for k, v in counts.items()}
     metrics["seconds"] = seconds
     metrics["borrower_months_per_s"] = counts["account_months"] / max(seconds, 1e-9)

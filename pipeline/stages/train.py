@@ -239,6 +239,14 @@ def train(cfg: Config, tracker: Tracker) -> TrainResult:
     if cfg.engine.kind == "dask" and cfg.data.kind != "table":
         return _train_dask(cfg, tracker, p)
     data = _table_data(cfg, p) if cfg.data.kind == "table" else _simulator_data(cfg, p)
+    if data.mode == "table":  # the user's table as the run's dataset input
+        tracker.log_table(
+            data.source,
+            _data_digest(data.source),
+            data.frame.dtypes.astype(str).to_dict(),
+            rows=len(data.frame),
+            rows_per_split={str(k): int(v) for k, v in data.frame["split"].value_counts().items()},
+        )
     fitted = _fit(cfg, data)
     base = _baselines(cfg, tracker, p, data, fitted)
     part = _evaluate(cfg, data, fitted, base)
