@@ -126,6 +126,29 @@ def test_missing_parts_are_named_not_dropped(world, tmp_path):
     assert "frontier" not in {n for n, _ in IMG.findall(page)}
 
 
+def test_parts_of_another_model_are_refused(world, tmp_path):
+    root, _, _ = world
+    models = tmp_path / "models"
+    shutil.copytree(root / "models", models)
+    raw, processed = root / "data" / "raw", root / "data" / "processed"
+    collect(models, raw, processed)  # the run's own parts are accepted
+    for name in ("fidelity.json", "shap_importance.json", "policy/policy.json"):
+        path = models / name
+        original = path.read_text()
+        part = json.loads(original)
+        part["model_stamp"] = "0" * 64
+        path.write_text(json.dumps(part))
+        with pytest.raises(
+            DataError, match=rf"{re.escape(name)}: was derived from model 000000000000"
+        ):
+            collect(models, raw, processed)
+        del part["model_stamp"]
+        path.write_text(json.dumps(part))
+        with pytest.raises(DataError, match=r"carries no model stamp"):
+            collect(models, raw, processed)
+        path.write_text(original)
+
+
 def test_corrupt_parts_fail_naming_the_file(world, tmp_path):
     root, _, _ = world
     models = tmp_path / "models"

@@ -43,7 +43,7 @@ from pipeline.base.io import (
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
-from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say
+from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say, stamped
 from pipeline.stages.generate import world_spec
 
 # ---- loading ----------------------------------------------------------------------
@@ -202,8 +202,11 @@ def _batch(
     out = p.models / "reasons.parquet"
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
     importance = explain_core.global_importance(contrib, names)
-    write_json({"method": method, "importance": importance}, p.models / "shap_importance.json")
-    views = _Views(artifacts=[out, p.models / "shap_importance.json"])
+    write_json(
+        stamped({"method": method, "importance": importance}, model.digest),
+        p.models / "shap_importance.json",
+    )
+    views = _Views(model.digest, artifacts=[out, p.models / "shap_importance.json"])
     views.plots = _shap_plots(
         contrib,
         X,
@@ -268,6 +271,7 @@ def _batch(
 class _Views:
     """What the batch explanation wrote and will log: files, plots, metrics, summary."""
 
+    stamp: str  # the digest of the model every file here is derived from
     artifacts: list[Path] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -326,7 +330,7 @@ def _cause_views(
     """Cause importance, and fidelity of the reasons against the true causes of closures."""
     cimp = explain_core.cause_importance(contrib, names, W)
     cimp_path = p.models / "cause_importance.json"
-    write_json({"attribution": info, "importance": cimp}, cimp_path)
+    write_json(stamped({"attribution": info, "importance": cimp}, views.stamp), cimp_path)
     views.artifacts.append(cimp_path)
     views.plots.append(
         _bar_plot(
@@ -364,7 +368,7 @@ def _cause_views(
     overall, by_cause = explain_core.with_ceiling(fid, ceil)
     fid_part.update(overall)
     fid_part["by_cause"] = by_cause
-    write_json({**fid_part, "weights": info}, fid_path)
+    write_json(stamped({**fid_part, "weights": info}, views.stamp), fid_path)
     views.artifacts += [conf_path, fid_path]
     views.plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
     views.metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))

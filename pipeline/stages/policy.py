@@ -20,7 +20,7 @@ from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config
 from pipeline.base.io import DataError, atomic_path, write_json, write_text
 from pipeline.core import policy as core
-from pipeline.stages.common import Paths, say
+from pipeline.stages.common import Paths, model_stamp, say, stamped
 from pipeline.stages.features import read_raw
 from pipeline.stages.score import load_scoring_model, raw_months
 
@@ -89,7 +89,7 @@ def policy(
         "matched_loss": matched.replace({np.nan: None}).to_dict(orient="records"),
     }
     json_path = out_dir / "policy.json"
-    write_json(summary, json_path)
+    write_json(stamped(summary, model_stamp(p.models)), json_path)
 
     metrics: dict[str, float] = {"rows": float(len(frame))}
     for _, r in allf.iterrows():

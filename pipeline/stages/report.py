@@ -23,7 +23,7 @@ from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config, ScoreConfig
 from pipeline.base.io import DataError, write_text
 from pipeline.core import report as core
-from pipeline.stages.common import say
+from pipeline.stages.common import STAMP_KEY, check_stamp, model_stamp, say
 
 REASON_COLUMNS = ["borrower_id", "snapshot", "probability", "label", "label_cause"] + [
     f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "shap", "zh", "en")
@@ -89,13 +89,14 @@ def _png(path: Path) -> bytes:
     return data
 
 
-def _explained(cat: Catalog, inp: core.Inputs, example_rows: int) -> None:
+def _explained(cat: Catalog, inp: core.Inputs, example_rows: int, stamp: str) -> None:
     """The explain stage's parts: importances, fidelity, reasons, advice, scored rows."""
     if cat.path("fidelity").exists():
-        inp.fidelity = _json(cat.path("fidelity"))
+        inp.fidelity = _derived(cat.path("fidelity"), stamp)
     for name in ("shap_importance", "cause_importance"):
         if cat.path(name).exists():
-            pairs = [(str(k), float(v)) for k, v in _json(cat.path(name))["importance"]]
+            imp = _derived(cat.path(name), stamp)["importance"]
+            pairs = [(str(k), float(v)) for k, v in imp]
             setattr(inp, name, pairs)
     reasons = cat.path("reasons")
     if reasons.exists():
@@ -105,14 +106,26 @@ def _explained(cat: Catalog, inp: core.Inputs, example_rows: int) -> None:
         inp.advice = _top_rows(cat.path("advice"), ADVICE_COLUMNS, example_rows, "p_before")
 
 
+def _derived(path: Path, stamp: str) -> Any:
+    """A JSON output derived from the model, refused unless it carries the model's stamp."""
+    obj = _json(path)
+    if not isinstance(obj, dict) or obj.get(STAMP_KEY) != stamp:
+        check_stamp(path, stamp)  # raises, naming the model the file came from
+    return obj
+
+
 def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 5) -> core.Inputs:
     """Read every part of the report that exists; a corrupt part raises ``DataError``.
 
-    ``score`` gives the tiers of the cut-off view (its ``tier_cuts`` and ``tier_names``).
+    Every part derived from the model (explanations, policy) must carry the stamp of the
+    model in ``models/``, else the page is refused rather than mixing two models; a run
+    summary written for another model is left out. ``score`` gives the tiers of the
+    cut-off view (its ``tier_cuts`` and ``tier_names``).
     """
     meta = cat.path("model_meta")
     if not meta.exists():
         raise DataError(f"{meta}: file not found (train a model first)")
+    stamp = model_stamp(cat.models)
     tiers = score or ScoreConfig()
     inp = core.Inputs(
         models=str(cat.models),
@@ -122,14 +135,19 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     )
     # a bring-your-own-table model: the simulator folders, if any, belong to another run
     sim = inp.simulator
-    for name in ("summary", "evaluation"):
-        if cat.path(name).exists():
-            setattr(inp, name, _json(cat.path(name)))
+    if cat.path("evaluation").exists():
+        inp.evaluation = _json(cat.path("evaluation"))
+    if cat.path("summary").exists():
+        summary = _json(cat.path("summary"))
+        if summary.get(STAMP_KEY) == stamp:
+            inp.summary = summary
+        else:
+            say(f"report: {cat.path('summary')} belongs to another model; left out")
     if sim and cat.path("data_card").exists():
         inp.data_card = _json(cat.path("data_card"))
     policy = cat.path("policy_dir")
     if (policy / "policy.json").exists():
-        inp.policy = _json(policy / "policy.json")
+        inp.policy = _derived(policy / "policy.json", stamp)
         if (policy / "matched_loss.csv").exists():
             inp.matched = _csv(policy / "matched_loss.csv")
     if sim and cat.path("stability").exists():
@@ -139,7 +157,7 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     baselines = inp.model.get("config", {}).get("model", {}).get("baselines", True)
     if baselines and cat.path("scorecard").exists():
         inp.scorecard = _csv(cat.path("scorecard"), core.SCORECARD_COLUMNS)
-    _explained(cat, inp, example_rows)
+    _explained(cat, inp, example_rows, stamp)
     folders = (cat.path("raw_plots"),) if sim else ()
     for folder in (*folders, cat.path("plots"), policy):
         if folder.is_dir():

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from pipeline.adapters import distributed, model_registry
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.serving import log_serving_model
-from pipeline.adapters.tracking import Tracker
+from pipeline.adapters.tracking import Tracker, redact_tree
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
@@ -288,7 +288,7 @@ def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
         "calibration": run.calibrator.method,
         "calibration_path": str(cal_path),
         "monotone": {n: int(v) for n, v in zip(names, monotone or [], strict=False) if v},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),
         "train_seconds": fit.seconds,
     }
     write_json(meta, p.models / "model.json")
@@ -521,7 +521,7 @@ def _publish(
         "calibration": fitted.calibrator.method,
         "calibration_path": str(cal_path),
         "monotone": {n: int(v) for n, v in zip(names, data.monotone or [], strict=False) if v},
-        "config": OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
         "train_seconds": fitted.seconds,
         **data.meta,
     }
