@@ -153,3 +153,39 @@ def test_blend_weights_and_tuned_parameters_are_reported():
     assert len(blend_row["weights_per_fold"]) == 2
     assert {"learning_rate", "num_leaves", "rounds"} <= set(lgb_row["params_per_fold"][0])
     assert lgb_row["trials_per_fold"] == [3, 3]
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_fit_selected_scores_like_its_candidate(name):
+    X, y, names = _data(800, seed=5)
+    fit, new = slice(0, 600), slice(600, 800)
+    final = selection.fit_selected(
+        name,
+        X[fit],
+        y[fit],
+        names,
+        ["kind"],
+        scorecard=lambda: Scorecard(max_bins=5),
+        base_params=BASE,
+        n_estimators=200,
+        early_stopping_rounds=20,
+        seed=3,
+        tune_seconds=300,
+    )
+    p = final.predict_proba(X[new])
+    assert p.shape == (200,) and np.all((p > 0) & (p < 1))
+    assert selection._auc(y[new], p) > 0.65
+    assert (final.booster is None) == (name == "scorecard")
+    assert (final.scorecard is None) == (name == "lightgbm")
+    with pytest.raises(ValueError, match="unknown candidate 'forest'"):
+        selection.fit_selected(
+            "forest",
+            X,
+            y,
+            names,
+            [],
+            scorecard=Scorecard,
+            base_params=BASE,
+            n_estimators=10,
+            early_stopping_rounds=5,
+        )

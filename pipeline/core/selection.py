@@ -589,3 +589,79 @@ def select(
         budget=plan,
         seconds=time.perf_counter() - t_all,
     )
+
+
+# --------------------------------------------------------------------------- final model
+
+
+@dataclass
+class FinalModel:
+    """The selected candidate fitted on the training rows, scoring any rows alike."""
+
+    name: str  # scorecard | lightgbm | blend
+    scorecard: Scorecard | None
+    booster: lgb.Booster | None
+    blend: Blend | None
+    names: list[str]
+    categorical: list[str]
+    tuned: Tuned | None = None
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p_card = self.scorecard.predict_proba(X) if self.scorecard is not None else None
+        p_lgb = None
+        if self.booster is not None:
+            p_lgb = np.asarray(self.booster.predict(lgb_matrix(X, self.names, self.categorical)))
+        if self.name == "scorecard" and p_card is not None:
+            return p_card
+        if self.name == "lightgbm" and p_lgb is not None:
+            return p_lgb
+        if self.name == "blend" and self.blend and p_card is not None and p_lgb is not None:
+            return self.blend.predict(p_card, p_lgb)
+        raise ValueError(f"final model {self.name!r} lacks the parts it needs")
+
+
+def fit_selected(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    categorical: list[str],
+    *,
+    scorecard: Callable[[], Scorecard],
+    woe_categorical: list[str] | None = None,
+    base_params: dict[str, Any],
+    n_estimators: int,
+    early_stopping_rounds: int,
+    seed: int = 42,
+    tune_seconds: float = 0.0,
+) -> FinalModel:
+    """Fit the candidate ``name`` on ``X`` the way the cross-validation fitted it per fold.
+
+    The search gets the share of the budget one fold had, on these rows only.
+    """
+    if name not in ORDER:
+        raise ValueError(f"unknown candidate {name!r}; candidates: {', '.join(ORDER)}")
+    y = np.asarray(y).astype(int)
+    woe_cat = list(categorical if woe_categorical is None else woe_categorical)
+    card = booster = mix = tuned = None
+    if name in ("scorecard", "blend"):
+        card = scorecard().fit(X, y, names, woe_cat)
+    if name in ("lightgbm", "blend"):
+        plan = budget(len(y), tune_seconds)
+        tuned = tune(
+            X,
+            y,
+            names,
+            categorical,
+            base_params,
+            trials=plan.trials,
+            seconds=plan.seconds / 11,  # a fold's share of a 5x2 selection
+            seed=seed,
+            n_estimators=n_estimators,
+            early_stopping_rounds=early_stopping_rounds,
+            max_rows=plan.tune_rows,
+        )
+        booster = fit_lightgbm(X, y, names, categorical, tuned, seed)
+    if name == "blend" and tuned is not None:
+        mix = _stack(X, y, names, woe_cat, scorecard, tuned)
+    return FinalModel(name, card, booster, mix, list(names), list(categorical), tuned)
