@@ -127,17 +127,21 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
         f"{len(prepared.feature_names)} features, {len(prepared.categorical)} categorical; "
         f"{prepared.split_rule})"
     )
-    screened = _table_screening(prepared, raw, str(d.time))
+    # features.select (off unless set) drops what the screening rules name
+    select = bool(getattr(cfg.features, "select", False))
+    screened = _table_screening(prepared, raw, str(d.time), select)
     if screened.dropped:
-        say(
-            f"train: screening would drop {', '.join(f'{k} ({v})' for k, v in screened.dropped.items())}"
-        )
+        verb = "drops" if select else "would drop"
+        found = ", ".join(f"{k} ({v})" for k, v in screened.dropped.items())
+        say(f"train: screening {verb} {found}")
+    names = screened.use
+    categorical = [c for c in prepared.categorical if c in names]
     return TrainData(
         mode="table",
         frame=prepared.frame,
-        names=prepared.feature_names,
-        categorical=prepared.categorical,
-        woe_categorical=prepared.categorical,
+        names=names,
+        categorical=categorical,
+        woe_categorical=categorical,
         monotone=None,
         source=path,
         meta={
@@ -158,9 +162,9 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
 
 
 def _table_screening(
-    prepared: table_core.PreparedTable, raw: pd.DataFrame, time: str
+    prepared: table_core.PreparedTable, raw: pd.DataFrame, time: str, select: bool
 ) -> screening_core.Screening:
-    """IV, PSI across ``time`` (when given) and correlation on the training rows (report only)."""
+    """IV, PSI across ``time`` (when given) and correlation on the training rows."""
     train = (prepared.frame.split == "train").to_numpy()
     rows = prepared.frame[train]
     when = table_core.time_values(raw, time)[train] if time else None
@@ -170,6 +174,7 @@ def _table_screening(
         prepared.feature_names,
         prepared.categorical,
         time=when,
+        select=select,
     )
 
 
