@@ -437,7 +437,7 @@ class ModelConfig:
     max_bin: int = 255
     num_threads: int = 0  # 0 = physical cores
     monotone: bool = True
-    calibration: str = "isotonic"  # isotonic | platt | beta | auto | none, on the validation split
+    calibration: str = "auto"  # auto | isotonic | platt | beta | none, on the validation split
     calibration_bins: int = 10  # equal-count bins of the calibration error and reliability plot
     baselines: bool = True  # also fit the scorecard and rules baselines on the same split
     scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig())
@@ -514,7 +514,7 @@ class ExplainConfig:
     snapshot: int | None = None  # that borrower's snapshot (default: latest out-of-time)
     n_jobs: int = 0  # 0 = physical cores
     attribution: str = "learned"  # feature -> cause split: primary | registry | learned
-    learn_support: str = "all"  # learned: causes a feature may feed: registry | all
+    learn_support: str = "registry"  # learned: causes a feature may feed: registry | all
     learn_rows: int = 50_000  # learned: at most this many training-split closures
     reference: str = "base"  # base (model expected value) | snapshot (mean of its rows)
     probability: bool = False  # also give reason scores in probability points

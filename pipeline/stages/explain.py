@@ -40,6 +40,7 @@ from pipeline.base.io import (
     write_json,
     write_parquet,
 )
+from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
@@ -102,6 +103,8 @@ def _cause_weights(
         "rows": int(e.learn_rows),
         "seed": int(cfg.data.seed),
         "names": model.names,
+        # a registry change (new links) must not reuse weights learned under the old ones
+        "links": {n: list(BY_NAME[n].causes) for n in model.names if n in BY_NAME},
     }
     path = p.models / catalog.ENTRIES["cause_weights"].relpath
     saved = catalog.read_cause_weights(path, model.names, key=digest_of(key))

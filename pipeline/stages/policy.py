@@ -108,19 +108,25 @@ def policy(
 
 
 def _report(matched: pd.DataFrame, refs: dict[str, Any], n: int, out_dir: Path) -> None:
+    def num(v: float, width: int) -> str:
+        return f"{v:{width},.0f}" if np.isfinite(v) else f"{'-':>{width}}"
+
     lines = [
         f"policy: {n:,} out-of-time rows; no action: revenue {refs['none']['revenue']:,.0f}, "
         f"loss {refs['none']['loss']:,.0f}; platform closed {refs['platform']['closures']:,.0f} "
         f"({refs['platform']['good_hit']:,.0f} never went overdue)",
-        f"  {'t(close)':>8} {'loss':>10} {'good hit close':>14} {'tiered':>8} "
-        f"{'revenue close':>13} {'tiered':>10} {'good closed tiered':>18}",
+        "  closing every account above a threshold, against the tiered strategy at the same",
+        "  loss ('good hit': never-overdue accounts closed or cut; 'good closed': of those,",
+        "  closed; '-': the tiered strategy cannot reach that loss)",
+        f"  {'close above the threshold':^42} | {'tiered strategy, same loss':^40}",
+        f"  {'threshold':>9} {'loss':>11} {'good hit':>9} {'revenue':>11} | "
+        f"{'good hit':>9} {'good closed':>12} {'revenue':>17}",
     ]
     for _, r in matched.iterrows():
-        g = f"{r.tiered_good_hit:8.0f}" if np.isfinite(r.tiered_good_hit) else f"{'-':>8}"
-        v = f"{r.tiered_revenue:10,.0f}" if np.isfinite(r.tiered_revenue) else f"{'-':>10}"
         lines.append(
-            f"  {r.threshold_close:8.3f} {r.loss:10,.0f} {r.close_good_hit:14.0f} {g} "
-            f"{r.close_revenue:13,.0f} {v} {r.tiered_good_closed:18.0f}"
+            f"  {r.threshold_close:9.3f} {num(r.loss, 11)} {num(r.close_good_hit, 9)} "
+            f"{num(r.close_revenue, 11)} | {num(r.tiered_good_hit, 9)} "
+            f"{num(r.tiered_good_closed, 12)} {num(r.tiered_revenue, 17)}"
         )
     lines.append(f"  -> {out_dir}")
     say("\n".join(lines))
