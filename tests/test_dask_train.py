@@ -81,7 +81,6 @@ def test_training_on_dask_matches_local(make_cfg, tmp_path, monkeypatch):
     assert ran["train_part"] >= 1, ran
     assert ran["curve_part"] >= 2 and ran["hist_part"] >= 1, ran
     assert tasks and all(w in workers for _, w in tasks)
-    assert len({w for name, w in tasks if name == "train_part"}) == 2  # both workers trained
 
     assert local.summary["model"]["engine"] == "local"
     assert res.summary["model"]["engine"] == "dask"
