@@ -125,7 +125,7 @@ def test_frontier_counts_good_customers_hit_and_matches_losses():
 
 
 @pytest.mark.slow
-def test_policy_stage_writes_frontier_and_logs(tmp_path):
+def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     from helpers import SMALL, compose_config
 
     from pipeline.__main__ import execute
@@ -139,7 +139,13 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path):
     ]
     for stage in ("generate", "features", "train"):
         execute(compose_config(tmp_path, [*SMALL, *world], stage=stage), [])
+    capsys.readouterr()
     res = execute(compose_config(tmp_path, [*SMALL, *world], stage="policy"), [])
+    printed = capsys.readouterr().out
+    # the console table names its strategies and terms, and prints no bare NaN
+    assert "close above the threshold" in printed and "tiered strategy, same loss" in printed
+    assert "'good hit': never-overdue accounts closed or cut" in printed
+    assert "nan" not in printed.lower()
     out = tmp_path / "models" / "policy"
     for name in ("frontier.csv", "matched_loss.csv", "policy.json", "frontier.png"):
         assert (out / name).stat().st_size > 0, name
