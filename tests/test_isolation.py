@@ -237,3 +237,23 @@ def test_outputs_without_a_stamp_are_refused(tmp_path):
         check_stamp(tmp_path / "broken.json", "ab" * 32)
     with pytest.raises(DataError, match="run `make train` first"):
         model_stamp(tmp_path)
+
+
+def test_stages_print_no_figures_of_a_model_trained_on_other_data(tmp_path, capsys):
+    from helpers import run_world
+
+    off = ["tracking.enabled=false", "model.baselines=false", "model.n_estimators=40"]
+    for stage in ("generate", "features", "train"):
+        run_world(tmp_path, [*off, "data.seed=1"], stage)
+    trained = json.loads((tmp_path / "models" / "summary.json").read_text())
+    assert "auc" in trained["oot"]
+    capsys.readouterr()
+    # a new world: the old model's figures no longer describe the data on disk
+    for stage in ("generate", "features"):
+        _, summary = run_world(tmp_path, [*off, "data.seed=2"], stage)
+        printed = capsys.readouterr().out
+        assert "oot" not in summary and "valid" not in summary, stage
+        assert "AUC valid / out-of-time    : - / -" in printed, stage
+        assert "figures are left out" in printed, stage
+    _, summary = run_world(tmp_path, [*off, "data.seed=2"], "train")
+    assert summary["oot"]["auc"] != trained["oot"]["auc"]

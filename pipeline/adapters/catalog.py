@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from pipeline.base.config import PathsConfig
-from pipeline.base.io import DataError, read_table
+from pipeline.base.io import DataError, digest_of, file_digest, read_table
 from pipeline.core import explain as explain_core
 from pipeline.core import features as feat_core
 from pipeline.core.calibration import Calibrator
@@ -177,6 +177,34 @@ def load_feature_table(
         filters=filters,
     )
     return table.to_pandas()
+
+
+def world_digest(raw_dir: Path) -> str | None:
+    """The identity of the simulated world in ``raw_dir``: a digest of the digests its
+    generate manifest records; None when there is no manifest."""
+    manifest = raw_dir / "_generate.manifest.json"
+    if not manifest.exists():
+        return None
+    return digest_of(json.loads(manifest.read_text()).get("outputs", {}))
+
+
+def made_from(out_dir: Path, stage: str) -> str | None:
+    """What a stage's manifest says its output was made from (None when it says nothing)."""
+    manifest = out_dir / f"_{stage}.manifest.json"
+    if not manifest.exists():
+        return None
+    value = json.loads(manifest.read_text()).get("made_from")
+    return str(value) if value is not None else None
+
+
+def data_digest(path: Path) -> str:
+    """The digest of a data file; the features stage's manifest records the feature table's."""
+    manifest = path.parent / "_features.manifest.json"
+    if manifest.exists():
+        recorded = json.loads(manifest.read_text()).get("outputs", {}).get(path.name)
+        if recorded:
+            return str(recorded)
+    return file_digest(path)
 
 
 # --------------------------------------------------------------------------- the model

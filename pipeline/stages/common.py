@@ -50,11 +50,22 @@ def up_to_date(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Pat
     return all(saved.get("outputs", {}).get(p.name) == file_digest(p) for p in outputs)
 
 
-def write_manifest(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> None:
-    write_json(
-        {"key": digest_of(key), "outputs": {p.name: file_digest(p) for p in outputs}},
-        _manifest_path(out_dir, stage),
-    )
+def write_manifest(
+    out_dir: Path,
+    stage: str,
+    key: dict[str, Any],
+    outputs: list[Path],
+    made_from: str | None = None,
+) -> None:
+    """Record the stage's key and output digests; ``made_from`` names its input's identity
+    (the features stage records the world it was built from)."""
+    manifest: dict[str, Any] = {
+        "key": digest_of(key),
+        "outputs": {p.name: file_digest(p) for p in outputs},
+    }
+    if made_from is not None:
+        manifest["made_from"] = made_from
+    write_json(manifest, _manifest_path(out_dir, stage))
 
 
 def inputs_digest(paths: list[Path]) -> dict[str, str]:

@@ -16,9 +16,10 @@ from typing import Any
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
+from pipeline.adapters.catalog import data_digest, made_from, world_digest
 from pipeline.adapters.runstate import owner_tags
 from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri, run_name
-from pipeline.base.config import validate
+from pipeline.base.config import Config, validate
 from pipeline.base.io import DataError, write_json, write_text
 from pipeline.stages.common import STAMP_KEY, Paths, check_stamp, model_stamp, release_memory, say
 from pipeline.stages.explain import explain
@@ -175,13 +176,26 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     # a simulator run's
     table_mode = str(cfg.data.kind) == "table"
     feat_path = p.processed / ("table_features.parquet" if table_mode else "features.parquet")
-    if feat_path.exists():
+    features_current = table_mode or _features_current(p)
+    if not features_current:
+        say(
+            f"summary: {feat_path} was built from another world than {p.raw}; its rows and "
+            "the model's figures are left out (make features, make train)"
+        )
+    if features_current and feat_path.exists():
         t = pq.read_table(feat_path, columns=["split", "label"]).to_pandas()
         summary["n_rows"] = int(len(t))
         summary["closure_rate"] = float(t.label.mean()) if len(t) else float("nan")
     model_meta = p.models / "model.json"
-    if model_meta.exists():
-        meta = json.loads(model_meta.read_text())
+    meta = json.loads(model_meta.read_text()) if model_meta.exists() else None
+    meta = meta if features_current else None
+    if meta is not None and features_current and not _trained_on(meta, cfg, feat_path):
+        say(
+            f"summary: the model in {p.models} was trained on other data than {feat_path}; "
+            "its figures are left out (make train to retrain)"
+        )
+        meta = None
+    if meta is not None:
         for split, m in meta["metrics"].items():
             summary[split] = {
                 k: m[k]
@@ -189,9 +203,11 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
                 if k in m
             }
     imp = p.models / "shap_importance.json"
-    if imp.exists():
+    if meta is not None and imp.exists():
         summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
-    stamp = model_stamp(p.models) if (p.models / "model.txt").exists() else None
+    stamp = (
+        model_stamp(p.models) if meta is not None and (p.models / "model.txt").exists() else None
+    )
     if stamp is not None:
         summary[STAMP_KEY] = stamp
     _merge_parts(summary, p.models / "summary_parts", results, stamp)
@@ -205,6 +221,28 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     tracker.log_artifact(p.models / "summary.json", "summary")
     _print_summary(summary)
     return summary
+
+
+def _features_current(p: Paths) -> bool:
+    """Whether the feature table was built from the world now in the raw folder (a table
+    whose manifest names no world is taken at its word)."""
+    source = made_from(p.processed, "features")
+    return source is None or source == world_digest(p.raw)
+
+
+def _trained_on(meta: dict[str, Any], cfg: Config, feat_path: Path) -> bool:
+    """Whether the model in ``meta`` was trained on the data this invocation sees.
+
+    A simulator model records the digest of its feature table; a table model, the path
+    of its table. A model saved without the record is taken at its word.
+    """
+    if str(cfg.data.kind) == "table":
+        return str(meta.get("table", {}).get("path", cfg.data.path)) == str(
+            Path(str(cfg.data.path)).expanduser()
+        )
+    if "data_digest" not in meta:
+        return True
+    return feat_path.exists() and meta["data_digest"] == data_digest(feat_path)
 
 
 def _merge_parts(
@@ -230,7 +268,9 @@ def _merge_parts(
         if stage in MODEL_STAGES:
             try:
                 if stamp is None:
-                    raise DataError(f"{path}: there is no model.txt to tell which model it is of")
+                    raise DataError(
+                        f"{path}: no model trained on this data to tell which model it is of"
+                    )
                 check_stamp(path, stamp)
             except DataError as exc:
                 say(f"summary: skipped {exc}")

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed
+from pipeline.adapters.catalog import world_digest
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
 from pipeline.base.config import Config, physical_cores
@@ -401,7 +402,7 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
         written.result()
     write_json(registry_json(), reg_path)
     write_text(stab.to_csv(index=False), stab_path)
-    write_manifest(p.processed, "features", key, outputs)
+    write_manifest(p.processed, "features", key, outputs, made_from=world_digest(p.raw))
     n_rows = table.num_rows
     metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
     metrics.update({k: float(v) for k, v in stats.items()})

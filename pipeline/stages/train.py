@@ -16,7 +16,6 @@ plots under ``models/plots/``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +28,12 @@ import pyarrow as pa
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed, model_registry
-from pipeline.adapters.catalog import load_feature_table
+from pipeline.adapters.catalog import data_digest, load_feature_table
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker, redact_tree
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
-    file_digest,
     read_table,
     write_json,
     write_parquet,
@@ -247,7 +245,7 @@ def train(cfg: Config, tracker: Tracker) -> TrainResult:
     if data.mode == "table":  # the user's table as the run's dataset input
         tracker.log_table(
             data.source,
-            _data_digest(data.source),
+            data_digest(data.source),
             data.frame.dtypes.astype(str).to_dict(),
             rows=len(data.frame),
             rows_per_split={str(k): int(v) for k, v in data.frame["split"].value_counts().items()},
@@ -292,6 +290,7 @@ def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
         "metrics": run.metrics,
         "calibration": run.calibrator.method,
         "calibration_path": str(cal_path),
+        "data_digest": data_digest(feat_path),
         "monotone": {n: int(v) for n, v in zip(names, monotone or [], strict=False) if v},
         "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),
         "train_seconds": fit.seconds,
@@ -309,7 +308,7 @@ def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
             "mode": "simulator",
             "engine": "dask",
             "calibration": run.calibrator.method,
-            model_registry.DATA_DIGEST_TAG: _data_digest(feat_path),
+            model_registry.DATA_DIGEST_TAG: data_digest(feat_path),
         }
     )
     for name in ("model.json", "calibration.json", "evaluation.json", f"gains_{split}.csv"):
@@ -525,6 +524,7 @@ def _publish(
         "metrics": fitted.metrics,
         "calibration": fitted.calibrator.method,
         "calibration_path": str(cal_path),
+        "data_digest": data_digest(data.source),
         "monotone": {n: int(v) for n, v in zip(names, data.monotone or [], strict=False) if v},
         "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
         "train_seconds": fitted.seconds,
@@ -564,7 +564,7 @@ def _register(
         {
             "mode": data.mode,
             "calibration": fitted.calibrator.method,
-            model_registry.DATA_DIGEST_TAG: _data_digest(data.source),
+            model_registry.DATA_DIGEST_TAG: data_digest(data.source),
         }
     )
     for name in (
@@ -591,16 +591,6 @@ def _register(
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
         part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
     return model_uri
-
-
-def _data_digest(path: Path) -> str:
-    """The digest of the training data: the features stage's manifest records it already."""
-    manifest = path.parent / "_features.manifest.json"
-    if manifest.exists():
-        recorded = json.loads(manifest.read_text()).get("outputs", {}).get(path.name)
-        if recorded:
-            return str(recorded)
-    return file_digest(path)
 
 
 def _rescorer(
