@@ -305,10 +305,23 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"AUC valid / out-of-time    : {g('valid', 'auc')} / {g('oot', 'auc')}",
         f"KS / Brier out-of-time     : {g('oot', 'ks')} / {g('oot', 'brier')}",
     ]
-    if "fidelity" in s:
+    if "oracle" in s and "observable_auc" in s["oracle"]:
+        o = s["oracle"]
         lines.append(
-            f"explanation fidelity      : top-1 {s['fidelity']['top1']:.2%}, top-3 {s['fidelity']['top3']:.2%}"
+            f"AUC on the oracle's rows   : model {o['model_auc']:.4f}, observable oracle "
+            f"{o['observable_auc']:.4f}, full-state oracle {o['full_auc']:.4f} "
+            f"({o['n_rows']:,} rows)"
         )
+    if "fidelity" in s:
+        f = s["fidelity"]
+        line = f"explanation fidelity       : top-1 {f['top1']:.2%}, top-3 {f['top3']:.2%}"
+        if "ceiling_top1" in f and "oracle_rows_top1" in f:
+            line += (
+                f"; on the {int(f.get('ceiling_n', 0)):,} closures with oracle futures "
+                f"{f['oracle_rows_top1']:.2%} / {f['oracle_rows_top3']:.2%} against the cause "
+                f"ceiling {f['ceiling_top1']:.2%} / {f['ceiling_top3']:.2%}"
+            )
+        lines.append(line)
     if "top_features" in s:
         lines.append(f"top features (mean |SHAP|) : {', '.join(s['top_features'])}")
     lines += [
