@@ -9,10 +9,19 @@ from omegaconf import OmegaConf
 
 from pipeline.base.causes import CAUSES, CHANNELS
 from pipeline.base.config import SimulatorConfig
-from pipeline.core.simulate import ACTIONS, Futures, WorldSpec, futures, simulate
+from pipeline.core.simulate import (
+    ACTIONS,
+    Futures,
+    Intervention,
+    WorldSpec,
+    futures,
+    futures_arms,
+    simulate,
+)
 
 K = 16
 SEC, OTHER, CONS = (CHANNELS.index(c) for c in ("securities", "other_lender", "consumption"))
+PER_FUTURE = ("closed", "cause", "month", "draw_amount", "channel_amount", "early_repay")
 
 
 def spec(n: int = 3000, seed: int = 9) -> WorldSpec:
@@ -137,7 +146,7 @@ def test_same_call_same_futures(world):
     o = w["oracle"].to_pandas().iloc[:40]
     a = futures(s, o.borrower_id, o.snapshot, action="keep_drawing", n_futures=4)
     b = futures(s, o.borrower_id, o.snapshot, action="keep_drawing", n_futures=4)
-    for name in ("closed", "cause", "month", "draw_amount", "channel_amount", "early_repay"):
+    for name in PER_FUTURE:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert a.closed.shape == (40, 4)
 
@@ -155,3 +164,79 @@ def test_bad_requests_name_what_is_wrong(world):
     with pytest.raises(ValueError, match=f"borrower {gone} is not on book at the end of month 26"):
         futures(s, [gone], 26)
     assert isinstance(ev, pd.DataFrame)
+
+
+# --------------------------------------------------------------------------- several actions
+
+
+def test_a_tuple_of_one_action_is_that_action(world):
+    s, w = world
+    o = w["oracle"].to_pandas().iloc[:60]
+    ids, snaps = o.borrower_id, o.snapshot
+    for name, k in (("keep_drawing", 3), ("route_to_consumption", 2)):
+        one = futures(s, ids, snaps, action=name, n_futures=4, keep_drawing_months=k)
+        tup = futures(s, ids, snaps, action=(name,), n_futures=4, keep_drawing_months=k)
+        for field in PER_FUTURE:
+            np.testing.assert_array_equal(getattr(tup, field), getattr(one, field), field)
+        assert one.action == tup.action == name
+    none = futures(s, ids, snaps, n_futures=4)
+    empty = futures(s, ids, snaps, action=(), n_futures=4)
+    np.testing.assert_array_equal(empty.cause, none.cause)
+    assert Intervention.of(("stop_competitors", "keep_drawing", "stop_competitors")).actions == (
+        "keep_drawing",
+        "stop_competitors",
+    )
+
+
+def test_two_actions_in_one_future_change_both_behaviours(world, arms):
+    s, w = world
+    o = w["oracle"].to_pandas()
+    ids, snaps = o.borrower_id.to_numpy(), o.snapshot.to_numpy()
+    both = futures(s, ids, snaps, action=("keep_drawing", "keep_external_live"))
+    assert both.action == ("keep_drawing", "keep_external_live")
+    # drawing kept up: the first month's draws are those of keep_drawing alone
+    np.testing.assert_array_equal(
+        both.draw_amount[..., 0], arms["keep_drawing"].draw_amount[..., 0]
+    )
+    assert (both.draw_amount[..., 0] > 0).sum() > (arms[None].draw_amount[..., 0] > 0).sum()
+    # and the external record kept live: thin-file closures end as with that action alone
+    assert cause_share(both, "thin_file") < 0.25 * cause_share(arms[None], "thin_file")
+    assert cause_share(both, "thin_file") < 0.5 * cause_share(arms["keep_drawing"], "thin_file")
+    money = futures(s, ids, snaps, action=("route_to_consumption", "repay_on_schedule"))
+    assert money.channel_amount[..., [SEC, OTHER]].sum() == 0
+    assert money.early_repay.sum() == 0
+    assert arms["route_to_consumption"].early_repay.sum() > 0
+
+
+def test_arms_from_one_replay_are_the_single_calls(world):
+    s, w = world
+    o = w["oracle"].to_pandas().iloc[::9].iloc[:80]
+    ids, snaps = o.borrower_id.to_numpy(), o.snapshot.to_numpy()
+    pair = Intervention(("keep_external_live", "stop_competitors"))
+    kinds = [Intervention(), Intervention(("keep_drawing",), 3), pair]
+    mixed = [kinds[i % 3] for i in range(len(ids))]  # each account its own intervention
+    got = futures_arms(s, ids, snaps, [Intervention(), pair, mixed], n_futures=4)
+    assert [g.arm for g in got[:2]] == [Intervention(), pair] and got[2].arm == tuple(mixed)
+    for iv in kinds:
+        f = futures(s, ids, snaps, iv.actions, 4, iv.keep_drawing_months)
+        rows = np.array([m == iv for m in mixed])
+        for field in PER_FUTURE:
+            np.testing.assert_array_equal(getattr(got[2], field)[rows], getattr(f, field)[rows])
+        if iv == pair:
+            np.testing.assert_array_equal(got[1].cause, f.cause)
+    again = futures_arms(s, ids, snaps, [Intervention(), pair, mixed], n_futures=4)
+    for a, b in zip(got, again, strict=True):
+        np.testing.assert_array_equal(a.cause, b.cause)
+        np.testing.assert_array_equal(a.draw_amount, b.draw_amount)
+    with pytest.raises(ValueError, match="each account carried out its own"):
+        _ = got[2].action
+
+
+def test_bad_arms_name_what_is_wrong(world):
+    s, _ = world
+    with pytest.raises(ValueError, match="unknown action 'save_more'"):
+        futures(s, [1], 26, action=("keep_drawing", "save_more"))
+    with pytest.raises(ValueError, match="one Intervention per account asked: got 1 for 2"):
+        futures_arms(s, [1, 2], 26, [[Intervention()]])
+    with pytest.raises(ValueError, match="asked twice at one snapshot with different"):
+        futures_arms(s, [1, 1], 26, [[Intervention(), Intervention(("moderate_use",))]])

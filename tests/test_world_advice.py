@@ -16,7 +16,7 @@ from pipeline.base.config import SimulatorConfig
 from pipeline.base.registry import BY_NAME, FEATURES
 from pipeline.core import advice as advice_core
 from pipeline.core import world_advice as wa
-from pipeline.core.simulate import ACTIONS, WorldSpec, futures, simulate
+from pipeline.core.simulate import ACTIONS, Intervention, WorldSpec, futures, simulate
 
 K = 8
 
@@ -127,7 +127,7 @@ def test_cadence_draws_in_as_many_months_as_advised():
     plan = wa.steps(
         np.array([1.0, 0.0]), names, "cadence:2", [("draw_months_3", 1.0, 3.0)], horizon=3
     )
-    assert plan[0].arm == wa.Arm("keep_drawing", 3)
+    assert plan[0].arm == Intervention(("keep_drawing",), 3)
     plan = wa.steps(
         np.array([0.0, 4.0]),
         names,
@@ -135,7 +135,7 @@ def test_cadence_draws_in_as_many_months_as_advised():
         [("draw_months_3", 0.0, 1.0), ("months_since_last_draw", 4.0, 0.0)],
         horizon=3,
     )
-    assert plan[0].arm == wa.Arm("keep_drawing", 1) and plan[0].cost == 1
+    assert plan[0].arm == Intervention(("keep_drawing",), 1) and plan[0].cost == 1
     with pytest.raises(ValueError, match="unknown lever 'save_more'"):
         wa.steps(np.array([0.0, 0.0]), names, "save_more:1", [], horizon=3)
 
@@ -147,14 +147,18 @@ def test_arms_are_the_simulators_futures_from_one_replay(world):
     s, acc = world
     acc = acc.iloc[::7].iloc[:40]
     ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
-    arms = [wa.NO_ACTION, wa.Arm("keep_drawing", 3), wa.Arm("keep_external_live")]
-    got = wa.run_arms(s, ids, snaps, arms, K)
-    for arm in arms:
-        f = futures(s, ids, snaps, arm.action, K, arm.keep_drawing_months)
-        np.testing.assert_array_equal(got[arm].closed, f.closed, err_msg=arm.label)
-        np.testing.assert_array_equal(got[arm].cause, f.cause, err_msg=arm.label)
+    both = Intervention(("keep_drawing", "keep_external_live"), 3)
+    arms = [wa.NO_ACTION, Intervention(("keep_drawing",), 3), both]
+    mixed = [arms[i % 3] for i in range(len(ids))]
+    got = wa.run_arms(s, ids, snaps, [*arms, mixed], K)
+    for arm, g in zip(arms, got, strict=False):
+        f = futures(s, ids, snaps, arm.actions, K, arm.keep_drawing_months)
+        np.testing.assert_array_equal(g.closed, f.closed, err_msg=arm.label)
+        np.testing.assert_array_equal(g.cause, f.cause, err_msg=arm.label)
+        mine = np.array([m == arm for m in mixed])
+        np.testing.assert_array_equal(got[3].cause[mine], f.cause[mine], err_msg=arm.label)
     with pytest.raises(ValueError, match="unknown action 'save_more'"):
-        wa.run_arms(s, ids, snaps, [wa.Arm("save_more")], K)
+        wa.run_arms(s, ids, snaps, [Intervention(("save_more",))], K)
 
 
 def test_a_world_other_than_the_raw_datas_is_refused(world):
@@ -165,7 +169,7 @@ def test_a_world_other_than_the_raw_datas_is_refused(world):
     # the raw data's own world passes, and gives the same futures as without the check
     checked = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K, raw)
     plain = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K)
-    np.testing.assert_array_equal(checked[wa.NO_ACTION].closed, plain[wa.NO_ACTION].closed)
+    np.testing.assert_array_equal(checked[0].closed, plain[0].closed)
     other = WorldSpec(**{**s.__dict__, "seed": s.seed + 1})
     with pytest.raises(wa.WorldMismatch, match=f"borrower {min(ids)} has signup_month"):
         wa.run_arms(other, ids, snaps, [wa.NO_ACTION], K, raw)
@@ -247,14 +251,27 @@ def test_the_advice_carried_out_in_the_world(world):
     # borrowers already under the threshold have no advice to carry out
     tested = adv[adv.actions != ""].head(120)
     assert len(tested) == 120 > (adv.head(120).actions != "").sum()
-    single = tested.actions.str.split().str.len() == 1
-    assert 0 < w["n"] == int(single.sum()) < w["n_tested"] == 120 and w["n_advised"] == 150
+    several = tested.actions.str.split().str.len() > 1
+    # every tested borrower carried out its whole advice, several actions together too
+    assert w["n"] == w["n_tested"] == 120 and w["n_advised"] == 150
+    assert 0 < w["n_several"] == int(several.sum()) < 120
     for key in ("p_before", "p_after", "model_p_after"):
         assert 0.0 <= w[key] <= 1.0, key
     whole = res.rows[res.rows.action == "advice"]
-    assert w["p_after"] == pytest.approx(whole.p_after.mean())
+    assert len(whole) == 120 and w["p_after"] == pytest.approx(whole.p_after.mean())
     # the model's after-advice probability is the advice's own re-scored figure
-    np.testing.assert_allclose(np.sort(whole.model_p_after), np.sort(tested.p_after[single]))
+    np.testing.assert_allclose(whole.model_p_after, tested.p_after)
+    # an advice of two actions is both carried out in the same futures
+    i = int(np.flatnonzero(several.to_numpy())[0])
+    two = whole.iloc[i]
+    assert "+" in two.arm
+    acts = tuple(a.split(":")[0] for a in two.arm.split("+"))
+    k = [int(a.split(":")[1]) for a in two.arm.split("+") if ":" in a]
+    f = futures(s, tested.borrower_id, tested.snapshot, acts, K, k[0] if k else 2)
+    assert two.p_after == pytest.approx(float(f.p[i]))
+    mine = (res.rows.borrower_id == two.borrower_id) & (res.rows.snapshot == two.snapshot)
+    alone = res.rows[mine & (res.rows.action != "advice")]
+    assert sorted(alone.action) == sorted(acts) and (alone.n_actions == len(acts)).all()
     ext = w["by_action"]["keep_external_live"]
     assert {"n", "true_change", "model_change"} <= set(ext)
     assert ext["model_change"] < 0  # the stand-in model believes an active file helps
@@ -334,7 +351,8 @@ def test_the_summary_line_and_tracker_figures(world):
     assert m["advice_world_keep_external_live_true_change"] == pytest.approx(
         w["by_action"]["keep_external_live"]["true_change"]
     )
-    assert "none had an advice of a single action" in wa.headline({"n": 0, "n_tested": 3})
+    assert "no advised borrower had an action" in wa.headline({"n": 0, "n_tested": 0})
+    assert f"({w['n_several']} of several actions together" in line
 
 
 def test_one_borrowers_world_before_and_after_its_advice(world):
@@ -358,21 +376,41 @@ def test_one_borrowers_world_before_and_after_its_advice(world):
     f = futures(s, [two.borrower_id], [two.snapshot], None, 32)
     assert story["p_before"] == pytest.approx(float(f.p[0]))
     assert [a["action"] for a in story["actions"]] == ["keep_drawing", "keep_external_live"]
-    assert not story["whole"]
+    k = 2
     for a in story["actions"]:
-        g = futures(
-            s,
-            [two.borrower_id],
-            [two.snapshot],
-            a["action"],
-            32,
-            int(a["arm"][-1]) if ":" in a["arm"] else 2,
-        )
+        k = int(a["arm"][-1]) if ":" in a["arm"] else k
+        g = futures(s, [two.borrower_id], [two.snapshot], a["action"], 32, k)
         assert a["p_after"] == pytest.approx(float(g.p[0]))
         assert a["model_p_after"] < two.p_before  # each lever lowers the stand-in's risk
+    # the whole advice: both actions in the same futures, and the advice's own re-score
+    both = story["whole"]
+    g = futures(s, [two.borrower_id], [two.snapshot], ("keep_drawing", "keep_external_live"), 32, k)
+    assert both["p_after"] == pytest.approx(float(g.p[0]))
+    assert both["model_p_after"] == pytest.approx(two.p_after)
+    assert both["arm"] == f"keep_drawing:{k}+keep_external_live"
     lines = wa.story_lines(story)
     assert f"without the advice: closes within the horizon in {story['p_before']:.1%}" in lines[1]
-    assert len(lines) == 5 and "each is shown on its own" in lines[-1]
+    assert len(lines) == 5 and f"with the whole advice ({both['arm']}" in lines[-1]
+    # an advice of one action is its own whole; no advice, no whole
+    one = wa.borrower_world(
+        s,
+        int(two.borrower_id),
+        int(two.snapshot),
+        x,
+        NAMES,
+        two.actions.split()[:1],
+        changes,
+        _score,
+        8,
+    )
+    assert len(one["actions"]) == 1 and one["whole"]["p_after"] == one["actions"][0]["p_after"]
+    assert len(wa.story_lines(one)) == 3
+    assert (
+        wa.borrower_world(s, int(two.borrower_id), int(two.snapshot), x, NAMES, [], [], _score, 8)[
+            "whole"
+        ]
+        is None
+    )
 
 
 # --------------------------------------------------------------------------- the stage
@@ -398,7 +436,7 @@ def test_the_explain_stage_writes_advice_world_and_tells_the_story(tmp_path, cap
     summary = json.loads((tmp_path / "models" / "summary.json").read_text())
     w = summary["advice"]["world"]
     assert {"n", "p_before", "p_after", "model_p_after", "by_action"} <= set(w)
-    assert w["n_advised"] == summary["advice"]["n"] and w["n_tested"] <= 30
+    assert w["n_advised"] == summary["advice"]["n"] and w["n"] == w["n_tested"] <= 30
     for fig in w["by_action"].values():
         assert {"n", "true_change", "model_change"} <= set(fig)
     assert "world advice:" in capsys.readouterr().out

@@ -30,7 +30,7 @@ probabilities (full state, and observables only) come from the same machinery.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -486,9 +486,13 @@ class _MonthOut:
 
 @dataclass
 class _Act:
-    """An action carried out by the borrower in a future (one of :data:`ACTIONS`)."""
+    """The actions carried out in a future (keys of :data:`ACTIONS`), together.
 
-    name: str
+    ``who`` maps each action to the state rows carrying it out (a bool mask), or to None
+    when every row does; rows of one run can so carry out different actions.
+    """
+
+    who: dict[str, np.ndarray | None]
     force_draw: np.ndarray | None = None  # over state rows: draw this month ("keep_drawing")
     util_cap: float = 0.5  # "moderate_use": draw only up to this share of the line
 
@@ -505,8 +509,12 @@ class _Month:
     u: np.ndarray  # (n, 12) uniforms, one column per decision
     act: _Act | None = None
 
-    def acting(self, name: str) -> bool:
-        return self.act is not None and self.act.name == name
+    def acting(self, name: str) -> np.ndarray | None:
+        """Which of the month's accounts carry out action ``name`` (None: none does)."""
+        if self.act is None or name not in self.act.who:
+            return None
+        rows = self.act.who[name]
+        return np.ones(self.n, dtype=bool) if rows is None else rows[self.idx]
 
     @property
     def n(self) -> int:
@@ -643,8 +651,9 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     # 2. competitor use grows with the market
     multihome = st.multihome[idx]
     comp = u[:, 1] < multihome * (0.15 + 0.85 * mo.comp_level)
-    if mo.acting("stop_competitors"):
-        comp = np.zeros(n, dtype=bool)
+    quit_comp = mo.acting("stop_competitors")
+    if quit_comp is not None:
+        comp &= ~quit_comp
 
     # 3. draws
     frozen = st.frozen_left[idx] > 0
@@ -664,8 +673,10 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     bal_prev = st.balance[idx]
     per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
     available = np.maximum(line - bal_prev, 0.0)
-    if mo.act is not None and mo.acting("moderate_use"):
-        available = np.maximum(mo.act.util_cap * line - bal_prev, 0.0)
+    moderate = mo.acting("moderate_use")
+    if mo.act is not None and moderate is not None:
+        capped = np.maximum(mo.act.util_cap * line - bal_prev, 0.0)
+        available = np.where(moderate, capped, available)
     draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
     draw_amt = np.round(draw_amt, 2)
     drew = drew & (draw_amt > 0)
@@ -696,9 +707,11 @@ def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generat
         ],
         axis=1,
     ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
-    if mo.acting("route_to_consumption"):
-        w[:, 0] += w[:, 2] + w[:, 3]
-        w[:, 2:4] = 0.0
+    route = mo.acting("route_to_consumption")
+    if route is not None:
+        w[route, 0] += w[route, 2] + w[route, 3]
+        w[route, 2] = 0.0
+        w[route, 3] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = b.draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
@@ -712,8 +725,9 @@ def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generat
     early = (bal_prev > 0) & (
         u[:, 3] < s.early_repay_prob * (0.5 + st.juggler[idx] + st.ext_eng[idx])
     )
-    if mo.acting("repay_on_schedule"):
-        early = np.zeros(n, dtype=bool)
+    on_schedule = mo.acting("repay_on_schedule")
+    if on_schedule is not None:
+        early &= ~on_schedule
     repay = np.where(early, bal_prev, bal_prev * st.repay_rate[idx])
     interest = (bal_prev + 0.5 * b.draw_amt) * s.daily_rate * 30.0
     balance = np.maximum(bal_prev - repay + b.draw_amt, 0.0)
@@ -745,9 +759,10 @@ def _bureau(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau
     juggler = st.juggler[idx]
     new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0, 1))
     is_loan = u[:, 5] < 0.3 + 0.5 * juggler
-    keep_live = mo.acting("keep_external_live")
-    if keep_live:  # a borrower without external credit opens an account to use
-        new_acc = np.where(st.ext_cards[idx] + st.ext_loans[idx] == 0, 1, new_acc)
+    live = mo.acting("keep_external_live")
+    keep_live: np.ndarray | bool = False if live is None else live
+    if live is not None:  # a borrower without external credit opens an account to use
+        new_acc = np.where(live & (st.ext_cards[idx] + st.ext_loans[idx] == 0), 1, new_acc)
     cards = st.ext_cards[idx] + new_acc * (~is_loan)
     loans = st.ext_loans[idx] + new_acc * is_loan
     cards = cards - rng.binomial(cards, s.ext_close_rate)
@@ -1106,6 +1121,60 @@ ACTIONS: dict[str, str] = {
 KEEP_DRAWING_MONTHS = 2  # default k of "keep_drawing"
 
 
+@dataclass(frozen=True)
+class Intervention:
+    """What a borrower does in its futures: actions of :data:`ACTIONS`, carried out together.
+
+    ``actions`` is kept sorted and without repeats (empty: no action); a single name is
+    taken as that one action. ``keep_drawing_months`` is the k of ``keep_drawing``.
+    """
+
+    actions: tuple[str, ...] = ()
+    keep_drawing_months: int = KEEP_DRAWING_MONTHS
+
+    def __post_init__(self) -> None:
+        given: Any = self.actions
+        acts = (given,) if isinstance(given, str) else tuple(given)
+        unknown = [a for a in acts if a not in ACTIONS]
+        if unknown:
+            raise ValueError(f"futures: unknown action {unknown[0]!r}; known: {', '.join(ACTIONS)}")
+        object.__setattr__(self, "actions", tuple(sorted(set(acts))))
+        object.__setattr__(self, "keep_drawing_months", int(self.keep_drawing_months))
+
+    @classmethod
+    def of(
+        cls,
+        action: str | Sequence[str] | None,
+        keep_drawing_months: int = KEEP_DRAWING_MONTHS,
+    ) -> Intervention:
+        """From an action's name, several names, or None (no action)."""
+        acts = (action,) if isinstance(action, str) else tuple(action or ())
+        return cls(acts, keep_drawing_months)
+
+    @property
+    def action(self) -> str | tuple[str, ...] | None:
+        """None for no action, the name of a single one, the sorted names of several."""
+        if not self.actions:
+            return None
+        return self.actions[0] if len(self.actions) == 1 else self.actions
+
+    @property
+    def label(self) -> str:
+        """``none``, or the actions joined by ``+`` (``keep_drawing`` with its k)."""
+        parts = [
+            f"{a}:{self.keep_drawing_months}" if a == "keep_drawing" else a for a in self.actions
+        ]
+        return "+".join(parts) or "none"
+
+
+#: An arm of futures: one intervention for every account, or one per account asked.
+Arm = Intervention | Sequence[Intervention]
+
+
+class NotOnBook(ValueError):
+    """An account asked for futures is not on book at its snapshot."""
+
+
 class _CrnGenerator(np.random.Generator):
     """A generator whose stream use does not depend on the parameters it is given.
 
@@ -1164,11 +1233,12 @@ class Futures:
     account stayed open and ``CAUSE_OVERDUE`` for an overdue closure. Behaviour is
     counted while the account is open. ``weight`` is 1 except for observable futures,
     whose redrawn frailty is weighted by how likely it makes the account's survival so far.
+    ``arm`` is the intervention every account carried out, or one per account.
     """
 
     borrower_id: np.ndarray  # (n,)
     snapshot: np.ndarray  # (n,)
-    action: str | None
+    arm: Intervention | tuple[Intervention, ...]
     closed: np.ndarray  # (n, k) bool
     cause: np.ndarray  # (n, k) int
     month: np.ndarray  # (n, k) month of the first closure, -1 when none
@@ -1176,6 +1246,13 @@ class Futures:
     draw_amount: np.ndarray  # (n, k, horizon) money drawn per month
     channel_amount: np.ndarray  # (n, k, channels) drawn money by channel over the horizon
     early_repay: np.ndarray  # (n, k) months with an early repayment of the whole balance
+
+    @property
+    def action(self) -> str | tuple[str, ...] | None:
+        """The action(s) every account carried out (see :attr:`Intervention.action`)."""
+        if not isinstance(self.arm, Intervention):
+            raise ValueError("futures: each account carried out its own intervention (see arm)")
+        return self.arm.action
 
     @property
     def p(self) -> np.ndarray:
@@ -1224,6 +1301,82 @@ def _redraw_unobservable(spec: WorldSpec, fut: _State, rng: np.random.Generator)
     return -fut.cum_h0 * np.exp(part)
 
 
+@dataclass
+class _ArmRows:
+    """An arm over a set of accounts: who carries out each action, and keep_drawing's k.
+
+    ``who`` maps an action to a bool mask over the accounts, None when all carry it out;
+    ``k_draw`` is one k for all or one per account; ``given`` is the arm as asked.
+    """
+
+    who: dict[str, np.ndarray | None]
+    k_draw: int | np.ndarray
+    given: Intervention | tuple[Intervention, ...]
+
+    @classmethod
+    def of(cls, arm: Arm, n: int) -> _ArmRows:
+        if isinstance(arm, Intervention):
+            return cls(dict.fromkeys(arm.actions), arm.keep_drawing_months, arm)
+        each = tuple(arm)
+        if len(each) != n or not all(isinstance(a, Intervention) for a in each):
+            raise ValueError(
+                f"futures: an arm given per account needs one Intervention per account "
+                f"asked: got {len(each)} for {n} accounts"
+            )
+        names = sorted({a for iv in each for a in iv.actions})
+        who: dict[str, np.ndarray | None] = {
+            a: np.array([a in iv.actions for iv in each], dtype=bool) for a in names
+        }
+        k = np.array([iv.keep_drawing_months for iv in each], dtype=np.int64)
+        return cls(who, k, each)
+
+    def interventions(self) -> list[Intervention]:
+        """The distinct interventions of the arm."""
+        return (
+            [self.given]
+            if isinstance(self.given, Intervention)
+            else sorted(set(self.given), key=lambda iv: iv.label)
+        )
+
+    def at(self, asked: np.ndarray, src: np.ndarray, n_rows: int) -> _ArmRows:
+        """The arm over ``n_rows`` state rows, the asked position ``asked[i]`` on row
+        ``src[i]``; asks of one row must carry out the same intervention."""
+        if isinstance(self.given, Intervention):
+            return self
+        _, first = np.unique(src, return_index=True)
+        assert len(first) == n_rows
+        pick = asked[first]
+        given = tuple(self.given[i] for i in pick)
+        for i, r in zip(asked, src, strict=True):
+            if given[r] != self.given[i]:
+                raise ValueError(
+                    f"futures: an account asked twice at one snapshot with different "
+                    f"interventions ({given[r].label} and {self.given[i].label})"
+                )
+        who = {a: None if m is None else m[pick] for a, m in self.who.items()}
+        k = self.k_draw if isinstance(self.k_draw, int) else self.k_draw[pick]
+        return _ArmRows(who, k, given)
+
+    def act(self, k: int) -> _Act | None:
+        """The month step's action over ``k`` futures of each row (None: no action)."""
+        if not self.who:
+            return None
+        who = {a: None if m is None else np.repeat(m, k) for a, m in self.who.items()}
+        return _Act(who=who)
+
+    def forced_draws(self, act: _Act, draw_months: np.ndarray, k: int) -> None:
+        """``keep_drawing``: draw this month while fewer than k months had a draw."""
+        if "keep_drawing" not in act.who:
+            return
+        kd = self.k_draw if isinstance(self.k_draw, int) else np.repeat(self.k_draw, k)
+        force = draw_months < kd
+        rows = act.who["keep_drawing"]
+        act.force_draw = force if rows is None else force & rows
+
+
+_NO_ARM = _ArmRows({}, KEEP_DRAWING_MONTHS, Intervention())
+
+
 def _run_futures(
     spec: WorldSpec,
     st: _State,
@@ -1231,16 +1384,16 @@ def _run_futures(
     t: int,
     k: int,
     chunk: int,
-    action: str | None = None,
-    keep_drawing_months: int = KEEP_DRAWING_MONTHS,
+    arm: _ArmRows = _NO_ARM,
     observable: bool = False,
 ) -> Futures:
-    """``k`` futures of the state rows ``rows`` over (t, t + horizon].
+    """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
 
     Every future is stepped every month (closed ones too, their outcome already fixed),
     and draws come from one stream per (seed, chunk, snapshot) through
-    :class:`_CrnGenerator`: runs with and without an action, or with and without the
-    redraw, use the same random numbers, row for row.
+    :class:`_CrnGenerator`: runs under any arms, or with and without the redraw, use the
+    same random numbers, row for row. Rows do not interact within a month, so a row's
+    futures depend only on its own intervention, whatever the other rows carry out.
     """
     n, horizon = len(rows), spec.horizon
     fut = st.take(np.repeat(rows, k))
@@ -1250,7 +1403,7 @@ def _run_futures(
         logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
         weight = np.exp(logw - logw.max(axis=1, keepdims=True))
     rng = _CrnGenerator(np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 2, t))))
-    act = None if action is None else _Act(action)
+    act = arm.act(k)
     cause = np.full(n * k, -1, dtype=np.int64)
     month = np.full(n * k, -1, dtype=np.int64)
     drawn = np.zeros((n * k, horizon))
@@ -1258,8 +1411,8 @@ def _run_futures(
     draw_months = np.zeros(n * k, dtype=np.int64)
     early = np.zeros(n * k, dtype=np.int64)
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
-        if act is not None and action == "keep_drawing":
-            act.force_draw = draw_months < keep_drawing_months
+        if act is not None:
+            arm.forced_draws(act, draw_months, k)
         out = _step(spec, fut, m, rng, record=False, act=act, every_row=True)
         assert out.drew is not None and out.draw_amount is not None
         assert out.flow_amount is not None and out.early is not None
@@ -1275,7 +1428,7 @@ def _run_futures(
     return Futures(
         borrower_id=st.bid[rows],
         snapshot=np.full(n, t, dtype=np.int16),
-        action=action,
+        arm=arm.given,
         closed=(cause2 >= 0) & (cause2 < N_CAUSES),
         cause=cause2,
         month=month.reshape(n, k),
@@ -1290,7 +1443,7 @@ def futures(
     spec: WorldSpec,
     borrower_ids: np.ndarray | list[int],
     snapshot: int | np.ndarray | list[int],
-    action: str | None = None,
+    action: str | Sequence[str] | None = None,
     n_futures: int | None = None,
     keep_drawing_months: int = KEEP_DRAWING_MONTHS,
     observable: bool = False,
@@ -1299,25 +1452,65 @@ def futures(
 
     A pure function of the world's config: each account's chunk is replayed up to the
     snapshot, then ``n_futures`` futures (default ``simulator.oracle_futures``) run over
-    the horizon with the action (a key of :data:`ACTIONS`, or None) carried out every
-    month. Futures are seeded by (seed, chunk, snapshot) and the set of accounts asked
-    there, so calls with and without an action share their random numbers account by
-    account; asked for a chunk's oracle accounts at a snapshot, no action gives the
-    oracle's ``p_full`` exactly (any other set, an estimate with the same law). Rows
-    come back in the order asked; repeats are allowed.
+    the horizon with the action carried out every month: a key of :data:`ACTIONS`, a
+    tuple of keys carried out together, or None. Futures are seeded by (seed, chunk,
+    snapshot) and the set of accounts asked there, so calls with and without an action
+    share their random numbers account by account; asked for a chunk's oracle accounts
+    at a snapshot, no action gives the oracle's ``p_full`` exactly (any other set, an
+    estimate with the same law). Rows come back in the order asked; repeats are allowed.
 
     Compare arms of the same accounts, not an arm with the oracle's figure for
     accounts chosen *by* that figure: the choice favours futures that happened to close.
+    Several arms of the same accounts run faster from one replay: :func:`futures_arms`.
+    """
+    arm = Intervention.of(action, keep_drawing_months)
+    return futures_arms(spec, borrower_ids, snapshot, [arm], n_futures, observable)[0]
+
+
+def futures_arms(
+    spec: WorldSpec,
+    borrower_ids: np.ndarray | list[int],
+    snapshot: int | np.ndarray | list[int],
+    arms: Sequence[Arm],
+    n_futures: int | None = None,
+    observable: bool = False,
+    check: Callable[[pa.Table], None] | None = None,
+) -> list[Futures]:
+    """The futures of the same accounts under several arms, each chunk replayed once.
+
+    An arm is one :class:`Intervention` for every account, or a sequence of one per
+    account asked (an advice carried out whole, each borrower its own). All arms share
+    their random numbers row for row, and an account's futures under an arm are those
+    :func:`futures` gives for the same accounts with that account's intervention.
+    ``check``, if given, is called with each replayed chunk's borrowers table before its
+    months are stepped (to compare the replayed world with stored data). One
+    :class:`Futures` per arm, in the order of ``arms``; rows in the order asked.
     """
     ids = np.asarray(borrower_ids, dtype=np.int64).ravel()
     snaps = np.broadcast_to(np.asarray(snapshot, dtype=np.int64), ids.shape).copy()
     k = int(n_futures or spec.sim.oracle_futures)
-    _check_futures_args(spec, ids, snaps, action, k, keep_drawing_months)
+    plan = [_ArmRows.of(a, len(ids)) for a in arms]
+    _check_futures_args(spec, ids, snaps, plan, k)
+    res = [_empty_futures(spec, ids, snaps, a.given, k) for a in plan]
+    chunk_of = ids // spec.sim.chunk_size
+    for c in np.unique(chunk_of):
+        where = np.flatnonzero(chunk_of == c)
+        _chunk_futures(spec, int(c), ids, snaps, where, plan, k, observable, check, res)
+    return res
+
+
+def _empty_futures(
+    spec: WorldSpec,
+    ids: np.ndarray,
+    snaps: np.ndarray,
+    given: Intervention | tuple[Intervention, ...],
+    k: int,
+) -> Futures:
     n, horizon = len(ids), spec.horizon
-    res = Futures(
+    return Futures(
         borrower_id=ids,
         snapshot=snaps.astype(np.int16),
-        action=action,
+        arm=given,
         closed=np.zeros((n, k), dtype=bool),
         cause=np.full((n, k), -1, dtype=np.int64),
         month=np.full((n, k), -1, dtype=np.int64),
@@ -1326,17 +1519,6 @@ def futures(
         channel_amount=np.zeros((n, k, len(CHANNELS))),
         early_repay=np.zeros((n, k), dtype=np.int64),
     )
-    chunk_of = ids // spec.sim.chunk_size
-    for c in np.unique(chunk_of):
-        where = np.flatnonzero(chunk_of == c)
-        for t, f in _chunk_futures(
-            spec, int(c), ids[where], snaps[where], k, action, keep_drawing_months, observable
-        ):
-            at = where[snaps[where] == t]
-            src = np.searchsorted(f.borrower_id, ids[at])
-            for name in _PER_FUTURE:
-                getattr(res, name)[at] = getattr(f, name)[src]
-    return res
 
 
 _PER_FUTURE = (
@@ -1354,19 +1536,17 @@ def _check_futures_args(
     spec: WorldSpec,
     ids: np.ndarray,
     snaps: np.ndarray,
-    action: str | None,
+    arms: Sequence[_ArmRows],
     k: int,
-    keep_drawing_months: int,
 ) -> None:
-    if action is not None and action not in ACTIONS:
-        raise ValueError(f"futures: unknown action {action!r}; known: {', '.join(ACTIONS)}")
     if k < 1:
         raise ValueError(f"futures: n_futures must be at least 1, got {k}")
-    if not 1 <= keep_drawing_months <= spec.horizon:
-        raise ValueError(
-            f"futures: keep_drawing_months must be in 1..{spec.horizon} (the horizon), "
-            f"got {keep_drawing_months}"
-        )
+    for iv in (iv for a in arms for iv in a.interventions()):
+        if not 1 <= iv.keep_drawing_months <= spec.horizon:
+            raise ValueError(
+                f"futures: keep_drawing_months must be in 1..{spec.horizon} (the horizon), "
+                f"got {iv.keep_drawing_months}"
+            )
     bad = (ids < 0) | (ids >= spec.n_borrowers)
     if bad.any():
         raise ValueError(
@@ -1386,29 +1566,39 @@ def _chunk_futures(
     chunk: int,
     ids: np.ndarray,
     snaps: np.ndarray,
+    where: np.ndarray,
+    arms: Sequence[_ArmRows],
     k: int,
-    action: str | None,
-    keep_drawing_months: int,
     observable: bool,
-) -> Iterator[tuple[int, Futures]]:
-    """Replay one chunk to each asked snapshot and run the futures of its asked accounts."""
+    check: Callable[[pa.Table], None] | None,
+    res: list[Futures],
+) -> None:
+    """Replay one chunk to each asked snapshot and run every arm's futures of the
+    accounts asked there (positions ``where`` of ``ids``), filling ``res``."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
-    st, _ = _init_chunk(spec, chunk, rng)
+    st, tables = _init_chunk(spec, chunk, rng)
+    if check is not None:
+        check(tables["borrowers"])
     lo = spec.chunk_bounds(chunk)[0]
-    wanted = set(int(x) for x in snaps)
+    wanted = set(int(x) for x in snaps[where])
     for t in range(max(wanted) + 1):
         _step(spec, st, t, rng, record=False)
         if t not in wanted:
             continue
-        uniq = np.unique(ids[snaps == t])
+        at = where[snaps[where] == t]
+        uniq = np.unique(ids[at])
         rows = uniq - lo
         off = ~(st.open[rows] & (st.signup[rows] <= t))
         if off.any():
-            raise ValueError(
+            raise NotOnBook(
                 f"futures: borrower {int(uniq[off][0])} is not on book at the end of month "
                 f"{t} (closed by then, or not yet signed up)"
             )
-        yield t, _run_futures(spec, st, rows, t, k, chunk, action, keep_drawing_months, observable)
+        src = np.searchsorted(uniq, ids[at])
+        for arm, out in zip(arms, res, strict=True):
+            f = _run_futures(spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable)
+            for name in _PER_FUTURE:
+                getattr(out, name)[at] = getattr(f, name)[src]
 
 
 def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.ndarray]:

@@ -3,26 +3,26 @@
 The advice (:mod:`pipeline.core.advice`) changes features and re-scores them with the
 model: that shows what the model believes, not what the world does. Here every advised
 borrower's world is continued from its full state at the advised snapshot over the
-horizon, many times (Monte Carlo futures), once without the advice and once with each of
-its actions carried out (:data:`pipeline.core.simulate.ACTIONS`, joined to the features
-by :data:`pipeline.base.actions.FEATURE_ACTIONS`). All arms of a borrower share their
-random numbers (common random numbers), so the difference between arms is the action's
+horizon, many times (Monte Carlo futures): once without the advice, once with the whole
+advice carried out (all its actions together) and once with each of its actions alone
+(:data:`pipeline.core.simulate.ACTIONS`, joined to the features by
+:data:`pipeline.base.actions.FEATURE_ACTIONS`). All arms of a borrower share their
+random numbers (common random numbers), so the difference between arms is the advice's
 effect, not noise of the draws.
 
 What is measured, per borrower and then on average:
 
 * ``p_before``: the share of futures closing (non-overdue cause) within the horizon
   without the advice; per cause, the share closing by that cause;
-* ``p_after``: the same with the advice carried out. The world carries out one action
-  per future, so a borrower's whole advice is carried out when it is one action; an
-  advice of several actions is tested action by action (``by_action``) and left out
-  of the whole-advice figures;
+* ``p_after``: the same with the whole advice carried out; per action (``by_action``),
+  with that action alone;
 * ``model_p_after``: the model's probability after the advised feature change (what the
   advice promised); per action, after that action's feature changes alone.
 
-Each chunk of the world is replayed once up to each asked snapshot and every arm runs
-from that one state, row for row the continuations that
-:func:`pipeline.core.simulate.futures` gives for the same accounts and action.
+The futures come from :func:`pipeline.core.simulate.futures_arms`: each chunk of the
+world is replayed once up to each asked snapshot and every arm runs from that state,
+each borrower carrying out its own advice; row for row these are the continuations
+that :func:`pipeline.core.simulate.futures` gives for the same accounts and actions.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.base.actions import KEEP_DRAWING, actions_for
 from pipeline.base.causes import CAUSES
 from pipeline.core import advice as advice_core
 from pipeline.core import simulate as sim
-from pipeline.core.simulate import KEEP_DRAWING_MONTHS, N_CAUSES, WorldSpec
+from pipeline.core.simulate import KEEP_DRAWING_MONTHS, Futures, Intervention, WorldSpec
 
 #: Columns of the advice table this module reads.
 ADVICE_COLUMNS = ("borrower_id", "snapshot", "p_before", "p_after", "actions", "changes")
@@ -48,27 +49,12 @@ ADVICE_COLUMNS = ("borrower_id", "snapshot", "p_before", "p_after", "actions", "
 RAW_CHECKED = ("signup_month", "income", "initial_line")
 RAW_COLUMNS = ("borrower_id", *RAW_CHECKED)
 RAW_SCHEMA = sim.SCHEMAS["borrowers"]
+#: The arm without any action.
+NO_ACTION = Intervention()
 
 
 class WorldMismatch(ValueError):
     """The world replayed from the config is not the one the advice was given in."""
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One way the futures run: no action, or one action (``keep_drawing`` with its k)."""
-
-    action: str | None
-    keep_drawing_months: int = KEEP_DRAWING_MONTHS
-
-    @property
-    def label(self) -> str:
-        if self.action == KEEP_DRAWING:
-            return f"{self.action}:{self.keep_drawing_months}"
-        return self.action or "none"
-
-
-NO_ACTION = Arm(None)
 
 
 @dataclass
@@ -76,24 +62,15 @@ class Step:
     """One action of a borrower's advice: the arm that carries it out, its cost and changes."""
 
     action: str
-    arm: Arm
+    arm: Intervention
     cost: int
     changes: list[tuple[str, float, float]]
 
 
-@dataclass
-class Outcome:
-    """Closures of one arm's futures: ``closed`` (n, k) and the cause index (n, k)."""
-
-    closed: np.ndarray
-    cause: np.ndarray
-
-    @property
-    def p(self) -> np.ndarray:
-        return np.asarray(self.closed.mean(axis=1))
-
-    def cause_share(self) -> np.ndarray:
-        return np.stack([(self.cause == j).mean(axis=1) for j in range(N_CAUSES)], axis=1)
+def whole(plan: Sequence[Step]) -> Intervention:
+    """The arm carrying out every action of an advice together (no action for none)."""
+    k = [s.arm.keep_drawing_months for s in plan if s.action == KEEP_DRAWING]
+    return Intervention(tuple(s.action for s in plan), k[0] if k else KEEP_DRAWING_MONTHS)
 
 
 @dataclass
@@ -144,13 +121,13 @@ def steps(
     return list(out.values())
 
 
-def _arm(action: str, changes: list[tuple[str, float, float]], horizon: int) -> Arm:
+def _arm(action: str, changes: list[tuple[str, float, float]], horizon: int) -> Intervention:
     """The arm of an action; ``keep_drawing`` draws in as many months as the advice says."""
     if action != KEEP_DRAWING:
-        return Arm(action)
+        return Intervention((action,))
     months = [after for f, _, after in changes if f == "draw_months_3"]
     k = int(round(months[0])) if months else KEEP_DRAWING_MONTHS
-    return Arm(action, int(min(max(k, 1), horizon)))
+    return Intervention((action,), int(min(max(k, 1), horizon)))
 
 
 # --------------------------------------------------------------------------- futures
@@ -160,68 +137,33 @@ def run_arms(
     spec: WorldSpec,
     ids: np.ndarray,
     snaps: np.ndarray,
-    arms: Sequence[Arm],
+    arms: Sequence[sim.Arm],
     k: int,
     raw: pd.DataFrame | None = None,
-) -> dict[Arm, Outcome]:
+) -> list[Futures]:
     """``k`` futures of each account under every arm; the world replayed once per chunk.
 
-    Rows come back in the order asked. For each arm the futures are those of
-    :func:`pipeline.core.simulate.futures` for the same accounts, snapshots and action.
-    ``raw``: the raw borrowers table; the replayed borrowers must match it
-    (:data:`RAW_CHECKED`), else :class:`WorldMismatch`.
+    An arm is one intervention for all accounts or one per account
+    (:func:`pipeline.core.simulate.futures_arms`); one :class:`Futures` per arm, rows in
+    the order asked. ``raw``: the raw borrowers table; the replayed borrowers must match
+    it (:data:`RAW_CHECKED`), else :class:`WorldMismatch`.
     """
     ids = np.asarray(ids, dtype=np.int64)
-    snaps = np.asarray(snaps, dtype=np.int64)
-    for arm in arms:  # the same checks and messages as futures()
-        sim._check_futures_args(spec, ids, snaps, arm.action, k, arm.keep_drawing_months)
-    n = len(ids)
-    out = {
-        a: Outcome(np.zeros((n, k), dtype=bool), np.full((n, k), -1, dtype=np.int64)) for a in arms
-    }
-    chunk_of = ids // spec.sim.chunk_size
-    for c in np.unique(chunk_of):
-        where = np.flatnonzero(chunk_of == c)
-        _chunk_arms(spec, int(c), ids, snaps, where, arms, k, out, raw)
-    return out
+    asked = np.unique(ids)
 
+    def check(borrowers: pa.Table) -> None:
+        replayed = borrowers.to_pandas()
+        assert raw is not None
+        _same_borrowers(replayed, raw, asked[np.isin(asked, replayed.borrower_id.to_numpy())])
 
-def _chunk_arms(
-    spec: WorldSpec,
-    chunk: int,
-    ids: np.ndarray,
-    snaps: np.ndarray,
-    where: np.ndarray,
-    arms: Sequence[Arm],
-    k: int,
-    out: dict[Arm, Outcome],
-    raw: pd.DataFrame | None,
-) -> None:
-    """Replay one chunk as the generator did, running every arm at each asked snapshot."""
-    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
-    st, tables = sim._init_chunk(spec, chunk, rng)
-    if raw is not None:
-        _same_borrowers(tables["borrowers"].to_pandas(), raw, np.unique(ids[where]))
-    lo = spec.chunk_bounds(chunk)[0]
-    wanted = {int(t) for t in snaps[where]}
-    for t in range(max(wanted) + 1):
-        sim._step(spec, st, t, rng, record=False)
-        if t not in wanted:
-            continue
-        at = where[snaps[where] == t]
-        uniq = np.unique(ids[at])
-        rows = uniq - lo
-        off = ~(st.open[rows] & (st.signup[rows] <= t))
-        if off.any():
-            raise WorldMismatch(
-                f"world advice: borrower {int(uniq[off][0])} is not on book at the end of "
-                f"month {t} (the world replayed from the config is not the one advised?)"
-            )
-        src = np.searchsorted(uniq, ids[at])
-        for arm in arms:
-            f = sim._run_futures(spec, st, rows, t, k, chunk, arm.action, arm.keep_drawing_months)
-            out[arm].closed[at] = f.closed[src]
-            out[arm].cause[at] = f.cause[src]
+    try:
+        return sim.futures_arms(
+            spec, ids, snaps, arms, int(k), check=None if raw is None else check
+        )
+    except sim.NotOnBook as exc:
+        raise WorldMismatch(
+            f"world advice: {exc}; the world replayed from the config is not the one advised?"
+        ) from exc
 
 
 def _same_borrowers(replayed: pd.DataFrame, raw: pd.DataFrame, ids: np.ndarray) -> None:
@@ -273,10 +215,10 @@ def evaluate(
         steps(x, names, str(a), [tuple(c) for c in json.loads(ch)], spec.horizon)
         for x, a, ch in zip(X, adv.actions, adv.changes, strict=True)
     ]
-    arms = [NO_ACTION, *sorted({s.arm for p in plans for s in p}, key=lambda a: a.label)]
     ids, snaps = adv.borrower_id.to_numpy(), adv.snapshot.to_numpy()
-    res = run_arms(spec, ids, snaps, arms, int(n_futures), raw) if len(adv) else {}
-    rows = _rows(adv, X, names, plans, res, score)
+    arms = _arms(plans)
+    res = run_arms(spec, ids, snaps, arms, int(n_futures), raw) if len(adv) else []
+    rows = _rows(adv, X, names, plans, [_Closures.of(f) for f in res], score)
     summary = summarize(rows, len(advice), int(n_futures))
     summary["seconds"] = time.perf_counter() - t0
     return WorldAdvice(rows=rows, summary=summary)
@@ -296,15 +238,43 @@ def _feature_rows(adv: pd.DataFrame, features: pd.DataFrame, names: Sequence[str
     return got[list(names)].to_numpy(dtype=np.float64)
 
 
+def _arms(plans: Sequence[Sequence[Step]]) -> list[sim.Arm]:
+    """The arms, each borrower its own: no action, the whole advice, then its j-th action
+    alone for j = 0, 1, ... (no action where the advice has fewer)."""
+    longest = max((len(p) for p in plans), default=0)
+    per_step = [[p[j].arm if j < len(p) else NO_ACTION for p in plans] for j in range(longest)]
+    return [NO_ACTION, [whole(p) for p in plans], *per_step]
+
+
+@dataclass
+class _Closures:
+    """Per account: the share of futures closing, and closing by each cause (n, causes)."""
+
+    p: np.ndarray
+    share: np.ndarray
+
+    @classmethod
+    def of(cls, f: Futures) -> _Closures:
+        return cls(f.p, f.cause_share())
+
+    def after(self, i: int) -> dict[str, float]:
+        return {"p_after": float(self.p[i]), **self.shares("after", i)}
+
+    def shares(self, prefix: str, i: int) -> dict[str, float]:
+        """Row ``i``'s share of futures closing by each cause, as ``<prefix>_<cause>``."""
+        return {f"{prefix}_{c}": float(self.share[i, j]) for j, c in enumerate(CAUSES)}
+
+
 def _rows(
     adv: pd.DataFrame,
     X: np.ndarray,
     names: Sequence[str],
     plans: list[list[Step]],
-    res: dict[Arm, Outcome],
+    res: list[_Closures],
     score: Callable[[np.ndarray], np.ndarray],
 ) -> pd.DataFrame:
-    """One row per borrower and action of its advice (``action="advice"``: the whole)."""
+    """One row per borrower and action of its advice, and one (``action="advice"``) for
+    the whole advice carried out; ``res`` holds the arms of :func:`_arms`."""
     col = {n: j for j, n in enumerate(names)}
     recs: list[dict[str, Any]] = []
     changed: list[np.ndarray] = []
@@ -313,18 +283,23 @@ def _rows(
             "borrower_id": int(rec.borrower_id),
             "snapshot": int(rec.snapshot),
             "n_actions": len(plan),
-            "p_before": float(res[NO_ACTION].p[i]),
+            "p_before": float(res[0].p[i]),
             "model_p_before": float(rec.p_before),
-            **_shares("before", res[NO_ACTION], i),
+            **res[0].shares("before", i),
         }
-        for s in plan:
+        for j, s in enumerate(plan):
             x = X[i].copy()
             for f, _, after in s.changes:
                 x[col[f]] = after
             changed.append(x)
-            recs.append({**base, **_after(res[s.arm], i), "action": s.action, "cost": s.cost})
-        if len(plan) == 1:  # the whole advice is that one action
-            recs.append({**recs[-1], "action": "advice", "model_p_after": float(rec.p_after)})
+            recs.append(
+                {**base, **res[2 + j].after(i), "action": s.action, "arm": s.arm.label}
+                | {"cost": s.cost}
+            )
+        recs.append(
+            {**base, **res[1].after(i), "action": "advice", "arm": whole(plan).label}
+            | {"cost": sum(s.cost for s in plan), "model_p_after": float(rec.p_after)}
+        )
     table = pd.DataFrame(recs)
     if len(changed):
         p = np.asarray(score(np.asarray(changed, dtype=np.float32)), dtype=np.float64)
@@ -333,33 +308,25 @@ def _rows(
     return table
 
 
-def _after(o: Outcome, i: int) -> dict[str, float]:
-    return {"p_after": float(o.p[i]), **_shares("after", o, i)}
-
-
-def _shares(prefix: str, o: Outcome, i: int) -> dict[str, float]:
-    """Row ``i``'s share of futures closing by each cause, as ``<prefix>_<cause>``."""
-    share = o.cause_share()[i]
-    return {f"{prefix}_{c}": float(share[j]) for j, c in enumerate(CAUSES)}
-
-
 def summarize(rows: pd.DataFrame, n_advised: int, n_futures: int) -> dict[str, Any]:
     """``advice.world``: whole-advice figures, per action and per cause."""
-    whole = rows[rows.action == "advice"] if len(rows) else rows
+    carried = rows[rows.action == "advice"] if len(rows) else rows
     out: dict[str, Any] = {
-        "n": int(len(whole)),
+        "n": int(len(carried)),
         "n_advised": int(n_advised),
         "n_tested": int(len(rows[["borrower_id", "snapshot"]].drop_duplicates()))
         if len(rows)
         else 0,
         "n_futures": int(n_futures),
     }
-    if len(whole):
-        out.update(_figures(whole))
+    if "n_actions" in carried:  # advices of several actions, carried out together
+        out["n_several"] = int((carried.n_actions > 1).sum())
+    if len(carried):
+        out.update(_figures(carried))
         out["by_cause"] = {
             c: {
-                "before": float(whole[f"before_{c}"].mean()),
-                "after": float(whole[f"after_{c}"].mean()),
+                "before": float(carried[f"before_{c}"].mean()),
+                "after": float(carried[f"after_{c}"].mean()),
             }
             for c in CAUSES
         }
@@ -408,16 +375,14 @@ def _figures(g: pd.DataFrame) -> dict[str, Any]:
 def headline(w: dict[str, Any]) -> str:
     """One line on the world test: the true cut in closure risk against the model's."""
     if not w.get("n"):
-        return (
-            f"world advice: {w.get('n_tested', 0)} advised borrowers tested action by action; "
-            "none had an advice of a single action to carry out whole"
-        )
+        return "world advice: no advised borrower had an action to carry out"
     differs = ", ".join(w["sign_differs"]) or "none"
     if w.get("sign_unclear"):
         differs += f"; within noise: {', '.join(w['sign_unclear'])}"
     return (
         f"world advice: {w['n']} of {w['n_tested']} advised borrowers carried out their whole "
-        f"advice ({w['n_futures']} futures each): true closure risk {w['p_before']:.1%} -> "
+        f"advice ({w.get('n_several', 0)} of several actions together; {w['n_futures']} "
+        f"futures each): true closure risk {w['p_before']:.1%} -> "
         f"{w['p_after']:.1%} (cut {w['true_cut']:.0%}), model after {w['model_p_after']:.1%} "
         f"(mean |model - world| {w['model_gap']:.3f}); best per cost: "
         f"{', '.join(w['ranking'][:3])}; true effect against the model's sign: {differs} "
@@ -427,7 +392,16 @@ def headline(w: dict[str, Any]) -> str:
 
 def metrics(w: dict[str, Any]) -> dict[str, float]:
     """Flat numeric figures of ``advice.world`` for the tracker."""
-    keys = ("n", "n_tested", "p_before", "p_after", "model_p_after", "true_cut", "model_gap")
+    keys = (
+        "n",
+        "n_tested",
+        "n_several",
+        "p_before",
+        "p_after",
+        "model_p_after",
+        "true_cut",
+        "model_gap",
+    )
     out = {f"advice_world_{k}": float(w[k]) for k in keys if k in w}
     for act, fig in w.get("by_action", {}).items():
         out[f"advice_world_{act}_true_change"] = float(fig["true_change"])
@@ -447,44 +421,40 @@ def borrower_world(
     n_futures: int,
     raw: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """One borrower's world before and after each action of its advice (the story).
+    """One borrower's world before and after its advice: whole, and action by action.
 
     ``actions`` are the advice's ``lever:cost`` tokens and ``changes`` its feature
-    changes; with no action, only the world as it goes is told. When the world replayed
-    from the config is not the raw data's (``raw``, see :func:`run_arms`), the story says
-    so (``skipped``) instead.
+    changes; with no action, only the world as it goes is told (``whole`` is None). When
+    the world replayed from the config is not the raw data's (``raw``, see
+    :func:`run_arms`), the story says so (``skipped``) instead.
     """
     plan = steps(np.asarray(x, dtype=np.float64), names, " ".join(actions), changes, spec.horizon)
-    arms = [NO_ACTION, *[s.arm for s in plan]]
+    arms = list(dict.fromkeys([NO_ACTION, whole(plan), *[s.arm for s in plan]]))
     ids, snaps = np.array([borrower_id]), np.array([snapshot])
     try:
-        res = run_arms(spec, ids, snaps, arms, int(n_futures), raw)
+        got = run_arms(spec, ids, snaps, arms, int(n_futures), raw)
     except WorldMismatch as exc:
         return {"borrower_id": int(borrower_id), "snapshot": int(snapshot), "skipped": str(exc)}
+    res = {arm: _Closures.of(f) for arm, f in zip(arms, got, strict=True)}
     col = {n: j for j, n in enumerate(names)}
-    rows = []
-    for s in plan:
+
+    def told(arm: Intervention, cost: int, moved: list[tuple[str, float, float]]) -> dict[str, Any]:
         xa = np.array(x, dtype=np.float64)
-        for f, _, after in s.changes:
+        for f, _, after in moved:
             xa[col[f]] = after
         model_after = float(np.asarray(score(xa[None, :].astype(np.float32)))[0])
-        rows.append(
-            {
-                "action": s.action,
-                "arm": s.arm.label,
-                "cost": s.cost,
-                **_after(res[s.arm], 0),
-                "model_p_after": model_after,
-            }
-        )
+        return {"arm": arm.label, "cost": cost, **res[arm].after(0), "model_p_after": model_after}
+
+    rows = [{"action": s.action, **told(s.arm, s.cost, s.changes)} for s in plan]
+    all_changes = [c for s in plan for c in s.changes]
     return {
         "borrower_id": int(borrower_id),
         "snapshot": int(snapshot),
         "n_futures": int(n_futures),
         "p_before": float(res[NO_ACTION].p[0]),
-        **_shares("before", res[NO_ACTION], 0),
+        **res[NO_ACTION].shares("before", 0),
         "actions": rows,
-        "whole": len(plan) == 1,
+        "whole": told(whole(plan), sum(s.cost for s in plan), all_changes) if plan else None,
     }
 
 
@@ -508,6 +478,10 @@ def story_lines(w: dict[str, Any]) -> list[str]:
             f"  with {a['arm']}: {a['p_after']:.1%} (causes: {causes(a, 'after')}); "
             f"the model expects {a['model_p_after']:.1%}"
         )
-    if len(w["actions"]) > 1:
-        lines.append("  (the world carries out one action per future: each is shown on its own)")
+    if len(w["actions"]) > 1 and w.get("whole"):
+        a = w["whole"]
+        lines.append(
+            f"  with the whole advice ({a['arm']}, carried out together): {a['p_after']:.1%} "
+            f"(causes: {causes(a, 'after')}); the model expects {a['model_p_after']:.1%}"
+        )
     return lines
