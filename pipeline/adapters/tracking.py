@@ -37,10 +37,16 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.lightgbm
 import pyarrow.parquet as pq
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from pipeline.base.config import Config
@@ -506,8 +512,6 @@ class Tracker:
             ) from exc
 
     def _open_store(self) -> None:
-        import mlflow
-        from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
         exp = client.get_experiment_by_name(self.experiment)
@@ -620,7 +624,6 @@ class Tracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.enabled or self.run_id is None:
             return
-        from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in redact(params).items()]
         for i in range(0, len(items), _MAX_BATCH):
@@ -630,7 +633,6 @@ class Tracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         if not self.enabled or self.run_id is None:
             return
-        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [
@@ -645,7 +647,6 @@ class Tracker:
 
     def _log_headlines(self, logged: Mapping[str, float], now: int, step: int) -> None:
         """Headline figures a stage run just logged, under their short names on the parent."""
-        from mlflow.entities import Metric
 
         stage = self._stage_stack[-1] if self._stage_stack else None
         found = {
@@ -663,7 +664,6 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not self.enabled or self.run_id is None:
             return
-        from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:5000]) for k, v in _redact_tags(tags).items()]
         self._call(lambda: self._client.log_batch(self.run_id, tags=items))
@@ -687,7 +687,6 @@ class Tracker:
         """
         if not self.enabled or self.run_id is None:
             return
-        from mlflow.entities import Dataset, DatasetInput, InputTag
 
         if not digest or len(digest) > 36:
             raise ValueError(
@@ -791,11 +790,6 @@ class Tracker:
         """Log a LightGBM booster (its own text format) with signature and example; register it."""
         if not self.enabled or self.run_id is None:
             return None
-        from importlib.metadata import version
-
-        import mlflow
-        import mlflow.lightgbm
-        from mlflow.models import infer_signature
 
         preds = booster.predict(input_example)
         signature = infer_signature(input_example, preds)
@@ -871,7 +865,6 @@ def load_runs(uri: str, run_ids: Sequence[str], timeout_s: float = 5.0) -> list[
     _server_reachable(uri, timeout_s)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise TrackingError(f"no MLflow store at {redact_uri(uri)}; run the pipeline first")
-    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     out = []

@@ -8,12 +8,14 @@ before any stage does work.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psutil
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
@@ -800,11 +802,8 @@ def validate(cfg: Any) -> None:
 
 def physical_cores() -> int:
     try:
-        import psutil
-
         n = psutil.cpu_count(logical=False)
     except Exception:  # pragma: no cover - psutil is a dependency, this is belt and braces
         n = None
-    import os
 
     return max(1, n or os.cpu_count() or 1)

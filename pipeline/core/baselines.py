@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
 _SMOOTH = 0.5  # added to bin counts so an all-good or all-bad bin has a finite WoE
 
@@ -123,7 +124,6 @@ class Scorecard:
         names: list[str],
         categorical: list[str] | tuple[str, ...] = (),
     ) -> Scorecard:
-        from sklearn.linear_model import LogisticRegression
 
         y = np.asarray(y).astype(int)
         cand = [

@@ -151,10 +151,10 @@ def gains_frame(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # matplotlib: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
     return plt
 

@@ -40,6 +40,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
 
 from pipeline.base.causes import CAUSE_TEXT, CAUSES
 from pipeline.base.registry import BY_NAME
@@ -195,7 +196,6 @@ def fit_cause_weights(
     Meant for the training split only. Rows with a cause outside the studied ones are
     ignored. The fit is deterministic (L-BFGS from a zero start: the uniform split).
     """
-    from scipy.optimize import minimize
 
     phi = np.asarray(phi, dtype=np.float64)
     n_feat = len(feature_names)

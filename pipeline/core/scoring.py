@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
 from pipeline.base.causes import OCCUPATIONS
 from pipeline.base.io import DataError
@@ -70,7 +71,6 @@ def feature_schema(
     (the model was trained with them). ``per_snapshot``: an id may repeat, once per
     ``snapshot`` (checked by :func:`validate_features`).
     """
-    import pandera.pandas as pa
 
     finite = pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), name="finite (no inf)")
     id_checks = [] if table_mode else [pa.Check.ge(0)]
@@ -108,7 +108,6 @@ def validate_features(
     A table with a ``snapshot`` column (such as the features stage's own table) may hold
     one row per id and snapshot.
     """
-    import pandera.pandas as pa
 
     if id_col not in df.columns:
         raise DataError(

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from pipeline.base.config import ModelConfig
 from pipeline.core.metrics import binary_metrics
@@ -162,8 +164,6 @@ def cross_validate(
     the held-out fold never chooses the number of trees. ``baseline``, if given, is a
     callable ``(X_train, y_train) -> predict_fn`` scored on the same folds.
     """
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     aucs: list[float] = []

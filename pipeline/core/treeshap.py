@@ -43,6 +43,7 @@ from typing import Any
 
 import numba
 import numpy as np
+import psutil
 from numba import njit, prange
 
 __all__ = ["TreeShap", "supports", "unsupported_reason"]
@@ -361,8 +362,6 @@ def _max_threads() -> int:
 
 def _default_threads() -> int:
     try:
-        import psutil  # optional
-
         n = psutil.cpu_count(logical=False) or 0
     except Exception:
         n = 0

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from pipeline.base.io import DataError, digest_of, file_digest, write_json
 
@@ -165,10 +169,6 @@ def release_memory() -> None:
     collecting them, emptying Arrow's pool and trimming the C heap keeps the next
     stage from stacking its peak on top of the last one's.
     """
-    import ctypes
-    import gc
-
-    import pyarrow as pa
 
     gc.collect()
     pa.default_memory_pool().release_unused()

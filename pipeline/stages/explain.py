@@ -650,10 +650,10 @@ def _raw_borrowers(cfg: Config) -> pd.DataFrame:
 
 
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # matplotlib: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
     return plt
 
@@ -669,7 +669,7 @@ def _shap_plots(
     n_dependence: int,
 ) -> list[Path]:
     plt = _plt()
-    import shap
+    import shap  # shap: slow to import, needed only here
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -745,7 +745,7 @@ def _heatmap(conf: pd.DataFrame, path: Path) -> Path:
 
 def _waterfall(phi: np.ndarray, x: np.ndarray, names: list[str], path: Path) -> Path:
     plt = _plt()
-    import shap
+    import shap  # shap: slow to import, needed only here
 
     path.parent.mkdir(parents=True, exist_ok=True)
     exp = shap.Explanation(values=phi[:-1], base_values=float(phi[-1]), data=x, feature_names=names)

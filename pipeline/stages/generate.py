@@ -6,6 +6,7 @@ import contextlib
 import time
 from typing import Any, cast
 
+import numpy as np
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
@@ -161,11 +162,10 @@ def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
 
 def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:
     """Monthly closure rate by cause, and the distributions of key variables."""
-    import matplotlib
+    import matplotlib  # matplotlib: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
     out = p.raw / "plots"
     out.mkdir(parents=True, exist_ok=True)

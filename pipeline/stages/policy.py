@@ -133,10 +133,10 @@ def _report(matched: pd.DataFrame, refs: dict[str, Any], n: int, out_dir: Path) 
 
 
 def _plot(front: pd.DataFrame, path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # matplotlib: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
     f = front[front.segment == "all"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))

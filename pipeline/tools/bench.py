@@ -38,6 +38,7 @@ The benchmark never asserts on time; the goals below are reported, not enforced.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -46,10 +47,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from pipeline.__main__ import stages_for
 from pipeline.adapters.tracking import Tracker, TrackingError, from_config
@@ -87,8 +95,6 @@ SHAP_TOLERANCE = 1e-4
 
 def compose_bench_config(overrides: list[str]) -> Any:
     """The project's config with command-line overrides (the bench's only Hydra use)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -116,7 +122,6 @@ def check_rows(rows: list[str]) -> list[str]:
 
 def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
     """A resolved copy of ``cfg`` that writes under ``work`` and recomputes every stage."""
-    from omegaconf import OmegaConf
 
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
@@ -138,7 +143,6 @@ def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
 
 
 def _load_run_config(path: str) -> Any:
-    from omegaconf import OmegaConf
 
     return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
 
@@ -217,7 +221,6 @@ def _wrap_timer(module: Any, name: str, acc: dict[str, float], key: str) -> None
 
 
 def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    import importlib
 
     # the runners package exports the stage function under the module's own name
     gen_runner = importlib.import_module("pipeline.stages.generate")
@@ -238,8 +241,6 @@ def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     count = int(task["random_numbers"])
     out = Path(task["work"]) / "reference" / "random.parquet"
@@ -261,7 +262,6 @@ def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 def sql_params(cfg: Any) -> Any:
     """The SQL reference's parameters: the same values as the feature stage's spec."""
-    from dataclasses import asdict
 
     return SqlFeatureParams(**asdict(feature_spec(cfg)))
 
@@ -280,7 +280,6 @@ def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    import pyarrow.parquet as pq
 
     out = Path(task["work"]) / "reference" / "features_sql.parquet"
     params = sql_params(cfg)
@@ -306,8 +305,6 @@ def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    import lightgbm as lgb
-    import pyarrow.parquet as pq
 
     models = Path(cfg.paths.models_dir)
     meta = json.loads((models / "model.json").read_text())
@@ -374,8 +371,7 @@ def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
-    import lightgbm as lgb
-    import shap
+    import shap  # shap: slow to import, needed only here
 
     ref = Path(task["work"]) / "reference"
     X = np.load(ref / "explain_X.npy")
@@ -548,7 +544,6 @@ def format_table(rows: list[dict[str, Any]], n_borrowers: int) -> str:
 
 def run_bench(cfg: Any) -> dict[str, Any]:
     """Measure the configured rows; returns (and writes) the report."""
-    from omegaconf import OmegaConf
 
     validate(cfg)
     rows = check_rows(list(cfg.bench.rows))

@@ -383,7 +383,7 @@ def feature_sql(raw_dir: Path, p: SqlFeatureParams) -> str:
 
 
 def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None) -> Any:
-    import duckdb
+    import duckdb  # duckdb: only the SQL reference needs it
 
     con = duckdb.connect(database=":memory:")
     if threads:

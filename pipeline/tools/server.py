@@ -239,7 +239,7 @@ class ServerStack:
             "start",
         )
         self._pg_started = True
-        import psycopg2
+        import psycopg2  # psycopg2: only the PostgreSQL-backed server needs it
 
         pw = self.password_file.read_text().strip()
         conn = psycopg2.connect(
