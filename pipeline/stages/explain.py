@@ -231,25 +231,7 @@ def _batch(
         assert W is not None
         _cause_views(cfg, p, views, contrib, names, W, info, table, reasons)
         if e.advice_rows > 0:
-            adv = _batch_advice(cfg, model, oot, prob, p.models / "advice.parquet")
-            if adv is not None:
-                views.artifacts.append(p.models / "advice.parquet")
-                views.part["advice"] = adv
-                views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
-                if e.world_rows > 0:  # the advice carried out in the simulated world
-                    world = world_core.evaluate(
-                        world_spec(cfg),
-                        pq.read_table(p.models / "advice.parquet").to_pandas(),
-                        oot,
-                        names,
-                        model.prob,
-                        int(e.world_futures),
-                        int(e.world_rows),
-                        _raw_borrowers(cfg),
-                    ).summary
-                    views.part["advice"]["world"] = world
-                    views.metrics.update(world_core.metrics(world))
-                    say(world_core.headline(world))
+            _advice_views(cfg, p, views, model, oot, prob)
     tracker.log_metrics(views.metrics)
     tracker.set_tags(
         {"shap_method": method, "attribution": str(info.get("attribution", "features"))}
@@ -268,6 +250,34 @@ def _batch(
         "method": method,
         "summary": views.part,
     }
+
+
+def _advice_views(
+    cfg: Config, p: Paths, views: _Views, model: _Model, oot: pd.DataFrame, prob: np.ndarray
+) -> None:
+    """Advice for the riskiest rows, then (``explain.world_rows``) carried out in the world."""
+    e = cfg.explain
+    adv = _batch_advice(cfg, model, oot, prob, p.models / "advice.parquet")
+    if adv is None:
+        return
+    views.artifacts.append(p.models / "advice.parquet")
+    views.part["advice"] = adv
+    views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
+    if e.world_rows <= 0:
+        return
+    world = world_core.evaluate(
+        world_spec(cfg),
+        pq.read_table(p.models / "advice.parquet").to_pandas(),
+        oot,
+        model.names,
+        model.prob,
+        int(e.world_futures),
+        int(e.world_rows),
+        _raw_borrowers(cfg),
+    ).summary
+    views.part["advice"]["world"] = world
+    views.metrics.update(world_core.metrics(world))
+    say(world_core.headline(world))
 
 
 @dataclass
