@@ -165,7 +165,12 @@ def test_a_world_other_than_the_raw_datas_is_refused(world):
     s, acc = world
     acc = acc.iloc[:6]
     ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
-    raw = simulate(s)["borrowers"].to_pandas()
+    tables = simulate(s)
+    raw = tables["borrowers"].to_pandas()
+    ev = tables["platform_events"].to_pandas()
+    gone = int(ev[(ev.event == "closure") & (ev.month < 20)].borrower_id.iloc[0])
+    with pytest.raises(wa.WorldMismatch, match=f"borrower {gone} is not on book at the end of"):
+        wa.run_arms(s, np.array([gone]), np.array([28]), [wa.NO_ACTION], K)
     # the raw data's own world passes, and gives the same futures as without the check
     checked = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K, raw)
     plain = wa.run_arms(s, ids, snaps, [wa.NO_ACTION], K)

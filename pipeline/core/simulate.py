@@ -21,10 +21,11 @@ Each month every open account goes through the same step (:func:`_step`):
 Ground truth (latent traits, per-cause hazards, Monte Carlo oracle probabilities) goes
 to separate tables that features never read.
 
-Futures (:func:`futures`) continue chosen accounts from their full state at a snapshot
-over the label horizon, optionally with a borrower's action (:data:`ACTIONS`) carried
-out; runs with and without an action share their random numbers. The oracle's two
-probabilities (full state, and observables only) come from the same machinery.
+Futures (:func:`futures`, several arms at once: :func:`futures_arms`) continue chosen
+accounts from their full state at a snapshot over the label horizon, optionally with
+borrower actions (:data:`ACTIONS`, one or several together: an :class:`Intervention`)
+carried out; runs with and without actions share their random numbers. The oracle's
+two probabilities (full state, and observables only) come from the same machinery.
 """
 
 from __future__ import annotations
