@@ -778,6 +778,7 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
         "world": {
             "n": _num(w.get("n"), "int"),
             "n_tested": _num(w.get("n_tested"), "int"),
+            "n_several": _num(w.get("n_several"), "int"),
             "n_futures": _num(w.get("n_futures"), "int"),
             "p_before": _num(w.get("p_before"), "pct"),
             "p_after": _num(w.get("p_after"), "pct"),
