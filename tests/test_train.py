@@ -131,10 +131,14 @@ def test_stage_writes_the_contracted_files_and_summary(trained):
     cfg, root, summary = trained
     models = root / "models"
     booster, meta = load_model(models)
-    assert meta["mode"] == "simulator" and meta["calibration"] == "isotonic"
+    assert meta["mode"] == "simulator" and cfg.model.calibration == "auto"
     assert meta["feature_names"] == booster.feature_name()
     assert meta["best_iteration"] == booster.current_iteration()
-    assert load_calibrator(models).method == "isotonic"
+    # auto: the candidate with the lowest out-of-fold validation log-loss, recorded as such
+    cal = load_calibrator(models)
+    assert meta["calibration"] == cal.method in calibration.AUTO_CANDIDATES
+    assert set(cal.selection) == set(calibration.AUTO_CANDIDATES)
+    assert cal.selection[cal.method] == min(cal.selection.values())
     for name in ("scorecard.csv", "rules_baseline.csv", "evaluation.json", "gains_oot.csv"):
         assert (models / name).stat().st_size > 0, name
     for plot in ("roc.png", "gains.png", "calibration.png"):
