@@ -141,8 +141,9 @@ def test_stacked_blend_learns_weights_from_out_of_fold_scores():
     weak = 1 / (1 + np.exp(-(0.5 * signal + rng.normal(scale=2.0, size=n))))
     mix = selection.fit_blend(y, weak, good)
     assert mix.lightgbm > mix.scorecard > 0  # the sharper model gets the larger weight
-    # a model that ranks backwards is not stacked: the plain mean of log-odds instead
-    assert selection.fit_blend(y, 1 - good, good) == selection.Blend()
+    # a model that ranks backwards is not stacked: the other model alone
+    assert selection.fit_blend(y, 1 - good, good) == selection.Blend(0.0, 0.0, 1.0)
+    assert selection.fit_blend(y, good, 1 - good) == selection.Blend(0.0, 1.0, 0.0)
 
 
 def test_blend_weights_and_tuned_parameters_are_reported():

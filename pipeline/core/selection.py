@@ -10,7 +10,7 @@ Candidates, simplest first (:data:`ORDER`):
   of trees;
 * ``blend``: a logistic regression on the two models' log-odds (stacking), its weights
   fitted on out-of-fold scores of both models within the training part of each fold
-  (the plain mean of the log-odds if a weight comes out non-positive).
+  (the better model alone if the other one's weight comes out non-positive).
 
 All three are scored on the same repeated stratified k-fold splits (5x2 by default).
 The winner is the simplest candidate whose mean AUC is within one standard error of
@@ -108,15 +108,23 @@ class Blend:
 
 
 def fit_blend(y: np.ndarray, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> Blend:
-    """Weights from out-of-fold predictions; the plain mean of log-odds if one comes out <= 0."""
+    """Weights from out-of-fold predictions.
+
+    A model whose weight comes out <= 0 adds nothing the other one lacks: the blend is
+    then the other model alone (the plain mean of log-odds if both do).
+    """
     from sklearn.linear_model import LogisticRegression
 
     Z = np.column_stack([_logit(p_scorecard), _logit(p_lightgbm)])
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(Z, np.asarray(y).astype(int))
     a, b = (float(v) for v in lr.coef_[0])
-    if a <= 0 or b <= 0:  # one model adds nothing the other has: no stacking to speak of
-        return Blend()
-    return Blend(float(lr.intercept_[0]), a, b)
+    if a > 0 and b > 0:
+        return Blend(float(lr.intercept_[0]), a, b)
+    if a > 0:
+        return Blend(0.0, 1.0, 0.0)
+    if b > 0:
+        return Blend(0.0, 0.0, 1.0)
+    return Blend()
 
 
 def blend(p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> np.ndarray:
