@@ -16,6 +16,9 @@ from pipeline.base.config import REPO_ROOT, register_configs
 
 register_configs()
 
+#: The German credit table shipped for the bring-your-own-table examples.
+GERMAN = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
+
 SMALL = [
     "data.n_borrowers=2000",
     "simulator.chunk_size=512",

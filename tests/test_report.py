@@ -286,7 +286,7 @@ def test_run_without_out_of_time_rows_still_reports(tmp_path):
 
 def test_report_command_and_stale_outputs(world, tmp_path):
     """`report` alone leaves the run's records; a new model makes derived parts vanish."""
-    from tests.test_table import GERMAN
+    from helpers import GERMAN
 
     src, _, _ = world
     for part in ("data", "models"):
