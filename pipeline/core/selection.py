@@ -33,6 +33,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from pipeline.core.baselines import Scorecard
@@ -113,8 +114,6 @@ def fit_blend(y: np.ndarray, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) ->
     A model whose weight comes out <= 0 adds nothing the other one lacks: the blend is
     then the other model alone (the plain mean of log-odds if both do).
     """
-    from sklearn.linear_model import LogisticRegression
-
     Z = np.column_stack([_logit(p_scorecard), _logit(p_lightgbm)])
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(Z, np.asarray(y).astype(int))
     a, b = (float(v) for v in lr.coef_[0])
