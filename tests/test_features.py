@@ -174,3 +174,85 @@ def test_stability_report_matches_the_metric_definitions():
             psi(x[train], x[oot]), rel=1e-12, abs=1e-15
         ), name
     assert rep.loc[FEATURE_NAMES[1], "psi_train_oot"] > 0.5  # the shift is seen
+
+
+def _window(t: pd.DataFrame, s: int, lo: int, hi: int) -> pd.DataFrame:
+    """Rows of ``t`` in months ``s - lo .. s - hi`` (inclusive)."""
+    return t[(t.month >= s - lo) & (t.month <= s - hi)]
+
+
+def test_review_window_features_follow_their_definitions(world):
+    """The three-month fund use, reliance, stop watch, own-past spending and tightening
+    segments, recomputed row by row from the raw tables."""
+    df = build(world)
+    am = world["account_months"].to_pandas()
+    fl = world["fund_flows"].to_pandas()
+    co = world["consumption_months"].to_pandas()
+    bu = world["bureau_months"].to_pandas()
+    ev = world["platform_events"].to_pandas()
+    rng = np.random.default_rng(0)
+    rows = df[df.draw_amount_3 > 0]
+    rows = pd.concat(
+        [
+            rows.iloc[rng.choice(len(rows), 60, replace=False)],
+            df.iloc[:20],
+            df[df.n_freezes + df.n_line_decreases > 0].iloc[:10],
+        ]
+    )
+    seen = {"misuse": 0, "watch": 0, "reliance": 0, "tight": 0, "acted": 0}
+    for _, r in rows.iterrows():
+        s, b = int(r.snapshot), int(r.borrower_id)
+        a = am[am.borrower_id == b].set_index("month")
+        f3 = _window(fl[fl.borrower_id == b], s, 2, 0)
+        fast = f3[f3.days_after_draw <= SPEC.fund_days]
+        drawn = f3.amount.sum()
+        mis = fast[fast.channel.isin(["securities", "other_lender"])].amount.sum()
+        nonc = f3[f3.channel != "consumption"].amount.sum()
+        assert r.misuse_share_3 == pytest.approx(mis / drawn if drawn > 0 else 0, abs=1e-5)
+        assert r.noncons_share_3 == pytest.approx(nonc / drawn if drawn > 0 else 0, abs=1e-5)
+        seen["misuse"] += mis > 0
+
+        drew = {m: int(a.n_draws.get(m, 0) > 0) for m in range(s - 11, s + 1)}
+        w1 = sum(drew[m] for m in range(max(0, s - 10), s - 1))
+        w2 = sum(drew[m] for m in range(max(0, s - 9), s))
+        assert r.stop_watch_1 == (w1 if drew[s] + drew[s - 1] == 0 else 0)
+        assert r.stop_watch_2 == (w2 if drew[s] == 0 else 0)
+        assert r.draw_months_9 == sum(drew[m] for m in range(s - 8, s + 1))
+        seen["watch"] += r.stop_watch_2 > 0
+
+        util = (a.balance / a.line).reindex(range(s - 2, s + 1)).dropna()
+        loans = bu[(bu.borrower_id == b) & (bu.month == s)].ext_loans.iloc[0]
+        dm3 = sum(drew[m] for m in range(s - 2, s + 1))
+        expect = util.mean() * (dm3 >= 2) * (2 if loans >= 3 else 1)
+        assert r.reliance_3 == pytest.approx(expect, rel=1e-5, abs=1e-6)
+        assert r.util_now == pytest.approx(a.balance[s] / a.line[s], rel=1e-5)
+        seen["reliance"] += r.reliance_3 > 0
+
+        c = co[co.borrower_id == b].set_index("month")
+        spend = c.spend_daily + c.spend_durables + c.spend_services
+        past = spend.reindex(range(s - 11, s - 2)).dropna()
+        ratio = spend[s] / past.mean() if len(past) else 1.0
+        assert r.spend_ratio_1 == pytest.approx(ratio, rel=1e-5)
+        assert r.weekly_cv_1 == pytest.approx(c.spend_weekly_cv[s], rel=1e-6)
+
+        e = ev[(ev.borrower_id == b) & (ev.month <= s)]
+        acted = e[e.event.isin(["line_decrease", "freeze"])].month
+        assert r.months_since_cut_or_freeze == (min(s - acted.max(), 12) if len(acted) else 12)
+        changed = e[e.event.isin(["line_increase", "line_decrease"])].month
+        assert r.months_since_line_change == (min(s - changed.max(), 12) if len(changed) else 12)
+        seen["acted"] += len(acted) > 0
+
+        on = r.regime > 0
+        assert r.tightening_util_3 == (r.util_mean_3 if on else 0)
+        assert r.tightening_noncons_3 == (r.noncons_share_3 if on else 0)
+        seen["tight"] += on and r.tightening_noncons_3 > 0
+    assert all(v > 0 for v in seen.values()), seen  # every branch was exercised
+
+
+def test_no_feature_is_the_calendar_alone(world):
+    """Besides the regime, every feature differs between borrowers of one snapshot: a
+    value shared by a whole snapshot would be the calendar, which out-of-time rows
+    always push beyond what training saw."""
+    df = build(world)
+    per_snapshot = df.groupby("snapshot")[list(FEATURE_NAMES)].nunique().max()
+    assert set(per_snapshot[per_snapshot <= 1].index) == {"regime"}

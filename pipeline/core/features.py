@@ -33,6 +33,9 @@ from pipeline.base.causes import (
 from pipeline.base.registry import FEATURE_NAMES
 
 NEVER = np.iinfo(np.int16).max  # "this never happened" for first-event months
+# months since a platform action are counted up to this many (also: none so far), so an
+# account that was never acted on reads the same at any age, not as its tenure
+EVENT_CAP = 12
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,19 @@ KERNEL_FEATURES: tuple[str, ...] = (
     "spend_volatility_6",
     "spend_trend",
     "spend_weekly_cv_3",
+    "misuse_share_3",
+    "noncons_share_3",
+    "util_now",
+    "reliance_3",
+    "stop_watch_1",
+    "stop_watch_2",
+    "draw_months_9",
+    "spend_ratio_1",
+    "spend_ratio_3",
+    "weekly_cv_1",
+    "weekly_cv_ratio_3",
+    "months_since_cut_or_freeze",
+    "idle_multihoming_6",
 )
 
 # derived monthly series of one borrower (rows of the kernel's scratch array)
@@ -190,8 +206,10 @@ KERNEL_FEATURES: tuple[str, ...] = (
     D_CUM_FRZ,
     D_LAST_DRAW,
     D_LAST_CHANGE,
-) = range(31)
-_N_DERIVED = 31
+    D_FNONCONS,
+    D_LAST_CUTFRZ,
+) = range(33)
+_N_DERIVED = 33
 
 
 @njit(cache=True)
@@ -290,6 +308,7 @@ def _features_of(
         cum_frz = 0.0
         last_draw = -1.0
         last_change = -1.0
+        last_cutfrz = -1.0
         for m in range(width):
             on = np.float64(cnt[i, 0, m])
             nd = np.float64(cnt[i, 1, m])
@@ -318,6 +337,7 @@ def _features_of(
             d[D_FMISUSE, m] = flows[i, _N_FLOW - 2, m] + flows[i, _N_FLOW - 1, m]
             d[D_FBUS, m] = flows[i, _BUS, m]
             d[D_FCONS, m] = flows[i, _CONS, m]
+            d[D_FNONCONS, m] = total - flows[i, _CONS, m]
             d[D_INQ, m] = np.float64(cnt[i, 7, m])
             d[D_NEW, m] = np.float64(cnt[i, 6, m])
             comp = np.float64(flt[i, 9, m]) + np.float64(flt[i, 10, m])
@@ -340,11 +360,14 @@ def _features_of(
                 last_draw = m
             if inc + dec > 0:
                 last_change = m
+            if dec + frz > 0:
+                last_cutfrz = m
             d[D_CUM_INC, m] = cum_inc
             d[D_CUM_DEC, m] = cum_dec
             d[D_CUM_FRZ, m] = cum_frz
             d[D_LAST_DRAW, m] = last_draw
             d[D_LAST_CHANGE, m] = last_change
+            d[D_LAST_CUTFRZ, m] = last_cutfrz
         for k in range(n_snaps):
             r = pos[k, i]
             if r < 0:
@@ -418,7 +441,7 @@ def _features_of(
             out[24, r] = d[D_CUM_INC, s]
             out[25, r] = d[D_CUM_DEC, s]
             out[26, r] = d[D_CUM_FRZ, s]
-            out[27, r] = s - last_change if last_change >= 0 else tenure + 1
+            out[27, r] = min(s - last_change, EVENT_CAP) if last_change >= 0 else EVENT_CAP
             out[28, r] = tenure
             out[29, r] = np.float64(cnt[i, 3, s])
             out[30, r] = _div(_wsum(d[D_FSEC], lo6, s), drawn6)
@@ -439,6 +462,33 @@ def _features_of(
             out[45, r] = _div(np.sqrt(var6), mean6)
             out[46, r] = _div(spend3 - spend_prev3, spend_prev3)
             out[47, r] = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
+            # the platform's own three-month window of fund use
+            drawn3 = _wsum(d[D_FTOTAL], lo3, s)
+            out[48, r] = _div(_wsum(d[D_FMISUSE], lo3, s), drawn3)
+            out[49, r] = _div(_wsum(d[D_FNONCONS], lo3, s), drawn3)
+            out[50, r] = d[D_UTIL, s]
+            out[51, r] = um3 * (1.0 if dm3 >= 2 else 0.0) * (2.0 if loans >= 3 else 1.0)
+            # the nine "earlier" months of the reviews one and two months ahead, where the
+            # months of their recent three already seen had no draw; three months ahead
+            drew_last2 = d[D_DREW, s] + (d[D_DREW, s - 1] if s >= 1 else 0.0)
+            sw1 = _wsum(d[D_DREW], max(0, s - 10), s - 2)
+            sw2 = _wsum(d[D_DREW], max(0, s - 9), s - 1)
+            out[52, r] = sw1 if drew_last2 == 0 else 0.0
+            out[53, r] = sw2 if d[D_DREW, s] == 0 else 0.0
+            out[54, r] = _wsum(d[D_DREW], max(0, s - 8), s)
+            # spending and its weekly variability against the borrower's own months
+            # s-11 .. s-3 (1 where there is no such past)
+            past_n = _wsum(d[D_CON], lo12, s - 3)
+            past_sp = _mean(_wsum(d[D_SPEND_CON], lo12, s - 3), past_n)
+            past_cv = _mean(_wsum(d[D_WCV_CON], lo12, s - 3), past_n)
+            out[55, r] = d[D_SPEND_CON, s] / past_sp if past_sp > 0 else 1.0
+            out[56, r] = spend3 / past_sp if past_sp > 0 else 1.0
+            out[57, r] = d[D_WCV_CON, s]
+            wcv3 = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
+            out[58, r] = wcv3 / past_cv if past_cv > 0 else 1.0
+            last_cf = int(d[D_LAST_CUTFRZ, s])
+            out[59, r] = min(s - last_cf, EVENT_CAP) if last_cf >= 0 else EVENT_CAP
+            out[60, r] = _wsum(d[D_COMP_POS], lo6, s) if dm6 <= 1 else 0.0
 
 
 def _np(table: pa.Table, col: str) -> np.ndarray:
@@ -495,6 +545,7 @@ def block_features(
     ):
         cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled by social_features
     cols.update(_macro_columns(raw["macro_months"], n_months, s_row))
+    cols.update(_regime_segments(cols))
     cols["income"] = who.income[local].astype(np.float32)
     cols["occupation_code"] = who.occ_code[local].astype(np.float32)
     cols["city_tier"] = who.tier[local].astype(np.float32)
@@ -656,19 +707,26 @@ def _labels(
 
 
 def _macro_columns(macro: pa.Table, M: int, s_row: np.ndarray) -> dict[str, np.ndarray]:
-    """The regime as the macro table states it (0 none, 1 pilot, 2 full), months since
-    the first tightened month, and the competitors' intensity."""
-    comp_int = np.zeros(M)
-    comp_int[_np(macro, "month").astype(np.int64)] = _np(macro, "competitor_intensity")
+    """The regime as the macro table states it (0 none, 1 pilot, 2 full).
+
+    The months since the tightening began and the competitors' intensity are not
+    features: both are the calendar itself (the same value for every borrower of a
+    snapshot, and values the training snapshots never reach). The borrower's own traces
+    of what they act on are features instead (the tightening segments below, competitor
+    use and the idle multi-homing count)."""
     regime_by_month = np.zeros(M, dtype=np.int64)
     regime_by_month[_np(macro, "month").astype(np.int64)] = _np(macro, "regime")
-    level = regime_by_month[s_row]
-    started = np.flatnonzero(regime_by_month > 0)
-    first = int(started[0]) if len(started) else M
+    return {"regime": regime_by_month[s_row].astype(np.float32)}
+
+
+def _regime_segments(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The segments a tightening targets, seen only while a tightening is in force:
+    leverage (utilisation of the last three months) and drawn money used for anything
+    but consumption (same window)."""
+    active = (cols["regime"] > 0).astype(np.float32)
     return {
-        "regime": level.astype(np.float32),
-        "months_since_tightening": np.where(level > 0, s_row - first + 1, 0).astype(np.float32),
-        "competitor_intensity": comp_int[s_row].astype(np.float32),
+        "tightening_util_3": active * cols["util_mean_3"],
+        "tightening_noncons_3": active * cols["noncons_share_3"],
     }
 
 

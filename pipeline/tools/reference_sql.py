@@ -17,8 +17,10 @@ Definitions (the same as the numpy side):
   ``overdue``; ``label_cause`` is that cause, ``none`` otherwise;
 * social features: shares of a borrower's contacts (out-edges) whose first non-overdue
   closure, or first overdue month, is strictly before ``s``;
-* ``regime`` and ``months_since_tightening`` come from ``macro_months`` (the first
-  month with ``regime = 1`` is the tightening month).
+* ``regime`` comes from ``macro_months``; the tightening segments are the
+  three-month utilisation and non-consumption share where ``regime > 0``, else 0;
+* the borrower's own past of spending is the months ``s - 11 .. s - 3`` with a
+  consumption row (a ratio to it is 1 where there is none).
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def _ratio(a: str, b: str) -> str:
     return f"CASE WHEN ({b}) > 0 THEN ({a}) / ({b}) ELSE 0.0 END"
 
 
+def _own_past(x: str, what: str = "spend") -> str:
+    """SQL for ``x`` over the borrower's own monthly mean of ``what`` in the months
+    ``s - 11 .. s - 3`` (1 where that past is empty or zero)."""
+    past = _ratio(f"{what}_past", "con_past")
+    return f"CASE WHEN ({past}) > 0 THEN ({x}) / ({past}) ELSE 1.0 END"
+
+
 def _feature_exprs() -> dict[str, str]:
     """Each feature as an expression over the per-(borrower, snapshot) aggregates."""
     return {
@@ -104,8 +113,8 @@ def _feature_exprs() -> dict[str, str]:
         "n_line_increases": "inc_cum",
         "n_line_decreases": "dec_cum",
         "n_freezes": "frz_cum",
-        "months_since_line_change": "CASE WHEN last_change IS NOT NULL THEN m - last_change "
-        "ELSE tenure + 1 END",
+        "months_since_line_change": "CASE WHEN last_change IS NOT NULL "
+        "THEN least(m - last_change, 12) ELSE 12 END",
         "tenure": "tenure",
         "frozen_now": "frozen",
         "share_securities_k": _ratio("sec_k_6", "drawn_6"),
@@ -131,14 +140,32 @@ def _feature_exprs() -> dict[str, str]:
             _ratio("spend_6 - spend_3", "con_6 - con_3"),
         ),
         "spend_weekly_cv_3": _ratio("wcv_3", "con_3"),
+        "misuse_share_3": _ratio("misuse_3", "drawn_3"),
+        "noncons_share_3": _ratio("noncons_3", "drawn_3"),
+        "util_now": "util_now",
+        "reliance_3": f"({_ratio('util_3', 'on_3')}) * (drew_3 >= 2)::DOUBLE"
+        " * CASE WHEN ext_loans >= 3 THEN 2.0 ELSE 1.0 END",
+        "stop_watch_1": "CASE WHEN drew_last_2 = 0 THEN drew_w1 ELSE 0.0 END",
+        "stop_watch_2": "CASE WHEN drew_last_1 = 0 THEN drew_w2 ELSE 0.0 END",
+        "draw_months_9": "drew_9",
+        "spend_ratio_1": _own_past("spend_now"),
+        "spend_ratio_3": _own_past(_ratio("spend_3", "con_3")),
+        "weekly_cv_1": "wcv_now",
+        "weekly_cv_ratio_3": _own_past(_ratio("wcv_3", "con_3"), "wcv"),
+        "months_since_cut_or_freeze": "CASE WHEN last_cutfrz IS NOT NULL "
+        "THEN least(m - last_cutfrz, 12) ELSE 12 END",
+        "idle_multihoming_6": "CASE WHEN drew_6 <= 1 THEN comp_months_6 ELSE 0.0 END",
+        "tightening_util_3": "CASE WHEN coalesce(regime, 0) > 0 THEN "
+        + _ratio("util_3", "on_3")
+        + " ELSE 0.0 END",
+        "tightening_noncons_3": "CASE WHEN coalesce(regime, 0) > 0 THEN "
+        + _ratio("noncons_3", "drawn_3")
+        + " ELSE 0.0 END",
         "degree": "coalesce(degree, 0)",
         "contacts_closed_share": _ratio("coalesce(n_closed, 0)", "coalesce(degree, 0)"),
         "contacts_closed_wshare": _ratio("coalesce(w_closed, 0)", "coalesce(w_degree, 0)"),
         "contacts_overdue_share": _ratio("coalesce(n_overdue, 0)", "coalesce(degree, 0)"),
         "regime": "coalesce(regime, 0)",
-        "months_since_tightening": "CASE WHEN coalesce(regime, 0) > 0 "
-        "THEN m - first_regime_month + 1 ELSE 0 END",
-        "competitor_intensity": "coalesce(competitor_intensity, 0)",
         "income": "income",
         "occupation_code": "occupation_code",
         "city_tier": "city_tier",
@@ -204,6 +231,12 @@ acc_w AS (
     sum(CASE WHEN m > s - 6 THEN revolve END) AS revolve_6, sum(small) AS small_12,
     sum(CASE WHEN m > s - 6 THEN interest_paid END) AS interest_6, sum(interest_paid) AS interest_12,
     sum(n_early_repay) AS early_12,
+    sum(CASE WHEN m > s - 11 AND m <= s - 2 THEN drew END) AS drew_w1,
+    sum(CASE WHEN m > s - 10 AND m <= s - 1 THEN drew END) AS drew_w2,
+    sum(CASE WHEN m > s - 9 THEN drew END) AS drew_9,
+    sum(CASE WHEN m > s - 2 THEN drew END) AS drew_last_2,
+    sum(CASE WHEN m = s THEN drew END) AS drew_last_1,
+    max(CASE WHEN m = s THEN util END) AS util_now,
     bit_or(idle << m) AS idle_bits,
     max(CASE WHEN m = s THEN line END) AS line, max(CASE WHEN m = s THEN frozen END) AS frozen
   FROM acc a JOIN snaps s ON a.m <= s.s AND a.m > s.s - 12
@@ -228,7 +261,8 @@ ev_cum AS (
          count(CASE WHEN event = 'line_increase' THEN 1 END) AS inc_cum,
          count(CASE WHEN event = 'line_decrease' THEN 1 END) AS dec_cum,
          count(CASE WHEN event = 'freeze' THEN 1 END) AS frz_cum,
-         max(CASE WHEN event IN ('line_increase', 'line_decrease') THEN e.m END) AS last_change
+         max(CASE WHEN event IN ('line_increase', 'line_decrease') THEN e.m END) AS last_change,
+         max(CASE WHEN event IN ('line_decrease', 'freeze') THEN e.m END) AS last_cutfrz
   FROM events e JOIN snaps s ON e.m <= s.s GROUP BY e.b, s.s
 ),
 flow AS (
@@ -244,7 +278,10 @@ flow AS (
 ),
 flow_w AS (
   SELECT f.b, s.s, sum(drawn) AS drawn_6, sum(f_cons) AS cons_6, sum(f_bus) AS bus_6,
-         sum(f_sec_k) AS sec_k_6, sum(f_oth_k) AS oth_k_6
+         sum(f_sec_k) AS sec_k_6, sum(f_oth_k) AS oth_k_6,
+         sum(CASE WHEN m > s - 3 THEN drawn END) AS drawn_3,
+         sum(CASE WHEN m > s - 3 THEN coalesce(f_sec_k, 0) + coalesce(f_oth_k, 0) END) AS misuse_3,
+         sum(CASE WHEN m > s - 3 THEN drawn - coalesce(f_cons, 0) END) AS noncons_3
   FROM flow f JOIN snaps s ON f.m <= s.s AND f.m > s.s - 6 GROUP BY f.b, s.s
 ),
 bur_w AS (
@@ -275,6 +312,16 @@ cons_w AS (
          sum(comp) AS comp_6, count(CASE WHEN comp > 0 THEN 1 END) AS comp_months_6,
          var_pop(spend) AS spend_var_6
   FROM cons c JOIN snaps s ON c.m <= s.s AND c.m > s.s - 6 GROUP BY c.b, s.s
+),
+-- the borrower's own past (months s-11 .. s-3) and this month, for the ratios
+cons_p AS (
+  SELECT c.b, s.s,
+         count(CASE WHEN m <= s - 3 THEN 1 END) AS con_past,
+         sum(CASE WHEN m <= s - 3 THEN spend END) AS spend_past,
+         sum(CASE WHEN m <= s - 3 THEN wcv END) AS wcv_past,
+         max(CASE WHEN m = s THEN spend END) AS spend_now,
+         max(CASE WHEN m = s THEN wcv END) AS wcv_now
+  FROM cons c JOIN snaps s ON c.m <= s.s AND c.m > s.s - 12 GROUP BY c.b, s.s
 ),
 """
 
@@ -338,12 +385,13 @@ def _final_select(p: SqlFeatureParams) -> str:
         "util_max_12 on_3 on_6 on_12 revolve_6 small_12 interest_6 interest_12 early_12 "
         "idle_bits line frozen inc_cum dec_cum frz_cum drawn_6 cons_6 bus_6 sec_k_6 oth_k_6 "
         "ext_cards ext_loans ext_util msx inq_6 new_12 spend_3 spend_6 con_3 con_6 wcv_3 "
-        "comp_6 comp_months_6 spend_var_6"
+        "comp_6 comp_months_6 spend_var_6 drew_w1 drew_w2 drew_9 drew_last_2 drew_last_1 "
+        "util_now drawn_3 misuse_3 noncons_3 con_past spend_past wcv_past spend_now wcv_now"
     ).split()
     filled = ",\n         ".join(f"coalesce({c}, 0) AS {c}" for c in agg_cols)
     return f"""\
 joined AS (
-  SELECT pop.*, ld.last_draw, ev.last_change, so.degree, so.w_degree, so.n_closed,
+  SELECT pop.*, ld.last_draw, ev.last_change, ev.last_cutfrz, so.degree, so.w_degree, so.n_closed,
          so.w_closed, so.n_overdue, mc.regime, mc.competitor_intensity,
          mc.first_regime_month,
          {filled},
@@ -356,6 +404,7 @@ joined AS (
   LEFT JOIN flow_w fw ON fw.b = pop.b AND fw.s = pop.m
   LEFT JOIN bur_w bw ON bw.b = pop.b AND bw.s = pop.m
   LEFT JOIN cons_w cw ON cw.b = pop.b AND cw.s = pop.m
+  LEFT JOIN cons_p cp ON cp.b = pop.b AND cp.s = pop.m
   LEFT JOIN social so ON so.b = pop.b AND so.s = pop.m
   LEFT JOIN macro mc ON mc.m = pop.m
 )
