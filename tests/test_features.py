@@ -197,9 +197,10 @@ def test_review_window_features_follow_their_definitions(world):
             rows.iloc[rng.choice(len(rows), 60, replace=False)],
             df.iloc[:20],
             df[df.n_freezes + df.n_line_decreases > 0].iloc[:10],
+            df[df.competition_watch_1 > 0].iloc[:10],
         ]
     )
-    seen = {"misuse": 0, "watch": 0, "reliance": 0, "tight": 0, "acted": 0}
+    seen = {"misuse": 0, "watch": 0, "reliance": 0, "tight": 0, "acted": 0, "competition": 0}
     for _, r in rows.iterrows():
         s, b = int(r.snapshot), int(r.borrower_id)
         a = am[am.borrower_id == b].set_index("month")
@@ -234,6 +235,13 @@ def test_review_window_features_follow_their_definitions(world):
         ratio = spend[s] / past.mean() if len(past) else 1.0
         assert r.spend_ratio_1 == pytest.approx(ratio, rel=1e-5)
         assert r.weekly_cv_1 == pytest.approx(c.spend_weekly_cv[s], rel=1e-6)
+        comp = (c.competitor_baitiao + c.competitor_fenfu) > 0
+        for j in (1, 2, 3):
+            months = range(s - 5 + j, s + 1)
+            used = sum(bool(comp.get(m, False)) for m in months)
+            idle = sum(drew[m] for m in months) <= 1
+            assert r[f"competition_watch_{j}"] == (used if idle else 0)
+        seen["competition"] += r.competition_watch_1 > 0
 
         e = ev[(ev.borrower_id == b) & (ev.month <= s)]
         acted = e[e.event.isin(["line_decrease", "freeze"])].month

@@ -57,6 +57,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "longest_idle_12": (0.0, 12.0),
     "competitor_months_6": (0.0, 6.0),
     "idle_multihoming_6": (0.0, 6.0),
+    "competition_watch_1": (0.0, 5.0),
+    "competition_watch_2": (0.0, 4.0),
+    "competition_watch_3": (0.0, 3.0),
     "draw_months_9": (0.0, 9.0),
     "stop_watch_1": (0.0, 9.0),
     "stop_watch_2": (0.0, 9.0),
@@ -543,6 +546,19 @@ FEATURES: tuple[Feature, ...] = (
         False,
         "近6个月至多1个月借款时使用竞品的月数",
         "months using competing products in the last 6, when at most 1 of them had a draw",
+    ),
+    *(
+        _f(
+            f"competition_watch_{j}",
+            "external",
+            f"{LC}",
+            0,
+            False,
+            f"近{6 - j}个月使用竞品的月数（其中至多1个月有借款时）",
+            f"months using competing products in the last {6 - j}, when at most 1 of them"
+            " had a draw",
+        )
+        for j in (1, 2, 3)
     ),
     # social
     _f("degree", "social", "", 0, False, "社交联系人数", "number of contacts"),

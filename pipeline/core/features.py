@@ -171,6 +171,9 @@ KERNEL_FEATURES: tuple[str, ...] = (
     "weekly_cv_ratio_3",
     "months_since_cut_or_freeze",
     "idle_multihoming_6",
+    "competition_watch_1",
+    "competition_watch_2",
+    "competition_watch_3",
 )
 
 # derived monthly series of one borrower (rows of the kernel's scratch array)
@@ -489,6 +492,12 @@ def _features_of(
             last_cf = int(d[D_LAST_CUTFRZ, s])
             out[59, r] = min(s - last_cf, EVENT_CAP) if last_cf >= 0 else EVENT_CAP
             out[60, r] = _wsum(d[D_COMP_POS], lo6, s) if dm6 <= 1 else 0.0
+            # the seen part (months s-5+j .. s) of the six-month window of the review j
+            # months ahead: months on competing products, when at most one had a draw
+            for j in range(1, 4):
+                lo_j = max(0, s - 5 + j)
+                seen = _wsum(d[D_COMP_POS], lo_j, s)
+                out[60 + j, r] = seen if _wsum(d[D_DREW], lo_j, s) <= 1 else 0.0
 
 
 def _np(table: pa.Table, col: str) -> np.ndarray:

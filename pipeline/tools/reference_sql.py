@@ -155,6 +155,9 @@ def _feature_exprs() -> dict[str, str]:
         "months_since_cut_or_freeze": "CASE WHEN last_cutfrz IS NOT NULL "
         "THEN least(m - last_cutfrz, 12) ELSE 12 END",
         "idle_multihoming_6": "CASE WHEN drew_6 <= 1 THEN comp_months_6 ELSE 0.0 END",
+        "competition_watch_1": "CASE WHEN drew_5 <= 1 THEN comp_months_5 ELSE 0.0 END",
+        "competition_watch_2": "CASE WHEN drew_4 <= 1 THEN comp_months_4 ELSE 0.0 END",
+        "competition_watch_3": "CASE WHEN drew_3 <= 1 THEN comp_months_3 ELSE 0.0 END",
         "tightening_util_3": "CASE WHEN coalesce(regime, 0) > 0 THEN "
         + _ratio("util_3", "on_3")
         + " ELSE 0.0 END",
@@ -234,6 +237,8 @@ acc_w AS (
     sum(CASE WHEN m > s - 11 AND m <= s - 2 THEN drew END) AS drew_w1,
     sum(CASE WHEN m > s - 10 AND m <= s - 1 THEN drew END) AS drew_w2,
     sum(CASE WHEN m > s - 9 THEN drew END) AS drew_9,
+    sum(CASE WHEN m > s - 5 THEN drew END) AS drew_5,
+    sum(CASE WHEN m > s - 4 THEN drew END) AS drew_4,
     sum(CASE WHEN m > s - 2 THEN drew END) AS drew_last_2,
     sum(CASE WHEN m = s THEN drew END) AS drew_last_1,
     max(CASE WHEN m = s THEN util END) AS util_now,
@@ -310,6 +315,9 @@ cons_w AS (
          count(CASE WHEN m > s - 3 THEN 1 END) AS con_3, count(*) AS con_6,
          sum(CASE WHEN m > s - 3 THEN wcv END) AS wcv_3,
          sum(comp) AS comp_6, count(CASE WHEN comp > 0 THEN 1 END) AS comp_months_6,
+         count(CASE WHEN comp > 0 AND m > s - 5 THEN 1 END) AS comp_months_5,
+         count(CASE WHEN comp > 0 AND m > s - 4 THEN 1 END) AS comp_months_4,
+         count(CASE WHEN comp > 0 AND m > s - 3 THEN 1 END) AS comp_months_3,
          var_pop(spend) AS spend_var_6
   FROM cons c JOIN snaps s ON c.m <= s.s AND c.m > s.s - 6 GROUP BY c.b, s.s
 ),
@@ -385,7 +393,8 @@ def _final_select(p: SqlFeatureParams) -> str:
         "util_max_12 on_3 on_6 on_12 revolve_6 small_12 interest_6 interest_12 early_12 "
         "idle_bits line frozen inc_cum dec_cum frz_cum drawn_6 cons_6 bus_6 sec_k_6 oth_k_6 "
         "ext_cards ext_loans ext_util msx inq_6 new_12 spend_3 spend_6 con_3 con_6 wcv_3 "
-        "comp_6 comp_months_6 spend_var_6 drew_w1 drew_w2 drew_9 drew_last_2 drew_last_1 "
+        "comp_6 comp_months_6 spend_var_6 drew_w1 drew_w2 drew_9 drew_last_2 drew_last_1 drew_5 drew_4 "
+        "comp_months_5 comp_months_4 comp_months_3 "
         "util_now drawn_3 misuse_3 noncons_3 con_past spend_past wcv_past spend_now wcv_now"
     ).split()
     filled = ",\n         ".join(f"coalesce({c}, 0) AS {c}" for c in agg_cols)
