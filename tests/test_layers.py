@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.base.config import REPO_ROOT
 from pipeline.tools import layers
 
 
@@ -25,6 +26,10 @@ CLEAN = {
     "adapters/tracking.py": "from pkg.core import metrics\n",
     "stages/train.py": "from pkg.adapters.tracking import metrics\n",
 }
+
+
+def test_the_package_honours_the_contract() -> None:
+    assert layers.check(REPO_ROOT / "pipeline") == []
 
 
 def test_a_clean_tree_passes(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,12 +34,13 @@ from pipeline.core import histmetrics as hm
 from pipeline.core import simulate as sim_core
 from pipeline.core import train as train_core
 from pipeline.core.calibration import Calibrator
+from pipeline.core.explain import contributions
 
 
 @contextlib.contextmanager
 def client_for(engine: Any) -> Iterator[Any]:
     """A ``distributed.Client`` for the configured engine; a local cluster is closed on exit."""
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # Dask: only with engine=dask
 
     if engine.address:
         client = Client(str(engine.address), timeout=f"{int(engine.connect_timeout_s)}s")
@@ -47,7 +49,7 @@ def client_for(engine: Any) -> Iterator[Any]:
         finally:
             client.close()
         return
-    import dask
+    import dask  # Dask: only with engine=dask
 
     # the workers (nanny processes) take the configuration in force when they start
     with dask.config.set({"distributed.worker.memory.target": float(engine.spill_target)}):
@@ -134,9 +136,6 @@ def iter_chunks(
 
 
 def _shap_block(model_str: str, X: np.ndarray, n_threads: int) -> np.ndarray:
-    import lightgbm as lgb
-
-    from pipeline.core.explain import contributions
 
     booster = lgb.Booster(model_str=model_str)
     return contributions(booster, X, n_threads)[0]
@@ -202,7 +201,6 @@ def _tree_sum(client: Any, parts: list[Any], add: Any = operator.add) -> Any:
 
 def _curve_part(model_str: str, frame: Any, names: list[str], n_bins: int) -> np.ndarray:
     """Worker task: counts of negatives and positives per score bin after each round."""
-    import lightgbm as lgb
 
     booster = lgb.Booster(model_str=model_str)
     X = frame[names].to_numpy(dtype=np.float32)
@@ -252,7 +250,6 @@ class ClusterFit:
 
 def _predict_part(model_str: str, n_iter: int, frame: Any, names: list[str]) -> np.ndarray:
     """Worker task: probabilities and labels of one partition, stacked as two rows."""
-    import lightgbm as lgb
 
     booster = lgb.Booster(model_str=model_str)
     p = booster.predict(frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter)
@@ -275,7 +272,6 @@ def fit_on_cluster(
     after every round on the cluster (histograms of :data:`CURVE_BINS` bins per
     label, summed there) and the early-stopping rule is applied to that curve.
     """
-    import lightgbm as lgb
     from dask import delayed  # optional dependency, only for engine=dask
 
     kwargs = {_SKLEARN_NAMES.get(k, k): v for k, v in params.items() if k != "num_threads"}
@@ -318,7 +314,6 @@ def _hist_part(
     model_str: str, n_iter: int, calibrator: Calibrator, frame: Any, names: list[str]
 ) -> dict[str, tuple[hm.ScoreHistogram, hm.ScoreHistogram]]:
     """Worker task: per split, histograms of the raw and the calibrated probabilities."""
-    import lightgbm as lgb
 
     booster = lgb.Booster(model_str=model_str)
     raw = np.asarray(
@@ -344,7 +339,7 @@ def score_histograms(
     """Every row of the feature table scored on the cluster; per split, the histograms of
     the raw and the calibrated probability by label (summed there: no score comes back)."""
     import dask.dataframe as dd  # optional dependency, only for engine=dask
-    from dask import delayed
+    from dask import delayed  # Dask: only with engine=dask
 
     frame = dd.read_parquet(str(path), columns=[*names, "label", "split"])
     model_str = client.scatter(booster.model_to_string(), broadcast=True)

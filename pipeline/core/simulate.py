@@ -30,6 +30,7 @@ two probabilities (full state, and observables only) come from the same machiner
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -1657,7 +1658,6 @@ def iter_chunks(
         for c in chunks:
             yield c, simulate_chunk(spec, c)
         return
-    import concurrent.futures as cf
 
     in_flight = max(n_jobs, (block_size or spec.sim.chunk_size * n_jobs) // spec.sim.chunk_size)
     with cf.ProcessPoolExecutor(max_workers=n_jobs) as ex:
