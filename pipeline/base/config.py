@@ -126,12 +126,19 @@ class DataConfig:
     positive: str = ""
     valid_frac: float = 0.2  # share of the non-out-of-time rows held out for validation
     oot_frac: float = 0.2  # share held out as out-of-time (latest data.time values, else random)
+    sep: str = ""  # field separator of a text table: "" detects it (comma, semicolon, tab)
 
 
 DATA_KINDS = ("simulator", "table")
 
 
+#: field separators a text table may use ("" detects one of them)
+SEPARATORS = ("", ",", ";", "\t", "|")
+
+
 def check_data(d: Any, key: str, cfg: Any) -> None:
+    if d.sep not in SEPARATORS:
+        _fail(f"{key}.sep", "must be empty (detect) or one of , ; | and a tab", d.sep)
     if d.kind not in DATA_KINDS:
         _fail(f"{key}.kind", "must be 'simulator' or 'table'", d.kind)
     if d.kind == "simulator":
@@ -359,6 +366,7 @@ class FeaturesConfig:
     fund_days: int = 7
     small_draw_ratio: float = 0.05
     never_overdue_only: bool = True
+    select: bool = False  # table mode: drop what the IV / PSI / correlation screening names
 
 
 def check_features(f: Any, key: str, cfg: Any) -> None:
@@ -446,6 +454,7 @@ class ModelConfig:
     cv_folds: int = 2  # table mode: stratified k-fold ...
     cv_repeats: int = 5  # ... repeated (2 x 5 = the usual 5x2 CV); 0 turns it off
     champion_alias: str = "champion"  # registry alias moved when out-of-time AUC improves
+    tune_seconds: float = 0.0  # table mode: time budget of the LightGBM search (0: by rows)
 
 
 #: the model's output is read as a calibrated probability of closure: binary only
@@ -456,6 +465,7 @@ _ALIAS = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_model(m: Any, key: str, cfg: Any) -> None:
+    _in(f"{key}.tune_seconds", m.tune_seconds, 0, 86_400, "must lie in [0, 86400] seconds")
     if m.objective not in OBJECTIVES:
         _fail(
             f"{key}.objective",
@@ -769,6 +779,7 @@ def register_configs() -> None:
 #: every enumerated string key and the values it accepts (a list key: each of its items)
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.kind": DATA_KINDS,
+    "data.sep": SEPARATORS,
     "model.objective": OBJECTIVES,
     "model.calibration": CALIBRATIONS,
     **{f"explain.{name}": known for name, known in EXPLAIN_CHOICES.items()},

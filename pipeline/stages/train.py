@@ -106,7 +106,7 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
 def _table_data(cfg: Any, p: Paths) -> TrainData:
     d = cfg.data
     path = Path(str(d.path)).expanduser()
-    raw = table_core.read_any(path, sep=str(getattr(d, "sep", "")))  # "": detected
+    raw = table_core.read_any(path, sep=str(d.sep))  # "": detected
     prepared = table_core.prepare(
         raw,
         path,
@@ -126,7 +126,7 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
         f"{prepared.split_rule})"
     )
     # features.select (off unless set) drops what the screening rules name
-    select = bool(getattr(cfg.features, "select", False))
+    select = bool(cfg.features.select)
     screened = _table_screening(prepared, raw, str(d.time), select)
     if screened.dropped:
         verb = "drops" if select else "would drop"
@@ -650,7 +650,7 @@ def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[s
         folds=folds,
         repeats=repeats,
         seed=int(cfg.data.seed),
-        tune_seconds=float(getattr(m, "tune_seconds", 0.0)),  # 0: scaled with the rows
+        tune_seconds=float(m.tune_seconds),  # 0: scaled with the rows
     ).to_dict()
     chosen["candidates"][ORDER.index("lightgbm")]["budget"] = chosen.pop("budget")
     res: dict[str, Any] = {"scheme": chosen.pop("scheme")}
