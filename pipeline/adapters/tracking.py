@@ -33,6 +33,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ import mlflow
 import mlflow.lightgbm
 import pyarrow.parquet as pq
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -528,7 +530,7 @@ class Tracker:
                 self._experiment_id = client.create_experiment(
                     self.experiment, artifact_location=location
                 )
-            except Exception:  # another process created it first
+            except MlflowException:  # another process created it first
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
                     raise
@@ -600,8 +602,14 @@ class Tracker:
             self._stage_stack.pop()
             if parent:
                 self._close_parent(run_id, all_tags["mlflow.runName"])
-            with contextlib.suppress(Exception):
+            try:
                 _retry(lambda: self._client.set_terminated(run_id, status=status), attempts=3)
+            except (MlflowException, OSError) as exc:  # the store may be what failed
+                print(
+                    f"tracking: run {run_id} could not be marked {status} ({exc}); the next "
+                    "invocation marks it FAILED",
+                    file=sys.stderr,
+                )
 
     def _close_parent(self, run_id: str, name: str) -> None:
         """Describe the parent run and tag the model versions it registered (best effort)."""

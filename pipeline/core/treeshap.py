@@ -363,7 +363,7 @@ def _max_threads() -> int:
 def _default_threads() -> int:
     try:
         n = psutil.cpu_count(logical=False) or 0
-    except Exception:
+    except (OSError, RuntimeError, NotImplementedError):  # no count on this platform
         n = 0
     try:
         avail = len(os.sched_getaffinity(0))
