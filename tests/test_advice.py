@@ -109,8 +109,17 @@ def test_candidates_are_feasible_monotone_and_only_touch_actionable_features():
         assert (X[:, j] >= lo).all() and (X[:, j] <= hi).all(), f
         if feat.monotone:
             assert not (delta[:, j] * feat.monotone > 1e-12).any(), f
-        if not feat.actionable and f != "ext_inquiries_6":  # inquiries follow an application
+        # inquiries follow an application; the derived traces follow the options
+        if not feat.actionable and f != "ext_inquiries_6" and f not in adv.DERIVED:
             assert (delta[:, j] == 0).all(), f
+    # the traces move with what carries them out: drawing again ends the stop signals,
+    # fund use routed to consumption lowers the 3-month misuse share too
+    drew = delta[:, COL["draw_months_3"]] > 0
+    assert drew.any()
+    assert (X[drew, COL["stop_watch_1"]] == 0).all() and (X[drew, COL["stop_watch_2"]] == 0).all()
+    routed = delta[:, COL["misuse_share_k"]] < 0
+    if x[COL["misuse_share_3"]] > 0:
+        assert (X[routed, COL["misuse_share_3"]] <= X[routed, COL["misuse_share_k"]] + 1e-9).all()
     dm = X[:, [COL["draw_months_3"], COL["draw_months_6"], COL["draw_months_12"]]]
     assert (np.diff(dm, axis=1) >= 0).all()
 

@@ -107,6 +107,7 @@ def _cadence(x: dict[str, float]) -> list[Option]:
             "draw_amount_6": _get(x, "draw_amount_6") + k * typical,
             "draw_amount_12": _get(x, "draw_amount_12") + k * typical,
             "draw_trend": _get(x, "draw_trend") + k / recent,
+            **_drawing_again(x, dm3 + k, k),
         }
         m = int(dm3 + k)
         out.append(
@@ -138,6 +139,83 @@ def _cadence(x: dict[str, float]) -> list[Option]:
     return out
 
 
+# The derived traces below follow from what an option changes: each helper says how a
+# feature the borrower cannot set directly moves when the option is carried out.
+
+#: Features no borrower sets directly, moved by the options as their consequences.
+DERIVED = frozenset(
+    {
+        "stop_watch_1",
+        "stop_watch_2",
+        "draw_months_9",
+        "reliance_3",
+        "idle_multihoming_6",
+        "competition_watch_1",
+        "competition_watch_2",
+        "competition_watch_3",
+        "util_now",
+        "tightening_util_3",
+        "misuse_share_3",
+        "noncons_share_3",
+        "tightening_noncons_3",
+    }
+)
+
+
+def _drawing_again(x: dict[str, float], months_3: float, k: int) -> dict[str, float]:
+    """Drawing again in the last months: the stop signals end, idle multi-homing ends once
+    two months of six have a draw, reliance counts from two months with a draw."""
+    loans = 2.0 if _get(x, "ext_loans") >= 3 else 1.0
+    busy = _get(x, "draw_months_6") + k >= 2
+    out = {
+        "stop_watch_1": 0.0,
+        "stop_watch_2": 0.0,
+        "draw_months_9": min(9.0, _get(x, "draw_months_9") + k),
+        "reliance_3": _get(x, "util_mean_3") * loans if months_3 >= 2 else 0.0,
+    }
+    if busy:
+        out["idle_multihoming_6"] = 0.0
+        out.update({f"competition_watch_{j}": 0.0 for j in (1, 2, 3)})
+    return out
+
+
+def _lower_use(x: dict[str, float], u3: float, target: float) -> dict[str, float]:
+    """Utilisation brought to ``target``: the month's own, the tightening segment's and
+    reliance fall with it."""
+    scale = target / u3 if u3 > 0 else 1.0
+    out = {
+        "util_now": min(_get(x, "util_now"), target),
+        "reliance_3": _get(x, "reliance_3") * scale,
+    }
+    if _get(x, "tightening_util_3") > 0:
+        out["tightening_util_3"] = min(_get(x, "tightening_util_3"), target)
+    return out
+
+
+def _consumption_again(x: dict[str, float], target: float) -> dict[str, float]:
+    """Drawn money spent on consumption: the 3-month misuse and non-consumption shares fall
+    by what no longer goes to securities or other lenders."""
+    m3 = _get(x, "misuse_share_3")
+    freed = max(0.0, m3 - target)
+    noncons = max(0.0, _get(x, "noncons_share_3") - freed)
+    out = {"misuse_share_3": min(m3, target), "noncons_share_3": noncons}
+    if _get(x, "tightening_noncons_3") > 0:
+        out["tightening_noncons_3"] = noncons
+    return out
+
+
+def _fewer_competitor_months(x: dict[str, float], target: float) -> dict[str, float]:
+    """Competing products used in at most ``target`` months: every window counts no more."""
+    out = {"idle_multihoming_6": min(_get(x, "idle_multihoming_6"), target)}
+    out.update(
+        {
+            f"competition_watch_{j}": min(_get(x, f"competition_watch_{j}"), target)
+            for j in (1, 2, 3)
+        }
+    )
+    return out
+
+
 def _utilisation(x: dict[str, float]) -> list[Option]:
     u3 = _get(x, "util_mean_3")
     out = []
@@ -155,6 +233,7 @@ def _utilisation(x: dict[str, float]) -> list[Option]:
                     "util_mean_6": max(0.0, _get(x, "util_mean_6") + d * 3 / 6),
                     "util_mean_12": max(0.0, _get(x, "util_mean_12") + d * 3 / 12),
                     "util_trend": _get(x, "util_trend") + d,
+                    **_lower_use(x, u3, target),
                 },
                 f"不要逼近风险阈值：通过提前还款或少借，把近3个月平均额度使用率降到{target:.0%}以下。",
                 f"Don't approach the risk thresholds: repay early or draw less so that mean "
@@ -188,6 +267,7 @@ def _fund_use(x: dict[str, float]) -> list[Option]:
                     "share_other_lender_k": oth * r,
                     "misuse_share_k": target,
                     "share_consumption_6": max(cons, _get(x, "share_consumption_6")),
+                    **_consumption_again(x, target),
                 },
                 *_fund_use_text(target),
             )
@@ -278,6 +358,7 @@ def _competition(x: dict[str, float]) -> list[Option]:
                 {
                     "competitor_months_6": target,
                     "competitor_share_6": share * (target / cm if cm > 0 else 0.0),
+                    **_fewer_competitor_months(x, target),
                 },
                 *_competitor_text(target),
             )
@@ -311,12 +392,18 @@ def candidates(
     lever_names = [n for n in (levers or LEVERS) if n in LEVERS]
     options: list[list[Option]] = []
     for ln in lever_names:
-        opts = [o for o in LEVERS[ln](xd) if all(f in col for f in o.values)]
-        # only features the registry marks as actionable may be changed
+        # an option needs the features it sets; the traces that follow from it (DERIVED)
+        # move with it where the model has them
+        opts = [o for o in LEVERS[ln](xd) if all(f in col for f in o.values if f not in DERIVED)]
+        # only features the registry marks as actionable may be set
         opts = [
             o
             for o in opts
-            if all(BY_NAME[f].actionable for f in o.values if f in BY_NAME and f not in o.side)
+            if all(
+                BY_NAME[f].actionable
+                for f in o.values
+                if f in BY_NAME and f not in o.side and f not in DERIVED
+            )
         ]
         options.append(opts)
     combos = list(itertools.product(*[range(len(o) + 1) for o in options]))
@@ -328,7 +415,8 @@ def candidates(
         for oi, opt in enumerate(opts, start=1):
             rows = idx[:, li] == oi
             for f, v in opt.values.items():
-                X[rows, col[f]] = v
+                if f in col:
+                    X[rows, col[f]] = v
             cost[rows] += opt.cost
     lo = np.array([BY_NAME[n].bounds[0] if n in BY_NAME else -np.inf for n in names])
     hi = np.array([BY_NAME[n].bounds[1] if n in BY_NAME else np.inf for n in names])
