@@ -39,6 +39,7 @@ from pipeline.adapters.runlock import RootBusy, hold_root
 from pipeline.adapters.runstate import mark_killed, reap_orphans
 from pipeline.adapters.tracking import Tracker, TrackingError, from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, register_configs, validate
+from pipeline.base.interrupt import Interrupted, interrupt, watch
 from pipeline.base.io import DataError
 from pipeline.stages import policy as policy_stage
 from pipeline.stages import report as report_stage
@@ -67,26 +68,17 @@ def stages_for(command: str, cfg: Any = None) -> list[str]:
     return [ALIASES.get(command, command)]
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; carries the MLflow runs that were open at that moment."""
-
-    def __init__(self, signum: int, run_ids: list[str]) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.signal_name = signal.Signals(signum).name
-        self.run_ids = run_ids
-
-
 #: the trackers of the invocation in progress (the signal handler reads their open runs)
 _ACTIVE: list[Tracker] = []
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum, [run_id for t in _ACTIVE for run_id in t._run_stack])
+    interrupt(signum)
 
 
 def install_signal_handlers() -> None:
     """SIGINT and SIGTERM unwind the invocation so that its MLflow runs end as KILLED."""
+    watch(lambda: [run_id for t in _ACTIVE for run_id in t._run_stack])
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)
 

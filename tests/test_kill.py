@@ -125,3 +125,22 @@ def test_runs_left_running_by_sigkill_are_failed_by_the_next_invocation(tmp_path
     by_id = {r.info.run_id: r for r in nested}
     assert all(by_id[i].info.status == "FAILED" for i in left)
     assert all(r.info.status != "RUNNING" for r in nested)
+
+
+def test_a_signal_dropped_on_its_way_is_raised_at_the_next_check():
+    from pipeline.base import interrupt
+
+    interrupt.watch(lambda: ["run-a"])
+    try:
+        # what Python does to an exception raised in a garbage-collection callback
+        try:
+            interrupt.interrupt(signal.SIGTERM)
+        except interrupt.Interrupted:
+            pass
+        with pytest.raises(interrupt.Interrupted) as caught:
+            interrupt.check()
+        assert caught.value.signal_name == "SIGTERM" and caught.value.run_ids == ["run-a"]
+    finally:
+        interrupt.clear()
+        interrupt.watch(lambda: [])
+    interrupt.check()  # nothing pending: no exception

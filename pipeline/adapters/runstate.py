@@ -101,11 +101,17 @@ def reap_orphans(tracker: Tracker) -> list[str]:
 
 
 def mark_killed(tracker: Tracker, run_ids: Iterable[str], signal_name: str) -> list[str]:
-    """End the given runs as KILLED (after the tracker has ended them as FAILED)."""
+    """End as KILLED the given runs (after the tracker has ended them as FAILED) and any run
+    of this process still RUNNING: a signal landing while a run was being closed leaves
+    it open without being among the runs the handler saw."""
     if not tracker.enabled:
         return []
     done = []
-    for run_id in dict.fromkeys(run_ids):
+    host = socket.gethostname().replace("'", "")
+    mine = f"tags.{PID_TAG} = '{os.getpid()}' and tags.{HOST_TAG} = '{host}'"
+    exp_id = _experiment_id(tracker)
+    left = [r.info.run_id for r in _running(tracker, exp_id, mine)] if exp_id else []
+    for run_id in dict.fromkeys([*run_ids, *left]):
         with contextlib.suppress(Exception):  # the store may be what is going away
             _end(tracker, run_id, "KILLED", f"{signal_name} to process {os.getpid()}")
             done.append(run_id)

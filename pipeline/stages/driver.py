@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from pipeline.adapters.catalog import data_digest, made_from, world_digest
 from pipeline.adapters.runstate import owner_tags
 from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri, run_name
+from pipeline.base import interrupt
 from pipeline.base.config import Config, validate
 from pipeline.base.io import DataError, write_json, write_text
 from pipeline.stages.common import STAMP_KEY, Paths, check_stamp, model_stamp, release_memory, say
@@ -122,6 +123,7 @@ def run_pipeline(
 
         def run_stage(stage: str) -> None:
             with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
+                interrupt.check()  # a signal dropped in a garbage-collection hook
                 tracker.log_params(
                     {
                         k: v
@@ -130,6 +132,7 @@ def run_pipeline(
                     }
                 )
                 results[stage] = STAGES[stage](cfg, tracker)
+                interrupt.check()
             release_memory()
 
         for stage in stages:
