@@ -144,3 +144,21 @@ def test_a_signal_dropped_on_its_way_is_raised_at_the_next_check():
         interrupt.clear()
         interrupt.watch(lambda: [])
     interrupt.check()  # nothing pending: no exception
+
+
+def test_a_dropped_signal_is_not_printed_as_an_error(capsys):
+    from pipeline.base import interrupt
+
+    interrupt.watch(lambda: [])
+
+    class Dropping:
+        def __del__(self) -> None:
+            interrupt.interrupt(signal.SIGINT)  # raised where Python can only drop it
+
+    try:
+        Dropping()
+        assert "Traceback" not in capsys.readouterr().err
+        with pytest.raises(interrupt.Interrupted):
+            interrupt.check()
+    finally:
+        interrupt.clear()

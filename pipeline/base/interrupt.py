@@ -10,7 +10,9 @@ end) raises it again at a point where it cannot be dropped.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
+from typing import Any
 
 
 class Interrupted(KeyboardInterrupt):
@@ -28,8 +30,22 @@ _open_runs: list[Callable[[], list[str]]] = []
 
 
 def watch(open_runs: Callable[[], list[str]]) -> None:
-    """Say where the runs open at a signal are found (the command line sets it once)."""
+    """Say where the runs open at a signal are found (the command line sets it once), and
+    keep Python from printing a dropped :class:`Interrupted` as an error: it is noted, and
+    :func:`check` raises it again."""
     _open_runs[:] = [open_runs]
+    if sys.unraisablehook is not _quiet_unraisable:
+        _default_hook[:] = [sys.unraisablehook]
+        sys.unraisablehook = _quiet_unraisable
+
+
+_default_hook: list[Callable[[Any], object]] = []
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    if isinstance(unraisable.exc_value, Interrupted):
+        return
+    (_default_hook[0] if _default_hook else sys.__unraisablehook__)(unraisable)
 
 
 def interrupt(signum: int) -> None:
