@@ -105,9 +105,15 @@ def check_tracking(t: Any, key: str, cfg: Any) -> None:
     if not 0 < _finite(f"{key}.timeout_s", t.timeout_s) <= 600:
         _fail(f"{key}.timeout_s", "must lie in (0, 600] seconds", t.timeout_s)
     _in(f"{key}.ui_port", t.ui_port, 1, 65535, "must be a TCP port in [1, 65535]")
-    for name in ("experiment", "registered_model"):
-        if not str(t[name]).strip():
-            _fail(f"{key}.{name}", "must not be empty", t[name])
+    if not str(t.experiment).strip():
+        _fail(f"{key}.experiment", "must not be empty", t.experiment)
+    # registered_model may be empty: then nothing is registered (the bench, sweep trials)
+    if str(t.registered_model) != str(t.registered_model).strip():
+        _fail(
+            f"{key}.registered_model",
+            "must not start or end with spaces",
+            t.registered_model,
+        )
 
 
 @dataclass
