@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.adapters.tracking import Tracker, _retry
+from pipeline.base.io import pid_alive
 
 HOST_TAG = "host"
 PID_TAG = "pid"
@@ -41,14 +42,8 @@ def owner_tags() -> dict[str, str]:
 
 def process_alive(pid: int, start: str = "") -> bool:
     """Whether process ``pid`` exists and, when ``start`` is known, is the same process."""
-    if pid <= 0:
+    if not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
     return not start or process_start(pid) in ("", start)
 
 

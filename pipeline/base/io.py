@@ -50,7 +50,8 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (whoever owns it)."""
     if pid <= 0:
         return False
     try:
@@ -78,7 +79,7 @@ def sweep_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
         # ['', <name parts...>, <pid>, <random>, 'tmp']
         if len(parts) < 5 or not parts[-3].isdigit():
             continue
-        if _pid_alive(int(parts[-3])):
+        if pid_alive(int(parts[-3])):
             continue
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
