@@ -364,6 +364,15 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def flatten_numbers(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of :func:`flatten` (booleans and text left out), as floats: metrics."""
+    return {
+        k: float(v)
+        for k, v in flatten(d, prefix).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
 def is_secret_key(key: str) -> bool:
     """Whether a (dotted) config key names a secret: password, token, key, credentials..."""
     leaf = str(key).rsplit(".", 1)[-1]

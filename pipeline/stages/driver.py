@@ -18,7 +18,14 @@ from omegaconf import OmegaConf
 
 from pipeline.adapters.catalog import data_digest, made_from, world_digest
 from pipeline.adapters.runstate import owner_tags
-from pipeline.adapters.tracking import Tracker, flatten, redact_tree, redact_uri, run_name
+from pipeline.adapters.tracking import (
+    Tracker,
+    flatten,
+    flatten_numbers,
+    redact_tree,
+    redact_uri,
+    run_name,
+)
 from pipeline.base import interrupt
 from pipeline.base.config import Config, validate
 from pipeline.base.io import DataError, write_json, write_text
@@ -140,7 +147,7 @@ def run_pipeline(
                 run_stage(stage)
         summary = summarize(cfg, results, tracker)
         if "train" in results:
-            tracker.log_metrics({k: v for k, v in _flatten_numbers(summary).items()})
+            tracker.log_metrics(flatten_numbers(summary, "summary"))
         if "report" in stages:  # last: the page shows the summary just written
             run_stage("report")
             summary["report"] = results["report"]["path"]
@@ -155,17 +162,6 @@ _STAGE_KEYS = {
     "explain": ("explain",),
     "policy": ("policy",),
 }
-
-
-def _flatten_numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten_numbers(v, key))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"summary.{key}"] = float(v)
-    return out
 
 
 def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from pipeline.adapters import distributed, model_registry
 from pipeline.adapters.catalog import data_digest, load_feature_table
 from pipeline.adapters.serving import log_serving_model
-from pipeline.adapters.tracking import Tracker, redact_tree
+from pipeline.adapters.tracking import Tracker, flatten_numbers, redact_tree
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
@@ -558,7 +558,7 @@ def _register(
         if key.startswith("oot_by_"):
             flat.update({f"{key}.{v}.auc": mm["auc"] for v, mm in seg.items()})
     if "cv" in part:
-        flat.update({f"cv.{k}": v for k, v in _flatten(part["cv"]).items()})
+        flat.update(flatten_numbers(part["cv"], "cv"))
     tracker.log_metrics(flat)
     tracker.set_tags(
         {
@@ -604,17 +604,6 @@ def _rescorer(
         return binary_metrics(y, np.asarray(booster.predict(X)))["auc"]
 
     return rescore
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
 
 
 def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[str, Any]:
