@@ -179,6 +179,10 @@ def test_sweep_registers_only_its_best_trial(tmp_path):
     serving = client.search_model_versions("name='closure-risk-lgbm-serving'")
     assert len(serving) == 1
     assert "sweep best trial" in r.stdout
+    # it ends with the winning parameters and the command that trains with them
+    leaves = best.data.tags["overrides"].split("model.num_leaves=")[1].split()[0]
+    assert f"best parameters: model.num_leaves={leaves}" in r.stdout
+    assert f'train with them: make train ARGS="model.num_leaves={leaves}' in r.stdout
     # each job trained into its own folder; nothing was written to the shared models folder
     models = sorted((tmp_path / "outputs" / "multirun").rglob("models/model.txt"))
     assert len(models) == 2 and models[0].read_text() != models[1].read_text()

@@ -40,4 +40,18 @@ def offer_best_trial(cfg: Any, sweep_dir: str) -> dict[str, Any] | None:
         print(f"sweep {sweep_dir}: no finished trial to register", flush=True)
         return None
     print(f"sweep best trial: run {info['trial_run']}; {info.get('message', '')}", flush=True)
+    print(best_command(tracker.client.get_run(info["trial_run"]).data.tags), flush=True)
     return info
+
+
+def best_command(tags: dict[str, str]) -> str:
+    """The best trial's parameters and the command that trains with them."""
+    chosen = [
+        o
+        for o in tags.get("overrides", "").split()
+        if o != "(none)" and not o.startswith(("hydra", "+sweep", "paths.", "stage="))
+    ]
+    return (
+        f"best parameters: {' '.join(chosen) or '(the defaults)'}\n"
+        f'train with them: make train ARGS="{" ".join(chosen)}"'
+    )
