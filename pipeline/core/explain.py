@@ -196,7 +196,6 @@ def fit_cause_weights(
     Meant for the training split only. Rows with a cause outside the studied ones are
     ignored. The fit is deterministic (L-BFGS from a zero start: the uniform split).
     """
-
     phi = np.asarray(phi, dtype=np.float64)
     n_feat = len(feature_names)
     if phi.shape[1] != n_feat:

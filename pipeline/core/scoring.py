@@ -71,7 +71,6 @@ def feature_schema(
     (the model was trained with them). ``per_snapshot``: an id may repeat, once per
     ``snapshot`` (checked by :func:`validate_features`).
     """
-
     finite = pa.Check(lambda s: ~s.isin([np.inf, -np.inf]), name="finite (no inf)")
     id_checks = [] if table_mode else [pa.Check.ge(0)]
     cols: dict[str, Any] = {
@@ -108,7 +107,6 @@ def validate_features(
     A table with a ``snapshot`` column (such as the features stage's own table) may hold
     one row per id and snapshot.
     """
-
     if id_col not in df.columns:
         raise DataError(
             f"{path}: column '{id_col}' is missing (rule: id column, set score.id_column)"

@@ -164,7 +164,6 @@ def cross_validate(
     the held-out fold never chooses the number of trees. ``baseline``, if given, is a
     callable ``(X_train, y_train) -> predict_fn`` scored on the same folds.
     """
-
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     aucs: list[float] = []
     base_aucs: list[float] = []

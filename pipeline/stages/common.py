@@ -169,7 +169,6 @@ def release_memory() -> None:
     collecting them, emptying Arrow's pool and trimming the C heap keeps the next
     stage from stacking its peak on top of the last one's.
     """
-
     gc.collect()
     pa.default_memory_pool().release_unused()
     try:

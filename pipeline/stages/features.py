@@ -339,7 +339,6 @@ def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
     ``threads`` threads (default: the physical cores; NumPy's sorting and binning
     release the GIL).
     """
-
     masks = _split_masks(table)
     empty = np.zeros(table.num_rows, dtype=bool)
     train, oot = masks.get("train", empty), masks.get("oot", empty)
