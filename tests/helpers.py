@@ -6,9 +6,20 @@ stay in ``conftest.py``.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -44,3 +55,64 @@ def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any
 
     cfg = compose_config(root, [*SMALL, *overrides], stage)
     return cfg, execute(cfg, [])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def model_server(root: Path, model_uri: str, log_path: Path) -> Iterator[int]:
+    """``mlflow models serve`` of ``model_uri`` from ``root``'s store on a free port.
+
+    Yields the port once ``/ping`` answers; stops the server (its whole process group)
+    afterwards. Its output goes to ``log_path``, quoted when it fails to start.
+    """
+    port = free_port()
+    bin_dir = Path(sys.executable).parent  # uvicorn is started from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", ""),
+    }
+    argv = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager"]
+    argv += ["local", "-h", "127.0.0.1", "-p", str(port)]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(log_path.read_text()[-3000:])
+                time.sleep(1)
+            yield port
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def chromium() -> str:
+    """The headless browser of the browser tests; skipped (or failed, where CI requires
+    it) when none is installed."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    if os.environ.get("CLOSURE_RISK_REQUIRE_CHROMIUM"):
+        pytest.fail("Chromium is required here but not installed (.ci/install-chromium)")
+    pytest.skip("Chromium is not installed (bash .ci/install-chromium installs it)")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import chromium
 
 from pipeline.adapters.tracking import Tracker
 
@@ -41,21 +42,11 @@ RUNS = {"run n=2k seed=7": 0.8123, "run n=2k seed=8": 0.7987}
 WORLD = {"run n=2k seed=7": "a1b2c3d4e5f6", "run n=2k seed=8": "0f9e8d7c6b5a"}
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        exe = shutil.which(name)
-        if exe:
-            return exe
-    if os.environ.get("CLOSURE_RISK_REQUIRE_CHROMIUM"):
-        pytest.fail("Chromium is required here but not installed (.ci/install-chromium)")
-    pytest.skip("Chromium is not installed (bash .ci/install-chromium installs it)")
-
-
 def _browse(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     w, h = WINDOW
     return subprocess.run(
         [
-            _chromium(),
+            chromium(),
             *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
             f"--window-size={w},{h}",
@@ -98,7 +89,7 @@ def _log_runs(uri: str, artifacts: Path) -> str:
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[tuple[str, Tracker]]:
     """``mlflow ui`` on a fresh store holding the two runs; its base URL and a tracker."""
-    _chromium()
+    chromium()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     _log_runs(uri, tmp_path / "mlartifacts")
     port = _free_port()

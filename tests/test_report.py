@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import compose_config, run_world
+from helpers import chromium, compose_config, run_world
 from mlflow.tracking import MlflowClient
 
 from pipeline.__main__ import execute
@@ -214,19 +213,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        exe = shutil.which(name)
-        if exe:
-            return exe
-    if os.environ.get("CLOSURE_RISK_REQUIRE_CHROMIUM"):
-        pytest.fail("Chromium is required here but not installed (.ci/install-chromium)")
-    pytest.skip("Chromium is not installed (bash .ci/install-chromium installs it)")
-
-
 def _browse(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import model_server
 
 from pipeline.adapters.catalog import load_scoring_model
 
@@ -74,56 +69,11 @@ def test_pyfunc_champion_matches_batch_scoring(trained):
         model.predict(bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
     root, rows = trained
     names = _names(root)
-    port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)  # uvicorn is started from PATH
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-    }
-    log = (tmp_path / "serve.log").open("w")
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{NAME}@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((tmp_path / "serve.log").read_text()[-3000:])
-            time.sleep(1)
+    with model_server(root, f"models:/{NAME}@champion", tmp_path / "serve.log") as port:
         body = {
             "dataframe_split": json.loads(
                 rows[["borrower_id", *names]].to_json(orient="split", index=False)
@@ -141,11 +91,3 @@ def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
         assert all(0 <= p["probability"] <= 1 for p in preds)
         assert all(p["tier"] in ("low", "medium", "high") for p in preds)
         assert all(p["reason_1_cause"] and p["reason_1_en"] for p in preds)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

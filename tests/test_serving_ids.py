@@ -8,12 +8,6 @@ in-process and through a real ``mlflow models serve``.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import GERMAN, model_server
 
 WORLD = [
     "model.baselines=false",
@@ -135,12 +130,6 @@ def test_refusals_are_400_naming_column_and_rule_in_process(served):
         model.unwrap_python_model().predict(None, request.drop(columns=["borrower_id"]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _post(port: int, frame: pd.DataFrame) -> tuple[int, str]:
     body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
     req = urllib.request.Request(
@@ -158,66 +147,20 @@ def _post(port: int, frame: pd.DataFrame) -> tuple[int, str]:
 @pytest.mark.slow
 def test_mlflow_models_serve_keeps_ids_and_answers_400(served, tmp_path):
     root, request, _ = served
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent  # uvicorn is started from PATH
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-        "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", ""),
-    }
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                str(bin_dir / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{NAME}@champion",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(log_path.read_text()[-3000:])
-                time.sleep(1)
-            status, body = _post(port, request)
-            assert status == 200, body
-            preds = json.loads(body)["predictions"]
-            assert [p["borrower_id"] for p in preds] == list(request.borrower_id)
-            batch = _batch(root, request, tmp_path).set_index("borrower_id")
-            served_p = [p["probability"] for p in preds]
-            want = batch.probability.loc[list(request.borrower_id)].to_numpy()
-            np.testing.assert_allclose(served_p, want, rtol=1e-6)
-            status, body = _post(port, _bad_category(request))
-            assert status == 400, body
-            assert "occupation_code" in body and "isin([0.0" in body, body
-            status, body = _post(port, request.drop(columns=["borrower_id"]))
-            assert status == 400 and "borrower_id" in body, body
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with model_server(root, f"models:/{NAME}@champion", tmp_path / "serve.log") as port:
+        status, body = _post(port, request)
+        assert status == 200, body
+        preds = json.loads(body)["predictions"]
+        assert [p["borrower_id"] for p in preds] == list(request.borrower_id)
+        batch = _batch(root, request, tmp_path).set_index("borrower_id")
+        served_p = [p["probability"] for p in preds]
+        want = batch.probability.loc[list(request.borrower_id)].to_numpy()
+        np.testing.assert_allclose(served_p, want, rtol=1e-6)
+        status, body = _post(port, _bad_category(request))
+        assert status == 400, body
+        assert "occupation_code" in body and "isin([0.0" in body, body
+        status, body = _post(port, request.drop(columns=["borrower_id"]))
+        assert status == 400 and "borrower_id" in body, body
 
 
 @pytest.mark.slow
@@ -228,10 +171,9 @@ def test_table_model_serving_keeps_its_own_id_and_flags_rows(tmp_path_factory):
     from helpers import SMALL, compose_config
 
     from pipeline.__main__ import execute
-    from pipeline.base.config import REPO_ROOT
 
     root = tmp_path_factory.mktemp("serving_table")
-    german = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
+    german = GERMAN
     table = [
         "data=table",
         f"data.path={german}",
