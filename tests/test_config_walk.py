@@ -74,6 +74,10 @@ FREE_TEXT = {
     "stage",
 }
 
+#: keys holding a whole mapping set at once (typed Any so that a command line can set
+#: it), each probed by :func:`test_mapping_key_refuses_bad_values_naming_it`
+MAPPINGS = {"data.monotone": ({"x": 2}, 5, "up")}
+
 BOGUS = "?no such value?"
 INT_PROBES: tuple[Any, ...] = (-1, 0, 10**12)
 FLOAT_PROBES: tuple[Any, ...] = (-1.0, 0.0, 1e12, math.nan, math.inf, -math.inf)
@@ -140,7 +144,7 @@ def _outcome(key: str, value: Any) -> str | None:
 
 def test_the_walk_reaches_every_leaf_and_the_exemptions_are_real():
     kinds = {k: t for k, t in LEAVES}
-    unknown = [k for k in kinds if k not in {*dict(NUMERIC), *dict(TEXT), *BOOLS}]
+    unknown = [k for k in kinds if k not in {*dict(NUMERIC), *dict(TEXT), *BOOLS, *MAPPINGS}]
     assert not unknown, f"keys of a kind the walk does not know how to probe: {unknown}"
     assert NEGATIVE_OK <= dict(NUMERIC).keys()
     assert FREE_TEXT <= dict(TEXT).keys()
@@ -168,6 +172,17 @@ def test_numeric_key_refuses_out_of_range_values_naming_it(key, kind):
             f"{key}=-1 is accepted: give the key a range check in pipeline/base/config.py, "
             "or list it in NEGATIVE_OK with the reason"
         )
+
+
+@pytest.mark.parametrize("key", sorted(MAPPINGS))
+def test_mapping_key_refuses_bad_values_naming_it(key):
+    for value in MAPPINGS[key]:
+        cfg = _with(key, value)
+        OmegaConf.update(cfg, "data.kind", "table")
+        OmegaConf.update(cfg, "data.path", "x.csv")
+        OmegaConf.update(cfg, "data.target", "y")
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            validate(cfg)
 
 
 @pytest.mark.parametrize("key", [k for k, _ in TEXT])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,44 @@ def test_encoding_is_fitted_on_training_rows_and_names_are_made_safe():
         train_levels
     )
     assert t.flags is not None and len(t.flags) == len(df)
+
+
+def test_declared_monotone_columns_are_honoured_and_checked(make_cfg, tmp_path):
+    """data.monotone={column: direction} in the table's own names: the model keeps the
+    direction on a grid of every validation row, and model.json records it."""
+    cfg = make_cfg(
+        "data=table",
+        f"data.path={GERMAN}",
+        "data.target=creditability",
+        "data.positive=bad",
+        "model.cv_repeats=0",
+        "data.monotone={duration_in_month:1,age_in_years:-1}",
+        "stage=train",
+    )
+    summary = execute(cfg, [])
+    meta = json.loads((tmp_path / "models" / "model.json").read_text())
+    assert meta["monotone"] == {"duration_in_month": 1, "age_in_years": -1}
+    check = summary["monotone_check"]
+    assert set(check["features"]) == {"duration_in_month", "age_in_years"}
+    assert check["checks"] > 0 and check["violations"] == 0
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ("{purpose:1}", "column 'purpose' is categorical"),
+        ("{no_such_column:1}", "names column 'no_such_column', which is not a feature"),
+    ],
+)
+def test_declared_monotone_refuses_what_cannot_be_ordered(make_cfg, declared, message):
+    cfg = make_cfg(
+        "data=table",
+        f"data.path={GERMAN}",
+        "data.target=creditability",
+        "data.positive=bad",
+        "model.cv_repeats=0",
+        f"data.monotone={declared}",
+        "stage=train",
+    )
+    with pytest.raises(DataError, match=re.escape(message)):
+        execute(cfg, [])

@@ -133,6 +133,10 @@ class DataConfig:
     valid_frac: float = 0.2  # share of the non-out-of-time rows held out for validation
     oot_frac: float = 0.2  # share held out as out-of-time (latest data.time values, else random)
     sep: str = ""  # field separator of a text table: "" detects it (comma, semicolon, tab)
+    # declared monotone directions of table columns: {column: 1 (risk rises with the
+    # value) or -1 (falls)}; honoured by the tree models and checked on a grid
+    # (None when none is declared, so that a command line can set the whole mapping)
+    monotone: Any = None
 
 
 DATA_KINDS = ("simulator", "table")
@@ -168,6 +172,18 @@ def check_data(d: Any, key: str, cfg: Any) -> None:
     for name in ("valid_frac", "oot_frac"):
         if not 0 < _finite(f"{key}.{name}", d[name]) < 0.5:
             _fail(f"{key}.{name}", "must lie in (0, 0.5)", d[name])
+    if d.monotone is not None and not hasattr(d.monotone, "items"):
+        _fail(f"{key}.monotone", "must be a mapping {column: 1 or -1}", d.monotone)
+    for column, direction in (d.monotone or {}).items():
+        if direction not in (1, -1):
+            _fail(f"{key}.monotone.{column}", "must be 1 (rising) or -1 (falling)", direction)
+    if d.monotone and d.kind != "table":
+        _fail(
+            f"{key}.monotone",
+            "applies to table columns only (simulator features take their directions "
+            "from the feature registry, switched by model.monotone)",
+            dict(d.monotone),
+        )
 
 
 def _last_month(cfg: Any) -> int:

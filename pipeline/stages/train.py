@@ -134,13 +134,14 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
         say(f"train: screening {verb} {found}")
     names = screened.use
     categorical = [c for c in prepared.categorical if c in names]
+    monotone = _declared_monotone(dict(d.monotone or {}), prepared, names, path)
     return TrainData(
         mode="table",
         frame=prepared.frame,
         names=names,
         categorical=categorical,
         woe_categorical=categorical,
-        monotone=None,
+        monotone=monotone,
         source=path,
         meta={
             "table": {
@@ -157,6 +158,43 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
             "screening": screened.to_dict(),
         },
     )
+
+
+def _declared_monotone(
+    declared: dict[str, int], prepared: table_core.PreparedTable, names: list[str], path: Path
+) -> list[int] | None:
+    """``data.monotone`` ({column: 1 or -1}, the table's own names) as a vector over ``names``.
+
+    A column that is not a feature of the table, a categorical one (its codes have no
+    order) or one the screening dropped is refused, naming the column.
+    """
+    if not declared:
+        return None
+    safe = (
+        {orig: s for s, orig in prepared.encoding.original_names.items()}
+        if prepared.encoding
+        else {}
+    )
+    out = dict.fromkeys(names, 0)
+    for column, direction in declared.items():
+        s = safe.get(str(column))
+        if s is None:
+            raise DataError(
+                f"{path}: data.monotone names column {column!r}, which is not a feature "
+                f"column of the table (features: {', '.join(safe) or '-'})"
+            )
+        if s in prepared.categorical:
+            raise DataError(
+                f"{path}: column {column!r} is categorical; data.monotone applies to numeric "
+                "columns only (category codes have no order)"
+            )
+        if s not in out:
+            raise DataError(
+                f"{path}: column {column!r} of data.monotone was dropped by the screening "
+                "(features.select); keep it or drop its constraint"
+            )
+        out[s] = int(direction)
+    return [out[n] for n in names]
 
 
 def _table_screening(
