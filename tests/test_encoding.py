@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.base.io import DataError
 from pipeline.core import encoding
 from pipeline.core.encoding import FLAG_COLUMN, MISSING_CODE, Encoding
 
@@ -79,7 +80,7 @@ def test_safe_names_are_accepted_by_lightgbm_and_stay_distinct():
 
 def test_missing_column_at_transform_is_named():
     enc = encoding.fit(_train())
-    with pytest.raises(KeyError, match=r"new.csv: column\(s\) 'rate'"):
+    with pytest.raises(DataError, match=r"new.csv: column\(s\) 'rate' missing"):
         enc.transform(_train().drop(columns="rate"), source="new.csv")
 
 

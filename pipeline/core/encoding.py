@@ -14,7 +14,10 @@
 columns: a level never seen in training gets the column's rare code, a number outside
 the training range is kept as is, and both are flagged in the text column
 :data:`FLAG_COLUMN` (one entry ``"unseen:<column>"``, ``"range:<column>"`` or
-``"unparsed:<column>"`` per finding, ``;``-separated, empty when the row is clean).
+``"unparsed:<column>"`` per finding, ``;``-separated, empty when the row is clean);
+:meth:`Encoding.encode` returns the same findings as :class:`Finding` masks with their
+rule. A level is matched by its exact text, else by a loose form (case, ``1`` = ``1.0``),
+so a file read with other types than the training table still gets the same codes.
 :meth:`Encoding.to_json` / :meth:`Encoding.from_json` store it without pickle.
 """
 
@@ -26,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pipeline.base.io import DataError
 
 FLAG_COLUMN = "encoding_flags"
 MISSING_CODE = -1
@@ -154,6 +159,73 @@ def _fit_column(name: str, safe: str, s: pd.Series, min_count: int) -> ColumnEnc
     return col
 
 
+@dataclass(frozen=True)
+class Finding:
+    """Rows of one column that the encoding flags: ``kind`` is unseen, range or unparsed."""
+
+    kind: str
+    column: str  # the name in the table
+    mask: np.ndarray  # per row: flagged
+    rule: str  # what the rows break, in words
+
+
+def _canonical(text: str) -> str:
+    """A level's text compared loosely: lower case, a number written one way (1 = 1.0)."""
+    low = text.strip().lower()
+    try:
+        x = float(low)
+    except ValueError:
+        return low
+    if not np.isfinite(x):
+        return low
+    return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
+
+
+def _level_codes(c: ColumnEncoding, text: pd.Series) -> pd.Series:
+    """Code of each level text; a value with no exact match tries its loose form (a
+    boolean or number read differently than in training, e.g. ``true`` or ``1.0``)."""
+    lookup = {v: i for i, v in enumerate(c.levels)}
+    lookup.update({v: c.rare_code for v in c.rare_levels})
+    codes = text.map(lookup)
+    loose = codes.isna() & text.notna()
+    if loose.any():
+        by_form: dict[str, int | None] = {}
+        for v, code in lookup.items():
+            form = _canonical(v)
+            by_form[form] = code if by_form.get(form, code) == code else None
+        forms = {k: v for k, v in by_form.items() if v is not None}
+        codes[loose] = text[loose].map(_canonical).map(forms)
+    return codes
+
+
+def _some(values: list[str], k: int = 8) -> str:
+    head = ", ".join(repr(v) for v in values[:k])
+    return head + (f" and {len(values) - k} more" if len(values) > k else "")
+
+
+def _encode_column(c: ColumnEncoding, s: pd.Series) -> tuple[np.ndarray, list[Finding]]:
+    found = []
+    if c.kind == "numeric":
+        if c.from_text or not pd.api.types.is_numeric_dtype(s):
+            x = parse_numbers(s, c.decimal_comma).to_numpy(dtype=float)
+            bad = np.isnan(x) & _as_text(s).notna().to_numpy()
+            sep = "decimal comma" if c.decimal_comma else "decimal point"
+            found.append(Finding("unparsed", c.name, bad, f"a number ({sep}) or blank"))
+        else:
+            x = s.to_numpy(dtype=float)
+        if not np.isnan(c.low):
+            out = (x < c.low) | (x > c.high)
+            found.append(Finding("range", c.name, out, f"training range {c.low:g} .. {c.high:g}"))
+        return x, [f for f in found if f.mask.any()]
+    text = _as_text(s)
+    codes = _level_codes(c, text)
+    unseen = (codes.isna() & text.notna()).to_numpy()
+    rule = f"categories seen in training: {_some([*c.levels, *c.rare_levels])}"
+    found.append(Finding("unseen", c.name, unseen, rule))
+    codes = codes.mask(unseen, c.rare_code).fillna(MISSING_CODE)
+    return codes.to_numpy(dtype=np.int32), [f for f in found if f.mask.any()]
+
+
 @dataclass
 class Encoding:
     columns: list[ColumnEncoding]
@@ -177,46 +249,53 @@ class Encoding:
         """Safe name -> text of each code (the rare code last, as ``rare``)."""
         return {c.safe: [*c.levels, RARE] for c in self.columns if c.kind == "categorical"}
 
-    def transform(self, frame: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-        """The encoded feature columns (safe names) and :data:`FLAG_COLUMN`.
+    @property
+    def text_columns(self) -> list[str]:
+        """Table names of the columns read as text: categories and numbers stored as text."""
+        return [c.name for c in self.columns if c.kind == "categorical" or c.from_text]
+
+    def select(self, safe_names: list[str]) -> Encoding:
+        """The encoding of the columns a model uses (``safe_names``), in that order."""
+        by_safe = {c.safe: c for c in self.columns}
+        unknown = [n for n in safe_names if n not in by_safe]
+        if unknown:
+            raise ValueError(f"model feature(s) {unknown} are not columns of the encoding")
+        return Encoding(columns=[by_safe[n] for n in safe_names], min_count=self.min_count)
+
+    def encode(
+        self, frame: pd.DataFrame, source: str = "table"
+    ) -> tuple[pd.DataFrame, list[Finding]]:
+        """The encoded feature columns (safe names) and what was flagged, column by column.
 
         Numeric columns come out as float64 (missing: NaN), categorical ones as int32
-        codes (missing: :data:`MISSING_CODE`).
+        codes (missing: :data:`MISSING_CODE`). A column of the encoding that ``frame``
+        lacks raises :class:`~pipeline.base.io.DataError` naming ``source`` and the column.
         """
-        missing = [c.name for c in self.columns if c.name not in frame.columns]
+        missing = [c for c in self.columns if c.name not in frame.columns]
         if missing:
-            raise KeyError(
-                f"{source}: column(s) {', '.join(repr(m) for m in missing)} of the encoding "
-                "are missing; the table must have every column the model was trained on"
+            named = ", ".join(
+                repr(c.name) + (f" (model feature {c.safe!r})" if c.safe != c.name else "")
+                for c in missing
+            )
+            raise DataError(
+                f"{source}: column(s) {named} missing (rule: the table must have every "
+                "column the model was trained on, under its name in the training table)"
             )
         out: dict[str, np.ndarray] = {}
-        flags = np.full(len(frame), "", dtype=object)
-
-        def flag(mask: np.ndarray, what: str) -> None:
-            if mask.any():
-                flags[mask] = flags[mask] + np.where(flags[mask] == "", "", ";") + what
-
+        found: list[Finding] = []
         for c in self.columns:
-            s = frame[c.name]
-            if c.kind == "numeric":
-                if c.from_text or not pd.api.types.is_numeric_dtype(s):
-                    x = parse_numbers(s, c.decimal_comma).to_numpy(dtype=float)
-                    flag(np.isnan(x) & _as_text(s).notna().to_numpy(), f"unparsed:{c.name}")
-                else:
-                    x = s.to_numpy(dtype=float)
-                if not np.isnan(c.low):
-                    flag((x < c.low) | (x > c.high), f"range:{c.name}")
-                out[c.safe] = x
-            else:
-                text = _as_text(s)
-                lookup = {v: i for i, v in enumerate(c.levels)}
-                lookup.update({v: c.rare_code for v in c.rare_levels})
-                codes = text.map(lookup)
-                unseen = (codes.isna() & text.notna()).to_numpy()
-                flag(unseen, f"unseen:{c.name}")
-                codes = codes.mask(unseen, c.rare_code).fillna(MISSING_CODE)
-                out[c.safe] = codes.to_numpy(dtype=np.int32)
-        result = pd.DataFrame(out, index=frame.index)
+            values, col_found = _encode_column(c, frame[c.name])
+            out[c.safe] = values
+            found.extend(col_found)
+        return pd.DataFrame(out, index=frame.index), found
+
+    def transform(self, frame: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+        """The encoded feature columns (see :meth:`encode`) and :data:`FLAG_COLUMN`."""
+        result, found = self.encode(frame, source)
+        flags = np.full(len(frame), "", dtype=object)
+        for f in found:
+            m = f.mask
+            flags[m] = flags[m] + np.where(flags[m] == "", "", ";") + f"{f.kind}:{f.column}"
         result[FLAG_COLUMN] = flags.astype(str)
         return result
 

@@ -69,7 +69,7 @@ def sniff_separator(sample: str) -> str:
     return best
 
 
-def _read_text(p: Path, sep: str) -> pd.DataFrame:
+def _read_text(p: Path, sep: str, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     compression = "gzip" if p.name.lower().endswith(".gz") else None
     opener = gzip.open if compression else open
     with opener(p, "rb") as fh:
@@ -85,7 +85,12 @@ def _read_text(p: Path, sep: str) -> pd.DataFrame:
     chosen = sep or sniff_separator(sample)
     try:
         df = pd.read_csv(
-            p, sep=chosen, compression=compression, encoding=encoding, skipinitialspace=True
+            p,
+            sep=chosen,
+            compression=compression,
+            encoding=encoding,
+            skipinitialspace=True,
+            dtype=dict.fromkeys(text_columns, str) or None,
         )
     except pd.errors.ParserError as exc:
         raise DataError(
@@ -101,11 +106,15 @@ def _read_text(p: Path, sep: str) -> pd.DataFrame:
     return df
 
 
-def read_any(path: str | Path, sep: str = "") -> pd.DataFrame:
+def read_any(
+    path: str | Path, sep: str = "", text_columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read a ``.csv``/``.tsv``/``.txt`` (also gzipped) or ``.parquet`` file, with clear errors.
 
     A delimited text file's separator (comma, semicolon, tab or pipe) is detected from
-    its first lines unless ``sep`` names it.
+    its first lines unless ``sep`` names it. ``text_columns`` of a text file are kept as
+    the text in the file (blanks missing), whatever their values look like: an encoding
+    reads its categories and numbers stored as text from exactly that text.
     """
     p = Path(path)
     if not p.exists():
@@ -117,7 +126,7 @@ def read_any(path: str | Path, sep: str = "") -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(p)
         elif name.removesuffix(".gz").endswith((".csv", ".tsv", ".txt")):
-            df = _read_text(p, sep)
+            df = _read_text(p, sep, tuple(text_columns or ()))
         else:
             raise DataError(f"{p}: unknown file type; use a .csv, .tsv or .parquet file")
     except DataError:
