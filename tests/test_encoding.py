@@ -88,3 +88,40 @@ def test_mostly_text_column_stays_categorical():
     df = pd.DataFrame({"c": ["1", "2", "x", "y"] * 10})
     enc = encoding.fit(df, min_count=1)
     assert enc.columns[0].kind == "categorical" and enc.columns[0].levels == ["1", "2", "x", "y"]
+
+
+def test_levels_read_with_other_types_get_the_training_codes():
+    train = pd.DataFrame(
+        {"flag": ["True", "False"] * 10, "grade": ["1", "2", "x"] * 6 + ["1", "2"]}
+    )
+    enc = encoding.fit(train, min_count=1)
+    exact = enc.transform(train)
+    # a boolean written in lower case, a grade read as a number (with a missing value)
+    other = pd.DataFrame({"flag": ["true", "FALSE", None], "grade": [1.0, 2.0, np.nan]})
+    out = enc.transform(other)
+    assert out["flag"].tolist() == [exact["flag"][0], exact["flag"][1], MISSING_CODE]
+    assert out["grade"].tolist() == [exact["grade"][0], exact["grade"][1], MISSING_CODE]
+    assert (out[FLAG_COLUMN] == "").all()
+    # a loose form shared by two training levels stays unseen rather than guessed
+    twins = encoding.fit(pd.DataFrame({"c": ["1", "1.0", "b"] * 5}), min_count=1)
+    res = twins.transform(pd.DataFrame({"c": ["1.0", "1.00", "B"]}))
+    assert res["c"].tolist() == [1, twins.columns[0].rare_code, 2]
+    assert res[FLAG_COLUMN].tolist() == ["", "unseen:c", ""]
+
+
+def test_findings_name_column_and_rule_and_select_keeps_model_columns():
+    enc = encoding.fit(_train(), min_count=2)
+    assert enc.text_columns == ["amount, EUR", "colour", "rate"]
+    new = _train().iloc[:2].copy()
+    new["rate"] = ["lots", "2,5"]
+    new["n"] = [99.0, 1.0]
+    _, found = enc.encode(new, "new.csv")
+    rules = {(f.kind, f.column): (f.mask.tolist(), f.rule) for f in found}
+    assert rules[("unparsed", "rate")] == ([True, False], "a number (decimal comma) or blank")
+    assert rules[("range", "n")] == ([True, False], "training range 1 .. 6")
+    sub = enc.select(["n", "colour"])
+    assert sub.feature_names == ["n", "colour"]
+    coded = sub.transform(new[["colour", "n"]])  # other columns are not needed
+    assert coded["colour"].tolist() == enc.transform(new)["colour"].tolist()
+    with pytest.raises(ValueError, match="not columns of the encoding"):
+        enc.select(["nothere"])
