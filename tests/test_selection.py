@@ -1,4 +1,4 @@
-"""Model selection: budget, one-standard-error rule, no peeking, dict form, determinism."""
+"""Model selection: budget, one-standard-error rule, no peeking, forest, committee, terms."""
 
 from __future__ import annotations
 
@@ -74,13 +74,21 @@ def test_simplest_within_one_standard_error_wins():
     close = [
         cand("scorecard", 0.770, 0.01),
         cand("lightgbm", 0.772, 0.01),
+        cand("forest", 0.771, 0.01),
         cand("blend", 0.773, 0.01),
     ]
     name, why = choose(close)
     assert name == "scorecard" and "within one standard error" in why
-    apart = [cand("scorecard", 0.74, 0.01), cand("lightgbm", 0.75, 0.01), cand("blend", 0.79, 0.01)]
+    apart = [
+        cand("scorecard", 0.74, 0.01),
+        cand("lightgbm", 0.75, 0.01),
+        cand("forest", 0.76, 0.01),
+        cand("blend", 0.79, 0.01),
+    ]
     name, why = choose(apart)
     assert name == "blend" and "best mean AUC" in why
+    apart[2] = cand("forest", 0.788, 0.01)  # within one SE (0.0032) of the blend, and simpler
+    assert choose(apart)[0] == "forest"
 
 
 def test_tuning_sees_training_rows_only(monkeypatch):
@@ -99,27 +107,30 @@ def test_tuning_sees_training_rows_only(monkeypatch):
         assert rows == set(tr) and not rows & set(te)
 
 
+def _without_seconds(d):
+    """A selection dict without its timings (the only part that varies between runs)."""
+    if isinstance(d, dict):
+        return {k: _without_seconds(v) for k, v in d.items() if k != "seconds"}
+    if isinstance(d, list):
+        return [_without_seconds(v) for v in d]
+    return d
+
+
 def test_result_form_and_reproducible():
     X, y, names = _data()
     first = _select(X, y, names).to_dict()
     again = _select(X, y, names).to_dict()
     assert set(first["selected"]) == {"name", "auc_mean", "auc_std"}
     assert [c["name"] for c in first["candidates"]] == list(ORDER)
+    assert list(ORDER) == ["scorecard", "lightgbm", "forest", "blend"]
     for c in first["candidates"]:
-        assert {"name", "auc_mean", "auc_std", "seconds"} <= set(c)
+        assert {"name", "auc_mean", "auc_std", "auc_se", "seconds"} <= set(c)
         assert 0.6 < c["auc_mean"] <= 1.0 and c["seconds"] > 0
+        assert c["auc_se"] == pytest.approx(c["auc_std"] / np.sqrt(len(c["auc_folds"])))
     chosen = next(c for c in first["candidates"] if c["name"] == first["selected"]["name"])
     assert chosen["auc_mean"] == first["selected"]["auc_mean"]
-    strip = lambda d: [(c["name"], c["auc_folds"]) for c in d["candidates"]]  # noqa: E731
-    assert strip(first) == strip(again)
-
-
-def test_blend_is_per_row_and_between_the_two():
-    a = np.array([0.1, 0.5, 0.9])
-    b = np.array([0.3, 0.5, 0.6])
-    p = selection.blend(a, b)
-    assert np.all((p >= np.minimum(a, b)) & (p <= np.maximum(a, b)))
-    assert selection.blend(a[:1], b[:1])[0] == pytest.approx(p[0])
+    assert first["budget"] == budget(len(y), 300).to_dict() | {"trials": 3}
+    assert _without_seconds(first) == _without_seconds(again)
 
 
 def test_search_keeps_a_starting_point_unless_clearly_beaten():
@@ -132,32 +143,113 @@ def test_search_keeps_a_starting_point_unless_clearly_beaten():
     assert selection._one_se_choice(far).number == 5
 
 
-def test_stacked_blend_learns_weights_from_out_of_fold_scores():
+def test_committee_is_the_mean_of_standardised_log_odds():
     rng = np.random.default_rng(4)
-    n = 4000
+    n = 3000
     signal = rng.normal(size=n)
     y = (rng.random(n) < 1 / (1 + np.exp(-2 * signal))).astype(int)
-    good = 1 / (1 + np.exp(-(2 * signal + rng.normal(scale=0.3, size=n))))
-    weak = 1 / (1 + np.exp(-(0.5 * signal + rng.normal(scale=2.0, size=n))))
-    mix = selection.fit_blend(y, weak, good)
-    assert mix.lightgbm > mix.scorecard > 0  # the sharper model gets the larger weight
-    # a model that ranks backwards is not stacked: the other model alone
-    assert selection.fit_blend(y, 1 - good, good) == selection.Blend(0.0, 0.0, 1.0)
-    assert selection.fit_blend(y, good, 1 - good) == selection.Blend(0.0, 1.0, 0.0)
+    Z = np.column_stack(
+        [
+            2 * signal + rng.normal(scale=0.5, size=n) - 1,
+            0.1 * signal + rng.normal(scale=0.1, size=n) + 3,  # same signal, other scale
+            40 * signal + rng.normal(scale=30, size=n),
+        ]
+    )
+    mix = selection.fit_committee(y, Z)
+    mu, sd = Z.mean(axis=0), Z.std(axis=0)
+    assert mix.weights == pytest.approx(1 / (3 * sd), rel=1e-12)
+    assert mix.bias == pytest.approx(-np.sum(mu / (3 * sd)), rel=1e-12)
+    np.testing.assert_allclose(mix.log_odds(Z), ((Z - mu) / sd).mean(axis=1), atol=1e-12)
+    # scale-free: a member's log-odds stretched and shifted leave the blend unchanged
+    stretched = Z * np.array([1.0, 25.0, 1.0]) + np.array([0.0, -7.0, 0.0])
+    again = selection.fit_committee(y, stretched)
+    np.testing.assert_allclose(again.log_odds(stretched), mix.log_odds(Z), atol=1e-9)
+    # a member ranking backwards out of fold, or one without spread, is left out
+    Z[:, 1] = -Z[:, 1]
+    assert selection.fit_committee(y, Z).used == (True, False, True)
+    Z[:, 1] = 0.5
+    assert selection.fit_committee(y, Z).weights[1] == 0.0
+    with pytest.raises(ValueError, match="3 members"):
+        selection.fit_committee(y, Z[:, :2])
+
+
+def test_blend_scales_come_from_the_training_fold_only():
+    """Scrambling one fold's features changes nothing the other split's blend learns."""
+    X, y, names = _data()
+    splits = list(RepeatedStratifiedKFold(n_splits=2, n_repeats=1, random_state=3).split(X, y))
+    tr0, te0 = splits[0]
+    scrambled = X.copy()
+    rng = np.random.default_rng(11)
+    scrambled[np.ix_(te0, [1, 2, 3])] = rng.normal(size=(len(te0), 3)) * 5
+    base = _select(X, y, names).to_dict()
+    leak = _select(scrambled, y, names).to_dict()
+    mixes = [next(c for c in d["candidates"] if c["name"] == "blend") for d in (base, leak)]
+    first, second = (m["weights_per_fold"] for m in mixes)
+    assert first[0] == second[0]  # split 0 trains on tr0 only: scales bit-identical
+    assert first[1] != second[1]  # split 1 trains on the scrambled rows: a live sentinel
+    assert mixes[0]["auc_folds"][0] != mixes[1]["auc_folds"][0]  # te0 is scored, though
+
+
+def test_forest_parameters_scale_and_carry_constraints():
+    base = {"num_threads": 4, "max_bin": 63, "deterministic": True, "monotone_constraints": []}
+    small = selection.forest_params(500, base, seed=1)
+    big = selection.forest_params(1_000_000, base, seed=1)
+    assert small["boosting"] == big["boosting"] == "rf"
+    assert small["min_data_in_leaf"] == 5 < big["min_data_in_leaf"]
+    assert small["num_threads"] == 1 and big["num_threads"] == 4  # the one-thread rule
+    assert small["max_bin"] == 63 and small["deterministic"] is True
+    assert "monotone_constraints" not in small  # an empty list constrains nothing
+    mono = {**base, "monotone_constraints": [1, 0], "monotone_constraints_method": "intermediate"}
+    params = selection.forest_params(500, mono, seed=1)
+    assert params["monotone_constraints"] == [1, 0]
+    assert params["monotone_constraints_method"] == "intermediate"
+
+
+def test_forest_honours_a_monotone_constraint():
+    rng = np.random.default_rng(2)
+    n = 1500
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    bumpy = 2 * X[:, 0] - 3 * np.exp(-4 * X[:, 0] ** 2)  # not monotone in the first column
+    y = (rng.random(n) < 1 / (1 + np.exp(-bumpy))).astype(int)
+    grid = np.linspace(-2.5, 2.5, 41, dtype=np.float32)
+
+    def worst_step(constraints):
+        forest = selection.fit_forest(
+            X, y, ["a", "b"], [], {"monotone_constraints": constraints, "num_threads": 1}, 3
+        )
+        steps = []
+        for row in X[:25]:
+            sweep = np.repeat(row[None, :], len(grid), axis=0)
+            sweep[:, 0] = grid
+            steps.append(np.diff(selection.member_log_odds(forest, sweep, ["a", "b"], [])).min())
+        return min(steps)
+
+    assert worst_step([1, 0]) >= -1e-12
+    assert worst_step([0, 0]) < 0  # without it the dip shows: the check can fail
 
 
 def test_blend_weights_and_tuned_parameters_are_reported():
     X, y, names = _data()
     d = _select(X, y, names).to_dict()
-    blend_row = next(c for c in d["candidates"] if c["name"] == "blend")
-    lgb_row = next(c for c in d["candidates"] if c["name"] == "lightgbm")
-    assert len(blend_row["weights_per_fold"]) == 2
-    assert {"learning_rate", "num_leaves", "rounds"} <= set(lgb_row["params_per_fold"][0])
-    assert lgb_row["trials_per_fold"] == [3, 3]
+    rows = {c["name"]: c for c in d["candidates"]}
+    mixes = rows["blend"]["weights_per_fold"]
+    assert len(mixes) == 2
+    assert mixes[0]["members"] == ["scorecard", "lightgbm", "forest"]
+    assert all(w > 0 for w in mixes[0]["weights"]) and np.isfinite(mixes[0]["bias"])
+    assert {"learning_rate", "num_leaves", "rounds"} <= set(rows["lightgbm"]["params_per_fold"][0])
+    assert rows["lightgbm"]["trials_per_fold"] == [3, 3]
+    assert rows["forest"]["trees"] == 300 and len(rows["forest"]["min_data_in_leaf_per_fold"]) == 2
+
+
+def _raw(member, X, names, categorical):
+    """A member's raw score, written out from its own parts."""
+    if isinstance(member, Scorecard):
+        return member.intercept_ + member._woe(X) @ member.coef_
+    return member.predict(selection.lgb_matrix(X, names, categorical), raw_score=True)
 
 
 @pytest.mark.parametrize("name", ORDER)
-def test_fit_selected_scores_like_its_candidate(name):
+def test_fit_selected_is_a_sum_of_log_odds_terms(name):
     X, y, names = _data(800, seed=5)
     fit, new = slice(0, 600), slice(600, 800)
     final = selection.fit_selected(
@@ -172,15 +264,33 @@ def test_fit_selected_scores_like_its_candidate(name):
         early_stopping_rounds=20,
         seed=3,
         tune_seconds=300,
+        trials=3,
     )
     p = final.predict_proba(X[new])
     assert p.shape == (200,) and np.all((p > 0) & (p < 1))
     assert selection._auc(y[new], p) > 0.65
-    assert (final.booster is None) == (name == "scorecard")
-    assert (final.scorecard is None) == (name == "lightgbm")
-    with pytest.raises(ValueError, match="unknown candidate 'forest'"):
+    bias, parts = final.terms()
+    z = bias + sum(w * _raw(m, X[new], names, ["kind"]) for w, m in parts)
+    np.testing.assert_allclose(np.log(p / (1 - p)), z, rtol=0, atol=1e-9)
+    kinds = [type(m).__name__ for _, m in parts]
+    if name == "blend":
+        assert kinds == ["Scorecard", "Booster", "Booster"] and bias != 0.0
+        forest = final.forest
+        assert forest is not None and forest.params["boosting"] == "rf"
+    else:
+        assert bias == 0.0 and len(parts) == 1
+        assert kinds == ["Scorecard" if name == "scorecard" else "Booster"]
+        # a forest's raw score sums its trees: weight 1/trees makes it their average
+        assert parts[0][0] == (1 / 300 if name == "forest" else 1.0)
+    assert (final.scorecard is None) == (name in ("lightgbm", "forest"))
+    assert (final.booster is None) == (name in ("scorecard", "forest"))
+
+
+def test_fit_selected_rejects_an_unknown_candidate():
+    X, y, names = _data(200)
+    with pytest.raises(ValueError, match="unknown candidate 'stack'; candidates: scorecard"):
         selection.fit_selected(
-            "forest",
+            "stack",
             X,
             y,
             names,

@@ -1,20 +1,29 @@
-"""Model selection for a table: scorecard, tuned LightGBM or their blend, by cross-validation.
+"""Model selection for a table: scorecard, tuned LightGBM, random forest or their committee.
 
 Candidates, simplest first (:data:`ORDER`):
 
 * ``scorecard``: logistic regression on weight-of-evidence bins
   (:class:`pipeline.core.baselines.Scorecard`);
 * ``lightgbm``: LightGBM whose parameters a small Optuna search picks (:func:`tune`),
-  on the training part of each fold only: an inner 3-fold CV on those rows scores
+  on the training part of each fold only: an inner k-fold CV on those rows scores
   every trial, so the evaluation fold never influences the parameters or the number
   of trees;
-* ``blend``: a logistic regression on the two models' log-odds (stacking), its weights
-  fitted on out-of-fold scores of both models within the training part of each fold
-  (the better model alone if the other one's weight comes out non-positive).
+* ``forest``: LightGBM in random-forest mode with fixed parameters scaled to the rows
+  (:func:`forest_params`): bagged deep trees averaged, nothing tuned;
+* ``blend``: a committee of the three, the mean of their log-odds each standardised
+  (:class:`Committee`). The means and standard deviations come from out-of-fold
+  log-odds of every member on the training part of the fold (the search's inner
+  folds), never from the evaluation fold. Standardising makes the blend free of each
+  member's scale: a forest's averaged leaf values and a boosted model's sum of trees
+  spread differently, and neither dominates the mean.
 
-All three are scored on the same repeated stratified k-fold splits (5x2 by default).
+All four are scored on the same repeated stratified k-fold splits (5x2 by default).
 The winner is the simplest candidate whose mean AUC is within one standard error of
 the best mean (standard error = standard deviation of the fold AUCs / sqrt(folds)).
+
+Each fitted model is a sum of log-odds terms (:meth:`FinalModel.terms`): a bias and
+weighted members, a member's term being a scorecard's linear score on its
+weight-of-evidence bins or a LightGBM booster's raw score.
 
 The search has a deterministic number of trials for the table's size (:func:`budget`)
 and a time limit that only stops it early on a machine slower than planned; when the
@@ -33,13 +42,14 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from pipeline.core.baselines import Scorecard
-from pipeline.core.metrics import binary_metrics
 
-ORDER = ("scorecard", "lightgbm", "blend")  # simplest first
+ORDER = ("scorecard", "lightgbm", "forest", "blend")  # simplest first
+MEMBERS = ORDER[:-1]  # the blend's members, in this order
+FOREST_TREES = 300
 INNER_FOLDS = 3
 ONE_THREAD_ROWS = 10_000
 N_STARTS = 2  # trials run at fixed starting points before the search proper
@@ -54,7 +64,6 @@ SHALLOW = {
     "extra_trees": True,
     "max_cat_to_onehot": 32,  # one-hot category splits: many-vs-many ones overfit small tables
 }
-_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -86,53 +95,76 @@ def budget(n_rows: int, tune_seconds: float = 0.0) -> Budget:
     return Budget(seconds=seconds, trials=trials, tune_rows=20_000)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
 @dataclass(frozen=True)
-class Blend:
-    """Stacked logistic regression on the two models' log-odds: per row, three numbers."""
+class Committee:
+    """The mean of the members' standardised log-odds, as one sum of log-odds terms.
 
-    intercept: float = 0.0
-    scorecard: float = 0.5
-    lightgbm: float = 0.5
-
-    def predict(self, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> np.ndarray:
-        z = self.intercept + self.scorecard * _logit(p_scorecard)
-        z = z + self.lightgbm * _logit(p_lightgbm)
-        return 1.0 / (1.0 + np.exp(-z))
-
-    def to_dict(self) -> dict[str, float]:
-        return {"intercept": self.intercept, "scorecard": self.scorecard, "lightgbm": self.lightgbm}
-
-
-def fit_blend(y: np.ndarray, p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> Blend:
-    """Weights from out-of-fold predictions.
-
-    A model whose weight comes out <= 0 adds nothing the other one lacks: the blend is
-    then the other model alone (the plain mean of log-odds if both do).
+    Member m (of the M used) enters with weight ``1 / (M * sd_m)`` and the bias is
+    ``-sum(mean_m / (M * sd_m))``, where ``mean_m`` and ``sd_m`` are the mean and
+    standard deviation of its out-of-fold log-odds on training rows. A member without
+    spread, or ranking no better than chance out of fold, gets weight 0 and does not
+    count in M.
     """
-    Z = np.column_stack([_logit(p_scorecard), _logit(p_lightgbm)])
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit(Z, np.asarray(y).astype(int))
-    a, b = (float(v) for v in lr.coef_[0])
-    if a > 0 and b > 0:
-        return Blend(float(lr.intercept_[0]), a, b)
-    if a > 0:
-        return Blend(0.0, 1.0, 0.0)
-    if b > 0:
-        return Blend(0.0, 0.0, 1.0)
-    return Blend()
+
+    members: tuple[str, ...]
+    mean: tuple[float, ...]
+    sd: tuple[float, ...]
+    used: tuple[bool, ...]
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        m = max(sum(self.used), 1)
+        return tuple(1.0 / (m * s) if u else 0.0 for s, u in zip(self.sd, self.used, strict=True))
+
+    @property
+    def bias(self) -> float:
+        return -float(sum(w * mu for w, mu in zip(self.weights, self.mean, strict=True)))
+
+    def log_odds(self, Z: np.ndarray) -> np.ndarray:
+        """Per row, from the members' log-odds (one column each, in ``members`` order)."""
+        Z = np.asarray(Z, dtype=float)
+        out = np.full(Z.shape[0], self.bias)
+        for j, w in enumerate(self.weights):
+            out = out + w * Z[:, j]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "members": list(self.members),
+            "mean": [float(v) for v in self.mean],
+            "sd": [float(v) for v in self.sd],
+            "weights": [float(v) for v in self.weights],
+            "bias": self.bias,
+        }
 
 
-def blend(p_scorecard: np.ndarray, p_lightgbm: np.ndarray) -> np.ndarray:
-    """Probability from the mean of the two models' log-odds (per row, no fitting)."""
-    return Blend().predict(p_scorecard, p_lightgbm)
+def fit_committee(y: np.ndarray, Z: np.ndarray, members: tuple[str, ...] = MEMBERS) -> Committee:
+    """Scales from out-of-fold log-odds ``Z`` (one column per member) and their labels."""
+    Z = np.asarray(Z, dtype=float)
+    y = np.asarray(y).astype(int)
+    if Z.ndim != 2 or Z.shape != (len(y), len(members)):
+        raise ValueError(
+            f"committee scores: expected {len(y)} rows x {len(members)} members "
+            f"({', '.join(members)}), got shape {Z.shape}"
+        )
+    if not np.isfinite(Z).all():
+        raise ValueError("committee scores: out-of-fold log-odds contain NaN or infinity")
+    mean, sd = Z.mean(axis=0), Z.std(axis=0)
+    spread = [bool(s > 1e-12 * max(1.0, abs(m))) for m, s in zip(mean, sd, strict=True)]
+    both = len(np.unique(y)) == 2
+    ranks = [ok and (not both or _auc(y, Z[:, j]) > 0.5) for j, ok in enumerate(spread)]
+    used = ranks if any(ranks) else spread
+    return Committee(
+        tuple(members),
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in sd),
+        tuple(used),
+    )
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(binary_metrics(y, p)["auc"])
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of any score (probability or log-odds: only ranks count)."""
+    return float(roc_auc_score(np.asarray(y).astype(int), np.asarray(score, dtype=float)))
 
 
 def _stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -164,7 +196,7 @@ class Tuned:
     threads: int = 1  # configured threads, for fits on more rows than the search saw
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # rows searched
     inner: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # their folds
-    oof: np.ndarray = field(default_factory=lambda: np.zeros(0))  # out-of-fold predictions
+    oof: np.ndarray = field(default_factory=lambda: np.zeros(0))  # out-of-fold log-odds
 
 
 def _bounds(n_fit: int) -> tuple[int, int, int]:
@@ -350,14 +382,14 @@ def tune(
 def _out_of_fold(
     params: dict[str, Any], rounds: int, dset: Any, inner: list[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
-    """Each searched row scored by the inner model that did not see it."""
+    """Each searched row's log-odds from the inner model that did not see it."""
     res = lgb.cv(params, dset, num_boost_round=rounds, folds=inner, return_cvbooster=True)
     X = dset.get_data()
     out = np.zeros(X.shape[0])
     cvb = res["cvbooster"]
     assert isinstance(cvb, lgb.CVBooster)
     for booster, (_, held) in zip(cvb.boosters, inner, strict=True):
-        out[held] = booster.predict(X[held])
+        out[held] = booster.predict(X[held], raw_score=True)
     return out
 
 
@@ -401,6 +433,217 @@ def fit_lightgbm(
     params = {**tuned.params, "seed": seed}
     params["num_threads"] = _threads(len(y), tuned.threads)
     return lgb.train(params, _dataset(X, y, names, categorical), num_boost_round=rounds)
+
+
+# --------------------------------------------------------------------------- forest
+
+
+def forest_params(n_rows: int, base_params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Fixed random-forest parameters for a fit on ``n_rows`` rows.
+
+    Each tree sees 63.2% of the rows (a bootstrap's share of distinct rows) and half
+    of the columns and grows up to 256 leaves; a leaf holds at least sqrt(rows)/4 rows
+    (5 on small tables), so leaves stay fine where rows are few and their estimates
+    steady where rows are many. Categories of up to 64 levels split one against the
+    rest (many-against-many splits chase noise). The bin count, the determinism
+    switches and any monotone constraints of ``base_params`` carry over.
+    """
+    out: dict[str, Any] = {
+        "objective": "binary",
+        "boosting": "rf",
+        "bagging_fraction": 0.632,
+        "bagging_freq": 1,
+        "feature_fraction": 0.5,
+        "num_leaves": 256,
+        "min_data_in_leaf": int(max(5, math.sqrt(max(int(n_rows), 1)) / 4)),
+        "max_cat_to_onehot": 64,
+        "feature_pre_filter": False,
+        "verbosity": -1,
+        "seed": int(seed),
+        "num_threads": _threads(n_rows, base_params.get("num_threads")),
+    }
+    for key in ("max_bin", "deterministic", "force_col_wise", "force_row_wise"):
+        if key in base_params:
+            out[key] = base_params[key]
+    monotone = base_params.get("monotone_constraints")
+    if monotone is not None and any(monotone):
+        out["monotone_constraints"] = list(monotone)
+        out["monotone_constraints_method"] = base_params.get("monotone_constraints_method", "basic")
+    return out
+
+
+def fit_forest(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    categorical: list[str],
+    base_params: dict[str, Any],
+    seed: int,
+) -> lgb.Booster:
+    """LightGBM in random-forest mode on all of ``X``: :data:`FOREST_TREES` bagged trees."""
+    params = forest_params(len(y), base_params, seed)
+    return lgb.train(params, _dataset(X, y, names, categorical), num_boost_round=FOREST_TREES)
+
+
+# --------------------------------------------------------------------------- members
+
+Member = Scorecard | lgb.Booster
+
+
+def raw_score(
+    member: Member, X: np.ndarray, names: list[str], categorical: list[str]
+) -> np.ndarray:
+    """A member's raw score per row: the unit of :meth:`FinalModel.terms`.
+
+    A scorecard's linear score on its weight-of-evidence bins; a booster's raw score as
+    LightGBM gives it, the sum of its trees (for a random forest too: LightGBM
+    averages a forest's trees only when it predicts probabilities).
+    """
+    if isinstance(member, Scorecard):
+        # the scorecard's score before its logistic link (its public methods give
+        # probabilities or points, each a rounding step away from it)
+        return np.asarray(member.intercept_ + member._woe(X) @ member.coef_, dtype=float)
+    raw = member.predict(lgb_matrix(X, names, categorical), raw_score=True)
+    return np.asarray(raw, dtype=float)
+
+
+def tree_weight(member: Member) -> float:
+    """What turns a member's raw score into its log-odds: 1 / trees for a forest, else 1."""
+    if isinstance(member, lgb.Booster) and str(member.params.get("boosting")) in (
+        "rf",
+        "random_forest",
+    ):
+        return 1.0 / max(member.num_trees(), 1)
+    return 1.0
+
+
+def member_log_odds(
+    member: Member, X: np.ndarray, names: list[str], categorical: list[str]
+) -> np.ndarray:
+    """A member's log-odds per row (a forest's: the average of its trees)."""
+    return tree_weight(member) * raw_score(member, X, names, categorical)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every fit of one selection shares."""
+
+    names: list[str]
+    categorical: list[str]
+    woe_categorical: list[str]
+    scorecard: Callable[[], Scorecard]
+    base_params: dict[str, Any]
+    n_estimators: int
+    early_stopping_rounds: int
+    trials: int
+    tune_rows: int
+
+
+def _setup(
+    names: list[str],
+    categorical: list[str],
+    scorecard: Callable[[], Scorecard],
+    woe_categorical: list[str] | None,
+    base_params: dict[str, Any],
+    plan: Budget,
+    n_estimators: int,
+    early_stopping_rounds: int,
+) -> _Setup:
+    return _Setup(
+        names=list(names),
+        categorical=list(categorical),
+        woe_categorical=list(categorical if woe_categorical is None else woe_categorical),
+        scorecard=scorecard,
+        base_params=dict(base_params),
+        n_estimators=int(n_estimators),
+        early_stopping_rounds=int(early_stopping_rounds),
+        trials=plan.trials,
+        tune_rows=plan.tune_rows,
+    )
+
+
+def _tune(X: np.ndarray, y: np.ndarray, setup: _Setup, seed: int, seconds: float) -> Tuned:
+    return tune(
+        X,
+        y,
+        setup.names,
+        setup.categorical,
+        setup.base_params,
+        trials=setup.trials,
+        seconds=seconds,
+        seed=seed,
+        n_estimators=setup.n_estimators,
+        early_stopping_rounds=setup.early_stopping_rounds,
+        max_rows=setup.tune_rows,
+    )
+
+
+def _fit_member(
+    name: str, X: np.ndarray, y: np.ndarray, setup: _Setup, seed: int, tuned: Tuned | None
+) -> Member:
+    """Member ``name`` fitted on ``X`` (the tuned LightGBM needs its search's result)."""
+    if name == "scorecard":
+        return setup.scorecard().fit(X, y, setup.names, setup.woe_categorical)
+    if name == "forest":
+        return fit_forest(X, y, setup.names, setup.categorical, setup.base_params, seed)
+    if name == "lightgbm" and tuned is not None:
+        return fit_lightgbm(X, y, setup.names, setup.categorical, tuned, seed)
+    raise ValueError(f"cannot fit member {name!r} (members: {', '.join(MEMBERS)})")
+
+
+def _committee(X: np.ndarray, y: np.ndarray, setup: _Setup, tuned: Tuned, seed: int) -> Committee:
+    """The committee's scales from out-of-fold log-odds on the searched rows of ``X``.
+
+    The search's inner folds serve every member: its own out-of-fold log-odds for the
+    tuned LightGBM, one scorecard and one forest per inner fold for the others.
+    ``X`` and ``y`` are training rows only; nothing else is seen.
+    """
+    Xs, ys = X[tuned.rows], y[tuned.rows]
+    Z = np.zeros((len(ys), len(MEMBERS)))
+    Z[:, MEMBERS.index("lightgbm")] = tuned.oof
+    for i, (fit_rows, held) in enumerate(tuned.inner):
+        for j, name in enumerate(MEMBERS):
+            if name != "lightgbm":
+                member = _fit_member(name, Xs[fit_rows], ys[fit_rows], setup, seed + i, None)
+                Z[held, j] = member_log_odds(member, Xs[held], setup.names, setup.categorical)
+    return fit_committee(ys, Z)
+
+
+@dataclass
+class _Split:
+    """One split's candidates: their log-odds on the evaluation rows and seconds."""
+
+    z: dict[str, np.ndarray]
+    seconds: dict[str, float]
+    tuned: Tuned
+    committee: Committee
+
+
+def _score_split(
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    X_eval: np.ndarray,
+    setup: _Setup,
+    seed: int,
+    seconds: float,
+) -> _Split:
+    """Every candidate fitted on the training rows, scored on the evaluation rows."""
+    z: dict[str, np.ndarray] = {}
+    sec: dict[str, float] = {}
+    tuned = None
+    for name in MEMBERS:
+        t0 = time.perf_counter()
+        if name == "lightgbm":
+            tuned = _tune(X_fit, y_fit, setup, seed, seconds)
+        member = _fit_member(name, X_fit, y_fit, setup, seed, tuned)
+        z[name] = member_log_odds(member, X_eval, setup.names, setup.categorical)
+        sec[name] = time.perf_counter() - t0
+    assert tuned is not None  # MEMBERS holds the tuned LightGBM
+    t0 = time.perf_counter()
+    mix = _committee(X_fit, y_fit, setup, tuned, seed)
+    z["blend"] = mix.log_odds(np.column_stack([z[n] for n in MEMBERS]))
+    sec["blend"] = sum(sec.values()) + time.perf_counter() - t0
+    return _Split(z, sec, tuned, mix)
 
 
 # --------------------------------------------------------------------------- selection
@@ -492,23 +735,6 @@ def choose(candidates: list[Candidate]) -> tuple[str, str]:
     return best.name, f"{best.name} has the best mean AUC ({best.auc_mean:.4f})"
 
 
-def _stack(
-    X: np.ndarray,
-    y: np.ndarray,
-    names: list[str],
-    woe_categorical: list[str],
-    scorecard: Callable[[], Scorecard],
-    tuned: Tuned,
-) -> Blend:
-    """Blend weights from out-of-fold scores of both models on the searched rows."""
-    Xs, ys = X[tuned.rows], y[tuned.rows]
-    p_card = np.zeros(len(ys))
-    for fit_rows, held in tuned.inner:
-        card = scorecard().fit(Xs[fit_rows], ys[fit_rows], names, woe_categorical)
-        p_card[held] = card.predict_proba(Xs[held])
-    return fit_blend(ys, p_card, tuned.oof)
-
-
 def select(
     X: np.ndarray,
     y: np.ndarray,
@@ -537,55 +763,39 @@ def select(
     plan = budget(len(y), tune_seconds)
     if trials > 0:
         plan = Budget(seconds=plan.seconds, trials=int(trials), tune_rows=plan.tune_rows)
-    n_splits = folds * repeats
-    share = plan.seconds / (n_splits + 1)  # the final model's search gets a share too
-    woe_cat = list(categorical if woe_categorical is None else woe_categorical)
+    setup = _setup(
+        names,
+        categorical,
+        scorecard,
+        woe_categorical,
+        base_params,
+        plan,
+        n_estimators,
+        early_stopping_rounds,
+    )
+    share = plan.seconds / (folds * repeats + 1)  # the final model's search gets a share too
     cands = {n: Candidate(n) for n in ORDER}
-    done, cut, weights, chosen_params = [], False, [], []
+    done, cut, mixes, chosen_params, leaves = [], False, [], [], []
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     for k, (tr, te) in enumerate(cv.split(X, y)):
-        t0 = time.perf_counter()
-        card = scorecard().fit(X[tr], y[tr], names, woe_cat)
-        p_card = card.predict_proba(X[te])
-        t_card = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tuned = tune(
-            X[tr],
-            y[tr],
-            names,
-            categorical,
-            base_params,
-            trials=plan.trials,
-            seconds=share,
-            seed=seed + k,
-            n_estimators=n_estimators,
-            early_stopping_rounds=early_stopping_rounds,
-            max_rows=plan.tune_rows,
-        )
-        booster = fit_lightgbm(X[tr], y[tr], names, categorical, tuned, seed + k)
-        p_lgb = np.asarray(booster.predict(lgb_matrix(X[te], names, categorical)))
-        t_lgb = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        mix = _stack(X[tr], y[tr], names, woe_cat, scorecard, tuned)
-        weights.append(mix.to_dict())
-        t_mix = time.perf_counter() - t0
+        part = _score_split(X[tr], y[tr], X[te], setup, seed + k, share)
+        for name in ORDER:
+            cands[name].aucs.append(_auc(y[te], part.z[name]))
+            cands[name].seconds += part.seconds[name]
+        tuned = part.tuned
         done.append(tuned.trials)
         chosen_params.append({**_space_values(tuned.params, "cat_smooth" in tuned.params)})
         chosen_params[-1]["rounds"] = tuned.rounds
         cut = cut or tuned.cut_short
-        for name, p, sec in (
-            ("scorecard", p_card, t_card),
-            ("lightgbm", p_lgb, t_lgb),
-            ("blend", mix.predict(p_card, p_lgb), t_card + t_lgb + t_mix),
-        ):
-            cands[name].aucs.append(_auc(y[te], p))
-            cands[name].seconds += sec
+        mixes.append(part.committee.to_dict())
+        leaves.append(forest_params(len(tr), base_params, seed + k)["min_data_in_leaf"])
     cands["lightgbm"].extra = {
         "trials_per_fold": done,
         "search_cut_short": cut,
         "params_per_fold": chosen_params,
     }
-    cands["blend"].extra = {"weights_per_fold": weights}
+    cands["forest"].extra = {"trees": FOREST_TREES, "min_data_in_leaf_per_fold": leaves}
+    cands["blend"].extra = {"weights_per_fold": mixes}
     chosen, why = choose(list(cands.values()))
     return Selection(
         folds=folds,
@@ -603,28 +813,66 @@ def select(
 
 @dataclass
 class FinalModel:
-    """The selected candidate fitted on the training rows, scoring any rows alike."""
+    """The selected candidate fitted on the training rows, scoring any rows alike.
 
-    name: str  # scorecard | lightgbm | blend
-    scorecard: Scorecard | None
-    booster: lgb.Booster | None
-    blend: Blend | None
+    Its log-odds are a sum of terms (:meth:`terms`); its probability is their logistic.
+    """
+
+    name: str  # one of ORDER
+    members: dict[str, Member]  # the fitted members the candidate uses, by name
     names: list[str]
     categorical: list[str]
+    committee: Committee | None = None  # the blend's scales
     tuned: Tuned | None = None
 
+    @property
+    def scorecard(self) -> Scorecard | None:
+        card = self.members.get("scorecard")
+        return card if isinstance(card, Scorecard) else None
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        """The tuned LightGBM booster, if the candidate uses it."""
+        model = self.members.get("lightgbm")
+        return model if isinstance(model, lgb.Booster) else None
+
+    @property
+    def forest(self) -> lgb.Booster | None:
+        model = self.members.get("forest")
+        return model if isinstance(model, lgb.Booster) else None
+
+    def terms(self) -> tuple[float, list[tuple[float, Member]]]:
+        """``(bias, [(weight, member), ...])``: log-odds = bias + sum(weight x raw score).
+
+        A member's raw score is :func:`raw_score` (for a booster, LightGBM's
+        ``predict(..., raw_score=True)``). A single scorecard or LightGBM model is
+        ``(0.0, [(1.0, model)])``; a forest's weight is 1 / its trees, as LightGBM's
+        raw score of a forest sums the trees it averages. The blend lists the members
+        with a non-zero weight, each its committee weight times that factor.
+        """
+        if self.name == "blend":
+            if self.committee is None:
+                raise ValueError("final model 'blend' lacks its committee scales")
+            mix = self.committee
+            return mix.bias, [
+                (w * tree_weight(self.members[n]), self.members[n])
+                for n, w in zip(mix.members, mix.weights, strict=True)
+                if w
+            ]
+        if self.name not in self.members:
+            raise ValueError(f"final model {self.name!r} lacks its fitted model")
+        member = self.members[self.name]
+        return 0.0, [(tree_weight(member), member)]
+
+    def log_odds(self, X: np.ndarray) -> np.ndarray:
+        bias, parts = self.terms()
+        out = np.full(len(X), bias, dtype=float)
+        for weight, member in parts:
+            out = out + weight * raw_score(member, X, self.names, self.categorical)
+        return out
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p_card = self.scorecard.predict_proba(X) if self.scorecard is not None else None
-        p_lgb = None
-        if self.booster is not None:
-            p_lgb = np.asarray(self.booster.predict(lgb_matrix(X, self.names, self.categorical)))
-        if self.name == "scorecard" and p_card is not None:
-            return p_card
-        if self.name == "lightgbm" and p_lgb is not None:
-            return p_lgb
-        if self.name == "blend" and self.blend and p_card is not None and p_lgb is not None:
-            return self.blend.predict(p_card, p_lgb)
-        raise ValueError(f"final model {self.name!r} lacks the parts it needs")
+        return 1.0 / (1.0 + np.exp(-self.log_odds(X)))
 
 
 def fit_selected(
@@ -641,34 +889,33 @@ def fit_selected(
     early_stopping_rounds: int,
     seed: int = 42,
     tune_seconds: float = 0.0,
+    trials: int = 0,
 ) -> FinalModel:
     """Fit the candidate ``name`` on ``X`` the way the cross-validation fitted it per fold.
 
-    The search gets the share of the budget one fold had, on these rows only.
+    The search gets the share of the budget one fold had, on these rows only;
+    ``trials`` > 0 replaces the budget's number of trials, as in :func:`select`.
     """
     if name not in ORDER:
         raise ValueError(f"unknown candidate {name!r}; candidates: {', '.join(ORDER)}")
     y = np.asarray(y).astype(int)
-    woe_cat = list(categorical if woe_categorical is None else woe_categorical)
-    card = booster = mix = tuned = None
-    if name in ("scorecard", "blend"):
-        card = scorecard().fit(X, y, names, woe_cat)
-    if name in ("lightgbm", "blend"):
-        plan = budget(len(y), tune_seconds)
-        tuned = tune(
-            X,
-            y,
-            names,
-            categorical,
-            base_params,
-            trials=plan.trials,
-            seconds=plan.seconds / 11,  # a fold's share of a 5x2 selection
-            seed=seed,
-            n_estimators=n_estimators,
-            early_stopping_rounds=early_stopping_rounds,
-            max_rows=plan.tune_rows,
-        )
-        booster = fit_lightgbm(X, y, names, categorical, tuned, seed)
-    if name == "blend" and tuned is not None:
-        mix = _stack(X, y, names, woe_cat, scorecard, tuned)
-    return FinalModel(name, card, booster, mix, list(names), list(categorical), tuned)
+    plan = budget(len(y), tune_seconds)
+    if trials > 0:
+        plan = Budget(seconds=plan.seconds, trials=int(trials), tune_rows=plan.tune_rows)
+    setup = _setup(
+        names,
+        categorical,
+        scorecard,
+        woe_categorical,
+        base_params,
+        plan,
+        n_estimators,
+        early_stopping_rounds,
+    )
+    need = MEMBERS if name == "blend" else (name,)
+    tuned = None
+    if "lightgbm" in need:
+        tuned = _tune(X, y, setup, seed, plan.seconds / 11)  # a fold's share of a 5x2 run
+    members = {n: _fit_member(n, X, y, setup, seed, tuned) for n in need}
+    mix = _committee(X, y, setup, tuned, seed) if name == "blend" and tuned else None
+    return FinalModel(name, members, list(names), list(categorical), mix, tuned)
