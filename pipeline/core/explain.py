@@ -44,6 +44,7 @@ from scipy.optimize import minimize
 
 from pipeline.base.causes import CAUSE_TEXT, CAUSES
 from pipeline.base.registry import BY_NAME
+from pipeline.core.labels import Labels, number_text
 from pipeline.core.treeshap import TreeShap, supports
 
 #: Columns of a cause matrix: the studied causes, then ``profile`` (never a reason).
@@ -297,14 +298,6 @@ def cause_matrix(
     return phi @ W, list(CAUSE_COLUMNS)
 
 
-def _fmt(v: float) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    if float(v).is_integer():
-        return f"{int(v)}"
-    return f"{v:.3g}" if abs(v) < 1 else f"{v:,.1f}"
-
-
 def reason_codes(
     contrib: np.ndarray,
     X: np.ndarray,
@@ -348,7 +341,7 @@ def reason_codes(
         ok = (score > 0) & (share[rows, fj] > 0)
         cause = np.where(ok, causes[ci], "").astype(object)
         value = np.where(ok, X[rows, fj].astype(np.float64), np.nan)
-        vtext = [_fmt(v) for v in value]
+        vtext = [number_text(v) for v in value]
         zh = np.array(
             [
                 f"{CAUSE_TEXT[c][0]}（{zf}：{v}）" if c else ""
@@ -374,15 +367,25 @@ def reason_codes(
 
 
 def feature_reasons(
-    contrib: np.ndarray, X: np.ndarray, feature_names: Sequence[str], top_k: int = 3
+    contrib: np.ndarray,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    top_k: int = 3,
+    labels: Labels | None = None,
 ) -> dict[str, np.ndarray]:
-    """Reasons as features (no causes known): the largest positive SHAP values."""
+    """Reasons as features (no causes known): the largest positive SHAP values.
+
+    ``reason_<r>_feature`` is the model's feature name; ``reason_<r>_name`` and the text
+    columns speak as ``labels`` say (the table's own column names and category levels).
+    """
+    lab = labels or Labels()
     n, p = X.shape
     phi = contrib[:, :p]
     k = min(top_k, p)
     order = np.argsort(-phi, axis=1, kind="stable")[:, :k]
     rows = np.arange(n)
     names = np.asarray(feature_names, dtype=object)
+    shown = np.asarray(lab.all_names(list(feature_names)), dtype=object)
     out: dict[str, np.ndarray] = {}
     for r in range(k):
         fj = order[:, r]
@@ -390,13 +393,11 @@ def feature_reasons(
         none = ~(val > 0)
         value = X[rows, fj].astype(np.float64)
         text = np.array(
-            [
-                "" if z else f"{f} = {_fmt(v)}"
-                for z, f, v in zip(none, names[fj], value, strict=True)
-            ],
+            ["" if z else lab.reason(f, v) for z, f, v in zip(none, names[fj], value, strict=True)],
             dtype=object,
         )
         out[f"reason_{r + 1}_feature"] = np.where(none, "", names[fj]).astype(object)
+        out[f"reason_{r + 1}_name"] = np.where(none, "", shown[fj]).astype(object)
         out[f"reason_{r + 1}_shap"] = np.where(none, 0.0, val)
         out[f"reason_{r + 1}_value"] = np.where(none, np.nan, value)
         out[f"reason_{r + 1}_en"] = text

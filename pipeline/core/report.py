@@ -33,6 +33,7 @@ import numpy as np
 from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME, Feature
+from pipeline.core.labels import Labels, labels_of
 from pipeline.core.policy import Money
 from pipeline.core.simulate import ACTIONS
 
@@ -59,6 +60,77 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SCORECARD_COLUMNS = ("feature", "bin", "n", "bad_rate", "woe", "points")
 #: Columns of the feature dictionary, in order (the report and the generated document).
 DICTIONARY_COLUMNS = ("name", "family", "causes", "monotone", "actionable", "zh", "en")
+
+
+@dataclass(frozen=True)
+class Words:
+    """The words a run uses for what it predicts, one set per mode.
+
+    A simulator run speaks of closures of borrowers' accounts at monthly snapshots, and
+    evaluates on out-of-time rows. A table run speaks of its own target (``event``, e.g.
+    ``creditability = bad``), of rows, and of a hold-out unless the split is by time.
+    """
+
+    table: bool
+    title: str  # the report's heading
+    tagline: str  # the line under it
+    summary_title: str  # the console summary's heading
+    event: str  # what the positive class is: "closure" / "creditability = bad"
+    events: str  # rows of the positive class, in a sentence
+    count_head: str  # heading of a column counting them
+    rate: str  # their share of rows
+    rate_long: str  # the same, as the overview names it
+    rows: str  # what a row is
+    split: str  # the evaluation rows: "out-of-time" or "hold-out"
+    entity: str  # one scored unit: "borrower" / "row"
+
+    def split_name(self, split: str) -> str:
+        """A split's name in tables: a table run's ``oot`` is its hold-out (or out-of-time)."""
+        return self.split if self.table and split == "oot" else split
+
+
+def words(info: Mapping[str, Any]) -> Words:
+    """The words of a run, from the model's metadata (``model.json``) or the run summary.
+
+    ``info["mode"]`` picks the mode; in table mode ``info["table"]`` gives ``target``,
+    ``positive`` and ``time`` (a time column makes the hold-out out-of-time) and
+    ``path`` (the table's file). A summary without them still gets table words, naming
+    the positive class generically.
+    """
+    if str(info.get("mode", "simulator")) != "table":
+        return Words(
+            table=False,
+            title="Closure-risk model report",
+            tagline="Why never-overdue accounts get closed",
+            summary_title="closure-risk run summary",
+            event="closure",
+            events="closures",
+            count_head="closures",
+            rate="closure rate",
+            rate_long="closure rate in the horizon",
+            rows="rows (borrower × snapshot)",
+            split="out-of-time",
+            entity="borrower",
+        )
+    t = info.get("table") or {}
+    target, positive = str(t.get("target") or ""), str(t.get("positive") or "")
+    event = f"{target} = {positive}" if target and positive else target or "the positive class"
+    source = Path(str(t["path"])).name if t.get("path") else "the table"
+    rate = f"{event} rate"
+    return Words(
+        table=True,
+        title=f"What drives {event}",
+        tagline=f"Model report on {source}",
+        summary_title=f"run summary: what drives {event}",
+        event=event,
+        events=f"rows with {event}",
+        count_head=event,
+        rate=rate,
+        rate_long=rate,
+        rows="rows",
+        split="out-of-time" if t.get("time") else "hold-out",
+        entity="row",
+    )
 
 
 @dataclass
@@ -93,6 +165,24 @@ class Inputs:
     @property
     def simulator(self) -> bool:
         return str(self.model.get("mode", "simulator")) == "simulator"
+
+    @property
+    def words(self) -> Words:
+        return words(self.model)
+
+    @property
+    def labels(self) -> Labels:
+        try:
+            return labels_of(self.model)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"model.json: key 'encoding' cannot be read ({exc})") from exc
+
+    @property
+    def id_column(self) -> str:
+        """The id column of the explained rows (``borrower_id`` for a simulator model)."""
+        if self.simulator:
+            return "borrower_id"
+        return str(self.model.get("table", {}).get("id") or "row_id")
 
 
 # --------------------------------------------------------------------------- cells
@@ -150,6 +240,13 @@ def _num(v: Any, fmt: str = ".4f") -> str:
 def feature_label(name: str) -> Code:
     f = BY_NAME.get(name)
     return Code(name) if f is None else Code(name, f.en, f.zh)
+
+
+def _feature(inp: Inputs, name: str, texts: bool = True) -> Code:
+    """A feature as the reader knows it: the registry's texts, or the table's column name."""
+    if inp.simulator:
+        return feature_label(name) if texts else Code(name)
+    return Code(inp.labels.name(name))
 
 
 def cause_label(code: str) -> Code:
@@ -259,21 +356,26 @@ _METRICS = (
 )
 
 
+def _metric_head(w: Words, label: str) -> str:
+    """A metric's column heading; a table run names its positive rate after the target."""
+    return w.rate if w.table and label == "positive rate" else label
+
+
 def _metric_cells(d: Mapping[str, Any]) -> list[Cell]:
     return [_num(d.get(k), f) for k, _, f in _METRICS]
 
 
 def _overview(inp: Inputs) -> dict[str, Any]:
-    s, m = inp.summary, inp.model
+    s, m, w = inp.summary, inp.model, inp.words
     data = m.get("config", {}).get("data", {})
     params = m.get("params", {})
     rows: list[tuple[str, Cell]] = [
         ("mode", str(m.get("mode", "simulator"))),
         ("MLflow run", Code(str(s.get("mlflow_run_id") or "–"))),
-        ("rows (borrower × snapshot)", _num(s.get("n_rows"), "int")),
-        ("closure rate in the horizon", _num(s.get("closure_rate"), "pct")),
+        (w.rows, _num(s.get("n_rows"), "int")),
+        (w.rate_long, _num(s.get("closure_rate"), "pct")),
         ("validation AUC", _num(s.get("valid", {}).get("auc"))),
-        ("out-of-time AUC", _num(s.get("oot", {}).get("auc"))),
+        (f"{w.split} AUC", _num(s.get("oot", {}).get("auc"))),
         ("trees (best iteration)", _num(m.get("best_iteration"), "int")),
         ("calibration", str(m.get("calibration", "–"))),
         ("features", _num(len(m.get("feature_names", [])), "int")),
@@ -282,7 +384,9 @@ def _overview(inp: Inputs) -> dict[str, Any]:
         rows.insert(2, ("borrowers simulated", _num(data.get("n_borrowers"), "int")))
         rows.insert(3, ("seed", str(data.get("seed", "–"))))
     else:
-        rows.insert(2, ("table", Code(str(data.get("path", "–")))))
+        table = m.get("table", {})
+        rows.insert(2, ("table", Code(str(table.get("path") or data.get("path", "–")))))
+        rows.insert(3, ("split", str(table.get("split_rule") or "–")))
     champ = s.get("champion")
     if isinstance(champ, dict):
         reg = (
@@ -304,6 +408,7 @@ def _data_card(inp: Inputs) -> dict[str, Any]:
             "card": False,
             "n_rows": _num(inp.summary.get("n_rows"), "int"),
             "rate": _num(inp.summary.get("closure_rate"), "pct"),
+            "rate_name": inp.words.rate,
             "glossary": glossary,
         }
     metrics = dc.get("metrics", {})
@@ -342,17 +447,18 @@ def _data_card(inp: Inputs) -> dict[str, Any]:
 
 def _metric_tables(inp: Inputs) -> list[Table]:
     ev = inp.evaluation or inp.summary
+    w = inp.words
     rows: list[Sequence[Cell]] = []
     for split in ("valid", "oot"):
         if split in ev:
-            rows.append(["LightGBM", split, *_metric_cells(ev[split])])
+            rows.append(["LightGBM", w.split_name(split), *_metric_cells(ev[split])])
         for name, b in sorted(ev.get("baselines", {}).items()):
             if split in b:
-                rows.append([str(name), split, *_metric_cells(b[split])])
+                rows.append([str(name), w.split_name(split), *_metric_cells(b[split])])
     train = inp.summary.get("train") or inp.model.get("metrics", {}).get("train")
     if isinstance(train, dict):
         rows.append(["LightGBM", "train", *_metric_cells(train)])
-    head = ["model", "split", *(label for _, label, _ in _METRICS)]
+    head = ["model", "split", *(_metric_head(w, label) for _, label, _ in _METRICS)]
     tables = [Table(head, rows, caption="discrimination and calibration by split")]
     cv = ev.get("cv") or inp.summary.get("cv")
     if isinstance(cv, dict) and cv:
@@ -418,8 +524,9 @@ def _metrics(inp: Inputs) -> dict[str, Any]:
             )
             for r in inp.gains
         ]
-        head = ("decile", "rows", "min score", "closures", "rate", "cumulative capture")
-        gains = Table(head, g_rows, caption="out-of-time gains table")
+        w = inp.words
+        head = ("decile", "rows", "min score", w.count_head, "rate", "cumulative capture")
+        gains = Table(head, g_rows, caption=f"{w.split} gains table")
     mc = ev.get("monotone_check")
     monotone = None
     if isinstance(mc, dict):
@@ -460,11 +567,12 @@ def _cutoffs(inp: Inputs) -> dict[str, Any]:
     ev = inp.evaluation or inp.summary
     oot = ev.get("oot") if isinstance(ev.get("oot"), dict) else {}
     n_total = oot.get("n") if oot else None
-    split = "out-of-time" if n_total else "held-out"
-    noun, one = ("closures", "closure") if inp.simulator else ("positives", "positive")
+    w = inp.words
+    split = w.split if w.table else "out-of-time" if n_total else "held-out"
+    noun, one = w.events, w.event
     positives = int(sum(t["closures"] for t in tiers))
     head: tuple[str, ...] = ("tier", "probability", "rows", "share of rows", "mean probability")
-    head += (noun, f"{one} rate")
+    head += (w.count_head, f"{one} rate")
     head += (f"share of {noun}", "captured, this tier and above")
     return {
         "table": Table(head, rows, caption=f"score tiers on the scored {split} rows"),
@@ -496,7 +604,7 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
         points.setdefault(name, []).append(float(r["points"]))
         rows.append(
             (
-                feature_label(name) if first else Code(name),
+                _feature(inp, name, texts=first),
                 str(r["bin"]),
                 _num(r["n"], "int"),
                 _num(r["bad_rate"], "pct"),
@@ -513,6 +621,7 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
         "factor": _num(factor, ".2f"),
         "offset": _num(base - factor * math.log(odds), ".1f"),
         "features": _num(len(points), "int"),
+        "entity": inp.words.entity,
         "low": _num(sum(min(v) for v in points.values()), ".0f"),
         "high": _num(sum(max(v) for v in points.values()), ".0f"),
     }
@@ -523,7 +632,11 @@ def _calibration(inp: Inputs) -> dict[str, Any]:
     table = None
     if isinstance(cal, dict) and cal:
         rows: list[Sequence[Cell]] = [
-            (split, _num(cal.get(f"{split}_ece_before")), _num(cal.get(f"{split}_ece_after")))
+            (
+                inp.words.split_name(split),
+                _num(cal.get(f"{split}_ece_before")),
+                _num(cal.get(f"{split}_ece_after")),
+            )
             for split in ("valid", "oot")
         ]
         head = ("split", "ECE raw", "ECE calibrated")
@@ -537,6 +650,7 @@ def _calibration(inp: Inputs) -> dict[str, Any]:
             "observed_se": _num(cal.get("top1pct_observed_se"), ".3f"),
             "worse": bool(cal.get("worse")),
             "exact": _num(int(cal.get("n_exact_0", 0)) + int(cal.get("n_exact_1", 0)), "int"),
+            "rate": inp.words.rate,
         }
     sel = cal.get("selection") if isinstance(cal, dict) else None
     return {
@@ -551,6 +665,7 @@ def _calibration(inp: Inputs) -> dict[str, Any]:
 
 
 def _reason_rows(inp: Inputs) -> list[Sequence[Cell]]:
+    """The highest-risk simulator rows: borrower, snapshot, probability, true cause, reasons."""
     rows: list[Sequence[Cell]] = []
     for r in inp.reasons:
         lines = tuple(
@@ -570,18 +685,85 @@ def _reason_rows(inp: Inputs) -> list[Sequence[Cell]]:
     return rows
 
 
+def _present(v: Any) -> bool:
+    """Whether a cell read from a file holds something (not None, NaN or empty text)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return str(v) != ""
+
+
+def table_reasons(r: Mapping[str, Any], labels: Labels, top_k: int = 3) -> list[str]:
+    """A table row's reasons, rebuilt from its features: ``<column> = <value> (+SHAP)``.
+
+    Built from ``reason_<i>_feature`` and ``reason_<i>_value`` with the table's own names
+    and levels, so a reasons file written with the model's safe names reads the same.
+    """
+    out = []
+    for i in range(1, top_k + 1):
+        f, v, phi = (
+            r.get(f"reason_{i}_feature"),
+            r.get(f"reason_{i}_value"),
+            r.get(f"reason_{i}_shap"),
+        )
+        if not _present(f):
+            continue
+        text = labels.reason(str(f), v)
+        out.append(f"{text} ({float(str(phi)):+.3f})" if _present(phi) else text)
+    return out
+
+
+def _yes_no(v: Any) -> str:
+    """A 0/1 label read from a file as ``yes``/``no`` (anything else as ``–``)."""
+    try:
+        return {1: "yes", 0: "no"}.get(int(float(str(v))), "–")
+    except (ValueError, OverflowError):
+        return "–"
+
+
+def _table_reason_rows(inp: Inputs) -> list[Sequence[Cell]]:
+    """The highest-risk table rows: row id, probability, observed outcome, feature reasons."""
+    labels = inp.labels
+    rows: list[Sequence[Cell]] = []
+    for r in inp.reasons:
+        reasons = table_reasons(r, labels)
+        label = _yes_no(r.get("label"))
+        rows.append(
+            (
+                str(r.get(inp.id_column)) if _present(r.get(inp.id_column)) else "–",
+                _num(r.get("probability"), ".3f"),
+                label,
+                Lines(
+                    tuple((t, "") for t in reasons)
+                    or (("nothing raises this row's risk above the average", ""),)
+                ),
+            )
+        )
+    return rows
+
+
+def _examples(inp: Inputs) -> Table | None:
+    if not inp.reasons:
+        return None
+    w = inp.words
+    caption = f"highest-risk {w.split} rows and their reasons"
+    if inp.simulator:
+        sim = ("borrower", "snapshot", "probability", "true cause", "top reasons")
+        return Table(sim, _reason_rows(inp), caption=caption)
+    head = (inp.id_column, "probability", f"{w.event}?", "top reasons (feature = value, SHAP)")
+    return Table(head, _table_reason_rows(inp), caption=caption)
+
+
 def _shap(inp: Inputs) -> dict[str, Any]:
     if not inp.shap_importance:
         return {"top": None}
     top = [
-        (str(i + 1), feature_label(f), _num(v)) for i, (f, v) in enumerate(inp.shap_importance[:15])
+        (str(i + 1), _feature(inp, f), _num(v)) for i, (f, v) in enumerate(inp.shap_importance[:15])
     ]
     dependence = [
-        (n, f"SHAP dependence: {n.removeprefix('dependence_')}")
+        (n, f"SHAP dependence: {inp.labels.name(n.removeprefix('dependence_'))}")
         for n in sorted(n for n in inp.plots if n.startswith("dependence_"))
     ]
     causes = [(cause_label(c), _num(v)) for c, v in inp.cause_importance]
-    head = ("borrower", "snapshot", "probability", "true cause", "top reasons")
     return {
         "top": Table(("#", "feature", "mean |SHAP|"), list(top), caption="top features"),
         "figs": _figs(
@@ -598,11 +780,7 @@ def _shap(inp: Inputs) -> dict[str, Any]:
         "cause_figs": _figs(inp, ("cause_importance", "attribution by closure cause"))
         if causes
         else [],
-        "examples": Table(
-            head, _reason_rows(inp), caption="highest-risk out-of-time rows and their reasons"
-        )
-        if inp.reasons
-        else None,
+        "examples": _examples(inp),
     }
 
 
@@ -889,14 +1067,19 @@ def environment() -> jinja2.Environment:
     return _ENV
 
 
-def render(inp: Inputs, title: str = "Closure-risk model report") -> str:
-    """The whole report as one HTML string (no external resources)."""
+def render(inp: Inputs, title: str | None = None) -> str:
+    """The whole report as one HTML string (no external resources).
+
+    ``title`` defaults to the run's own (see :func:`words`).
+    """
+    w = inp.words
     sections = [{"id": sid, "heading": heading, **_BUILDERS[sid](inp)} for sid, heading in SECTIONS]
     return (
         environment()
         .get_template("report.html.j2")
         .render(
-            title=title,
+            title=title or w.title,
+            tagline=w.tagline,
             mode=str(inp.model.get("mode", "simulator")),
             run_id=str(inp.summary.get("mlflow_run_id") or "–"),
             models=inp.models,

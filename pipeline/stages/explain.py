@@ -10,7 +10,9 @@ advice for the borrower's latest out-of-time snapshot (or ``explain.snapshot``) 
 writes ``models/plots/waterfall_<ID>.png`` and ``models/borrower_<ID>.json``.
 
 In table mode (``"mode": "table"`` in ``model.json``) there are no causes: reasons are
-features, and fidelity and advice are skipped.
+features, and fidelity and advice are skipped. Whatever a person reads (reasons text,
+plot labels, a row's story) names the table's columns and category levels as the table
+does (:mod:`pipeline.core.labels`); the files keep the model's safe names beside them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
+from pipeline.core.labels import Labels, labels_of
+from pipeline.core.report import Words, words
 from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say, stamped
 from pipeline.stages.generate import world_spec
 
@@ -59,6 +63,13 @@ class _Model:
         self.mode = str(self.meta.get("mode", "simulator"))
         self.calibrator = catalog.load_calibrator(models_dir)
         self.digest = file_digest(models_dir / catalog.ENTRIES["model"].relpath)
+        meta_path = models_dir / catalog.ENTRIES["model_meta"].relpath
+        try:  # what a person reads: the table's own column names and levels
+            self.labels: Labels = labels_of(self.meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{meta_path}: key 'encoding' cannot be read ({exc})") from exc
+        self.words: Words = words(self.meta)
+        self.shown: list[str] = self.labels.all_names(self.names)
 
     def prob(self, X: np.ndarray) -> np.ndarray:
         raw = np.asarray(self.booster.predict(np.asarray(X, dtype=np.float32)))
@@ -195,7 +206,7 @@ def _batch(
         shift = _shift(cfg, contrib, len(names), oot.snapshot.to_numpy())
         reasons = explain_core.reason_codes(contrib, X, names, int(e.top_k), W, shift)
     else:
-        reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k))
+        reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k), model.labels)
     if e.probability:
         _add_probability_reasons(reasons, contrib, int(e.top_k))
     table = pd.DataFrame({**cols, **reasons})
@@ -205,20 +216,29 @@ def _batch(
     out = p.models / "reasons.parquet"
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
     importance = explain_core.global_importance(contrib, names)
+    # "importance" keeps the model's names (other code reads it); "names" gives the reader's
     write_json(
-        stamped({"method": method, "importance": importance}, model.digest),
+        stamped(
+            {
+                "method": method,
+                "importance": importance,
+                "names": {f: model.labels.name(f) for f, _ in importance},
+            },
+            model.digest,
+        ),
         p.models / "shap_importance.json",
     )
     views = _Views(model.digest, artifacts=[out, p.models / "shap_importance.json"])
     views.plots = _shap_plots(
         contrib,
         X,
-        names,
+        model.shown,
         p.models / "plots",
         int(e.plot_sample),
         int(cfg.data.seed),
-        importance,
+        [names.index(f) for f, _ in importance],
         int(e.dependence_top),
+        names,
     )
     views.metrics = {
         "rows": float(len(X)),
@@ -499,15 +519,16 @@ def _borrower(
         shift = _snapshot_shift(cfg, model, df, int(row.snapshot.iloc[0]), threads)
         reasons = explain_core.reason_codes(contrib, x, model.names, int(e.top_k), W, shift)
     else:
-        reasons = explain_core.feature_reasons(contrib, x, model.names, int(e.top_k))
-    snap_txt = f", snapshot {int(row.snapshot.iloc[0])}" if sim else ""
+        reasons = explain_core.feature_reasons(contrib, x, model.names, int(e.top_k), model.labels)
     lines = [
         "",
-        f"=== borrower {bid}{snap_txt} ===",
+        f"=== borrower {bid}, snapshot {int(row.snapshot.iloc[0])} ==="
+        if sim
+        else f"=== row {id_col} = {bid} ===",
         (
             f"closure risk in the next {cfg.features.horizon} months: {prob:.1%}"
             if sim
-            else f"predicted probability of the positive class: {prob:.1%}"
+            else f"probability of {model.words.event}: {prob:.1%}"
         )
         + (" (calibrated)" if model.calibrator.method != "none" else ""),
         "reasons / 原因:",
@@ -516,12 +537,21 @@ def _borrower(
         "borrower_id": bid,
         "snapshot": int(row.snapshot.iloc[0]) if sim else None,
         "probability": prob,
-        "reasons": _story_reasons(reasons, int(e.top_k), lines),
+        "reasons": _story_reasons(reasons, int(e.top_k), lines, model.labels),
         "method": method,
     }
     if sim:
         report["advice"] = _story_advice(cfg, model, x, lines, int(row.snapshot.iloc[0]))
-    plot = _waterfall(contrib[0], x[0], model.names, p.models / "plots" / f"waterfall_{bid}.png")
+    else:
+        report.update(id_column=id_col, event=model.words.event)
+    shown = [model.labels.value(f, v) for f, v in zip(model.names, x[0], strict=True)]
+    plot = _waterfall(
+        contrib[0],
+        x[0],
+        model.shown,
+        p.models / "plots" / f"waterfall_{bid}.png",
+        None if model.labels.identity else shown,
+    )
     rep_path = p.models / f"borrower_{bid}.json"
     write_json(report, rep_path)
     lines.append(f"waterfall plot: {plot}")
@@ -581,8 +611,11 @@ def _snapshot_shift(
     return pc[:, : len(model.names)].mean(axis=0, keepdims=True)
 
 
-def _story_reasons(reasons: dict[str, Any], top_k: int, lines: list[str]) -> list[dict[str, Any]]:
-    """The reasons that raise the risk, as printed lines and as records."""
+def _story_reasons(
+    reasons: dict[str, Any], top_k: int, lines: list[str], labels: Labels
+) -> list[dict[str, Any]]:
+    """The reasons that raise the risk, as printed lines and as records (``feature`` the
+    model's name, ``name`` the one the reader knows)."""
     out = []
     for r in range(1, top_k + 1):
         if f"reason_{r}_en" not in reasons or not reasons[f"reason_{r}_shap"][0] > 0:
@@ -593,6 +626,7 @@ def _story_reasons(reasons: dict[str, Any], top_k: int, lines: list[str]) -> lis
             {
                 "cause": str(reasons.get(f"reason_{r}_cause", [""])[0]),
                 "feature": str(reasons[f"reason_{r}_feature"][0]),
+                "name": labels.name(str(reasons[f"reason_{r}_feature"][0])),
                 "value": float(reasons[f"reason_{r}_value"][0]),
                 "shap": float(reasons[f"reason_{r}_shap"][0]),
                 "zh": zh,
@@ -600,7 +634,7 @@ def _story_reasons(reasons: dict[str, Any], top_k: int, lines: list[str]) -> lis
             }
         )
     if not out:
-        lines.append("  (nothing raises this borrower's risk above the average)")
+        lines.append("  (nothing raises the risk of this one above the average)")
     return out
 
 
@@ -675,9 +709,13 @@ def _shap_plots(
     out_dir: Path,
     n_plot: int,
     seed: int,
-    importance: list[tuple[str, float]],
+    ranked: list[int],
     n_dependence: int,
+    files: list[str] | None = None,
 ) -> list[Path]:
+    """Summary plots labelled with ``names`` (what the reader knows), and dependence plots
+    of the first ``n_dependence`` features of ``ranked`` (column positions), each in a file
+    named after ``files[j]`` (the model's name, safe on any file system)."""
     plt = _plt()
     import shap  # shap: slow to import, needed only here
 
@@ -701,10 +739,10 @@ def _shap_plots(
         _save_fig(plt.gcf(), path)
         plt.close("all")
         paths.append(path)
-    for feat, _ in importance[:n_dependence]:
+    for j in ranked[:n_dependence]:
         plt.figure()
-        shap.plots.scatter(exp[:, feat], color=exp, show=False)
-        path = out_dir / f"dependence_{feat}.png"
+        shap.plots.scatter(exp[:, j], color=exp, show=False)
+        path = out_dir / f"dependence_{(files or names)[j]}.png"
         _save_fig(plt.gcf(), path)
         plt.close("all")
         paths.append(path)
@@ -753,12 +791,21 @@ def _heatmap(conf: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _waterfall(phi: np.ndarray, x: np.ndarray, names: list[str], path: Path) -> Path:
+def _waterfall(
+    phi: np.ndarray, x: np.ndarray, names: list[str], path: Path, shown: list[str] | None = None
+) -> Path:
+    """The one row's SHAP waterfall, labelled ``names`` and, when given, values ``shown``."""
     plt = _plt()
     import shap  # shap: slow to import, needed only here
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    exp = shap.Explanation(values=phi[:-1], base_values=float(phi[-1]), data=x, feature_names=names)
+    exp = shap.Explanation(
+        values=phi[:-1],
+        base_values=float(phi[-1]),
+        data=x,
+        display_data=None if shown is None else np.asarray(shown, dtype=object),
+        feature_names=names,
+    )
     plt.figure()
     shap.plots.waterfall(exp, max_display=12, show=False)
     _save_fig(plt.gcf(), path)

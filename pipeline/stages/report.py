@@ -26,7 +26,7 @@ from pipeline.core import report as core
 from pipeline.stages.common import STAMP_KEY, check_stamp, model_stamp, say
 
 REASON_COLUMNS = ["borrower_id", "snapshot", "probability", "label", "label_cause"] + [
-    f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "shap", "zh", "en")
+    f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "feature", "value", "shap", "zh", "en")
 ]
 ADVICE_COLUMNS = ["borrower_id", "snapshot", "p_before", "p_after", "achieved", "cost", "advice_en"]
 
@@ -100,7 +100,8 @@ def _explained(cat: Catalog, inp: core.Inputs, example_rows: int, stamp: str) ->
             setattr(inp, name, pairs)
     reasons = cat.path("reasons")
     if reasons.exists():
-        inp.reasons = _top_rows(reasons, REASON_COLUMNS, example_rows, "probability")
+        columns = list(dict.fromkeys([inp.id_column, *REASON_COLUMNS]))  # a table: its own id
+        inp.reasons = _top_rows(reasons, columns, example_rows, "probability")
         inp.scored = _scored(reasons)
     if cat.path("advice").exists():
         inp.advice = _top_rows(cat.path("advice"), ADVICE_COLUMNS, example_rows, "p_before")
