@@ -10,9 +10,17 @@ answers ``POST /invocations``. Every request row carries its id (``borrower_id``
 table model's own id column); the answer returns it beside the row's score, unchanged
 and in the request's order, so a score is never credited to another borrower. A request
 without the id column, or with a value the model refuses (out of range, unknown
-category code), gets HTTP 400 with the column and the rule in the message. The artifacts are the LightGBM text model, the
-calibration JSON and a small JSON with the feature names, mode and tier cut-offs; the
-model class is logged as code (``serving_model.py``), so nothing is pickled. Reasons use the registry's feature -> cause split (the learned
+category code), gets HTTP 400 with the column and the rule in the message.
+
+A table model's rows may come in the training table's own format (its column names,
+text categories, numbers stored as text) or as the encoded features: the former are
+encoded with the encoding saved with the model, as in batch scoring, and flagged per row
+(``flag_unseen_category``, ``flag_out_of_range``, ``flag_unparsed_number``). Its
+signature and input example show the raw columns (the coded names that differ are
+optional inputs). The artifacts are the LightGBM text model, the
+calibration JSON and a small JSON with the feature names, mode, tier cut-offs and (table
+models) the encoding; the model class is logged as code (``serving_model.py``), so
+nothing is pickled. Reasons use the registry's feature -> cause split (the learned
 split of the explain stage does not exist yet when the model is trained).
 """
 
@@ -30,13 +38,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.adapters import catalog
 from pipeline.base.io import DataError
 from pipeline.core import scoring
+from pipeline.core import table as table_core
+from pipeline.core.encoding import Encoding
 
 SERVING_SUFFIX = "-serving"
 
@@ -75,6 +86,8 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
             scoring.FeatureGuards.from_json(meta["guards"]) if meta.get("guards") else None
         )
         self.model = catalog.scoring_model(booster, meta, cal, "pyfunc", None)
+        enc = meta.get("encoding")
+        self.encoding = Encoding.from_json(enc) if isinstance(enc, dict) else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         """Scores; a refused request raises MLflow's INVALID_PARAMETER_VALUE (HTTP 400)."""
@@ -89,6 +102,8 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
                 f"request: column '{self.id_col}' is missing (rule: every row carries its "
                 "id, which is returned beside its score)"
             )
+        if self.encoding is not None and not scoring.is_encoded(df, self.model.names):
+            return self._score_raw(df.infer_objects())
         missing = [n for n in self.model.names if n not in df.columns]
         if missing:
             raise DataError(f"request: column(s) {', '.join(missing)} missing (model features)")
@@ -108,6 +123,50 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
             for name, values in scoring.guard_flags(df, self.guards).items():
                 out[name] = values.astype(str)
         return out
+
+    def _score_raw(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Rows in the training table's own format, encoded with the saved encoding."""
+        assert self.encoding is not None
+        rows = scoring.encode_raw(df, self.encoding, Path("request"), self.id_col)
+        coded = scoring.validate_features(
+            rows.frame, Path("request"), self.model.names, self.id_col, table_mode=True
+        )
+        out = scoring.score_frame(
+            self.model, coded, self.id_col, self.cuts, self.tiers, self.top_k, advice_rows=0
+        )
+        out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
+        for name, values in rows.flags.items():
+            out[name] = values.astype(str)
+        return out
+
+
+def _raw_example(cfg: Any, meta: dict[str, Any], id_col: str, enc: Encoding) -> pd.DataFrame | None:
+    """Two rows of the training table in its own format (id and raw feature columns), or
+    None when the table cannot be read any more."""
+    path = Path(str(meta.get("table", {}).get("path", "")))
+    try:
+        raw = table_core.read_any(path, str(cfg.data.get("sep", "")), enc.text_columns)
+    except DataError:
+        return None
+    names = [c.name for c in enc.columns]
+    if not set(names) <= set(raw.columns) or len(raw) < 2:
+        return None
+    example = raw[names].head(2).reset_index(drop=True)
+    ids = raw[id_col].head(2).to_numpy() if id_col in raw.columns else np.arange(2)
+    example.insert(0, id_col, ids)
+    return example
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame, id_col: str, safe: list[str]) -> Any:
+    """Inputs: the id column (typed, required) and each raw column, plus any coded name
+    that differs, of any type and optional (the pyfunc checks them itself and answers
+    400 naming the column); outputs as inferred."""
+    inferred = infer_signature(example, output)
+    cols = [c for c in inferred.inputs.inputs if c.name == id_col]
+    names = [str(c) for c in example.columns if c != id_col]
+    names += [n for n in safe if n not in names]
+    cols += [ColSpec(AnyType(), n, required=False) for n in names]
+    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
 
 
 def _example(cfg: Any, meta: dict[str, Any], id_col: str) -> pd.DataFrame:
@@ -149,8 +208,11 @@ def log_serving_model(
             "tier_names": [str(t) for t in cfg.score.tier_names],
             "top_k": int(cfg.score.top_k),
         }
+        enc = scoring.model_encoding(meta, names) if table_mode else None
         if table_mode:
             spec["guards"] = table_guards(catalog.Catalog.of(cfg), meta).to_json()
+        if enc is not None:
+            spec["encoding"] = enc.to_json()
         spec_path = Path(tmp) / "serving.json"
         spec_path.write_text(json.dumps(spec))
         cal_path = models_dir / "calibration.json"
@@ -162,12 +224,17 @@ def log_serving_model(
             "calibration": str(cal_path),
             "meta": str(spec_path),
         }
-        example = _example(cfg, meta, id_col)
+        raw = _raw_example(cfg, meta, id_col, enc) if enc is not None else None
+        example = raw if raw is not None else _example(cfg, meta, id_col)
         model = ClosureRiskModel()
         model.load_context(type("Ctx", (), {"artifacts": artifacts})())
         with warnings.catch_warnings():  # the id is an integer column on purpose
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-            signature = infer_signature(example, model.predict(None, example))
+            output = model.predict(None, example)
+            if raw is not None:
+                signature = _signature(example, output, id_col, names)
+            else:
+                signature = infer_signature(example, output)
         requirements = [
             f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "lightgbm", "numpy", "pandas", "pandera")
         ]

@@ -6,6 +6,12 @@ table (Parquet or CSV) holding an id column and the model's feature columns. A f
 table is checked with a pandera schema; every failure becomes a
 :class:`~pipeline.base.io.DataError` naming the file, the column and the rule.
 
+A table model also scores its own raw table (the training table's column names, text
+categories, numbers stored as text): :func:`encode_raw` applies the encoding saved with
+the model, exactly as in training, and keeps per row what it flagged (unseen category,
+value outside the training range, text that is not a number) for the output columns
+:data:`RAW_FLAGS`; :func:`refuse_findings` turns them into an error instead.
+
 Which model scores (the registry's champion or the local one) is decided by the
 adapters (:mod:`pipeline.adapters.model_registry`, :mod:`pipeline.adapters.catalog`);
 :attr:`ScoringModel.source` says which. Reasons and advice reuse :mod:`pipeline.core.explain` and :mod:`pipeline.core.advice`.
@@ -28,6 +34,8 @@ from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core.calibration import Calibrator
+from pipeline.core.encoding import Encoding, Finding
+from pipeline.core.table import ROW_ID
 
 #: Integer-coded categorical features and the number of their categories.
 CATEGORY_CODES: dict[str, int] = {"occupation_code": len(OCCUPATIONS), "age_band_code": 5}
@@ -229,7 +237,10 @@ def _guard_masks(
         out.append(("unseen", col, x, ~ok, f"codes -1 .. {k - 1}"))
     for col, (lo, hi) in guards.ranges.items():
         x = df[col].to_numpy(dtype=np.float64)
-        out.append(("range", col, x, ~np.isnan(x) & ((x < lo) | (x > hi)), f"{lo:g} .. {hi:g}"))
+        # compared as the model reads them (float32): a training value never falls outside
+        x32, lo32, hi32 = x.astype(np.float32), np.float32(lo), np.float32(hi)
+        bad = ~np.isnan(x) & ((x32 < lo32) | (x32 > hi32))
+        out.append(("range", col, x, bad, f"{lo:g} .. {hi:g}"))
     return out
 
 
@@ -259,6 +270,101 @@ def refuse_flagged(df: pd.DataFrame, guards: FeatureGuards, path: Path, ids: np.
                 f"column '{col}' {what[kind]} in {int(mask.sum())} row(s) "
                 f"(e.g. {x[i]:g} for id {rid!r}; rule: {rule})"
             )
+    if lines:
+        raise DataError(
+            f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "
+            "without it they are scored and flagged)"
+        )
+
+
+# ---- a table model's own raw table: the saved encoding applied ------------------------
+
+FLAG_UNPARSED = "flag_unparsed_number"
+#: Output column of each kind of finding of the encoding.
+RAW_FLAGS = {"unseen": FLAG_UNSEEN, "range": FLAG_RANGE, "unparsed": FLAG_UNPARSED}
+
+
+def model_encoding(meta: dict[str, Any], names: list[str]) -> Encoding | None:
+    """The encoding saved with a table model, cut to the model's features (``names``);
+    None when the metadata holds none that covers them."""
+    d = meta.get("encoding")
+    if not isinstance(d, dict):
+        return None
+    enc = Encoding.from_json(d)
+    if not set(names) <= set(enc.feature_names):
+        return None
+    return enc.select(names)
+
+
+def is_encoded(df: pd.DataFrame, names: list[str]) -> bool:
+    """Whether ``df`` already holds the coded features: every one under its model name,
+    as numbers (a raw table has text categories or its own column names)."""
+    return all(
+        n in df.columns
+        and pd.api.types.is_numeric_dtype(df[n])
+        and not pd.api.types.is_bool_dtype(df[n])
+        for n in names
+    )
+
+
+@dataclass
+class RawRows:
+    """A raw table encoded for scoring: id + coded features, and what was flagged."""
+
+    frame: pd.DataFrame  # the id column, then the model's features (safe names)
+    flags: dict[str, np.ndarray]  # RAW_FLAGS columns: per row the ;-joined table columns
+    findings: list[Finding]
+
+
+def raw_ids(df: pd.DataFrame, path: Path, id_col: str) -> np.ndarray:
+    """The table's id column (unique, complete), or row numbers for a model without one."""
+    if id_col in df.columns:
+        ids = df[id_col]
+        if ids.isna().any() or ids.duplicated().any():
+            raise DataError(
+                f"{path}: column '{id_col}' breaks rule 'unique and complete ids' "
+                f"({int(ids.duplicated().sum())} duplicated, {int(ids.isna().sum())} missing)"
+            )
+        return ids.to_numpy()
+    if id_col == ROW_ID:
+        return np.arange(len(df), dtype=np.int64)
+    raise DataError(
+        f"{path}: column '{id_col}' is missing (rule: the id column of the training table, "
+        "data.id, is kept beside each score)"
+    )
+
+
+def encode_raw(df: pd.DataFrame, enc: Encoding, path: Path, id_col: str) -> RawRows:
+    """Apply the saved encoding to a raw table (target and other columns ignored)."""
+    ids = raw_ids(df, path, id_col)
+    coded, found = enc.encode(df, str(path))
+    coded = coded.reset_index(drop=True)
+    coded.insert(0, id_col, ids)
+    flags = {name: np.full(len(df), "", dtype=object) for name in RAW_FLAGS.values()}
+    for f in found:
+        col = flags[RAW_FLAGS[f.kind]]
+        col[f.mask] = col[f.mask] + np.where(col[f.mask] == "", "", ";") + f.column
+    return RawRows(coded, flags, found)
+
+
+def refuse_findings(df: pd.DataFrame, rows: RawRows, path: Path, id_col: str) -> None:
+    """DataError naming every column the encoding flagged, an example and the rule."""
+    what = {
+        "unseen": "has categories never seen in training",
+        "range": "lies outside the training range",
+        "unparsed": "holds text that is not a number",
+    }
+    ids = rows.frame[id_col].to_numpy()
+    lines = []
+    for f in rows.findings:
+        i = int(np.flatnonzero(f.mask)[0])
+        value, rid = df[f.column].iloc[i], ids[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        rid = rid.item() if isinstance(rid, np.generic) else rid
+        lines.append(
+            f"column '{f.column}' {what[f.kind]} in {int(f.mask.sum())} row(s) "
+            f"(e.g. {value!r} for id {rid!r}; rule: {f.rule})"
+        )
     if lines:
         raise DataError(
             f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "

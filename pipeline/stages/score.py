@@ -13,6 +13,14 @@ catalog (the model, a raw table, the feature table, ...) nor the scoring input; 
 existing file only with ``score.overwrite=true``. Rows of a table model are flagged
 when a category code or a value lies outside what the model saw in training
 (``flag_unseen_category``, ``flag_out_of_range``), or refused with ``score.strict=true``.
+
+A table model scores either its encoded feature table (safe column names, codes) or a
+table in the training table's own format (its column names, text categories, numbers
+stored as text, read with the training separator rules): the latter is encoded with the
+encoding saved in ``model.json``, exactly as in training, and its rows also get
+``flag_unparsed_number`` (text where a number belongs, scored as missing). The table's
+id column (``data.id`` of training, else row numbers as ``row_id``) is kept beside each
+score; the target and other extra columns are ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from pipeline.base.config import physical_cores
 from pipeline.base.io import DataError, atomic_path, write_parquet
 from pipeline.core import features as feat_core
 from pipeline.core import scoring as core
+from pipeline.core import table as table_core
 from pipeline.stages.common import Paths, say
 from pipeline.stages.features import build_features
 
@@ -169,8 +178,9 @@ def check_output(cfg: Any, inp: Path) -> Path:
 
 def read_input(
     cfg: Any, model: core.ScoringModel, inp: Path
-) -> tuple[pd.DataFrame, str, int | None]:
-    """The rows to score, their id column, and the snapshot month they were built at."""
+) -> tuple[pd.DataFrame, str, int | None, dict[str, np.ndarray] | None]:
+    """The rows to score, their id column, the snapshot month they were built at, and
+    the flags of a raw table encoded with the model's saved encoding (None otherwise)."""
     s = cfg.score
     if model.mode == "table" and (inp.is_dir() or not str(s.input)):
         table = model.meta.get("table", {})
@@ -178,23 +188,60 @@ def read_input(
             f"{inp}: a folder of raw tables in the simulator's layout (score.input), but the "
             f"model ({model.source}) was trained on the table {table.get('path', '?')} "
             "(rule: a table model scores a Parquet/CSV file with its id column "
-            f"'{model.id_column}' and its encoded features, e.g. "
-            f"{table.get('features_path', 'table_features.parquet')}; set score.input)"
+            f"'{model.id_column}' and either the training table's columns or its encoded "
+            f"features, e.g. {table.get('features_path', 'table_features.parquet')}; "
+            "set score.input)"
         )
     if inp.is_dir():
         df, month = features_from_raw(cfg, inp, s.snapshot)
         say(f"score: {len(df):,} eligible accounts at month {month} built from {inp}")
-        return df, "borrower_id", month
+        return df, "borrower_id", month, None
     id_col = str(s.id_column)
     if model.mode == "table" and id_col == "borrower_id" and model.meta:
         id_col = model.id_column  # the default follows the table model's own id
+    if model.mode == "table":
+        raw = _raw_table(cfg, model, inp, id_col)
+        if raw is not None:
+            return raw.frame, id_col, None, raw.flags
     df = core.read_feature_file(inp, model.names, id_col, model.mode == "table")
     snap = None if s.snapshot is None else int(s.snapshot)
     if snap is not None and "snapshot" in df.columns:
         df = df[df.snapshot == snap].reset_index(drop=True)
         if len(df) == 0:
             raise DataError(f"{inp}: no row with snapshot = {snap} (score.snapshot)")
-    return df, id_col, snap
+    return df, id_col, snap, None
+
+
+def _raw_table(cfg: Any, model: core.ScoringModel, inp: Path, id_col: str) -> core.RawRows | None:
+    """A table model's own raw table, encoded with the saved encoding; None when ``inp``
+    already holds the encoded features (or the model saves no encoding)."""
+    enc = core.model_encoding(model.meta, model.names)
+    if enc is None:
+        return None
+    if not inp.exists():
+        raise DataError(f"{inp}: file not found (score.input)")
+    # the separator rules of training: data.sep when set, else the training run's, else detected
+    trained = model.meta.get("config", {}).get("data", {}) or {}
+    sep = str(cfg.data.get("sep", "") or trained.get("sep", "") or "")
+    df = table_core.read_any(inp, sep)
+    if core.is_encoded(df, model.names):
+        return None
+    if enc.text_columns and not inp.name.lower().endswith((".parquet", ".pq")):
+        df = table_core.read_any(inp, sep, text_columns=enc.text_columns)  # text as in the file
+    df = df.reset_index(drop=True)
+    rows = core.encode_raw(df, enc, inp, id_col)
+    if bool(cfg.score.strict):
+        core.refuse_findings(df, rows, inp, id_col)
+    counts = {k: int((v != "").sum()) for k, v in rows.flags.items()}
+    say(
+        f"score: {len(df):,} rows of {inp} encoded as in training ({len(enc.columns)} columns)"
+        + (
+            "; flagged (scored anyway): " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+            if any(counts.values())
+            else ""
+        )
+    )
+    return rows
 
 
 def one_borrower(
@@ -264,11 +311,14 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     out = check_output(cfg, inp)
     model = load_scoring_model(cfg, tracker)
     say(f"score: model from {model.source} (reasons: {model.attribution} cause split)")
-    df, id_col, snap = read_input(cfg, model, inp)
+    df, id_col, snap, raw_flags = read_input(cfg, model, inp)
     if s.borrower_id is not None:
         bid = s.borrower_id if pd.api.types.is_integer_dtype(df[id_col]) else str(s.borrower_id)
         df = one_borrower(df, id_col, bid, inp, snap)
-    flags = guard_rows(cfg, model, df, id_col, inp)
+    if raw_flags is None:
+        flags = guard_rows(cfg, model, df, id_col, inp)
+    else:  # the encoding flagged the raw rows; keep those of the rows scored
+        flags = {k: v[df.index.to_numpy()] for k, v in raw_flags.items()}
     threads = physical_cores()
     with contextlib.ExitStack() as stack:
         shap_fn = None
