@@ -93,6 +93,16 @@ def test_the_training_table_scores_as_in_training(trained, tmp_path):
     # the training rows are never flagged; the flag columns exist
     for col in ("flag_unseen_category", "flag_out_of_range", "flag_unparsed_number"):
         assert raw[col].fillna("").eq("").all(), col
+    # reasons name a category by its level text, as the table writes it
+    cats = {c["safe"]: c for c in meta["encoding"]["columns"] if c["kind"] == "categorical"}
+    hit = raw[raw.reason_1_feature.isin(list(cats))]
+    assert len(hit) > 100
+    for feature, name, en in zip(
+        hit.reason_1_feature, hit.reason_1_name, hit.reason_1_en, strict=True
+    ):
+        col, _, level = en.partition(" = ")
+        assert col == name == cats[feature]["name"]
+        assert level in [*cats[feature]["levels"], "rare", "missing"], en
     # and the same probabilities as the model itself on the rows it was trained on
     from pipeline.adapters.catalog import load_scoring_model
 

@@ -27,6 +27,7 @@ split of the explain stage does not exist yet when the model is trained).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from importlib.metadata import version
@@ -220,9 +221,10 @@ def log_serving_model(
             cal_path = Path(tmp) / "calibration.json"
             cal_path.write_text(json.dumps({"method": "none"}))
         artifacts = {
-            "model": str(models_dir / "model.txt"),
-            "calibration": str(cal_path),
-            "meta": str(spec_path),
+            # os.fspath: where the file is now (a stage's staged output before it is published)
+            "model": os.fspath(models_dir / "model.txt"),
+            "calibration": os.fspath(cal_path),
+            "meta": os.fspath(spec_path),
         }
         raw = _raw_example(cfg, meta, id_col, enc) if enc is not None else None
         example = raw if raw is not None else _example(cfg, meta, id_col)

@@ -35,6 +35,7 @@ from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core.calibration import Calibrator
 from pipeline.core.encoding import Encoding, Finding
+from pipeline.core.labels import labels_of
 from pipeline.core.table import ROW_ID
 
 #: Integer-coded categorical features and the number of their categories.
@@ -434,8 +435,10 @@ def score_frame(
         reasons = explain_core.reason_codes(contrib, X, model.names, top_k, model.W)
         keep = ("cause", "feature", "value", "shap", "zh", "en")
     else:
-        reasons = explain_core.feature_reasons(contrib, X, model.names, top_k)
-        keep = ("feature", "value", "shap", "zh", "en")
+        # the text speaks the table's words: its column names and category levels
+        labels = labels_of(model.meta)
+        reasons = explain_core.feature_reasons(contrib, X, model.names, top_k, labels)
+        keep = ("feature", "name", "value", "shap", "zh", "en")
     for r in range(1, top_k + 1):
         for k in keep:
             if f"reason_{r}_{k}" in reasons:

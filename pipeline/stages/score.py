@@ -155,9 +155,9 @@ def check_output(cfg: Any, inp: Path) -> Path:
     head = f"score.output = {out}"
     if out.is_dir() or str(s.output).endswith(("/", "\\")):
         raise DataError(f"{head}: is a folder (rule: a file name ending in .parquet or .csv)")
-    target = out.resolve()
+    target = Path(str(out)).resolve()  # str: the published path, never a staged copy
     for path, what, family in _protected(cfg, inp):
-        where = path.resolve()
+        where = Path(str(path)).resolve()
         hit = target == where or (
             family and (where in target.parents or fnmatch.fnmatch(str(target), str(where)))
         )
