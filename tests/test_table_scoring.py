@@ -307,3 +307,29 @@ def test_served_model_answers_raw_json_rows(served, tmp_path):
         }
         status, answer = post(no_id)
         assert status == 400 and "loan_ref" in answer["message"], answer
+
+
+def test_numbers_only_table_without_ids_scores_with_row_numbers(tmp_path):
+    """A table of numbers and no id column: its raw rows look encoded but carry no
+    ``row_id``; they are scored with their row numbers, as in training."""
+    from pipeline.__main__ import execute
+
+    german = pd.read_csv(GERMAN)
+    numeric = [c for c in german.columns if pd.api.types.is_numeric_dtype(german[c])]
+    src = tmp_path / "numbers.csv"
+    german[[*numeric, "creditability"]].to_csv(src, index=False)
+    base = [o for o in BASE if not o.startswith("data.id")]
+    overrides = [*SMALL, *base, f"data.path={src}"]
+    execute(compose_config(tmp_path, overrides, stage="train"), [])
+    scored = {}
+    feats = tmp_path / "data" / "processed" / "table_features.parquet"
+    for name, inp in (("raw", src), ("coded", feats)):
+        out = tmp_path / f"{name}.parquet"
+        cfg = compose_config(
+            tmp_path, [*overrides, f"score.input={inp}", f"score.output={out}"], stage="score"
+        )
+        execute(cfg, [])
+        scored[name] = pd.read_parquet(out)
+    assert scored["raw"].row_id.tolist() == list(range(len(german)))
+    assert scored["coded"].row_id.tolist() == list(range(len(german)))
+    np.testing.assert_array_equal(scored["raw"].probability, scored["coded"].probability)

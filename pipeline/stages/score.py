@@ -224,8 +224,8 @@ def _raw_table(cfg: Any, model: core.ScoringModel, inp: Path, id_col: str) -> co
     trained = model.meta.get("config", {}).get("data", {}) or {}
     sep = str(cfg.data.get("sep", "") or trained.get("sep", "") or "")
     df = table_core.read_any(inp, sep)
-    if core.is_encoded(df, model.names):
-        return None
+    if core.is_encoded(df, model.names) and id_col in df.columns:
+        return None  # the encoded feature table (a numbers-only table without ids is raw)
     if enc.text_columns and not inp.name.lower().endswith((".parquet", ".pq")):
         df = table_core.read_any(inp, sep, text_columns=enc.text_columns)  # text as in the file
     df = df.reset_index(drop=True)
