@@ -104,7 +104,7 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
                 "id, which is returned beside its score)"
             )
         if self.encoding is not None and not scoring.is_encoded(df, self.model.names):
-            return self._score_raw(df.infer_objects())
+            return self._score_raw(df.infer_objects(), self.encoding)
         missing = [n for n in self.model.names if n not in df.columns]
         if missing:
             raise DataError(f"request: column(s) {', '.join(missing)} missing (model features)")
@@ -125,10 +125,9 @@ class ClosureRiskModel(PythonModel):  # type: ignore[misc]
                 out[name] = values.astype(str)
         return out
 
-    def _score_raw(self, df: pd.DataFrame) -> pd.DataFrame:
+    def _score_raw(self, df: pd.DataFrame, enc: Encoding) -> pd.DataFrame:
         """Rows in the training table's own format, encoded with the saved encoding."""
-        assert self.encoding is not None
-        rows = scoring.encode_raw(df, self.encoding, Path("request"), self.id_col)
+        rows = scoring.encode_raw(df, enc, Path("request"), self.id_col)
         coded = scoring.validate_features(
             rows.frame, Path("request"), self.model.names, self.id_col, table_mode=True
         )
