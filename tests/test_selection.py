@@ -10,7 +10,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from pipeline.core import selection
 from pipeline.core.baselines import Scorecard
-from pipeline.core.selection import ORDER, Candidate, budget, choose
+from pipeline.core.selection import ORDER, Candidate, budget, choose, paired_se
 
 BASE = {
     "objective": "binary",
@@ -67,27 +67,36 @@ def test_budget_scales_with_rows():
     assert big.tune_rows < 150_000  # a search on a big table works on a sample
 
 
-def test_simplest_within_one_standard_error_wins():
-    def cand(name, mean, sd):
-        return Candidate(name, [mean - sd, mean + sd] * 5)
+def test_simplest_within_one_paired_standard_error_wins():
+    base = np.array([0.76, 0.78] * 5)
+
+    def cand(name, shift, wobble=0.0):
+        # fold AUCs: the shared fold pattern, a shift, and a wobble of its own
+        return Candidate(name, list(base + shift + wobble * np.array([1.0, -1.0] * 5)))
 
     close = [
-        cand("scorecard", 0.770, 0.01),
-        cand("lightgbm", 0.772, 0.01),
-        cand("forest", 0.771, 0.01),
-        cand("blend", 0.773, 0.01),
+        cand("scorecard", -0.003, 0.01),  # behind by 0.003, paired se 0.0033
+        cand("lightgbm", -0.001, 0.01),
+        cand("forest", -0.002, 0.01),
+        cand("blend", 0.0),
     ]
     name, why = choose(close)
     assert name == "scorecard" and "within one standard error" in why
     apart = [
-        cand("scorecard", 0.74, 0.01),
-        cand("lightgbm", 0.75, 0.01),
-        cand("forest", 0.76, 0.01),
-        cand("blend", 0.79, 0.01),
+        cand("scorecard", -0.05, 0.01),
+        cand("lightgbm", -0.04, 0.01),
+        cand("forest", -0.03, 0.01),
+        cand("blend", 0.0),
     ]
     name, why = choose(apart)
     assert name == "blend" and "best mean AUC" in why
-    apart[2] = cand("forest", 0.788, 0.01)  # within one SE (0.0032) of the blend, and simpler
+    # behind on every fold by the same 0.004: the folds tell it apart from the best,
+    # though each candidate's own spread (se 0.0032) would have called it a tie
+    apart[2] = cand("forest", -0.004)
+    assert apart[2].auc_se > 0.004 - 1e-3
+    assert choose(apart)[0] == "blend"
+    assert paired_se(apart[3], apart[2]) == pytest.approx(0.0, abs=1e-12)
+    apart[2] = cand("forest", -0.004, 0.02)  # same shortfall, but fold by fold a toss-up
     assert choose(apart)[0] == "forest"
 
 
@@ -300,3 +309,11 @@ def test_fit_selected_rejects_an_unknown_candidate():
             n_estimators=10,
             early_stopping_rounds=5,
         )
+
+
+def test_declared_monotone_directions_leave_only_constrained_candidates():
+    from pipeline.core.selection import eligible
+
+    assert eligible({}) == ORDER
+    assert eligible({"monotone_constraints": [0, 0]}) == ORDER
+    assert set(eligible({"monotone_constraints": [1, 0]})) == {"lightgbm", "forest"}

@@ -140,7 +140,7 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     assert summary["cv"]["lightgbm"]["auc_mean"] > 0.7
     assert summary["cv"]["scorecard"]["auc_mean"] > 0.7
     cv = summary["cv"]
-    assert [c["name"] for c in cv["candidates"]] == ["scorecard", "lightgbm", "blend"]
+    assert [c["name"] for c in cv["candidates"]] == ["scorecard", "lightgbm", "forest", "blend"]
     assert set(cv["selected"]) == {"name", "auc_mean", "auc_std"}
     picked = next(c for c in cv["candidates"] if c["name"] == cv["selected"]["name"])
     assert picked["auc_mean"] == cv["selected"]["auc_mean"] and cv["reason"]
@@ -241,11 +241,14 @@ def test_declared_monotone_columns_are_honoured_and_checked(make_cfg, tmp_path):
         f"data.path={GERMAN}",
         "data.target=creditability",
         "data.positive=bad",
-        "model.cv_repeats=0",
+        "model.cv_repeats=1",
         "data.monotone={duration_in_month:1,age_in_years:-1}",
         "stage=train",
     )
     summary = execute(cfg, [])
+    # only candidates that keep the directions may be selected; the compiled model keeps them
+    assert summary["cv"]["selected"]["name"] in ("lightgbm", "forest")
+    assert "not eligible" in summary["cv"]["reason"]
     meta = json.loads((tmp_path / "models" / "model.json").read_text())
     assert meta["monotone"] == {"duration_in_month": 1, "age_in_years": -1}
     check = summary["monotone_check"]

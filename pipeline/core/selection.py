@@ -19,7 +19,9 @@ Candidates, simplest first (:data:`ORDER`):
 
 All four are scored on the same repeated stratified k-fold splits (5x2 by default).
 The winner is the simplest candidate whose mean AUC is within one standard error of
-the best mean (standard error = standard deviation of the fold AUCs / sqrt(folds)).
+the best mean, the standard error being that of the fold-by-fold AUC difference
+between the two (:func:`paired_se`): the candidates share their folds, so the
+difference, not each candidate's own spread, says whether one is really behind.
 
 Each fitted model is a sum of log-odds terms (:meth:`FinalModel.terms`): a bias and
 weighted members, a member's term being a scorecard's linear score on its
@@ -704,33 +706,70 @@ class Selection:
             },
             "candidates": [c.to_dict() for c in self.candidates],
             "reason": self.reason,
-            "rule": "simplest candidate within one standard error of the best mean AUC "
-            f"(order: {' < '.join(ORDER)})",
+            "rule": "simplest candidate within one standard error (of the paired fold "
+            f"differences) of the best mean AUC (order: {' < '.join(ORDER)})",
             "budget": self.budget.to_dict(),
             "seconds": self.seconds,
         }
 
 
+#: candidates that keep declared monotone directions (LightGBM's constraints); the
+#: scorecard's weight-of-evidence bins, and so the blend, do not
+MONOTONE_SAFE = ("lightgbm", "forest")
+
+
+def eligible(base_params: dict[str, Any]) -> tuple[str, ...]:
+    """The candidates that may be selected under ``base_params``: all of them, or only
+    those that keep the declared monotone directions when any are declared."""
+    monotone = base_params.get("monotone_constraints")
+    if monotone is not None and any(monotone):
+        return MONOTONE_SAFE
+    return ORDER
+
+
+def paired_se(a: Candidate, b: Candidate) -> float:
+    """Standard error of the mean fold-by-fold AUC difference of two candidates.
+
+    Every candidate is scored on the same folds, so their fold AUCs rise and fall
+    together (an easy fold is easy for all): the spread of one candidate's AUCs mostly
+    measures the folds, not the candidates. The difference per fold removes that shared
+    part; its standard error says whether one candidate is really behind another.
+    """
+    d = np.asarray(a.aucs, dtype=float) - np.asarray(b.aucs, dtype=float)
+    if len(d) < 2:
+        return 0.0
+    return float(np.std(d, ddof=1) / math.sqrt(len(d)))
+
+
 def choose(candidates: list[Candidate]) -> tuple[str, str]:
-    """The simplest candidate within one standard error of the best, and why."""
+    """The simplest candidate within one standard error of the best, and why.
+
+    The standard error is that of the candidate's fold-by-fold AUC difference to the
+    best (:func:`paired_se`): a simpler candidate is preferred when its shortfall is
+    within one such error, i.e. when the folds cannot tell it from the best.
+    """
     best = max(candidates, key=lambda c: c.auc_mean)
-    bar = best.auc_mean - best.auc_se
     rank = {n: i for i, n in enumerate(ORDER)}
     for c in sorted(candidates, key=lambda c: rank.get(c.name, len(ORDER))):
-        if c.auc_mean >= bar:
-            if c is best:
-                why = f"{c.name} has the best mean AUC ({c.auc_mean:.4f})"
-                simpler = [d for d in candidates if rank[d.name] < rank[c.name]]
-                if simpler:
-                    why += (
-                        "; every simpler candidate is more than one standard error "
-                        f"({best.auc_se:.4f}) below it"
-                    )
-                return c.name, why
+        if c is best:
+            why = f"{c.name} has the best mean AUC ({c.auc_mean:.4f})"
+            behind = [
+                f"{d.name} by {best.auc_mean - d.auc_mean:.4f} (se {paired_se(best, d):.4f})"
+                for d in candidates
+                if rank.get(d.name, len(ORDER)) < rank.get(c.name, len(ORDER))
+            ]
+            if behind:
+                why += (
+                    "; every simpler candidate is more than one standard error of the "
+                    f"paired fold differences behind it: {', '.join(behind)}"
+                )
+            return c.name, why
+        se = paired_se(best, c)
+        if best.auc_mean - c.auc_mean <= se:
             return c.name, (
                 f"{c.name} (mean AUC {c.auc_mean:.4f}) is within one standard error "
-                f"({best.auc_se:.4f}) of the best, {best.name} ({best.auc_mean:.4f}), "
-                "and simpler"
+                f"({se:.4f}, paired fold differences) of the best, {best.name} "
+                f"({best.auc_mean:.4f}), and simpler"
             )
     return best.name, f"{best.name} has the best mean AUC ({best.auc_mean:.4f})"
 
@@ -796,7 +835,12 @@ def select(
     }
     cands["forest"].extra = {"trees": FOREST_TREES, "min_data_in_leaf_per_fold": leaves}
     cands["blend"].extra = {"weights_per_fold": mixes}
-    chosen, why = choose(list(cands.values()))
+    chosen, why = choose([c for c in cands.values() if c.name in eligible(base_params)])
+    if len(eligible(base_params)) < len(cands):
+        why += (
+            "; scorecard and blend were not eligible: they cannot keep the declared "
+            "monotone directions"
+        )
     return Selection(
         folds=folds,
         repeats=repeats,

@@ -42,7 +42,9 @@ from pipeline.base.io import (
 from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
 from pipeline.core import calibration as cal_core
+from pipeline.core import compose as compose_core
 from pipeline.core import evaluation as eval_core
+from pipeline.core import report as report_core
 from pipeline.core import screening as screening_core
 from pipeline.core import selection as selection_core
 from pipeline.core import table as table_core
@@ -288,13 +290,23 @@ def train(cfg: Config, tracker: Tracker) -> TrainResult:
             rows=len(data.frame),
             rows_per_split={str(k): int(v) for k, v in data.frame["split"].value_counts().items()},
         )
-    fitted = _fit(cfg, data)
+    # table mode: the candidates are cross-validated first; the selected one is the model
+    cv = _cross_validate(cfg, data) if data.mode == "table" and cfg.model.cv_repeats > 0 else None
+    fitted = _fit(cfg, data, cv["selected"]["name"] if cv else None)
     base = _baselines(cfg, tracker, p, data, fitted)
-    part = _evaluate(cfg, data, fitted, base)
+    part = _evaluate(cfg, data, fitted, base, cv)
     part["model"]["engine"] = "local"
     model_path, plots = _publish(cfg, p, data, fitted, base, part)
     model_uri = _register(cfg, tracker, p, data, fitted, part, plots)
-    _report(part, fitted.metrics, base.metrics, fitted.best_iteration, fitted.seconds, model_path)
+    _report(
+        part,
+        fitted.metrics,
+        base.metrics,
+        fitted.best_iteration,
+        fitted.seconds,
+        model_path,
+        report_core.words({"mode": data.mode, **data.meta}),
+    )
     return TrainResult(fitted.metrics, model_uri, fitted.seconds, part)
 
 
@@ -358,8 +370,21 @@ def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
     return TrainResult(run.metrics, model_uri, fit.seconds, part)
 
 
-def _fit(cfg: Config, data: TrainData) -> Fitted:
-    """LightGBM with early stopping on the validation split, then its calibration."""
+def _params(cfg: Config, data: TrainData) -> dict[str, Any]:
+    """The configured LightGBM parameters for this data (monotone directions included)."""
+    m = cfg.model
+    threads = int(m.num_threads) or physical_cores()
+    n_train = int((data.frame.split == "train").sum())
+    return train_core.lgb_params(m, int(cfg.data.seed), threads, data.monotone, n_train=n_train)
+
+
+def _fit(cfg: Config, data: TrainData, selected: str | None = None) -> Fitted:
+    """The model and its calibration on the validation split.
+
+    ``selected`` (table mode) names the candidate the cross-validation chose: it is fitted
+    on the training split as in each fold and compiled into one LightGBM model
+    (:func:`_selected_booster`). Otherwise: LightGBM with early stopping on validation.
+    """
     m = cfg.model
     df, names = data.frame, data.names
     splits = {s: df[df.split == s] for s in SPLITS}
@@ -368,9 +393,7 @@ def _fit(cfg: Config, data: TrainData) -> Fitted:
             raise DataError(
                 f"{data.source}: split '{s}' needs rows of both classes in column 'label'"
             )
-    threads = int(m.num_threads) or physical_cores()
-    seed = int(cfg.data.seed)
-    params = train_core.lgb_params(m, seed, threads, data.monotone, n_train=len(splits["train"]))
+    params = _params(cfg, data)
     X = {s: g[names].to_numpy(dtype=np.float32) for s, g in splits.items()}
     y = {s: g.label.to_numpy().astype(int) for s, g in splits.items()}
     n_rows = len(df)
@@ -386,19 +409,24 @@ def _fit(cfg: Config, data: TrainData) -> Fitted:
         release_memory()
 
     t0 = time.perf_counter()
-    res = train_core.fit(
-        X["train"],
-        y["train"],
-        X["valid"],
-        y["valid"],
-        names,
-        params,
-        int(m.n_estimators),
-        int(m.early_stopping_rounds),
-        data.categorical,
-    )
+    if selected is not None:
+        booster = _selected_booster(cfg, data, selected, X["train"], y["train"], params)
+        best_iteration = booster.num_trees()
+    else:
+        res = train_core.fit(
+            X["train"],
+            y["train"],
+            X["valid"],
+            y["valid"],
+            names,
+            params,
+            int(m.n_estimators),
+            int(m.early_stopping_rounds),
+            data.categorical,
+        )
+        booster, best_iteration = res.booster, res.best_iteration
     seconds = time.perf_counter() - t0
-    raw = {s: train_core.predict(res.booster, X[s]) for s in SPLITS}
+    raw = {s: train_core.predict(booster, X[s]) for s in SPLITS}
     calibrator = cal_core.fit(str(m.calibration), raw["valid"], y["valid"])
     cal = {s: calibrator.apply(raw[s]) for s in SPLITS}
     n_bins = int(m.calibration_bins)
@@ -406,8 +434,8 @@ def _fit(cfg: Config, data: TrainData) -> Fitted:
         s: eval_core.score_metrics(y[s], raw[s], cal[s], n_bins) for s in SPLITS if len(y[s])
     }
     return Fitted(
-        res.booster,
-        res.best_iteration,
+        booster,
+        best_iteration,
         seconds,
         params,
         splits,
@@ -420,6 +448,54 @@ def _fit(cfg: Config, data: TrainData) -> Fitted:
         n_bins,
         n_rows,
     )
+
+
+def _selected_booster(
+    cfg: Config,
+    data: TrainData,
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+) -> Any:
+    """The selected candidate fitted on ``X`` and written as one LightGBM model.
+
+    Every candidate is a sum of log-odds terms (a scorecard, boosters, their committee):
+    :func:`pipeline.core.compose.compile_terms` writes that sum exactly as trees, so
+    serving, TreeSHAP, the registry and the champion's rescoring take it as they take
+    any LightGBM model.
+    """
+    m = cfg.model
+    final = selection_core.fit_selected(
+        name,
+        X,
+        y,
+        data.names,
+        data.categorical,
+        scorecard=lambda: _scorecard(m.scorecard),
+        woe_categorical=data.woe_categorical,
+        base_params=params,
+        n_estimators=int(m.n_estimators),
+        early_stopping_rounds=int(m.early_stopping_rounds),
+        seed=int(cfg.data.seed),
+        tune_seconds=float(m.tune_seconds),
+    )
+    bias, terms = final.terms()
+    booster = compose_core.compile_terms(bias, terms, data.names, data.categorical)
+    got = np.asarray(booster.predict(X, raw_score=True))
+    want = _logit(final.predict_proba(X))
+    worst = float(np.max(np.abs(got - want))) if len(got) else 0.0
+    if not worst <= 1e-6:  # the compiled model must be the selected one, row for row
+        raise RuntimeError(
+            f"the compiled {name} model differs from the fitted one by {worst:.3g} in "
+            "log-odds on the training rows"
+        )
+    return booster
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
+    return np.log(p / (1 - p))
 
 
 def _monotone_check(cfg: Config, data: TrainData, fitted: Fitted) -> dict[str, Any]:
@@ -483,12 +559,22 @@ def _baselines(
     return out
 
 
-def _evaluate(cfg: Config, data: TrainData, fitted: Fitted, base: Baselines) -> dict[str, Any]:
+def _evaluate(
+    cfg: Config,
+    data: TrainData,
+    fitted: Fitted,
+    base: Baselines,
+    cv: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The evaluation part of the summary: calibration, segments, stability, oracle, CV."""
     metrics, y, raw, cal, splits = fitted.metrics, fitted.y, fitted.raw, fitted.cal, fitted.splits
     part: dict[str, Any] = {
         "mode": data.mode,
-        "model": {"best_iteration": fitted.best_iteration, "train_seconds": fitted.seconds},
+        "model": {
+            "kind": "lightgbm",
+            "best_iteration": fitted.best_iteration,
+            "train_seconds": fitted.seconds,
+        },
         "calibration": {
             "method": fitted.calibrator.method,
             "valid_ece_before": metrics["valid"].get("ece_raw", metrics["valid"]["ece"]),
@@ -527,8 +613,10 @@ def _evaluate(cfg: Config, data: TrainData, fitted: Fitted, base: Baselines) -> 
     mono = _monotone_check(cfg, data, fitted)
     if mono:
         part["monotone_check"] = mono
-    if data.mode == "table" and int(cfg.model.cv_repeats) > 0:
-        part["cv"] = _cross_validate(cfg, data, fitted.params)
+    if cv is not None:
+        part["cv"] = cv
+        part["model"]["kind"] = cv["selected"]["name"]
+    if data.mode == "table":
         part["n_rows"] = int(fitted.n_rows)
     return part
 
@@ -644,7 +732,7 @@ def _rescorer(
     return rescore
 
 
-def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[str, Any]:
+def _cross_validate(cfg: Any, data: TrainData) -> dict[str, Any]:
     """Model selection over every row of the table: scorecard, tuned LightGBM, blend.
 
     The same repeated stratified folds score each candidate
@@ -660,7 +748,7 @@ def _cross_validate(cfg: Any, data: TrainData, params: dict[str, Any]) -> dict[s
             f"{data.source}: column 'label' has too few rows of the rarer class for "
             f"{folds}-fold cross-validation (set model.cv_repeats=0 to skip it)"
         )
-    cv_params = dict(params)
+    cv_params = _params(cfg, data)
     cv_params["min_data_in_leaf"] = int(
         min(int(m.min_child_samples), max(5, int(len(y) * (1 - 1 / folds) * 0.8) // 50))
     )
@@ -730,16 +818,21 @@ def _report(
     best_iteration: int,
     seconds: float,
     model_path: Path,
+    w: report_core.Words | None = None,
 ) -> None:
+    w = w or report_core.words({"mode": str(part.get("mode", "simulator"))})
+
     def f(v: Any) -> str:
         return f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "-"
 
     split = "oot" if "oot" in metrics else "valid"
+    kind = str(part.get("model", {}).get("kind", "lightgbm"))
     lines = [
-        f"train: {best_iteration} trees in {seconds:.1f}s -> {model_path}",
-        f"  {'model':<10} {'valid AUC':>9} {split + ' AUC':>9} {'KS':>7} {'Brier':>7} {'ECE':>7}",
+        f"train: {kind} model, {best_iteration} trees in {seconds:.1f}s -> {model_path}",
+        f"  {'model':<10} {'valid AUC':>9} {w.split_name(split) + ' AUC':>9} {'KS':>7} "
+        f"{'Brier':>7} {'ECE':>7}",
     ]
-    rows = {"lightgbm": metrics, **base_metrics}
+    rows = {kind if kind not in base_metrics else f"model ({kind})": metrics, **base_metrics}
     for name, mm in rows.items():
         s = mm.get(split, {})
         lines.append(
@@ -748,7 +841,7 @@ def _report(
         )
     c = part["calibration"]
     lines.append(
-        f"  calibration ({c['method']}): {split} ECE {f(c.get(split + '_ece_before'))} -> "
+        f"  calibration ({c['method']}): {w.split_name(split)} ECE {f(c.get(split + '_ece_before'))} -> "
         f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
         f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
         f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
@@ -775,11 +868,10 @@ def _report(
         )
     if "cv" in part:
         cv = part["cv"]
-        txt = f"  cross-validated AUC ({cv['scheme']}): lightgbm {f(cv['lightgbm']['auc_mean'])} +- {f(cv['lightgbm']['auc_std'])}"
-        for name in ("scorecard", "blend"):
-            if name in cv:
-                txt += f", {name} {f(cv[name]['auc_mean'])} +- {f(cv[name]['auc_std'])}"
-        lines.append(txt)
+        figures = ", ".join(
+            f"{c['name']} {f(c['auc_mean'])} +- {f(c['auc_std'])}" for c in cv["candidates"]
+        )
+        lines.append(f"  cross-validated AUC ({cv['scheme']}): {figures}")
         if "selected" in cv:
             lines.append(f"  selected: {cv['selected']['name']} ({cv['reason']})")
     say("\n".join(lines))
