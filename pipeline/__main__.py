@@ -40,10 +40,11 @@ from pipeline.adapters.runstate import mark_killed, reap_orphans
 from pipeline.adapters.tracking import Tracker, TrackingError, from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, register_configs, validate
 from pipeline.base.interrupt import Interrupted, interrupt, watch
-from pipeline.base.io import DataError
+from pipeline.base.io import DataError, recover
 from pipeline.stages import policy as policy_stage
 from pipeline.stages import report as report_stage
 from pipeline.stages import score as score_stage
+from pipeline.stages.common import WRITES, say
 from pipeline.stages.driver import ALIASES, STAGES, pipeline_stages, run_pipeline, run_single
 
 COMMANDS = (
@@ -85,11 +86,13 @@ def install_signal_handlers() -> None:
 
 @contextmanager
 def _guarded(cfg: Any, tracker: Tracker, shared_root: Path | None) -> Iterator[None]:
-    """Hold the output root, end runs of dead processes, end ours as KILLED on a signal."""
+    """Hold the output root, settle the outputs and runs of dead processes, end ours as
+    KILLED on a signal."""
     with ExitStack() as stack:
         if shared_root is not None:  # a sweep job reads the sweep's data: held shared
             stack.enter_context(hold_root(shared_root, str(cfg.lock), shared=True))
         stack.enter_context(hold_root(str(cfg.paths.root), str(cfg.lock)))
+        _recover_outputs(Path(str(cfg.paths.root)))
         _ACTIVE.append(tracker)
         try:
             reap_orphans(tracker)
@@ -99,6 +102,14 @@ def _guarded(cfg: Any, tracker: Tracker, shared_root: Path | None) -> Iterator[N
             raise
         finally:
             _ACTIVE.remove(tracker)
+
+
+def _recover_outputs(root: Path) -> None:
+    """Finish the publication a killed invocation began, drop the outputs of stages it
+    never finished; one line when there was something to do."""
+    done = recover(root)
+    if done:
+        say(f"outputs: a killed invocation left work behind; {'; '.join(done)}")
 
 
 def execute(
@@ -129,17 +140,6 @@ def execute(
     return summary
 
 
-#: the folders each stage writes (the others a sweep job only reads)
-_WRITES = {
-    "generate": ("raw_dir", "truth_dir"),
-    "features": ("processed_dir",),
-    "train": ("models_dir",),
-    "explain": ("models_dir",),
-    "policy": ("models_dir",),
-    "report": ("models_dir",),
-}
-
-
 def isolate_job(cfg: Any, job_dir: Path, stages: list[str]) -> Path:
     """Move a multirun job's outputs into its own folder; returns the root it reads from.
 
@@ -148,7 +148,7 @@ def isolate_job(cfg: Any, job_dir: Path, stages: list[str]) -> Path:
     them.
     """
     base = Path(str(cfg.paths.root))
-    written = {d for s in stages for d in _WRITES.get(s, ())}
+    written = {d for s in stages for d in WRITES.get(s, ())}
     cfg.tracking.uri = str(cfg.tracking.uri)
     cfg.tracking.artifact_root = str(cfg.tracking.artifact_root)
     cfg.paths.outputs_dir = str(cfg.paths.outputs_dir)

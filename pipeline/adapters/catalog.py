@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from pipeline.base.config import PathsConfig
-from pipeline.base.io import DataError, digest_of, file_digest, read_table
+from pipeline.base.io import DataError, OutputPath, digest_of, file_digest, read_table, resolve
 from pipeline.core import explain as explain_core
 from pipeline.core import features as feat_core
 from pipeline.core.calibration import Calibrator
@@ -126,17 +126,18 @@ class Catalog:
 
     @classmethod
     def of(cls, cfg: Any) -> Catalog:
-        """From the whole config or from its ``paths`` group."""
+        """From the whole config or from its ``paths`` group. Reads through the catalog's
+        paths see the running stage's staged outputs (:class:`~pipeline.base.io.OutputPath`)."""
         paths: PathsConfig = cfg.paths if hasattr(cfg, "paths") else cfg
         return cls(
-            Path(paths.raw_dir),
-            Path(paths.truth_dir),
-            Path(paths.processed_dir),
-            Path(paths.models_dir),
+            OutputPath(paths.raw_dir),
+            OutputPath(paths.truth_dir),
+            OutputPath(paths.processed_dir),
+            OutputPath(paths.models_dir),
         )
 
     def folder(self, folder: Folder) -> Path:
-        return Path(getattr(self, folder))
+        return OutputPath(getattr(self, folder))
 
     def path(self, name: str) -> Path:
         """The path of the catalog entry ``name``; an unknown name is a programming error."""
@@ -182,7 +183,7 @@ def load_feature_table(
 def world_digest(raw_dir: Path) -> str | None:
     """The identity of the simulated world in ``raw_dir``: a digest of the digests its
     generate manifest records; None when there is no manifest."""
-    manifest = raw_dir / "_generate.manifest.json"
+    manifest = resolve(raw_dir / "_generate.manifest.json")
     if not manifest.exists():
         return None
     return digest_of(json.loads(manifest.read_text()).get("outputs", {}))
@@ -190,7 +191,7 @@ def world_digest(raw_dir: Path) -> str | None:
 
 def made_from(out_dir: Path, stage: str) -> str | None:
     """What a stage's manifest says its output was made from (None when it says nothing)."""
-    manifest = out_dir / f"_{stage}.manifest.json"
+    manifest = resolve(out_dir / f"_{stage}.manifest.json")
     if not manifest.exists():
         return None
     value = json.loads(manifest.read_text()).get("made_from")
@@ -199,7 +200,7 @@ def made_from(out_dir: Path, stage: str) -> str | None:
 
 def data_digest(path: Path) -> str:
     """The digest of a data file; the features stage's manifest records the feature table's."""
-    manifest = path.parent / "_features.manifest.json"
+    manifest = resolve(path.parent / "_features.manifest.json")
     if manifest.exists():
         recorded = json.loads(manifest.read_text()).get("outputs", {}).get(path.name)
         if recorded:
@@ -215,11 +216,11 @@ def load_model(models_dir: Path) -> tuple[lgb.Booster, dict[str, Any]]:
     model_path = models_dir / ENTRIES["model"].relpath
     meta_path = models_dir / ENTRIES["model_meta"].relpath
     for path in (model_path, meta_path):
-        if not path.exists():
+        if not resolve(path).exists():
             raise DataError(f"{path}: file not found (run `make train` first)")
     booster = load_booster(model_path)
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(resolve(meta_path).read_text())
     except (ValueError, OSError) as exc:
         raise DataError(f"{meta_path}: not readable JSON ({exc})") from exc
     if not isinstance(meta, dict) or "feature_names" not in meta:
@@ -230,7 +231,7 @@ def load_model(models_dir: Path) -> tuple[lgb.Booster, dict[str, Any]]:
 def load_booster(path: Path) -> lgb.Booster:
     """A LightGBM model from its text file, or a DataError naming the file."""
     try:
-        return lgb.Booster(model_str=path.read_text())
+        return lgb.Booster(model_str=resolve(path).read_text())
     except (lgb.basic.LightGBMError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable LightGBM model ({exc})") from exc
 
@@ -238,14 +239,14 @@ def load_booster(path: Path) -> lgb.Booster:
 def load_calibrator(models_dir: Path) -> Calibrator:
     """The calibration saved beside the model; the identity when the model was trained without."""
     path = models_dir / ENTRIES["calibration"].relpath
-    if not path.exists():
+    if not resolve(path).exists():
         return Calibrator("none")
     return parse_calibrator(path)
 
 
 def parse_calibrator(path: Path) -> Calibrator:
     try:
-        return Calibrator.from_json(json.loads(path.read_text()))
+        return Calibrator.from_json(json.loads(resolve(path).read_text()))
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise DataError(f"{path}: not a readable calibration ({exc})") from exc
 
@@ -256,10 +257,10 @@ def read_cause_weights(path: Path, names: list[str], key: str | None = None) -> 
     None when the file is absent, was learned for another model (``key`` differs), or
     does not cover ``names``; a file that exists but cannot be parsed is an error.
     """
-    if not path.exists():
+    if not resolve(path).exists():
         return None
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(resolve(path).read_text())
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from exc
     if key is not None and saved.get("key") != key:

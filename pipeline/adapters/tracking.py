@@ -52,6 +52,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from pipeline.base.config import Config
+from pipeline.base.io import resolve, staged_tree
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ def manifest_digest(path: str | os.PathLike[str], names: Sequence[str] | None = 
     Reads only the small manifest JSON, never the data it describes.
     """
     try:
-        outputs = json.loads(Path(path).read_text())["outputs"]
+        outputs = json.loads(resolve(path).read_text())["outputs"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TrackingError(f"{path}: not a stage manifest with an 'outputs' map ({exc})") from exc
     if names is not None:
@@ -755,7 +756,7 @@ class Tracker:
         if not self.enabled or self.run_id is None:
             return
         p = Path(path)
-        meta = pq.ParquetFile(p).metadata
+        meta = pq.ParquetFile(resolve(p)).metadata
         schema = meta.schema.to_arrow_schema()
         profile: dict[str, Any] = {"rows": meta.num_rows, "columns": len(schema)}
         if rows_per_split:
@@ -794,10 +795,15 @@ class Tracker:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         if not self.enabled or self.run_id is None:
             return
-        p = Path(path)
+        # a file the running stage wrote is logged from its staged copy (same name, same
+        # bytes); a folder, file by file as the stage sees it
+        p = resolve(path)
         run_id = self.run_id
         if p.is_dir():
-            self._call(lambda: self._client.log_artifacts(run_id, str(p), artifact_path))
+            for rel, src in staged_tree(path).items():
+                parts = [x for x in (artifact_path, rel.parent.as_posix()) if x and x != "."]
+                folder = "/".join(parts) or None
+                self._call(lambda s=src, f=folder: self._client.log_artifact(run_id, str(s), f))
         elif p.exists():
             self._call(lambda: self._client.log_artifact(run_id, str(p), artifact_path))
 

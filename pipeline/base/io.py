@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePath
 from typing import Any
 
 import numpy as np
@@ -101,16 +103,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it over ``path`` only on success.
 
     A crash or kill at any moment leaves either the old file or the new one, never a
-    partial file under the final name.
+    partial file under the final name. During a :func:`staging` that covers ``path``,
+    the file goes to its staged copy instead, published with the stage's other outputs.
     """
     final = Path(path)
-    tmp_path = _temp_sibling(final)
+    target, st = _stage_target(final)
+    tmp_path = _temp_sibling(target)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_path, final)
-        _fsync_dir(final.parent)
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+        _mark_staged(st, final, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -174,12 +179,15 @@ class ParquetSink:
         self.paths = paths
         self.schemas = schemas
         self._tmp: dict[str, Path] = {}
+        self._targets: dict[str, Path] = {}
+        self._staging: _Staging | None = None
         self._writers: dict[str, pq.ParquetWriter] = {}
 
     def __enter__(self) -> ParquetSink:
         try:
             for name, path in self.paths.items():
-                self._tmp[name] = _temp_sibling(path)
+                self._targets[name], self._staging = _stage_target(Path(path))
+                self._tmp[name] = _temp_sibling(self._targets[name])
                 self._writers[name] = pq.ParquetWriter(
                     self._tmp[name],
                     self.schemas[name],
@@ -203,9 +211,11 @@ class ParquetSink:
                     with open(tmp, "rb+") as fh:
                         os.fsync(fh.fileno())
                 for name, tmp in self._tmp.items():
-                    os.replace(tmp, self.paths[name])
-                for directory in {p.parent for p in self.paths.values()}:
+                    os.replace(tmp, self._targets[name])
+                for directory in {p.parent for p in self._targets.values()}:
                     _fsync_dir(directory)
+                for name, target in self._targets.items():
+                    _mark_staged(self._staging, Path(self.paths[name]), target)
         finally:
             self._cleanup()
 
@@ -218,12 +228,371 @@ class ParquetSink:
                 tmp.unlink()
 
 
+# --------------------------------------------------------------------------- staging
+#
+# A stage writes its outputs into a staging folder and publishes them together when it
+# succeeds. While a staging is active, every write of this module whose final path lies
+# under one of the staged folders lands on a mirror path under
+# ``<root>/.staging/<name>.<pid>/`` instead; deletions are recorded and applied at
+# publish time. Publishing writes a journal (the deletions and renames, in order), then
+# applies it; a process killed while applying it leaves the journal, and the next
+# :func:`recover` on the same root finishes the job. Every step is idempotent: a rename
+# whose source is gone was done, a deletion of a missing path was done.
+
+STAGING_DIR = ".staging"
+_JOURNAL_SUFFIX = ".journal.json"
+#: test hooks: called with a final path once its new version is staged, and once it is
+#: published (a test kills the process there)
+_after_stage_write: list[Any] = []
+_after_rename: list[Any] = []
+
+
+class _Staging:
+    """The active staging: which folders it covers, what it staged and what it deletes."""
+
+    def __init__(self, root: Path, folders: Sequence[Path], name: str):
+        self.root = root
+        self.name = f"{name}.{os.getpid()}"
+        self.dir = root / STAGING_DIR / self.name
+        self.folders = [Path(os.path.abspath(f)) for f in folders]
+        self.staged: dict[Path, Path] = {}  # final path -> mirror path, in write order
+        self.deleted: list[Path] = []  # final paths (files or folders), in request order
+        self.hidden: set[Path] = set()  # deleted and not written since
+        self.callbacks: list[Any] = []
+        self.lock = threading.Lock()
+
+    def folder_of(self, final: Path) -> int | None:
+        if final == self.dir or self.dir in final.parents:
+            return None
+        for i, folder in enumerate(self.folders):
+            if final == folder or folder in final.parents:
+                return i
+        return None
+
+    def mirror(self, final: Path) -> Path | None:
+        i = self.folder_of(final)
+        if i is None:
+            return None
+        return self.dir / str(i) / final.relative_to(self.folders[i])
+
+    def is_hidden(self, final: Path) -> bool:
+        return any(h == final or h in final.parents for h in self.hidden)
+
+
+_ACTIVE: list[_Staging] = []
+
+
+def _abs(path: str | os.PathLike[str]) -> Path:
+    # str() of an OutputPath is its final path (its __fspath__ would resolve it)
+    text = str(path) if isinstance(path, PurePath) else os.fspath(path)
+    return Path(os.path.abspath(text))
+
+
+def _active() -> _Staging | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """Where ``path`` is to be read now.
+
+    During a staging: the staged version of a file this stage wrote; for a path this
+    stage deleted, a path that does not exist; for a folder that exists only in the
+    staging, its staged copy. Otherwise (and outside any staging) ``path`` itself.
+    """
+    st = _active()
+    if st is None:
+        return Path(str(path)) if isinstance(path, PurePath) else Path(path)
+    final = _abs(path)
+    with st.lock:
+        if final in st.staged:
+            return st.staged[final]
+        mirror = st.mirror(final)
+        if mirror is None:
+            return final
+        if st.is_hidden(final):
+            return mirror
+    if mirror.is_file():
+        return mirror
+    # a folder (or file) the stage creates goes into the staging, beside its outputs
+    if not final.exists() and (mirror.exists() or mirror.parent.is_dir()):
+        return mirror
+    return final
+
+
+class OutputPath(PosixPath):
+    """A path to a stage output whose file-system calls see the active staging.
+
+    ``str()`` and printing give the final path; ``open``, ``exists``, Parquet readers
+    and anything else that goes through ``os.fspath`` get :func:`resolve`'s answer, so
+    a stage reading back what it just wrote sees its new version, not the published one.
+    """
+
+    def __fspath__(self) -> str:
+        return str(resolve(self))
+
+
+def _stage_target(final: Path) -> tuple[Path, _Staging | None]:
+    """Where a write of ``final`` goes: its mirror during a staging that covers it."""
+    st = _active()
+    if st is None:
+        return final, None
+    mirror = st.mirror(_abs(final))
+    return (final, None) if mirror is None else (mirror, st)
+
+
+def _mark_staged(st: _Staging | None, final: Path, mirror: Path) -> None:
+    if st is None:
+        return
+    with st.lock:
+        f = _abs(final)
+        st.staged.pop(f, None)
+        st.staged[f] = mirror
+        st.hidden.discard(f)
+    for hook in _after_stage_write:
+        hook(f)
+
+
+def staged_glob(folder: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """Final paths under ``folder`` matching ``pattern`` (a relative glob), as this
+    stage sees them: published ones it has not deleted, plus those it wrote (and the
+    folders holding them). Sorted."""
+    base = _abs(folder)
+    st = _active()
+    found = {p for p in base.glob(pattern)}
+    if st is None:
+        return sorted(found)
+    n = len(PurePath(pattern).parts)
+    with st.lock:
+        found = {p for p in found if not st.is_hidden(_abs(p))}
+        for final in st.staged:
+            if base not in final.parents:
+                continue
+            rel = final.relative_to(base)
+            if len(rel.parts) >= n and PurePath(*rel.parts[:n]).match(pattern):
+                found.add(base.joinpath(*rel.parts[:n]))
+    return sorted(found)
+
+
+def staged_tree(folder: str | os.PathLike[str]) -> dict[PurePath, Path]:
+    """Every file under ``folder`` as this stage sees it: relative path -> where to read
+    it (the published file, or the staged one that replaces it). Sorted by path."""
+    base = _abs(folder)
+    st = _active()
+    files: dict[PurePath, Path] = {}
+    if base.is_dir():
+        for p in base.rglob("*"):
+            if p.is_file() and (st is None or not st.is_hidden(p)):
+                files[p.relative_to(base)] = p
+    if st is not None:
+        with st.lock:
+            for final, mirror in st.staged.items():
+                if base in final.parents:
+                    files[final.relative_to(base)] = mirror
+    return dict(sorted(files.items()))
+
+
+def remove_paths(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Delete files or folders; during a staging, at publish time (and hidden until then)."""
+    st = _active()
+    for path in paths:
+        final = _abs(path)
+        if st is None or st.mirror(final) is None:
+            if final.is_dir():
+                shutil.rmtree(final)
+            else:
+                final.unlink(missing_ok=True)
+            continue
+        with st.lock:
+            for f in [f for f in st.staged if f == final or final in f.parents]:
+                st.staged.pop(f).unlink(missing_ok=True)
+            st.deleted.append(final)
+            st.hidden.add(final)
+        mirror = st.mirror(final)
+        if mirror is not None and mirror.is_dir():
+            shutil.rmtree(mirror)
+
+
+def after_publish(callback: Any) -> None:
+    """Call ``callback()`` once the active staging has published (at once when none is
+    active). For work that needs the published files, such as logging them elsewhere."""
+    st = _active()
+    if st is None:
+        callback()
+    else:
+        st.callbacks.append(callback)
+
+
+@contextlib.contextmanager
+def staging(
+    root: str | os.PathLike[str], folders: Sequence[str | os.PathLike[str]], name: str
+) -> Iterator[_Staging]:
+    """Stage every write under ``folders`` and publish them together if the block succeeds.
+
+    On any exception (an interrupt included) the staging folder is removed and no
+    final path is touched. Stagings do not nest: an inner one joins the outer one.
+    """
+    if _active() is not None:
+        yield _ACTIVE[-1]
+        return
+    st = _Staging(_abs(root), [Path(f) for f in folders], name)
+    _check_same_device(st)
+    st.dir.mkdir(parents=True, exist_ok=True)
+    _ACTIVE.append(st)
+    try:
+        yield st
+    except BaseException:
+        _ACTIVE.remove(st)
+        shutil.rmtree(st.dir, ignore_errors=True)
+        raise
+    _ACTIVE.remove(st)
+    try:
+        _publish(st)
+    finally:
+        # a journal still there means an interrupted publication: keep what it renames
+        # from, so that recover() can finish it
+        if not _journal_path(st).exists():
+            shutil.rmtree(st.dir, ignore_errors=True)
+    for callback in st.callbacks:
+        callback()
+
+
+def _check_same_device(st: _Staging) -> None:
+    """Publishing renames files, so each staged folder must share the root's file system."""
+    st.root.mkdir(parents=True, exist_ok=True)
+    dev = st.root.stat().st_dev
+    for folder in st.folders:
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        if probe.stat().st_dev != dev:
+            raise DataError(
+                f"{folder}: not on the same file system as the output root {st.root}; "
+                "a stage publishes its outputs by renaming them, so keep the output "
+                "folders under paths.root's file system"
+            )
+
+
+def _journal_of(st: _Staging) -> dict[str, Any]:
+    """Deletions (files only; never a path that is also published), renames, and the
+    folders to remove once empty. Disjoint lists, so replaying them is safe."""
+    staged = _staged_files(st)
+    targets = {f for _, f in staged}
+    delete: list[str] = []
+    rmdirs: list[str] = []
+    for final in dict.fromkeys(st.deleted):
+        if final.is_dir():
+            for sub in sorted(final.rglob("*"), reverse=True):
+                if sub.is_dir():
+                    rmdirs.append(str(sub))
+                elif sub not in targets:
+                    delete.append(str(sub))
+            rmdirs.append(str(final))
+        elif final not in targets and (final.exists() or final.is_symlink()):
+            delete.append(str(final))
+    renames = [[str(m), str(f)] for m, f in staged]
+    return {"delete": delete, "rename": renames, "rmdir": rmdirs}
+
+
+def _journal_path(st: _Staging) -> Path:
+    return st.root / STAGING_DIR / f"{st.name}{_JOURNAL_SUFFIX}"
+
+
+def _staged_files(st: _Staging) -> list[tuple[Path, Path]]:
+    """(staged file, final path) for every file in the staging folder, in a fixed order.
+
+    The folder is the record: a file a stage created there without this module's
+    writers is published too."""
+    out: list[tuple[Path, Path]] = []
+    for i, folder in enumerate(st.folders):
+        base = st.dir / str(i)
+        if not base.is_dir():
+            continue
+        for m in sorted(base.rglob("*")):
+            if m.is_file() and not (m.name.startswith(".") and m.name.endswith(_TMP_SUFFIX)):
+                out.append((m, folder / m.relative_to(base)))
+    return out
+
+
+def _publish(st: _Staging) -> None:
+    """Write the journal, apply it, remove it. Once the journal is on disk the stage's
+    outputs are committed: an exception while applying it (a signal) gets one more
+    try, and whatever is left is finished by :func:`recover`."""
+    journal = _journal_of(st)
+    if not any(journal.values()):
+        return
+    path = _journal_path(st)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(journal, indent=1))
+    _fsync_dir(path.parent)
+    try:
+        _apply(journal)
+    except BaseException:
+        _apply(journal)  # idempotent: finish now rather than at the next invocation
+        path.unlink()
+        raise
+    path.unlink()
+    _fsync_dir(path.parent)
+
+
+def _apply(journal: dict[str, Any]) -> None:
+    """Replay a journal: deletions, renames, then folders left empty. Idempotent."""
+    for f in journal["delete"]:
+        Path(f).unlink(missing_ok=True)
+    touched: set[Path] = set()
+    for src, dst in journal["rename"]:
+        s, d = Path(src), Path(dst)
+        if s.exists():  # gone: renamed before the last interruption
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(s, d)
+            for hook in _after_rename:
+                hook(d)
+        touched.add(d.parent)
+    for f in journal["rmdir"]:
+        with contextlib.suppress(OSError):  # missing, or holds a published file
+            Path(f).rmdir()
+    for directory in touched:
+        _fsync_dir(directory)
+
+
+def recover(root: str | os.PathLike[str]) -> list[str]:
+    """Finish what dead processes left under ``<root>/.staging``; returns what was done.
+
+    A journal left by a dead process is replayed (its stage had succeeded and was being
+    published); the staging folders of dead processes are removed (their stages never
+    finished, so their outputs are dropped and the published ones stand).
+    """
+    base = Path(root) / STAGING_DIR
+    done: list[str] = []
+    if not base.is_dir():
+        return done
+    for journal in sorted(base.glob(f"*{_JOURNAL_SUFFIX}")):
+        name = journal.name[: -len(_JOURNAL_SUFFIX)]
+        if _staging_pid_alive(name):
+            continue
+        _apply(json.loads(journal.read_text()))
+        shutil.rmtree(base / name, ignore_errors=True)
+        journal.unlink()
+        done.append(f"published the outputs of stage {name.rsplit('.', 1)[0]}")
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        if not _staging_pid_alive(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"dropped the unfinished outputs of stage {folder.name.rsplit('.', 1)[0]}")
+    sweep_stale_temps(base)
+    return done
+
+
+def _staging_pid_alive(name: str) -> bool:
+    pid = name.rsplit(".", 1)[-1]
+    return pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
+
+
 # --------------------------------------------------------------------------- hashing
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, as the running stage sees it (its staged version, if any)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(resolve(path), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -316,12 +685,13 @@ def read_table(
 
 def _open_checked(p: Path, schema: pa.Schema, wanted: list[str], filters: Any) -> pa.Table:
     """The wanted columns of a readable Parquet file whose column kinds match ``schema``."""
-    if not p.exists():
+    src = resolve(p)  # messages name the final path; the data may still be staged
+    if not src.exists():
         raise DataError(f"{p}: file not found (run the stage that writes it first)")
-    if p.stat().st_size == 0:
+    if src.stat().st_size == 0:
         raise DataError(f"{p}: file is empty")
     try:
-        pf = pq.ParquetFile(p)
+        pf = pq.ParquetFile(src)
         file_schema = pf.schema_arrow
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
@@ -337,7 +707,7 @@ def _open_checked(p: Path, schema: pa.Schema, wanted: list[str], filters: Any) -
         return (
             pf.read(columns=wanted)
             if filters is None
-            else pq.read_table(p, columns=wanted, filters=filters)
+            else pq.read_table(src, columns=wanted, filters=filters)
         )
     except Exception as exc:  # as above: corrupt pages surface as several error types
         raise DataError(f"{p}: could not read data ({exc})") from exc

@@ -5,15 +5,25 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
-import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline.base.io import DataError, digest_of, file_digest, write_json
+from pipeline.base.io import (
+    DataError,
+    OutputPath,
+    digest_of,
+    file_digest,
+    remove_paths,
+    resolve,
+    staged_glob,
+    staging,
+    write_json,
+)
 
 
 def say(msg: str) -> None:
@@ -29,12 +39,44 @@ class Paths:
 
     @classmethod
     def of(cls, cfg: Any) -> Paths:
+        """The four folders; reads through them see the running stage's staged outputs."""
         return cls(
-            Path(cfg.paths.raw_dir),
-            Path(cfg.paths.truth_dir),
-            Path(cfg.paths.processed_dir),
-            Path(cfg.paths.models_dir),
+            OutputPath(cfg.paths.raw_dir),
+            OutputPath(cfg.paths.truth_dir),
+            OutputPath(cfg.paths.processed_dir),
+            OutputPath(cfg.paths.models_dir),
         )
+
+
+#: The folders (``paths`` keys) each stage writes; a multirun job's copies of these
+#: follow its own root, the others it only reads.
+WRITES: dict[str, tuple[str, ...]] = {
+    "generate": ("raw_dir", "truth_dir"),
+    "features": ("processed_dir",),
+    "train": ("models_dir",),
+    "explain": ("models_dir",),
+    "policy": ("models_dir",),
+    "report": ("models_dir",),
+}
+#: What each stage's staging covers: what it writes, plus the feature table a train
+#: stage builds from a user's table (read by nothing else in a multirun job).
+_STAGED = {
+    **WRITES,
+    "train": ("models_dir", "processed_dir"),
+    "score": ("models_dir",),
+    "summary": ("models_dir",),
+}
+
+
+@contextmanager
+def publishing(cfg: Any, stage: str, also: tuple[str, ...] = ()) -> Iterator[None]:
+    """Run the block as ``stage``: its outputs are staged and published together when it
+    succeeds; a failure or a kill leaves the published outputs as they were. ``also``
+    names more folders (``paths`` keys) the block writes."""
+    keys = dict.fromkeys((*_STAGED.get(stage, ()), *also))
+    folders = [str(cfg.paths[key]) for key in keys]
+    with staging(str(cfg.paths.root), folders, stage):
+        yield
 
 
 def _manifest_path(out_dir: Path, stage: str) -> Path:
@@ -43,10 +85,10 @@ def _manifest_path(out_dir: Path, stage: str) -> Path:
 
 def up_to_date(out_dir: Path, stage: str, key: dict[str, Any], outputs: list[Path]) -> bool:
     mp = _manifest_path(out_dir, stage)
-    if not mp.exists() or not all(p.exists() for p in outputs):
+    if not resolve(mp).exists() or not all(resolve(p).exists() for p in outputs):
         return False
     try:
-        saved = json.loads(mp.read_text())
+        saved = json.loads(resolve(mp).read_text())
     except (OSError, ValueError):
         return False
     if saved.get("key") != digest_of(key):
@@ -73,7 +115,7 @@ def write_manifest(
 
 
 def inputs_digest(paths: list[Path]) -> dict[str, str]:
-    return {p.name: file_digest(p) for p in paths if p.exists()}
+    return {p.name: file_digest(p) for p in paths if resolve(p).exists()}
 
 
 #: What the explain stage writes under ``models/`` (global views; borrower stories apart).
@@ -109,7 +151,7 @@ def model_stamp(models_dir: Path) -> str:
     one left by another model or another run.
     """
     path = models_dir / "model.txt"
-    if not path.exists():
+    if not resolve(path).exists():
         raise DataError(f"{path}: file not found (run `make train` first)")
     return file_digest(path)
 
@@ -122,7 +164,7 @@ def stamped(obj: dict[str, Any], stamp: str) -> dict[str, Any]:
 def stamp_of(path: Path) -> str | None:
     """The model stamp a JSON output carries; None when it carries none."""
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(resolve(path).read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from exc
     value = obj.get(STAMP_KEY) if isinstance(obj, dict) else None
@@ -152,14 +194,11 @@ def remove_parts(models: Path, patterns: Iterable[str]) -> None:
 
     Called by a stage just before it writes a new version of what these outputs were
     derived from, so that no later reader (the report above all) mixes outputs of two
-    different models or runs.
+    different models or runs. Inside a stage the deletions wait for its publication:
+    until then the published outputs stay, and the stage no longer sees them.
     """
     for pattern in patterns:
-        for path in sorted(models.glob(pattern)):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        remove_paths(staged_glob(models, pattern))
 
 
 def release_memory() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +29,16 @@ from pipeline.adapters.tracking import (
 )
 from pipeline.base import interrupt
 from pipeline.base.config import Config, validate
-from pipeline.base.io import DataError, write_json, write_text
-from pipeline.stages.common import STAMP_KEY, Paths, check_stamp, model_stamp, release_memory, say
+from pipeline.base.io import DataError, resolve, write_json, write_text
+from pipeline.stages.common import (
+    STAMP_KEY,
+    Paths,
+    check_stamp,
+    model_stamp,
+    publishing,
+    release_memory,
+    say,
+)
 from pipeline.stages.explain import explain
 from pipeline.stages.features import features
 from pipeline.stages.generate import generate
@@ -99,7 +108,8 @@ def run_single(
     with _parent_run(cfg, tracker, [stage], overrides) as params:
         with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
             tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] == stage})
-            result = fn(cfg, tracker)
+            with publishing(cfg, stage):
+                result = fn(cfg, tracker)
     result.setdefault("mlflow_run_id", tracker.parent_run_id)
     return result
 
@@ -123,10 +133,8 @@ def run_pipeline(
         resolved = OmegaConf.to_yaml(
             OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))
         )
-        Path(cfg.paths.models_dir).mkdir(parents=True, exist_ok=True)
         cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
-        write_text(resolved, cfg_path)
-        tracker.log_artifact(cfg_path, "config")
+        _log_config(tracker, resolved, cfg_path.name)
 
         def run_stage(stage: str) -> None:
             with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
@@ -138,14 +146,19 @@ def run_pipeline(
                         if k.split(".")[0] in _STAGE_KEYS.get(stage, ())
                     }
                 )
-                results[stage] = STAGES[stage](cfg, tracker)
-                interrupt.check()
+                first = not results  # the config goes out with the first stage's outputs
+                with publishing(cfg, stage, also=("models_dir",) if first else ()):
+                    if first:
+                        write_text(resolved, cfg_path)
+                    results[stage] = STAGES[stage](cfg, tracker)
+                    interrupt.check()
             release_memory()
 
         for stage in stages:
             if stage != "report":
                 run_stage(stage)
-        summary = summarize(cfg, results, tracker)
+        with publishing(cfg, "summary"):
+            summary = summarize(cfg, results, tracker)
         if "train" in results:
             tracker.log_metrics(flatten_numbers(summary, "summary"))
         if "report" in stages:  # last: the page shows the summary just written
@@ -153,6 +166,15 @@ def run_pipeline(
             summary["report"] = results["report"]["path"]
             write_json(summary, Paths.of(cfg).models / "summary.json")
     return summary
+
+
+def _log_config(tracker: Tracker, text: str, name: str) -> None:
+    """Log the resolved config to the parent run (from a scratch copy: the one in the
+    models folder is published with the first stage's outputs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(text, encoding="utf-8")
+        tracker.log_artifact(path, "config")
 
 
 _STAGE_KEYS = {
@@ -181,12 +203,12 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
             f"summary: {feat_path} was built from another world than {p.raw}; its rows and "
             "the model's figures are left out (make features, make train)"
         )
-    if features_current and feat_path.exists():
-        t = pq.read_table(feat_path, columns=["split", "label"]).to_pandas()
+    if features_current and resolve(feat_path).exists():
+        t = pq.read_table(resolve(feat_path), columns=["split", "label"]).to_pandas()
         summary["n_rows"] = int(len(t))
         summary["closure_rate"] = float(t.label.mean()) if len(t) else float("nan")
     model_meta = p.models / "model.json"
-    meta = json.loads(model_meta.read_text()) if model_meta.exists() else None
+    meta = json.loads(resolve(model_meta).read_text()) if resolve(model_meta).exists() else None
     meta = meta if features_current else None
     if meta is not None and features_current and not _trained_on(meta, cfg, feat_path):
         say(
@@ -202,11 +224,11 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
                 if k in m
             }
     imp = p.models / "shap_importance.json"
-    if meta is not None and imp.exists():
-        summary["top_features"] = [f for f, _ in json.loads(imp.read_text())["importance"][:5]]
-    stamp = (
-        model_stamp(p.models) if meta is not None and (p.models / "model.txt").exists() else None
-    )
+    if meta is not None and resolve(imp).exists():
+        importance = json.loads(resolve(imp).read_text())["importance"]
+        summary["top_features"] = [f for f, _ in importance[:5]]
+    has_model = resolve(p.models / "model.txt").exists()
+    stamp = model_stamp(p.models) if meta is not None and has_model else None
     if stamp is not None:
         summary[STAMP_KEY] = stamp
     _merge_parts(summary, p.models / "summary_parts", results, stamp)
@@ -241,7 +263,7 @@ def _trained_on(meta: dict[str, Any], cfg: Config, feat_path: Path) -> bool:
         )
     if "data_digest" not in meta:
         return True
-    return feat_path.exists() and meta["data_digest"] == data_digest(feat_path)
+    return resolve(feat_path).exists() and meta["data_digest"] == data_digest(feat_path)
 
 
 def _merge_parts(
@@ -262,7 +284,7 @@ def _merge_parts(
             write_json(part, parts_dir / f"{stage}.json")
     for stage in STAGES:
         path = parts_dir / f"{stage}.json"
-        if not path.exists():
+        if not resolve(path).exists():
             continue
         if stage in MODEL_STAGES:
             try:
@@ -274,7 +296,7 @@ def _merge_parts(
             except DataError as exc:
                 say(f"summary: skipped {exc}")
                 continue
-        part = json.loads(path.read_text())
+        part = json.loads(resolve(path).read_text())
         part.pop(STAMP_KEY, None)
         _deep_merge(summary, part)
 
