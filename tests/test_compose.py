@@ -115,6 +115,16 @@ def test_scorecard_alone_is_exact_on_every_boundary(card):
     np.testing.assert_allclose(
         b.predict(lgb_matrix(X, NAMES, CAT)), card.predict_proba(X), atol=TOL
     )
+    # rows as the rest of the pipeline passes them (the -1 code kept, not turned into
+    # NaN) reach the same leaves: the -1 code's own bin, not the missing one
+    X32 = X.astype(np.float32)  # as the pipeline's matrices are
+    raw_rows = np.asarray(b.predict(X32, raw_score=True))
+    np.testing.assert_allclose(raw_rows, _raw(b, X32), rtol=0, atol=TOL)
+    minus_one = X32[:, NAMES.index("cat")] == -1
+    assert minus_one.any()
+    np.testing.assert_allclose(
+        raw_rows[minus_one], _card_raw(card, X32[minus_one]), rtol=0, atol=TOL
+    )
 
 
 def test_unseen_codes_and_nan_land_in_the_missing_bin(card):

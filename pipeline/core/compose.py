@@ -348,8 +348,11 @@ def _code_regions(bins: WoeBins, lgb_categorical: bool, f32: bool, where: str) -
             labels.pop()
         thresholds.append(c + 0.5)
         labels += [i, missing]
-    if negative:  # NaN stands for the negative code: a region of its own, at -inf
-        return _Regions([-np.inf, *thresholds], [negative[0], *labels], nan_region=0)
+    if negative:
+        # LightGBM reads any negative code of a categorical column as missing; so does
+        # this tree: the code itself (raw rows) and NaN (rows through ``lgb_matrix``)
+        # both reach the region below the lowest seen code, which takes the code's bin
+        labels[0] = negative[0]
     return _Regions(thresholds, labels, nan_region=0)
 
 
