@@ -125,3 +125,20 @@ def test_findings_name_column_and_rule_and_select_keeps_model_columns():
     assert coded["colour"].tolist() == enc.transform(new)["colour"].tolist()
     with pytest.raises(ValueError, match="not columns of the encoding"):
         enc.select(["nothere"])
+
+
+def test_none_is_a_level_of_a_category_but_missing_in_a_number():
+    frame = pd.DataFrame(
+        {
+            "other_debtors": ["none"] * 20 + ["guarantor"] * 12 + ["NA"] * 3,
+            "amount": ["12"] * 20 + ["none"] * 12 + ["7"] * 3,
+        }
+    )
+    enc = encoding.fit(frame, min_count=2)
+    cat, num = enc.columns
+    assert cat.kind == "categorical" and "none" in cat.levels
+    assert num.kind == "numeric"
+    coded = enc.transform(frame)
+    assert (coded[cat.safe][:20] == cat.levels.index("none")).all()
+    assert (coded[cat.safe][-3:] == -1).all()  # NA stays missing
+    assert np.isnan(coded[num.safe][20:32]).all()

@@ -63,10 +63,19 @@ def _safe_names(names: list[str]) -> dict[str, str]:
     return out
 
 
-def _as_text(s: pd.Series) -> pd.Series:
-    """Values as stripped text, with the missing-value tokens as ``<NA>``."""
+#: tokens that are missing in a numeric column but may be a real level of a category
+#: (German credit's "other debtors: none" is the commonest answer, not a blank)
+LEVEL_WORDS = frozenset({"none"})
+
+
+def _as_text(s: pd.Series, category: bool = False) -> pd.Series:
+    """Values as stripped text, with the missing-value tokens as ``<NA>``.
+
+    ``category``: the values are levels, where a word such as ``none`` is kept.
+    """
     text = s.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(MISSING_TOKENS))
+    tokens = MISSING_TOKENS - LEVEL_WORDS if category else MISSING_TOKENS
+    return text.mask(text.str.lower().isin(tokens))
 
 
 def parse_numbers(s: pd.Series, decimal_comma: bool) -> pd.Series:
@@ -147,7 +156,7 @@ def _fit_column(name: str, safe: str, s: pd.Series, min_count: int) -> ColumnEnc
     else:
         numeric, comma = (False, False) if is_bool else _numeric_reading(s)
         if not numeric:
-            counts = _as_text(s).value_counts()
+            counts = _as_text(s, category=True).value_counts()
             kept = sorted(str(v) for v, c in counts.items() if c >= min_count)
             rare = sorted(str(v) for v, c in counts.items() if c < min_count)
             return ColumnEncoding(name, safe, "categorical", levels=kept, rare_levels=rare)
@@ -217,7 +226,7 @@ def _encode_column(c: ColumnEncoding, s: pd.Series) -> tuple[np.ndarray, list[Fi
             out = (x < c.low) | (x > c.high)
             found.append(Finding("range", c.name, out, f"training range {c.low:g} .. {c.high:g}"))
         return x, [f for f in found if f.mask.any()]
-    text = _as_text(s)
+    text = _as_text(s, category=True)
     codes = _level_codes(c, text)
     unseen = (codes.isna() & text.notna()).to_numpy()
     rule = f"categories seen in training: {_some([*c.levels, *c.rare_levels])}"
