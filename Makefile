@@ -58,8 +58,10 @@ policy: $(STAMP) ## Compare closing with the tiered strategy on simulated outcom
 serve-example: $(STAMP) ## Print a valid POST /invocations request built from the feature table, and its curl line
 	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT) $(ARGS)
 
-serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations)
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/closure-risk-lgbm-serving@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+# a table model registers as closure-risk-lgbm-<file stem>-serving: make serve SERVE_MODEL=...
+SERVE_MODEL ?= closure-risk-lgbm-serving
+serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations; SERVE_MODEL=name)
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 trials at a time (TRIALS=20)
 	$(BIN)/python -m pipeline generate $(ARGS)
