@@ -60,3 +60,24 @@ def test_third_party_messages_go_to_the_log_file(tmp_path):
     ):
         assert said in text, said
     assert "own caution" not in text
+
+
+def test_the_summary_of_a_table_run_speaks_of_the_table(capsys):
+    from pipeline.core.report import words
+    from pipeline.stages.driver import _print_summary
+
+    summary = {
+        "n_rows": 1000,
+        "closure_rate": 0.3,
+        "valid": {"auc": 0.8},
+        "oot": {"auc": 0.79, "ks": 0.5, "brier": 0.16},
+        "top_features": ["amount_EUR"],
+        "outputs": {"raw": "r", "features": "f", "models": "m"},
+    }
+    meta = {"mode": "table", "table": {"target": "creditability", "positive": "bad"}}
+    _print_summary(summary, words(meta), {"amount_EUR": "amount, EUR"}.get)
+    out = capsys.readouterr().out
+    assert "creditability = bad rate   : 30.00%" in out
+    assert "AUC valid / hold-out       : 0.8000 / 0.7900" in out
+    assert "amount, EUR" in out and "amount_EUR" not in out
+    assert not any(w in out for w in ("closure", "borrower", "out-of-time"))

@@ -30,6 +30,8 @@ from pipeline.adapters.tracking import (
 from pipeline.base import interrupt
 from pipeline.base.config import Config, validate
 from pipeline.base.io import DataError, resolve, write_json, write_text
+from pipeline.core import report as report_core
+from pipeline.core.labels import labels_of
 from pipeline.stages.common import (
     STAMP_KEY,
     Paths,
@@ -240,8 +242,15 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
         summary["ui_url"] = tracker.ui_url(base)
     write_json(summary, p.models / "summary.json")
     tracker.log_artifact(p.models / "summary.json", "summary")
-    _print_summary(summary)
+    info = meta or {"mode": "table" if table_mode else "simulator", "table": _table_info(cfg)}
+    _print_summary(summary, report_core.words(info), labels_of(meta or {}).name)
     return summary
+
+
+def _table_info(cfg: Any) -> dict[str, Any]:
+    """What the words of a table run need, from the config (when no model says it)."""
+    d = cfg.data
+    return {"target": d.target, "positive": d.positive, "time": d.time, "path": d.path}
 
 
 def _features_current(p: Paths) -> bool:
@@ -309,22 +318,27 @@ def _deep_merge(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[k] = v
 
 
-def _print_summary(s: dict[str, Any]) -> None:
+def _print_summary(
+    s: dict[str, Any], w: report_core.Words, name: Callable[[str], str] = str
+) -> None:
+    """The console summary, in the run's words (``w``) and the table's column names."""
+
     def g(split: str, k: str) -> str:
         v = s.get(split, {}).get(k)
         return f"{v:.4f}" if isinstance(v, float) else "-"
 
+    def row(label: str, value: str) -> str:
+        return f"{label:<27}: {value}"
+
+    rows = s.get("n_rows")
+    rate = s.get("closure_rate")
     lines = [
         "",
-        "=== closure-risk run summary ===",
-        f"rows (borrower x snapshot) : {s.get('n_rows', '-'):,}"
-        if isinstance(s.get("n_rows"), int)
-        else "rows: -",
-        f"closure rate in horizon    : {s['closure_rate']:.2%}"
-        if "closure_rate" in s
-        else "closure rate: -",
-        f"AUC valid / out-of-time    : {g('valid', 'auc')} / {g('oot', 'auc')}",
-        f"KS / Brier out-of-time     : {g('oot', 'ks')} / {g('oot', 'brier')}",
+        f"=== {w.summary_title} ===",
+        row(w.rows, f"{rows:,}" if isinstance(rows, int) else "-"),
+        row(w.rate_long, f"{rate:.2%}" if isinstance(rate, float) else "-"),
+        row(f"AUC valid / {w.split}", f"{g('valid', 'auc')} / {g('oot', 'auc')}"),
+        row(f"KS / Brier {w.split}", f"{g('oot', 'ks')} / {g('oot', 'brier')}"),
     ]
     if "oracle" in s and "observable_auc" in s["oracle"]:
         o = s["oracle"]
@@ -344,7 +358,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             )
         lines.append(line)
     if "top_features" in s:
-        lines.append(f"top features (mean |SHAP|) : {', '.join(s['top_features'])}")
+        top = ", ".join(name(f) for f in s["top_features"])
+        lines.append(row("top features (mean |SHAP|)", top))
     lines += [
         f"outputs                    : {s['outputs']['raw']}, {s['outputs']['features']}, {s['outputs']['models']}",
         f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
