@@ -55,3 +55,19 @@ def test_never_drops_every_feature():
     y = rng.integers(0, 2, 500)
     s = screen(X, y, ["a", "b"], min_iv=10.0)
     assert len(s.kept) == 1
+
+
+def test_constant_and_all_missing_columns_are_named_and_always_left_out():
+    rng = np.random.default_rng(0)
+    n = 600
+    signal = rng.normal(size=n)
+    y = (signal + rng.normal(size=n) > 0).astype(int)
+    X = np.column_stack([signal, np.full(n, 5.0), np.full(n, np.nan), np.full(n, -1.0)])
+    names = ["signal", "const", "blank", "code"]
+    s = screen(X, y, names, categorical=["code"])
+    drop = s.dropped
+    assert drop["const"].startswith("constant: 5 in every training row")
+    assert drop["blank"].startswith("all missing")
+    assert drop["code"].startswith("all missing")  # only the missing code
+    assert s.use == ["signal"]  # left out even without features.select
+    assert screen(X[:, :1], y, ["signal"]).use == ["signal"]

@@ -12,6 +12,8 @@ measures, on the rows it is given (the training rows):
 * the largest absolute correlation with another feature, of their weight-of-evidence
   values (so categories and numbers compare alike).
 
+A column that is all missing, or holds one value in every training row, carries
+nothing: it is always left out, whatever ``select`` says, and named with its reason.
 The drop rules, applied in this order: IV below ``min_iv``; PSI above ``max_psi``;
 |correlation| above ``max_corr`` with a feature of higher IV that is kept. At least
 the feature of highest IV is always kept. :class:`Screening` lists what would be
@@ -37,6 +39,7 @@ class FeatureScreen:
     corr: float  # largest |correlation| with another feature (0 with one feature)
     corr_with: str | None
     drop: str = ""  # why it would be dropped ("" = kept)
+    empty: str = ""  # why it carries nothing (all missing, constant): always left out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class FeatureScreen:
             "corr": self.corr,
             "corr_with": self.corr_with,
             "drop": self.drop,
+            "empty": self.empty,
         }
 
 
@@ -58,7 +62,9 @@ class Screening:
     @property
     def use(self) -> list[str]:
         """The features to model with: the kept ones when selecting, else all."""
-        return self.kept if self.select else [f.name for f in self.features]
+        if self.select:
+            return self.kept
+        return [f.name for f in self.features if not f.empty] or self.kept
 
     @property
     def dropped(self) -> dict[str, str]:
@@ -131,7 +137,8 @@ def screen(
         raise ValueError(f"{X.shape[1]} columns but {len(names)} names")
     cat = set(categorical)
     woe = np.empty_like(X)
-    ivs = []
+    ivs: list[float] = []
+    empties: list[str] = []
     for j, name in enumerate(names):
         x = X[:, j].copy()
         if name in cat:
@@ -142,6 +149,7 @@ def screen(
         neg = np.bincount(idx, weights=1 - y, minlength=len(bins.woe))
         ivs.append(iv_from_counts(pos, neg) if pos.sum() and neg.sum() else 0.0)
         woe[:, j] = bins.transform(x)
+        empties.append(_emptiness(x))
     psis: list[float | None] = [None] * len(names)
     if time is not None:
         # PSI of a few hundred rows is mostly noise: about 1,000 rows a period at least
@@ -162,6 +170,7 @@ def screen(
                 psi=psis[j],
                 corr=float(abs(corr[j, k])) if k != j else 0.0,
                 corr_with=names[k] if k != j else None,
+                empty=empties[j],
             )
         )
     _apply_rules(rows, corr, min_iv, max_psi, max_corr)
@@ -169,11 +178,23 @@ def screen(
     return Screening(rows, rules, select)
 
 
+def _emptiness(x: np.ndarray) -> str:
+    """Why a column (missing values as NaN) carries nothing; "" when it carries something."""
+    seen = x[np.isfinite(x)]
+    if len(seen) == 0:
+        return "all missing in the training rows"
+    if len(seen) == len(x) and np.all(seen == seen[0]):
+        return f"constant: {seen[0]:g} in every training row"
+    return ""
+
+
 def _apply_rules(
     rows: list[FeatureScreen], corr: np.ndarray, min_iv: float, max_psi: float, max_corr: float
 ) -> None:
     for r in rows:
-        if r.iv < min_iv:
+        if r.empty:
+            r.drop = f"{r.empty}; left out whatever features.select says"
+        elif r.iv < min_iv:
             r.drop = f"information value {r.iv:.4f} < {min_iv:g}"
         elif r.psi is not None and r.psi > max_psi:
             r.drop = f"PSI across time {r.psi:.4f} > {max_psi:g}"
