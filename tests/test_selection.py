@@ -206,6 +206,9 @@ def test_forest_parameters_scale_and_carry_constraints():
     assert small["boosting"] == big["boosting"] == "rf"
     assert small["min_data_in_leaf"] == 5 < big["min_data_in_leaf"]
     assert small["num_threads"] == 1 and big["num_threads"] == 4  # the one-thread rule
+    # a tree draws 63.2% of the rows, at most FOREST_TREE_ROWS: its cost stops growing
+    assert small["bagging_fraction"] == 0.632
+    assert big["bagging_fraction"] * 1_000_000 == pytest.approx(selection.FOREST_TREE_ROWS)
     assert small["max_bin"] == 63 and small["deterministic"] is True
     assert "monotone_constraints" not in small  # an empty list constrains nothing
     mono = {**base, "monotone_constraints": [1, 0], "monotone_constraints_method": "intermediate"}

@@ -52,6 +52,7 @@ from pipeline.core.baselines import Scorecard
 ORDER = ("scorecard", "lightgbm", "forest", "blend")  # simplest first
 MEMBERS = ORDER[:-1]  # the blend's members, in this order
 FOREST_TREES = 300
+FOREST_TREE_ROWS = 50_000  # most rows one forest tree draws (its cost stops growing there)
 INNER_FOLDS = 3
 ONE_THREAD_ROWS = 10_000
 N_STARTS = 2  # trials run at fixed starting points before the search proper
@@ -443,17 +444,17 @@ def fit_lightgbm(
 def forest_params(n_rows: int, base_params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Fixed random-forest parameters for a fit on ``n_rows`` rows.
 
-    Each tree sees 63.2% of the rows (a bootstrap's share of distinct rows) and half
-    of the columns and grows up to 256 leaves; a leaf holds at least sqrt(rows)/4 rows
-    (5 on small tables), so leaves stay fine where rows are few and their estimates
-    steady where rows are many. Categories of up to 64 levels split one against the
+    Each tree sees 63.2% of the rows (a bootstrap's share of distinct rows), at most
+    :data:`FOREST_TREE_ROWS` of them, and half of the columns, and grows up to 256
+    leaves; a leaf holds at least sqrt(rows)/4 rows (5 on small tables), so leaves stay
+    fine where rows are few and their estimates steady where rows are many. Categories of up to 64 levels split one against the
     rest (many-against-many splits chase noise). The bin count, the determinism
     switches and any monotone constraints of ``base_params`` carry over.
     """
     out: dict[str, Any] = {
         "objective": "binary",
         "boosting": "rf",
-        "bagging_fraction": 0.632,
+        "bagging_fraction": min(0.632, FOREST_TREE_ROWS / max(int(n_rows), 1)),
         "bagging_freq": 1,
         "feature_fraction": 0.5,
         "num_leaves": 256,
