@@ -25,7 +25,8 @@ difference, not each candidate's own spread, says whether one is really behind.
 
 Each fitted model is a sum of log-odds terms (:meth:`FinalModel.terms`): a bias and
 weighted members, a member's term being a scorecard's linear score on its
-weight-of-evidence bins or a LightGBM booster's raw score.
+weight-of-evidence bins or a LightGBM booster's raw score (the sum of its trees, so a
+forest, which averages them, enters with weight 1 / trees).
 
 The search has a deterministic number of trials for the table's size (:func:`budget`)
 and a time limit that only stops it early on a machine slower than planned; when the
