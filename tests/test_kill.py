@@ -24,6 +24,7 @@ from pipeline.adapters.runstate import (
     process_start,
 )
 from pipeline.base.config import REPO_ROOT
+from pipeline.base.io import STAGING_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +120,11 @@ def test_runs_left_running_by_sigkill_are_failed_by_the_next_invocation(tmp_path
         time.sleep(0.1)
     cfg = compose_config(tmp_path, TINY, stage="generate")
     execute(cfg, [])
+    # whatever the dead process had staged or was publishing is settled
+    assert not any((tmp_path / STAGING_DIR).iterdir())
+    assert not (tmp_path / "models" / "model.txt").exists() or all(
+        (tmp_path / "models" / name).exists() for name in ("model.json", "evaluation.json")
+    )
     parents, nested = _runs_of(tmp_path, proc.pid)
     assert parents[0].info.status == "FAILED"
     assert "no longer exists" in parents[0].data.tags[ENDED_TAG]

@@ -137,6 +137,11 @@ def run_pipeline(
         )
         cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
         _log_config(tracker, resolved, cfg_path.name)
+        pending = [cfg_path]  # goes out with the invocation's first published outputs
+
+        def publish_config() -> None:
+            if pending:
+                write_text(resolved, pending.pop())
 
         def run_stage(stage: str) -> None:
             with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
@@ -148,10 +153,8 @@ def run_pipeline(
                         if k.split(".")[0] in _STAGE_KEYS.get(stage, ())
                     }
                 )
-                first = not results  # the config goes out with the first stage's outputs
-                with publishing(cfg, stage, also=("models_dir",) if first else ()):
-                    if first:
-                        write_text(resolved, cfg_path)
+                with publishing(cfg, stage, also=("models_dir",) if pending else ()):
+                    publish_config()
                     results[stage] = STAGES[stage](cfg, tracker)
                     interrupt.check()
             release_memory()
@@ -160,6 +163,7 @@ def run_pipeline(
             if stage != "report":
                 run_stage(stage)
         with publishing(cfg, "summary"):
+            publish_config()
             summary = summarize(cfg, results, tracker)
         if "train" in results:
             tracker.log_metrics(flatten_numbers(summary, "summary"))
