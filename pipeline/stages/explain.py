@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.adapters import catalog, distributed
@@ -46,6 +47,7 @@ from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
+from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.core.labels import Labels, labels_of
 from pipeline.core.report import Words, words
 from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say, stamped
@@ -76,8 +78,15 @@ class _Model:
         return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
 
 
-def _load_rows(cfg: Any, p: Paths, model: _Model) -> tuple[pd.DataFrame, str, Path]:
-    """The scored table and its id column, in either mode."""
+def _load_rows(
+    cfg: Any, p: Paths, model: _Model, batch: bool = False
+) -> tuple[pd.DataFrame, str, Path]:
+    """The scored table and its id column, in either mode.
+
+    ``batch`` (simulator mode): only the rows the batch reads, the out-of-time rows and
+    the training split's closures (for the learned cause weights); the whole file's
+    rules are still checked, on its key columns.
+    """
     if model.mode == "table":
         path = p.processed / "table_features.parquet"
         if not path.exists():
@@ -87,7 +96,13 @@ def _load_rows(cfg: Any, p: Paths, model: _Model) -> tuple[pd.DataFrame, str, Pa
         need = [id_col, "split", "label", *model.names]
     else:
         path = p.processed / "features.parquet"
-        df = load_feature_table(path)
+        if batch:
+            load_feature_table(path, ["split", "label"])
+            split = pc.field("split")
+            wanted = (split == "oot") | ((split == "train") & (pc.field("label") == 1))
+            df = read_table(path, FEATURE_TABLE_SCHEMA, filters=wanted).to_pandas()
+        else:
+            df = load_feature_table(path)
         id_col = "borrower_id"
         need = [id_col, "snapshot", "split", "label", "label_cause", *model.names]
     missing = [c for c in need if c not in df.columns]
@@ -169,7 +184,7 @@ def _shift(
 def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     p = Paths.of(cfg)
     model = _Model(p.models)
-    df, id_col, src = _load_rows(cfg, p, model)
+    df, id_col, src = _load_rows(cfg, p, model, batch=cfg.explain.borrower_id is None)
     threads = int(cfg.explain.n_jobs) or physical_cores()
     if cfg.explain.borrower_id is not None:
         return _borrower(cfg, p, model, df, id_col, src, threads, tracker)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed, model_registry
@@ -49,6 +50,7 @@ from pipeline.core import screening as screening_core
 from pipeline.core import selection as selection_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
+from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.core.metrics import binary_metrics
 from pipeline.core.selection import ORDER
 from pipeline.core.simulate import TRUTH_SCHEMAS
@@ -77,11 +79,16 @@ class TrainData:
     meta: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)  # summary key -> column
     oracle: pd.DataFrame | None = None
+    # simulator: ``frame`` holds the key columns only; each split's rows are read from
+    # ``source`` when the model is fitted, so the whole table is never in memory at once
+    by_split: bool = False
 
 
 def _simulator_data(cfg: Any, p: Paths) -> TrainData:
     feat_path = p.processed / "features.parquet"
-    df = load_feature_table(feat_path)
+    # the whole file's rules (split names, labels, unique keys) on its key columns only;
+    # the feature rows are read later, one split at a time (:func:`_split_rows`)
+    df = load_feature_table(feat_path, ["split", "label"])
     names = list(FEATURE_NAMES)
     oracle = None
     oracle_path = p.truth / "oracle.parquet"
@@ -102,6 +109,7 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
         source=feat_path,
         segments={"oot_by_regime": "regime", "oot_by_occupation": "occupation"},
         oracle=oracle,
+        by_split=True,
     )
 
 
@@ -387,26 +395,22 @@ def _fit(cfg: Config, data: TrainData, selected: str | None = None) -> Fitted:
     """
     m = cfg.model
     df, names = data.frame, data.names
-    splits = {s: df[df.split == s] for s in SPLITS}
     for s in ("train", "valid"):
-        if len(splits[s]) == 0 or splits[s].label.nunique() < 2:
+        labels = df.label[df.split == s]
+        if len(labels) == 0 or labels.nunique() < 2:
             raise DataError(
                 f"{data.source}: split '{s}' needs rows of both classes in column 'label'"
             )
     params = _params(cfg, data)
-    X = {s: g[names].to_numpy(dtype=np.float32) for s, g in splits.items()}
-    y = {s: g.label.to_numpy().astype(int) for s, g in splits.items()}
     n_rows = len(df)
-    if data.mode == "simulator":
-        # the matrices hold the features now: keep only the columns the evaluation and
-        # the rules baseline read, so the full frame and its split copies can go (at a
-        # million borrowers they are two more copies of a ~2 GB matrix)
-        needed = {*base_core.RULE_FEATURES, *data.segments.values()}
-        keep = [c for c in df.columns if c not in set(names) or c in needed]
-        splits = {s: g[keep] for s, g in splits.items()}
-        del df
+    if data.by_split:
+        X, y, splits = _split_rows(data)
         data.frame = pd.DataFrame()
-        release_memory()
+    else:
+        splits = {s: df[df.split == s] for s in SPLITS}
+        X = {s: g[names].to_numpy(dtype=np.float32) for s, g in splits.items()}
+        y = {s: g.label.to_numpy().astype(int) for s, g in splits.items()}
+    del df
 
     t0 = time.perf_counter()
     if selected is not None:
@@ -448,6 +452,45 @@ def _fit(cfg: Config, data: TrainData, selected: str | None = None) -> Fitted:
         n_bins,
         n_rows,
     )
+
+
+def _split_rows(
+    data: TrainData,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, pd.DataFrame]]:
+    """Per split: the feature matrix, the labels and the other columns still needed.
+
+    Each split is read on its own (a Parquet filter skips the other rows) and its
+    features go straight from Arrow into a float32 matrix, column by column; only the
+    columns the evaluation and the rules baseline read stay as a frame. At a million
+    borrowers this holds one split's rows at a time instead of the whole table and its
+    split copies (two more copies of a ~2 GB matrix).
+    """
+    names = data.names
+    needed = {*base_core.RULE_FEATURES, *data.segments.values()}
+    keep = [c for c in FEATURE_TABLE_SCHEMA.names if c not in set(names) or c in needed]
+    X: dict[str, np.ndarray] = {}
+    y: dict[str, np.ndarray] = {}
+    splits: dict[str, pd.DataFrame] = {}
+    for s in SPLITS:
+        rows = read_table(data.source, FEATURE_TABLE_SCHEMA, filters=pc.field("split") == s)
+        X[s] = feature_matrix(rows, names)
+        y[s] = rows.column("label").to_numpy().astype(int)
+        splits[s] = rows.select(keep).to_pandas()
+        del rows
+        release_memory()
+    return X, y, splits
+
+
+def feature_matrix(rows: pa.Table, names: list[str]) -> np.ndarray:
+    """``rows``' columns ``names`` as one float32 matrix, filled column by column.
+
+    Column-major, the layout LightGBM and NumPy take without a copy, and the one a
+    pandas frame of float32 columns hands out, so a model fitted on it is the same.
+    """
+    out = np.empty((rows.num_rows, len(names)), dtype=np.float32, order="F")
+    for j, name in enumerate(names):
+        out[:, j] = rows.column(name).to_numpy()  # nulls, if any, come out as NaN
+    return out
 
 
 def _selected_booster(
