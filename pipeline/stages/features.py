@@ -273,7 +273,11 @@ def build_features(
         )
     parts = [r[0] for r in results]
     statuses = [r[1] for r in results]
-    cols = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
+    del results
+    # column by column, each block's piece dropped once joined: the blocks and the
+    # joined table are never both whole in memory (two ~2 GB copies at a million borrowers)
+    cols = {k: np.concatenate([p_.pop(k) for p_ in parts]) for k in list(parts[0])}
+    del parts
     status = feat_core.BlockStatus(
         borrower_id=np.concatenate([s.borrower_id for s in statuses]),
         first_closed=np.concatenate([s.first_closed for s in statuses]),

@@ -489,7 +489,7 @@ def feature_matrix(rows: pa.Table, names: list[str]) -> np.ndarray:
     """
     out = np.empty((rows.num_rows, len(names)), dtype=np.float32, order="F")
     for j, name in enumerate(names):
-        out[:, j] = rows.column(name).to_numpy()  # nulls, if any, come out as NaN
+        out[:, j] = rows.column(name).to_numpy()
     return out
 
 

@@ -1,0 +1,122 @@
+"""Reading the feature table by split gives what filtering the whole table gives.
+
+The train stage reads one split at a time straight into float32 matrices, and the batch
+explanation reads only the rows it explains; both must hand on the very rows, values and
+order the whole-table path did, so the model and the reasons stay the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.adapters.catalog import load_feature_table
+from pipeline.base.io import DataError
+from pipeline.base.registry import FEATURE_NAMES
+from pipeline.core import baselines
+from pipeline.core import train as train_core
+from pipeline.core.features import FEATURE_TABLE_SCHEMA
+from pipeline.stages.explain import batch_rows
+from pipeline.stages.train import SPLITS, TrainData, _split_rows, feature_matrix
+
+
+def _table(path: Path, n: int = 3000, seed: int = 7, split: list[str] | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    snaps = rng.choice([12, 14, 22, 26, 28], size=n)
+    order = np.lexsort((np.arange(n), snaps))
+    snaps = snaps[order]
+    names = split or ["valid" if s == 22 else "oot" if s >= 26 else "train" for s in snaps.tolist()]
+    data: dict[str, pa.Array] = {
+        "borrower_id": pa.array(np.arange(n, dtype=np.int64)),
+        "snapshot": pa.array(snaps.astype(np.int16)),
+        "split": pa.array(names, pa.string()),
+        "label": pa.array((rng.random(n) < 0.2).astype(np.int8)),
+        "label_cause": pa.array(rng.choice(["none", "overdue"], size=n).tolist(), pa.string()),
+        "occupation": pa.array(rng.choice(["a", "b"], size=n).tolist(), pa.string()),
+    }
+    for j, name in enumerate(FEATURE_NAMES):
+        x = rng.normal(size=n).astype(np.float32) + j
+        x[rng.random(n) < 0.3] = -1.0  # repeated values, as the features' sentinels
+        data[name] = pa.array(x)
+    pq.write_table(pa.table(data, schema=FEATURE_TABLE_SCHEMA), path, row_group_size=700)
+    return path
+
+
+def _data(path: Path, frame: pd.DataFrame, by_split: bool) -> TrainData:
+    return TrainData(
+        mode="simulator",
+        frame=frame,
+        names=list(FEATURE_NAMES),
+        categorical=[],
+        woe_categorical=[],
+        monotone=None,
+        source=path,
+        segments={"oot_by_occupation": "occupation"},
+        by_split=by_split,
+    )
+
+
+def test_train_reads_each_split_as_the_whole_table_filtered(tmp_path):
+    path = _table(tmp_path / "features.parquet")
+    whole = load_feature_table(path)
+    names = list(FEATURE_NAMES)
+    X, y, splits = _split_rows(_data(path, load_feature_table(path, ["split", "label"]), True))
+    for s in SPLITS:
+        g = whole[whole.split == s]
+        want = g[names].to_numpy(dtype=np.float32)
+        assert X[s].dtype == np.float32 and X[s].flags["F_CONTIGUOUS"]
+        np.testing.assert_array_equal(X[s], want)
+        np.testing.assert_array_equal(y[s], g.label.to_numpy().astype(int))
+        for col in ("borrower_id", "snapshot", "split", "label", "occupation"):
+            assert splits[s][col].tolist() == g[col].tolist()
+        # the old path's columns: all but the features, less those the rules and segments read
+        needed = {*baselines.RULE_FEATURES, "occupation"}
+        assert list(splits[s].columns) == [
+            c for c in whole.columns if c not in names or c in needed
+        ]
+
+
+def test_a_model_fitted_on_the_split_matrices_is_the_same_model(tmp_path):
+    path = _table(tmp_path / "features.parquet", n=4000)
+    whole = load_feature_table(path)
+    names = list(FEATURE_NAMES)
+    X, y, _ = _split_rows(_data(path, load_feature_table(path, ["split", "label"]), True))
+    old = {s: whole[whole.split == s][names].to_numpy(dtype=np.float32) for s in SPLITS}
+    params = {"objective": "binary", "metric": "auc", "num_leaves": 7, "min_data_in_leaf": 20}
+    params.update(seed=1, deterministic=True, force_col_wise=True, num_threads=1, verbosity=-1)
+
+    def fit(m: dict[str, np.ndarray]) -> str:
+        res = train_core.fit(m["train"], y["train"], m["valid"], y["valid"], names, params, 20, 5)
+        return str(res.booster.model_to_string())
+
+    assert fit(X) == fit(old)
+
+
+def test_feature_matrix_is_column_major_float32():
+    rows = pa.table({"a": pa.array([1.5, 2.0, 3.0], pa.float32()), "b": [1.0, 2.0, 3.0]})
+    out = feature_matrix(rows, ["b", "a"])
+    assert out.dtype == np.float32 and out.flags["F_CONTIGUOUS"]
+    np.testing.assert_array_equal(out, np.array([[1, 1.5], [2, 2], [3, 3]], np.float32))
+
+
+def test_explain_batch_reads_the_out_of_time_rows_and_training_closures(tmp_path):
+    path = _table(tmp_path / "features.parquet")
+    whole = load_feature_table(path)
+    keep = (whole.split == "oot") | ((whole.split == "train") & (whole.label == 1))
+    want = whole[keep].reset_index(drop=True)
+    got = batch_rows(path)
+    pd.testing.assert_frame_equal(got, want)
+    assert (got.split == "valid").sum() == 0 and len(got) < len(whole)
+
+
+def test_explain_batch_still_checks_the_whole_file(tmp_path):
+    n = 50
+    bad = ["train"] * (n - 1) + ["holdout"]  # a row the filter would skip
+    path = _table(tmp_path / "features.parquet", n=n, split=bad)
+    with pytest.raises(DataError, match="split"):
+        batch_rows(path)
