@@ -171,6 +171,10 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
         part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
         assert 'class="missing"' in part, sid
     assert 'data-plot="roc"' in page  # train-stage plots are embedded
+    # the report names the selected candidate as the model and says why
+    chosen = summary["cv"]["selected"]["name"]
+    assert f"the model is the selected candidate, {chosen}: {summary['cv']['reason']}" in page
+    assert summary["model"]["kind"] == chosen
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

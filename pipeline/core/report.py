@@ -449,27 +449,45 @@ def _metric_tables(inp: Inputs) -> list[Table]:
     ev = inp.evaluation or inp.summary
     w = inp.words
     rows: list[Sequence[Cell]] = []
+    kind = str((ev.get("model") or {}).get("kind", "lightgbm"))
+    label = "LightGBM" if kind == "lightgbm" else f"model ({kind})"
     for split in ("valid", "oot"):
         if split in ev:
-            rows.append(["LightGBM", w.split_name(split), *_metric_cells(ev[split])])
+            rows.append([label, w.split_name(split), *_metric_cells(ev[split])])
         for name, b in sorted(ev.get("baselines", {}).items()):
             if split in b:
                 rows.append([str(name), w.split_name(split), *_metric_cells(b[split])])
     train = inp.summary.get("train") or inp.model.get("metrics", {}).get("train")
     if isinstance(train, dict):
-        rows.append(["LightGBM", "train", *_metric_cells(train)])
+        rows.append([label, "train", *_metric_cells(train)])
     head = ["model", "split", *(_metric_head(w, label) for _, label, _ in _METRICS)]
     tables = [Table(head, rows, caption="discrimination and calibration by split")]
     cv = ev.get("cv") or inp.summary.get("cv")
     if isinstance(cv, dict) and cv:
-        cv_rows: list[Sequence[Cell]] = [
-            (str(k), _num(v.get("auc_mean")), _num(v.get("auc_std")))
-            for k, v in sorted(cv.items())
-            if isinstance(v, dict)
-        ]
-        caption = f"cross-validation ({cv.get('scheme', '')})"
-        tables.append(Table(("model", "AUC mean", "AUC std"), cv_rows, caption=caption))
+        tables.append(_cv_table(cv))
     return tables
+
+
+def _cv_table(cv: Mapping[str, Any]) -> Table:
+    """Every candidate of the model selection, the selected one marked, and why."""
+    chosen = (cv.get("selected") or {}).get("name")
+    candidates = cv.get("candidates") or [
+        {"name": k, **v} for k, v in sorted(cv.items()) if isinstance(v, dict) and k != "selected"
+    ]
+    rows: list[Sequence[Cell]] = [
+        (
+            str(c.get("name")),
+            _num(c.get("auc_mean")),
+            _num(c.get("auc_std")),
+            _num(c.get("seconds")),
+            "selected" if c.get("name") == chosen else "",
+        )
+        for c in candidates
+    ]
+    caption = f"cross-validation ({cv.get('scheme', '')})"
+    if chosen:
+        caption += f"; the model is the selected candidate, {chosen}: {cv.get('reason', '')}"
+    return Table(("candidate", "AUC mean", "AUC std", "seconds", ""), rows, caption=caption)
 
 
 def _oracle_table(o: Any) -> dict[str, Any]:
