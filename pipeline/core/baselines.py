@@ -142,9 +142,12 @@ class Scorecard:
         return self
 
     def _woe(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack(
-            [b.transform(X[:, j]) for b, j in zip(self.bins_, self._cols, strict=True)]
-        )
+        # filled column by column: a list of columns stacked at the end would hold the
+        # matrix twice (at a million borrowers, over a gigabyte more at the peak)
+        out = np.empty((len(X), len(self.bins_)))
+        for k, (b, j) in enumerate(zip(self.bins_, self._cols, strict=True)):
+            out[:, k] = b.transform(X[:, j])
+        return out
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probability of the positive (bad) class."""
