@@ -30,6 +30,17 @@ register_configs()
 #: The German credit table shipped for the bring-your-own-table examples.
 GERMAN = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
 
+#: smaller than SMALL: enough rows for every stage, seconds per stage
+TINY = [
+    "data.n_borrowers=600",
+    "simulator.chunk_size=300",
+    "simulator.oracle_rows=200",
+    "simulator.oracle_futures=4",
+    "model.n_estimators=30",
+    "explain.plot_sample=200",
+]
+
+
 SMALL = [
     "data.n_borrowers=2000",
     "simulator.chunk_size=512",

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import compose_config
+from helpers import TINY, compose_config
 from mlflow.tracking import MlflowClient
 
 from pipeline.adapters.runlock import LOCK_NAME, RootBusy, hold_root, holder_record
@@ -22,16 +22,6 @@ from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, validate
 from pipeline.base.io import DataError
 from pipeline.stages.common import STAMP_KEY, check_stamp, model_stamp, stamped
-
-#: smaller than SMALL: enough rows for every stage, seconds per stage
-TINY = [
-    "data.n_borrowers=600",
-    "simulator.chunk_size=300",
-    "simulator.oracle_rows=200",
-    "simulator.oracle_futures=4",
-    "model.n_estimators=30",
-    "explain.plot_sample=200",
-]
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

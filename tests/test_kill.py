@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import compose_config
+from helpers import TINY, compose_config
 from mlflow.tracking import MlflowClient
 
 from pipeline.adapters.runlock import hold_root
@@ -27,15 +27,6 @@ from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import STAGING_DIR
 
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "data.n_borrowers=600",
-    "simulator.chunk_size=300",
-    "simulator.oracle_rows=200",
-    "simulator.oracle_futures=4",
-    "model.n_estimators=30",
-    "explain.plot_sample=200",
-]
 
 
 def _start_run(root: Path) -> subprocess.Popen[str]:

@@ -14,20 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import TINY
 
 from pipeline.base.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "Zq8-s3cret-Pw0rd"
-TINY = [
-    "data.n_borrowers=600",
-    "simulator.chunk_size=300",
-    "simulator.oracle_rows=200",
-    "simulator.oracle_futures=4",
-    "model.n_estimators=30",
-    "explain.plot_sample=200",
-]
 
 
 @pytest.fixture(scope="module")

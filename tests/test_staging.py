@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import TINY
 
 from pipeline.base import io
 from pipeline.base.config import REPO_ROOT
@@ -269,14 +270,6 @@ def test_recover_leaves_the_staging_of_a_live_process_alone(tmp_path):
 
 # --------------------------------------------------------------------------- a whole run
 
-TINY = [
-    "data.n_borrowers=600",
-    "simulator.chunk_size=300",
-    "simulator.oracle_rows=200",
-    "simulator.oracle_futures=4",
-    "model.n_estimators=30",
-    "explain.plot_sample=200",
-]
 #: outputs that differ between two identical runs by design: the page names its run and
 #: timings; SHAP draws its beeswarm and dependence plots with random jitter
 NOT_COMPARED = ("models/report.html", "models/plots/shap_beeswarm.png", "models/plots/dependence_")

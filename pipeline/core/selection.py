@@ -99,6 +99,14 @@ def budget(n_rows: int, tune_seconds: float = 0.0) -> Budget:
     return Budget(seconds=seconds, trials=trials, tune_rows=20_000)
 
 
+def _plan(n_rows: int, tune_seconds: float, trials: int) -> Budget:
+    """:func:`budget`, with its number of trials replaced when ``trials`` > 0."""
+    plan = budget(n_rows, tune_seconds)
+    if trials > 0:
+        plan = Budget(seconds=plan.seconds, trials=int(trials), tune_rows=plan.tune_rows)
+    return plan
+
+
 @dataclass(frozen=True)
 class Committee:
     """The mean of the members' standardised log-odds, as one sum of log-odds terms.
@@ -801,9 +809,7 @@ def select(
     """
     t_all = time.perf_counter()
     y = np.asarray(y).astype(int)
-    plan = budget(len(y), tune_seconds)
-    if trials > 0:
-        plan = Budget(seconds=plan.seconds, trials=int(trials), tune_rows=plan.tune_rows)
+    plan = _plan(len(y), tune_seconds, trials)
     setup = _setup(
         names,
         categorical,
@@ -945,9 +951,7 @@ def fit_selected(
     if name not in ORDER:
         raise ValueError(f"unknown candidate {name!r}; candidates: {', '.join(ORDER)}")
     y = np.asarray(y).astype(int)
-    plan = budget(len(y), tune_seconds)
-    if trials > 0:
-        plan = Budget(seconds=plan.seconds, trials=int(trials), tune_rows=plan.tune_rows)
+    plan = _plan(len(y), tune_seconds, trials)
     setup = _setup(
         names,
         categorical,
