@@ -149,10 +149,13 @@ class Scorecard:
             out[:, k] = b.transform(X[:, j])
         return out
 
+    def log_odds(self, X: np.ndarray) -> np.ndarray:
+        """The linear score: log-odds of the positive (bad) class."""
+        return np.asarray(self.intercept_ + self._woe(X) @ self.coef_, dtype=float)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probability of the positive (bad) class."""
-        z = self.intercept_ + self._woe(X) @ self.coef_
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-self.log_odds(X)))
 
     @property
     def factor(self) -> float:
@@ -164,8 +167,7 @@ class Scorecard:
 
     def points(self, X: np.ndarray) -> np.ndarray:
         """Total score: higher means lower risk (offset + factor * ln(good:bad odds))."""
-        z = self.intercept_ + self._woe(X) @ self.coef_
-        return self.offset - self.factor * z
+        return self.offset - self.factor * self.log_odds(X)
 
     def table(self) -> pd.DataFrame:
         """One row per feature and bin with its weight of evidence and points.

@@ -514,7 +514,7 @@ def raw_score(
     if isinstance(member, Scorecard):
         # the scorecard's score before its logistic link (its public methods give
         # probabilities or points, each a rounding step away from it)
-        return np.asarray(member.intercept_ + member._woe(X) @ member.coef_, dtype=float)
+        return member.log_odds(X)
     raw = member.predict(lgb_matrix(X, names, categorical), raw_score=True)
     return np.asarray(raw, dtype=float)
 

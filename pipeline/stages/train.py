@@ -526,7 +526,7 @@ def _selected_booster(
     bias, terms = final.terms()
     booster = compose_core.compile_terms(bias, terms, data.names, data.categorical)
     got = np.asarray(booster.predict(X, raw_score=True))
-    want = _logit(final.predict_proba(X))
+    want = final.log_odds(X)
     worst = float(np.max(np.abs(got - want))) if len(got) else 0.0
     if not worst <= 1e-6:  # the compiled model must be the selected one, row for row
         raise RuntimeError(
@@ -534,11 +534,6 @@ def _selected_booster(
             "log-odds on the training rows"
         )
     return booster
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
-    return np.log(p / (1 - p))
 
 
 def _monotone_check(cfg: Config, data: TrainData, fitted: Fitted) -> dict[str, Any]:
