@@ -18,6 +18,12 @@ from pipeline.base.io import DataError
 from pipeline.core.table import prepare, read_any
 
 GERMAN = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
+GERMAN_TABLE = (
+    "data=table",
+    f"data.path={GERMAN}",
+    "data.target=creditability",
+    "data.positive=bad",
+)
 
 
 def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -122,10 +128,7 @@ def test_table_mode_config_requires_path_and_target(make_cfg):
 def test_german_credit_end_to_end(make_cfg, tmp_path):
     """The worked example: train, evaluate and cross-validate on the shipped table."""
     cfg = make_cfg(
-        "data=table",
-        f"data.path={GERMAN}",
-        "data.target=creditability",
-        "data.positive=bad",
+        *GERMAN_TABLE,
         "model.cv_repeats=1",
         "stage=train",
     )
@@ -156,10 +159,7 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
 
     # the report of a table run: the same page, with the simulator-only parts named
     report_cfg = make_cfg(
-        "data=table",
-        f"data.path={GERMAN}",
-        "data.target=creditability",
-        "data.positive=bad",
+        *GERMAN_TABLE,
         "model.cv_repeats=1",
         "stage=report",
     )
@@ -241,10 +241,7 @@ def test_declared_monotone_columns_are_honoured_and_checked(make_cfg, tmp_path):
     """data.monotone={column: direction} in the table's own names: the model keeps the
     direction on a grid of every validation row, and model.json records it."""
     cfg = make_cfg(
-        "data=table",
-        f"data.path={GERMAN}",
-        "data.target=creditability",
-        "data.positive=bad",
+        *GERMAN_TABLE,
         "model.cv_repeats=1",
         "data.monotone={duration_in_month:1,age_in_years:-1}",
         "stage=train",
@@ -269,10 +266,7 @@ def test_declared_monotone_columns_are_honoured_and_checked(make_cfg, tmp_path):
 )
 def test_declared_monotone_refuses_what_cannot_be_ordered(make_cfg, declared, message):
     cfg = make_cfg(
-        "data=table",
-        f"data.path={GERMAN}",
-        "data.target=creditability",
-        "data.positive=bad",
+        *GERMAN_TABLE,
         "model.cv_repeats=0",
         f"data.monotone={declared}",
         "stage=train",
