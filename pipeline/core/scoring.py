@@ -271,11 +271,7 @@ def refuse_flagged(df: pd.DataFrame, guards: FeatureGuards, path: Path, ids: np.
                 f"column '{col}' {what[kind]} in {int(mask.sum())} row(s) "
                 f"(e.g. {x[i]:g} for id {rid!r}; rule: {rule})"
             )
-    if lines:
-        raise DataError(
-            f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "
-            "without it they are scored and flagged)"
-        )
+    _refuse_rows(path, lines)
 
 
 # ---- a table model's own raw table: the saved encoding applied ------------------------
@@ -366,11 +362,7 @@ def refuse_findings(df: pd.DataFrame, rows: RawRows, path: Path, id_col: str) ->
             f"column '{f.column}' {what[f.kind]} in {int(f.mask.sum())} row(s) "
             f"(e.g. {value!r} for id {rid!r}; rule: {f.rule})"
         )
-    if lines:
-        raise DataError(
-            f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "
-            "without it they are scored and flagged)"
-        )
+    _refuse_rows(path, lines)
 
 
 def read_feature_file(
@@ -462,3 +454,12 @@ def score_frame(
     table["advice_p_after"] = adv_p
     table["advice_achieved"] = adv_ok
     return table
+
+
+def _refuse_rows(path: Path, lines: list[str]) -> None:
+    """Refuse the scoring input when any guard found rows (``lines``: one per finding)."""
+    if lines:
+        raise DataError(
+            f"{path}: " + "; ".join(lines) + " (score.strict=true refuses such rows; "
+            "without it they are scored and flagged)"
+        )
