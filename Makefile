@@ -78,11 +78,13 @@ mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL
 	bash .ci/install-postgres
 	$(BIN)/python -m pipeline.tools.server --port $(SERVER_PORT) --pg-port $(PG_PORT)
 
-test: $(STAMP) ## Run the whole test suite (slow tests included)
-	$(BIN)/python -m pytest -q
+# the suite runs in TEST_WORKERS processes (pytest-xdist), each test file kept in one
+TEST_WORKERS ?= 2
+test: $(STAMP) ## Run the whole test suite (slow tests included), TEST_WORKERS files at a time
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## Run the tests without the slow ones
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP) ## Ruff (lint and format check), mypy, and the layering contract of pipeline/
 	$(BIN)/ruff check pipeline tests

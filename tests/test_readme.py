@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SMALL
+from helpers import TINY
 
 from pipeline.base.config import REPO_ROOT
 
@@ -55,7 +55,9 @@ def _elsewhere(cmd: str) -> str | None:
 def _argv(cmd: str, root: Path) -> list[str]:
     """The example as an argv, with the small world, the root and a local store added."""
     extra = [
-        *SMALL,
+        *TINY,
+        "explain.world_rows=20",
+        "explain.world_futures=8",
         f"paths.root={root}",
         f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         f"tracking.artifact_root={root / 'mlartifacts'}",
