@@ -18,3 +18,29 @@ def make_cfg(tmp_path: Path) -> Callable[..., Any]:
         return compose_config(root or tmp_path, [*(SMALL if small else []), *overrides])
 
     return _make
+
+
+#: the longest test files (about a minute or more each), started first when the suite
+#: runs in several processes, so that no process is left alone with one of them at the end
+LONGEST_FIRST = ("test_readme.py", "test_bench.py", "test_distributed.py", "test_tracking.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the files: the longest ones, then those with slow tests, then the rest.
+
+    Tests keep their order within a file; with ``--dist loadfile`` each file runs in
+    one process, handed out in this order.
+    """
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        return (1, 0) if slow_files.get(name) else (2, 0)
+
+    slow_files: dict[str, bool] = {}
+    for item in items:
+        slow_files[item.path.name] = slow_files.get(item.path.name, False) or (
+            item.get_closest_marker("slow") is not None
+        )
+    items[:] = sorted(items, key=rank)  # stable: file and test order kept within a rank

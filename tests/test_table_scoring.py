@@ -7,6 +7,8 @@ missing values in a category and in a number.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -206,8 +208,19 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("table_serving")
     src = root / "loans.csv"
     _awkward(pd.read_csv(GERMAN)).to_csv(src, sep=";", index=False)
-    execute(_cfg(root, src, "tracking.enabled=true", stage="train"), [])
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        execute(_cfg(root, src, "tracking.enabled=true", stage="train"), [])
+    (root / "train_console.txt").write_text(console.getvalue(), encoding="utf-8")
     return root, src
+
+
+def test_the_registry_speaks_of_the_hold_out(served):
+    root, _ = served
+    text = (root / "train_console.txt").read_text(encoding="utf-8")
+    line = next(ln for ln in text.splitlines() if ln.startswith("registry:"))
+    assert "(hold-out AUC " in line and "is the first 'champion'" in line
+    assert "out-of-time" not in line
 
 
 def _pyfunc(root: Path):

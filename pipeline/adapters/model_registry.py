@@ -120,8 +120,12 @@ def promote_champion(
     oot_auc: float,
     run_id: str | None = None,
     rescore: Callable[[Any, list[str]], float | None] | None = None,
+    split: str = "out-of-time",
 ) -> dict[str, Any]:
     """Point ``alias`` at a run's model version if its out-of-time AUC beats the holder's.
+
+    ``split`` names the evaluation rows in the messages: a table run's are its
+    "hold-out" unless they are split off by time.
 
     The run is ``run_id``, or the tracker's current run. Both models are judged on the
     same rows: ``rescore(booster, feature_names)`` scores the holder on the challenger's
@@ -146,7 +150,9 @@ def promote_champion(
     }
     champ_auc = None
     if current is not None:
-        champ_auc, info["compared_on"] = _holder_auc(tracker, name, alias, current, run_id, rescore)
+        champ_auc, info["compared_on"] = _holder_auc(
+            tracker, name, alias, current, run_id, rescore, split
+        )
         info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
     promote = current is None or champ_auc is None or oot_auc > champ_auc
     if promote:
@@ -155,13 +161,13 @@ def promote_champion(
     info["champion_version"] = int((mine if promote or current is None else current).version)
     if current is None:
         info["message"] = (
-            f"registry: {name} v{mine.version} (out-of-time AUC {oot_auc:.4f}) is the first '{alias}'"
+            f"registry: {name} v{mine.version} ({split} AUC {oot_auc:.4f}) is the first '{alias}'"
         )
     else:
         verdict = "moves to it" if promote else "stays"
         prev = f"{champ_auc:.4f}" if champ_auc is not None else "not comparable"
         info["message"] = (
-            f"registry: {name} v{mine.version} out-of-time AUC {oot_auc:.4f} vs '{alias}' "
+            f"registry: {name} v{mine.version} {split} AUC {oot_auc:.4f} vs '{alias}' "
             f"v{current.version} {prev} ({info['compared_on']}) -> '{alias}' {verdict}"
         )
     return info
@@ -174,6 +180,7 @@ def _holder_auc(
     current: Any,
     run_id: str | None,
     rescore: Callable[[Any, list[str]], float | None] | None,
+    split: str = "out-of-time",
 ) -> tuple[float | None, str]:
     """The alias holder's AUC to compare with, and on what it was measured."""
     client = tracker.client
@@ -181,7 +188,7 @@ def _holder_auc(
         booster = mlflow.lightgbm.load_model(f"models:/{name}/{current.version}")
         auc = rescore(booster, list(booster.feature_name()))
         if auc is not None:
-            return float(auc), "both scored on this run's out-of-time rows"
+            return float(auc), f"both scored on this run's {split} rows"
     if not current.run_id:
         return None, "holder has no run"
     holder = _retry(lambda: client.get_run(current.run_id))

@@ -750,6 +750,7 @@ def _register(
             str(cfg.model.champion_alias),
             metrics["oot"]["auc"],
             rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
+            split=report_core.words({"mode": data.mode, **data.meta}).split,
         )
         say(part["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
