@@ -111,3 +111,42 @@ def test_training_on_dask_matches_local(make_cfg, tmp_path, monkeypatch):
     oot = table[table.split == "oot"]
     exact = roc_auc_score(oot.label, booster.predict(oot[meta["feature_names"]].to_numpy()))
     assert abs(exact - res.metrics["oot"]["auc"]) <= res.metrics["oot"]["auc_error_bound"] + 1e-9
+
+
+def test_features_and_label_reach_lightgbm_in_the_same_partitions(tmp_path):
+    """Dask cuts a Parquet query into partitions by the bytes of the columns it reads;
+    lazily, the features and the label alone were cut differently, and LightGBM's Dask
+    estimator, pairing them partition by partition, failed on a 3,000,000-borrower table.
+    A small partition size makes this table behave like that one."""
+    import dask
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    rng = np.random.default_rng(0)
+    n, names = 24_000, [f"f{i}" for i in range(30)]
+    df = pd.DataFrame(rng.normal(size=(n, len(names))).astype("float32"), columns=names)
+    df["label"] = (df.f0 + rng.normal(size=n) > 0).astype("int8")
+    df["split"] = np.where(np.arange(n) % 5 == 0, "valid", "train")
+    path = tmp_path / "features.parquet"  # 24 pieces, as a big file's row groups are read
+    path.mkdir()
+    for i in range(24):
+        df.iloc[i * 1_000 : (i + 1) * 1_000].to_parquet(path / f"part-{i:02d}.parquet")
+    params = {"objective": "binary", "learning_rate": 0.1, "num_leaves": 7, "verbosity": -1}
+    with dask.config.set({"dataframe.parquet.minimum-partition-size": "1MB"}):
+        lazy = distributed.split_frame(path, names, "train")
+        assert lazy[names].optimize().npartitions != lazy["label"].optimize().npartitions
+        with (
+            LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            frame = distributed.training_frame(client, path, names, "train", 2)
+            X, y = frame[names], frame["label"]
+            assert X.npartitions == y.npartitions
+            assert X.map_partitions(len).compute().tolist() == (
+                y.map_partitions(len).compute().tolist()
+            )
+            assert list(X.dtypes.unique()) == [np.dtype("float32")] and y.dtype == "int32"
+            fit = distributed.fit_on_cluster(client, path, names, params, 5, patience=3)
+    assert fit.rounds == 5 and len(fit.valid_y) == int((df.split == "valid").sum())
