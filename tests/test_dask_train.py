@@ -141,8 +141,7 @@ def test_features_and_label_reach_lightgbm_in_the_same_partitions(tmp_path):
             ) as cluster,
             Client(cluster) as client,
         ):
-            frame = distributed.training_frame(client, path, names, "train", 2)
-            X, y = frame[names], frame["label"]
+            X, y = distributed.training_parts(path, names, "train", 2)
             assert X.npartitions == y.npartitions
             assert X.map_partitions(len).compute().tolist() == (
                 y.map_partitions(len).compute().tolist()

@@ -183,25 +183,29 @@ def split_frame(path: Path, names: list[str], split: str, min_partitions: int = 
     return df
 
 
-def training_frame(
-    client: Any, path: Path, names: list[str], split: str, min_partitions: int
-) -> Any:
-    """One split as features (float32) and ``label`` (int32), held in the workers' memory.
+def training_parts(
+    path: Path, names: list[str], split: str, min_partitions: int
+) -> tuple[Any, Any]:
+    """One split as features (float32) and ``label`` (int32): two Dask collections cut
+    into the same partitions, each pair made by one read of the Parquet file.
 
     LightGBM's Dask estimator pairs the partitions of the features with those of the
-    label one by one. Read lazily, the two would be two queries on the Parquet file,
-    and Dask fuses small row groups into a partition by the bytes of the columns a
-    query reads: the features and the label alone would be cut into different numbers
-    of partitions (11 and 5 of the 22 row groups of a 3,000,000-borrower table).
-    Materialising the one frame first makes both selections share its partitions.
+    label one by one. Selected lazily from one query, the two would be two queries, and
+    Dask fuses small row groups into a partition by the bytes of the columns a query
+    reads: the features and the label would be cut into different numbers of
+    partitions (11 and 5 of the 22 row groups of a 3,000,000-borrower table). Here both
+    are taken from the same delayed partitions of the one query.
     """
-    from distributed import wait  # optional dependency, only for engine=dask
+    import dask.dataframe as dd  # optional dependency, only for engine=dask
+    from dask import delayed  # optional dependency, only for engine=dask
 
     frame = split_frame(path, names, split, min_partitions)
     frame = frame.astype({**{n: "float32" for n in names}, "label": "int32"})
-    frame = client.persist(frame)
-    wait(frame)
-    return frame
+    parts = frame.to_delayed()
+    meta = frame._meta
+    X = dd.from_delayed([delayed(operator.getitem)(p, names) for p in parts], meta=meta[names])
+    y = dd.from_delayed([delayed(operator.getitem)(p, "label") for p in parts], meta=meta["label"])
+    return X, y
 
 
 def _n_workers(client: Any) -> int:
@@ -298,13 +302,12 @@ def fit_on_cluster(
     kwargs = {_SKLEARN_NAMES.get(k, k): v for k, v in params.items() if k != "num_threads"}
     n_parts = 2 * _n_workers(client)
     t0 = time.perf_counter()
-    train = training_frame(client, path, names, "train", n_parts)
+    X, y = training_parts(path, names, "train", n_parts)
     model = lgb.DaskLGBMClassifier(client=client, n_estimators=int(n_estimators), **kwargs)
     with warnings.catch_warnings():
         # the estimator's own n_jobs default: threads come from each worker's thread count
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-        model.fit(train[names], train["label"])
-    del train  # the training rows leave the workers' memory
+        model.fit(X, y)
     booster = model.booster_
     model_str = client.scatter(booster.model_to_string(), broadcast=True)
     valid = split_frame(path, names, "valid", n_parts)
