@@ -120,3 +120,38 @@ def test_explain_batch_still_checks_the_whole_file(tmp_path):
     path = _table(tmp_path / "features.parquet", n=n, split=bad)
     with pytest.raises(DataError, match="split"):
         batch_rows(path)
+
+
+def test_explain_batch_reads_only_the_sample_it_explains(tmp_path):
+    # borrowers with several snapshots, the file in borrower order: the sample must be
+    # the rows DataFrame.sample draws from the whole split, in the order explain uses
+    n = 4000
+    rng = np.random.default_rng(3)
+    snaps = np.tile(np.array([12, 22, 26, 28], np.int16), n // 4)
+    data: dict[str, pa.Array] = {
+        "borrower_id": pa.array(np.arange(n, dtype=np.int64) // 4),
+        "snapshot": pa.array(snaps),
+        "split": pa.array(["train", "valid", "oot", "oot"] * (n // 4), pa.string()),
+        "label": pa.array((rng.random(n) < 0.3).astype(np.int8)),
+        "label_cause": pa.array(rng.choice(["none", "overdue"], size=n).tolist(), pa.string()),
+        "occupation": pa.array(rng.choice(["a", "b"], size=n).tolist(), pa.string()),
+    }
+    for j, name in enumerate(FEATURE_NAMES):
+        data[name] = pa.array(rng.normal(size=n).astype(np.float32) + j)
+    path = tmp_path / "features.parquet"
+    pq.write_table(pa.table(data, schema=FEATURE_TABLE_SCHEMA), path, row_group_size=500)
+
+    whole = load_feature_table(path)
+    oot = whole[whole.split == "oot"].sample(n=300, random_state=11)
+    oot = oot.sort_values(["snapshot", "borrower_id"]).reset_index(drop=True)
+    closed = whole[(whole.split == "train") & (whole.label == 1)]
+    closed = closed.sample(n=40, random_state=11).reset_index(drop=True)
+    got = batch_rows(path, max_rows=300, learn_rows=40, seed=11)
+    pd.testing.assert_frame_equal(got[got.split == "oot"].reset_index(drop=True), oot)
+    pd.testing.assert_frame_equal(got[got.split == "train"].reset_index(drop=True), closed)
+    assert len(got) == 340
+    # only one of the two sampled: the other comes whole, in the file's order
+    got = batch_rows(path, max_rows=300, learn_rows=10_000, seed=11)
+    want = whole[(whole.split == "train") & (whole.label == 1)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[got.split == "train"].reset_index(drop=True), want)
+    pd.testing.assert_frame_equal(got[got.split == "oot"].reset_index(drop=True), oot)

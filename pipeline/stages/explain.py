@@ -96,7 +96,12 @@ def _load_rows(
         need = [id_col, "split", "label", *model.names]
     else:
         path = p.processed / "features.parquet"
-        df = batch_rows(path) if batch else load_feature_table(path)
+        e = cfg.explain
+        df = (
+            batch_rows(path, int(e.max_rows), int(e.learn_rows), int(cfg.data.seed))
+            if batch
+            else load_feature_table(path)
+        )
         id_col = "borrower_id"
         need = [id_col, "snapshot", "split", "label", "label_cause", *model.names]
     missing = [c for c in need if c not in df.columns]
@@ -105,18 +110,54 @@ def _load_rows(
     return df, id_col, path
 
 
-def batch_rows(path: Path) -> pd.DataFrame:
-    """The rows of the feature table the batch explanation reads, in the file's order:
-    the out-of-time rows and the training split's closures (for the learned weights).
+def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0) -> pd.DataFrame:
+    """The rows of the feature table the batch explanation reads: the out-of-time rows
+    and the training split's closures (for the learned weights).
 
     The whole file's rules (split names, labels, unique keys) are checked on its key
     columns; the other rows are skipped by a Parquet filter, so at a million borrowers
-    the ~7 million training and validation rows never reach memory.
+    the ~7 million training and validation rows never reach memory. With ``max_rows``
+    (``learn_rows``) > 0 and more out-of-time rows (closures) than that, only the
+    sample the explanation uses is read, drawn as ``DataFrame.sample(n, random_state=
+    seed)`` draws it from all of them: the sampled out-of-time rows come sorted by
+    snapshot and borrower, the closures in the order drawn, as :func:`_rows_to_explain`
+    and :func:`_cause_weights` would have them. Otherwise the rows come in the file's
+    order, out-of-time rows and closures interleaved.
     """
-    load_feature_table(path, ["split", "label"])
+    keys = load_feature_table(path, ["split", "label"])
     split = pc.field("split")
-    wanted = (split == "oot") | ((split == "train") & (pc.field("label") == 1))
-    return read_table(path, FEATURE_TABLE_SCHEMA, filters=wanted).to_pandas()
+    oot = keys.split.to_numpy() == "oot"
+    closed = (keys.split.to_numpy() == "train") & (keys.label.to_numpy() == 1)
+    n_oot, n_closed = int(oot.sum()), int(closed.sum())
+    if not (0 < max_rows < n_oot or 0 < learn_rows < n_closed):
+        wanted = (split == "oot") | ((split == "train") & (pc.field("label") == 1))
+        return read_table(path, FEATURE_TABLE_SCHEMA, filters=wanted).to_pandas()
+    pick_oot = _draw(np.flatnonzero(oot), max_rows, seed)
+    pick_closed = _draw(np.flatnonzero(closed), learn_rows, seed)
+    pairs = keys[["borrower_id", "snapshot"]].to_numpy()
+    del keys, oot, closed
+    want_oot, want_closed = pairs[pick_oot], pairs[pick_closed]
+    ids = np.unique(np.concatenate([want_oot[:, 0], want_closed[:, 0]]))
+    rows = read_table(
+        path,
+        FEATURE_TABLE_SCHEMA,
+        filters=pc.field("borrower_id").isin(pa.array(ids, pa.int64()))
+        & ((split == "oot") | ((split == "train") & (pc.field("label") == 1))),
+    ).to_pandas()
+    by_key = pd.MultiIndex.from_arrays([rows.borrower_id.to_numpy(), rows.snapshot.to_numpy()])
+    first = rows.iloc[by_key.get_indexer(pd.MultiIndex.from_arrays(want_oot.T))]
+    if 0 < max_rows < n_oot:
+        first = first.sort_values(["snapshot", "borrower_id"])
+    second = rows.iloc[by_key.get_indexer(pd.MultiIndex.from_arrays(want_closed.T))]
+    return pd.concat([first, second], ignore_index=True)
+
+
+def _draw(positions: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``positions`` sampled as ``DataFrame.sample(n, random_state=seed)`` samples rows
+    (all of them, in order, when there are at most ``n`` or ``n`` is 0)."""
+    if n <= 0 or len(positions) <= n:
+        return positions
+    return positions[np.random.RandomState(seed).choice(len(positions), size=n, replace=False)]
 
 
 # ---- feature -> cause weights -------------------------------------------------------
