@@ -57,6 +57,21 @@ def test_outcomes_window_revenue_overdue_exposure_platform():
     assert list(core.outcomes(late, am, ev, horizon=3).months_observed) == [1, 1, 1, 1]
 
 
+def test_outcomes_need_only_the_months_from_the_first_snapshot_on():
+    rows, am, ev = _world()
+    whole = core.outcomes(rows, am, ev, horizon=2)
+    later = core.outcomes(rows, am[am.month >= 2], ev[ev.month >= 2], horizon=2, first_month=2)
+    pd.testing.assert_frame_equal(later, whole)
+    # a borrower with no month left in the window stays known through its closure event
+    gone = am[~((am.borrower_id == 2) & (am.month >= 2))]
+    pd.testing.assert_frame_equal(
+        core.outcomes(rows, gone[gone.month >= 2], ev[ev.month >= 2], 2, first_month=2),
+        core.outcomes(rows, gone, ev, 2),
+    )
+    with pytest.raises(ValueError, match="first month"):
+        core.outcomes(rows, am[am.month >= 3], ev, horizon=2, first_month=3)
+
+
 def test_actions_and_money_follow_the_stated_assumptions():
     rows, am, ev = _world()
     frame = pd.concat([rows, core.outcomes(rows, am, ev, 2)], axis=1)
@@ -169,6 +184,20 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     assert "close.t0.1.good_hit" in metrics and "tiered.t0.1.revenue" in metrics
     arts = [a.path for a in client.list_artifacts(children[0].info.run_id, "policy")]
     assert "policy/frontier.png" in arts
+
+    # scored block by block, the rows are those of the whole split, in the file's order
+    from pipeline.adapters.catalog import load_feature_table, load_scoring_model
+    from pipeline.stages.policy import scored_rows
+
+    model = load_scoring_model(tmp_path / "models")
+    feat = tmp_path / "data" / "processed" / "features.parquet"
+    whole = load_feature_table(feat, split="oot")
+    got = scored_rows(feat, model, block_rows=97)
+    assert len(got) == len(whole) == summary["rows"]
+    for col in ("borrower_id", "snapshot", "occupation", "line", "tenure"):
+        np.testing.assert_array_equal(got[col].to_numpy(), whole[col].to_numpy())
+    want = model.prob(whole[model.names].to_numpy(dtype=np.float32))
+    np.testing.assert_array_equal(got.probability.to_numpy(), want)
 
 
 def test_policy_config_is_validated(make_cfg):

@@ -152,15 +152,17 @@ class Catalog:
 
 
 def load_feature_table(
-    path: Path, columns: list[str] | None = None, split: str | None = None
+    path: Path, columns: list[str] | None = None, split: str | None = None, where: Any = None
 ) -> pd.DataFrame:
-    """The feature table, validated; optionally only ``columns`` and one ``split``.
+    """The feature table, validated; optionally only ``columns``, one ``split`` and the
+    rows matching ``where`` (a pyarrow expression).
 
     Reading one split uses a Parquet filter, so the other rows never reach memory.
     """
-    filters = None
+    filters = where
     if split is not None:
-        filters = pc.field("split") == split
+        on_split = pc.field("split") == split
+        filters = on_split if filters is None else filters & on_split
         if columns is not None and "split" not in columns:
             columns = [*columns, "split"]
     if columns is not None:

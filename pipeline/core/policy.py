@@ -60,17 +60,33 @@ def outcomes(
     account_months: pd.DataFrame,
     events: pd.DataFrame,
     horizon: int,
+    first_month: int = 0,
 ) -> pd.DataFrame:
     """Per row (``borrower_id``, ``snapshot``): revenue, overdue, exposure, platform closure.
 
     ``account_months`` needs borrower_id, month, balance, interest_paid, dpd;
-    ``events`` needs borrower_id, month, event, cause.
+    ``events`` needs borrower_id, month, event, cause. Only months from each row's
+    snapshot on are read, so both may hold only the months from ``first_month`` on
+    (at most the earliest snapshot): the result is the same, and the per-borrower
+    month arrays span only those months.
     """
-    ids = np.unique(account_months.borrower_id.to_numpy())
+    snaps = rows.snapshot.to_numpy().astype(np.int64)
+    if len(snaps) and int(snaps.min()) < first_month:
+        raise ValueError(
+            f"outcomes: a row's snapshot ({int(snaps.min())}) precedes the first month "
+            f"of the account months given ({first_month})"
+        )
+    is_close = events.event.to_numpy() == "closure"
+    # a borrower whose months before first_month were left out is still known
+    ids = np.unique(
+        np.concatenate(
+            [account_months.borrower_id.to_numpy(), events.borrower_id.to_numpy()[is_close]]
+        )
+    )
     n_months = int(account_months.month.max()) + 1
-    shape = (len(ids), n_months)
+    shape = (len(ids), n_months - first_month)
     ai = np.searchsorted(ids, account_months.borrower_id.to_numpy())
-    am_m = account_months.month.to_numpy().astype(np.int64)
+    am_m = account_months.month.to_numpy().astype(np.int64) - first_month
     dense = {}
     for col in ("balance", "interest_paid", "dpd"):
         a = np.zeros(shape)
@@ -78,10 +94,10 @@ def outcomes(
         dense[col] = a
     od_close = np.zeros(shape, dtype=bool)
     closed = np.zeros(shape, dtype=bool)
-    is_close = events.event.to_numpy() == "closure"
-    ev = events[is_close & np.isin(events.borrower_id.to_numpy(), ids)]
+    month = events.month.to_numpy()
+    ev = events[is_close & (month >= first_month) & (month < n_months)]
     ei = np.searchsorted(ids, ev.borrower_id.to_numpy())
-    em = ev.month.to_numpy().astype(np.int64)
+    em = ev.month.to_numpy().astype(np.int64) - first_month
     closed[ei, em] = True
     od = ev.cause.to_numpy() == "overdue"
     od_close[ei[od], em[od]] = True
@@ -91,18 +107,18 @@ def outcomes(
     r = np.searchsorted(ids, bid)
     r = np.clip(r, 0, len(ids) - 1)
     known = ids[r] == bid
-    snap = rows.snapshot.to_numpy().astype(np.int64)
+    snap = snaps
     offs = np.arange(1, horizon + 1)
     months = snap[:, None] + offs[None, :]
     inside = months < n_months
-    mm = np.minimum(months, n_months - 1)
+    mm = np.minimum(months, n_months - 1) - first_month
     rr = r[:, None]
     revenue = np.where(inside, dense["interest_paid"][rr, mm], 0.0).sum(axis=1)
     od_win = np.where(inside, overdue_m[rr, mm], False)
     overdue = od_win.any(axis=1)
     first = np.argmax(od_win, axis=1)
     bal_first = dense["balance"][r, mm[np.arange(len(r)), first]]
-    bal0 = dense["balance"][r, np.minimum(snap, n_months - 1)]
+    bal0 = dense["balance"][r, np.minimum(snap, n_months - 1) - first_month]
     # an overdue closure may come with a zero balance row: keep the larger known balance
     ead = np.where(overdue, np.maximum(bal_first, 0.0), 0.0)
     ead = np.where(overdue & (ead == 0), bal0, ead)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
@@ -23,6 +24,38 @@ from pipeline.core import policy as core
 from pipeline.stages.common import Paths, model_stamp, say, stamped
 from pipeline.stages.features import read_raw
 from pipeline.stages.score import load_scoring_model, raw_months
+
+#: out-of-time rows read and scored at a time (their features are dropped once scored)
+BLOCK_ROWS = 500_000
+
+
+def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
+    """The out-of-time rows of the feature table, in the file's order, with what the
+    comparison uses: keys, occupation, line, tenure and the model's probability.
+
+    The rows are read and scored in blocks of borrowers of about ``block_rows`` rows,
+    so that the model's features of all of them are never held at once.
+    """
+    keys = load_feature_table(path, [], split="oot")[["borrower_id", "snapshot"]]
+    keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
+    if len(keys) == 0:
+        return pd.DataFrame({c: [] for c in keep})
+    need = list(dict.fromkeys(["occupation", "line", "tenure", *model.names]))
+    ids = np.sort(keys.borrower_id.to_numpy())
+    cuts = np.unique(ids[:: max(int(block_rows), 1)])
+    bounds = [*cuts.tolist(), int(ids[-1]) + 1]
+    parts = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        block = pc.field("borrower_id") >= lo
+        block = block & (pc.field("borrower_id") < hi)
+        rows = load_feature_table(path, need, split="oot", where=block)
+        rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
+        parts.append(rows[keep])
+    rows = pd.concat(parts, ignore_index=True)
+    # back in the file's order
+    at = pd.MultiIndex.from_arrays([rows.borrower_id.to_numpy(), rows.snapshot.to_numpy()])
+    order = at.get_indexer(pd.MultiIndex.from_arrays([keys.borrower_id, keys.snapshot]))
+    return rows.iloc[order].reset_index(drop=True)
 
 
 def policy(
@@ -40,29 +73,31 @@ def policy(
     if model.mode != "simulator":
         raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
     feat_path = p.processed / "features.parquet"
-    # the out-of-time rows only, and only what the comparison uses
-    need = ["occupation", "line", "tenure", *model.names]
-    rows = load_feature_table(feat_path, list(dict.fromkeys(need)), split="oot")
+    rows = scored_rows(feat_path, model)
     if len(rows) == 0:
         if in_run:
             say(f"policy: {feat_path} has no out-of-time rows; the comparison is skipped")
             return {}
         raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
-    rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
     n_months = raw_months(p.raw)
+    # the future of the rows only: the months from the earliest snapshot on
+    first = int(rows.snapshot.min())
+    later = pc.field("month") >= first
     am = read_raw(
         p.raw / "account_months.parquet",
         "account_months",
         n_months,
+        filters=later,
         columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
     ).to_pandas()
     ev = read_raw(
         p.raw / "platform_events.parquet",
         "platform_events",
         n_months,
+        filters=later,
         columns=["borrower_id", "month", "event", "cause"],
     ).to_pandas()
-    out = core.outcomes(rows, am, ev, int(po.horizon))
+    out = core.outcomes(rows, am, ev, int(po.horizon), first_month=first)
     frame = pd.concat(
         [rows[["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]], out],
         axis=1,
