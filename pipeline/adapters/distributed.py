@@ -183,28 +183,60 @@ def split_frame(path: Path, names: list[str], split: str, min_partitions: int = 
     return df
 
 
+def _pieces(path: Path) -> list[tuple[str, int]]:
+    """``(file, row group)`` of every row group of a Parquet file or folder of files."""
+    import pyarrow.dataset as ds  # pyarrow's dataset reader: only here
+
+    files = ds.dataset(str(path), format="parquet").files
+    return [(f, g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+
+
+def _read_piece(
+    file: str, row_group: int, k: int, n_slices: int, names: list[str], split: str
+) -> tuple[Any, Any]:
+    """Worker task: slice ``k`` of ``n_slices`` of one row group's rows of ``split``, as
+    features (float32 DataFrame) and label (int32 Series)."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    table = pq.ParquetFile(file).read_row_group(row_group, columns=[*names, "label", "split"])
+    table = table.filter(pc.equal(table["split"], split))
+    lo, hi = table.num_rows * k // n_slices, table.num_rows * (k + 1) // n_slices
+    table = table.slice(lo, hi - lo)
+    X = pd.DataFrame({n: table[n].to_numpy().astype(np.float32, copy=False) for n in names})
+    y = pd.Series(table["label"].to_numpy().astype(np.int32), name="label")
+    return X, y
+
+
 def training_parts(
     path: Path, names: list[str], split: str, min_partitions: int
 ) -> tuple[Any, Any]:
-    """One split as features (float32) and ``label`` (int32): two Dask collections cut
-    into the same partitions, each pair made by one read of the Parquet file.
+    """One split as features (float32) and ``label`` (int32): two Dask collections over
+    the same tasks, one per row group (cut in slices when there are fewer row groups
+    than ``min_partitions``), each reading its rows once with pyarrow.
 
     LightGBM's Dask estimator pairs the partitions of the features with those of the
-    label one by one. Selected lazily from one query, the two would be two queries, and
-    Dask fuses small row groups into a partition by the bytes of the columns a query
-    reads: the features and the label would be cut into different numbers of
-    partitions (11 and 5 of the 22 row groups of a 3,000,000-borrower table). Here both
-    are taken from the same delayed partitions of the one query.
+    label one by one, so both must be cut alike. Two column selections of one lazy
+    ``dask.dataframe.read_parquet`` are not: Dask fuses small row groups into a
+    partition by the bytes of the columns read, and cut the features and the label of
+    a 3,000,000-borrower table into 11 and 5 partitions. Here a task returns both, and
+    each collection takes its half without a copy, so a worker holds the rows once.
     """
     import dask.dataframe as dd  # optional dependency, only for engine=dask
+    import pandas as pd
     from dask import delayed  # optional dependency, only for engine=dask
 
-    frame = split_frame(path, names, split, min_partitions)
-    frame = frame.astype({**{n: "float32" for n in names}, "label": "int32"})
-    parts = frame.to_delayed()
-    meta = frame._meta
-    X = dd.from_delayed([delayed(operator.getitem)(p, names) for p in parts], meta=meta[names])
-    y = dd.from_delayed([delayed(operator.getitem)(p, "label") for p in parts], meta=meta["label"])
+    pieces = _pieces(path)
+    n_slices = max(1, -(-int(min_partitions) // max(len(pieces), 1)))
+    tasks = [
+        delayed(_read_piece, pure=True)(f, g, k, n_slices, names, split)
+        for f, g in pieces
+        for k in range(n_slices)
+    ]
+    meta_X = pd.DataFrame({n: np.zeros(0, np.float32) for n in names})
+    meta_y = pd.Series(np.zeros(0, np.int32), name="label")
+    X = dd.from_delayed([delayed(operator.getitem)(t, 0) for t in tasks], meta=meta_X)
+    y = dd.from_delayed([delayed(operator.getitem)(t, 1) for t in tasks], meta=meta_y)
     return X, y
 
 
