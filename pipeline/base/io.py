@@ -623,7 +623,7 @@ def _distinct_int_keys(table: pa.Table, keys: Sequence[str]) -> int | None:
     """Number of distinct keys when the key columns are integers without nulls.
 
     The columns are packed into one int64 per row (mixed radix over each column's
-    range), then counted with a bincount when the packed range is small, or by
+    range), then marked in a boolean array when the packed range is small, or by
     sorting otherwise: one vectorised pass instead of a hash aggregation. Returns None
     when the shortcut does not apply (other types, nulls, a range beyond int64); the
     caller then groups.
@@ -642,7 +642,9 @@ def _distinct_int_keys(table: pa.Table, keys: Sequence[str]) -> int | None:
         packed = packed * width + (a.astype(np.int64) - lo)
         span *= width
     if span <= 8 * table.num_rows + 1024:
-        return int(np.count_nonzero(np.bincount(packed, minlength=span)))
+        seen = np.zeros(span, dtype=bool)  # one byte per possible key, not a count
+        seen[packed] = True
+        return int(np.count_nonzero(seen))
     packed.sort()
     return int(1 + np.count_nonzero(packed[1:] != packed[:-1]))
 

@@ -124,17 +124,30 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     and :func:`_cause_weights` would have them. Otherwise the rows come in the file's
     order, out-of-time rows and closures interleaved.
     """
-    keys = load_feature_table(path, ["split", "label"])
+    # the key columns of every row, kept in Arrow (millions of split names as Python
+    # strings would be the largest thing this process holds)
+    keys = read_table(
+        path,
+        FEATURE_TABLE_SCHEMA,
+        columns=["borrower_id", "snapshot", "split", "label"],
+        allowed={"split": ("train", "valid", "oot")},
+        ranges={"label": (0, 1)},
+        unique=("borrower_id", "snapshot"),
+    )
     split = pc.field("split")
-    oot = keys.split.to_numpy() == "oot"
-    closed = (keys.split.to_numpy() == "train") & (keys.label.to_numpy() == 1)
+    oot = pc.equal(keys.column("split"), "oot").to_numpy(zero_copy_only=False)
+    closed = pc.and_(
+        pc.equal(keys.column("split"), "train"), pc.equal(keys.column("label"), 1)
+    ).to_numpy(zero_copy_only=False)
     n_oot, n_closed = int(oot.sum()), int(closed.sum())
     if not (0 < max_rows < n_oot or 0 < learn_rows < n_closed):
         wanted = (split == "oot") | ((split == "train") & (pc.field("label") == 1))
         return read_table(path, FEATURE_TABLE_SCHEMA, filters=wanted).to_pandas()
     pick_oot = _draw(np.flatnonzero(oot), max_rows, seed)
     pick_closed = _draw(np.flatnonzero(closed), learn_rows, seed)
-    pairs = keys[["borrower_id", "snapshot"]].to_numpy()
+    pairs = np.column_stack(
+        [keys.column("borrower_id").to_numpy(), keys.column("snapshot").to_numpy()]
+    )
     del keys, oot, closed
     want_oot, want_closed = pairs[pick_oot], pairs[pick_closed]
     ids = np.unique(np.concatenate([want_oot[:, 0], want_closed[:, 0]]))

@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config
-from pipeline.base.io import DataError, atomic_path, write_json, write_text
+from pipeline.base.io import DataError, atomic_path, read_table, write_json, write_text
 from pipeline.core import policy as core
+from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.stages.common import Paths, model_stamp, say, stamped
 from pipeline.stages.features import read_raw
 from pipeline.stages.score import load_scoring_model, raw_months
@@ -36,7 +37,15 @@ def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Data
     The rows are read and scored in blocks of borrowers of about ``block_rows`` rows,
     so that the model's features of all of them are never held at once.
     """
-    keys = load_feature_table(path, [], split="oot")[["borrower_id", "snapshot"]]
+    keyed = read_table(
+        path,
+        FEATURE_TABLE_SCHEMA,
+        columns=["borrower_id", "snapshot"],
+        unique=("borrower_id", "snapshot"),
+        filters=pc.field("split") == "oot",
+    )
+    keys = pd.DataFrame({c: keyed.column(c).to_numpy() for c in ("borrower_id", "snapshot")})
+    del keyed
     keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
     if len(keys) == 0:
         return pd.DataFrame({c: [] for c in keep})
@@ -89,14 +98,14 @@ def policy(
         n_months,
         filters=later,
         columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
-    ).to_pandas()
+    ).to_pandas(split_blocks=True, self_destruct=True)
     ev = read_raw(
         p.raw / "platform_events.parquet",
         "platform_events",
         n_months,
         filters=later,
         columns=["borrower_id", "month", "event", "cause"],
-    ).to_pandas()
+    ).to_pandas(split_blocks=True, self_destruct=True)
     out = core.outcomes(rows, am, ev, int(po.horizon), first_month=first)
     frame = pd.concat(
         [rows[["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]], out],
