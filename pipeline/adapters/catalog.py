@@ -21,6 +21,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.base.config import PathsConfig
@@ -159,6 +160,14 @@ def load_feature_table(
 
     Reading one split uses a Parquet filter, so the other rows never reach memory.
     """
+    return read_feature_table(path, columns, split, where).to_pandas()
+
+
+def read_feature_table(
+    path: Path, columns: list[str] | None = None, split: str | None = None, where: Any = None
+) -> pa.Table:
+    """:func:`load_feature_table` as an Arrow table (millions of split names stay
+    compact instead of becoming Python strings)."""
     filters = where
     if split is not None:
         on_split = pc.field("split") == split
@@ -168,7 +177,7 @@ def load_feature_table(
     if columns is not None:
         keys = [c for c in ("borrower_id", "snapshot") if c not in columns]
         columns = [*keys, *columns]
-    table = read_table(
+    return read_table(
         path,
         feat_core.FEATURE_TABLE_SCHEMA,
         allowed={"split": ("train", "valid", "oot")}
@@ -179,7 +188,20 @@ def load_feature_table(
         columns=columns,
         filters=filters,
     )
-    return table.to_pandas()
+
+
+def in_key_order(rows: pd.DataFrame, borrower_id: Any, snapshot: Any) -> pd.DataFrame:
+    """The rows of ``rows`` with these (``borrower_id``, ``snapshot``) keys, in their
+    order (each key must be among the rows)."""
+    have = pd.MultiIndex.from_arrays([rows.borrower_id.to_numpy(), rows.snapshot.to_numpy()])
+    at = have.get_indexer(
+        pd.MultiIndex.from_arrays([np.asarray(borrower_id), np.asarray(snapshot)])
+    )
+    if (at < 0).any():
+        raise DataError(
+            f"{int((at < 0).sum())} requested (borrower_id, snapshot) keys are not among the rows"
+        )
+    return rows.iloc[at]
 
 
 def world_digest(raw_dir: Path) -> str | None:

@@ -126,14 +126,7 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     """
     # the key columns of every row, kept in Arrow (millions of split names as Python
     # strings would be the largest thing this process holds)
-    keys = read_table(
-        path,
-        FEATURE_TABLE_SCHEMA,
-        columns=["borrower_id", "snapshot", "split", "label"],
-        allowed={"split": ("train", "valid", "oot")},
-        ranges={"label": (0, 1)},
-        unique=("borrower_id", "snapshot"),
-    )
+    keys = catalog.read_feature_table(path, ["split", "label"])
     split = pc.field("split")
     oot = pc.equal(keys.column("split"), "oot").to_numpy(zero_copy_only=False)
     closed = pc.and_(
@@ -157,11 +150,10 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
         filters=pc.field("borrower_id").isin(pa.array(ids, pa.int64()))
         & ((split == "oot") | ((split == "train") & (pc.field("label") == 1))),
     ).to_pandas()
-    by_key = pd.MultiIndex.from_arrays([rows.borrower_id.to_numpy(), rows.snapshot.to_numpy()])
-    first = rows.iloc[by_key.get_indexer(pd.MultiIndex.from_arrays(want_oot.T))]
+    first = catalog.in_key_order(rows, want_oot[:, 0], want_oot[:, 1])
     if 0 < max_rows < n_oot:
         first = first.sort_values(["snapshot", "borrower_id"])
-    second = rows.iloc[by_key.get_indexer(pd.MultiIndex.from_arrays(want_closed.T))]
+    second = catalog.in_key_order(rows, want_closed[:, 0], want_closed[:, 1])
     return pd.concat([first, second], ignore_index=True)
 
 

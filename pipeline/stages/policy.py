@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from pipeline.adapters.catalog import load_feature_table
+from pipeline.adapters.catalog import in_key_order, load_feature_table, read_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config
-from pipeline.base.io import DataError, atomic_path, read_table, write_json, write_text
+from pipeline.base.io import DataError, atomic_path, write_json, write_text
 from pipeline.core import policy as core
-from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.stages.common import Paths, model_stamp, say, stamped
 from pipeline.stages.features import read_raw
 from pipeline.stages.score import load_scoring_model, raw_months
@@ -37,13 +36,7 @@ def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Data
     The rows are read and scored in blocks of borrowers of about ``block_rows`` rows,
     so that the model's features of all of them are never held at once.
     """
-    keyed = read_table(
-        path,
-        FEATURE_TABLE_SCHEMA,
-        columns=["borrower_id", "snapshot"],
-        unique=("borrower_id", "snapshot"),
-        filters=pc.field("split") == "oot",
-    )
+    keyed = read_feature_table(path, [], split="oot")
     keys = pd.DataFrame({c: keyed.column(c).to_numpy() for c in ("borrower_id", "snapshot")})
     del keyed
     keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
@@ -60,11 +53,9 @@ def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Data
         rows = load_feature_table(path, need, split="oot", where=block)
         rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
         parts.append(rows[keep])
-    rows = pd.concat(parts, ignore_index=True)
     # back in the file's order
-    at = pd.MultiIndex.from_arrays([rows.borrower_id.to_numpy(), rows.snapshot.to_numpy()])
-    order = at.get_indexer(pd.MultiIndex.from_arrays([keys.borrower_id, keys.snapshot]))
-    return rows.iloc[order].reset_index(drop=True)
+    rows = in_key_order(pd.concat(parts), keys.borrower_id, keys.snapshot)
+    return rows.reset_index(drop=True)
 
 
 def policy(

@@ -83,6 +83,11 @@ class TrainData:
     # ``source`` when the model is fitted, so the whole table is never in memory at once
     by_split: bool = False
 
+    @property
+    def words(self) -> report_core.Words:
+        """The run's words for what it predicts and where it is judged."""
+        return report_core.words({"mode": self.mode, **self.meta})
+
 
 def _simulator_data(cfg: Any, p: Paths) -> TrainData:
     feat_path = p.processed / "features.parquet"
@@ -313,7 +318,7 @@ def train(cfg: Config, tracker: Tracker) -> TrainResult:
         fitted.best_iteration,
         fitted.seconds,
         model_path,
-        report_core.words({"mode": data.mode, **data.meta}),
+        data.words,
     )
     return TrainResult(fitted.metrics, model_uri, fitted.seconds, part)
 
@@ -750,7 +755,7 @@ def _register(
             str(cfg.model.champion_alias),
             metrics["oot"]["auc"],
             rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
-            split=report_core.words({"mode": data.mode, **data.meta}).split,
+            split=data.words.split,
         )
         say(part["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
