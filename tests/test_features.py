@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,7 +143,7 @@ def test_social_features_read_only_the_past(world):
     assert row.degree == len(contacts)
 
 
-def test_stability_report_matches_the_metric_definitions():
+def test_stability_report_matches_the_metric_definitions(tmp_path):
     """The fused, threaded report gives the figures of metrics.information_value / psi."""
     from pipeline.core.metrics import information_value, psi
     from pipeline.stages.features import stability_report
@@ -174,6 +175,25 @@ def test_stability_report_matches_the_metric_definitions():
             psi(x[train], x[oot]), rel=1e-12, abs=1e-15
         ), name
     assert rep.loc[FEATURE_NAMES[1], "psi_train_oot"] > 0.5  # the shift is seen
+    # from the Parquet file, column by column (row groups of 700 rows), the same report
+    path = tmp_path / "features.parquet"
+    pq.write_table(table, path, row_group_size=700)
+    from_file = stability_report(path, threads=2).set_index("feature")
+    pd.testing.assert_frame_equal(from_file, rep)
+
+
+def test_the_social_lookup_refuses_rows_it_was_not_built_for():
+    status = F.BlockStatus(np.arange(4), np.array([3, F.NEVER, 1, 5]), np.full(4, F.NEVER))
+    src, dst = np.array([0, 0, 1, 2, 3]), np.array([1, 2, 0, 0, 2])
+    look = F.SocialLookup.build(src, dst, np.ones(5), status, np.array([6, 2]))
+    out = look.rows(np.array([0, 0, 3]), np.array([2, 6, 6]))
+    assert out["degree"].tolist() == [2, 2, 1]
+    # borrower 0's contacts 1 (never closed) and 2 (closed in month 1): half before 2 and 6
+    assert out["contacts_closed_share"].tolist() == [0.5, 0.5, 1.0]
+    with pytest.raises(ValueError, match="snapshots"):
+        look.rows(np.array([0]), np.array([4]))
+    with pytest.raises(ValueError, match="borrowers"):
+        look.rows(np.array([9]), np.array([6]))
 
 
 def _window(t: pd.DataFrame, s: int, lo: int, hi: int) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,6 +19,7 @@ from pipeline.base.io import (
     sweep_stale_temps,
     write_json,
     write_parquet,
+    write_parquet_stream,
     write_text,
 )
 
@@ -36,6 +38,55 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     assert _temps(tmp_path) == []
     write_text("new\n", target)
     assert target.read_text() == "new\n"
+
+
+def _mixed_table(n: int) -> pa.Table:
+    rng = np.random.default_rng(3)
+    return pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64)),
+            "word": pa.array(np.array(["train", "valid", "oot"], dtype=object)[rng.integers(0, 3, n)]),
+            "x": pa.array(rng.random(n).astype(np.float32)),
+        }
+    )
+
+
+@pytest.mark.parametrize("group", [None, 100])
+def test_streamed_parquet_is_the_file_of_the_whole_table(tmp_path, group):
+    """Parts of any sizes give the bytes write_parquet writes from their concatenation."""
+    n = 1_100_000 if group is None else 1_234  # past pyarrow's default 1,048,576 rows
+    table = _mixed_table(n)
+    write_parquet(table, tmp_path / "whole.parquet", row_group_size=group)
+    cuts = [0, 1, 99, 100, 101, 640, 641, n] if group else [0, 7, 500_000, 1_048_577, n]
+    parts = (table.slice(a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    assert write_parquet_stream(parts, tmp_path / "parts.parquet", table.schema, group) == n
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    assert (tmp_path / "parts.parquet").read_bytes() == whole
+    assert pq.ParquetFile(tmp_path / "parts.parquet").metadata.num_row_groups == (
+        2 if group is None else 13
+    )
+    empty = table.schema.empty_table()
+    write_parquet(empty, tmp_path / "e1.parquet")
+    write_parquet_stream(iter([]), tmp_path / "e2.parquet", table.schema)
+    assert (tmp_path / "e1.parquet").read_bytes() == (tmp_path / "e2.parquet").read_bytes()
+
+
+def test_a_failed_stream_keeps_the_old_file(tmp_path):
+    target = tmp_path / "t.parquet"
+    write_parquet(_mixed_table(10), target)
+    before = target.read_bytes()
+
+    def parts():
+        yield _mixed_table(500)
+        raise RuntimeError("block 2 failed")
+
+    with pytest.raises(RuntimeError, match="block 2"):
+        write_parquet_stream(parts(), target, _mixed_table(1).schema, row_group_size=100)
+    other = pa.table({"id": pa.array([1], type=pa.int32())})
+    with pytest.raises(ValueError, match="schema"):
+        write_parquet_stream(iter([other]), target, _mixed_table(1).schema)
+    assert target.read_bytes() == before
+    assert _temps(tmp_path) == []
 
 
 def test_outputs_get_ordinary_permissions(tmp_path):

@@ -15,7 +15,7 @@ from pipeline.base.io import write_parquet
 from pipeline.base.registry import FEATURE_NAMES
 from pipeline.core import features as F
 from pipeline.core.simulate import WorldSpec, simulate
-from pipeline.stages.features import build_features
+from pipeline.stages.features import build_features, feature_tables, write_features
 from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, features_sql
 
 N = 900
@@ -117,3 +117,31 @@ def test_feature_table_does_not_depend_on_the_block_size(raw_dir):
     snap = tables[0].column("snapshot").to_numpy()
     key = bid.astype(np.int64) * 100 + snap
     assert (np.diff(key) > 0).all()  # strictly by borrower, then snapshot
+
+
+def test_the_stage_writes_the_table_block_by_block(raw_dir, tmp_path):
+    """One part per block, each only its borrowers; the file is the whole table's file."""
+    spec = SPECS["default"]
+    parts = list(feature_tables(raw_dir, 36, spec, block_size=128))
+    assert len(parts) == -(-N // 128)
+    for i, part in enumerate(parts):
+        bid = part.column("borrower_id").to_numpy()
+        assert ((bid >= i * 128) & (bid < (i + 1) * 128)).all()
+    whole = build_features(raw_dir, 36, spec, block_size=1000)
+    assert pa.concat_tables(parts).equals(whole)
+    write_parquet(whole, tmp_path / "whole.parquet")
+    assert write_features(raw_dir, tmp_path / "parts.parquet", 36, spec, 128) == whole.num_rows
+    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+
+
+def test_the_two_passes_must_agree_on_first_event_months(raw_dir, monkeypatch):
+    """The contacts' features use the first pass's months; a block that disagrees stops it."""
+    real = F.block_status
+
+    def shifted(raw, lo, n):
+        st = real(raw, lo, n)
+        return F.BlockStatus(st.borrower_id, st.first_closed - (lo == 0), st.first_overdue)
+
+    monkeypatch.setattr(F, "block_status", shifted)
+    with pytest.raises(RuntimeError, match="first-event months"):
+        list(feature_tables(raw_dir, 36, SPECS["default"], block_size=256))

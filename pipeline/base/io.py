@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PosixPath, PurePath
 from typing import Any
 
@@ -166,6 +167,64 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+#: the rows per row group of ``pq.write_table`` when none is given (pyarrow's default)
+DEFAULT_ROW_GROUP_ROWS = 1024 * 1024
+
+
+def write_parquet_stream(
+    tables: Iterable[pa.Table],
+    path: str | os.PathLike[str],
+    schema: pa.Schema,
+    row_group_size: int | None = None,
+) -> int:
+    """Write ``tables``, in order, as one Parquet file; returns the number of rows.
+
+    The file is byte for byte the one :func:`write_parquet` writes from the
+    concatenation of the tables: rows are cut into row groups of exactly
+    ``row_group_size`` as ``pq.write_table`` cuts them, whatever sizes the tables come
+    in. At most one row group waits in memory while the previous one is compressed and
+    written on a second thread (Arrow releases the GIL). Atomic like :func:`write_parquet`:
+    if anything fails, including the iterator, no file appears under ``path``.
+    """
+    size = row_group_size or DEFAULT_ROW_GROUP_ROWS
+    n_rows = 0
+    with (
+        atomic_path(path) as tmp,
+        pq.ParquetWriter(
+            tmp, schema, compression="zstd", use_dictionary=dictionary_columns(schema)
+        ) as writer,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        writing: Future[None] | None = None
+
+        def put(group: pa.Table) -> None:
+            nonlocal writing
+            if writing is not None:
+                writing.result()
+            writing = pool.submit(writer.write_table, group)
+
+        held: list[pa.Table] = []
+        n_held = 0
+        for table in tables:
+            if not table.schema.equals(schema):
+                raise ValueError(
+                    f"{path}: a part's schema differs from the file's:\n{table.schema}"
+                )
+            n_rows += table.num_rows
+            held.append(table)
+            n_held += table.num_rows
+            while n_held >= size:
+                joined = pa.concat_tables(held)
+                put(joined.slice(0, size).combine_chunks())
+                rest = joined.slice(size)
+                held, n_held = ([rest] if rest.num_rows else []), rest.num_rows
+        if n_held or n_rows == 0:
+            put(pa.concat_tables(held).combine_chunks() if held else schema.empty_table())
+        if writing is not None:
+            writing.result()
+    return n_rows
 
 
 class ParquetSink:

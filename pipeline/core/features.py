@@ -546,25 +546,42 @@ def block_features(
     cols = _labels(ends, local, s_row, lo, spec.horizon, who)
     for j, name in enumerate(KERNEL_FEATURES):
         cols[name] = out[j]
-    for name in (
-        "degree",
-        "contacts_closed_share",
-        "contacts_closed_wshare",
-        "contacts_overdue_share",
-    ):
-        cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled by social_features
+    for name in SOCIAL_FEATURES:
+        cols[name] = np.zeros(n_rows, dtype=np.float32)  # filled from a SocialLookup
     cols.update(_macro_columns(raw["macro_months"], n_months, s_row))
     cols.update(_regime_segments(cols))
     cols["income"] = who.income[local].astype(np.float32)
     cols["occupation_code"] = who.occ_code[local].astype(np.float32)
     cols["city_tier"] = who.tier[local].astype(np.float32)
     cols["age_band_code"] = who.age_code[local].astype(np.float32)
-    status = BlockStatus(
-        borrower_id=np.arange(lo, lo + n)[who.present],
-        first_closed=ends.first_closed[who.present],
-        first_overdue=ends.first_overdue[who.present],
+    return cols, _status(lo, n, who.present, ends)
+
+
+def _status(lo: int, n: int, present: np.ndarray, ends: _Outcomes) -> BlockStatus:
+    return BlockStatus(
+        borrower_id=np.arange(lo, lo + n)[present],
+        first_closed=ends.first_closed[present],
+        first_overdue=ends.first_overdue[present],
     )
-    return cols, status
+
+
+# the raw columns :func:`block_status` reads: a narrow first pass over the world
+STATUS_COLUMNS = {
+    "borrowers": ["borrower_id"],
+    "account_months": ["borrower_id", "month", "dpd"],
+    "platform_events": ["borrower_id", "month", "event", "cause"],
+}
+
+
+def block_status(raw: dict[str, pa.Table], lo: int, n: int) -> BlockStatus:
+    """The first-event months of borrowers ``lo .. lo+n-1``, as :func:`block_features` gives them.
+
+    Needs only :data:`STATUS_COLUMNS`, so every borrower's status can be known (for the
+    contacts' features) before any block's features are computed.
+    """
+    present = np.zeros(n, dtype=bool)
+    present[_np(raw["borrowers"], "borrower_id") - lo] = True
+    return _status(lo, n, present, _Outcomes.of(raw, lo, n))
 
 
 _CAUSE_VOCAB = (*ALL_CAUSES, "none")
@@ -745,6 +762,85 @@ def _codes(col: pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
     return np.asarray(idx, dtype=np.int64)
 
 
+SOCIAL_FEATURES = (
+    "degree",
+    "contacts_closed_share",
+    "contacts_closed_wshare",
+    "contacts_overdue_share",
+)
+
+
+@dataclass
+class SocialLookup:
+    """Every borrower's contact features at each snapshot, looked up row by row.
+
+    Built once from the contact graph and every borrower's first-event months; rows
+    of any block then take their values by (borrower, snapshot), so the feature table
+    can be written block by block. Values are kept as float32, the feature table's type.
+    """
+
+    snapshots: np.ndarray  # ascending
+    degree: np.ndarray  # (n_ids,)
+    shares: dict[str, np.ndarray]  # name -> (len(snapshots), n_ids)
+
+    @classmethod
+    def build(
+        cls,
+        edges_src: np.ndarray,
+        edges_dst: np.ndarray,
+        edges_w: np.ndarray,
+        status: BlockStatus,
+        snapshots: np.ndarray,
+        n_ids: int = 0,
+    ) -> SocialLookup:
+        """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
+        n_ids = max(
+            n_ids,
+            int(
+                max(
+                    status.borrower_id.max(initial=-1),
+                    edges_src.max(initial=-1),
+                    edges_dst.max(initial=-1),
+                )
+            )
+            + 1,
+        )
+        snaps = np.unique(np.asarray(snapshots, dtype=np.int64))
+        first_closed = np.full(n_ids, NEVER, dtype=np.int64)
+        first_overdue = np.full(n_ids, NEVER, dtype=np.int64)
+        first_closed[status.borrower_id] = status.first_closed
+        first_overdue[status.borrower_id] = status.first_overdue
+        degree = np.bincount(edges_src, minlength=n_ids).astype(np.float64)
+        wdeg = np.bincount(edges_src, weights=edges_w, minlength=n_ids)
+        shares = {
+            name: np.empty((len(snaps), n_ids), dtype=np.float32) for name in SOCIAL_FEATURES[1:]
+        }
+        closed_of, overdue_of = first_closed[edges_dst], first_overdue[edges_dst]
+        for k, s in enumerate(snaps):
+            closed = (closed_of < s).astype(np.float64)
+            overdue = (overdue_of < s).astype(np.float64)
+            c = np.bincount(edges_src, weights=closed, minlength=n_ids)
+            cw = np.bincount(edges_src, weights=closed * edges_w, minlength=n_ids)
+            o = np.bincount(edges_src, weights=overdue, minlength=n_ids)
+            shares["contacts_closed_share"][k] = _safe_div(c, degree)
+            shares["contacts_closed_wshare"][k] = _safe_div(cw, wdeg)
+            shares["contacts_overdue_share"][k] = _safe_div(o, degree)
+        return cls(snaps, degree.astype(np.float32), shares)
+
+    def rows(self, rows_bid: np.ndarray, rows_snap: np.ndarray) -> dict[str, np.ndarray]:
+        """The four social features of rows (borrower, snapshot), float32."""
+        bid = np.asarray(rows_bid, dtype=np.int64)
+        k = np.searchsorted(self.snapshots, np.asarray(rows_snap, dtype=np.int64))
+        known = k < len(self.snapshots)
+        known[known] = self.snapshots[k[known]] == np.asarray(rows_snap)[known]
+        if not known.all() or (len(bid) and (bid.min() < 0 or bid.max() >= len(self.degree))):
+            raise ValueError("rows outside the borrowers and snapshots the lookup was built for")
+        out = {"degree": self.degree[bid]}
+        for name, table in self.shares.items():
+            out[name] = table[k, bid]
+        return out
+
+
 def social_features(
     rows_bid: np.ndarray,
     rows_snap: np.ndarray,
@@ -754,41 +850,11 @@ def social_features(
     status: BlockStatus,
 ) -> dict[str, np.ndarray]:
     """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
-    n_ids = (
-        int(
-            max(
-                status.borrower_id.max(initial=-1),
-                edges_src.max(initial=-1),
-                edges_dst.max(initial=-1),
-                rows_bid.max(initial=-1),
-            )
-        )
-        + 1
+    n_ids = int(np.asarray(rows_bid).max(initial=-1)) + 1
+    lookup = SocialLookup.build(
+        edges_src, edges_dst, edges_w, status, np.unique(rows_snap), n_ids=n_ids
     )
-    first_closed = np.full(n_ids, NEVER, dtype=np.int64)
-    first_overdue = np.full(n_ids, NEVER, dtype=np.int64)
-    first_closed[status.borrower_id] = status.first_closed
-    first_overdue[status.borrower_id] = status.first_overdue
-    degree = np.bincount(edges_src, minlength=n_ids).astype(np.float64)
-    wdeg = np.bincount(edges_src, weights=edges_w, minlength=n_ids)
-    out = {
-        "degree": degree[rows_bid],
-        "contacts_closed_share": np.zeros(len(rows_bid)),
-        "contacts_closed_wshare": np.zeros(len(rows_bid)),
-        "contacts_overdue_share": np.zeros(len(rows_bid)),
-    }
-    for s in np.unique(rows_snap):
-        m = rows_snap == s
-        closed = (first_closed[edges_dst] < s).astype(np.float64)
-        overdue = (first_overdue[edges_dst] < s).astype(np.float64)
-        c = np.bincount(edges_src, weights=closed, minlength=n_ids)
-        cw = np.bincount(edges_src, weights=closed * edges_w, minlength=n_ids)
-        o = np.bincount(edges_src, weights=overdue, minlength=n_ids)
-        b = rows_bid[m]
-        out["contacts_closed_share"][m] = _safe_div(c[b], degree[b])
-        out["contacts_closed_wshare"][m] = _safe_div(cw[b], wdeg[b])
-        out["contacts_overdue_share"][m] = _safe_div(o[b], degree[b])
-    return out
+    return lookup.rows(rows_bid, rows_snap)
 
 
 def to_table(cols: dict[str, np.ndarray], spec: FeatureSpec) -> pa.Table:

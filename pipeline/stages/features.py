@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,13 @@ from pipeline.adapters.catalog import world_digest
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
 from pipeline.base.config import Config, physical_cores
-from pipeline.base.io import DataError, read_table, write_json, write_parquet, write_text
+from pipeline.base.io import (
+    DataError,
+    read_table,
+    write_json,
+    write_parquet_stream,
+    write_text,
+)
 from pipeline.base.progress import progress
 from pipeline.base.registry import BY_NAME, FEATURE_NAMES, registry_json
 from pipeline.core import features as feat_core
@@ -220,19 +227,84 @@ def _id_bounds_from_statistics(path: Path) -> dict[str, int] | None:
     return {"min": min(lows), "max": max(highs)}
 
 
-def build_features(
+def _block_bounds(lo_id: int, hi_id: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(hi_id, lo + size)) for lo in range(lo_id, hi_id, size)]
+
+
+def status_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> feat_core.BlockStatus:
+    """First-event months of borrowers ``lo .. hi-1``, from the few columns they need; a task."""
+    rows = _block_filter(lo, hi)
+    block = {
+        name: read_raw(raw_dir / f"{name}.parquet", name, n_months, rows, columns=cols)
+        for name, cols in feat_core.STATUS_COLUMNS.items()
+    }
+    return feat_core.block_status(block, lo, hi - lo)
+
+
+#: borrowers per task of the status pass: it reads a few narrow columns, so its blocks
+#: can be this many times larger than the feature blocks
+STATUS_BLOCK_FACTOR = 8
+
+
+def _statuses(
+    raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, client: Any
+) -> feat_core.BlockStatus:
+    if client is not None:
+        futures = [
+            client.submit(status_block, raw_dir, lo, hi, n_months, pure=False) for lo, hi in bounds
+        ]
+        parts = [f.result() for f in futures]
+        del futures
+    else:
+        parts = [status_block(raw_dir, lo, hi, n_months) for lo, hi in bounds]
+    return feat_core.BlockStatus(
+        borrower_id=np.concatenate([s.borrower_id for s in parts]),
+        first_closed=np.concatenate([s.first_closed for s in parts]),
+        first_overdue=np.concatenate([s.first_overdue for s in parts]),
+    )
+
+
+def _cluster_blocks(
+    client: Any, raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: Any
+) -> Iterator[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]:
+    """Blocks computed on the cluster, yielded in block order.
+
+    A few blocks per worker are in flight at once; each result leaves the cluster when
+    the client takes it, so neither the workers nor the client hold the whole table.
+    """
+    limit = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 2
+    pending: dict[int, Any] = {}
+    nxt = 0
+    try:
+        for i in range(len(bounds)):
+            while len(pending) < limit and nxt < len(bounds):
+                pending[nxt] = client.submit(
+                    feature_block, raw_dir, *bounds[nxt], n_months, spec, pure=False
+                )
+                nxt += 1
+            yield pending.pop(i).result()
+    finally:
+        for fut in pending.values():
+            fut.cancel()
+
+
+def feature_tables(
     raw_dir: Path,
     n_months: int,
     spec: feat_core.FeatureSpec,
     block_size: int,
     engine: Any = None,
     stats: dict[str, Any] | None = None,
-) -> pa.Table:
-    """Validate the raw tables and compute the feature table block by block.
+) -> Iterator[pa.Table]:
+    """Validate the raw tables and yield the feature table block by block, in order.
 
-    Blocks run here one after the other, or as tasks on a Dask cluster when
-    ``engine.kind == "dask"``; either way the parts are joined in block order, so the
-    table is the same.
+    Two passes. The first reads the few columns that give every borrower's first
+    closure and first overdue month, which the contacts' features need; the second
+    computes each block's features, adds its rows' contact features from a lookup
+    built once, and yields the block as it will stand in the table. Blocks run here one
+    after the other, or as tasks on a Dask cluster when ``engine.kind == "dask"``;
+    either way they come in block order, so the table is the same, and at most a few
+    blocks are in memory at once.
     """
     edges = read_raw(raw_dir / "social_edges.parquet", "social_edges", n_months)
     lo_id, hi_id = _id_range(raw_dir / "borrowers.parquet", n_months)
@@ -250,49 +322,90 @@ def build_features(
                 raise DataError(
                     f"{path}: column 'borrower_id' has ids that are not in {raw_dir / 'borrowers.parquet'}"
                 )
-    starts = list(range(lo_id, hi_id, block_size))
-    bounds = [(lo, min(hi_id, lo + block_size)) for lo in starts]
-    results: list[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]
-    if engine is not None and engine.kind == "dask":
-        with distributed.client_for(engine) as client:
-            futures = [
-                client.submit(feature_block, raw_dir, lo, hi, n_months, spec, pure=False)
-                for lo, hi in bounds
-            ]
-            results = [f.result() for f in progress(futures, total=len(futures), desc="features")]
+    bounds = _block_bounds(lo_id, hi_id, block_size)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if engine is not None and engine.kind == "dask":
+            client = stack.enter_context(distributed.client_for(engine))
+        status = _statuses(
+            raw_dir, _block_bounds(lo_id, hi_id, block_size * STATUS_BLOCK_FACTOR), n_months, client
+        )
+        social = feat_core.SocialLookup.build(
+            edges.column("src").to_numpy(),
+            edges.column("dst").to_numpy(),
+            edges.column("tie_strength").to_numpy().astype(np.float64),
+            status,
+            np.asarray(spec.snapshots, dtype=np.int64),
+            n_ids=hi_id,
+        )
+        del edges
+        blocks = (
+            _cluster_blocks(client, raw_dir, bounds, n_months, spec)
+            if client is not None
+            else _local_blocks(raw_dir, bounds, n_months, spec)
+        )
+        for (lo, hi), (cols, block_status) in zip(
+            bounds, progress(blocks, total=len(bounds), desc="features"), strict=True
+        ):
+            _same_status(status, block_status, lo, hi)
+            cols.update(social.rows(cols["borrower_id"], cols["snapshot"]))
+            yield feat_core.to_table(cols, spec)
+            del cols
+        if client is not None:
             spilled = distributed.spilled_bytes(client)
             if stats is not None:
                 stats["dask_spilled_bytes"] = spilled
             if spilled:
                 say(f"features: Dask workers moved {spilled / 2**20:,.1f} MiB of results to disk")
-    else:
-        results = list(
-            progress(
-                _local_blocks(raw_dir, bounds, n_months, spec), total=len(bounds), desc="features"
-            )
+
+
+def _same_status(
+    status: feat_core.BlockStatus, block: feat_core.BlockStatus, lo: int, hi: int
+) -> None:
+    """The first pass's statuses of a block are the ones its features were computed with."""
+    a, b = np.searchsorted(status.borrower_id, [lo, hi])
+    if not (
+        np.array_equal(status.borrower_id[a:b], block.borrower_id)
+        and np.array_equal(status.first_closed[a:b], block.first_closed)
+        and np.array_equal(status.first_overdue[a:b], block.first_overdue)
+    ):
+        raise RuntimeError(
+            f"features: borrowers {lo}..{hi - 1} have other first-event months in the two "
+            "passes over the raw tables (were they changed while being read?)"
         )
-    parts = [r[0] for r in results]
-    statuses = [r[1] for r in results]
-    del results
-    # column by column, each block's piece dropped once joined: the blocks and the
-    # joined table are never both whole in memory (two ~2 GB copies at a million borrowers)
-    cols = {k: np.concatenate([p_.pop(k) for p_ in parts]) for k in list(parts[0])}
-    del parts
-    status = feat_core.BlockStatus(
-        borrower_id=np.concatenate([s.borrower_id for s in statuses]),
-        first_closed=np.concatenate([s.first_closed for s in statuses]),
-        first_overdue=np.concatenate([s.first_overdue for s in statuses]),
-    )
-    social = feat_core.social_features(
-        cols["borrower_id"].astype(np.int64),
-        cols["snapshot"].astype(np.int64),
-        edges.column("src").to_numpy(),
-        edges.column("dst").to_numpy(),
-        edges.column("tie_strength").to_numpy().astype(np.float64),
-        status,
-    )
-    cols.update(social)
-    return feat_core.to_table(cols, spec)
+
+
+def build_features(
+    raw_dir: Path,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+    block_size: int,
+    engine: Any = None,
+    stats: dict[str, Any] | None = None,
+) -> pa.Table:
+    """The whole feature table in memory (scoring and tests); the stage streams it to disk."""
+    parts = list(feature_tables(raw_dir, n_months, spec, block_size, engine, stats))
+    if not parts:
+        return feat_core.FEATURE_TABLE_SCHEMA.empty_table()
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def write_features(
+    raw_dir: Path,
+    out: Path,
+    n_months: int,
+    spec: feat_core.FeatureSpec,
+    block_size: int,
+    engine: Any = None,
+    stats: dict[str, Any] | None = None,
+) -> int:
+    """Build the feature table into ``out`` block by block; the number of rows.
+
+    The file is byte for byte the one :func:`build_features` then ``write_parquet``
+    would give, without the whole table ever being in memory.
+    """
+    tables = feature_tables(raw_dir, n_months, spec, block_size, engine, stats)
+    return write_parquet_stream(tables, out, feat_core.FEATURE_TABLE_SCHEMA)
 
 
 def _split_masks(table: pa.Table) -> dict[str, np.ndarray]:
@@ -335,21 +448,40 @@ def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.
     return missing, iv, value
 
 
-def stability_report(table: pa.Table, threads: int = 0) -> pd.DataFrame:
+def stability_report(
+    source: pa.Table | Path,
+    threads: int = 0,
+    masks: dict[str, np.ndarray] | None = None,
+    label: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Missing rate, information value (train) and PSI (train -> out-of-time) per feature.
 
-    Works one column at a time on the Arrow table, so no second copy of the whole
-    feature table is made (it matters at millions of rows); columns are spread over
-    ``threads`` threads (default: the physical cores; NumPy's sorting and binning
-    release the GIL).
+    ``source`` is the feature table, or its Parquet file: the report works one column
+    at a time (read from the file, if given one), so no second copy of the whole
+    feature table is made, and from a file the table is never whole in memory (it
+    matters at millions of rows). ``masks`` and ``label``, if the caller has them, save
+    reading the split and the label again. Columns are spread over ``threads`` threads
+    (default: the physical cores; Arrow's reads and NumPy's sorting and binning release
+    the GIL).
     """
-    masks = _split_masks(table)
-    empty = np.zeros(table.num_rows, dtype=bool)
+
+    def column(name: str) -> np.ndarray:
+        if isinstance(source, pa.Table):
+            return source.column(name).to_numpy()
+        return pq.read_table(source, columns=[name]).column(name).to_numpy()
+
+    if masks is None:
+        masks = _split_masks(
+            source if isinstance(source, pa.Table) else pq.read_table(source, columns=["split"])
+        )
+    if label is None:
+        label = column("label")
+    n = len(label)
+    empty = np.zeros(n, dtype=bool)
     train, oot = masks.get("train", empty), masks.get("oot", empty)
-    label = table.column("label").to_numpy()
 
     def one(name: str) -> dict[str, Any]:
-        miss, iv, value = _stability_row(table.column(name).to_numpy(), label, train, oot)
+        miss, iv, value = _stability_row(column(name), label, train, oot)
         f = BY_NAME[name]
         return {
             "feature": name,
@@ -389,8 +521,9 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
         return {"skipped": True}
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
-    table = build_features(
+    n_rows = write_features(
         p.raw,
+        out,
         int(cfg.data.n_months),
         spec,
         int(cfg.data.block_size),
@@ -398,19 +531,17 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
         stats=stats,
     )
     seconds = time.perf_counter() - t0
-    # Arrow writes the Parquet file without the GIL while the stability report runs
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        written = pool.submit(write_parquet, table, out)
-        stab = stability_report(table)
-        written.result()
+    # the report reads the file just written, one column at a time
+    keys = pq.read_table(out, columns=["split", "label"])
+    masks = _split_masks(keys)
+    label = keys.column("label").to_numpy()
+    del keys
+    stab = stability_report(out, masks=masks, label=label)
     write_json(registry_json(), reg_path)
     write_text(stab.to_csv(index=False), stab_path)
     write_manifest(p.processed, "features", key, outputs, made_from=world_digest(p.raw))
-    n_rows = table.num_rows
     metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
     metrics.update({k: float(v) for k, v in stats.items()})
-    label = table.column("label").to_numpy()
-    masks = _split_masks(table)
     for name, mask in masks.items():
         metrics[f"rows_{name}"] = float(mask.sum())
         metrics[f"label_rate_{name}"] = float(label[mask].mean())

@@ -271,10 +271,10 @@ def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     _wrap_timer(featurize, "read_raw", parts, "read_validate_s")
     _wrap_timer(feat_core, "block_features", parts, "block_features_s")
-    _wrap_timer(feat_core, "social_features", parts, "social_features_s")
+    _wrap_timer(featurize, "_statuses", parts, "status_pass_s")
+    _wrap_timer(feat_core.SocialLookup, "build", parts, "social_lookup_s")
     _wrap_timer(feat_core, "to_table", parts, "to_table_s")
     _wrap_timer(featurize, "stability_report", parts, "stability_report_s")
-    _wrap_timer(featurize, "write_parquet", parts, "write_s")
     res, seconds, rss = _timed(lambda: featurize.features(cfg, _off()))
     return {"seconds": seconds, "peak_rss_mb": rss, "rows": int(res.get("rows", 0)), **parts}
 
