@@ -193,3 +193,20 @@ def test_id_bounds_come_from_row_group_statistics_or_not_at_all(tmp_path):
     broken = tmp_path / "d.parquet"
     broken.write_bytes(b"PAR1 not really")
     assert _id_bounds_from_statistics(broken) is None
+
+
+def test_rows_read_by_position_one_row_group_at_a_time(tmp_path):
+    from pipeline.base.io import DataError, read_table
+
+    table = _mixed_table(1000)
+    path = tmp_path / "t.parquet"
+    write_parquet(table, path, row_group_size=64)
+    at = np.array([0, 63, 64, 65, 500, 999])
+    got = read_table(path, table.schema, rows=at)
+    assert got.equals(table.take(pa.array(at)))
+    assert read_table(path, table.schema, rows=np.array([], dtype=np.int64)).num_rows == 0
+    only = read_table(path, table.schema, columns=["id"], rows=np.array([3, 900]))
+    assert only.column("id").to_pylist() == [3, 900]
+    for bad in ([5, 5], [7, 2], [1000], [-1]):
+        with pytest.raises(DataError, match="row positions"):
+            read_table(path, table.schema, rows=np.array(bad))

@@ -718,11 +718,14 @@ def read_table(
     unique: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
     filters: Any = None,
+    rows: np.ndarray | None = None,
 ) -> pa.Table:
     """Read a Parquet file and check it against ``schema`` and the given rules.
 
     ``filters`` (a pyarrow expression) reads only matching rows, skipping row groups
-    by their statistics; the rules then apply to those rows.
+    by their statistics; the rules then apply to those rows. ``rows`` (ascending
+    positions in the file) reads only those rows, in that order, one row group at a
+    time, so no more than one decoded row group is held besides the rows kept.
 
     Integer columns may be stored with any integer width, floats with any float width;
     values are cast to the declared types. Every failure raises :class:`DataError`
@@ -730,7 +733,7 @@ def read_table(
     """
     p = Path(path)
     wanted = list(columns) if columns is not None else schema.names
-    table = _checked_columns(p, _open_checked(p, schema, wanted, filters), schema, wanted)
+    table = _checked_columns(p, _open_checked(p, schema, wanted, filters, rows), schema, wanted)
     _check_rules(p, table, wanted, non_negative, allowed or {}, ranges or {})
     if unique and table.num_rows:
         n_distinct = _distinct_int_keys(table, unique)
@@ -744,7 +747,9 @@ def read_table(
     return table
 
 
-def _open_checked(p: Path, schema: pa.Schema, wanted: list[str], filters: Any) -> pa.Table:
+def _open_checked(
+    p: Path, schema: pa.Schema, wanted: list[str], filters: Any, rows: np.ndarray | None = None
+) -> pa.Table:
     """The wanted columns of a readable Parquet file whose column kinds match ``schema``."""
     src = resolve(p)  # messages name the final path; the data may still be staged
     if not src.exists():
@@ -765,13 +770,38 @@ def _open_checked(p: Path, schema: pa.Schema, wanted: list[str], filters: Any) -
         if _kind(want) != _kind(got):
             raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
     try:
+        if rows is not None:
+            return _read_positions(p, pf, wanted, rows)
         return (
             pf.read(columns=wanted)
             if filters is None
             else pq.read_table(src, columns=wanted, filters=filters)
         )
+    except DataError:
+        raise
     except Exception as exc:  # as above: corrupt pages surface as several error types
         raise DataError(f"{p}: could not read data ({exc})") from exc
+
+
+def _read_positions(p: Path, pf: pq.ParquetFile, wanted: list[str], rows: np.ndarray) -> pa.Table:
+    """Rows at ascending positions ``rows``, read one row group after the other."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n_rows = pf.metadata.num_rows
+    if len(rows) and (rows[0] < 0 or rows[-1] >= n_rows or (np.diff(rows) <= 0).any()):
+        raise DataError(f"{p}: row positions must be distinct, ascending and below {n_rows}")
+    pieces = []
+    start = 0
+    for g in range(pf.num_row_groups):
+        size = pf.metadata.row_group(g).num_rows
+        a, b = np.searchsorted(rows, [start, start + size])
+        if b > a:
+            group = pf.read_row_group(g, columns=wanted)
+            pieces.append(group.take(pa.array(rows[a:b] - start)))
+            del group
+        start += size
+    if not pieces:
+        return pf.schema_arrow.empty_table().select(wanted)
+    return pa.concat_tables(pieces)
 
 
 def _checked_columns(p: Path, table: pa.Table, schema: pa.Schema, wanted: list[str]) -> pa.Table:

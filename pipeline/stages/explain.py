@@ -143,13 +143,9 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     )
     del keys, oot, closed
     want_oot, want_closed = pairs[pick_oot], pairs[pick_closed]
-    ids = np.unique(np.concatenate([want_oot[:, 0], want_closed[:, 0]]))
-    rows = read_table(
-        path,
-        FEATURE_TABLE_SCHEMA,
-        filters=pc.field("borrower_id").isin(pa.array(ids, pa.int64()))
-        & ((split == "oot") | ((split == "train") & (pc.field("label") == 1))),
-    ).to_pandas()
+    # only the drawn rows, by their positions, one row group at a time
+    at = np.sort(np.concatenate([pick_oot, pick_closed]))
+    rows = read_table(path, FEATURE_TABLE_SCHEMA, rows=at).to_pandas()
     first = catalog.in_key_order(rows, want_oot[:, 0], want_oot[:, 1])
     if 0 < max_rows < n_oot:
         first = first.sort_values(["snapshot", "borrower_id"])
