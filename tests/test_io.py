@@ -45,7 +45,9 @@ def _mixed_table(n: int) -> pa.Table:
     return pa.table(
         {
             "id": pa.array(np.arange(n, dtype=np.int64)),
-            "word": pa.array(np.array(["train", "valid", "oot"], dtype=object)[rng.integers(0, 3, n)]),
+            "word": pa.array(
+                np.array(["train", "valid", "oot"], dtype=object)[rng.integers(0, 3, n)]
+            ),
             "x": pa.array(rng.random(n).astype(np.float32)),
         }
     )

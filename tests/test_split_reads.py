@@ -155,3 +155,17 @@ def test_explain_batch_reads_only_the_sample_it_explains(tmp_path):
     want = whole[(whole.split == "train") & (whole.label == 1)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got[got.split == "train"].reset_index(drop=True), want)
     pd.testing.assert_frame_equal(got[got.split == "oot"].reset_index(drop=True), oot)
+
+
+def test_the_data_card_counts_months_one_row_group_at_a_time(tmp_path):
+    """The on-book counts per month, as a groupby on the whole column gives them."""
+    from pipeline.stages.generate import _rows_per_month
+
+    rng = np.random.default_rng(8)
+    month = rng.integers(3, 30, 5000).astype(np.int16)
+    month[month == 11] = 12  # a month with no rows
+    pq.write_table(pa.table({"month": month}), tmp_path / "am.parquet", row_group_size=333)
+    got = _rows_per_month(tmp_path / "am.parquet")
+    want = pd.DataFrame({"month": month}).groupby("month").size()
+    assert got.index.tolist() == want.index.tolist() and 11 not in got.index
+    assert got.tolist() == want.tolist()
