@@ -57,6 +57,7 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         ("bench.rows=[generate,speed]", "bench.rows"),
         ("model.champion_alias='best model'", "model.champion_alias"),
         ("tracking.experiment=''", "tracking.experiment"),
+        ("data.n_jobs=-1", "data.n_jobs"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(make_cfg, override, key):
@@ -114,6 +115,18 @@ def test_cli_bad_value_exits_before_work(tmp_path):
 )
 def test_shipped_presets_and_edge_values_pass(make_cfg, overrides):
     validate(make_cfg(*overrides))
+
+
+def test_generation_uses_every_core_only_for_large_worlds(make_cfg):
+    from pipeline.base.config import PARALLEL_WORLD, generation_jobs, physical_cores
+
+    assert generation_jobs(make_cfg().data) == 1  # the default 20,000 borrowers
+    big = make_cfg(f"data.n_borrowers={PARALLEL_WORLD}").data
+    assert generation_jobs(big) == physical_cores()
+    assert (
+        generation_jobs(make_cfg(f"data.n_borrowers={PARALLEL_WORLD}", "data.n_jobs=1").data) == 1
+    )
+    assert generation_jobs(make_cfg("data.n_jobs=3").data) == 3
 
 
 def test_every_group_has_its_check():

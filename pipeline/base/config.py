@@ -75,6 +75,8 @@ def _optional_id(key: str, value: Any, what: str) -> None:
 
 #: most workers, threads or processes any key may ask for; more is surely a typo
 MAX_PARALLEL = 1024
+#: from this many borrowers on, ``data.n_jobs=0`` generates with one process per core
+PARALLEL_WORLD = 100_000
 #: ``data.n_borrowers`` and ``bench.n_borrowers`` beyond this are refused
 MAX_BORROWERS = 50_000_000
 
@@ -123,7 +125,9 @@ class DataConfig:
     n_months: int = 36
     seed: int = 42
     block_size: int = 16_384  # borrowers per work unit (memory bound); output does not depend on it
-    n_jobs: int = 1  # worker processes for generation; output does not depend on it
+    # worker processes for generation; output does not depend on it. 0: one per physical
+    # core from PARALLEL_WORLD borrowers on, one below (where starting them costs more)
+    n_jobs: int = 0
     # bring-your-own-table fields (kind=table)
     path: str = ""
     target: str = ""
@@ -166,9 +170,13 @@ def check_data(d: Any, key: str, cfg: Any) -> None:
         _fail(f"{key}.seed", "must not be negative", d.seed)
     if d.block_size <= 0:
         _fail(f"{key}.block_size", "must be positive", d.block_size)
-    if d.n_jobs <= 0:
-        _fail(f"{key}.n_jobs", "must be positive", d.n_jobs)
-    _in(f"{key}.n_jobs", d.n_jobs, 1, MAX_PARALLEL)
+    _in(
+        f"{key}.n_jobs",
+        d.n_jobs,
+        0,
+        MAX_PARALLEL,
+        f"must lie in [0, {MAX_PARALLEL}] (0: automatic)",
+    )
     for name in ("valid_frac", "oot_frac"):
         if not 0 < _finite(f"{key}.{name}", d[name]) < 0.5:
             _fail(f"{key}.{name}", "must lie in (0, 0.5)", d[name])
@@ -831,6 +839,13 @@ def validate(cfg: Any) -> None:
     for group, check in GROUP_CHECKS:
         check(cfg[group], group, cfg)
     _one_of("lock", cfg.lock, LOCK_MODES)
+
+
+def generation_jobs(d: Any) -> int:
+    """The worker processes generation uses: ``data.n_jobs``, or the automatic choice."""
+    if int(d.n_jobs):
+        return int(d.n_jobs)
+    return physical_cores() if int(d.n_borrowers) >= PARALLEL_WORLD else 1
 
 
 def physical_cores() -> int:

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
+from pipeline.base.config import generation_jobs
 from pipeline.base.io import ParquetSink, atomic_path, write_json, write_parquet, write_text
 from pipeline.base.progress import progress
 from pipeline.core import simulate as sim_core
@@ -69,7 +70,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
             chunks = distributed.iter_chunks(spec, client, p.raw)
         else:
             chunks = sim_core.iter_chunks(
-                spec, n_jobs=int(cfg.data.n_jobs), block_size=int(cfg.data.block_size)
+                spec, n_jobs=generation_jobs(cfg.data), block_size=int(cfg.data.block_size)
             )
         for _, tables in progress(chunks, total=spec.n_chunks, desc="generate"):
             for name, table in tables.items():
