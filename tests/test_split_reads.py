@@ -169,3 +169,27 @@ def test_the_data_card_counts_months_one_row_group_at_a_time(tmp_path):
     want = pd.DataFrame({"month": month}).groupby("month").size()
     assert got.index.tolist() == want.index.tolist() and 11 not in got.index
     assert got.tolist() == want.tolist()
+
+
+def test_the_data_card_histograms_are_those_of_the_whole_columns(tmp_path):
+    """Counted row group by row group, in two passes: np.histogram's bins and counts."""
+    from types import SimpleNamespace
+
+    from pipeline.stages.generate import CARD_BINS, _distributions
+
+    rng = np.random.default_rng(9)
+    n = 4000
+    line = rng.choice([0.0, 5e3, 2e4, 1e5], n) * rng.random(n)
+    balance = line * rng.random(n) * 1.3
+    draw = np.where(rng.random(n) < 0.3, rng.lognormal(7, 1, n), 0.0)
+    am = pa.table({"line": line, "balance": balance, "draw_amount": draw})
+    pq.write_table(am, tmp_path / "account_months.parquet", row_group_size=300)
+    income = rng.lognormal(8, 0.5, 500)
+    pq.write_table(pa.table({"income": income}), tmp_path / "borrowers.parquet")
+    got = _distributions(SimpleNamespace(raw=tmp_path))
+    util = (pd.Series(balance) / pd.Series(line).where(line > 0)).dropna().clip(0, 1)
+    whole = [np.log10(income), np.log10(line[line > 0]), util, np.log10(draw[draw > 0])]
+    for (counts, edges), values in zip(got, whole, strict=True):
+        want_counts, want_edges = np.histogram(np.asarray(values), bins=CARD_BINS)
+        np.testing.assert_array_equal(edges, want_edges)
+        np.testing.assert_array_equal(counts, want_counts)

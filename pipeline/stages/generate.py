@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -205,30 +206,64 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
     ax.legend(fontsize=7, ncol=2)
     paths.append(_save(fig, out / "closure_rate_by_cause.png", atomic_path))
 
-    am = pq.read_table(
-        p.raw / "account_months.parquet", columns=["line", "balance", "draw_amount"]
-    ).to_pandas()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    util = (am.balance / am.line.where(am.line > 0)).dropna().clip(0, 1)
-    draws = am.draw_amount[am.draw_amount > 0]
-    for ax, (title, values, log) in zip(
-        axes,
-        [
-            ("monthly income", borrowers_income(p), True),
-            ("credit line", am.line, True),
-            ("utilisation", util, False),
-            ("amount drawn (months with a draw)", draws, True),
-        ],
-        strict=True,
+    titles = ["monthly income", "credit line", "utilisation", "amount drawn (months with a draw)"]
+    for ax, title, (counts, edges), log in zip(
+        axes, titles, _distributions(p), (True, True, False, True), strict=True
     ):
-        v = np.asarray(values, dtype=float)
-        v = v[v > 0] if log else v
-        ax.hist(np.log10(v) if log else v, bins=40, color="#4c72b0")
+        ax.hist(edges[:-1], bins=edges, weights=counts, color="#4c72b0")
         ax.set_title(title + (" (log10)" if log else ""), fontsize=9)
     fig.tight_layout()
     paths.append(_save(fig, out / "distributions.png", atomic_path))
     plt.close("all")
     return paths
+
+
+#: bins of each distribution drawn in the data card
+CARD_BINS = 40
+
+
+def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Histograms (counts, edges) of log10 income, log10 credit line, utilisation and
+    log10 amount drawn, as ``np.histogram(values, bins=CARD_BINS)`` gives them.
+
+    The account months are read one row group at a time, twice (the range, then the
+    counts), so the client never holds those columns whole (300 million values at 3
+    million borrowers).
+    """
+    pf = pq.ParquetFile(p.raw / "account_months.parquet")
+
+    def month_values() -> Iterator[list[np.ndarray]]:
+        for g in range(pf.num_row_groups):
+            am = pf.read_row_group(g, columns=["line", "balance", "draw_amount"])
+            line = am.column("line").to_numpy().astype(float)
+            balance = am.column("balance").to_numpy().astype(float)
+            draw = am.column("draw_amount").to_numpy().astype(float)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                util = np.clip(balance[line > 0] / line[line > 0], 0, 1)
+            util = util[~np.isnan(util)]
+            draw = draw[draw > 0]
+            yield [np.log10(line[line > 0]), util, np.log10(draw[draw > 0])]
+
+    income = np.asarray(borrowers_income(p), dtype=float)
+    income = np.log10(income[income > 0])
+    lo = [float(np.min(income, initial=np.inf))] + [np.inf] * 3
+    hi = [float(np.max(income, initial=-np.inf))] + [-np.inf] * 3
+    for values in month_values():
+        for j, v in enumerate(values, start=1):
+            if len(v):
+                lo[j], hi[j] = min(lo[j], float(v.min())), max(hi[j], float(v.max()))
+    edges = [
+        np.histogram_bin_edges(np.array([a, b]) if a <= b else np.array([]), bins=CARD_BINS)
+        for a, b in zip(lo, hi, strict=True)
+    ]
+    counts = [np.histogram(income, bins=edges[0])[0]] + [
+        np.zeros(CARD_BINS, dtype=np.int64) for _ in range(3)
+    ]
+    for values in month_values():
+        for j, v in enumerate(values, start=1):
+            counts[j] += np.histogram(v, bins=edges[j])[0]
+    return list(zip(counts, edges, strict=True))
 
 
 def borrowers_income(p: Paths) -> Any:
