@@ -61,8 +61,13 @@ def _data(path: Path, frame: pd.DataFrame, by_split: bool) -> TrainData:
     )
 
 
-def test_train_reads_each_split_as_the_whole_table_filtered(tmp_path):
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_train_reads_each_split_as_the_whole_table_filtered(tmp_path, interleaved):
     path = _table(tmp_path / "features.parquet")
+    if interleaved:  # the splits mixed within every row group, as in borrower order
+        t = pq.read_table(path)
+        t = t.take(np.random.default_rng(1).permutation(t.num_rows))
+        pq.write_table(t, path, row_group_size=333)
     whole = load_feature_table(path)
     names = list(FEATURE_NAMES)
     X, y, splits = _split_rows(_data(path, load_feature_table(path, ["split", "label"]), True))

@@ -747,10 +747,56 @@ def read_table(
     return table
 
 
+def iter_row_groups(
+    path: str | os.PathLike[str],
+    schema: pa.Schema,
+    *,
+    non_negative: Iterable[str] = (),
+    allowed: dict[str, Sequence[str]] | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    columns: Sequence[str] | None = None,
+) -> Iterator[pa.Table]:
+    """The file's row groups one after the other, each checked as :func:`read_table`
+    checks a file (rules that span rows, like unique keys, are left to the caller).
+
+    One pass over the file holding one decoded row group at a time: for a caller that
+    sorts the rows into several places, instead of one filtered read per place.
+    """
+    p = Path(path)
+    wanted = list(columns) if columns is not None else schema.names
+    pf = _checked_file(p, schema, wanted)
+    for g in range(pf.num_row_groups):
+        try:
+            group = pf.read_row_group(g, columns=wanted)
+        except Exception as exc:  # corrupt pages surface as several error types
+            raise DataError(f"{p}: could not read data ({exc})") from exc
+        group = _checked_columns(p, group, schema, wanted)
+        _check_rules(p, group, wanted, non_negative, allowed or {}, ranges or {})
+        yield group
+
+
 def _open_checked(
     p: Path, schema: pa.Schema, wanted: list[str], filters: Any, rows: np.ndarray | None = None
 ) -> pa.Table:
     """The wanted columns of a readable Parquet file whose column kinds match ``schema``."""
+    src = resolve(p)
+    pf = _checked_file(p, schema, wanted)
+    try:
+        if rows is not None:
+            return _read_positions(p, pf, wanted, rows)
+        return (
+            pf.read(columns=wanted)
+            if filters is None
+            else pq.read_table(src, columns=wanted, filters=filters)
+        )
+    except DataError:
+        raise
+    except Exception as exc:  # as above: corrupt pages surface as several error types
+        raise DataError(f"{p}: could not read data ({exc})") from exc
+
+
+def _checked_file(p: Path, schema: pa.Schema, wanted: list[str]) -> pq.ParquetFile:
+    """A readable Parquet file that has the wanted columns, of the kinds ``schema`` says."""
     src = resolve(p)  # messages name the final path; the data may still be staged
     if not src.exists():
         raise DataError(f"{p}: file not found (run the stage that writes it first)")
@@ -769,18 +815,7 @@ def _open_checked(
         want, got = schema.field(name).type, file_schema.field(name).type
         if _kind(want) != _kind(got):
             raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
-    try:
-        if rows is not None:
-            return _read_positions(p, pf, wanted, rows)
-        return (
-            pf.read(columns=wanted)
-            if filters is None
-            else pq.read_table(src, columns=wanted, filters=filters)
-        )
-    except DataError:
-        raise
-    except Exception as exc:  # as above: corrupt pages surface as several error types
-        raise DataError(f"{p}: could not read data ({exc})") from exc
+    return pf
 
 
 def _read_positions(p: Path, pf: pq.ParquetFile, wanted: list[str], rows: np.ndarray) -> pa.Table:

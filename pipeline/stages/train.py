@@ -35,6 +35,7 @@ from pipeline.adapters.tracking import Tracker, flatten_numbers, redact_tree
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
+    iter_row_groups,
     read_table,
     write_json,
     write_parquet,
@@ -464,25 +465,45 @@ def _split_rows(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, pd.DataFrame]]:
     """Per split: the feature matrix, the labels and the other columns still needed.
 
-    Each split is read on its own (a Parquet filter skips the other rows) and its
-    features go straight from Arrow into a float32 matrix, column by column; only the
-    columns the evaluation and the rules baseline read stay as a frame. At a million
-    borrowers this holds one split's rows at a time instead of the whole table and its
-    split copies (two more copies of a ~2 GB matrix).
+    One pass over the file, one row group at a time: each group's rows go straight from
+    Arrow into the float32 matrix of their split, allocated once at its final size
+    (the split sizes come from the key columns already read); only the columns the
+    evaluation and the rules baseline read stay as a frame. At a million borrowers this
+    holds one row group besides the matrices, instead of a split's whole table, and
+    decodes the file once instead of once per split.
     """
     names = data.names
     needed = {*base_core.RULE_FEATURES, *data.segments.values()}
     keep = [c for c in FEATURE_TABLE_SCHEMA.names if c not in set(names) or c in needed]
-    X: dict[str, np.ndarray] = {}
-    y: dict[str, np.ndarray] = {}
+    sizes = data.frame["split"].value_counts()
+    X = {
+        s: np.empty((int(sizes.get(s, 0)), len(names)), dtype=np.float32, order="F") for s in SPLITS
+    }
+    y = {s: np.empty(len(X[s]), dtype=int) for s in SPLITS}
+    kept: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
+    at = dict.fromkeys(SPLITS, 0)
+    for group in iter_row_groups(data.source, FEATURE_TABLE_SCHEMA):
+        split = group.column("split")
+        for s in SPLITS:
+            mask = pc.equal(split, s)
+            rows = group.filter(mask)
+            a, b = at[s], at[s] + rows.num_rows
+            if b > len(X[s]):
+                raise DataError(f"{data.source}: split '{s}' has more rows than when first read")
+            for j, name in enumerate(names):
+                X[s][a:b, j] = rows.column(name).to_numpy()
+            y[s][a:b] = rows.column("label").to_numpy()
+            kept[s].append(rows.select(keep))
+            at[s] = b
+        del group, split
     splits: dict[str, pd.DataFrame] = {}
     for s in SPLITS:
-        rows = read_table(data.source, FEATURE_TABLE_SCHEMA, filters=pc.field("split") == s)
-        X[s] = feature_matrix(rows, names)
-        y[s] = rows.column("label").to_numpy().astype(int)
-        splits[s] = rows.select(keep).to_pandas()
-        del rows
-        release_memory()
+        if at[s] != len(X[s]):
+            raise DataError(f"{data.source}: split '{s}' has fewer rows than when first read")
+        pieces = kept.pop(s)
+        table = pa.concat_tables(pieces) if pieces else FEATURE_TABLE_SCHEMA.empty_table()
+        splits[s] = table.select(keep).to_pandas()
+    release_memory()
     return X, y, splits
 
 
