@@ -228,6 +228,8 @@ def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     _wrap_timer(sim_core, "simulate_chunk", parts, "simulate_s")
     _wrap_timer(gen_runner, "data_card", parts, "data_card_s")
+    # one process, as the reference: and the variates are counted in this one
+    cfg.data.n_jobs = 1
     counter = install_rng_counter()
     res, seconds, rss = _timed(lambda: gen_runner.generate(cfg, _off()))
     counts = res.get("counts", {})
