@@ -436,6 +436,9 @@ def _fit(cfg: Config, data: TrainData, selected: str | None = None) -> Fitted:
         )
         booster, best_iteration = res.booster, res.best_iteration
     seconds = time.perf_counter() - t0
+    # the training Datasets are gone with the fit: hand their memory back before the
+    # baselines build their own matrices on top of the split matrices
+    release_memory()
     raw = {s: train_core.predict(booster, X[s]) for s in SPLITS}
     calibrator = cal_core.fit(str(m.calibration), raw["valid"], y["valid"])
     cal = {s: calibrator.apply(raw[s]) for s in SPLITS}
