@@ -110,6 +110,47 @@ def test_generate_on_dask_is_bit_identical(make_cfg, tmp_path, dask_tasks, monke
     assert dask_tasks.on_workers()
 
 
+def test_a_failure_in_the_client_stops_the_cluster_blocks(make_cfg, tmp_path, monkeypatch):
+    """A block the client cannot use ends the stage: no file, the blocks not yet submitted
+    never run (a few per worker are in flight, not all), and nothing fails unseen while
+    the cluster is taken down."""
+    import sys
+
+    cfg = make_cfg("data.n_borrowers=1500", "engine=local", root=tmp_path)
+    generate(cfg, OFF)
+    raw, out = tmp_path / "data" / "raw", tmp_path / "features.parquet"
+    dask = make_cfg("engine=dask", "engine.n_workers=2", "engine.memory_limit=2GiB").engine
+    n_blocks = math.ceil(1500 / 100)
+
+    def refuse(*args: Any) -> None:
+        raise RuntimeError("the client refuses the first block")
+
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(features_stage, "_same_status", refuse)
+    log = TaskLog()
+    real = distributed.client_for
+
+    @contextlib.contextmanager
+    def recording(engine: Any):
+        with real(engine) as client:
+            stream = get_task_stream(client)
+            stream.__enter__()
+            try:
+                yield client
+            finally:  # the stage fails: record what ran all the same
+                stream.__exit__(None, None, None)
+                log.tasks += [(key_split(t["key"]), t["worker"]) for t in stream.data]
+
+    monkeypatch.setattr(distributed, "client_for", recording)
+    spec = features_stage.feature_spec(cfg)
+    with pytest.raises(RuntimeError, match="first block"):
+        features_stage.write_features(raw, out, 36, spec, 100, engine=dask)
+    assert not out.exists()
+    assert 1 <= log.counts()["feature_block"] <= 2 * 2 + 2 < n_blocks
+    assert unraisable == []
+
+
 def test_shap_on_dask_matches_local(client):
     import lightgbm as lgb
 
@@ -164,6 +205,7 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, mo
     ran = dask_tasks.counts()
     assert ran["simulate_to_parts"] == math.ceil(1500 / cfg.simulator.chunk_size)
     assert ran["feature_block"] == math.ceil(1500 / 500)
+    assert ran["status_block"] >= 1  # the first pass (first-event months) ran there too
     assert ran["train_part"] >= 1 and ran["shap_block"] >= 1, ran
     assert dask_tasks.on_workers()
     for rel in ("data/raw/account_months.parquet", "data/processed/features.parquet"):

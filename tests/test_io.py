@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -212,3 +213,20 @@ def test_rows_read_by_position_one_row_group_at_a_time(tmp_path):
     for bad in ([5, 5], [7, 2], [1000], [-1]):
         with pytest.raises(DataError, match="row positions"):
             read_table(path, table.schema, rows=np.array(bad))
+
+
+def test_row_groups_are_checked_one_by_one_and_say_which(tmp_path):
+    from pipeline.base.io import DataError, iter_row_groups, read_table
+
+    table = _mixed_table(300)
+    x = table.column("x").to_numpy().copy()
+    x[150] = np.nan  # in the second row group of 100 rows
+    bad = table.set_column(2, "x", pa.array(x))
+    path = tmp_path / "t.parquet"
+    write_parquet(bad, path, row_group_size=100)
+    groups = iter_row_groups(path, table.schema)
+    assert next(groups).equals(bad.slice(0, 100))
+    with pytest.raises(DataError, match=r"column 'x' has 1 NaN.*\(in row group 2 of 3\)"):
+        next(groups)
+    with pytest.raises(ValueError, match="not both"):
+        read_table(path, table.schema, rows=np.array([1]), filters=pc.field("id") > 3)

@@ -184,16 +184,24 @@ def test_the_data_card_histograms_are_those_of_the_whole_columns(tmp_path):
 
     rng = np.random.default_rng(9)
     n = 4000
-    line = rng.choice([0.0, 5e3, 2e4, 1e5], n) * rng.random(n)
-    balance = line * rng.random(n) * 1.3
-    draw = np.where(rng.random(n) < 0.3, rng.lognormal(7, 1, n), 0.0)
+    # float32 like the simulator's columns; whole-hundred lines and balances at exact
+    # fractions of them put many ratios on the bin edges, where the type of the
+    # division decides the bin
+    line = (rng.choice([0.0, 5e3, 2e4, 1e5], n) * rng.integers(1, 4, n)).astype(np.float32)
+    balance = (line * rng.integers(0, 53, n) / 40).astype(np.float32)
+    draw = np.where(rng.random(n) < 0.3, rng.lognormal(7, 1, n), 0.0).astype(np.float32)
     am = pa.table({"line": line, "balance": balance, "draw_amount": draw})
     pq.write_table(am, tmp_path / "account_months.parquet", row_group_size=300)
     income = rng.lognormal(8, 0.5, 500)
     pq.write_table(pa.table({"income": income}), tmp_path / "borrowers.parquet")
     got = _distributions(SimpleNamespace(raw=tmp_path))
     util = (pd.Series(balance) / pd.Series(line).where(line > 0)).dropna().clip(0, 1)
-    whole = [np.log10(income), np.log10(line[line > 0]), util, np.log10(draw[draw > 0])]
+    whole = [
+        np.log10(income),
+        np.log10(line[line > 0].astype(float)),
+        np.asarray(util, dtype=float),
+        np.log10(draw[draw > 0].astype(float)),
+    ]
     for (counts, edges), values in zip(got, whole, strict=True):
         want_counts, want_edges = np.histogram(np.asarray(values), bins=CARD_BINS)
         np.testing.assert_array_equal(edges, want_edges)

@@ -854,4 +854,9 @@ def physical_cores() -> int:
     except Exception:  # pragma: no cover - psutil is a dependency, this is belt and braces
         n = None
 
-    return max(1, n or os.cpu_count() or 1)
+    n = n or os.cpu_count() or 1
+    try:  # a process limited to fewer CPUs (taskset, a container's cpuset) gets that many
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        pass
+    return max(1, n)

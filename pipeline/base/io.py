@@ -171,6 +171,8 @@ def _json_default(o: Any) -> Any:
 
 #: the rows per row group of ``pq.write_table`` when none is given (pyarrow's default)
 DEFAULT_ROW_GROUP_ROWS = 1024 * 1024
+#: the most rows pyarrow puts in one row group, whatever ``row_group_size`` asks
+MAX_ROW_GROUP_ROWS = 64 * 1024 * 1024
 
 
 def write_parquet_stream(
@@ -188,7 +190,8 @@ def write_parquet_stream(
     written on a second thread (Arrow releases the GIL). Atomic like :func:`write_parquet`:
     if anything fails, including the iterator, no file appears under ``path``.
     """
-    size = row_group_size or DEFAULT_ROW_GROUP_ROWS
+    # pyarrow never writes a row group of more than MAX_ROW_GROUP_ROWS rows
+    size = min(row_group_size or DEFAULT_ROW_GROUP_ROWS, MAX_ROW_GROUP_ROWS)
     n_rows = 0
     with (
         atomic_path(path) as tmp,
@@ -208,7 +211,7 @@ def write_parquet_stream(
         held: list[pa.Table] = []
         n_held = 0
         for table in tables:
-            if not table.schema.equals(schema):
+            if not table.schema.equals(schema, check_metadata=True):
                 raise ValueError(
                     f"{path}: a part's schema differs from the file's:\n{table.schema}"
                 )
@@ -764,35 +767,41 @@ def iter_row_groups(
     """
     p = Path(path)
     wanted = list(columns) if columns is not None else schema.names
-    pf = _checked_file(p, schema, wanted)
-    for g in range(pf.num_row_groups):
-        try:
-            group = pf.read_row_group(g, columns=wanted)
-        except Exception as exc:  # corrupt pages surface as several error types
-            raise DataError(f"{p}: could not read data ({exc})") from exc
-        group = _checked_columns(p, group, schema, wanted)
-        _check_rules(p, group, wanted, non_negative, allowed or {}, ranges or {})
-        yield group
+    with _checked_file(p, schema, wanted) as pf:
+        n = pf.num_row_groups
+        for g in range(n):
+            try:
+                group = pf.read_row_group(g, columns=wanted)
+            except Exception as exc:  # corrupt pages surface as several error types
+                raise DataError(f"{p}: could not read data ({exc})") from exc
+            try:
+                group = _checked_columns(p, group, schema, wanted)
+                _check_rules(p, group, wanted, non_negative, allowed or {}, ranges or {})
+            except DataError as exc:  # its counts are this row group's
+                raise DataError(f"{exc} (in row group {g + 1} of {n})") from exc
+            yield group
 
 
 def _open_checked(
     p: Path, schema: pa.Schema, wanted: list[str], filters: Any, rows: np.ndarray | None = None
 ) -> pa.Table:
     """The wanted columns of a readable Parquet file whose column kinds match ``schema``."""
+    if rows is not None and filters is not None:
+        raise ValueError("read_table: give row positions or a filter, not both")
     src = resolve(p)
-    pf = _checked_file(p, schema, wanted)
-    try:
-        if rows is not None:
-            return _read_positions(p, pf, wanted, rows)
-        return (
-            pf.read(columns=wanted)
-            if filters is None
-            else pq.read_table(src, columns=wanted, filters=filters)
-        )
-    except DataError:
-        raise
-    except Exception as exc:  # as above: corrupt pages surface as several error types
-        raise DataError(f"{p}: could not read data ({exc})") from exc
+    with _checked_file(p, schema, wanted) as pf:
+        try:
+            if rows is not None:
+                return _read_positions(p, pf, wanted, rows)
+            return (
+                pf.read(columns=wanted)
+                if filters is None
+                else pq.read_table(src, columns=wanted, filters=filters)
+            )
+        except DataError:
+            raise
+        except Exception as exc:  # as above: corrupt pages surface as several error types
+            raise DataError(f"{p}: could not read data ({exc})") from exc
 
 
 def _checked_file(p: Path, schema: pa.Schema, wanted: list[str]) -> pq.ParquetFile:
@@ -808,13 +817,16 @@ def _checked_file(p: Path, schema: pa.Schema, wanted: list[str]) -> pq.ParquetFi
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
     for name in wanted:
+        problem = None
         if name not in file_schema.names:
-            raise DataError(
-                f"{p}: column '{name}' is missing (expected columns: {', '.join(schema.names)})"
-            )
-        want, got = schema.field(name).type, file_schema.field(name).type
-        if _kind(want) != _kind(got):
-            raise DataError(f"{p}: column '{name}' has type {got}, expected {_kind(want)} ({want})")
+            problem = f"column '{name}' is missing (expected columns: {', '.join(schema.names)})"
+        else:
+            want, got = schema.field(name).type, file_schema.field(name).type
+            if _kind(want) != _kind(got):
+                problem = f"column '{name}' has type {got}, expected {_kind(want)} ({want})"
+        if problem is not None:
+            pf.close()
+            raise DataError(f"{p}: {problem}")
     return pf
 
 

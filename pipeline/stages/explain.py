@@ -118,9 +118,10 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     columns; the other rows are skipped by a Parquet filter, so at a million borrowers
     the ~7 million training and validation rows never reach memory. With ``max_rows``
     (``learn_rows``) > 0 and more out-of-time rows (closures) than that, only the
-    sample the explanation uses is read, drawn as ``DataFrame.sample(n, random_state=
-    seed)`` draws it from all of them: the sampled out-of-time rows come sorted by
-    snapshot and borrower, the closures in the order drawn, as :func:`_rows_to_explain`
+    sample the explanation uses is read (by position, one row group at a time), drawn
+    as ``DataFrame.sample(n, random_state=seed)`` draws it from all of them: the
+    sampled out-of-time rows come sorted by snapshot and borrower, the closures in the
+    order drawn, as :func:`_rows_to_explain`
     and :func:`_cause_weights` would have them. Otherwise the rows come in the file's
     order, out-of-time rows and closures interleaved.
     """

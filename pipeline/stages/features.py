@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ def read_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> dict[str, pa.T
 
 def _local_blocks(
     raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: feat_core.FeatureSpec
-) -> Iterator[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]:
+) -> Generator[tuple[dict[str, np.ndarray], feat_core.BlockStatus], None, None]:
     """Blocks one after the other, the next block read while this one is computed.
 
     Arrow reads without the GIL, so the read of block i+1 overlaps the (numba) features
@@ -266,7 +266,7 @@ def _statuses(
 
 def _cluster_blocks(
     client: Any, raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: Any
-) -> Iterator[tuple[dict[str, np.ndarray], feat_core.BlockStatus]]:
+) -> Generator[tuple[dict[str, np.ndarray], feat_core.BlockStatus], None, None]:
     """Blocks computed on the cluster, yielded in block order.
 
     A few blocks per worker are in flight at once; each result leaves the cluster when
@@ -295,7 +295,7 @@ def feature_tables(
     block_size: int,
     engine: Any = None,
     stats: dict[str, Any] | None = None,
-) -> Iterator[pa.Table]:
+) -> Generator[pa.Table, None, None]:
     """Validate the raw tables and yield the feature table block by block, in order.
 
     Two passes. The first reads the few columns that give every borrower's first
@@ -339,10 +339,14 @@ def feature_tables(
             n_ids=hi_id,
         )
         del edges
-        blocks = (
-            _cluster_blocks(client, raw_dir, bounds, n_months, spec)
-            if client is not None
-            else _local_blocks(raw_dir, bounds, n_months, spec)
+        # closed before the client (entered after it): pending blocks are cancelled
+        # while the client can still reach the scheduler
+        blocks = stack.enter_context(
+            contextlib.closing(
+                _cluster_blocks(client, raw_dir, bounds, n_months, spec)
+                if client is not None
+                else _local_blocks(raw_dir, bounds, n_months, spec)
+            )
         )
         for (lo, hi), (cols, block_status) in zip(
             bounds, progress(blocks, total=len(bounds), desc="features"), strict=True
@@ -384,7 +388,10 @@ def build_features(
     stats: dict[str, Any] | None = None,
 ) -> pa.Table:
     """The whole feature table in memory (scoring and tests); the stage streams it to disk."""
-    parts = list(feature_tables(raw_dir, n_months, spec, block_size, engine, stats))
+    with contextlib.closing(
+        feature_tables(raw_dir, n_months, spec, block_size, engine, stats)
+    ) as tables:
+        parts = list(tables)
     if not parts:
         return feat_core.FEATURE_TABLE_SCHEMA.empty_table()
     return pa.concat_tables(parts).combine_chunks()
@@ -404,8 +411,11 @@ def write_features(
     The file is byte for byte the one :func:`build_features` then ``write_parquet``
     would give, without the whole table ever being in memory.
     """
-    tables = feature_tables(raw_dir, n_months, spec, block_size, engine, stats)
-    return write_parquet_stream(tables, out, feat_core.FEATURE_TABLE_SCHEMA)
+    # closed on any failure, so that a cluster and its running tasks do not outlive it
+    with contextlib.closing(
+        feature_tables(raw_dir, n_months, spec, block_size, engine, stats)
+    ) as tables:
+        return write_parquet_stream(tables, out, feat_core.FEATURE_TABLE_SCHEMA)
 
 
 def _split_masks(table: pa.Table) -> dict[str, np.ndarray]:

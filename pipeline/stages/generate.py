@@ -101,14 +101,14 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
 def _rows_per_month(path: Any) -> pd.Series:
     """Rows per month (months with rows, ascending), counted one row group at a time:
     the account months are the largest table (100 million rows at 3 million borrowers)."""
-    pf = pq.ParquetFile(path)
     counts = np.zeros(0, dtype=np.int64)
-    for g in range(pf.num_row_groups):
-        month = pf.read_row_group(g, columns=["month"]).column(0).to_numpy().astype(np.int64)
-        part = np.bincount(month)
-        if len(part) > len(counts):
-            counts = np.pad(counts, (0, len(part) - len(counts)))
-        counts[: len(part)] += part
+    with pq.ParquetFile(path) as pf:
+        for g in range(pf.num_row_groups):
+            month = pf.read_row_group(g, columns=["month"]).column(0).to_numpy().astype(np.int64)
+            part = np.bincount(month)
+            if len(part) > len(counts):
+                counts = np.pad(counts, (0, len(part) - len(counts)))
+            counts[: len(part)] += part
     months = np.flatnonzero(counts)
     return pd.Series(counts[months], index=pd.Index(months, name="month"))
 
@@ -231,28 +231,32 @@ def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
     counts), so the client never holds those columns whole (300 million values at 3
     million borrowers).
     """
-    pf = pq.ParquetFile(p.raw / "account_months.parquet")
+    path = p.raw / "account_months.parquet"
 
     def month_values() -> Iterator[list[np.ndarray]]:
-        for g in range(pf.num_row_groups):
-            am = pf.read_row_group(g, columns=["line", "balance", "draw_amount"])
-            line = am.column("line").to_numpy().astype(float)
-            balance = am.column("balance").to_numpy().astype(float)
-            draw = am.column("draw_amount").to_numpy().astype(float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                util = np.clip(balance[line > 0] / line[line > 0], 0, 1)
-            util = util[~np.isnan(util)]
-            draw = draw[draw > 0]
-            yield [np.log10(line[line > 0]), util, np.log10(draw[draw > 0])]
+        with pq.ParquetFile(path) as pf:
+            for g in range(pf.num_row_groups):
+                am = pf.read_row_group(g, columns=["line", "balance", "draw_amount"])
+                # the ratio in the columns' own type (float32), as pandas divided them
+                line32 = am.column("line").to_numpy()
+                balance32 = am.column("balance").to_numpy()
+                on = line32 > 0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    util = np.clip(balance32[on] / line32[on], 0, 1).astype(float)
+                util = util[~np.isnan(util)]
+                line = line32.astype(float)
+                draw = am.column("draw_amount").to_numpy().astype(float)
+                draw = draw[draw > 0]
+                yield [np.log10(line[line > 0]), util, np.log10(draw)]
 
     income = np.asarray(borrowers_income(p), dtype=float)
     income = np.log10(income[income > 0])
     lo = [float(np.min(income, initial=np.inf))] + [np.inf] * 3
     hi = [float(np.max(income, initial=-np.inf))] + [-np.inf] * 3
     for values in month_values():
-        for j, v in enumerate(values, start=1):
+        for k, v in enumerate(values, start=1):
             if len(v):
-                lo[j], hi[j] = min(lo[j], float(v.min())), max(hi[j], float(v.max()))
+                lo[k], hi[k] = min(lo[k], float(v.min())), max(hi[k], float(v.max()))
     edges = [
         np.histogram_bin_edges(np.array([a, b]) if a <= b else np.array([]), bins=CARD_BINS)
         for a, b in zip(lo, hi, strict=True)
@@ -261,8 +265,8 @@ def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
         np.zeros(CARD_BINS, dtype=np.int64) for _ in range(3)
     ]
     for values in month_values():
-        for j, v in enumerate(values, start=1):
-            counts[j] += np.histogram(v, bins=edges[j])[0]
+        for k, v in enumerate(values, start=1):
+            counts[k] += np.histogram(v, bins=edges[k])[0]
     return list(zip(counts, edges, strict=True))
 
 

@@ -80,8 +80,9 @@ class TrainData:
     meta: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, str] = field(default_factory=dict)  # summary key -> column
     oracle: pd.DataFrame | None = None
-    # simulator: ``frame`` holds the key columns only; each split's rows are read from
-    # ``source`` when the model is fitted, so the whole table is never in memory at once
+    # simulator: ``frame`` holds the key columns only; the rows are read from ``source``
+    # into one matrix per split when the model is fitted (one row group at a time), so
+    # the whole table is never in memory at once
     by_split: bool = False
 
     @property
@@ -93,7 +94,7 @@ class TrainData:
 def _simulator_data(cfg: Any, p: Paths) -> TrainData:
     feat_path = p.processed / "features.parquet"
     # the whole file's rules (split names, labels, unique keys) on its key columns only;
-    # the feature rows are read later, one split at a time (:func:`_split_rows`)
+    # the feature rows are read later, into one matrix per split (:func:`_split_rows`)
     df = load_feature_table(feat_path, ["split", "label"])
     names = list(FEATURE_NAMES)
     oracle = None
