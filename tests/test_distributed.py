@@ -254,7 +254,7 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, monkeypat
         frames[engine] = pd.read_parquet(out)
     # the new borrowers' features and SHAP values came from the cluster
     ran = dask_tasks.counts()
-    assert set(ran) == {"feature_block", "shap_block"}
+    assert set(ran) == {"status_block", "feature_block", "shap_block"}
     assert ran["feature_block"] == math.ceil(1200 / 400)
     assert dask_tasks.on_workers()
     a, b = frames["local"], frames["dask"]
