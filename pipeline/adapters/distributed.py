@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +71,15 @@ def client_for(engine: Any) -> Iterator[Any]:
 
 
 def spilled_bytes(client: Any) -> int:
-    """Bytes of task results the cluster's workers have moved to disk so far (pickled)."""
+    """Bytes of task results the cluster's workers have moved to disk so far (pickled),
+    counting results already taken back and deleted; a difference of two calls is what
+    the work between them spilled."""
 
     def on_worker(dask_worker: Any) -> int:
-        total = getattr(dask_worker.data, "spilled_total", None)
+        metrics = getattr(dask_worker.data, "cumulative_metrics", None)
+        if metrics is not None:
+            return int(metrics.get(("disk-write", "bytes"), 0))
+        total = getattr(dask_worker.data, "spilled_total", None)  # older Dask: on disk now
         return int(total.disk) if total is not None else 0
 
     try:
@@ -110,26 +115,39 @@ def iter_chunks(
     """
     staging = Path(staging_root) / f".staging-{uuid.uuid4().hex[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    limit = max_in_flight or 2 * n_workers
+    calls = [(spec, c, str(staging)) for c in range(spec.n_chunks)]
+    try:
+        with contextlib.closing(in_order(client, _simulate_to_parts, calls, max_in_flight)) as done:
+            for c, parts in enumerate(done):
+                tables = {name: pq.read_table(path) for name, path in parts.items()}
+                for path in parts.values():
+                    os.remove(path)
+                yield c, tables
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def in_order(
+    client: Any, fn: Any, calls: list[tuple[Any, ...]], max_in_flight: int | None = None
+) -> Generator[Any, None, None]:
+    """``fn(*call)`` for each call, run on the cluster and yielded in the calls' order.
+
+    At most ``max_in_flight`` (default: two per worker) are submitted and not yet taken,
+    which bounds what the workers hold; each result leaves the cluster when it is taken.
+    Closing the generator cancels the calls still pending.
+    """
+    limit = max_in_flight or 2 * n_workers(client)
     pending: dict[int, Any] = {}
     nxt = 0
     try:
-        for c in range(spec.n_chunks):
-            while len(pending) < limit and nxt < spec.n_chunks:
-                pending[nxt] = client.submit(
-                    _simulate_to_parts, spec, nxt, str(staging), pure=False
-                )
+        for i in range(len(calls)):
+            while len(pending) < limit and nxt < len(calls):
+                pending[nxt] = client.submit(fn, *calls[nxt], pure=False)
                 nxt += 1
-            parts = pending.pop(c).result()
-            tables = {name: pq.read_table(path) for name, path in parts.items()}
-            for path in parts.values():
-                os.remove(path)
-            yield c, tables
+            yield pending.pop(i).result()
     finally:
         for fut in pending.values():
             fut.cancel()
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- SHAP
@@ -240,7 +258,8 @@ def training_parts(
     return X, y
 
 
-def _n_workers(client: Any) -> int:
+def n_workers(client: Any) -> int:
+    """The workers the cluster has now (at least 1)."""
     return max(1, len(client.scheduler_info().get("workers", {})))
 
 
@@ -332,7 +351,7 @@ def fit_on_cluster(
     from dask import delayed  # optional dependency, only for engine=dask
 
     kwargs = {_SKLEARN_NAMES.get(k, k): v for k, v in params.items() if k != "num_threads"}
-    n_parts = 2 * _n_workers(client)
+    n_parts = 2 * n_workers(client)
     t0 = time.perf_counter()
     X, y = training_parts(path, names, "train", n_parts)
     model = lgb.DaskLGBMClassifier(client=client, n_estimators=int(n_estimators), **kwargs)
@@ -457,7 +476,7 @@ def train_on_cluster(
             "best_iteration": fit.best_iteration,
             "train_seconds": fit.seconds,
             "rounds_grown": fit.rounds,
-            "workers": _n_workers(client),
+            "workers": n_workers(client),
         },
         "calibration": {
             "method": calibrator.method,

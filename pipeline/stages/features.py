@@ -264,30 +264,6 @@ def _statuses(
     )
 
 
-def _cluster_blocks(
-    client: Any, raw_dir: Path, bounds: list[tuple[int, int]], n_months: int, spec: Any
-) -> Generator[tuple[dict[str, np.ndarray], feat_core.BlockStatus], None, None]:
-    """Blocks computed on the cluster, yielded in block order.
-
-    A few blocks per worker are in flight at once; each result leaves the cluster when
-    the client takes it, so neither the workers nor the client hold the whole table.
-    """
-    limit = 2 * max(1, len(client.scheduler_info().get("workers", {}))) + 2
-    pending: dict[int, Any] = {}
-    nxt = 0
-    try:
-        for i in range(len(bounds)):
-            while len(pending) < limit and nxt < len(bounds):
-                pending[nxt] = client.submit(
-                    feature_block, raw_dir, *bounds[nxt], n_months, spec, pure=False
-                )
-                nxt += 1
-            yield pending.pop(i).result()
-    finally:
-        for fut in pending.values():
-            fut.cancel()
-
-
 def feature_tables(
     raw_dir: Path,
     n_months: int,
@@ -327,6 +303,7 @@ def feature_tables(
         client = None
         if engine is not None and engine.kind == "dask":
             client = stack.enter_context(distributed.client_for(engine))
+            spilled_before = distributed.spilled_bytes(client)
         status = _statuses(
             raw_dir, _block_bounds(lo_id, hi_id, block_size * STATUS_BLOCK_FACTOR), n_months, client
         )
@@ -343,7 +320,14 @@ def feature_tables(
         # while the client can still reach the scheduler
         blocks = stack.enter_context(
             contextlib.closing(
-                _cluster_blocks(client, raw_dir, bounds, n_months, spec)
+                distributed.in_order(
+                    client,
+                    feature_block,
+                    [(raw_dir, lo, hi, n_months, spec) for lo, hi in bounds],
+                    # a few blocks per worker: neither the workers nor the client hold
+                    # the whole table
+                    max_in_flight=2 * distributed.n_workers(client) + 2,
+                )
                 if client is not None
                 else _local_blocks(raw_dir, bounds, n_months, spec)
             )
@@ -356,7 +340,7 @@ def feature_tables(
             yield feat_core.to_table(cols, spec)
             del cols
         if client is not None:
-            spilled = distributed.spilled_bytes(client)
+            spilled = distributed.spilled_bytes(client) - spilled_before
             if stats is not None:
                 stats["dask_spilled_bytes"] = spilled
             if spilled:
