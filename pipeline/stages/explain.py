@@ -121,9 +121,9 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     sample the explanation uses is read (by position, one row group at a time), drawn
     as ``DataFrame.sample(n, random_state=seed)`` draws it from all of them: the
     sampled out-of-time rows come sorted by snapshot and borrower, the closures in the
-    order drawn, as :func:`_rows_to_explain`
-    and :func:`_cause_weights` would have them. Otherwise the rows come in the file's
-    order, out-of-time rows and closures interleaved.
+    order drawn, as :func:`_rows_to_explain` and :func:`_cause_weights` would have
+    them. Otherwise the rows come in the file's order, out-of-time rows and closures
+    interleaved.
     """
     # the key columns of every row, kept in Arrow (millions of split names as Python
     # strings would be the largest thing this process holds)

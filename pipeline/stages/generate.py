@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
@@ -16,7 +17,14 @@ from pipeline.adapters import distributed
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
 from pipeline.base.config import generation_jobs
-from pipeline.base.io import ParquetSink, atomic_path, write_json, write_parquet, write_text
+from pipeline.base.io import (
+    ParquetSink,
+    atomic_path,
+    iter_row_groups,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from pipeline.base.progress import progress
 from pipeline.core import simulate as sim_core
 from pipeline.stages.common import Paths, say, up_to_date, write_manifest
@@ -98,17 +106,20 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     return {"seconds": seconds, "counts": counts}
 
 
+def _account_months(path: Any, columns: list[str]) -> Iterator[pa.Table]:
+    """The account months' ``columns``, one checked row group at a time."""
+    return iter_row_groups(path, sim_core.SCHEMAS["account_months"], columns=columns)
+
+
 def _rows_per_month(path: Any) -> pd.Series:
     """Rows per month (months with rows, ascending), counted one row group at a time:
     the account months are the largest table (100 million rows at 3 million borrowers)."""
     counts = np.zeros(0, dtype=np.int64)
-    with pq.ParquetFile(path) as pf:
-        for g in range(pf.num_row_groups):
-            month = pf.read_row_group(g, columns=["month"]).column(0).to_numpy().astype(np.int64)
-            part = np.bincount(month)
-            if len(part) > len(counts):
-                counts = np.pad(counts, (0, len(part) - len(counts)))
-            counts[: len(part)] += part
+    for group in _account_months(path, ["month"]):
+        part = np.bincount(group.column(0).to_numpy().astype(np.int64))
+        if len(part) > len(counts):
+            counts = np.pad(counts, (0, len(part) - len(counts)))
+        counts[: len(part)] += part
     months = np.flatnonzero(counts)
     return pd.Series(counts[months], index=pd.Index(months, name="month"))
 
@@ -234,20 +245,18 @@ def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
     path = p.raw / "account_months.parquet"
 
     def month_values() -> Iterator[list[np.ndarray]]:
-        with pq.ParquetFile(path) as pf:
-            for g in range(pf.num_row_groups):
-                am = pf.read_row_group(g, columns=["line", "balance", "draw_amount"])
-                # the ratio in the columns' own type (float32), as pandas divided them
-                line32 = am.column("line").to_numpy()
-                balance32 = am.column("balance").to_numpy()
-                on = line32 > 0
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    util = np.clip(balance32[on] / line32[on], 0, 1).astype(float)
-                util = util[~np.isnan(util)]
-                line = line32.astype(float)
-                draw = am.column("draw_amount").to_numpy().astype(float)
-                draw = draw[draw > 0]
-                yield [np.log10(line[line > 0]), util, np.log10(draw)]
+        for am in _account_months(path, ["line", "balance", "draw_amount"]):
+            # the ratio in the columns' own type (float32), as pandas divided them
+            line32 = am.column("line").to_numpy()
+            balance32 = am.column("balance").to_numpy()
+            on = line32 > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                util = np.clip(balance32[on] / line32[on], 0, 1).astype(float)
+            util = util[~np.isnan(util)]
+            line = line32.astype(float)
+            draw = am.column("draw_amount").to_numpy().astype(float)
+            draw = draw[draw > 0]
+            yield [np.log10(line[line > 0]), util, np.log10(draw)]
 
     income = np.asarray(borrowers_income(p), dtype=float)
     income = np.log10(income[income > 0])

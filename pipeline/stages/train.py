@@ -494,8 +494,7 @@ def _split_rows(
             a, b = at[s], at[s] + rows.num_rows
             if b > len(X[s]):
                 raise DataError(f"{data.source}: split '{s}' has more rows than when first read")
-            for j, name in enumerate(names):
-                X[s][a:b, j] = rows.column(name).to_numpy()
+            feature_matrix(rows, names, out=X[s][a:b])
             y[s][a:b] = rows.column("label").to_numpy()
             kept[s].append(rows.select(keep))
             at[s] = b
@@ -504,20 +503,21 @@ def _split_rows(
     for s in SPLITS:
         if at[s] != len(X[s]):
             raise DataError(f"{data.source}: split '{s}' has fewer rows than when first read")
-        pieces = kept.pop(s)
-        table = pa.concat_tables(pieces) if pieces else FEATURE_TABLE_SCHEMA.empty_table()
-        splits[s] = table.select(keep).to_pandas()
+        pieces = kept.pop(s) or [FEATURE_TABLE_SCHEMA.empty_table().select(keep)]
+        splits[s] = pa.concat_tables(pieces).to_pandas()
     release_memory()
     return X, y, splits
 
 
-def feature_matrix(rows: pa.Table, names: list[str]) -> np.ndarray:
-    """``rows``' columns ``names`` as one float32 matrix, filled column by column.
+def feature_matrix(rows: pa.Table, names: list[str], out: np.ndarray | None = None) -> np.ndarray:
+    """``rows``' columns ``names`` as one float32 matrix, filled column by column
+    (into ``out``, a slice of a larger matrix, if given).
 
     Column-major, the layout LightGBM and NumPy take without a copy, and the one a
     pandas frame of float32 columns hands out, so a model fitted on it is the same.
     """
-    out = np.empty((rows.num_rows, len(names)), dtype=np.float32, order="F")
+    if out is None:
+        out = np.empty((rows.num_rows, len(names)), dtype=np.float32, order="F")
     for j, name in enumerate(names):
         out[:, j] = rows.column(name).to_numpy()
     return out
