@@ -1,10 +1,13 @@
 """The artifact catalog: every file the pipeline reads or writes, named once.
 
 Each :class:`Entry` says where a file lives (one of four folders fixed by the ``paths``
-config group), its format, the schema it is checked against when read, and which stage
-writes it. Stages never build a path from a literal: they ask the catalog
-(``cat.path("model")``), so a rename is one edit here, and the README's output table,
-the report and the stages cannot disagree about a file's name.
+config group), its format, the rules it is checked against when read (:class:`Rules`),
+which stage writes it and what it is derived from. Stages never build a path from a
+literal: they read and write through the catalog (``cat.read("features", columns=...)``,
+``cat.write("evaluation", part)``, ``cat.path("model")``), so a rename is one edit here;
+``make lint`` fails on a catalog file name written anywhere else in the package
+(:mod:`pipeline.tools.layers`). What a new output makes stale follows from the entries'
+``derived_from`` (:meth:`Catalog.remove_derived`), not from hand-kept lists.
 
 The catalog is also the one place that turns stored files back into objects: the one
 model loader (:func:`load_model`, :func:`load_calibrator`, :func:`load_scoring_model`)
@@ -14,7 +17,9 @@ and the one cause-weights reader (:func:`read_cause_weights`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,11 +28,29 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
 from pipeline.base.config import PathsConfig
-from pipeline.base.io import DataError, OutputPath, digest_of, file_digest, read_table, resolve
+from pipeline.base.io import (
+    DataError,
+    OutputPath,
+    ParquetSink,
+    digest_of,
+    file_digest,
+    iter_row_groups,
+    read_table,
+    remove_paths,
+    resolve,
+    staged_glob,
+    write_json,
+    write_parquet,
+    write_parquet_stream,
+    write_text,
+)
 from pipeline.core import explain as explain_core
 from pipeline.core import features as feat_core
+from pipeline.core import simulate as sim_core
 from pipeline.core.calibration import Calibrator
 from pipeline.core.scoring import ScoringModel
 
@@ -35,90 +58,308 @@ Folder = Literal["raw", "truth", "processed", "models"]
 
 
 @dataclass(frozen=True)
+class Rules:
+    """What a reader checks in a Parquet entry: its schema and the rules of its columns.
+
+    ``keys`` are read with every projection (the rows stay identifiable) and must be
+    unique over the rows read; ``month`` is checked against the world's months when the
+    reader gives their count. A rule on a column the reader does not ask for is skipped.
+    """
+
+    schema: pa.Schema
+    non_negative: tuple[str, ...] = ()
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    unique: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+    def of(self, columns: list[str]) -> dict[str, Any]:
+        """The keyword rules of :func:`~pipeline.base.io.read_table` for ``columns``."""
+        keep = set(columns)
+        return {
+            "non_negative": tuple(c for c in self.non_negative if c in keep),
+            "allowed": {c: v for c, v in self.allowed.items() if c in keep},
+            "ranges": {c: v for c, v in self.ranges.items() if c in keep},
+            # the duplicate-key check needs every key column, or none
+            "unique": self.unique if set(self.unique) <= keep else (),
+        }
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One named file (or, with a ``*``, a family of files) of the pipeline."""
+    """One named file (or, with ``{field}`` in its path, a family of files) of the pipeline.
+
+    ``derived_from`` names the entries it is made from: when a stage replaces an entry,
+    :meth:`Catalog.remove_derived` deletes what was derived from the old one.
+    """
 
     name: str
     folder: Folder
     relpath: str
     fmt: str
     writer: str
-    schema: str = ""  # where the schema a reader checks is declared, "" when free-form
+    rules: Rules | None = None
+    derived_from: tuple[str, ...] = ()
     doc: str = ""
+
+    @property
+    def pattern(self) -> str:
+        """The glob matching every file of the entry (its path for a single file)."""
+        return re.sub(r"\{[^}]*\}", "*", self.relpath)
+
+    @property
+    def family(self) -> bool:
+        return "{" in self.relpath
 
 
 def _e(
-    name: str, folder: Folder, relpath: str, writer: str, schema: str = "", doc: str = ""
+    name: str,
+    folder: Folder,
+    relpath: str,
+    writer: str,
+    rules: Rules | None = None,
+    derived_from: tuple[str, ...] = (),
+    doc: str = "",
 ) -> Entry:
     fmt = relpath.rsplit(".", 1)[-1] if "." in relpath.rsplit("/", 1)[-1] else "folder"
-    return Entry(name, folder, relpath, fmt, writer, schema, doc)
+    return Entry(name, folder, relpath, fmt, writer, rules, derived_from, doc)
 
 
-_SIM = "pipeline.core.simulate.SCHEMAS"
-_TRUTH = "pipeline.core.simulate.TRUTH_SCHEMAS"
+#: the rules of the raw tables beyond their schemas (``month`` is checked against the
+#: world's months by the reader, which knows their count)
+_RAW_RULES: dict[str, dict[str, Any]] = {
+    "borrowers": dict(
+        non_negative=("income", "initial_line", "signup_month"),
+        unique=("borrower_id",),
+        allowed={"occupation": OCCUPATIONS, "age_band": AGE_BANDS},
+    ),
+    "account_months": dict(
+        non_negative=(
+            "line",
+            "n_draws",
+            "draw_amount",
+            "repayment",
+            "balance",
+            "interest_paid",
+            "n_early_repay",
+            "dpd",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "fund_flows": dict(non_negative=("amount", "days_after_draw"), allowed={"channel": CHANNELS}),
+    "bureau_months": dict(
+        non_negative=(
+            "ext_cards",
+            "ext_loans",
+            "ext_new_accounts",
+            "ext_inquiries",
+            "ext_utilisation",
+            "months_since_ext_activity",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "consumption_months": dict(
+        non_negative=(
+            "spend_daily",
+            "spend_durables",
+            "spend_services",
+            "spend_weekly_cv",
+            "competitor_baitiao",
+            "competitor_fenfu",
+        ),
+        unique=("borrower_id", "month"),
+    ),
+    "platform_events": dict(
+        non_negative=("line_before", "line_after"),
+        allowed={"event": EVENTS, "cause": (*ALL_CAUSES, "none")},
+    ),
+    "macro_months": dict(non_negative=("competitor_intensity",), unique=("month",)),
+    "social_edges": dict(non_negative=("tie_strength",)),
+}
+RAW = tuple(sim_core.SCHEMAS)
+TRUTH = tuple(sim_core.TRUTH_SCHEMAS)
+_FEATURES = Rules(
+    feat_core.FEATURE_TABLE_SCHEMA,
+    allowed={"split": ("train", "valid", "oot")},
+    ranges={"label": (0, 1)},
+    unique=("borrower_id", "snapshot"),
+    keys=("borrower_id", "snapshot"),
+)
+_ORACLE_RANGES = {"p_oracle": (0, 1), "p_full": (0, 1), "p_observable": (0, 1)}
+_MODEL = ("model",)  # what a newly trained model makes stale
+#: the global views of the batch explanation (borrower stories apart)
+EXPLAIN_VIEWS = (
+    "reasons",
+    "advice",
+    "fidelity",
+    "fidelity_confusion",
+    "shap_importance",
+    "cause_importance",
+    "explain_part",
+    "shap_plot",
+    "dependence_plot",
+    "cause_importance_plot",
+    "fidelity_confusion_plot",
+)
+_POLICY = ("model", "account_months", "platform_events")
 
-#: Every file, by name. Raw and truth tables are keyed by their table name.
-ENTRIES: dict[str, Entry] = {
-    e.name: e
-    for e in (
+
+def _entries() -> tuple[Entry, ...]:
+    raw = tuple(
+        _e(
+            name,
+            "raw",
+            f"{name}.parquet",
+            "generate",
+            Rules(sim_core.SCHEMAS[name], **_RAW_RULES[name]),
+            doc="one row per borrower" if name == "borrowers" else "",
+        )
+        for name in RAW
+    )
+    truth = tuple(
+        _e(
+            name,
+            "truth",
+            f"{name}.parquet",
+            "generate",
+            Rules(sim_core.TRUTH_SCHEMAS[name], ranges=_ORACLE_RANGES if name == "oracle" else {}),
+            doc={"traits": "latent traits", "hazards": "monthly cause hazards"}.get(
+                name, "Monte Carlo oracle"
+            ),
+        )
+        for name in TRUTH
+    )
+    return (
         # ---- generate: the simulated world (data/raw) and its hidden truth (data/truth)
-        _e("borrowers", "raw", "borrowers.parquet", "generate", _SIM, "one row per borrower"),
-        _e("account_months", "raw", "account_months.parquet", "generate", _SIM),
-        _e("fund_flows", "raw", "fund_flows.parquet", "generate", _SIM),
-        _e("bureau_months", "raw", "bureau_months.parquet", "generate", _SIM),
-        _e("consumption_months", "raw", "consumption_months.parquet", "generate", _SIM),
-        _e("social_edges", "raw", "social_edges.parquet", "generate", _SIM),
-        _e("macro_months", "raw", "macro_months.parquet", "generate", _SIM),
-        _e("platform_events", "raw", "platform_events.parquet", "generate", _SIM),
-        _e("data_card", "raw", "data_card.json", "generate", doc="sizes, rates, seed"),
-        _e("data_card_md", "raw", "data_card.md", "generate"),
-        _e("raw_plots", "raw", "plots", "generate", doc="PNG figures of the world"),
-        _e("traits", "truth", "traits.parquet", "generate", _TRUTH, "latent traits"),
-        _e("hazards", "truth", "hazards.parquet", "generate", _TRUTH, "monthly cause hazards"),
-        _e("oracle", "truth", "oracle.parquet", "generate", _TRUTH, "Monte Carlo oracle"),
+        *raw,
+        _e("data_card", "raw", "data_card.json", "generate", None, RAW, "sizes, rates, seed"),
+        _e("data_card_md", "raw", "data_card.md", "generate", None, RAW),
+        _e("raw_plots", "raw", "plots", "generate", None, RAW, "PNG figures of the world"),
+        *truth,
         # ---- features
         _e(
             "features",
             "processed",
             "features.parquet",
             "features",
-            "pipeline.core.features.FEATURE_TABLE_SCHEMA",
+            _FEATURES,
+            RAW,
             "borrower x snapshot rows: id, split, label, true cause, features",
         ),
-        _e("feature_registry", "processed", "feature_registry.json", "features"),
-        _e("stability", "processed", "stability.csv", "features", doc="missing, IV, PSI"),
+        _e("feature_registry", "processed", "feature_registry.json", "features", None, RAW),
+        _e("stability", "processed", "stability.csv", "features", None, RAW, "missing, IV, PSI"),
         _e("table_features", "processed", "table_features.parquet", "train", doc="table mode"),
-        # ---- train
-        _e("model", "models", "model.txt", "train", doc="LightGBM text model"),
-        _e("model_meta", "models", "model.json", "train", doc="names, config, metrics"),
-        _e("calibration", "models", "calibration.json", "train"),
-        _e("scorecard", "models", "scorecard.csv", "train"),
-        _e("rules_baseline", "models", "rules_baseline.csv", "train"),
-        _e("evaluation", "models", "evaluation.json", "train"),
-        _e("gains_oot", "models", "gains_oot.csv", "train"),
-        _e("serving", "models", "serving.json", "train"),
+        # ---- train: the model and what is written with it
+        _e("model", "models", "model.txt", "train", None, ("features",), "LightGBM text model"),
+        _e("model_meta", "models", "model.json", "train", None, ("features",)),
+        _e("calibration", "models", "calibration.json", "train", None, ("features",)),
+        _e("scorecard", "models", "scorecard.csv", "train", None, ("features",)),
+        _e("rules_baseline", "models", "rules_baseline.csv", "train", None, ("features",)),
+        _e("evaluation", "models", "evaluation.json", "train", None, ("features",)),
+        _e("gains", "models", "gains_{split}.csv", "train", None, ("features",)),
+        _e("serving", "models", "serving.json", "train", None, ("features",)),
         _e("plots", "models", "plots", "train, explain", doc="PNG figures"),
+        _e("roc_plot", "models", "plots/roc.png", "train", None, ("features",)),
+        _e("gains_plot", "models", "plots/gains.png", "train", None, ("features",)),
+        _e("calibration_plot", "models", "plots/calibration.png", "train", None, ("features",)),
         # ---- explain
-        _e("reasons", "models", "reasons.parquet", "explain"),
-        _e("advice", "models", "advice.parquet", "explain"),
-        _e("fidelity", "models", "fidelity.json", "explain"),
-        _e("fidelity_confusion", "models", "fidelity_confusion.csv", "explain"),
-        _e("shap_importance", "models", "shap_importance.json", "explain"),
-        _e("cause_importance", "models", "cause_importance.json", "explain"),
-        _e("cause_weights", "models", "cause_weights.json", "explain", doc="learned weights"),
-        _e("borrower_story", "models", "borrower_*.json", "explain"),
-        # ---- policy, report, run
-        _e("policy_dir", "models", "policy", "policy"),
-        _e("report", "models", "report.html", "report"),
-        _e("summary", "models", "summary.json", "run"),
-        _e("summary_parts", "models", "summary_parts", "explain, policy"),
+        _e("reasons", "models", "reasons.parquet", "explain", None, _MODEL),
+        _e("advice", "models", "advice.parquet", "explain", None, _MODEL),
+        _e("fidelity", "models", "fidelity.json", "explain", None, _MODEL),
+        _e("fidelity_confusion", "models", "fidelity_confusion.csv", "explain", None, _MODEL),
+        _e("shap_importance", "models", "shap_importance.json", "explain", None, _MODEL),
+        _e("cause_importance", "models", "cause_importance.json", "explain", None, _MODEL),
+        _e("shap_plot", "models", "plots/shap_{kind}.png", "explain", None, _MODEL),
+        _e("dependence_plot", "models", "plots/dependence_{feature}.png", "explain", None, _MODEL),
+        _e(
+            "cause_importance_plot", "models", "plots/cause_importance.png", "explain", None, _MODEL
+        ),
+        _e(
+            "fidelity_confusion_plot",
+            "models",
+            "plots/fidelity_confusion.png",
+            "explain",
+            None,
+            _MODEL,
+        ),
+        _e(
+            "cause_weights",
+            "models",
+            "cause_weights.json",
+            "explain",
+            doc="learned weights; a cache read only when its key (model digest, config) matches",
+        ),
+        _e("borrower_story", "models", "borrower_{id}.json", "explain", None, _MODEL),
+        _e("waterfall_plot", "models", "plots/waterfall_{id}.png", "explain", None, _MODEL),
+        # ---- policy
+        _e("policy_dir", "models", "policy", "policy", None, _POLICY),
+        _e("policy_frontier", "models", "policy/frontier.csv", "policy", None, _POLICY),
+        _e("policy_matched", "models", "policy/matched_loss.csv", "policy", None, _POLICY),
+        _e("policy_plot", "models", "policy/frontier.png", "policy", None, _POLICY),
+        _e("policy_summary", "models", "policy/policy.json", "policy", None, _POLICY),
+        # ---- report, the run's summary and its parts
+        _e(
+            "report",
+            "models",
+            "report.html",
+            "report",
+            None,
+            ("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary"),
+        ),
+        _e("resolved_config", "models", "resolved_config.yaml", "run"),
+        _e("scores", "models", "scores.parquet", "score", None, ("model",), "score.output default"),
+        _e("summary", "models", "summary.json", "run", doc="rebuilt by every invocation"),
+        *(
+            _e(
+                f"{stage}_part",
+                "models",
+                f"summary_parts/{stage}.json",
+                stage,
+                None,
+                _MODEL if stage in ("explain", "policy") else (),
+            )
+            for stage in SUMMARY_PARTS
+        ),
     )
-}
+
+
+#: the stages whose part of the run summary is kept on disk (``<stage>_part``)
+SUMMARY_PARTS = ("generate", "features", "train", "explain", "policy", "report")
+
+#: Every file, by name.
+ENTRIES: dict[str, Entry] = {e.name: e for e in _entries()}
+
+
+def entry(name: str) -> Entry:
+    """The catalog entry ``name``; an unknown name is a programming error."""
+    try:
+        return ENTRIES[name]
+    except KeyError:
+        raise KeyError(f"'{name}' is not in the artifact catalog") from None
+
+
+def derived(*names: str) -> list[str]:
+    """Every entry made, directly or not, from the entries ``names`` (those excluded)."""
+    out: list[str] = []
+    frontier = set(names)
+    while frontier:
+        found = [
+            e.name
+            for e in ENTRIES.values()
+            if e.name not in out and e.name not in names and frontier & set(e.derived_from)
+        ]
+        out += found
+        frontier = set(found)
+    return out
 
 
 @dataclass
 class Catalog:
-    """The four output folders of one run, and every file in them by name."""
+    """The four output folders of one run, and every file in them by name.
+
+    ``read`` and ``write`` are how a stage touches a dataset: the reader checks what the
+    entry's rules say, the writer writes atomically in the entry's format.
+    """
 
     raw: Path
     truth: Path
@@ -137,57 +378,186 @@ class Catalog:
             OutputPath(paths.models_dir),
         )
 
+    def at(self, **folders: Path) -> Catalog:
+        """The same catalog with some folders elsewhere (``raw=`` a folder of raw tables
+        to score, ``models=`` a downloaded model)."""
+        return replace(self, **{k: OutputPath(v) for k, v in folders.items()})
+
     def folder(self, folder: Folder) -> Path:
         return OutputPath(getattr(self, folder))
 
-    def path(self, name: str) -> Path:
-        """The path of the catalog entry ``name``; an unknown name is a programming error."""
-        try:
-            entry = ENTRIES[name]
-        except KeyError:
-            raise KeyError(f"'{name}' is not in the artifact catalog") from None
-        return self.folder(entry.folder) / entry.relpath
+    def path(self, name: str, **fields: Any) -> Path:
+        """The path of the entry ``name`` (a family's member: its ``fields``)."""
+        e = entry(name)
+        if e.family and not fields:
+            raise KeyError(f"'{name}' is a family of files ({e.relpath}): name the member")
+        return self.folder(e.folder) / e.relpath.format(**fields)
+
+    def exists(self, name: str, **fields: Any) -> bool:
+        return resolve(self.path(name, **fields)).exists()
+
+    def members(self, name: str) -> list[Path]:
+        """The files of the entry as the running stage sees them (a family's: all)."""
+        e = entry(name)
+        return staged_glob(self.folder(e.folder), e.pattern)
+
+    # ---- reading
+    def read(
+        self,
+        name: str,
+        columns: list[str] | None = None,
+        split: str | None = None,
+        rows: np.ndarray | None = None,
+        where: Any = None,
+        n_months: int | None = None,
+    ) -> pa.Table:
+        """The Parquet entry ``name``, checked against its rules (:func:`read_entry`)."""
+        return read_entry(name, self.path(name), columns, split, rows, where, n_months)
+
+    def row_groups(self, name: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The entry's row groups one after the other, each checked (:func:`entry_row_groups`)."""
+        return entry_row_groups(name, self.path(name), columns)
+
+    # ---- writing
+    def write(self, name: str, obj: Any, row_group_size: int | None = None, **fields: Any) -> Path:
+        """Write ``obj`` as the entry ``name`` (a family's member: its ``fields``),
+        atomically, in the entry's format; returns the path.
+
+        Parquet takes an Arrow table, JSON a JSON-able object, CSV a data frame (written
+        without its index) or text, the text formats a string.
+        """
+        e, path = entry(name), self.path(name, **fields)
+        if e.fmt == "parquet":
+            write_parquet(obj, path, row_group_size=row_group_size)
+        elif e.fmt == "json":
+            write_json(obj, path)
+        elif e.fmt == "csv":
+            write_text(obj if isinstance(obj, str) else obj.to_csv(index=False), path)
+        elif e.fmt in ("txt", "md", "html", "yaml"):
+            write_text(str(obj), path)
+        else:
+            raise TypeError(f"the catalog cannot write '{name}' ({e.fmt})")
+        return path
+
+    def write_stream(
+        self,
+        name: str,
+        tables: Iterable[pa.Table],
+        row_group_size: int | None = None,
+        path: Path | None = None,
+    ) -> int:
+        """Write a Parquet entry from ``tables`` in order, one row group waiting at a time
+        (the very file :meth:`write` writes from their concatenation); returns its rows."""
+        rules = entry(name).rules
+        if rules is None:
+            raise KeyError(f"'{name}' is not a checked table of the artifact catalog")
+        return write_parquet_stream(
+            tables, path if path is not None else self.path(name), rules.schema, row_group_size
+        )
+
+    def sink(self, names: Iterable[str]) -> ParquetSink:
+        """One streaming writer for several Parquet entries, published together."""
+        names = list(names)
+        schemas = {}
+        for name in names:
+            rules = entry(name).rules
+            if rules is None:
+                raise KeyError(f"'{name}' is not a checked table of the artifact catalog")
+            schemas[name] = rules.schema
+        return ParquetSink({n: self.path(n) for n in names}, schemas)
+
+    # ---- removing what is stale
+    def remove(self, *names: str) -> None:
+        """Delete every file of the entries ``names`` (inside a stage: at its publication)."""
+        for name in names:
+            e = entry(name)
+            remove_paths(staged_glob(self.folder(e.folder), e.pattern))
+
+    def remove_derived(self, *names: str) -> None:
+        """Delete everything derived from the entries ``names``, called just before a stage
+        writes new versions of them, so that no later reader (the report above all) mixes
+        outputs of two models or runs."""
+        self.remove(*derived(*names))
 
 
-# --------------------------------------------------------------------------- tables
+def file_in(folder: Path, name: str, **fields: Any) -> Path:
+    """The entry ``name``'s file under ``folder``: for readers handed a folder rather than
+    a run's catalog (a user's folder of raw tables to score, a block task on a worker)."""
+    return Path(folder) / entry(name).relpath.format(**fields)
 
 
-def load_feature_table(
-    path: Path, columns: list[str] | None = None, split: str | None = None, where: Any = None
-) -> pd.DataFrame:
-    """The feature table, validated; optionally only ``columns``, one ``split`` and the
-    rows matching ``where`` (a pyarrow expression).
-
-    Reading one split uses a Parquet filter, so the other rows never reach memory.
-    """
-    return read_feature_table(path, columns, split, where).to_pandas()
-
-
-def read_feature_table(
-    path: Path, columns: list[str] | None = None, split: str | None = None, where: Any = None
+def read_entry(
+    name: str,
+    path: Path,
+    columns: list[str] | None = None,
+    split: str | None = None,
+    rows: np.ndarray | None = None,
+    where: Any = None,
+    n_months: int | None = None,
 ) -> pa.Table:
-    """:func:`load_feature_table` as an Arrow table (millions of split names stay
-    compact instead of becoming Python strings)."""
+    """The Parquet file ``path`` of the kind of entry ``name``, checked against its rules.
+
+    Only ``columns`` (the entry's key columns are always read), the rows of one
+    ``split``, the rows at positions ``rows`` (ascending; read one row group at a time)
+    or the rows matching ``where`` (a pyarrow expression; a filter skips row groups by
+    their statistics). ``n_months`` bounds the column ``month``. A rule on a column not
+    read is skipped.
+    """
+    if entry(name).rules is None:  # a table of the pipeline's own making, read as written
+        return _read_as_written(path, columns)
+    rules, wanted = _projection(name, columns, split)
     filters = where
     if split is not None:
         on_split = pc.field("split") == split
         filters = on_split if filters is None else filters & on_split
-        if columns is not None and "split" not in columns:
-            columns = [*columns, "split"]
-    if columns is not None:
-        keys = [c for c in ("borrower_id", "snapshot") if c not in columns]
-        columns = [*keys, *columns]
-    return read_table(
-        path,
-        feat_core.FEATURE_TABLE_SCHEMA,
-        allowed={"split": ("train", "valid", "oot")}
-        if columns is None or "split" in columns
-        else None,
-        ranges={"label": (0, 1)} if columns is None or "label" in columns else None,
-        unique=("borrower_id", "snapshot"),
-        columns=columns,
-        filters=filters,
-    )
+    checks = _with_months(rules.of(wanted or rules.schema.names), rules, n_months)
+    return read_table(path, rules.schema, columns=wanted, filters=filters, rows=rows, **checks)
+
+
+def _read_as_written(path: Path, columns: list[str] | None) -> pa.Table:
+    src = resolve(path)
+    if not src.exists():
+        raise DataError(f"{path}: file not found (run the stage that writes it first)")
+    try:
+        return pq.read_table(src, columns=columns)
+    except Exception as exc:  # pyarrow raises several types for corrupt or short files
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def entry_row_groups(
+    name: str, path: Path, columns: list[str] | None = None, n_months: int | None = None
+) -> Iterator[pa.Table]:
+    """The row groups of ``path`` (of the kind of entry ``name``) one after the other, each
+    checked (one decoded row group in memory at a time; rules that span rows, like
+    unique keys, are the caller's)."""
+    rules, wanted = _projection(name, columns, None)
+    checks = _with_months(rules.of(wanted or rules.schema.names), rules, n_months)
+    checks.pop("unique")
+    return iter_row_groups(path, rules.schema, columns=wanted, **checks)
+
+
+def _projection(
+    name: str, columns: list[str] | None, split: str | None
+) -> tuple[Rules, list[str] | None]:
+    """The entry's rules and the columns to read (its keys first, then ``columns``)."""
+    rules = entry(name).rules
+    if rules is None:
+        raise KeyError(f"'{name}' is not a checked table of the artifact catalog")
+    if columns is None:
+        return rules, None
+    wanted = [*columns]
+    if split is not None and "split" not in wanted:
+        wanted.append("split")
+    return rules, [*(k for k in rules.keys if k not in wanted), *wanted]
+
+
+def _with_months(checks: dict[str, Any], rules: Rules, n_months: int | None) -> dict[str, Any]:
+    if n_months is not None and "month" in rules.schema.names:
+        checks["ranges"] = {**checks["ranges"], "month": (0, n_months - 1)}
+    return checks
+
+
+# --------------------------------------------------------------------------- tables
 
 
 def in_key_order(rows: pd.DataFrame, borrower_id: Any, snapshot: Any) -> pd.DataFrame:

@@ -1,81 +1,76 @@
-"""Shared helpers of the stage runners: paths, manifests, printing."""
+"""Shared helpers of the stage runners: the stage record, staging, manifests, model stamps,
+printing."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from pipeline.base.io import (
-    DataError,
-    OutputPath,
-    digest_of,
-    file_digest,
-    remove_paths,
-    resolve,
-    staged_glob,
-    staging,
-    write_json,
-)
+from pipeline.adapters.catalog import ENTRIES
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.io import DataError, digest_of, file_digest, resolve, staging, write_json
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-@dataclass
-class Paths:
-    raw: Path
-    truth: Path
-    processed: Path
-    models: Path
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, declared once: the driver, the command line, the
+    staging of outputs and ``make help`` all read these records.
 
-    @classmethod
-    def of(cls, cfg: Any) -> Paths:
-        """The four folders; reads through them see the running stage's staged outputs."""
-        return cls(
-            OutputPath(cfg.paths.raw_dir),
-            OutputPath(cfg.paths.truth_dir),
-            OutputPath(cfg.paths.processed_dir),
-            OutputPath(cfg.paths.models_dir),
-        )
+    ``reads`` and ``writes`` are catalog names; ``side`` names what the stage writes
+    beside its outputs that nothing else in a multirun job reads (staged with them, but
+    left where the sweep's root puts it). ``groups`` are the config groups whose values
+    are logged as the stage's parameters. ``in_run``: a step of ``run``; ``single``: run
+    on a parent run of its own when asked for by name.
+    """
+
+    name: str
+    run: Callable[[Any, Tracker], Any]
+    doc: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    side: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    simulator_only: bool = False
+    model_derived: bool = False
+    in_run: bool = True
+    single: bool = False
+    aliases: tuple[str, ...] = ()
+
+    def folders(self, side: bool = True) -> tuple[str, ...]:
+        """The folders (``paths`` keys) the stage writes, in catalog order."""
+        names = (*self.writes, *(self.side if side else ()))
+        used = {ENTRIES[n].folder for n in names}
+        return tuple(f"{f}_dir" for f in ("raw", "truth", "processed", "models") if f in used)
 
 
-#: The folders (``paths`` keys) each stage writes; a multirun job's copies of these
-#: follow its own root, the others it only reads.
-WRITES: dict[str, tuple[str, ...]] = {
-    "generate": ("raw_dir", "truth_dir"),
-    "features": ("processed_dir",),
-    "train": ("models_dir",),
-    "explain": ("models_dir",),
-    "policy": ("models_dir",),
-    "report": ("models_dir",),
-}
-#: What each stage's staging covers: what it writes, plus the feature table a train
-#: stage builds from a user's table (read by nothing else in a multirun job).
-_STAGED = {
-    **WRITES,
-    "train": ("models_dir", "processed_dir"),
-    "score": ("models_dir",),
-    "summary": ("models_dir",),
-}
+@dataclass(frozen=True)
+class Result:
+    """What a stage hands back to the driver; ``summary`` is its part of the run summary."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+    mlflow_run_id: str | None = None  # the parent run of a single-stage invocation
 
 
 @contextmanager
-def publishing(cfg: Any, stage: str, also: tuple[str, ...] = ()) -> Iterator[None]:
-    """Run the block as ``stage``: its outputs are staged and published together when it
-    succeeds; a failure or a kill leaves the published outputs as they were. ``also``
-    names more folders (``paths`` keys) the block writes."""
-    keys = dict.fromkeys((*_STAGED.get(stage, ()), *also))
-    folders = [str(cfg.paths[key]) for key in keys]
-    with staging(str(cfg.paths.root), folders, stage):
+def publishing(cfg: Any, name: str, folders: tuple[str, ...]) -> Iterator[None]:
+    """Run the block as ``name`` (a stage, or the run's summary): what it writes under
+    ``folders`` (``paths`` keys) is staged and published together when it succeeds; a
+    failure or a kill leaves the published outputs as they were."""
+    keys = dict.fromkeys(folders)
+    with staging(str(cfg.paths.root), [str(cfg.paths[key]) for key in keys], name):
         yield
 
 
@@ -118,27 +113,6 @@ def inputs_digest(paths: list[Path]) -> dict[str, str]:
     return {p.name: file_digest(p) for p in paths if resolve(p).exists()}
 
 
-#: What the explain stage writes under ``models/`` (global views; borrower stories apart).
-EXPLAIN_PARTS = (
-    "reasons.parquet",
-    "advice.parquet",
-    "fidelity.json",
-    "fidelity_confusion.csv",
-    "shap_importance.json",
-    "cause_importance.json",
-    "summary_parts/explain.json",
-    "plots/shap_*.png",
-    "plots/dependence_*.png",
-    "plots/cause_importance.png",
-    "plots/fidelity_confusion.png",
-)
-STORY_PARTS = ("plots/waterfall_*.png", "borrower_*.json")
-POLICY_PARTS = ("policy", "summary_parts/policy.json")
-REPORT_PARTS = ("report.html",)
-#: Everything derived from a model: a newly trained model makes all of it stale.
-MODEL_DERIVED = (*EXPLAIN_PARTS, *STORY_PARTS, *POLICY_PARTS, *REPORT_PARTS)
-
-
 #: The key under which a model-derived JSON output names the model it was derived from.
 STAMP_KEY = "model_stamp"
 
@@ -150,7 +124,7 @@ def model_stamp(models_dir: Path) -> str:
     report) carries it, so that a reader can tell an output of this model from a stale
     one left by another model or another run.
     """
-    path = models_dir / "model.txt"
+    path = models_dir / ENTRIES["model"].relpath
     if not resolve(path).exists():
         raise DataError(f"{path}: file not found (run `make train` first)")
     return file_digest(path)
@@ -183,22 +157,11 @@ def check_stamp(path: Path, stamp: str) -> None:
         return
     what = "carries no model stamp" if found is None else f"was derived from model {found[:12]}"
     raise DataError(
-        f"{path}: {what}, but the current model is {stamp[:12]} (digest of model.txt); "
+        f"{path}: {what}, but the current model is {stamp[:12]} (digest of "
+        f"{ENTRIES['model'].relpath}); "
         "it belongs to another model or run: rerun the stage that writes it (or the whole "
         "`make run`)"
     )
-
-
-def remove_parts(models: Path, patterns: Iterable[str]) -> None:
-    """Delete the outputs matching ``patterns`` (globs relative to ``models``).
-
-    Called by a stage just before it writes a new version of what these outputs were
-    derived from, so that no later reader (the report above all) mixes outputs of two
-    different models or runs. Inside a stage the deletions wait for its publication:
-    until then the published outputs stay, and the stage no longer sees them.
-    """
-    for pattern in patterns:
-        remove_paths(staged_glob(models, pattern))
 
 
 def release_memory() -> None:

@@ -1,7 +1,10 @@
-"""Stage runners and the pipeline driver.
+"""The pipeline driver: runs what a command names, stage by stage, under MLflow runs.
 
-Each runner takes the resolved config and a :class:`~pipeline.adapters.tracking.Tracker`, reads
-its inputs, calls a pure core, writes outputs atomically and logs to MLflow.
+Each stage (:mod:`pipeline.stages.plan`) takes the resolved config and a
+:class:`~pipeline.adapters.tracking.Tracker`, reads its inputs through the catalog, calls
+a pure core, writes its outputs (staged, published together) and logs to MLflow. The
+invocation around them (the held root, recovery, signals, sweep isolation) is
+:mod:`pipeline.adapters.invocation`.
 """
 
 from __future__ import annotations
@@ -9,75 +12,99 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
-from pipeline.adapters.catalog import data_digest, made_from, world_digest
+from pipeline.adapters.catalog import Catalog, data_digest, made_from, world_digest
+from pipeline.adapters.invocation import guarded, isolate
+from pipeline.adapters.model_registry import attach_trial
 from pipeline.adapters.runstate import owner_tags
 from pipeline.adapters.tracking import (
     Tracker,
     flatten,
     flatten_numbers,
+    from_config,
     redact_tree,
     redact_uri,
     run_name,
 )
 from pipeline.base import interrupt
 from pipeline.base.config import Config, validate
-from pipeline.base.io import DataError, resolve, write_json, write_text
+from pipeline.base.io import DataError, resolve, write_text
 from pipeline.core import report as report_core
 from pipeline.core.labels import labels_of
+from pipeline.stages import plan
 from pipeline.stages.common import (
     STAMP_KEY,
-    Paths,
+    Stage,
     check_stamp,
     model_stamp,
     publishing,
     release_memory,
     say,
 )
-from pipeline.stages.explain import explain
-from pipeline.stages.features import features
-from pipeline.stages.generate import generate
-from pipeline.stages.policy import policy
-from pipeline.stages.report import report
-from pipeline.stages.train import train
-
-#: Each stage returns its result: a dataclass (or, for older stages, a dict) whose
-#: ``summary`` field is the stage's part of the run summary.
-STAGES: dict[str, Callable[[Any, Tracker], Any]] = {
-    "generate": generate,
-    "features": features,
-    "train": train,
-    "explain": explain,
-    # the strategy comparison, on this run's own model (simulator mode only)
-    "policy": lambda cfg, tracker: policy(cfg, tracker, source="local", in_run=True),
-    "report": report,
-}
-ALIASES = {"data": "generate"}
-#: stages that need the simulator's ground truth
-SIMULATOR_ONLY = ("policy",)
-#: stages whose outputs (and summary parts) are derived from the model
-MODEL_STAGES = ("train", "explain", "policy", "report")
 
 
-def pipeline_stages(cfg: Any) -> list[str]:
-    """What ``run`` runs: every stage, less those the data mode cannot feed."""
-    simulator = str(cfg.data.kind) == "simulator"
-    return [s for s in STAGES if simulator or s not in SIMULATOR_ONLY]
+def execute(
+    cfg: Any,
+    overrides: list[str] | None = None,
+    sweep: tuple[str, int] | None = None,
+    shared_root: Path | None = None,
+) -> Any:
+    """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it.
+
+    The config is validated here, once. The output root (``paths.root``) is held for the
+    whole invocation. ``sweep`` (sweep directory, trial number) nests the run under the
+    sweep's MLflow run, and leaves registration to the end of the sweep;
+    ``shared_root`` is the root a sweep job reads. Returns the run summary, or a single
+    command's result.
+    """
+    validate(cfg)
+    tracker = from_config(cfg.tracking)
+    command = str(cfg.stage)
+    with guarded(cfg, tracker, shared_root) as recovered:
+        if recovered:
+            say(f"outputs: a killed invocation left work behind; {'; '.join(recovered)}")
+        if command != "run" and plan.stage_of(command).single:
+            # report alone rebuilds the page; the run summary and config stay
+            return run_single(cfg, tracker, plan.stage_of(command), overrides)
+        summary = run_pipeline(
+            cfg, tracker, plan.stages_for(command, cfg), overrides, register=sweep is None
+        )
+        if sweep is not None:
+            attach_trial(
+                tracker, sweep[0], sweep[1], summary.get("mlflow_run_id"), objective(summary)
+            )
+    return summary
+
+
+def isolate_job(cfg: Any, job_dir: Path, stages: Sequence[Stage | str]) -> Path:
+    """Move a multirun job's outputs into its own folder (the folders its stages write
+    follow it); returns the root it reads from."""
+    written = {f for s in _stages(stages) for f in s.folders(side=False)}
+    return isolate(cfg, job_dir, written)
+
+
+def objective(summary: dict[str, Any]) -> float | None:
+    """What a sweep maximises: validation AUC (never an out-of-time figure)."""
+    auc = summary.get("valid", {}).get("auc")
+    return float(auc) if isinstance(auc, (int, float)) else None
+
+
+def _stages(stages: Sequence[Stage | str]) -> list[Stage]:
+    return [plan.stage_of(s) if isinstance(s, str) else s for s in stages]
 
 
 @contextmanager
 def _parent_run(
     cfg: Any, tracker: Tracker, stages: list[str], overrides: list[str] | None
 ) -> Iterator[dict[str, Any]]:
-    """Check the config, then open the invocation's parent run; yields the flat params."""
-    validate(cfg)
+    """Open the invocation's parent run; yields the flat params."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     tags = {
         "overrides": " ".join(overrides or []) or "(none)",
@@ -100,26 +127,23 @@ def _without_registry(cfg: Any) -> Any:
 
 
 def run_single(
-    cfg: Any,
-    tracker: Tracker,
-    stage: str,
-    fn: Callable[[Any, Tracker], dict[str, Any]],
-    overrides: list[str] | None = None,
-) -> dict[str, Any]:
+    cfg: Any, tracker: Tracker, stage: Stage | str, overrides: list[str] | None = None
+) -> Any:
     """Run one stage that is not part of ``run`` under its own parent MLflow run."""
-    with _parent_run(cfg, tracker, [stage], overrides) as params:
-        with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
-            tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] == stage})
-            with publishing(cfg, stage):
+    (st,) = _stages([stage])
+    fn = plan.ALONE.get(st.name, st.run)
+    with _parent_run(cfg, tracker, [st.name], overrides) as params:
+        with tracker.run(st.name, tags={"stage": st.name, **owner_tags()}):
+            tracker.log_params({k: v for k, v in params.items() if k.split(".")[0] in st.groups})
+            with publishing(cfg, st.name, st.folders()):
                 result = fn(cfg, tracker)
-    result.setdefault("mlflow_run_id", tracker.parent_run_id)
-    return result
+    return replace(result, mlflow_run_id=tracker.parent_run_id)
 
 
 def run_pipeline(
     cfg: Any,
     tracker: Tracker,
-    stages: list[str],
+    stages: Sequence[Stage | str],
     overrides: list[str] | None = None,
     register: bool = True,
 ) -> dict[str, Any]:
@@ -127,15 +151,17 @@ def run_pipeline(
 
     ``register=False`` (sweep trials) logs the model without offering it to the registry.
     """
+    todo = _stages(stages)
     results: dict[str, Any] = {}
-    with _parent_run(cfg, tracker, stages, overrides) as params:
+    cat = Catalog.of(cfg)
+    with _parent_run(cfg, tracker, [s.name for s in todo], overrides) as params:
         if not register:
             cfg = _without_registry(cfg)
         tracker.log_params(params)
         resolved = OmegaConf.to_yaml(
             OmegaConf.create(redact_tree(OmegaConf.to_container(cfg, resolve=True)))
         )
-        cfg_path = Path(cfg.paths.models_dir) / "resolved_config.yaml"
+        cfg_path = cat.path("resolved_config")
         _log_config(tracker, resolved, cfg_path.name)
         pending = [cfg_path]  # goes out with the invocation's first published outputs
 
@@ -143,34 +169,32 @@ def run_pipeline(
             if pending:
                 write_text(resolved, pending.pop())
 
-        def run_stage(stage: str) -> None:
-            with tracker.run(stage, tags={"stage": stage, **owner_tags()}):
+        def run_stage(stage: Stage) -> None:
+            with tracker.run(stage.name, tags={"stage": stage.name, **owner_tags()}):
                 interrupt.check()  # a signal dropped in a garbage-collection hook
                 tracker.log_params(
-                    {
-                        k: v
-                        for k, v in params.items()
-                        if k.split(".")[0] in _STAGE_KEYS.get(stage, ())
-                    }
+                    {k: v for k, v in params.items() if k.split(".")[0] in stage.groups}
                 )
-                with publishing(cfg, stage, also=("models_dir",) if pending else ()):
+                folders = (*stage.folders(), *(("models_dir",) if pending else ()))
+                with publishing(cfg, stage.name, folders):
                     publish_config()
-                    results[stage] = STAGES[stage](cfg, tracker)
+                    results[stage.name] = stage.run(cfg, tracker)
                     interrupt.check()
             release_memory()
 
-        for stage in stages:
-            if stage != "report":
+        for stage in todo:
+            if stage.name != "report":
                 run_stage(stage)
-        with publishing(cfg, "summary"):
+        with publishing(cfg, "summary", ("models_dir",)):
             publish_config()
             summary = summarize(cfg, results, tracker)
         if "train" in results:
             tracker.log_metrics(flatten_numbers(summary, "summary"))
-        if "report" in stages:  # last: the page shows the summary just written
-            run_stage("report")
-            summary["report"] = results["report"]["path"]
-            write_json(summary, Paths.of(cfg).models / "summary.json")
+        if any(s.name == "report" for s in todo):
+            # last: the page shows the summary just written
+            run_stage(plan.BY_NAME["report"])
+            summary["report"] = results["report"].path
+            cat.write("summary", summary)
     return summary
 
 
@@ -183,26 +207,18 @@ def _log_config(tracker: Tracker, text: str, name: str) -> None:
         tracker.log_artifact(path, "config")
 
 
-_STAGE_KEYS = {
-    "generate": ("data", "simulator"),
-    "features": ("features",),
-    "train": ("model",),
-    "explain": ("explain",),
-    "policy": ("policy",),
-}
-
-
 def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
     """Print the run summary and write ``models/summary.json``."""
-    p = Paths.of(cfg)
+    p = Catalog.of(cfg)
     summary: dict[str, Any] = {
         "mlflow_run_id": tracker.parent_run_id,
         "tracking_uri": redact_uri(tracker.uri) if tracker.enabled else None,
     }
-    # a table run's rows are in table_features.parquet; features.parquet, if there, is
-    # a simulator run's
+    # a table run's rows are in its table_features; the features, if there, are a
+    # simulator run's
     table_mode = str(cfg.data.kind) == "table"
-    feat_path = p.processed / ("table_features.parquet" if table_mode else "features.parquet")
+    feat_name = "table_features" if table_mode else "features"
+    feat_path = p.path(feat_name)
     features_current = table_mode or _features_current(p)
     if not features_current:
         say(
@@ -210,10 +226,10 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
             "the model's figures are left out (make features, make train)"
         )
     if features_current and resolve(feat_path).exists():
-        t = pq.read_table(resolve(feat_path), columns=["split", "label"]).to_pandas()
-        summary["n_rows"] = int(len(t))
-        summary["closure_rate"] = float(t.label.mean()) if len(t) else float("nan")
-    model_meta = p.models / "model.json"
+        label = p.read(feat_name, ["label"]).column("label").to_numpy()
+        summary["n_rows"] = int(len(label))
+        summary["closure_rate"] = float(label.mean()) if len(label) else float("nan")
+    model_meta = p.path("model_meta")
     meta = json.loads(resolve(model_meta).read_text()) if resolve(model_meta).exists() else None
     meta = meta if features_current else None
     if meta is not None and features_current and not _trained_on(meta, cfg, feat_path):
@@ -229,23 +245,22 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
                 for k in ("auc", "ks", "pr_auc", "brier", "ece", "n", "positive_rate")
                 if k in m
             }
-    imp = p.models / "shap_importance.json"
+    imp = p.path("shap_importance")
     if meta is not None and resolve(imp).exists():
         importance = json.loads(resolve(imp).read_text())["importance"]
         summary["top_features"] = [f for f, _ in importance[:5]]
-    has_model = resolve(p.models / "model.txt").exists()
+    has_model = p.exists("model")
     stamp = model_stamp(p.models) if meta is not None and has_model else None
     if stamp is not None:
         summary[STAMP_KEY] = stamp
-    _merge_parts(summary, p.models / "summary_parts", results, stamp)
+    _merge_parts(summary, p, results, stamp)
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
     local_store = str(cfg.tracking.uri).startswith("sqlite:")
     summary["ui"] = "make ui" if local_store else str(summary["tracking_uri"])
     if tracker.enabled:  # the runs page in the headline view, not the GenAI overview
         base = "http://127.0.0.1:5000" if local_store else str(summary["tracking_uri"])
         summary["ui_url"] = tracker.ui_url(base)
-    write_json(summary, p.models / "summary.json")
-    tracker.log_artifact(p.models / "summary.json", "summary")
+    tracker.log_artifact(p.write("summary", summary), "summary")
     info = meta or {"mode": "table" if table_mode else "simulator", "table": _table_info(cfg)}
     _print_summary(summary, report_core.words(info), labels_of(meta or {}).name)
     return summary
@@ -257,7 +272,7 @@ def _table_info(cfg: Any) -> dict[str, Any]:
     return {"target": d.target, "positive": d.positive, "time": d.time, "path": d.path}
 
 
-def _features_current(p: Paths) -> bool:
+def _features_current(p: Catalog) -> bool:
     """Whether the feature table was built from the world now in the raw folder (a table
     whose manifest names no world is taken at its word)."""
     source = made_from(p.processed, "features")
@@ -280,7 +295,7 @@ def _trained_on(meta: dict[str, Any], cfg: Config, feat_path: Path) -> bool:
 
 
 def _merge_parts(
-    summary: dict[str, Any], parts_dir: Path, results: dict[str, Any], stamp: str | None
+    summary: dict[str, Any], cat: Catalog, results: dict[str, Any], stamp: str | None
 ) -> None:
     """Write this invocation's summary parts, then merge every part on disk into ``summary``.
 
@@ -290,16 +305,18 @@ def _merge_parts(
     message, never mixed in.
     """
     for stage, result in results.items():
-        part = result.get("summary") if isinstance(result, dict) else result.summary
+        part = result.summary
         if part:
-            if stage in MODEL_STAGES and stamp is not None:
+            if plan.BY_NAME[stage].model_derived and stamp is not None:
                 part = {STAMP_KEY: stamp, **part}
-            write_json(part, parts_dir / f"{stage}.json")
-    for stage in STAGES:
-        path = parts_dir / f"{stage}.json"
+            cat.write(f"{stage}_part", part)
+    for st in plan.STAGES:
+        if not st.in_run:
+            continue
+        path = cat.path(f"{st.name}_part")
         if not resolve(path).exists():
             continue
-        if stage in MODEL_STAGES:
+        if st.model_derived:
             try:
                 if stamp is None:
                     raise DataError(

@@ -27,10 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.adapters import catalog, distributed
-from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import Config, physical_cores
@@ -39,18 +37,15 @@ from pipeline.base.io import (
     atomic_path,
     digest_of,
     file_digest,
-    read_table,
     write_json,
-    write_parquet,
 )
 from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
-from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.core.labels import Labels, labels_of
 from pipeline.core.report import Words, words
-from pipeline.stages.common import EXPLAIN_PARTS, REPORT_PARTS, Paths, remove_parts, say, stamped
+from pipeline.stages.common import Result, say, stamped
 from pipeline.stages.generate import world_spec
 
 # ---- loading ----------------------------------------------------------------------
@@ -79,7 +74,7 @@ class _Model:
 
 
 def _load_rows(
-    cfg: Any, p: Paths, model: _Model, batch: bool = False
+    cfg: Any, p: catalog.Catalog, model: _Model, batch: bool = False
 ) -> tuple[pd.DataFrame, str, Path]:
     """The scored table and its id column, in either mode.
 
@@ -88,19 +83,19 @@ def _load_rows(
     rules are still checked, on its key columns.
     """
     if model.mode == "table":
-        path = p.processed / "table_features.parquet"
+        path = p.path("table_features")
         if not path.exists():
             raise DataError(f"{path}: file not found (run `make train` in table mode first)")
-        df = pq.read_table(path).to_pandas()
+        df = p.read("table_features").to_pandas()
         id_col = str(model.meta.get("table", {}).get("id") or df.columns[0])
         need = [id_col, "split", "label", *model.names]
     else:
-        path = p.processed / "features.parquet"
+        path = p.path("features")
         e = cfg.explain
         df = (
-            batch_rows(path, int(e.max_rows), int(e.learn_rows), int(cfg.data.seed))
+            batch_rows(p, int(e.max_rows), int(e.learn_rows), int(cfg.data.seed))
             if batch
-            else load_feature_table(path)
+            else p.read("features").to_pandas()
         )
         id_col = "borrower_id"
         need = [id_col, "snapshot", "split", "label", "label_cause", *model.names]
@@ -110,7 +105,9 @@ def _load_rows(
     return df, id_col, path
 
 
-def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0) -> pd.DataFrame:
+def batch_rows(
+    cat: catalog.Catalog, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
+) -> pd.DataFrame:
     """The rows of the feature table the batch explanation reads: the out-of-time rows
     and the training split's closures (for the learned weights).
 
@@ -127,7 +124,7 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     """
     # the key columns of every row, kept in Arrow (millions of split names as Python
     # strings would be the largest thing this process holds)
-    keys = catalog.read_feature_table(path, ["split", "label"])
+    keys = cat.read("features", ["split", "label"])
     split = pc.field("split")
     oot = pc.equal(keys.column("split"), "oot").to_numpy(zero_copy_only=False)
     closed = pc.and_(
@@ -136,7 +133,7 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     n_oot, n_closed = int(oot.sum()), int(closed.sum())
     if not (0 < max_rows < n_oot or 0 < learn_rows < n_closed):
         wanted = (split == "oot") | ((split == "train") & (pc.field("label") == 1))
-        return read_table(path, FEATURE_TABLE_SCHEMA, filters=wanted).to_pandas()
+        return cat.read("features", where=wanted).to_pandas()
     pick_oot = _draw(np.flatnonzero(oot), max_rows, seed)
     pick_closed = _draw(np.flatnonzero(closed), learn_rows, seed)
     pairs = np.column_stack(
@@ -146,7 +143,7 @@ def batch_rows(path: Path, max_rows: int = 0, learn_rows: int = 0, seed: int = 0
     want_oot, want_closed = pairs[pick_oot], pairs[pick_closed]
     # only the drawn rows, by their positions, one row group at a time
     at = np.sort(np.concatenate([pick_oot, pick_closed]))
-    rows = read_table(path, FEATURE_TABLE_SCHEMA, rows=at).to_pandas()
+    rows = cat.read("features", rows=at).to_pandas()
     first = catalog.in_key_order(rows, want_oot[:, 0], want_oot[:, 1])
     if 0 < max_rows < n_oot:
         first = first.sort_values(["snapshot", "borrower_id"])
@@ -166,7 +163,7 @@ def _draw(positions: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _cause_weights(
-    cfg: Any, p: Paths, model: _Model, df: pd.DataFrame, threads: int
+    cfg: Any, p: catalog.Catalog, model: _Model, df: pd.DataFrame, threads: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``W`` for the configured attribution; the learned one is cached with the model."""
     e = cfg.explain
@@ -183,7 +180,7 @@ def _cause_weights(
         # a registry change (new links) must not reuse weights learned under the old ones
         "links": {n: list(BY_NAME[n].causes) for n in model.names if n in BY_NAME},
     }
-    path = p.models / catalog.ENTRIES["cause_weights"].relpath
+    path = p.path("cause_weights")
     saved = catalog.read_cause_weights(path, model.names, key=digest_of(key))
     if saved is not None:
         return saved, json.loads(path.read_text())["info"]
@@ -232,8 +229,19 @@ def _shift(
 # ---- the stage --------------------------------------------------------------------
 
 
-def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
-    p = Paths.of(cfg)
+@dataclass(frozen=True)
+class ExplainResult(Result):
+    """Batch: the rows explained, their SHAP method and global importance; one borrower:
+    the borrower's story."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    importance: list[Any] = field(default_factory=list)
+    method: str = ""
+    borrower: dict[str, Any] | None = None
+
+
+def explain(cfg: Any, tracker: Tracker) -> ExplainResult:
+    p = catalog.Catalog.of(cfg)
     model = _Model(p.models)
     df, id_col, src = _load_rows(cfg, p, model, batch=cfg.explain.borrower_id is None)
     threads = int(cfg.explain.n_jobs) or physical_cores()
@@ -244,13 +252,13 @@ def explain(cfg: Any, tracker: Tracker) -> dict[str, Any]:
 
 def _batch(
     cfg: Config,
-    p: Paths,
+    p: catalog.Catalog,
     model: _Model,
     df: pd.DataFrame,
     id_col: str,
     threads: int,
     tracker: Tracker,
-) -> dict[str, Any]:
+) -> ExplainResult:
     e = cfg.explain
     names = model.names
     sim = model.mode != "table"
@@ -278,12 +286,13 @@ def _batch(
     table = pd.DataFrame({**cols, **reasons})
     # new global views replace the old ones whole (dependence plots differ by feature);
     # the report and policy figures were built from the old ones
-    remove_parts(p.models, (*EXPLAIN_PARTS, *REPORT_PARTS))
-    out = p.models / "reasons.parquet"
-    write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
+    p.remove(*catalog.EXPLAIN_VIEWS)
+    p.remove_derived(*catalog.EXPLAIN_VIEWS)
+    out = p.write("reasons", pa.Table.from_pandas(table, preserve_index=False))
     importance = explain_core.global_importance(contrib, names)
     # "importance" keeps the model's names (other code reads it); "names" gives the reader's
-    write_json(
+    imp_path = p.write(
+        "shap_importance",
         stamped(
             {
                 "method": method,
@@ -292,14 +301,13 @@ def _batch(
             },
             model.digest,
         ),
-        p.models / "shap_importance.json",
     )
-    views = _Views(model.digest, artifacts=[out, p.models / "shap_importance.json"])
+    views = _Views(model.digest, artifacts=[out, imp_path])
     views.plots = _shap_plots(
         contrib,
         X,
         model.shown,
-        p.models / "plots",
+        p,
         int(e.plot_sample),
         int(cfg.data.seed),
         [names.index(f) for f, _ in importance],
@@ -330,30 +338,32 @@ def _batch(
         f"explain: {len(X):,} rows by {method} ({seconds:.1f}s, "
         f"{views.metrics['rows_per_s']:,.0f} rows/s), additivity {additivity:.1e} -> {out}"
     )
-    return {
-        "metrics": views.metrics,
-        "importance": importance,
-        "method": method,
-        "summary": views.part,
-    }
+    return ExplainResult(
+        summary=views.part, metrics=views.metrics, importance=importance, method=method
+    )
 
 
 def _advice_views(
-    cfg: Config, p: Paths, views: _Views, model: _Model, oot: pd.DataFrame, prob: np.ndarray
+    cfg: Config,
+    p: catalog.Catalog,
+    views: _Views,
+    model: _Model,
+    oot: pd.DataFrame,
+    prob: np.ndarray,
 ) -> None:
     """Advice for the riskiest rows, then (``explain.world_rows``) carried out in the world."""
     e = cfg.explain
-    adv = _batch_advice(cfg, model, oot, prob, p.models / "advice.parquet")
+    adv = _batch_advice(cfg, model, oot, prob, p)
     if adv is None:
         return
-    views.artifacts.append(p.models / "advice.parquet")
+    views.artifacts.append(p.path("advice"))
     views.part["advice"] = adv
     views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
     if e.world_rows <= 0:
         return
     world = world_core.evaluate(
         world_spec(cfg),
-        pq.read_table(p.models / "advice.parquet").to_pandas(),
+        p.read("advice").to_pandas(),
         oot,
         model.names,
         model.prob,
@@ -417,7 +427,7 @@ def _add_probability_reasons(reasons: dict[str, Any], contrib: np.ndarray, top_k
 
 def _cause_views(
     cfg: Config,
-    p: Paths,
+    p: catalog.Catalog,
     views: _Views,
     contrib: np.ndarray,
     names: list[str],
@@ -428,13 +438,12 @@ def _cause_views(
 ) -> None:
     """Cause importance, and fidelity of the reasons against the true causes of closures."""
     cimp = explain_core.cause_importance(contrib, names, W)
-    cimp_path = p.models / "cause_importance.json"
-    write_json(stamped({"attribution": info, "importance": cimp}, views.stamp), cimp_path)
+    cimp_path = p.write(
+        "cause_importance", stamped({"attribution": info, "importance": cimp}, views.stamp)
+    )
     views.artifacts.append(cimp_path)
     views.plots.append(
-        _bar_plot(
-            cimp, p.models / "plots" / "cause_importance.png", "mean |SHAP| per cause (log-odds)"
-        )
+        _bar_plot(cimp, p.path("cause_importance_plot"), "mean |SHAP| per cause (log-odds)")
     )
     closed = table.label.to_numpy() == 1
     if not closed.any():
@@ -442,10 +451,10 @@ def _cause_views(
     fid = explain_core.fidelity(
         {k: v[closed] for k, v in reasons.items()}, table.label_cause.to_numpy()[closed]
     )
-    conf_path = p.models / "fidelity_confusion.csv"
-    with atomic_path(conf_path) as tmp:
+    conf_path = p.path("fidelity_confusion")
+    with atomic_path(conf_path) as tmp:  # with its index: the true causes
         fid.confusion.to_csv(tmp)
-    fid_path = p.models / "fidelity.json"
+    fid_path = p.path("fidelity")
     fid_part: dict[str, Any] = {
         "top1": fid.top1,
         "top3": fid.top3,
@@ -455,9 +464,9 @@ def _cause_views(
         "reference": str(cfg.explain.reference),
     }
     # the ceiling: the cause ranking of the oracle's futures from the same closures
-    ceil, oracle_path = None, p.truth / "oracle.parquet"
+    ceil, oracle_path = None, p.path("oracle")
     if oracle_path.exists():
-        oracle = pq.read_table(oracle_path).to_pandas()
+        oracle = p.read("oracle").to_pandas()
         ceil = explain_core.oracle_fidelity(
             table.loc[closed, ["borrower_id", "snapshot"]],
             table.label_cause.to_numpy()[closed],
@@ -469,7 +478,7 @@ def _cause_views(
     fid_part["by_cause"] = by_cause
     write_json(stamped({**fid_part, "weights": info}, views.stamp), fid_path)
     views.artifacts += [conf_path, fid_path]
-    views.plots.append(_heatmap(fid.confusion, p.models / "plots" / "fidelity_confusion.png"))
+    views.plots.append(_heatmap(fid.confusion, p.path("fidelity_confusion_plot")))
     views.metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
     if ceil is not None:
         views.metrics.update(
@@ -509,7 +518,7 @@ def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
 
 
 def _batch_advice(
-    cfg: Any, model: _Model, rows: pd.DataFrame, prob: np.ndarray, out: Path
+    cfg: Any, model: _Model, rows: pd.DataFrame, prob: np.ndarray, p: catalog.Catalog
 ) -> dict[str, float] | None:
     """Advice for the highest-risk borrowers (their latest explained snapshot)."""
     thr = float(cfg.explain.advice_threshold)
@@ -545,7 +554,7 @@ def _batch_advice(
             }
         )
     table = pd.DataFrame(recs)
-    write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
+    out = p.write("advice", pa.Table.from_pandas(table, preserve_index=False))
     achieved = table.achieved.to_numpy()
     summary = {
         "n": float(len(table)),
@@ -565,7 +574,7 @@ def _batch_advice(
 
 def _borrower(
     cfg: Config,
-    p: Paths,
+    p: catalog.Catalog,
     model: _Model,
     df: pd.DataFrame,
     id_col: str,
@@ -615,16 +624,15 @@ def _borrower(
         contrib[0],
         x[0],
         model.shown,
-        p.models / "plots" / f"waterfall_{bid}.png",
+        p.path("waterfall_plot", id=bid),
         None if model.labels.identity else shown,
     )
-    rep_path = p.models / f"borrower_{bid}.json"
-    write_json(report, rep_path)
+    rep_path = p.write("borrower_story", report, id=bid)
     lines.append(f"waterfall plot: {plot}")
     say("\n".join(lines))
     tracker.log_artifact(plot, "borrowers")
     tracker.log_artifact(rep_path, "borrowers")
-    return {"borrower": report}
+    return ExplainResult(borrower=report)
 
 
 def _borrower_row(cfg: Config, df: pd.DataFrame, id_col: str, src: Path, sim: bool) -> pd.DataFrame:
@@ -751,9 +759,8 @@ def _story_advice(
 
 def _raw_borrowers(cfg: Config) -> pd.DataFrame:
     """The raw borrowers the world test checks its replayed world against."""
-    path = catalog.Catalog.of(cfg).path("borrowers")
     cols = list(world_core.RAW_COLUMNS)
-    return read_table(path, world_core.RAW_SCHEMA, columns=cols).to_pandas()
+    return catalog.Catalog.of(cfg).read("borrowers", cols).to_pandas()
 
 
 # ---- plots --------------------------------------------------------------------------
@@ -772,7 +779,7 @@ def _shap_plots(
     contrib: np.ndarray,
     X: np.ndarray,
     names: list[str],
-    out_dir: Path,
+    cat: catalog.Catalog,
     n_plot: int,
     seed: int,
     ranked: list[int],
@@ -785,7 +792,7 @@ def _shap_plots(
     plt = _plt()
     import shap  # shap: slow to import, needed only here
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    cat.path("plots").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     idx = (
         np.sort(rng.choice(len(X), size=min(n_plot, len(X), 10_000), replace=False))
@@ -801,14 +808,14 @@ def _shap_plots(
     for kind in ("bar", "beeswarm"):
         plt.figure()
         getattr(shap.plots, kind)(exp, max_display=15, show=False)
-        path = out_dir / f"shap_{kind}.png"
+        path = cat.path("shap_plot", kind=kind)
         _save_fig(plt.gcf(), path)
         plt.close("all")
         paths.append(path)
     for j in ranked[:n_dependence]:
         plt.figure()
         shap.plots.scatter(exp[:, j], color=exp, show=False)
-        path = out_dir / f"dependence_{(files or names)[j]}.png"
+        path = cat.path("dependence_plot", feature=(files or names)[j])
         _save_fig(plt.gcf(), path)
         plt.close("all")
         paths.append(path)

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,97 +18,27 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed
-from pipeline.adapters.catalog import world_digest
+from pipeline.adapters.catalog import Catalog, file_in, read_entry, world_digest
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.causes import AGE_BANDS, ALL_CAUSES, CHANNELS, EVENTS, OCCUPATIONS
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
     read_table,
-    write_json,
     write_parquet_stream,
-    write_text,
 )
 from pipeline.base.progress import progress
 from pipeline.base.registry import BY_NAME, FEATURE_NAMES, registry_json
 from pipeline.core import features as feat_core
 from pipeline.core import simulate as sim_core
 from pipeline.core.metrics import decile_edges, iv_from_counts, psi_from_shares
-from pipeline.stages.common import Paths, inputs_digest, say, up_to_date, write_manifest
-
-RAW_RULES: dict[str, dict[str, Any]] = {
-    "borrowers": dict(
-        non_negative=("income", "initial_line", "signup_month"),
-        unique=("borrower_id",),
-        allowed={"occupation": OCCUPATIONS, "age_band": AGE_BANDS},
-    ),
-    "account_months": dict(
-        non_negative=(
-            "line",
-            "n_draws",
-            "draw_amount",
-            "repayment",
-            "balance",
-            "interest_paid",
-            "n_early_repay",
-            "dpd",
-        ),
-        unique=("borrower_id", "month"),
-    ),
-    "fund_flows": dict(non_negative=("amount", "days_after_draw"), allowed={"channel": CHANNELS}),
-    "bureau_months": dict(
-        non_negative=(
-            "ext_cards",
-            "ext_loans",
-            "ext_new_accounts",
-            "ext_inquiries",
-            "ext_utilisation",
-            "months_since_ext_activity",
-        ),
-        unique=("borrower_id", "month"),
-    ),
-    "consumption_months": dict(
-        non_negative=(
-            "spend_daily",
-            "spend_durables",
-            "spend_services",
-            "spend_weekly_cv",
-            "competitor_baitiao",
-            "competitor_fenfu",
-        ),
-        unique=("borrower_id", "month"),
-    ),
-    "platform_events": dict(
-        non_negative=("line_before", "line_after"),
-        allowed={"event": EVENTS, "cause": (*ALL_CAUSES, "none")},
-    ),
-    "macro_months": dict(non_negative=("competitor_intensity",), unique=("month",)),
-    "social_edges": dict(non_negative=("tie_strength",)),
-}
+from pipeline.stages.common import Result, inputs_digest, say, up_to_date, write_manifest
 
 
 def read_raw(
     path: Path, name: str, n_months: int, filters: Any = None, columns: list[str] | None = None
 ) -> pa.Table:
-    """A raw table checked against its schema and rules (only ``columns``, if given)."""
-    rules = dict(RAW_RULES[name])
-    schema = sim_core.SCHEMAS[name]
-    if "month" in schema.names:
-        rules["ranges"] = {"month": (0, n_months - 1)}
-    if columns is not None:
-        keep = set(columns)
-        rules = {
-            k: (
-                {c: v for c, v in r.items() if c in keep}
-                if isinstance(r, dict)
-                else tuple(c for c in r if c in keep)
-            )
-            for k, r in rules.items()
-        }
-        # the duplicate-key check needs every key column, or none
-        if rules.get("unique") and len(rules["unique"]) != len(RAW_RULES[name].get("unique", ())):
-            rules["unique"] = ()
-    return read_table(path, schema, filters=filters, columns=columns, **rules)
+    """A raw table checked against its catalog rules (only ``columns``, if given)."""
+    return read_entry(name, path, columns, where=filters, n_months=n_months)
 
 
 def _block_filter(lo: int, hi: int, col: str = "borrower_id") -> Any:
@@ -155,7 +86,7 @@ def feature_block(
 
 def read_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> dict[str, pa.Table]:
     """The validated raw rows of borrowers ``lo .. hi-1`` (and the macro table)."""
-    paths = {name: raw_dir / f"{name}.parquet" for name in (*RAW_BLOCK_TABLES, "macro_months")}
+    paths = {name: file_in(raw_dir, name) for name in (*RAW_BLOCK_TABLES, "macro_months")}
     rows = _block_filter(lo, hi)
     block = {name: read_raw(paths[name], name, n_months, rows) for name in RAW_BLOCK_TABLES}
     bid = block["borrowers"].column("borrower_id").to_numpy()
@@ -235,7 +166,7 @@ def status_block(raw_dir: Path, lo: int, hi: int, n_months: int) -> feat_core.Bl
     """First-event months of borrowers ``lo .. hi-1``, from the few columns they need; a task."""
     rows = _block_filter(lo, hi)
     block = {
-        name: read_raw(raw_dir / f"{name}.parquet", name, n_months, rows, columns=cols)
+        name: read_raw(file_in(raw_dir, name), name, n_months, rows, columns=cols)
         for name, cols in feat_core.STATUS_COLUMNS.items()
     }
     return feat_core.block_status(block, lo, hi - lo)
@@ -282,11 +213,11 @@ def feature_tables(
     either way they come in block order, so the table is the same, and at most a few
     blocks are in memory at once.
     """
-    edges = read_raw(raw_dir / "social_edges.parquet", "social_edges", n_months)
-    lo_id, hi_id = _id_range(raw_dir / "borrowers.parquet", n_months)
+    edges = read_raw(file_in(raw_dir, "social_edges"), "social_edges", n_months)
+    lo_id, hi_id = _id_range(file_in(raw_dir, "borrowers"), n_months)
     for name in RAW_BLOCK_TABLES[1:]:
         # rows outside the borrowers' id range would never be read by any block
-        path = raw_dir / f"{name}.parquet"
+        path = file_in(raw_dir, name)
         mm = _id_bounds_from_statistics(path)
         if mm is None:
             ids = read_table(path, sim_core.SCHEMAS[name], columns=["borrower_id"]).column(
@@ -296,7 +227,8 @@ def feature_tables(
         if mm is not None:
             if mm["min"] < lo_id or mm["max"] >= hi_id:
                 raise DataError(
-                    f"{path}: column 'borrower_id' has ids that are not in {raw_dir / 'borrowers.parquet'}"
+                    f"{path}: column 'borrower_id' has ids that are not in "
+                    f"{file_in(raw_dir, 'borrowers')}"
                 )
     bounds = _block_bounds(lo_id, hi_id, block_size)
     with contextlib.ExitStack() as stack:
@@ -491,15 +423,24 @@ def stability_report(
     return pd.DataFrame(rows)
 
 
-def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FeaturesResult(Result):
+    """Rows written, the seconds it took, and the engine's figures (Dask: spilled bytes)."""
+
+    rows: int = 0
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def features(cfg: Config, tracker: Tracker) -> FeaturesResult:
     if cfg.data.kind != "simulator":
         say("features: data.kind=table, the table is used as it is")
-        return {}
-    p = Paths.of(cfg)
+        return FeaturesResult()
+    p = Catalog.of(cfg)
     spec = feature_spec(cfg)
-    out = p.processed / "features.parquet"
-    reg_path = p.processed / "feature_registry.json"
-    stab_path = p.processed / "stability.csv"
+    out = p.path("features")
+    reg_path = p.path("feature_registry")
+    stab_path = p.path("stability")
     raw_files = sorted(p.raw.glob("*.parquet"))
     key = {
         "features": OmegaConf.to_container(cfg.features),
@@ -512,7 +453,7 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     if not cfg.force and up_to_date(p.processed, "features", key, outputs):
         say(f"features: inputs and config unchanged, keeping {out} (force=true to recompute)")
         tracker.log_feature_table(out, p.processed / "_features.manifest.json")
-        return {"skipped": True}
+        return FeaturesResult(skipped=True)
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     n_rows = write_features(
@@ -526,13 +467,13 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - t0
     # the report reads the file just written, one column at a time
-    keys = pq.read_table(out, columns=["split", "label"])
+    keys = p.read("features", ["split", "label"])
     masks = _split_masks(keys)
     label = keys.column("label").to_numpy()
     del keys
     stab = stability_report(out, masks=masks, label=label)
-    write_json(registry_json(), reg_path)
-    write_text(stab.to_csv(index=False), stab_path)
+    p.write("feature_registry", registry_json())
+    p.write("stability", stab)
     write_manifest(p.processed, "features", key, outputs, made_from=world_digest(p.raw))
     metrics = {"rows": float(n_rows), "seconds": seconds, "n_features": float(len(FEATURE_NAMES))}
     metrics.update({k: float(v) for k, v in stats.items()})
@@ -548,4 +489,4 @@ def features(cfg: Config, tracker: Tracker) -> dict[str, Any]:
     for path in outputs[1:]:
         tracker.log_artifact(path, "features")
     say(f"features: {n_rows:,} rows x {len(FEATURE_NAMES)} features -> {out} ({seconds:.1f}s)")
-    return {"rows": n_rows, "seconds": seconds, **stats}
+    return FeaturesResult(rows=n_rows, seconds=seconds, stats=stats)

@@ -5,29 +5,23 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed
+from pipeline.adapters.catalog import RAW, TRUTH, Catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
 from pipeline.base.config import generation_jobs
-from pipeline.base.io import (
-    ParquetSink,
-    atomic_path,
-    iter_row_groups,
-    write_json,
-    write_parquet,
-    write_text,
-)
+from pipeline.base.io import atomic_path
 from pipeline.base.progress import progress
 from pipeline.core import simulate as sim_core
-from pipeline.stages.common import Paths, say, up_to_date, write_manifest
+from pipeline.stages.common import Result, say, up_to_date, write_manifest
 
 
 def world_spec(cfg: Any) -> sim_core.WorldSpec:
@@ -41,14 +35,22 @@ def world_spec(cfg: Any) -> sim_core.WorldSpec:
     )
 
 
-def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GenerateResult(Result):
+    """Rows written per table and the seconds the simulation took."""
+
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def generate(cfg: Any, tracker: Tracker) -> GenerateResult:
     if cfg.data.kind != "simulator":
         say("generate: data.kind=table, nothing to simulate")
-        return {}
-    p = Paths.of(cfg)
+        return GenerateResult()
+    p = Catalog.of(cfg)
     spec = world_spec(cfg)
-    raw_paths = {name: p.raw / f"{name}.parquet" for name in sim_core.RAW_TABLES}
-    truth_paths = {name: p.truth / f"{name}.parquet" for name in sim_core.TRUTH_TABLES}
+    raw_paths = {name: p.path(name) for name in RAW}
+    truth_paths = {name: p.path(name) for name in TRUTH}
     # block size and worker count change how the world is produced, not the world
     data_key = {
         k: v
@@ -62,18 +64,17 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
         "version": 2,  # 2: two oracles and per-cause shares in oracle.parquet
     }
     outputs = list(raw_paths.values()) + list(truth_paths.values())
-    outputs += [p.raw / "data_card.md", p.raw / "data_card.json"]
+    outputs += [p.path("data_card_md"), p.path("data_card")]
     world = (int(cfg.data.seed), int(cfg.data.n_borrowers), int(cfg.data.n_months))
     if not cfg.force and up_to_date(p.raw, "generate", key, outputs):
         say(f"generate: inputs and config unchanged, keeping {p.raw} (force=true to recompute)")
         tracker.log_world(p.raw / "_generate.manifest.json", *world)
-        return {"skipped": True}
+        return GenerateResult(skipped=True)
     t0 = time.perf_counter()
-    schemas = {**sim_core.SCHEMAS, **sim_core.TRUTH_SCHEMAS}
-    stream_paths = {k: v for k, v in {**raw_paths, **truth_paths}.items() if k != "macro_months"}
-    counts: dict[str, int] = dict.fromkeys(stream_paths, 0)
+    streamed = [k for k in (*RAW, *TRUTH) if k != "macro_months"]
+    counts: dict[str, int] = dict.fromkeys(streamed, 0)
     with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(ParquetSink(stream_paths, schemas))
+        sink = stack.enter_context(p.sink(streamed))
         if cfg.engine.kind == "dask":
             client = stack.enter_context(distributed.client_for(cfg.engine))
             chunks = distributed.iter_chunks(spec, client, p.raw)
@@ -85,7 +86,7 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
             for name, table in tables.items():
                 sink.write(name, table)
                 counts[name] += table.num_rows
-    write_parquet(sim_core.macro_table(spec), raw_paths["macro_months"])
+    p.write("macro_months", sim_core.macro_table(spec))
     counts["macro_months"] = spec.n_months
     seconds = time.perf_counter() - t0
     card = data_card(cfg, p)
@@ -97,25 +98,25 @@ def generate(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     metrics["borrower_months_per_s"] = counts["account_months"] / max(seconds, 1e-9)
     metrics.update({k: v for k, v in card["metrics"].items()})
     tracker.log_metrics(metrics)
-    tracker.log_artifact(p.raw / "data_card.md", "data_card")
-    tracker.log_artifact(p.raw / "data_card.json", "data_card")
-    tracker.log_artifact(p.raw / "plots", "data_card/plots")
+    tracker.log_artifact(p.path("data_card_md"), "data_card")
+    tracker.log_artifact(p.path("data_card"), "data_card")
+    tracker.log_artifact(p.path("raw_plots"), "data_card/plots")
     say(
         f"generate: {spec.n_borrowers:,} borrowers x {spec.n_months} months -> {p.raw} ({seconds:.1f}s)"
     )
-    return {"seconds": seconds, "counts": counts}
+    return GenerateResult(seconds=seconds, counts=counts)
 
 
-def _account_months(path: Any, columns: list[str]) -> Iterator[pa.Table]:
+def _account_months(p: Catalog, columns: list[str]) -> Iterator[pa.Table]:
     """The account months' ``columns``, one checked row group at a time."""
-    return iter_row_groups(path, sim_core.SCHEMAS["account_months"], columns=columns)
+    return p.row_groups("account_months", columns)
 
 
-def _rows_per_month(path: Any) -> pd.Series:
+def _rows_per_month(p: Catalog) -> pd.Series:
     """Rows per month (months with rows, ascending), counted one row group at a time:
     the account months are the largest table (100 million rows at 3 million borrowers)."""
     counts = np.zeros(0, dtype=np.int64)
-    for group in _account_months(path, ["month"]):
+    for group in _account_months(p, ["month"]):
         part = np.bincount(group.column(0).to_numpy().astype(np.int64))
         if len(part) > len(counts):
             counts = np.pad(counts, (0, len(part) - len(counts)))
@@ -124,18 +125,16 @@ def _rows_per_month(path: Any) -> pd.Series:
     return pd.Series(counts[months], index=pd.Index(months, name="month"))
 
 
-def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
+def data_card(cfg: Any, p: Catalog) -> dict[str, Any]:
     """Closure rates overall, per cause, per regime and per occupation, as markdown + JSON."""
-    ev = pq.read_table(
-        p.raw / "platform_events.parquet", columns=["borrower_id", "month", "event", "cause"]
-    ).to_pandas()
-    b = pq.read_table(
-        p.raw / "borrowers.parquet", columns=["borrower_id", "occupation"]
-    ).to_pandas()
+    n_months = int(cfg.data.n_months)
+    ev = p.read("platform_events", ["borrower_id", "month", "event", "cause"], n_months=n_months)
+    ev = ev.to_pandas()
+    b = p.read("borrowers", ["borrower_id", "occupation"]).to_pandas()
     n = len(b)
     closures = ev[ev.event == "closure"].merge(b, on="borrower_id")
     t_month = int(cfg.simulator.tightening_month)
-    on_book = _rows_per_month(p.raw / "account_months.parquet")
+    on_book = _rows_per_month(p)
     per_month = closures.groupby("month").size().reindex(on_book.index, fill_value=0) / on_book
     pre = per_month[per_month.index < t_month].mean()
     post = per_month[per_month.index >= t_month].mean()
@@ -176,26 +175,27 @@ def data_card(cfg: Any, p: Paths) -> dict[str, Any]:
     for occ, r in by_occ.items():
         lines.append(f"| {occ} | {r:.1%} |")
     plots = _data_card_plots(p, closures, on_book, b)
-    lines += ["", "## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots]
-    write_text("\n".join(lines) + "\n", p.raw / "data_card.md")
+    folder = p.path("raw_plots").name
+    lines += ["", "## Plots", ""] + [f"![{q.stem}]({folder}/{q.name})" for q in plots]
+    p.write("data_card_md", "\n".join(lines) + "\n")
     card = {
         "metrics": metrics,
         "by_occupation": by_occ.to_dict(),
         "by_cause": by_cause.astype(int).to_dict(),
         "monthly_closure_rate": {int(k): float(v) for k, v in per_month.items()},
     }
-    write_json(card, p.raw / "data_card.json")
+    p.write("data_card", card)
     return card
 
 
-def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:
+def _data_card_plots(p: Catalog, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:
     """Monthly closure rate by cause, and the distributions of key variables."""
     import matplotlib  # matplotlib: loaded only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
-    out = p.raw / "plots"
+    out = p.path("raw_plots")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
 
@@ -234,7 +234,7 @@ def _data_card_plots(p: Paths, closures: Any, on_book: Any, borrowers: Any) -> l
 CARD_BINS = 40
 
 
-def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
+def _distributions(p: Catalog) -> list[tuple[np.ndarray, np.ndarray]]:
     """Histograms (counts, edges) of log10 income, log10 credit line, utilisation and
     log10 amount drawn, as ``np.histogram(values, bins=CARD_BINS)`` gives them.
 
@@ -242,10 +242,9 @@ def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
     counts), so the client never holds those columns whole (300 million values at 3
     million borrowers).
     """
-    path = p.raw / "account_months.parquet"
 
     def month_values() -> Iterator[list[np.ndarray]]:
-        for am in _account_months(path, ["line", "balance", "draw_amount"]):
+        for am in _account_months(p, ["line", "balance", "draw_amount"]):
             # the ratio in the columns' own type (float32), as pandas divided them
             line32 = am.column("line").to_numpy()
             balance32 = am.column("balance").to_numpy()
@@ -279,10 +278,8 @@ def _distributions(p: Paths) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(zip(counts, edges, strict=True))
 
 
-def borrowers_income(p: Paths) -> Any:
-    return (
-        pq.read_table(p.raw / "borrowers.parquet", columns=["income"]).column("income").to_numpy()
-    )
+def borrowers_income(p: Catalog) -> Any:
+    return p.read("borrowers", ["income"]).column("income").to_numpy()
 
 
 def _save(fig: Any, path: Any, atomic_path: Any) -> Any:

@@ -9,6 +9,7 @@ snapshot, ``platform_events``) and writes under ``models/policy/``: ``frontier.c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +17,26 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from pipeline.adapters.catalog import in_key_order, load_feature_table, read_feature_table
+from pipeline.adapters.catalog import Catalog, in_key_order
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config
-from pipeline.base.io import DataError, atomic_path, write_json, write_text
+from pipeline.base.io import DataError, atomic_path
 from pipeline.core import policy as core
-from pipeline.stages.common import Paths, model_stamp, say, stamped
-from pipeline.stages.features import read_raw
+from pipeline.stages.common import Result, model_stamp, say, stamped
 from pipeline.stages.score import load_scoring_model, raw_months
 
 #: out-of-time rows read and scored at a time (their features are dropped once scored)
 BLOCK_ROWS = 500_000
 
 
-def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
+def scored_rows(cat: Catalog, model: Any, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
     """The out-of-time rows of the feature table, in the file's order, with what the
     comparison uses: keys, occupation, line, tenure and the model's probability.
 
     The rows are read and scored in blocks of borrowers of about ``block_rows`` rows,
     so that the model's features of all of them are never held at once.
     """
-    keyed = read_feature_table(path, [], split="oot")
+    keyed = cat.read("features", [], split="oot")
     keys = pd.DataFrame({c: keyed.column(c).to_numpy() for c in ("borrower_id", "snapshot")})
     del keyed
     keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
@@ -50,7 +50,7 @@ def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Data
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         block = pc.field("borrower_id") >= lo
         block = block & (pc.field("borrower_id") < hi)
-        rows = load_feature_table(path, need, split="oot", where=block)
+        rows = cat.read("features", need, split="oot", where=block).to_pandas()
         rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
         parts.append(rows[keep])
     # back in the file's order
@@ -58,44 +58,50 @@ def scored_rows(path: Path, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Data
     return rows.reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class PolicyResult(Result):
+    """The strategy comparison's rows (0 when skipped) and the model it scored with."""
+
+    rows: int = 0
+    source: str = ""
+
+
 def policy(
     cfg: Config, tracker: Tracker, source: str | None = None, in_run: bool = False
-) -> dict[str, Any]:
+) -> PolicyResult:
     """``source`` overrides ``score.model_source`` (``run`` uses its own, local model).
 
     ``in_run``: part of ``run``, where a world without out-of-time rows (no
     ``features.oot_snapshots``) skips the comparison instead of failing the run.
     """
-    p = Paths.of(cfg)
+    p = Catalog.of(cfg)
     po = cfg.policy
     m = core.Money.of(po)
     model = load_scoring_model(cfg, tracker, source)
     if model.mode != "simulator":
         raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
-    feat_path = p.processed / "features.parquet"
-    rows = scored_rows(feat_path, model)
+    feat_path = p.path("features")
+    rows = scored_rows(p, model)
     if len(rows) == 0:
         if in_run:
             say(f"policy: {feat_path} has no out-of-time rows; the comparison is skipped")
-            return {}
+            return PolicyResult(skipped=True, source=model.source)
         raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
     n_months = raw_months(p.raw)
     # the future of the rows only: the months from the earliest snapshot on
     first = int(rows.snapshot.min())
     later = pc.field("month") >= first
-    am = read_raw(
-        p.raw / "account_months.parquet",
+    am = p.read(
         "account_months",
-        n_months,
-        filters=later,
-        columns=["borrower_id", "month", "balance", "interest_paid", "dpd"],
+        ["borrower_id", "month", "balance", "interest_paid", "dpd"],
+        where=later,
+        n_months=n_months,
     ).to_pandas(split_blocks=True, self_destruct=True)
-    ev = read_raw(
-        p.raw / "platform_events.parquet",
+    ev = p.read(
         "platform_events",
-        n_months,
-        filters=later,
-        columns=["borrower_id", "month", "event", "cause"],
+        ["borrower_id", "month", "event", "cause"],
+        where=later,
+        n_months=n_months,
     ).to_pandas(split_blocks=True, self_destruct=True)
     out = core.outcomes(rows, am, ev, int(po.horizon), first_month=first)
     frame = pd.concat(
@@ -106,12 +112,11 @@ def policy(
     front = core.frontier(frame, thresholds, m)
     matched = core.matched_loss(front)
 
-    out_dir = p.models / "policy"
+    out_dir = p.path("policy_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
-    front_path, matched_path = out_dir / "frontier.csv", out_dir / "matched_loss.csv"
-    write_text(front.to_csv(index=False), front_path)
-    write_text(matched.to_csv(index=False), matched_path)
-    plot = _plot(front, out_dir / "frontier.png")
+    front_path = p.write("policy_frontier", front)
+    matched_path = p.write("policy_matched", matched)
+    plot = _plot(front, p.path("policy_plot"))
     allf = front[front.segment == "all"]
     refs = {s: allf[allf.strategy == s].iloc[0].to_dict() for s in ("none", "platform")}
     summary = {
@@ -123,8 +128,7 @@ def policy(
         "platform": {k: refs["platform"][k] for k in ("closures", "good_hit", "revenue", "loss")},
         "matched_loss": matched.replace({np.nan: None}).to_dict(orient="records"),
     }
-    json_path = out_dir / "policy.json"
-    write_json(stamped(summary, model_stamp(p.models)), json_path)
+    json_path = p.write("policy_summary", stamped(summary, model_stamp(p.models)))
 
     metrics: dict[str, float] = {"rows": float(len(frame))}
     for _, r in allf.iterrows():
@@ -139,7 +143,11 @@ def policy(
     for a in (front_path, matched_path, json_path, plot):
         tracker.log_artifact(a, "policy")
     _report(matched, refs, len(frame), out_dir)
-    return {"summary": {"policy": {k: summary[k] for k in ("rows", "source", "horizon")}}}
+    return PolicyResult(
+        summary={"policy": {k: summary[k] for k in ("rows", "source", "horizon")}},
+        rows=int(len(frame)),
+        source=model.source,
+    )
 
 
 def _report(matched: pd.DataFrame, refs: dict[str, Any], n: int, out_dir: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ import pyarrow.parquet as pq
 from pipeline.adapters.catalog import Catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.config import Config, ScoreConfig
-from pipeline.base.io import DataError, write_text
+from pipeline.base.io import DataError
 from pipeline.core import report as core
-from pipeline.stages.common import STAMP_KEY, check_stamp, model_stamp, say
+from pipeline.stages.common import STAMP_KEY, Result, check_stamp, model_stamp, say
 
 REASON_COLUMNS = ["borrower_id", "snapshot", "probability", "label", "label_cause"] + [
     f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "feature", "value", "shap", "zh", "en")
@@ -147,14 +148,14 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     if sim and cat.path("data_card").exists():
         inp.data_card = _json(cat.path("data_card"))
     policy = cat.path("policy_dir")
-    if (policy / "policy.json").exists():
-        inp.policy = _derived(policy / "policy.json", stamp)
-        if (policy / "matched_loss.csv").exists():
-            inp.matched = _csv(policy / "matched_loss.csv")
+    if cat.path("policy_summary").exists():
+        inp.policy = _derived(cat.path("policy_summary"), stamp)
+        if cat.path("policy_matched").exists():
+            inp.matched = _csv(cat.path("policy_matched"))
     if sim and cat.path("stability").exists():
         inp.stability = _csv(cat.path("stability"))
-    if cat.path("gains_oot").exists():
-        inp.gains = _csv(cat.path("gains_oot"))
+    if cat.path("gains", split="oot").exists():
+        inp.gains = _csv(cat.path("gains", split="oot"))
     baselines = inp.model.get("config", {}).get("model", {}).get("baselines", True)
     if baselines and cat.path("scorecard").exists():
         inp.scorecard = _csv(cat.path("scorecard"), core.SCORECARD_COLUMNS)
@@ -167,13 +168,20 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     return inp
 
 
-def report(cfg: Config, tracker: Tracker) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportResult(Result):
+    """Where the page was written and how many plots it holds."""
+
+    path: str = ""
+    plots: int = 0
+
+
+def report(cfg: Config, tracker: Tracker) -> ReportResult:
     cat = Catalog.of(cfg)
     page = core.render(collect(cat, cfg.score))
-    path = cat.path("report")
-    write_text(page, path)
+    path = cat.write("report", page)
     tracker.log_artifact(path, "report")
     n_plots = page.count('class="plot"')
     tracker.log_metrics({"report.bytes": float(len(page.encode("utf-8"))), "report.plots": n_plots})
     say(f"report                     : {path} ({n_plots} plots, opens offline)")
-    return {"path": str(path), "plots": n_plots}
+    return ReportResult(path=str(path), plots=n_plots)

@@ -28,13 +28,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.adapters import catalog, distributed, model_registry, serving
 from pipeline.adapters.tracking import Tracker
@@ -43,7 +43,7 @@ from pipeline.base.io import DataError, atomic_path, write_parquet
 from pipeline.core import features as feat_core
 from pipeline.core import scoring as core
 from pipeline.core import table as table_core
-from pipeline.stages.common import Paths, say
+from pipeline.stages.common import Result, say
 from pipeline.stages.features import build_features
 
 
@@ -52,7 +52,7 @@ def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) ->
 
     ``source`` (auto | registry | local) overrides ``score.model_source``.
     """
-    p = Paths.of(cfg)
+    p = catalog.Catalog.of(cfg)
     source = str(cfg.score.model_source) if source is None else source
     model = None
     if source in ("auto", "registry") and tracker.enabled:
@@ -86,13 +86,10 @@ def _attach_meta(cfg: Any, model: core.ScoringModel) -> None:
 
 
 def raw_months(raw_dir: Path) -> int:
-    path = raw_dir / "account_months.parquet"
+    path = catalog.file_in(raw_dir, "account_months")
     if not path.exists():
         raise DataError(f"{path}: file not found (score.input must hold the raw tables)")
-    try:
-        months = pq.read_table(path, columns=["month"]).column("month").to_numpy()
-    except Exception as exc:
-        raise DataError(f"{path}: column 'month' is not readable ({exc})") from exc
+    months = catalog.read_entry("account_months", path, ["month"]).column("month").to_numpy()
     if len(months) == 0:
         raise DataError(f"{path}: table has no rows")
     return int(months.max()) + 1
@@ -151,7 +148,7 @@ def check_output(cfg: Any, inp: Path) -> Path:
     would replace what it must not, is a folder, or has no scores format suffix."""
     s = cfg.score
     given = bool(str(s.output))
-    out = Path(str(s.output)) if given else Paths.of(cfg).models / "scores.parquet"
+    out = Path(str(s.output)) if given else catalog.Catalog.of(cfg).path("scores")
     head = f"score.output = {out}"
     if out.is_dir() or str(s.output).endswith(("/", "\\")):
         raise DataError(f"{head}: is a folder (rule: a file name ending in .parquet or .csv)")
@@ -305,9 +302,18 @@ def write_scores(table: pd.DataFrame, out: Path) -> None:
         write_parquet(pa.Table.from_pandas(table, preserve_index=False), out)
 
 
-def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ScoreResult(Result):
+    """Rows scored, where they were written, and the model that scored them."""
+
+    rows: int = 0
+    output: str = ""
+    source: str = ""
+
+
+def score(cfg: Any, tracker: Tracker) -> ScoreResult:
     s = cfg.score
-    inp = Path(str(s.input)) if s.input else Paths.of(cfg).raw
+    inp = Path(str(s.input)) if s.input else catalog.Catalog.of(cfg).raw
     out = check_output(cfg, inp)
     model = load_scoring_model(cfg, tracker)
     say(f"score: model from {model.source} (reasons: {model.attribution} cause split)")
@@ -361,7 +367,9 @@ def score(cfg: Any, tracker: Tracker) -> dict[str, Any]:
     part: dict[str, Any] = {"rows": len(table), "tiers": counts, "source": model.source}
     if flags:
         part["flagged_rows"] = {k: int((v != "").sum()) for k, v in flags.items()}
-    return {"summary": {"score": part}}
+    return ScoreResult(
+        summary={"score": part}, rows=len(table), output=str(out), source=model.source
+    )
 
 
 def _print_one(row: pd.Series, top_k: int) -> None:

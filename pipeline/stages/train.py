@@ -29,16 +29,12 @@ import pyarrow.compute as pc
 from omegaconf import OmegaConf
 
 from pipeline.adapters import distributed, model_registry
-from pipeline.adapters.catalog import data_digest, load_feature_table
+from pipeline.adapters.catalog import Catalog, data_digest, derived, entry_row_groups
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker, flatten_numbers, redact_tree
 from pipeline.base.config import Config, physical_cores
 from pipeline.base.io import (
     DataError,
-    iter_row_groups,
-    read_table,
-    write_json,
-    write_parquet,
     write_text,
 )
 from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
@@ -54,10 +50,8 @@ from pipeline.core import train as train_core
 from pipeline.core.features import FEATURE_TABLE_SCHEMA
 from pipeline.core.metrics import binary_metrics
 from pipeline.core.selection import ORDER
-from pipeline.core.simulate import TRUTH_SCHEMAS
-from pipeline.stages.common import MODEL_DERIVED, Paths, release_memory, remove_parts, say
+from pipeline.stages.common import Result, release_memory, say
 
-TABLE_FEATURES = "table_features.parquet"
 SPLITS = ("train", "valid", "oot")
 MONOTONE_SAMPLE = 400  # rows swept per constrained feature by the monotone check
 
@@ -91,20 +85,16 @@ class TrainData:
         return report_core.words({"mode": self.mode, **self.meta})
 
 
-def _simulator_data(cfg: Any, p: Paths) -> TrainData:
-    feat_path = p.processed / "features.parquet"
+def _simulator_data(cfg: Any, p: Catalog) -> TrainData:
+    feat_path = p.path("features")
     # the whole file's rules (split names, labels, unique keys) on its key columns only;
     # the feature rows are read later, into one matrix per split (:func:`_split_rows`)
-    df = load_feature_table(feat_path, ["split", "label"])
+    df = p.read("features", ["split", "label"]).to_pandas()
     names = list(FEATURE_NAMES)
     oracle = None
-    oracle_path = p.truth / "oracle.parquet"
-    if oracle_path.exists():
-        oracle = read_table(
-            oracle_path,
-            TRUTH_SCHEMAS["oracle"],
-            ranges={"p_oracle": (0, 1), "p_full": (0, 1), "p_observable": (0, 1)},
-            columns=["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable"],
+    if p.path("oracle").exists():
+        oracle = p.read(
+            "oracle", ["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable"]
         ).to_pandas()
     return TrainData(
         mode="simulator",
@@ -120,7 +110,7 @@ def _simulator_data(cfg: Any, p: Paths) -> TrainData:
     )
 
 
-def _table_data(cfg: Any, p: Paths) -> TrainData:
+def _table_data(cfg: Any, p: Catalog) -> TrainData:
     d = cfg.data
     path = Path(str(d.path)).expanduser()
     raw = table_core.read_any(path, sep=str(d.sep))  # "": detected
@@ -135,8 +125,7 @@ def _table_data(cfg: Any, p: Paths) -> TrainData:
         oot_frac=float(d.oot_frac),
         seed=int(d.seed),
     )
-    out = p.processed / TABLE_FEATURES
-    write_parquet(pa.Table.from_pandas(prepared.frame, preserve_index=False), out)
+    out = p.write("table_features", pa.Table.from_pandas(prepared.frame, preserve_index=False))
     say(
         f"train: table {path} -> {out} ({len(prepared.frame):,} rows, "
         f"{len(prepared.feature_names)} features, {len(prepared.categorical)} categorical; "
@@ -282,20 +271,54 @@ class Baselines:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
-@dataclass
-class TrainResult:
-    """What the train stage hands back to the driver."""
+@dataclass(frozen=True)
+class TrainResult(Result):
+    """What the train stage hands back to the driver (``summary``: its evaluation, with
+    what the registry made of the model)."""
 
-    metrics: dict[str, dict[str, float]]
-    model_uri: str | None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    model_uri: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Trained:
+    """What either engine hands to the one ending of the stage (:func:`_finish`)."""
+
+    engine: str  # local | dask
+    mode: str  # simulator | table
+    booster: Any
+    best_iteration: int
     seconds: float
-    summary: dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, dict[str, float]]
+    calibrator: cal_core.Calibrator
+    names: list[str]
+    categorical: list[str]
+    monotone: list[int] | None
+    source: Path  # the data the model was trained on
+    part: dict[str, Any]  # the evaluation, as published in evaluation.json
+    gains: pd.DataFrame
+    gains_split: str
+    example: pd.DataFrame  # a few rows for the logged model's signature
+    words: report_core.Words
+    meta: dict[str, Any] = field(default_factory=dict)  # more keys of model.json
+    plots: list[Path] = field(default_factory=list)
+    base_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # scores another booster on this model's evaluation rows (None: the rows are not here)
+    rescore: Callable[[Any, list[str]], float | None] | None = None
 
 
 def train(cfg: Config, tracker: Tracker) -> TrainResult:
-    p = Paths.of(cfg)
+    p = Catalog.of(cfg)
     if cfg.engine.kind == "dask" and cfg.data.kind != "table":
-        return _train_dask(cfg, tracker, p)
+        return _finish(cfg, tracker, p, _train_dask(cfg, p))
+    return _finish(cfg, tracker, p, _train_local(cfg, tracker, p))
+
+
+def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
+    """engine=local: the rows in this process; baselines, segments, oracle and (table
+    mode) cross-validated model selection."""
     data = _table_data(cfg, p) if cfg.data.kind == "table" else _simulator_data(cfg, p)
     if data.mode == "table":  # the user's table as the run's dataset input
         tracker.log_table(
@@ -311,27 +334,41 @@ def train(cfg: Config, tracker: Tracker) -> TrainResult:
     base = _baselines(cfg, tracker, p, data, fitted)
     part = _evaluate(cfg, data, fitted, base, cv)
     part["model"]["engine"] = "local"
-    model_path, plots = _publish(cfg, p, data, fitted, base, part)
-    model_uri = _register(cfg, tracker, p, data, fitted, part, plots)
-    _report(
-        part,
-        fitted.metrics,
-        base.metrics,
-        fitted.best_iteration,
-        fitted.seconds,
-        model_path,
-        data.words,
+    split = fitted.eval_split
+    y, raw = fitted.y, fitted.raw
+    return Trained(
+        engine="local",
+        mode=data.mode,
+        booster=fitted.booster,
+        best_iteration=fitted.best_iteration,
+        seconds=fitted.seconds,
+        params=fitted.params,
+        metrics=fitted.metrics,
+        calibrator=fitted.calibrator,
+        names=data.names,
+        categorical=data.categorical,
+        monotone=data.monotone,
+        source=data.source,
+        part=part,
+        gains=eval_core.gains_frame(y[split], raw[split]),
+        gains_split=split,
+        example=pd.DataFrame(fitted.X["valid"][:5], columns=data.names),
+        words=data.words,
+        meta=data.meta,
+        plots=_plots(y, raw, fitted.cal, base.scores, p, fitted.n_bins),
+        base_metrics=base.metrics,
+        rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
     )
-    return TrainResult(fitted.metrics, model_uri, fitted.seconds, part)
 
 
-def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
+def _train_dask(cfg: Config, p: Catalog) -> Trained:
     """engine=dask: trained with LightGBM's Dask estimator and evaluated from histograms
     (:func:`pipeline.adapters.distributed.train_on_cluster`); neither the features nor
     the scores of the splits come to this process, so the baselines, segments and
-    oracle comparison, which need the rows, are left out."""
+    oracle comparison, which need the rows, are left out, and the champion is judged on
+    the figures its runs logged."""
     m, names = cfg.model, list(FEATURE_NAMES)
-    feat_path = p.processed / "features.parquet"
+    feat_path = p.path("features")
     if not feat_path.exists():
         raise DataError(f"{feat_path}: no feature table; run the features stage first")
     monotone = monotone_vector(names) if m.monotone else None
@@ -339,50 +376,39 @@ def _train_dask(cfg: Config, tracker: Tracker, p: Paths) -> TrainResult:
         run = distributed.train_on_cluster(
             client, feat_path, names, m, int(cfg.data.seed), monotone
         )
-    fit, part, split = run.fit, run.part, "oot" if "oot" in run.metrics else "valid"
-    p.models.mkdir(parents=True, exist_ok=True)
-    remove_parts(p.models, (*MODEL_DERIVED, "gains_valid.csv", "gains_oot.csv"))
-    model_path, cal_path = p.models / "model.txt", p.models / "calibration.json"
-    write_text(fit.booster.model_to_string(num_iteration=fit.best_iteration), model_path)
-    write_json(run.calibrator.to_json(), cal_path)
-    meta = {
-        "mode": "simulator",
-        "engine": "dask",
-        "feature_names": names,
-        "categorical": [],
-        "best_iteration": fit.best_iteration,
-        "params": run.params,
-        "metrics": run.metrics,
-        "calibration": run.calibrator.method,
-        "calibration_path": str(cal_path),
-        "data_digest": data_digest(feat_path),
-        "monotone": {n: int(v) for n, v in zip(names, monotone or [], strict=False) if v},
-        "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),
-        "train_seconds": fit.seconds,
-    }
-    write_json(meta, p.models / "model.json")
-    write_json(part, p.models / "evaluation.json")
-    write_text(pd.DataFrame(run.gains).to_csv(index=False), p.models / f"gains_{split}.csv")
-    flat = {f"{s}.{k}": v for s, mm in run.metrics.items() for k, v in mm.items()}
-    flat.update(best_iteration=fit.best_iteration, train_seconds=fit.seconds)
-    if "score_psi" in part:
-        flat["score_psi"] = part["score_psi"]
-    tracker.log_metrics(flat)
-    tracker.set_tags(
-        {
-            "mode": "simulator",
-            "engine": "dask",
-            "calibration": run.calibrator.method,
-            model_registry.DATA_DIGEST_TAG: data_digest(feat_path),
-        }
+    fit = run.fit
+    return Trained(
+        engine="dask",
+        mode="simulator",
+        booster=fit.booster,
+        best_iteration=fit.best_iteration,
+        seconds=fit.seconds,
+        params=run.params,
+        metrics=run.metrics,
+        calibrator=run.calibrator,
+        names=names,
+        categorical=[],
+        monotone=monotone,
+        source=feat_path,
+        part=run.part,
+        gains=pd.DataFrame(run.gains),
+        gains_split="oot" if "oot" in run.metrics else "valid",
+        example=fit.example,
+        words=report_core.words({"mode": "simulator"}),
+        meta={"engine": "dask"},
     )
-    for name in ("model.json", "calibration.json", "evaluation.json", f"gains_{split}.csv"):
-        tracker.log_artifact(p.models / name, "model_meta")
-    model_uri = tracker.log_lightgbm_model(
-        fit.booster, fit.example, model_registry.registered_name(cfg)
+
+
+def _finish(cfg: Config, tracker: Tracker, p: Catalog, t: Trained) -> TrainResult:
+    """The one ending of the stage, whatever the engine: publish the model and its
+    evaluation, then register what was published (log, judge the champion, log the
+    serving model), then print."""
+    model_path = _publish(cfg, p, t)
+    model_uri, registry = _register(cfg, tracker, p, t)
+    _report(t.part, t.metrics, t.base_metrics, t.best_iteration, t.seconds, model_path, t.words)
+    return TrainResult(
+        summary={**t.part, **registry}, metrics=t.metrics, model_uri=model_uri, seconds=t.seconds
     )
-    _report(part, run.metrics, {}, fit.best_iteration, fit.seconds, model_path)
-    return TrainResult(run.metrics, model_uri, fit.seconds, part)
 
 
 def _params(cfg: Config, data: TrainData) -> dict[str, Any]:
@@ -486,7 +512,7 @@ def _split_rows(
     y = {s: np.empty(len(X[s]), dtype=int) for s in SPLITS}
     kept: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
     at = dict.fromkeys(SPLITS, 0)
-    for group in iter_row_groups(data.source, FEATURE_TABLE_SCHEMA):
+    for group in entry_row_groups("features", data.source):
         split = group.column("split")
         for s in SPLITS:
             mask = pc.equal(split, s)
@@ -582,7 +608,7 @@ def _monotone_check(cfg: Config, data: TrainData, fitted: Fitted) -> dict[str, A
 
 
 def _baselines(
-    cfg: Config, tracker: Tracker, p: Paths, data: TrainData, fitted: Fitted
+    cfg: Config, tracker: Tracker, p: Catalog, data: TrainData, fitted: Fitted
 ) -> Baselines:
     """The baselines on the same split, each its own nested run."""
     m = cfg.model
@@ -591,14 +617,14 @@ def _baselines(
         return out
     X, y, splits = fitted.X, fitted.y, fitted.splits
     sc_cfg = m.scorecard
-    scorecard_path = p.models / "scorecard.csv"
+    scorecard_path = p.path("scorecard")
     card, rules = _fit_baselines(m, data, X, y, splits)
     out.scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
     write_text(card.table().to_csv(index=False), scorecard_path)
     artifacts = {"scorecard": [scorecard_path]}
     if rules is not None:
         out.scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
-        rules_path = p.models / "rules_baseline.csv"
+        rules_path = p.path("rules_baseline")
         write_text(rules.table().to_csv(index=False), rules_path)
         artifacts["rules"] = [rules_path]
     for name, scores in out.scores.items():
@@ -689,60 +715,45 @@ def _evaluate(
     return part
 
 
-def _publish(
-    cfg: Config, p: Paths, data: TrainData, fitted: Fitted, base: Baselines, part: dict[str, Any]
-) -> tuple[Path, list[Path]]:
-    """Write the model, its calibration, metadata, evaluation, gains and plots."""
+def _publish(cfg: Config, p: Catalog, t: Trained) -> Path:
+    """Write the model, its calibration, metadata, evaluation and gains; returns the
+    model's path. What was derived from the previous model goes (at publication)."""
     p.models.mkdir(parents=True, exist_ok=True)
-    y, raw, eval_split = fitted.y, fitted.raw, fitted.eval_split
-    plots = _plots(y, raw, fitted.cal, base.scores, p.models / "plots", fitted.n_bins)
-    gains_path = p.models / f"gains_{eval_split}.csv"
-    write_text(
-        eval_core.gains_frame(y[eval_split], raw[eval_split]).to_csv(index=False), gains_path
-    )
-    model_path = p.models / "model.txt"
-    cal_path = p.models / "calibration.json"
     # a new model: what was explained, simulated or reported for the old one is stale
-    remove_parts(
-        p.models, (*MODEL_DERIVED, f"gains_{'valid' if eval_split == 'oot' else 'oot'}.csv")
-    )
-    write_text(fitted.booster.model_to_string(num_iteration=fitted.best_iteration), model_path)
-    write_json(fitted.calibrator.to_json(), cal_path)
-    names = data.names
+    p.remove("gains", *derived("model"))
+    p.write("gains", t.gains, split=t.gains_split)
+    model_path = p.write("model", t.booster.model_to_string(num_iteration=t.best_iteration))
+    cal_path = p.write("calibration", t.calibrator.to_json())
     meta = {
-        "mode": data.mode,
-        "feature_names": names,
-        "categorical": data.categorical,
-        "best_iteration": fitted.best_iteration,
-        "params": fitted.params,
-        "metrics": fitted.metrics,
-        "calibration": fitted.calibrator.method,
+        "mode": t.mode,
+        "feature_names": t.names,
+        "categorical": t.categorical,
+        "best_iteration": t.best_iteration,
+        "params": t.params,
+        "metrics": t.metrics,
+        "calibration": t.calibrator.method,
         "calibration_path": str(cal_path),
-        "data_digest": data_digest(data.source),
-        "monotone": {n: int(v) for n, v in zip(names, data.monotone or [], strict=False) if v},
+        "data_digest": data_digest(t.source),
+        "monotone": {n: int(v) for n, v in zip(t.names, t.monotone or [], strict=False) if v},
         "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
-        "train_seconds": fitted.seconds,
-        **data.meta,
+        "train_seconds": t.seconds,
+        **t.meta,
     }
-    write_json(meta, p.models / "model.json")
-    write_json(part, p.models / "evaluation.json")
-    return model_path, plots
+    p.write("model_meta", meta)
+    p.write("evaluation", t.part)
+    return model_path
 
 
 def _register(
-    cfg: Config,
-    tracker: Tracker,
-    p: Paths,
-    data: TrainData,
-    fitted: Fitted,
-    part: dict[str, Any],
-    plots: list[Path],
-) -> str | None:
-    """Log metrics and files, log and register the model, judge it for champion."""
-    metrics = fitted.metrics
+    cfg: Config, tracker: Tracker, p: Catalog, t: Trained
+) -> tuple[str | None, dict[str, Any]]:
+    """Log the metrics and the published files, log and register the model, judge it for
+    champion and log the serving model; returns the model's URI and what the registry
+    made of it (``champion``, ``serving``), for the run summary."""
+    metrics, part = t.metrics, t.part
     flat = {f"{s}.{k}": v for s, mm in metrics.items() for k, v in mm.items()}
-    flat["best_iteration"] = fitted.best_iteration
-    flat["train_seconds"] = fitted.seconds
+    flat["best_iteration"] = t.best_iteration
+    flat["train_seconds"] = t.seconds
     for key in ("score_psi", "oracle_auc", "oracle_gap", "oracle_model_auc"):
         if key in part:
             flat[key] = part[key]
@@ -756,36 +767,39 @@ def _register(
     tracker.log_metrics(flat)
     tracker.set_tags(
         {
-            "mode": data.mode,
-            "calibration": fitted.calibrator.method,
-            model_registry.DATA_DIGEST_TAG: data_digest(data.source),
+            "mode": t.mode,
+            "engine": t.engine,
+            "calibration": t.calibrator.method,
+            model_registry.DATA_DIGEST_TAG: data_digest(t.source),
         }
     )
-    for name in (
-        "model.json",
-        "calibration.json",
-        "evaluation.json",
-        f"gains_{fitted.eval_split}.csv",
+    for path in (
+        p.path("model_meta"),
+        p.path("calibration"),
+        p.path("evaluation"),
+        p.path("gains", split=t.gains_split),
     ):
-        tracker.log_artifact(p.models / name, "model_meta")
-    for plot in plots:
+        tracker.log_artifact(path, "model_meta")
+    for plot in t.plots:
         tracker.log_artifact(plot, "plots")
-    example = pd.DataFrame(fitted.X["valid"][:5], columns=data.names)
     reg_name = model_registry.registered_name(cfg)
-    model_uri = tracker.log_lightgbm_model(fitted.booster, example, reg_name)
+    model_uri = tracker.log_lightgbm_model(t.booster, t.example, reg_name)
+    registry: dict[str, Any] = {}
     if reg_name and tracker.enabled and "oot" in metrics:
-        part["champion"] = model_registry.promote_champion(
+        registry["champion"] = model_registry.promote_champion(
             tracker,
             reg_name,
             str(cfg.model.champion_alias),
             metrics["oot"]["auc"],
-            rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
-            split=data.words.split,
+            rescore=t.rescore,
+            split=t.words.split,
         )
-        say(part["champion"].pop("message", ""))
+        say(registry["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
-        part["serving"] = log_serving_model(cfg, tracker, p.models, reg_name, part.get("champion"))
-    return model_uri
+        registry["serving"] = log_serving_model(
+            cfg, tracker, p.models, reg_name, registry.get("champion")
+        )
+    return model_uri, registry
 
 
 def _rescorer(
@@ -849,15 +863,15 @@ def _plots(
     raw: dict[str, np.ndarray],
     cal: dict[str, np.ndarray],
     base_scores: dict[str, dict[str, np.ndarray]],
-    out_dir: Path,
+    cat: Catalog,
     n_bins: int,
 ) -> list[Path]:
     split = "oot" if len(y["oot"]) and len(np.unique(y["oot"])) == 2 else "valid"
     label = "out-of-time" if split == "oot" else "validation"
     scores = {"lightgbm": raw[split], **{n: s[split] for n, s in base_scores.items()}}
     paths = [
-        eval_core.plot_roc(y[split], scores, out_dir / "roc.png", f"ROC, {label}"),
-        eval_core.plot_gains(y[split], scores, out_dir / "gains.png", f"Gains, {label}"),
+        eval_core.plot_roc(y[split], scores, cat.path("roc_plot"), f"ROC, {label}"),
+        eval_core.plot_gains(y[split], scores, cat.path("gains_plot"), f"Gains, {label}"),
     ]
     curves = {
         f"{s} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
@@ -871,7 +885,7 @@ def _plots(
     )
     paths.append(
         eval_core.plot_reliability(
-            curves, out_dir / "calibration.png", "Reliability (equal-count bins)"
+            curves, cat.path("calibration_plot"), "Reliability (equal-count bins)"
         )
     )
     return paths
