@@ -185,7 +185,11 @@ _FEATURES = Rules(
     unique=("borrower_id", "snapshot"),
     keys=("borrower_id", "snapshot"),
 )
-_ORACLE_RANGES = {"p_oracle": (0, 1), "p_full": (0, 1), "p_observable": (0, 1)}
+_ORACLE_RANGES: dict[str, tuple[float, float]] = {
+    "p_oracle": (0, 1),
+    "p_full": (0, 1),
+    "p_observable": (0, 1),
+}
 _MODEL = ("model",)  # what a newly trained model makes stale
 #: the global views of the batch explanation (borrower stories apart)
 EXPLAIN_VIEWS = (
@@ -204,31 +208,41 @@ EXPLAIN_VIEWS = (
 _POLICY = ("model", "account_months", "platform_events")
 
 
+#: the files of the simulated world, by table name: the raw tables, then the truth tables
+_WORLD_FILES = {
+    "borrowers": ("raw", "borrowers.parquet", "one row per borrower"),
+    "account_months": ("raw", "account_months.parquet", ""),
+    "fund_flows": ("raw", "fund_flows.parquet", ""),
+    "bureau_months": ("raw", "bureau_months.parquet", ""),
+    "consumption_months": ("raw", "consumption_months.parquet", ""),
+    "social_edges": ("raw", "social_edges.parquet", ""),
+    "macro_months": ("raw", "macro_months.parquet", ""),
+    "platform_events": ("raw", "platform_events.parquet", ""),
+    "traits": ("truth", "traits.parquet", "latent traits"),
+    "hazards": ("truth", "hazards.parquet", "monthly cause hazards"),
+    "oracle": ("truth", "oracle.parquet", "Monte Carlo oracle"),
+}
+if set(_WORLD_FILES) != {*RAW, *TRUTH}:  # the simulator's tables, each with its file
+    raise ImportError("the catalog's world files differ from the simulator's tables")
+
+
+def _world_entries() -> tuple[Entry, ...]:
+    """The raw tables and the truth tables, one entry each, checked by their schemas."""
+    out = []
+    for name, (folder, relpath, doc) in _WORLD_FILES.items():
+        if folder == "raw":
+            rules = Rules(sim_core.SCHEMAS[name], **_RAW_RULES[name])
+        else:
+            ranges = _ORACLE_RANGES if name == "oracle" else {}
+            rules = Rules(sim_core.TRUTH_SCHEMAS[name], ranges=ranges)
+        out.append(Entry(name, folder, relpath, "parquet", "generate", rules, (), doc))  # type: ignore[arg-type]
+    return tuple(out)
+
+
 def _entries() -> tuple[Entry, ...]:
-    raw = tuple(
-        _e(
-            name,
-            "raw",
-            f"{name}.parquet",
-            "generate",
-            Rules(sim_core.SCHEMAS[name], **_RAW_RULES[name]),
-            doc="one row per borrower" if name == "borrowers" else "",
-        )
-        for name in RAW
-    )
-    truth = tuple(
-        _e(
-            name,
-            "truth",
-            f"{name}.parquet",
-            "generate",
-            Rules(sim_core.TRUTH_SCHEMAS[name], ranges=_ORACLE_RANGES if name == "oracle" else {}),
-            doc={"traits": "latent traits", "hazards": "monthly cause hazards"}.get(
-                name, "Monte Carlo oracle"
-            ),
-        )
-        for name in TRUTH
-    )
+    world = _world_entries()
+    raw = tuple(e for e in world if e.folder == "raw")
+    truth = tuple(e for e in world if e.folder == "truth")
     return (
         # ---- generate: the simulated world (data/raw) and its hidden truth (data/truth)
         *raw,
@@ -307,7 +321,8 @@ def _entries() -> tuple[Entry, ...]:
             ("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary"),
         ),
         _e("resolved_config", "models", "resolved_config.yaml", "run"),
-        _e("scores", "models", "scores.parquet", "score", None, ("model",), "score.output default"),
+        # a user's output: kept when the model is retrained (each row names its model)
+        _e("scores", "models", "scores.parquet", "score", doc="score.output default"),
         _e("summary", "models", "summary.json", "run", doc="rebuilt by every invocation"),
         *(
             _e(

@@ -194,7 +194,8 @@ def log_serving_model(
     """Log the pyfunc in the current run, register it, move its champion alias with the model's."""
     if not tracker.enabled or tracker.run_id is None:
         return None
-    meta = json.loads((models_dir / "model.json").read_text())
+    cat = catalog.Catalog.of(cfg).at(models=models_dir)
+    meta = json.loads(cat.path("model_meta").read_text())
     names = list(meta["feature_names"])
     table_mode = meta.get("mode", "simulator") == "table"
     id_col = str(meta.get("table", {}).get("id") or "row_id") if table_mode else "borrower_id"
@@ -213,15 +214,15 @@ def log_serving_model(
             spec["guards"] = table_guards(catalog.Catalog.of(cfg), meta).to_json()
         if enc is not None:
             spec["encoding"] = enc.to_json()
-        spec_path = Path(tmp) / "serving.json"
+        spec_path = catalog.file_in(Path(tmp), "serving")
         spec_path.write_text(json.dumps(spec))
-        cal_path = models_dir / "calibration.json"
+        cal_path = cat.path("calibration")
         if not cal_path.exists():
-            cal_path = Path(tmp) / "calibration.json"
+            cal_path = catalog.file_in(Path(tmp), "calibration")
             cal_path.write_text(json.dumps({"method": "none"}))
         artifacts = {
             # os.fspath: where the file is now (a stage's staged output before it is published)
-            "model": os.fspath(models_dir / "model.txt"),
+            "model": os.fspath(cat.path("model")),
             "calibration": os.fspath(cal_path),
             "meta": os.fspath(spec_path),
         }

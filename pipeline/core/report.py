@@ -175,7 +175,7 @@ class Inputs:
         try:
             return labels_of(self.model)
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"model.json: key 'encoding' cannot be read ({exc})") from exc
+            raise DataError(f"the model's metadata: key 'encoding' cannot be read ({exc})") from exc
 
     @property
     def id_column(self) -> str:

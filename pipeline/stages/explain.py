@@ -581,7 +581,7 @@ def _borrower(
     src: Path,
     threads: int,
     tracker: Tracker,
-) -> dict[str, Any]:
+) -> ExplainResult:
     e = cfg.explain
     bid = e.borrower_id
     sim = model.mode != "table"

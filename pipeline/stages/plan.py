@@ -100,7 +100,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         report,
-        "Rebuild the self-contained HTML model report (models/report.html) from the outputs",
+        "Rebuild the self-contained HTML model report from the outputs",
         reads=("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary", "summary"),
         writes=("report",),
         model_derived=True,

@@ -59,7 +59,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from pipeline.__main__ import stages_for
+from pipeline.adapters.catalog import Catalog
 from pipeline.adapters.tracking import Tracker, TrackingError, from_config
 from pipeline.base.config import (
     REPO_ROOT,
@@ -79,6 +79,7 @@ from pipeline.stages import features as featurize
 from pipeline.stages import train as training
 from pipeline.stages.driver import run_pipeline
 from pipeline.stages.features import feature_spec
+from pipeline.stages.plan import stages_for
 from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, write_features_sql
 
 ROWS = ("generate", "features", "train", "explain", "end_to_end")
@@ -232,7 +233,7 @@ def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     cfg.data.n_jobs = 1
     counter = install_rng_counter()
     res, seconds, rss = _timed(lambda: gen_runner.generate(cfg, _off()))
-    counts = res.get("counts", {})
+    counts = res.counts
     return {
         "seconds": seconds,
         "peak_rss_mb": rss,
@@ -278,7 +279,7 @@ def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     _wrap_timer(feat_core, "to_table", parts, "to_table_s")
     _wrap_timer(featurize, "stability_report", parts, "stability_report_s")
     res, seconds, rss = _timed(lambda: featurize.features(cfg, _off()))
-    return {"seconds": seconds, "peak_rss_mb": rss, "rows": int(res.get("rows", 0)), **parts}
+    return {"seconds": seconds, "peak_rss_mb": rss, "rows": int(res.rows), **parts}
 
 
 def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +288,7 @@ def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     params = sql_params(cfg)
     raw = Path(cfg.paths.raw_dir)
     _, seconds, rss = _timed(lambda: write_features_sql(raw, out, params))
-    ours = pq.read_table(Path(cfg.paths.processed_dir) / "features.parquet")
+    ours = Catalog.of(cfg).read("features")
     cmp = compare_tables(ours, pq.read_table(out))
     return {"seconds": seconds, "peak_rss_mb": rss, "comparison": cmp.as_dict()}
 
@@ -297,7 +298,7 @@ def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     _wrap_timer(train_core, "fit", parts, "fit_s")
     _, seconds, rss = _timed(lambda: training.train(cfg, _off()))
-    meta = json.loads((Path(cfg.paths.models_dir) / "model.json").read_text())
+    meta = json.loads(Catalog.of(cfg).path("model_meta").read_text())
     return {
         "seconds": seconds,
         "peak_rss_mb": rss,
@@ -308,13 +309,11 @@ def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
-    models = Path(cfg.paths.models_dir)
-    meta = json.loads((models / "model.json").read_text())
+    cat = Catalog.of(cfg)
+    meta = json.loads(cat.path("model_meta").read_text())
     names = list(meta["feature_names"])
     params = dict(meta["params"])
-    t = pq.read_table(
-        Path(cfg.paths.processed_dir) / "features.parquet", columns=["split", "label", *names]
-    ).to_pandas()
+    t = cat.read("features", ["split", "label", *names]).to_pandas()
     mats = {}
     for s in ("train", "valid"):
         g = t[t.split == s]
@@ -336,7 +335,7 @@ def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
     booster, seconds, rss = _timed(work)
     best = int(booster.best_iteration or booster.current_iteration())
-    ours_text = (models / "model.txt").read_text()
+    ours_text = cat.path("model").read_text()
     same = booster.model_to_string(num_iteration=best) == ours_text
     return {"seconds": seconds, "peak_rss_mb": rss, "best_iteration": best, "same_model": same}
 
@@ -367,7 +366,7 @@ def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "peak_rss_mb": rss,
         "rows": int(len(X)),
-        "method": str(res.get("method", "")),
+        "method": str(res.method),
         **parts,
     }
 
@@ -377,7 +376,7 @@ def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
     ref = Path(task["work"]) / "reference"
     X = np.load(ref / "explain_X.npy")
-    booster = lgb.Booster(model_file=str(Path(cfg.paths.models_dir) / "model.txt"))
+    booster = lgb.Booster(model_file=str(Catalog.of(cfg).path("model")))
 
     def work() -> Any:
         return shap.TreeExplainer(booster).shap_values(X)
@@ -401,7 +400,7 @@ def _end_to_end_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
 
     tracker = from_config(cfg.tracking)
     # the four stages the references stand for (policy and report are not benchmarked)
-    stages = [s for s in stages_for("run", cfg) if s not in ("policy", "report")]
+    stages = [s for s in stages_for("run", cfg) if s.name not in ("policy", "report")]
     _, seconds, rss = _timed(
         lambda: run_pipeline(cfg, tracker, stages, [f"data.n_borrowers={cfg.data.n_borrowers}"])
     )

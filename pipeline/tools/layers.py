@@ -7,7 +7,11 @@ inside functions included, and fails (exit 1, one line per breach) when
 * the modules import each other in a cycle;
 * a function imports a module of the package (only heavy optional third-party
   dependencies may be imported inside a function);
-* a function is longer than :data:`MAX_LINES` lines (numba kernels excepted).
+* a function is longer than :data:`MAX_LINES` lines (numba kernels excepted);
+* a module other than the artifact catalog (:data:`CATALOG`) writes a catalog file name
+  in a string (docstrings aside): a file is named once, in the catalog, and everything
+  else asks the catalog for it. Names are read from the catalog's source: its string
+  constants that look like file names, and the folders it names as entries.
 
 It needs nothing but the standard library, so it also runs on a tree that does not
 import (a half-finished change, a broken dependency).
@@ -16,6 +20,8 @@ import (a half-finished change, a broken dependency).
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tools", "__main__"),
 )
 MAX_LINES = 100
+#: the module that names every file of the pipeline, relative to the package
+CATALOG = ("adapters", "catalog.py")
+_FILE = re.compile(r"^[\w{}*/.-]+\.(parquet|json|csv|txt|md|html|yaml|png)$")
+_TOKEN = re.compile(r"[\w{}*/.-]+")
 _JIT = ("jit", "njit", "vectorize", "guvectorize")
 
 
@@ -157,10 +167,94 @@ def _long_functions(mod: Module) -> list[str]:
     return out
 
 
+def _text(node: ast.AST) -> str | None:
+    """A string constant, or an f-string with ``*`` for each interpolated value."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "*"
+            for v in node.values
+        )
+    return None
+
+
+def _strings(tree: ast.AST) -> list[tuple[ast.AST, str]]:
+    """Every string of a module but its docstrings (f-strings whole, not their parts)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            if body and isinstance(body[0], ast.Expr) and _text(body[0].value) is not None:
+                skip.add(id(body[0].value))
+        if isinstance(node, ast.JoinedStr):
+            skip.update(id(v) for v in ast.walk(node) if v is not node)
+    out = []
+    for node in ast.walk(tree):
+        if id(node) not in skip and (t := _text(node)) is not None:
+            out.append((node, t))
+    return out
+
+
+def catalog_names(pkg: Path) -> tuple[list[str], list[str]]:
+    """The file names (as globs: ``*`` for a family's field) and the folder names that
+    the catalog module of ``pkg`` declares; empty when the package has no catalog."""
+    path = pkg.joinpath(*CATALOG)
+    if not path.exists():
+        return [], []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    files, folders = set(), set()
+    for _, t in _strings(tree):
+        # a leading "_" is a stage's own bookkeeping (its manifest), not a catalog file
+        if _FILE.match(t) and not t.startswith("_"):
+            files.add(re.sub(r"\{[^}]*\}", "*", t))
+    for node in ast.walk(tree):  # entries declared as _e(name, folder, relpath, ...)
+        if isinstance(node, ast.Call) and len(node.args) >= 3:
+            rel = _text(node.args[2])
+            if rel and "." not in rel.rsplit("/", 1)[-1] and "*" not in rel and "{" not in rel:
+                folders.add(rel)
+    return sorted(files), sorted(folders)
+
+
+def _names_a_file(token: str, files: list[str]) -> str | None:
+    """The catalog file ``token`` names (a concrete name, or a family's very glob)."""
+    token = token.rstrip(".")
+    tail = token.rsplit("/", 1)[-1]
+    for f in files:
+        base = f.rsplit("/", 1)[-1]
+        if base.startswith("*."):  # a family told apart by its folder only
+            base = f
+        for t in {token, tail}:
+            if t in (f, base) or ("*" not in t and fnmatch.fnmatchcase(t, base)):
+                return f
+    return None
+
+
+def _literal_names(mod: Module, files: list[str], folders: list[str]) -> list[str]:
+    tree = ast.parse(mod.path.read_text(encoding="utf-8"))
+    joined = {
+        id(side)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+        for side in (node.left, node.right)
+    }
+    out = []
+    for node, t in _strings(tree):
+        hits = {f for tok in _TOKEN.findall(t) if (f := _names_a_file(tok, files))}
+        hits |= {d for d in folders if t.startswith(d + "/") or (t == d and id(node) in joined)}
+        for hit in sorted(hits):
+            out.append(
+                f"{mod.path}:{getattr(node, 'lineno', 0)}: names the catalog's file "
+                f"'{hit}' in {t!r} (ask the catalog: Catalog.path / read / write)"
+            )
+    return out
+
+
 def check(pkg: Path) -> list[str]:
     """Every breach of the contract in the package at ``pkg``, one message each."""
     package = pkg.name
     mods = read_modules(pkg)
+    files, folders = catalog_names(pkg)
     problems: list[str] = []
     for mod in mods.values():
         mine = layer_of(mod.name, package)
@@ -177,6 +271,8 @@ def check(pkg: Path) -> list[str]:
                 "(import the package's own modules at module level)"
             )
         problems.extend(_long_functions(mod))
+        if mod.path.resolve() != pkg.joinpath(*CATALOG).resolve():
+            problems.extend(_literal_names(mod, files, folders))
     for comp in _cycles(mods):
         problems.append("import cycle: " + " -> ".join(comp))
     return problems
