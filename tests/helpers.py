@@ -62,7 +62,7 @@ def compose_config(root: Path, overrides: list[str] | None = None, stage: str = 
 
 def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any, dict[str, Any]]:
     """Compose the shrunk real config with ``overrides`` and run ``stage`` under ``root``."""
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     cfg = compose_config(root, [*SMALL, *overrides], stage)
     return cfg, execute(cfg, [])
@@ -127,3 +127,26 @@ def chromium() -> str:
     if os.environ.get("CLOSURE_RISK_REQUIRE_CHROMIUM"):
         pytest.fail("Chromium is required here but not installed (.ci/install-chromium)")
     pytest.skip("Chromium is not installed (bash .ci/install-chromium installs it)")
+
+
+def catalog_in(folder: Path) -> Any:
+    """A catalog whose four folders are ``folder`` (tests that write one table there)."""
+    from pipeline.adapters.catalog import Catalog
+
+    return Catalog(folder, folder, folder, folder)
+
+
+def load_feature_table(path: Path, columns: Any = None, split: Any = None) -> Any:
+    """The feature table at ``path``, read and checked by the catalog, as pandas."""
+    from pipeline.adapters.catalog import read_entry
+
+    return read_entry("features", path, columns, split).to_pandas()
+
+
+def remove_parts(models: Path, patterns: Any) -> None:
+    """Remove what ``patterns`` (globs under ``models``) match, as the catalog removes an
+    entry's files: during a staging, at its publication."""
+    from pipeline.base.io import remove_paths, staged_glob
+
+    for pattern in patterns:
+        remove_paths(staged_glob(models, pattern))

@@ -14,9 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from helpers import SMALL, compose_config
+from helpers import SMALL, compose_config, load_feature_table
 
-from pipeline.adapters.catalog import load_feature_table
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT, ConfigError, validate
 from pipeline.base.io import DataError, file_digest

@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import run_world
+from helpers import load_feature_table, run_world
 
 from pipeline.adapters import catalog
-from pipeline.adapters.catalog import load_feature_table
 from pipeline.core.metrics import binary_metrics
 
 

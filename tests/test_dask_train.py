@@ -12,7 +12,9 @@ import json
 from collections import Counter
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 from dask.utils import key_split
 from distributed import get_task_stream
@@ -73,7 +75,7 @@ def test_training_on_dask_matches_local(make_cfg, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(distributed, "client_for", recording)
         m.setattr(train_stage, "_simulator_data", _refuse)
-        m.setattr(train_stage, "load_feature_table", _refuse)
+        m.setattr(train_stage, "entry_row_groups", _refuse)
         res = train_stage.train(cfg, OFF)
 
     # LightGBM's training tasks, the validation curve and the histograms ran on the workers
@@ -149,3 +151,42 @@ def test_features_and_label_reach_lightgbm_in_the_same_partitions(tmp_path):
             assert list(X.dtypes.unique()) == [np.dtype("float32")] and y.dtype == "int32"
             fit = distributed.fit_on_cluster(client, path, names, params, 5, patience=3)
     assert fit.rounds == 5 and len(fit.valid_y) == int((df.split == "valid").sum())
+
+
+@pytest.mark.slow
+def test_score_after_dask_training_uses_the_dask_model(tmp_path):
+    """engine=dask ends training as the local engine does: the model is registered,
+    judged for champion and logged for serving, so ``score`` then uses it (not an older
+    champion, not the local file by default)."""
+    from helpers import run_world
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.adapters.model_registry import registered_name
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = [f"tracking.uri={uri}", f"tracking.artifact_root={tmp_path / 'mlartifacts'}"]
+    root = tmp_path / "world"
+    for stage in ("generate", "features"):
+        run_world(root, base, stage)
+    cfg, summary = run_world(root, [*base, "engine=dask", "engine.memory_limit=2GiB"], "train")
+    champion = summary["champion"]
+    assert champion["promoted"] is True  # the first model of a fresh registry
+    assert summary["serving"]["alias"] == cfg.model.champion_alias
+    name, version = registered_name(cfg), champion["version"]
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(client.get_model_version(name, str(version)).run_id)
+    assert run.data.tags["engine"] == "dask"
+    # what the registry holds is the model the Dask run published
+    published = (root / "models" / "model.txt").read_text()
+    assert json.loads((root / "models" / "model.json").read_text())["engine"] == "dask"
+
+    _, scored = run_world(root, base, "score")
+    assert scored.source == f"registry models:/{name}@{cfg.model.champion_alias} (v{version})"
+    rows = pd.read_parquet(root / "models" / "scores.parquet")
+    assert set(rows.model_source) == {scored.source}
+    from pipeline.adapters.model_registry import load_champion
+    from pipeline.adapters.tracking import from_config
+
+    held = load_champion(from_config(cfg.tracking), name, cfg.model.champion_alias, root / "models")
+    assert held is not None
+    assert held.booster.model_to_string() == lgb.Booster(model_str=published).model_to_string()

@@ -181,7 +181,7 @@ def test_whole_pipeline_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, mo
 
     import pandas as pd
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     def cfg_for(engine: str, root, *more: str):
         return make_cfg(
@@ -237,7 +237,7 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, monkeypat
     """`score engine=dask`: features and SHAP of new borrowers on the cluster, same scores."""
     import pandas as pd
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path / "score"
     base = ["data.n_borrowers=1200", "data.block_size=400", "tracking=off", "explain.advice_rows=5"]
@@ -266,7 +266,7 @@ def test_scoring_on_dask_matches_local(make_cfg, tmp_path, dask_tasks, monkeypat
 
 def test_features_spill_to_disk_and_stay_identical(make_cfg, tmp_path):
     """A worker told to keep almost nothing in memory moves block results to disk; same table."""
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
     from pipeline.stages.features import features
 
     roots = {}

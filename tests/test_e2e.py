@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.__main__ import execute
+from pipeline.stages.driver import execute
 
 pytestmark = pytest.mark.slow
 

@@ -244,7 +244,7 @@ def test_stage_advice_is_rescored_under_the_threshold(world):
 def test_one_borrower_story_and_unknown_id(world, capsys):
     from helpers import compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root, _, _ = world
     adv = pd.read_parquet(root / "models" / "advice.parquet")

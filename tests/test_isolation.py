@@ -121,7 +121,7 @@ def test_cli_with_lock_fail_refuses_a_held_root(tmp_path):
 
 
 def test_multirun_job_writes_in_its_own_folder_and_reads_the_shared_one(tmp_path):
-    from pipeline.__main__ import isolate_job
+    from pipeline.stages.driver import isolate_job
 
     cfg = compose_config(tmp_path, ["stage=train"])
     job = tmp_path / "outputs" / "multirun" / "x" / "3"

@@ -94,7 +94,7 @@ def test_sigterm_and_sigint_end_the_runs_as_killed(tmp_path, sig):
 
 
 def test_runs_left_running_by_sigkill_are_failed_by_the_next_invocation(tmp_path):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     proc = _start_run(tmp_path)
     _wait_for_line(proc, "features:")

@@ -67,3 +67,40 @@ def test_long_functions_fail_unless_jit(tmp_path: Path) -> None:
         f"{tmp_path / 'pkg' / 'core' / 'long.py'}:1: function 'slow' has "
         f"{layers.MAX_LINES + 1} lines"
     ]
+
+
+CATALOG = (
+    "def _e(name, folder, relpath):\n    return relpath\n\n"
+    'ENTRIES = [_e("model", "models", "model.txt"), _e("plots", "models", "plots"),\n'
+    '           _e("story", "models", "borrower_{id}.json")]\n'
+)
+
+
+def test_a_catalog_file_name_outside_the_catalog_fails(tmp_path: Path) -> None:
+    files = {
+        **CLEAN,
+        "adapters/catalog.py": CATALOG,
+        "stages/train.py": (
+            '"""Writes model.txt (a docstring may say so)."""\n'
+            "from pkg.adapters import catalog\n\n"
+            "def out(models, bid):\n"
+            '    return models / "model.txt", models / "plots", models / f"borrower_{bid}.json"\n'
+        ),
+    }
+    problems = layers.check(_package(tmp_path, files))
+    named = [p for p in problems if "names the catalog's file" in p]
+    assert len(named) == 3, problems
+    assert any("'model.txt'" in p and "train.py:5" in p for p in named)
+    assert any("'plots'" in p for p in named)
+    assert any("'borrower_*.json'" in p for p in named)
+    assert layers.main([str(tmp_path / "pkg")]) == 1
+
+
+def test_the_catalog_itself_and_other_words_pass(tmp_path: Path) -> None:
+    files = {
+        **CLEAN,
+        "adapters/catalog.py": CATALOG,
+        # "plots" as a word (not a path) and a name merely ending like a catalog file
+        "stages/train.py": 'TITLE = "plots"\nNAME = "my_model.txt.bak"\n',
+    }
+    assert layers.check(_package(tmp_path, files)) == []

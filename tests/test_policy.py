@@ -143,7 +143,7 @@ def test_frontier_counts_good_customers_hit_and_matches_losses():
 def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     world = [
         "model.baselines=false",
@@ -186,13 +186,15 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     assert "policy/frontier.png" in arts
 
     # scored block by block, the rows are those of the whole split, in the file's order
-    from pipeline.adapters.catalog import load_feature_table, load_scoring_model
+    from helpers import catalog_in, load_feature_table
+
+    from pipeline.adapters.catalog import load_scoring_model
     from pipeline.stages.policy import scored_rows
 
     model = load_scoring_model(tmp_path / "models")
     feat = tmp_path / "data" / "processed" / "features.parquet"
     whole = load_feature_table(feat, split="oot")
-    got = scored_rows(feat, model, block_rows=97)
+    got = scored_rows(catalog_in(feat.parent), model, block_rows=97)
     assert len(got) == len(whole) == summary["rows"]
     for col in ("borrower_id", "snapshot", "occupation", "line", "tenure"):
         np.testing.assert_array_equal(got[col].to_numpy(), whole[col].to_numpy())

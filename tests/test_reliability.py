@@ -16,11 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SMALL
 
-from pipeline.__main__ import execute
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import STAGING_DIR, file_digest
-from pipeline.stages.driver import run_pipeline
+from pipeline.stages.driver import execute, run_pipeline
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
 

@@ -20,7 +20,6 @@ import pytest
 from helpers import chromium, compose_config, run_world
 from mlflow.tracking import MlflowClient
 
-from pipeline.__main__ import execute
 from pipeline.adapters.catalog import Catalog
 from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.config import REPO_ROOT
@@ -28,6 +27,7 @@ from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME, FEATURES
 from pipeline.core import report
 from pipeline.core.scoring import assign_tiers
+from pipeline.stages.driver import execute
 from pipeline.stages.report import collect as _collect
 from pipeline.tools import dictionary
 

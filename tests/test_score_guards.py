@@ -46,7 +46,7 @@ def _cfg(root: Path, base: list[str], *overrides: str, stage: str = "score"):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("guard_world")
     for stage in ("generate", "features", "train"):
@@ -56,7 +56,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table_world(tmp_path_factory):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("guard_table")
     execute(_cfg(root, TABLE, stage="train"), [])
@@ -64,7 +64,7 @@ def table_world(tmp_path_factory):
 
 
 def _score(root: Path, base: list[str], *overrides: str):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     return execute(_cfg(root, base, *overrides), [])
 

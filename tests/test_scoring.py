@@ -32,7 +32,7 @@ def world(tmp_path_factory):
 def _score(root, *overrides):
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     cfg = compose_config(root, [*SMALL, *WORLD, *overrides], stage="score")
     return execute(cfg, [])

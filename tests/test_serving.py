@@ -27,7 +27,7 @@ NAME = "closure-risk-lgbm-serving"
 def trained(tmp_path_factory):
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("serving_world")
     for stage in ("generate", "features", "train"):

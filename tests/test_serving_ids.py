@@ -31,7 +31,7 @@ def served(tmp_path_factory):
     """A trained world (tracking on, so the pyfunc is registered) and shuffled rows."""
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("serving_ids")
     for stage in ("generate", "features", "train"):
@@ -50,7 +50,7 @@ def _batch(root: Path, request: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
     """The score stage on the same rows (local model), for comparison."""
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     src, out = tmp_path / "rows.parquet", tmp_path / "batch.parquet"
     request.to_parquet(src)
@@ -170,7 +170,7 @@ def test_table_model_serving_keeps_its_own_id_and_flags_rows(tmp_path_factory):
     import mlflow.pyfunc
     from helpers import SMALL, compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("serving_table")
     german = GERMAN

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import catalog_in, load_feature_table
 
-from pipeline.adapters.catalog import load_feature_table
 from pipeline.base.io import DataError
 from pipeline.base.registry import FEATURE_NAMES
 from pipeline.core import baselines
@@ -114,7 +114,7 @@ def test_explain_batch_reads_the_out_of_time_rows_and_training_closures(tmp_path
     whole = load_feature_table(path)
     keep = (whole.split == "oot") | ((whole.split == "train") & (whole.label == 1))
     want = whole[keep].reset_index(drop=True)
-    got = batch_rows(path)
+    got = batch_rows(catalog_in(path.parent))
     pd.testing.assert_frame_equal(got, want)
     assert (got.split == "valid").sum() == 0 and len(got) < len(whole)
 
@@ -124,7 +124,7 @@ def test_explain_batch_still_checks_the_whole_file(tmp_path):
     bad = ["train"] * (n - 1) + ["holdout"]  # a row the filter would skip
     path = _table(tmp_path / "features.parquet", n=n, split=bad)
     with pytest.raises(DataError, match="split"):
-        batch_rows(path)
+        batch_rows(catalog_in(path.parent))
 
 
 def test_explain_batch_reads_only_the_sample_it_explains(tmp_path):
@@ -151,12 +151,12 @@ def test_explain_batch_reads_only_the_sample_it_explains(tmp_path):
     oot = oot.sort_values(["snapshot", "borrower_id"]).reset_index(drop=True)
     closed = whole[(whole.split == "train") & (whole.label == 1)]
     closed = closed.sample(n=40, random_state=11).reset_index(drop=True)
-    got = batch_rows(path, max_rows=300, learn_rows=40, seed=11)
+    got = batch_rows(catalog_in(path.parent), max_rows=300, learn_rows=40, seed=11)
     pd.testing.assert_frame_equal(got[got.split == "oot"].reset_index(drop=True), oot)
     pd.testing.assert_frame_equal(got[got.split == "train"].reset_index(drop=True), closed)
     assert len(got) == 340
     # only one of the two sampled: the other comes whole, in the file's order
-    got = batch_rows(path, max_rows=300, learn_rows=10_000, seed=11)
+    got = batch_rows(catalog_in(path.parent), max_rows=300, learn_rows=10_000, seed=11)
     want = whole[(whole.split == "train") & (whole.label == 1)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got[got.split == "train"].reset_index(drop=True), want)
     pd.testing.assert_frame_equal(got[got.split == "oot"].reset_index(drop=True), oot)
@@ -169,8 +169,9 @@ def test_the_data_card_counts_months_one_row_group_at_a_time(tmp_path):
     rng = np.random.default_rng(8)
     month = rng.integers(3, 30, 5000).astype(np.int16)
     month[month == 11] = 12  # a month with no rows
-    pq.write_table(pa.table({"month": month}), tmp_path / "am.parquet", row_group_size=333)
-    got = _rows_per_month(tmp_path / "am.parquet")
+    am = tmp_path / "account_months.parquet"
+    pq.write_table(pa.table({"month": month}), am, row_group_size=333)
+    got = _rows_per_month(catalog_in(tmp_path))
     want = pd.DataFrame({"month": month}).groupby("month").size()
     assert got.index.tolist() == want.index.tolist() and 11 not in got.index
     assert got.tolist() == want.tolist()
@@ -178,7 +179,6 @@ def test_the_data_card_counts_months_one_row_group_at_a_time(tmp_path):
 
 def test_the_data_card_histograms_are_those_of_the_whole_columns(tmp_path):
     """Counted row group by row group, in two passes: np.histogram's bins and counts."""
-    from types import SimpleNamespace
 
     from pipeline.stages.generate import CARD_BINS, _distributions
 
@@ -192,12 +192,12 @@ def test_the_data_card_histograms_are_those_of_the_whole_columns(tmp_path):
     draw = np.where(rng.random(n) < 0.3, rng.lognormal(7, 1, n), 0.0).astype(np.float32)
     am = pa.table({"line": line, "balance": balance, "draw_amount": draw})
     pq.write_table(am, tmp_path / "account_months.parquet", row_group_size=300)
-    income = rng.lognormal(8, 0.5, 500)
+    income = rng.lognormal(8, 0.5, 500).astype(np.float32)  # the schema's type, as read
     pq.write_table(pa.table({"income": income}), tmp_path / "borrowers.parquet")
-    got = _distributions(SimpleNamespace(raw=tmp_path))
+    got = _distributions(catalog_in(tmp_path))
     util = (pd.Series(balance) / pd.Series(line).where(line > 0)).dropna().clip(0, 1)
     whole = [
-        np.log10(income),
+        np.log10(income.astype(float)),
         np.log10(line[line > 0].astype(float)),
         np.asarray(util, dtype=float),
         np.log10(draw[draw > 0].astype(float)),

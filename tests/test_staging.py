@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import TINY
+from helpers import TINY, remove_parts
 
 from pipeline.base import io
 from pipeline.base.config import REPO_ROOT
@@ -35,7 +35,6 @@ from pipeline.base.io import (
     write_parquet,
     write_text,
 )
-from pipeline.stages.common import remove_parts
 
 SCHEMA = pa.schema([("borrower_id", pa.int64()), ("x", pa.float64())])
 
@@ -192,8 +191,8 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
+    from pipeline.adapters.catalog import Catalog
     from pipeline.base import io
-    from pipeline.stages.common import remove_parts
 
     root, when = Path(sys.argv[1]), sys.argv[2]
     models = root / "models"
@@ -204,7 +203,7 @@ _CHILD = textwrap.dedent(
         io.write_text("new model", models / "model.txt")
         io.write_text("new roc", models / "plots" / "roc.png")
         io.write_json({"new": True}, models / "model.json")
-        remove_parts(models, ("plots/shap_*.png", "policy"))
+        Catalog(models, models, models, models).remove("shap_plot", "policy_dir")
         if when == "stage":  # in the middle of the stage, after some staged writes
             die(None)
     """
@@ -283,7 +282,7 @@ _KILL_IN_STAGE = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from helpers import compose_config
     from pipeline.base import io
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     stage, last_file = sys.argv[3], sys.argv[4]
 
@@ -342,7 +341,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The whole pipeline, run twice with the same config and seed in two roots."""
     from helpers import compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     roots = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
     for root in roots:
@@ -378,7 +377,7 @@ def test_a_whole_run_publishes_every_output_the_same_way_twice(two_runs):
 def test_a_stage_killed_midway_changes_nothing_published(two_runs, capsys, stage, last_file):
     from helpers import compose_config
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = two_runs[0]
     before = _outputs(root)

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.__main__ import execute
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
 from pipeline.core.table import prepare, read_any
+from pipeline.stages.driver import execute
 
 GERMAN = REPO_ROOT / "data" / "external" / "german_credit" / "german_credit.csv"
 GERMAN_TABLE = (

@@ -50,7 +50,7 @@ def _awkward(rows: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("table_scoring")
     src = root / "loans.csv"
@@ -68,7 +68,7 @@ def _meta(root: Path) -> dict:
 
 
 def _score(root: Path, src: Path, inp: Path, out: Path, *overrides: str) -> dict:
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     cfg = _cfg(root, src, f"score.input={inp}", f"score.output={out}", *overrides)
     return execute(cfg, [])
@@ -203,7 +203,7 @@ SERVING = "closure-risk-lgbm-loans-serving"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("table_serving")
     src = root / "loans.csv"
@@ -325,7 +325,7 @@ def test_served_model_answers_raw_json_rows(served, tmp_path):
 def test_numbers_only_table_without_ids_scores_with_row_numbers(tmp_path):
     """A table of numbers and no id column: its raw rows look encoded but carry no
     ``row_id``; they are scored with their row numbers, as in training."""
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
 
     german = pd.read_csv(GERMAN)
     numeric = [c for c in german.columns if pd.api.types.is_numeric_dtype(german[c])]

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import GERMAN, compose_config
 
-from pipeline.__main__ import execute
 from pipeline.core import encoding, report
 from pipeline.core import explain as explain_core
 from pipeline.core.labels import Labels, labels_of
 from pipeline.stages import explain as explain_stage
+from pipeline.stages.driver import execute
 
 # column names LightGBM refuses, and the safe names the encoding gives them
 ODD = {

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import compose_config, run_world
+from helpers import compose_config, load_feature_table, run_world
 
-from pipeline.adapters.catalog import Catalog, load_feature_table, load_model
+from pipeline.adapters.catalog import Catalog, load_model
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
 from pipeline.core import scoring

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.__main__ import execute
 from pipeline.adapters.catalog import load_calibrator, load_model
 from pipeline.base.registry import BY_NAME
 from pipeline.core import baselines, calibration
 from pipeline.core import train as train_core
 from pipeline.core.metrics import expected_calibration_error
+from pipeline.stages.driver import execute
 
 
 def _synthetic(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -434,7 +434,7 @@ STAGE = [
 def test_the_explain_stage_writes_advice_world_and_tells_the_story(tmp_path, capsys):
     from helpers import SMALL, compose_config, run_world
 
-    from pipeline.__main__ import execute
+    from pipeline.stages.driver import execute
     from pipeline.stages.generate import world_spec
 
     cfg, _ = run_world(tmp_path, STAGE)
