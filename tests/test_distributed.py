@@ -285,6 +285,6 @@ def test_features_spill_to_disk_and_stay_identical(make_cfg, tmp_path):
         res = features(cfg, OFF)
         roots[engine] = root
         if engine == "dask":
-            assert res["dask_spilled_bytes"] > 100_000, res
+            assert res.stats["dask_spilled_bytes"] > 100_000, res
     rel = "data/processed/features.parquet"
     assert file_digest(roots["local"] / rel) == file_digest(roots["dask"] / rel)

@@ -174,7 +174,7 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    run = client.get_run(res["mlflow_run_id"])
+    run = client.get_run(res.mlflow_run_id)
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )

@@ -286,7 +286,7 @@ def test_report_command_and_stale_outputs(world, tmp_path):
     (models / "report.html").unlink()
 
     rep = execute(compose_config(tmp_path, ["tracking=off"], stage="report"), [])
-    assert Path(rep["path"]) == models / "report.html" and (models / "report.html").exists()
+    assert Path(rep.path) == models / "report.html" and (models / "report.html").exists()
     assert (models / "summary.json").read_bytes() == summary_before
     assert (models / "resolved_config.yaml").read_bytes() == config_before
 
@@ -299,7 +299,7 @@ def test_report_command_and_stale_outputs(world, tmp_path):
         assert not (models / gone).exists(), gone
     assert not list((models / "plots").glob("dependence_*.png"))
     rep = execute(compose_config(tmp_path, table, stage="report"), [])
-    page = Path(rep["path"]).read_text(encoding="utf-8")
+    page = Path(rep.path).read_text(encoding="utf-8")
     for sid in ("data-card", "fidelity", "policy", "stability", "shap", "cutoffs", "dictionary"):
         part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
         assert 'class="missing"' in part, sid

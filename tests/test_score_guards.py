@@ -251,7 +251,7 @@ def test_table_model_flags_unseen_categories_and_out_of_range(table_world, tmp_p
     bad.to_parquet(src)
     out = tmp_path / "scores.parquet"
     summary = _score(table_world, TABLE, f"score.input={src}", f"score.output={out}")
-    flagged = summary["summary"]["score"]["flagged_rows"]
+    flagged = summary.summary["score"]["flagged_rows"]
     assert flagged == {"flag_unseen_category": 2, "flag_out_of_range": 1}
     t = pd.read_parquet(out)
     assert list(t.row_id) == list(bad.row_id)

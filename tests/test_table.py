@@ -164,7 +164,7 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
         "stage=report",
     )
     rep = execute(report_cfg, [])
-    page = Path(rep["path"]).read_text(encoding="utf-8")
+    page = Path(rep.path).read_text(encoding="utf-8")
     assert f"{summary['cv']['lightgbm']['auc_mean']:.4f}" in page
     assert f"{summary['oot']['auc']:.4f}" in page
     for sid in ("data-card", "fidelity", "policy"):

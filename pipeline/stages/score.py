@@ -133,10 +133,13 @@ def _protected(cfg: Any, inp: Path) -> list[tuple[Path, str, bool]]:
     cat = catalog.Catalog.of(cfg)
     out = []
     for name, entry in catalog.ENTRIES.items():
+        if entry.writer == "score":  # its own output (the default score.output)
+            continue
         what = f"the pipeline's '{name}' file ({entry.folder} folder, written by {entry.writer})"
         if name == "model":
             what = f"the model ({what})"
-        out.append((cat.path(name), what, entry.fmt == "folder" or "*" in entry.relpath))
+        where = cat.folder(entry.folder) / entry.pattern  # a family: the glob of its files
+        out.append((where, what, entry.fmt == "folder" or entry.family))
     out.append((inp, "the scoring input (score.input)", inp.is_dir()))
     if str(cfg.data.path):
         out.append((Path(str(cfg.data.path)), "the training table (data.path)", False))
