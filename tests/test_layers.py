@@ -85,14 +85,18 @@ def test_a_catalog_file_name_outside_the_catalog_fails(tmp_path: Path) -> None:
             "from pkg.adapters import catalog\n\n"
             "def out(models, bid):\n"
             '    return models / "model.txt", models / "plots", models / f"borrower_{bid}.json"\n'
+            "\n"
+            "def say(meta):\n"
+            "    return f\"e.g. {meta.get('path', 'model.txt')}\"\n"
         ),
     }
     problems = layers.check(_package(tmp_path, files))
     named = [p for p in problems if "names the catalog's file" in p]
-    assert len(named) == 3, problems
+    assert len(named) == 4, problems
     assert any("'model.txt'" in p and "train.py:5" in p for p in named)
     assert any("'plots'" in p for p in named)
     assert any("'borrower_*.json'" in p for p in named)
+    assert any("'model.txt'" in p and "train.py:8" in p for p in named)  # inside an f-string
     assert layers.main([str(tmp_path / "pkg")]) == 1
 
 

@@ -58,7 +58,7 @@ def test_score_raw_folder_latest_month(world, tmp_path):
     out = tmp_path / "scores.parquet"
     summary = _score(world, f"score.output={out}")
     t = pd.read_parquet(out)
-    assert len(t) == summary["summary"]["score"]["rows"] > 100
+    assert len(t) == summary.summary["score"]["rows"] > 100
     assert (t.snapshot == 35).all()  # the latest month of a 36-month world
     assert t.borrower_id.is_unique
     assert t.probability.between(0, 1).all()

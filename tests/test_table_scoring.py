@@ -88,7 +88,7 @@ def test_the_training_table_scores_as_in_training(trained, tmp_path):
     coded_out = tmp_path / "coded.parquet"
     _score(root, src, feats, coded_out)
     coded = pd.read_parquet(coded_out)
-    assert len(raw) == 1000 == summary["summary"]["score"]["rows"]
+    assert len(raw) == 1000 == summary.summary["score"]["rows"]
     assert raw.loan_ref.tolist() == pd.read_csv(src, sep=";").loan_ref.tolist()
     assert raw.loan_ref.tolist() == coded.loan_ref.tolist()
     np.testing.assert_array_equal(raw.probability.to_numpy(), coded.probability.to_numpy())
@@ -130,7 +130,7 @@ def test_unseen_category_out_of_range_and_text_number_are_flagged(trained, tmp_p
     out = tmp_path / "scores.parquet"
     summary = _score(root, src, inp, out)
     t = pd.read_parquet(out)
-    assert summary["summary"]["score"]["flagged_rows"] == {
+    assert summary.summary["score"]["flagged_rows"] == {
         "flag_unseen_category": 1,
         "flag_out_of_range": 1,
         "flag_unparsed_number": 1,

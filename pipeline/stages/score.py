@@ -184,12 +184,13 @@ def read_input(
     s = cfg.score
     if model.mode == "table" and (inp.is_dir() or not str(s.input)):
         table = model.meta.get("table", {})
+        encoded = table.get("features_path") or catalog.Catalog.of(cfg).path("table_features")
         raise DataError(
             f"{inp}: a folder of raw tables in the simulator's layout (score.input), but the "
             f"model ({model.source}) was trained on the table {table.get('path', '?')} "
             "(rule: a table model scores a Parquet/CSV file with its id column "
             f"'{model.id_column}' and either the training table's columns or its encoded "
-            f"features, e.g. {table.get('features_path', 'table_features.parquet')}; "
+            f"features, e.g. {encoded}; "
             "set score.input)"
         )
     if inp.is_dir():

@@ -187,8 +187,13 @@ def _strings(tree: ast.AST) -> list[tuple[ast.AST, str]]:
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             if body and isinstance(body[0], ast.Expr) and _text(body[0].value) is not None:
                 skip.add(id(body[0].value))
-        if isinstance(node, ast.JoinedStr):
-            skip.update(id(v) for v in ast.walk(node) if v is not node)
+        if isinstance(node, ast.JoinedStr):  # its text parts; strings inside {...} count
+            skip.update(id(v) for v in node.values if isinstance(v, ast.Constant))
+            skip.update(
+                id(f.format_spec)
+                for f in node.values
+                if isinstance(f, ast.FormattedValue) and f.format_spec is not None
+            )
     out = []
     for node in ast.walk(tree):
         if id(node) not in skip and (t := _text(node)) is not None:
