@@ -75,7 +75,7 @@ ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
-	bash .ci/install-postgres
+	@bash .ci/install-postgres --check
 	$(BIN)/python -m pipeline.tools.server --port $(SERVER_PORT) --pg-port $(PG_PORT)
 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), each test file kept in one

@@ -23,7 +23,7 @@ from pipeline.base.config import Config
 from pipeline.base.io import DataError, atomic_path
 from pipeline.core import policy as core
 from pipeline.stages.common import Result, model_stamp, say, stamped
-from pipeline.stages.score import load_scoring_model, raw_months
+from pipeline.stages.score import champion_or_local, raw_months
 
 #: out-of-time rows read and scored at a time (their features are dropped once scored)
 BLOCK_ROWS = 500_000
@@ -77,7 +77,7 @@ def policy(
     p = Catalog.of(cfg)
     po = cfg.policy
     m = core.Money.of(po)
-    model = load_scoring_model(cfg, tracker, source)
+    model = champion_or_local(cfg, tracker, source)
     if model.mode != "simulator":
         raise DataError(f"{model.source}: the policy simulation needs a simulator-mode model")
     feat_path = p.path("features")

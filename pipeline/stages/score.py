@@ -47,10 +47,11 @@ from pipeline.stages.common import Result, say
 from pipeline.stages.features import build_features
 
 
-def load_scoring_model(cfg: Any, tracker: Tracker, source: str | None = None) -> core.ScoringModel:
+def champion_or_local(cfg: Any, tracker: Tracker, source: str | None = None) -> core.ScoringModel:
     """The registry champion when tracking is on and the alias exists, else the local model.
 
-    ``source`` (auto | registry | local) overrides ``score.model_source``.
+    ``source`` (auto | registry | local) overrides ``score.model_source``. The local model
+    is the one :func:`pipeline.adapters.catalog.load_scoring_model` reads from ``models/``.
     """
     p = catalog.Catalog.of(cfg)
     source = str(cfg.score.model_source) if source is None else source
@@ -319,7 +320,7 @@ def score(cfg: Any, tracker: Tracker) -> ScoreResult:
     s = cfg.score
     inp = Path(str(s.input)) if s.input else catalog.Catalog.of(cfg).raw
     out = check_output(cfg, inp)
-    model = load_scoring_model(cfg, tracker)
+    model = champion_or_local(cfg, tracker)
     say(f"score: model from {model.source} (reasons: {model.attribution} cause split)")
     df, id_col, snap, raw_flags = read_input(cfg, model, inp)
     if s.borrower_id is not None:
