@@ -150,3 +150,43 @@ def remove_parts(models: Path, patterns: Any) -> None:
 
     for pattern in patterns:
         remove_paths(staged_glob(models, pattern))
+
+
+def information_value(x: Any, y: Any, n_bins: int = 10) -> float:
+    """Information value of one feature on equal-count bins (ties kept together).
+
+    The plain reference for the fused stability report of the features stage and for
+    the screening's IV: one feature, one pass, no shared deciles.
+    """
+    import numpy as np
+
+    from pipeline.core.metrics import decile_edges, iv_from_counts
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y).astype(int)
+    ok = np.isfinite(x)
+    x, y = x[ok], y[ok]
+    if len(x) == 0 or y.sum() == 0 or y.sum() == len(y):
+        return float("nan")
+    edges = decile_edges(x, n_bins)
+    b = np.searchsorted(edges, x, side="right")
+    pos = np.bincount(b, weights=y, minlength=len(edges) + 1)
+    neg = np.bincount(b, weights=1 - y, minlength=len(edges) + 1)
+    return iv_from_counts(pos, neg)
+
+
+def cause_matrix(
+    contrib: Any, feature_names: Any, W: Any = None, shift: Any = None
+) -> tuple[Any, list[str]]:
+    """Cause scores ``(n, C + 1)``: SHAP (minus ``shift``) split by ``W`` within the
+    registry's links; the whole-matrix reference for the reasons' per-row cause scores."""
+    from pipeline.core.explain import CAUSE_COLUMNS, attribution_matrix, registry_weights
+
+    p = len(feature_names)
+    if W is None:
+        W = attribution_matrix(feature_names, "primary")
+    W = registry_weights(W, feature_names)
+    phi = contrib[:, :p]
+    if shift is not None:
+        phi = phi - shift
+    return phi @ W, list(CAUSE_COLUMNS)

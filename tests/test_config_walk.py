@@ -54,7 +54,6 @@ FREE_TEXT = {
     # names in the tracking store: any non-empty text
     "tracking.experiment",
     "tracking.registered_model",
-    "experiment_name",
     # table mode: a file and its column names, checked against the table when it is read
     "data.path",
     "data.target",

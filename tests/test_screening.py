@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import information_value
 
-from pipeline.core.metrics import information_value
 from pipeline.core.screening import screen
 
 

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cause_matrix
 from sklearn.metrics import roc_auc_score
 
 from pipeline.base.causes import CAUSES
@@ -222,7 +223,7 @@ def test_reasons_cite_only_linked_features_and_only_push_risk_up():
     assert int(fid.confusion.to_numpy().sum()) == n
     assert n_listed > 400  # the others do get reasons
     # scores still add up to the SHAP total, now within the links
-    scores, _ = ex.cause_matrix(contrib, NAMES, W)
+    scores, _ = cause_matrix(contrib, NAMES, W)
     np.testing.assert_allclose(scores.sum(axis=1), phi.sum(axis=1))
 
 

@@ -797,7 +797,6 @@ class Config:
     force: bool = False
     # a second invocation on the same output root: wait for the first, or fail at once
     lock: str = "wait"
-    experiment_name: str | None = None
     stage: str = MISSING
 
 

@@ -640,7 +640,3 @@ def registry_json() -> list[dict[str, object]]:
         )
         for f in FEATURES
     ]
-
-
-def causes_covered() -> set[str]:
-    return {c for f in FEATURES for c in f.causes}

@@ -50,9 +50,7 @@ from pipeline.core.treeshap import TreeShap, supports
 #: Columns of a cause matrix: the studied causes, then ``profile`` (never a reason).
 CAUSE_COLUMNS: tuple[str, ...] = (*CAUSES, "profile")
 PROFILE = len(CAUSES)
-ATTRIBUTIONS = ("primary", "registry", "learned")
 SUPPORTS = ("registry", "all")
-REFERENCES = ("base", "snapshot")
 
 
 def contributions(
@@ -279,23 +277,6 @@ def reference_shift(phi: np.ndarray, groups: np.ndarray | None = None) -> np.nda
         m = inv == g
         shift[m] = phi[m].mean(axis=0)
     return shift
-
-
-def cause_matrix(
-    contrib: np.ndarray,
-    feature_names: Sequence[str],
-    W: np.ndarray | None = None,
-    shift: np.ndarray | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Cause scores ``(n, C + 1)``: SHAP (minus ``shift``) split by ``W`` within the registry's links."""
-    p = len(feature_names)
-    if W is None:
-        W = attribution_matrix(feature_names, "primary")
-    W = registry_weights(W, feature_names)
-    phi = contrib[:, :p]
-    if shift is not None:
-        phi = phi - shift
-    return phi @ W, list(CAUSE_COLUMNS)
 
 
 def reason_codes(

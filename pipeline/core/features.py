@@ -24,7 +24,6 @@ from numba import njit, prange
 from pipeline.base.causes import (
     AGE_BANDS,
     ALL_CAUSES,
-    CAUSES,
     CHANNELS,
     EVENTS,
     OCCUPATIONS,
@@ -47,13 +46,6 @@ class FeatureSpec:
     fund_days: int = 7
     small_draw_ratio: float = 0.05
     never_overdue_only: bool = True
-
-    def split_of(self, s: int) -> str:
-        if s in self.oot_snapshots:
-            return "oot"
-        if s in self.valid_snapshots:
-            return "valid"
-        return "train"
 
 
 @dataclass
@@ -841,22 +833,6 @@ class SocialLookup:
         return out
 
 
-def social_features(
-    rows_bid: np.ndarray,
-    rows_snap: np.ndarray,
-    edges_src: np.ndarray,
-    edges_dst: np.ndarray,
-    edges_w: np.ndarray,
-    status: BlockStatus,
-) -> dict[str, np.ndarray]:
-    """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
-    n_ids = int(np.asarray(rows_bid).max(initial=-1)) + 1
-    lookup = SocialLookup.build(
-        edges_src, edges_dst, edges_w, status, np.unique(rows_snap), n_ids=n_ids
-    )
-    return lookup.rows(rows_bid, rows_snap)
-
-
 def to_table(cols: dict[str, np.ndarray], spec: FeatureSpec) -> pa.Table:
     """Assemble the final feature table with its split column, features as float32."""
     snap = cols["snapshot"].astype(np.int16)
@@ -887,4 +863,3 @@ FEATURE_TABLE_SCHEMA = pa.schema(
     ]
     + [(name, pa.float32()) for name in FEATURE_NAMES]
 )
-LABEL_CAUSES = (*CAUSES, "none")

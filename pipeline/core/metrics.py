@@ -106,21 +106,6 @@ def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     return psi_from_shares(ec, ac)
 
 
-def information_value(x: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
-    """Information value of one feature on equal-count bins (ties kept together)."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y).astype(int)
-    ok = np.isfinite(x)
-    x, y = x[ok], y[ok]
-    if len(x) == 0 or y.sum() == 0 or y.sum() == len(y):
-        return float("nan")
-    edges = decile_edges(x, n_bins)
-    b = np.searchsorted(edges, x, side="right")
-    pos = np.bincount(b, weights=y, minlength=len(edges) + 1)
-    neg = np.bincount(b, weights=1 - y, minlength=len(edges) + 1)
-    return iv_from_counts(pos, neg)
-
-
 def gains_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
     """Decile gains table, highest scores first."""
     y = np.asarray(y, dtype=float)

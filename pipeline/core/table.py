@@ -360,15 +360,3 @@ def prepare(
         encoding=enc,
         flags=coded[FLAG_COLUMN].to_numpy(),
     )
-
-
-def describe(t: PreparedTable) -> dict[str, Any]:
-    counts = t.frame.split.value_counts().to_dict()
-    return {
-        "rows": int(len(t.frame)),
-        "features": len(t.feature_names),
-        "categorical": list(t.categorical),
-        "split_rows": {k: int(v) for k, v in counts.items()},
-        "positive_rate": float(t.frame.label.mean()),
-        "split_rule": t.split_rule,
-    }

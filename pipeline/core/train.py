@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 
 from pipeline.base.config import ModelConfig
 from pipeline.core.metrics import binary_metrics
@@ -142,57 +140,4 @@ def monotone_violations(
             "worst": float(-steps.min()) if bad.any() else 0.0,
             "checks": float(steps.size),
         }
-    return out
-
-
-def cross_validate(
-    X: np.ndarray,
-    y: np.ndarray,
-    feature_names: list[str],
-    params: dict[str, Any],
-    n_estimators: int,
-    early_stopping_rounds: int,
-    folds: int,
-    repeats: int,
-    seed: int,
-    categorical: list[str] | None = None,
-    baseline: Any = None,
-) -> dict[str, Any]:
-    """Repeated stratified k-fold AUC of LightGBM (and optionally a baseline factory).
-
-    Inside every training fold a stratified fifth is set aside for early stopping, so
-    the held-out fold never chooses the number of trees. ``baseline``, if given, is a
-    callable ``(X_train, y_train) -> predict_fn`` scored on the same folds.
-    """
-    cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    aucs: list[float] = []
-    base_aucs: list[float] = []
-    for k, (tr, te) in enumerate(cv.split(X, y)):
-        fit_idx, stop_idx = train_test_split(
-            tr, test_size=0.2, stratify=y[tr], random_state=seed + k
-        )
-        res = fit(
-            X[fit_idx],
-            y[fit_idx],
-            X[stop_idx],
-            y[stop_idx],
-            feature_names,
-            dict(params),
-            n_estimators,
-            early_stopping_rounds,
-            categorical,
-        )
-        aucs.append(float(roc_auc_score(y[te], predict(res.booster, X[te]))))
-        if baseline is not None:
-            predict_fn = baseline(X[tr], y[tr])
-            base_aucs.append(float(roc_auc_score(y[te], predict_fn(X[te]))))
-    out: dict[str, Any] = {
-        "folds": folds,
-        "repeats": repeats,
-        "auc_mean": float(np.mean(aucs)),
-        "auc_std": float(np.std(aucs)),
-    }
-    if base_aucs:
-        out["baseline_auc_mean"] = float(np.mean(base_aucs))
-        out["baseline_auc_std"] = float(np.std(base_aucs))
     return out

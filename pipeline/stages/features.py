@@ -345,9 +345,10 @@ def _split_masks(table: pa.Table) -> dict[str, np.ndarray]:
 def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.ndarray) -> tuple:
     """Missing rate, IV on train and PSI train -> oot of one feature, sharing the deciles.
 
-    Same figures as :func:`pipeline.core.metrics.information_value` and
-    :func:`pipeline.core.metrics.psi` (both cut at the deciles of the finite training
-    values); the deciles and the training bins are computed once instead of twice.
+    Same figures as a plain information value on equal-count bins (the tests'
+    reference) and :func:`pipeline.core.metrics.psi` (both cut at the deciles of the
+    finite training values); the deciles and the training bins are computed once
+    instead of twice.
     """
     missing = float(np.mean(~np.isfinite(x))) if len(x) else float("nan")
     xt = np.asarray(x[train], dtype=float)

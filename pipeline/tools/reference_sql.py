@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.base.causes import AGE_BANDS, OCCUPATIONS, OVERDUE
 from pipeline.base.registry import FEATURE_NAMES
@@ -544,7 +543,3 @@ def compare_tables(
         rtol=rtol,
         atol=atol,
     )
-
-
-def read_features(path: Path) -> pa.Table:
-    return pq.read_table(path)
