@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.adapters.tracking import redact_text
+from pipeline.base.errors import PipelineError
 
 LOCK_NAME = ".pipeline.lock"
 #: how often a waiting invocation repeats who it is waiting for
@@ -32,7 +33,7 @@ REMIND_S = 60.0
 COMMAND: list[str] = []
 
 
-class RootBusy(RuntimeError):
+class RootBusy(PipelineError, RuntimeError):
     """Another invocation holds the output root and ``lock=fail`` was asked for."""
 
 

@@ -71,7 +71,7 @@ def table_guards(cat: catalog.Catalog, meta: dict[str, Any]) -> scoring.FeatureG
     return scoring.table_guards(meta, ranges)
 
 
-class ClosureRiskModel(PythonModel):  # type: ignore[misc]
+class ClosureRiskModel(PythonModel):
     """Calibrated closure risk with its tier and top reason codes, beside the caller's id."""
 
     def load_context(self, context: Any) -> None:

@@ -45,13 +45,16 @@ from typing import Any
 import mlflow
 import mlflow.lightgbm
 import pyarrow.parquet as pq
+import yaml
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.base.config import Config
+from pipeline.base.errors import PipelineError
 from pipeline.base.io import resolve, staged_tree
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,7 @@ _HTTP_ENV = (
 _USER_HTTP_ENV = frozenset(k for k in _HTTP_ENV if k in os.environ)
 
 
-class TrackingError(RuntimeError):
+class TrackingError(PipelineError, RuntimeError):
     """The tracking backend cannot be reached or refused a write."""
 
 
@@ -198,8 +201,8 @@ def _default_of(key: str) -> Any:
     node = _schema_defaults()
     try:
         value = OmegaConf.select(node, key, default=..., throw_on_missing=False)
-    except Exception:  # interpolation or type errors: treat as no default
-        return ...
+    except (OmegaConfBaseException, ValueError, TypeError):  # interpolation or type errors
+        return ...  # no default: the override counts as a change
     if OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=False)
     return value
@@ -214,7 +217,7 @@ def _override_value(key: str, text: str, cfg: Any) -> Any:
     try:  # YAML scalars, as Hydra reads them: 50000 -> int, 0.1 -> float, true -> bool
         parsed: Any = OmegaConf.to_container(OmegaConf.create(f"v: {text}"))
         return parsed["v"]
-    except Exception:
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError, TypeError):  # not a scalar
         return text.strip("'\"")
 
 
@@ -516,7 +519,7 @@ class Tracker:
                 self._open_store()
         except TrackingError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a store fails in many ways; re-raised, named
             self._client = None
             raise TrackingError(
                 f"could not open the MLflow tracking store {self.uri}: {_first_line(exc)}; "
@@ -635,7 +638,7 @@ class Tracker:
                 )
                 for v in versions:
                     tag_model_version(self._client, v.name, v.version, self.figures, name)
-        except Exception as exc:  # the run's own results are logged; only its summary is lost
+        except Exception as exc:  # noqa: BLE001 - the results are logged, only the note is lost; warned
             log.warning("could not describe MLflow run %s: %s", run_id, _first_line(exc))
 
     # ------------------------------------------------------------------ logging
@@ -842,7 +845,7 @@ class Tracker:
             return _retry(fn, attempts=attempts)
         except TrackingError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised as is, or as a TrackingError
             if not _is_tracking_failure(exc):
                 raise
             raise TrackingError(
@@ -894,7 +897,7 @@ def load_runs(uri: str, run_ids: Sequence[str], timeout_s: float = 5.0) -> list[
     for run_id in run_ids:
         try:
             run = _retry(lambda r=run_id: client.get_run(r))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised as is, or as a TrackingError
             if not _is_tracking_failure(exc):
                 raise
             raise TrackingError(
@@ -942,7 +945,7 @@ def _retry(fn: Any, attempts: int = 8, delay: float = 0.25) -> Any:
     for i in range(attempts):
         try:
             return fn()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - retried when the store is locked, else re-raised
             msg = str(exc).lower()
             if ("locked" in msg or "busy" in msg) and i < attempts - 1:
                 time.sleep(delay * (2**i))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pipeline.base.errors import PipelineError
 from pipeline.base.registry import BY_NAME
 
 KEEP_DRAWING = "keep_drawing"
@@ -101,7 +102,7 @@ ACTION_NAMES: tuple[str, ...] = (
 )
 
 
-class UnmappedChange(ValueError):
+class UnmappedChange(PipelineError, ValueError):
     """A feature change that no behaviour of the world carries out."""
 
 

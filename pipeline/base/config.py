@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from pipeline.base.causes import CAUSES, OCCUPATIONS
+from pipeline.base.errors import PipelineError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,7 @@ if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """A configuration value is out of its allowed range; the message names the key."""
 
 
@@ -850,7 +851,7 @@ def generation_jobs(d: Any) -> int:
 def physical_cores() -> int:
     try:
         n = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil is a dependency, this is belt and braces
+    except (psutil.Error, OSError):  # pragma: no cover - no physical count: use the logical one
         n = None
 
     n = n or os.cpu_count() or 1

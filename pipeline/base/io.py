@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.base.errors import PipelineError
 
-class DataError(ValueError):
+
+class DataError(PipelineError, ValueError):
     """An input table breaks a rule; the message names the file, column and rule."""
 
 
@@ -256,7 +258,7 @@ class ParquetSink:
                     compression="zstd",
                     use_dictionary=dictionary_columns(self.schemas[name]),
                 )
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - an interrupt too must remove the half-written files; re-raised
             self._cleanup()
             raise
         return self
@@ -502,7 +504,7 @@ def staging(
     _ACTIVE.append(st)
     try:
         yield st
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - an interrupt too must drop the staging; re-raised
         _ACTIVE.remove(st)
         shutil.rmtree(st.dir, ignore_errors=True)
         raise
@@ -588,7 +590,7 @@ def _publish(st: _Staging) -> None:
     _fsync_dir(path.parent)
     try:
         _apply(journal)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - an interrupt too must finish the publishing; re-raised
         _apply(journal)  # idempotent: finish now rather than at the next invocation
         path.unlink()
         raise
@@ -772,7 +774,7 @@ def iter_row_groups(
         for g in range(n):
             try:
                 group = pf.read_row_group(g, columns=wanted)
-            except Exception as exc:  # corrupt pages surface as several error types
+            except Exception as exc:  # noqa: BLE001 - corrupt pages raise several types; re-raised
                 raise DataError(f"{p}: could not read data ({exc})") from exc
             try:
                 group = _checked_columns(p, group, schema, wanted)
@@ -800,7 +802,7 @@ def _open_checked(
             )
         except DataError:
             raise
-        except Exception as exc:  # as above: corrupt pages surface as several error types
+        except Exception as exc:  # noqa: BLE001 - corrupt pages raise several types; re-raised
             raise DataError(f"{p}: could not read data ({exc})") from exc
 
 
@@ -814,7 +816,7 @@ def _checked_file(p: Path, schema: pa.Schema, wanted: list[str]) -> pq.ParquetFi
     try:
         pf = pq.ParquetFile(src)
         file_schema = pf.schema_arrow
-    except Exception as exc:  # pyarrow raises several types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files; re-raised
         raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
     for name in wanted:
         problem = None

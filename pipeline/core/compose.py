@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 
+from pipeline.base.errors import PipelineError
 from pipeline.core.baselines import Scorecard, WoeBins
 
 __all__ = ["ComposeError", "Member", "compile_terms", "model_text"]
@@ -70,7 +71,7 @@ _NAN_MISSING = 8  # decision_type bits 2-3 = 2: NaN is the missing value
 _DEFAULT_LEFT = 2  # decision_type bit 1
 
 
-class ComposeError(ValueError):
+class ComposeError(PipelineError, ValueError):
     """The terms cannot be written as one LightGBM model."""
 
 

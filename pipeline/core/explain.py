@@ -68,7 +68,7 @@ def contributions(
             ts = TreeShap(booster)
             kwargs = {"n_threads": n_threads} if n_threads else {}
             return np.asarray(ts.shap_values(X, **kwargs), dtype=np.float64), "treeshap"
-        except Exception as exc:  # a broken fast path must not stop the explanations
+        except Exception as exc:  # noqa: BLE001 - a broken fast path must not stop the explanations; warned
             warnings.warn(
                 f"fast TreeSHAP failed ({exc!r}); using LightGBM pred_contrib", stacklevel=2
             )

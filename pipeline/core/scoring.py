@@ -379,7 +379,7 @@ def read_feature_file(
             raise DataError(f"{path}: unknown format (use .parquet or .csv)")
     except DataError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - readers fail in many ways; re-raised naming the file
         raise DataError(f"{path}: not a readable table ({exc})") from exc
     if len(df) == 0:
         raise DataError(f"{path}: table has no rows")

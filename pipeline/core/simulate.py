@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.base.causes import AGE_BANDS, CAUSES, CHANNELS, EVENTS, OCCUPATIONS, OVERDUE
+from pipeline.base.errors import PipelineError
 
 N_CAUSES = len(CAUSES)
 C_SUDDEN, C_LOWYIELD, C_OVER, C_MISUSE, C_THIN, C_POLICY, C_COMP = range(N_CAUSES)
@@ -1173,7 +1174,7 @@ class Intervention:
 Arm = Intervention | Sequence[Intervention]
 
 
-class NotOnBook(ValueError):
+class NotOnBook(PipelineError, ValueError):
     """An account asked for futures is not on book at its snapshot."""
 
 
@@ -1188,7 +1189,7 @@ class _CrnGenerator(np.random.Generator):
     distributions are those of NumPy's samplers.
     """
 
-    def poisson(self, lam: Any = 1.0, size: Any = None) -> Any:  # type: ignore[override]
+    def poisson(self, lam: Any = 1.0, size: Any = None) -> Any:
         lam_a = np.asarray(lam, dtype=float)
         u = self.random(lam_a.shape if size is None else size)
         lam_a = np.broadcast_to(lam_a, u.shape)
@@ -1205,7 +1206,7 @@ class _CrnGenerator(np.random.Generator):
             active &= (u > cdf) & (pmf > 0)
         return k
 
-    def binomial(self, n: Any, p: Any, size: Any = None) -> Any:  # type: ignore[override]
+    def binomial(self, n: Any, p: Any, size: Any = None) -> Any:
         n_a, p_a = np.asarray(n, dtype=np.int64), np.asarray(p, dtype=float)
         u = self.random(np.broadcast_shapes(n_a.shape, p_a.shape) if size is None else size)
         n_a, p_a = np.broadcast_to(n_a, u.shape), np.broadcast_to(p_a, u.shape)

@@ -133,7 +133,7 @@ def read_any(
         raise
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{p}: file is empty (no header and no rows)") from exc
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - readers fail in many ways; re-raised naming the file
         raise DataError(f"{p}: not a readable table ({exc})") from exc
     if len(df.columns) == 0 or len(df) == 0:
         raise DataError(f"{p}: table has no rows; at least one row per class is needed")

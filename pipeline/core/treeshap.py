@@ -352,8 +352,8 @@ def supports(booster: Any) -> bool:
     """
     try:
         return unsupported_reason(booster) is None
-    except Exception:
-        return False
+    except (AttributeError, KeyError, TypeError, ValueError):  # not a LightGBM model's dump
+        return False  # pred_contrib then explains it, or says why it cannot
 
 
 def _max_threads() -> int:

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from pipeline.base.actions import KEEP_DRAWING, actions_for
 from pipeline.base.causes import CAUSES
+from pipeline.base.errors import PipelineError
 from pipeline.core import advice as advice_core
 from pipeline.core import simulate as sim
 from pipeline.core.simulate import KEEP_DRAWING_MONTHS, Futures, Intervention, WorldSpec
@@ -53,7 +54,7 @@ RAW_SCHEMA = sim.SCHEMAS["borrowers"]
 NO_ACTION = Intervention()
 
 
-class WorldMismatch(ValueError):
+class WorldMismatch(PipelineError, ValueError):
     """The world replayed from the config is not the one the advice was given in."""
 
 

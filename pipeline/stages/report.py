@@ -65,7 +65,7 @@ def _top_rows(path: Path, columns: Sequence[str], n: int, sort_by: str) -> list[
     t = _parquet(path, columns)
     if sort_by in t.columns:
         t = t.sort_values(sort_by, ascending=False, kind="stable")
-    return t.head(n).to_dict(orient="records")  # type: ignore[no-any-return]
+    return t.head(n).to_dict(orient="records")
 
 
 def _scored(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -735,7 +735,7 @@ def _publish(cfg: Config, p: Catalog, t: Trained) -> Path:
         "calibration_path": str(cal_path),
         "data_digest": data_digest(t.source),
         "monotone": {n: int(v) for n, v in zip(t.names, t.monotone or [], strict=False) if v},
-        "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),  # type: ignore[arg-type]
+        "config": redact_tree(OmegaConf.to_container(cfg, resolve=True)),
         "train_seconds": t.seconds,
         **t.meta,
     }

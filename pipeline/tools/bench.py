@@ -187,7 +187,7 @@ def install_rng_counter() -> list[int]:
     def default_rng(*args: Any, **kwargs: Any) -> Any:
         return CountingGenerator(make(*args, **kwargs), counter)
 
-    np.random.default_rng = default_rng  # type: ignore[assignment]
+    np.random.default_rng = default_rng
     return counter
 
 
@@ -353,7 +353,7 @@ def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
         calls.append((np.asarray(X), np.asarray(out[0])))
         return out
 
-    explain_core.contributions = stash  # type: ignore[assignment]
+    explain_core.contributions = stash
     res, seconds, rss = _timed(lambda: explaining.explain(cfg, _off()))
     if not calls:
         raise RuntimeError("the explain stage computed no SHAP values")

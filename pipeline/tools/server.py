@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.base.config import REPO_ROOT
+from pipeline.base.errors import PipelineError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5050
@@ -40,7 +41,7 @@ DB_NAME = "mlflow"
 DB_USER = "mlflow"
 
 
-class ServerError(RuntimeError):
+class ServerError(PipelineError, RuntimeError):
     """PostgreSQL or the MLflow server could not be set up or started."""
 
 
@@ -314,7 +315,7 @@ class ServerStack:
             self._init_cluster()
             self._start_postgres()
             self._start_mlflow()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - an interrupt too must stop what was started; re-raised
             self.stop()
             raise
         return self.uri

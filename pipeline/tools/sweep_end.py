@@ -20,7 +20,7 @@ from pipeline.adapters.model_registry import register_best_trial, registered_nam
 from pipeline.adapters.tracking import TrackingError, from_config
 
 
-class RegisterBestTrial(Callback):  # type: ignore[misc]
+class RegisterBestTrial(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         offer_best_trial(config, str(config.hydra.sweep.dir))
 
