@@ -535,7 +535,7 @@ def _read_as_written(path: Path, columns: list[str] | None) -> pa.Table:
         raise DataError(f"{path}: file not found (run the stage that writes it first)")
     try:
         return pq.read_table(src, columns=columns)
-    except Exception as exc:  # pyarrow raises several types for corrupt or short files
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt or short files; re-raised
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
