@@ -261,8 +261,8 @@ class SimulatorConfig:
         default_factory=lambda: {
             "sudden_stop": 0.20,
             "low_yield": 0.12,
-            "over_reliance": 0.45,
-            "fund_misuse": 0.25,
+            "over_reliance": 0.70,
+            "fund_misuse": 0.35,
             "thin_file": 0.10,
             "policy_tightening": 0.15,
             "low_activity_competition": 0.12,
@@ -275,7 +275,7 @@ class SimulatorConfig:
     lowyield_util: float = (
         0.04  # mean utilisation below which a long-tenure account earns too little
     )
-    over_util: float = 0.75  # utilisation above which reliance is suspected
+    over_util: float = 0.65  # utilisation above which reliance is suspected
     misuse_share: float = 0.5  # share of drawn money routed to investment / other lenders
     thin_months: int = 12  # months without external credit activity that make a file thin
     policy_util: float = 0.8  # leverage that tightening targets
