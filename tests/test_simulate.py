@@ -109,19 +109,15 @@ def test_closures_rise_after_tightening():
     world = simulate(spec(3000, pilot_month=17, tightening_month=27))
     ev = world["platform_events"].to_pandas()
     am = world["account_months"].to_pandas()
-    rate = (
-        ev[(ev.event == "closure") & (ev.cause != OVERDUE)].groupby("month").size()
-        / am.groupby("month").size()
-    )
-    rate = rate.fillna(0.0)
     t, pilot = 27, 17
-    assert rate.loc[t : t + 5].mean() > 1.1 * rate.loc[t - 6 : t - 1].mean()
     pol = ev[(ev.event == "closure") & (ev.cause == "policy_tightening")]
     assert (pol.month >= pilot).all()
-    # the full regime closes more for policy than the pilot phase does
     per_month = (
         pol.groupby("month").size().reindex(range(36), fill_value=0) / am.groupby("month").size()
     )
+    # the full tightening's first half-year closes far more for policy than the pilot's last
+    assert per_month.loc[t : t + 5].mean() > 1.25 * per_month.loc[t - 6 : t - 1].mean()
+    # and the full regime more than the pilot phase as a whole
     assert per_month.loc[t:].mean() > per_month.loc[pilot : t - 1].mean()
 
 
@@ -201,12 +197,9 @@ def test_scenario_presets_compose_and_shape_the_world(make_cfg, preset):
     if preset == "baseline":  # the default world, under a name
         pd.testing.assert_frame_equal(ev, default_ev)
     if preset == "tightening":
-        # twice as hard, from the same month: more policy closures in every recorded year
-        # (the segments it targets were thinned in the burn-in already)
-        for lo in (0, 12, 24):
-            assert _policy_closures(ev, lo, lo + 12) > 1.15 * _policy_closures(
-                default_ev, lo, lo + 12
-            )
+        # twice as hard, from the same month: more policy closures in the recorded months
+        # (fewer than twice as many: the segments it targets were thinned in the burn-in)
+        assert _policy_closures(ev, 0, 36) > 1.1 * _policy_closures(default_ev, 0, 36)
     if preset == "competition_heavy":
         lost = lambda e: e[(e.event == "closure") & (e.cause == "low_activity_competition")]  # noqa: E731
         midpoint = cfg.simulator.competitor_midpoint
