@@ -74,6 +74,9 @@ def test_population_and_label_window(world):
         for bid in b.index:
             if b.loc[bid, "signup_month"] > s:
                 continue
+            # closed, or overdue, in a going concern's burn-in (before month 0)
+            if b.loc[bid, "prior_closure"] > 0 or b.loc[bid, "prior_overdue"]:
+                continue
             if bid in closures.index and closures.loc[bid, "month"] <= s:
                 continue
             if bid in first_dpd.index and first_dpd.loc[bid] <= s:

@@ -129,7 +129,8 @@ def _e(
 #: world's months by the reader, which knows their count)
 _RAW_RULES: dict[str, dict[str, Any]] = {
     "borrowers": dict(
-        non_negative=("income", "initial_line", "signup_month"),
+        # a going concern's opening book signed up before month 0 (negative months)
+        non_negative=("income", "initial_line"),
         unique=("borrower_id",),
         allowed={"occupation": OCCUPATIONS, "age_band": AGE_BANDS},
     ),

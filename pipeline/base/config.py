@@ -205,7 +205,17 @@ class SimulatorConfig:
     """Every rate and coefficient of the borrower world (monthly unless noted)."""
 
     chunk_size: int = 4096  # borrowers per random stream; part of the world definition
-    signup_spread: int = 12  # borrowers join uniformly over the first months
+    # how the book is built. "continuous": a going concern. An opening book of about
+    # data.n_borrowers accounts (their tenure geometric with mean 1/inflow_rate) is
+    # simulated for burn_in months before month 0, unrecorded, while new accounts join
+    # every month (inflow_rate x data.n_borrowers a month, from the burn-in to the last
+    # month); the data holds the accounts open at month 0 and every later sign-up.
+    # "cohort": every borrower signs up in the first signup_spread months (one ageing
+    # cohort; kept for the regime_shift stress test).
+    acquisition: str = "continuous"
+    burn_in: int = 24  # months simulated before month 0 (continuous)
+    inflow_rate: float = 0.025  # new accounts a month, as a share of the opening book
+    signup_spread: int = 12  # cohort: borrowers join uniformly over the first months
     occupation_shares: dict[str, float] = field(
         default_factory=lambda: {
             "salaried": 0.52,
@@ -231,13 +241,19 @@ class SimulatorConfig:
     ext_open_rate: float = 0.05
     ext_close_rate: float = 0.04
     ext_use_prob: float = 0.7
-    competitor_midpoint: float = 18.0
+    # competing products spread along a logistic curve; by default it has run its
+    # course in the burn-in, so the recorded months face a settled market
+    competitor_midpoint: float = -12.0
     competitor_slope: float = 4.0
     competitor_shift: float = 0.5
-    # platform policy
-    tightening_month: int = 27
+    # platform policy. By default the tightening (pilot, then full) happens in the
+    # burn-in: every snapshot, training and out-of-time alike, is in the full regime
+    # (experiment=regime_shift moves it between training and out-of-time rows)
+    tightening_month: int = -9
     tightening_strength: float = 1.0
-    pilot_month: int = 17  # a first, partial tightening of some segments (= tightening_month: none)
+    pilot_month: int = (
+        -18
+    )  # a first, partial tightening of some segments (= tightening_month: none)
     pilot_strength: float = 0.4  # share of the full tightening applied during the pilot
     increase_prob: float = 0.06
     decrease_prob: float = 0.35
@@ -246,8 +262,8 @@ class SimulatorConfig:
         default_factory=lambda: {
             "sudden_stop": 0.20,
             "low_yield": 0.12,
-            "over_reliance": 0.20,
-            "fund_misuse": 0.15,
+            "over_reliance": 0.70,
+            "fund_misuse": 0.35,
             "thin_file": 0.10,
             "policy_tightening": 0.15,
             "low_activity_competition": 0.12,
@@ -260,7 +276,7 @@ class SimulatorConfig:
     lowyield_util: float = (
         0.04  # mean utilisation below which a long-tenure account earns too little
     )
-    over_util: float = 0.75  # utilisation above which reliance is suspected
+    over_util: float = 0.65  # utilisation above which reliance is suspected
     misuse_share: float = 0.5  # share of drawn money routed to investment / other lenders
     thin_months: int = 12  # months without external credit activity that make a file thin
     policy_util: float = 0.8  # leverage that tightening targets
@@ -349,23 +365,45 @@ def _check_simulator_rates(s: Any, key: str) -> None:
     _share(f"{key}.pilot_strength", s.pilot_strength)
 
 
+#: how the book is built (simulator.acquisition)
+ACQUISITIONS = ("continuous", "cohort")
+#: the longest burn-in, in months
+MAX_BURN_IN = 120
+
+
+def first_month(s: Any) -> int:
+    """The first simulated month: the start of the burn-in (negative), or 0 for a cohort."""
+    return -int(s.burn_in) if s.acquisition == "continuous" else 0
+
+
 def _check_simulator_months(s: Any, key: str, cfg: Any) -> None:
     """Keys counted in months: inside the horizon, or inside the monitoring window."""
     last = _last_month(cfg)
     horizon = f"must lie in [1, {last + 1}] (data.n_months)"
+    if s.acquisition not in ACQUISITIONS:
+        _fail(f"{key}.acquisition", f"must be one of {', '.join(ACQUISITIONS)}", s.acquisition)
+    _in(f"{key}.burn_in", s.burn_in, 0, MAX_BURN_IN, f"months before month 0: [0, {MAX_BURN_IN}]")
+    if (
+        s.acquisition == "continuous"
+        and not 0 < _finite(f"{key}.inflow_rate", s.inflow_rate) <= 0.5
+    ):
+        rule = "is a monthly share of the opening book and must lie in (0, 0.5]"
+        _fail(f"{key}.inflow_rate", rule, s.inflow_rate)
     _in(f"{key}.signup_spread", s.signup_spread, 1, last + 1, f"months of sign-ups: {horizon}")
     _in(f"{key}.stop_mean_months", s.stop_mean_months, 1, last + 1, horizon)
-    _in(f"{key}.competitor_midpoint", s.competitor_midpoint, 0, last + 1)
+    first = first_month(s)
+    _in(f"{key}.competitor_midpoint", s.competitor_midpoint, first, last + 1)
     for name, window in _SIM_WINDOW_MONTHS.items():
         rule = f"counts months of {window}: must lie in [0, {window}]"
         _in(f"{key}.{name}", s[name], 0, window, rule)
     for name in ("thin_months", "review_grace_months"):
         _in(f"{key}.{name}", s[name], 0, last + 1)
-    if cfg.data.kind == "simulator" and not 0 <= s.tightening_month <= last:
-        rule = f"must lie inside the horizon [0, {last}]"
+    if cfg.data.kind == "simulator" and not first <= s.tightening_month <= last:
+        rule = f"must lie inside the simulated months [{first}, {last}] (burn-in included)"
         _fail(f"{key}.tightening_month", rule, s.tightening_month)
-    if not 0 <= s.pilot_month <= s.tightening_month:
-        _fail(f"{key}.pilot_month", "must lie in [0, simulator.tightening_month]", s.pilot_month)
+    if not first <= s.pilot_month <= s.tightening_month:
+        rule = f"must lie in [{first}, simulator.tightening_month]"
+        _fail(f"{key}.pilot_month", rule, s.pilot_month)
 
 
 def _check_closure_base(rates: Any, key: str) -> None:
@@ -388,12 +426,12 @@ def _check_occupation_shares(shares: Any, key: str) -> None:
 
 @dataclass
 class FeaturesConfig:
-    snapshots: list[int] = field(
-        default_factory=lambda: [12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32]
-    )
+    # training 12..20, validation 24 and 26, out-of-time 30 and 32: with a 3-month
+    # horizon no two splits share a label month (the config check refuses it)
+    snapshots: list[int] = field(default_factory=lambda: [12, 14, 16, 18, 20, 24, 26, 30, 32])
     horizon: int = 3
-    valid_snapshots: list[int] = field(default_factory=lambda: [22, 24])
-    oot_snapshots: list[int] = field(default_factory=lambda: [26, 28, 30, 32])
+    valid_snapshots: list[int] = field(default_factory=lambda: [24, 26])
+    oot_snapshots: list[int] = field(default_factory=lambda: [30, 32])
     fund_days: int = 7
     small_draw_ratio: float = 0.05
     never_overdue_only: bool = True
@@ -440,6 +478,44 @@ def _check_snapshots(f: Any, key: str, n_months: int) -> None:
         _fail(f"{key}.valid_snapshots", f"overlaps {key}.oot_snapshots", list(f.valid_snapshots))
     if not set(snaps) - set(f.valid_snapshots) - set(f.oot_snapshots):
         _fail(f"{key}.snapshots", "leaves no snapshot for training", snaps)
+    clash = label_window_clash(f)
+    if clash is not None:
+        (early, early_split), (late, late_split) = clash
+        _fail(
+            f"{key}.snapshots",
+            f"the {early_split} snapshot {early}'s labels (months {early + 1}..{early + f.horizon},"
+            f" {key}.horizon={f.horizon}) do not end before the {late_split} snapshot {late}: "
+            f"splits would share label months. Each split's labels must end before the next "
+            f"split's first snapshot (training < validation < out-of-time)",
+            snaps,
+        )
+
+
+def split_snapshots(f: Any) -> dict[str, list[int]]:
+    """The snapshot months of each split, ascending: train, valid and oot."""
+    valid, oot = set(f.valid_snapshots), set(f.oot_snapshots)
+    return {
+        "train": sorted(s for s in set(f.snapshots) if s not in valid and s not in oot),
+        "valid": sorted(valid),
+        "oot": sorted(oot),
+    }
+
+
+def label_window_clash(f: Any) -> tuple[tuple[int, str], tuple[int, str]] | None:
+    """The first pair of snapshots whose splits share label months, or None.
+
+    A row at snapshot ``s`` is labelled by months ``s+1 .. s+horizon``; the training
+    labels must end before the first validation snapshot, and the validation labels
+    before the first out-of-time snapshot, so that no closure is a label of two splits
+    and the later split's features never see an earlier split's label month as future.
+    """
+    splits = split_snapshots(f)
+    order = [("training", splits["train"]), ("validation", splits["valid"])]
+    order.append(("out-of-time", splits["oot"]))
+    for (name_a, a), (name_b, b) in zip(order, order[1:], strict=False):
+        if a and b and max(a) + int(f.horizon) >= min(b):
+            return (max(a), name_a), (min(b), name_b)
+    return None
 
 
 @dataclass

@@ -568,8 +568,8 @@ FEATURES: tuple[Feature, ...] = (
         f"{FM} {SS}",
         0,
         False,
-        "联系人中被关闭账户的占比",
-        "share of contacts whose account was closed",
+        "近12个月内账户被关闭的联系人占比",
+        "share of contacts whose account was closed (not as overdue) in the last 12 months",
     ),
     _f(
         "contacts_closed_wshare",
@@ -577,8 +577,8 @@ FEATURES: tuple[Feature, ...] = (
         f"{FM} {SS}",
         0,
         False,
-        "按关系强度加权的联系人关闭占比",
-        "tie-weighted share of contacts closed",
+        "按关系强度加权的近12个月内联系人关闭占比",
+        "tie-weighted share of contacts closed in the last 12 months",
     ),
     _f(
         "contacts_overdue_share",

@@ -32,6 +32,8 @@ from pipeline.base.causes import (
 from pipeline.base.registry import FEATURE_NAMES
 
 NEVER = np.iinfo(np.int16).max  # "this never happened" for first-event months
+PRIOR = -1  # "this happened before month 0", the first recorded month
+SOCIAL_WINDOW = 12  # months back that a contact's closure counts in the social features
 # months since a platform action are counted up to this many (also: none so far), so an
 # account that was never acted on reads the same at any age, not as its tenure
 EVENT_CAP = 12
@@ -559,7 +561,7 @@ def _status(lo: int, n: int, present: np.ndarray, ends: _Outcomes) -> BlockStatu
 
 # the raw columns :func:`block_status` reads: a narrow first pass over the world
 STATUS_COLUMNS = {
-    "borrowers": ["borrower_id"],
+    "borrowers": ["borrower_id", "prior_overdue", "prior_closure"],
     "account_months": ["borrower_id", "month", "dpd"],
     "platform_events": ["borrower_id", "month", "event", "cause"],
 }
@@ -702,8 +704,20 @@ class _Outcomes:
             (_np(am, "borrower_id") - lo)[dpd_rows],
             _np(am, "month").astype(np.int64)[dpd_rows],
         )
+        # overdue before month 0 (a going concern's burn-in): before every snapshot
+        b = raw["borrowers"]
+        prior = np.zeros(n, dtype=bool)
+        prior[_np(b, "borrower_id") - lo] = _np(b, "prior_overdue")
+        first_dpd = np.where(prior, PRIOR, first_dpd)
         first_overdue = np.where(overdue_close, np.minimum(first_dpd, close_month), first_dpd)
         first_closed = np.where(~overdue_close, close_month, NEVER)
+        # closed before month 0 (a going concern's burn-in): closed at every snapshot
+        closure = np.zeros(n, dtype=np.int64)
+        closure[_np(b, "borrower_id") - lo] = _np(b, "prior_closure")
+        close_month = np.where(closure > 0, PRIOR, close_month)
+        overdue_close = np.where(closure > 0, closure == 2, overdue_close)
+        first_closed = np.where(closure == 1, PRIOR, first_closed)
+        first_overdue = np.where(closure == 2, PRIOR, first_overdue)
         return cls(close_month, close_cause, overdue_close, first_overdue, first_closed)
 
 
@@ -785,7 +799,8 @@ class SocialLookup:
         snapshots: np.ndarray,
         n_ids: int = 0,
     ) -> SocialLookup:
-        """Contacts' outcomes strictly before each snapshot (closed, overdue) and degree."""
+        """Contacts closed in the :data:`SOCIAL_WINDOW` months before each snapshot, or
+        overdue at any time before it, and degree."""
         n_ids = max(
             n_ids,
             int(
@@ -809,7 +824,9 @@ class SocialLookup:
         }
         closed_of, overdue_of = first_closed[edges_dst], first_overdue[edges_dst]
         for k, s in enumerate(snaps):
-            closed = (closed_of < s).astype(np.float64)
+            # closed in the trailing window: a share of contacts ever closed would grow
+            # with the calendar in a going concern whose contact graph does not renew
+            closed = ((closed_of < s) & (closed_of >= s - SOCIAL_WINDOW)).astype(np.float64)
             overdue = (overdue_of < s).astype(np.float64)
             c = np.bincount(edges_src, weights=closed, minlength=n_ids)
             cw = np.bincount(edges_src, weights=closed * edges_w, minlength=n_ids)

@@ -33,6 +33,7 @@ import numpy as np
 from pipeline.base.causes import ALL_CAUSES, CAUSE_TEXT
 from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME, Feature
+from pipeline.core import drift as drift_core
 from pipeline.core.labels import Labels, labels_of
 from pipeline.core.policy import Money
 from pipeline.core.simulate import ACTIONS
@@ -397,7 +398,19 @@ def _overview(inp: Inputs) -> dict[str, Any]:
     keys = ("learning_rate", "num_leaves", "min_data_in_leaf", "feature_fraction", "lambda_l2")
     prm = ", ".join(f"{k}={params[k]}" for k in keys if k in params)
     rows.append(("LightGBM", prm or "–"))
-    return {"table": Table(("", ""), list(rows), cls="kv")}
+    return {"table": Table(("", ""), list(rows), cls="kv"), "warnings": drift_warnings(inp)}
+
+
+def drift_warnings(inp: Inputs) -> list[str]:
+    """The train stage's drift and extrapolation warnings, and what out-of-time is not."""
+    d = (inp.evaluation or inp.summary).get("drift")
+    if not isinstance(d, Mapping):
+        return []
+    out = [str(w) for w in d.get("warnings", [])]
+    share = d.get("oot_rows_of_training_borrowers")
+    if isinstance(share, (int, float)) and math.isfinite(float(share)):
+        out.append(drift_core.borrower_overlap_sentence(float(share)))
+    return out
 
 
 def _data_card(inp: Inputs) -> dict[str, Any]:
@@ -906,12 +919,39 @@ def _stability(inp: Inputs) -> dict[str, Any]:
             _num(r.get("missing_rate"), "pct"),
             _num(r.get("iv_train"), ".3f"),
             _num(r.get("psi_train_oot"), ".3f"),
+            _num(r.get("oot_outside_train_range"), "pct"),
         )
         for r in sorted(inp.stability, key=_psi, reverse=True)[:12]
     ]
-    head = ("feature", "family", "missing", "IV (train)", "PSI train→oot")
+    head = ("feature", "family", "missing", "IV (train)", "PSI train→oot", "oot outside range")
     caption = "least stable features (PSI ≥ 0.25 is usually read as a shift)"
-    return {"table": Table(head, rows, caption=caption)}
+    ev = inp.evaluation or inp.summary
+    by_snap = ev.get("oot_by_snapshot") or {}
+    vintage = None
+    if isinstance(by_snap, Mapping) and by_snap:
+        vintage = Table(
+            ("out-of-time snapshot", "rows", "closure rate", "AUC", "KS"),
+            [
+                (
+                    str(k),
+                    _num(v.get("n"), "int"),
+                    _num(v.get("positive_rate"), "pct"),
+                    _num(v.get("auc")),
+                    _num(v.get("ks")),
+                )
+                for k, v in sorted(by_snap.items(), key=lambda kv: int(kv[0]))
+            ],
+            caption="the vintage view: each out-of-time snapshot month on its own",
+        )
+    d_raw, s_raw = ev.get("drift"), ev.get("splits")
+    d: Mapping[str, Any] = d_raw if isinstance(d_raw, Mapping) else {}
+    splits: Mapping[str, Any] = s_raw if isinstance(s_raw, Mapping) else {}
+    return {
+        "table": Table(head, rows, caption=caption),
+        "vintage": vintage,
+        "score_psi": _num(d.get("score_psi"), ".3f") if d else None,
+        "splits": dict(splits),
+    }
 
 
 def _advice(inp: Inputs) -> dict[str, Any]:

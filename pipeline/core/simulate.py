@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.base.causes import AGE_BANDS, CAUSES, CHANNELS, EVENTS, OCCUPATIONS, OVERDUE
+from pipeline.base.config import first_month
 from pipeline.base.errors import PipelineError
 
 N_CAUSES = len(CAUSES)
@@ -81,6 +82,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("occupation", pa.string()),
             ("income", pa.float32()),
             ("initial_line", pa.float32()),
+            # what the platform knows of a going concern's burn-in (before month 0, the
+            # first recorded month; never anything for a cohort): the account had been
+            # overdue, and it was closed then (PRIOR_CLOSED for a cause other than overdue,
+            # PRIOR_CLOSED_OVERDUE as overdue; NOT_CLOSED_BEFORE otherwise)
+            ("prior_overdue", pa.bool_()),
+            ("prior_closure", pa.int8()),
         ]
     ),
     "account_months": pa.schema(
@@ -203,9 +210,26 @@ class WorldSpec:
     def n_chunks(self) -> int:
         return math.ceil(self.n_borrowers / self.sim.chunk_size)
 
+    @property
+    def first_month(self) -> int:
+        """The first simulated month: the burn-in's start (negative), or 0 for a cohort."""
+        return first_month(self.sim)
+
     def chunk_bounds(self, chunk: int) -> tuple[int, int]:
         lo = chunk * self.sim.chunk_size
         return lo, min(self.n_borrowers, lo + self.sim.chunk_size)
+
+
+def world_size(book: int, sim: Any, n_months: int) -> int:
+    """Borrowers the simulation opens an account for, given the book size ``book``.
+
+    A cohort world is ``book`` borrowers. A going concern adds to an opening book of
+    about ``book`` accounts ``inflow_rate x book`` new accounts in each month of the
+    burn-in and of the recorded months: ``book x (1 + inflow_rate x (burn_in + n_months))``.
+    """
+    if sim.acquisition != "continuous":
+        return int(book)
+    return int(round(book * (1.0 + float(sim.inflow_rate) * (int(sim.burn_in) + n_months))))
 
 
 def macro_table(spec: WorldSpec) -> pa.Table:
@@ -311,7 +335,7 @@ def _init_chunk(
     lo, hi = spec.chunk_bounds(chunk)
     n = hi - lo
     bid = np.arange(lo, hi, dtype=np.int64)
-    demo = _demographics(s, n, rng)
+    demo = _demographics(spec, n, rng)
     # homophily: borrowers in a community share latent effects
     n_comm = math.ceil(n / s.community_size)
     community_local = np.minimum(np.arange(n) // s.community_size, n_comm - 1)
@@ -323,7 +347,62 @@ def _init_chunk(
     return state, tables
 
 
-def _demographics(s: Any, n: int, rng: np.random.Generator) -> _Demographics:
+#: the longest tenure an opening-book account can have at the start of the burn-in
+MAX_OPENING_TENURE = 240
+
+
+def _signups(spec: WorldSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sign-up months: a cohort over the first months, or a going concern's book.
+
+    A going concern: each borrower is in the opening book with probability
+    ``1 / (1 + inflow_rate x (burn_in + n_months))``, its tenure at the start of the
+    burn-in geometric with mean ``1 / inflow_rate`` (the tenure mix of a book whose
+    monthly attrition equals that rate); the others join uniformly over the burn-in
+    and the recorded months.
+    """
+    s = spec.sim
+    if s.acquisition != "continuous":
+        return rng.integers(0, max(1, s.signup_spread), size=n).astype(np.int16)
+    b, r = int(s.burn_in), float(s.inflow_rate)
+    opening = rng.random(n) < 1.0 / (1.0 + r * (b + spec.n_months))
+    joined = rng.integers(-b, spec.n_months, size=n)
+    tenure = np.minimum(rng.geometric(r, size=n) - 1, MAX_OPENING_TENURE)
+    return np.where(opening, -b - tenure, joined).astype(np.int16)
+
+
+#: ``prior_closure`` codes of the borrowers table
+NOT_CLOSED_BEFORE, PRIOR_CLOSED, PRIOR_CLOSED_OVERDUE = 0, 1, 2
+
+
+def _start_chunk(
+    spec: WorldSpec, chunk: int, rng: np.random.Generator
+) -> tuple[_State, dict[str, pa.Table]]:
+    """A chunk's state at the start of month 0 and its static tables.
+
+    A going concern first lives through its burn-in (months ``first_month .. -1``):
+    nothing of it is recorded month by month, but the borrowers table keeps what a
+    platform knows of those years: who signed up when, who had been overdue
+    (``prior_overdue``) and who was closed before month 0 (``prior_closure``), so
+    that the social features count contacts closed long ago as the platform would.
+    """
+    st, tables = _init_chunk(spec, chunk, rng)
+    if spec.first_month >= 0:
+        return st, tables
+    prior = np.zeros(len(st.bid), dtype=np.int8)
+    for t in range(spec.first_month, 0):
+        out = _step(spec, st, t, rng, record=False)
+        closed = out.idx[out.closed]
+        overdue = out.cause[out.closed] == CAUSE_OVERDUE
+        prior[closed] = np.where(overdue, PRIOR_CLOSED_OVERDUE, PRIOR_CLOSED)
+    b = tables["borrowers"]
+    for name, values in (("prior_overdue", st.ever_overdue), ("prior_closure", prior)):
+        b = b.set_column(b.schema.get_field_index(name), name, pa.array(values.copy()))
+    tables["borrowers"] = b
+    return st, tables
+
+
+def _demographics(spec: WorldSpec, n: int, rng: np.random.Generator) -> _Demographics:
+    s = spec.sim
     shares = np.array([s.occupation_shares.get(o, 0.0) for o in OCCUPATIONS], dtype=float)
     occ = rng.choice(len(OCCUPATIONS), size=n, p=shares / shares.sum()).astype(np.int8)
     # draw age bands per borrower by inverse CDF on the occupation's distribution
@@ -331,7 +410,7 @@ def _demographics(s: Any, n: int, rng: np.random.Generator) -> _Demographics:
     cdf = np.cumsum(_OCC_AGE, axis=1)[occ]
     age = (u_age[:, None] > cdf).sum(axis=1).clip(0, len(AGE_BANDS) - 1)
     tier = rng.choice(4, size=n, p=_TIER_PROB).astype(np.int8)
-    signup = rng.integers(0, max(1, s.signup_spread), size=n).astype(np.int16)
+    signup = _signups(spec, n, rng)
     income = _OCC_INCOME[occ] * _TIER_INCOME[tier] * rng.lognormal(0.0, 0.45, n)
     return _Demographics(occ=occ, age=age, tier=tier, signup=signup, income=income)
 
@@ -415,6 +494,8 @@ def _static_tables(
             "occupation": np.array(OCCUPATIONS, dtype=object)[demo.occ],
             "income": demo.income.astype(np.float32),
             "initial_line": st.line.astype(np.float32),
+            "prior_overdue": np.zeros(len(bid), dtype=bool),
+            "prior_closure": np.zeros(len(bid), dtype=np.int8),
         },
         schema=SCHEMAS["borrowers"],
     )
@@ -1050,7 +1131,7 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
     """Simulate one chunk of borrowers over all months; returns raw and truth tables."""
     ss = np.random.SeedSequence(spec.seed, spawn_key=(chunk,))
     rng = np.random.default_rng(ss)
-    st, static = _init_chunk(spec, chunk, rng)
+    st, static = _start_chunk(spec, chunk, rng)
     parts: dict[str, list[dict[str, np.ndarray]]] = {
         k: []
         for k in (
@@ -1579,7 +1660,7 @@ def _chunk_futures(
     """Replay one chunk to each asked snapshot and run every arm's futures of the
     accounts asked there (positions ``where`` of ``ids``), filling ``res``."""
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
-    st, tables = _init_chunk(spec, chunk, rng)
+    st, tables = _start_chunk(spec, chunk, rng)
     if check is not None:
         check(tables["borrowers"])
     lo = spec.chunk_bounds(chunk)[0]

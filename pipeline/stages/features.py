@@ -343,7 +343,8 @@ def _split_masks(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.ndarray) -> tuple:
-    """Missing rate, IV on train and PSI train -> oot of one feature, sharing the deciles.
+    """Missing rate, IV on train, PSI train -> oot and the share of out-of-time values
+    outside the training range [min, max] of one feature, sharing the deciles.
 
     Same figures as a plain information value on equal-count bins (the tests'
     reference) and :func:`pipeline.core.metrics.psi` (both cut at the deciles of the
@@ -359,7 +360,7 @@ def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.
     xo = np.asarray(x[oot], dtype=float)
     xo = xo[np.isfinite(xo)]
     if len(xt) == 0:
-        return missing, float("nan"), float("nan")
+        return missing, float("nan"), float("nan"), float("nan")
     edges = decile_edges(xt)
     k = len(edges) + 1
     bt = np.searchsorted(edges, xt, side="right")
@@ -368,11 +369,12 @@ def _stability_row(x: np.ndarray, label: np.ndarray, train: np.ndarray, oot: np.
     if 0 < yt.sum() < len(yt):
         pos = np.bincount(bt, weights=yt, minlength=k)
         iv = iv_from_counts(pos, counts - pos)
-    value = float("nan")
+    value = outside = float("nan")
     if len(xo):
         ac = np.bincount(np.searchsorted(edges, xo, side="right"), minlength=k) / len(xo)
         value = psi_from_shares(counts / len(xt), ac)
-    return missing, iv, value
+        outside = float(np.mean((xo < xt.min()) | (xo > xt.max())))
+    return missing, iv, value, outside
 
 
 def stability_report(
@@ -408,7 +410,7 @@ def stability_report(
     train, oot = masks.get("train", empty), masks.get("oot", empty)
 
     def one(name: str) -> dict[str, Any]:
-        miss, iv, value = _stability_row(column(name), label, train, oot)
+        miss, iv, value, outside = _stability_row(column(name), label, train, oot)
         f = BY_NAME[name]
         return {
             "feature": name,
@@ -417,6 +419,9 @@ def stability_report(
             "missing_rate": miss,
             "iv_train": iv,
             "psi_train_oot": value,
+            # share of out-of-time values outside the training range: the trees score
+            # them as the nearest training value (extrapolation)
+            "oot_outside_train_range": outside,
         }
 
     with ThreadPoolExecutor(max_workers=threads or physical_cores()) as pool:

@@ -20,16 +20,18 @@ from pipeline.base.causes import ALL_CAUSES, OVERDUE
 from pipeline.base.config import generation_jobs
 from pipeline.base.io import atomic_path
 from pipeline.base.progress import progress
+from pipeline.core import book as book_core
 from pipeline.core import simulate as sim_core
 from pipeline.stages.common import Result, say, up_to_date, write_manifest
 
 
 def world_spec(cfg: Any) -> sim_core.WorldSpec:
+    sim = OmegaConf.to_object(cfg.simulator)
     return sim_core.WorldSpec(
-        n_borrowers=int(cfg.data.n_borrowers),
+        n_borrowers=sim_core.world_size(int(cfg.data.n_borrowers), sim, int(cfg.data.n_months)),
         n_months=int(cfg.data.n_months),
         seed=int(cfg.data.seed),
-        sim=OmegaConf.to_object(cfg.simulator),
+        sim=sim,
         oracle_snapshots=tuple(int(s) for s in cfg.features.oot_snapshots),
         horizon=int(cfg.features.horizon),
     )
@@ -130,14 +132,25 @@ def data_card(cfg: Any, p: Catalog) -> dict[str, Any]:
     n_months = int(cfg.data.n_months)
     ev = p.read("platform_events", ["borrower_id", "month", "event", "cause"], n_months=n_months)
     ev = ev.to_pandas()
-    b = p.read("borrowers", ["borrower_id", "occupation"]).to_pandas()
+    b = p.read(
+        "borrowers", ["borrower_id", "occupation", "signup_month", "prior_closure"]
+    ).to_pandas()
+    # the recorded borrowers: a going concern's accounts closed in its burn-in are in the
+    # borrowers table (their contacts remember them) but not in the recorded months
+    closed_before = b.prior_closure.to_numpy() > 0
+    b_all, b = b, b[~closed_before]
     n = len(b)
     closures = ev[ev.event == "closure"].merge(b, on="borrower_id")
     t_month = int(cfg.simulator.tightening_month)
     on_book = _rows_per_month(p)
     per_month = closures.groupby("month").size().reindex(on_book.index, fill_value=0) / on_book
-    pre = per_month[per_month.index < t_month].mean()
+    pre = (
+        per_month[per_month.index < t_month].mean()
+        if (per_month.index < t_month).any()
+        else float("nan")
+    )
     post = per_month[per_month.index >= t_month].mean()
+    book = _book(p, b_all, closures, int(cfg.data.n_months))
     by_cause = closures.groupby("cause").size().reindex(list(ALL_CAUSES), fill_value=0)
     by_occ = (
         closures[closures.cause != OVERDUE].groupby("occupation").borrower_id.nunique()
@@ -151,12 +164,36 @@ def data_card(cfg: Any, p: Catalog) -> dict[str, Any]:
     }
     for c in ALL_CAUSES:
         metrics[f"closure_share_{c}"] = float(by_cause[c] / max(by_cause.sum(), 1))
+    rate = book.closure_rate_never_overdue.to_numpy()
+    metrics.update(
+        book_month0=float(book.book.iloc[0]),
+        book_last_month=float(book.book.iloc[-1]),
+        inflow_per_month=float(book.inflow.mean()),
+        closed_before_month0=float(closed_before.sum()),
+        annual_closure_rate_never_overdue=book_core.annual_rate(rate),
+    )
+    before = "-" if pre != pre else f"{pre:.2%}"
     lines = [
         "# Data card: simulated borrower world",
         "",
-        f"- borrowers: {n:,}; months: {cfg.data.n_months}; seed: {cfg.data.seed}",
-        f"- borrowers ever closed: {metrics['closure_rate_borrowers']:.1%}",
-        f"- monthly closure rate before / after tightening (month {t_month}): {pre:.2%} / {post:.2%}",
+        f"- borrowers recorded: {n:,} ({int((b.signup_month < 0).sum()):,} on book at month 0, "
+        f"{int((b.signup_month >= 0).sum()):,} joined since); months: {cfg.data.n_months}; "
+        f"seed: {cfg.data.seed}",
+        f"- acquisition: {cfg.simulator.acquisition}"
+        + (
+            f" (burn-in of {cfg.simulator.burn_in} months before month 0; "
+            f"{int(closed_before.sum()):,} accounts closed in it are kept in the borrowers "
+            "table only)"
+            if cfg.simulator.acquisition == "continuous"
+            else ""
+        ),
+        f"- book: {metrics['book_month0']:,.0f} accounts at month 0, "
+        f"{metrics['book_last_month']:,.0f} at the last month; "
+        f"{metrics['inflow_per_month']:,.0f} sign-ups a month",
+        f"- annual closure rate of never-overdue accounts: "
+        f"{metrics['annual_closure_rate_never_overdue']:.1%} (from the mean monthly rate)",
+        f"- borrowers closed in the recorded months: {metrics['closure_rate_borrowers']:.1%}",
+        f"- monthly closure rate before / after tightening (month {t_month}): {before} / {post:.2%}",
         "",
         "## Closures by cause",
         "",
@@ -174,6 +211,7 @@ def data_card(cfg: Any, p: Catalog) -> dict[str, Any]:
     ]
     for occ, r in by_occ.items():
         lines.append(f"| {occ} | {r:.1%} |")
+    lines += _book_lines(book)
     plots = _data_card_plots(p, closures, on_book, b)
     folder = p.path("raw_plots").name
     lines += ["", "## Plots", ""] + [f"![{q.stem}]({folder}/{q.name})" for q in plots]
@@ -183,9 +221,50 @@ def data_card(cfg: Any, p: Catalog) -> dict[str, Any]:
         "by_occupation": by_occ.to_dict(),
         "by_cause": by_cause.astype(int).to_dict(),
         "monthly_closure_rate": {int(k): float(v) for k, v in per_month.items()},
+        "book": book.to_dict(orient="list"),
     }
     p.write("data_card", card)
     return card
+
+
+def _book(
+    p: Catalog, borrowers: pd.DataFrame, closures: pd.DataFrame, n_months: int
+) -> pd.DataFrame:
+    """The book by month (:func:`pipeline.core.book.book_over_time`), the account months
+    read one row group at a time."""
+    ids = borrowers.borrower_id.to_numpy()
+    signup = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
+    signup[ids] = borrowers.signup_month.to_numpy()
+    counter = book_core.TenureCounter(signup, n_months)
+    for group in _account_months(p, ["borrower_id", "month"]):
+        counter.add(group.column(0).to_numpy(), group.column(1).to_numpy())
+    return book_core.book_over_time(
+        counter.counts,
+        borrowers[borrowers.prior_closure == 0].signup_month.to_numpy(),
+        closures.month.to_numpy(),
+        (closures.cause == OVERDUE).to_numpy(),
+    )
+
+
+def _book_lines(book: pd.DataFrame) -> list[str]:
+    """The book over time as a markdown table (every third month, and the last)."""
+    bands = [c for c in book.columns if c.startswith("tenure ")]
+    head = ["month", "book", "sign-ups", "closures", "never-overdue closure rate", *bands]
+    lines = ["## The book over time", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---:|" * len(head))
+    show = sorted(set(range(0, len(book), 3)) | {len(book) - 1})
+    for i in show:
+        r = book.iloc[i]
+        cells = [
+            f"{int(r.month)}",
+            f"{int(r.book):,}",
+            f"{int(r.inflow):,}",
+            f"{int(r.closures):,}",
+            f"{r.closure_rate_never_overdue:.2%}",
+            *(f"{r[c]:.0%}" for c in bands),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _data_card_plots(p: Catalog, closures: Any, on_book: Any, borrowers: Any) -> list[Any]:

@@ -32,7 +32,7 @@ from pipeline.adapters import distributed, model_registry
 from pipeline.adapters.catalog import Catalog, data_digest, derived, entry_row_groups
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker, flatten_numbers, redact_tree
-from pipeline.base.config import Config, physical_cores
+from pipeline.base.config import Config, label_window_clash, physical_cores, split_snapshots
 from pipeline.base.io import (
     DataError,
     write_text,
@@ -41,6 +41,7 @@ from pipeline.base.registry import BY_NAME, CATEGORICAL, FEATURE_NAMES
 from pipeline.core import baselines as base_core
 from pipeline.core import calibration as cal_core
 from pipeline.core import compose as compose_core
+from pipeline.core import drift as drift_core
 from pipeline.core import evaluation as eval_core
 from pipeline.core import report as report_core
 from pipeline.core import screening as screening_core
@@ -104,7 +105,12 @@ def _simulator_data(cfg: Any, p: Catalog) -> TrainData:
         woe_categorical=list(CATEGORICAL),
         monotone=monotone_vector(names) if cfg.model.monotone else None,
         source=feat_path,
-        segments={"oot_by_regime": "regime", "oot_by_occupation": "occupation"},
+        # per out-of-time snapshot month: the vintage view of the report
+        segments={
+            "oot_by_regime": "regime",
+            "oot_by_occupation": "occupation",
+            "oot_by_snapshot": "snapshot",
+        },
         oracle=oracle,
         by_split=True,
     )
@@ -377,6 +383,12 @@ def _train_dask(cfg: Config, p: Catalog) -> Trained:
             client, feat_path, names, m, int(cfg.data.seed), monotone
         )
     fit = run.fit
+    run.part["splits"] = splits_part(cfg)
+    if "score_psi" in run.part:
+        # the rows stay on the workers: no SHAP ranking of the drivers, so the features
+        # are not checked for extrapolation here (the explain stage's ranking is)
+        drift = drift_core.drift_summary(_stability(p), [], float(run.part["score_psi"]))
+        run.part["drift"] = {**drift, "extrapolated": None}
     return Trained(
         engine="dask",
         mode="simulator",
@@ -712,7 +724,66 @@ def _evaluate(
         part["model"]["kind"] = cv["selected"]["name"]
     if data.mode == "table":
         part["n_rows"] = int(fitted.n_rows)
+    else:
+        part["splits"] = splits_part(cfg)
+        if len(y["oot"]):
+            part["drift"] = _drift(cfg, fitted, part["score_psi"])
     return part
+
+
+def splits_part(cfg: Config) -> dict[str, Any]:
+    """The snapshot months of each split, the horizon, and whether their labels stay apart."""
+    f = cfg.features
+    months = split_snapshots(f)
+    return {
+        "train_snapshots": months["train"],
+        "valid_snapshots": months["valid"],
+        "oot_snapshots": months["oot"],
+        "horizon": int(f.horizon),
+        "gap_ok": label_window_clash(f) is None,
+    }
+
+
+#: out-of-time rows whose SHAP values rank the model's drivers for the drift check
+DRIFT_SHAP_ROWS = 5000
+
+
+def _drift(cfg: Config, fitted: Fitted, score_psi: float) -> dict[str, Any]:
+    """Drift between training and out-of-time rows (:mod:`pipeline.core.drift`).
+
+    The model's drivers are ranked by mean |SHAP| (TreeSHAP, log-odds) on a fixed sample
+    of at most :data:`DRIFT_SHAP_ROWS` out-of-time rows; the features' PSI and
+    out-of-range shares come from the features stage's stability report.
+    """
+    stability = _stability(Catalog.of(cfg))
+    X = fitted.X["oot"]
+    rows = np.random.default_rng(0).permutation(len(X))[:DRIFT_SHAP_ROWS]
+    rows.sort()
+    contrib = np.asarray(
+        fitted.booster.predict(
+            X[rows], pred_contrib=True, num_iteration=fitted.booster.best_iteration or None
+        )
+    )[:, :-1]
+    names = fitted.booster.feature_name()
+    mean_abs = np.abs(contrib).mean(axis=0)
+    order = sorted(range(len(names)), key=lambda j: (-mean_abs[j], names[j]))
+    importance = [(names[j], float(mean_abs[j])) for j in order]
+    tr, oot = fitted.splits["train"], fitted.splits["oot"]
+    return drift_core.drift_summary(
+        stability,
+        importance,
+        score_psi,
+        train_regimes=tr["regime"].to_numpy() if "regime" in tr else None,
+        oot_regimes=oot["regime"].to_numpy() if "regime" in oot else None,
+        train_borrowers=tr["borrower_id"].to_numpy() if "borrower_id" in tr else None,
+        oot_borrowers=oot["borrower_id"].to_numpy() if "borrower_id" in oot else None,
+    )
+
+
+def _stability(p: Catalog) -> pd.DataFrame:
+    """The features stage's stability report (empty when it is not there)."""
+    path = p.path("stability")
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
 def _publish(cfg: Config, p: Catalog, t: Trained) -> Path:
@@ -949,6 +1020,19 @@ def _report(
             f"  monotone check: {mc['violations']} violations in {mc['checks']:,} steps "
             f"({', '.join(mc['features'])})"
         )
+    d = part.get("drift")
+    if d:
+        lines.extend(f"  {w_}" for w_ in d.get("warnings", []))
+        if not d.get("warnings"):
+            lines.append(
+                f"  drift: none flagged (score PSI {f(d.get('score_psi'))}; no top-"
+                f"{drift_core.TOP_DRIVERS} driver with PSI >= 0.25 or > 5% of out-of-time "
+                "values outside its training range)"
+            )
+        if "oot_rows_of_training_borrowers" in d:
+            lines.append(
+                "  " + drift_core.borrower_overlap_sentence(d["oot_rows_of_training_borrowers"])
+            )
     if "cv" in part:
         cv = part["cv"]
         figures = ", ".join(

@@ -16,7 +16,8 @@ Definitions (the same as the numpy side):
 * label: the account's first closure falls in ``(s, s + horizon]`` and its cause is not
   ``overdue``; ``label_cause`` is that cause, ``none`` otherwise;
 * social features: shares of a borrower's contacts (out-edges) whose first non-overdue
-  closure, or first overdue month, is strictly before ``s``;
+  closure lies in the 12 months before ``s`` (``s-12 <= month < s``), or whose first
+  overdue month is strictly before ``s``;
 * ``regime`` comes from ``macro_months``; the tightening segments are the
   three-month utilisation and non-consumption share where ``regime > 0``, else 0;
 * the borrower's own past of spending is the months ``s - 11 .. s - 3`` with a
@@ -38,6 +39,7 @@ from pipeline.base.causes import AGE_BANDS, OCCUPATIONS, OVERDUE
 from pipeline.base.registry import FEATURE_NAMES
 
 NEVER = 1_000_000  # month of an event that never happened
+SOCIAL_WINDOW = 12  # months back that a contact's closure counts (the social features)
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ bor AS (
   SELECT borrower_id AS b, signup_month::INTEGER AS signup, income::DOUBLE AS income,
          initial_line::DOUBLE AS initial_line, city_tier::DOUBLE AS city_tier, occupation,
          (list_position({occ}, occupation) - 1)::DOUBLE AS occupation_code,
-         (list_position({age}, age_band) - 1)::DOUBLE AS age_band_code
+         (list_position({age}, age_band) - 1)::DOUBLE AS age_band_code,
+         prior_overdue, prior_closure
   FROM read_parquet('{_path(raw_dir, "borrowers")}')
 ),
 acc0 AS (
@@ -345,12 +348,21 @@ closure AS (
   FROM events WHERE event = 'closure' GROUP BY b
 ),
 first_dpd AS (SELECT b, min(m) AS first_dpd FROM acc0 WHERE dpd > 0 GROUP BY b),
-status AS (
+status0 AS (
   SELECT bor.b, c.close_month, c.close_cause,
          CASE WHEN c.close_cause <> '{OVERDUE}' THEN c.close_month END AS first_closed,
-         least(d.first_dpd,
-               CASE WHEN c.close_cause = '{OVERDUE}' THEN c.close_month END) AS first_overdue
+         least(CASE WHEN bor.prior_overdue THEN -1 ELSE d.first_dpd END,
+               CASE WHEN c.close_cause = '{OVERDUE}' THEN c.close_month END) AS first_overdue,
+         bor.prior_closure
   FROM bor LEFT JOIN closure c USING (b) LEFT JOIN first_dpd d USING (b)
+),
+status AS (  -- closed before month 0 (a going concern's burn-in): month -1
+  SELECT b,
+         CASE WHEN prior_closure > 0 THEN -1 ELSE close_month END AS close_month,
+         close_cause,
+         CASE WHEN prior_closure = 1 THEN -1 ELSE first_closed END AS first_closed,
+         CASE WHEN prior_closure = 2 THEN -1 ELSE first_overdue END AS first_overdue
+  FROM status0
 ),
 population AS (
   SELECT bor.*, s.s AS m, (s.s - bor.signup)::DOUBLE AS tenure,
@@ -367,8 +379,10 @@ edge_status AS (
 ),
 social AS (
   SELECT es.src AS b, s.s, count(*)::DOUBLE AS degree, sum(es.w) AS w_degree,
-         count(CASE WHEN es.dst_closed < s.s THEN 1 END)::DOUBLE AS n_closed,
-         coalesce(sum(CASE WHEN es.dst_closed < s.s THEN es.w END), 0) AS w_closed,
+         count(CASE WHEN es.dst_closed < s.s AND es.dst_closed >= s.s - {SOCIAL_WINDOW}
+                    THEN 1 END)::DOUBLE AS n_closed,
+         coalesce(sum(CASE WHEN es.dst_closed < s.s AND es.dst_closed >= s.s - {SOCIAL_WINDOW}
+                      THEN es.w END), 0) AS w_closed,
          count(CASE WHEN es.dst_overdue < s.s THEN 1 END)::DOUBLE AS n_overdue
   FROM edge_status es CROSS JOIN snaps s
   GROUP BY es.src, s.s
