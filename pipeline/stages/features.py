@@ -453,7 +453,7 @@ def features(cfg: Config, tracker: Tracker) -> FeaturesResult:
         "tightening": int(cfg.simulator.tightening_month),
         "n_months": int(cfg.data.n_months),
         "inputs": inputs_digest(raw_files),
-        "version": 1,
+        "version": 2,  # 2: contacts closed in the last 12 months; burn-in closures known
     }
     outputs = [out, reg_path, stab_path]
     if not cfg.force and up_to_date(p.processed, "features", key, outputs):

@@ -63,7 +63,8 @@ def generate(cfg: Any, tracker: Tracker) -> GenerateResult:
         "data": data_key,
         "simulator": OmegaConf.to_container(cfg.simulator),
         "oracle": [list(spec.oracle_snapshots), spec.horizon],
-        "version": 2,  # 2: two oracles and per-cause shares in oracle.parquet
+        # 2: two oracles and per-cause shares in oracle.parquet; 3: a going-concern book
+        "version": 3,
     }
     outputs = list(raw_paths.values()) + list(truth_paths.values())
     outputs += [p.path("data_card_md"), p.path("data_card")]
