@@ -14,11 +14,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import SMALL
+from helpers import SMALL, TINY
 
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import STAGING_DIR, file_digest
+from pipeline.base.registry import FEATURE_NAMES
+from pipeline.core import features as feat_core
+from pipeline.stages import features as features_stage
 from pipeline.stages.driver import execute, run_pipeline
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
@@ -243,3 +246,30 @@ def test_changed_config_or_inputs_or_damaged_outputs_recompute(make_cfg, tmp_pat
     _stage(make_cfg(*OFF, "features.fund_days=5", "data.seed=9"), "features")
     assert "inputs and config unchanged" not in capsys.readouterr().out
     json.loads(manifest.read_text())
+
+
+def test_a_changed_feature_list_or_kernel_code_recomputes_features(
+    make_cfg, tmp_path, capsys, monkeypatch
+):
+    cfg = make_cfg(*OFF, *TINY)
+    _stage(cfg, "generate", "features")
+    kept = "features: inputs and config unchanged"
+    _stage(cfg, "features")
+    assert kept in capsys.readouterr().out
+
+    # the registry lost a feature: the old table (with it) is not kept
+    monkeypatch.setattr(features_stage, "FEATURE_NAMES", FEATURE_NAMES[:-1])
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out
+    _stage(cfg, "features")
+    assert kept in capsys.readouterr().out
+
+    # back to the full list: rebuilt again, not kept from the shorter one
+    monkeypatch.setattr(features_stage, "FEATURE_NAMES", FEATURE_NAMES)
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out
+
+    # the same features, computed by edited code
+    monkeypatch.setattr(feat_core, "kernel_version", lambda: "edited")
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out
