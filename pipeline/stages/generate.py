@@ -17,7 +17,7 @@ from pipeline.adapters import distributed
 from pipeline.adapters.catalog import RAW, TRUTH, Catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
-from pipeline.base.config import generation_jobs
+from pipeline.base.config import as_simulator, generation_jobs
 from pipeline.base.io import atomic_path
 from pipeline.base.progress import progress
 from pipeline.core import simulate as sim_core
@@ -29,7 +29,7 @@ def world_spec(cfg: Any) -> sim_core.WorldSpec:
         n_borrowers=int(cfg.data.n_borrowers),
         n_months=int(cfg.data.n_months),
         seed=int(cfg.data.seed),
-        sim=OmegaConf.to_object(cfg.simulator),
+        sim=as_simulator(cfg.simulator),
         oracle_snapshots=tuple(int(s) for s in cfg.features.oot_snapshots),
         horizon=int(cfg.features.horizon),
     )
