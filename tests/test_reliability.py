@@ -54,6 +54,8 @@ def _stage(cfg, *stages: str) -> dict:
 # into the generator's streaming sink, or the rename of a temporary file over a final
 # Parquet file), it records the temporary file and the final name in the signal file and
 # sleeps, so the test can see the half-done write for itself and then kill the process.
+# The signal file appears whole (written aside, then renamed with os.rename, which the
+# hook leaves alone), so the test reads it as soon as it exists.
 PAUSING_CLI = """
 import json, os, sys, time
 from pathlib import Path
@@ -61,7 +63,9 @@ from pipeline.base import io
 signal_file, where, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 calls = 0
 def pause(tmp, final):
-    signal_file.write_text(json.dumps({"tmp": str(tmp), "final": str(final)}))
+    part = signal_file.with_name(signal_file.name + ".part")
+    part.write_text(json.dumps({"tmp": str(tmp), "final": str(final)}))
+    os.rename(part, signal_file)
     time.sleep(600)
 def counted(tmp, final):
     global calls
@@ -119,7 +123,6 @@ def _pause_and_kill(root: Path, args: list[str], where: str, nth: int, old: dict
         assert proc.poll() is None, (
             f"{where} #{nth}: exited without pausing: {proc.stderr.read().decode()[-2000:]}"
         )
-        time.sleep(0.05)  # the signal file is written in full before the sleep
         paused = json.loads(signal_file.read_text())
         tmp, final = Path(paused["tmp"]), Path(paused["final"])
         # the moment of the kill: the temporary file exists, the final name is untouched
