@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SMALL, compose_config
+from helpers import SHARED_WORLD, SMALL, compose_config, shared_world
 
 
 @pytest.fixture
@@ -18,6 +19,21 @@ def make_cfg(tmp_path: Path) -> Callable[..., Any]:
         return compose_config(root or tmp_path, [*(SMALL if small else []), *overrides])
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def trained_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, dict[str, Any]]:
+    """One trained SMALL world (root, composed config, run summary) for the whole run.
+
+    Built once per test run, whatever the number of xdist workers: they share the parent
+    of their base temporary folders, and :func:`helpers.shared_world` locks the build.
+    Tests must only read it; a test that changes outputs copies them into ``tmp_path``.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root, summary = shared_world(base)
+    return root, compose_config(root, [*SMALL, *SHARED_WORLD]), summary
 
 
 #: the longest test files (about a minute or more each), started first when the suite

@@ -6,6 +6,8 @@ stay in ``conftest.py``.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -66,6 +68,42 @@ def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any
 
     cfg = compose_config(root, [*SMALL, *overrides], stage)
     return cfg, execute(cfg, [])
+
+
+#: the shared world: a whole ``run`` of the SMALL world, MLflow tracking under its root
+SHARED_WORLD: list[str] = []
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (the test workers of one run)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared_world(base: Path) -> tuple[Path, dict[str, Any]]:
+    """The trained world that tests only read, built once under ``base`` and reused.
+
+    The first process to take the lock runs the whole pipeline (SMALL, overrides
+    :data:`SHARED_WORLD`) into ``base/shared-world`` and records the run's summary last;
+    every later caller, in this process or another worker of the same run, finds that
+    record and reuses the world. A build that did not finish (no record) is started
+    again from nothing. Tests that change outputs copy the folders they change.
+    """
+    root = base / "shared-world"
+    record = base / "shared-world.summary.json"
+    with file_lock(base / "shared-world.lock"):
+        if not record.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            _, summary = run_world(root, SHARED_WORLD)
+            part = record.with_name(record.name + ".part")
+            part.write_text(json.dumps(summary, default=str))
+            part.rename(record)
+    return root, json.loads(record.read_text())
 
 
 def free_port() -> int:

@@ -7,8 +7,9 @@ from typing import get_type_hints
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
-from pipeline.base.config import REPO_ROOT, ConfigError, validate
+from pipeline.base.config import REPO_ROOT, Config, ConfigError, validate
 
 
 def test_default_config_composes_and_validates(make_cfg):
@@ -136,3 +137,63 @@ def test_every_group_has_its_check():
     groups = {name for name, kind in hints.items() if is_dataclass(kind)}
     # paths holds free-form folder names; every other group is checked by validate
     assert {name for name, _ in config.GROUP_CHECKS} == groups - {"paths"}
+
+
+def _yaml_values(
+    node: object, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], object]]:
+    """Every leaf of a YAML mapping, with its key path (a list is one value)."""
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _yaml_values(v, (*prefix, str(k)))]
+    return [(prefix, node)]
+
+
+def _conf_values() -> list[tuple[str, tuple[str, ...], object]]:
+    """(file, key path in the composed config, value) of every value in ``conf/``.
+
+    A group file's keys live under its group unless it says ``# @package _global_``;
+    the defaults list and Hydra's own settings are not config values.
+    """
+    conf = REPO_ROOT / "conf"
+    out = []
+    for path in sorted(conf.rglob("*.yaml")):
+        rel = path.relative_to(conf)
+        text = path.read_text()
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        assert isinstance(node, dict), f"{rel}: not a mapping"
+        node.pop("defaults", None)
+        node.pop("hydra", None)
+        package = () if len(rel.parts) == 1 or "@package _global_" in text else (rel.parts[0],)
+        out += [(str(rel), (*package, *key), value) for key, value in _yaml_values(node)]
+    return out
+
+
+def test_no_yaml_value_repeats_its_dataclass_default():
+    defaults = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    found = _conf_values()
+    assert found, "conf/ holds no values at all"
+    repeats = []
+    for rel, key, value in found:
+        node: object = defaults
+        for part in key:
+            assert isinstance(node, dict) and part in node, (
+                f"conf/{rel}: {'.'.join(key)} is not a key of pipeline/base/config.py:Config"
+            )
+            node = node[part]
+        if node == value:
+            repeats.append(f"conf/{rel}: {'.'.join(key)} = {value!r}")
+    assert not repeats, (
+        "these YAML values repeat the dataclass default (pipeline/base/config.py), so a "
+        "change of the default would be silently overridden; remove them:\n" + "\n".join(repeats)
+    )
+
+
+def test_the_repeat_check_sees_group_and_global_values():
+    # the walk above must reach a group file's keys and a global preset's keys
+    found = {(rel, ".".join(key)) for rel, key, _ in _conf_values()}
+    assert ("tracking/off.yaml", "tracking.enabled") in found
+    assert ("experiment/tightening.yaml", "simulator.tightening_month") in found
+    assert (
+        "experiment/competition_heavy.yaml",
+        "simulator.closure_base.low_activity_competition",
+    ) in found

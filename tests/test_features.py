@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -289,3 +291,24 @@ def test_no_feature_is_the_calendar_alone(world):
     df = build(world)
     per_snapshot = df.groupby("snapshot")[list(FEATURE_NAMES)].nunique().max()
     assert set(per_snapshot[per_snapshot <= 1].index) == {"regime"}
+
+
+def test_kernel_slots_follow_the_registry():
+    # every output row of the compiled pass is named, numbered 0.. in registry order
+    assert [int(s) for s in F.Slot] == list(range(len(F.Slot)))
+    assert F.KERNEL_FEATURES == tuple(f.name for f in FEATURES if f.family in F.KERNEL_FAMILIES)
+    assert set(F.KERNEL_FEATURES) | set(F.SOCIAL_FEATURES) <= set(FEATURE_NAMES)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda fs: fs[1:],  # a feature the kernel computes left the registry
+        lambda fs: (fs[1], fs[0], *fs[2:]),  # two features swapped places
+        lambda fs: (*fs[:5], dataclasses.replace(fs[0], name="new_feature"), *fs[5:]),
+    ],
+)
+def test_a_registry_out_of_step_with_the_kernel_fails_at_import(monkeypatch, change):
+    monkeypatch.setattr(F, "FEATURES", change(FEATURES))
+    with pytest.raises(ImportError, match=r"pipeline/core/features\.py.*Slot.*registry"):
+        F._check_slots()

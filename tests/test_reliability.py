@@ -14,11 +14,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import SMALL
+from helpers import SMALL, TINY
 
 from pipeline.adapters.tracking import from_config
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import STAGING_DIR, file_digest
+from pipeline.base.registry import FEATURE_NAMES
+from pipeline.core import features as feat_core
+from pipeline.stages import features as features_stage
 from pipeline.stages.driver import execute, run_pipeline
 
 OFF = ["tracking=off", "model.n_estimators=20", "model.num_threads=1"]
@@ -51,6 +54,8 @@ def _stage(cfg, *stages: str) -> dict:
 # into the generator's streaming sink, or the rename of a temporary file over a final
 # Parquet file), it records the temporary file and the final name in the signal file and
 # sleeps, so the test can see the half-done write for itself and then kill the process.
+# The signal file appears whole (written aside, then renamed with os.rename, which the
+# hook leaves alone), so the test reads it as soon as it exists.
 PAUSING_CLI = """
 import json, os, sys, time
 from pathlib import Path
@@ -58,7 +63,9 @@ from pipeline.base import io
 signal_file, where, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 calls = 0
 def pause(tmp, final):
-    signal_file.write_text(json.dumps({"tmp": str(tmp), "final": str(final)}))
+    part = signal_file.with_name(signal_file.name + ".part")
+    part.write_text(json.dumps({"tmp": str(tmp), "final": str(final)}))
+    os.rename(part, signal_file)
     time.sleep(600)
 def counted(tmp, final):
     global calls
@@ -116,7 +123,6 @@ def _pause_and_kill(root: Path, args: list[str], where: str, nth: int, old: dict
         assert proc.poll() is None, (
             f"{where} #{nth}: exited without pausing: {proc.stderr.read().decode()[-2000:]}"
         )
-        time.sleep(0.05)  # the signal file is written in full before the sleep
         paused = json.loads(signal_file.read_text())
         tmp, final = Path(paused["tmp"]), Path(paused["final"])
         # the moment of the kill: the temporary file exists, the final name is untouched
@@ -243,3 +249,30 @@ def test_changed_config_or_inputs_or_damaged_outputs_recompute(make_cfg, tmp_pat
     _stage(make_cfg(*OFF, "features.fund_days=5", "data.seed=9"), "features")
     assert "inputs and config unchanged" not in capsys.readouterr().out
     json.loads(manifest.read_text())
+
+
+def test_a_changed_feature_list_or_kernel_code_recomputes_features(
+    make_cfg, tmp_path, capsys, monkeypatch
+):
+    cfg = make_cfg(*OFF, *TINY)
+    _stage(cfg, "generate", "features")
+    kept = "features: inputs and config unchanged"
+    _stage(cfg, "features")
+    assert kept in capsys.readouterr().out
+
+    # the registry lost a feature: the old table (with it) is not kept
+    monkeypatch.setattr(features_stage, "FEATURE_NAMES", FEATURE_NAMES[:-1])
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out
+    _stage(cfg, "features")
+    assert kept in capsys.readouterr().out
+
+    # back to the full list: rebuilt again, not kept from the shorter one
+    monkeypatch.setattr(features_stage, "FEATURE_NAMES", FEATURE_NAMES)
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out
+
+    # the same features, computed by edited code
+    monkeypatch.setattr(feat_core, "kernel_version", lambda: "edited")
+    _stage(cfg, "features")
+    assert kept not in capsys.readouterr().out

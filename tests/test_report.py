@@ -34,11 +34,10 @@ from pipeline.tools import dictionary
 IMG = re.compile(r'<img class="plot" data-plot="([^"]+)"[^>]*src="([^"]+)"')
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    cfg, summary = run_world(root, [])
-    return root, cfg, summary
+@pytest.fixture
+def world(trained_world):
+    """The shared trained SMALL world (a whole run, MLflow under its root): read only."""
+    return trained_world
 
 
 def collect(models: Path, raw: Path, processed: Path) -> report.Inputs:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import compose_config, load_feature_table, run_world
+from helpers import compose_config, load_feature_table
 
 from pipeline.adapters.catalog import Catalog, load_model
 from pipeline.base.config import REPO_ROOT
@@ -17,12 +18,10 @@ from pipeline.core import scoring
 from pipeline.tools import serve_example
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve_example")
-    for stage in ("generate", "features", "train"):
-        run_world(root, ["tracking.enabled=false"], stage)
-    return root
+@pytest.fixture
+def trained(trained_world: tuple[Path, Any, Any]) -> Path:
+    """The shared trained SMALL world's root: read only."""
+    return trained_world[0]
 
 
 def test_serve_example_builds_a_valid_request_with_the_ids(trained: Path, capsys) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.base.config import ModelConfig
 from pipeline.core import calibration as cal_core
 from pipeline.core import histmetrics as hm
 from pipeline.core import simulate as sim_core
@@ -455,7 +456,7 @@ def train_on_cluster(
     client: Any,
     path: Path,
     names: list[str],
-    model_cfg: Any,
+    model_cfg: ModelConfig,
     seed: int,
     monotone: list[int] | None,
 ) -> ClusterTraining:

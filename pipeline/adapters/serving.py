@@ -45,6 +45,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.adapters import catalog
+from pipeline.base.config import Config
 from pipeline.base.io import DataError
 from pipeline.core import scoring
 from pipeline.core import table as table_core
@@ -140,12 +141,12 @@ class ClosureRiskModel(PythonModel):
         return out
 
 
-def _raw_example(cfg: Any, meta: dict[str, Any], id_col: str, enc: Encoding) -> pd.DataFrame | None:
+def _raw_example(sep: str, meta: dict[str, Any], id_col: str, enc: Encoding) -> pd.DataFrame | None:
     """Two rows of the training table in its own format (id and raw feature columns), or
     None when the table cannot be read any more."""
     path = Path(str(meta.get("table", {}).get("path", "")))
     try:
-        raw = table_core.read_any(path, str(cfg.data.get("sep", "")), enc.text_columns)
+        raw = table_core.read_any(path, sep, enc.text_columns)
     except DataError:
         return None
     names = [c.name for c in enc.columns]
@@ -169,10 +170,9 @@ def _signature(example: pd.DataFrame, output: pd.DataFrame, id_col: str, safe: l
     return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
 
 
-def _example(cfg: Any, meta: dict[str, Any], id_col: str) -> pd.DataFrame:
+def _example(cat: catalog.Catalog, meta: dict[str, Any], id_col: str) -> pd.DataFrame:
     """Two rows with distinct ids: the signature is inferred from them, id column included."""
     names = [str(n) for n in meta["feature_names"]]
-    cat = catalog.Catalog.of(cfg)
     table_mode = meta.get("mode", "simulator") == "table"
     path = cat.path("table_features" if table_mode else "features")
     example = pd.DataFrame(np.zeros((2, len(names)), dtype=np.float64), columns=names)
@@ -189,7 +189,7 @@ def _example(cfg: Any, meta: dict[str, Any], id_col: str) -> pd.DataFrame:
 
 
 def log_serving_model(
-    cfg: Any, tracker: Any, models_dir: Path, name: str | None, champion: dict[str, Any] | None
+    cfg: Config, tracker: Any, models_dir: Path, name: str | None, champion: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """Log the pyfunc in the current run, register it, move its champion alias with the model's."""
     if not tracker.enabled or tracker.run_id is None:
@@ -226,8 +226,8 @@ def log_serving_model(
             "calibration": os.fspath(cal_path),
             "meta": os.fspath(spec_path),
         }
-        raw = _raw_example(cfg, meta, id_col, enc) if enc is not None else None
-        example = raw if raw is not None else _example(cfg, meta, id_col)
+        raw = _raw_example(str(cfg.data.sep), meta, id_col, enc) if enc is not None else None
+        example = raw if raw is not None else _example(catalog.Catalog.of(cfg), meta, id_col)
         model = ClosureRiskModel()
         model.load_context(type("Ctx", (), {"artifacts": artifacts})())
         with warnings.catch_warnings():  # the id is an integer column on purpose

@@ -50,10 +50,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.base.config import Config
+from pipeline.base.config import Config, TrackingConfig
 from pipeline.base.errors import PipelineError
 from pipeline.base.io import resolve, staged_tree
 
@@ -208,7 +208,7 @@ def _default_of(key: str) -> Any:
     return value
 
 
-def _override_value(key: str, text: str, cfg: Any) -> Any:
+def _override_value(key: str, text: str, cfg: DictConfig | None) -> Any:
     """The value an override gave ``key``: from the composed config when there is one."""
     if cfg is not None:
         value = OmegaConf.select(cfg, key, default=..., throw_on_missing=False)
@@ -227,7 +227,9 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def run_name(command: str, overrides: Sequence[str] | None = None, cfg: Any = None) -> str:
+def run_name(
+    command: str, overrides: Sequence[str] | None = None, cfg: DictConfig | None = None
+) -> str:
     """A run name a person can read: the command plus the overrides that change the run.
 
     ``run`` with ``data.n_borrowers=50000 model.num_leaves=63 data.seed=7`` is named
@@ -953,11 +955,11 @@ def _retry(fn: Any, attempts: int = 8, delay: float = 0.25) -> Any:
             raise
 
 
-def from_config(tracking_cfg: Any) -> Tracker:
+def from_config(tracking_cfg: TrackingConfig) -> Tracker:
     return Tracker(
         uri=str(tracking_cfg.uri),
         artifact_root=str(tracking_cfg.artifact_root),
         experiment=str(tracking_cfg.experiment),
         enabled=bool(tracking_cfg.enabled),
-        timeout_s=float(tracking_cfg.get("timeout_s", 5.0)),
+        timeout_s=float(tracking_cfg.timeout_s),
     )

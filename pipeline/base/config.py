@@ -104,7 +104,7 @@ class TrackingConfig:
     timeout_s: float = 5.0  # per HTTP request to a tracking server; a dead server fails fast
 
 
-def check_tracking(t: Any, key: str, cfg: Any) -> None:
+def check_tracking(t: TrackingConfig, key: str, cfg: Config) -> None:
     if not 0 < _finite(f"{key}.timeout_s", t.timeout_s) <= 600:
         _fail(f"{key}.timeout_s", "must lie in (0, 600] seconds", t.timeout_s)
     _in(f"{key}.ui_port", t.ui_port, 1, 65535, "must be a TCP port in [1, 65535]")
@@ -151,7 +151,7 @@ DATA_KINDS = ("simulator", "table")
 SEPARATORS = ("", ",", ";", "\t", "|")
 
 
-def check_data(d: Any, key: str, cfg: Any) -> None:
+def check_data(d: DataConfig, key: str, cfg: Config) -> None:
     if d.sep not in SEPARATORS:
         _fail(f"{key}.sep", "must be empty (detect) or one of , ; | and a tab", d.sep)
     if d.kind not in DATA_KINDS:
@@ -179,8 +179,8 @@ def check_data(d: Any, key: str, cfg: Any) -> None:
         f"must lie in [0, {MAX_PARALLEL}] (0: automatic)",
     )
     for name in ("valid_frac", "oot_frac"):
-        if not 0 < _finite(f"{key}.{name}", d[name]) < 0.5:
-            _fail(f"{key}.{name}", "must lie in (0, 0.5)", d[name])
+        if not 0 < _finite(f"{key}.{name}", getattr(d, name)) < 0.5:
+            _fail(f"{key}.{name}", "must lie in (0, 0.5)", getattr(d, name))
     if d.monotone is not None and not hasattr(d.monotone, "items"):
         _fail(f"{key}.monotone", "must be a mapping {column: 1 or -1}", d.monotone)
     for column, direction in (d.monotone or {}).items():
@@ -195,7 +195,7 @@ def check_data(d: Any, key: str, cfg: Any) -> None:
         )
 
 
-def _last_month(cfg: Any) -> int:
+def _last_month(cfg: Config) -> int:
     """The last month of the simulated world (a generous bound when the data is a table)."""
     return int(cfg.data.n_months) - 1 if cfg.data.kind == "simulator" else 239
 
@@ -323,7 +323,17 @@ _SIM_LOG_SPREADS = ("frailty_sd", "noise_sd", "community_sd")
 _SIM_WINDOW_MONTHS = {"stop_earlier_months": 9, "competition_months": 6}
 
 
-def check_simulator(s: Any, key: str, cfg: Any) -> None:
+def as_simulator(node: Any) -> SimulatorConfig:
+    """The ``simulator`` group as the plain dataclass the simulator core reads."""
+    obj = OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
+    if not isinstance(obj, SimulatorConfig):
+        raise ConfigError(
+            f"config group 'simulator' is a {type(obj).__name__}, not a SimulatorConfig"
+        )
+    return obj
+
+
+def check_simulator(s: SimulatorConfig, key: str, cfg: Config) -> None:
     """Ranges of the world's rates and thresholds, then the month keys against the horizon."""
     if s.chunk_size <= 0:
         _fail(f"{key}.chunk_size", "must be positive", s.chunk_size)
@@ -376,7 +386,7 @@ def first_month(s: Any) -> int:
     return -int(s.burn_in) if s.acquisition == "continuous" else 0
 
 
-def _check_simulator_months(s: Any, key: str, cfg: Any) -> None:
+def _check_simulator_months(s: SimulatorConfig, key: str, cfg: Config) -> None:
     """Keys counted in months: inside the horizon, or inside the monitoring window."""
     last = _last_month(cfg)
     horizon = f"must lie in [1, {last + 1}] (data.n_months)"
@@ -395,9 +405,9 @@ def _check_simulator_months(s: Any, key: str, cfg: Any) -> None:
     _in(f"{key}.competitor_midpoint", s.competitor_midpoint, first, last + 1)
     for name, window in _SIM_WINDOW_MONTHS.items():
         rule = f"counts months of {window}: must lie in [0, {window}]"
-        _in(f"{key}.{name}", s[name], 0, window, rule)
+        _in(f"{key}.{name}", getattr(s, name), 0, window, rule)
     for name in ("thin_months", "review_grace_months"):
-        _in(f"{key}.{name}", s[name], 0, last + 1)
+        _in(f"{key}.{name}", getattr(s, name), 0, last + 1)
     if cfg.data.kind == "simulator" and not first <= s.tightening_month <= last:
         rule = f"must lie inside the simulated months [{first}, {last}] (burn-in included)"
         _fail(f"{key}.tightening_month", rule, s.tightening_month)
@@ -438,7 +448,7 @@ class FeaturesConfig:
     select: bool = False  # table mode: drop what the IV / PSI / correlation screening names
 
 
-def check_features(f: Any, key: str, cfg: Any) -> None:
+def check_features(f: FeaturesConfig, key: str, cfg: Config) -> None:
     if f.horizon < 1:
         _fail(f"{key}.horizon", "must be at least 1 month", f.horizon)
     if f.fund_days < 0:
@@ -529,10 +539,10 @@ class ScorecardConfig:
     min_iv: float = 0.02  # features below this information value are left out
 
 
-def check_scorecard(sc: Any, key: str, cfg: Any) -> None:
+def check_scorecard(sc: ScorecardConfig, key: str, cfg: Config) -> None:
     for name in ("pdo", "base_odds"):
-        if not _finite(f"{key}.{name}", sc[name]) > 0:
-            _fail(f"{key}.{name}", "pdo and base_odds must be positive", sc[name])
+        if not _finite(f"{key}.{name}", getattr(sc, name)) > 0:
+            _fail(f"{key}.{name}", "pdo and base_odds must be positive", getattr(sc, name))
     _finite(f"{key}.base_score", sc.base_score)  # any number of points
     if sc.max_bins < 2:
         _fail(f"{key}.max_bins", "must be at least 2", sc.max_bins)
@@ -571,7 +581,7 @@ CALIBRATIONS = ("isotonic", "platt", "beta", "auto", "none")
 _ALIAS = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def check_model(m: Any, key: str, cfg: Any) -> None:
+def check_model(m: ModelConfig, key: str, cfg: Config) -> None:
     _in(f"{key}.tune_seconds", m.tune_seconds, 0, 86_400, "must lie in [0, 86400] seconds")
     if m.objective not in OBJECTIVES:
         _fail(
@@ -595,8 +605,8 @@ def check_model(m: Any, key: str, cfg: Any) -> None:
         f"{key}.min_child_samples", m.min_child_samples, 0, "must not be negative (rows per leaf)"
     )
     for name in ("feature_fraction", "bagging_fraction"):
-        if not 0 < _finite(f"{key}.{name}", m[name]) <= 1:
-            _fail(f"{key}.{name}", "must lie in (0, 1]", m[name])
+        if not 0 < _finite(f"{key}.{name}", getattr(m, name)) <= 1:
+            _fail(f"{key}.{name}", "must lie in (0, 1]", getattr(m, name))
     _at_least(
         f"{key}.bagging_freq", m.bagging_freq, 0, "must not be negative (0 turns bagging off)"
     )
@@ -651,19 +661,23 @@ EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_explain(e: Any, key: str, cfg: Any) -> None:
+def check_explain(e: ExplainConfig, key: str, cfg: Config) -> None:
     _in(f"{key}.plot_sample", e.plot_sample, 1, 10_000)
     if e.top_k < 1:
         _fail(f"{key}.top_k", "must be at least 1", e.top_k)
     for name, known in EXPLAIN_CHOICES.items():
-        _one_of(f"{key}.{name}", e[name], known)
+        _one_of(f"{key}.{name}", getattr(e, name), known)
     if e.learn_rows < 1:
         _fail(f"{key}.learn_rows", "must be at least 1", e.learn_rows)
     if e.max_rows < 1:
         _fail(f"{key}.max_rows", "must be at least 1", e.max_rows)
     for name in ("dependence_top", "advice_rows"):
-        if e[name] < 0:
-            _fail(f"{key}.{name}", "dependence_top and advice_rows must not be negative", e[name])
+        if getattr(e, name) < 0:
+            _fail(
+                f"{key}.{name}",
+                "dependence_top and advice_rows must not be negative",
+                getattr(e, name),
+            )
     _open_unit(f"{key}.advice_threshold", e.advice_threshold)
     if e.world_rows < 0:
         _fail(f"{key}.world_rows", "must not be negative (0: no world test)", e.world_rows)
@@ -695,7 +709,7 @@ class BenchConfig:
 BENCH_ROWS = ("generate", "features", "train", "explain", "end_to_end")
 
 
-def check_bench(b: Any, key: str, cfg: Any) -> None:
+def check_bench(b: BenchConfig, key: str, cfg: Config) -> None:
     if b.n_borrowers <= 0:
         _fail(f"{key}.n_borrowers", "must be positive", b.n_borrowers)
     if b.n_borrowers > MAX_BORROWERS:
@@ -727,7 +741,7 @@ class ScoreConfig:
 MODEL_SOURCES = ("auto", "registry", "local")
 
 
-def check_score(sc: Any, key: str, cfg: Any) -> None:
+def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
     cuts = list(sc.tier_cuts)
     for c in cuts:
         _finite(f"{key}.tier_cuts", c)
@@ -786,7 +800,7 @@ _POLICY_SHARES = (
 )
 
 
-def check_policy(po: Any, key: str, cfg: Any) -> None:
+def check_policy(po: PolicyConfig, key: str, cfg: Config) -> None:
     thresholds = list(po.thresholds)
     for t in thresholds:
         _finite(f"{key}.thresholds", t)
@@ -804,7 +818,7 @@ def check_policy(po: Any, key: str, cfg: Any) -> None:
             po.horizon,
         )
     for name in _POLICY_SHARES:
-        _share(f"{key}.{name}", po[name])
+        _share(f"{key}.{name}", getattr(po, name))
     if not _finite(f"{key}.raise_factor", po.raise_factor) >= 1.0:
         _fail(f"{key}.raise_factor", "must be >= 1 (with a non-negative uplift)", po.raise_factor)
     _at_least(f"{key}.raise_revenue_uplift", po.raise_revenue_uplift, 0.0, "must not be negative")
@@ -836,13 +850,17 @@ ENGINE_KINDS = ("local", "dask")
 _MEMORY = re.compile(r"auto|\d+(\.\d+)?(e\d+)?\s*([kmgtp]i?b?|b)?", re.IGNORECASE)
 
 
-def check_engine(en: Any, key: str, cfg: Any) -> None:
+def check_engine(en: EngineConfig, key: str, cfg: Config) -> None:
     if en.kind not in ENGINE_KINDS:
         _fail(f"{key}.kind", "must be 'local' or 'dask'", en.kind)
     for name in ("n_workers", "threads_per_worker"):
-        if en[name] < 1:
-            _fail(f"{key}.{name}", "workers and threads per worker must be at least 1", en[name])
-        _in(f"{key}.{name}", en[name], 1, MAX_PARALLEL)
+        if getattr(en, name) < 1:
+            _fail(
+                f"{key}.{name}",
+                "workers and threads per worker must be at least 1",
+                getattr(en, name),
+            )
+        _in(f"{key}.{name}", getattr(en, name), 1, MAX_PARALLEL)
     if not _MEMORY.fullmatch(str(en.memory_limit).strip()):
         _fail(
             f"{key}.memory_limit",
@@ -910,10 +928,10 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
 )
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Config) -> None:
     """Reject out-of-range values before any work, naming the key."""
     for group, check in GROUP_CHECKS:
-        check(cfg[group], group, cfg)
+        check(getattr(cfg, group), group, cfg)
     _one_of("lock", cfg.lock, LOCK_MODES)
 
 

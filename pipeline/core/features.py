@@ -14,7 +14,11 @@ depend on the block size or on the number of threads.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from enum import IntEnum, auto, unique
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +33,7 @@ from pipeline.base.causes import (
     OCCUPATIONS,
     OVERDUE,
 )
-from pipeline.base.registry import FEATURE_NAMES
+from pipeline.base.registry import FEATURE_NAMES, FEATURES
 
 NEVER = np.iinfo(np.int16).max  # "this never happened" for first-event months
 PRIOR = -1  # "this happened before month 0", the first recorded month
@@ -65,110 +69,181 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- dense layout
 
-# small-integer columns (int16), per borrower and month
-_CNT = (
-    "on_book",  # 1 where account_months has a row
-    "n_draws",
-    "n_early_repay",
-    "frozen",
-    "ext_cards",
-    "ext_loans",
-    "ext_new_accounts",
-    "ext_inquiries",
-    "months_since_ext_activity",
-    "consumption_on",  # 1 where consumption_months has a row
-    "line_increase",
-    "line_decrease",
-    "freeze",
+
+class _Rows(IntEnum):
+    """Rows of a dense array, numbered 0, 1, 2, ... in the order their names are written.
+
+    The compiled functions read a member (``out[Slot.tenure, r]``) as the constant it
+    stands for: numba freezes an ``IntEnum`` member to its value when it compiles, so a
+    name costs nothing against a literal row number.
+    """
+
+    @staticmethod
+    def _generate_next_value_(name: str, start: int, count: int, last_values: list[Any]) -> int:
+        return count
+
+
+@unique
+class Cnt(_Rows):
+    """Small-integer columns (int16) of the ``cnt`` cube, per borrower and month."""
+
+    on_book = auto()  # 1 where account_months has a row
+    n_draws = auto()
+    n_early_repay = auto()
+    frozen = auto()
+    ext_cards = auto()
+    ext_loans = auto()
+    ext_new_accounts = auto()
+    ext_inquiries = auto()
+    months_since_ext_activity = auto()
+    consumption_on = auto()  # 1 where consumption_months has a row
+    line_increase = auto()
+    line_decrease = auto()
+    freeze = auto()
+
+
+@unique
+class Flt(_Rows):
+    """float32 columns of the ``flt`` cube, as stored in the raw tables."""
+
+    line = auto()
+    draw_amount = auto()
+    balance = auto()
+    interest_paid = auto()
+    ext_utilisation = auto()
+    spend_daily = auto()
+    spend_durables = auto()
+    spend_services = auto()
+    spend_weekly_cv = auto()
+    competitor_baitiao = auto()
+    competitor_fenfu = auto()
+
+
+#: the consumption_months columns of the ``flt`` cube
+_CONSUMPTION_FLT = (
+    Flt.spend_daily,
+    Flt.spend_durables,
+    Flt.spend_services,
+    Flt.spend_weekly_cv,
+    Flt.competitor_baitiao,
+    Flt.competitor_fenfu,
 )
-# float32 columns, as stored in the raw tables
-_FLT = (
-    "line",
-    "draw_amount",
-    "balance",
-    "interest_paid",
-    "ext_utilisation",
-    "spend_daily",
-    "spend_durables",
-    "spend_services",
-    "spend_weekly_cv",
-    "competitor_baitiao",
-    "competitor_fenfu",
-)
-# float64 sums of fund flows: one per channel, then the fast securities / other-lender parts
-_N_FLOW = len(CHANNELS) + 2
-_C = {name: j for j, name in enumerate(_CNT)}
-_F = {name: j for j, name in enumerate(_FLT)}
+
+# float64 sums of fund flows (the ``flows`` cube): one row per channel, in CHANNELS order,
+# then the fast (within fund_days of the draw) securities and other-lender parts
+_N_CHANNELS = len(CHANNELS)
+_FAST_SEC = _N_CHANNELS
+_FAST_OTH = _N_CHANNELS + 1
+_N_FLOW = _N_CHANNELS + 2
 _SEC, _OTH = CHANNELS.index("securities"), CHANNELS.index("other_lender")
 _BUS, _CONS = CHANNELS.index("business"), CHANNELS.index("consumption")
 
+
+@unique
+class Slot(_Rows):
+    """The compiled pass's output rows, one per feature, in the registry's order."""
+
+    months_since_last_draw = auto()
+    draw_months_3 = auto()
+    draw_months_6 = auto()
+    draw_months_12 = auto()
+    n_draws_3 = auto()
+    n_draws_6 = auto()
+    n_draws_12 = auto()
+    draw_amount_3 = auto()
+    draw_amount_6 = auto()
+    draw_amount_12 = auto()
+    draw_trend = auto()
+    longest_idle_12 = auto()
+    util_mean_3 = auto()
+    util_mean_6 = auto()
+    util_mean_12 = auto()
+    util_max_12 = auto()
+    util_trend = auto()
+    util_now = auto()
+    reliance_3 = auto()
+    stop_watch_1 = auto()
+    stop_watch_2 = auto()
+    draw_months_9 = auto()
+    revolving_share_6 = auto()
+    small_draw_share_12 = auto()
+    interest_paid_6 = auto()
+    interest_to_line_12 = auto()
+    early_repay_share_12 = auto()
+    line = auto()
+    line_to_initial = auto()
+    n_line_increases = auto()
+    n_line_decreases = auto()
+    n_freezes = auto()
+    months_since_line_change = auto()
+    tenure = auto()
+    frozen_now = auto()
+    months_since_cut_or_freeze = auto()
+    share_securities_k = auto()
+    share_other_lender_k = auto()
+    misuse_share_k = auto()
+    share_business_6 = auto()
+    share_consumption_6 = auto()
+    misuse_share_3 = auto()
+    noncons_share_3 = auto()
+    ext_active_products = auto()
+    ext_cards = auto()
+    ext_loans = auto()
+    months_since_ext_activity = auto()
+    ext_inquiries_6 = auto()
+    ext_new_accounts_12 = auto()
+    ext_utilisation = auto()
+    competitor_months_6 = auto()
+    competitor_share_6 = auto()
+    spend_level_6 = auto()
+    spend_volatility_6 = auto()
+    spend_trend = auto()
+    spend_weekly_cv_3 = auto()
+    spend_ratio_1 = auto()
+    spend_ratio_3 = auto()
+    weekly_cv_1 = auto()
+    weekly_cv_ratio_3 = auto()
+    idle_multihoming_6 = auto()
+    competition_watch_1 = auto()
+    competition_watch_2 = auto()
+    competition_watch_3 = auto()
+
+
+#: the registry families whose features the compiled pass computes (all of them)
+KERNEL_FAMILIES = ("behaviour", "fund_use", "external")
 #: features computed by the compiled pass, in the order of its output rows
-KERNEL_FEATURES: tuple[str, ...] = (
-    "months_since_last_draw",
-    "draw_months_3",
-    "draw_months_6",
-    "draw_months_12",
-    "n_draws_3",
-    "n_draws_6",
-    "n_draws_12",
-    "draw_amount_3",
-    "draw_amount_6",
-    "draw_amount_12",
-    "draw_trend",
-    "longest_idle_12",
-    "util_mean_3",
-    "util_mean_6",
-    "util_mean_12",
-    "util_max_12",
-    "util_trend",
-    "revolving_share_6",
-    "small_draw_share_12",
-    "interest_paid_6",
-    "interest_to_line_12",
-    "early_repay_share_12",
-    "line",
-    "line_to_initial",
-    "n_line_increases",
-    "n_line_decreases",
-    "n_freezes",
-    "months_since_line_change",
-    "tenure",
-    "frozen_now",
-    "share_securities_k",
-    "share_other_lender_k",
-    "misuse_share_k",
-    "share_business_6",
-    "share_consumption_6",
-    "ext_active_products",
-    "ext_cards",
-    "ext_loans",
-    "months_since_ext_activity",
-    "ext_inquiries_6",
-    "ext_new_accounts_12",
-    "ext_utilisation",
-    "competitor_months_6",
-    "competitor_share_6",
-    "spend_level_6",
-    "spend_volatility_6",
-    "spend_trend",
-    "spend_weekly_cv_3",
-    "misuse_share_3",
-    "noncons_share_3",
-    "util_now",
-    "reliance_3",
-    "stop_watch_1",
-    "stop_watch_2",
-    "draw_months_9",
-    "spend_ratio_1",
-    "spend_ratio_3",
-    "weekly_cv_1",
-    "weekly_cv_ratio_3",
-    "months_since_cut_or_freeze",
-    "idle_multihoming_6",
-    "competition_watch_1",
-    "competition_watch_2",
-    "competition_watch_3",
-)
+KERNEL_FEATURES: tuple[str, ...] = tuple(Slot.__members__)
+
+
+def _check_slots() -> None:
+    """The kernel's output rows must be the registry's features of its families, in order."""
+    expected = tuple(f.name for f in FEATURES if f.family in KERNEL_FAMILIES)
+    if KERNEL_FEATURES != expected:
+        missing = [n for n in expected if n not in KERNEL_FEATURES]
+        extra = [n for n in KERNEL_FEATURES if n not in expected]
+        first = next(
+            (k for k, (a, b) in enumerate(zip(KERNEL_FEATURES, expected, strict=False)) if a != b),
+            min(len(KERNEL_FEATURES), len(expected)),
+        )
+        raise ImportError(
+            "pipeline/core/features.py: the kernel's output slots (Slot) differ from "
+            f"pipeline/base/registry.py FEATURES of the families {KERNEL_FAMILIES}: "
+            f"missing slots {missing}, slots not in the registry {extra}, first difference "
+            f"at slot {first}; add, remove or reorder Slot members to follow the registry"
+        )
+
+
+_check_slots()
+
+
+def kernel_version() -> str:
+    """A digest of this module's source: the feature values change only when it does.
+
+    The features stage puts it in its cache key, so editing the kernel (or anything
+    else here) rebuilds the feature table instead of keeping the old one.
+    """
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
 
 # derived monthly series of one borrower (rows of the kernel's scratch array)
 (
@@ -307,14 +382,14 @@ def _features_of(
         last_change = -1.0
         last_cutfrz = -1.0
         for m in range(width):
-            on = np.float64(cnt[i, 0, m])
-            nd = np.float64(cnt[i, 1, m])
+            on = np.float64(cnt[i, Cnt.on_book, m])
+            nd = np.float64(cnt[i, Cnt.n_draws, m])
             drew = 1.0 if nd > 0 else 0.0
-            line = np.float64(flt[i, 0, m])
-            damt = np.float64(flt[i, 1, m])
-            bal = np.float64(flt[i, 2, m])
+            line = np.float64(flt[i, Flt.line, m])
+            damt = np.float64(flt[i, Flt.draw_amount, m])
+            bal = np.float64(flt[i, Flt.balance, m])
             util = bal / line if line > 0 else 0.0
-            bal_prev = np.float64(flt[i, 2, m - 1]) if m > 0 else 0.0
+            bal_prev = np.float64(flt[i, Flt.balance, m - 1]) if m > 0 else 0.0
             d[D_ON, m] = on
             d[D_DREW, m] = drew
             d[D_ND, m] = nd
@@ -323,33 +398,37 @@ def _features_of(
             d[D_UTIL, m] = util
             d[D_REVOLVE, m] = drew if bal_prev > 0 else 0.0
             d[D_SMALL, m] = drew if damt < small_ratio * max(line, 1.0) else 0.0
-            d[D_INTEREST, m] = np.float64(flt[i, 3, m])
-            d[D_EARLY, m] = np.float64(cnt[i, 2, m])
+            d[D_INTEREST, m] = np.float64(flt[i, Flt.interest_paid, m])
+            d[D_EARLY, m] = np.float64(cnt[i, Cnt.n_early_repay, m])
             total = flows[i, 0, m]
-            for c in range(1, _N_FLOW - 2):
+            for c in range(1, _N_CHANNELS):
                 total += flows[i, c, m]
             d[D_FTOTAL, m] = total
-            d[D_FSEC, m] = flows[i, _N_FLOW - 2, m]
-            d[D_FOTH, m] = flows[i, _N_FLOW - 1, m]
-            d[D_FMISUSE, m] = flows[i, _N_FLOW - 2, m] + flows[i, _N_FLOW - 1, m]
+            d[D_FSEC, m] = flows[i, _FAST_SEC, m]
+            d[D_FOTH, m] = flows[i, _FAST_OTH, m]
+            d[D_FMISUSE, m] = flows[i, _FAST_SEC, m] + flows[i, _FAST_OTH, m]
             d[D_FBUS, m] = flows[i, _BUS, m]
             d[D_FCONS, m] = flows[i, _CONS, m]
             d[D_FNONCONS, m] = total - flows[i, _CONS, m]
-            d[D_INQ, m] = np.float64(cnt[i, 7, m])
-            d[D_NEW, m] = np.float64(cnt[i, 6, m])
-            comp = np.float64(flt[i, 9, m]) + np.float64(flt[i, 10, m])
+            d[D_INQ, m] = np.float64(cnt[i, Cnt.ext_inquiries, m])
+            d[D_NEW, m] = np.float64(cnt[i, Cnt.ext_new_accounts, m])
+            comp = np.float64(flt[i, Flt.competitor_baitiao, m]) + np.float64(
+                flt[i, Flt.competitor_fenfu, m]
+            )
             d[D_COMP, m] = comp
             d[D_COMP_POS, m] = 1.0 if comp > 0 else 0.0
-            spend = (np.float64(flt[i, 5, m]) + np.float64(flt[i, 6, m])) + np.float64(flt[i, 7, m])
-            con = np.float64(cnt[i, 9, m])
+            spend = (
+                np.float64(flt[i, Flt.spend_daily, m]) + np.float64(flt[i, Flt.spend_durables, m])
+            ) + np.float64(flt[i, Flt.spend_services, m])
+            con = np.float64(cnt[i, Cnt.consumption_on, m])
             d[D_SPEND, m] = spend
             d[D_SPEND_CON, m] = spend * con
             d[D_CON, m] = con
-            d[D_WCV_CON, m] = np.float64(flt[i, 8, m]) * con
+            d[D_WCV_CON, m] = np.float64(flt[i, Flt.spend_weekly_cv, m]) * con
             d[D_IDLE, m] = (1.0 - drew) * on
-            inc = np.float64(cnt[i, 10, m])
-            dec = np.float64(cnt[i, 11, m])
-            frz = np.float64(cnt[i, 12, m])
+            inc = np.float64(cnt[i, Cnt.line_increase, m])
+            dec = np.float64(cnt[i, Cnt.line_decrease, m])
+            frz = np.float64(cnt[i, Cnt.freeze, m])
             cum_inc += inc
             cum_dec += dec
             cum_frz += frz
@@ -393,7 +472,7 @@ def _features_of(
             on6 = _wsum(d[D_ON], lo6, s)
             on12 = _wsum(d[D_ON], lo12, s)
             um3 = _mean(u3, on3)
-            line_now = np.float64(flt[i, 0, s])
+            line_now = np.float64(flt[i, Flt.line, s])
             drawn6 = _wsum(d[D_FTOTAL], lo6, s)
             con3 = _wsum(d[D_CON], lo3, s)
             con6 = _wsum(d[D_CON], lo6, s)
@@ -408,90 +487,104 @@ def _features_of(
             sc6 = _wsum(d[D_SPEND_CON], lo6, s)
             spend3 = _mean(sc3, con3)
             spend_prev3 = _div(sc6 - sc3, con6 - con3)
-            cards = np.float64(cnt[i, 4, s])
-            loans = np.float64(cnt[i, 5, s])
+            cards = np.float64(cnt[i, Cnt.ext_cards, s])
+            loans = np.float64(cnt[i, Cnt.ext_loans, s])
 
-            out[0, r] = msld
-            out[1, r] = dm3
-            out[2, r] = dm6
-            out[3, r] = dm12
-            out[4, r] = _wsum(d[D_ND], lo3, s)
-            out[5, r] = _wsum(d[D_ND], lo6, s)
-            out[6, r] = _wsum(d[D_ND], lo12, s)
-            out[7, r] = _wsum(d[D_DAMT], lo3, s)
-            out[8, r] = _wsum(d[D_DAMT], lo6, s)
-            out[9, r] = _wsum(d[D_DAMT], lo12, s)
-            out[10, r] = recent_rate - earlier_rate
-            out[11, r] = best
-            out[12, r] = um3
-            out[13, r] = _mean(_wsum(d[D_UTIL_ON], lo6, s), on6)
-            out[14, r] = _mean(u12, on12)
-            out[15, r] = umax
-            out[16, r] = um3 - _div(u12 - u3, on12 - on3)
-            out[17, r] = _div(_wsum(d[D_REVOLVE], lo6, s), on6)
-            out[18, r] = _div(_wsum(d[D_SMALL], lo12, s), dm12)
-            out[19, r] = _wsum(d[D_INTEREST], lo6, s)
-            out[20, r] = _div(_wsum(d[D_INTEREST], lo12, s), line_now)
-            out[21, r] = _div(_wsum(d[D_EARLY], lo12, s), on12)
-            out[22, r] = line_now
-            out[23, r] = _div(line_now, initial_line[i])
-            out[24, r] = d[D_CUM_INC, s]
-            out[25, r] = d[D_CUM_DEC, s]
-            out[26, r] = d[D_CUM_FRZ, s]
-            out[27, r] = min(s - last_change, EVENT_CAP) if last_change >= 0 else EVENT_CAP
-            out[28, r] = tenure
-            out[29, r] = np.float64(cnt[i, 3, s])
-            out[30, r] = _div(_wsum(d[D_FSEC], lo6, s), drawn6)
-            out[31, r] = _div(_wsum(d[D_FOTH], lo6, s), drawn6)
-            out[32, r] = _div(_wsum(d[D_FMISUSE], lo6, s), drawn6)
-            out[33, r] = _div(_wsum(d[D_FBUS], lo6, s), drawn6)
-            out[34, r] = _div(_wsum(d[D_FCONS], lo6, s), drawn6)
-            out[35, r] = cards + loans
-            out[36, r] = cards
-            out[37, r] = loans
-            out[38, r] = np.float64(cnt[i, 8, s])
-            out[39, r] = _wsum(d[D_INQ], lo6, s)
-            out[40, r] = _wsum(d[D_NEW], lo12, s)
-            out[41, r] = np.float64(flt[i, 4, s])
-            out[42, r] = _wsum(d[D_COMP_POS], lo6, s)
-            out[43, r] = _div(_wsum(d[D_COMP], lo6, s), spend6)
-            out[44, r] = mean6
-            out[45, r] = _div(np.sqrt(var6), mean6)
-            out[46, r] = _div(spend3 - spend_prev3, spend_prev3)
-            out[47, r] = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
+            out[Slot.months_since_last_draw, r] = msld
+            out[Slot.draw_months_3, r] = dm3
+            out[Slot.draw_months_6, r] = dm6
+            out[Slot.draw_months_12, r] = dm12
+            out[Slot.n_draws_3, r] = _wsum(d[D_ND], lo3, s)
+            out[Slot.n_draws_6, r] = _wsum(d[D_ND], lo6, s)
+            out[Slot.n_draws_12, r] = _wsum(d[D_ND], lo12, s)
+            out[Slot.draw_amount_3, r] = _wsum(d[D_DAMT], lo3, s)
+            out[Slot.draw_amount_6, r] = _wsum(d[D_DAMT], lo6, s)
+            out[Slot.draw_amount_12, r] = _wsum(d[D_DAMT], lo12, s)
+            out[Slot.draw_trend, r] = recent_rate - earlier_rate
+            out[Slot.longest_idle_12, r] = best
+            out[Slot.util_mean_3, r] = um3
+            out[Slot.util_mean_6, r] = _mean(_wsum(d[D_UTIL_ON], lo6, s), on6)
+            out[Slot.util_mean_12, r] = _mean(u12, on12)
+            out[Slot.util_max_12, r] = umax
+            out[Slot.util_trend, r] = um3 - _div(u12 - u3, on12 - on3)
+            out[Slot.revolving_share_6, r] = _div(_wsum(d[D_REVOLVE], lo6, s), on6)
+            out[Slot.small_draw_share_12, r] = _div(_wsum(d[D_SMALL], lo12, s), dm12)
+            out[Slot.interest_paid_6, r] = _wsum(d[D_INTEREST], lo6, s)
+            out[Slot.interest_to_line_12, r] = _div(_wsum(d[D_INTEREST], lo12, s), line_now)
+            out[Slot.early_repay_share_12, r] = _div(_wsum(d[D_EARLY], lo12, s), on12)
+            out[Slot.line, r] = line_now
+            out[Slot.line_to_initial, r] = _div(line_now, initial_line[i])
+            out[Slot.n_line_increases, r] = d[D_CUM_INC, s]
+            out[Slot.n_line_decreases, r] = d[D_CUM_DEC, s]
+            out[Slot.n_freezes, r] = d[D_CUM_FRZ, s]
+            out[Slot.months_since_line_change, r] = (
+                min(s - last_change, EVENT_CAP) if last_change >= 0 else EVENT_CAP
+            )
+            out[Slot.tenure, r] = tenure
+            out[Slot.frozen_now, r] = np.float64(cnt[i, Cnt.frozen, s])
+            out[Slot.share_securities_k, r] = _div(_wsum(d[D_FSEC], lo6, s), drawn6)
+            out[Slot.share_other_lender_k, r] = _div(_wsum(d[D_FOTH], lo6, s), drawn6)
+            out[Slot.misuse_share_k, r] = _div(_wsum(d[D_FMISUSE], lo6, s), drawn6)
+            out[Slot.share_business_6, r] = _div(_wsum(d[D_FBUS], lo6, s), drawn6)
+            out[Slot.share_consumption_6, r] = _div(_wsum(d[D_FCONS], lo6, s), drawn6)
+            out[Slot.ext_active_products, r] = cards + loans
+            out[Slot.ext_cards, r] = cards
+            out[Slot.ext_loans, r] = loans
+            out[Slot.months_since_ext_activity, r] = np.float64(
+                cnt[i, Cnt.months_since_ext_activity, s]
+            )
+            out[Slot.ext_inquiries_6, r] = _wsum(d[D_INQ], lo6, s)
+            out[Slot.ext_new_accounts_12, r] = _wsum(d[D_NEW], lo12, s)
+            out[Slot.ext_utilisation, r] = np.float64(flt[i, Flt.ext_utilisation, s])
+            out[Slot.competitor_months_6, r] = _wsum(d[D_COMP_POS], lo6, s)
+            out[Slot.competitor_share_6, r] = _div(_wsum(d[D_COMP], lo6, s), spend6)
+            out[Slot.spend_level_6, r] = mean6
+            out[Slot.spend_volatility_6, r] = _div(np.sqrt(var6), mean6)
+            out[Slot.spend_trend, r] = _div(spend3 - spend_prev3, spend_prev3)
+            out[Slot.spend_weekly_cv_3, r] = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
             # the platform's own three-month window of fund use
             drawn3 = _wsum(d[D_FTOTAL], lo3, s)
-            out[48, r] = _div(_wsum(d[D_FMISUSE], lo3, s), drawn3)
-            out[49, r] = _div(_wsum(d[D_FNONCONS], lo3, s), drawn3)
-            out[50, r] = d[D_UTIL, s]
-            out[51, r] = um3 * (1.0 if dm3 >= 2 else 0.0) * (2.0 if loans >= 3 else 1.0)
+            out[Slot.misuse_share_3, r] = _div(_wsum(d[D_FMISUSE], lo3, s), drawn3)
+            out[Slot.noncons_share_3, r] = _div(_wsum(d[D_FNONCONS], lo3, s), drawn3)
+            out[Slot.util_now, r] = d[D_UTIL, s]
+            out[Slot.reliance_3, r] = (
+                um3 * (1.0 if dm3 >= 2 else 0.0) * (2.0 if loans >= 3 else 1.0)
+            )
             # the nine "earlier" months of the reviews one and two months ahead, where the
             # months of their recent three already seen had no draw; three months ahead
             drew_last2 = d[D_DREW, s] + (d[D_DREW, s - 1] if s >= 1 else 0.0)
             sw1 = _wsum(d[D_DREW], max(0, s - 10), s - 2)
             sw2 = _wsum(d[D_DREW], max(0, s - 9), s - 1)
-            out[52, r] = sw1 if drew_last2 == 0 else 0.0
-            out[53, r] = sw2 if d[D_DREW, s] == 0 else 0.0
-            out[54, r] = _wsum(d[D_DREW], max(0, s - 8), s)
+            out[Slot.stop_watch_1, r] = sw1 if drew_last2 == 0 else 0.0
+            out[Slot.stop_watch_2, r] = sw2 if d[D_DREW, s] == 0 else 0.0
+            out[Slot.draw_months_9, r] = _wsum(d[D_DREW], max(0, s - 8), s)
             # spending and its weekly variability against the borrower's own months
             # s-11 .. s-3 (1 where there is no such past)
             past_n = _wsum(d[D_CON], lo12, s - 3)
             past_sp = _mean(_wsum(d[D_SPEND_CON], lo12, s - 3), past_n)
             past_cv = _mean(_wsum(d[D_WCV_CON], lo12, s - 3), past_n)
-            out[55, r] = d[D_SPEND_CON, s] / past_sp if past_sp > 0 else 1.0
-            out[56, r] = spend3 / past_sp if past_sp > 0 else 1.0
-            out[57, r] = d[D_WCV_CON, s]
+            out[Slot.spend_ratio_1, r] = d[D_SPEND_CON, s] / past_sp if past_sp > 0 else 1.0
+            out[Slot.spend_ratio_3, r] = spend3 / past_sp if past_sp > 0 else 1.0
+            out[Slot.weekly_cv_1, r] = d[D_WCV_CON, s]
             wcv3 = _mean(_wsum(d[D_WCV_CON], lo3, s), con3)
-            out[58, r] = wcv3 / past_cv if past_cv > 0 else 1.0
+            out[Slot.weekly_cv_ratio_3, r] = wcv3 / past_cv if past_cv > 0 else 1.0
             last_cf = int(d[D_LAST_CUTFRZ, s])
-            out[59, r] = min(s - last_cf, EVENT_CAP) if last_cf >= 0 else EVENT_CAP
-            out[60, r] = _wsum(d[D_COMP_POS], lo6, s) if dm6 <= 1 else 0.0
-            # the seen part (months s-5+j .. s) of the six-month window of the review j
-            # months ahead: months on competing products, when at most one had a draw
-            for j in range(1, 4):
-                lo_j = max(0, s - 5 + j)
-                seen = _wsum(d[D_COMP_POS], lo_j, s)
-                out[60 + j, r] = seen if _wsum(d[D_DREW], lo_j, s) <= 1 else 0.0
+            out[Slot.months_since_cut_or_freeze, r] = (
+                min(s - last_cf, EVENT_CAP) if last_cf >= 0 else EVENT_CAP
+            )
+            out[Slot.idle_multihoming_6, r] = _wsum(d[D_COMP_POS], lo6, s) if dm6 <= 1 else 0.0
+            out[Slot.competition_watch_1, r] = _competition_watch(d, s, 1)
+            out[Slot.competition_watch_2, r] = _competition_watch(d, s, 2)
+            out[Slot.competition_watch_3, r] = _competition_watch(d, s, 3)
+
+
+@njit(cache=True, inline="always")
+def _competition_watch(d, s, j):  # pragma: no cover - compiled
+    """The seen part (months s-5+j .. s) of the six-month window of the review ``j``
+    months ahead: months on competing products, when at most one had a draw."""
+    lo_j = max(0, s - 5 + j)
+    seen = _wsum(d[D_COMP_POS], lo_j, s)
+    return seen if _wsum(d[D_DREW], lo_j, s) <= 1 else 0.0
 
 
 def _np(table: pa.Table, col: str) -> np.ndarray:
@@ -617,18 +710,18 @@ def _month_cubes(
     raw: dict[str, pa.Table], lo: int, n: int, M: int, spec: FeatureSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Borrower x column x month arrays of counts, amounts and fund flows by channel."""
-    cnt = np.zeros((n, len(_CNT), M), dtype=np.int16)
-    flt = np.zeros((n, len(_FLT), M), dtype=np.float32)
+    cnt = np.zeros((n, len(Cnt), M), dtype=np.int16)
+    flt = np.zeros((n, len(Flt), M), dtype=np.float32)
     flows = np.zeros((n, _N_FLOW, M), dtype=np.float64)
 
     am = raw["account_months"]
     ai = _np(am, "borrower_id") - lo
     amo = _np(am, "month").astype(np.int64)
-    cnt[ai, _C["on_book"], amo] = 1
+    cnt[ai, Cnt.on_book, amo] = 1
     for col in ("n_draws", "n_early_repay", "frozen"):
-        cnt[ai, _C[col], amo] = _np(am, col)
+        cnt[ai, Cnt[col], amo] = _np(am, col)
     for col in ("line", "draw_amount", "balance", "interest_paid"):
-        flt[ai, _F[col], amo] = _np(am, col)
+        flt[ai, Flt[col], amo] = _np(am, col)
 
     bu = raw["bureau_months"]
     bi = _np(bu, "borrower_id") - lo
@@ -640,15 +733,15 @@ def _month_cubes(
         "ext_inquiries",
         "months_since_ext_activity",
     ):
-        cnt[bi, _C[col], bmo] = _np(bu, col)
-    flt[bi, _F["ext_utilisation"], bmo] = _np(bu, "ext_utilisation")
+        cnt[bi, Cnt[col], bmo] = _np(bu, col)
+    flt[bi, Flt.ext_utilisation, bmo] = _np(bu, "ext_utilisation")
 
     co = raw["consumption_months"]
     ci = _np(co, "borrower_id") - lo
     cmo = _np(co, "month").astype(np.int64)
-    cnt[ci, _C["consumption_on"], cmo] = 1
-    for col in _FLT[5:]:
-        flt[ci, _F[col], cmo] = _np(co, col)
+    cnt[ci, Cnt.consumption_on, cmo] = 1
+    for row in _CONSUMPTION_FLT:
+        flt[ci, row, cmo] = _np(co, row.name)
 
     fl = raw["fund_flows"]
     fi = _np(fl, "borrower_id") - lo
@@ -658,8 +751,8 @@ def _month_cubes(
     fast = _np(fl, "days_after_draw") <= spec.fund_days
     everything = np.ones(len(fi), dtype=np.bool_)
     _scatter_add(flows, fi, fch, fm, famt, everything)
-    _scatter_add(flows, fi, np.full(len(fi), _N_FLOW - 2), fm, famt, fast & (fch == _SEC))
-    _scatter_add(flows, fi, np.full(len(fi), _N_FLOW - 1), fm, famt, fast & (fch == _OTH))
+    _scatter_add(flows, fi, np.full(len(fi), _FAST_SEC), fm, famt, fast & (fch == _SEC))
+    _scatter_add(flows, fi, np.full(len(fi), _FAST_OTH), fm, famt, fast & (fch == _OTH))
 
     ev = raw["platform_events"]
     ei = _np(ev, "borrower_id") - lo
@@ -667,7 +760,7 @@ def _month_cubes(
     etype = _codes(ev.column("event"), EVENTS)
     for name in ("line_increase", "line_decrease", "freeze"):
         hit = etype == EVENTS.index(name)
-        np.add.at(cnt, (ei[hit], _C[name], emo[hit]), 1)
+        np.add.at(cnt, (ei[hit], Cnt[name], emo[hit]), 1)
     return cnt, flt, flows
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.base.causes import AGE_BANDS, CAUSES, CHANNELS, EVENTS, OCCUPATIONS, OVERDUE
-from pipeline.base.config import first_month
+from pipeline.base.config import SimulatorConfig, first_month
 from pipeline.base.errors import PipelineError
 
 N_CAUSES = len(CAUSES)
@@ -202,7 +202,7 @@ class WorldSpec:
     n_borrowers: int
     n_months: int
     seed: int
-    sim: Any  # SimulatorConfig-like object (attribute access)
+    sim: SimulatorConfig  # or its OmegaConf node (attribute access)
     oracle_snapshots: tuple[int, ...] = ()
     horizon: int = 3
 
@@ -244,13 +244,13 @@ def macro_table(spec: WorldSpec) -> pa.Table:
     )
 
 
-def regime_level(sim: Any, month: np.ndarray | int) -> np.ndarray:
+def regime_level(sim: SimulatorConfig, month: np.ndarray | int) -> np.ndarray:
     """0 before any tightening, 1 during the pilot phase, 2 once tightening is in full force."""
     m = np.asarray(month)
     return (m >= sim.pilot_month).astype(np.int8) + (m >= sim.tightening_month).astype(np.int8)
 
 
-def regime_strength(sim: Any, month: int) -> float:
+def regime_strength(sim: SimulatorConfig, month: int) -> float:
     """How hard the tightening bites in ``month`` (a multiplier of the policy signal)."""
     level = int(regime_level(sim, month))
     return sim.tightening_strength * (0.0, sim.pilot_strength, 1.0)[level]
@@ -723,7 +723,7 @@ def _step(
     return out
 
 
-def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Behaviour:
+def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator) -> _Behaviour:
     idx, n, u = mo.idx, mo.n, mo.u
     # 1. sudden stops: a latent change in the borrower's life, not visible as such
     stopped = st.stopped_left[idx] > 0
@@ -778,7 +778,9 @@ def _behaviour(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Beh
     )
 
 
-def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Money:
+def _money(
+    s: SimulatorConfig, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator
+) -> _Money:
     idx, n, u = mo.idx, mo.n, mo.u
     # 4. where the money goes
     w = np.stack(
@@ -836,7 +838,7 @@ def _money(s: Any, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generat
     )
 
 
-def _bureau(s: Any, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau:
+def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau:
     idx, n, u = mo.idx, mo.n, mo.u
     # 7. external credit (bureau)
     eng = st.ext_eng[idx]

@@ -453,6 +453,8 @@ def features(cfg: Config, tracker: Tracker) -> FeaturesResult:
         "tightening": int(cfg.simulator.tightening_month),
         "n_months": int(cfg.data.n_months),
         "inputs": inputs_digest(raw_files),
+        "feature_names": list(FEATURE_NAMES),
+        "kernel": feat_core.kernel_version(),
         "version": 2,  # 2: contacts closed in the last 12 months; burn-in closures known
     }
     outputs = [out, reg_path, stab_path]

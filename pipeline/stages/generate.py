@@ -17,7 +17,7 @@ from pipeline.adapters import distributed
 from pipeline.adapters.catalog import RAW, TRUTH, Catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import ALL_CAUSES, OVERDUE
-from pipeline.base.config import generation_jobs
+from pipeline.base.config import as_simulator, generation_jobs
 from pipeline.base.io import atomic_path
 from pipeline.base.progress import progress
 from pipeline.core import book as book_core
@@ -26,7 +26,7 @@ from pipeline.stages.common import Result, say, up_to_date, write_manifest
 
 
 def world_spec(cfg: Any) -> sim_core.WorldSpec:
-    sim = OmegaConf.to_object(cfg.simulator)
+    sim = as_simulator(cfg.simulator)
     return sim_core.WorldSpec(
         n_borrowers=sim_core.world_size(int(cfg.data.n_borrowers), sim, int(cfg.data.n_months)),
         n_months=int(cfg.data.n_months),

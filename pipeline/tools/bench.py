@@ -121,7 +121,7 @@ def check_rows(rows: list[str]) -> list[str]:
     return chosen
 
 
-def _run_config(cfg: Any, work: Path, tracking: bool) -> Any:
+def _run_config(cfg: Config, work: Path, tracking: bool) -> Any:
     """A resolved copy of ``cfg`` that writes under ``work`` and recomputes every stage."""
 
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -221,7 +221,7 @@ def _wrap_timer(module: Any, name: str, acc: dict[str, float], key: str) -> None
 # Each runs in its own process: imports first, then the clock, then any checks.
 
 
-def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _generate_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     # the runners package exports the stage function under the module's own name
     gen_runner = importlib.import_module("pipeline.stages.generate")
@@ -243,7 +243,7 @@ def _generate_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _generate_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     count = int(task["random_numbers"])
     out = Path(task["work"]) / "reference" / "random.parquet"
@@ -263,13 +263,13 @@ def _generate_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "random_numbers": count}
 
 
-def sql_params(cfg: Any) -> Any:
+def sql_params(cfg: Config) -> Any:
     """The SQL reference's parameters: the same values as the feature stage's spec."""
 
     return SqlFeatureParams(**asdict(feature_spec(cfg)))
 
 
-def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _features_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     parts: dict[str, float] = {}
     _wrap_timer(featurize, "read_raw", parts, "read_validate_s")
@@ -282,7 +282,7 @@ def _features_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "rows": int(res.rows), **parts}
 
 
-def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _features_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     out = Path(task["work"]) / "reference" / "features_sql.parquet"
     params = sql_params(cfg)
@@ -293,7 +293,7 @@ def _features_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "comparison": cmp.as_dict()}
 
 
-def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _train_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     parts: dict[str, float] = {}
     _wrap_timer(train_core, "fit", parts, "fit_s")
@@ -307,7 +307,7 @@ def _train_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _train_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     cat = Catalog.of(cfg)
     meta = json.loads(cat.path("model_meta").read_text())
@@ -340,7 +340,7 @@ def _train_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "best_iteration": best, "same_model": same}
 
 
-def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _explain_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     calls: list[tuple[np.ndarray, np.ndarray]] = []
     parts: dict[str, float] = {}
@@ -371,7 +371,7 @@ def _explain_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _explain_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
     import shap  # shap: slow to import, needed only here
 
     ref = Path(task["work"]) / "reference"
@@ -396,7 +396,7 @@ def _explain_reference(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _end_to_end_ours(cfg: Any, task: dict[str, Any]) -> dict[str, Any]:
+def _end_to_end_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     tracker = from_config(cfg.tracking)
     # the four stages the references stand for (policy and report are not benchmarked)
@@ -543,7 +543,7 @@ def format_table(rows: list[dict[str, Any]], n_borrowers: int) -> str:
     return "\n".join(lines)
 
 
-def run_bench(cfg: Any) -> dict[str, Any]:
+def run_bench(cfg: Config) -> dict[str, Any]:
     """Measure the configured rows; returns (and writes) the report."""
 
     validate(cfg)

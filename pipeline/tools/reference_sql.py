@@ -180,9 +180,12 @@ def _feature_exprs() -> dict[str, str]:
 def _feature_columns() -> str:
     """The select list of the feature columns, in registry order."""
     feats = _feature_exprs()
-    missing = set(FEATURE_NAMES) - set(feats)
-    if missing:  # pragma: no cover - guarded by the registry test
-        raise KeyError(f"no SQL for features {sorted(missing)}")
+    missing, extra = set(FEATURE_NAMES) - set(feats), set(feats) - set(FEATURE_NAMES)
+    if missing or extra:  # pragma: no cover - guarded by the registry test
+        raise KeyError(
+            f"pipeline/tools/reference_sql.py: no SQL for features {sorted(missing)}, "
+            f"SQL for names not in the registry {sorted(extra)}"
+        )
     return ",\n  ".join(f"({feats[n]})::FLOAT AS {n}" for n in FEATURE_NAMES)
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -70,11 +70,12 @@ def _config(overrides: list[str]) -> Config:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         try:
-            cfg = compose("config", overrides=[*overrides, "stage=score"])
+            # a DictConfig shaped by the Config schema
+            cfg = cast(Config, compose("config", overrides=[*overrides, "stage=score"]))
         except HydraException as exc:
             raise ConfigError(str(exc)) from exc
     validate(cfg)
-    return cfg  # type: ignore[return-value]  # a DictConfig shaped by the Config schema
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ objective (validation AUC) and judges it for champion.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from mlflow.exceptions import MlflowException
@@ -18,14 +18,16 @@ from omegaconf import DictConfig
 
 from pipeline.adapters.model_registry import register_best_trial, registered_name
 from pipeline.adapters.tracking import TrackingError, from_config
+from pipeline.base.config import Config
 
 
 class RegisterBestTrial(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        offer_best_trial(config, str(config.hydra.sweep.dir))
+        # the composed config, shaped by the Config schema (plus Hydra's own node)
+        offer_best_trial(cast(Config, config), str(config.hydra.sweep.dir))
 
 
-def offer_best_trial(cfg: Any, sweep_dir: str) -> dict[str, Any] | None:
+def offer_best_trial(cfg: Config, sweep_dir: str) -> dict[str, Any] | None:
     """Register the best trial of the sweep in ``sweep_dir``; prints what was decided."""
     tracker = from_config(cfg.tracking)
     name = registered_name(cfg)
