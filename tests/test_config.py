@@ -108,7 +108,10 @@ def test_cli_bad_value_exits_before_work(tmp_path):
         [],
         ["experiment=tightening"],
         ["experiment=competition_heavy"],
-        ["features.oot_snapshots=[]"],
+        ["experiment=regime_shift"],
+        # no out-of-time split: the later snapshots must go too, or they would be
+        # training rows after the validation ones
+        ["features.snapshots=[12,14,16,18,20,24,26]", "features.oot_snapshots=[]"],
         ["data=table", "data.path=x.csv", "data.target=y"],
         ["engine=dask", "engine.memory_limit=500 MB"],
         ["simulator.ext_close_rate=0.5", "model.early_stopping_rounds=0", "explain.snapshot=30"],
@@ -192,7 +195,7 @@ def test_the_repeat_check_sees_group_and_global_values():
     # the walk above must reach a group file's keys and a global preset's keys
     found = {(rel, ".".join(key)) for rel, key, _ in _conf_values()}
     assert ("tracking/off.yaml", "tracking.enabled") in found
-    assert ("experiment/tightening.yaml", "simulator.tightening_month") in found
+    assert ("experiment/tightening.yaml", "simulator.tightening_strength") in found
     assert (
         "experiment/competition_heavy.yaml",
         "simulator.closure_base.low_activity_competition",

@@ -264,7 +264,9 @@ def test_report_renders_in_headless_chromium(world, tmp_path):
 
 def test_run_without_out_of_time_rows_still_reports(tmp_path):
     """No out-of-time snapshots: the policy comparison is skipped, the run and report go on."""
-    _, summary = run_world(tmp_path, ["features.oot_snapshots=[]"])
+    _, summary = run_world(
+        tmp_path, ["features.snapshots=[12,14,16,18,20,24,26]", "features.oot_snapshots=[]"]
+    )
     assert not (tmp_path / "models" / "policy").exists()
     page = Path(summary["report"]).read_text(encoding="utf-8")
     pol = page.split('<section id="policy">')[1].split("</section>")[0]
