@@ -999,6 +999,11 @@ def _report(
         f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
         f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
         f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
+        + (
+            f"; largest share of rows on one probability {c['max_tie_share']:.4%}"
+            if "max_tie_share" in c
+            else ""
+        )
     )
     o = part.get("oracle")
     if o and "observable_auc" in o:
