@@ -140,7 +140,9 @@ def test_calibration_keeps_the_raw_order_where_isotonic_would_be_flat(method):
     c = cal.fit(method, raw, y)
     probe = np.r_[0.0, 1e-9, np.unique(raw), 0.9, 1.0 - 1e-9, 1.0]
     out = c.apply(probe)
-    assert (np.diff(out) > 0).all(), f"{c.method}: ties or inversions at {np.flatnonzero(np.diff(out) <= 0)[:5]}"
+    assert (np.diff(out) > 0).all(), (
+        f"{c.method}: ties or inversions at {np.flatnonzero(np.diff(out) <= 0)[:5]}"
+    )
     assert cal.max_tie_share(c.apply(raw)) == pytest.approx(1 / len(raw))
     # the map still calibrates: the pooled top stretch is near its observed rate
     top = raw > 0.3
