@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
 from pipeline.base.config import CALIBRATIONS
 from pipeline.core import calibration as cal
@@ -119,3 +120,57 @@ def test_top_share_and_summary_report_the_riskiest_rows():
     assert s["worse"] is False and s["n_exact_0"] == 1 and s["n_exact_1"] == 1
     with pytest.raises(ValueError, match="share"):
         cal.top_share(y, raw, 0.0)
+
+
+def _flat_step_data() -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes with a rate that falls with the raw score in places: plain isotonic
+    regression pools those stretches into long flat steps (and its top step covers the
+    whole riskiest tail)."""
+    rng = np.random.default_rng(7)
+    raw = rng.uniform(0.01, 0.6, 20_000)
+    true = np.where(raw < 0.3, 0.05, np.where(raw < 0.45, 0.35, 0.25))  # dips at the top
+    return raw, (rng.random(len(raw)) < true).astype(int)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "auto"])
+def test_calibration_keeps_the_raw_order_where_isotonic_would_be_flat(method):
+    raw, y = _flat_step_data()
+    plain = IsotonicRegression(out_of_bounds="clip").fit(raw, y).predict(np.sort(raw))
+    assert cal.max_tie_share(plain) > 0.2  # the data do make plain isotonic flat
+    c = cal.fit(method, raw, y)
+    probe = np.r_[0.0, 1e-9, np.unique(raw), 0.9, 1.0 - 1e-9, 1.0]
+    out = c.apply(probe)
+    assert (np.diff(out) > 0).all(), (
+        f"{c.method}: ties or inversions at {np.flatnonzero(np.diff(out) <= 0)[:5]}"
+    )
+    assert cal.max_tie_share(c.apply(raw)) == pytest.approx(1 / len(raw))
+    # the map still calibrates: the pooled top stretch is near its observed rate
+    top = raw > 0.3
+    assert c.apply(raw[top]).mean() == pytest.approx(y[top].mean(), abs=0.02)
+    # and the saved map is the one served: a JSON round trip gives the same numbers
+    again = cal.Calibrator.from_json(json.loads(json.dumps(c.to_json())))
+    assert np.array_equal(again.apply(probe), out)
+    assert np.array_equal(again.apply(raw), c.apply(raw))
+
+
+def test_isotonic_tails_move_little_and_stay_ordered():
+    raw, y = _flat_step_data()
+    c = cal.fit("isotonic", raw, y)
+    assert c.method == "isotonic" and (np.diff(c.x) > 0).all() and (np.diff(c.y) > 0).all()
+    hi = c.apply(np.array([c.x[-1], (c.x[-1] + 1) / 2, 1.0]))
+    lo = c.apply(np.array([0.0, c.x[0] / 2, c.x[0]]))
+    assert hi[0] < hi[1] < hi[2] <= c.y[-1] + cal.TAIL_SLOPE * (1 - c.y[-1]) + 1e-15
+    assert lo[0] < lo[1] < lo[2] and lo[0] >= c.y[0] * (1 - cal.TAIL_SLOPE) - 1e-15
+    # a scalar goes in and comes out as a scalar
+    assert np.ndim(c.apply(np.float64(0.99))) == 0
+
+
+def test_max_tie_share_counts_the_largest_group_of_equal_probabilities():
+    assert cal.max_tie_share(np.array([0.1, 0.2, 0.2, 0.3, 0.2, 0.1, 0.4, 0.5])) == 3 / 8
+    assert cal.max_tie_share(np.array([0.1, 0.2, 0.3, 0.4])) == 0.25
+    assert cal.max_tie_share(np.full(5, 0.4)) == 1.0
+    assert np.isnan(cal.max_tie_share(np.array([])))
+    y = np.r_[np.ones(3), np.zeros(297)]
+    raw = np.linspace(0, 1, 300)
+    s = cal.summary(y, raw, np.r_[np.full(30, 0.4), raw[30:]], 0.02, 0.02)
+    assert s["max_tie_share"] == pytest.approx(0.1)

@@ -57,6 +57,8 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         ("explain.reference=median", "explain.reference"),
         ("bench.rows=[generate,speed]", "bench.rows"),
         ("model.champion_alias='best model'", "model.champion_alias"),
+        ("model.promote_alpha=0", "model.promote_alpha"),
+        ("model.promote_alpha=1.5", "model.promote_alpha"),
         ("tracking.experiment=''", "tracking.experiment"),
         ("data.n_jobs=-1", "data.n_jobs"),
     ],

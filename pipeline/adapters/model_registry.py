@@ -32,6 +32,7 @@ from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
 from pipeline.adapters.serving import SERVING_SUFFIX
 from pipeline.adapters.tracking import Tracker, _retry, headline_figures, tag_model_version
 from pipeline.base.config import Config
+from pipeline.core.evaluation import delong
 from pipeline.core.scoring import ScoringModel
 
 _MISSING = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
@@ -42,6 +43,36 @@ DATA_DIGEST_TAG = "data_digest"
 META_FOLDER = "model_meta"
 #: The metric on a sweep trial's run that the sweep maximised.
 OBJECTIVE_METRIC = "sweep.objective"
+#: The one-sided level of the promotion test when the configuration gives none.
+PROMOTE_ALPHA = 0.05
+
+#: The labels of the challenger's evaluation rows, its scores and the holder's there.
+Paired = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: ``rescore(booster, feature_names)``: :data:`Paired` for the holder's booster, or None
+#: when its features differ from the challenger's.
+Rescore = Callable[[Any, list[str]], Paired | None]
+
+
+def paired_auc_test(y: np.ndarray, challenger: np.ndarray, holder: np.ndarray) -> dict[str, float]:
+    """One-sided paired DeLong test that the challenger's AUC beats the holder's on the
+    same rows: both AUCs, their difference, its standard error and the p-value of
+    "no better" (the normal tail above ``difference / se``)."""
+    from scipy.stats import norm
+
+    auc, cov = delong(y, [challenger, holder])
+    diff = float(auc[0] - auc[1])
+    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    if se > 0:
+        p = float(norm.sf(diff / se))
+    else:  # the two rank the rows alike: no evidence either way unless the AUCs differ
+        p = 0.0 if diff > 0 else 1.0
+    return {
+        "auc": float(auc[0]),
+        "previous_auc": float(auc[1]),
+        "difference": diff,
+        "se": se,
+        "p_value": p,
+    }
 
 
 def _is_missing(exc: MlflowException) -> bool:
@@ -119,22 +150,31 @@ def promote_champion(
     alias: str,
     oot_auc: float,
     run_id: str | None = None,
-    rescore: Callable[[Any, list[str]], float | None] | None = None,
+    rescore: Rescore | None = None,
     split: str = "out-of-time",
+    alpha: float = PROMOTE_ALPHA,
 ) -> dict[str, Any]:
-    """Point ``alias`` at a run's model version if its out-of-time AUC beats the holder's.
+    """Point ``alias`` at a run's model version if its out-of-time AUC beats the holder's
+    by a one-sided paired DeLong test at level ``alpha``.
 
     ``split`` names the evaluation rows in the messages: a table run's are its
     "hold-out" unless they are split off by time.
 
     The run is ``run_id``, or the tracker's current run. Both models are judged on the
     same rows: ``rescore(booster, feature_names)`` scores the holder on the challenger's
-    out-of-time rows and returns its AUC there (None when the holder's features differ).
-    Without ``rescore``, or when it returns None, the holder's own logged ``oot.auc`` is
-    used only if both runs saw the same data (equal ``data_digest`` tags); otherwise
-    the two figures come from different worlds and the alias moves to the newer model,
-    saying so. ``info["compared_on"]`` records which comparison was made.
+    out-of-time rows and returns the labels and both models' scores there (None when the
+    holder's features differ); the alias moves only when the test's p-value is below
+    ``alpha``, so a difference within the noise of the rows keeps the holder. When the
+    holder cannot be re-scored (no ``rescore``, as on the Dask engine, or other
+    features) there is no paired test: the holder's own logged ``oot.auc`` is used only
+    if both runs saw the same data (equal ``data_digest`` tags), and the alias moves
+    when the challenger's figure is higher; otherwise the two figures come from
+    different worlds and the alias moves to the newer model. The message says which.
+    ``info["compared_on"]`` records which comparison was made; a paired test adds
+    ``auc_difference``, ``auc_difference_se``, ``p_value`` and ``alpha``.
     """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"promote_champion: alpha must lie in (0, 1), got {alpha}")
     client = tracker.client
     run_id = run_id or tracker.run_id
     versions = _retry(lambda: client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
@@ -148,13 +188,24 @@ def promote_champion(
         "version": int(mine.version),
         "oot_auc": oot_auc,
     }
-    champ_auc = None
+    champ_auc, test = None, None
     if current is not None:
-        champ_auc, info["compared_on"] = _holder_auc(
+        champ_auc, info["compared_on"], test = _holder_auc(
             tracker, name, alias, current, run_id, rescore, split
         )
         info.update(previous_version=int(current.version), previous_oot_auc=champ_auc)
-    promote = current is None or champ_auc is None or oot_auc > champ_auc
+    if current is None or champ_auc is None:
+        promote = True
+    elif test is not None:
+        promote = test["p_value"] < alpha
+        info.update(
+            auc_difference=test["difference"],
+            auc_difference_se=test["se"],
+            p_value=test["p_value"],
+            alpha=alpha,
+        )
+    else:
+        promote = oot_auc > champ_auc
     if promote:
         _retry(lambda: client.set_registered_model_alias(name, alias, str(mine.version)))
     info["promoted"] = bool(promote)
@@ -163,12 +214,23 @@ def promote_champion(
         info["message"] = (
             f"registry: {name} v{mine.version} ({split} AUC {oot_auc:.4f}) is the first '{alias}'"
         )
-    else:
-        verdict = "moves to it" if promote else "stays"
-        prev = f"{champ_auc:.4f}" if champ_auc is not None else "not comparable"
+        return info
+    verdict = "moves to it" if promote else "stays"
+    prev = f"{champ_auc:.4f}" if champ_auc is not None else "not comparable"
+    head = (
+        f"registry: {name} v{mine.version} {split} AUC {oot_auc:.4f} vs '{alias}' "
+        f"v{current.version} {prev} ({info['compared_on']})"
+    )
+    if test is not None:
+        sign = "<" if promote else ">="
         info["message"] = (
-            f"registry: {name} v{mine.version} {split} AUC {oot_auc:.4f} vs '{alias}' "
-            f"v{current.version} {prev} ({info['compared_on']}) -> '{alias}' {verdict}"
+            f"{head}: difference {test['difference']:+.4f}, standard error {test['se']:.4f}, "
+            f"one-sided paired DeLong p = {test['p_value']:.3g} {sign} {alpha:g} "
+            f"-> '{alias}' {verdict}"
+        )
+    else:
+        info["message"] = (
+            f"{head}; no paired test (the holder was not re-scored) -> '{alias}' {verdict}"
         )
     return info
 
@@ -179,25 +241,35 @@ def _holder_auc(
     alias: str,
     current: Any,
     run_id: str | None,
-    rescore: Callable[[Any, list[str]], float | None] | None,
+    rescore: Rescore | None,
     split: str = "out-of-time",
-) -> tuple[float | None, str]:
-    """The alias holder's AUC to compare with, and on what it was measured."""
+) -> tuple[float | None, str, dict[str, float] | None]:
+    """The alias holder's AUC to compare with, on what it was measured, and the paired
+    test when both models were scored on the same rows (None otherwise)."""
     client = tracker.client
     if rescore is not None:
         booster = mlflow.lightgbm.load_model(f"models:/{name}/{current.version}")
-        auc = rescore(booster, list(booster.feature_name()))
-        if auc is not None:
-            return float(auc), f"both scored on this run's {split} rows"
+        paired = rescore(booster, list(booster.feature_name()))
+        if paired is not None:
+            test = paired_auc_test(*paired)
+            return test["previous_auc"], f"both scored on this run's {split} rows", test
     if not current.run_id:
-        return None, "holder has no run"
+        return None, "holder has no run", None
     holder = _retry(lambda: client.get_run(current.run_id))
     mine = _retry(lambda: client.get_run(run_id)) if run_id else None
     theirs_digest = holder.data.tags.get(DATA_DIGEST_TAG)
     mine_digest = mine.data.tags.get(DATA_DIGEST_TAG) if mine is not None else None
     if theirs_digest and theirs_digest == mine_digest:
-        return holder.data.metrics.get("oot.auc"), "same data, the holder's logged figure"
-    return None, "different data and features: not comparable, the newer model takes the alias"
+        return (
+            holder.data.metrics.get("oot.auc"),
+            "same data, the holder's logged figure",
+            None,
+        )
+    return (
+        None,
+        "different data and features: not comparable, the newer model takes the alias",
+        None,
+    )
 
 
 # --------------------------------------------------------------------------- sweeps

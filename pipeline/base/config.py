@@ -571,6 +571,9 @@ class ModelConfig:
     cv_folds: int = 2  # table mode: stratified k-fold ...
     cv_repeats: int = 5  # ... repeated (2 x 5 = the usual 5x2 CV); 0 turns it off
     champion_alias: str = "champion"  # registry alias moved when out-of-time AUC improves
+    # one-sided level of the paired DeLong test the challenger's out-of-time AUC must pass
+    # against the alias holder's on the same rows to take the alias
+    promote_alpha: float = 0.05
     tune_seconds: float = 0.0  # table mode: time budget of the LightGBM search (0: by rows)
 
 
@@ -630,6 +633,8 @@ def check_model(m: ModelConfig, key: str, cfg: Config) -> None:
     if m.cv_repeats and m.cv_folds < 2:
         _fail(f"{key}.cv_folds", "needs at least 2 folds when model.cv_repeats > 0", m.cv_folds)
     check_scorecard(m.scorecard, f"{key}.scorecard", cfg)
+    if not 0.0 < float(m.promote_alpha) < 1.0:
+        _fail(f"{key}.promote_alpha", "must lie in (0, 1) (a test level)", m.promote_alpha)
     if not _ALIAS.fullmatch(str(m.champion_alias)):
         _fail(f"{key}.champion_alias", "letters, digits, '_' and '-' only", m.champion_alias)
 

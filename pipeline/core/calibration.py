@@ -4,8 +4,13 @@ Methods:
 
 * ``isotonic``: a monotone step function fitted on equal-count groups of at least
   :func:`min_bin_size` validation rows (so no level rests on a handful of rows), each
-  level a smoothed rate ``(closures + 0.5) / (rows + 1)``; kept as its knots and applied
-  by linear interpolation, flat beyond the end knots;
+  level a smoothed rate ``(closures + 0.5) / (rows + 1)``; kept as one knot per level,
+  at the mean raw score of that level's rows, and applied by linear interpolation
+  between the knots, so the map is strictly increasing and two rows with different raw
+  scores never share a probability (a flat step would tie whole tails of rows, and the
+  riskiest rows would then be ranked by row order). Beyond the end knots the map keeps
+  a slope of :data:`TAIL_SLOPE` of the room left to 0 or 1, so the tails stay ordered
+  while moving the probability by at most that share;
 * ``platt``: a logistic curve on the model's log-odds;
 * ``beta``: a logistic regression on ``[ln p, -ln(1 - p)]`` (beta calibration), with
   both slopes kept non-negative so the map stays monotone;
@@ -37,6 +42,10 @@ CV_FOLDS = 5
 P_MIN = 1e-5
 _EPS = 1e-6
 MIN_BIN = 50  # fewest validation rows behind one isotonic level
+#: Beyond the isotonic end knots the probability moves by at most this share of the
+#: room left to 0 (below the first knot) or 1 (above the last), linearly in the raw
+#: score: enough to keep the tail rows in the raw order, too little to matter as a rate.
+TAIL_SLOPE = 1e-3
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -75,7 +84,7 @@ class Calibrator:
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.asarray(p, dtype=float)
         if self.method == "isotonic":
-            out = np.interp(p, np.asarray(self.x), np.asarray(self.y))
+            out = _isotonic_map(p, np.asarray(self.x), np.asarray(self.y))
         elif self.method == "platt":
             out = _sigmoid(self.a * _logit(p) + self.b)
         elif self.method == "beta":
@@ -120,23 +129,50 @@ class Calibrator:
         )
 
 
+def _isotonic_map(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Linear interpolation between the knots, with a :data:`TAIL_SLOPE` slope beyond them."""
+    shape = np.shape(p)
+    p = np.atleast_1d(p)
+    out = np.interp(p, x, y)
+    lo, hi = p < x[0], p > x[-1]
+    if lo.any():  # from y[0] at x[0] down to y[0] * (1 - TAIL_SLOPE) at raw 0
+        out[lo] = y[0] * (1.0 - TAIL_SLOPE * (x[0] - p[lo]) / max(x[0], _EPS))
+    if hi.any():  # from y[-1] at x[-1] up to y[-1] + TAIL_SLOPE * (1 - y[-1]) at raw 1
+        out[hi] = y[-1] + (1.0 - y[-1]) * TAIL_SLOPE * (p[hi] - x[-1]) / max(1.0 - x[-1], _EPS)
+    return out.reshape(shape)
+
+
 def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Isotonic regression on equal-count groups of at least ``min_bin_size`` rows."""
+    """Isotonic regression on equal-count groups of at least ``min_bin_size`` rows,
+    kept as one knot per level (its rows' mean raw score and smoothed rate)."""
     order = np.argsort(p, kind="mergesort")
     n_groups = max(1, len(p) // min_bin_size(len(p)))
     groups = np.array_split(order, n_groups)
-    gx = np.array([p[g].mean() for g in groups])
+    gs = np.array([p[g].sum() for g in groups])
     gn = np.array([len(g) for g in groups], dtype=float)
     gk = np.array([y[g].sum() for g in groups])
     iso = IsotonicRegression(increasing=True, out_of_bounds="clip")
     level = iso.fit_transform(np.arange(len(groups)), gk / gn, sample_weight=gn)
-    # pool the groups PAV joined, so each level's rate is smoothed over all its rows
-    ys = np.empty(len(groups))
+    # pool the groups PAV joined: one knot per level, its rate smoothed over all its rows
+    xs: list[float] = []
+    ys: list[float] = []
     start = 0
     for end in [*np.flatnonzero(np.diff(level) != 0) + 1, len(groups)]:
-        ys[start:end] = (gk[start:end].sum() + 0.5) / (gn[start:end].sum() + 1.0)
+        n = gn[start:end].sum()
+        kx = float(gs[start:end].sum() / n)
+        ky = float((gk[start:end].sum() + 0.5) / (n + 1.0))
+        if xs and kx <= xs[-1]:  # equal raw centres (a run of tied scores): one knot
+            ys[-1] = max(ys[-1], ky)
+        elif xs and ky <= ys[-1]:
+            # the smoothing can bring a level down to its neighbour's: keep it just above,
+            # so the map stays strictly increasing
+            xs.append(kx)
+            ys.append(ys[-1] + 1e-9)
+        else:
+            xs.append(kx)
+            ys.append(ky)
         start = end
-    return Calibrator("isotonic", x=[float(v) for v in gx], y=[float(v) for v in ys])
+    return Calibrator("isotonic", x=xs, y=ys)
 
 
 def _fit_platt(p: np.ndarray, y: np.ndarray) -> Calibrator:
@@ -261,7 +297,9 @@ def summary(
     ``worse``: the calibration raised the expected calibration error; ``n_exact_0`` /
     ``n_exact_1``: probabilities claiming certainty (none for any fitted method);
     ``top1pct_*``: the riskiest 1% by the model's score, mean calibrated probability
-    against observed rate (and the raw mean, before calibration).
+    against observed rate (and the raw mean, before calibration); ``max_tie_share``:
+    the largest share of the rows sharing one calibrated probability
+    (:func:`max_tie_share`).
     """
     cal = np.asarray(cal, dtype=float)
     top = top_share(y, cal, 0.01, rank_by=raw)
@@ -275,4 +313,15 @@ def summary(
         "top1pct_predicted_raw": top_raw["predicted"],
         "top1pct_observed": top["observed"],
         "top1pct_observed_se": top.get("observed_se", float("nan")),
+        "max_tie_share": max_tie_share(cal),
     }
+
+
+def max_tie_share(p: np.ndarray) -> float:
+    """The largest share of rows that share one value of ``p`` (1 / n when all differ;
+    NaN when there are no rows). A calibration that keeps the raw order leaves only the
+    raw score's own ties."""
+    p = np.asarray(p, dtype=float).ravel()
+    if len(p) == 0:
+        return float("nan")
+    return float(np.unique(p, return_counts=True)[1].max() / len(p))

@@ -17,7 +17,6 @@ plots under ``models/plots/``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ from pipeline.core import selection as selection_core
 from pipeline.core import table as table_core
 from pipeline.core import train as train_core
 from pipeline.core.features import FEATURE_TABLE_SCHEMA
-from pipeline.core.metrics import binary_metrics
 from pipeline.core.selection import ORDER
 from pipeline.stages.common import Result, release_memory, say
 
@@ -311,8 +309,9 @@ class Trained:
     meta: dict[str, Any] = field(default_factory=dict)  # more keys of model.json
     plots: list[Path] = field(default_factory=list)
     base_metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    # scores another booster on this model's evaluation rows (None: the rows are not here)
-    rescore: Callable[[Any, list[str]], float | None] | None = None
+    # scores another booster on this model's evaluation rows: (labels, this model's scores,
+    # the other's), or None when its features differ (None: the rows are not here)
+    rescore: model_registry.Rescore | None = None
 
 
 def train(cfg: Config, tracker: Tracker) -> TrainResult:
@@ -363,7 +362,7 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
         meta=data.meta,
         plots=_plots(y, raw, fitted.cal, base.scores, p, fitted.n_bins),
         base_metrics=base.metrics,
-        rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"]),
+        rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"], fitted.raw["oot"]),
     )
 
 
@@ -864,6 +863,7 @@ def _register(
             metrics["oot"]["auc"],
             rescore=t.rescore,
             split=t.words.split,
+            alpha=float(cfg.model.promote_alpha),
         )
         say(registry["champion"].pop("message", ""))
     if tracker.enabled:  # the pyfunc for `mlflow models serve`, beside the lightgbm flavour
@@ -874,14 +874,15 @@ def _register(
 
 
 def _rescorer(
-    names: list[str], X: np.ndarray, y: np.ndarray
-) -> Callable[[Any, list[str]], float | None]:
-    """Scores another booster on these out-of-time rows: its AUC, or None if its features differ."""
+    names: list[str], X: np.ndarray, y: np.ndarray, raw: np.ndarray
+) -> model_registry.Rescore:
+    """Scores another booster on these out-of-time rows: the labels, this model's scores
+    ``raw`` and the other's, for a paired test; None if its features differ."""
 
-    def rescore(booster: Any, features: list[str]) -> float | None:
+    def rescore(booster: Any, features: list[str]) -> model_registry.Paired | None:
         if features != names:
             return None
-        return binary_metrics(y, np.asarray(booster.predict(X)))["auc"]
+        return y, raw, np.asarray(booster.predict(X), dtype=float)
 
     return rescore
 
@@ -999,6 +1000,11 @@ def _report(
         f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
         f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
         f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
+        + (
+            f"; largest share of rows on one probability {c['max_tie_share']:.4%}"
+            if "max_tie_share" in c
+            else ""
+        )
     )
     o = part.get("oracle")
     if o and "observable_auc" in o:
