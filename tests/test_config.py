@@ -61,6 +61,16 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         ("model.promote_alpha=1.5", "model.promote_alpha"),
         ("tracking.experiment=''", "tracking.experiment"),
         ("data.n_jobs=-1", "data.n_jobs"),
+        # these used to exit 0 with a wrong result
+        ("features.snapshots=[12,14,14,16,18,20,24,26,30,32]", "features.snapshots"),
+        ("features.valid_snapshots=[24,24]", "features.valid_snapshots"),
+        ("features.oot_snapshots=[30,30]", "features.oot_snapshots"),
+        ("features.valid_snapshots=[]", "features.valid_snapshots"),
+        ("score.tier_names=[a,a,b]", "score.tier_names"),
+        ("model.calibration_bins=100000", "model.calibration_bins"),
+        ("+model.num_leave=7", "model.num_leave"),
+        ("+model.scorecard.bins=4", "model.scorecard.bins"),
+        ("+seed=7", "seed"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(make_cfg, override, key):
@@ -68,6 +78,23 @@ def test_bad_values_are_refused_naming_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert key in str(err.value)
+
+
+def test_added_unknown_key_is_refused_listing_the_known_ones(make_cfg):
+    """``+`` adds a key to the struct config; validate refuses it, its value unsaid."""
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("+tracking.api_token=s3cret-value"))
+    msg = str(err.value)
+    assert "'tracking.api_token'" in msg and "not a known key of group 'tracking'" in msg
+    assert "known: enabled, uri, artifact_root" in msg
+    assert "s3cret-value" not in msg  # an unknown key may hold a secret
+
+
+def test_repeated_items_are_named(make_cfg):
+    with pytest.raises(ConfigError, match=r"lists the tier name a more than once"):
+        validate(make_cfg("score.tier_names=[a,a,b]"))
+    with pytest.raises(ConfigError, match=r"lists the month 14 more than once"):
+        validate(make_cfg("features.snapshots=[12,14,14,16,18,20,24,26,30,32]"))
 
 
 def test_cli_misspelt_override_exits_with_message(tmp_path):
@@ -117,6 +144,9 @@ def test_cli_bad_value_exits_before_work(tmp_path):
         ["data=table", "data.path=x.csv", "data.target=y"],
         ["engine=dask", "engine.memory_limit=500 MB"],
         ["simulator.ext_close_rate=0.5", "model.early_stopping_rounds=0", "explain.snapshot=30"],
+        # free-form mappings take keys of their own (their group's check reads them)
+        ["data=table", "data.path=x.csv", "data.target=y", "+data.monotone.income=-1"],
+        ["model.calibration_bins=1000"],
     ],
 )
 def test_shipped_presets_and_edge_values_pass(make_cfg, overrides):

@@ -165,6 +165,28 @@ def test_existing_file_needs_overwrite_and_suffix_decides_format(world, tmp_path
 
 
 @pytest.mark.slow
+def test_default_output_is_not_replaced_without_overwrite(world, tmp_path):
+    """A second ``score`` with no ``score.output`` refuses to replace models/scores.parquet."""
+    src = tmp_path / "new.parquet"
+    _rows(world).to_parquet(src)
+    default = Catalog.of(_cfg(world, WORLD)).path("scores")
+    assert not default.exists()
+    try:
+        _score(world, WORLD, f"score.input={src}")
+        before = default.read_bytes()
+        with pytest.raises(DataError) as exc:
+            _score(world, WORLD, f"score.input={src}", "score.top_k=1")
+        msg = str(exc.value)
+        assert f"score.output = {default} (the default, score.output is empty)" in msg, msg
+        assert "the file exists" in msg and "score.overwrite=true" in msg
+        assert default.read_bytes() == before
+        _score(world, WORLD, f"score.input={src}", "score.overwrite=true")
+        assert len(pd.read_parquet(default)) == len(_rows(world))
+    finally:  # the module's world is shared: leave it as it was
+        default.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["scores.txt", "scores.json", "scores"])
 def test_output_suffix_outside_the_formats_is_refused(world, tmp_path, name):
     out = tmp_path / name

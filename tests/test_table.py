@@ -222,6 +222,26 @@ def test_text_target_with_spaces_and_numeric_positive():
     assert t.frame.label.sum() == floats.bad.sum()
 
 
+# at random the split takes its shares of all rows; by time, validation takes its share
+# of the rows left after the latest months: 60 rows leave about 15 for training
+@pytest.mark.parametrize(("time", "n"), [("", 400), ("month", 60)])
+def test_split_leaving_too_few_training_rows_is_refused_naming_the_keys(time, n):
+    with pytest.raises(DataError) as err:
+        prepare(
+            _frame(n),
+            "t.csv",
+            target="bad",
+            id_column="key",
+            time=time,
+            valid_frac=0.49,
+            oot_frac=0.49,
+        )
+    msg = str(err.value)
+    assert "t.csv: data.valid_frac = 0.49 and data.oot_frac = 0.49" in msg, msg
+    assert "at least 20 of each class" in msg
+    prepare(_frame(), "t.csv", target="bad", id_column="key", time=time)  # the defaults pass
+
+
 def test_encoding_is_fitted_on_training_rows_and_names_are_made_safe():
     df = _frame(600).rename(columns={"x": "x, in [units]"})
     df.loc[:4, "colour"] = "violet"  # 5 rows: rarer than min_count

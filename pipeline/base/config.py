@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -67,6 +67,14 @@ def _open_unit(key: str, value: Any, rule: str = "must lie in (0, 1)") -> None:
 def _one_of(key: str, value: Any, known: tuple[str, ...]) -> None:
     if value not in known:
         _fail(key, f"must be one of: {', '.join(known)}", value)
+
+
+def _no_repeats(key: str, values: list[Any], what: str) -> None:
+    """Each item of a list key at most once (a repeated one would be silently merged)."""
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+    if repeated:
+        listed = ", ".join(str(v) for v in repeated)
+        _fail(key, f"lists the {what} {listed} more than once (each must be unique)", values)
 
 
 def _optional_id(key: str, value: Any, what: str) -> None:
@@ -468,6 +476,17 @@ def _check_snapshots(f: Any, key: str, n_months: int) -> None:
     snaps = list(f.snapshots)
     if not snaps:
         _fail(f"{key}.snapshots", "must list at least one month", snaps)
+    for name in ("snapshots", "valid_snapshots", "oot_snapshots"):
+        _no_repeats(f"{key}.{name}", list(f[name]), "month")
+    # validation rows pick the early-stopping round and fit the calibration; an empty
+    # out-of-time list is allowed (no out-of-time figures), an empty validation list not
+    if not list(f.valid_snapshots):
+        _fail(
+            f"{key}.valid_snapshots",
+            "must list at least one month (validation rows stop the boosting and fit the "
+            "calibration)",
+            list(f.valid_snapshots),
+        )
     for snap in snaps:
         if not 1 <= snap or snap + f.horizon > n_months - 1:
             _fail(
@@ -577,6 +596,11 @@ class ModelConfig:
     tune_seconds: float = 0.0  # table mode: time budget of the LightGBM search (0: by rows)
 
 
+#: most equal-count bins of the calibration error. The validation rows are not known
+#: before the data is read; 1000 bins already need 100,000 rows for 100 rows a bin, and
+#: with fewer rows a bin the error grows with the bin count whatever the model
+MAX_CALIBRATION_BINS = 1000
+
 #: the model's output is read as a calibrated probability of closure: binary only
 OBJECTIVES = ("binary",)
 CALIBRATIONS = ("isotonic", "platt", "beta", "auto", "none")
@@ -624,8 +648,14 @@ def check_model(m: ModelConfig, key: str, cfg: Config) -> None:
     )
     if m.calibration not in CALIBRATIONS:
         _fail(f"{key}.calibration", f"must be one of {', '.join(CALIBRATIONS)}", m.calibration)
-    if m.calibration_bins < 2:
-        _fail(f"{key}.calibration_bins", "must be at least 2", m.calibration_bins)
+    _in(
+        f"{key}.calibration_bins",
+        m.calibration_bins,
+        2,
+        MAX_CALIBRATION_BINS,
+        f"must lie in [2, {MAX_CALIBRATION_BINS}] (equal-count bins: with more, each bin holds "
+        "too few validation rows and the calibration error measures noise)",
+    )
     if m.cv_repeats < 0:
         _fail(
             f"{key}.cv_repeats", "must not be negative (0 turns cross-validation off)", m.cv_repeats
@@ -754,6 +784,7 @@ def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
     if len(sc.tier_names) != len(cuts) + 1:
         _fail(f"{key}.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
+    _no_repeats(f"{key}.tier_names", [str(t) for t in sc.tier_names], "tier name")
     if sc.top_k < 1:
         _fail(f"{key}.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)
     if sc.advice_rows < 0:
@@ -933,8 +964,35 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
 )
 
 
+def _check_known_keys(node: Any, schema: Any, key: str) -> None:
+    """Refuse keys that the dataclass ``schema`` does not declare, at every depth.
+
+    Hydra refuses a misspelt key, but ``+group.key=value`` adds one to the struct
+    config, and nothing would read it. Only fields holding a dataclass are walked:
+    the free-form mappings (``simulator.closure_base``, ``simulator.occupation_shares``,
+    ``data.monotone``) have their keys checked by their group's check.
+    """
+    if not hasattr(node, "keys"):
+        return
+    known = [f.name for f in fields(schema)]
+    for name in node.keys():
+        name = str(name)
+        where = f"{key}.{name}" if key else name
+        if name not in known:
+            group = f"group '{key}'" if key else "the top level"
+            # the value is left out: an unknown key may well hold a password or a token
+            raise ConfigError(
+                f"config key '{where}': is not a known key of {group} (added with '+'? "
+                f"nothing would read it); known: {', '.join(known)}"
+            )
+        sub = getattr(schema, name, None)
+        if is_dataclass(sub):
+            _check_known_keys(node[name], sub, where)
+
+
 def validate(cfg: Config) -> None:
-    """Reject out-of-range values before any work, naming the key."""
+    """Reject unknown keys and out-of-range values before any work, naming the key."""
+    _check_known_keys(cfg, Config(), "")
     for group, check in GROUP_CHECKS:
         check(getattr(cfg, group), group, cfg)
     _one_of("lock", cfg.lock, LOCK_MODES)

@@ -283,6 +283,11 @@ def _feature_columns(df: pd.DataFrame, p: Path, skip: set[str], id_name: str) ->
     return cols
 
 
+#: fewest training rows of each class a table split may leave: below it the model is
+#: near constant and its top features are noise
+MIN_TRAIN_CLASS_ROWS = 20
+
+
 def _split(
     df: pd.DataFrame,
     p: Path,
@@ -318,6 +323,15 @@ def _split(
                 f"{p}: column '{target}': split '{s}' ({rule}) gets rows of one class only; "
                 "more rows of the rarer class are needed"
             )
+    train_y = y[split == "train"]
+    per_class = {int(c): int((train_y == c).sum()) for c in (0, 1)}
+    if min(per_class.values()) < MIN_TRAIN_CLASS_ROWS:
+        raise DataError(
+            f"{p}: data.valid_frac = {valid_frac:g} and data.oot_frac = {oot_frac:g} ({rule}) "
+            f"leave {len(train_y):,} training rows ({per_class[1]:,} of class 1, {per_class[0]:,} of "
+            f"class 0; rule: at least {MIN_TRAIN_CLASS_ROWS} of each class): lower "
+            "data.valid_frac or data.oot_frac, or give a table with more rows"
+        )
     return split.astype(str), rule
 
 

@@ -10,7 +10,8 @@ at its latest snapshot) and prints the result.
 The output's suffix decides its format (``.parquet`` or ``.csv``; anything else is
 refused) and it is written atomically. It never replaces a file of the artifact
 catalog (the model, a raw table, the feature table, ...) nor the scoring input; an
-existing file only with ``score.overwrite=true``. Rows of a table model are flagged
+existing file (the default ``models/scores.parquet`` included) only with
+``score.overwrite=true``. Rows of a table model are flagged
 when a category code or a value lies outside what the model saw in training
 (``flag_unseen_category``, ``flag_out_of_range``), or refused with ``score.strict=true``.
 
@@ -172,8 +173,13 @@ def check_output(cfg: Any, inp: Path) -> Path:
             f"{head}: suffix '{out.suffix}' is not a scores format "
             "(rule: the suffix decides the format, .parquet or .csv)"
         )
-    if given and out.exists() and not bool(s.overwrite):
-        raise DataError(f"{head}: the file exists (rule: set score.overwrite=true to replace it)")
+    # the default output too: a second score must not silently replace the first scores
+    if out.exists() and not bool(s.overwrite):
+        default = "" if given else " (the default, score.output is empty)"
+        raise DataError(
+            f"{head}{default}: the file exists (rule: set score.overwrite=true to replace it, "
+            "or score.output to another file)"
+        )
     return out
 
 
