@@ -36,6 +36,10 @@ from pipeline.base.config import CHOICES, Config, ConfigError, validate
 NEGATIVE_OK = {
     # points at the base odds: the scale may sit anywhere, a negative score is a shift
     "model.scorecard.base_score",
+    # months before month 0: the burn-in of a going concern, or earlier (in force from the
+    # start); bounded below by config.EARLIEST_MONTH
+    "simulator.competitor_midpoint",
+    "simulator.tightening_month",
 }
 
 #: string keys that accept any text of their kind, and who checks them instead

@@ -233,10 +233,12 @@ def test_arms_from_one_replay_are_the_single_calls(world):
 
 
 def test_bad_arms_name_what_is_wrong(world):
-    s, _ = world
+    s, w = world
+    am = w["account_months"].to_pandas()
+    a, b = (int(x) for x in am[am.month == 26].borrower_id.iloc[:2])  # on book at month 26
     with pytest.raises(ValueError, match="unknown action 'save_more'"):
-        futures(s, [1], 26, action=("keep_drawing", "save_more"))
+        futures(s, [a], 26, action=("keep_drawing", "save_more"))
     with pytest.raises(ValueError, match="one Intervention per account asked: got 1 for 2"):
-        futures_arms(s, [1, 2], 26, [[Intervention()]])
+        futures_arms(s, [a, b], 26, [[Intervention()]])
     with pytest.raises(ValueError, match="asked twice at one snapshot with different"):
-        futures_arms(s, [1, 1], 26, [[Intervention(), Intervention(("moderate_use",))]])
+        futures_arms(s, [a, a], 26, [[Intervention(), Intervention(("moderate_use",))]])

@@ -387,6 +387,8 @@ def _check_simulator_rates(s: Any, key: str) -> None:
 ACQUISITIONS = ("continuous", "cohort")
 #: the longest burn-in, in months
 MAX_BURN_IN = 120
+#: the earliest month a regime change or the competitors' midpoint may be set at
+EARLIEST_MONTH = -240
 
 
 def first_month(s: Any) -> int:
@@ -409,18 +411,19 @@ def _check_simulator_months(s: SimulatorConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.inflow_rate", rule, s.inflow_rate)
     _in(f"{key}.signup_spread", s.signup_spread, 1, last + 1, f"months of sign-ups: {horizon}")
     _in(f"{key}.stop_mean_months", s.stop_mean_months, 1, last + 1, horizon)
-    first = first_month(s)
-    _in(f"{key}.competitor_midpoint", s.competitor_midpoint, first, last + 1)
+    # months before the first simulated one are allowed: a tightening or a market shift
+    # that happened earlier is simply in force from the start
+    _in(f"{key}.competitor_midpoint", s.competitor_midpoint, EARLIEST_MONTH, last + 1)
     for name, window in _SIM_WINDOW_MONTHS.items():
         rule = f"counts months of {window}: must lie in [0, {window}]"
         _in(f"{key}.{name}", getattr(s, name), 0, window, rule)
     for name in ("thin_months", "review_grace_months"):
         _in(f"{key}.{name}", getattr(s, name), 0, last + 1)
-    if cfg.data.kind == "simulator" and not first <= s.tightening_month <= last:
-        rule = f"must lie inside the simulated months [{first}, {last}] (burn-in included)"
+    if cfg.data.kind == "simulator" and not EARLIEST_MONTH <= s.tightening_month <= last:
+        rule = f"must lie in [{EARLIEST_MONTH}, {last}] (months before 0: in force from the start)"
         _fail(f"{key}.tightening_month", rule, s.tightening_month)
-    if not first <= s.pilot_month <= s.tightening_month:
-        rule = f"must lie in [{first}, simulator.tightening_month]"
+    if not EARLIEST_MONTH <= s.pilot_month <= s.tightening_month:
+        rule = f"must lie in [{EARLIEST_MONTH}, simulator.tightening_month]"
         _fail(f"{key}.pilot_month", rule, s.pilot_month)
 
 

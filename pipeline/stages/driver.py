@@ -58,8 +58,8 @@ def execute(
 ) -> Any:
     """Run what ``cfg.stage`` names; logic lives outside ``@hydra.main`` so tests call it.
 
-    The config is validated here, once. The output root (``paths.root``) is held for the
-    whole invocation. ``sweep`` (sweep directory, trial number) nests the run under the
+    The config is validated here, before the output root is taken; the output root
+    (``paths.root``) is held for the whole invocation. ``sweep`` (sweep directory, trial number) nests the run under the
     sweep's MLflow run, and leaves registration to the end of the sweep;
     ``shared_root`` is the root a sweep job reads. Returns the run summary, or a single
     command's result.
@@ -150,7 +150,11 @@ def run_pipeline(
     """Run the given stages under one parent MLflow run; returns the summary.
 
     ``register=False`` (sweep trials) logs the model without offering it to the registry.
+    The config is checked first: this is an entry point of its own (the benchmark and
+    the tests call it without :func:`execute`), and an unchecked size can exhaust the
+    machine's memory before any stage fails.
     """
+    validate(cfg)
     todo = _stages(stages)
     results: dict[str, Any] = {}
     cat = Catalog.of(cfg)
