@@ -384,8 +384,8 @@ def _train_dask(cfg: Config, p: Catalog) -> Trained:
     fit = run.fit
     run.part["splits"] = splits_part(cfg)
     if "score_psi" in run.part:
-        # the rows stay on the workers: no SHAP ranking of the drivers, so the features
-        # are not checked for extrapolation here (the explain stage's ranking is)
+        # the rows stay on the workers: no SHAP ranking of the drivers, so no feature is
+        # checked for extrapolation under engine=dask (``extrapolated`` is None: unknown)
         drift = drift_core.drift_summary(_stability(p), [], float(run.part["score_psi"]))
         run.part["drift"] = {**drift, "extrapolated": None}
     return Trained(
