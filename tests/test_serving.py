@@ -12,6 +12,7 @@ import pytest
 from helpers import model_server
 
 from pipeline.adapters.catalog import load_scoring_model
+from pipeline.core.scoring import score_frame
 
 WORLD = [
     "model.baselines=false",
@@ -41,6 +42,24 @@ def _names(root: Path) -> list[str]:
     return json.loads((root / "models" / "model.json").read_text())["feature_names"]
 
 
+def _check_reasons(out: pd.DataFrame) -> None:
+    """Reasons are the causes that raise the row's risk: a low-risk row may have none.
+
+    A rank is filled exactly when its cause is (text, feature and cause together), the
+    ranks are filled from the first, every row of the top tier names at least one
+    reason, and most rows of a risky sample name one.
+    """
+    filled = {}
+    for r in (1, 2, 3):
+        cause = out[f"reason_{r}_cause"].fillna("").astype(str).str.len().gt(0)
+        for k in ("en", "feature"):
+            assert (out[f"reason_{r}_{k}"].fillna("").astype(str).str.len().gt(0) == cause).all()
+        filled[r] = cause
+    assert (filled[1] | ~filled[2]).all() and (filled[2] | ~filled[3]).all()
+    assert filled[1][out.tier == "high"].all()
+    assert filled[1].mean() >= 0.5, filled[1].mean()
+
+
 @pytest.mark.slow
 def test_pyfunc_champion_matches_batch_scoring(trained):
     import mlflow
@@ -59,10 +78,28 @@ def test_pyfunc_champion_matches_batch_scoring(trained):
     assert out.borrower_id.tolist() == rows.borrower_id.tolist()
     assert out.probability.between(0, 1).all()
     assert set(out.tier) <= {"low", "medium", "high"}
-    assert out.reason_1_cause.notna().all() and out.reason_1_en.str.len().gt(0).all()
+    _check_reasons(out)
     # the same numbers as the local model with its calibration
     local = load_scoring_model(root / "models")
     np.testing.assert_allclose(out.probability, local.prob(rows[names].to_numpy()), rtol=1e-6)
+    # and the same tiers and reasons as batch scoring of the same rows
+    from helpers import SMALL, compose_config
+
+    score = compose_config(root, [*SMALL, *WORLD]).score
+    batch = score_frame(
+        local,
+        rows,
+        "borrower_id",
+        list(score.tier_cuts),
+        list(score.tier_names),
+        int(score.top_k),
+        advice_rows=0,
+    )
+    for col in ["tier", *[c for c in out.columns if c.startswith("reason_")]]:
+        if pd.api.types.is_numeric_dtype(out[col]):
+            np.testing.assert_allclose(out[col], batch[col], rtol=1e-6, err_msg=col)
+        else:
+            assert out[col].astype(str).tolist() == batch[col].astype(str).tolist(), col
     bad = request.copy()
     bad.loc[bad.index[0], "tenure"] = np.inf
     with pytest.raises(Exception, match="tenure"):
@@ -90,4 +127,4 @@ def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
         assert len(preds) == len(rows)
         assert all(0 <= p["probability"] <= 1 for p in preds)
         assert all(p["tier"] in ("low", "medium", "high") for p in preds)
-        assert all(p["reason_1_cause"] and p["reason_1_en"] for p in preds)
+        _check_reasons(pd.DataFrame(preds))
