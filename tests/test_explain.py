@@ -13,7 +13,7 @@ from helpers import cause_matrix
 
 from pipeline.base.causes import CAUSES
 from pipeline.base.io import DataError
-from pipeline.base.registry import BY_NAME, FEATURE_NAMES
+from pipeline.base.registry import BY_NAME, FEATURE_NAMES, risk_side
 from pipeline.core import explain as ex
 
 NAMES = list(FEATURE_NAMES)
@@ -52,8 +52,12 @@ def test_reason_codes_rank_causes_and_keep_additivity():
     phi[25:, _by_cause("thin_file")] += 0.5
     contrib = np.column_stack([phi, np.full(n, -2.0)])
     X = rng.uniform(0, 1, (n, p)).astype(np.float32)
+    # the planted features' values on the side their cause declares (reference 0.5)
+    for rows, cause in ((slice(0, 25), "fund_misuse"), (slice(25, 50), "thin_file")):
+        for j in _by_cause(cause):
+            X[rows, j] = 0.5 + 0.4 * risk_side(NAMES[j], cause)
     W = ex.attribution_matrix(NAMES, "registry")
-    r = ex.reason_codes(contrib, X, NAMES, 3, W)
+    r = ex.reason_codes(contrib, X, NAMES, 3, W, reference=np.full(p, 0.5))
     assert list(r["reason_1_cause"][:25]) == ["fund_misuse"] * 25
     assert list(r["reason_1_cause"][25:]) == ["thin_file"] * 25
     # the feature behind a reason feeds that cause, and its value is the row's value
@@ -271,3 +275,70 @@ def test_one_borrower_story_and_unknown_id(world, capsys):
     )
     with pytest.raises(DataError, match="snapshot 13"):
         execute(bad_snap, [])
+
+
+def test_a_reason_needs_a_risky_value_a_top_contribution_and_a_concern():
+    p = len(NAMES)
+    j = NAMES.index("months_since_last_draw")  # sudden stop: more months, more risk
+    ref = np.full(p, 5.0)
+    W = ex.attribution_matrix(NAMES, "registry")
+
+    def one(value: float, phi_j: float, others: float = 0.0) -> dict[str, np.ndarray]:
+        phi = np.full((1, p), -0.01)
+        phi[0, j] = phi_j
+        if others:  # six features linked to no cause, each pushing harder than j
+            phi[0, [NAMES.index(f) for f in ("income", "city_tier", "age_band_code")]] = others
+            phi[0, [NAMES.index(f) for f in ("occupation_code", "degree")]] = others
+            phi[0, NAMES.index("line")] = others
+        X = np.full((1, p), 5.0)
+        X[0, j] = value
+        return ex.reason_codes(np.column_stack([phi, [-2.0]]), X, NAMES, 3, W, reference=ref)
+
+    hit = one(9.0, 0.4)
+    assert hit["reason_1_cause"][0] == "sudden_stop"
+    assert hit["reason_1_feature"][0] == "months_since_last_draw"
+    # the same push with a value on the safe side of the median is not a reason
+    assert one(2.0, 0.4)["reason_1_cause"][0] == ""
+    # nor a value on the risky side whose contribution lowers the risk
+    assert one(9.0, -0.4)["reason_1_cause"][0] == ""
+    # nor one outside the row's five largest positive contributions
+    assert one(9.0, 0.4, others=0.5)["reason_1_cause"][0] == ""
+    # a feature with no declared side for a cause is never cited for it
+    k = NAMES.index("draw_months_12")  # sudden stop +, low yield undeclared
+    assert risk_side("draw_months_12", "low_yield") == 0
+    phi = np.zeros((1, p))
+    phi[0, k] = 0.5
+    X = np.full((1, p), 5.0)
+    X[0, k] = 11.0
+    only_ly = np.zeros_like(W)
+    only_ly[:, ex.PROFILE] = 1.0
+    only_ly[k] = 0.0
+    only_ly[k, CAUSES.index("low_yield")] = 1.0
+    r = ex.reason_codes(np.column_stack([phi, [-2.0]]), X, NAMES, 3, only_ly, reference=ref)
+    assert r["reason_1_cause"][0] == ""  # all its weight on the undeclared link
+    r = ex.reason_codes(np.column_stack([phi, [-2.0]]), X, NAMES, 3, W, reference=ref)
+    assert r["reason_1_cause"][0] == "sudden_stop"  # its declared link cites it
+    assert r["reason_2_cause"][0] == ""
+    # a row under the lowest tier cut-off: no closure concern, its protective factors
+    phi = np.zeros((2, p))
+    phi[:, j] = 0.4
+    phi[:, NAMES.index("tenure")] = -0.3
+    phi[:, NAMES.index("income")] = -0.6
+    X = np.full((2, p), 5.0)
+    X[:, j] = 9.0
+    r = ex.reason_codes(
+        np.column_stack([phi, [-2.0, -2.0]]),
+        X,
+        NAMES,
+        3,
+        W,
+        reference=ref,
+        prob=np.array([0.01, 0.2]),
+        floor=0.05,
+    )
+    assert list(r["closure_concern"]) == [False, True]
+    assert r["reason_1_cause"][0] == "" and r["reason_1_cause"][1] == "sudden_stop"
+    assert list(r["protect_1_feature"]) == ["income", ""]
+    assert r["protect_2_feature"][0] == "tenure" and r["protect_3_feature"][0] == ""
+    assert r["protect_1_en"][0].startswith("no closure concern: monthly income")
+    assert r["protect_1_shap"][0] == pytest.approx(-0.6)

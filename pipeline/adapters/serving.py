@@ -209,6 +209,8 @@ def log_serving_model(
             "tier_names": [str(t) for t in cfg.score.tier_names],
             "top_k": int(cfg.score.top_k),
         }
+        if isinstance(meta.get("reference"), dict):  # the side a reason's value must lie on
+            spec["reference"] = meta["reference"]
         enc = scoring.model_encoding(meta, names) if table_mode else None
         if table_mode:
             spec["guards"] = table_guards(catalog.Catalog.of(cfg), meta).to_json()

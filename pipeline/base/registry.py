@@ -640,3 +640,112 @@ def registry_json() -> list[dict[str, object]]:
         )
         for f in FEATURES
     ]
+
+
+#: The side on which a feature's value raises each of its causes, one sign per cause in
+#: the order of :attr:`Feature.causes`: ``+`` when a higher value means more risk of
+#: that cause (e.g. months since the last draw for a sudden stop), ``-`` when a lower
+#: one does (the share of drawn money spent on consumption for fund misuse), ``0`` when
+#: the mechanism declares no side (the feature may then never be cited for the cause).
+#: Read from the simulator's monitoring signals (MECHANISMS.md); a reason cites a
+#: feature for a cause only when the row's value lies on this side (see
+#: :func:`pipeline.core.explain.reason_codes`).
+_SIDES: dict[str, str] = {
+    "months_since_last_draw": "++",
+    "draw_months_3": "--",
+    "draw_months_6": "--",
+    "draw_months_12": "+0",
+    "n_draws_3": "+-",
+    "n_draws_6": "+",
+    "n_draws_12": "+0",
+    "draw_amount_3": "+-",
+    "draw_amount_6": "-+",
+    "draw_amount_12": "-",
+    "draw_trend": "-",
+    "longest_idle_12": "++",
+    "util_mean_3": "++",
+    "util_mean_6": "-+",
+    "util_mean_12": "-",
+    "util_max_12": "+",
+    "util_trend": "+-",
+    "util_now": "++-",
+    "reliance_3": "+",
+    "stop_watch_1": "+",
+    "stop_watch_2": "+",
+    "draw_months_9": "+0",
+    "revolving_share_6": "+",
+    "small_draw_share_12": "+",
+    "interest_paid_6": "-",
+    "interest_to_line_12": "-",
+    "early_repay_share_12": "+",
+    "line": "0",
+    "line_to_initial": "0-",
+    "n_line_increases": "0",
+    "n_line_decreases": "++",
+    "n_freezes": "++",
+    "months_since_line_change": "+",
+    "tenure": "+",
+    "frozen_now": "++",
+    "months_since_cut_or_freeze": "---",
+    "share_securities_k": "+",
+    "share_other_lender_k": "++",
+    "misuse_share_k": "+",
+    "share_business_6": "++",
+    "share_consumption_6": "--",
+    "misuse_share_3": "+",
+    "noncons_share_3": "++",
+    "ext_active_products": "-+",
+    "ext_cards": "-",
+    "ext_loans": "+-",
+    "months_since_ext_activity": "+",
+    "ext_inquiries_6": "+-",
+    "ext_new_accounts_12": "-+",
+    "ext_utilisation": "+",
+    "competitor_months_6": "+",
+    "competitor_share_6": "+",
+    "spend_level_6": "--",
+    "spend_volatility_6": "+",
+    "spend_trend": "--",
+    "spend_weekly_cv_3": "+",
+    "spend_ratio_1": "-",
+    "spend_ratio_3": "-",
+    "weekly_cv_1": "+",
+    "weekly_cv_ratio_3": "+",
+    "idle_multihoming_6": "+",
+    "competition_watch_1": "+",
+    "competition_watch_2": "+",
+    "competition_watch_3": "+",
+    "contacts_closed_share": "++",
+    "contacts_closed_wshare": "++",
+    "contacts_overdue_share": "+",
+    "regime": "+",
+    "tightening_util_3": "+",
+    "tightening_noncons_3": "+",
+}
+
+
+def _sides() -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for f in FEATURES:
+        signs = _SIDES.get(f.name, "")
+        if len(signs) != len(f.causes):
+            raise ValueError(
+                f"registry: feature {f.name!r} declares {len(signs)} risk side(s) for "
+                f"{len(f.causes)} cause(s) {f.causes}"
+            )
+        side = {c: {"+": 1, "-": -1, "0": 0}[s] for c, s in zip(f.causes, signs, strict=True)}
+        if f.monotone and any(v and v != f.monotone for v in side.values()):
+            raise ValueError(
+                f"registry: feature {f.name!r} has monotone {f.monotone} but risk sides {side}"
+            )
+        out[f.name] = side
+    return out
+
+
+#: feature -> cause -> +1 / -1 / 0, the side of the value that raises the cause's risk
+RISK_SIDES: dict[str, dict[str, int]] = _sides()
+
+
+def risk_side(feature: str, cause: str) -> int:
+    """+1 or -1: the side of ``feature``'s value that raises ``cause``; 0: none declared."""
+    return RISK_SIDES.get(feature, {}).get(cause, 0)

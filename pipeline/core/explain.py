@@ -43,7 +43,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from pipeline.base.causes import CAUSE_TEXT, CAUSES
-from pipeline.base.registry import BY_NAME
+from pipeline.base.registry import BY_NAME, risk_side
 from pipeline.core.labels import Labels, number_text
 from pipeline.core.treeshap import TreeShap, supports
 
@@ -279,6 +279,41 @@ def reference_shift(phi: np.ndarray, groups: np.ndarray | None = None) -> np.nda
     return shift
 
 
+#: How many of a row's largest positive contributions a reason may cite from: a feature
+#: outside them is not what drives the row, however its cause adds up.
+REASON_POOL = 5
+
+
+def risk_sides(feature_names: Sequence[str]) -> np.ndarray:
+    """``(p, C)``: the registry's side (+1, -1, 0) of each feature's value for each cause."""
+    D = np.zeros((len(feature_names), len(CAUSES)), dtype=np.int8)
+    for j, name in enumerate(feature_names):
+        for c, cause in enumerate(CAUSES):
+            D[j, c] = risk_side(name, cause)
+    return D
+
+
+def feature_reference(X: np.ndarray) -> np.ndarray:
+    """The value each feature is compared with for its risky side: the median of the rows
+    (the train stage saves the training rows' medians with the model)."""
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) == 0:
+        return np.full(X.shape[1], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: NaN
+        return np.nanmedian(X, axis=0)
+
+
+def _text(cause: str, zh_f: str, en_f: str, v: str) -> tuple[str, str]:
+    if not cause:
+        return "", ""
+    return f"{CAUSE_TEXT[cause][0]}（{zh_f}：{v}）", f"{CAUSE_TEXT[cause][1]} ({en_f}: {v})"
+
+
+#: what a row under the lowest tier cut-off is told instead of closure reasons
+NO_CONCERN = ("无关闭风险", "no closure concern")
+
+
 def reason_codes(
     contrib: np.ndarray,
     X: np.ndarray,
@@ -286,27 +321,69 @@ def reason_codes(
     top_k: int = 3,
     W: np.ndarray | None = None,
     shift: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
+    floor: float | None = None,
+    pool: int = REASON_POOL,
 ) -> dict[str, np.ndarray]:
-    """Top ``top_k`` reasons per row, as columns.
+    """Top ``top_k`` closure reasons per row, as columns, and what a low-risk row reads.
 
-    For each rank: the cause, its score (log-odds), the feature that feeds it most in
-    that row with the feature's value and SHAP, and a sentence in Chinese and English.
-    ``W`` is first kept to the registry's links (:func:`registry_weights`), so a reason
-    cites only a feature that the registry links to its cause. Only causes that push
-    the row's risk up are reasons: where fewer than ``top_k`` causes have a positive
-    score, the remaining ranks are empty (cause, feature and sentences ``""``, SHAP 0,
-    value NaN), as in :func:`feature_reasons`.
+    A reason cites a feature ``j`` for a cause ``c`` only when, for that row,
+
+    * its contribution raises the risk: SHAP ``phi_j > 0`` (and still so after the
+      reference ``shift``, where one is given);
+    * it is among the row's ``pool`` largest positive contributions;
+    * its value lies on the risky side the registry declares for ``c``
+      (:data:`pipeline.base.registry.RISK_SIDES`) against ``reference`` (the training
+      rows' medians; without it, the medians of ``X``): above it for ``+``, below it for
+      ``-``; a missing value or a link without a declared side is never cited;
+    * the registry links ``j`` to ``c`` (``W`` is first kept to the links,
+      :func:`registry_weights`).
+
+    A cause's score is the sum of ``phi_j * W[j, c]`` over the features it may cite, the
+    causes with the largest positive scores are the reasons, and each cites its largest
+    share. Where fewer than ``top_k`` causes qualify the remaining ranks are empty (cause,
+    feature and sentences ``""``, SHAP 0, value NaN).
+
+    With ``prob`` and ``floor`` (the lowest tier cut-off), a row with ``prob < floor``
+    gets no closure reasons: ``closure_concern`` is False, and ``protect_<r>_*`` name its
+    ``top_k`` strongest protective factors (the most negative contributions, any
+    feature) after the words "no closure concern". Rows at or above the floor have
+    empty protective columns.
     """
     n, p = X.shape
     if W is None:
         W = attribution_matrix(feature_names, "primary")
     W = registry_weights(W, feature_names)
-    phi = contrib[:, :p] if shift is None else contrib[:, :p] - shift
-    scores = phi @ W
-    scores[:, PROFILE] = -np.inf
-    k = min(top_k, len(CAUSES))
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    raw = np.asarray(contrib[:, :p], dtype=np.float64)
+    phi = raw if shift is None else raw - shift
+    Xf = np.asarray(X, dtype=np.float64)
+    ref = feature_reference(Xf) if reference is None else np.asarray(reference, dtype=np.float64)
+    if ref.shape != (p,):
+        raise ValueError(f"reference has shape {ref.shape}; expected ({p},), one per feature")
+    concern = np.ones(n, dtype=bool)
+    if prob is not None and floor is not None:
+        concern = ~(np.asarray(prob, dtype=np.float64) < float(floor))
+    # the row's largest positive contributions
+    up = (phi > 0) & (raw > 0)
+    ranked = np.argsort(-np.where(up, phi, -np.inf), axis=1, kind="stable")[:, : max(pool, 0)]
+    in_pool = np.zeros((n, p), dtype=bool)
+    np.put_along_axis(in_pool, ranked, True, axis=1)
+    in_pool &= up & concern[:, None]
+    D = risk_sides(feature_names)
+    above = Xf > ref[None, :]
+    below = Xf < ref[None, :]  # NaN compares False on both sides
+    n_c = len(CAUSES)
+    scores = np.zeros((n, n_c))
+    best = np.zeros((n, n_c), dtype=np.int64)
     rows = np.arange(n)
+    for c in range(n_c):
+        side = np.where(D[:, c] > 0, above, np.where(D[:, c] < 0, below, False))
+        share = np.where(in_pool & side & (W[:, c] > 0)[None, :], phi * W[:, c][None, :], 0.0)
+        scores[:, c] = share.sum(axis=1)
+        best[:, c] = np.argmax(share, axis=1)
+    k = min(top_k, n_c)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     names = np.asarray(feature_names, dtype=object)
     causes = np.asarray(CAUSE_COLUMNS, dtype=object)
     zh_f = np.array([BY_NAME[f].zh if f in BY_NAME else f for f in feature_names], dtype=object)
@@ -315,35 +392,65 @@ def reason_codes(
     for r in range(k):
         ci = order[:, r]
         score = scores[rows, ci]
-        # each feature's share in this cause, for the row: phi_j * W[j, c]
-        share = phi * W[:, ci].T
-        fj = np.argmax(share, axis=1)
-        # a cause with a positive score has a linked feature with a positive share
-        ok = (score > 0) & (share[rows, fj] > 0)
+        fj = best[rows, ci]
+        ok = score > 0
         cause = np.where(ok, causes[ci], "").astype(object)
-        value = np.where(ok, X[rows, fj].astype(np.float64), np.nan)
-        vtext = [number_text(v) for v in value]
-        zh = np.array(
-            [
-                f"{CAUSE_TEXT[c][0]}（{zf}：{v}）" if c else ""
-                for c, zf, v in zip(cause, zh_f[fj], vtext, strict=True)
-            ],
-            dtype=object,
-        )
-        en = np.array(
-            [
-                f"{CAUSE_TEXT[c][1]} ({ef}: {v})" if c else ""
-                for c, ef, v in zip(cause, en_f[fj], vtext, strict=True)
-            ],
-            dtype=object,
-        )
+        value = np.where(ok, Xf[rows, fj], np.nan)
+        texts = [
+            _text(c, zf, ef, number_text(v))
+            for c, zf, ef, v in zip(cause, zh_f[fj], en_f[fj], value, strict=True)
+        ]
         out[f"reason_{r + 1}_cause"] = cause
         out[f"reason_{r + 1}_shap"] = np.where(ok, score, 0.0)
         out[f"reason_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
         out[f"reason_{r + 1}_value"] = value
         out[f"reason_{r + 1}_feature_shap"] = np.where(ok, phi[rows, fj], 0.0)
-        out[f"reason_{r + 1}_zh"] = zh
-        out[f"reason_{r + 1}_en"] = en
+        out[f"reason_{r + 1}_zh"] = np.array([t[0] for t in texts], dtype=object)
+        out[f"reason_{r + 1}_en"] = np.array([t[1] for t in texts], dtype=object)
+    out["closure_concern"] = concern
+    out.update(_protective(raw, Xf, feature_names, top_k, ~concern, zh_f, en_f))
+    return out
+
+
+def _protective(
+    raw: np.ndarray,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    top_k: int,
+    rows_on: np.ndarray,
+    zh_f: np.ndarray,
+    en_f: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``protect_<r>_*``: the ``top_k`` most negative contributions of the rows ``rows_on``."""
+    n, p = raw.shape
+    k = min(top_k, p)
+    order = np.argsort(raw, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)
+    names = np.asarray(feature_names, dtype=object)
+    out: dict[str, np.ndarray] = {}
+    for r in range(k):
+        fj = order[:, r]
+        val = raw[rows, fj]
+        ok = rows_on & (val < 0)
+        value = np.where(ok, X[rows, fj], np.nan)
+        vt = [number_text(v) for v in value]
+        out[f"protect_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
+        out[f"protect_{r + 1}_value"] = value
+        out[f"protect_{r + 1}_shap"] = np.where(ok, val, 0.0)
+        out[f"protect_{r + 1}_zh"] = np.array(
+            [
+                f"{NO_CONCERN[0]}：{z}（{v}）降低风险" if o else ""
+                for o, z, v in zip(ok, zh_f[fj], vt, strict=True)
+            ],
+            dtype=object,
+        )
+        out[f"protect_{r + 1}_en"] = np.array(
+            [
+                f"{NO_CONCERN[1]}: {e} ({v}) lowers the risk" if o else ""
+                for o, e, v in zip(ok, en_f[fj], vt, strict=True)
+            ],
+            dtype=object,
+        )
     return out
 
 

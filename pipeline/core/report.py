@@ -707,6 +707,10 @@ def _reason_rows(inp: Inputs) -> list[Sequence[Cell]]:
             (str(r.get(f"reason_{i}_en", "")), str(r.get(f"reason_{i}_zh", "")))
             for i in (1, 2, 3)
             if r.get(f"reason_{i}_cause") not in (None, "")
+        ) or tuple(  # a row under the lowest tier: no closure concern, what protects it
+            (str(r.get(f"protect_{i}_en", "")), str(r.get(f"protect_{i}_zh", "")))
+            for i in (1, 2, 3)
+            if _present(r.get(f"protect_{i}_en"))
         )
         rows.append(
             (

@@ -57,6 +57,17 @@ class ScoringModel:
     meta: dict[str, Any] = field(default_factory=dict)  # model.json, when the loader passes it
 
     @property
+    def reference(self) -> np.ndarray | None:
+        """The training rows' median of each feature (model.json ``reference``): a reason's
+        risky side is read against it; None for a model saved without one."""
+        ref = self.meta.get("reference")
+        if not isinstance(ref, dict):
+            return None
+        return np.array(
+            [np.nan if ref.get(n) is None else float(ref[n]) for n in self.names], dtype=np.float64
+        )
+
+    @property
     def id_column(self) -> str:
         """The id column the model's rows carry: ``borrower_id``, or the table's own id."""
         if self.mode == "table":
@@ -424,7 +435,11 @@ def score_frame(
         contrib, _ = explain_core.contributions(model.booster, X, threads)
     keep: tuple[str, ...]
     if model.mode == "simulator":
-        reasons = explain_core.reason_codes(contrib, X, model.names, top_k, model.W)
+        # the lowest cut-off: a row under it reads "no closure concern" and what protects it
+        floor = float(cuts[0]) if len(cuts) else None
+        reasons = explain_core.reason_codes(
+            contrib, X, model.names, top_k, model.W, None, model.reference, prob, floor
+        )
         keep = ("cause", "feature", "value", "shap", "zh", "en")
     else:
         # the text speaks the table's words: its column names and category levels
@@ -435,6 +450,12 @@ def score_frame(
         for k in keep:
             if f"reason_{r}_{k}" in reasons:
                 out[f"reason_{r}_{k}"] = reasons[f"reason_{r}_{k}"]
+    if "closure_concern" in reasons:
+        out["closure_concern"] = reasons["closure_concern"]
+        for r in range(1, top_k + 1):
+            for k in ("feature", "value", "shap", "zh", "en"):
+                if f"protect_{r}_{k}" in reasons:
+                    out[f"protect_{r}_{k}"] = reasons[f"protect_{r}_{k}"]
     table = pd.DataFrame(out)
     n = len(table)
     adv_zh = np.full(n, "", dtype=object)

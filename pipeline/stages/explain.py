@@ -72,6 +72,22 @@ class _Model:
         raw = np.asarray(self.booster.predict(np.asarray(X, dtype=np.float32)))
         return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
 
+    @property
+    def reference(self) -> np.ndarray | None:
+        """The training medians a reason's risky side is read against (None: not saved)."""
+        ref = self.meta.get("reference")
+        if not isinstance(ref, dict):
+            return None
+        return np.array(
+            [np.nan if ref.get(n) is None else float(ref[n]) for n in self.names], dtype=np.float64
+        )
+
+
+def _floor(cfg: Config) -> float | None:
+    """The lowest tier cut-off (``score.tier_cuts``): under it a row has no closure concern."""
+    cuts = list(cfg.score.tier_cuts)
+    return float(min(cuts)) if cuts else None
+
 
 def _load_rows(
     cfg: Any, p: catalog.Catalog, model: _Model, batch: bool = False
@@ -278,7 +294,9 @@ def _batch(
         cols["label_cause"] = oot.label_cause.to_numpy()
         W, info = _cause_weights(cfg, p, model, df, threads)
         shift = _shift(cfg, contrib, len(names), oot.snapshot.to_numpy())
-        reasons = explain_core.reason_codes(contrib, X, names, int(e.top_k), W, shift)
+        reasons = explain_core.reason_codes(
+            contrib, X, names, int(e.top_k), W, shift, model.reference, prob, _floor(cfg)
+        )
     else:
         reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k), model.labels)
     if e.probability:
@@ -592,7 +610,17 @@ def _borrower(
     if sim:
         W, _ = _cause_weights(cfg, p, model, df, threads)
         shift = _snapshot_shift(cfg, model, df, int(row.snapshot.iloc[0]), threads)
-        reasons = explain_core.reason_codes(contrib, x, model.names, int(e.top_k), W, shift)
+        reasons = explain_core.reason_codes(
+            contrib,
+            x,
+            model.names,
+            int(e.top_k),
+            W,
+            shift,
+            model.reference,
+            np.array([prob]),
+            _floor(cfg),
+        )
     else:
         reasons = explain_core.feature_reasons(contrib, x, model.names, int(e.top_k), model.labels)
     lines = [
@@ -707,8 +735,14 @@ def _story_reasons(
                 "en": en,
             }
         )
-    if not out:
-        lines.append("  (nothing raises the risk of this one above the average)")
+    if not out and not bool(reasons.get("closure_concern", [True])[0]):
+        lines.append(f"  {explain_core.NO_CONCERN[0]} / {explain_core.NO_CONCERN[1]}")
+        for r in range(1, top_k + 1):
+            en = str(reasons.get(f"protect_{r}_en", [""])[0])
+            if en:
+                lines.append(f"  - {reasons[f'protect_{r}_zh'][0]}\n    {en}")
+    elif not out:
+        lines.append("  (nothing the registry links to a closure cause raises this one's risk)")
     return out
 
 

@@ -26,9 +26,15 @@ from pipeline.base.io import DataError
 from pipeline.core import report as core
 from pipeline.stages.common import STAMP_KEY, Result, check_stamp, model_stamp, say
 
-REASON_COLUMNS = ["borrower_id", "snapshot", "probability", "label", "label_cause"] + [
-    f"reason_{i}_{k}" for i in (1, 2, 3) for k in ("cause", "feature", "value", "shap", "zh", "en")
-]
+REASON_COLUMNS = (
+    ["borrower_id", "snapshot", "probability", "label", "label_cause"]
+    + [
+        f"reason_{i}_{k}"
+        for i in (1, 2, 3)
+        for k in ("cause", "feature", "value", "shap", "zh", "en")
+    ]
+    + [f"protect_{i}_{k}" for i in (1, 2, 3) for k in ("zh", "en")]
+)
 ADVICE_COLUMNS = ["borrower_id", "snapshot", "p_before", "p_after", "achieved", "cost", "advice_en"]
 
 

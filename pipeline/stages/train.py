@@ -42,6 +42,7 @@ from pipeline.core import calibration as cal_core
 from pipeline.core import compose as compose_core
 from pipeline.core import drift as drift_core
 from pipeline.core import evaluation as eval_core
+from pipeline.core import explain as explain_core
 from pipeline.core import report as report_core
 from pipeline.core import screening as screening_core
 from pipeline.core import selection as selection_core
@@ -359,11 +360,25 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
         gains_split=split,
         example=pd.DataFrame(fitted.X["valid"][:5], columns=data.names),
         words=data.words,
-        meta=data.meta,
+        meta={**data.meta, **_reference(data.mode, data.names, fitted.X["train"])},
         plots=_plots(y, raw, fitted.cal, base.scores, p, fitted.n_bins),
         base_metrics=base.metrics,
         rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"], fitted.raw["oot"]),
     )
+
+
+def _reference(mode: str, names: list[str], X: np.ndarray) -> dict[str, Any]:
+    """model.json's ``reference``: each feature's median over the training rows, the value
+    a reason's risky side is read against (simulator models; see
+    :func:`pipeline.core.explain.reason_codes`). A missing median is written as null."""
+    if mode != "simulator":
+        return {}
+    med = explain_core.feature_reference(X)
+    return {
+        "reference": {
+            n: float(v) if np.isfinite(v) else None for n, v in zip(names, med, strict=True)
+        }
+    }
 
 
 def _train_dask(cfg: Config, p: Catalog) -> Trained:
