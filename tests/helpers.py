@@ -228,3 +228,67 @@ def cause_matrix(
     if shift is not None:
         phi = phi - shift
     return phi @ W, list(CAUSE_COLUMNS)
+
+
+def reason_rule_breaches(
+    out: Any,
+    booster: Any,
+    X: Any,
+    names: list[str],
+    reference: dict[str, Any],
+    floor: float,
+    pool: int = 5,
+) -> list[str]:
+    """Every reason in ``out`` (one row per row of ``X``) that breaks the rule, in words.
+
+    Checked afresh from LightGBM's own contributions (``pred_contrib``) and the
+    registry: a cited feature raises the row's risk, is among its ``pool`` largest
+    positive contributions, is linked to the cause, and its value (the row's own) lies
+    on the side the registry declares for that cause against ``reference`` (the
+    training medians of model.json); a row under ``floor`` cites nothing and names a
+    protective factor whose contribution is negative.
+    """
+    import numpy as np
+
+    from pipeline.base.registry import BY_NAME, risk_side
+
+    X = np.asarray(X, dtype=np.float64)
+    phi = np.asarray(booster.predict(X, pred_contrib=True))[:, : len(names)]
+    bad: list[str] = []
+    prob = np.asarray(out["probability"], dtype=np.float64)
+    for i in range(len(X)):
+        low = prob[i] < floor
+        for r in (1, 2, 3):
+            cause = str(out[f"reason_{r}_cause"].iloc[i] or "")
+            feat = str(out[f"reason_{r}_feature"].iloc[i] or "")
+            if not cause:
+                if feat:
+                    bad.append(f"row {i} rank {r}: feature {feat} without a cause")
+                continue
+            if low:
+                bad.append(f"row {i}: probability {prob[i]:.4f} < {floor} yet reason {cause}")
+            j = names.index(feat)
+            value = float(out[f"reason_{r}_value"].iloc[i])
+            if not np.isclose(value, X[i, j], rtol=1e-6, equal_nan=False):
+                bad.append(f"row {i}: {feat} shown as {value}, the row holds {X[i, j]}")
+            if not phi[i, j] > 1e-6:
+                bad.append(f"row {i}: {feat} contributes {phi[i, j]:+.5f} (not raising)")
+            larger = int((phi[i] > phi[i, j] + 1e-6).sum())
+            if larger >= pool:
+                bad.append(f"row {i}: {feat} has {larger} larger contributions (pool {pool})")
+            if cause not in BY_NAME[feat].causes:
+                bad.append(f"row {i}: {feat} is not linked to {cause}")
+            side, ref = risk_side(feat, cause), reference.get(feat)
+            ok = ref is not None and ((side > 0 and X[i, j] > ref) or (side < 0 and X[i, j] < ref))
+            if not ok:
+                bad.append(
+                    f"row {i}: {feat} = {X[i, j]} is not on the risky side ({side:+d}) of "
+                    f"{ref} for {cause}"
+                )
+        if low:
+            f1 = str(out["protect_1_feature"].iloc[i] or "")
+            if f1 and not phi[i, names.index(f1)] < 1e-6:
+                bad.append(f"row {i}: protective factor {f1} does not lower the risk")
+            if not str(out["protect_1_en"].iloc[i]).startswith("no closure concern"):
+                bad.append(f"row {i}: a row under the lowest tier is not told 'no closure concern'")
+    return bad

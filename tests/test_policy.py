@@ -168,7 +168,13 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     assert summary["source"].startswith("registry models:/closure-risk-lgbm@champion")
     assert summary["rows"] > 100 and summary["none"]["loss"] > 0
     front = pd.read_csv(out / "frontier.csv")
-    assert {"close", "tiered", "none", "platform"} <= set(front.strategy)
+    assert {"close", "tiered", "tiered_tuned", "none", "platform"} <= set(front.strategy)
+    # the verdict: exactly its four keys, in the summary and said in one sentence
+    assert set(summary["verdict"]) == {"winner", "good_hit_saved", "revenue_gain", "loss_range"}
+    assert summary["verdict"]["winner"] in ("tiered", "close", "neither", "undecided")
+    assert summary["valid_rows"] > 100
+    assert summary["verdict_sentence"] in printed and "SE" in summary["verdict_sentence"]
+    assert set(res.summary["policy"]["verdict"]) == set(summary["verdict"])
     assert {"all", "salaried", "student"} <= set(front.segment)
     # logged to a nested run of the tracking store
     from mlflow.tracking import MlflowClient
@@ -202,8 +208,97 @@ def test_policy_stage_writes_frontier_and_logs(tmp_path, capsys):
     np.testing.assert_array_equal(got.probability.to_numpy(), want)
 
 
+def _synthetic(seed: int, n_borrowers: int = 1500) -> pd.DataFrame:
+    """Two snapshots per borrower; overdue drawn from the probability (a calibrated score)."""
+    rng = np.random.default_rng(seed)
+    b = np.repeat(np.arange(n_borrowers), 2)
+    n = len(b)
+    prob = rng.beta(1, 12, n)
+    od = rng.uniform(size=n) < prob
+    line = rng.uniform(1000, 5000, n)
+    return pd.DataFrame(
+        {
+            "borrower_id": b,
+            "snapshot": np.tile([30, 31], n_borrowers),
+            "occupation": np.where(b % 2, "salaried", "student"),
+            "probability": prob,
+            "line": line,
+            "tenure": rng.integers(1, 40, n).astype(float),
+            "revenue": rng.uniform(10, 60, n),
+            "overdue": od,
+            "ead": np.where(od, line * rng.uniform(0.5, 1.0, n), 0.0),
+            "balance0": line * rng.uniform(0.1, 0.9, n),
+            "platform_closed": False,
+            "months_observed": 3,
+        }
+    )
+
+
+THRESHOLDS = [0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3]
+
+
+def test_tuning_picks_the_least_harm_at_no_more_loss_on_validation_rows():
+    m = core.Money()
+    valid = _synthetic(1)
+    grid = core.Grid((0.25, 0.5, 0.75), (0.2, 0.6, 1.0), (0.0, 0.02))
+    choices = core.tune(valid, THRESHOLDS, m, grid)
+    assert len(choices) == len(THRESHOLDS)
+    for c in choices:
+        _, loss_c, harm_c = core.per_row("close", c.threshold_close, valid, m)
+        assert c.valid_loss <= loss_c.sum() * (1 + 1e-9)
+        # no setting of the grid does better at no more loss
+        for mm in grid.settings(m):
+            for t in THRESHOLDS:
+                _, lo, ha = core.per_row("tiered", t, valid, mm)
+                if lo.sum() <= c.level * (1 + 1e-9):
+                    assert c.valid_harm <= ha.sum() + 1e-9
+        # and closing itself (no cuts, no raises) is in the grid: never worse than it
+        assert c.valid_harm <= harm_c.sum() + 1e-9
+    # a cut counts as cut_harm of a closure
+    a_rev, a_loss, a_harm = core.per_row("tiered", 0.2, valid, m)
+    acts = core.actions("tiered", 0.2, valid.probability.to_numpy(), core._raise_ok(valid, m), m)
+    good = ~valid.overdue.to_numpy()
+    want = ((acts == core.CLOSE) & good).sum() + m.cut_harm * ((acts == core.REDUCE) & good).sum()
+    assert a_harm.sum() == pytest.approx(want)
+
+
+def test_verdict_names_the_winner_beyond_noise_and_neither_when_the_strategies_agree():
+    m = core.Money()
+    grid = core.Grid((0.25, 0.5, 0.75), (0.2, 0.4, 0.6, 0.8, 1.0), (0.0, 0.01, 0.02))
+    v = core.verdict(_synthetic(2), core.tune(_synthetic(1), THRESHOLDS, m, grid), m, 100, 0)
+    d, se = v["verdict"], v["se"]
+    assert set(d) == {"winner", "good_hit_saved", "revenue_gain", "loss_range"}
+    # cuts bear part of the loss at half the harm here: the tuned tiered strategy wins
+    assert d["winner"] == "tiered" and d["good_hit_saved"] > 1.96 * se["good_hit_saved"] > 0
+    lo, hi = d["loss_range"]
+    assert lo <= hi and v["rows"] == 3000 and v["borrowers"] == 1500
+    text = core.verdict_sentence(v)
+    assert text.startswith("policy verdict: the tiered strategy wins at losses")
+    assert f"SE {se['good_hit_saved']:,.1f}" in text and "3,000" in text
+    # the same verdict from the same seed (bit for bit)
+    again = core.verdict(_synthetic(2), core.tune(_synthetic(1), THRESHOLDS, m, grid), m, 100, 0)
+    assert again["verdict"] == d and again["se"] == se
+    # a tiered strategy that can neither cut nor raise is the closing strategy: no winner
+    same = core.tune(_synthetic(1), THRESHOLDS, m, core.Grid((0.5,), (1.0,), (0.0,)))
+    v2 = core.verdict(_synthetic(2), same, m, 50, 0)
+    assert v2["verdict"]["winner"] == "neither"
+    assert v2["verdict"]["good_hit_saved"] == pytest.approx(0.0)
+    # nothing to compare: undecided, said so
+    v3 = core.verdict(_synthetic(2), [], m, 10, 0)
+    assert v3["verdict"]["winner"] == "undecided" and "cannot be compared" in (
+        core.verdict_sentence(v3)
+    )
+
+
 def test_policy_config_is_validated(make_cfg):
     from pipeline.base.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="policy.tune_medium_ratio"):
+        validate(make_cfg("policy.tune_medium_ratio=[]"))
+    with pytest.raises(ConfigError, match="policy.cut_harm"):
+        validate(make_cfg("policy.cut_harm=2"))
+    with pytest.raises(ConfigError, match="policy.bootstrap"):
+        validate(make_cfg("policy.bootstrap=1"))
 
     with pytest.raises(ConfigError, match="policy.lgd"):
         validate(make_cfg("policy.lgd=1.5"))

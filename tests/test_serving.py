@@ -42,12 +42,15 @@ def _names(root: Path) -> list[str]:
     return json.loads((root / "models" / "model.json").read_text())["feature_names"]
 
 
-def _check_reasons(out: pd.DataFrame) -> None:
-    """Reasons are the causes that raise the row's risk: a low-risk row may have none.
+def _check_reasons(out: pd.DataFrame, floor: float = 0.05) -> None:
+    """Reasons follow the rule: a row under the lowest tier cut-off (``floor``) names no
+    closure reason but "no closure concern" and what protects it; the others name only
+    causes that raise their risk.
 
     A rank is filled exactly when its cause is (text, feature and cause together), the
-    ranks are filled from the first, every row of the top tier names at least one
-    reason, and most rows of a risky sample name one.
+    ranks are filled from the first, rows under the floor have no reason and a
+    protective factor, rows at or above it have no protective factor, every row of the
+    top tier names at least one reason, and most rows above the floor name one.
     """
     filled = {}
     for r in (1, 2, 3):
@@ -56,8 +59,16 @@ def _check_reasons(out: pd.DataFrame) -> None:
             assert (out[f"reason_{r}_{k}"].fillna("").astype(str).str.len().gt(0) == cause).all()
         filled[r] = cause
     assert (filled[1] | ~filled[2]).all() and (filled[2] | ~filled[3]).all()
+    low = out.probability.astype(float) < floor
+    concern = out.closure_concern.astype(str).str.lower().isin(["true", "1"])
+    assert (concern == ~low).all()
+    assert not filled[1][low].any()
+    protect = out.protect_1_en.fillna("").astype(str)
+    assert protect[low].str.startswith("no closure concern").all()
+    assert (protect[~low] == "").all()
     assert filled[1][out.tier == "high"].all()
-    assert filled[1].mean() >= 0.5, filled[1].mean()
+    if (~low).any():
+        assert filled[1][~low].mean() >= 0.5, filled[1][~low].mean()
 
 
 @pytest.mark.slow

@@ -826,6 +826,15 @@ class PolicyConfig:
     raise_max_prob: float = 0.02  # tiered: raise only below this risk ...
     raise_min_tenure: int = 12  # ... for accounts this long on book (all never overdue) ...
     raise_line_quantile: float = 0.5  # ... with a line at or below this quantile (small users)
+    # a never-overdue account cut counts as this share of one closed (the harm compared)
+    cut_harm: float = 0.5
+    # the tiered settings tuned on the validation rows (each a share): the line a cut
+    # keeps, where cuts start (x the closing threshold; 1: no cuts), the risk under which
+    # lines are raised (0: no raises)
+    tune_reduce_factor: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    tune_medium_ratio: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0])
+    tune_raise_max_prob: list[float] = field(default_factory=lambda: [0.0, 0.01, 0.02, 0.03])
+    bootstrap: int = 200  # resamples of the borrowers behind the verdict's standard errors
 
 
 _POLICY_SHARES = (
@@ -836,6 +845,7 @@ _POLICY_SHARES = (
     "medium_ratio",
     "raise_line_quantile",
     "raise_max_prob",
+    "cut_harm",
 )
 
 
@@ -861,6 +871,14 @@ def check_policy(po: PolicyConfig, key: str, cfg: Config) -> None:
     if not _finite(f"{key}.raise_factor", po.raise_factor) >= 1.0:
         _fail(f"{key}.raise_factor", "must be >= 1 (with a non-negative uplift)", po.raise_factor)
     _at_least(f"{key}.raise_revenue_uplift", po.raise_revenue_uplift, 0.0, "must not be negative")
+    for name in ("tune_reduce_factor", "tune_medium_ratio", "tune_raise_max_prob"):
+        values = list(getattr(po, name))
+        if not values:
+            _fail(f"{key}.{name}", "must list at least one value to tune over", values)
+        for v in values:
+            _share(f"{key}.{name}", v)
+    if po.bootstrap < 2 or po.bootstrap > 10_000:
+        _fail(f"{key}.bootstrap", "must lie in [2, 10000] resamples", po.bootstrap)
     _in(
         f"{key}.raise_min_tenure",
         po.raise_min_tenure,

@@ -29,14 +29,17 @@ from pipeline.stages.score import champion_or_local, raw_months
 BLOCK_ROWS = 500_000
 
 
-def scored_rows(cat: Catalog, model: Any, block_rows: int = BLOCK_ROWS) -> pd.DataFrame:
-    """The out-of-time rows of the feature table, in the file's order, with what the
-    comparison uses: keys, occupation, line, tenure and the model's probability.
+def scored_rows(
+    cat: Catalog, model: Any, block_rows: int = BLOCK_ROWS, split: str = "oot"
+) -> pd.DataFrame:
+    """The rows of one split (``oot``: out-of-time) of the feature table, in the file's
+    order, with what the comparison uses: keys, occupation, line, tenure and the model's
+    probability.
 
     The rows are read and scored in blocks of borrowers of about ``block_rows`` rows,
     so that the model's features of all of them are never held at once.
     """
-    keyed = cat.read("features", [], split="oot")
+    keyed = cat.read("features", [], split=split)
     keys = pd.DataFrame({c: keyed.column(c).to_numpy() for c in ("borrower_id", "snapshot")})
     del keyed
     keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
@@ -50,7 +53,7 @@ def scored_rows(cat: Catalog, model: Any, block_rows: int = BLOCK_ROWS) -> pd.Da
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         block = pc.field("borrower_id") >= lo
         block = block & (pc.field("borrower_id") < hi)
-        rows = cat.read("features", need, split="oot", where=block).to_pandas()
+        rows = cat.read("features", need, split=split, where=block).to_pandas()
         rows["probability"] = model.prob(rows[model.names].to_numpy(dtype=np.float32))
         parts.append(rows[keep])
     # back in the file's order
@@ -88,8 +91,9 @@ def policy(
             return PolicyResult(skipped=True, source=model.source)
         raise DataError(f"{feat_path}: column 'split' has no 'oot' rows to simulate on")
     n_months = raw_months(p.raw)
+    valid = scored_rows(p, model, split="valid")
     # the future of the rows only: the months from the earliest snapshot on
-    first = int(rows.snapshot.min())
+    first = int(min(rows.snapshot.min(), valid.snapshot.min() if len(valid) else 10**9))
     later = pc.field("month") >= first
     am = p.read(
         "account_months",
@@ -103,14 +107,31 @@ def policy(
         where=later,
         n_months=n_months,
     ).to_pandas(split_blocks=True, self_destruct=True)
+    keep = ["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]
     out = core.outcomes(rows, am, ev, int(po.horizon), first_month=first)
-    frame = pd.concat(
-        [rows[["borrower_id", "snapshot", "occupation", "probability", "line", "tenure"]], out],
-        axis=1,
-    )
+    frame = pd.concat([rows[keep], out], axis=1)
     thresholds = sorted(float(t) for t in po.thresholds)
     front = core.frontier(frame, thresholds, m)
     matched = core.matched_loss(front)
+    # the tiered settings tuned on the validation rows, judged on the out-of-time ones
+    grid = core.Grid(
+        tuple(float(v) for v in po.tune_reduce_factor),
+        tuple(float(v) for v in po.tune_medium_ratio),
+        tuple(float(v) for v in po.tune_raise_max_prob),
+    )
+    if len(valid):
+        vframe = pd.concat(
+            [valid[keep], core.outcomes(valid, am, ev, int(po.horizon), first_month=first)],
+            axis=1,
+        )
+        choices = core.tune(vframe, thresholds, m, grid)
+    else:
+        say("policy: no validation rows to tune the tiered strategy on; its settings stay fixed")
+        choices = []
+    del am, ev
+    judged = core.verdict(frame, choices, m, int(po.bootstrap), int(cfg.data.seed))
+    front = pd.concat([front, core.tuned_frontier(frame, choices, m)], ignore_index=True)
+    sentence = core.verdict_sentence(judged)
 
     out_dir = p.path("policy_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +148,14 @@ def policy(
         "none": {k: refs["none"][k] for k in ("revenue", "loss", "overdue")},
         "platform": {k: refs["platform"][k] for k in ("closures", "good_hit", "revenue", "loss")},
         "matched_loss": matched.replace({np.nan: None}).to_dict(orient="records"),
+        "verdict": judged["verdict"],
+        "verdict_se": judged["se"],
+        "verdict_sentence": sentence,
+        "tuned": {
+            k: judged.get(k)
+            for k in ("levels", "rows", "borrowers", "replicates", "cut_harm", "levels_compared")
+        },
+        "valid_rows": int(len(valid)),
     }
     json_path = p.write("policy_summary", stamped(summary, model_stamp(p.models)))
 
@@ -143,8 +172,10 @@ def policy(
     for a in (front_path, matched_path, json_path, plot):
         tracker.log_artifact(a, "policy")
     _report(matched, refs, len(frame), out_dir)
+    say(sentence)
+    part = {k: summary[k] for k in ("rows", "source", "horizon", "verdict", "verdict_se")}
     return PolicyResult(
-        summary={"policy": {k: summary[k] for k in ("rows", "source", "horizon")}},
+        summary={"policy": {**part, "verdict_sentence": sentence}},
         rows=int(len(frame)),
         source=model.source,
     )
@@ -183,8 +214,10 @@ def _plot(front: pd.DataFrame, path: Path) -> Path:
 
     f = front[front.segment == "all"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for s, style in (("close", "o-"), ("tiered", "s-")):
-        g = f[f.strategy == s].sort_values("threshold")
+    for s, style in (("close", "o-"), ("tiered", "s-"), ("tiered_tuned", "d--")):
+        g = f[f.strategy == s].sort_values("loss" if s == "tiered_tuned" else "threshold")
+        if len(g) == 0:
+            continue
         ax1.plot(g.good_hit, g.loss, style, label=s)
         ax2.plot(g.loss, g.revenue, style, label=s)
     for s, mk in (("none", "k*"), ("platform", "rx")):
