@@ -147,3 +147,81 @@ def borrower_overlap_sentence(share: float) -> str:
         f"out-of-time is not out-of-borrower: {share:.0%} of the out-of-time rows belong to "
         "borrowers who also have training rows (later months of the same accounts)"
     )
+
+
+#: a segment's AUC this far below the whole's is a weak spot (when beyond noise)
+AUC_FALL = 0.05
+#: the segment views checked for weak spots: summary key -> words
+SEGMENT_VIEWS = {
+    "oot_by_occupation": "occupation",
+    "oot_by_city_tier": "city tier",
+    "oot_by_tenure_band": "tenure band",
+    "oot_by_regime": "regime",
+}
+
+
+def segment_warnings(
+    whole: dict[str, Any], views: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Segments whose out-of-time AUC falls more than :data:`AUC_FALL` below the whole's.
+
+    ``whole`` holds the out-of-time ``auc``, ``auc_se`` and ``n``; ``views`` the summary's
+    segment views (:data:`SEGMENT_VIEWS` keys: value -> metrics with ``auc``, ``auc_se``
+    and ``n``). A segment is flagged only when its fall is also beyond noise: more than
+    1.96 standard errors of the difference, taken as ``sqrt(se_segment² + se_whole²)``
+    (a segment is part of the whole, so the true error is smaller: the test errs on the
+    side of flagging less).
+    """
+    auc, se_w = _num(whole.get("auc")), _num(whole.get("auc_se"))
+    detail: list[dict[str, Any]] = []
+    words: list[str] = []
+    if not math.isfinite(auc):
+        return detail, words
+    for key, label in SEGMENT_VIEWS.items():
+        view = views.get(key)
+        if not isinstance(view, dict):
+            continue
+        for value, m in view.items():
+            if not isinstance(m, dict):
+                continue
+            a, se, n = _num(m.get("auc")), _num(m.get("auc_se")), _num(m.get("n"))
+            fall = auc - a
+            se_fall = math.sqrt(se**2 + (se_w if math.isfinite(se_w) else 0.0) ** 2)
+            if not (math.isfinite(fall) and math.isfinite(se_fall)):
+                continue
+            if fall > AUC_FALL and fall > 1.96 * se_fall:
+                detail.append(
+                    {"segment": label, "value": value, "auc": a, "auc_se": se, "n": n, "fall": fall}
+                )
+                words.append(
+                    f"weak spot: {label} {value}: out-of-time AUC {a:.3f} (SE {se:.3f}, "
+                    f"{int(n):,} rows) is {fall:.3f} below the whole's {auc:.3f} "
+                    f"(SE {se_w:.3f}), more than {AUC_FALL} and beyond noise "
+                    f"({fall / se_fall:.1f} standard errors)"
+                )
+    return detail, words
+
+
+def calibration_warnings(cal: dict[str, Any]) -> list[str]:
+    """A warning for each split where calibration made the expected calibration error
+    worse than the raw score's, with the paired Brier change and its standard error."""
+    out = []
+    for split, name in (("valid", "validation"), ("oot", "out-of-time")):
+        before, after = _num(cal.get(f"{split}_ece_before")), _num(cal.get(f"{split}_ece_after"))
+        if not (math.isfinite(before) and math.isfinite(after)) or after <= before:
+            continue
+        text = (
+            f"calibration: on the {name} rows the expected calibration error is worse after "
+            f"calibration ({after:.4f}) than before ({before:.4f})"
+        )
+        b, b_se, n = (
+            _num(cal.get(f"{split}_brier_diff")),
+            _num(cal.get(f"{split}_brier_diff_se")),
+            _num(cal.get(f"{split}_rows")),
+        )
+        if math.isfinite(b) and math.isfinite(b_se):
+            text += (
+                f"; the Brier score changes by {b:+.5f} (SE {b_se:.5f}) on the same {int(n):,} rows"
+            )
+        out.append(text)
+    return out

@@ -59,7 +59,43 @@ def segment_metrics(
         out[key] = score_metrics(
             y[mask], raw[mask], None if calibrated is None else calibrated[mask], n_bins
         )
+        out[key]["auc_se"] = auc_se(y[mask], raw[mask])
     return out
+
+
+def auc_se(y: np.ndarray, score: np.ndarray) -> float:
+    """The DeLong standard error of the AUC of ``score`` (NaN without both classes)."""
+    y = np.asarray(y).astype(int)
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        return float("nan")
+    _, cov = delong(y, [np.asarray(score, dtype=float)])
+    return float(np.sqrt(max(cov[0, 0], 0.0)))
+
+
+#: tenure bands of the segment view (months on book): [lower, upper)
+TENURE_BANDS = ((0, 12, "<12"), (12, 24, "12-23"), (24, 48, "24-47"), (48, None, "48+"))
+
+
+def tenure_band(tenure: np.ndarray) -> np.ndarray:
+    """Months on book as bands (:data:`TENURE_BANDS`); a missing tenure as ``missing``."""
+    t = np.asarray(tenure, dtype=np.float64)
+    out = np.full(len(t), "missing", dtype=object)
+    for lo, hi, name in TENURE_BANDS:
+        out[(t >= lo) & ((t < hi) if hi is not None else np.isfinite(t))] = name
+    return out
+
+
+def calibration_change(y: np.ndarray, raw: np.ndarray, cal: np.ndarray) -> dict[str, float]:
+    """The Brier score before and after calibration on the same rows, and the standard
+    error of the paired difference (after minus before: positive is worse)."""
+    y = np.asarray(y, dtype=np.float64)
+    d = (np.asarray(cal, dtype=np.float64) - y) ** 2 - (np.asarray(raw, dtype=np.float64) - y) ** 2
+    n = len(y)
+    return {
+        "n": float(n),
+        "brier_diff": float(d.mean()) if n else float("nan"),
+        "brier_diff_se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+    }
 
 
 def delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -540,7 +540,12 @@ def _metrics(inp: Inputs) -> dict[str, Any]:
             **_oracle_table(ev.get("oracle")),
         }
     segments = []
-    for key, label in (("oot_by_occupation", "occupation"), ("oot_by_regime", "regime")):
+    for key, label in (
+        ("oot_by_occupation", "occupation"),
+        ("oot_by_city_tier", "city tier"),
+        ("oot_by_tenure_band", "tenure band"),
+        ("oot_by_regime", "regime"),
+    ):
         seg = ev.get(key)
         if isinstance(seg, dict) and seg:
             seg_rows: list[Sequence[Cell]] = [(str(k), *_metric_cells(v)) for k, v in seg.items()]
@@ -893,6 +898,28 @@ def _policy(inp: Inputs) -> dict[str, Any]:
     head += ("good closed: tiered", "revenue: close", "revenue: tiered")
     caption = "closing above a threshold against the tiered strategy at matched loss"
     a = pol.get("assumptions", {})
+    tuned = pol.get("tuned") if isinstance(pol.get("tuned"), Mapping) else {}
+    levels = tuned.get("levels") or []
+    t_rows: list[Sequence[Cell]] = [
+        (
+            _num(r.get("threshold_close"), ".3f"),
+            _num(r.get("oot_loss"), "int"),
+            f"t={_num(r.get('tiered_threshold'), 'g')}, cut to {_num(r.get('reduce_factor'), 'g')}"
+            f" from {_num(r.get('medium_ratio'), 'g')}·t, raise under "
+            f"{_num(r.get('raise_max_prob'), 'g')}",
+            _pm(r.get("good_hit_saved"), r.get("good_hit_saved_se"), ",.1f"),
+            _pm(r.get("revenue_gain"), r.get("revenue_gain_se"), ",.0f"),
+        )
+        for r in levels
+        if isinstance(r, Mapping)
+    ]
+    t_head = (
+        "close threshold",
+        "out-of-time loss",
+        "tiered setting tuned on validation rows",
+        "good hit saved ± SE",
+        "revenue gained ± SE",
+    )
     return {
         "pol": {
             "source": str(pol.get("source", "–")),
@@ -905,8 +932,30 @@ def _policy(inp: Inputs) -> dict[str, Any]:
         },
         "terms": {k: _num(a.get(k), "g") for k in Money.__dataclass_fields__},
         "matched": Table(head, rows, caption=caption) if rows else None,
+        "verdict": str(pol.get("verdict_sentence") or ""),
+        "tuned": Table(
+            t_head,
+            t_rows,
+            caption="the tuned tiered strategy against closing, at the same out-of-time loss "
+            f"(harm: a cut counts {_num(tuned.get('cut_harm'), 'g')} of a closure)",
+        )
+        if t_rows
+        else None,
         "figs": _figs(inp, ("frontier", "policy frontier")),
     }
+
+
+def _pm(v: Any, se: Any, fmt: str) -> str:
+    """``value ± se`` (``–`` where the value is missing)."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    try:
+        e = float(se)
+    except (TypeError, ValueError):
+        return format(x, fmt)
+    return f"{format(x, fmt)} ± {format(e, fmt)}"
 
 
 def _psi(r: Mapping[str, str]) -> float:

@@ -109,6 +109,8 @@ def _simulator_data(cfg: Any, p: Catalog) -> TrainData:
             "oot_by_regime": "regime",
             "oot_by_occupation": "occupation",
             "oot_by_snapshot": "snapshot",
+            "oot_by_city_tier": "city_tier",
+            "oot_by_tenure_band": "tenure",  # in bands (evaluation.tenure_band)
         },
         oracle=oracle,
         by_split=True,
@@ -718,8 +720,11 @@ def _evaluate(
         part["score_psi"] = eval_core.score_psi(raw["train"], raw["oot"])
         for key, col in data.segments.items():
             if col in splits["oot"].columns:
+                values = splits["oot"][col].to_numpy()
+                if key == "oot_by_tenure_band":
+                    values = eval_core.tenure_band(values)
                 part[key] = eval_core.segment_metrics(
-                    y["oot"], raw["oot"], cal["oot"], splits["oot"][col].to_numpy(), fitted.n_bins
+                    y["oot"], raw["oot"], cal["oot"], values, fitted.n_bins
                 )
         if data.oracle is not None:
             part.update(eval_core.oracle_gap(splits["oot"], y["oot"], raw["oot"], data.oracle))
@@ -742,7 +747,34 @@ def _evaluate(
         part["splits"] = splits_part(cfg)
         if len(y["oot"]):
             part["drift"] = _drift(cfg, fitted, part["score_psi"])
+            _weak_spots(part, y, raw, cal)
     return part
+
+
+def _weak_spots(
+    part: dict[str, Any],
+    y: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    cal: dict[str, np.ndarray],
+) -> None:
+    """Segments well below the whole and calibration that made things worse, as warnings
+    beside the drift ones (``drift.warnings``; details in ``drift.weak_segments``)."""
+    c = part["calibration"]
+    for split in ("valid", "oot"):
+        if len(y[split]):
+            ch = eval_core.calibration_change(y[split], raw[split], cal[split])
+            c.update(
+                {
+                    f"{split}_brier_diff": ch["brier_diff"],
+                    f"{split}_brier_diff_se": ch["brier_diff_se"],
+                    f"{split}_rows": ch["n"],
+                }
+            )
+    whole = {**part.get("oot", {}), "auc_se": eval_core.auc_se(y["oot"], raw["oot"])}
+    detail, seg_words = drift_core.segment_warnings(whole, part)
+    d = part["drift"]
+    d["weak_segments"] = detail
+    d["warnings"] = [*d.get("warnings", []), *seg_words, *drift_core.calibration_warnings(c)]
 
 
 def splits_part(cfg: Config) -> dict[str, Any]:
