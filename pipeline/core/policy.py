@@ -382,7 +382,7 @@ def verdict(
     """
     bid = oot.borrower_id.to_numpy()
     ids, inv = np.unique(bid, return_inverse=True)
-    cols = []
+    cols: list[np.ndarray] = []
     for c in choices:
         cols.extend(per_row("close", c.threshold_close, oot, m))
     for c in choices:
@@ -410,26 +410,7 @@ def verdict(
     rs, rg = np.array(reps_saved), np.array(reps_gain)
     use = inside & (np.isfinite(rs).mean(axis=0) > 0.5 if len(rs) else inside)
     out: dict[str, Any] = {
-        "levels": [
-            {
-                "threshold_close": c.threshold_close,
-                "tiered_threshold": c.threshold,
-                "reduce_factor": c.money.reduce_factor,
-                "medium_ratio": c.money.medium_ratio,
-                "raise_max_prob": c.money.raise_max_prob,
-                "valid_level": c.level,
-                "oot_loss": float(loss[i]),
-                "good_hit_saved": float(saved[i]) if inside[i] else None,
-                "good_hit_saved_se": float(np.nanstd(rs[:, i], ddof=1))
-                if use[i] and len(rs) > 1
-                else None,
-                "revenue_gain": float(gain[i]) if inside[i] else None,
-                "revenue_gain_se": float(np.nanstd(rg[:, i], ddof=1))
-                if use[i] and len(rs) > 1
-                else None,
-            }
-            for i, c in enumerate(choices)
-        ],
+        "levels": _levels(choices, loss, saved, gain, inside, use, rs, rg),
         "rows": int(len(oot)),
         "borrowers": int(len(ids)),
         "replicates": int(replicates),
@@ -444,6 +425,52 @@ def verdict(
         }
         out["se"] = {"good_hit_saved": None, "revenue_gain": None}
         return out
+    return {**out, **_judge(loss, saved, gain, use, rs, rg)}
+
+
+def _levels(
+    choices: list[Choice],
+    loss: np.ndarray,
+    saved: np.ndarray,
+    gain: np.ndarray,
+    inside: np.ndarray,
+    use: np.ndarray,
+    rs: np.ndarray,
+    rg: np.ndarray,
+) -> list[dict[str, Any]]:
+    """One record per chosen level: its setting and its matched figures with their SEs."""
+    return [
+        {
+            "threshold_close": c.threshold_close,
+            "tiered_threshold": c.threshold,
+            "reduce_factor": c.money.reduce_factor,
+            "medium_ratio": c.money.medium_ratio,
+            "raise_max_prob": c.money.raise_max_prob,
+            "valid_level": c.level,
+            "oot_loss": float(loss[i]),
+            "good_hit_saved": float(saved[i]) if inside[i] else None,
+            "good_hit_saved_se": float(np.nanstd(rs[:, i], ddof=1))
+            if use[i] and len(rs) > 1
+            else None,
+            "revenue_gain": float(gain[i]) if inside[i] else None,
+            "revenue_gain_se": float(np.nanstd(rg[:, i], ddof=1))
+            if use[i] and len(rs) > 1
+            else None,
+        }
+        for i, c in enumerate(choices)
+    ]
+
+
+def _judge(
+    loss: np.ndarray,
+    saved: np.ndarray,
+    gain: np.ndarray,
+    use: np.ndarray,
+    rs: np.ndarray,
+    rg: np.ndarray,
+) -> dict[str, Any]:
+    """The verdict over the levels ``use``: means, their bootstrap SEs, the winner."""
+    out: dict[str, Any] = {}
     mean_saved = float(saved[use].mean())
     mean_gain = float(gain[use].mean())
     se_saved = float(np.nanmean(rs[:, use], axis=1).std(ddof=1)) if len(rs) > 1 else float("nan")

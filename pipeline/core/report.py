@@ -898,7 +898,8 @@ def _policy(inp: Inputs) -> dict[str, Any]:
     head += ("good closed: tiered", "revenue: close", "revenue: tiered")
     caption = "closing above a threshold against the tiered strategy at matched loss"
     a = pol.get("assumptions", {})
-    tuned = pol.get("tuned") if isinstance(pol.get("tuned"), Mapping) else {}
+    tuned_raw = pol.get("tuned")
+    tuned: Mapping[str, Any] = tuned_raw if isinstance(tuned_raw, Mapping) else {}
     levels = tuned.get("levels") or []
     t_rows: list[Sequence[Cell]] = [
         (

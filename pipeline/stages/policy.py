@@ -114,20 +114,7 @@ def policy(
     front = core.frontier(frame, thresholds, m)
     matched = core.matched_loss(front)
     # the tiered settings tuned on the validation rows, judged on the out-of-time ones
-    grid = core.Grid(
-        tuple(float(v) for v in po.tune_reduce_factor),
-        tuple(float(v) for v in po.tune_medium_ratio),
-        tuple(float(v) for v in po.tune_raise_max_prob),
-    )
-    if len(valid):
-        vframe = pd.concat(
-            [valid[keep], core.outcomes(valid, am, ev, int(po.horizon), first_month=first)],
-            axis=1,
-        )
-        choices = core.tune(vframe, thresholds, m, grid)
-    else:
-        say("policy: no validation rows to tune the tiered strategy on; its settings stay fixed")
-        choices = []
+    choices = _tuned(po, m, valid[keep], am, ev, first, thresholds)
     del am, ev
     judged = core.verdict(frame, choices, m, int(po.bootstrap), int(cfg.data.seed))
     front = pd.concat([front, core.tuned_frontier(frame, choices, m)], ignore_index=True)
@@ -179,6 +166,29 @@ def policy(
         rows=int(len(frame)),
         source=model.source,
     )
+
+
+def _tuned(
+    po: Any,
+    m: core.Money,
+    valid: pd.DataFrame,
+    am: pd.DataFrame,
+    ev: pd.DataFrame,
+    first: int,
+    thresholds: list[float],
+) -> list[core.Choice]:
+    """The tiered settings chosen on the validation rows, one per closing loss level
+    (none when there are no validation rows: the verdict is then undecided)."""
+    if len(valid) == 0:
+        say("policy: no validation rows to tune the tiered strategy on; no verdict")
+        return []
+    grid = core.Grid(
+        tuple(float(v) for v in po.tune_reduce_factor),
+        tuple(float(v) for v in po.tune_medium_ratio),
+        tuple(float(v) for v in po.tune_raise_max_prob),
+    )
+    out = core.outcomes(valid, am, ev, int(po.horizon), first_month=first)
+    return core.tune(pd.concat([valid, out], axis=1), thresholds, m, grid)
 
 
 def _report(matched: pd.DataFrame, refs: dict[str, Any], n: int, out_dir: Path) -> None:
