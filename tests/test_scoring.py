@@ -65,10 +65,15 @@ def test_score_raw_folder_latest_month(world, tmp_path):
     assert set(t.tier) <= {"low", "medium", "high"}
     assert (t.probability[t.tier == "high"] >= 0.15).all()
     assert (t.probability[t.tier == "low"] < 0.05).all()
-    # a first reason wherever some cause raises the risk: every high-tier row, nearly all
-    # rows; a row that no cause pushes up has an empty reason, not a made-up one
+    # a first reason wherever the row supports one: every high-tier row, most rows at or
+    # above the lowest cut-off; a low-tier row has no closure concern, and says so with
+    # what protects it; an empty reason, never a made-up one
     has = t.reason_1_cause != ""
-    assert has[t.tier == "high"].all() and has.mean() > 0.9
+    low = t.tier == "low"
+    assert has[t.tier == "high"].all() and has[~low].mean() > 0.5
+    assert not has[low].any() and (t.closure_concern == ~low).all()
+    assert t.protect_1_en[low].str.startswith("no closure concern").all()
+    assert (t.protect_1_en[~low] == "").all()
     for col in ("reason_1_feature", "reason_1_zh", "reason_1_en"):
         assert (t[col][has] != "").all() and (t[col][~has] == "").all(), col
     assert t.reason_1_value[has].notna().all() and (t.reason_1_shap[has] > 0).all()

@@ -389,6 +389,10 @@ def _print_one(row: pd.Series, top_k: int) -> None:
         en = row.get(f"reason_{r}_en")
         if isinstance(en, str) and en and np.isfinite(row.get(f"reason_{r}_shap", 0.0)):
             lines.append(f"  {r}. {row[f'reason_{r}_zh']} / {en}")
+    for r in range(1, top_k + 1):  # under the lowest tier: no closure concern, what protects
+        en = row.get(f"protect_{r}_en")
+        if isinstance(en, str) and en:
+            lines.append(f"  - {row[f'protect_{r}_zh']} / {en}")
     if row.advice_en:
         lines.append("  advice:\n" + "\n".join(f"    - {a}" for a in row.advice_en.split("\n")))
     say("\n".join(lines))
