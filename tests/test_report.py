@@ -85,7 +85,11 @@ def test_run_writes_a_complete_self_contained_report(world):
     assert summary["mlflow_run_id"] in page
     matched = (root / "models" / "policy" / "matched_loss.csv").read_text().splitlines()
     pol = page.split('<section id="policy">')[1].split("</section>")[0]
-    assert pol.count("<tr>") == len(matched)  # header + one row per matched threshold
+    pj = json.loads((root / "models" / "policy" / "policy.json").read_text())
+    levels = pj["tuned"]["levels"]
+    # header + one row per matched threshold, then header + one row per tuned level
+    assert pol.count("<tr>") == len(matched) + 1 + len(levels) and levels
+    assert str(markupsafe.escape(pj["verdict_sentence"])) in pol
     top = json.loads((root / "models" / "shap_importance.json").read_text())["importance"][0][0]
     shap_part = page.split('<section id="shap">')[1].split("</section>")[0]
     assert f"<code>{top}</code>" in shap_part
