@@ -1077,7 +1077,9 @@ def _report(
     if d:
         lines.extend(f"  {w_}" for w_ in d.get("warnings", []))
         # weak segments and calibration share the list; this line speaks of drift only
-        if not any(str(w_).startswith(("drift:", "extrapolation:")) for w_ in d["warnings"]):
+        if not any(
+            str(w_).startswith(("drift:", "extrapolation:")) for w_ in d.get("warnings", [])
+        ):
             lines.append(
                 f"  drift: none flagged (score PSI {f(d.get('score_psi'))}; no top-"
                 f"{drift_core.TOP_DRIVERS} driver with PSI >= 0.25 or > 5% of out-of-time "
