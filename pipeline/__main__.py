@@ -25,9 +25,9 @@ from omegaconf import DictConfig
 
 from pipeline.adapters import runlock
 from pipeline.adapters.invocation import install_signal_handlers
-from pipeline.adapters.logfile import quiet_environment, route_to_file
+from pipeline.adapters.logfile import quiet_environment, redact_console, route_to_file
 from pipeline.adapters.tracking import redact_text
-from pipeline.base.config import REPO_ROOT, register_configs
+from pipeline.base.config import REPO_ROOT, register_configs, unknown_override
 from pipeline.base.errors import PipelineError
 from pipeline.base.interrupt import Interrupted
 from pipeline.stages.driver import execute, isolate_job, objective
@@ -126,7 +126,8 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    problem = _unusable_root(argv)
+    redact_console()
+    problem = next((w for w in map(unknown_override, argv) if w), "") or _unusable_root(argv)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -978,6 +978,30 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
 )
 
 
+def unknown_override(override: str) -> str:
+    """Why a command-line override names no key of the schema ("" when it does, or when it
+    is not a plain ``key=value``: group choices, ``+`` additions, Hydra's own keys).
+
+    Checked before Hydra composes the config, whose own message repeats the value (a
+    password in a URI included) and lists no known keys. The value is never echoed.
+    """
+    key, sep, _ = override.partition("=")
+    if not sep or key[:1] in "+~" or key.startswith("hydra.") or "." not in key:
+        return ""
+    schema: Any = Config()
+    where: list[str] = []
+    for part in key.split("."):
+        if not is_dataclass(schema):
+            return ""  # a free-form mapping: its group's check reads the keys
+        known = [f.name for f in fields(schema)]
+        if part not in known:
+            group = f"group '{'.'.join(where)}'" if where else "the top level"
+            return f"config key '{key}': is not a known key of {group}; known: {', '.join(known)}"
+        where.append(part)
+        schema = getattr(schema, part)
+    return ""
+
+
 def _check_known_keys(node: Any, schema: Any, key: str) -> None:
     """Refuse keys that the dataclass ``schema`` does not declare, at every depth.
 
