@@ -92,3 +92,16 @@ def test_the_console_streams_hide_secrets_and_drop_hydras_hint():
     text = buf.getvalue()
     assert SECRET not in text and "u:***@host" in text and "token=***" in text
     assert "HYDRA_FULL_ERROR" not in text
+
+
+def test_mlflows_own_prints_go_to_the_log_file(tmp_path, capsys):
+    from mlflow.utils.logging_utils import eprint
+
+    route_to_file(tmp_path / "pipeline.log")
+    eprint("Successfully registered model 'closure-risk-lgbm'.")
+    eprint(f"Created version '2' of model 'm' at http://u:{SECRET}@h")
+    captured = capsys.readouterr()
+    assert "registered model" not in captured.err + captured.out
+    text = (tmp_path / "pipeline.log").read_text()
+    assert "Successfully registered model 'closure-risk-lgbm'." in text
+    assert "Created version '2'" in text and SECRET not in text

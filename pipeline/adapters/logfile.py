@@ -127,7 +127,30 @@ def route_to_file(log_file: Path) -> logging.Handler:
     if not getattr(warnings.showwarning, "_keeps_own", False):
         warnings.showwarning = _own_on_console(warnings.showwarning)
     _route_lightgbm(logging.getLogger("lightgbm"), handler)
+    _route_mlflow_prints(logging.getLogger("mlflow.console"))
     return handler
+
+
+def _route_mlflow_prints(log: logging.Logger) -> None:
+    """MLflow prints some notices itself ("Successfully registered model", "Created
+    version '2' of model ...") to its own stream rather than through a logger: that
+    stream's lines become records of ``log`` (the log file), one per line."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    pending: list[str] = []
+
+    def write(text: str) -> int:
+        pending.append(text)
+        *lines, rest = "".join(pending).split("\n")
+        pending[:] = [rest] if rest else []
+        for line in lines:
+            if line.strip():
+                log.info(line)
+        return len(text)
+
+    stream.write = write  # type: ignore[method-assign]
+    stream.flush = lambda: None  # type: ignore[method-assign]
 
 
 def _own_on_console(to_log: Callable[..., None]) -> Callable[..., None]:
