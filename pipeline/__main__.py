@@ -13,6 +13,8 @@ lines and warnings go to ``pipeline.log`` in the invocation's Hydra folder.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,12 +25,11 @@ from omegaconf import DictConfig
 
 from pipeline.adapters import runlock
 from pipeline.adapters.invocation import install_signal_handlers
-from pipeline.adapters.logfile import quiet_environment, route_to_file
-from pipeline.adapters.runlock import RootBusy
-from pipeline.adapters.tracking import TrackingError
-from pipeline.base.config import REPO_ROOT, ConfigError, register_configs
+from pipeline.adapters.logfile import quiet_environment, redact_console, route_to_file
+from pipeline.adapters.tracking import redact_text
+from pipeline.base.config import REPO_ROOT, register_configs, unknown_override
+from pipeline.base.errors import PipelineError
 from pipeline.base.interrupt import Interrupted
-from pipeline.base.io import DataError
 from pipeline.stages.driver import execute, isolate_job, objective
 from pipeline.stages.plan import COMMANDS, help_lines, stages_for
 
@@ -41,7 +42,7 @@ def _app(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     job_dir = Path(hc.runtime.output_dir)
-    route_to_file(job_dir / "pipeline.log")
+    log_handler = route_to_file(job_dir / "pipeline.log")
     if hc.mode == RunMode.MULTIRUN:
         sweep = (str(hc.sweep.dir), int(hc.job.num))
         shared_root = isolate_job(cfg, job_dir, stages_for(str(cfg.stage), cfg))
@@ -49,8 +50,22 @@ def _app(cfg: DictConfig) -> float | None:
         summary = execute(
             cfg, [o for o in overrides if not o.startswith("stage=")], sweep, shared_root
         )
-    except (ConfigError, DataError, TrackingError, RootBusy) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except PipelineError as exc:
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        # a folder made read-only or a disk filled during the run: the file and the
+        # reason, without a traceback (which goes to the log file)
+        crash = logging.getLogger("pipeline.crash")
+        crash.propagate = False  # the traceback goes to the log file only
+        crash.addHandler(log_handler)
+        crash.exception("run stopped by an operating-system error")
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"error: cannot use{where}: {exc.strerror or exc} (outputs already published "
+            "are kept; fix the folder and run again)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except Interrupted as exc:
         print(
@@ -61,6 +76,38 @@ def _app(cfg: DictConfig) -> float | None:
         sys.exit(128 + exc.signum)
     # a sweeper (Optuna) reads the task function's return value as the trial's objective
     return objective(summary) if sweep is not None else None
+
+
+def _unusable_root(argv: list[str]) -> str:
+    """Why the folders a run writes under cannot be used ("" when they can).
+
+    Checked before Hydra starts, which creates its output folder under ``paths.root``
+    and would fail there with a traceback. Only literal paths are checked (an
+    interpolation is resolved and used later, by the stages).
+    """
+    given = {}
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key in ("paths.root", "paths.outputs_dir") and "${" not in value:
+            given[key] = value
+    root = Path(given.get("paths.root") or REPO_ROOT).expanduser()
+    for key, path in (("paths.root", root), ("paths.outputs_dir", given.get("paths.outputs_dir"))):
+        if path is None:
+            continue
+        path = Path(path).expanduser()
+        if path.exists() and not path.is_dir():
+            return (
+                f"{key}={path} is an existing file, not a folder (rule: runs write under a folder)"
+            )
+        existing = next((q for q in (path, *path.parents) if q.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"{key}={path}: {existing} is a file, so the folder cannot be made"
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            return (
+                f"{key}={path}: {existing} is not writable (rule: runs write their data, "
+                "models and logs under this folder)"
+            )
+    return ""
 
 
 def main() -> None:
@@ -78,6 +125,11 @@ def main() -> None:
             f"error: unknown command '{command}'; choose one of: {', '.join(COMMANDS)}",
             file=sys.stderr,
         )
+        sys.exit(2)
+    redact_console()
+    problem = next((w for w in map(unknown_override, argv) if w), "") or _unusable_root(argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *argv, f"stage={command}"]
     install_signal_handlers()

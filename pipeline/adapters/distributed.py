@@ -29,7 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.adapters.tracking import redact_text, redact_uri
 from pipeline.base.config import ModelConfig
+from pipeline.base.errors import PipelineError
 from pipeline.core import calibration as cal_core
 from pipeline.core import histmetrics as hm
 from pipeline.core import simulate as sim_core
@@ -38,13 +40,38 @@ from pipeline.core.calibration import Calibrator
 from pipeline.core.explain import contributions
 
 
+class ClusterError(PipelineError, RuntimeError):
+    """The configured Dask scheduler could not be reached (address and rule named)."""
+
+
+def _connect(client_cls: Any, address: str, timeout_s: int) -> Any:
+    """A client of the scheduler at ``address``, or :class:`ClusterError` saying why not."""
+    shown = redact_uri(address)
+    try:
+        return client_cls(address, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"engine.address {shown}: no Dask scheduler answered within {timeout_s} s "
+            f"(engine.connect_timeout_s); start one there or correct the address "
+            f"({type(exc).__name__})"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        # Dask's text repeats the address without its scheme, where a password would not
+        # be recognised as one: it is shown only for an address without credentials
+        why = "" if "@" in address else f"; {redact_text(str(exc))[:200]}"
+        raise ClusterError(
+            f"engine.address {shown} is not a scheduler address (rule: "
+            f"tcp://host:port or another scheme Dask knows{why})"
+        ) from None
+
+
 @contextlib.contextmanager
 def client_for(engine: Any) -> Iterator[Any]:
     """A ``distributed.Client`` for the configured engine; a local cluster is closed on exit."""
     from distributed import Client, LocalCluster  # Dask: only with engine=dask
 
     if engine.address:
-        client = Client(str(engine.address), timeout=f"{int(engine.connect_timeout_s)}s")
+        client = _connect(Client, str(engine.address), int(engine.connect_timeout_s))
         try:
             yield client
         finally:

@@ -22,6 +22,8 @@ from typing import TextIO
 
 import lightgbm as lgb
 
+from pipeline.adapters.tracking import redact_text
+
 #: loggers of libraries whose messages belong in the log file
 THIRD_PARTY = ("mlflow", "alembic", "distributed", "bokeh", "tornado", "numba", "urllib3")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,6 +49,52 @@ class _FileSink(logging.Handler):
         super().close()
 
 
+class Redacting(logging.Filter):
+    """Rewrites each record's text with its secrets hidden (passwords and tokens in URIs,
+    ``key=value`` pairs whose key names a secret), the traceback's text included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+#: Hydra's hint after a config error: the error line says all there is to say
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+
+
+class RedactingStream:
+    """A console stream whose text has its secrets hidden before it is written (the lines
+    third-party code prints, MLflow's run links and Hydra's error messages included)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if HYDRA_HINT in text:
+            text = text.replace(HYDRA_HINT, "").rstrip("\n")
+            if not text:
+                return 0
+        return self._stream.write(redact_text(text))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def redact_console() -> None:
+    """Route ``sys.stdout`` and ``sys.stderr`` through :class:`RedactingStream` (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, RedactingStream):
+            setattr(sys, name, RedactingStream(stream))
+
+
 def quiet_environment() -> None:
     """No progress bars on MLflow's artifact downloads (unless the user asked for them)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -58,7 +106,12 @@ def route_to_file(log_file: Path) -> logging.Handler:
     quiet_environment()
     target = logging.FileHandler(log_file, encoding="utf-8")
     target.setFormatter(logging.Formatter(_FORMAT))
+    target.addFilter(Redacting())
     handler = _FileSink(target)
+    # the console handlers Hydra set up hide secrets too
+    for console in logging.getLogger().handlers:
+        if not any(isinstance(f, Redacting) for f in console.filters):
+            console.addFilter(Redacting())
     for name in THIRD_PARTY:
         logger = logging.getLogger(name)
         _drop_handlers(logger)
@@ -74,7 +127,30 @@ def route_to_file(log_file: Path) -> logging.Handler:
     if not getattr(warnings.showwarning, "_keeps_own", False):
         warnings.showwarning = _own_on_console(warnings.showwarning)
     _route_lightgbm(logging.getLogger("lightgbm"), handler)
+    _route_mlflow_prints(logging.getLogger("mlflow.console"))
     return handler
+
+
+def _route_mlflow_prints(log: logging.Logger) -> None:
+    """MLflow prints some notices itself ("Successfully registered model", "Created
+    version '2' of model ...") to its own stream rather than through a logger: that
+    stream's lines become records of ``log`` (the log file), one per line."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    pending: list[str] = []
+
+    def write(text: str) -> int:
+        pending.append(text)
+        *lines, rest = "".join(pending).split("\n")
+        pending[:] = [rest] if rest else []
+        for line in lines:
+            if line.strip():
+                log.info(line)
+        return len(text)
+
+    stream.write = write  # type: ignore[method-assign]
+    stream.flush = lambda: None  # type: ignore[method-assign]
 
 
 def _own_on_console(to_log: Callable[..., None]) -> Callable[..., None]:

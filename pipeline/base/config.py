@@ -146,6 +146,12 @@ class DataConfig:
     valid_frac: float = 0.2  # share of the non-out-of-time rows held out for validation
     oot_frac: float = 0.2  # share held out as out-of-time (latest data.time values, else random)
     sep: str = ""  # field separator of a text table: "" detects it (comma, semicolon, tab)
+    # decimal mark of numbers written as text: "" reads it from each column's commas
+    # (0,126 or 12,5 are decimal commas; 1,234,567 or 1,234.5 thousands separators)
+    decimal: str = ""
+    # a column that alone separates the training classes above this AUC is refused as
+    # a leak of the target (1 turns the check off)
+    max_single_auc: float = 0.99
     # declared monotone directions of table columns: {column: 1 (risk rises with the
     # value) or -1 (falls)}; honoured by the tree models and checked on a grid
     # (None when none is declared, so that a command line can set the whole mapping)
@@ -162,6 +168,11 @@ SEPARATORS = ("", ",", ";", "\t", "|")
 def check_data(d: DataConfig, key: str, cfg: Config) -> None:
     if d.sep not in SEPARATORS:
         _fail(f"{key}.sep", "must be empty (detect) or one of , ; | and a tab", d.sep)
+    if d.decimal not in ("", ".", ","):
+        _fail(f"{key}.decimal", "must be empty (read from each column), '.' or ','", d.decimal)
+    if d.decimal and d.decimal == d.sep:
+        _fail(f"{key}.decimal", "cannot be the field separator (data.sep)", d.decimal)
+    _in(f"{key}.max_single_auc", d.max_single_auc, 0.5, 1.0)
     if d.kind not in DATA_KINDS:
         _fail(f"{key}.kind", "must be 'simulator' or 'table'", d.kind)
     if d.kind == "simulator":
@@ -983,6 +994,30 @@ GROUP_CHECKS: tuple[tuple[str, Callable[[Any, str, Any], None]], ...] = (
     ("score", check_score),
     ("policy", check_policy),
 )
+
+
+def unknown_override(override: str) -> str:
+    """Why a command-line override names no key of the schema ("" when it does, or when it
+    is not a plain ``key=value``: group choices, ``+`` additions, Hydra's own keys).
+
+    Checked before Hydra composes the config, whose own message repeats the value (a
+    password in a URI included) and lists no known keys. The value is never echoed.
+    """
+    key, sep, _ = override.partition("=")
+    if not sep or key[:1] in "+~" or key.startswith("hydra.") or "." not in key:
+        return ""
+    schema: Any = Config()
+    where: list[str] = []
+    for part in key.split("."):
+        if not is_dataclass(schema):
+            return ""  # a free-form mapping: its group's check reads the keys
+        known = [f.name for f in fields(schema)]
+        if part not in known:
+            group = f"group '{'.'.join(where)}'" if where else "the top level"
+            return f"config key '{key}': is not a known key of {group}; known: {', '.join(known)}"
+        where.append(part)
+        schema = getattr(schema, part)
+    return ""
 
 
 def _check_known_keys(node: Any, schema: Any, key: str) -> None:

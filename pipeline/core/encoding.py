@@ -3,7 +3,14 @@
 :func:`fit` learns, per column, how to turn raw values into the numbers a model reads:
 
 * numbers stay numbers; numbers stored as text (``"1,200"``, ``" 3.5 "``, ``"2,5"`` with a
-  decimal comma) are parsed the same way every time;
+  decimal comma) are parsed the same way every time. Whether a comma is a decimal mark
+  or a thousands separator is read from the whole column (:func:`comma_convention`:
+  ``0,126``, ``12,5`` or ``1.234,5`` can only be decimal commas, ``1,234,567`` or
+  ``1,234.5`` only thousands separators), or forced with ``decimal``; a column whose
+  commas say nothing either way (``1,234`` only) reads them as thousands separators;
+* a column whose values are mostly numbers (:data:`MOSTLY_NUMERIC` of them, the rest a
+  few distinct words such as ``oops``) stays numeric: the other cells are read as
+  missing and counted in :attr:`ColumnEncoding.bad_cells`, so the caller can name them;
 * text, boolean and category columns become integer codes, one per level seen at least
   ``min_count`` times in training; rarer levels share one ``rare`` code, a missing value
   is :data:`MISSING_CODE`;
@@ -39,6 +46,18 @@ VERSION = 1
 # text read as a missing value in any column
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "--", "."})
 NUMERIC_SHARE = 0.99  # a text column is numeric when this share of its values parse
+#: ... or when this share parse and the rest are at most MAX_BAD_WORDS distinct texts
+MOSTLY_NUMERIC = 0.8
+MAX_BAD_WORDS = 3
+#: how a table writes its decimal mark: "" read from each column, "." or ","
+DECIMAL_MARKS = ("", ".", ",")
+# a comma that can only be a decimal mark: a fraction of other than three digits, a zero
+# or a four-digit integer part, or dots grouping the thousands before it
+_DECIMAL_ONLY = re.compile(
+    r"[+-]?(?:\d*,(?:\d{1,2}|\d{4,})|0,\d+|\d{4,},\d+|\d{1,3}(?:\.\d{3})+,\d+)"
+)
+# commas that can only separate thousands: two groups or more, or a decimal point after
+_THOUSANDS_ONLY = re.compile(r"[+-]?\d{1,3}(?:(?:,\d{3}){2,}(?:\.\d+)?|(?:,\d{3})+\.\d+)")
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
 
@@ -88,18 +107,41 @@ def parse_numbers(s: pd.Series, decimal_comma: bool) -> pd.Series:
     return pd.to_numeric(text, errors="coerce").astype(float)
 
 
-def _numeric_reading(s: pd.Series) -> tuple[bool, bool]:
-    """Whether a text column holds numbers, and whether they use a decimal comma."""
+def comma_convention(s: pd.Series) -> bool | None:
+    """Whether the column's commas are decimal marks (True), thousands separators (False),
+    or cannot tell (None: no comma, only ambiguous ones such as ``1,234``, or both kinds)."""
+    text = _as_text(s).dropna()
+    text = text[text.str.contains(",", regex=False)]
+    if text.empty:
+        return None
+    decimal = bool(text.str.fullmatch(_DECIMAL_ONLY).any())
+    thousands = bool(text.str.fullmatch(_THOUSANDS_ONLY).any())
+    return decimal if decimal != thousands else None
+
+
+def _reading(s: pd.Series, decimal: str = "") -> bool:
+    """The decimal-comma reading of a text column: forced, else read from its commas."""
+    if decimal:
+        return decimal == ","
+    return bool(comma_convention(s))
+
+
+def _numeric_reading(s: pd.Series, decimal: str = "") -> tuple[bool, bool, int]:
+    """Whether a text column holds numbers, whether they use a decimal comma, and how
+    many of its non-missing cells are not numbers (read as missing)."""
     text = _as_text(s)
     n = int(text.notna().sum())
     if n == 0:
-        return False, False
-    best = (0, False)
-    for comma in (False, True):
-        ok = int(parse_numbers(text, comma).notna().sum())
-        if ok > best[0]:
-            best = (ok, comma)
-    return best[0] >= NUMERIC_SHARE * n, best[1]
+        return False, False, 0
+    comma = _reading(text, decimal)
+    parsed = parse_numbers(text, comma)
+    ok = int(parsed.notna().sum())
+    if ok >= NUMERIC_SHARE * n:
+        return True, comma, n - ok
+    bad_words = text[parsed.isna() & text.notna()].str.lower().nunique()
+    if ok >= MOSTLY_NUMERIC * n and bad_words <= MAX_BAD_WORDS:
+        return True, comma, n - ok
+    return False, comma, 0
 
 
 @dataclass
@@ -113,6 +155,10 @@ class ColumnEncoding:
     high: float = float("nan")
     levels: list[str] = field(default_factory=list)  # categorical: code i = levels[i]
     rare_levels: list[str] = field(default_factory=list)  # training levels merged into rare
+    # numeric from text: training cells that were not numbers (read as missing), and a
+    # few of their distinct texts, for the message that names them
+    bad_cells: int = 0
+    bad_examples: list[str] = field(default_factory=list)
 
     @property
     def rare_code(self) -> int:
@@ -127,6 +173,8 @@ class ColumnEncoding:
                 decimal_comma=self.decimal_comma,
                 low=None if np.isnan(self.low) else float(self.low),
                 high=None if np.isnan(self.high) else float(self.high),
+                bad_cells=int(self.bad_cells),
+                bad_examples=list(self.bad_examples),
             )
         else:
             out.update(levels=list(self.levels), rare_levels=list(self.rare_levels))
@@ -145,23 +193,32 @@ class ColumnEncoding:
             high=float("nan") if high is None else float(high),
             levels=[str(v) for v in d.get("levels", [])],
             rare_levels=[str(v) for v in d.get("rare_levels", [])],
+            bad_cells=int(d.get("bad_cells", 0)),
+            bad_examples=[str(v) for v in d.get("bad_examples", [])],
         )
 
 
-def _fit_column(name: str, safe: str, s: pd.Series, min_count: int) -> ColumnEncoding:
+def _fit_column(
+    name: str, safe: str, s: pd.Series, min_count: int, decimal: str = ""
+) -> ColumnEncoding:
     is_bool = pd.api.types.is_bool_dtype(s)
     if pd.api.types.is_numeric_dtype(s) and not is_bool:
         x = s.to_numpy(dtype=float)
         col = ColumnEncoding(name, safe, "numeric")
     else:
-        numeric, comma = (False, False) if is_bool else _numeric_reading(s)
+        numeric, comma, bad = (False, False, 0) if is_bool else _numeric_reading(s, decimal)
         if not numeric:
             counts = _as_text(s, category=True).value_counts()
             kept = sorted(str(v) for v, c in counts.items() if c >= min_count)
             rare = sorted(str(v) for v, c in counts.items() if c < min_count)
             return ColumnEncoding(name, safe, "categorical", levels=kept, rare_levels=rare)
-        x = parse_numbers(s, comma).to_numpy(dtype=float)
+        parsed = parse_numbers(s, comma)
+        x = parsed.to_numpy(dtype=float)
         col = ColumnEncoding(name, safe, "numeric", from_text=True, decimal_comma=comma)
+        if bad:
+            text = _as_text(s)
+            words = text[parsed.isna() & text.notna()].value_counts()
+            col.bad_cells, col.bad_examples = bad, [str(v) for v in words.index[:MAX_BAD_WORDS]]
     finite = x[np.isfinite(x)]
     if len(finite):
         col.low, col.high = float(finite.min()), float(finite.max())
@@ -212,13 +269,19 @@ def _some(values: list[str], k: int = 8) -> str:
     return head + (f" and {len(values) - k} more" if len(values) > k else "")
 
 
-def _encode_column(c: ColumnEncoding, s: pd.Series) -> tuple[np.ndarray, list[Finding]]:
+def _encode_column(
+    c: ColumnEncoding, s: pd.Series, decimal: str = ""
+) -> tuple[np.ndarray, list[Finding]]:
     found = []
     if c.kind == "numeric":
         if c.from_text or not pd.api.types.is_numeric_dtype(s):
-            x = parse_numbers(s, c.decimal_comma).to_numpy(dtype=float)
+            # the same rule as in training: the column's own commas decide where they
+            # can, the training reading (or the forced mark) where they cannot
+            seen = None if decimal else comma_convention(s)
+            comma = (decimal == ",") if decimal else (c.decimal_comma if seen is None else seen)
+            x = parse_numbers(s, comma).to_numpy(dtype=float)
             bad = np.isnan(x) & _as_text(s).notna().to_numpy()
-            sep = "decimal comma" if c.decimal_comma else "decimal point"
+            sep = "decimal comma" if comma else "decimal point"
             found.append(Finding("unparsed", c.name, bad, f"a number ({sep}) or blank"))
         else:
             x = s.to_numpy(dtype=float)
@@ -239,6 +302,7 @@ def _encode_column(c: ColumnEncoding, s: pd.Series) -> tuple[np.ndarray, list[Fi
 class Encoding:
     columns: list[ColumnEncoding]
     min_count: int = 10
+    decimal: str = ""  # the forced decimal mark ("" read from each column)
 
     @property
     def feature_names(self) -> list[str]:
@@ -269,7 +333,11 @@ class Encoding:
         unknown = [n for n in safe_names if n not in by_safe]
         if unknown:
             raise ValueError(f"model feature(s) {unknown} are not columns of the encoding")
-        return Encoding(columns=[by_safe[n] for n in safe_names], min_count=self.min_count)
+        return Encoding(
+            columns=[by_safe[n] for n in safe_names],
+            min_count=self.min_count,
+            decimal=self.decimal,
+        )
 
     def encode(
         self, frame: pd.DataFrame, source: str = "table"
@@ -293,7 +361,7 @@ class Encoding:
         out: dict[str, np.ndarray] = {}
         found: list[Finding] = []
         for c in self.columns:
-            values, col_found = _encode_column(c, frame[c.name])
+            values, col_found = _encode_column(c, frame[c.name], self.decimal)
             out[c.safe] = values
             found.extend(col_found)
         return pd.DataFrame(out, index=frame.index), found
@@ -312,6 +380,7 @@ class Encoding:
         return {
             "version": VERSION,
             "min_count": self.min_count,
+            "decimal": self.decimal,
             "columns": [c.to_json() for c in self.columns],
         }
 
@@ -324,20 +393,27 @@ class Encoding:
         return cls(
             columns=[ColumnEncoding.from_json(c) for c in d["columns"]],
             min_count=int(d.get("min_count", 10)),
+            decimal=str(d.get("decimal", "")),
         )
 
 
-def fit(frame: pd.DataFrame, min_count: int = 10) -> Encoding:
-    """Learn the encoding of every column of ``frame`` (give it the training rows only)."""
+def fit(frame: pd.DataFrame, min_count: int = 10, decimal: str = "") -> Encoding:
+    """Learn the encoding of every column of ``frame`` (give it the training rows only).
+
+    ``decimal`` forces the decimal mark of numbers stored as text (``"."`` or ``","``);
+    empty, each column's own commas decide (:func:`comma_convention`).
+    """
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, got {min_count}")
+    if decimal not in DECIMAL_MARKS:
+        raise ValueError(f"decimal must be one of {DECIMAL_MARKS}, got {decimal!r}")
     names = [str(c) for c in frame.columns]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"duplicate column names {dup}; every column needs its own name")
     safe = _safe_names(names)
     cols = [
-        _fit_column(n, safe[n], frame[c], min_count)
+        _fit_column(n, safe[n], frame[c], min_count, decimal)
         for n, c in zip(names, frame.columns, strict=True)
     ]
-    return Encoding(columns=cols, min_count=min_count)
+    return Encoding(columns=cols, min_count=min_count, decimal=decimal)

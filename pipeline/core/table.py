@@ -42,6 +42,7 @@ class PreparedTable:
     split_rule: str = ""
     encoding: Encoding | None = None  # fitted on the training rows, saved with the model
     flags: np.ndarray | None = None  # per row: what the encoding flagged ("" when clean)
+    notes: list[str] = field(default_factory=list)  # what was read unusually, in words
 
 
 SEPARATORS = (",", ";", "\t", "|")
@@ -83,6 +84,14 @@ def _read_text(p: Path, sep: str, text_columns: tuple[str, ...] = ()) -> pd.Data
         except UnicodeDecodeError:
             sample, encoding = head.decode("latin-1"), "latin-1"
     chosen = sep or sniff_separator(sample)
+    header = next(csv.reader(sample.splitlines()[:1], delimiter=chosen), [])
+    names = [h.strip() for h in header]
+    dup = sorted({h for h in names if names.count(h) > 1})
+    if dup:
+        raise DataError(
+            f"{p}: header repeats the column name(s) {', '.join(repr(d) for d in dup)} "
+            "(rule: every column has its own name; rename or drop the repeats)"
+        )
     try:
         df = pd.read_csv(
             p,
@@ -283,6 +292,10 @@ def _feature_columns(df: pd.DataFrame, p: Path, skip: set[str], id_name: str) ->
     return cols
 
 
+#: a single column that separates the training classes better than this is refused
+MAX_SINGLE_AUC = 0.99
+
+
 #: fewest training rows of each class a table split may leave: below it the model is
 #: near constant and its top features are noise
 MIN_TRAIN_CLASS_ROWS = 20
@@ -347,16 +360,31 @@ def prepare(
     oot_frac: float = 0.2,
     seed: int = 42,
     min_count: int = 10,
+    decimal: str = "",
+    max_single_auc: float = MAX_SINGLE_AUC,
 ) -> PreparedTable:
-    """Check the table, split it, and encode its features as fitted on the training rows."""
+    """Check the table, split it, and encode its features as fitted on the training rows.
+
+    ``decimal`` forces the decimal mark of numbers written as text (see
+    :func:`pipeline.core.encoding.fit`). A column that alone separates the classes of
+    the training rows with an AUC above ``max_single_auc`` is refused by name: it is
+    almost surely the target in disguise (or written after the outcome was known).
+    """
     p = Path(path)
     y, pos = _label(df, p, target, positive)
     id_name, id_values = _ids(df, p, id_column)
     cols = _feature_columns(df, p, {target, id_column, time} - {""}, id_name)
     split, rule = _split(df, p, y, target, time, valid_frac, oot_frac, seed)
     raw = df[cols].set_axis([str(c) for c in cols], axis=1)
-    enc = encoding_core.fit(raw[split == "train"], min_count=min_count)
+    enc = encoding_core.fit(raw[split == "train"], min_count=min_count, decimal=decimal)
     coded = enc.transform(raw, source=str(p))
+    _refuse_leaks(enc, coded[split == "train"], y[split == "train"], p, target, max_single_auc)
+    notes = [
+        f"column '{c.name}' is read as numbers: {c.bad_cells:,} of its training cells are "
+        f"not numbers ({', '.join(repr(w) for w in c.bad_examples)}) and are read as missing"
+        for c in enc.columns
+        if c.bad_cells
+    ]
     feats = {
         c.safe: coded[c.safe].to_numpy(dtype=np.float32 if c.kind == "numeric" else np.int32)
         for c in enc.columns
@@ -373,4 +401,54 @@ def prepare(
         split_rule=rule,
         encoding=enc,
         flags=coded[FLAG_COLUMN].to_numpy(),
+        notes=notes,
     )
+
+
+def _single_auc(x: np.ndarray, y: np.ndarray, categorical: bool) -> float:
+    """How well one column alone separates the classes: max(AUC, 1 - AUC), missing rows
+    left out. A category is scored by its level's bad rate in the other half of the rows
+    (so that a level per row cannot separate by itself)."""
+    if categorical:
+        half = np.arange(len(x)) % 2 == 0
+        score = np.full(len(x), np.nan)
+        for a, b in ((half, ~half), (~half, half)):
+            codes, inv = np.unique(x[a], return_inverse=True)
+            rate = np.bincount(inv, weights=y[a]) / np.bincount(inv)
+            pos = np.searchsorted(codes, x[b])
+            pos = np.clip(pos, 0, len(codes) - 1)
+            found = codes[pos] == x[b] if len(codes) else np.zeros(int(b.sum()), bool)
+            score[b] = np.where(found, rate[pos], np.nan)
+        x = score
+    keep = np.isfinite(x)
+    x, y = x[keep], y[keep]
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = pd.Series(x).rank().to_numpy()
+    auc = (ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(max(auc, 1.0 - auc))
+
+
+def _refuse_leaks(
+    enc: Encoding, coded: pd.DataFrame, y: np.ndarray, p: Path, target: str, limit: float
+) -> None:
+    if limit >= 1.0:
+        return
+    y = np.asarray(y, dtype=np.float64)
+    found = []
+    for c in enc.columns:
+        x = coded[c.safe].to_numpy(dtype=np.float64)
+        if c.kind == "categorical":
+            x = np.where(x == encoding_core.MISSING_CODE, np.nan, x)
+        auc = _single_auc(x, y, c.kind == "categorical")
+        if auc > limit:
+            found.append(f"'{c.name}' (AUC {auc:.4f} alone)")
+    if found:
+        raise DataError(
+            f"{p}: column(s) {', '.join(found)} separate the training rows' '{target}' "
+            f"almost perfectly (rule: no single column above AUC {limit:g}; such a column is "
+            "the target in disguise or was written after the outcome was known): drop it, "
+            "or set data.max_single_auc=1 to keep it"
+        )

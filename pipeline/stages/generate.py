@@ -104,9 +104,13 @@ def generate(cfg: Any, tracker: Tracker) -> GenerateResult:
     tracker.log_artifact(p.path("data_card_md"), "data_card")
     tracker.log_artifact(p.path("data_card"), "data_card")
     tracker.log_artifact(p.path("raw_plots"), "data_card/plots")
-    say(
-        f"generate: {spec.n_borrowers:,} borrowers x {spec.n_months} months -> {p.raw} ({seconds:.1f}s)"
+    book = int(cfg.data.n_borrowers)
+    accounts = (
+        f"{spec.n_borrowers:,} accounts (a book of {book:,} at month 0 and its inflow)"
+        if spec.n_borrowers != book
+        else f"{spec.n_borrowers:,} borrowers"
     )
+    say(f"generate: {accounts} x {spec.n_months} months -> {p.raw} ({seconds:.1f}s)")
     return GenerateResult(seconds=seconds, counts=counts)
 
 

@@ -65,10 +65,39 @@ def champion_or_local(cfg: Any, tracker: Tracker, source: str | None = None) -> 
                 f"registry: no model version has the alias "
                 f"'{cfg.model.champion_alias}' under '{name}' (score.model_source=registry)"
             )
+    if model is not None and source == "auto":
+        _same_as_published(model, p)
     if model is None:
         model = catalog.load_scoring_model(p.models)
     _attach_meta(cfg, model)
     return model
+
+
+def _trees(booster: Any) -> Any:
+    return booster.dump_model().get("tree_info")
+
+
+def _same_as_published(champion: core.ScoringModel, p: catalog.Catalog) -> None:
+    """Refuse a registry champion that is not the model published under ``models/``.
+
+    They part when a training run registered its model and then died before its
+    outputs were published, or when a run with tracking off published a model the
+    registry never saw: scoring with one while the summary, reasons and report describe
+    the other would be a silent wrong result. The user says which to use.
+    """
+    path = p.path("model")
+    if not path.exists():
+        return  # nothing published here: the champion is the only model there is
+    local = catalog.load_booster(path)
+    if _trees(local) == _trees(champion.booster):
+        return
+    raise DataError(
+        f"{champion.source} is not the model published in {path} (their trees differ): a "
+        "training run may have stopped after registering, before publishing, or a run "
+        "without tracking published another model. Choose one: score.model_source=registry "
+        "(the champion) or score.model_source=local (the published model, which the "
+        "summary and report describe)"
+    )
 
 
 def _attach_meta(cfg: Any, model: core.ScoringModel) -> None:

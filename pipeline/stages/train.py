@@ -131,7 +131,11 @@ def _table_data(cfg: Any, p: Catalog) -> TrainData:
         valid_frac=float(d.valid_frac),
         oot_frac=float(d.oot_frac),
         seed=int(d.seed),
+        decimal=str(d.decimal),
+        max_single_auc=float(d.max_single_auc),
     )
+    for note in prepared.notes:
+        say(f"train: {path}: {note}")
     out = p.write("table_features", pa.Table.from_pandas(prepared.frame, preserve_index=False))
     say(
         f"train: table {path} -> {out} ({len(prepared.frame):,} rows, "

@@ -1,0 +1,76 @@
+"""Faults end in one clear line, never a traceback: the hostile cases of the fault surface.
+
+Each case once printed a Python traceback: ``paths.root`` naming an existing file, a Dask
+address that is malformed or does not answer within ``engine.connect_timeout_s``, and a
+folder that refuses writes in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.base.config import REPO_ROOT
+
+# runs the command line with the driver replaced by one that hits a read-only file
+_READ_ONLY_CLI = """
+import sys
+import pipeline.__main__ as cli
+def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", "/data/models/model.txt")
+cli.execute = refuse
+sys.argv = ["pipeline", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def _run(args: list[str], code: str | None = None) -> subprocess.CompletedProcess[str]:
+    head = [sys.executable, "-c", code] if code else [sys.executable, "-m", "pipeline"]
+    return subprocess.run(
+        [*head, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def _one_clear_line(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out and "HYDRA_FULL_ERROR" not in out, out[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("below", ["", "/sub"])
+def test_a_root_that_is_a_file_is_refused(tmp_path, below):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    proc = _run(["generate", f"paths.root={afile}{below}", "tracking=off"])
+    _one_clear_line(proc, "paths.root", str(afile), "file")
+
+
+def test_a_write_refused_mid_run_names_the_file(tmp_path):
+    proc = _run(["generate", f"paths.root={tmp_path}", "tracking=off"], _READ_ONLY_CLI)
+    _one_clear_line(proc, "/data/models/model.txt", "Permission denied")
+    # the traceback is kept, in the invocation's log file
+    logs = list((tmp_path / "outputs").rglob("pipeline.log"))
+    assert len(logs) == 1 and "PermissionError" in logs[0].read_text()
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("tcp://127.0.0.1:1", ("no Dask scheduler answered within 2 s", "connect_timeout_s")),
+        ("garbage://nowhere", ("is not a scheduler address",)),
+        ("tcp://user:sekrit@127.0.0.1:1", ("user:***@",)),
+    ],
+)
+def test_a_dask_address_that_fails_is_one_clear_line(tmp_path, address, words):
+    args = ["generate", "engine=dask", f"engine.address={address}"]
+    args += ["engine.connect_timeout_s=2", f"paths.root={tmp_path}", "tracking=off"]
+    args += ["data.n_borrowers=300"]
+    line = _one_clear_line(_run(args), "engine.address", *words)
+    assert "sekrit" not in line

@@ -1,0 +1,107 @@
+"""Secrets never printed, config errors named: the hostile cases of the console surface.
+
+Each case once printed a password or token: MLflow's run links (through its loggers),
+Hydra's error line (which repeats the override), exception texts in the log file. And a
+misspelt key got Hydra's message, without the group's known keys and with its
+``HYDRA_FULL_ERROR`` hint.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+
+from pipeline.adapters.logfile import RedactingStream, route_to_file
+from pipeline.base.config import REPO_ROOT, unknown_override
+
+SECRET = "pw5ecret-Zq8"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "generate", *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_misspelt_key_is_refused_with_the_known_keys_and_no_value(tmp_path):
+    r = _cli(f"tracking.urii=http://u:{SECRET}@h:1", f"paths.root={tmp_path}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "config key 'tracking.urii'" in out and "known: enabled, uri," in out
+    assert SECRET not in out and "HYDRA_FULL_ERROR" not in out and "Traceback" not in out
+
+
+def test_hydra_error_lines_hide_the_secret(tmp_path):
+    r = _cli(f"tracking.timeout_s=http://u:{SECRET}@h:1", f"paths.root={tmp_path}")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "tracking.timeout_s" in out, out
+    assert SECRET not in out and "u:***@h" in out and "HYDRA_FULL_ERROR" not in out
+
+
+def test_unknown_override_walks_the_schema():
+    assert unknown_override("model.num_leavs=3").startswith("config key 'model.num_leavs'")
+    assert "known: kind, n_borrowers" in unknown_override("data.n_borrower=3")
+    assert unknown_override("nope.x=1").startswith("config key 'nope.x'")
+    # plain keys, group choices, additions, Hydra's keys and free-form maps pass here
+    for ok in (
+        "model.num_leaves=7",
+        "data=table",
+        "+model.x=1",
+        "hydra.verbose=true",
+        "data.monotone.x=1",
+        "simulator.closure_base.thin_file=0.1",
+        "force=true",
+    ):
+        assert unknown_override(ok) == "", ok
+
+
+def test_log_file_and_console_hide_secrets(tmp_path):
+    root = logging.getLogger()
+    console = logging.StreamHandler(io.StringIO())
+    root.addHandler(console)
+    try:
+        route_to_file(tmp_path / "pipeline.log")
+        logging.getLogger("mlflow").info("View run at: http://u:%s@host:5000/#/x", SECRET)
+        logging.getLogger("mlflow").info("GET /api?access_token=%s", SECRET)
+        try:
+            raise RuntimeError(f"cannot reach https://bob:{SECRET}@db/x")
+        except RuntimeError:
+            logging.getLogger("mlflow").exception("failed")
+        logging.getLogger("pipeline.test").warning("uri http://u:%s@h", SECRET)
+    finally:
+        root.removeHandler(console)
+    text = (tmp_path / "pipeline.log").read_text()
+    assert "u:***@host" in text and "access_token=***" in text and "bob:***@db" in text
+    assert "RuntimeError" in text  # the traceback is kept, without the secret
+    assert SECRET not in text
+    shown = console.stream.getvalue()
+    assert "u:***@h" in shown and SECRET not in shown
+
+
+def test_the_console_streams_hide_secrets_and_drop_hydras_hint():
+    buf = io.StringIO()
+    stream = RedactingStream(buf)
+    print(f"View run at: http://u:{SECRET}@host/#/runs", file=stream)
+    print(
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", file=stream
+    )
+    print("token=abc done", file=stream)
+    text = buf.getvalue()
+    assert SECRET not in text and "u:***@host" in text and "token=***" in text
+    assert "HYDRA_FULL_ERROR" not in text
+
+
+def test_mlflows_own_prints_go_to_the_log_file(tmp_path, capsys):
+    from mlflow.utils.logging_utils import eprint
+
+    route_to_file(tmp_path / "pipeline.log")
+    eprint("Successfully registered model 'closure-risk-lgbm'.")
+    eprint(f"Created version '2' of model 'm' at http://u:{SECRET}@h")
+    captured = capsys.readouterr()
+    assert "registered model" not in captured.err + captured.out
+    text = (tmp_path / "pipeline.log").read_text()
+    assert "Successfully registered model 'closure-risk-lgbm'." in text
+    assert "Created version '2'" in text and SECRET not in text
