@@ -14,6 +14,8 @@ TRIALS ?= 20
 SERVER_PORT ?= 5050
 PG_PORT ?= 5433
 SERVE_PORT ?= 5001
+# the output root whose MLflow store `make ui` and `make serve` open (paths.root of the runs)
+ROOT ?= $(CURDIR)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench sweep german
@@ -61,7 +63,7 @@ serve-example: $(STAMP) ## Print a valid POST /invocations request built from th
 # a table model registers as closure-risk-lgbm-<file stem>-serving: make serve SERVE_MODEL=...
 SERVE_MODEL ?= closure-risk-lgbm-serving
 serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations; SERVE_MODEL=name)
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(ROOT)/mlflow.db" $(BIN)/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 trials at a time (TRIALS=20)
 	$(BIN)/python -m pipeline generate $(ARGS)
@@ -71,8 +73,9 @@ sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 tri
 german: $(STAMP) ## Worked bring-your-own-table example: the German credit data (5x2 cross-validated)
 	$(BIN)/python -m pipeline run data=table data.path=$(CURDIR)/data/external/german_credit/german_credit.csv data.target=creditability data.positive=bad $(ARGS)
 
-ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the store under ROOT (default: here)
+	@echo "MLflow UI for $(ROOT): the runs are at http://127.0.0.1:$(PORT)/#/experiments (Ctrl-C stops it)"
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(ROOT)/mlflow.db" --default-artifact-root "$(ROOT)/mlartifacts" --host 127.0.0.1 --port $(PORT)
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
 	@bash .ci/install-postgres --check

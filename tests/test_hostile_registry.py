@@ -8,9 +8,12 @@ silently scored with the champion while the summary and report described the oth
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from helpers import TINY, compose_config
 
+from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
 from pipeline.stages.driver import execute
 
@@ -26,7 +29,14 @@ def _score(root, *extra: str) -> dict:
 
 def test_score_refuses_a_champion_that_is_not_the_published_model(tmp_path):
     for stage in ("generate", "features", "train"):
-        execute(compose_config(tmp_path, LIGHT, stage), [])
+        summary = execute(compose_config(tmp_path, LIGHT, stage), [])
+    # the UI hint opens this root's store, and the Makefile's UI reads it
+    assert summary["ui"] == f"make ui ROOT={tmp_path.resolve()}"
+    dry = subprocess.run(
+        ["make", "-n", "ui", f"ROOT={tmp_path.resolve()}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"sqlite:///{tmp_path.resolve()}/mlflow.db" in dry
     # the champion is the published model: scored as before
     _score(tmp_path)
     # a second model published without the registry knowing

@@ -34,7 +34,7 @@ from pipeline.adapters.tracking import (
     run_name,
 )
 from pipeline.base import interrupt
-from pipeline.base.config import Config, validate
+from pipeline.base.config import REPO_ROOT, Config, validate
 from pipeline.base.io import DataError, resolve, write_text
 from pipeline.core import report as report_core
 from pipeline.core.labels import labels_of
@@ -260,7 +260,10 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     _merge_parts(summary, p, results, stamp)
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
     local_store = str(cfg.tracking.uri).startswith("sqlite:")
-    summary["ui"] = "make ui" if local_store else str(summary["tracking_uri"])
+    # the Makefile's UI reads ROOT's store: a run elsewhere names its root
+    root = Path(str(cfg.paths.root)).resolve()
+    ui = "make ui" if root == REPO_ROOT.resolve() else f"make ui ROOT={root}"
+    summary["ui"] = ui if local_store else str(summary["tracking_uri"])
     if tracker.enabled:  # the runs page in the headline view, not the GenAI overview
         base = "http://127.0.0.1:5000" if local_store else str(summary["tracking_uri"])
         summary["ui_url"] = tracker.ui_url(base)
@@ -390,8 +393,8 @@ def _print_summary(
         f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
         "open the UI                : "
         + (
-            f"make ui   (then {s.get('ui_url') or 'http://127.0.0.1:5000'})"
-            if s.get("ui") == "make ui"
+            f"{s['ui']}   (then {s.get('ui_url') or 'http://127.0.0.1:5000'})"
+            if str(s.get("ui", "")).startswith("make ui")
             else str(s.get("ui_url") or s.get("ui"))
         ),
         "",
