@@ -48,3 +48,30 @@ def test_score_refuses_a_champion_that_is_not_the_published_model(tmp_path):
     # told which one to use, each works
     _score(tmp_path, "score.model_source=local", "score.overwrite=true")
     _score(tmp_path, "score.model_source=registry", "score.overwrite=true", "score.top_k=2")
+
+
+def test_an_alias_moved_by_a_train_that_never_published_is_put_back(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.stages import train as train_stage
+
+    for stage in ("generate", "features"):
+        execute(compose_config(tmp_path, LIGHT, stage), [])
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("died after registering, before publishing")
+
+    monkeypatch.setattr(train_stage, "_report", fail)
+    with pytest.raises(RuntimeError, match="before publishing"):
+        execute(compose_config(tmp_path, LIGHT, "train"), [])
+    assert not (tmp_path / "models" / "model.txt").exists()  # nothing was published
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    versions = client.search_model_versions("name='closure-risk-lgbm'")
+    assert len(versions) == 1  # the version was registered...
+    for name in ("closure-risk-lgbm", "closure-risk-lgbm-serving"):
+        with pytest.raises(MlflowException):  # ...and its alias taken back
+            client.get_model_version_by_alias(name, "champion")
+    monkeypatch.undo()
+    execute(compose_config(tmp_path, LIGHT, "train"), [])
+    assert int(client.get_model_version_by_alias("closure-risk-lgbm", "champion").version) == 2

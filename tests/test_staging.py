@@ -414,3 +414,28 @@ def test_a_stage_killed_midway_changes_nothing_published(two_runs, capsys, stage
         "models/resolved_config.yaml",
         "models/summary.json",
     }
+
+
+def test_a_dropped_staging_undoes_its_noted_effects(tmp_path):
+    from pipeline.base import io as io_mod
+
+    seen: list[dict] = []
+    io_mod.on_dropped("probe", lambda note: seen.append(note) or f"undid {note['n']}")
+    # in-process: an exception drops the staging and applies its notes, newest first
+    with pytest.raises(RuntimeError), io_mod.staging(tmp_path, [tmp_path / "models"], "t"):
+        io_mod.note_undo("probe", {"n": 1})
+        io_mod.note_undo("probe", {"n": 2})
+        raise RuntimeError("boom")
+    assert [n["n"] for n in seen] == [2, 1]
+    # a staging that published applies none
+    seen.clear()
+    with io_mod.staging(tmp_path, [tmp_path / "models"], "t"):
+        io_mod.note_undo("probe", {"n": 3})
+    assert seen == []
+    # a killed process's staging: the next recover applies its notes and says so
+    dead = tmp_path / io_mod.STAGING_DIR / "train.99999999" / "undo"
+    dead.mkdir(parents=True)
+    (dead / "0000.probe.json").write_text('{"n": 4}')
+    lines = io_mod.recover(tmp_path)
+    assert seen == [{"n": 4}] and "undid 4" in lines
+    assert not dead.parent.exists()

@@ -13,11 +13,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pipeline.adapters import model_registry
 from pipeline.adapters.runlock import hold_root
 from pipeline.adapters.runstate import mark_killed, reap_orphans
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.interrupt import Interrupted, interrupt, watch
-from pipeline.base.io import recover
+from pipeline.base.io import on_dropped, recover
 
 #: the trackers of the invocation in progress (the signal handler reads their open runs)
 _ACTIVE: list[Tracker] = []
@@ -45,6 +46,8 @@ def guarded(cfg: Any, tracker: Tracker, shared_root: Path | None) -> Iterator[li
         if shared_root is not None:  # a sweep job reads the sweep's data: held shared
             stack.enter_context(hold_root(shared_root, str(cfg.lock), shared=True))
         stack.enter_context(hold_root(str(cfg.paths.root), str(cfg.lock)))
+        # a stage dropped (now, or by a process that died) puts back the aliases it moved
+        on_dropped("alias", lambda note: model_registry.restore_alias(tracker, note))
         done = recover(Path(str(cfg.paths.root)))
         _ACTIVE.append(tracker)
         try:

@@ -8,6 +8,7 @@ never mistaken for "no champion yet".
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import re
@@ -32,6 +33,7 @@ from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
 from pipeline.adapters.serving import SERVING_SUFFIX
 from pipeline.adapters.tracking import Tracker, _retry, headline_figures, tag_model_version
 from pipeline.base.config import Config
+from pipeline.base.io import note_undo
 from pipeline.core.evaluation import delong
 from pipeline.core.scoring import ScoringModel
 
@@ -97,6 +99,32 @@ def registered_name(cfg: Config) -> str | None:
         stem = Path(str(cfg.data.path)).name.split(".")[0]
         return f"{base}-{re.sub(r'[^0-9A-Za-z_-]+', '-', stem).strip('-') or 'table'}"
     return base
+
+
+def alias_note(name: str, alias: str, holder: Any | None) -> dict[str, Any]:
+    """What :func:`restore_alias` needs to put ``name@alias`` back on ``holder``."""
+    return {
+        "name": name,
+        "alias": alias,
+        "previous": None if holder is None else int(holder.version),
+    }
+
+
+def restore_alias(tracker: Tracker, note: dict[str, Any]) -> str:
+    """Put an alias back where it was before a stage that never published moved it."""
+    name, alias, previous = str(note["name"]), str(note["alias"]), note.get("previous")
+    if not tracker.enabled:
+        return (
+            f"'{alias}' of {name} was moved by a stage that never published; tracking is off "
+            "in this invocation, so it was not restored (run with tracking on to restore it)"
+        )
+    client = tracker.client
+    if previous is None:
+        with contextlib.suppress(MlflowException):  # already gone
+            _retry(lambda: client.delete_registered_model_alias(name, alias))
+        return f"removed '{alias}' of {name} (set by a stage that never published)"
+    _retry(lambda: client.set_registered_model_alias(name, alias, str(previous)))
+    return f"restored '{alias}' of {name} to v{previous} (moved by a stage that never published)"
 
 
 def alias_holder(tracker: Tracker, name: str, alias: str) -> Any | None:
@@ -207,6 +235,7 @@ def promote_champion(
     else:
         promote = oot_auc > champ_auc
     if promote:
+        note_undo("alias", alias_note(name, alias, current))
         _retry(lambda: client.set_registered_model_alias(name, alias, str(mine.version)))
     info["promoted"] = bool(promote)
     info["champion_version"] = int((mine if promote or current is None else current).version)

@@ -46,7 +46,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.adapters import catalog
 from pipeline.base.config import Config
-from pipeline.base.io import DataError
+from pipeline.base.io import DataError, note_undo
 from pipeline.core import scoring
 from pipeline.core import table as table_core
 from pipeline.core.encoding import Encoding
@@ -261,6 +261,13 @@ def log_serving_model(
         if versions:
             v = max(versions, key=lambda x: int(x.version))
             alias = str(cfg.model.champion_alias)
+            try:
+                held: int | None = int(
+                    client.get_model_version_by_alias(serving_name, alias).version
+                )
+            except MlflowException:  # no holder yet
+                held = None
+            note_undo("alias", {"name": serving_name, "alias": alias, "previous": held})
             client.set_registered_model_alias(serving_name, alias, str(v.version))
             out.update(alias=alias, version=int(v.version))
     return out

@@ -486,6 +486,52 @@ def after_publish(callback: Any) -> None:
         st.callbacks.append(callback)
 
 
+#: undo actions by kind, set by the invocation (the registry's, which needs a tracker):
+#: ``handler(note) -> line`` undoes one effect outside the files and says what it did
+_UNDO: dict[str, Any] = {}
+_UNDO_DIR = "undo"
+
+
+def on_dropped(kind: str, handler: Any) -> None:
+    """Undo notes of ``kind`` left by a staging that is dropped go to ``handler``."""
+    _UNDO[kind] = handler
+
+
+def note_undo(kind: str, note: dict[str, Any]) -> None:
+    """Record how to undo an effect outside the files (a registry alias moved) should
+    the active staging be dropped: by an exception, or, for a killed process, by the next
+    :func:`recover`. Outside a staging the effect stands and nothing is recorded."""
+    st = _active()
+    if st is None:
+        return
+    folder = st.dir / _UNDO_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    n = sum(1 for _ in folder.glob("*.json"))
+    path = folder / f"{n:04d}.{kind}.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(note, sort_keys=True))
+
+
+def _undo(staging_dir: Path) -> list[str]:
+    """Apply the undo notes of a dropped staging, newest first; one line per effect.
+
+    A note whose handler is missing or fails is reported in its line, not raised: the
+    staging is being dropped because of another failure, which must not be masked.
+    """
+    lines = []
+    for path in sorted((staging_dir / _UNDO_DIR).glob("*.json"), reverse=True):
+        kind = path.name.split(".")[1]
+        handler = _UNDO.get(kind)
+        try:
+            note = json.loads(path.read_text())
+            line = handler(note) if handler else f"could not undo a {kind} change: {note}"
+        except Exception as exc:  # noqa: BLE001 - reported in the line; the drop goes on
+            line = f"could not undo a {kind} change ({type(exc).__name__}: {exc})"
+        if line:
+            lines.append(str(line))
+    return lines
+
+
 @contextlib.contextmanager
 def staging(
     root: str | os.PathLike[str], folders: Sequence[str | os.PathLike[str]], name: str
@@ -506,6 +552,8 @@ def staging(
         yield st
     except BaseException:  # noqa: BLE001 - an interrupt too must drop the staging; re-raised
         _ACTIVE.remove(st)
+        for line in _undo(st.dir):
+            print(f"outputs: {line}")
         shutil.rmtree(st.dir, ignore_errors=True)
         raise
     _ACTIVE.remove(st)
@@ -639,8 +687,10 @@ def recover(root: str | os.PathLike[str]) -> list[str]:
         done.append(f"published the outputs of stage {name.rsplit('.', 1)[0]}")
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         if not _staging_pid_alive(folder.name):
+            undone = _undo(folder)
             shutil.rmtree(folder, ignore_errors=True)
             done.append(f"dropped the unfinished outputs of stage {folder.name.rsplit('.', 1)[0]}")
+            done.extend(undone)
     sweep_stale_temps(base)
     return done
 
