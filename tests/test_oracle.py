@@ -1,4 +1,5 @@
-"""The simulator's two oracles (full state, observables only) and their cause shares."""
+"""The simulator's two oracles (full state; traits known, the platform's individual
+judgement and a stop's remaining length redrawn) and their cause shares."""
 
 from __future__ import annotations
 
@@ -61,6 +62,25 @@ def test_observable_oracle_is_a_probability_that_differs_from_the_full_one(oracl
     # the futures are reweighted, not thrown away: the effective count stays in (1, k]
     assert oracle.ess_observable.between(1.0, 32.0 + 1e-3).all()
     assert oracle.ess_observable.median() > 16
+
+
+def test_each_oracle_is_also_recorded_from_each_half_of_its_futures(oracle):
+    for name in ("p_full", "p_observable"):
+        h1, h2 = oracle[f"{name}_h1"], oracle[f"{name}_h2"]
+        assert h1.between(0, 1).all() and h2.between(0, 1).all()
+        assert (h1 != h2).mean() > 0.1  # the halves are different futures
+    # the full-state futures are unweighted: all of them is the mean of the two halves
+    np.testing.assert_allclose((oracle.p_full_h1 + oracle.p_full_h2) / 2, oracle.p_full, atol=1e-6)
+    # the trait oracle's halves are weighted: all of them lies between the two
+    lo = np.minimum(oracle.p_observable_h1, oracle.p_observable_h2) - 1e-6
+    hi = np.maximum(oracle.p_observable_h1, oracle.p_observable_h2) + 1e-6
+    assert oracle.p_observable.between(lo, hi).all()
+
+
+def test_one_future_records_no_halves():
+    o = simulate(spec(400, 1, rows=100))["oracle"].to_pandas()
+    assert len(o) > 10
+    assert o.p_full_h1.isna().all() and o.p_observable_h2.isna().all()
 
 
 def test_full_oracle_ranks_the_worlds_labels_better(oracle):

@@ -83,14 +83,72 @@ def test_oracle_gap_puts_the_model_between_both_oracles_on_the_same_rows():
         assert 0.001 < o[f"{k}_auc_se"] < 0.05
     assert o["gap_observable"] == pytest.approx(o["observable_auc"] - o["model_auc"])
     assert 0 < o["gap_observable_se"] < o["observable_auc_se"] + o["model_auc_se"]
-    # the flat keys stay, with the full-state oracle as before
+    # one figure, one name: oracle_gap is the gap to the trait oracle, everywhere;
+    # the gap to the full-state oracle is oracle_gap_full
     assert out["oracle_auc"] == o["full_auc"] and out["oracle_model_auc"] == o["model_auc"]
-    assert out["oracle_gap"] == pytest.approx(o["gap_full"])
+    assert out["oracle_gap"] == o["gap"] == o["gap_observable"] == o["gap_trait"]
+    assert o["gap_se"] == o["gap_observable_se"] and o["trait_auc"] == o["observable_auc"]
+    assert out["oracle_gap_full"] == o["gap_full"] == pytest.approx(o["full_auc"] - o["model_auc"])
+    assert out["oracle_gap_full"] > out["oracle_gap"]
+    # no half-future columns: no Monte Carlo bias is claimed
+    assert "mc_bias" not in o and "futures" not in o
     # an oracle file of an older world (no p_full / p_observable) still gives the gap
     old = ev.oracle_gap(keys, y, model, oracle[["borrower_id", "snapshot", "p_oracle"]])
     assert old["oracle_auc"] == o["full_auc"] and "observable_auc" not in old["oracle"]
+    assert old["oracle_gap"] == old["oracle_gap_full"] == o["gap_full"]
     with pytest.raises(ValueError, match="p_oracle"):
         ev.oracle_gap(keys, y, model, oracle[["borrower_id", "snapshot", "p_full"]])
+
+
+def _mc_oracle(k: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, and a Monte Carlo oracle from ``k`` futures per row and from each half."""
+    rng = np.random.default_rng(seed)
+    n = 6000
+    p = 1 / (1 + np.exp(-(1.5 * rng.normal(size=n) - 2.5)))
+    y = (rng.random(n) < p).astype(int)
+    fut = rng.random((n, k)) < p[:, None]
+    return y, fut.mean(axis=1), fut[:, : k // 2].mean(axis=1), fut[:, k // 2 :].mean(axis=1)
+
+
+def test_mc_bias_from_half_the_futures_predicts_what_more_futures_recover():
+    y, p8, h1, h2 = _mc_oracle(8)
+    b = ev.mc_bias(y, p8, h1, h2)
+    # far more futures on the same rows and labels: the AUC that 8 futures fall short of
+    y_, p_many, _, _ = _mc_oracle(1024)
+    assert (y_ == y).all()
+    short = roc_auc_score(y, p_many) - roc_auc_score(y, p8)
+    assert b["bias"] > 3 * b["bias_se"] > 0
+    assert b["bias"] == pytest.approx(short, rel=0.5), (b, short)
+    assert b["auc_extrapolated"] == pytest.approx(roc_auc_score(y, p8) + b["bias"])
+    # with many futures the bias estimate is small
+    assert abs(ev.mc_bias(y, *_mc_oracle(1024)[1:])["bias"]) < 0.003
+
+
+def test_oracle_gap_reports_futures_and_the_larger_mc_bias():
+    y, p, h1, h2 = _mc_oracle(16)
+    _, q, g1, g2 = _mc_oracle(64, seed=3)
+    n = len(y)
+    oracle = pd.DataFrame(
+        {
+            "borrower_id": np.arange(n),
+            "snapshot": 30,
+            "p_oracle": p,
+            "p_full": p,
+            "p_observable": q,
+            "n_futures": 16,
+            "p_full_h1": h1,
+            "p_full_h2": h2,
+            "p_observable_h1": g1,
+            "p_observable_h2": g2,
+        }
+    )
+    keys = oracle[["borrower_id", "snapshot"]]
+    o = ev.oracle_gap(keys, y, q + 0.01 * np.random.default_rng(0).normal(size=n), oracle)["oracle"]
+    assert o["futures"] == 16
+    assert o["full_mc_bias"] > o["observable_mc_bias"]  # 16 futures against 64
+    assert o["mc_bias"] == o["full_mc_bias"]
+    for k in ("full", "observable"):
+        assert o[f"{k}_auc_extrapolated"] == pytest.approx(o[f"{k}_auc"] + o[f"{k}_mc_bias"])
 
 
 # ---- the cause ceiling ------------------------------------------------------------
@@ -314,6 +372,7 @@ def test_world_summary_has_the_yardsticks(world):
     assert ((probs.probability > 0) & (probs.probability < 1)).all()
     # the report page shows the model between both oracles and fidelity beside its ceiling
     page = (root / "models" / "report.html").read_text()
-    assert "oracle, observables only" in page and f"{o['observable_auc']:.4f}" in page
+    assert "oracle, traits known" in page and f"{o['observable_auc']:.4f}" in page
+    assert "oracle_gap_full" in page and f"{o['gap_full']:.4f}" in page
     assert "ceiling top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
     assert "riskiest 1% of rows" in page

@@ -508,22 +508,42 @@ def _cv_table(cv: Mapping[str, Any]) -> Table:
 
 
 def _oracle_table(o: Any) -> dict[str, Any]:
-    """The model between the two oracles, each AUC with its standard error."""
+    """The model between the two oracles, each AUC with its standard error and each
+    oracle's Monte Carlo bias where it was measured."""
     if not isinstance(o, dict) or "observable_auc" not in o:
         return {"table": None}
     rows: list[Sequence[Cell]] = [
-        (label, _num(o.get(f"{k}_auc")), _num(o.get(f"{k}_auc_se")))
+        (
+            label,
+            _num(o.get(f"{k}_auc")),
+            _num(o.get(f"{k}_auc_se")),
+            _num(o.get(f"{k}_mc_bias")) if f"{k}_mc_bias" in o else "",
+            _num(o.get(f"{k}_auc_extrapolated")) if f"{k}_auc_extrapolated" in o else "",
+        )
         for k, label in (
-            ("full", "oracle, full state (knows the latent traits)"),
-            ("observable", "oracle, observables only (the ceiling of a model)"),
+            ("full", "oracle, full state (knows the latent traits and the platform's judgement)"),
+            (
+                "observable",
+                "oracle, traits known (the platform's judgement and a stop's length redrawn)",
+            ),
             ("model", "model"),
         )
     ]
-    caption = f"AUC on the {_num(o.get('n_rows'), 'int')} out-of-time rows with oracle futures"
+    caption = (
+        f"AUC on the {_num(o.get('n_rows'), 'int')} out-of-time rows "
+        f"({_num(o.get('n_positives'), 'int')} closures) with oracle futures, "
+        f"{_num(o.get('futures'), 'int')} futures per row and oracle; Monte Carlo bias: "
+        "the AUC from all futures less the mean AUC from each half of them"
+    )
+    head = ("score", "AUC", "standard error", "Monte Carlo bias", "AUC, bias removed")
     return {
-        "table": Table(("score", "AUC", "standard error"), rows, caption=caption),
+        "table": Table(head, rows, caption=caption),
         "gap_observable": _num(o.get("gap_observable")),
         "gap_observable_se": _num(o.get("gap_observable_se")),
+        "gap_full": _num(o.get("gap_full")),
+        "gap_full_se": _num(o.get("gap_full_se")),
+        "mc_bias": _num(o.get("mc_bias")) if "mc_bias" in o else None,
+        "futures": _num(o.get("futures"), "int"),
     }
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -184,6 +185,10 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
             ("p_full", pa.float32()),
             ("p_observable", pa.float32()),
             ("n_futures", pa.int16()),
+            ("p_full_h1", pa.float32()),
+            ("p_full_h2", pa.float32()),
+            ("p_observable_h1", pa.float32()),
+            ("p_observable_h2", pa.float32()),
             ("ess_observable", pa.float32()),
         ]
         + [(f"f_{c}", pa.float32()) for c in CAUSES]
@@ -1147,6 +1152,7 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
         )
     }
     oracle_snaps = set(spec.oracle_snapshots)
+    oracle_s = 0.0
     for t in range(spec.n_months):
         out = _step(spec, st, t, rng, record=True)
         assert (
@@ -1169,11 +1175,17 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
             hz[f"h_{c}"] = out.hazards[:, j]
         parts["hazards"].append(hz)
         if t in oracle_snaps and t + spec.horizon < spec.n_months:
+            t_oracle = time.perf_counter()
             parts["oracle"].append(_oracle(spec, st, t, chunk))
+            oracle_s += time.perf_counter() - t_oracle
     tables = dict(static)
     for k, chunks in parts.items():
         schema = TRUTH_SCHEMAS.get(k) or SCHEMAS[k]
         tables[k] = _concat(chunks, schema)
+    # the time is carried as metadata, which the writers drop: the files stay bit-identical
+    tables["oracle"] = tables["oracle"].replace_schema_metadata(
+        {ORACLE_SECONDS: repr(oracle_s).encode()}
+    )
     return tables
 
 
@@ -1696,13 +1708,21 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
     - ``p_full`` (also written as ``p_oracle``): futures from the full state at the end
       of month ``t``, latent traits and the platform's per-borrower judgement included:
       the best a model that knew the latent state could do;
-    - ``p_observable``: the same futures with what no observable reveals redrawn (see
-      :func:`_redraw_unobservable`): the ceiling for a model of the observables.
+    - ``p_observable``, the *trait oracle*: the same futures with the individual part of
+      the platform's judgement and the remaining length of an ongoing stop redrawn (see
+      :func:`_redraw_unobservable`). It still knows the borrower's exact latent traits,
+      the community part of the judgement and whether a stop is under way, which no
+      feature reveals exactly: it is not a bound on what a model of the observables can
+      reach, only a looser yardstick between the model and the full-state oracle.
 
     ``f_<cause>`` / ``fo_<cause>`` give the share of full / observable futures closing
     by each cause (they sum to ``p_full`` / ``p_observable``): the most frequent cause
     is the best any explanation can name. ``ess_observable`` is the effective number
-    of observable futures under their importance weights.
+    of observable futures under their importance weights. ``p_full_h1``/``_h2`` and
+    ``p_observable_h1``/``_h2`` are the same probabilities from the first and the
+    second half of the futures (NaN with fewer than two): an AUC from half the futures
+    against one from all of them measures the Monte Carlo bias (see
+    :func:`pipeline.core.evaluation.oracle_gap`).
     """
     s = spec.sim
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 1, t)))
@@ -1722,11 +1742,29 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
         "n_futures": np.full(len(pick), k, dtype=np.int16),
         "ess_observable": obs.weight.sum(axis=1) ** 2 / (obs.weight**2).sum(axis=1),
     }
+    h = k // 2
+    for name, f in (("p_full", full), ("p_observable", obs)):
+        for j, cut in ((1, slice(0, h)), (2, slice(h, k))):
+            cols[f"{name}_h{j}"] = (
+                _wmean(f.closed[:, cut], f.weight[:, cut])
+                if h
+                else np.full(len(pick), np.nan, dtype=np.float64)
+            )
     for prefix, f in (("f_", full), ("fo_", obs)):
         share = f.cause_share()
         for j, c in enumerate(CAUSES):
             cols[prefix + c] = share[:, j]
     return cols
+
+
+#: Key of the oracle table's schema metadata that carries the seconds its futures took.
+ORACLE_SECONDS = b"oracle_seconds"
+
+
+def oracle_seconds(table: pa.Table) -> float:
+    """Seconds the oracle futures of a chunk's ``oracle`` table took (0 when unrecorded)."""
+    meta = table.schema.metadata or {}
+    return float(meta.get(ORACLE_SECONDS, b"0"))
 
 
 def iter_chunks(

@@ -368,10 +368,23 @@ def _print_summary(
     if "oracle" in s and "observable_auc" in s["oracle"]:
         o = s["oracle"]
         lines.append(
-            f"AUC on the oracle's rows   : model {o['model_auc']:.4f}, observable oracle "
+            f"AUC on the oracle's rows   : model {o['model_auc']:.4f}, trait oracle "
             f"{o['observable_auc']:.4f}, full-state oracle {o['full_auc']:.4f} "
-            f"({o['n_rows']:,} rows)"
+            f"({o['n_rows']:,} rows, {o.get('futures', '?')} futures per row)"
         )
+        if "gap" in o:
+            lines.append(
+                row(
+                    "oracle_gap / _full",
+                    f"{o['gap']:.4f} +- {o['gap_se']:.4f} (to the trait oracle) / "
+                    f"{o['gap_full']:.4f} +- {o['gap_full_se']:.4f} (to the full-state oracle)"
+                    + (
+                        f"; Monte Carlo bias of the oracle AUCs at most {o['mc_bias']:.4f}"
+                        if "mc_bias" in o
+                        else ""
+                    ),
+                )
+            )
     if "fidelity" in s:
         f = s["fidelity"]
         line = f"explanation fidelity       : top-1 {f['top1']:.2%}, top-3 {f['top3']:.2%}"
