@@ -184,6 +184,12 @@ def test_ceiling_ranks_causes_by_their_share_of_closing_futures():
     assert out["ceiling_top1"] == pytest.approx(1 / 3)  # only row 2 (by the prior)
     assert out["ceiling_top3"] == pytest.approx(1.0)
     assert out["top1"] == pytest.approx(1 / 3) and out["top3"] == pytest.approx(2 / 3)
+    # standard errors over the closures: hits on row 1 (reasons) and row 2 (ceiling)
+    hit = np.array([0.0, 0.0, 1.0])
+    assert out["ceiling_top1_se"] == pytest.approx(hit.std(ddof=1) / np.sqrt(3))
+    assert out["top1_se"] == pytest.approx(out["ceiling_top1_se"])
+    diff = np.array([-1.0, 0.0, 1.0])  # ceiling minus reasons, closure by closure
+    assert out["gap_top1_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
     bc = out["by_cause"]
     assert bc["sudden_stop"] == {
         "n": 1.0,
@@ -205,8 +211,9 @@ def test_oracle_fidelity_joins_closures_to_their_oracle_rows():
     keys = pd.DataFrame({"borrower_id": [3, 5, 7], "snapshot": [30, 30, 30]})
     truth = np.array(["sudden_stop", "thin_file", "low_yield"])
     reasons = {"reason_1_cause": np.array(["sudden_stop", "thin_file", "thin_file"])}
-    out = ex.oracle_fidelity(keys, truth, reasons, oracle)
+    out = ex.oracle_fidelity(keys, truth, reasons, oracle.assign(n_futures=512))
     assert out is not None and out["n"] == 2  # borrower 5 has no oracle row
+    assert out["futures"] == 512
     assert out["ceiling_top1"] == 0.5 and out["top1"] == 0.5
     assert "ceiling_observable_top1" not in out
     with_obs = oracle.assign(**{f"fo_{c}": oracle[f"f_{c}"] for c in CAUSES})
@@ -214,16 +221,26 @@ def test_oracle_fidelity_joins_closures_to_their_oracle_rows():
     assert ex.oracle_fidelity(keys.assign(snapshot=31), truth, reasons, oracle) is None
     with pytest.raises(ValueError, match="f_sudden_stop"):
         ex.oracle_fidelity(keys, truth, reasons, oracle.drop(columns="f_sudden_stop"))
-    # merged with the figures on all closures: each cause's figure beside its ceiling
+    # merged with the figures on all closures: the paired figures are those on the
+    # closures with oracle rows, the all-closure ones keep their place
     fid = ex.fidelity(reasons, truth)
+    assert fid.n == 3 and fid.top1 == pytest.approx(2 / 3)
     overall, by_cause = ex.with_ceiling(fid, out)
     assert overall["ceiling_top1"] == 0.5 and overall["ceiling_n"] == 2
     assert overall["oracle_rows_top1"] == 0.5
+    pair = overall["paired"]
+    assert {"n", "top1", "top3", "ceiling_top1", "ceiling_top3", "ceiling_top1_se"} <= set(pair)
+    assert pair["n"] == 2 and pair["top1"] == 0.5 and pair["ceiling_top1"] == 0.5
+    assert pair["futures"] == 512 and pair["share_of_ceiling_top1"] == 1.0
+    assert pair["ceiling_top1_se"] == pytest.approx(np.std([0.0, 1.0], ddof=1) / np.sqrt(2))
+    # per cause: the oracle's agreement, not a ceiling
     assert by_cause["thin_file"]["top1"] == 1.0  # borrower 5, without oracle row
-    assert by_cause["thin_file"]["ceiling_n"] == 0 and np.isnan(
-        by_cause["thin_file"]["ceiling_top1"]
+    assert by_cause["thin_file"]["oracle_n"] == 0 and np.isnan(
+        by_cause["thin_file"]["oracle_agreement_top1"]
     )
-    assert by_cause["low_yield"]["ceiling_top1"] == 0.0 and by_cause["low_yield"]["top1"] == 0.0
+    assert not any(k.startswith("ceiling") for v in by_cause.values() for k in v)
+    low = by_cause["low_yield"]
+    assert low["oracle_agreement_top1"] == 0.0 and low["top1"] == 0.0
     assert ex.with_ceiling(fid, None) == ({}, fid.by_cause)
 
 
@@ -357,8 +374,11 @@ def test_world_summary_has_the_yardsticks(world):
         assert 0 <= fid[k] <= 1, k
     assert fid["ceiling_top3"] >= fid["ceiling_top1"] > 1 / len(CAUSES)
     assert set(fid["by_cause"]) == set(CAUSES)
-    seen = [v for v in fid["by_cause"].values() if v.get("ceiling_n", 0) > 0]
-    assert seen and all({"top1", "ceiling_top1"} <= set(v) for v in seen)
+    seen = [v for v in fid["by_cause"].values() if v.get("oracle_n", 0) > 0]
+    assert seen and all({"top1", "oracle_agreement_top1"} <= set(v) for v in seen)
+    pair = fid["paired"]
+    assert pair["n"] == fid["ceiling_n"] and pair["ceiling_top1"] == fid["ceiling_top1"]
+    assert pair["top1"] == fid["oracle_rows_top1"] and 0 < pair["ceiling_top1_se"] < 0.1
     assert (
         json.loads((root / "models" / "fidelity.json").read_text())["ceiling_top1"]
         == (fid["ceiling_top1"])
@@ -374,5 +394,5 @@ def test_world_summary_has_the_yardsticks(world):
     page = (root / "models" / "report.html").read_text()
     assert "oracle, traits known" in page and f"{o['observable_auc']:.4f}" in page
     assert "oracle_gap_full" in page and f"{o['gap_full']:.4f}" in page
-    assert "ceiling top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
+    assert "oracle agreement top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
     assert "riskiest 1% of rows" in page

@@ -844,23 +844,25 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
     if fid is None:
         return {"fid": None}
     by = fid.get("by_cause", {})
-    ceiling = "ceiling_top1" in fid
+    pair = fid.get("paired")
+    ceiling = isinstance(pair, dict)
     head: tuple[str, ...] = ("true cause", "closures", "top-1 agreement")
     if ceiling:
-        head += ("with oracle futures", "top-1 there", "ceiling top-1")
+        head += ("with oracle futures", "top-1 there", "oracle agreement top-1")
     rows: list[Sequence[Cell]] = [
         (cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct"))
         + (
             (
-                _num(v.get("ceiling_n"), "int"),
+                _num(v.get("oracle_n"), "int"),
                 _num(v.get("oracle_rows_top1"), "pct"),
-                _num(v.get("ceiling_top1"), "pct"),
+                _num(v.get("oracle_agreement_top1"), "pct"),
             )
             if ceiling
             else ()
         )
         for c, v in by.items()
     ]
+    p = pair if isinstance(pair, dict) else {}
     return {
         "fid": {
             "n": _num(fid.get("n"), "int"),
@@ -869,16 +871,27 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
             "chance": _num(fid.get("chance_top1"), "pct"),
             "attribution": str(fid.get("attribution", "–")),
             "ceiling": {
-                "n": _num(fid.get("ceiling_n"), "int"),
-                "top1": _num(fid.get("oracle_rows_top1"), "pct"),
-                "top3": _num(fid.get("oracle_rows_top3"), "pct"),
-                "ceiling_top1": _num(fid.get("ceiling_top1"), "pct"),
-                "ceiling_top3": _num(fid.get("ceiling_top3"), "pct"),
+                "n": _num(p.get("n"), "int"),
+                "futures": _num(p.get("futures"), "int"),
+                "top1": _num(p.get("top1"), "pct"),
+                "top1_se": _num(p.get("top1_se"), "pct"),
+                "top3": _num(p.get("top3"), "pct"),
+                "ceiling_top1": _num(p.get("ceiling_top1"), "pct"),
+                "ceiling_top1_se": _num(p.get("ceiling_top1_se"), "pct"),
+                "ceiling_top3": _num(p.get("ceiling_top3"), "pct"),
+                "share": _num(p.get("share_of_ceiling_top1"), "pct"),
             }
             if ceiling
             else None,
         },
-        "by_cause": Table(head, rows, caption="by cause") if rows else None,
+        "by_cause": Table(
+            head,
+            rows,
+            caption="by cause: on all closures, then on those with oracle futures; per cause "
+            "the oracle's agreement is not a bound (naming one cause always agrees 100% on it)",
+        )
+        if rows
+        else None,
         "figs": _figs(inp, ("fidelity_confusion", "true cause against top reason")),
     }
 

@@ -25,7 +25,8 @@ Futures (:func:`futures`, several arms at once: :func:`futures_arms`) continue c
 accounts from their full state at a snapshot over the label horizon, optionally with
 borrower actions (:data:`ACTIONS`, one or several together: an :class:`Intervention`)
 carried out; runs with and without actions share their random numbers. The oracle's
-two probabilities (full state, and observables only) come from the same machinery.
+two probabilities (full state, and traits known with the platform's individual
+judgement and a stop's remaining length redrawn) come from the same machinery.
 """
 
 from __future__ import annotations
@@ -1383,12 +1384,21 @@ def _redraw_unobservable(spec: WorldSpec, fut: _State, rng: np.random.Generator)
 
     Kept from the full state: the traits behind every monthly behaviour (need, amounts,
     investing, debt juggling, external-credit engagement, multi-homing, credit risk,
-    proneness to stops), which the borrower's history reveals, if noisily; the
+    proneness to stops), which the borrower's history reveals only noisily; the
     community part of the frailty, which the social graph and neighbours' closures
-    reveal; and the account's dynamic state, which the raw tables record (whether a
-    fresh freeze lasts one month or two is the one detail they show only a month
-    later; it is kept). So the observable oracle is an upper bound on what a model of
-    the observables can reach.
+    reveal only in part; whether a stop is under way; and the account's dynamic state,
+    which the raw tables record (whether a fresh freeze lasts one month or two is the one
+    detail they show only a month later; it is kept). So this is the *trait oracle*: it
+    knows more than any model of the observables can, and is not an upper bound on what
+    such a model reaches.
+
+    A truly observable bound would redraw the traits too, from their posterior given the
+    account's whole recorded history (every month's draws, repayments, spending, bureau
+    rows and its neighbours' closures), which needs a per-account sampler over roughly
+    a dozen coupled traits and a likelihood of the full history; the simulator has no
+    such likelihood in closed form, so it is not built. Importance weights on prior
+    draws, as for the frailty here, collapse when the history is long (the effective
+    number of futures falls towards one).
     """
     s = spec.sim
     part = s.frailty_sd * rng.normal(size=len(fut.bid))
