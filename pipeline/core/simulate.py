@@ -1485,6 +1485,11 @@ class _ArmRows:
 _NO_ARM = _ArmRows({}, KEEP_DRAWING_MONTHS, Intervention())
 
 
+#: Futures per row run together: memory and time per future grow when a month step
+#: holds more rows than the caches do, so many futures run as blocks of this many.
+FUTURE_BLOCK = 64
+
+
 def _run_futures(
     spec: WorldSpec,
     st: _State,
@@ -1498,19 +1503,56 @@ def _run_futures(
     """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
 
     Every future is stepped every month (closed ones too, their outcome already fixed),
-    and draws come from one stream per (seed, chunk, snapshot) through
-    :class:`_CrnGenerator`: runs under any arms, or with and without the redraw, use the
-    same random numbers, row for row. Rows do not interact within a month, so a row's
-    futures depend only on its own intervention, whatever the other rows carry out.
+    and draws come from one stream per (seed, chunk, snapshot, block of
+    :data:`FUTURE_BLOCK` futures) through :class:`_CrnGenerator`: runs under any arms, or
+    with and without the redraw, use the same random numbers, row for row. Rows do not
+    interact within a month, so a row's futures depend only on its own intervention,
+    whatever the other rows carry out. The first block's stream is the one a single
+    block always had, so up to :data:`FUTURE_BLOCK` futures are what they were.
     """
+    blocks = [
+        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j)
+        for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
+    ]
+    n = len(rows)
+    return Futures(
+        borrower_id=st.bid[rows],
+        snapshot=np.full(n, t, dtype=np.int16),
+        arm=arm.given,
+        **{
+            name: blocks[0][name]
+            if len(blocks) == 1
+            else np.concatenate([b[name] for b in blocks], axis=1)
+            for name in blocks[0]
+        },
+    )
+
+
+def _run_block(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    arm: _ArmRows,
+    observable: bool,
+    block: int,
+) -> dict[str, np.ndarray]:
+    """One block of ``k`` futures per row (see :func:`_run_futures`): the per-future arrays."""
     n, horizon = len(rows), spec.horizon
+    key = (chunk, t) if block == 0 else (chunk, t, block)
     fut = st.take(np.repeat(rows, k))
     weight = np.ones((n, k))
     if observable:
-        redraw = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 3, t)))
+        redraw = np.random.default_rng(
+            np.random.SeedSequence(spec.seed, spawn_key=(key[0], 3, *key[1:]))
+        )
         logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
         weight = np.exp(logw - logw.max(axis=1, keepdims=True))
-    rng = _CrnGenerator(np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 2, t))))
+    rng = _CrnGenerator(
+        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
+    )
     act = arm.act(k)
     cause = np.full(n * k, -1, dtype=np.int64)
     month = np.full(n * k, -1, dtype=np.int64)
@@ -1533,18 +1575,15 @@ def _run_futures(
         cause[new] = out.cause[new]
         month[new] = m
     cause2 = cause.reshape(n, k)
-    return Futures(
-        borrower_id=st.bid[rows],
-        snapshot=np.full(n, t, dtype=np.int16),
-        arm=arm.given,
-        closed=(cause2 >= 0) & (cause2 < N_CAUSES),
-        cause=cause2,
-        month=month.reshape(n, k),
-        weight=weight,
-        draw_amount=drawn.reshape(n, k, horizon),
-        channel_amount=channels.reshape(n, k, len(CHANNELS)),
-        early_repay=early.reshape(n, k),
-    )
+    return {
+        "closed": (cause2 >= 0) & (cause2 < N_CAUSES),
+        "cause": cause2,
+        "month": month.reshape(n, k),
+        "weight": weight,
+        "draw_amount": drawn.reshape(n, k, horizon),
+        "channel_amount": channels.reshape(n, k, len(CHANNELS)),
+        "early_repay": early.reshape(n, k),
+    }
 
 
 def futures(
