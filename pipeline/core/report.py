@@ -162,6 +162,7 @@ class Inputs:
     tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])
     tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
     plots: dict[str, bytes] = field(default_factory=dict)
+    learning_curve: dict[str, Any] | None = None
 
     @property
     def simulator(self) -> bool:
@@ -547,6 +548,44 @@ def _oracle_table(o: Any) -> dict[str, Any]:
     }
 
 
+def _learning_curve(lc: Any) -> dict[str, Any] | None:
+    """The learning curve (``make learning-curve``): the model at each world size, its
+    asymptote and the two oracles, all on the same common rows."""
+    if not isinstance(lc, dict) or not isinstance(lc.get("sizes"), list):
+        return None
+    a, o, sc = lc.get("asymptote", {}), lc.get("oracles", {}), lc.get("scoring", {})
+    rows: list[Sequence[Cell]] = [
+        (
+            f"model, {_num(s.get('factor'), '.4g')}x ({_num(s.get('n_borrowers'), 'int')} borrowers)",
+            _num(s.get("auc")),
+            _num(s.get("auc_se")),
+        )
+        for s in lc["sizes"]
+    ]
+    ci = a.get("ci95") or [None, None]
+    rows += [
+        (
+            f"asymptote of the curve (95% {_num(ci[0])} to {_num(ci[1])})",
+            _num(a.get("auc")),
+            _num(a.get("se")),
+        ),
+        ("oracle, traits known", _num(o.get("trait_auc")), _num(o.get("trait_auc_se"))),
+        ("oracle, full state", _num(o.get("full_auc")), _num(o.get("full_auc_se"))),
+    ]
+    caption = (
+        f"learning curve: AUC on the same {_num(sc.get('n_rows'), 'int')} rows "
+        f"({_num(sc.get('n_positives'), 'int')} closures), out-of-time rows with oracle "
+        f"futures of a world of {_num(sc.get('n_borrowers'), 'int')} borrowers drawn with "
+        f"seed {sc.get('seed', '?')}"
+    )
+    return {
+        "table": Table(("score", "AUC", "standard error"), rows, caption=caption),
+        "asymptote": _num(a.get("auc")),
+        "asymptote_se": _num(a.get("se")),
+        "trait": _num(o.get("trait_auc")),
+    }
+
+
 def _metrics(inp: Inputs) -> dict[str, Any]:
     ev = inp.evaluation or inp.summary
     oracle = None
@@ -593,6 +632,7 @@ def _metrics(inp: Inputs) -> dict[str, Any]:
     return {
         "tables": _metric_tables(inp),
         "oracle": oracle,
+        "learning": _learning_curve(inp.learning_curve),
         "segments": segments,
         "figs": _figs(inp, ("roc", "ROC curves"), ("gains", "cumulative gains")),
         "gains": gains,
