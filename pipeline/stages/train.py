@@ -92,9 +92,9 @@ def _simulator_data(cfg: Any, p: Catalog) -> TrainData:
     names = list(FEATURE_NAMES)
     oracle = None
     if p.path("oracle").exists():
-        oracle = p.read(
-            "oracle", ["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable"]
-        ).to_pandas()
+        cols = ["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable", "n_futures"]
+        halves = [f"{c}_h{j}" for c in ("p_full", "p_observable") for j in (1, 2)]
+        oracle = p.read("oracle", cols + halves).to_pandas()
     return TrainData(
         mode="simulator",
         frame=df,
