@@ -119,3 +119,15 @@ def test_same_seed_same_oracle_other_seed_differs():
     assert a.num_rows > 100
     assert a.equals(b)
     assert not a.equals(c)
+
+
+def test_a_chunk_reports_the_seconds_of_its_oracle_beside_its_whole_simulation():
+    from pipeline.core.simulate import oracle_seconds, simulate_chunk
+
+    s = spec(400, 8, rows=100)
+    tables = simulate_chunk(s, 0)
+    oracle_s, chunk_s = oracle_seconds(tables["oracle"])
+    assert tables["oracle"].num_rows > 0
+    assert 0 < oracle_s < chunk_s
+    # a table without the record reads as zero; the time never reaches the files
+    assert oracle_seconds(tables["oracle"].replace_schema_metadata(None)) == (0.0, 0.0)

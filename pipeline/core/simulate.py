@@ -1137,6 +1137,7 @@ _CHANNEL_NAMES = np.array(CHANNELS, dtype=object)
 
 def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
     """Simulate one chunk of borrowers over all months; returns raw and truth tables."""
+    t_chunk = time.perf_counter()
     ss = np.random.SeedSequence(spec.seed, spawn_key=(chunk,))
     rng = np.random.default_rng(ss)
     st, static = _start_chunk(spec, chunk, rng)
@@ -1185,7 +1186,10 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
         tables[k] = _concat(chunks, schema)
     # the time is carried as metadata, which the writers drop: the files stay bit-identical
     tables["oracle"] = tables["oracle"].replace_schema_metadata(
-        {ORACLE_SECONDS: repr(oracle_s).encode()}
+        {
+            ORACLE_SECONDS: repr(oracle_s).encode(),
+            CHUNK_SECONDS: repr(time.perf_counter() - t_chunk).encode(),
+        }
     )
     return tables
 
@@ -1806,14 +1810,17 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
     return cols
 
 
-#: Key of the oracle table's schema metadata that carries the seconds its futures took.
+#: Keys of the oracle table's schema metadata that carry the seconds the chunk's oracle
+#: futures took and the seconds the whole chunk took to simulate, oracle included.
 ORACLE_SECONDS = b"oracle_seconds"
+CHUNK_SECONDS = b"chunk_seconds"
 
 
-def oracle_seconds(table: pa.Table) -> float:
-    """Seconds the oracle futures of a chunk's ``oracle`` table took (0 when unrecorded)."""
+def oracle_seconds(table: pa.Table) -> tuple[float, float]:
+    """Seconds a chunk's oracle futures took and seconds its whole simulation took, from
+    its ``oracle`` table (0 when unrecorded)."""
     meta = table.schema.metadata or {}
-    return float(meta.get(ORACLE_SECONDS, b"0"))
+    return float(meta.get(ORACLE_SECONDS, b"0")), float(meta.get(CHUNK_SECONDS, b"0"))
 
 
 def iter_chunks(
