@@ -18,7 +18,7 @@ SERVE_PORT ?= 5001
 ROOT ?= $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench sweep german
+.PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
@@ -99,6 +99,9 @@ lint: $(STAMP) ## Ruff (lint and format check), mypy, and the layering contract 
 compare: $(STAMP) ## Two or more MLflow runs side by side: parameters that differ, headline figures (RUNS="<id> <id>")
 	@test -n "$(RUNS)" || { echo 'usage: make compare RUNS="<run id> <run id>"' >&2; exit 2; }
 	$(BIN)/python -m pipeline.tools.compare $(RUNS)
+
+learning-curve: $(STAMP) ## The model trained on 0.25x-4x the borrowers, scored on common rows (ARGS="data.n_borrowers=...")
+	$(BIN)/python -m pipeline.tools.learning_curve $(ARGS)
 
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)

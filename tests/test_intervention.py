@@ -242,3 +242,22 @@ def test_bad_arms_name_what_is_wrong(world):
         futures_arms(s, [a, b], 26, [[Intervention()]])
     with pytest.raises(ValueError, match="asked twice at one snapshot with different"):
         futures_arms(s, [a, a], 26, [[Intervention(), Intervention(("moderate_use",))]])
+
+
+def test_futures_beyond_one_block_keep_the_first_block_and_add_fresh_ones(world):
+    from pipeline.core.simulate import FUTURE_BLOCK
+
+    s, w = world
+    o = w["oracle"].to_pandas().iloc[:30]
+    ids, snaps = o.borrower_id.to_numpy(), o.snapshot.to_numpy()
+    one = futures(s, ids, snaps, n_futures=FUTURE_BLOCK)
+    more = futures(s, ids, snaps, n_futures=FUTURE_BLOCK + 8)
+    assert more.closed.shape == (30, FUTURE_BLOCK + 8)
+    # the first block is the block a smaller ask gets, future for future
+    for name in PER_FUTURE:
+        np.testing.assert_array_equal(getattr(more, name)[:, :FUTURE_BLOCK], getattr(one, name))
+    # the next block has its own random numbers, not a copy of the first
+    extra, first = more.month[:, FUTURE_BLOCK:], more.month[:, :8]
+    assert (extra != first).any() or (
+        more.draw_amount[:, FUTURE_BLOCK:] != one.draw_amount[:, :8]
+    ).any()

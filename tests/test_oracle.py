@@ -1,4 +1,5 @@
-"""The simulator's two oracles (full state, observables only) and their cause shares."""
+"""The simulator's two oracles (full state; traits known, the platform's individual
+judgement and a stop's remaining length redrawn) and their cause shares."""
 
 from __future__ import annotations
 
@@ -63,6 +64,25 @@ def test_observable_oracle_is_a_probability_that_differs_from_the_full_one(oracl
     assert oracle.ess_observable.median() > 16
 
 
+def test_each_oracle_is_also_recorded_from_each_half_of_its_futures(oracle):
+    for name in ("p_full", "p_observable"):
+        h1, h2 = oracle[f"{name}_h1"], oracle[f"{name}_h2"]
+        assert h1.between(0, 1).all() and h2.between(0, 1).all()
+        assert (h1 != h2).mean() > 0.1  # the halves are different futures
+    # the full-state futures are unweighted: all of them is the mean of the two halves
+    np.testing.assert_allclose((oracle.p_full_h1 + oracle.p_full_h2) / 2, oracle.p_full, atol=1e-6)
+    # the trait oracle's halves are weighted: all of them lies between the two
+    lo = np.minimum(oracle.p_observable_h1, oracle.p_observable_h2) - 1e-6
+    hi = np.maximum(oracle.p_observable_h1, oracle.p_observable_h2) + 1e-6
+    assert oracle.p_observable.between(lo, hi).all()
+
+
+def test_one_future_records_no_halves():
+    o = simulate(spec(400, 1, rows=100))["oracle"].to_pandas()
+    assert len(o) > 10
+    assert o.p_full_h1.isna().all() and o.p_observable_h2.isna().all()
+
+
 def test_full_oracle_ranks_the_worlds_labels_better(oracle):
     y = oracle.y.to_numpy()
     assert 400 < y.sum() < len(y) / 2  # enough closures to rank (494 in this world)
@@ -99,3 +119,15 @@ def test_same_seed_same_oracle_other_seed_differs():
     assert a.num_rows > 100
     assert a.equals(b)
     assert not a.equals(c)
+
+
+def test_a_chunk_reports_the_seconds_of_its_oracle_beside_its_whole_simulation():
+    from pipeline.core.simulate import oracle_seconds, simulate_chunk
+
+    s = spec(400, 8, rows=100)
+    tables = simulate_chunk(s, 0)
+    oracle_s, chunk_s = oracle_seconds(tables["oracle"])
+    assert tables["oracle"].num_rows > 0
+    assert 0 < oracle_s < chunk_s
+    # a table without the record reads as zero; the time never reaches the files
+    assert oracle_seconds(tables["oracle"].replace_schema_metadata(None)) == (0.0, 0.0)

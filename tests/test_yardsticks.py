@@ -83,14 +83,72 @@ def test_oracle_gap_puts_the_model_between_both_oracles_on_the_same_rows():
         assert 0.001 < o[f"{k}_auc_se"] < 0.05
     assert o["gap_observable"] == pytest.approx(o["observable_auc"] - o["model_auc"])
     assert 0 < o["gap_observable_se"] < o["observable_auc_se"] + o["model_auc_se"]
-    # the flat keys stay, with the full-state oracle as before
+    # one figure, one name: oracle_gap is the gap to the trait oracle, everywhere;
+    # the gap to the full-state oracle is oracle_gap_full
     assert out["oracle_auc"] == o["full_auc"] and out["oracle_model_auc"] == o["model_auc"]
-    assert out["oracle_gap"] == pytest.approx(o["gap_full"])
+    assert out["oracle_gap"] == o["gap"] == o["gap_observable"] == o["gap_trait"]
+    assert o["gap_se"] == o["gap_observable_se"] and o["trait_auc"] == o["observable_auc"]
+    assert out["oracle_gap_full"] == o["gap_full"] == pytest.approx(o["full_auc"] - o["model_auc"])
+    assert out["oracle_gap_full"] > out["oracle_gap"]
+    # no half-future columns: no Monte Carlo bias is claimed
+    assert "mc_bias" not in o and "futures" not in o
     # an oracle file of an older world (no p_full / p_observable) still gives the gap
     old = ev.oracle_gap(keys, y, model, oracle[["borrower_id", "snapshot", "p_oracle"]])
     assert old["oracle_auc"] == o["full_auc"] and "observable_auc" not in old["oracle"]
+    assert old["oracle_gap"] == old["oracle_gap_full"] == o["gap_full"]
     with pytest.raises(ValueError, match="p_oracle"):
         ev.oracle_gap(keys, y, model, oracle[["borrower_id", "snapshot", "p_full"]])
+
+
+def _mc_oracle(k: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, and a Monte Carlo oracle from ``k`` futures per row and from each half."""
+    rng = np.random.default_rng(seed)
+    n = 6000
+    p = 1 / (1 + np.exp(-(1.5 * rng.normal(size=n) - 2.5)))
+    y = (rng.random(n) < p).astype(int)
+    fut = rng.random((n, k)) < p[:, None]
+    return y, fut.mean(axis=1), fut[:, : k // 2].mean(axis=1), fut[:, k // 2 :].mean(axis=1)
+
+
+def test_mc_bias_from_half_the_futures_predicts_what_more_futures_recover():
+    y, p8, h1, h2 = _mc_oracle(8)
+    b = ev.mc_bias(y, p8, h1, h2)
+    # far more futures on the same rows and labels: the AUC that 8 futures fall short of
+    y_, p_many, _, _ = _mc_oracle(1024)
+    assert (y_ == y).all()
+    short = roc_auc_score(y, p_many) - roc_auc_score(y, p8)
+    assert b["bias"] > 3 * b["bias_se"] > 0
+    assert b["bias"] == pytest.approx(short, rel=0.5), (b, short)
+    assert b["auc_extrapolated"] == pytest.approx(roc_auc_score(y, p8) + b["bias"])
+    # with many futures the bias estimate is small
+    assert abs(ev.mc_bias(y, *_mc_oracle(1024)[1:])["bias"]) < 0.003
+
+
+def test_oracle_gap_reports_futures_and_the_larger_mc_bias():
+    y, p, h1, h2 = _mc_oracle(16)
+    _, q, g1, g2 = _mc_oracle(64, seed=3)
+    n = len(y)
+    oracle = pd.DataFrame(
+        {
+            "borrower_id": np.arange(n),
+            "snapshot": 30,
+            "p_oracle": p,
+            "p_full": p,
+            "p_observable": q,
+            "n_futures": 16,
+            "p_full_h1": h1,
+            "p_full_h2": h2,
+            "p_observable_h1": g1,
+            "p_observable_h2": g2,
+        }
+    )
+    keys = oracle[["borrower_id", "snapshot"]]
+    o = ev.oracle_gap(keys, y, q + 0.01 * np.random.default_rng(0).normal(size=n), oracle)["oracle"]
+    assert o["futures"] == 16
+    assert o["full_mc_bias"] > o["observable_mc_bias"]  # 16 futures against 64
+    assert o["mc_bias"] == o["full_mc_bias"]
+    for k in ("full", "observable"):
+        assert o[f"{k}_auc_extrapolated"] == pytest.approx(o[f"{k}_auc"] + o[f"{k}_mc_bias"])
 
 
 # ---- the cause ceiling ------------------------------------------------------------
@@ -126,6 +184,12 @@ def test_ceiling_ranks_causes_by_their_share_of_closing_futures():
     assert out["ceiling_top1"] == pytest.approx(1 / 3)  # only row 2 (by the prior)
     assert out["ceiling_top3"] == pytest.approx(1.0)
     assert out["top1"] == pytest.approx(1 / 3) and out["top3"] == pytest.approx(2 / 3)
+    # standard errors over the closures: hits on row 1 (reasons) and row 2 (ceiling)
+    hit = np.array([0.0, 0.0, 1.0])
+    assert out["ceiling_top1_se"] == pytest.approx(hit.std(ddof=1) / np.sqrt(3))
+    assert out["top1_se"] == pytest.approx(out["ceiling_top1_se"])
+    diff = np.array([-1.0, 0.0, 1.0])  # ceiling minus reasons, closure by closure
+    assert out["gap_top1_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
     bc = out["by_cause"]
     assert bc["sudden_stop"] == {
         "n": 1.0,
@@ -147,8 +211,9 @@ def test_oracle_fidelity_joins_closures_to_their_oracle_rows():
     keys = pd.DataFrame({"borrower_id": [3, 5, 7], "snapshot": [30, 30, 30]})
     truth = np.array(["sudden_stop", "thin_file", "low_yield"])
     reasons = {"reason_1_cause": np.array(["sudden_stop", "thin_file", "thin_file"])}
-    out = ex.oracle_fidelity(keys, truth, reasons, oracle)
+    out = ex.oracle_fidelity(keys, truth, reasons, oracle.assign(n_futures=512))
     assert out is not None and out["n"] == 2  # borrower 5 has no oracle row
+    assert out["futures"] == 512
     assert out["ceiling_top1"] == 0.5 and out["top1"] == 0.5
     assert "ceiling_observable_top1" not in out
     with_obs = oracle.assign(**{f"fo_{c}": oracle[f"f_{c}"] for c in CAUSES})
@@ -156,16 +221,26 @@ def test_oracle_fidelity_joins_closures_to_their_oracle_rows():
     assert ex.oracle_fidelity(keys.assign(snapshot=31), truth, reasons, oracle) is None
     with pytest.raises(ValueError, match="f_sudden_stop"):
         ex.oracle_fidelity(keys, truth, reasons, oracle.drop(columns="f_sudden_stop"))
-    # merged with the figures on all closures: each cause's figure beside its ceiling
+    # merged with the figures on all closures: the paired figures are those on the
+    # closures with oracle rows, the all-closure ones keep their place
     fid = ex.fidelity(reasons, truth)
+    assert fid.n == 3 and fid.top1 == pytest.approx(2 / 3)
     overall, by_cause = ex.with_ceiling(fid, out)
     assert overall["ceiling_top1"] == 0.5 and overall["ceiling_n"] == 2
     assert overall["oracle_rows_top1"] == 0.5
+    pair = overall["paired"]
+    assert {"n", "top1", "top3", "ceiling_top1", "ceiling_top3", "ceiling_top1_se"} <= set(pair)
+    assert pair["n"] == 2 and pair["top1"] == 0.5 and pair["ceiling_top1"] == 0.5
+    assert pair["futures"] == 512 and pair["share_of_ceiling_top1"] == 1.0
+    assert pair["ceiling_top1_se"] == pytest.approx(np.std([0.0, 1.0], ddof=1) / np.sqrt(2))
+    # per cause: the oracle's agreement, not a ceiling
     assert by_cause["thin_file"]["top1"] == 1.0  # borrower 5, without oracle row
-    assert by_cause["thin_file"]["ceiling_n"] == 0 and np.isnan(
-        by_cause["thin_file"]["ceiling_top1"]
+    assert by_cause["thin_file"]["oracle_n"] == 0 and np.isnan(
+        by_cause["thin_file"]["oracle_agreement_top1"]
     )
-    assert by_cause["low_yield"]["ceiling_top1"] == 0.0 and by_cause["low_yield"]["top1"] == 0.0
+    assert not any(k.startswith("ceiling") for v in by_cause.values() for k in v)
+    low = by_cause["low_yield"]
+    assert low["oracle_agreement_top1"] == 0.0 and low["top1"] == 0.0
     assert ex.with_ceiling(fid, None) == ({}, fid.by_cause)
 
 
@@ -299,8 +374,11 @@ def test_world_summary_has_the_yardsticks(world):
         assert 0 <= fid[k] <= 1, k
     assert fid["ceiling_top3"] >= fid["ceiling_top1"] > 1 / len(CAUSES)
     assert set(fid["by_cause"]) == set(CAUSES)
-    seen = [v for v in fid["by_cause"].values() if v.get("ceiling_n", 0) > 0]
-    assert seen and all({"top1", "ceiling_top1"} <= set(v) for v in seen)
+    seen = [v for v in fid["by_cause"].values() if v.get("oracle_n", 0) > 0]
+    assert seen and all({"top1", "oracle_agreement_top1"} <= set(v) for v in seen)
+    pair = fid["paired"]
+    assert pair["n"] == fid["ceiling_n"] and pair["ceiling_top1"] == fid["ceiling_top1"]
+    assert pair["top1"] == fid["oracle_rows_top1"] and 0 < pair["ceiling_top1_se"] < 0.1
     assert (
         json.loads((root / "models" / "fidelity.json").read_text())["ceiling_top1"]
         == (fid["ceiling_top1"])
@@ -314,6 +392,7 @@ def test_world_summary_has_the_yardsticks(world):
     assert ((probs.probability > 0) & (probs.probability < 1)).all()
     # the report page shows the model between both oracles and fidelity beside its ceiling
     page = (root / "models" / "report.html").read_text()
-    assert "oracle, observables only" in page and f"{o['observable_auc']:.4f}" in page
-    assert "ceiling top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
+    assert "oracle, traits known" in page and f"{o['observable_auc']:.4f}" in page
+    assert "oracle_gap_full" in page and f"{o['gap_full']:.4f}" in page
+    assert "oracle agreement top-1" in page and f"{fid['ceiling_top1']:.1%}" in page
     assert "riskiest 1% of rows" in page

@@ -273,6 +273,7 @@ def _entries() -> tuple[Entry, ...]:
         _e("evaluation", "models", "evaluation.json", "train", None, ("features",)),
         _e("gains", "models", "gains_{split}.csv", "train", None, ("features",)),
         _e("serving", "models", "serving.json", "train", None, ("features",)),
+        _e("learning_curve", "models", "learning_curve.json", "make learning-curve"),
         _e("plots", "models", "plots", "train, explain", doc="PNG figures"),
         _e("roc_plot", "models", "plots/roc.png", "train", None, ("features",)),
         _e("gains_plot", "models", "plots/gains.png", "train", None, ("features",)),

@@ -125,6 +125,10 @@ def delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndar
     return auc, cov
 
 
+#: The oracles' score columns: the full-state oracle and the trait oracle.
+_ORACLES = {"full": "p_full", "observable": "p_observable"}
+
+
 def oracle_gap(
     keys: pd.DataFrame, y: np.ndarray, p_model: np.ndarray, oracle: pd.DataFrame
 ) -> dict[str, Any]:
@@ -132,14 +136,29 @@ def oracle_gap(
 
     ``keys`` has the join columns (borrower_id, snapshot) of the scored rows; ``oracle``
     has those plus ``p_oracle`` and, when the world records them, ``p_full`` (the oracle
-    that knows the latent state) and ``p_observable`` (the ceiling of a model of the
-    observables). Returns the flat keys ``oracle_rows``, ``oracle_auc`` (the full-state
-    oracle), ``oracle_model_auc`` and ``oracle_gap`` (oracle minus model), and under
-    ``oracle`` each AUC with its DeLong standard error, ``n_rows``, and the model's gaps
-    to both oracles with the standard errors of those paired differences.
+    that knows the latent state) and ``p_observable`` (the *trait oracle*: exact latent
+    traits, the platform's individual judgement and the remaining length of a stop
+    redrawn; a yardstick, not a bound on a model of the observables).
+
+    Returns the flat keys ``oracle_rows``, ``oracle_auc`` (the full-state oracle),
+    ``oracle_model_auc``, ``oracle_gap`` (the trait oracle's AUC minus the model's; the
+    full-state oracle's where the trait oracle is not recorded) and ``oracle_gap_full``
+    (the full-state oracle's minus the model's), and under ``oracle`` each AUC with its
+    DeLong standard error, ``n_rows``, the model's gaps to both oracles with the
+    standard errors of those paired differences (``gap`` = ``gap_observable``; the
+    trait oracle is also under ``trait_*``), and, where the oracle rows carry each
+    oracle from the two halves of its futures (``p_<oracle>_h1``/``_h2``), the Monte
+    Carlo bias (see :func:`mc_bias`): ``futures`` (per row), ``mc_bias`` (the larger of
+    the two oracles'), ``<oracle>_mc_bias`` with its standard error and
+    ``<oracle>_auc_extrapolated`` (the AUC with infinitely many futures).
     """
     on = ["borrower_id", "snapshot"]
-    cols = [c for c in ("p_oracle", "p_full", "p_observable") if c in oracle.columns]
+    halves = [f"{c}_h{j}" for c in _ORACLES.values() for j in (1, 2)]
+    cols = [
+        c
+        for c in ("p_oracle", "p_full", "p_observable", "n_futures", *halves)
+        if c in oracle.columns
+    ]
     if "p_oracle" not in cols:
         raise ValueError("oracle rows need the column 'p_oracle'")
     frame = keys[on].reset_index(drop=True).assign(_y=np.asarray(y), _p=np.asarray(p_model))
@@ -164,15 +183,67 @@ def oracle_gap(
             i, j = idx[k], idx["model"]
             part[f"gap_{k}"] = float(auc[i] - auc[j])
             part[f"gap_{k}_se"] = float(np.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0)))
+    main = "observable" if "observable" in idx else "full"
+    part["gap"], part["gap_se"] = part[f"gap_{main}"], part[f"gap_{main}_se"]
+    if "observable" in idx:
+        for k in ("auc", "auc_se"):
+            part[f"trait_{k}"] = part[f"observable_{k}"]
+        part["gap_trait"], part["gap_trait_se"] = part["gap_observable"], part["gap_observable_se"]
+    if "n_futures" in m:
+        part["futures"] = int(m.n_futures.min())
+    part.update(_mc_bias_part(m, y_m, [k for k in _ORACLES if k in idx]))
     out.update(
         oracle_auc=part["full_auc"],
         oracle_model_auc=part["model_auc"],
-        oracle_gap=part["gap_full"],
+        oracle_gap=part["gap"],
+        oracle_gap_full=part["gap_full"],
         oracle_positives=float(y_m.sum()),
         oracle_brier=float(np.mean((full.to_numpy() - y_m) ** 2)),
         oracle=part,
     )
     return out
+
+
+def mc_bias(
+    y: np.ndarray, p_all: np.ndarray, p_h1: np.ndarray, p_h2: np.ndarray
+) -> dict[str, float]:
+    """Monte Carlo bias of an oracle's AUC, from the oracle over all its futures and
+    over each half of them, on the same rows.
+
+    Noise in a probability can only blur its ranking, so with ``k`` futures the AUC sits
+    below its limit by about ``b / k``. The AUC from ``k / 2`` futures is then about
+    ``b / k`` further below, so ``AUC(k) - mean(AUC(half 1), AUC(half 2))`` estimates
+    the bias left at ``k`` futures (``bias``, with its DeLong standard error ``bias_se``
+    from the three AUCs' covariance on the same rows) and ``AUC(k) + bias`` the AUC
+    with infinitely many (``auc_extrapolated``). The 1/k law is an assumption, close
+    when the bias is small; the estimate says nothing of any error that more futures
+    would not remove.
+    """
+    auc, cov = delong(y, [p_all, p_h1, p_h2])
+    w = np.array([1.0, -0.5, -0.5])
+    bias = float(w @ auc)
+    return {
+        "bias": bias,
+        "bias_se": float(np.sqrt(max(float(w @ cov @ w), 0.0))),
+        "auc_extrapolated": float(auc[0] + bias),
+    }
+
+
+def _mc_bias_part(m: pd.DataFrame, y: np.ndarray, present: list[str]) -> dict[str, float]:
+    """:func:`mc_bias` of each oracle whose half-future columns are recorded."""
+    part: dict[str, float] = {}
+    for k in present:
+        col = _ORACLES[k]
+        h1, h2 = f"{col}_h1", f"{col}_h2"
+        if h1 not in m or h2 not in m or m[h1].isna().any() or m[h2].isna().any():
+            continue
+        b = mc_bias(y, m[col].to_numpy(), m[h1].to_numpy(), m[h2].to_numpy())
+        part[f"{k}_mc_bias"], part[f"{k}_mc_bias_se"] = b["bias"], b["bias_se"]
+        part[f"{k}_auc_extrapolated"] = b["auc_extrapolated"]
+    found = [part[f"{k}_mc_bias"] for k in present if f"{k}_mc_bias" in part]
+    if found:
+        part["mc_bias"] = float(max(found))
+    return part
 
 
 def score_psi(train_scores: np.ndarray, oot_scores: np.ndarray) -> float:

@@ -609,6 +609,17 @@ def fidelity_ceiling(
     of the first three (top 3) of that ranking is the recorded cause. ``reasons`` are
     those of the same rows, so the reasons' figures here (``top1``/``top3``) are on the
     same closures as the ceiling. Returns the overall figures and ``by_cause``.
+
+    Standard errors are over the closures (binomial; a bootstrap of closures gives the
+    same): ``ceiling_top1_se``, ``top1_se``, and ``gap_top1_se`` of the paired
+    difference ``ceiling_top1 - top1`` on the same closures. They do not include the
+    Monte Carlo noise of the shares, which pulls the ceiling down (a noisy ranking
+    misses more often) and shrinks as the futures grow.
+
+    Only the overall ceiling is a bound. Per cause the figures are the oracle's
+    *agreement* with the recorded cause among closures of that cause: an explanation
+    that always names one cause agrees 100% on that cause, so no per-cause figure
+    bounds the reasons' per-cause figure.
     """
     true_cause = np.asarray(true_cause, dtype=object)
     order = ceiling_ranking(shares, prior)
@@ -621,12 +632,16 @@ def fidelity_ceiling(
     ]
     r1, r3 = _hits(ranked, true_cause)
     everyone = np.ones(len(true_cause), dtype=bool)
+    n = len(true_cause)
     out: dict[str, Any] = {
-        "n": int(len(true_cause)),
+        "n": int(n),
         "ceiling_top1": _rate(c1, everyone),
         "ceiling_top3": _rate(c3, everyone),
         "top1": _rate(r1, everyone),
         "top3": _rate(r3, everyone),
+        "ceiling_top1_se": _se(c1),
+        "top1_se": _se(r1),
+        "gap_top1_se": _se(c1.astype(float) - r1.astype(float)),
     }
     out["by_cause"] = {
         c: {
@@ -639,6 +654,12 @@ def fidelity_ceiling(
         for c in CAUSES
     }
     return out
+
+
+def _se(x: np.ndarray) -> float:
+    """Standard error of the mean of per-closure values (0/1 hits or their differences)."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def oracle_fidelity(
@@ -669,12 +690,39 @@ def oracle_fidelity(
     truth = np.asarray(true_cause, dtype=object)[rows]
     prior = oracle[full].to_numpy(dtype=np.float64).mean(axis=0)
     out = fidelity_ceiling(sub, truth, m[full].to_numpy(dtype=np.float64), prior)
+    if "n_futures" in m.columns:
+        out["futures"] = int(m.n_futures.min())
     obs = [f"fo_{c}" for c in CAUSES]
     if all(c in m.columns for c in obs):
         prior_o = oracle[obs].to_numpy(dtype=np.float64).mean(axis=0)
         seen = fidelity_ceiling(sub, truth, m[obs].to_numpy(dtype=np.float64), prior_o)
         out["ceiling_observable_top1"] = seen["ceiling_top1"]
         out["ceiling_observable_top3"] = seen["ceiling_top3"]
+    return out
+
+
+def paired(ceil: dict[str, Any]) -> dict[str, Any]:
+    """The summary's ``fidelity.paired``: the reasons and the ceiling on the same closures
+    (those with oracle futures), with standard errors over those closures."""
+    out = {
+        k: ceil[k]
+        for k in (
+            "n",
+            "top1",
+            "top3",
+            "ceiling_top1",
+            "ceiling_top3",
+            "ceiling_top1_se",
+            "top1_se",
+            "gap_top1_se",
+        )
+    }
+    out["n"] = int(out["n"])
+    out["share_of_ceiling_top1"] = (
+        float(ceil["top1"] / ceil["ceiling_top1"]) if ceil["ceiling_top1"] > 0 else float("nan")
+    )
+    if "futures" in ceil:
+        out["futures"] = int(ceil["futures"])
     return out
 
 
@@ -685,28 +733,33 @@ def with_ceiling(
 
     Overall: ``ceiling_top1``/``_top3`` and ``ceiling_n`` (closures with oracle rows),
     the reasons on those same closures (``oracle_rows_top1``/``_top3``) and the
-    observable futures' ceiling where recorded. Per cause: the reasons' ``n``, ``top1``,
-    ``top3`` on all closures, then the same ceiling keys. Without ``ceil``, the
-    reasons' figures alone.
+    observable futures' ceiling where recorded, and ``paired`` (see :func:`paired`).
+    Per cause: the reasons' ``n``, ``top1``, ``top3`` on all closures, then on the
+    closures of that cause with oracle futures (``oracle_n``) the oracle's agreement
+    with the recorded cause (``oracle_agreement_top1``/``_top3``: not a bound, see
+    :func:`fidelity_ceiling`) and the reasons' (``oracle_rows_top1``/``_top3``).
+    Without ``ceil``, the reasons' figures alone.
     """
     by_cause = {c: dict(v) for c, v in fid.by_cause.items()}
     if ceil is None:
         return {}, by_cause
-    overall = {
+    overall: dict[str, Any] = {
         "ceiling_top1": ceil["ceiling_top1"],
         "ceiling_top3": ceil["ceiling_top3"],
         "ceiling_n": ceil["n"],
         "oracle_rows_top1": ceil["top1"],
         "oracle_rows_top3": ceil["top3"],
+        "paired": paired(ceil),
     }
     for k in ("ceiling_observable_top1", "ceiling_observable_top3"):
         if k in ceil:
             overall[k] = ceil[k]
     for c, v in ceil["by_cause"].items():
+        # per cause the oracle's agreement, not a ceiling (see fidelity_ceiling)
         by_cause[c].update(
-            ceiling_top1=v["ceiling_top1"],
-            ceiling_top3=v["ceiling_top3"],
-            ceiling_n=v["n"],
+            oracle_agreement_top1=v["ceiling_top1"],
+            oracle_agreement_top3=v["ceiling_top3"],
+            oracle_n=v["n"],
             oracle_rows_top1=v["top1"],
             oracle_rows_top3=v["top3"],
         )

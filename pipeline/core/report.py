@@ -162,6 +162,7 @@ class Inputs:
     tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])
     tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
     plots: dict[str, bytes] = field(default_factory=dict)
+    learning_curve: dict[str, Any] | None = None
 
     @property
     def simulator(self) -> bool:
@@ -508,22 +509,80 @@ def _cv_table(cv: Mapping[str, Any]) -> Table:
 
 
 def _oracle_table(o: Any) -> dict[str, Any]:
-    """The model between the two oracles, each AUC with its standard error."""
+    """The model between the two oracles, each AUC with its standard error and each
+    oracle's Monte Carlo bias where it was measured."""
     if not isinstance(o, dict) or "observable_auc" not in o:
         return {"table": None}
     rows: list[Sequence[Cell]] = [
-        (label, _num(o.get(f"{k}_auc")), _num(o.get(f"{k}_auc_se")))
+        (
+            label,
+            _num(o.get(f"{k}_auc")),
+            _num(o.get(f"{k}_auc_se")),
+            _num(o.get(f"{k}_mc_bias")) if f"{k}_mc_bias" in o else "",
+            _num(o.get(f"{k}_auc_extrapolated")) if f"{k}_auc_extrapolated" in o else "",
+        )
         for k, label in (
-            ("full", "oracle, full state (knows the latent traits)"),
-            ("observable", "oracle, observables only (the ceiling of a model)"),
+            ("full", "oracle, full state (knows the latent traits and the platform's judgement)"),
+            (
+                "observable",
+                "oracle, traits known (the platform's judgement and a stop's length redrawn)",
+            ),
             ("model", "model"),
         )
     ]
-    caption = f"AUC on the {_num(o.get('n_rows'), 'int')} out-of-time rows with oracle futures"
+    caption = (
+        f"AUC on the {_num(o.get('n_rows'), 'int')} out-of-time rows "
+        f"({_num(o.get('n_positives'), 'int')} closures) with oracle futures, "
+        f"{_num(o.get('futures'), 'int')} futures per row and oracle; Monte Carlo bias: "
+        "the AUC from all futures less the mean AUC from each half of them"
+    )
+    head = ("score", "AUC", "standard error", "Monte Carlo bias", "AUC, bias removed")
     return {
-        "table": Table(("score", "AUC", "standard error"), rows, caption=caption),
+        "table": Table(head, rows, caption=caption),
         "gap_observable": _num(o.get("gap_observable")),
         "gap_observable_se": _num(o.get("gap_observable_se")),
+        "gap_full": _num(o.get("gap_full")),
+        "gap_full_se": _num(o.get("gap_full_se")),
+        "mc_bias": _num(o.get("mc_bias")) if "mc_bias" in o else None,
+        "futures": _num(o.get("futures"), "int"),
+    }
+
+
+def _learning_curve(lc: Any) -> dict[str, Any] | None:
+    """The learning curve (``make learning-curve``): the model at each world size, its
+    asymptote and the two oracles, all on the same common rows."""
+    if not isinstance(lc, dict) or not isinstance(lc.get("sizes"), list):
+        return None
+    a, o, sc = lc.get("asymptote", {}), lc.get("oracles", {}), lc.get("scoring", {})
+    rows: list[Sequence[Cell]] = [
+        (
+            f"model, {_num(s.get('factor'), '.4g')}x ({_num(s.get('n_borrowers'), 'int')} borrowers)",
+            _num(s.get("auc")),
+            _num(s.get("auc_se")),
+        )
+        for s in lc["sizes"]
+    ]
+    ci = a.get("ci95") or [None, None]
+    rows += [
+        (
+            f"asymptote of the curve (95% {_num(ci[0])} to {_num(ci[1])})",
+            _num(a.get("auc")),
+            _num(a.get("se")),
+        ),
+        ("oracle, traits known", _num(o.get("trait_auc")), _num(o.get("trait_auc_se"))),
+        ("oracle, full state", _num(o.get("full_auc")), _num(o.get("full_auc_se"))),
+    ]
+    caption = (
+        f"learning curve: AUC on the same {_num(sc.get('n_rows'), 'int')} rows "
+        f"({_num(sc.get('n_positives'), 'int')} closures), out-of-time rows with oracle "
+        f"futures of a world of {_num(sc.get('n_borrowers'), 'int')} borrowers drawn with "
+        f"seed {sc.get('seed', '?')}"
+    )
+    return {
+        "table": Table(("score", "AUC", "standard error"), rows, caption=caption),
+        "asymptote": _num(a.get("auc")),
+        "asymptote_se": _num(a.get("se")),
+        "trait": _num(o.get("trait_auc")),
     }
 
 
@@ -578,6 +637,7 @@ def _metrics(inp: Inputs) -> dict[str, Any]:
     return {
         "tables": _metric_tables(inp),
         "oracle": oracle,
+        "learning": _learning_curve(inp.learning_curve),
         "segments": segments,
         "figs": _figs(inp, ("roc", "ROC curves"), ("gains", "cumulative gains")),
         "gains": gains,
@@ -833,23 +893,25 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
     if fid is None:
         return {"fid": None}
     by = fid.get("by_cause", {})
-    ceiling = "ceiling_top1" in fid
+    pair = fid.get("paired")
+    ceiling = isinstance(pair, dict)
     head: tuple[str, ...] = ("true cause", "closures", "top-1 agreement")
     if ceiling:
-        head += ("with oracle futures", "top-1 there", "ceiling top-1")
+        head += ("with oracle futures", "top-1 there", "oracle agreement top-1")
     rows: list[Sequence[Cell]] = [
         (cause_label(c), _num(v.get("n"), "int"), _num(v.get("top1"), "pct"))
         + (
             (
-                _num(v.get("ceiling_n"), "int"),
+                _num(v.get("oracle_n"), "int"),
                 _num(v.get("oracle_rows_top1"), "pct"),
-                _num(v.get("ceiling_top1"), "pct"),
+                _num(v.get("oracle_agreement_top1"), "pct"),
             )
             if ceiling
             else ()
         )
         for c, v in by.items()
     ]
+    p = pair if isinstance(pair, dict) else {}
     return {
         "fid": {
             "n": _num(fid.get("n"), "int"),
@@ -858,16 +920,27 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
             "chance": _num(fid.get("chance_top1"), "pct"),
             "attribution": str(fid.get("attribution", "–")),
             "ceiling": {
-                "n": _num(fid.get("ceiling_n"), "int"),
-                "top1": _num(fid.get("oracle_rows_top1"), "pct"),
-                "top3": _num(fid.get("oracle_rows_top3"), "pct"),
-                "ceiling_top1": _num(fid.get("ceiling_top1"), "pct"),
-                "ceiling_top3": _num(fid.get("ceiling_top3"), "pct"),
+                "n": _num(p.get("n"), "int"),
+                "futures": _num(p.get("futures"), "int"),
+                "top1": _num(p.get("top1"), "pct"),
+                "top1_se": _num(p.get("top1_se"), "pct"),
+                "top3": _num(p.get("top3"), "pct"),
+                "ceiling_top1": _num(p.get("ceiling_top1"), "pct"),
+                "ceiling_top1_se": _num(p.get("ceiling_top1_se"), "pct"),
+                "ceiling_top3": _num(p.get("ceiling_top3"), "pct"),
+                "share": _num(p.get("share_of_ceiling_top1"), "pct"),
             }
             if ceiling
             else None,
         },
-        "by_cause": Table(head, rows, caption="by cause") if rows else None,
+        "by_cause": Table(
+            head,
+            rows,
+            caption="by cause: on all closures, then on those with oracle futures; per cause "
+            "the oracle's agreement is not a bound (naming one cause always agrees 100% on it)",
+        )
+        if rows
+        else None,
         "figs": _figs(inp, ("fidelity_confusion", "true cause against top reason")),
     }
 

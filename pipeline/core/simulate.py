@@ -25,13 +25,15 @@ Futures (:func:`futures`, several arms at once: :func:`futures_arms`) continue c
 accounts from their full state at a snapshot over the label horizon, optionally with
 borrower actions (:data:`ACTIONS`, one or several together: an :class:`Intervention`)
 carried out; runs with and without actions share their random numbers. The oracle's
-two probabilities (full state, and observables only) come from the same machinery.
+two probabilities (full state, and traits known with the platform's individual
+judgement and a stop's remaining length redrawn) come from the same machinery.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -184,6 +186,10 @@ TRUTH_SCHEMAS: dict[str, pa.Schema] = {
             ("p_full", pa.float32()),
             ("p_observable", pa.float32()),
             ("n_futures", pa.int16()),
+            ("p_full_h1", pa.float32()),
+            ("p_full_h2", pa.float32()),
+            ("p_observable_h1", pa.float32()),
+            ("p_observable_h2", pa.float32()),
             ("ess_observable", pa.float32()),
         ]
         + [(f"f_{c}", pa.float32()) for c in CAUSES]
@@ -1131,6 +1137,7 @@ _CHANNEL_NAMES = np.array(CHANNELS, dtype=object)
 
 def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
     """Simulate one chunk of borrowers over all months; returns raw and truth tables."""
+    t_chunk = time.perf_counter()
     ss = np.random.SeedSequence(spec.seed, spawn_key=(chunk,))
     rng = np.random.default_rng(ss)
     st, static = _start_chunk(spec, chunk, rng)
@@ -1147,6 +1154,7 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
         )
     }
     oracle_snaps = set(spec.oracle_snapshots)
+    oracle_s = 0.0
     for t in range(spec.n_months):
         out = _step(spec, st, t, rng, record=True)
         assert (
@@ -1169,11 +1177,20 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
             hz[f"h_{c}"] = out.hazards[:, j]
         parts["hazards"].append(hz)
         if t in oracle_snaps and t + spec.horizon < spec.n_months:
+            t_oracle = time.perf_counter()
             parts["oracle"].append(_oracle(spec, st, t, chunk))
+            oracle_s += time.perf_counter() - t_oracle
     tables = dict(static)
     for k, chunks in parts.items():
         schema = TRUTH_SCHEMAS.get(k) or SCHEMAS[k]
         tables[k] = _concat(chunks, schema)
+    # the time is carried as metadata, which the writers drop: the files stay bit-identical
+    tables["oracle"] = tables["oracle"].replace_schema_metadata(
+        {
+            ORACLE_SECONDS: repr(oracle_s).encode(),
+            CHUNK_SECONDS: repr(time.perf_counter() - t_chunk).encode(),
+        }
+    )
     return tables
 
 
@@ -1371,12 +1388,21 @@ def _redraw_unobservable(spec: WorldSpec, fut: _State, rng: np.random.Generator)
 
     Kept from the full state: the traits behind every monthly behaviour (need, amounts,
     investing, debt juggling, external-credit engagement, multi-homing, credit risk,
-    proneness to stops), which the borrower's history reveals, if noisily; the
+    proneness to stops), which the borrower's history reveals only noisily; the
     community part of the frailty, which the social graph and neighbours' closures
-    reveal; and the account's dynamic state, which the raw tables record (whether a
-    fresh freeze lasts one month or two is the one detail they show only a month
-    later; it is kept). So the observable oracle is an upper bound on what a model of
-    the observables can reach.
+    reveal only in part; whether a stop is under way; and the account's dynamic state,
+    which the raw tables record (whether a fresh freeze lasts one month or two is the one
+    detail they show only a month later; it is kept). So this is the *trait oracle*: it
+    knows more than any model of the observables can, and is not an upper bound on what
+    such a model reaches.
+
+    A truly observable bound would redraw the traits too, from their posterior given the
+    account's whole recorded history (every month's draws, repayments, spending, bureau
+    rows and its neighbours' closures), which needs a per-account sampler over roughly
+    a dozen coupled traits and a likelihood of the full history; the simulator has no
+    such likelihood in closed form, so it is not built. Importance weights on prior
+    draws, as for the frailty here, collapse when the history is long (the effective
+    number of futures falls towards one).
     """
     s = spec.sim
     part = s.frailty_sd * rng.normal(size=len(fut.bid))
@@ -1463,6 +1489,11 @@ class _ArmRows:
 _NO_ARM = _ArmRows({}, KEEP_DRAWING_MONTHS, Intervention())
 
 
+#: Futures per row run together: memory and time per future grow when a month step
+#: holds more rows than the caches do, so many futures run as blocks of this many.
+FUTURE_BLOCK = 64
+
+
 def _run_futures(
     spec: WorldSpec,
     st: _State,
@@ -1476,19 +1507,56 @@ def _run_futures(
     """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
 
     Every future is stepped every month (closed ones too, their outcome already fixed),
-    and draws come from one stream per (seed, chunk, snapshot) through
-    :class:`_CrnGenerator`: runs under any arms, or with and without the redraw, use the
-    same random numbers, row for row. Rows do not interact within a month, so a row's
-    futures depend only on its own intervention, whatever the other rows carry out.
+    and draws come from one stream per (seed, chunk, snapshot, block of
+    :data:`FUTURE_BLOCK` futures) through :class:`_CrnGenerator`: runs under any arms, or
+    with and without the redraw, use the same random numbers, row for row. Rows do not
+    interact within a month, so a row's futures depend only on its own intervention,
+    whatever the other rows carry out. The first block's stream is the one a single
+    block always had, so up to :data:`FUTURE_BLOCK` futures are what they were.
     """
+    blocks = [
+        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j)
+        for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
+    ]
+    n = len(rows)
+    return Futures(
+        borrower_id=st.bid[rows],
+        snapshot=np.full(n, t, dtype=np.int16),
+        arm=arm.given,
+        **{
+            name: blocks[0][name]
+            if len(blocks) == 1
+            else np.concatenate([b[name] for b in blocks], axis=1)
+            for name in blocks[0]
+        },
+    )
+
+
+def _run_block(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    arm: _ArmRows,
+    observable: bool,
+    block: int,
+) -> dict[str, np.ndarray]:
+    """One block of ``k`` futures per row (see :func:`_run_futures`): the per-future arrays."""
     n, horizon = len(rows), spec.horizon
+    key = (chunk, t) if block == 0 else (chunk, t, block)
     fut = st.take(np.repeat(rows, k))
     weight = np.ones((n, k))
     if observable:
-        redraw = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 3, t)))
+        redraw = np.random.default_rng(
+            np.random.SeedSequence(spec.seed, spawn_key=(key[0], 3, *key[1:]))
+        )
         logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
         weight = np.exp(logw - logw.max(axis=1, keepdims=True))
-    rng = _CrnGenerator(np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 2, t))))
+    rng = _CrnGenerator(
+        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
+    )
     act = arm.act(k)
     cause = np.full(n * k, -1, dtype=np.int64)
     month = np.full(n * k, -1, dtype=np.int64)
@@ -1511,18 +1579,15 @@ def _run_futures(
         cause[new] = out.cause[new]
         month[new] = m
     cause2 = cause.reshape(n, k)
-    return Futures(
-        borrower_id=st.bid[rows],
-        snapshot=np.full(n, t, dtype=np.int16),
-        arm=arm.given,
-        closed=(cause2 >= 0) & (cause2 < N_CAUSES),
-        cause=cause2,
-        month=month.reshape(n, k),
-        weight=weight,
-        draw_amount=drawn.reshape(n, k, horizon),
-        channel_amount=channels.reshape(n, k, len(CHANNELS)),
-        early_repay=early.reshape(n, k),
-    )
+    return {
+        "closed": (cause2 >= 0) & (cause2 < N_CAUSES),
+        "cause": cause2,
+        "month": month.reshape(n, k),
+        "weight": weight,
+        "draw_amount": drawn.reshape(n, k, horizon),
+        "channel_amount": channels.reshape(n, k, len(CHANNELS)),
+        "early_repay": early.reshape(n, k),
+    }
 
 
 def futures(
@@ -1696,13 +1761,21 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
     - ``p_full`` (also written as ``p_oracle``): futures from the full state at the end
       of month ``t``, latent traits and the platform's per-borrower judgement included:
       the best a model that knew the latent state could do;
-    - ``p_observable``: the same futures with what no observable reveals redrawn (see
-      :func:`_redraw_unobservable`): the ceiling for a model of the observables.
+    - ``p_observable``, the *trait oracle*: the same futures with the individual part of
+      the platform's judgement and the remaining length of an ongoing stop redrawn (see
+      :func:`_redraw_unobservable`). It still knows the borrower's exact latent traits,
+      the community part of the judgement and whether a stop is under way, which no
+      feature reveals exactly: it is not a bound on what a model of the observables can
+      reach, only a looser yardstick between the model and the full-state oracle.
 
     ``f_<cause>`` / ``fo_<cause>`` give the share of full / observable futures closing
     by each cause (they sum to ``p_full`` / ``p_observable``): the most frequent cause
     is the best any explanation can name. ``ess_observable`` is the effective number
-    of observable futures under their importance weights.
+    of observable futures under their importance weights. ``p_full_h1``/``_h2`` and
+    ``p_observable_h1``/``_h2`` are the same probabilities from the first and the
+    second half of the futures (NaN with fewer than two): an AUC from half the futures
+    against one from all of them measures the Monte Carlo bias (see
+    :func:`pipeline.core.evaluation.oracle_gap`).
     """
     s = spec.sim
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 1, t)))
@@ -1722,11 +1795,32 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
         "n_futures": np.full(len(pick), k, dtype=np.int16),
         "ess_observable": obs.weight.sum(axis=1) ** 2 / (obs.weight**2).sum(axis=1),
     }
+    h = k // 2
+    for name, f in (("p_full", full), ("p_observable", obs)):
+        for j, cut in ((1, slice(0, h)), (2, slice(h, k))):
+            cols[f"{name}_h{j}"] = (
+                _wmean(f.closed[:, cut], f.weight[:, cut])
+                if h
+                else np.full(len(pick), np.nan, dtype=np.float64)
+            )
     for prefix, f in (("f_", full), ("fo_", obs)):
         share = f.cause_share()
         for j, c in enumerate(CAUSES):
             cols[prefix + c] = share[:, j]
     return cols
+
+
+#: Keys of the oracle table's schema metadata that carry the seconds the chunk's oracle
+#: futures took and the seconds the whole chunk took to simulate, oracle included.
+ORACLE_SECONDS = b"oracle_seconds"
+CHUNK_SECONDS = b"chunk_seconds"
+
+
+def oracle_seconds(table: pa.Table) -> tuple[float, float]:
+    """Seconds a chunk's oracle futures took and seconds its whole simulation took, from
+    its ``oracle`` table (0 when unrecorded)."""
+    meta = table.schema.metadata or {}
+    return float(meta.get(ORACLE_SECONDS, b"0")), float(meta.get(CHUNK_SECONDS, b"0"))
 
 
 def iter_chunks(

@@ -371,18 +371,36 @@ def _print_summary(
     if "oracle" in s and "observable_auc" in s["oracle"]:
         o = s["oracle"]
         lines.append(
-            f"AUC on the oracle's rows   : model {o['model_auc']:.4f}, observable oracle "
+            f"AUC on the oracle's rows   : model {o['model_auc']:.4f}, trait oracle "
             f"{o['observable_auc']:.4f}, full-state oracle {o['full_auc']:.4f} "
-            f"({o['n_rows']:,} rows)"
+            f"({o['n_rows']:,} rows, {o.get('futures', '?')} futures per row)"
         )
+        if "gap" in o:
+            lines.append(
+                row(
+                    "oracle_gap / _full",
+                    f"{o['gap']:.4f} +- {o['gap_se']:.4f} (to the trait oracle) / "
+                    f"{o['gap_full']:.4f} +- {o['gap_full_se']:.4f} (to the full-state oracle)"
+                    + (
+                        f"; Monte Carlo bias of the oracle AUCs at most {o['mc_bias']:.4f}"
+                        if "mc_bias" in o
+                        else ""
+                    ),
+                )
+            )
     if "fidelity" in s:
         f = s["fidelity"]
-        line = f"explanation fidelity       : top-1 {f['top1']:.2%}, top-3 {f['top3']:.2%}"
-        if "ceiling_top1" in f and "oracle_rows_top1" in f:
+        line = (
+            f"explanation fidelity       : all {int(f['n']):,} closures top-1 {f['top1']:.2%}, "
+            f"top-3 {f['top3']:.2%}"
+        )
+        pair = f.get("paired")
+        if isinstance(pair, dict):
             line += (
-                f"; on the {int(f.get('ceiling_n', 0)):,} closures with oracle futures "
-                f"{f['oracle_rows_top1']:.2%} / {f['oracle_rows_top3']:.2%} against the cause "
-                f"ceiling {f['ceiling_top1']:.2%} / {f['ceiling_top3']:.2%}"
+                f"; paired, on the {pair['n']:,} closures with oracle futures, top-1 "
+                f"{pair['top1']:.2%} +- {pair['top1_se']:.2%} / top-3 {pair['top3']:.2%} "
+                f"against the cause ceiling {pair['ceiling_top1']:.2%} +- "
+                f"{pair['ceiling_top1_se']:.2%} / {pair['ceiling_top3']:.2%}"
             )
         lines.append(line)
     if "top_features" in s:

@@ -497,26 +497,42 @@ def _cause_views(
     write_json(stamped({**fid_part, "weights": info}, views.stamp), fid_path)
     views.artifacts += [conf_path, fid_path]
     views.plots.append(_heatmap(fid.confusion, p.path("fidelity_confusion_plot")))
-    views.metrics.update(fidelity_top1=fid.top1, fidelity_top3=fid.top3, fidelity_n=float(fid.n))
+    # fidelity_top1 is the figure paired with the ceiling; the all-closure one is _all
+    views.metrics.update(
+        fidelity_top1_all=fid.top1, fidelity_top3_all=fid.top3, fidelity_n_all=float(fid.n)
+    )
     if ceil is not None:
+        pair = fid_part["paired"]
         views.metrics.update(
-            fidelity_ceiling_top1=float(ceil["ceiling_top1"]),
-            fidelity_ceiling_top3=float(ceil["ceiling_top3"]),
+            fidelity_top1=float(pair["top1"]),
+            fidelity_top3=float(pair["top3"]),
+            fidelity_n=float(pair["n"]),
+            fidelity_ceiling_top1=float(pair["ceiling_top1"]),
+            fidelity_ceiling_top3=float(pair["ceiling_top3"]),
+            fidelity_ceiling_top1_se=float(pair["ceiling_top1_se"]),
         )
     views.part["fidelity"] = fid_part
     lines = [
-        f"explain: fidelity on {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
+        f"explain: fidelity on all {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
         f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
     ]
     if ceil is not None:
+        pair = fid_part["paired"]
         lines.append(
-            f"  against the ceiling on the {ceil['n']:,} closures with oracle futures: top-1 "
-            f"{ceil['top1']:.1%} of ceiling {ceil['ceiling_top1']:.1%}, top-3 "
-            f"{ceil['top3']:.1%} of ceiling {ceil['ceiling_top3']:.1%}"
+            f"  paired with the ceiling on the {pair['n']:,} closures with oracle futures "
+            f"({pair.get('futures', '?')} per closure): top-1 {pair['top1']:.1%} +- "
+            f"{pair['top1_se']:.1%} against ceiling {pair['ceiling_top1']:.1%} +- "
+            f"{pair['ceiling_top1_se']:.1%} ({pair['share_of_ceiling_top1']:.1%} of it); "
+            f"top-3 {pair['top3']:.1%} against {pair['ceiling_top3']:.1%}"
         )
     lines += [
         f"  {c:<26} n {v['n']:>6,.0f}  top-1 {v['top1']:6.1%}"
-        + (f"  ceiling {v['ceiling_top1']:6.1%}" if "ceiling_top1" in v else "")
+        + (
+            f"  with oracle futures n {v['oracle_n']:>5,.0f}  top-1 {v['oracle_rows_top1']:6.1%}"
+            f"  oracle agreement {v['oracle_agreement_top1']:6.1%}"
+            if "oracle_agreement_top1" in v
+            else ""
+        )
         for c, v in by_cause.items()
     ]
     say("\n".join(lines))

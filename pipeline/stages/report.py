@@ -158,6 +158,8 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
         inp.policy = _derived(cat.path("policy_summary"), stamp)
         if cat.path("policy_matched").exists():
             inp.matched = _csv(cat.path("policy_matched"))
+    if sim and cat.path("learning_curve").exists():
+        inp.learning_curve = _json(cat.path("learning_curve"))
     if sim and cat.path("stability").exists():
         inp.stability = _csv(cat.path("stability"))
     if cat.path("gains", split="oot").exists():

@@ -93,9 +93,9 @@ def _simulator_data(cfg: Any, p: Catalog) -> TrainData:
     names = list(FEATURE_NAMES)
     oracle = None
     if p.path("oracle").exists():
-        oracle = p.read(
-            "oracle", ["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable"]
-        ).to_pandas()
+        cols = ["borrower_id", "snapshot", "p_oracle", "p_full", "p_observable", "n_futures"]
+        halves = [f"{c}_h{j}" for c in ("p_full", "p_observable") for j in (1, 2)]
+        oracle = p.read("oracle", cols + halves).to_pandas()
     return TrainData(
         mode="simulator",
         frame=df,
@@ -875,7 +875,7 @@ def _register(
     flat = {f"{s}.{k}": v for s, mm in metrics.items() for k, v in mm.items()}
     flat["best_iteration"] = t.best_iteration
     flat["train_seconds"] = t.seconds
-    for key in ("score_psi", "oracle_auc", "oracle_gap", "oracle_model_auc"):
+    for key in ("score_psi", "oracle_auc", "oracle_gap", "oracle_gap_full", "oracle_model_auc"):
         if key in part:
             flat[key] = part[key]
     if "monotone_check" in part:
@@ -1060,12 +1060,23 @@ def _report(
     o = part.get("oracle")
     if o and "observable_auc" in o:
         lines.append(
-            f"  on {o['n_rows']:,} out-of-time rows with oracle futures, AUC: full-state oracle "
-            f"{f(o['full_auc'])} +- {f(o['full_auc_se'])}, observable oracle "
-            f"{f(o['observable_auc'])} +- {f(o['observable_auc_se'])}, model "
-            f"{f(o['model_auc'])} +- {f(o['model_auc_se'])} (gap to observable "
-            f"{f(o['gap_observable'])} +- {f(o['gap_observable_se'])})"
+            f"  on {o['n_rows']:,} out-of-time rows ({o['n_positives']:,} closures) with "
+            f"oracle futures, AUC: full-state oracle {f(o['full_auc'])} +- "
+            f"{f(o['full_auc_se'])}, trait oracle {f(o['observable_auc'])} +- "
+            f"{f(o['observable_auc_se'])}, model {f(o['model_auc'])} +- {f(o['model_auc_se'])}"
         )
+        lines.append(
+            f"  oracle_gap (trait oracle - model) {f(o['gap'])} +- {f(o['gap_se'])}, "
+            f"oracle_gap_full (full-state oracle - model) {f(o['gap_full'])} +- "
+            f"{f(o['gap_full_se'])}"
+        )
+        if "mc_bias" in o:
+            lines.append(
+                f"  Monte Carlo bias of the oracle AUCs at {o.get('futures', '?')} futures per "
+                f"row (all futures against each half): full-state {f(o['full_mc_bias'])} +- "
+                f"{f(o['full_mc_bias_se'])}, trait {f(o.get('observable_mc_bias'))} +- "
+                f"{f(o.get('observable_mc_bias_se'))}"
+            )
     elif "oracle_auc" in part:
         lines.append(
             f"  oracle on {int(part['oracle_rows']):,} matched out-of-time rows: oracle AUC "
