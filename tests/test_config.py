@@ -156,7 +156,8 @@ def test_shipped_presets_and_edge_values_pass(make_cfg, overrides):
 def test_generation_uses_every_core_only_for_large_worlds(make_cfg):
     from pipeline.base.config import PARALLEL_WORLD, generation_jobs, physical_cores
 
-    assert generation_jobs(make_cfg().data) == 1  # the default 20,000 borrowers
+    assert generation_jobs(make_cfg("data.n_borrowers=2000").data) == 1  # a test world
+    assert generation_jobs(make_cfg().data) == physical_cores()  # the default 20,000
     big = make_cfg(f"data.n_borrowers={PARALLEL_WORLD}").data
     assert generation_jobs(big) == physical_cores()
     assert (

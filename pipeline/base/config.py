@@ -84,8 +84,10 @@ def _optional_id(key: str, value: Any, what: str) -> None:
 
 #: most workers, threads or processes any key may ask for; more is surely a typo
 MAX_PARALLEL = 1024
-#: from this many borrowers on, ``data.n_jobs=0`` generates with one process per core
-PARALLEL_WORLD = 100_000
+#: from this many borrowers on, ``data.n_jobs=0`` generates with one process per core: at
+#: the default book (20,000) the oracle's Monte Carlo futures alone take minutes, far
+#: more than starting the processes (the test worlds, a few thousand, stay in one)
+PARALLEL_WORLD = 10_000
 #: ``data.n_borrowers`` and ``bench.n_borrowers`` beyond this are refused
 MAX_BORROWERS = 50_000_000
 
