@@ -157,7 +157,7 @@ def test_generation_uses_every_core_only_for_large_worlds(make_cfg):
     from pipeline.base.config import PARALLEL_WORLD, generation_jobs, physical_cores
 
     assert generation_jobs(make_cfg("data.n_borrowers=2000").data) == 1  # a test world
-    assert generation_jobs(make_cfg().data) == physical_cores()  # the default 20,000
+    assert generation_jobs(make_cfg("data.n_borrowers=20000").data) == physical_cores()
     big = make_cfg(f"data.n_borrowers={PARALLEL_WORLD}").data
     assert generation_jobs(big) == physical_cores()
     assert (
