@@ -564,7 +564,7 @@ class ScorecardConfig:
     min_iv: float = 0.02  # features below this information value are left out
     max_corr: float = 0.8  # of two features whose WoE correlate more, the weaker goes
     max_vif: float = 5.0  # variance inflation factor a kept feature may have
-    enter_pvalue: float = 0.01  # stepwise: score-test p-value a feature must beat to enter
+    enter_pvalue: float = 0.05  # stepwise: score-test p-value a feature must beat to enter
     max_features: int = 15  # stepwise: features in the card at most
 
 

@@ -431,7 +431,7 @@ class Scorecard:
     max_vif: float = 5.0
     min_bin_share: float = 0.02
     bin_pvalue: float = 0.05
-    enter_pvalue: float = 0.01
+    enter_pvalue: float = 0.05
     # feature -> declared direction (+1: risk rises with the value); features not named
     # have none and are binned without a monotone constraint
     directions: Mapping[str, int] = field(default_factory=dict)
