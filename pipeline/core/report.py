@@ -697,7 +697,7 @@ def _scorecard_selection(inp: Inputs, card: dict[str, Any]) -> dict[str, Any]:
             f"bad rate ± se ({inp.words.split_name(s)})",
         ]
     return {
-        "rules": {k: _num(v, "g") for k, v in rules.items()},
+        "rules": {k: _num(v, "pct" if k == "min_bin_share" else "g") for k, v in rules.items()},
         "candidates": _num(len(log), "int"),
         "counts": {k: _num(v, "int") for k, v in counts.items()},
         "against": _num(card.get("coef_against_woe", 0), "int"),
