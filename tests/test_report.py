@@ -381,7 +381,7 @@ def test_scorecard_points_table(world):
     if dropped:
         shown = _rows(tables[1])
         assert [r[0].split("<br>")[0] for r in shown] == [f"<code>{f}</code>" for f in dropped]
-        assert all("against WoE" in r[1] for r in shown)
+        assert all("points would fall as a bin gets safer" in r[1] for r in shown)
     bands = _rows(tables[-2])
     assert len(bands) == len(meta["bands"])
     assert sum(int(r[1].replace(",", "")) for r in bands) == sum(

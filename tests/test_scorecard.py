@@ -53,7 +53,7 @@ def test_a_feature_whose_sign_flips_is_dropped_and_said_why():
     assert [b.feature for b in card.bins_] == ["a", "c"]
     why = card.card()["sign_dropped"]
     assert set(why) == {"b"}
-    assert "against WoE" in why["b"] and "after a" in why["b"]
+    assert "coefficient on WoE would be +" in why["b"] and "closest: a" in why["b"]
     _points_follow_woe(card.table())
     # with no sign check a plain logistic regression on the same WoE gives b a + sign
     from sklearn.linear_model import LogisticRegression

@@ -417,6 +417,31 @@ def _score_test(
     return np.asarray(stat, dtype=float)
 
 
+def _sign_reason(
+    W: np.ndarray, k: int, chosen: list[int], trial: np.ndarray, bins: list[WoeBins]
+) -> str:
+    """Why candidate ``k`` was dropped: whose coefficient its entry turned positive, and
+    the chosen feature its WoE moves with most (the usual cause: shared information)."""
+    own = float(trial[-1])
+    if own >= 0:
+        what = f"its coefficient on WoE would be {own:+.3f}"
+    else:
+        turned = [
+            f"{bins[c].feature} ({trial[i]:+.3f})" for i, c in enumerate(chosen) if trial[i] >= 0
+        ]
+        what = f"its entry would turn the coefficient of {', '.join(turned)} positive"
+    if not chosen:
+        return f"{what}: points would fall as a bin gets safer"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = [float(np.nan_to_num(np.corrcoef(W[:, k], W[:, c])[0, 1])) for c in chosen]
+    near = int(np.argmax(np.abs(r)))
+    return (
+        f"{what} with {len(chosen)} feature(s) in the card (closest: "
+        f"{bins[chosen[near]].feature}, WoE correlation {r[near]:+.2f}): points would fall "
+        "as a bin gets safer"
+    )
+
+
 @dataclass
 class Scorecard:
     """Logistic regression on selected weight-of-evidence bins, scaled to points."""
@@ -564,18 +589,7 @@ class Scorecard:
                     entered, coef, icpt = k, trial, t_icpt
                     break
                 rejected.append(k)
-                wrong = [
-                    f"{bins[c].feature} {trial[i]:+.3f}"
-                    for i, c in enumerate([*chosen, k])
-                    if trial[i] >= 0
-                ]
-                others = ", ".join(bins[c].feature for c in chosen) or "no other feature"
-                drop(
-                    bins[k],
-                    "sign",
-                    f"entering after {others} gives coefficients against WoE "
-                    f"({'; '.join(wrong)}): points would fall as a bin gets safer",
-                )
+                drop(bins[k], "sign", _sign_reason(W, k, chosen, trial, bins))
             left = [k for k in left if k != entered and k not in rejected]
             if entered is None:
                 break
