@@ -404,17 +404,20 @@ def _score_test(
 
     ``A`` is the model's design (intercept column first), ``p`` its fitted
     probabilities: U = c'(y - p), Var U = c'Vc - c'VA (A'VA)^-1 A'Vc with V = p(1 - p).
+    One column at a time, so no copy of the candidates' matrix is made.
     """
     v = p * (1.0 - p)
-    C = W[:, cand]
-    U = C.T @ (y - p)
-    VC = C * v[:, None]
-    M = A.T @ VC
+    resid = y - p
     info = A.T @ (A * v[:, None])
-    var = np.einsum("ij,ij->j", C, VC) - np.einsum("ij,ij->j", M, np.linalg.solve(info, M))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stat = np.where(var > 1e-12, U * U / var, 0.0)
-    return np.asarray(stat, dtype=float)
+    out = np.zeros(len(cand))
+    for i, j in enumerate(cand):
+        c = W[:, j]
+        vc = c * v
+        m = A.T @ vc
+        var = float(c @ vc - m @ np.linalg.solve(info, m))
+        u = float(c @ resid)
+        out[i] = u * u / var if var > 1e-12 else 0.0
+    return out
 
 
 def _sign_reason(
