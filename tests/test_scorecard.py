@@ -182,3 +182,31 @@ def test_fit_is_deterministic(seed):
     a = Scorecard().fit(X, y, names)
     b = Scorecard().fit(X, y, names)
     assert a.table().equals(b.table()) and a.selection_ == b.selection_
+
+
+def test_the_stage_hands_the_declared_directions_and_level_names_to_the_card():
+    from pathlib import Path
+
+    from pipeline.base.config import ScorecardConfig
+    from pipeline.base.registry import BY_NAME, FEATURE_NAMES
+    from pipeline.stages.train import TrainData, _scorecard
+
+    frame = pd.DataFrame()
+    sim = TrainData("simulator", frame, list(FEATURE_NAMES), [], ["occupation_code"], None, Path())
+    card = _scorecard(ScorecardConfig(), sim)
+    # the registry's directions, whether or not LightGBM is constrained (monotone None)
+    assert card.directions == {n: BY_NAME[n].monotone for n in FEATURE_NAMES if BY_NAME[n].monotone}
+    assert card.levels["occupation_code"][0] == "salaried"
+    table = TrainData(
+        "table",
+        frame,
+        ["age", "job"],
+        ["job"],
+        ["job"],
+        [-1, 0],
+        Path(),
+        meta={"categories": {"job": ["clerk", "farmer", "rare"]}},
+    )
+    card = _scorecard(ScorecardConfig(max_features=3), table)
+    assert card.directions == {"age": -1} and card.max_features == 3
+    assert list(card.levels["job"]) == ["clerk", "farmer", "rare"]
