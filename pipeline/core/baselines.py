@@ -21,8 +21,8 @@
      under ``enter_pvalue``, up to ``max_features``);
   3. signs: every coefficient on a WoE value must be negative (a higher WoE, a safer
      bin, lowers the log-odds of a bad), so points rise with WoE in every feature. A
-     feature whose coefficient comes out positive once the others are in is dropped,
-     and :attr:`Scorecard.selection_` says which and why;
+     candidate whose entry would leave its own or another coefficient positive is
+     dropped and the next one tried; :attr:`Scorecard.selection_` says which and why;
   4. points: ``pdo`` points double the good:bad odds and ``base_score`` points stand at
      ``base_odds``; a row's score is the base points plus the points of its bins.
 
