@@ -298,7 +298,11 @@ def test_bad_terms_are_refused_with_the_reason(card, gbdt):
         compile_terms(0.0, [(np.nan, card)], NAMES, CAT)
     with pytest.raises(ComposeError, match="'x1'.*categorical for LightGBM"):
         compile_terms(0.0, [(1.0, card)], NAMES, ["cat", "x1"])
-    # two negative codes in a LightGBM-categorical column both read as NaN
-    two = Scorecard(min_iv=0.0).fit(X_TRAIN, Y_TRAIN, NAMES, WOE_CAT)
+    # two negative codes in a LightGBM-categorical column both read as NaN: refused
+    # when the codes lie in different bins (no merging: one bin per code)
+    two = Scorecard(min_iv=0.0, bin_pvalue=1.0, min_bin_share=0.0, max_features=4)
+    two.fit(X_TRAIN, Y_TRAIN, NAMES, WOE_CAT)
+    code = next(b for b in two.bins_ if b.feature == "code")
+    assert code.bin_of_code(0) != code.bin_of_code(1)  # codes -2 and -1
     with pytest.raises(ComposeError, match="'code'.*read as missing"):
         compile_terms(0.0, [(1.0, two)], NAMES, ["cat", "code"])

@@ -70,6 +70,12 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         ("model.calibration_bins=100000", "model.calibration_bins"),
         ("+model.num_leave=7", "model.num_leave"),
         ("+model.scorecard.bins=4", "model.scorecard.bins"),
+        ("model.scorecard.max_features=0", "model.scorecard.max_features"),
+        ("model.scorecard.max_vif=0.5", "model.scorecard.max_vif"),
+        ("model.scorecard.max_corr=0", "model.scorecard.max_corr"),
+        ("model.scorecard.bin_pvalue=0", "model.scorecard.bin_pvalue"),
+        ("model.scorecard.enter_pvalue=2", "model.scorecard.enter_pvalue"),
+        ("model.scorecard.min_bin_share=0.7", "model.scorecard.min_bin_share"),
         ("+seed=7", "seed"),
     ],
 )

@@ -312,7 +312,8 @@ def test_report_command_and_stale_outputs(world, tmp_path):
     # the scorecard is fitted on the table's own columns: its points are shown
     card = _section(page, "scorecard")
     assert 'class="missing"' not in card
-    assert len(_rows(card)) == len(pd.read_csv(models / "scorecard.csv"))
+    points = card.split("</table>")[0]  # the points table; the score bands follow it
+    assert len(_rows(points)) == len(pd.read_csv(models / "scorecard.csv"))
     summary = json.loads((models / "summary.json").read_text())
     assert summary["closure_rate"] == pytest.approx(0.3)  # the table's own bad rate
     assert "30.0%" in page
@@ -358,7 +359,9 @@ def test_scorecard_points_table(world):
     page = (root / "models" / "report.html").read_text(encoding="utf-8")
     part = _section(page, "scorecard")
     card = pd.read_csv(root / "models" / "scorecard.csv")
-    rows = _rows(part)
+    meta = json.loads((root / "models" / "scorecard_card.json").read_text())
+    tables = part.split("</table>")
+    rows = _rows(tables[0])
     assert len(rows) == len(card)  # every bin of every kept feature
     seen = set()
     for row, (_, want) in zip(rows, card.iterrows(), strict=True):
@@ -371,9 +374,23 @@ def test_scorecard_points_table(world):
     assert f"base score <b>{sc.base_score:g}</b>" in part
     assert f"odds of <b>{sc.base_odds:g}:1</b>" in part
     assert f"every <b>{sc.pdo:g}</b> points (PDO)" in part
-    low = card.groupby("feature").points.min().sum()
-    high = card.groupby("feature").points.max().sum()
+    base = meta["base_points"]
+    assert f"the base points <b>{base:.1f}</b>" in part
+    low = base + card.groupby("feature").points.min().sum()
+    high = base + card.groupby("feature").points.max().sum()
     assert f"from {low:.0f} to {high:.0f}" in part
+    assert "Coefficients against their WoE in the card: <b>0</b>" in part
+    # the features dropped for their sign, each with its reason, then the score bands
+    dropped = meta["sign_dropped"]
+    if dropped:
+        shown = _rows(tables[1])
+        assert [r[0].split("<br>")[0] for r in shown] == [f"<code>{f}</code>" for f in dropped]
+        assert all("points would fall as a bin gets safer" in r[1] for r in shown)
+    bands = _rows(tables[-2])
+    assert len(bands) == len(meta["bands"])
+    assert sum(int(r[1].replace(",", "")) for r in bands) == sum(
+        b["n_train"] for b in meta["bands"]
+    )
 
 
 def test_cutoff_view_matches_the_scored_rows(world):

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.adapters.catalog import load_calibrator, load_model
+from pipeline.base.causes import OCCUPATIONS
 from pipeline.base.registry import BY_NAME
 from pipeline.core import baselines, calibration
 from pipeline.core import train as train_core
@@ -61,8 +62,8 @@ def test_scorecard_points_add_up_and_rank_risk():
     assert roc_auc_score(y, card.predict_proba(X)) > 0.75
     table = card.table()
     assert {"feature", "bin", "woe", "points"} <= set(table.columns)
-    # a borrower's score is the sum of the points of their bins
-    total = np.zeros(len(X))
+    # a borrower's score is the base points plus the points of their bins
+    total = np.full(len(X), card.base_points)
     for b, j in zip(card.bins_, card._cols, strict=True):
         pts = table[table.feature == b.feature].points.to_numpy()
         total += pts[b.index(X[:, j])]
@@ -260,3 +261,46 @@ def test_calibration_none_and_platt_are_configurable(make_cfg, trained, tmp_path
 
     with pytest.raises(ConfigError, match="model.calibration"):
         validate(make_cfg("model.calibration=sigmoid"))
+
+
+@pytest.mark.slow
+def test_scorecard_points_follow_woe_and_the_card_says_how_it_was_built(trained):
+    """The validator's reading of ``scorecard.csv``: 0 coefficients against WoE, at most
+    ``max_features`` features, monotone bad rates where the registry declares a
+    direction, a missing bin only where training rows were missing."""
+    cfg, root, summary = trained
+    models = root / "models"
+    card = pd.read_csv(models / "scorecard.csv")
+    meta = json.loads((models / "scorecard_card.json").read_text())
+    assert {"feature", "bin", "woe", "points"} <= set(card.columns)
+    assert (card.coef < 0).all()
+    assert meta["coef_against_woe"] == 0
+    assert summary["scorecard"]["coef_against_woe"] == 0
+    assert 1 <= card.feature.nunique() <= cfg.model.scorecard.max_features
+    assert summary["scorecard"]["n_features"] == card.feature.nunique()
+    df = pd.read_parquet(
+        root / "data" / "processed" / "features.parquet", columns=["split", *card.feature.unique()]
+    )
+    train = df[df.split == "train"]
+    for name, part in card.groupby("feature", sort=False):
+        # points rise with WoE
+        order = np.argsort(part.woe.to_numpy(), kind="stable")
+        assert np.all(np.diff(part.points.to_numpy()[order]) >= -1e-9), name
+        seen = part[part.bin != "missing"]
+        assert ("missing" in set(part.bin)) == bool(train[name].isna().any()), name
+        assert seen.n.sum() == train[name].notna().sum(), name
+        direction = BY_NAME[name].monotone
+        if direction and name != "occupation_code":
+            steps = np.diff(seen.bad_rate.to_numpy()) * direction
+            assert np.all(steps > 0), name
+        assert all("e+" not in b and "e-" not in b for b in part.bin), name
+    if "occupation_code" in set(card.feature):
+        levels = set(card[card.feature == "occupation_code"].bin)
+        assert all(lv.split(", ")[0] in OCCUPATIONS for lv in levels)
+    # the bands count every row of every split once
+    bands = pd.DataFrame(meta["bands"])
+    for split in ("train", "valid", "oot"):
+        assert bands[f"n_{split}"].sum() == (df.split == split).sum()
+    kept = {r["feature"] for r in meta["selection"] if r["kept"]}
+    assert kept == set(card.feature)
+    assert all(r["reason"] for r in meta["selection"])

@@ -269,6 +269,7 @@ def _entries() -> tuple[Entry, ...]:
         _e("model_meta", "models", "model.json", "train", None, ("features",)),
         _e("calibration", "models", "calibration.json", "train", None, ("features",)),
         _e("scorecard", "models", "scorecard.csv", "train", None, ("features",)),
+        _e("scorecard_card", "models", "scorecard_card.json", "train", None, ("features",)),
         _e("rules_baseline", "models", "rules_baseline.csv", "train", None, ("features",)),
         _e("evaluation", "models", "evaluation.json", "train", None, ("features",)),
         _e("gains", "models", "gains_{split}.csv", "train", None, ("features",)),

@@ -567,13 +567,20 @@ def label_window_clash(f: Any) -> tuple[tuple[int, str], tuple[int, str]] | None
 
 @dataclass
 class ScorecardConfig:
-    """Points scaling of the weight-of-evidence scorecard baseline."""
+    """Binning, feature selection and points scaling of the weight-of-evidence scorecard
+    (:mod:`pipeline.core.baselines`)."""
 
     pdo: float = 20.0  # points that double the odds
     base_score: float = 600.0  # score at the base odds
     base_odds: float = 50.0  # good:bad odds that score base_score
-    max_bins: int = 8  # equal-count bins per numeric feature
+    max_bins: int = 8  # bins per feature at most, after merging
+    min_bin_share: float = 0.02  # a bin holds at least this share of the training rows
+    bin_pvalue: float = 0.05  # adjacent bins whose bad rates differ less surely are merged
     min_iv: float = 0.02  # features below this information value are left out
+    max_corr: float = 0.8  # of two features whose WoE correlate more, the weaker goes
+    max_vif: float = 5.0  # variance inflation factor a kept feature may have
+    enter_pvalue: float = 0.05  # stepwise: score-test p-value a feature must beat to enter
+    max_features: int = 15  # stepwise: features in the card at most
 
 
 def check_scorecard(sc: ScorecardConfig, key: str, cfg: Config) -> None:
@@ -584,6 +591,16 @@ def check_scorecard(sc: ScorecardConfig, key: str, cfg: Config) -> None:
     if sc.max_bins < 2:
         _fail(f"{key}.max_bins", "must be at least 2", sc.max_bins)
     _at_least(f"{key}.min_iv", sc.min_iv, 0.0, "an information value is never negative")
+    _in(f"{key}.min_bin_share", sc.min_bin_share, 0.0, 0.5, "must lie in [0, 0.5] (a share)")
+    for name in ("bin_pvalue", "enter_pvalue"):
+        value = getattr(sc, name)
+        if not 0.0 < _finite(f"{key}.{name}", value) <= 1.0:
+            _fail(f"{key}.{name}", "must lie in (0, 1] (a test level)", value)
+    if not 0.0 < _finite(f"{key}.max_corr", sc.max_corr) <= 1.0:
+        _fail(f"{key}.max_corr", "must lie in (0, 1] (an absolute correlation)", sc.max_corr)
+    _at_least(f"{key}.max_vif", sc.max_vif, 1.0, "a variance inflation factor is at least 1")
+    if sc.max_features < 1:
+        _fail(f"{key}.max_features", "must be at least 1", sc.max_features)
 
 
 @dataclass

@@ -327,18 +327,21 @@ def _numeric_regions(bins: WoeBins, f32: bool) -> _Regions:
 
 
 def _code_regions(bins: WoeBins, lgb_categorical: bool, f32: bool, where: str) -> _Regions:
-    """(code - 0.5, code + 0.5] per seen code; below, between and above: the missing bin."""
+    """(code - 0.5, code + 0.5] per seen code, valued by the code's bin (several codes
+    may share one); below, between and above: the missing bin."""
     missing = len(bins.woe) - 1
     limit = _F32_EXACT if f32 else 2**53
     for c in bins.codes:
         if c != round(c) or abs(c) > limit:
             raise ComposeError(f"{where}: code {c!r} is not an integer exact in the model")
-    seen = [(c, i) for i, c in enumerate(bins.codes) if c >= 0 or not lgb_categorical]
+    seen = [
+        (c, bins.bin_of_code(i)) for i, c in enumerate(bins.codes) if c >= 0 or not lgb_categorical
+    ]
     negative = [i for i, c in enumerate(bins.codes) if c < 0 and lgb_categorical]
-    if len(negative) > 1:
+    if len({bins.bin_of_code(i) for i in negative}) > 1:
         raise ComposeError(
             f"{where}: codes {[bins.codes[i] for i in negative]} are all read as missing "
-            "by LightGBM (negative codes of a categorical column), so their bins merge"
+            "by LightGBM (negative codes of a categorical column), but lie in different bins"
         )
     thresholds: list[float] = []
     labels = [missing]
@@ -353,7 +356,7 @@ def _code_regions(bins: WoeBins, lgb_categorical: bool, f32: bool, where: str) -
         # LightGBM reads any negative code of a categorical column as missing; so does
         # this tree: the code itself (raw rows) and NaN (rows through ``lgb_matrix``)
         # both reach the region below the lowest seen code, which takes the code's bin
-        labels[0] = negative[0]
+        labels[0] = bins.bin_of_code(negative[0])
     return _Regions(thresholds, labels, nan_region=0)
 
 

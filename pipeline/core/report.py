@@ -156,6 +156,8 @@ class Inputs:
     stability: list[dict[str, str]] = field(default_factory=list)
     gains: list[dict[str, str]] = field(default_factory=list)
     scorecard: list[dict[str, str]] = field(default_factory=list)
+    # base points, selection log and score bands of the scorecard (scorecard_card.json)
+    scorecard_card: dict[str, Any] | None = None
     reasons: list[dict[str, Any]] = field(default_factory=list)
     advice: list[dict[str, Any]] = field(default_factory=list)
     scored: tuple[np.ndarray, np.ndarray] | None = None
@@ -713,7 +715,9 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
             )
         )
     head = ("feature", "bin", "rows (train)", "bad rate (train)", "WoE", "points")
-    return {
+    card = inp.scorecard_card or {}
+    start = float(card.get("base_points", 0.0))
+    out: dict[str, Any] = {
         "table": Table(head, rows, caption="points per feature bin"),
         "pdo": _num(pdo, "g"),
         "base": _num(base, "g"),
@@ -722,9 +726,61 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
         "offset": _num(base - factor * math.log(odds), ".1f"),
         "features": _num(len(points), "int"),
         "entity": inp.words.entity,
-        "low": _num(sum(min(v) for v in points.values()), ".0f"),
-        "high": _num(sum(max(v) for v in points.values()), ".0f"),
+        "base_points": _num(start, ".1f") if card else None,
+        "low": _num(start + sum(min(v) for v in points.values()), ".0f"),
+        "high": _num(start + sum(max(v) for v in points.values()), ".0f"),
     }
+    out.update(_scorecard_selection(inp, card))
+    return out
+
+
+def _scorecard_selection(inp: Inputs, card: dict[str, Any]) -> dict[str, Any]:
+    """How the scorecard's features were chosen, what its signs dropped, its score bands."""
+    if not card:
+        return {"rules": None, "dropped": None, "bands": None}
+    log = list(card.get("selection", []))
+    stages = ("bins", "iv", "correlation", "vif", "sign", "stepwise")
+    counts = {s: sum(1 for r in log if r.get("stage") == s) for s in stages}
+    rules = dict(card.get("rules", {}))
+    dropped: list[Sequence[Cell]] = [
+        (_feature(inp, str(r["feature"])), str(r["reason"]))
+        for r in log
+        if r.get("stage") == "sign"
+    ]
+    bands = card.get("bands") or []
+    splits = [s for s in ("train", "valid", "oot") if bands and f"n_{s}" in bands[0]]
+    band_rows: list[Sequence[Cell]] = []
+    for b in bands:
+        cells: list[Cell] = [str(b["band"])]
+        for s in splits:
+            cells += [_num(b[f"n_{s}"], "int"), _rate_se(b[f"bad_rate_{s}"], b[f"se_{s}"])]
+        band_rows.append(cells)
+    band_head = ["score band"]
+    for s in splits:
+        band_head += [
+            f"rows ({inp.words.split_name(s)})",
+            f"bad rate ± se ({inp.words.split_name(s)})",
+        ]
+    return {
+        "rules": {k: _num(v, "pct" if k == "min_bin_share" else "g") for k, v in rules.items()},
+        "candidates": _num(len(log), "int"),
+        "counts": {k: _num(v, "int") for k, v in counts.items()},
+        "against": _num(card.get("coef_against_woe", 0), "int"),
+        "dropped": Table(
+            ("feature", "why it was left out"), dropped, caption="dropped for its sign"
+        )
+        if dropped
+        else None,
+        "bands": Table(band_head, band_rows, caption="score bands (cut at training deciles)")
+        if band_rows
+        else None,
+    }
+
+
+def _rate_se(rate: Any, se: Any) -> str:
+    if rate is None or se is None or not math.isfinite(float(rate)):
+        return "–"
+    return f"{float(rate):.1%} ± {float(se):.1%}"
 
 
 def _calibration(inp: Inputs) -> dict[str, Any]:

@@ -27,6 +27,7 @@ _MODEL_FILES = (
     "model_meta",
     "calibration",
     "scorecard",
+    "scorecard_card",
     "rules_baseline",
     "evaluation",
     "gains",

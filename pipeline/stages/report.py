@@ -167,6 +167,8 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
     baselines = inp.model.get("config", {}).get("model", {}).get("baselines", True)
     if baselines and cat.path("scorecard").exists():
         inp.scorecard = _csv(cat.path("scorecard"), core.SCORECARD_COLUMNS)
+        if cat.path("scorecard_card").exists():
+            inp.scorecard_card = _json(cat.path("scorecard_card"))
     _explained(cat, inp, example_rows, stamp)
     folders = (cat.path("raw_plots"),) if sim else ()
     for folder in (*folders, cat.path("plots"), policy):

@@ -31,6 +31,7 @@ from pipeline.adapters import distributed, model_registry
 from pipeline.adapters.catalog import Catalog, data_digest, derived, entry_row_groups
 from pipeline.adapters.serving import log_serving_model
 from pipeline.adapters.tracking import Tracker, flatten_numbers, redact_tree
+from pipeline.base.causes import AGE_BANDS, OCCUPATIONS
 from pipeline.base.config import Config, label_window_clash, physical_cores, split_snapshots
 from pipeline.base.io import (
     DataError,
@@ -231,14 +232,32 @@ def _table_screening(
     )
 
 
-def _scorecard(sc: Any) -> base_core.Scorecard:
-    """An unfitted scorecard with the ``model.scorecard`` settings."""
+def _scorecard(sc: Any, data: TrainData) -> base_core.Scorecard:
+    """An unfitted scorecard with the ``model.scorecard`` settings, the directions the
+    data declares (the registry, or a table's ``data.monotone``) and its level names."""
+    if data.mode == "simulator":
+        declared = monotone_vector(data.names)  # the registry's, whatever model.monotone says
+        levels: dict[str, list[str]] = {
+            "occupation_code": list(OCCUPATIONS),
+            "age_band_code": list(AGE_BANDS),
+        }
+    else:
+        declared = list(data.monotone or [0] * len(data.names))
+        levels = {k: list(v) for k, v in dict(data.meta.get("categories") or {}).items()}
     return base_core.Scorecard(
         pdo=float(sc.pdo),
         base_score=float(sc.base_score),
         base_odds=float(sc.base_odds),
         max_bins=int(sc.max_bins),
         min_iv=float(sc.min_iv),
+        max_features=int(sc.max_features),
+        max_corr=float(sc.max_corr),
+        max_vif=float(sc.max_vif),
+        min_bin_share=float(sc.min_bin_share),
+        bin_pvalue=float(sc.bin_pvalue),
+        enter_pvalue=float(sc.enter_pvalue),
+        directions={n: int(d) for n, d in zip(data.names, declared, strict=True) if d},
+        levels=levels,
     )
 
 
@@ -246,7 +265,9 @@ def _fit_baselines(
     m: Any, data: Any, X: dict[str, np.ndarray], y: dict[str, np.ndarray], splits: dict[str, Any]
 ) -> tuple[base_core.Scorecard, base_core.RulesBaseline | None]:
     """The scorecard (and, on simulator data, the seed's rules) fitted on the training split."""
-    card = _scorecard(m.scorecard).fit(X["train"], y["train"], data.names, data.woe_categorical)
+    card = _scorecard(m.scorecard, data).fit(
+        X["train"], y["train"], data.names, data.woe_categorical
+    )
     rules = None
     if data.mode == "simulator":
         rules = base_core.RulesBaseline().fit(splits["train"], y["train"])
@@ -280,6 +301,34 @@ class Fitted:
 class Baselines:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)  # scorecard_card.json
+
+
+def _finite_or_none(v: Any) -> Any:
+    """JSON has no infinity: an open end of a score band is written as null."""
+    return None if isinstance(v, float) and not np.isfinite(v) else v
+
+
+def _say_card(card: dict[str, Any]) -> None:
+    dropped = card["sign_dropped"]
+    signs = "; dropped for a coefficient against its WoE: " + ", ".join(dropped) if dropped else ""
+    say(
+        f"train: scorecard of {card['n_features']} features (base points "
+        f"{card['base_points']:.1f}, {card['pdo']:g} points double the odds), "
+        f"{card['coef_against_woe']} coefficients against their WoE{signs}"
+    )
+
+
+def card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """The scorecard's part of the summary: its size, scaling, signs and what the signs
+    dropped (the whole selection log stays in ``scorecard_card.json``)."""
+    keys = ("n_features", "features", "coef_against_woe", "sign_dropped", "base_points")
+    return {
+        **{k: card[k] for k in keys},
+        "pdo": card["pdo"],
+        "base_score": card["base_score"],
+        "base_odds": card["base_odds"],
+    }
 
 
 @dataclass(frozen=True)
@@ -603,7 +652,7 @@ def _selected_booster(
         y,
         data.names,
         data.categorical,
-        scorecard=lambda: _scorecard(m.scorecard),
+        scorecard=lambda: _scorecard(m.scorecard, data),
         woe_categorical=data.woe_categorical,
         base_params=params,
         n_estimators=int(m.n_estimators),
@@ -653,7 +702,13 @@ def _baselines(
     card, rules = _fit_baselines(m, data, X, y, splits)
     out.scores["scorecard"] = {s: card.predict_proba(X[s]) for s in SPLITS}
     write_text(card.table().to_csv(index=False), scorecard_path)
-    artifacts = {"scorecard": [scorecard_path]}
+    present = [s for s in SPLITS if len(y[s])]
+    bands = base_core.score_bands(card, {s: X[s] for s in present}, {s: y[s] for s in present})
+    records = [{k: _finite_or_none(v) for k, v in r.items()} for r in bands.to_dict("records")]
+    out.card = {**card.card(), "bands": records}
+    card_path = p.write("scorecard_card", out.card)
+    artifacts = {"scorecard": [scorecard_path, card_path]}
+    _say_card(out.card)
     if rules is not None:
         out.scores["rules"] = {s: rules.predict_proba(splits[s]) for s in SPLITS}
         rules_path = p.path("rules_baseline")
@@ -676,6 +731,7 @@ def _baselines(
                         "base_score": sc_cfg.base_score,
                         "base_odds": sc_cfg.base_odds,
                         "features_kept": len(card.bins_),
+                        "coef_against_woe": out.card["coef_against_woe"],
                     }
                 )
             else:
@@ -739,6 +795,8 @@ def _evaluate(
         part["baselines"] = {
             n: {s: bm[s] for s in ("valid", "oot") if s in bm} for n, bm in base.metrics.items()
         }
+    if base.card:
+        part["scorecard"] = card_summary(base.card)
     mono = _monotone_check(cfg, data, fitted)
     if mono:
         part["monotone_check"] = mono
@@ -963,7 +1021,7 @@ def _cross_validate(cfg: Any, data: TrainData) -> dict[str, Any]:
         y,
         data.names,
         data.categorical,
-        scorecard=lambda: _scorecard(m.scorecard),
+        scorecard=lambda: _scorecard(m.scorecard, data),
         woe_categorical=data.woe_categorical,
         base_params=cv_params,
         n_estimators=int(m.n_estimators),
