@@ -198,7 +198,7 @@ def test_other_types_and_formats_get_the_same_codes(trained, tmp_path):
 
 # ---- serving: the pyfunc takes the raw columns too ------------------------------------
 
-SERVING = "closure-risk-lgbm-loans-serving"
+SERVING = "loans-serving"
 
 
 @pytest.fixture(scope="module")

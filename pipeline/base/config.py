@@ -28,6 +28,27 @@ if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
 
+def dataset_name(name: Any, path: Any) -> str:
+    """A table's clean name: ``data.name``, else its file's stem, in lower case with
+    every run of other characters than letters and digits as one '-' ("table" when
+    nothing is left)."""
+    raw = str(name or "") or Path(str(path or "")).name.split(".")[0]
+    return re.sub(r"[^0-9a-z]+", "-", raw.lower()).strip("-") or "table"
+
+
+def run_home(kind: Any, name: Any, path: Any) -> str:
+    """Where a run lives by default: the repository root for the simulator, and
+    ``runs/<dataset>`` under it for a table, so that a table run never replaces the
+    simulator's models, data or registry."""
+    if str(kind) != "table":
+        return str(REPO_ROOT)
+    return str(REPO_ROOT / "runs" / dataset_name(name, path))
+
+
+if not OmegaConf.has_resolver("run_home"):
+    OmegaConf.register_new_resolver("run_home", run_home)
+
+
 class ConfigError(PipelineError, ValueError):
     """A configuration value is out of its allowed range; the message names the key."""
 
@@ -92,7 +113,8 @@ MAX_BORROWERS = 50_000_000
 
 @dataclass
 class PathsConfig:
-    root: str = "${repo_root:}"
+    # the repository root; a table run's own folder runs/<dataset> under it (run_home)
+    root: str = "${run_home:${data.kind},${data.name},${data.path}}"
     data_dir: str = "${paths.root}/data"
     raw_dir: str = "${paths.data_dir}/raw"
     truth_dir: str = "${paths.data_dir}/truth"
@@ -139,6 +161,9 @@ class DataConfig:
     n_jobs: int = 0
     # bring-your-own-table fields (kind=table)
     path: str = ""
+    # the table's name: its run's folder runs/<name> and its registered model (default:
+    # the file's stem, cleaned: german_credit.csv -> german-credit)
+    name: str = ""
     target: str = ""
     id: str = ""
     time: str = ""

@@ -419,9 +419,6 @@ def tune(
     search it cuts short says so (``cut_short``), as its result may then differ from
     one that ran all its trials; nothing else about the machine changes the result.
     """
-    # optuna takes over two seconds to import: only a table run's selection needs it
-    import optuna
-
     t0 = time.perf_counter()
     rows = _stratified_sample(y, max_rows, seed)
     dset = _dataset(X[rows], y[rows], names, categorical)
@@ -448,19 +445,7 @@ def tune(
     fixed["num_threads"] = threads
 
     def inner_cv(params: dict[str, Any], rounds: int, stop: bool) -> tuple[float, float, int]:
-        callbacks: list[Callable[..., Any]] = (
-            [
-                lgb.early_stopping(
-                    _patience(params, early_stopping_rounds), first_metric_only=True, verbose=False
-                )
-            ]
-            if stop
-            else []
-        )
-        res = lgb.cv(params, dset, num_boost_round=rounds, folds=inner, callbacks=callbacks)
-        curve = np.asarray(res["valid auc-mean"], dtype=float)
-        spread = np.asarray(res["valid auc-stdv"], dtype=float)
-        return float(curve[-1]), float(spread[-1]) / math.sqrt(len(inner)), len(curve)
+        return _inner_cv(params, dset, inner, rounds, early_stopping_rounds if stop else 0)
 
     plain = {
         **fixed_params({**base_params, "num_threads": threads}),
@@ -478,19 +463,7 @@ def tune(
 
     searched = max(int(trials) - 1, 0)
     left = max(float(seconds) - (time.perf_counter() - t0), 1e-3)
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks enqueue_trial experimental
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, searched // 3))
-            study = optuna.create_study(direction="maximize", sampler=sampler)
-            study.enqueue_trial(_start_point(SHALLOW, n_fit, has_cat))
-            if searched:
-                study.optimize(objective, n_trials=searched, timeout=left)
-    finally:
-        optuna.logging.set_verbosity(level)
-    done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done_trials = _study(objective, _start_point(SHALLOW, n_fit, has_cat), searched, left, seed)
     scored += [
         _Trial(
             {**fixed, **_space_values(t.params, has_cat)},
@@ -530,6 +503,49 @@ def _out_of_fold(
     for booster, (_, held) in zip(cvb.boosters, inner, strict=True):
         out[held] = booster.predict(X[held], raw_score=True)
     return out
+
+
+def _study(
+    objective: Callable[[Any], float], start: dict[str, Any], n: int, seconds: float, seed: int
+) -> list[Any]:
+    """The completed trials of a seeded TPE search of ``n`` trials (``start`` first),
+    stopped early only by the time cap ``seconds``."""
+    # optuna takes over two seconds to import: only a table run's selection needs it
+    import optuna
+
+    if n <= 0:
+        return []
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna marks enqueue_trial experimental
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, n // 3))
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.enqueue_trial(start)
+            study.optimize(objective, n_trials=n, timeout=seconds)
+    finally:
+        optuna.logging.set_verbosity(level)
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def _inner_cv(
+    params: dict[str, Any],
+    dset: Any,
+    inner: list[tuple[np.ndarray, np.ndarray]],
+    rounds: int,
+    early_stopping_rounds: int,
+) -> tuple[float, float, int]:
+    """Inner-fold AUC of ``params`` at its last (or early-stopped) tree, its standard
+    error over the folds and the tree count; ``early_stopping_rounds`` 0: no stopping."""
+    callbacks: list[Callable[..., Any]] = []
+    if early_stopping_rounds > 0:
+        patience = _patience(params, early_stopping_rounds)
+        callbacks.append(lgb.early_stopping(patience, first_metric_only=True, verbose=False))
+    res = lgb.cv(params, dset, num_boost_round=rounds, folds=inner, callbacks=callbacks)
+    curve = np.asarray(res["valid auc-mean"], dtype=float)
+    spread = np.asarray(res["valid auc-stdv"], dtype=float)
+    return float(curve[-1]), float(spread[-1]) / math.sqrt(len(inner)), len(curve)
 
 
 def _one_se_choice(trials: list[_Trial]) -> _Trial:
