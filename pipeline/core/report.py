@@ -8,9 +8,10 @@ numbers, table rows, labels); the wording and layout live in the template. Every
 is embedded as a base64 PNG and the page loads nothing from anywhere, so the file opens
 offline and can be mailed or archived as it is.
 
-A part that a run did not produce (the policy simulation before ``make policy``, the
-simulator-only sections of a bring-your-own-table run) is shown as "not produced by
-this run" with the command that produces it, never silently dropped.
+A part that a run did not produce (the policy simulation before ``make policy``) is
+shown as "not produced by this run" with the command that produces it, never silently
+dropped. The sections that describe a simulated world only (:data:`SIMULATOR_ONLY`)
+are left out of a bring-your-own-table run's page: they do not apply to it.
 
 The page carries a small inline script that, once loaded, records on ``<body>`` how
 many of its plots decoded (``data-plots-ok`` / ``data-plots``) and which sections it
@@ -54,6 +55,10 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("advice-world", "Does the advice work?"),
     ("dictionary", "Feature dictionary"),
 )
+
+#: sections about a simulated world (its truth, outcomes, feature registry): a table
+#: run's page leaves them out
+SIMULATOR_ONLY = ("fidelity", "policy", "stability", "advice", "advice-world", "dictionary")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -1135,7 +1140,11 @@ def render(inp: Inputs, title: str | None = None) -> str:
     ``title`` defaults to the run's own (see :func:`words`).
     """
     w = inp.words
-    sections = [{"id": sid, "heading": heading, **_BUILDERS[sid](inp)} for sid, heading in SECTIONS]
+    sections = [
+        {"id": sid, "heading": heading, **_BUILDERS[sid](inp)}
+        for sid, heading in SECTIONS
+        if not (w.table and sid in SIMULATOR_ONLY)
+    ]
     return (
         environment()
         .get_template("report.html.j2")

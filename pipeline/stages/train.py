@@ -360,7 +360,16 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
         example=pd.DataFrame(fitted.X["valid"][:5], columns=data.names),
         words=data.words,
         meta=data.meta,
-        plots=_plots(y, raw, fitted.cal, base.scores, p, fitted.n_bins),
+        plots=_plots(
+            y,
+            raw,
+            fitted.cal,
+            base.scores,
+            p,
+            fitted.n_bins,
+            data.words,
+            str(part["model"]["kind"]),
+        ),
         base_metrics=base.metrics,
         rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"], fitted.raw["oot"]),
     )
@@ -965,27 +974,37 @@ def _plots(
     base_scores: dict[str, dict[str, np.ndarray]],
     cat: Catalog,
     n_bins: int,
+    w: report_core.Words,
+    kind: str = "lightgbm",
 ) -> list[Path]:
+    """ROC, gains and reliability plots, in the run's words: a table run's hold-out,
+    its target's rows and its candidate's name; each title gives the rows plotted."""
     split = "oot" if len(y["oot"]) and len(np.unique(y["oot"])) == 2 else "valid"
-    label = "out-of-time" if split == "oot" else "validation"
-    scores = {"lightgbm": raw[split], **{n: s[split] for n, s in base_scores.items()}}
+    label = w.split_name(split) if split == "oot" else "validation"
+    name = kind if kind not in base_scores else f"model ({kind})"
+    scores = {name: raw[split], **{n: s[split] for n, s in base_scores.items()}}
+    n = f"{len(y[split]):,} rows, {int(np.sum(y[split])):,} {w.count_head}"
+    rows = "rows" if w.table else "accounts"
     paths = [
-        eval_core.plot_roc(y[split], scores, cat.path("roc_plot"), f"ROC, {label}"),
-        eval_core.plot_gains(y[split], scores, cat.path("gains_plot"), f"Gains, {label}"),
+        eval_core.plot_roc(y[split], scores, cat.path("roc_plot"), f"ROC, {label} ({n})"),
+        eval_core.plot_gains(
+            y[split], scores, cat.path("gains_plot"), f"Gains, {label} ({n})", rows, w.events
+        ),
     ]
+    names = {s: ("validation" if s == "valid" else w.split_name(s)) for s in ("valid", split)}
     curves = {
-        f"{s} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
+        f"{names[s]} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
         for s in ("valid", split)
     }
     curves.update(
         {
-            f"{s} after calibration": cal_core.reliability(y[s], cal[s], n_bins)
+            f"{names[s]} after calibration": cal_core.reliability(y[s], cal[s], n_bins)
             for s in ("valid", split)
         }
     )
     paths.append(
         eval_core.plot_reliability(
-            curves, cat.path("calibration_plot"), "Reliability (equal-count bins)"
+            curves, cat.path("calibration_plot"), f"Reliability (equal-count bins of {n_bins})"
         )
     )
     return paths
@@ -1085,7 +1104,8 @@ def _report(
     lines.append(
         f"  calibration ({c['method']}): {w.split_name(split)} ECE {f(c.get(split + '_ece_before'))} -> "
         f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
-        f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
+        f"({int(c.get('top1pct_n', 0)):,} rows) predicted {f(c.get('top1pct_predicted'))}, "
+        f"observed {f(c.get('top1pct_observed'))} +- {f(c.get('top1pct_observed_se'))}; "
         f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
         + (
             f"; largest share of rows on one probability {c['max_tie_share']:.4%}"
