@@ -796,6 +796,10 @@ class ScoreConfig:
     borrower_id: int | None = None  # set: score this one borrower and print the result
     id_column: str = "borrower_id"  # feature-table input: the id column
     tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])  # probability cut-offs
+    # auto: a simulator model uses tier_cuts, a table model the cuts its training took from
+    # quantiles (tier_quantiles) of its hold-out probabilities; cuts: tier_cuts always
+    tier_rule: str = "auto"
+    tier_quantiles: list[float] = field(default_factory=lambda: [0.5, 0.8])
     tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
     top_k: int = 3
     advice_rows: int = 500  # advise at most this many top-tier rows (highest risk first)
@@ -805,6 +809,17 @@ class ScoreConfig:
 
 
 MODEL_SOURCES = ("auto", "registry", "local")
+TIER_RULES = ("auto", "cuts")
+
+
+def tier_cuts(sc: ScoreConfig, meta: Any) -> list[float]:
+    """The probability cuts of the score tiers for a model with metadata ``meta``:
+    ``score.tier_cuts``, or (``score.tier_rule=auto``) the cuts a table model's
+    training took from quantiles of its hold-out probabilities."""
+    found = (meta or {}).get("tier_cuts") if str(sc.tier_rule) == "auto" else None
+    if found and (meta or {}).get("mode") == "table" and len(found) == len(sc.tier_cuts):
+        return [float(c) for c in found]
+    return [float(c) for c in sc.tier_cuts]
 
 
 def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
@@ -815,6 +830,15 @@ def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
     if len(sc.tier_names) != len(cuts) + 1:
         _fail(f"{key}.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
+    if sc.tier_rule not in TIER_RULES:
+        _fail(f"{key}.tier_rule", f"must be one of {', '.join(TIER_RULES)}", sc.tier_rule)
+    qs = [_finite(f"{key}.tier_quantiles", q) for q in sc.tier_quantiles]
+    if any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)) or len(qs) != len(cuts):
+        _fail(
+            f"{key}.tier_quantiles",
+            "must be increasing shares in (0, 1), as many as score.tier_cuts",
+            qs,
+        )
     _no_repeats(f"{key}.tier_names", [str(t) for t in sc.tier_names], "tier name")
     if sc.top_k < 1:
         _fail(f"{key}.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)

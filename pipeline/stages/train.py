@@ -339,6 +339,9 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
     base = _baselines(cfg, tracker, p, data, fitted)
     part = _evaluate(cfg, data, fitted, base, cv)
     part["model"]["engine"] = "local"
+    if data.mode == "table" and len(fitted.y["oot"]):
+        part["tiers"] = holdout_tiers(fitted.cal["oot"], list(cfg.score.tier_quantiles))
+        data.meta["tier_cuts"] = part["tiers"]["cuts"]
     split = fitted.eval_split
     y, raw = fitted.y, fitted.raw
     return Trained(
@@ -954,6 +957,20 @@ def _cross_validate(cfg: Any, data: TrainData) -> dict[str, Any]:
 
 #: outer folds of the nested estimate of the whole selection (model.nested)
 NESTED_FOLDS = 5
+
+
+def holdout_tiers(prob: np.ndarray, quantiles: list[float]) -> dict[str, Any]:
+    """Tier cuts at ``quantiles`` of the hold-out's calibrated probabilities, so that a
+    table's tiers hold those shares of its rows whatever its base rate (the simulator's
+    fixed cuts would put most of a table with a high base rate in the top tier)."""
+    p = np.asarray(prob, dtype=float)
+    cuts = [float(c) for c in np.quantile(p, quantiles)] if len(p) else []
+    # tied quantiles (few distinct probabilities) give equal cuts: keep them increasing
+    for i in range(1, len(cuts)):
+        cuts[i] = max(cuts[i], np.nextafter(cuts[i - 1], 1.0))
+    cuts = [float(np.clip(c, 1e-9, 1 - 1e-9)) for c in cuts]
+    shares = [float(v) for v in np.diff(np.r_[0.0, [float((p < c).mean()) for c in cuts], 1.0])]
+    return {"cuts": cuts, "quantiles": list(quantiles), "rows": int(len(p)), "shares": shares}
 
 
 def holdout_part(y: np.ndarray, raw: np.ndarray, words: report_core.Words) -> dict[str, Any]:
