@@ -630,6 +630,14 @@ def _cutoffs(inp: Inputs) -> dict[str, Any]:
     }
 
 
+def _bin_text(inp: Inputs, feature: str, text: str) -> str:
+    """A scorecard bin as the reader knows it: ``= code`` of a table's categorical column
+    becomes ``= level`` (the table's own text); other bins stay as written."""
+    if not inp.words.table or not text.startswith("= ") or feature not in inp.labels.levels:
+        return text
+    return "= " + inp.labels.value(feature, text[2:])
+
+
 def _scorecard(inp: Inputs) -> dict[str, Any]:
     sc = inp.model.get("config", {}).get("model", {}).get("scorecard", {})
     if not inp.scorecard or not sc:
@@ -645,7 +653,7 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
         rows.append(
             (
                 _feature(inp, name, texts=first),
-                str(r["bin"]),
+                _bin_text(inp, name, str(r["bin"])),
                 _num(r["n"], "int"),
                 _num(r["bad_rate"], "pct"),
                 _num(r["woe"], ".3f"),
