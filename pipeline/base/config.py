@@ -178,6 +178,7 @@ class DataConfig:
 
 
 DATA_KINDS = ("simulator", "table")
+_DATASET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 #: field separators a text table may use ("" detects one of them)
@@ -189,6 +190,13 @@ def check_data(d: DataConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.sep", "must be empty (detect) or one of , ; | and a tab", d.sep)
     if d.kind not in DATA_KINDS:
         _fail(f"{key}.kind", "must be 'simulator' or 'table'", d.kind)
+    if d.name and not _DATASET.fullmatch(str(d.name)):
+        _fail(
+            f"{key}.name",
+            "letters, digits, '.', '_' and '-' only, starting with a letter or digit "
+            "(it names the folder runs/<name> and the registered model)",
+            d.name,
+        )
     if d.kind == "simulator":
         if d.n_borrowers <= 0:
             _fail(f"{key}.n_borrowers", "must be a positive integer", d.n_borrowers)
@@ -198,6 +206,7 @@ def check_data(d: DataConfig, key: str, cfg: Config) -> None:
     else:
         if not d.path:
             _fail(f"{key}.path", "is required when data.kind=table", d.path)
+
         if not d.target:
             _fail(f"{key}.target", "is required when data.kind=table", d.target)
     if d.seed < 0:
