@@ -487,29 +487,91 @@ def _metric_tables(inp: Inputs) -> list[Table]:
     cv = ev.get("cv") or inp.summary.get("cv")
     if isinstance(cv, dict) and cv:
         tables.append(_cv_table(cv))
+    hold = ev.get("holdout") or inp.summary.get("holdout")
+    if isinstance(hold, dict) and "auc" in hold:
+        tables.append(_holdout_table(hold, w))
     return tables
 
 
 def _cv_table(cv: Mapping[str, Any]) -> Table:
-    """Every candidate of the model selection, the selected one marked, and why."""
+    """Every candidate of the model selection, the selected one marked, and why: each
+    mean AUC with its plain and corrected standard errors, its shortfall to the best and
+    the rule's verdict under both errors; the untouched hold-out in the caption."""
     chosen = (cv.get("selected") or {}).get("name")
     candidates = cv.get("candidates") or [
         {"name": k, **v} for k, v in sorted(cv.items()) if isinstance(v, dict) and k != "selected"
     ]
+    checks = {str(r.get("name")): r for r in cv.get("rule_check") or []}
+
+    def verdict(name: Any) -> str:
+        r = checks.get(str(name))
+        if not r:
+            return ""
+        if not r.get("behind_best"):
+            return "best"
+        yes = {True: "within", False: "outside"}
+        return (
+            f"{yes[bool(r.get('within_one_se_corrected'))]} one corrected se "
+            f"({yes[bool(r.get('within_one_se_plain'))]} one plain se)"
+        )
+
     rows: list[Sequence[Cell]] = [
         (
             str(c.get("name")),
             _num(c.get("auc_mean")),
-            _num(c.get("auc_std")),
-            _num(c.get("seconds")),
+            _num(c.get("auc_se_corrected")),
+            _num(c.get("auc_se")),
+            _num((checks.get(str(c.get("name"))) or {}).get("behind_best")),
+            verdict(c.get("name")),
             "selected" if c.get("name") == chosen else "",
         )
         for c in candidates
     ]
-    caption = f"cross-validation ({cv.get('scheme', '')})"
+    n = cv.get("rows")
+    caption = f"cross-validation ({cv.get('scheme', '')}"
+    caption += f", on {int(n):,} training and validation rows)" if n else ")"
     if chosen:
         caption += f"; the model is the selected candidate, {chosen}: {cv.get('reason', '')}"
-    return Table(("candidate", "AUC mean", "AUC std", "seconds", ""), rows, caption=caption)
+    fixed = cv.get("lightgbm_fixed")
+    if isinstance(fixed, dict):
+        caption += (
+            f"; a fixed LightGBM (300 trees, learning rate 0.03, 15 leaves) in the same folds: "
+            f"{_num(fixed.get('auc_mean'))}, tuned minus fixed "
+            f"{_num(fixed.get('tuned_minus_fixed'))} (se {_num(fixed.get('tuned_minus_fixed_se'))})"
+        )
+    nested = cv.get("nested")
+    if isinstance(nested, dict):
+        caption += (
+            f"; the whole selection, nested ({nested.get('scheme', '')}): AUC "
+            f"{_num(nested.get('auc_mean'))} (corrected se {_num(nested.get('auc_se_corrected'))})"
+        )
+    head = (
+        "candidate",
+        "AUC mean",
+        "se (corrected)",
+        "se (plain)",
+        "behind the best",
+        "one-se rule",
+        "",
+    )
+    return Table(head, rows, caption=caption)
+
+
+def _holdout_table(h: Mapping[str, Any], w: Words) -> Table:
+    """The hold-out rows the selection never saw, scored once by the selected model."""
+    rows: list[Sequence[Cell]] = [
+        (
+            w.split,
+            _num(h.get("auc")),
+            _num(h.get("auc_se")),
+            _num(h.get("n"), "int"),
+            _num(h.get("n_bad"), "int"),
+        )
+    ]
+    head = ("split", "AUC", "se (DeLong)", "rows", w.count_head)
+    return Table(
+        head, rows, caption=f"the selected model on the {w.split}, which the selection never saw"
+    )
 
 
 def _oracle_table(o: Any) -> dict[str, Any]:
