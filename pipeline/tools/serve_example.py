@@ -51,8 +51,9 @@ def table_request(cat: Catalog, meta: dict[str, Any], rows: int) -> dict[str, An
     held = keys[keys.split == "oot"][id_col].head(rows).tolist()
     sep = str((meta.get("config") or {}).get("data", {}).get("sep") or "")
     raw = read_any(src, sep=sep, text_columns=wanted)
-    if id_col == ROW_ID:  # no id column: rows are their numbers, and only they are sent
+    if id_col == ROW_ID:  # no id column: a row's id is its number in the file
         frame = raw.iloc[[int(i) for i in held]][wanted]
+        frame.insert(0, ROW_ID, [int(i) for i in held])
     else:
         frame = raw[raw[id_col].isin(held)][[id_col, *wanted]]
     if frame.empty:
