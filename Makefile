@@ -82,8 +82,8 @@ german: $(STAMP) ## Worked bring-your-own-table example: German credit (5x2 CV) 
 	@test -f "$(GERMAN_CSV)" || { echo "$(GERMAN_CSV): not found (it ships with the repository)" >&2; exit 2; }
 	$(BIN)/python -m pipeline run $(DATA_ARGS_german) $(ARGS)
 
-ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the local store (DATASET=name: runs/name/)
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(HOME_DIR)/mlflow.db" --default-artifact-root "$(HOME_DIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
 	@bash .ci/install-postgres --check
