@@ -16,6 +16,13 @@ PG_PORT ?= 5433
 SERVE_PORT ?= 5001
 # the output root whose MLflow store `make ui` and `make serve` open (paths.root of the runs)
 ROOT ?= $(CURDIR)
+# DATASET=<name>: serve, serve-example, score and report act on the table run in
+# runs/<name>/ (its model, registry and report) instead of the simulator's
+DATASET ?=
+GERMAN_CSV := $(CURDIR)/data/external/german_credit/german_credit.csv
+DATA_ARGS_german := data=table data.name=german data.path=$(GERMAN_CSV) data.target=creditability data.positive=bad
+DATASET_ARGS := $(if $(DATASET),$(or $(DATA_ARGS_$(DATASET)),data=table data.name=$(DATASET)),)
+HOME_DIR := $(if $(DATASET),$(CURDIR)/runs/$(DATASET),$(ROOT))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve sweep german
@@ -48,34 +55,38 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
 
-report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html) from the outputs
-	$(BIN)/python -m pipeline report $(ARGS)
+report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html; DATASET=name: runs/name/models)
+	@echo "report: the model in $(HOME_DIR)/models"
+	$(BIN)/python -m pipeline report $(DATASET_ARGS) $(ARGS)
 
-score: $(STAMP) ## Score new borrowers with the champion (ARGS="score.input=PATH score.output=PATH")
-	$(BIN)/python -m pipeline score $(ARGS)
+score: $(STAMP) ## Score new rows with the champion (ARGS="score.input=PATH score.output=PATH"; DATASET=name)
+	@echo "score: the champion of $(HOME_DIR)"
+	$(BIN)/python -m pipeline score $(DATASET_ARGS) $(ARGS)
 
 policy: $(STAMP) ## Compare closing with the tiered strategy on simulated outcomes (registry champion)
 	$(BIN)/python -m pipeline policy $(ARGS)
 
-serve-example: $(STAMP) ## Print a valid POST /invocations request built from the feature table, and its curl line
-	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT) $(ARGS)
+serve-example: $(STAMP) ## Print a valid POST /invocations request for the served model, and its curl line (DATASET=name)
+	$(BIN)/python -m pipeline.tools.serve_example --port $(SERVE_PORT) $(DATASET_ARGS) $(ARGS)
 
-# a table model registers as closure-risk-lgbm-<file stem>-serving: make serve SERVE_MODEL=...
-SERVE_MODEL ?= closure-risk-lgbm-serving
-serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations; SERVE_MODEL=name)
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(ROOT)/mlflow.db" $(BIN)/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+# a table model registers under its dataset's name in runs/<name>/mlflow.db
+SERVE_MODEL ?= $(if $(DATASET),$(DATASET)-serving,closure-risk-lgbm-serving)
+serve: $(STAMP) ## Serve the champion pyfunc on 127.0.0.1:$(SERVE_PORT) (POST /invocations; DATASET=name, SERVE_MODEL=name)
+	@echo "serve: models:/$(SERVE_MODEL)@champion from $(HOME_DIR)/mlflow.db"
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="sqlite:///$(HOME_DIR)/mlflow.db" $(BIN)/mlflow models serve -m "models:/$(SERVE_MODEL)@champion" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 sweep: $(STAMP) ## Optuna search of LightGBM parameters on validation AUC, 2 trials at a time (TRIALS=20)
 	$(BIN)/python -m pipeline generate $(ARGS)
 	$(BIN)/python -m pipeline features $(ARGS)
 	$(BIN)/python -m pipeline train --multirun +sweep=lightgbm hydra.sweeper.n_trials=$(TRIALS) $(ARGS)
 
-german: $(STAMP) ## Worked bring-your-own-table example: the German credit data (5x2 cross-validated)
-	$(BIN)/python -m pipeline run data=table data.path=$(CURDIR)/data/external/german_credit/german_credit.csv data.target=creditability data.positive=bad $(ARGS)
+german: $(STAMP) ## Worked bring-your-own-table example: German credit (5x2 CV) into runs/german/
+	@test -f "$(GERMAN_CSV)" || { echo "$(GERMAN_CSV): not found (it ships with the repository)" >&2; exit 2; }
+	$(BIN)/python -m pipeline run $(DATA_ARGS_german) $(ARGS)
 
-ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the store under ROOT (default: here)
-	@echo "MLflow UI for $(ROOT): the runs are at http://127.0.0.1:$(PORT)/#/experiments (Ctrl-C stops it)"
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(ROOT)/mlflow.db" --default-artifact-root "$(ROOT)/mlartifacts" --host 127.0.0.1 --port $(PORT)
+ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the store under ROOT (default: here; DATASET=name: runs/name/)
+	@echo "MLflow UI for $(HOME_DIR): the runs are at http://127.0.0.1:$(PORT)/#/experiments (Ctrl-C stops it)"
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(HOME_DIR)/mlflow.db" --default-artifact-root "$(HOME_DIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)
 	@bash .ci/install-postgres --check
@@ -107,6 +118,6 @@ bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS=
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)
 
 clean: ## Remove generated data, models, Hydra outputs and the local MLflow store
-	rm -rf data/raw data/truth data/processed outputs mlflow.db mlartifacts
+	rm -rf data/raw data/truth data/processed outputs mlflow.db mlartifacts runs
 	rm -f scores*.parquet scores*.csv
 	find models -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import time
 
 import numpy as np
 import pytest
@@ -41,30 +41,28 @@ def _data(n: int = 600, seed: int = 0):
 
 
 def _select(X, y, names, **kw):
-    return selection.select(
-        X,
-        y,
-        names,
-        ["kind"],
-        scorecard=lambda: Scorecard(max_bins=5),
-        base_params=BASE,
-        n_estimators=200,
-        early_stopping_rounds=20,
-        folds=2,
-        repeats=1,
-        seed=3,
-        tune_seconds=300,
-        trials=3,
-        **kw,
-    )
+    how = {
+        "scorecard": lambda: Scorecard(max_bins=5),
+        "base_params": BASE,
+        "n_estimators": 200,
+        "early_stopping_rounds": 20,
+        "folds": 2,
+        "repeats": 1,
+        "seed": 3,
+        "tune_seconds": 300,
+        "trials": 3,
+    }
+    return selection.select(X, y, names, ["kind"], **{**how, **kw})
 
 
-def test_budget_scales_with_rows():
+def test_budget_is_a_number_of_trials_and_time_only_a_cap():
     small, mid, big = budget(1_000), budget(150_000), budget(1_000_000)
     assert small.trials < mid.trials <= big.trials
-    assert small.seconds < mid.seconds <= big.seconds <= 600
+    # the cap is the same on every table unless set: it is a safety net, not a plan
+    assert small.seconds == mid.seconds == big.seconds == selection.DEFAULT_CAP_SECONDS
     assert budget(1_000, tune_seconds=12).seconds == 12
-    assert big.tune_rows < 150_000  # a search on a big table works on a sample
+    # a search sees the whole training part of a fold up to TUNE_ROWS rows
+    assert big.tune_rows == selection.TUNE_ROWS >= 75_000
 
 
 def test_simplest_within_one_paired_standard_error_wins():
@@ -81,7 +79,7 @@ def test_simplest_within_one_paired_standard_error_wins():
         cand("blend", 0.0),
     ]
     name, why = choose(close)
-    assert name == "scorecard" and "within one standard error" in why
+    assert name == "scorecard" and "within one paired standard error" in why
     apart = [
         cand("scorecard", -0.05, 0.01),
         cand("lightgbm", -0.04, 0.01),
@@ -129,7 +127,7 @@ def test_result_form_and_reproducible():
     X, y, names = _data()
     first = _select(X, y, names).to_dict()
     again = _select(X, y, names).to_dict()
-    assert set(first["selected"]) == {"name", "auc_mean", "auc_std"}
+    assert {"name", "auc_mean", "auc_std", "auc_se_corrected"} <= set(first["selected"])
     assert [c["name"] for c in first["candidates"]] == list(ORDER)
     assert list(ORDER) == ["scorecard", "lightgbm", "forest", "blend"]
     for c in first["candidates"]:
@@ -143,13 +141,16 @@ def test_result_form_and_reproducible():
 
 
 def test_search_keeps_a_starting_point_unless_clearly_beaten():
-    def trial(number, value, se):
-        return SimpleNamespace(number=number, value=value, user_attrs={"se": se})
+    def trial(start, value, se):
+        return selection._Trial({}, value, se, 100, start)
 
-    near = [trial(0, 0.75, 0.01), trial(1, 0.76, 0.01), trial(5, 0.765, 0.01)]
-    assert selection._one_se_choice(near).number == 1
-    far = [trial(0, 0.75, 0.01), trial(1, 0.76, 0.01), trial(5, 0.80, 0.01)]
-    assert selection._one_se_choice(far).number == 5
+    # the fixed LightGBM (start 0) first, then the shallow start, unless clearly beaten
+    near = [trial(0, 0.755, 0.01), trial(1, 0.76, 0.01), trial(2, 0.765, 0.01)]
+    assert selection._one_se_choice(near).start == 0
+    shallow = [trial(0, 0.74, 0.01), trial(1, 0.76, 0.01), trial(2, 0.765, 0.01)]
+    assert selection._one_se_choice(shallow).start == 1
+    far = [trial(0, 0.75, 0.01), trial(1, 0.76, 0.01), trial(2, 0.80, 0.01)]
+    assert selection._one_se_choice(far).start == 2
 
 
 def test_committee_is_the_mean_of_standardised_log_odds():
@@ -166,9 +167,17 @@ def test_committee_is_the_mean_of_standardised_log_odds():
     )
     mix = selection.fit_committee(y, Z)
     mu, sd = Z.mean(axis=0), Z.std(axis=0)
-    assert mix.weights == pytest.approx(1 / (3 * sd), rel=1e-12)
-    assert mix.bias == pytest.approx(-np.sum(mu / (3 * sd)), rel=1e-12)
-    np.testing.assert_allclose(mix.log_odds(Z), ((Z - mu) / sd).mean(axis=1), atol=1e-12)
+    a, b = mix.slope, mix.intercept
+    assert mix.weights == pytest.approx(a / (3 * sd), rel=1e-12)
+    assert mix.bias == pytest.approx(b - a * np.sum(mu / (3 * sd)), rel=1e-12)
+    mean = ((Z - mu) / sd).mean(axis=1)
+    np.testing.assert_allclose(mix.log_odds(Z), a * mean + b, atol=1e-12)
+    # the Platt map makes it log-odds of the target on these rows: the mean probability
+    # is the base rate, and the slope is the logistic regression's on the mean
+    p = 1 / (1 + np.exp(-mix.log_odds(Z)))
+    assert p.mean() == pytest.approx(y.mean(), abs=1e-9)
+    assert np.sum((y - p) * mean) == pytest.approx(0.0, abs=1e-6)
+    assert a > 0
     # scale-free: a member's log-odds stretched and shifted leave the blend unchanged
     stretched = Z * np.array([1.0, 25.0, 1.0]) + np.array([0.0, -7.0, 0.0])
     again = selection.fit_committee(y, stretched)
@@ -320,3 +329,98 @@ def test_declared_monotone_directions_leave_only_constrained_candidates():
     assert eligible({}) == ORDER
     assert eligible({"monotone_constraints": [0, 0]}) == ORDER
     assert set(eligible({"monotone_constraints": [1, 0]})) == {"lightgbm", "forest"}
+
+
+def test_corrected_standard_error_follows_nadeau_bengio():
+    d = np.array([0.01, -0.004, 0.012, 0.003, -0.002, 0.008, 0.0, 0.006, 0.011, -0.001])
+    s2 = np.var(d, ddof=1)
+    assert selection.corrected_se(d, 0.0) == pytest.approx(np.sqrt(s2 / 10))
+    # 5x2 folds: evaluation rows equal training rows, the variance grows (1/10 + 1)/(1/10)
+    assert selection.corrected_se(d, 1.0) == pytest.approx(np.sqrt((0.1 + 1.0) * s2))
+    assert selection.corrected_se(d, 1.0) / selection.corrected_se(d, 0.0) == pytest.approx(
+        np.sqrt(11)
+    )
+    best = Candidate("blend", list(0.78 + d))
+    forest = Candidate("forest", list(0.78 + d / 2))
+    gap = best.auc_mean - forest.auc_mean
+    plain = paired_se(best, forest)
+    corrected = selection.corrected_paired_se(best, forest, 1.0)
+    assert plain < gap <= corrected  # the plain error calls it behind, the corrected a tie
+    cands = [Candidate("scorecard", list(0.70 + d)), Candidate("lightgbm", list(0.70 + d)), forest]
+    assert choose([*cands, best], 0.0)[0] == "blend"
+    name, why = choose([*cands, best], 1.0)
+    assert name == "forest" and "corrected paired standard error" in why
+    check = {r["name"]: r for r in selection.rule_check([*cands, best], best, 1.0)}
+    assert check["forest"]["within_one_se_corrected"] and not check["forest"]["within_one_se_plain"]
+
+
+def test_tuned_lightgbm_never_scores_below_the_fixed_one_in_the_same_folds():
+    X, y, names = _data(900, seed=8)
+    d = _select(X, y, names, trials=6).to_dict()
+    fixed = d["lightgbm_fixed"]
+    assert fixed["settings"] == {**selection.FIXED, "trees": 300}
+    tuned = next(c for c in d["candidates"] if c["name"] == "lightgbm")
+    assert len(fixed["auc_folds"]) == len(tuned["auc_folds"]) == 2
+    assert fixed["tuned_minus_fixed"] >= 0.0
+    assert fixed["tuned_minus_fixed"] == pytest.approx(tuned["auc_mean"] - fixed["auc_mean"])
+    # where the search kept the fixed LightGBM its fold AUC is the fixed one's, exactly
+    for kept, a, b in zip(
+        tuned["params_per_fold"], tuned["auc_folds"], fixed["auc_folds"], strict=True
+    ):
+        assert (a == b) if kept["fixed"] else (kept["rounds"] != 300 or a != b)
+
+
+def test_a_loaded_machine_selects_the_same_and_a_hit_cap_is_reported(monkeypatch):
+    X, y, names = _data()
+    quiet = _select(X, y, names).to_dict()
+    assert quiet["search_cut_short"] == 0
+    real = selection._inner_cv
+
+    def slow(*args, **kw):  # every trial 0.3 s slower: a machine under load
+        time.sleep(0.3)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(selection, "_inner_cv", slow)
+    loaded = _select(X, y, names, tune_seconds=0).to_dict()
+    assert _without_seconds(loaded) == _without_seconds(quiet) | {
+        "budget": _without_seconds(loaded)["budget"]
+    }
+    # a tiny cap cuts every search short (the fixed LightGBM and the search's first
+    # point still run): the result may change, and it says so
+    cut = _select(X, y, names, tune_seconds=0.01).to_dict()
+    assert cut["search_cut_short"] == 2
+    tuned = next(c for c in cut["candidates"] if c["name"] == "lightgbm")
+    assert tuned["search_cut_short"] is True and max(tuned["trials_per_fold"]) < 3
+
+
+def test_compiled_blend_speaks_log_odds_of_the_target():
+    from pipeline.core import compose
+
+    X, y, names = _data(1500, seed=9)
+    final = selection.fit_selected(
+        "blend",
+        X,
+        y,
+        names,
+        ["kind"],
+        scorecard=lambda: Scorecard(max_bins=5),
+        base_params=BASE,
+        n_estimators=200,
+        early_stopping_rounds=20,
+        seed=3,
+        trials=3,
+    )
+    bias, terms = final.terms()
+    booster = compose.compile_terms(bias, terms, names, ["kind"])
+    M = selection.lgb_matrix(X, names, ["kind"])
+    raw = booster.predict(M, raw_score=True)
+    rate = y.mean()
+    assert abs(np.mean(1 / (1 + np.exp(-raw))) - rate) < 0.01
+    base_value = booster.predict(M, pred_contrib=True)[:, -1]
+    assert np.ptp(base_value) < 1e-9
+    # TreeSHAP's base value is the mean log-odds of the training rows (which lies below
+    # the log-odds of the base rate by Jensen's inequality: the map fits probabilities)
+    assert base_value[0] == pytest.approx(raw.mean(), abs=0.05)
+    # the map is in the compiled model: a slope and a shift away from the bare mean
+    mix = final.committee
+    assert mix is not None and mix.slope > 0 and mix.intercept < 0

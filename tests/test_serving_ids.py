@@ -192,7 +192,7 @@ def test_table_model_serving_keeps_its_own_id_and_flags_rows(tmp_path_factory):
     request.loc[1, cat] = 999.0
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     mlflow.set_registry_uri(f"sqlite:///{root}/mlflow.db")
-    model = mlflow.pyfunc.load_model("models:/closure-risk-lgbm-german_credit-serving@champion")
+    model = mlflow.pyfunc.load_model("models:/german-credit-serving@champion")
     assert [c.name for c in model.metadata.signature.inputs.inputs][0] == "row_id"
     out = model.predict(request)
     assert list(out.row_id) == list(request.row_id)

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import DataError
+from pipeline.core.selection import ORDER
 from pipeline.core.table import prepare, read_any
 from pipeline.stages.driver import execute
 
@@ -144,7 +145,15 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     assert summary["cv"]["scorecard"]["auc_mean"] > 0.7
     cv = summary["cv"]
     assert [c["name"] for c in cv["candidates"]] == ["scorecard", "lightgbm", "forest", "blend"]
-    assert set(cv["selected"]) == {"name", "auc_mean", "auc_std"}
+    assert {"name", "auc_mean", "auc_std", "auc_se_corrected"} <= set(cv["selected"])
+    # the selection ran on the training and validation rows; the hold-out, which it
+    # never saw, is scored once by the selected model
+    assert cv["rows"] == 800 and cv["splits"] == "train and valid"
+    hold = summary["holdout"]
+    assert hold["n"] == 200 and hold["n_bad"] == 60 and hold["split"] == "hold-out"
+    assert hold["auc"] == pytest.approx(summary["oot"]["auc"]) and 0 < hold["auc_se"] < 0.1
+    assert cv["lightgbm_fixed"]["settings"]["num_leaves"] == 15
+    assert {r["name"] for r in cv["rule_check"]} == set(ORDER)
     picked = next(c for c in cv["candidates"] if c["name"] == cv["selected"]["name"])
     assert picked["auc_mean"] == cv["selected"]["auc_mean"] and cv["reason"]
     assert all(c["seconds"] > 0 for c in cv["candidates"])
@@ -155,9 +164,9 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     assert {f["name"] for f in meta["screening"]["features"]} == set(meta["feature_names"])
     assert summary["oot"]["auc"] > 0.65
     assert "rules" not in summary["baselines"]
-    assert summary["champion"]["name"].endswith("-german_credit")
+    assert summary["champion"]["name"] == "german-credit"  # the table's clean name
 
-    # the report of a table run: the same page, with the simulator-only parts named
+    # the report of a table run: the same page, without the simulator-only parts
     report_cfg = make_cfg(
         *GERMAN_TABLE,
         "model.cv_repeats=1",
@@ -167,9 +176,8 @@ def test_german_credit_end_to_end(make_cfg, tmp_path):
     page = Path(rep.path).read_text(encoding="utf-8")
     assert f"{summary['cv']['lightgbm']['auc_mean']:.4f}" in page
     assert f"{summary['oot']['auc']:.4f}" in page
-    for sid in ("data-card", "fidelity", "policy"):
-        part = page.split(f'<section id="{sid}">')[1].split("</section>")[0]
-        assert 'class="missing"' in part, sid
+    for sid in ("fidelity", "policy"):
+        assert f'<section id="{sid}">' not in page, sid
     assert 'data-plot="roc"' in page  # train-stage plots are embedded
     # the report names the selected candidate as the model and says why
     chosen = summary["cv"]["selected"]["name"]
@@ -293,3 +301,60 @@ def test_declared_monotone_refuses_what_cannot_be_ordered(make_cfg, declared, me
     )
     with pytest.raises(DataError, match=re.escape(message)):
         execute(cfg, [])
+
+
+def test_a_table_run_lives_in_its_own_home_and_leaves_the_simulators_models(tmp_path):
+    """Without paths.root a table run writes under runs/<name>/ and registers under that
+    name: the simulator's models/, data/ and registry at the repository root stay as
+    they were."""
+    import os
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.adapters.model_registry import registered_name
+    from pipeline.base.config import dataset_name
+
+    assert dataset_name("", "/x/German_Credit.v2.csv") == "german-credit"
+    assert dataset_name("My Loans!", "/x/y.csv") == "my-loans"
+    name = f"home-test-{os.getpid()}"
+    src = tmp_path / "loans.csv"
+    _frame(400, seed=5).to_csv(src, index=False)
+    overrides = [
+        "data=table",
+        f"data.name={name}",
+        f"data.path={src}",
+        "data.target=bad",
+        "model.cv_repeats=0",
+        "model.baselines=false",
+        "model.n_estimators=20",
+        "tracking=off",
+        "stage=train",
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+        sim = compose("config", overrides=["stage=train"])
+    home = REPO_ROOT / "runs" / name
+    assert Path(cfg.paths.models_dir) == home / "models"
+    assert Path(cfg.paths.processed_dir) == home / "data" / "processed"
+    assert str(cfg.tracking.uri) == f"sqlite:///{home}/mlflow.db"
+    assert Path(sim.paths.models_dir) == REPO_ROOT / "models"
+    assert registered_name(cfg) == name
+    assert registered_name(sim) == "closure-risk-lgbm"
+
+    def state(folder: Path) -> dict[str, tuple[int, int]]:
+        return {
+            str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+
+    before = {d: state(REPO_ROOT / d) for d in ("models", "data")}
+    try:
+        execute(cfg, [])
+        assert (home / "models" / "model.txt").exists()
+        assert {d: state(REPO_ROOT / d) for d in ("models", "data")} == before
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -123,6 +123,27 @@ def _new_rows(src: Path) -> pd.DataFrame:
     return new
 
 
+def test_serve_example_of_a_table_model_sends_its_hold_out_rows_as_the_file_spells_them(
+    trained,
+):
+    from pipeline.adapters.catalog import Catalog
+    from pipeline.tools.serve_example import request_body
+
+    root, src = trained
+    body = request_body(Catalog.of(_cfg(root, src)), 3)["dataframe_split"]
+    meta = _meta(root)
+    names = [c["name"] for c in meta["encoding"]["columns"]]
+    assert body["columns"] == ["loan_ref", *names]
+    feats = pd.read_parquet(root / "data" / "processed" / "table_features.parquet")
+    held = feats[feats.split == "oot"].loan_ref.head(3).tolist()
+    assert [r[0] for r in body["data"]] == held
+    raw = pd.read_csv(src, sep=";", dtype=str).set_index("loan_ref")
+    amount = body["columns"].index("credit_amount")
+    # the text as in the file (thousands points, decimal comma), for the served model
+    # to encode as training did
+    assert [r[amount] for r in body["data"]] == [raw.loc[str(i), "credit_amount"] for i in held]
+
+
 def test_unseen_category_out_of_range_and_text_number_are_flagged(trained, tmp_path):
     root, src = trained
     inp = tmp_path / "new.csv"
@@ -198,7 +219,7 @@ def test_other_types_and_formats_get_the_same_codes(trained, tmp_path):
 
 # ---- serving: the pyfunc takes the raw columns too ------------------------------------
 
-SERVING = "closure-risk-lgbm-loans-serving"
+SERVING = "loans-serving"
 
 
 @pytest.fixture(scope="module")

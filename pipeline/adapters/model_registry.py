@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from mlflow.protos.databricks_pb2 import (
 from pipeline.adapters.catalog import ENTRIES, parse_calibrator, scoring_model
 from pipeline.adapters.serving import SERVING_SUFFIX
 from pipeline.adapters.tracking import Tracker, _retry, headline_figures, tag_model_version
-from pipeline.base.config import Config
+from pipeline.base.config import Config, dataset_name
 from pipeline.base.io import note_undo
 from pipeline.core.evaluation import delong
 from pipeline.core.scoring import ScoringModel
@@ -91,13 +90,14 @@ def _is_missing(exc: MlflowException) -> bool:
 
 
 def registered_name(cfg: Config) -> str | None:
-    """Simulator models share one registry entry; each bring-your-own table gets its own."""
+    """Simulator models share one registry entry; each bring-your-own table gets its own,
+    under the table's clean name (:func:`~pipeline.base.config.dataset_name`, e.g.
+    ``german``), in the registry of its own run folder."""
     base = str(cfg.tracking.registered_model)
     if not base:
         return None
     if cfg.data.kind == "table":
-        stem = Path(str(cfg.data.path)).name.split(".")[0]
-        return f"{base}-{re.sub(r'[^0-9A-Za-z_-]+', '-', stem).strip('-') or 'table'}"
+        return dataset_name(cfg.data.name, cfg.data.path)
     return base
 
 

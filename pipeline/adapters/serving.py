@@ -45,7 +45,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from pipeline.adapters import catalog
-from pipeline.base.config import Config
+from pipeline.base.config import Config, tier_cuts
 from pipeline.base.io import DataError, note_undo
 from pipeline.core import scoring
 from pipeline.core import table as table_core
@@ -205,7 +205,7 @@ def log_serving_model(
             "feature_names": names,
             "mode": meta.get("mode", "simulator"),
             "id_column": id_col,
-            "tier_cuts": [float(c) for c in cfg.score.tier_cuts],
+            "tier_cuts": tier_cuts(cfg.score, meta),
             "tier_names": [str(t) for t in cfg.score.tier_names],
             "top_k": int(cfg.score.top_k),
         }

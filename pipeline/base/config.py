@@ -28,6 +28,27 @@ if not OmegaConf.has_resolver("repo_root"):
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
 
 
+def dataset_name(name: Any, path: Any) -> str:
+    """A table's clean name: ``data.name``, else its file's stem, in lower case with
+    every run of other characters than letters and digits as one '-' ("table" when
+    nothing is left)."""
+    raw = str(name or "") or Path(str(path or "")).name.split(".")[0]
+    return re.sub(r"[^0-9a-z]+", "-", raw.lower()).strip("-") or "table"
+
+
+def run_home(kind: Any, name: Any, path: Any) -> str:
+    """Where a run lives by default: the repository root for the simulator, and
+    ``runs/<dataset>`` under it for a table, so that a table run never replaces the
+    simulator's models, data or registry."""
+    if str(kind) != "table":
+        return str(REPO_ROOT)
+    return str(REPO_ROOT / "runs" / dataset_name(name, path))
+
+
+if not OmegaConf.has_resolver("run_home"):
+    OmegaConf.register_new_resolver("run_home", run_home)
+
+
 class ConfigError(PipelineError, ValueError):
     """A configuration value is out of its allowed range; the message names the key."""
 
@@ -94,7 +115,8 @@ MAX_BORROWERS = 50_000_000
 
 @dataclass
 class PathsConfig:
-    root: str = "${repo_root:}"
+    # the repository root; a table run's own folder runs/<dataset> under it (run_home)
+    root: str = "${run_home:${data.kind},${data.name},${data.path}}"
     data_dir: str = "${paths.root}/data"
     raw_dir: str = "${paths.data_dir}/raw"
     truth_dir: str = "${paths.data_dir}/truth"
@@ -141,6 +163,9 @@ class DataConfig:
     n_jobs: int = 0
     # bring-your-own-table fields (kind=table)
     path: str = ""
+    # the table's name: its run's folder runs/<name> and its registered model (default:
+    # the file's stem, cleaned: german_credit.csv -> german-credit)
+    name: str = ""
     target: str = ""
     id: str = ""
     time: str = ""
@@ -161,6 +186,7 @@ class DataConfig:
 
 
 DATA_KINDS = ("simulator", "table")
+_DATASET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 #: field separators a text table may use ("" detects one of them)
@@ -177,6 +203,13 @@ def check_data(d: DataConfig, key: str, cfg: Config) -> None:
     _in(f"{key}.max_single_auc", d.max_single_auc, 0.5, 1.0)
     if d.kind not in DATA_KINDS:
         _fail(f"{key}.kind", "must be 'simulator' or 'table'", d.kind)
+    if d.name and not _DATASET.fullmatch(str(d.name)):
+        _fail(
+            f"{key}.name",
+            "letters, digits, '.', '_' and '-' only, starting with a letter or digit "
+            "(it names the folder runs/<name> and the registered model)",
+            d.name,
+        )
     if d.kind == "simulator":
         if d.n_borrowers <= 0:
             _fail(f"{key}.n_borrowers", "must be a positive integer", d.n_borrowers)
@@ -186,6 +219,7 @@ def check_data(d: DataConfig, key: str, cfg: Config) -> None:
     else:
         if not d.path:
             _fail(f"{key}.path", "is required when data.kind=table", d.path)
+
         if not d.target:
             _fail(f"{key}.target", "is required when data.kind=table", d.target)
     if d.seed < 0:
@@ -628,7 +662,10 @@ class ModelConfig:
     # one-sided level of the paired DeLong test the challenger's out-of-time AUC must pass
     # against the alias holder's on the same rows to take the alias
     promote_alpha: float = 0.05
-    tune_seconds: float = 0.0  # table mode: time budget of the LightGBM search (0: by rows)
+    # table mode: time cap of each LightGBM search, a safety net (0: 1,800 s); a search
+    # it cuts short changes the result, and the run says so
+    tune_seconds: float = 0.0
+    nested: bool = False  # table mode: also estimate the whole selection by nested 5-fold CV
 
 
 #: most equal-count bins of the calibration error. The validation rows are not known
@@ -800,6 +837,10 @@ class ScoreConfig:
     borrower_id: int | None = None  # set: score this one borrower and print the result
     id_column: str = "borrower_id"  # feature-table input: the id column
     tier_cuts: list[float] = field(default_factory=lambda: [0.05, 0.15])  # probability cut-offs
+    # auto: a simulator model uses tier_cuts, a table model the cuts its training took from
+    # quantiles (tier_quantiles) of its hold-out probabilities; cuts: tier_cuts always
+    tier_rule: str = "auto"
+    tier_quantiles: list[float] = field(default_factory=lambda: [0.5, 0.8])
     tier_names: list[str] = field(default_factory=lambda: ["low", "medium", "high"])
     top_k: int = 3
     advice_rows: int = 500  # advise at most this many top-tier rows (highest risk first)
@@ -809,6 +850,17 @@ class ScoreConfig:
 
 
 MODEL_SOURCES = ("auto", "registry", "local")
+TIER_RULES = ("auto", "cuts")
+
+
+def tier_cuts(sc: ScoreConfig, meta: Any) -> list[float]:
+    """The probability cuts of the score tiers for a model with metadata ``meta``:
+    ``score.tier_cuts``, or (``score.tier_rule=auto``) the cuts a table model's
+    training took from quantiles of its hold-out probabilities."""
+    found = (meta or {}).get("tier_cuts") if str(sc.tier_rule) == "auto" else None
+    if found and (meta or {}).get("mode") == "table" and len(found) == len(sc.tier_cuts):
+        return [float(c) for c in found]
+    return [float(c) for c in sc.tier_cuts]
 
 
 def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
@@ -819,6 +871,15 @@ def check_score(sc: ScoreConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.tier_cuts", "must be increasing probabilities in (0, 1)", cuts)
     if len(sc.tier_names) != len(cuts) + 1:
         _fail(f"{key}.tier_names", "needs one name more than score.tier_cuts", list(sc.tier_names))
+    if sc.tier_rule not in TIER_RULES:
+        _fail(f"{key}.tier_rule", f"must be one of {', '.join(TIER_RULES)}", sc.tier_rule)
+    qs = [_finite(f"{key}.tier_quantiles", q) for q in sc.tier_quantiles]
+    if any(not 0 < q < 1 for q in qs) or qs != sorted(set(qs)) or len(qs) != len(cuts):
+        _fail(
+            f"{key}.tier_quantiles",
+            "must be increasing shares in (0, 1), as many as score.tier_cuts",
+            qs,
+        )
     _no_repeats(f"{key}.tier_names", [str(t) for t in sc.tier_names], "tier name")
     if sc.top_k < 1:
         _fail(f"{key}.top_k", "top_k must be >= 1 and advice_rows >= 0", sc.top_k)

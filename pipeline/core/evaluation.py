@@ -286,7 +286,15 @@ def plot_roc(y: np.ndarray, scores: dict[str, np.ndarray], path: Path, title: st
     return path
 
 
-def plot_gains(y: np.ndarray, scores: dict[str, np.ndarray], path: Path, title: str) -> Path:
+def plot_gains(
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    path: Path,
+    title: str,
+    rows: str = "accounts",
+    events: str = "closures",
+) -> Path:
+    """Cumulative share of ``events`` captured against the share of ``rows``, riskiest first."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
     y = np.asarray(y, dtype=float)
@@ -296,7 +304,7 @@ def plot_gains(y: np.ndarray, scores: dict[str, np.ndarray], path: Path, title: 
         ax.plot(np.linspace(0, 1, len(cum)), cum, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(
-        xlabel="share of accounts, riskiest first", ylabel="share of closures captured", title=title
+        xlabel=f"share of {rows}, riskiest first", ylabel=f"share of {events} captured", title=title
     )
     ax.legend(loc="lower right", fontsize=8)
     _save(fig, path)

@@ -8,9 +8,10 @@ numbers, table rows, labels); the wording and layout live in the template. Every
 is embedded as a base64 PNG and the page loads nothing from anywhere, so the file opens
 offline and can be mailed or archived as it is.
 
-A part that a run did not produce (the policy simulation before ``make policy``, the
-simulator-only sections of a bring-your-own-table run) is shown as "not produced by
-this run" with the command that produces it, never silently dropped.
+A part that a run did not produce (the policy simulation before ``make policy``) is
+shown as "not produced by this run" with the command that produces it, never silently
+dropped. The sections that describe a simulated world only (:data:`SIMULATOR_ONLY`)
+are left out of a bring-your-own-table run's page: they do not apply to it.
 
 The page carries a small inline script that, once loaded, records on ``<body>`` how
 many of its plots decoded (``data-plots-ok`` / ``data-plots``) and which sections it
@@ -54,6 +55,10 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("advice-world", "Does the advice work?"),
     ("dictionary", "Feature dictionary"),
 )
+
+#: sections about a simulated world (its truth, outcomes, feature registry): a table
+#: run's page leaves them out
+SIMULATOR_ONLY = ("fidelity", "policy", "stability", "advice", "advice-world", "dictionary")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -485,29 +490,91 @@ def _metric_tables(inp: Inputs) -> list[Table]:
     cv = ev.get("cv") or inp.summary.get("cv")
     if isinstance(cv, dict) and cv:
         tables.append(_cv_table(cv))
+    hold = ev.get("holdout") or inp.summary.get("holdout")
+    if isinstance(hold, dict) and "auc" in hold:
+        tables.append(_holdout_table(hold, w))
     return tables
 
 
 def _cv_table(cv: Mapping[str, Any]) -> Table:
-    """Every candidate of the model selection, the selected one marked, and why."""
+    """Every candidate of the model selection, the selected one marked, and why: each
+    mean AUC with its plain and corrected standard errors, its shortfall to the best and
+    the rule's verdict under both errors; the untouched hold-out in the caption."""
     chosen = (cv.get("selected") or {}).get("name")
     candidates = cv.get("candidates") or [
         {"name": k, **v} for k, v in sorted(cv.items()) if isinstance(v, dict) and k != "selected"
     ]
+    checks = {str(r.get("name")): r for r in cv.get("rule_check") or []}
+
+    def verdict(name: Any) -> str:
+        r = checks.get(str(name))
+        if not r:
+            return ""
+        if not r.get("behind_best"):
+            return "best"
+        yes = {True: "within", False: "outside"}
+        return (
+            f"{yes[bool(r.get('within_one_se_corrected'))]} one corrected se "
+            f"({yes[bool(r.get('within_one_se_plain'))]} one plain se)"
+        )
+
     rows: list[Sequence[Cell]] = [
         (
             str(c.get("name")),
             _num(c.get("auc_mean")),
-            _num(c.get("auc_std")),
-            _num(c.get("seconds")),
+            _num(c.get("auc_se_corrected")),
+            _num(c.get("auc_se")),
+            _num((checks.get(str(c.get("name"))) or {}).get("behind_best")),
+            verdict(c.get("name")),
             "selected" if c.get("name") == chosen else "",
         )
         for c in candidates
     ]
-    caption = f"cross-validation ({cv.get('scheme', '')})"
+    n = cv.get("rows")
+    caption = f"cross-validation ({cv.get('scheme', '')}"
+    caption += f", on {int(n):,} training and validation rows)" if n else ")"
     if chosen:
         caption += f"; the model is the selected candidate, {chosen}: {cv.get('reason', '')}"
-    return Table(("candidate", "AUC mean", "AUC std", "seconds", ""), rows, caption=caption)
+    fixed = cv.get("lightgbm_fixed")
+    if isinstance(fixed, dict):
+        caption += (
+            f"; a fixed LightGBM (300 trees, learning rate 0.03, 15 leaves) in the same folds: "
+            f"{_num(fixed.get('auc_mean'))}, tuned minus fixed "
+            f"{_num(fixed.get('tuned_minus_fixed'))} (se {_num(fixed.get('tuned_minus_fixed_se'))})"
+        )
+    nested = cv.get("nested")
+    if isinstance(nested, dict):
+        caption += (
+            f"; the whole selection, nested ({nested.get('scheme', '')}): AUC "
+            f"{_num(nested.get('auc_mean'))} (corrected se {_num(nested.get('auc_se_corrected'))})"
+        )
+    head = (
+        "candidate",
+        "AUC mean",
+        "se (corrected)",
+        "se (plain)",
+        "behind the best",
+        "one-se rule",
+        "",
+    )
+    return Table(head, rows, caption=caption)
+
+
+def _holdout_table(h: Mapping[str, Any], w: Words) -> Table:
+    """The hold-out rows the selection never saw, scored once by the selected model."""
+    rows: list[Sequence[Cell]] = [
+        (
+            w.split,
+            _num(h.get("auc")),
+            _num(h.get("auc_se")),
+            _num(h.get("n"), "int"),
+            _num(h.get("n_bad"), "int"),
+        )
+    ]
+    head = ("split", "AUC", "se (DeLong)", "rows", w.count_head)
+    return Table(
+        head, rows, caption=f"the selected model on the {w.split}, which the selection never saw"
+    )
 
 
 def _oracle_table(o: Any) -> dict[str, Any]:
@@ -692,6 +759,14 @@ def _cutoffs(inp: Inputs) -> dict[str, Any]:
     }
 
 
+def _bin_text(inp: Inputs, feature: str, text: str) -> str:
+    """A scorecard bin as the reader knows it: ``= code`` of a table's categorical column
+    becomes ``= level`` (the table's own text); other bins stay as written."""
+    if not inp.words.table or not text.startswith("= ") or feature not in inp.labels.levels:
+        return text
+    return "= " + inp.labels.value(feature, text[2:])
+
+
 def _scorecard(inp: Inputs) -> dict[str, Any]:
     sc = inp.model.get("config", {}).get("model", {}).get("scorecard", {})
     if not inp.scorecard or not sc:
@@ -707,7 +782,7 @@ def _scorecard(inp: Inputs) -> dict[str, Any]:
         rows.append(
             (
                 _feature(inp, name, texts=first),
-                str(r["bin"]),
+                _bin_text(inp, name, str(r["bin"])),
                 _num(r["n"], "int"),
                 _num(r["bad_rate"], "pct"),
                 _num(r["woe"], ".3f"),
@@ -1318,7 +1393,11 @@ def render(inp: Inputs, title: str | None = None) -> str:
     ``title`` defaults to the run's own (see :func:`words`).
     """
     w = inp.words
-    sections = [{"id": sid, "heading": heading, **_BUILDERS[sid](inp)} for sid, heading in SECTIONS]
+    sections = [
+        {"id": sid, "heading": heading, **_BUILDERS[sid](inp)}
+        for sid, heading in SECTIONS
+        if not (w.table and sid in SIMULATOR_ONLY)
+    ]
     return (
         environment()
         .get_template("report.html.j2")

@@ -56,7 +56,6 @@ FOREST_TREES = 300
 FOREST_TREE_ROWS = 50_000  # most rows one forest tree draws (its cost stops growing there)
 INNER_FOLDS = 3
 ONE_THREAD_ROWS = 10_000
-N_STARTS = 2  # trials run at fixed starting points before the search proper
 # a second starting point beside the configured parameters: few, shallow, randomised trees
 SHALLOW = {
     "learning_rate": 0.03,
@@ -70,33 +69,57 @@ SHALLOW = {
 }
 
 
+#: the search's first trial and the yardstick of the tuned candidate: a plain LightGBM of
+#: fixed settings (300 trees, no early stopping; everything else LightGBM's defaults)
+FIXED = {
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+}
+FIXED_TREES = 300
+#: most rows one search works on (a stratified sample above it); below, the search sees
+#: the whole training part of the fold, so what it tunes (leaf sizes above all) is
+#: tuned for the rows the model is then fitted on
+TUNE_ROWS = 100_000
+#: the time cap of one search when ``tune_seconds`` is 0: a safety net far above what
+#: the fixed trials need, so that on any machine the same trials run to the end
+DEFAULT_CAP_SECONDS = 1_800.0
+
+
 @dataclass(frozen=True)
 class Budget:
-    """How much searching one selection may do."""
+    """How much searching one selection does."""
 
-    seconds: float  # time limit of all searches together
+    seconds: float  # time cap of each search (a safety net: hitting it changes the result)
     trials: int  # trials of each search (the same on every machine)
     tune_rows: int  # each search sees at most this many rows (stratified sample)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "trials": self.trials, "tune_rows": self.tune_rows}
+        return {
+            "cap_seconds_per_search": self.seconds,
+            "trials": self.trials,
+            "tune_rows": self.tune_rows,
+        }
 
 
 def budget(n_rows: int, tune_seconds: float = 0.0) -> Budget:
     """The search budget for a table of ``n_rows`` rows (1,000 to 1,000,000 and beyond).
 
-    A small table gets fewer trials: its inner scores are noisy, so many trials mostly
-    find a lucky one. The number grows slowly with the rows (15 at 1,000 rows, 21 at a
-    million), each search working on a stratified sample of at most 20,000 rows, so a
-    trial costs about the same from 20,000 rows up. ``tune_seconds`` > 0 sets the time
-    limit of all searches together; 0 scales it with the rows, from one minute at 1,000
-    rows to five from about 125,000 rows on.
+    The number of trials is fixed for the table's size, whatever the machine: a small
+    table gets fewer (its inner scores are noisy, so many trials mostly find a lucky
+    one), growing slowly with the rows (15 at 1,000 rows, 21 at a million). Each search
+    sees the whole training part of its fold up to :data:`TUNE_ROWS` rows. Time only
+    caps a search as a safety net (``tune_seconds`` > 0, else
+    :data:`DEFAULT_CAP_SECONDS`): a search the cap cuts short is reported, as its
+    result may then differ from one that ran all its trials.
     """
     n = max(int(n_rows), 1)
     decades = math.log10(max(n, 1000) / 1000)  # 0 at 1,000 rows, 3 at 1,000,000
     trials = int(round(15.0 + 2.0 * decades))
-    seconds = float(tune_seconds) if tune_seconds > 0 else min(300.0, 60.0 * 10 ** (decades / 3))
-    return Budget(seconds=seconds, trials=trials, tune_rows=20_000)
+    seconds = float(tune_seconds) if tune_seconds > 0 else DEFAULT_CAP_SECONDS
+    return Budget(seconds=seconds, trials=trials, tune_rows=TUNE_ROWS)
 
 
 def _plan(n_rows: int, tune_seconds: float, trials: int) -> Budget:
@@ -109,28 +132,37 @@ def _plan(n_rows: int, tune_seconds: float, trials: int) -> Budget:
 
 @dataclass(frozen=True)
 class Committee:
-    """The mean of the members' standardised log-odds, as one sum of log-odds terms.
+    """The mean of the members' standardised log-odds, mapped onto log-odds of the target.
 
-    Member m (of the M used) enters with weight ``1 / (M * sd_m)`` and the bias is
-    ``-sum(mean_m / (M * sd_m))``, where ``mean_m`` and ``sd_m`` are the mean and
-    standard deviation of its out-of-fold log-odds on training rows. A member without
-    spread, or ranking no better than chance out of fold, gets weight 0 and does not
-    count in M.
+    Member m (of the M used) enters the mean with ``1 / (M * sd_m)`` and the mean's own
+    bias is ``-sum(mean_m / (M * sd_m))``, where ``mean_m`` and ``sd_m`` are the mean
+    and standard deviation of its out-of-fold log-odds on training rows. A member
+    without spread, or ranking no better than chance out of fold, gets weight 0 and
+    does not count in M. That mean is a rank, not log-odds (0 on average, whatever the
+    base rate): a Platt map ``slope * mean + intercept``, fitted on the same
+    out-of-fold rows, turns it into log-odds of the target, so the blend's raw score,
+    its SHAP base value and probability shares speak of the target's odds. The map is
+    part of the weights and the bias, so the compiled model holds it.
     """
 
     members: tuple[str, ...]
     mean: tuple[float, ...]
     sd: tuple[float, ...]
     used: tuple[bool, ...]
+    slope: float = 1.0
+    intercept: float = 0.0
 
     @property
     def weights(self) -> tuple[float, ...]:
         m = max(sum(self.used), 1)
-        return tuple(1.0 / (m * s) if u else 0.0 for s, u in zip(self.sd, self.used, strict=True))
+        return tuple(
+            self.slope / (m * s) if u else 0.0 for s, u in zip(self.sd, self.used, strict=True)
+        )
 
     @property
     def bias(self) -> float:
-        return -float(sum(w * mu for w, mu in zip(self.weights, self.mean, strict=True)))
+        shift = float(sum(w * mu for w, mu in zip(self.weights, self.mean, strict=True)))
+        return self.intercept - shift
 
     def log_odds(self, Z: np.ndarray) -> np.ndarray:
         """Per row, from the members' log-odds (one column each, in ``members`` order)."""
@@ -147,11 +179,40 @@ class Committee:
             "sd": [float(v) for v in self.sd],
             "weights": [float(v) for v in self.weights],
             "bias": self.bias,
+            "platt": {"slope": float(self.slope), "intercept": float(self.intercept)},
         }
 
 
+def platt(y: np.ndarray, z: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """``(slope, intercept)`` of the logistic regression of ``y`` on one score ``z``.
+
+    Newton's method from (1, logit of the base rate), unpenalised, so that on these
+    rows the mapped scores' mean probability equals the base rate. The slope is kept
+    positive (a map may not reverse the ranking the committee was chosen for).
+    """
+    y = np.asarray(y, dtype=float)
+    z = np.asarray(z, dtype=float)
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    beta = np.array([1.0, math.log(rate / (1 - rate))])
+    A = np.column_stack([z, np.ones_like(z)])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(A @ beta)))
+        grad = A.T @ (y - p)
+        hess = (A * (p * (1 - p))[:, None]).T @ A + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        beta = beta + step
+        if float(np.max(np.abs(step))) < 1e-10:
+            break
+    slope, intercept = float(beta[0]), float(beta[1])
+    if not (math.isfinite(slope) and math.isfinite(intercept)) or slope <= 1e-3:
+        # no usable slope (a committee that does not rank): keep its order, map its
+        # mean onto the base rate
+        return 1e-3, math.log(rate / (1 - rate))
+    return slope, intercept
+
+
 def fit_committee(y: np.ndarray, Z: np.ndarray, members: tuple[str, ...] = MEMBERS) -> Committee:
-    """Scales from out-of-fold log-odds ``Z`` (one column per member) and their labels."""
+    """Scales and Platt map from out-of-fold log-odds ``Z`` (one column per member)."""
     Z = np.asarray(Z, dtype=float)
     y = np.asarray(y).astype(int)
     if Z.ndim != 2 or Z.shape != (len(y), len(members)):
@@ -166,12 +227,16 @@ def fit_committee(y: np.ndarray, Z: np.ndarray, members: tuple[str, ...] = MEMBE
     both = len(np.unique(y)) == 2
     ranks = [ok and (not both or _auc(y, Z[:, j]) > 0.5) for j, ok in enumerate(spread)]
     used = ranks if any(ranks) else spread
-    return Committee(
+    plain = Committee(
         tuple(members),
         tuple(float(v) for v in mean),
         tuple(float(v) for v in sd),
         tuple(used),
     )
+    if not both:
+        return plain
+    slope, intercept = platt(y, plain.log_odds(Z))
+    return Committee(plain.members, plain.mean, plain.sd, plain.used, slope, intercept)
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -209,6 +274,7 @@ class Tuned:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # rows searched
     inner: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # their folds
     oof: np.ndarray = field(default_factory=lambda: np.zeros(0))  # out-of-fold log-odds
+    fixed: bool = False  # the fixed LightGBM won: it is fitted as such (its trees exactly)
 
 
 def _bounds(n_fit: int) -> tuple[int, int, int]:
@@ -294,6 +360,40 @@ def _dataset(X: np.ndarray, y: np.ndarray, names: list[str], categorical: list[s
     )
 
 
+def fixed_params(base_params: dict[str, Any]) -> dict[str, Any]:
+    """The fixed LightGBM (:data:`FIXED`, :data:`FIXED_TREES` trees): ``base_params``'
+    machine settings (threads, seed, bins, determinism, monotone directions) and
+    LightGBM's own defaults for everything :data:`FIXED` does not set."""
+    keep = (
+        "objective",
+        "max_bin",
+        "num_threads",
+        "seed",
+        "deterministic",
+        "force_col_wise",
+        "force_row_wise",
+    )
+    out = {k: base_params[k] for k in keep if k in base_params}
+    monotone = base_params.get("monotone_constraints")
+    if monotone is not None and any(monotone):
+        out["monotone_constraints"] = list(monotone)
+        out["monotone_constraints_method"] = base_params.get("monotone_constraints_method", "basic")
+    out.setdefault("objective", "binary")
+    out.update(FIXED, verbosity=-1, feature_pre_filter=False)
+    return out
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """One scored point of a search: its parameters, inner AUC, its se and tree count."""
+
+    params: dict[str, Any]
+    value: float
+    se: float
+    rounds: int
+    start: int  # 0: the fixed LightGBM, 1: the shallow start, 2: a searched point
+
+
 def tune(
     X: np.ndarray,
     y: np.ndarray,
@@ -306,16 +406,19 @@ def tune(
     seed: int,
     n_estimators: int,
     early_stopping_rounds: int,
-    max_rows: int = 20_000,
+    max_rows: int = TUNE_ROWS,
 ) -> Tuned:
-    """Optuna (TPE, seeded) over :func:`_space`, each trial scored by inner 3-fold CV AUC.
+    """A fixed number of trials, each scored by inner k-fold CV AUC on ``X``'s rows.
 
-    The first trial is the configured parameters, so the search never ends worse than
-    them on its own rows. Early stopping picks the tree count on the inner folds.
+    Trial 1 is the fixed LightGBM (:func:`fixed_params`, :data:`FIXED_TREES` trees, no
+    early stopping); trial 2 a shallow, randomised start (:data:`SHALLOW`); the rest
+    Optuna's seeded TPE search over :func:`_space`, whose tree counts early stopping
+    picks on the inner folds. A searched point replaces the fixed LightGBM only when it
+    beats it by more than one standard error of the inner folds
+    (:func:`_one_se_choice`). ``seconds`` caps the whole search as a safety net: a
+    search it cuts short says so (``cut_short``), as its result may then differ from
+    one that ran all its trials; nothing else about the machine changes the result.
     """
-    # optuna takes over two seconds to import: only a table run's selection needs it
-    import optuna
-
     t0 = time.perf_counter()
     rows = _stratified_sample(y, max_rows, seed)
     dset = _dataset(X[rows], y[rows], names, categorical)
@@ -338,56 +441,53 @@ def tune(
     fixed.update(
         metric=["binary_logloss", "auc"], bagging_freq=1, verbosity=-1, feature_pre_filter=False
     )
-    fixed["num_threads"] = _threads(len(rows), base_params.get("num_threads"))
+    threads = _threads(len(rows), base_params.get("num_threads"))
+    fixed["num_threads"] = threads
+
+    def inner_cv(params: dict[str, Any], rounds: int, stop: bool) -> tuple[float, float, int]:
+        return _inner_cv(params, dset, inner, rounds, early_stopping_rounds if stop else 0)
+
+    plain = {
+        **fixed_params({**base_params, "num_threads": threads}),
+        "metric": ["binary_logloss", "auc"],
+    }
+    value, se, rounds = inner_cv(plain, FIXED_TREES, stop=False)
+    scored = [_Trial(plain, value, se, rounds, 0)]
 
     def objective(trial: Any) -> float:
         params = {**fixed, **_space(trial, n_fit, has_cat)}
-        res = lgb.cv(
-            params,
-            dset,
-            num_boost_round=n_estimators,
-            folds=inner,
-            callbacks=[
-                lgb.early_stopping(
-                    _patience(params, early_stopping_rounds), first_metric_only=True, verbose=False
-                )
-            ],
-        )
-        curve = np.asarray(res["valid auc-mean"], dtype=float)
-        spread = np.asarray(res["valid auc-stdv"], dtype=float)
-        trial.set_user_attr("rounds", len(curve))
-        trial.set_user_attr("se", float(spread[-1]) / math.sqrt(len(inner)))
-        return float(curve[-1])
+        value, se, rounds = inner_cv(params, n_estimators, stop=True)
+        trial.set_user_attr("rounds", rounds)
+        trial.set_user_attr("se", se)
+        return value
 
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks enqueue_trial experimental
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, trials // 3))
-            study = optuna.create_study(direction="maximize", sampler=sampler)
-            study.enqueue_trial(_start_point(base_params, n_fit, has_cat))
-            study.enqueue_trial(_start_point(SHALLOW, n_fit, has_cat))
-            study.optimize(objective, n_trials=trials, timeout=max(seconds, 1e-3))
-    finally:
-        optuna.logging.set_verbosity(level)
-    done_trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = _one_se_choice(done_trials)
-    done = len(done_trials)
-    chosen = {**fixed, **_space_values(best.params, has_cat)}
-    rounds = int(best.user_attrs["rounds"])
+    searched = max(int(trials) - 1, 0)
+    left = max(float(seconds) - (time.perf_counter() - t0), 1e-3)
+    done_trials = _study(objective, _start_point(SHALLOW, n_fit, has_cat), searched, left, seed)
+    scored += [
+        _Trial(
+            {**fixed, **_space_values(t.params, has_cat)},
+            float(t.value or 0.0),
+            float(t.user_attrs["se"]),
+            int(t.user_attrs["rounds"]),
+            1 if t.number == 0 else 2,
+        )
+        for t in done_trials
+    ]
+    best = _one_se_choice(scored)
     return Tuned(
-        params=chosen,
-        rounds=rounds,
-        inner_auc=float(best.value),
-        trials=done,
+        params=dict(best.params),
+        rounds=best.rounds,
+        inner_auc=best.value,
+        trials=len(scored),
         seconds=time.perf_counter() - t0,
-        cut_short=done < trials,
+        cut_short=len(done_trials) < searched,
         fit_rows=n_fit,
         threads=int(base_params.get("num_threads") or 1),
         rows=rows,
         inner=inner,
-        oof=_out_of_fold(chosen, rounds, dset, inner),
+        oof=_out_of_fold(best.params, best.rounds, dset, inner),
+        fixed=best.start == 0,
     )
 
 
@@ -405,18 +505,62 @@ def _out_of_fold(
     return out
 
 
-def _one_se_choice(trials: list[Any]) -> Any:
+def _study(
+    objective: Callable[[Any], float], start: dict[str, Any], n: int, seconds: float, seed: int
+) -> list[Any]:
+    """The completed trials of a seeded TPE search of ``n`` trials (``start`` first),
+    stopped early only by the time cap ``seconds``."""
+    # optuna takes over two seconds to import: only a table run's selection needs it
+    import optuna
+
+    if n <= 0:
+        return []
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna marks enqueue_trial experimental
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, n // 3))
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.enqueue_trial(start)
+            study.optimize(objective, n_trials=n, timeout=seconds)
+    finally:
+        optuna.logging.set_verbosity(level)
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def _inner_cv(
+    params: dict[str, Any],
+    dset: Any,
+    inner: list[tuple[np.ndarray, np.ndarray]],
+    rounds: int,
+    early_stopping_rounds: int,
+) -> tuple[float, float, int]:
+    """Inner-fold AUC of ``params`` at its last (or early-stopped) tree, its standard
+    error over the folds and the tree count; ``early_stopping_rounds`` 0: no stopping."""
+    callbacks: list[Callable[..., Any]] = []
+    if early_stopping_rounds > 0:
+        patience = _patience(params, early_stopping_rounds)
+        callbacks.append(lgb.early_stopping(patience, first_metric_only=True, verbose=False))
+    res = lgb.cv(params, dset, num_boost_round=rounds, folds=inner, callbacks=callbacks)
+    curve = np.asarray(res["valid auc-mean"], dtype=float)
+    spread = np.asarray(res["valid auc-stdv"], dtype=float)
+    return float(curve[-1]), float(spread[-1]) / math.sqrt(len(inner)), len(curve)
+
+
+def _one_se_choice(trials: list[_Trial]) -> _Trial:
     """The best trial, unless a starting point is within one standard error of it.
 
     On a small table the best of many noisy inner scores is mostly luck; the starting
-    points (the first trials) are kept unless the search clearly beats them.
+    points (the fixed LightGBM first, then the shallow start) are kept unless the
+    search clearly beats them.
     """
     best = max(trials, key=lambda t: t.value)
-    starts = [t for t in trials if t.number < N_STARTS]
-    if not starts:
-        return best
-    start = max(starts, key=lambda t: t.value)
-    return start if start.value >= best.value - best.user_attrs["se"] else best
+    for start in (0, 1):
+        found = [t for t in trials if t.start == start]
+        if found and found[0].value >= best.value - best.se:
+            return found[0]
+    return best
 
 
 def _space_values(found: dict[str, Any], has_categorical: bool) -> dict[str, Any]:
@@ -437,14 +581,29 @@ def fit_lightgbm(
 ) -> lgb.Booster:
     """LightGBM on all of ``X`` with the tuned parameters and tree count.
 
-    The tree count found on inner folds of (2/3 of) the tuning rows is scaled up in
-    proportion to the rows here, as more rows support more trees at a learning rate.
+    The tree count found on inner folds of the tuning rows is scaled up in proportion
+    to the rows here, as more rows support more trees at a learning rate; the fixed
+    LightGBM keeps its :data:`FIXED_TREES` trees.
     """
     scale = min(1.5, max(1.0, (len(y) / max(tuned.fit_rows, 1)) ** 0.25))
-    rounds = max(1, int(round(tuned.rounds * scale)))
+    rounds = FIXED_TREES if tuned.fixed else max(1, int(round(tuned.rounds * scale)))
     params = {**tuned.params, "seed": seed}
     params["num_threads"] = _threads(len(y), tuned.threads)
     return lgb.train(params, _dataset(X, y, names, categorical), num_boost_round=rounds)
+
+
+def fit_fixed(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    categorical: list[str],
+    base_params: dict[str, Any],
+    seed: int,
+) -> lgb.Booster:
+    """The fixed LightGBM (:func:`fixed_params`) on all of ``X``: the tuned one's yardstick."""
+    params = {**fixed_params(base_params), "seed": seed}
+    params["num_threads"] = _threads(len(y), base_params.get("num_threads"))
+    return lgb.train(params, _dataset(X, y, names, categorical), num_boost_round=FIXED_TREES)
 
 
 # --------------------------------------------------------------------------- forest
@@ -629,6 +788,7 @@ class _Split:
     seconds: dict[str, float]
     tuned: Tuned
     committee: Committee
+    fixed: np.ndarray  # the fixed LightGBM's log-odds on the evaluation rows (yardstick)
 
 
 def _score_split(
@@ -655,7 +815,12 @@ def _score_split(
     mix = _committee(X_fit, y_fit, setup, tuned, seed)
     z["blend"] = mix.log_odds(np.column_stack([z[n] for n in MEMBERS]))
     sec["blend"] = sum(sec.values()) + time.perf_counter() - t0
-    return _Split(z, sec, tuned, mix)
+    if tuned.fixed:  # the search kept the fixed LightGBM: the same model, fitted alike
+        plain = z["lightgbm"]
+    else:
+        model = fit_fixed(X_fit, y_fit, setup.names, setup.categorical, setup.base_params, seed)
+        plain = member_log_odds(model, X_eval, setup.names, setup.categorical)
+    return _Split(z, sec, tuned, mix, plain)
 
 
 # --------------------------------------------------------------------------- selection
@@ -701,26 +866,51 @@ class Selection:
     reason: str
     budget: Budget
     seconds: float
+    ratio: float = 0.0  # evaluation rows / training rows of a fold (Nadeau-Bengio)
+    rows: int = 0  # rows the cross-validation ran on
+    fixed: Candidate | None = None  # the fixed LightGBM in the same folds (a yardstick)
+    cut_short: int = 0  # searches the time cap ended before their trials were done
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
         chosen = self.candidate(self.selected)
-        return {
+        best = max(self.candidates, key=lambda c: c.auc_mean)
+        out: dict[str, Any] = {
             "scheme": f"stratified {self.folds}-fold x {self.repeats} repeats",
+            "rows": self.rows,
             "selected": {
                 "name": chosen.name,
                 "auc_mean": chosen.auc_mean,
                 "auc_std": chosen.auc_std,
+                "auc_se": chosen.auc_se,
+                "auc_se_corrected": corrected_se(chosen.aucs, self.ratio),
             },
-            "candidates": [c.to_dict() for c in self.candidates],
+            "candidates": [
+                {**c.to_dict(), "auc_se_corrected": corrected_se(c.aucs, self.ratio)}
+                for c in self.candidates
+            ],
             "reason": self.reason,
-            "rule": "simplest candidate within one standard error (of the paired fold "
-            f"differences) of the best mean AUC (order: {' < '.join(ORDER)})",
+            "rule": "simplest candidate within one corrected standard error (Nadeau-Bengio, "
+            "of the paired fold differences) of the best mean AUC (order: "
+            f"{' < '.join(ORDER)})",
+            "rule_check": rule_check(self.candidates, best, self.ratio),
             "budget": self.budget.to_dict(),
+            "search_cut_short": self.cut_short,
             "seconds": self.seconds,
         }
+        if self.fixed is not None:
+            tuned = self.candidate("lightgbm")
+            out["lightgbm_fixed"] = {
+                "settings": {**FIXED, "trees": FIXED_TREES},
+                "auc_mean": self.fixed.auc_mean,
+                "auc_se_corrected": corrected_se(self.fixed.aucs, self.ratio),
+                "auc_folds": [float(a) for a in self.fixed.aucs],
+                "tuned_minus_fixed": tuned.auc_mean - self.fixed.auc_mean,
+                "tuned_minus_fixed_se": corrected_paired_se(tuned, self.fixed, self.ratio),
+            }
+        return out
 
 
 #: candidates that keep declared monotone directions (LightGBM's constraints); the
@@ -738,12 +928,13 @@ def eligible(base_params: dict[str, Any]) -> tuple[str, ...]:
 
 
 def paired_se(a: Candidate, b: Candidate) -> float:
-    """Standard error of the mean fold-by-fold AUC difference of two candidates.
+    """Plain standard error of the mean fold-by-fold AUC difference of two candidates.
 
     Every candidate is scored on the same folds, so their fold AUCs rise and fall
-    together (an easy fold is easy for all): the spread of one candidate's AUCs mostly
-    measures the folds, not the candidates. The difference per fold removes that shared
-    part; its standard error says whether one candidate is really behind another.
+    together (an easy fold is easy for all): the difference per fold removes that
+    shared part. This error treats the folds as independent, which they are not (the
+    training parts of repeated folds share most rows): it is too small, and is kept
+    only beside the corrected one (:func:`corrected_paired_se`).
     """
     d = np.asarray(a.aucs, dtype=float) - np.asarray(b.aucs, dtype=float)
     if len(d) < 2:
@@ -751,35 +942,78 @@ def paired_se(a: Candidate, b: Candidate) -> float:
     return float(np.std(d, ddof=1) / math.sqrt(len(d)))
 
 
-def choose(candidates: list[Candidate]) -> tuple[str, str]:
+def corrected_se(values: list[float] | np.ndarray, ratio: float) -> float:
+    """Nadeau and Bengio's corrected standard error of the mean of fold figures.
+
+    Fold figures of repeated k-fold cross-validation are correlated through their
+    overlapping training rows; the corrected variance of their mean is
+    ``(1 / J + n_test / n_train) * s**2`` for ``J`` folds with sample variance ``s**2``
+    (Nadeau and Bengio 2003, "Inference for the generalization error"). With
+    ``ratio`` (``n_test / n_train``) 0 it is the plain standard error.
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return 0.0
+    return float(math.sqrt((1.0 / len(v) + float(ratio)) * np.var(v, ddof=1)))
+
+
+def corrected_paired_se(a: Candidate, b: Candidate, ratio: float) -> float:
+    """:func:`corrected_se` of the fold-by-fold AUC difference of two candidates."""
+    return corrected_se(np.asarray(a.aucs, dtype=float) - np.asarray(b.aucs, dtype=float), ratio)
+
+
+def rule_check(candidates: list[Candidate], best: Candidate, ratio: float) -> list[dict[str, Any]]:
+    """Each candidate's shortfall to the best, with both standard errors and verdicts."""
+    out = []
+    for c in candidates:
+        gap = best.auc_mean - c.auc_mean
+        plain, corr = paired_se(best, c), corrected_paired_se(best, c, ratio)
+        out.append(
+            {
+                "name": c.name,
+                "behind_best": gap,
+                "se_plain": plain,
+                "se_corrected": corr,
+                "within_one_se_plain": bool(gap <= plain),
+                "within_one_se_corrected": bool(gap <= corr),
+            }
+        )
+    return out
+
+
+def choose(candidates: list[Candidate], ratio: float = 0.0) -> tuple[str, str]:
     """The simplest candidate within one standard error of the best, and why.
 
     The standard error is that of the candidate's fold-by-fold AUC difference to the
-    best (:func:`paired_se`): a simpler candidate is preferred when its shortfall is
-    within one such error, i.e. when the folds cannot tell it from the best.
+    best, corrected for the folds' overlap (:func:`corrected_paired_se`; ``ratio`` =
+    evaluation rows / training rows of a fold, 0 for the plain error): a simpler
+    candidate is preferred when its shortfall is within one such error, i.e. when the
+    folds cannot tell it from the best.
     """
     best = max(candidates, key=lambda c: c.auc_mean)
     rank = {n: i for i, n in enumerate(ORDER)}
+    kind = "corrected paired" if ratio > 0 else "paired"
     for c in sorted(candidates, key=lambda c: rank.get(c.name, len(ORDER))):
         if c is best:
             why = f"{c.name} has the best mean AUC ({c.auc_mean:.4f})"
             behind = [
-                f"{d.name} by {best.auc_mean - d.auc_mean:.4f} (se {paired_se(best, d):.4f})"
+                f"{d.name} by {best.auc_mean - d.auc_mean:.4f} "
+                f"(se {corrected_paired_se(best, d, ratio):.4f})"
                 for d in candidates
                 if rank.get(d.name, len(ORDER)) < rank.get(c.name, len(ORDER))
             ]
             if behind:
                 why += (
-                    "; every simpler candidate is more than one standard error of the "
-                    f"paired fold differences behind it: {', '.join(behind)}"
+                    f"; every simpler candidate is more than one {kind} standard error "
+                    f"behind it: {', '.join(behind)}"
                 )
             return c.name, why
-        se = paired_se(best, c)
+        se = corrected_paired_se(best, c, ratio)
         if best.auc_mean - c.auc_mean <= se:
             return c.name, (
-                f"{c.name} (mean AUC {c.auc_mean:.4f}) is within one standard error "
-                f"({se:.4f}, paired fold differences) of the best, {best.name} "
-                f"({best.auc_mean:.4f}), and simpler"
+                f"{c.name} (mean AUC {c.auc_mean:.4f}) is within one {kind} standard "
+                f"error ({se:.4f}) of the best, {best.name} ({best.auc_mean:.4f}), "
+                "and simpler"
             )
     return best.name, f"{best.name} has the best mean AUC ({best.auc_mean:.4f})"
 
@@ -820,30 +1054,39 @@ def select(
         n_estimators,
         early_stopping_rounds,
     )
-    share = plan.seconds / (folds * repeats + 1)  # the final model's search gets a share too
     cands = {n: Candidate(n) for n in ORDER}
-    done, cut, mixes, chosen_params, leaves = [], False, [], [], []
+    plain = Candidate("lightgbm_fixed")
+    done, cut, mixes, chosen_params, leaves = [], 0, [], [], []
+    fit_rows, eval_rows = 0, 0
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     for k, (tr, te) in enumerate(cv.split(X, y)):
-        part = _score_split(X[tr], y[tr], X[te], setup, seed + k, share)
+        part = _score_split(X[tr], y[tr], X[te], setup, seed + k, plan.seconds)
+        fit_rows, eval_rows = fit_rows + len(tr), eval_rows + len(te)
         for name in ORDER:
             cands[name].aucs.append(_auc(y[te], part.z[name]))
             cands[name].seconds += part.seconds[name]
+        plain.aucs.append(_auc(y[te], part.fixed))
         tuned = part.tuned
         done.append(tuned.trials)
-        chosen_params.append({**_space_values(tuned.params, "cat_smooth" in tuned.params)})
-        chosen_params[-1]["rounds"] = tuned.rounds
-        cut = cut or tuned.cut_short
+        chosen_params.append(
+            {**FIXED}
+            if tuned.fixed
+            else {**_space_values(tuned.params, "cat_smooth" in tuned.params)}
+        )
+        chosen_params[-1]["rounds"] = FIXED_TREES if tuned.fixed else tuned.rounds
+        chosen_params[-1]["fixed"] = tuned.fixed
+        cut += int(tuned.cut_short)
         mixes.append(part.committee.to_dict())
         leaves.append(forest_params(len(tr), base_params, seed + k)["min_data_in_leaf"])
+    ratio = eval_rows / max(fit_rows, 1)
     cands["lightgbm"].extra = {
         "trials_per_fold": done,
-        "search_cut_short": cut,
+        "search_cut_short": cut > 0,
         "params_per_fold": chosen_params,
     }
     cands["forest"].extra = {"trees": FOREST_TREES, "min_data_in_leaf_per_fold": leaves}
     cands["blend"].extra = {"weights_per_fold": mixes}
-    chosen, why = choose([c for c in cands.values() if c.name in eligible(base_params)])
+    chosen, why = choose([c for c in cands.values() if c.name in eligible(base_params)], ratio)
     if len(eligible(base_params)) < len(cands):
         why += (
             "; scorecard and blend were not eligible: they cannot keep the declared "
@@ -857,7 +1100,65 @@ def select(
         reason=why,
         budget=plan,
         seconds=time.perf_counter() - t_all,
+        ratio=ratio,
+        rows=len(y),
+        fixed=plain,
+        cut_short=cut,
     )
+
+
+def nested(
+    X: np.ndarray,
+    y: np.ndarray,
+    names: list[str],
+    categorical: list[str],
+    *,
+    outer: int = 5,
+    seed: int = 42,
+    **how: Any,
+) -> dict[str, Any]:
+    """The whole selection estimated by an outer stratified k-fold on ``X``.
+
+    Each outer training part runs :func:`select` (its own repeated folds, searches and
+    rule) and fits the candidate it selects (:func:`fit_selected`); the outer evaluation
+    fold, which neither saw, scores it. The mean of those AUCs estimates what the
+    procedure, not one model, achieves; the selected candidate may differ per fold.
+    """
+    y = np.asarray(y).astype(int)
+    fit_keys = (
+        "scorecard",
+        "woe_categorical",
+        "base_params",
+        "n_estimators",
+        "early_stopping_rounds",
+        "tune_seconds",
+        "trials",
+    )
+    aucs, picked, fit_rows, eval_rows = [], [], 0, 0
+    splitter = RepeatedStratifiedKFold(n_splits=outer, n_repeats=1, random_state=seed + 7919)
+    for k, (tr, te) in enumerate(splitter.split(X, y)):
+        inner = select(X[tr], y[tr], names, categorical, seed=seed + 100 * k, **how)
+        fitted = fit_selected(
+            inner.selected,
+            X[tr],
+            y[tr],
+            names,
+            categorical,
+            seed=seed + 100 * k,
+            **{key: v for key, v in how.items() if key in fit_keys},
+        )
+        aucs.append(_auc(y[te], fitted.log_odds(X[te])))
+        picked.append(inner.selected)
+        fit_rows, eval_rows = fit_rows + len(tr), eval_rows + len(te)
+    return {
+        "scheme": f"stratified {outer}-fold outer, each running the whole selection",
+        "rows": int(len(y)),
+        "auc_mean": float(np.mean(aucs)),
+        "auc_se": corrected_se(aucs, 0.0),
+        "auc_se_corrected": corrected_se(aucs, eval_rows / max(fit_rows, 1)),
+        "auc_folds": [float(a) for a in aucs],
+        "selected_per_fold": picked,
+    }
 
 
 # --------------------------------------------------------------------------- final model
@@ -945,7 +1246,7 @@ def fit_selected(
 ) -> FinalModel:
     """Fit the candidate ``name`` on ``X`` the way the cross-validation fitted it per fold.
 
-    The search gets the share of the budget one fold had, on these rows only;
+    The search runs the trials one fold's search ran, on these rows only;
     ``trials`` > 0 replaces the budget's number of trials, as in :func:`select`.
     """
     if name not in ORDER:
@@ -965,7 +1266,7 @@ def fit_selected(
     need = MEMBERS if name == "blend" else (name,)
     tuned = None
     if "lightgbm" in need:
-        tuned = _tune(X, y, setup, seed, plan.seconds / 11)  # a fold's share of a 5x2 run
+        tuned = _tune(X, y, setup, seed, plan.seconds)
     members = {n: _fit_member(n, X, y, setup, seed, tuned) for n in need}
     mix = _committee(X, y, setup, tuned, seed) if name == "blend" and tuned else None
     return FinalModel(name, members, list(names), list(categorical), mix, tuned)

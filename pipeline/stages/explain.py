@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,7 @@ def _batch(
         [names.index(f) for f, _ in importance],
         int(e.dependence_top),
         names,
+        levels=model.labels.value,
     )
     views.metrics = {
         "rows": float(len(X)),
@@ -835,10 +837,13 @@ def _shap_plots(
     ranked: list[int],
     n_dependence: int,
     files: list[str] | None = None,
+    levels: Callable[[str, Any], str] | None = None,
 ) -> list[Path]:
     """Summary plots labelled with ``names`` (what the reader knows), and dependence plots
     of the first ``n_dependence`` features of ``ranked`` (column positions), each in a file
-    named after ``files[j]`` (the model's name, safe on any file system)."""
+    named after ``files[j]`` (the model's name, safe on any file system). ``levels``
+    (feature, code) -> text labels a categorical column's codes with the table's own
+    levels; each dependence plot's title gives the rows it shows."""
     plt = _plt()
     import shap  # shap: slow to import, needed only here
 
@@ -865,11 +870,29 @@ def _shap_plots(
     for j in ranked[:n_dependence]:
         plt.figure()
         shap.plots.scatter(exp[:, j], color=exp, show=False)
+        _level_ticks(plt.gca(), X[idx, j], (files or names)[j], levels)
+        plt.gca().set_title(f"{names[j]} ({len(idx):,} rows)", fontsize=9)
         path = cat.path("dependence_plot", feature=(files or names)[j])
         _save_fig(plt.gcf(), path)
         plt.close("all")
         paths.append(path)
     return paths
+
+
+def _level_ticks(
+    ax: Any, values: np.ndarray, feature: str, levels: Callable[[str, Any], str] | None
+) -> None:
+    """A categorical column's codes on the x axis written as its levels (a numeric
+    column, whose values read as themselves, keeps its ticks)."""
+    if levels is None:
+        return
+    codes = np.unique(values[np.isfinite(values)])
+    texts = [levels(feature, c) for c in codes]
+    numeric = all(t == levels("", c) for t, c in zip(texts, codes, strict=True))
+    if numeric or len(codes) > 30:
+        return
+    ax.set_xticks(codes)
+    ax.set_xticklabels([t[:28] for t in texts], rotation=35, ha="right", fontsize=6)
 
 
 def _bar_plot(items: list[tuple[str, float]], path: Path, title: str) -> Path:

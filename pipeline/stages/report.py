@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.adapters.catalog import Catalog
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.config import Config, ScoreConfig
+from pipeline.base.config import Config, ScoreConfig, tier_cuts
 from pipeline.base.io import DataError
 from pipeline.core import report as core
 from pipeline.stages.common import STAMP_KEY, Result, check_stamp, model_stamp, say
@@ -135,10 +135,11 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
         raise DataError(f"{meta}: file not found (train a model first)")
     stamp = model_stamp(cat.models)
     tiers = score or ScoreConfig()
+    model = _json(meta)
     inp = core.Inputs(
         models=str(cat.models),
-        model=_json(meta),
-        tier_cuts=[float(c) for c in tiers.tier_cuts],
+        model=model,
+        tier_cuts=tier_cuts(tiers, model),
         tier_names=[str(n) for n in tiers.tier_names],
     )
     # a bring-your-own-table model: the simulator folders, if any, belong to another run

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from pipeline.adapters import catalog, distributed, model_registry, serving
 from pipeline.adapters.tracking import Tracker
-from pipeline.base.config import physical_cores
+from pipeline.base.config import physical_cores, tier_cuts
 from pipeline.base.io import DataError, atomic_path, write_parquet
 from pipeline.core import features as feat_core
 from pipeline.core import scoring as core
@@ -380,7 +380,7 @@ def score(cfg: Any, tracker: Tracker) -> ScoreResult:
             model,
             df,
             id_col,
-            [float(c) for c in s.tier_cuts],
+            tier_cuts(s, model.meta),
             [str(t) for t in s.tier_names],
             int(s.top_k),
             int(s.advice_rows),

@@ -395,6 +395,9 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
     base = _baselines(cfg, tracker, p, data, fitted)
     part = _evaluate(cfg, data, fitted, base, cv)
     part["model"]["engine"] = "local"
+    if data.mode == "table" and len(fitted.y["oot"]):
+        part["tiers"] = holdout_tiers(fitted.cal["oot"], list(cfg.score.tier_quantiles))
+        data.meta["tier_cuts"] = part["tiers"]["cuts"]
     split = fitted.eval_split
     y, raw = fitted.y, fitted.raw
     return Trained(
@@ -416,7 +419,16 @@ def _train_local(cfg: Config, tracker: Tracker, p: Catalog) -> Trained:
         example=pd.DataFrame(fitted.X["valid"][:5], columns=data.names),
         words=data.words,
         meta={**data.meta, **_reference(data.mode, data.names, fitted.X["train"])},
-        plots=_plots(y, raw, fitted.cal, base.scores, p, fitted.n_bins),
+        plots=_plots(
+            y,
+            raw,
+            fitted.cal,
+            base.scores,
+            p,
+            fitted.n_bins,
+            data.words,
+            str(part["model"]["kind"]),
+        ),
         base_metrics=base.metrics,
         rescore=_rescorer(data.names, fitted.X["oot"], fitted.y["oot"], fitted.raw["oot"]),
     )
@@ -803,6 +815,8 @@ def _evaluate(
     if cv is not None:
         part["cv"] = cv
         part["model"]["kind"] = cv["selected"]["name"]
+        # the rows the selection never saw, scored once by the selected model
+        part["holdout"] = holdout_part(y["oot"], raw["oot"], data.words)
     if data.mode == "table":
         part["n_rows"] = int(fitted.n_rows)
     else:
@@ -997,46 +1011,86 @@ def _rescorer(
 
 
 def _cross_validate(cfg: Any, data: TrainData) -> dict[str, Any]:
-    """Model selection over every row of the table: scorecard, tuned LightGBM, blend.
+    """Model selection on the training and validation rows: scorecard, tuned LightGBM,
+    forest, blend. The hold-out (``oot``) rows take no part: they are scored once, by
+    the selected model (:func:`holdout_part`).
 
     The same repeated stratified folds score each candidate
     (:func:`pipeline.core.selection.select`); ``selected`` is the simplest within one
-    standard error of the best mean AUC, ``candidates`` lists them all.
+    corrected standard error of the best mean AUC, ``candidates`` lists them all.
+    With ``model.nested`` the whole procedure is also estimated by an outer k-fold
+    (:func:`pipeline.core.selection.nested`), on the same rows.
     """
     m = cfg.model
-    X = data.frame[data.names].to_numpy(dtype=np.float32)
-    y = data.frame.label.to_numpy().astype(int)
+    rows = data.frame[data.frame.split != "oot"]
+    X = rows[data.names].to_numpy(dtype=np.float32)
+    y = rows.label.to_numpy().astype(int)
     folds, repeats = int(m.cv_folds), int(m.cv_repeats)
     if np.bincount(y, minlength=2).min() < folds * 2:
         raise DataError(
-            f"{data.source}: column 'label' has too few rows of the rarer class for "
-            f"{folds}-fold cross-validation (set model.cv_repeats=0 to skip it)"
+            f"{data.source}: column 'label' has too few training and validation rows of "
+            f"the rarer class for {folds}-fold cross-validation (set model.cv_repeats=0 "
+            "to skip it)"
         )
     cv_params = _params(cfg, data)
     cv_params["min_data_in_leaf"] = int(
         min(int(m.min_child_samples), max(5, int(len(y) * (1 - 1 / folds) * 0.8) // 50))
     )
-    chosen = selection_core.select(
-        X,
-        y,
-        data.names,
-        data.categorical,
-        scorecard=lambda: _scorecard(m.scorecard, data),
-        woe_categorical=data.woe_categorical,
-        base_params=cv_params,
-        n_estimators=int(m.n_estimators),
-        early_stopping_rounds=int(m.early_stopping_rounds),
-        folds=folds,
-        repeats=repeats,
-        seed=int(cfg.data.seed),
-        tune_seconds=float(m.tune_seconds),  # 0: scaled with the rows
-    ).to_dict()
+    how: dict[str, Any] = {
+        "scorecard": lambda: _scorecard(m.scorecard, data),
+        "woe_categorical": data.woe_categorical,
+        "base_params": cv_params,
+        "n_estimators": int(m.n_estimators),
+        "early_stopping_rounds": int(m.early_stopping_rounds),
+        "folds": folds,
+        "repeats": repeats,
+        "seed": int(cfg.data.seed),
+        "tune_seconds": float(m.tune_seconds),  # a safety cap only
+    }
+    chosen = selection_core.select(X, y, data.names, data.categorical, **how).to_dict()
     chosen["candidates"][ORDER.index("lightgbm")]["budget"] = chosen.pop("budget")
-    res: dict[str, Any] = {"scheme": chosen.pop("scheme")}
+    res: dict[str, Any] = {"scheme": chosen.pop("scheme"), "splits": "train and valid"}
     for c in chosen["candidates"]:  # one entry per candidate, as the report tabulates them
-        res[c["name"]] = {"auc_mean": c["auc_mean"], "auc_std": c["auc_std"]}
+        res[c["name"]] = {
+            "auc_mean": c["auc_mean"],
+            "auc_std": c["auc_std"],
+            "auc_se_corrected": c["auc_se_corrected"],
+        }
     res.update(chosen)
+    if bool(m.nested):
+        res["nested"] = selection_core.nested(
+            X, y, data.names, data.categorical, outer=NESTED_FOLDS, **how
+        )
     return res
+
+
+#: outer folds of the nested estimate of the whole selection (model.nested)
+NESTED_FOLDS = 5
+
+
+def holdout_tiers(prob: np.ndarray, quantiles: list[float]) -> dict[str, Any]:
+    """Tier cuts at ``quantiles`` of the hold-out's calibrated probabilities, so that a
+    table's tiers hold those shares of its rows whatever its base rate (the simulator's
+    fixed cuts would put most of a table with a high base rate in the top tier)."""
+    p = np.asarray(prob, dtype=float)
+    cuts = [float(c) for c in np.quantile(p, quantiles)] if len(p) else []
+    # tied quantiles (few distinct probabilities) give equal cuts: keep them increasing
+    for i in range(1, len(cuts)):
+        cuts[i] = max(cuts[i], np.nextafter(cuts[i - 1], 1.0))
+    cuts = [float(np.clip(c, 1e-9, 1 - 1e-9)) for c in cuts]
+    shares = [float(v) for v in np.diff(np.r_[0.0, [float((p < c).mean()) for c in cuts], 1.0])]
+    return {"cuts": cuts, "quantiles": list(quantiles), "rows": int(len(p)), "shares": shares}
+
+
+def holdout_part(y: np.ndarray, raw: np.ndarray, words: report_core.Words) -> dict[str, Any]:
+    """The hold-out rows scored once by the selected model: AUC, its DeLong standard
+    error and the rows it rests on."""
+    y = np.asarray(y).astype(int)
+    out: dict[str, Any] = {"n": int(len(y)), "n_bad": int(y.sum()), "split": words.split}
+    if min(int(y.sum()), int(len(y) - y.sum())) >= 2:
+        auc, cov = eval_core.delong(y, [np.asarray(raw, dtype=float)])
+        out.update(auc=float(auc[0]), auc_se=float(np.sqrt(cov[0, 0])))
+    return out
 
 
 def _plots(
@@ -1046,33 +1100,102 @@ def _plots(
     base_scores: dict[str, dict[str, np.ndarray]],
     cat: Catalog,
     n_bins: int,
+    w: report_core.Words,
+    kind: str = "lightgbm",
 ) -> list[Path]:
+    """ROC, gains and reliability plots, in the run's words: a table run's hold-out,
+    its target's rows and its candidate's name; each title gives the rows plotted."""
     split = "oot" if len(y["oot"]) and len(np.unique(y["oot"])) == 2 else "valid"
-    label = "out-of-time" if split == "oot" else "validation"
-    scores = {"lightgbm": raw[split], **{n: s[split] for n, s in base_scores.items()}}
+    label = w.split_name(split) if split == "oot" else "validation"
+    name = kind if kind not in base_scores else f"model ({kind})"
+    scores = {name: raw[split], **{n: s[split] for n, s in base_scores.items()}}
+    n = f"{len(y[split]):,} rows, {int(np.sum(y[split])):,} {w.count_head}"
+    rows = "rows" if w.table else "accounts"
     paths = [
-        eval_core.plot_roc(y[split], scores, cat.path("roc_plot"), f"ROC, {label}"),
-        eval_core.plot_gains(y[split], scores, cat.path("gains_plot"), f"Gains, {label}"),
+        eval_core.plot_roc(y[split], scores, cat.path("roc_plot"), f"ROC, {label} ({n})"),
+        eval_core.plot_gains(
+            y[split], scores, cat.path("gains_plot"), f"Gains, {label} ({n})", rows, w.events
+        ),
     ]
+    names = {s: ("validation" if s == "valid" else w.split_name(s)) for s in ("valid", split)}
     curves = {
-        f"{s} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
+        f"{names[s]} before calibration": cal_core.reliability(y[s], raw[s], n_bins)
         for s in ("valid", split)
     }
     curves.update(
         {
-            f"{s} after calibration": cal_core.reliability(y[s], cal[s], n_bins)
+            f"{names[s]} after calibration": cal_core.reliability(y[s], cal[s], n_bins)
             for s in ("valid", split)
         }
     )
     paths.append(
         eval_core.plot_reliability(
-            curves, cat.path("calibration_plot"), "Reliability (equal-count bins)"
+            curves, cat.path("calibration_plot"), f"Reliability (equal-count bins of {n_bins})"
         )
     )
     return paths
 
 
 # --------------------------------------------------------------------------- printing
+
+
+def _cv_lines(
+    cv: dict[str, Any], holdout: dict[str, Any] | None, w: report_core.Words
+) -> list[str]:
+    """The selection in words: each candidate's mean AUC with both standard errors, the
+    rule's verdict, the fixed LightGBM beside the tuned one, the untouched hold-out."""
+
+    def f(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) and np.isfinite(v) else "-"
+
+    n = int(cv.get("rows", 0))
+    lines = [
+        f"  cross-validated AUC ({cv['scheme']}, on {n:,} training and validation rows; "
+        "+- corrected se, plain se in brackets):"
+    ]
+    for c in cv["candidates"]:
+        lines.append(
+            f"    {c['name']:<10} {f(c['auc_mean'])} +- {f(c.get('auc_se_corrected'))} "
+            f"[{f(c.get('auc_se'))}]"
+        )
+    fixed = cv.get("lightgbm_fixed")
+    if fixed:
+        lines.append(
+            f"    fixed LightGBM (300 trees, learning rate 0.03, 15 leaves) in the same folds "
+            f"{f(fixed['auc_mean'])}; tuned minus fixed {fixed['tuned_minus_fixed']:+.4f} "
+            f"+- {f(fixed['tuned_minus_fixed_se'])}"
+        )
+    for r in cv.get("rule_check", []):
+        if r["behind_best"] > 0:
+            lines.append(
+                f"    {r['name']:<10} behind the best by {f(r['behind_best'])}: corrected se "
+                f"{f(r['se_corrected'])} ({'within' if r['within_one_se_corrected'] else 'outside'}"
+                f" one se), plain se {f(r['se_plain'])} "
+                f"({'within' if r['within_one_se_plain'] else 'outside'})"
+            )
+    if "selected" in cv:
+        lines.append(f"  selected: {cv['selected']['name']} ({cv['reason']})")
+    if cv.get("search_cut_short"):
+        lines.append(
+            f"  WARNING: the time cap (model.tune_seconds) cut {cv['search_cut_short']} "
+            "searches short: the selection may differ from one whose searches ran all "
+            "their trials"
+        )
+    nested = cv.get("nested")
+    if nested:
+        lines.append(
+            f"  nested estimate of the whole selection ({nested['scheme']}, {nested['rows']:,} "
+            f"rows): AUC {f(nested['auc_mean'])} +- {f(nested['auc_se_corrected'])} "
+            f"(corrected; folds {min(nested['auc_folds']):.3f}-{max(nested['auc_folds']):.3f}; "
+            f"selected {', '.join(nested['selected_per_fold'])})"
+        )
+    if holdout and "auc" in holdout:
+        lines.append(
+            f"  {w.split} AUC of the selected model, on {holdout['n']:,} rows the selection "
+            f"never saw ({holdout['n_bad']:,} with {w.event}): {f(holdout['auc'])} +- "
+            f"{f(holdout['auc_se'])} (DeLong se)"
+        )
+    return lines
 
 
 def _report(
@@ -1107,7 +1230,8 @@ def _report(
     lines.append(
         f"  calibration ({c['method']}): {w.split_name(split)} ECE {f(c.get(split + '_ece_before'))} -> "
         f"{f(c.get(split + '_ece_after'))}{' (worse)' if c.get('worse') else ''}; riskiest 1% "
-        f"predicted {f(c.get('top1pct_predicted'))}, observed {f(c.get('top1pct_observed'))}; "
+        f"({int(c.get('top1pct_n', 0)):,} rows) predicted {f(c.get('top1pct_predicted'))}, "
+        f"observed {f(c.get('top1pct_observed'))} +- {f(c.get('top1pct_observed_se'))}; "
         f"exactly 0 or 1: {c.get('n_exact_0', 0) + c.get('n_exact_1', 0)}"
         + (
             f"; largest share of rows on one probability {c['max_tie_share']:.4%}"
@@ -1163,11 +1287,5 @@ def _report(
                 "  " + drift_core.borrower_overlap_sentence(d["oot_rows_of_training_borrowers"])
             )
     if "cv" in part:
-        cv = part["cv"]
-        figures = ", ".join(
-            f"{c['name']} {f(c['auc_mean'])} +- {f(c['auc_std'])}" for c in cv["candidates"]
-        )
-        lines.append(f"  cross-validated AUC ({cv['scheme']}): {figures}")
-        if "selected" in cv:
-            lines.append(f"  selected: {cv['selected']['name']} ({cv['reason']})")
+        lines.extend(_cv_lines(part["cv"], part.get("holdout"), w))
     say("\n".join(lines))

@@ -6,7 +6,9 @@ folders as for any stage) takes the out-of-time rows of the first ``N`` borrower
 ``data/processed/features.parquet``, keeps the id column and the model's features (from
 ``models/model.json``), and prints the JSON body that ``POST /invocations`` accepts,
 then the ``curl`` line that sends it to ``make serve``. Each response row carries the
-same ``borrower_id`` as the request row it scores.
+same ``borrower_id`` as the request row it scores. For a table model (``make
+serve-example DATASET=german``) it sends the first hold-out rows of the table, as the
+table's file spells them, with the table's id column.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -23,12 +26,39 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 
-from pipeline.adapters.catalog import ENTRIES, Catalog, load_model
+from pipeline.adapters.catalog import Catalog, load_model
 from pipeline.base.config import REPO_ROOT, Config, ConfigError, register_configs, validate
 from pipeline.base.io import DataError
+from pipeline.core.table import ROW_ID, read_any
 
 ID = "borrower_id"
 register_configs()
+
+
+def table_request(cat: Catalog, meta: dict[str, Any], rows: int) -> dict[str, Any]:
+    """A table model's request: its first ``rows`` hold-out rows as the table spells them
+    (the id column and the columns the model reads, text as in the file), which the
+    served model encodes as training did."""
+    t = meta.get("table") or {}
+    src = Path(str(t.get("path") or ""))
+    enc = meta.get("encoding") or {}
+    wanted = [str(c["name"]) for c in enc.get("columns", [])]
+    id_col = str(t.get("id") or ROW_ID)
+    coded = cat.path("table_features")
+    if not coded.exists():
+        raise DataError(f"{coded}: file not found (run `make german` or the table's run first)")
+    keys = pq.read_table(coded, columns=[id_col, "split"]).to_pandas()
+    held = keys[keys.split == "oot"][id_col].head(rows).tolist()
+    sep = str((meta.get("config") or {}).get("data", {}).get("sep") or "")
+    raw = read_any(src, sep=sep, text_columns=wanted)
+    if id_col == ROW_ID:  # no id column: a row's id is its number in the file
+        frame = raw.iloc[[int(i) for i in held]][wanted]
+        frame.insert(0, ROW_ID, [int(i) for i in held])
+    else:
+        frame = raw[raw[id_col].isin(held)][[id_col, *wanted]]
+    if frame.empty:
+        raise DataError(f"{coded}: no hold-out rows to build a request from")
+    return {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
 
 
 def request_body(cat: Catalog, rows: int) -> dict[str, Any]:
@@ -36,11 +66,8 @@ def request_body(cat: Catalog, rows: int) -> dict[str, Any]:
     models = cat.models
     features = cat.path("features")
     _, meta = load_model(models)
-    if str(meta.get("mode", "simulator")) != "simulator":
-        raise DataError(
-            f"{models / ENTRIES['model_meta'].relpath}: a table model; build its request from "
-            "your own table's columns (the id column and the model's features)"
-        )
+    if str(meta.get("mode", "simulator")) == "table":
+        return table_request(cat, meta, rows)
     if not features.exists():
         raise DataError(f"{features}: file not found (run `make features` first)")
     names = [str(n) for n in meta["feature_names"]]
