@@ -566,6 +566,8 @@ class _MonthOut:
     draw_amount: np.ndarray | None = None
     flow_amount: np.ndarray | None = None  # (len(idx), channels)
     early: np.ndarray | None = None  # bool over idx: the balance was repaid early
+    interest: np.ndarray | None = None  # interest charged over idx
+    balance: np.ndarray | None = None  # balance at the month's end over idx
 
 
 @dataclass
@@ -578,6 +580,8 @@ class _Act:
 
     who: dict[str, np.ndarray | None]
     force_draw: np.ndarray | None = None  # over state rows: draw this month ("keep_drawing")
+    # over state rows: the size of a forced draw ("keep_drawing"); inf: the usual size
+    draw_size: np.ndarray | None = None
     util_cap: float = 0.5  # "moderate_use": draw only up to this share of the line
 
 
@@ -717,6 +721,8 @@ def _step(
         draw_amount=b.draw_amt,
         flow_amount=money.flow_amt,
         early=money.early,
+        interest=money.interest,
+        balance=money.balance,
     )
     if record:
         _record(out, st, mo, b, money, bu, sp, rv)
@@ -748,14 +754,22 @@ def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Genera
     p = p * np.where(st.react_left[idx] > 0, 1.0 - s.line_reaction, 1.0)
     p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
     drew = u[:, 2] < p
+    forced = np.zeros(n, dtype=bool)
     if mo.act is not None and mo.act.force_draw is not None:
-        drew |= mo.act.force_draw[idx] & ~frozen  # a frozen line cannot be drawn
+        forced = mo.act.force_draw[idx] & ~frozen & ~drew  # a frozen line cannot be drawn
+        drew |= forced
     n_draws = np.where(
         drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + need), n), 0
     )
     line = st.line[idx]
     bal_prev = st.balance[idx]
     per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
+    if mo.act is not None and mo.act.draw_size is not None:
+        # a draw made only because the advice said so is one draw of the advised size
+        size = mo.act.draw_size[idx]
+        sized = forced & np.isfinite(size)
+        n_draws = np.where(sized, 1, n_draws)
+        per_draw = np.where(sized, size, per_draw)
     available = np.maximum(line - bal_prev, 0.0)
     moderate = mo.acting("moderate_use")
     if mo.act is not None and moderate is not None:
@@ -843,12 +857,17 @@ def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator
     # 7. external credit (bureau)
     eng = st.ext_eng[idx]
     juggler = st.juggler[idx]
-    new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0, 1))
+    new_acc = rng.binomial(1, ext_open_prob(s, eng, juggler))
     is_loan = u[:, 5] < 0.3 + 0.5 * juggler
     live = mo.acting("keep_external_live")
     keep_live: np.ndarray | bool = False if live is None else live
-    if live is not None:  # a borrower without external credit opens an account to use
-        new_acc = np.where(live & (st.ext_cards[idx] + st.ext_loans[idx] == 0), 1, new_acc)
+    if live is not None:
+        # a borrower without external credit applies for a product; the bureau approves
+        # it with that borrower's own chance of a new product within a year
+        # (ext_approval); u[:, 6] decides, a draw no other decision of such a row reads
+        approved = u[:, 6] < ext_approval(s, eng, juggler)
+        none_held = st.ext_cards[idx] + st.ext_loans[idx] == 0
+        new_acc = np.where(live & none_held & approved, 1, new_acc)
     cards = st.ext_cards[idx] + new_acc * (~is_loan)
     loans = st.ext_loans[idx] + new_acc * is_loan
     cards = cards - rng.binomial(cards, s.ext_close_rate)
@@ -869,6 +888,17 @@ def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator
         inquiries=inquiries,
         ext_util=ext_util,
     )
+
+
+def ext_open_prob(s: SimulatorConfig, eng: np.ndarray, juggler: np.ndarray) -> np.ndarray:
+    """The bureau's monthly chance that a borrower opens a new external product."""
+    return np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0.0, 1.0)
+
+
+def ext_approval(s: SimulatorConfig, eng: np.ndarray, juggler: np.ndarray) -> np.ndarray:
+    """The chance that a borrower's application for an external product is approved:
+    its own chance of a new product within twelve months (low for students)."""
+    return 1.0 - (1.0 - ext_open_prob(s, eng, juggler)) ** 12
 
 
 def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Spend:
@@ -1183,17 +1213,19 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
 #: simulator. This is the one list of actions that futures accept.
 ACTIONS: dict[str, str] = {
     "keep_drawing": (
-        "draw in at least k of the horizon's months (the first months first) at the "
-        "borrower's usual amount: the month's draw decision is forced on unless the line "
-        "is frozen, the number and size of draws come from the borrower's own habits"
+        "draw in at least k of the horizon's months (the first months first): in a month "
+        "without a draw of its own the borrower makes one draw of the advised size (its "
+        "usual size when none is given) unless the line is frozen; interest is charged on "
+        "it like on any balance"
     ),
     "route_to_consumption": (
         "spend drawn money on consumption: the shares that would go to securities and to "
         "repaying other lenders go to consumption instead"
     ),
     "keep_external_live": (
-        "use an external card or loan every month, opening one if the borrower has none, "
-        "so the credit file shows activity"
+        "use an external card or loan every month so the credit file shows activity; a "
+        "borrower holding none applies every month until one is approved, with the "
+        "bureau's own chance for that borrower (ext_approval)"
     ),
     "stop_competitors": "stop using competing credit products (no competitor use any month)",
     "repay_on_schedule": (
@@ -1217,6 +1249,7 @@ class Intervention:
 
     actions: tuple[str, ...] = ()
     keep_drawing_months: int = KEEP_DRAWING_MONTHS
+    draw_size: float = math.inf  # the size of a draw made for keep_drawing (inf: usual)
 
     def __post_init__(self) -> None:
         given: Any = self.actions
@@ -1226,6 +1259,10 @@ class Intervention:
             raise ValueError(f"futures: unknown action {unknown[0]!r}; known: {', '.join(ACTIONS)}")
         object.__setattr__(self, "actions", tuple(sorted(set(acts))))
         object.__setattr__(self, "keep_drawing_months", int(self.keep_drawing_months))
+        size = float(self.draw_size)
+        if not size > 0:
+            raise ValueError(f"futures: draw_size must be positive (inf: usual size), got {size}")
+        object.__setattr__(self, "draw_size", size)
 
     @classmethod
     def of(
@@ -1247,8 +1284,10 @@ class Intervention:
     @property
     def label(self) -> str:
         """``none``, or the actions joined by ``+`` (``keep_drawing`` with its k)."""
+        size = "" if math.isinf(self.draw_size) else f"x{self.draw_size:.0f}"
         parts = [
-            f"{a}:{self.keep_drawing_months}" if a == "keep_drawing" else a for a in self.actions
+            f"{a}:{self.keep_drawing_months}{size}" if a == "keep_drawing" else a
+            for a in self.actions
         ]
         return "+".join(parts) or "none"
 
@@ -1332,6 +1371,8 @@ class Futures:
     draw_amount: np.ndarray  # (n, k, horizon) money drawn per month
     channel_amount: np.ndarray  # (n, k, channels) drawn money by channel over the horizon
     early_repay: np.ndarray  # (n, k) months with an early repayment of the whole balance
+    interest: np.ndarray  # (n, k) interest the borrower paid over the horizon while open
+    loss: np.ndarray  # (n, k) balance written off at an overdue closure (0 otherwise)
 
     @property
     def action(self) -> str | tuple[str, ...] | None:
@@ -1398,11 +1439,12 @@ class _ArmRows:
     who: dict[str, np.ndarray | None]
     k_draw: int | np.ndarray
     given: Intervention | tuple[Intervention, ...]
+    size: float | np.ndarray = math.inf  # keep_drawing's draw size, one or per account
 
     @classmethod
     def of(cls, arm: Arm, n: int) -> _ArmRows:
         if isinstance(arm, Intervention):
-            return cls(dict.fromkeys(arm.actions), arm.keep_drawing_months, arm)
+            return cls(dict.fromkeys(arm.actions), arm.keep_drawing_months, arm, arm.draw_size)
         each = tuple(arm)
         if len(each) != n or not all(isinstance(a, Intervention) for a in each):
             raise ValueError(
@@ -1414,7 +1456,8 @@ class _ArmRows:
             a: np.array([a in iv.actions for iv in each], dtype=bool) for a in names
         }
         k = np.array([iv.keep_drawing_months for iv in each], dtype=np.int64)
-        return cls(who, k, each)
+        size = np.array([iv.draw_size for iv in each], dtype=np.float64)
+        return cls(who, k, each, size)
 
     def interventions(self) -> list[Intervention]:
         """The distinct interventions of the arm."""
@@ -1441,14 +1484,17 @@ class _ArmRows:
                 )
         who = {a: None if m is None else m[pick] for a, m in self.who.items()}
         k = self.k_draw if isinstance(self.k_draw, int) else self.k_draw[pick]
-        return _ArmRows(who, k, given)
+        size = self.size if isinstance(self.size, float) else self.size[pick]
+        return _ArmRows(who, k, given, size)
 
-    def act(self, k: int) -> _Act | None:
-        """The month step's action over ``k`` futures of each row (None: no action)."""
+    def act(self, k: int, n: int) -> _Act | None:
+        """The month step's action over ``k`` futures of each of ``n`` rows (None: none)."""
         if not self.who:
             return None
         who = {a: None if m is None else np.repeat(m, k) for a, m in self.who.items()}
-        return _Act(who=who)
+        size = np.broadcast_to(np.asarray(self.size, dtype=np.float64), (n,))
+        draw_size = None if np.isinf(size).all() else np.repeat(size, k)
+        return _Act(who=who, draw_size=draw_size)
 
     def forced_draws(self, act: _Act, draw_months: np.ndarray, k: int) -> None:
         """``keep_drawing``: draw this month while fewer than k months had a draw."""
@@ -1489,13 +1535,15 @@ def _run_futures(
         logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
         weight = np.exp(logw - logw.max(axis=1, keepdims=True))
     rng = _CrnGenerator(np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(chunk, 2, t))))
-    act = arm.act(k)
+    act = arm.act(k, n)
     cause = np.full(n * k, -1, dtype=np.int64)
     month = np.full(n * k, -1, dtype=np.int64)
     drawn = np.zeros((n * k, horizon))
     channels = np.zeros((n * k, len(CHANNELS)))
     draw_months = np.zeros(n * k, dtype=np.int64)
     early = np.zeros(n * k, dtype=np.int64)
+    interest = np.zeros(n * k)
+    loss = np.zeros(n * k)
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
@@ -1507,9 +1555,14 @@ def _run_futures(
         channels += np.where(live[:, None], out.flow_amount, 0.0)
         draw_months += live & out.drew
         early += live & out.early
+        assert out.interest is not None and out.balance is not None
+        interest += np.where(live, out.interest, 0.0)
         new = live & out.closed
         cause[new] = out.cause[new]
         month[new] = m
+        # an overdue closure writes off the balance then outstanding
+        gone = new & (out.cause == CAUSE_OVERDUE)
+        loss[gone] = out.balance[gone]
     cause2 = cause.reshape(n, k)
     return Futures(
         borrower_id=st.bid[rows],
@@ -1522,6 +1575,8 @@ def _run_futures(
         draw_amount=drawn.reshape(n, k, horizon),
         channel_amount=channels.reshape(n, k, len(CHANNELS)),
         early_repay=early.reshape(n, k),
+        interest=interest.reshape(n, k),
+        loss=loss.reshape(n, k),
     )
 
 
@@ -1604,6 +1659,8 @@ def _empty_futures(
         draw_amount=np.zeros((n, k, horizon)),
         channel_amount=np.zeros((n, k, len(CHANNELS))),
         early_repay=np.zeros((n, k), dtype=np.int64),
+        interest=np.zeros((n, k)),
+        loss=np.zeros((n, k)),
     )
 
 
@@ -1615,6 +1672,8 @@ _PER_FUTURE = (
     "draw_amount",
     "channel_amount",
     "early_repay",
+    "interest",
+    "loss",
 )
 
 
