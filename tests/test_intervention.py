@@ -282,7 +282,8 @@ def test_keep_drawing_with_a_size_draws_that_size_at_most(world):
     forced = ~natural[..., 0] & (small.draw_amount[..., 0] > 0)
     assert forced.sum() > 100
     assert small.draw_amount[..., 0][forced].max() <= 50.0
-    np.testing.assert_array_equal(small.draw_amount[..., 0][natural[..., 0]],
-                                  none.draw_amount[..., 0][natural[..., 0]])
+    np.testing.assert_array_equal(
+        small.draw_amount[..., 0][natural[..., 0]], none.draw_amount[..., 0][natural[..., 0]]
+    )
     assert (small.interest >= 0).all() and small.interest.sum() > none.interest.sum()
     assert (none.loss[none.cause != len(CAUSES)] == 0).all()

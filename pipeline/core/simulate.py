@@ -1373,6 +1373,9 @@ class Futures:
     early_repay: np.ndarray  # (n, k) months with an early repayment of the whole balance
     interest: np.ndarray  # (n, k) interest the borrower paid over the horizon while open
     loss: np.ndarray  # (n, k) balance written off at an overdue closure (0 otherwise)
+    # the raw tables of the first months of every future (``trace_months`` of
+    # :func:`futures_arms`), future j of asked row i as borrower_id i * k + j
+    traces: dict[str, pa.Table] | None = None
 
     @property
     def action(self) -> str | tuple[str, ...] | None:
@@ -1518,6 +1521,7 @@ def _run_futures(
     chunk: int,
     arm: _ArmRows = _NO_ARM,
     observable: bool = False,
+    trace: int = 0,
 ) -> Futures:
     """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
 
@@ -1544,10 +1548,14 @@ def _run_futures(
     early = np.zeros(n * k, dtype=np.int64)
     interest = np.zeros(n * k)
     loss = np.zeros(n * k)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {}
+    fut.bid = np.arange(n * k, dtype=np.int64)  # traces name each future by its row
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
-        out = _step(spec, fut, m, rng, record=False, act=act, every_row=True)
+        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True)
+        if j < trace:
+            _keep_rows(parts, out)
         assert out.drew is not None and out.draw_amount is not None
         assert out.flow_amount is not None and out.early is not None
         live = cause < 0  # open at the start of the month
@@ -1577,7 +1585,22 @@ def _run_futures(
         early_repay=early.reshape(n, k),
         interest=interest.reshape(n, k),
         loss=loss.reshape(n, k),
+        traces={name: _concat(p, SCHEMAS[name]) for name, p in parts.items()} if trace else None,
     )
+
+
+def _keep_rows(parts: dict[str, list[dict[str, np.ndarray]]], out: _MonthOut) -> None:
+    """A recorded month's rows for the raw tables, named as :func:`simulate_chunk` names them."""
+    assert out.rows is not None and out.flows is not None and out.events is not None
+    for name, row in out.rows.items():
+        parts.setdefault(name, []).append(row)
+    fl = dict(out.flows)
+    fl["channel"] = _CHANNEL_NAMES[fl["channel"]]
+    parts.setdefault("fund_flows", []).append(fl)
+    ev = dict(out.events)
+    ev["event"] = _EVENT_NAMES[ev["event"]]
+    ev["cause"] = _CAUSE_NAMES[ev["cause"]]
+    parts.setdefault("platform_events", []).append(ev)
 
 
 def futures(
@@ -1616,6 +1639,8 @@ def futures_arms(
     n_futures: int | None = None,
     observable: bool = False,
     check: Callable[[pa.Table], None] | None = None,
+    trace_months: int = 0,
+    traced: Sequence[int] = (),
 ) -> list[Futures]:
     """The futures of the same accounts under several arms, each chunk replayed once.
 
@@ -1626,17 +1651,41 @@ def futures_arms(
     ``check``, if given, is called with each replayed chunk's borrowers table before its
     months are stepped (to compare the replayed world with stored data). One
     :class:`Futures` per arm, in the order of ``arms``; rows in the order asked.
+    ``trace_months``: the arms at positions ``traced`` also record the raw tables of
+    their futures' first ``trace_months`` months (:attr:`Futures.traces`).
     """
     ids = np.asarray(borrower_ids, dtype=np.int64).ravel()
     snaps = np.broadcast_to(np.asarray(snapshot, dtype=np.int64), ids.shape).copy()
     k = int(n_futures or spec.sim.oracle_futures)
     plan = [_ArmRows.of(a, len(ids)) for a in arms]
     _check_futures_args(spec, ids, snaps, plan, k)
+    if not 0 <= trace_months <= spec.horizon:
+        raise ValueError(f"futures: trace_months must lie in 0..{spec.horizon}, got {trace_months}")
     res = [_empty_futures(spec, ids, snaps, a.given, k) for a in plan]
+    traces: dict[int, dict[str, list[pa.Table]]] = {int(a): {} for a in traced if trace_months > 0}
     chunk_of = ids // spec.sim.chunk_size
     for c in np.unique(chunk_of):
         where = np.flatnonzero(chunk_of == c)
-        _chunk_futures(spec, int(c), ids, snaps, where, plan, k, observable, check, res)
+        _chunk_futures(
+            spec,
+            int(c),
+            ids,
+            snaps,
+            where,
+            plan,
+            k,
+            observable,
+            check,
+            res,
+            (trace_months, traces),
+        )
+    for a, parts in traces.items():
+        res[a].traces = {
+            name: pa.concat_tables(p).sort_by(
+                [("borrower_id", "ascending"), ("month", "ascending")]
+            )
+            for name, p in parts.items()
+        }
     return res
 
 
@@ -1717,6 +1766,7 @@ def _chunk_futures(
     observable: bool,
     check: Callable[[pa.Table], None] | None,
     res: list[Futures],
+    trace: tuple[int, dict[int, dict[str, list[pa.Table]]]] = (0, {}),
 ) -> None:
     """Replay one chunk to each asked snapshot and run every arm's futures of the
     accounts asked there (positions ``where`` of ``ids``), filling ``res``."""
@@ -1740,10 +1790,30 @@ def _chunk_futures(
                 f"{t} (closed by then, or not yet signed up)"
             )
         src = np.searchsorted(uniq, ids[at])
-        for arm, out in zip(arms, res, strict=True):
-            f = _run_futures(spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable)
+        for a, (arm, out) in enumerate(zip(arms, res, strict=True)):
+            months = trace[0] if a in trace[1] else 0
+            f = _run_futures(
+                spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable, months
+            )
             for name in _PER_FUTURE:
                 getattr(out, name)[at] = getattr(f, name)[src]
+            if f.traces is not None:
+                for name, table in f.traces.items():
+                    trace[1][a].setdefault(name, []).append(_renamed(table, at, src, k))
+
+
+def _renamed(table: pa.Table, at: np.ndarray, src: np.ndarray, k: int) -> pa.Table:
+    """A future's trace (future j of state row r named r * k + j) renamed for the asked
+    positions: asked position p on state row src gives p * k + j."""
+    local = table.column("borrower_id").to_numpy()
+    r, j = local // k, local % k
+    pieces = []
+    for p, row in zip(at, src, strict=True):
+        take = np.flatnonzero(r == row)
+        piece = table.take(pa.array(take))
+        ids = pa.array(int(p) * k + j[take], type=table.schema.field("borrower_id").type)
+        pieces.append(piece.set_column(0, "borrower_id", ids))
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
 
 
 def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.ndarray]:
