@@ -154,9 +154,7 @@ def test_cadence_draws_in_as_many_months_as_advised():
     assert plan[0].arm == Intervention(("keep_drawing",), 1, 120.0) and plan[0].cost == 1
     # a draw is carried out only at the size the advice said
     with pytest.raises(ValueError, match="no advised draw size"):
-        wa.steps(
-            np.array([1.0, 0.0]), names, "keep_drawing:2", [("draw_months_3", 1.0, 3.0)], 3
-        )
+        wa.steps(np.array([1.0, 0.0]), names, "keep_drawing:2", [("draw_months_3", 1.0, 3.0)], 3)
     with pytest.raises(ValueError, match="unknown lever 'save_more'"):
         wa.steps(np.array([0.0, 0.0]), names, "save_more:1", [], horizon=3)
 

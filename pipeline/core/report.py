@@ -993,16 +993,7 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
     if not w:
         return {"world": None}
     by = w.get("by_action", {})
-
-    def move(f: Mapping[str, Any], name: str, fmt: str = "pct") -> str:
-        b, a = f.get(f"{name}_before"), f.get(f"{name}_after")
-        se = f.get(f"{name}_change_se", float("nan"))
-        return f"{_num(b, fmt)} → {_num(a, fmt)} (± {_num(2 * float(se), fmt)})"
-
-    def true_move(f: Mapping[str, Any]) -> str:
-        se = 2 * float(f.get("true_change_se", float("nan")))
-        return f"{_num(f.get('p_before'), 'pct')} → {_num(f.get('p_after'), 'pct')} (± {_num(se, 'pct')})"
-
+    move, true_move = _move, _true_move
     rows: list[Sequence[Cell]] = [
         (
             Lines(((a, ""), (ACTIONS.get(a, ""), ""))),
@@ -1026,18 +1017,6 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
     causes: list[Sequence[Cell]] = [
         (cause_label(c), _num(v.get("before"), "pct"), _num(v.get("after"), "pct"))
         for c, v in w.get("by_cause", {}).items()
-    ]
-    bill: list[Sequence[Cell]] = [
-        (
-            label,
-            _num(w.get(f"total_{arm}"), "pct"),
-            _num(w.get(f"overdue_{arm}"), "pct"),
-            _num(w.get(f"p_{arm}"), "pct"),
-            _num(w.get(f"interest_{arm}"), ",.0f"),
-            _num(w.get(f"loss_{arm}"), ",.0f"),
-            _num(w.get(f"drawn_{arm}"), ",.0f"),
-        )
-        for label, arm in (("without the advice", "before"), ("with the whole advice", "after"))
     ]
     works = [a for a in w.get("ranking", []) if _works(by[a])]
     adv = inp.summary.get("advice", {})
@@ -1079,19 +1058,7 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
                 (why, _num(n, "int")) for why, n in draw.get("not_advised", {}).items()
             ],
         },
-        "bill": Table(
-            (
-                "arm",
-                "closures, any cause",
-                "overdue closures",
-                "never-overdue closures",
-                "interest paid = revenue (yuan)",
-                "written off = loss (yuan)",
-                "drawn (yuan)",
-            ),
-            bill,
-            caption=f"the whole bill per advised borrower over the horizon ({_num(w.get('n'), 'int')} borrowers)",
-        ),
+        "bill": _bill(w),
         "by_action": Table(head, rows, caption="by action, best true cut per unit of cost first"),
         "by_cause": Table(
             ("closure cause", "before", "after"),
@@ -1101,6 +1068,50 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
         if causes
         else None,
     }
+
+
+def _move(f: Mapping[str, Any], name: str, fmt: str = "pct") -> str:
+    """``before → after (± 2 s.e. of the change)`` of a bill figure."""
+    b, a = f.get(f"{name}_before"), f.get(f"{name}_after")
+    se = f.get(f"{name}_change_se", float("nan"))
+    return f"{_num(b, fmt)} → {_num(a, fmt)} (± {_num(2 * float(se), fmt)})"
+
+
+def _true_move(f: Mapping[str, Any]) -> str:
+    se = 2 * float(f.get("true_change_se", float("nan")))
+    return (
+        f"{_num(f.get('p_before'), 'pct')} → {_num(f.get('p_after'), 'pct')} (± {_num(se, 'pct')})"
+    )
+
+
+def _bill(w: Mapping[str, Any]) -> Table:
+    """The whole bill of the two arms, per advised borrower."""
+    bill: list[Sequence[Cell]] = [
+        (
+            label,
+            _num(w.get(f"total_{arm}"), "pct"),
+            _num(w.get(f"overdue_{arm}"), "pct"),
+            _num(w.get(f"p_{arm}"), "pct"),
+            _num(w.get(f"interest_{arm}"), ",.0f"),
+            _num(w.get(f"loss_{arm}"), ",.0f"),
+            _num(w.get(f"drawn_{arm}"), ",.0f"),
+        )
+        for label, arm in (("without the advice", "before"), ("with the whole advice", "after"))
+    ]
+    return Table(
+        (
+            "arm",
+            "closures, any cause",
+            "overdue closures",
+            "never-overdue closures",
+            "interest paid = revenue (yuan)",
+            "written off = loss (yuan)",
+            "drawn (yuan)",
+        ),
+        bill,
+        caption="the whole bill per advised borrower over the horizon "
+        f"({_num(w.get('n'), 'int')} borrowers; means)",
+    )
 
 
 def _signed(v: Any) -> str:
