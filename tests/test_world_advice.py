@@ -509,6 +509,17 @@ def test_the_explain_stage_writes_advice_world_and_tells_the_story(tmp_path, cap
         assert {"n", "true_change", "model_change"} | new <= set(fig)
     assert "world advice:" in capsys.readouterr().out
     adv = pd.read_parquet(tmp_path / "models" / "advice.parquet")
+    # no advised draw is larger than the borrower's median monthly repayment, and a draw
+    # is advised only with its size; actions carry the world's names
+    sized = adv.draw_size.notna()
+    assert (adv.draw_size[sized] <= adv.repay_capacity[sized]).all()
+    drawing = adv.actions.str.contains("keep_drawing")
+    assert (drawing == sized).all()
+    names = {t.split(":")[0] for a in adv.actions for t in a.split()}
+    assert names <= set(ACTIONS)
+    # the advised are the riskiest: by probability, then by the score before calibration
+    order = adv[["p_before", "raw_score"]].to_numpy()
+    assert all(tuple(order[i]) >= tuple(order[i + 1]) for i in range(len(order) - 1))
     rec = adv[adv.actions != ""].iloc[0]
     story_cfg = compose_config(
         tmp_path, [*SMALL, *STAGE, f"explain.borrower_id={rec.borrower_id}"], stage="explain"

@@ -72,8 +72,7 @@ def draw_size(capacity: float, typical: float, need_share: float) -> tuple[float
     size = float(min(capacity, need_share * typical))
     if size < MIN_DRAW:
         return float("nan"), (
-            f"a draw the borrower can repay within the month (at most {size:,.0f} yuan) "
-            f"is under {MIN_DRAW:.0f} yuan"
+            f"a draw the borrower can repay within the month is under {MIN_DRAW:.0f} yuan"
         )
     return float(np.floor(size / 10.0) * 10.0), ""
 

@@ -243,13 +243,24 @@ class ExplainResult(Result):
 
 
 def explain(cfg: Any, tracker: Tracker) -> ExplainResult:
+    t0 = time.perf_counter()
     p = catalog.Catalog.of(cfg)
     model = _Model(p.models)
     df, id_col, src = _load_rows(cfg, p, model, batch=cfg.explain.borrower_id is None)
     threads = int(cfg.explain.n_jobs) or physical_cores()
     if cfg.explain.borrower_id is not None:
         return _borrower(cfg, p, model, df, id_col, src, threads, tracker)
-    return _batch(cfg, p, model, df, id_col, threads, tracker)
+    res = _batch(cfg, p, model, df, id_col, threads, tracker)
+    world = res.summary.get("advice", {}).get("world")
+    if world:  # what the world test costs, as a share of the whole stage
+        total = time.perf_counter() - t0
+        world["explain_seconds"] = total
+        world["share_of_explain"] = float(world["seconds"]) / max(total, 1e-9)
+        say(
+            f"explain: the world test took {world['seconds']:.1f}s of the stage's {total:.1f}s "
+            f"({world['share_of_explain']:.0%})"
+        )
+    return res
 
 
 def _batch(
@@ -357,7 +368,6 @@ def _advice_views(
 ) -> None:
     """Advice for the riskiest rows, then (``explain.world_rows``) carried out in the world."""
     e = cfg.explain
-    t0 = time.perf_counter()
     adv = _batch_advice(cfg, model, oot, prob, raw_score, p)
     if adv is None:
         return
@@ -381,9 +391,6 @@ def _advice_views(
         feature_spec=_feature_spec(cfg),
         next_months=int(e.world_next_months),
     ).summary
-    world["explain_seconds"] = float(views.metrics.get("seconds", 0.0)) + (
-        time.perf_counter() - t0 - float(world.get("seconds", 0.0))
-    )
     views.part["advice"]["world"] = world
     views.metrics.update(world_core.metrics(world))
     say(world_core.headline(world))
