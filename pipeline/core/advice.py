@@ -52,6 +52,11 @@ from pipeline.base.actions import (
 )
 from pipeline.base.registry import BY_NAME
 
+#: Said where no action within reach lowers the predicted risk (zh, en).
+NO_ACTION_TEXT = (
+    ["没有找到能降低预测风险的可行行动。"],
+    ["No action within the borrower's reach lowers the predicted risk."],
+)
 #: The smallest draw worth advising (yuan): a smaller one is not advised.
 MIN_DRAW = 100.0
 #: Key of the advised draw size in a borrower's feature dict (not a feature).
@@ -325,7 +330,7 @@ def _fund_use_text(target: float, now: float) -> tuple[str, str]:
             f"securities or to repay other lenders soon after the draw (now {now:.0%}).",
         )
     return (
-        f"借款用于日常消费：接下来借款后短期内转入证券投资或偿还其他贷款的比例将不超过{target:.0%}"
+        f"借款用于日常消费：接下来您将把借款后短期内转入证券投资或偿还其他贷款的比例控制在{target:.0%}以内"
         f"（近期为{now:.0%}）。",
         f"You will use what you draw mostly for consumption: no more than {target:.0%} of it "
         f"will go to securities or to repay other lenders soon after the draw (now {now:.0%}).",
@@ -341,7 +346,7 @@ def _competitor_text(target: float, now: float) -> tuple[str, str]:
             f"{int(now)} of the last 6 months) and keep everyday spending on your main channel.",
         )
     return (
-        f"减少多头使用：接下来6个月中您使用竞品的月份将不超过{int(target)}个（近6个月为{int(now)}个）。",
+        f"减少多头使用：接下来6个月中您将最多在{int(target)}个月使用竞品（近6个月为{int(now)}个）。",
         f"You will use competing credit products in at most {int(target)} of the next 6 "
         f"months (now {int(now)} of the last 6) and keep everyday spending on your main channel.",
     )
