@@ -571,3 +571,49 @@ def test_the_report_section_ranks_actions_and_names_sign_disagreements():
     # a table run has no world to test
     table = report.Inputs(model={"mode": "table"}, summary={"advice": {"world": w}})
     assert report._advice_world(table) == {"world": None}
+
+
+# --------------------------------------------------------------------------- the model's view
+
+
+def test_the_models_view_is_recomputed_from_each_futures_own_traces(world):
+    """At the advised snapshot itself the traces add nothing: every future's features are
+    the feature code's on the recorded history. A month on, they are the future's own."""
+    from pipeline.core import features as feat_core
+
+    s, acc = world
+    acc = acc[acc.snapshot == 28].iloc[:12]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    tables = simulate(s)
+    fspec = feat_core.FeatureSpec(
+        snapshots=(28,), horizon=3, valid_snapshots=(), oot_snapshots=(), never_overdue_only=True
+    )
+    names = ["draw_amount_12", "util_mean_3", "months_since_last_draw", "tenure"]
+    cols, _ = feat_core.block_features(tables, 0, s.n_borrowers, s.n_months, fspec)
+    stored = pd.DataFrame({n: cols[n] for n in ["borrower_id", *names]}).set_index("borrower_id")
+    X = stored.loc[ids, names].to_numpy(dtype=np.float64)
+    history = {n: tables[n] for n in ("borrowers", *wa.TRACE_TABLES)}
+    none, drawn = futures_arms(
+        s,
+        ids,
+        snaps,
+        [wa.NO_ACTION, Intervention(("keep_drawing",), 1, 200.0)],
+        K,
+        trace_months=1,
+        traced=(0, 1),
+    )
+    assert none.traces is not None and len(none.traces["account_months"]) == len(ids) * K
+    for j, name in enumerate(names):
+        pick = lambda F, j=j: F[:, j]  # noqa: E731 - the "model" reads one feature
+        same, share = wa.recomputed(s, fspec, history, none, X, names, pick, 0)
+        np.testing.assert_allclose(same, X[:, j], rtol=1e-5, err_msg=name)
+        assert (share == 1).all()
+    # a month on: the advised draw is in every scored future's last 12 months' amount
+    j = names.index("months_since_last_draw")
+    pick = lambda F: F[:, j]  # noqa: E731
+    after, share = wa.recomputed(s, fspec, history, drawn, X, names, pick, 1)
+    before, _ = wa.recomputed(s, fspec, history, none, X, names, pick, 1)
+    assert (share > 0).all() and (share <= 1).all()
+    ok = np.isfinite(after) & np.isfinite(before)
+    assert ok.sum() >= 10
+    assert (after[ok] <= before[ok]).all() and (after[ok] == 0).mean() > 0.8
