@@ -617,3 +617,21 @@ def test_the_models_view_is_recomputed_from_each_futures_own_traces(world):
     ok = np.isfinite(after) & np.isfinite(before)
     assert ok.sum() >= 10
     assert (after[ok] <= before[ok]).all() and (after[ok] == 0).mean() > 0.8
+
+
+def test_chunks_spread_over_processes_give_the_same_futures(world):
+    s, acc = world
+    acc = acc.iloc[::9].iloc[:30]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    assert len(np.unique(ids // s.sim.chunk_size)) > 1
+    mixed = [Intervention(("keep_drawing",), 2, 150.0) if i % 2 else wa.NO_ACTION for i in ids]
+    arms = [wa.NO_ACTION, mixed]
+    one = wa.run_arms(s, ids, snaps, arms, 4, None, 1, (0, 1))
+    two = wa.run_arms(s, ids, snaps, arms, 4, None, 1, (0, 1), n_jobs=2)
+    for a, b in zip(one, two, strict=True):
+        for name in ("borrower_id", "snapshot", "closed", "cause", "interest", "draw_amount"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert a.arm == b.arm
+        assert a.traces is not None and b.traces is not None
+        for name, t in a.traces.items():
+            assert t.equals(b.traces[name]), name

@@ -183,6 +183,7 @@ def run_arms(
     raw: pd.DataFrame | None = None,
     trace_months: int = 0,
     traced: Sequence[int] = (),
+    n_jobs: int = 1,
 ) -> list[Futures]:
     """``k`` futures of each account under every arm; the world replayed once per chunk.
 
@@ -190,9 +191,35 @@ def run_arms(
     (:func:`pipeline.core.simulate.futures_arms`); one :class:`Futures` per arm, rows in
     the order asked. ``raw``: the raw borrowers table; the replayed borrowers must match
     it (:data:`RAW_CHECKED`), else :class:`WorldMismatch`. ``trace_months`` and
-    ``traced``: the arms whose first months are recorded as raw tables.
+    ``traced``: the arms whose first months are recorded as raw tables. ``n_jobs`` > 1
+    spreads the chunks over processes; a chunk's accounts stay together, so the futures
+    are the same whatever ``n_jobs``.
     """
     ids = np.asarray(ids, dtype=np.int64)
+    snaps = np.asarray(snaps, dtype=np.int64)
+    chunk = ids // spec.sim.chunk_size
+    groups = [g for g in np.array_split(np.unique(chunk), max(1, int(n_jobs))) if len(g)]
+    if len(groups) > 1:
+        import concurrent.futures as cf
+
+        parts = [np.flatnonzero(np.isin(chunk, g)) for g in groups]
+        with cf.ProcessPoolExecutor(max_workers=len(parts)) as ex:
+            jobs = [
+                ex.submit(
+                    run_arms,
+                    spec,
+                    ids[at],
+                    snaps[at],
+                    [_subset(a, at) for a in arms],
+                    k,
+                    raw,
+                    trace_months,
+                    traced,
+                )
+                for at in parts
+            ]
+            got = [j.result() for j in jobs]
+        return [_merged([g[a] for g in got], parts, len(ids), k) for a in range(len(arms))]
     asked = np.unique(ids)
 
     def check(borrowers: pa.Table) -> None:
@@ -215,6 +242,52 @@ def run_arms(
         raise WorldMismatch(
             f"world advice: {exc}; the world replayed from the config is not the one advised?"
         ) from exc
+
+
+def _subset(arm: sim.Arm, at: np.ndarray) -> sim.Arm:
+    """An arm over the asked positions ``at`` only."""
+    if isinstance(arm, Intervention):
+        return arm
+    each = list(arm)
+    return [each[int(i)] for i in at]
+
+
+def _merged(pieces: list[Futures], parts: list[np.ndarray], n: int, k: int) -> Futures:
+    """One arm's futures from the pieces run apart (``parts``: their asked positions)."""
+    first = pieces[0]
+    fields = {}
+    for name in ("borrower_id", "snapshot", *sim._PER_FUTURE):
+        proto = getattr(first, name)
+        arr = np.zeros((n, *proto.shape[1:]), dtype=proto.dtype)
+        for f, at in zip(pieces, parts, strict=True):
+            arr[at] = getattr(f, name)
+        fields[name] = arr
+    arm: Any = first.arm
+    if not isinstance(arm, Intervention):
+        each: list[Intervention] = [NO_ACTION] * n
+        for f, at in zip(pieces, parts, strict=True):
+            assert not isinstance(f.arm, Intervention)
+            for i, iv in zip(at, f.arm, strict=True):
+                each[int(i)] = iv
+        arm = tuple(each)
+    traces = None
+    if first.traces is not None:
+        traces = {}
+        for name in first.traces:
+            renamed = []
+            for f, at in zip(pieces, parts, strict=True):
+                assert f.traces is not None
+                t = f.traces[name]
+                local = t.column("borrower_id").to_numpy()
+                new = at[local // k] * k + local % k
+                col = t.schema.get_field_index("borrower_id")
+                renamed.append(
+                    t.set_column(col, "borrower_id", pa.array(new).cast(t.schema.field(col).type))
+                )
+            traces[name] = pa.concat_tables(renamed).sort_by(
+                [("borrower_id", "ascending"), ("month", "ascending")]
+            )
+    return Futures(arm=arm, traces=traces, **fields)
 
 
 def _same_borrowers(replayed: pd.DataFrame, raw: pd.DataFrame, ids: np.ndarray) -> None:
@@ -251,6 +324,7 @@ def evaluate(
     history: dict[str, pa.Table] | None = None,
     feature_spec: feat_core.FeatureSpec | None = None,
     next_months: int = 0,
+    n_jobs: int = 1,
 ) -> WorldAdvice:
     """Carry out the advice of (at most ``max_borrowers``) advised borrowers in the world.
 
@@ -282,7 +356,9 @@ def evaluate(
     arms = _arms(plans)
     view = history is not None and feature_spec is not None and next_months > 0
     res = (
-        run_arms(spec, ids, snaps, arms, int(n_futures), raw, next_months if view else 0, (0, 1))
+        run_arms(
+            spec, ids, snaps, arms, int(n_futures), raw, next_months if view else 0, (0, 1), n_jobs
+        )
         if len(adv)
         else []
     )

@@ -390,6 +390,7 @@ def _advice_views(
         history=_advised_history(p, e.world_rows),
         feature_spec=_feature_spec(cfg),
         next_months=int(e.world_next_months),
+        n_jobs=int(e.n_jobs) or physical_cores(),
     ).summary
     views.part["advice"]["world"] = world
     views.metrics.update(world_core.metrics(world))
