@@ -287,3 +287,18 @@ def test_keep_drawing_with_a_size_draws_that_size_at_most(world):
     )
     assert (small.interest >= 0).all() and small.interest.sum() > none.interest.sum()
     assert (none.loss[none.cause != len(CAUSES)] == 0).all()
+
+
+def test_moderate_use_keeps_the_balance_under_the_advised_share(world):
+    """A lower advised utilisation leaves less to draw: the first month's draws (same
+    state, same random numbers) fall as the cap falls."""
+    s, w = world
+    o = w["oracle"].to_pandas()
+    ids, snaps = o.borrower_id.to_numpy(), o.snapshot.to_numpy()
+    caps = [Intervention(("moderate_use",), util_cap=c) for c in (0.9, 0.5, 0.3)]
+    got = futures_arms(s, ids, snaps, caps)
+    first = [f.draw_amount[..., 0].sum() for f in got]
+    assert first[0] > first[1] > first[2] > 0
+    assert caps[2].label == "moderate_use:30%" and caps[1].label == "moderate_use"
+    with pytest.raises(ValueError, match="util_cap must lie in"):
+        Intervention(("moderate_use",), util_cap=0.0)

@@ -157,6 +157,15 @@ def test_cadence_draws_in_as_many_months_as_advised():
         wa.steps(np.array([1.0, 0.0]), names, "keep_drawing:2", [("draw_months_3", 1.0, 3.0)], 3)
     with pytest.raises(ValueError, match="unknown lever 'save_more'"):
         wa.steps(np.array([0.0, 0.0]), names, "save_more:1", [], horizon=3)
+    # moderate use is carried out at the utilisation the advice names
+    plan = wa.steps(
+        np.array([0.9]), ["util_mean_3"], "moderate_use:2", [("util_mean_3", 0.9, 0.5)], 3
+    )
+    assert plan[0].arm == Intervention(("moderate_use",), util_cap=0.5)
+    plan = wa.steps(
+        np.array([0.9]), ["util_mean_3"], "moderate_use:3", [("util_mean_3", 0.9, 0.3)], 3
+    )
+    assert plan[0].arm.util_cap == 0.3 and plan[0].arm.label == "moderate_use:30%"
 
 
 # --------------------------------------------------------------------------- the arms

@@ -582,7 +582,8 @@ class _Act:
     force_draw: np.ndarray | None = None  # over state rows: draw this month ("keep_drawing")
     # over state rows: the size of a forced draw ("keep_drawing"); inf: the usual size
     draw_size: np.ndarray | None = None
-    util_cap: float = 0.5  # "moderate_use": draw only up to this share of the line
+    # "moderate_use": draw only up to this share of the line (one, or over state rows)
+    util_cap: float | np.ndarray = 0.5
 
 
 @dataclass
@@ -773,7 +774,9 @@ def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Genera
     available = np.maximum(line - bal_prev, 0.0)
     moderate = mo.acting("moderate_use")
     if mo.act is not None and moderate is not None:
-        capped = np.maximum(mo.act.util_cap * line - bal_prev, 0.0)
+        cap = mo.act.util_cap
+        share = cap[idx] if isinstance(cap, np.ndarray) else cap
+        capped = np.maximum(share * line - bal_prev, 0.0)
         available = np.where(moderate, capped, available)
     draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
     draw_amt = np.round(draw_amt, 2)
@@ -1233,7 +1236,8 @@ ACTIONS: dict[str, str] = {
         "of repaying all of it early"
     ),
     "moderate_use": (
-        "keep borrowing moderate: draw only while the balance stays under half of the line"
+        "keep borrowing moderate: draw only while the balance stays under the advised share "
+        "of the line (half when none is given)"
     ),
 }
 KEEP_DRAWING_MONTHS = 2  # default k of "keep_drawing"
@@ -1250,6 +1254,7 @@ class Intervention:
     actions: tuple[str, ...] = ()
     keep_drawing_months: int = KEEP_DRAWING_MONTHS
     draw_size: float = math.inf  # the size of a draw made for keep_drawing (inf: usual)
+    util_cap: float = 0.5  # moderate_use: draw only while the balance is under this share
 
     def __post_init__(self) -> None:
         given: Any = self.actions
@@ -1263,6 +1268,10 @@ class Intervention:
         if not size > 0:
             raise ValueError(f"futures: draw_size must be positive (inf: usual size), got {size}")
         object.__setattr__(self, "draw_size", size)
+        cap = float(self.util_cap)
+        if not 0.0 < cap <= 1.0:
+            raise ValueError(f"futures: util_cap must lie in (0, 1], got {cap}")
+        object.__setattr__(self, "util_cap", cap)
 
     @classmethod
     def of(
@@ -1285,8 +1294,13 @@ class Intervention:
     def label(self) -> str:
         """``none``, or the actions joined by ``+`` (``keep_drawing`` with its k)."""
         size = "" if math.isinf(self.draw_size) else f"x{self.draw_size:.0f}"
+        cap = "" if self.util_cap == 0.5 else f":{self.util_cap:.0%}"
         parts = [
-            f"{a}:{self.keep_drawing_months}{size}" if a == "keep_drawing" else a
+            f"{a}:{self.keep_drawing_months}{size}"
+            if a == "keep_drawing"
+            else f"{a}{cap}"
+            if a == "moderate_use"
+            else a
             for a in self.actions
         ]
         return "+".join(parts) or "none"
@@ -1443,11 +1457,18 @@ class _ArmRows:
     k_draw: int | np.ndarray
     given: Intervention | tuple[Intervention, ...]
     size: float | np.ndarray = math.inf  # keep_drawing's draw size, one or per account
+    cap: float | np.ndarray = 0.5  # moderate_use's utilisation cap, one or per account
 
     @classmethod
     def of(cls, arm: Arm, n: int) -> _ArmRows:
         if isinstance(arm, Intervention):
-            return cls(dict.fromkeys(arm.actions), arm.keep_drawing_months, arm, arm.draw_size)
+            return cls(
+                dict.fromkeys(arm.actions),
+                arm.keep_drawing_months,
+                arm,
+                arm.draw_size,
+                arm.util_cap,
+            )
         each = tuple(arm)
         if len(each) != n or not all(isinstance(a, Intervention) for a in each):
             raise ValueError(
@@ -1460,7 +1481,8 @@ class _ArmRows:
         }
         k = np.array([iv.keep_drawing_months for iv in each], dtype=np.int64)
         size = np.array([iv.draw_size for iv in each], dtype=np.float64)
-        return cls(who, k, each, size)
+        cap = np.array([iv.util_cap for iv in each], dtype=np.float64)
+        return cls(who, k, each, size, cap)
 
     def interventions(self) -> list[Intervention]:
         """The distinct interventions of the arm."""
@@ -1488,7 +1510,8 @@ class _ArmRows:
         who = {a: None if m is None else m[pick] for a, m in self.who.items()}
         k = self.k_draw if isinstance(self.k_draw, int) else self.k_draw[pick]
         size = self.size if isinstance(self.size, float) else self.size[pick]
-        return _ArmRows(who, k, given, size)
+        cap = self.cap if isinstance(self.cap, float) else self.cap[pick]
+        return _ArmRows(who, k, given, size, cap)
 
     def act(self, k: int, n: int) -> _Act | None:
         """The month step's action over ``k`` futures of each of ``n`` rows (None: none)."""
@@ -1497,7 +1520,8 @@ class _ArmRows:
         who = {a: None if m is None else np.repeat(m, k) for a, m in self.who.items()}
         size = np.broadcast_to(np.asarray(self.size, dtype=np.float64), (n,))
         draw_size = None if np.isinf(size).all() else np.repeat(size, k)
-        return _Act(who=who, draw_size=draw_size)
+        cap = self.cap if isinstance(self.cap, float) else np.repeat(self.cap, k)
+        return _Act(who=who, draw_size=draw_size, util_cap=cap)
 
     def forced_draws(self, act: _Act, draw_months: np.ndarray, k: int) -> None:
         """``keep_drawing``: draw this month while fewer than k months had a draw."""

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.base.actions import KEEP_DRAWING, actions_for
+from pipeline.base.actions import KEEP_DRAWING, MODERATE, actions_for
 from pipeline.base.causes import CAUSES
 from pipeline.base.errors import PipelineError
 from pipeline.core import advice as advice_core
@@ -104,7 +104,8 @@ def whole(plan: Sequence[Step]) -> Intervention:
     kd = [s.arm for s in plan if s.action == KEEP_DRAWING]
     k = kd[0].keep_drawing_months if kd else KEEP_DRAWING_MONTHS
     size = kd[0].draw_size if kd else float("inf")
-    return Intervention(tuple(s.action for s in plan), k, size)
+    mu = [s.arm.util_cap for s in plan if s.action == MODERATE]
+    return Intervention(tuple(s.action for s in plan), k, size, mu[0] if mu else 0.5)
 
 
 @dataclass
@@ -162,6 +163,9 @@ def _arm(
 ) -> Intervention:
     """The arm of an action; ``keep_drawing`` draws the advised amount in as many months
     as the advice says."""
+    if action == MODERATE:  # the utilisation the advice names, where it names one
+        util = [after for f, _, after in changes if f == "util_mean_3"]
+        return Intervention((action,), util_cap=float(util[0]) if util else 0.5)
     if action != KEEP_DRAWING:
         return Intervention((action,))
     if not np.isfinite(size) or size <= 0:
