@@ -302,3 +302,19 @@ def test_moderate_use_keeps_the_balance_under_the_advised_share(world):
     assert caps[2].label == "moderate_use:30%" and caps[1].label == "moderate_use"
     with pytest.raises(ValueError, match="util_cap must lie in"):
         Intervention(("moderate_use",), util_cap=0.0)
+
+
+def test_route_to_consumption_keeps_at_most_the_advised_share_away(world):
+    s, w = world
+    o = w["oracle"].to_pandas()
+    ids, snaps = o.borrower_id.to_numpy(), o.snapshot.to_numpy()
+    none, keep = futures_arms(
+        s, ids, snaps, [Intervention(), Intervention(("route_to_consumption",), route_share=0.15)]
+    )
+    away = keep.channel_amount[..., [SEC, OTHER]].sum(axis=-1)
+    drawn = keep.channel_amount.sum(axis=-1)
+    assert (away <= 0.15 * drawn + 1e-6).all() and away.sum() > 0
+    assert away.sum() < none.channel_amount[..., [SEC, OTHER]].sum()
+    assert Intervention(("route_to_consumption",), route_share=0.15).label == (
+        "route_to_consumption:15%"
+    )

@@ -166,6 +166,15 @@ def test_cadence_draws_in_as_many_months_as_advised():
         np.array([0.9]), ["util_mean_3"], "moderate_use:3", [("util_mean_3", 0.9, 0.3)], 3
     )
     assert plan[0].arm.util_cap == 0.3 and plan[0].arm.label == "moderate_use:30%"
+    # and money routed to consumption down to the share the advice names
+    plan = wa.steps(
+        np.array([0.6, 0.3, 0.3]),
+        ["misuse_share_k", "share_securities_k", "share_other_lender_k"],
+        "route_to_consumption:2",
+        [("misuse_share_k", 0.6, 0.15)],
+        3,
+    )
+    assert plan[0].arm == Intervention(("route_to_consumption",), route_share=0.15)
 
 
 # --------------------------------------------------------------------------- the arms

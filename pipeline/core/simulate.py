@@ -584,6 +584,9 @@ class _Act:
     draw_size: np.ndarray | None = None
     # "moderate_use": draw only up to this share of the line (one, or over state rows)
     util_cap: float | np.ndarray = 0.5
+    # "route_to_consumption": at most this share of drawn money to securities and other
+    # lenders (one, or over state rows); the rest of their share goes to consumption
+    route_share: float | np.ndarray = 0.0
 
 
 @dataclass
@@ -811,10 +814,17 @@ def _money(
         axis=1,
     ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
     route = mo.acting("route_to_consumption")
-    if route is not None:
-        w[route, 0] += w[route, 2] + w[route, 3]
-        w[route, 2] = 0.0
-        w[route, 3] = 0.0
+    if route is not None and mo.act is not None:
+        keep = mo.act.route_share
+        keep_r = keep[idx] if isinstance(keep, np.ndarray) else np.full(n, keep)
+        away = w[:, 2] + w[:, 3]
+        total = w.sum(axis=1)
+        # scale securities and other lenders down to the kept share of the money drawn
+        scale = np.where(away > keep_r * total, keep_r * total / np.maximum(away, 1e-12), 1.0)
+        scale = np.where(route, scale, 1.0)
+        w[:, 0] += away * (1.0 - scale)
+        w[:, 2] *= scale
+        w[:, 3] *= scale
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = b.draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
@@ -1222,8 +1232,9 @@ ACTIONS: dict[str, str] = {
         "it like on any balance"
     ),
     "route_to_consumption": (
-        "spend drawn money on consumption: the shares that would go to securities and to "
-        "repaying other lenders go to consumption instead"
+        "spend drawn money on consumption: at most the advised share (none when no share "
+        "is given) goes to securities and to repaying other lenders, the rest of what would "
+        "have gone there goes to consumption"
     ),
     "keep_external_live": (
         "use an external card or loan every month so the credit file shows activity; a "
@@ -1255,6 +1266,7 @@ class Intervention:
     keep_drawing_months: int = KEEP_DRAWING_MONTHS
     draw_size: float = math.inf  # the size of a draw made for keep_drawing (inf: usual)
     util_cap: float = 0.5  # moderate_use: draw only while the balance is under this share
+    route_share: float = 0.0  # route_to_consumption: at most this share away from consumption
 
     def __post_init__(self) -> None:
         given: Any = self.actions
@@ -1272,6 +1284,10 @@ class Intervention:
         if not 0.0 < cap <= 1.0:
             raise ValueError(f"futures: util_cap must lie in (0, 1], got {cap}")
         object.__setattr__(self, "util_cap", cap)
+        keep = float(self.route_share)
+        if not 0.0 <= keep < 1.0:
+            raise ValueError(f"futures: route_share must lie in [0, 1), got {keep}")
+        object.__setattr__(self, "route_share", keep)
 
     @classmethod
     def of(
@@ -1295,14 +1311,10 @@ class Intervention:
         """``none``, or the actions joined by ``+`` (``keep_drawing`` with its k)."""
         size = "" if math.isinf(self.draw_size) else f"x{self.draw_size:.0f}"
         cap = "" if self.util_cap == 0.5 else f":{self.util_cap:.0%}"
-        parts = [
-            f"{a}:{self.keep_drawing_months}{size}"
-            if a == "keep_drawing"
-            else f"{a}{cap}"
-            if a == "moderate_use"
-            else a
-            for a in self.actions
-        ]
+        keep = "" if self.route_share == 0.0 else f":{self.route_share:.0%}"
+        tail = {"keep_drawing": f":{self.keep_drawing_months}{size}", "moderate_use": cap}
+        tail["route_to_consumption"] = keep
+        parts = [f"{a}{tail.get(a, '')}" for a in self.actions]
         return "+".join(parts) or "none"
 
 
@@ -1458,6 +1470,7 @@ class _ArmRows:
     given: Intervention | tuple[Intervention, ...]
     size: float | np.ndarray = math.inf  # keep_drawing's draw size, one or per account
     cap: float | np.ndarray = 0.5  # moderate_use's utilisation cap, one or per account
+    keep: float | np.ndarray = 0.0  # route_to_consumption's kept share, one or per account
 
     @classmethod
     def of(cls, arm: Arm, n: int) -> _ArmRows:
@@ -1468,6 +1481,7 @@ class _ArmRows:
                 arm,
                 arm.draw_size,
                 arm.util_cap,
+                arm.route_share,
             )
         each = tuple(arm)
         if len(each) != n or not all(isinstance(a, Intervention) for a in each):
@@ -1482,7 +1496,8 @@ class _ArmRows:
         k = np.array([iv.keep_drawing_months for iv in each], dtype=np.int64)
         size = np.array([iv.draw_size for iv in each], dtype=np.float64)
         cap = np.array([iv.util_cap for iv in each], dtype=np.float64)
-        return cls(who, k, each, size, cap)
+        keep = np.array([iv.route_share for iv in each], dtype=np.float64)
+        return cls(who, k, each, size, cap, keep)
 
     def interventions(self) -> list[Intervention]:
         """The distinct interventions of the arm."""
@@ -1511,7 +1526,8 @@ class _ArmRows:
         k = self.k_draw if isinstance(self.k_draw, int) else self.k_draw[pick]
         size = self.size if isinstance(self.size, float) else self.size[pick]
         cap = self.cap if isinstance(self.cap, float) else self.cap[pick]
-        return _ArmRows(who, k, given, size, cap)
+        keep = self.keep if isinstance(self.keep, float) else self.keep[pick]
+        return _ArmRows(who, k, given, size, cap, keep)
 
     def act(self, k: int, n: int) -> _Act | None:
         """The month step's action over ``k`` futures of each of ``n`` rows (None: none)."""
@@ -1521,7 +1537,8 @@ class _ArmRows:
         size = np.broadcast_to(np.asarray(self.size, dtype=np.float64), (n,))
         draw_size = None if np.isinf(size).all() else np.repeat(size, k)
         cap = self.cap if isinstance(self.cap, float) else np.repeat(self.cap, k)
-        return _Act(who=who, draw_size=draw_size, util_cap=cap)
+        keep = self.keep if isinstance(self.keep, float) else np.repeat(self.keep, k)
+        return _Act(who=who, draw_size=draw_size, util_cap=cap, route_share=keep)
 
     def forced_draws(self, act: _Act, draw_months: np.ndarray, k: int) -> None:
         """``keep_drawing``: draw this month while fewer than k months had a draw."""

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.base.actions import KEEP_DRAWING, MODERATE, actions_for
+from pipeline.base.actions import KEEP_DRAWING, MODERATE, ROUTE, actions_for
 from pipeline.base.causes import CAUSES
 from pipeline.base.errors import PipelineError
 from pipeline.core import advice as advice_core
@@ -105,7 +105,10 @@ def whole(plan: Sequence[Step]) -> Intervention:
     k = kd[0].keep_drawing_months if kd else KEEP_DRAWING_MONTHS
     size = kd[0].draw_size if kd else float("inf")
     mu = [s.arm.util_cap for s in plan if s.action == MODERATE]
-    return Intervention(tuple(s.action for s in plan), k, size, mu[0] if mu else 0.5)
+    rt = [s.arm.route_share for s in plan if s.action == ROUTE]
+    return Intervention(
+        tuple(s.action for s in plan), k, size, mu[0] if mu else 0.5, rt[0] if rt else 0.0
+    )
 
 
 @dataclass
@@ -166,6 +169,9 @@ def _arm(
     if action == MODERATE:  # the utilisation the advice names, where it names one
         util = [after for f, _, after in changes if f == "util_mean_3"]
         return Intervention((action,), util_cap=float(util[0]) if util else 0.5)
+    if action == ROUTE:  # the share the advice still allows away from consumption
+        share = [after for f, _, after in changes if f == "misuse_share_k"]
+        return Intervention((action,), route_share=float(share[0]) if share else 0.0)
     if action != KEEP_DRAWING:
         return Intervention((action,))
     if not np.isfinite(size) or size <= 0:
