@@ -653,3 +653,20 @@ def test_chunks_spread_over_processes_give_the_same_futures(world):
         assert a.traces is not None and b.traces is not None
         for name, t in a.traces.items():
             assert t.equals(b.traces[name]), name
+
+
+def test_two_actions_moving_the_same_feature_each_take_their_own_changes():
+    """Drawing in more months and a heavy user's one draw a month both move draw counts;
+    each change goes to the action that moves the feature its way."""
+    names = ["draw_months_3", "n_draws_3", "n_draws_6", "draw_months_6", "util_mean_3"]
+    x = np.array([1.0, 4.0, 6.0, 2.0, 0.9])
+    changes = [
+        ("draw_months_3", 1.0, 2.0),
+        ("draw_months_6", 2.0, 3.0),
+        ("n_draws_6", 6.0, 3.0),
+        ("util_mean_3", 0.9, 0.5),
+    ]
+    plan = wa.steps(x, names, "keep_drawing:1 moderate_use:2", changes, 3, 200.0)
+    got = {s_.action: {c[0] for c in s_.changes} for s_ in plan}
+    assert got["keep_drawing"] == {"draw_months_3", "draw_months_6"}
+    assert got["moderate_use"] == {"n_draws_6", "util_mean_3"}

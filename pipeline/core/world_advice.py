@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.base.actions import KEEP_DRAWING, MODERATE, ROUTE, actions_for
+from pipeline.base.actions import FEATURE_ACTIONS, KEEP_DRAWING, MODERATE, ROUTE, actions_for
 from pipeline.base.causes import CAUSES
 from pipeline.base.errors import PipelineError
 from pipeline.core import advice as advice_core
@@ -146,7 +146,9 @@ def steps(
         if lever == KEEP_DRAWING and not (np.isfinite(draw_size) and draw_size > 0):
             raise ValueError("advice action 'keep_drawing' has no advised draw size")
         feats = {f for o in advice_core.LEVERS[lever](xd) for f in o.values}
-        mine = [c for c in changes if c[0] in feats]
+        # two actions may move the same feature (more draws, or fewer): a change is this
+        # action's when it moves the feature this action's way
+        mine = [c for c in changes if c[0] in feats and _moves_for(c, lever)]
         acts = actions_for(mine)
         if list(acts) != [lever]:
             raise ValueError(
@@ -159,6 +161,15 @@ def steps(
             continue
         out[lever] = Step(lever, _arm(lever, mine, horizon, draw_size), int(cost), mine)
     return list(out.values())
+
+
+def _moves_for(change: tuple[str, float, float], action: str) -> bool:
+    """Whether ``action`` carries out ``change`` (changes of features no action sets,
+    the traces that follow, go with every action that names the feature)."""
+    name, before, after = change
+    if name not in FEATURE_ACTIONS:
+        return True
+    return FEATURE_ACTIONS[name].toward(float(after) - float(before)) == action
 
 
 def _arm(
