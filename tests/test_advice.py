@@ -62,9 +62,11 @@ def test_cheapest_change_under_the_threshold_is_found_and_rescored():
     # risk falls with recent draws and rises with misuse; one cadence step is enough
     score = _score({"draw_months_3": -1.5, "misuse_share_k": 1.0}, -0.5)
     x = _row()
-    a = adv.advise(x, NAMES, score, threshold=0.3)
+    draw = adv.draw_size(450.0, 1200.0, 0.5)  # repays 450 a month, draws 1,200 usually
+    assert draw == (450.0, "")
+    a = adv.advise(x, NAMES, score, threshold=0.3, draw=draw)
     assert a.p_before >= 0.3 and a.achieved and a.p_after < 0.3
-    assert a.actions == ["cadence:1"] and a.cost == 1
+    assert a.actions == ["keep_drawing:1"] and a.cost == 1 and a.draw_size == 450.0
     changed = dict((f, after) for f, _, after in a.changes)
     x2 = x.copy()
     for f, v in changed.items():
@@ -75,8 +77,29 @@ def test_cheapest_change_under_the_threshold_is_found_and_rescored():
     assert changed["draw_months_12"] == 8 and changed["months_since_last_draw"] == 0
     assert x2[COL["draw_months_3"]] <= x2[COL["draw_months_6"]] <= x2[COL["draw_months_12"]]
     assert x2[COL["n_draws_3"]] >= x2[COL["draw_months_3"]]
-    assert "借款节奏" in a.zh[0] and "cadence" in a.en[0]
-    assert a.zh[-1] == adv.CREDIT_TIP[0] and a.en[-1] == adv.CREDIT_TIP[1]
+    # amounts grow by the advised draw, not by the borrower's usual one
+    assert changed["draw_amount_3"] == pytest.approx(x[COL["draw_amount_3"]] + 450.0)
+    # said in the future tense, with the borrower's own amount; no line on every advice
+    assert "450" in a.zh[0] and "借款" in a.zh[0]
+    assert a.en[0].startswith("You will") and "450 yuan" in a.en[0]
+    assert len(a.en) == 1 and not a.not_advised
+    # without a repayment history no draw is advised, and the advice says why
+    b = adv.advise(x, NAMES, score, threshold=0.3, draw=adv.draw_size(float("nan"), 1200, 0.5))
+    assert not any(t.startswith("keep_drawing") for t in b.actions)
+    assert "no repayment" in b.not_advised["keep_drawing"]
+
+
+def test_an_advised_draw_is_never_above_the_repayment_capacity_or_the_need_share():
+    rng = np.random.default_rng(0)
+    cap = rng.lognormal(6.0, 1.0, 500)
+    typical = rng.lognormal(7.0, 1.0, 500)
+    for c, t in zip(cap, typical, strict=True):
+        size, why = adv.draw_size(float(c), float(t), 0.5)
+        if np.isfinite(size):
+            assert adv.MIN_DRAW <= size <= c and size <= 0.5 * t and why == ""
+        else:
+            assert min(c, 0.5 * t) < adv.MIN_DRAW and "under" in why
+    assert "no draw" in adv.draw_size(500.0, float("nan"), 0.5)[1]
 
 
 def test_several_levers_when_one_is_not_enough_and_costs_are_minimal():
@@ -89,7 +112,7 @@ def test_several_levers_when_one_is_not_enough_and_costs_are_minimal():
     # nothing cheaper reaches the threshold
     assert not (p[cost < a.cost] < 0.2).any()
     levers = {s.split(":")[0] for s in a.actions}
-    assert {"fund_use", "external"} <= levers
+    assert {"route_to_consumption", "keep_external_live"} <= levers
     ch = {f: (b, v) for f, b, v in a.changes}
     sec = ch.get("share_securities_k", (0, x[COL["share_securities_k"]]))[1]
     oth = ch.get("share_other_lender_k", (0, x[COL["share_other_lender_k"]]))[1]
@@ -99,7 +122,7 @@ def test_several_levers_when_one_is_not_enough_and_costs_are_minimal():
 
 def test_candidates_are_feasible_monotone_and_only_touch_actionable_features():
     x = _row()
-    X, cost, combos, options, levers = adv.candidates(x, NAMES)
+    X, cost, combos, options, levers = adv.candidates(x, NAMES, draw=300.0)
     assert len(X) > 50 and cost[0] == 0 and combos[0] == (0,) * len(levers)
     np.testing.assert_array_equal(X[0], x)
     delta = X - x[None, :]

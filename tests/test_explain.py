@@ -242,7 +242,11 @@ def test_stage_advice_is_rescored_under_the_threshold(world):
             x[model.names.index(f)] = after
         assert float(model.prob(x[None, :])[0]) == pytest.approx(rec.p_after)
         assert rec.p_after < thr
-        assert "征信" in rec.advice_zh and "credit standing" in rec.advice_en
+        # said in the future tense, one line per action, no line on every advice
+        assert rec.advice_en.startswith("You will") and "您将" in rec.advice_zh
+        assert len(rec.advice_en.split("\n")) == len(rec.actions.split())
+    lines = [ln for a in adv.advice_en for ln in a.split("\n") if ln]
+    assert max(lines.count(ln) for ln in set(lines)) < len(adv)
 
 
 @pytest.mark.slow

@@ -16,7 +16,14 @@ from pipeline.base.config import SimulatorConfig
 from pipeline.base.registry import BY_NAME, FEATURES
 from pipeline.core import advice as advice_core
 from pipeline.core import world_advice as wa
-from pipeline.core.simulate import ACTIONS, Intervention, WorldSpec, futures, simulate
+from pipeline.core.simulate import (
+    ACTIONS,
+    Intervention,
+    WorldSpec,
+    futures,
+    futures_arms,
+    simulate,
+)
 
 K = 8
 
@@ -60,6 +67,7 @@ def _profiles() -> list[dict[str, float]]:
     base = {f.name: 0.0 for f in FEATURES}
     base.update(tenure=24.0, line=20_000.0)
     idle = dict(base, months_since_last_draw=5.0, draw_amount_12=3000.0, n_draws_12=2.0)
+    idle[advice_core.DRAW_SIZE] = 400.0  # a draw it can repay within the month
     heavy = dict(
         base,
         draw_months_3=3.0,
@@ -102,11 +110,12 @@ def test_every_change_the_advice_can_propose_has_a_behaviour():
                 assert len(acts) == 1, (lever, o.en, acts)
                 seen |= set(acts)
                 # the plan of that one lever is that action
-                names = list(x)
+                names = [n for n in x if n != advice_core.DRAW_SIZE]
+                size = x.get(advice_core.DRAW_SIZE, float("nan"))
                 plan = wa.steps(
-                    np.array([x[n] for n in names]), names, f"{lever}:{o.cost}", changes, 3
+                    np.array([x[n] for n in names]), names, f"{lever}:{o.cost}", changes, 3, size
                 )
-                assert [st.action for st in plan] == list(acts)
+                assert [st.action for st in plan] == list(acts) == [lever]
     assert all(opened.values()), opened  # every lever was exercised
     assert {"keep_drawing", "moderate_use", "route_to_consumption"} <= seen
     assert {"keep_external_live", "stop_competitors"} <= seen
@@ -125,19 +134,47 @@ def test_a_change_without_behaviour_is_refused_by_name():
 def test_cadence_draws_in_as_many_months_as_advised():
     names = ["draw_months_3", "months_since_last_draw"]
     plan = wa.steps(
-        np.array([1.0, 0.0]), names, "cadence:2", [("draw_months_3", 1.0, 3.0)], horizon=3
+        np.array([1.0, 0.0]),
+        names,
+        "keep_drawing:2",
+        [("draw_months_3", 1.0, 3.0)],
+        horizon=3,
+        draw_size=250.0,
     )
-    assert plan[0].arm == Intervention(("keep_drawing",), 3)
+    assert plan[0].arm == Intervention(("keep_drawing",), 3, 250.0)
+    assert plan[0].arm.label == "keep_drawing:3x250"
     plan = wa.steps(
         np.array([0.0, 4.0]),
         names,
-        "cadence:1",
+        "keep_drawing:1",
         [("draw_months_3", 0.0, 1.0), ("months_since_last_draw", 4.0, 0.0)],
         horizon=3,
+        draw_size=120.0,
     )
-    assert plan[0].arm == Intervention(("keep_drawing",), 1) and plan[0].cost == 1
+    assert plan[0].arm == Intervention(("keep_drawing",), 1, 120.0) and plan[0].cost == 1
+    # a draw is carried out only at the size the advice said
+    with pytest.raises(ValueError, match="no advised draw size"):
+        wa.steps(np.array([1.0, 0.0]), names, "keep_drawing:2", [("draw_months_3", 1.0, 3.0)], 3)
     with pytest.raises(ValueError, match="unknown lever 'save_more'"):
         wa.steps(np.array([0.0, 0.0]), names, "save_more:1", [], horizon=3)
+    # moderate use is carried out at the utilisation the advice names
+    plan = wa.steps(
+        np.array([0.9]), ["util_mean_3"], "moderate_use:2", [("util_mean_3", 0.9, 0.5)], 3
+    )
+    assert plan[0].arm == Intervention(("moderate_use",), util_cap=0.5)
+    plan = wa.steps(
+        np.array([0.9]), ["util_mean_3"], "moderate_use:3", [("util_mean_3", 0.9, 0.3)], 3
+    )
+    assert plan[0].arm.util_cap == 0.3 and plan[0].arm.label == "moderate_use:30%"
+    # and money routed to consumption down to the share the advice names
+    plan = wa.steps(
+        np.array([0.6, 0.3, 0.3]),
+        ["misuse_share_k", "share_securities_k", "share_other_lender_k"],
+        "route_to_consumption:2",
+        [("misuse_share_k", 0.6, 0.15)],
+        3,
+    )
+    assert plan[0].arm == Intervention(("route_to_consumption",), route_share=0.15)
 
 
 # --------------------------------------------------------------------------- the arms
@@ -218,6 +255,10 @@ def _score(X: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+#: the advised draw of the synthetic borrowers (yuan), and no reason against it
+DRAW = (300.0, "")
+
+
 def _advised(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Synthetic feature rows for real accounts, and the advice the stand-in model gives."""
     rng = np.random.default_rng(3)
@@ -233,7 +274,9 @@ def _advised(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     feats.insert(0, "borrower_id", acc.borrower_id.to_numpy())
     recs = []
     for r, x in zip(acc.itertuples(), feats[NAMES].to_numpy(dtype=np.float64), strict=True):
-        a = advice_core.advise(x, NAMES, _score, 0.2, levers=["cadence", "external"])
+        a = advice_core.advise(
+            x, NAMES, _score, 0.2, levers=["keep_drawing", "keep_external_live"], draw=DRAW
+        )
         recs.append(
             {
                 "borrower_id": r.borrower_id,
@@ -242,6 +285,7 @@ def _advised(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "p_after": a.p_after,
                 "actions": " ".join(a.actions),
                 "changes": json.dumps([list(c) for c in a.changes]),
+                "draw_size": a.draw_size,
             }
         )
     return pd.DataFrame(recs), feats
@@ -260,8 +304,30 @@ def test_the_advice_carried_out_in_the_world(world):
     # every tested borrower carried out its whole advice, several actions together too
     assert w["n"] == w["n_tested"] == 120 and w["n_advised"] == 150
     assert 0 < w["n_several"] == int(several.sum()) < 120
-    for key in ("p_before", "p_after", "model_p_after"):
+    for key in (
+        "p_before",
+        "p_after",
+        "model_p_after",
+        "total_before",
+        "total_after",
+        "overdue_before",
+        "overdue_after",
+    ):
         assert 0.0 <= w[key] <= 1.0, key
+    # the whole bill: any closure holds the never-overdue and the overdue ones
+    assert w["total_after"] == pytest.approx(w["p_after"] + w["overdue_after"])
+    assert w["total_before"] == pytest.approx(w["p_before"] + w["overdue_before"])
+    assert w["interest_paid"] == w["interest_after"] > 0 and w["interest_before"] > 0
+    for fig in w["by_action"].values():
+        assert {"total_before", "total_after", "overdue_before", "overdue_after"} <= set(fig)
+        assert fig["interest_paid"] >= 0 and fig["kind"] in (
+            "lowers risk",
+            "avoids a trigger",
+            "no clear effect",
+        )
+    # the draws carried out are the advised ones: never above the advised size
+    kd = w["by_action"]["keep_drawing"]
+    assert kd["drawn_after"] > kd["drawn_before"]
     whole = res.rows[res.rows.action == "advice"]
     assert len(whole) == 120 and w["p_after"] == pytest.approx(whole.p_after.mean())
     # the model's after-advice probability is the advice's own re-scored figure
@@ -271,8 +337,10 @@ def test_the_advice_carried_out_in_the_world(world):
     two = whole.iloc[i]
     assert "+" in two.arm
     acts = tuple(a.split(":")[0] for a in two.arm.split("+"))
-    k = [int(a.split(":")[1]) for a in two.arm.split("+") if ":" in a]
-    f = futures(s, tested.borrower_id, tested.snapshot, acts, K, k[0] if k else 2)
+    k = [int(a.split(":")[1].split("x")[0]) for a in two.arm.split("+") if ":" in a]
+    (f,) = futures_arms(
+        s, tested.borrower_id, tested.snapshot, [Intervention(acts, k[0] if k else 2, DRAW[0])], K
+    )
     assert two.p_after == pytest.approx(float(f.p[i]))
     mine = (res.rows.borrower_id == two.borrower_id) & (res.rows.snapshot == two.snapshot)
     alone = res.rows[mine & (res.rows.action != "advice")]
@@ -377,22 +445,31 @@ def test_one_borrowers_world_before_and_after_its_advice(world):
         changes,
         _score,
         32,
+        draw_size=DRAW[0],
     )
     f = futures(s, [two.borrower_id], [two.snapshot], None, 32)
     assert story["p_before"] == pytest.approx(float(f.p[0]))
     assert [a["action"] for a in story["actions"]] == ["keep_drawing", "keep_external_live"]
     k = 2
     for a in story["actions"]:
-        k = int(a["arm"][-1]) if ":" in a["arm"] else k
-        g = futures(s, [two.borrower_id], [two.snapshot], a["action"], 32, k)
+        k = int(a["arm"].split(":")[1].split("x")[0]) if ":" in a["arm"] else k
+        (g,) = futures_arms(
+            s, [two.borrower_id], [two.snapshot], [Intervention(a["action"], k, DRAW[0])], 32
+        )
         assert a["p_after"] == pytest.approx(float(g.p[0]))
         assert a["model_p_after"] < two.p_before  # each lever lowers the stand-in's risk
     # the whole advice: both actions in the same futures, and the advice's own re-score
     both = story["whole"]
-    g = futures(s, [two.borrower_id], [two.snapshot], ("keep_drawing", "keep_external_live"), 32, k)
+    (g,) = futures_arms(
+        s,
+        [two.borrower_id],
+        [two.snapshot],
+        [Intervention(("keep_drawing", "keep_external_live"), k, DRAW[0])],
+        32,
+    )
     assert both["p_after"] == pytest.approx(float(g.p[0]))
     assert both["model_p_after"] == pytest.approx(two.p_after)
-    assert both["arm"] == f"keep_drawing:{k}+keep_external_live"
+    assert both["arm"] == f"keep_drawing:{k}x300+keep_external_live"
     lines = wa.story_lines(story)
     assert f"without the advice: closes within the horizon in {story['p_before']:.1%}" in lines[1]
     assert len(lines) == 5 and f"with the whole advice ({both['arm']}" in lines[-1]
@@ -407,6 +484,7 @@ def test_one_borrowers_world_before_and_after_its_advice(world):
         changes,
         _score,
         8,
+        draw_size=DRAW[0],
     )
     assert len(one["actions"]) == 1 and one["whole"]["p_after"] == one["actions"][0]["p_after"]
     assert len(wa.story_lines(one)) == 3
@@ -442,10 +520,24 @@ def test_the_explain_stage_writes_advice_world_and_tells_the_story(tmp_path, cap
     w = summary["advice"]["world"]
     assert {"n", "p_before", "p_after", "model_p_after", "by_action"} <= set(w)
     assert w["n_advised"] == summary["advice"]["n"] and w["n"] == w["n_tested"] <= 30
+    new = {"total_before", "total_after", "overdue_before", "overdue_after", "interest_paid"}
+    assert new | {"model_p_after_recomputed"} <= set(w)
+    assert abs(w["model_p_after_recomputed"] - w["model_p_before_recomputed"]) < 1
     for fig in w["by_action"].values():
-        assert {"n", "true_change", "model_change"} <= set(fig)
+        assert {"n", "true_change", "model_change"} | new <= set(fig)
     assert "world advice:" in capsys.readouterr().out
     adv = pd.read_parquet(tmp_path / "models" / "advice.parquet")
+    # no advised draw is larger than the borrower's median monthly repayment, and a draw
+    # is advised only with its size; actions carry the world's names
+    sized = adv.draw_size.notna()
+    assert (adv.draw_size[sized] <= adv.repay_capacity[sized]).all()
+    drawing = adv.actions.str.contains("keep_drawing")
+    assert (drawing == sized).all()
+    names = {t.split(":")[0] for a in adv.actions for t in a.split()}
+    assert names <= set(ACTIONS)
+    # the advised are the riskiest: by probability, then by the score before calibration
+    order = adv[["p_before", "raw_score"]].to_numpy()
+    assert all(tuple(order[i]) >= tuple(order[i + 1]) for i in range(len(order) - 1))
     rec = adv[adv.actions != ""].iloc[0]
     story_cfg = compose_config(
         tmp_path, [*SMALL, *STAGE, f"explain.borrower_id={rec.borrower_id}"], stage="explain"
@@ -491,6 +583,90 @@ def test_the_report_section_ranks_actions_and_names_sign_disagreements():
     assert "disagree in sign on:</b> <code>moderate_use</code>" in part
     assert "35.0%" in part and "no: opposite signs" in part
     assert "within the Monte Carlo noise" in part and "<code>route_to_consumption</code>" in part
+    # the whole bill and what each action does are in the section
+    assert "the whole bill per advised borrower" in part and "closures, any cause" in part
+    assert "Lowers the borrower's underlying risk" in part and "Avoids a monitoring trigger" in part
     # a table run has no world to test
     table = report.Inputs(model={"mode": "table"}, summary={"advice": {"world": w}})
     assert report._advice_world(table) == {"world": None}
+
+
+# --------------------------------------------------------------------------- the model's view
+
+
+def test_the_models_view_is_recomputed_from_each_futures_own_traces(world):
+    """At the advised snapshot itself the traces add nothing: every future's features are
+    the feature code's on the recorded history. A month on, they are the future's own."""
+    from pipeline.core import features as feat_core
+
+    s, acc = world
+    acc = acc[acc.snapshot == 28].iloc[:12]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    tables = simulate(s)
+    fspec = feat_core.FeatureSpec(
+        snapshots=(28,), horizon=3, valid_snapshots=(), oot_snapshots=(), never_overdue_only=True
+    )
+    names = ["draw_amount_12", "util_mean_3", "months_since_last_draw", "tenure"]
+    cols, _ = feat_core.block_features(tables, 0, s.n_borrowers, s.n_months, fspec)
+    stored = pd.DataFrame({n: cols[n] for n in ["borrower_id", *names]}).set_index("borrower_id")
+    X = stored.loc[ids, names].to_numpy(dtype=np.float64)
+    history = {n: tables[n] for n in ("borrowers", *wa.TRACE_TABLES)}
+    none, drawn = futures_arms(
+        s,
+        ids,
+        snaps,
+        [wa.NO_ACTION, Intervention(("keep_drawing",), 1, 200.0)],
+        K,
+        trace_months=1,
+        traced=(0, 1),
+    )
+    assert none.traces is not None and len(none.traces["account_months"]) == len(ids) * K
+    for j, name in enumerate(names):
+        pick = lambda F, j=j: F[:, j]  # noqa: E731 - the "model" reads one feature
+        same, share = wa.recomputed(s, fspec, history, none, X, names, pick, 0)
+        np.testing.assert_allclose(same, X[:, j], rtol=1e-5, err_msg=name)
+        assert (share == 1).all()
+    # a month on: the advised draw is in every scored future's last 12 months' amount
+    j = names.index("months_since_last_draw")
+    pick = lambda F: F[:, j]  # noqa: E731
+    after, share = wa.recomputed(s, fspec, history, drawn, X, names, pick, 1)
+    before, _ = wa.recomputed(s, fspec, history, none, X, names, pick, 1)
+    assert (share > 0).all() and (share <= 1).all()
+    ok = np.isfinite(after) & np.isfinite(before)
+    assert ok.sum() >= 10
+    assert (after[ok] <= before[ok]).all() and (after[ok] == 0).mean() > 0.8
+
+
+def test_chunks_spread_over_processes_give_the_same_futures(world):
+    s, acc = world
+    acc = acc.iloc[::9].iloc[:30]
+    ids, snaps = acc.borrower_id.to_numpy(), acc.snapshot.to_numpy()
+    assert len(np.unique(ids // s.sim.chunk_size)) > 1
+    mixed = [Intervention(("keep_drawing",), 2, 150.0) if i % 2 else wa.NO_ACTION for i in ids]
+    arms = [wa.NO_ACTION, mixed]
+    one = wa.run_arms(s, ids, snaps, arms, 4, None, 1, (0, 1))
+    two = wa.run_arms(s, ids, snaps, arms, 4, None, 1, (0, 1), n_jobs=2)
+    for a, b in zip(one, two, strict=True):
+        for name in ("borrower_id", "snapshot", "closed", "cause", "interest", "draw_amount"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert a.arm == b.arm
+        assert a.traces is not None and b.traces is not None
+        for name, t in a.traces.items():
+            assert t.equals(b.traces[name]), name
+
+
+def test_two_actions_moving_the_same_feature_each_take_their_own_changes():
+    """Drawing in more months and a heavy user's one draw a month both move draw counts;
+    each change goes to the action that moves the feature its way."""
+    names = ["draw_months_3", "n_draws_3", "n_draws_6", "draw_months_6", "util_mean_3"]
+    x = np.array([1.0, 4.0, 6.0, 2.0, 0.9])
+    changes = [
+        ("draw_months_3", 1.0, 2.0),
+        ("draw_months_6", 2.0, 3.0),
+        ("n_draws_6", 6.0, 3.0),
+        ("util_mean_3", 0.9, 0.5),
+    ]
+    plan = wa.steps(x, names, "keep_drawing:1 moderate_use:2", changes, 3, 200.0)
+    got = {s_.action: {c[0] for c in s_.changes} for s_ in plan}
+    assert got["keep_drawing"] == {"draw_months_3", "draw_months_6"}
+    assert got["moderate_use"] == {"n_draws_6", "util_mean_3"}

@@ -315,15 +315,15 @@ def test_advice_never_sets_a_zero_percent_or_zero_count_limit():
     }
     texts = [
         t
-        for lever in ("fund_use", "competition")
+        for lever in ("route_to_consumption", "stop_competitors")
         for o in advice.LEVERS[lever](x)
         for t in (o.en, o.zh)
     ]
     assert len(texts) == 12  # three targets each, the last of them zero
     for t in texts:
         assert not re.search(r"(?<![\d.])0%|at most 0 |不超过0", t), t
-    assert any("send none of the drawn money" in t for t in texts)
-    assert any("stop using competing products" in t for t in texts)
+    assert any("none of it will go to securities" in t for t in texts)
+    assert any("You will stop using competing credit products" in t for t in texts)
 
 
 # ---- a small world, end to end -------------------------------------------------------

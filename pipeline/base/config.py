@@ -759,6 +759,13 @@ class ExplainConfig:
     advice_rows: int = 200  # highest-risk out-of-time borrowers advised by the batch
     world_rows: int = 200  # advised borrowers whose advice is carried out in the world (0: none)
     world_futures: int = 64  # Monte Carlo futures per borrower and arm of that test
+    # an advised small draw is at most this share of the borrower's typical draw (its
+    # need), besides at most its median monthly repayment (what it can repay in a month)
+    advice_draw_share: float = 0.5
+    # the world test recomputes the model's view at this many months after the advised
+    # snapshot (the next snapshot of the features' grid), from each future's traces;
+    # 0: not recomputed
+    world_next_months: int = 2
 
 
 EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {
@@ -789,6 +796,13 @@ def check_explain(e: ExplainConfig, key: str, cfg: Config) -> None:
     if e.world_rows < 0:
         _fail(f"{key}.world_rows", "must not be negative (0: no world test)", e.world_rows)
     _in(f"{key}.world_futures", e.world_futures, 1, 10_000, "must lie in [1, 10000] futures")
+    _open_unit(f"{key}.advice_draw_share", e.advice_draw_share)
+    if e.world_next_months < 0:
+        _fail(
+            f"{key}.world_next_months",
+            "must not be negative (0: not recomputed)",
+            e.world_next_months,
+        )
     _optional_id(f"{key}.borrower_id", e.borrower_id, "a borrower id")
     _optional_id(f"{key}.snapshot", e.snapshot, "a snapshot month")
     _in(

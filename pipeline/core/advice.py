@@ -1,37 +1,38 @@
 """Advice: the smallest changes a borrower can make that bring the predicted risk down.
 
-The search works on *levers*, each a thing a borrower can do, echoing the user-side
-countermeasures of the mechanisms (diversify funding, keep a moderate borrowing cadence,
-do not approach the risk thresholds, know your credit standing). A lever has a few
-options of growing effort (cost 1, 2, 3, ...) and each option moves a group of coupled
-features together, so that the changed profile stays one a borrower could have:
+The search works on *actions*, each a thing a borrower can do, named as the simulated
+world names them (:mod:`pipeline.base.actions`, the keys of
+``pipeline.core.simulate.ACTIONS``), so that the advice table, the world test, the
+report and serving speak of the same actions. An action has a few options of growing
+effort (cost 1, 2, 3, ...) and each option moves a group of coupled features together,
+so that the changed profile stays one a borrower could have:
 
-* ``cadence`` (keep a moderate, regular borrowing cadence): draw in ``k`` more of the
-  last three months. ``draw_months_3/6/12`` and ``n_draws_3/6/12`` all grow by ``k``
-  (a month in the last three lies in every window, so ``draw_months_3 <= _6 <= _12``
-  stays true), amounts grow by ``k`` typical draws, ``months_since_last_draw`` becomes
-  0 and ``draw_trend`` rises by ``k`` over the recent window. Or, for a heavy user, draw
-  at most once a month (draw counts fall to the drawing months, amounts in proportion).
-  Simplification: utilisation, the longest idle spell and interest are left as they are.
-* ``utilisation`` (do not approach the risk thresholds): bring the mean utilisation of
-  the last three months down to 70%, 50% or 30%; the 6- and 12-month means and the trend
-  move by the same amount spread over their windows; the 12-month peak is history and
-  is left as it is.
-* ``fund_use`` (use the loan for consumption): bring the share sent to securities or to
-  other lenders soon after the draw down to 30%, 15% or 0 (both parts in proportion);
-  the share freed goes to consumption (capped so that business plus consumption <= 1).
-* ``external`` (diversify funding, keep a visible credit record): use the cards or loans
-  already held, or open and use one or two more (counts, new accounts and bureau
-  inquiries grow; months since external activity become 0).
-* ``competition`` (bring spending back from competing products): at most 3, 1 or 0 of
-  the last six months on competing products, their spending share in proportion.
+* ``keep_drawing`` (a moderate, regular borrowing cadence): draw a small amount in ``k``
+  more months. The amount is the borrower's own: at most its median monthly repayment
+  over the last twelve months (what it has shown it repays in a month) and at most a
+  configured share of its typical draw (its need); without a repayment history, or when
+  that amount is under :data:`MIN_DRAW`, the action is not advised and the advice says
+  why (:attr:`Advice.not_advised`). ``draw_months_3/6/12`` and ``n_draws_3/6/12`` grow by
+  ``k``, amounts by ``k`` advised draws, ``months_since_last_draw`` becomes 0 and
+  ``draw_trend`` rises by ``k`` over the recent window. Simplification: utilisation, the
+  longest idle spell and interest are left as they are.
+* ``moderate_use`` (do not approach the risk thresholds): bring the mean utilisation of
+  the last three months down to 70%, 50% or 30% (the 6- and 12-month means and the trend
+  move by the same amount spread over their windows; the 12-month peak is history), or,
+  for a heavy user, draw at most once a month.
+* ``route_to_consumption``: bring the share sent to securities or to other lenders soon
+  after the draw down to 30%, 15% or 0; the share freed goes to consumption.
+* ``keep_external_live``: use the cards or loans already held, or apply for one or two
+  more (counts, new accounts and bureau inquiries grow; approval is not certain).
+* ``stop_competitors``: at most 3, 1 or 0 of the next six months on competing products.
 
-Every combination of options (one per lever, "no change" included) is scored with the
+Every combination of options (one per action, "no change" included) is scored with the
 model in one batch; combinations that move a feature against its registry monotone
 direction (more of a ``+1`` feature, less of a ``-1`` one) are dropped and every value is
 kept inside the registry's feasible range. The advice is the cheapest combination
 whose re-scored risk is under the threshold (ties: the lower risk); if none is, the
-combination with the lowest risk is returned with ``achieved=False``.
+combination with the lowest risk is returned with ``achieved=False``. Advice is said in
+the future tense, with the borrower's own figures.
 """
 
 from __future__ import annotations
@@ -42,14 +43,43 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.base.actions import (
+    EXTERNAL,
+    KEEP_DRAWING,
+    MODERATE,
+    NO_COMPETITORS,
+    ROUTE,
+)
 from pipeline.base.registry import BY_NAME
 
-#: Always part of the advice: the seed's "know your credit standing".
-CREDIT_TIP = (
-    "了解自己的信用状况：定期查询个人征信报告，关注额度与账户状态的变化。",
-    "Know your credit standing: check your credit report regularly and watch for changes "
-    "to your line and account status.",
+#: Said where no action within reach lowers the predicted risk (zh, en).
+NO_ACTION_TEXT = (
+    ["没有找到能降低预测风险的可行行动。"],
+    ["No action within the borrower's reach lowers the predicted risk."],
 )
+#: The smallest draw worth advising (yuan): a smaller one is not advised.
+MIN_DRAW = 100.0
+#: Key of the advised draw size in a borrower's feature dict (not a feature).
+DRAW_SIZE = "__draw_size"
+
+
+def draw_size(capacity: float, typical: float, need_share: float) -> tuple[float, str]:
+    """The advised size of a small draw and, when none can be advised, why.
+
+    ``capacity``: the borrower's median monthly repayment over the last twelve months;
+    ``typical``: its typical draw; the draw is at most the capacity and at most
+    ``need_share`` of the typical draw. Returns ``(nan, reason)`` when no draw is advised.
+    """
+    if not np.isfinite(capacity) or capacity <= 0:
+        return float("nan"), "no repayment in the last 12 months to size a draw from"
+    if not np.isfinite(typical) or typical <= 0:
+        return float("nan"), "no draw in the last 12 months to size a draw from"
+    size = float(min(capacity, need_share * typical))
+    if size < MIN_DRAW:
+        return float("nan"), (
+            f"a draw the borrower can repay within the month is under {MIN_DRAW:.0f} yuan"
+        )
+    return float(np.floor(size / 10.0) * 10.0), ""
 
 
 @dataclass
@@ -75,6 +105,8 @@ class Advice:
     zh: list[str] = field(default_factory=list)
     en: list[str] = field(default_factory=list)
     n_candidates: int = 0
+    draw_size: float = float("nan")  # the advised draw (keep_drawing), nan when none
+    not_advised: dict[str, str] = field(default_factory=dict)  # action -> why not
 
     def text(self, lang: str = "en") -> str:
         lines = self.zh if lang == "zh" else self.en
@@ -86,12 +118,13 @@ def _get(x: dict[str, float], name: str, default: float = 0.0) -> float:
     return float(v) if np.isfinite(v) else default
 
 
-def _cadence(x: dict[str, float]) -> list[Option]:
+def _keep_drawing(x: dict[str, float]) -> list[Option]:
     dm3 = _get(x, "draw_months_3")
     tenure = _get(x, "tenure", 12.0)
     room = int(max(0.0, min(3.0, tenure + 1.0) - dm3))
-    n12 = _get(x, "n_draws_12")
-    typical = _get(x, "draw_amount_12") / n12 if n12 > 0 else 0.1 * _get(x, "line")
+    size = x.get(DRAW_SIZE, float("nan"))
+    if not np.isfinite(size):  # no draw the borrower can repay within the month
+        return []
     recent = max(1.0, min(3.0, tenure + 1.0))
     out = []
     for k in range(1, room + 1):
@@ -102,10 +135,10 @@ def _cadence(x: dict[str, float]) -> list[Option]:
             "draw_months_12": _get(x, "draw_months_12") + k,
             "n_draws_3": _get(x, "n_draws_3") + k,
             "n_draws_6": _get(x, "n_draws_6") + k,
-            "n_draws_12": n12 + k,
-            "draw_amount_3": _get(x, "draw_amount_3") + k * typical,
-            "draw_amount_6": _get(x, "draw_amount_6") + k * typical,
-            "draw_amount_12": _get(x, "draw_amount_12") + k * typical,
+            "n_draws_12": _get(x, "n_draws_12") + k,
+            "draw_amount_3": _get(x, "draw_amount_3") + k * size,
+            "draw_amount_6": _get(x, "draw_amount_6") + k * size,
+            "draw_amount_12": _get(x, "draw_amount_12") + k * size,
             "draw_trend": _get(x, "draw_trend") + k / recent,
             **_drawing_again(x, dm3 + k, k),
         }
@@ -114,29 +147,36 @@ def _cadence(x: dict[str, float]) -> list[Option]:
             Option(
                 k,
                 vals,
-                f"保持适度、规律的借款节奏：近3个月中至少{m}个月有小额借款并按时还款，避免长期使用后突然停用。",
-                f"Keep a moderate, regular borrowing cadence: draw a small amount in at least "
-                f"{m} of the last 3 months and repay on time, rather than stopping suddenly "
-                "after long use.",
-            )
-        )
-    # a heavy user: at most one draw a month
-    heavy = [(w, _get(x, f"n_draws_{w}"), _get(x, f"draw_months_{w}")) for w in (3, 6, 12)]
-    if any(n > d for _, n, d in heavy):
-        vals = {}
-        for w, n, d in heavy:
-            vals[f"n_draws_{w}"] = d
-            vals[f"draw_amount_{w}"] = _get(x, f"draw_amount_{w}") * (d / n if n > 0 else 1.0)
-        out.append(
-            Option(
-                2,
-                vals,
-                "放缓借款频率：每月最多借款一次，避免借新还旧、把借呗当作主要融资渠道。",
-                "Slow the borrowing cadence: at most one draw a month, no borrowing to repay, "
-                "so that the line does not become your main funding channel.",
+                f"保持规律的小额借款：接下来3个月中，您将至少在{m}个月各借款约{size:,.0f}元"
+                f"（不超过您近12个月每月还款额的中位数），并按期还款、支付相应利息。",
+                f"You will keep a regular cadence: in at least {m} of the next 3 months you "
+                f"will draw about {size:,.0f} yuan (no more than your median monthly "
+                "repayment over the last 12 months) and repay it on schedule, paying its "
+                "interest.",
             )
         )
     return out
+
+
+def _one_draw_a_month(x: dict[str, float]) -> list[Option]:
+    """A heavy user: at most one draw a month (counts fall to the drawing months)."""
+    heavy = [(w, _get(x, f"n_draws_{w}"), _get(x, f"draw_months_{w}")) for w in (3, 6, 12)]
+    if not any(n > d for _, n, d in heavy):
+        return []
+    vals = {}
+    for w, n, d in heavy:
+        vals[f"n_draws_{w}"] = d
+        vals[f"draw_amount_{w}"] = _get(x, f"draw_amount_{w}") * (d / n if n > 0 else 1.0)
+    n3 = int(heavy[0][1])
+    return [
+        Option(
+            2,
+            vals,
+            f"放缓借款频率：接下来每月您将最多借款一次（近3个月共{n3}笔），不借新还旧。",
+            f"You will slow your borrowing: at most one draw a month from now on ({n3} "
+            "draws in the last 3 months), and no borrowing to repay other debt.",
+        )
+    ]
 
 
 # The derived traces below follow from what an option changes: each helper says how a
@@ -216,6 +256,10 @@ def _fewer_competitor_months(x: dict[str, float], target: float) -> dict[str, fl
     return out
 
 
+def _moderate_use(x: dict[str, float]) -> list[Option]:
+    return _utilisation(x) + _one_draw_a_month(x)
+
+
 def _utilisation(x: dict[str, float]) -> list[Option]:
     u3 = _get(x, "util_mean_3")
     out = []
@@ -235,9 +279,11 @@ def _utilisation(x: dict[str, float]) -> list[Option]:
                     "util_trend": _get(x, "util_trend") + d,
                     **_lower_use(x, u3, target),
                 },
-                f"不要逼近风险阈值：通过提前还款或少借，把近3个月平均额度使用率降到{target:.0%}以下。",
-                f"Don't approach the risk thresholds: repay early or draw less so that mean "
-                f"utilisation over the last 3 months stays under {target:.0%}.",
+                f"控制额度使用：接下来3个月，您将通过少借或提前还款，使平均额度使用率低于"
+                f"{target:.0%}（目前为{u3:.0%}）。",
+                f"You will keep your use moderate: over the next 3 months you will draw "
+                f"less or repay early so that your mean utilisation stays under {target:.0%} "
+                f"(now {u3:.0%}).",
             )
         )
     return out
@@ -269,39 +315,40 @@ def _fund_use(x: dict[str, float]) -> list[Option]:
                     "share_consumption_6": max(cons, _get(x, "share_consumption_6")),
                     **_consumption_again(x, target),
                 },
-                *_fund_use_text(target),
+                *_fund_use_text(target, mis),
             )
         )
     return out
 
 
-def _fund_use_text(target: float) -> tuple[str, str]:
+def _fund_use_text(target: float, now: float) -> tuple[str, str]:
     """The fund-use advice; a zero target is said as "none", never as "no more than 0%"."""
     if target <= 0:
         return (
-            "借款用于日常消费：借款后不要把借款转入证券投资或用于偿还其他贷款。",
-            "Use the loan for everyday consumption: send none of the drawn money to "
-            "securities or to repay other lenders soon after the draw.",
+            f"借款用于日常消费：接下来您将不再把借款转入证券投资或用于偿还其他贷款（近期比例为{now:.0%}）。",
+            "You will use what you draw for everyday consumption: none of it will go to "
+            f"securities or to repay other lenders soon after the draw (now {now:.0%}).",
         )
     return (
-        f"借款用于日常消费：借款后短期内转入证券投资或偿还其他贷款的比例不超过{target:.0%}。",
-        f"Use the loan for everyday consumption: send no more than {target:.0%} of "
-        "drawn money to securities or to repay other lenders soon after the draw.",
+        f"借款用于日常消费：接下来您将把借款后短期内转入证券投资或偿还其他贷款的比例控制在{target:.0%}以内"
+        f"（近期为{now:.0%}）。",
+        f"You will use what you draw mostly for consumption: no more than {target:.0%} of it "
+        f"will go to securities or to repay other lenders soon after the draw (now {now:.0%}).",
     )
 
 
-def _competitor_text(target: float) -> tuple[str, str]:
+def _competitor_text(target: float, now: float) -> tuple[str, str]:
     """The multi-homing advice; a zero target is said as "stop", never as "at most 0"."""
     if target <= 0:
         return (
-            "减少多头使用：不再使用竞品，把日常消费集中在常用渠道。",
-            "Avoid multi-homing: stop using competing products and keep everyday "
-            "spending on your main channel.",
+            f"减少多头使用：接下来您将不再使用竞品（近6个月有{int(now)}个月在用），把日常消费集中在常用渠道。",
+            "You will stop using competing credit products (used in "
+            f"{int(now)} of the last 6 months) and keep everyday spending on your main channel.",
         )
     return (
-        f"减少多头使用：近6个月中使用竞品的月份不超过{int(target)}个，把日常消费集中在常用渠道。",
-        f"Avoid multi-homing: use competing products in at most {int(target)} of the "
-        "last 6 months and keep everyday spending on your main channel.",
+        f"减少多头使用：接下来6个月中您将最多在{int(target)}个月使用竞品（近6个月为{int(now)}个）。",
+        f"You will use competing credit products in at most {int(target)} of the next 6 "
+        f"months (now {int(now)} of the last 6) and keep everyday spending on your main channel.",
     )
 
 
@@ -316,9 +363,11 @@ def _external(x: dict[str, float]) -> list[Option]:
             Option(
                 cost,
                 {"months_since_ext_activity": 0.0},
-                "让信用记录保持活跃：正常使用已持有的他行信用卡或贷款并按时还款。",
-                "Keep your credit record active: use the cards or loans you already hold at "
-                "other institutions and repay on time.",
+                f"让信用记录保持活跃：接下来每月您将使用已持有的{int(held)}个他行信用卡或贷款产品并按时还款"
+                f"（已有{int(since)}个月没有使用）。",
+                f"You will keep your credit record active: each month you will use the "
+                f"{int(held)} card(s) or loan(s) you already hold at other institutions and "
+                f"repay on time (none used for {int(since)} months).",
             )
         )
     for k in (1, 2):
@@ -334,9 +383,11 @@ def _external(x: dict[str, float]) -> list[Option]:
                     "months_since_ext_activity": 0.0,
                     "ext_utilisation": max(_get(x, "ext_utilisation"), 0.2),
                 },
-                f"分散融资渠道：再持有并适度使用{k}张他行信用卡或一笔小额信贷，不依赖单一渠道。",
-                f"Diversify funding: hold and moderately use {k} more card(s) or credit "
-                "product(s) at another institution instead of relying on one channel.",
+                f"分散融资渠道：您将向其他机构申请{k}张信用卡或小额信贷并适度使用（申请未必获批；"
+                f"目前持有{int(held)}个）。",
+                f"You will apply for {k} more card(s) or credit product(s) at another "
+                f"institution and use it moderately if approved (approval is not certain; you "
+                f"hold {int(held)} now).",
                 side=("ext_inquiries_6",),
             )
         )
@@ -360,24 +411,29 @@ def _competition(x: dict[str, float]) -> list[Option]:
                     "competitor_share_6": share * (target / cm if cm > 0 else 0.0),
                     **_fewer_competitor_months(x, target),
                 },
-                *_competitor_text(target),
+                *_competitor_text(target, cm),
             )
         )
     return out
 
 
 #: name -> options for one borrower (its feature values by name)
+#: action name (:mod:`pipeline.base.actions`) -> options for one borrower (its feature
+#: values by name, and its advised draw size under :data:`DRAW_SIZE`)
 LEVERS: dict[str, Callable[[dict[str, float]], list[Option]]] = {
-    "cadence": _cadence,
-    "utilisation": _utilisation,
-    "fund_use": _fund_use,
-    "external": _external,
-    "competition": _competition,
+    KEEP_DRAWING: _keep_drawing,
+    MODERATE: _moderate_use,
+    ROUTE: _fund_use,
+    EXTERNAL: _external,
+    NO_COMPETITORS: _competition,
 }
 
 
 def candidates(
-    x: np.ndarray, feature_names: Sequence[str], levers: Sequence[str] | None = None
+    x: np.ndarray,
+    feature_names: Sequence[str],
+    levers: Sequence[str] | None = None,
+    draw: float = float("nan"),
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]], list[list[Option]], list[str]]:
     """Every combination of lever options for one row ``x``.
 
@@ -389,6 +445,7 @@ def candidates(
     names = list(feature_names)
     col = {n: j for j, n in enumerate(names)}
     xd = {n: float(x[j]) for j, n in enumerate(names)}
+    xd[DRAW_SIZE] = float(draw)
     lever_names = [n for n in (levers or LEVERS) if n in LEVERS]
     options: list[list[Option]] = []
     for ln in lever_names:
@@ -435,13 +492,15 @@ def advise(
     score: Callable[[np.ndarray], np.ndarray],
     threshold: float,
     levers: Sequence[str] | None = None,
+    draw: tuple[float, str] = (float("nan"), "the borrower's repayment capacity is unknown"),
 ) -> Advice:
-    """The cheapest lever combination that brings ``score`` under ``threshold``.
+    """The cheapest combination of actions that brings ``score`` under ``threshold``.
 
     ``score`` maps a float matrix of feature rows to probabilities (the model, with its
-    calibration); every suggestion is re-scored with it.
+    calibration); every suggestion is re-scored with it. ``draw`` is the advised draw
+    size and, when it is nan, why no draw is advised (:func:`draw_size`).
     """
-    X, cost, combos, options, lever_names = candidates(x, feature_names, levers)
+    X, cost, combos, options, lever_names = candidates(x, feature_names, levers, draw[0])
     p = np.asarray(score(X.astype(np.float32)), dtype=np.float64)
     p0 = float(p[0])
     under = p < threshold
@@ -460,8 +519,10 @@ def advise(
         for j in range(len(names))
         if abs(float(X[best, j]) - float(x[j])) > 1e-9
     ]
-    zh = [o.zh for _, o in chosen] + [CREDIT_TIP[0]]
-    en = [o.en for _, o in chosen] + [CREDIT_TIP[1]]
+    zh = [o.zh for _, o in chosen]
+    en = [o.en for _, o in chosen]
+    wanted = levers is None or KEEP_DRAWING in levers
+    not_advised = {KEEP_DRAWING: draw[1]} if wanted and not np.isfinite(draw[0]) else {}
     return Advice(
         p_before=p0,
         p_after=float(p[best]),
@@ -473,4 +534,6 @@ def advise(
         zh=zh,
         en=en,
         n_candidates=len(X),
+        draw_size=float(draw[0]) if any(n == KEEP_DRAWING for n, _ in chosen) else float("nan"),
+        not_advised=not_advised,
     )

@@ -1246,32 +1246,39 @@ def _advice(inp: Inputs) -> dict[str, Any]:
 
 
 def _advice_world(inp: Inputs) -> dict[str, Any]:
-    """The advice carried out in the simulated world, against the model's promise."""
+    """The advice carried out in the simulated world: its whole bill, against the model."""
     w = inp.summary.get("advice", {}).get("world") if inp.simulator else None
     if not w:
         return {"world": None}
     by = w.get("by_action", {})
+    move, true_move = _move, _true_move
     rows: list[Sequence[Cell]] = [
         (
             Lines(((a, ""), (ACTIONS.get(a, ""), ""))),
+            str(f.get("kind", "–")),
             _num(f.get("n"), "int"),
             _num(f.get("cost"), ".2f"),
-            _num(f.get("p_before"), "pct"),
-            _num(f.get("p_after"), "pct"),
-            f"{_signed(f.get('true_change'))} ± {_num(2 * f.get('true_change_se', float('nan')), '.3f')}",
+            move(f, "total"),
+            move(f, "overdue", ".2%"),
+            true_move(f),
+            move(f, "interest", ",.0f"),
+            move(f, "loss", ",.0f"),
             _signed(f.get("model_change")),
-            _num(f.get("true_cut_per_cost"), ".3f"),
             _same_sign(f),
         )
         for a, f in ((a, by[a]) for a in w.get("ranking", by))
     ]
-    head: tuple[str, ...] = ("action", "borrowers", "mean cost", "true before", "true after")
-    head += ("true change (± 2 s.e.)", "model's change", "true cut per cost", "same sign?")
+    head: tuple[str, ...] = ("action", "what it does", "borrowers", "mean cost")
+    head += ("closures, any cause (± 2 s.e. of the change)", "overdue closures")
+    head += ("never-overdue closures", "interest paid = revenue (yuan)")
+    head += ("written off = loss (yuan)", "model's change", "same sign?")
     causes: list[Sequence[Cell]] = [
         (cause_label(c), _num(v.get("before"), "pct"), _num(v.get("after"), "pct"))
         for c, v in w.get("by_cause", {}).items()
     ]
     works = [a for a in w.get("ranking", []) if _works(by[a])]
+    adv = inp.summary.get("advice", {})
+    chosen, draw = adv.get("chosen", {}), adv.get("draw", {})
     return {
         "world": {
             "n": _num(w.get("n"), "int"),
@@ -1280,14 +1287,36 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
             "n_futures": _num(w.get("n_futures"), "int"),
             "p_before": _num(w.get("p_before"), "pct"),
             "p_after": _num(w.get("p_after"), "pct"),
+            "total": move(w, "total"),
+            "overdue": move(w, "overdue", ".2%"),
+            "interest": move(w, "interest", ",.0f"),
             "cut": _num(w.get("true_cut"), "pct"),
             "model_p_after": _num(w.get("model_p_after"), "pct"),
+            "recomputed": _num(w.get("model_p_after_recomputed"), "pct"),
+            "recomputed_se": _num(
+                2 * float(w.get("model_p_after_recomputed_se", float("nan"))), "pct"
+            ),
+            "recomputed_n": _num(w.get("model_p_after_recomputed_n"), "int"),
+            "recomputed_before": _num(w.get("model_p_before_recomputed"), "pct"),
+            "scored_share": _num(w.get("scored_share_after_recomputed"), "pct"),
+            "p_after_same_rows": _num(w.get("p_after_on_recomputed_rows"), "pct"),
+            "next_months": _num(w.get("next_months"), "int"),
             "gap": _num(w.get("model_gap"), ".3f"),
             "works": works,
             "fails": [a for a in w.get("ranking", []) if a not in works],
+            "lowers": [a for a in w.get("ranking", []) if by[a].get("kind") == "lowers risk"],
+            "avoids": [a for a in w.get("ranking", []) if by[a].get("kind") == "avoids a trigger"],
             "differs": list(w.get("sign_differs", [])),
             "unclear": list(w.get("sign_unclear", [])),
+            "rule": str(chosen.get("rule", "")),
+            "n_above": _num(chosen.get("n_at_or_above_threshold"), "int"),
+            "n_tied": _num(chosen.get("n_tied_at_top"), "int"),
+            "need_share": _num(draw.get("need_share"), "pct"),
+            "not_advised": [
+                (why, _num(n, "int")) for why, n in draw.get("not_advised", {}).items()
+            ],
         },
+        "bill": _bill(w),
         "by_action": Table(head, rows, caption="by action, best true cut per unit of cost first"),
         "by_cause": Table(
             ("closure cause", "before", "after"),
@@ -1297,6 +1326,50 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
         if causes
         else None,
     }
+
+
+def _move(f: Mapping[str, Any], name: str, fmt: str = "pct") -> str:
+    """``before → after (± 2 s.e. of the change)`` of a bill figure."""
+    b, a = f.get(f"{name}_before"), f.get(f"{name}_after")
+    se = f.get(f"{name}_change_se", float("nan"))
+    return f"{_num(b, fmt)} → {_num(a, fmt)} (± {_num(2 * float(se), fmt)})"
+
+
+def _true_move(f: Mapping[str, Any]) -> str:
+    se = 2 * float(f.get("true_change_se", float("nan")))
+    return (
+        f"{_num(f.get('p_before'), 'pct')} → {_num(f.get('p_after'), 'pct')} (± {_num(se, 'pct')})"
+    )
+
+
+def _bill(w: Mapping[str, Any]) -> Table:
+    """The whole bill of the two arms, per advised borrower."""
+    bill: list[Sequence[Cell]] = [
+        (
+            label,
+            _num(w.get(f"total_{arm}"), "pct"),
+            _num(w.get(f"overdue_{arm}"), ".2%"),
+            _num(w.get(f"p_{arm}"), "pct"),
+            _num(w.get(f"interest_{arm}"), ",.0f"),
+            _num(w.get(f"loss_{arm}"), ",.0f"),
+            _num(w.get(f"drawn_{arm}"), ",.0f"),
+        )
+        for label, arm in (("without the advice", "before"), ("with the whole advice", "after"))
+    ]
+    return Table(
+        (
+            "arm",
+            "closures, any cause",
+            "overdue closures",
+            "never-overdue closures",
+            "interest paid = revenue (yuan)",
+            "written off = loss (yuan)",
+            "drawn (yuan)",
+        ),
+        bill,
+        caption="the whole bill per advised borrower over the horizon "
+        f"({_num(w.get('n'), 'int')} borrowers; means)",
+    )
 
 
 def _signed(v: Any) -> str:

@@ -467,8 +467,10 @@ def score_frame(
         top = np.flatnonzero(tier == tier_names[-1])
         top = top[np.argsort(-prob[top], kind="stable")][:advice_rows]
         for i in top:
+            # serving has no repayment history, so no draw is sized and none advised
             a = advice_core.advise(X[i].astype(np.float64), model.names, model.prob, target)
-            adv_zh[i], adv_en[i] = "\n".join(a.zh), "\n".join(a.en)
+            zh, en = (a.zh, a.en) if a.actions else advice_core.NO_ACTION_TEXT
+            adv_zh[i], adv_en[i] = "\n".join(zh), "\n".join(en)
             adv_p[i], adv_ok[i] = a.p_after, a.achieved
     table["advice_zh"] = adv_zh
     table["advice_en"] = adv_en

@@ -572,6 +572,8 @@ class _MonthOut:
     draw_amount: np.ndarray | None = None
     flow_amount: np.ndarray | None = None  # (len(idx), channels)
     early: np.ndarray | None = None  # bool over idx: the balance was repaid early
+    interest: np.ndarray | None = None  # interest charged over idx
+    balance: np.ndarray | None = None  # balance at the month's end over idx
 
 
 @dataclass
@@ -584,7 +586,13 @@ class _Act:
 
     who: dict[str, np.ndarray | None]
     force_draw: np.ndarray | None = None  # over state rows: draw this month ("keep_drawing")
-    util_cap: float = 0.5  # "moderate_use": draw only up to this share of the line
+    # over state rows: the size of a forced draw ("keep_drawing"); inf: the usual size
+    draw_size: np.ndarray | None = None
+    # "moderate_use": draw only up to this share of the line (one, or over state rows)
+    util_cap: float | np.ndarray = 0.5
+    # "route_to_consumption": at most this share of drawn money to securities and other
+    # lenders (one, or over state rows); the rest of their share goes to consumption
+    route_share: float | np.ndarray = 0.0
 
 
 @dataclass
@@ -723,6 +731,8 @@ def _step(
         draw_amount=b.draw_amt,
         flow_amount=money.flow_amt,
         early=money.early,
+        interest=money.interest,
+        balance=money.balance,
     )
     if record:
         _record(out, st, mo, b, money, bu, sp, rv)
@@ -754,18 +764,28 @@ def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Genera
     p = p * np.where(st.react_left[idx] > 0, 1.0 - s.line_reaction, 1.0)
     p = np.where(frozen, 0.0, np.clip(p, 0.0, 0.98))
     drew = u[:, 2] < p
+    forced = np.zeros(n, dtype=bool)
     if mo.act is not None and mo.act.force_draw is not None:
-        drew |= mo.act.force_draw[idx] & ~frozen  # a frozen line cannot be drawn
+        forced = mo.act.force_draw[idx] & ~frozen & ~drew  # a frozen line cannot be drawn
+        drew |= forced
     n_draws = np.where(
         drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + need), n), 0
     )
     line = st.line[idx]
     bal_prev = st.balance[idx]
     per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
+    if mo.act is not None and mo.act.draw_size is not None:
+        # a draw made only because the advice said so is one draw of the advised size
+        size = mo.act.draw_size[idx]
+        sized = forced & np.isfinite(size)
+        n_draws = np.where(sized, 1, n_draws)
+        per_draw = np.where(sized, size, per_draw)
     available = np.maximum(line - bal_prev, 0.0)
     moderate = mo.acting("moderate_use")
     if mo.act is not None and moderate is not None:
-        capped = np.maximum(mo.act.util_cap * line - bal_prev, 0.0)
+        cap = mo.act.util_cap
+        share = cap[idx] if isinstance(cap, np.ndarray) else cap
+        capped = np.maximum(share * line - bal_prev, 0.0)
         available = np.where(moderate, capped, available)
     draw_amt = np.where(drew, np.minimum(n_draws * per_draw, available), 0.0)
     draw_amt = np.round(draw_amt, 2)
@@ -800,10 +820,17 @@ def _money(
         axis=1,
     ) * rng.gamma(6.0, 1.0 / 6.0, (n, len(CHANNELS)))
     route = mo.acting("route_to_consumption")
-    if route is not None:
-        w[route, 0] += w[route, 2] + w[route, 3]
-        w[route, 2] = 0.0
-        w[route, 3] = 0.0
+    if route is not None and mo.act is not None:
+        keep = mo.act.route_share
+        keep_r = keep[idx] if isinstance(keep, np.ndarray) else np.full(n, keep)
+        away = w[:, 2] + w[:, 3]
+        total = w.sum(axis=1)
+        # scale securities and other lenders down to the kept share of the money drawn
+        scale = np.where(away > keep_r * total, keep_r * total / np.maximum(away, 1e-12), 1.0)
+        scale = np.where(route, scale, 1.0)
+        w[:, 0] += away * (1.0 - scale)
+        w[:, 2] *= scale
+        w[:, 3] *= scale
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = b.draw_amt[:, None] * w
     lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
@@ -849,12 +876,17 @@ def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator
     # 7. external credit (bureau)
     eng = st.ext_eng[idx]
     juggler = st.juggler[idx]
-    new_acc = rng.binomial(1, np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0, 1))
+    new_acc = rng.binomial(1, ext_open_prob(s, eng, juggler))
     is_loan = u[:, 5] < 0.3 + 0.5 * juggler
     live = mo.acting("keep_external_live")
     keep_live: np.ndarray | bool = False if live is None else live
-    if live is not None:  # a borrower without external credit opens an account to use
-        new_acc = np.where(live & (st.ext_cards[idx] + st.ext_loans[idx] == 0), 1, new_acc)
+    if live is not None:
+        # a borrower without external credit applies for a product; the bureau approves
+        # it with that borrower's own chance of a new product within a year
+        # (ext_approval); u[:, 6] decides, a draw no other decision of such a row reads
+        approved = u[:, 6] < ext_approval(s, eng, juggler)
+        none_held = st.ext_cards[idx] + st.ext_loans[idx] == 0
+        new_acc = np.where(live & none_held & approved, 1, new_acc)
     cards = st.ext_cards[idx] + new_acc * (~is_loan)
     loans = st.ext_loans[idx] + new_acc * is_loan
     cards = cards - rng.binomial(cards, s.ext_close_rate)
@@ -875,6 +907,17 @@ def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator
         inquiries=inquiries,
         ext_util=ext_util,
     )
+
+
+def ext_open_prob(s: SimulatorConfig, eng: np.ndarray, juggler: np.ndarray) -> np.ndarray:
+    """The bureau's monthly chance that a borrower opens a new external product."""
+    return np.clip(s.ext_open_rate * (0.3 + 2.0 * eng + juggler), 0.0, 1.0)
+
+
+def ext_approval(s: SimulatorConfig, eng: np.ndarray, juggler: np.ndarray) -> np.ndarray:
+    """The chance that a borrower's application for an external product is approved:
+    its own chance of a new product within twelve months (low for students)."""
+    return 1.0 - (1.0 - ext_open_prob(s, eng, juggler)) ** 12
 
 
 def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Spend:
@@ -1200,17 +1243,20 @@ def simulate_chunk(spec: WorldSpec, chunk: int) -> dict[str, pa.Table]:
 #: simulator. This is the one list of actions that futures accept.
 ACTIONS: dict[str, str] = {
     "keep_drawing": (
-        "draw in at least k of the horizon's months (the first months first) at the "
-        "borrower's usual amount: the month's draw decision is forced on unless the line "
-        "is frozen, the number and size of draws come from the borrower's own habits"
+        "draw in at least k of the horizon's months (the first months first): in a month "
+        "without a draw of its own the borrower makes one draw of the advised size (its "
+        "usual size when none is given) unless the line is frozen; interest is charged on "
+        "it like on any balance"
     ),
     "route_to_consumption": (
-        "spend drawn money on consumption: the shares that would go to securities and to "
-        "repaying other lenders go to consumption instead"
+        "spend drawn money on consumption: at most the advised share (none when no share "
+        "is given) goes to securities and to repaying other lenders, the rest of what would "
+        "have gone there goes to consumption"
     ),
     "keep_external_live": (
-        "use an external card or loan every month, opening one if the borrower has none, "
-        "so the credit file shows activity"
+        "use an external card or loan every month so the credit file shows activity; a "
+        "borrower holding none applies every month until one is approved, with the "
+        "bureau's own chance for that borrower (ext_approval)"
     ),
     "stop_competitors": "stop using competing credit products (no competitor use any month)",
     "repay_on_schedule": (
@@ -1218,7 +1264,8 @@ ACTIONS: dict[str, str] = {
         "of repaying all of it early"
     ),
     "moderate_use": (
-        "keep borrowing moderate: draw only while the balance stays under half of the line"
+        "keep borrowing moderate: draw only while the balance stays under the advised share "
+        "of the line (half when none is given)"
     ),
 }
 KEEP_DRAWING_MONTHS = 2  # default k of "keep_drawing"
@@ -1234,6 +1281,9 @@ class Intervention:
 
     actions: tuple[str, ...] = ()
     keep_drawing_months: int = KEEP_DRAWING_MONTHS
+    draw_size: float = math.inf  # the size of a draw made for keep_drawing (inf: usual)
+    util_cap: float = 0.5  # moderate_use: draw only while the balance is under this share
+    route_share: float = 0.0  # route_to_consumption: at most this share away from consumption
 
     def __post_init__(self) -> None:
         given: Any = self.actions
@@ -1243,6 +1293,18 @@ class Intervention:
             raise ValueError(f"futures: unknown action {unknown[0]!r}; known: {', '.join(ACTIONS)}")
         object.__setattr__(self, "actions", tuple(sorted(set(acts))))
         object.__setattr__(self, "keep_drawing_months", int(self.keep_drawing_months))
+        size = float(self.draw_size)
+        if not size > 0:
+            raise ValueError(f"futures: draw_size must be positive (inf: usual size), got {size}")
+        object.__setattr__(self, "draw_size", size)
+        cap = float(self.util_cap)
+        if not 0.0 < cap <= 1.0:
+            raise ValueError(f"futures: util_cap must lie in (0, 1], got {cap}")
+        object.__setattr__(self, "util_cap", cap)
+        keep = float(self.route_share)
+        if not 0.0 <= keep < 1.0:
+            raise ValueError(f"futures: route_share must lie in [0, 1), got {keep}")
+        object.__setattr__(self, "route_share", keep)
 
     @classmethod
     def of(
@@ -1264,9 +1326,12 @@ class Intervention:
     @property
     def label(self) -> str:
         """``none``, or the actions joined by ``+`` (``keep_drawing`` with its k)."""
-        parts = [
-            f"{a}:{self.keep_drawing_months}" if a == "keep_drawing" else a for a in self.actions
-        ]
+        size = "" if math.isinf(self.draw_size) else f"x{self.draw_size:.0f}"
+        cap = "" if self.util_cap == 0.5 else f":{self.util_cap:.0%}"
+        keep = "" if self.route_share == 0.0 else f":{self.route_share:.0%}"
+        tail = {"keep_drawing": f":{self.keep_drawing_months}{size}", "moderate_use": cap}
+        tail["route_to_consumption"] = keep
+        parts = [f"{a}{tail.get(a, '')}" for a in self.actions]
         return "+".join(parts) or "none"
 
 
@@ -1349,6 +1414,11 @@ class Futures:
     draw_amount: np.ndarray  # (n, k, horizon) money drawn per month
     channel_amount: np.ndarray  # (n, k, channels) drawn money by channel over the horizon
     early_repay: np.ndarray  # (n, k) months with an early repayment of the whole balance
+    interest: np.ndarray  # (n, k) interest the borrower paid over the horizon while open
+    loss: np.ndarray  # (n, k) balance written off at an overdue closure (0 otherwise)
+    # the raw tables of the first months of every future (``trace_months`` of
+    # :func:`futures_arms`), future j of asked row i as borrower_id i * k + j
+    traces: dict[str, pa.Table] | None = None
 
     @property
     def action(self) -> str | tuple[str, ...] | None:
@@ -1424,11 +1494,21 @@ class _ArmRows:
     who: dict[str, np.ndarray | None]
     k_draw: int | np.ndarray
     given: Intervention | tuple[Intervention, ...]
+    size: float | np.ndarray = math.inf  # keep_drawing's draw size, one or per account
+    cap: float | np.ndarray = 0.5  # moderate_use's utilisation cap, one or per account
+    keep: float | np.ndarray = 0.0  # route_to_consumption's kept share, one or per account
 
     @classmethod
     def of(cls, arm: Arm, n: int) -> _ArmRows:
         if isinstance(arm, Intervention):
-            return cls(dict.fromkeys(arm.actions), arm.keep_drawing_months, arm)
+            return cls(
+                dict.fromkeys(arm.actions),
+                arm.keep_drawing_months,
+                arm,
+                arm.draw_size,
+                arm.util_cap,
+                arm.route_share,
+            )
         each = tuple(arm)
         if len(each) != n or not all(isinstance(a, Intervention) for a in each):
             raise ValueError(
@@ -1440,7 +1520,10 @@ class _ArmRows:
             a: np.array([a in iv.actions for iv in each], dtype=bool) for a in names
         }
         k = np.array([iv.keep_drawing_months for iv in each], dtype=np.int64)
-        return cls(who, k, each)
+        size = np.array([iv.draw_size for iv in each], dtype=np.float64)
+        cap = np.array([iv.util_cap for iv in each], dtype=np.float64)
+        keep = np.array([iv.route_share for iv in each], dtype=np.float64)
+        return cls(who, k, each, size, cap, keep)
 
     def interventions(self) -> list[Intervention]:
         """The distinct interventions of the arm."""
@@ -1467,14 +1550,21 @@ class _ArmRows:
                 )
         who = {a: None if m is None else m[pick] for a, m in self.who.items()}
         k = self.k_draw if isinstance(self.k_draw, int) else self.k_draw[pick]
-        return _ArmRows(who, k, given)
+        size = self.size if isinstance(self.size, float) else self.size[pick]
+        cap = self.cap if isinstance(self.cap, float) else self.cap[pick]
+        keep = self.keep if isinstance(self.keep, float) else self.keep[pick]
+        return _ArmRows(who, k, given, size, cap, keep)
 
-    def act(self, k: int) -> _Act | None:
-        """The month step's action over ``k`` futures of each row (None: no action)."""
+    def act(self, k: int, n: int) -> _Act | None:
+        """The month step's action over ``k`` futures of each of ``n`` rows (None: none)."""
         if not self.who:
             return None
         who = {a: None if m is None else np.repeat(m, k) for a, m in self.who.items()}
-        return _Act(who=who)
+        size = np.broadcast_to(np.asarray(self.size, dtype=np.float64), (n,))
+        draw_size = None if np.isinf(size).all() else np.repeat(size, k)
+        cap = self.cap if isinstance(self.cap, float) else np.repeat(self.cap, k)
+        keep = self.keep if isinstance(self.keep, float) else np.repeat(self.keep, k)
+        return _Act(who=who, draw_size=draw_size, util_cap=cap, route_share=keep)
 
     def forced_draws(self, act: _Act, draw_months: np.ndarray, k: int) -> None:
         """``keep_drawing``: draw this month while fewer than k months had a draw."""
@@ -1503,6 +1593,7 @@ def _run_futures(
     chunk: int,
     arm: _ArmRows = _NO_ARM,
     observable: bool = False,
+    trace: int = 0,
 ) -> Futures:
     """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
 
@@ -1514,15 +1605,22 @@ def _run_futures(
     whatever the other rows carry out. The first block's stream is the one a single
     block always had, so up to :data:`FUTURE_BLOCK` futures are what they were.
     """
+    if trace and k > FUTURE_BLOCK:
+        # a trace names each future by its row within one block
+        raise ValueError(f"raw traces are kept for at most {FUTURE_BLOCK} futures, got {k}")
     blocks = [
-        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j)
+        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j, trace)
         for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
     ]
+    traces = blocks[0].pop("traces")
+    for b in blocks[1:]:
+        b.pop("traces")
     n = len(rows)
     return Futures(
         borrower_id=st.bid[rows],
         snapshot=np.full(n, t, dtype=np.int16),
         arm=arm.given,
+        traces=traces,
         **{
             name: blocks[0][name]
             if len(blocks) == 1
@@ -1542,7 +1640,8 @@ def _run_block(
     arm: _ArmRows,
     observable: bool,
     block: int,
-) -> dict[str, np.ndarray]:
+    trace: int = 0,
+) -> dict[str, Any]:
     """One block of ``k`` futures per row (see :func:`_run_futures`): the per-future arrays."""
     n, horizon = len(rows), spec.horizon
     key = (chunk, t) if block == 0 else (chunk, t, block)
@@ -1557,17 +1656,23 @@ def _run_block(
     rng = _CrnGenerator(
         np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
     )
-    act = arm.act(k)
+    act = arm.act(k, n)
     cause = np.full(n * k, -1, dtype=np.int64)
     month = np.full(n * k, -1, dtype=np.int64)
     drawn = np.zeros((n * k, horizon))
     channels = np.zeros((n * k, len(CHANNELS)))
     draw_months = np.zeros(n * k, dtype=np.int64)
     early = np.zeros(n * k, dtype=np.int64)
+    interest = np.zeros(n * k)
+    loss = np.zeros(n * k)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {}
+    fut.bid = np.arange(n * k, dtype=np.int64)  # traces name each future by its row
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
-        out = _step(spec, fut, m, rng, record=False, act=act, every_row=True)
+        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True)
+        if j < trace:
+            _keep_rows(parts, out)
         assert out.drew is not None and out.draw_amount is not None
         assert out.flow_amount is not None and out.early is not None
         live = cause < 0  # open at the start of the month
@@ -1575,9 +1680,14 @@ def _run_block(
         channels += np.where(live[:, None], out.flow_amount, 0.0)
         draw_months += live & out.drew
         early += live & out.early
+        assert out.interest is not None and out.balance is not None
+        interest += np.where(live, out.interest, 0.0)
         new = live & out.closed
         cause[new] = out.cause[new]
         month[new] = m
+        # an overdue closure writes off the balance then outstanding
+        gone = new & (out.cause == CAUSE_OVERDUE)
+        loss[gone] = out.balance[gone]
     cause2 = cause.reshape(n, k)
     return {
         "closed": (cause2 >= 0) & (cause2 < N_CAUSES),
@@ -1587,7 +1697,24 @@ def _run_block(
         "draw_amount": drawn.reshape(n, k, horizon),
         "channel_amount": channels.reshape(n, k, len(CHANNELS)),
         "early_repay": early.reshape(n, k),
+        "interest": interest.reshape(n, k),
+        "loss": loss.reshape(n, k),
+        "traces": {name: _concat(p, SCHEMAS[name]) for name, p in parts.items()} if trace else None,
     }
+
+
+def _keep_rows(parts: dict[str, list[dict[str, np.ndarray]]], out: _MonthOut) -> None:
+    """A recorded month's rows for the raw tables, named as :func:`simulate_chunk` names them."""
+    assert out.rows is not None and out.flows is not None and out.events is not None
+    for name, row in out.rows.items():
+        parts.setdefault(name, []).append(row)
+    fl = dict(out.flows)
+    fl["channel"] = _CHANNEL_NAMES[fl["channel"]]
+    parts.setdefault("fund_flows", []).append(fl)
+    ev = dict(out.events)
+    ev["event"] = _EVENT_NAMES[ev["event"]]
+    ev["cause"] = _CAUSE_NAMES[ev["cause"]]
+    parts.setdefault("platform_events", []).append(ev)
 
 
 def futures(
@@ -1626,6 +1753,8 @@ def futures_arms(
     n_futures: int | None = None,
     observable: bool = False,
     check: Callable[[pa.Table], None] | None = None,
+    trace_months: int = 0,
+    traced: Sequence[int] = (),
 ) -> list[Futures]:
     """The futures of the same accounts under several arms, each chunk replayed once.
 
@@ -1636,17 +1765,41 @@ def futures_arms(
     ``check``, if given, is called with each replayed chunk's borrowers table before its
     months are stepped (to compare the replayed world with stored data). One
     :class:`Futures` per arm, in the order of ``arms``; rows in the order asked.
+    ``trace_months``: the arms at positions ``traced`` also record the raw tables of
+    their futures' first ``trace_months`` months (:attr:`Futures.traces`).
     """
     ids = np.asarray(borrower_ids, dtype=np.int64).ravel()
     snaps = np.broadcast_to(np.asarray(snapshot, dtype=np.int64), ids.shape).copy()
     k = int(n_futures or spec.sim.oracle_futures)
     plan = [_ArmRows.of(a, len(ids)) for a in arms]
     _check_futures_args(spec, ids, snaps, plan, k)
+    if not 0 <= trace_months <= spec.horizon:
+        raise ValueError(f"futures: trace_months must lie in 0..{spec.horizon}, got {trace_months}")
     res = [_empty_futures(spec, ids, snaps, a.given, k) for a in plan]
+    traces: dict[int, dict[str, list[pa.Table]]] = {int(a): {} for a in traced if trace_months > 0}
     chunk_of = ids // spec.sim.chunk_size
     for c in np.unique(chunk_of):
         where = np.flatnonzero(chunk_of == c)
-        _chunk_futures(spec, int(c), ids, snaps, where, plan, k, observable, check, res)
+        _chunk_futures(
+            spec,
+            int(c),
+            ids,
+            snaps,
+            where,
+            plan,
+            k,
+            observable,
+            check,
+            res,
+            (trace_months, traces),
+        )
+    for a, parts in traces.items():
+        res[a].traces = {
+            name: pa.concat_tables(p).sort_by(
+                [("borrower_id", "ascending"), ("month", "ascending")]
+            )
+            for name, p in parts.items()
+        }
     return res
 
 
@@ -1669,6 +1822,8 @@ def _empty_futures(
         draw_amount=np.zeros((n, k, horizon)),
         channel_amount=np.zeros((n, k, len(CHANNELS))),
         early_repay=np.zeros((n, k), dtype=np.int64),
+        interest=np.zeros((n, k)),
+        loss=np.zeros((n, k)),
     )
 
 
@@ -1680,6 +1835,8 @@ _PER_FUTURE = (
     "draw_amount",
     "channel_amount",
     "early_repay",
+    "interest",
+    "loss",
 )
 
 
@@ -1723,6 +1880,7 @@ def _chunk_futures(
     observable: bool,
     check: Callable[[pa.Table], None] | None,
     res: list[Futures],
+    trace: tuple[int, dict[int, dict[str, list[pa.Table]]]] = (0, {}),
 ) -> None:
     """Replay one chunk to each asked snapshot and run every arm's futures of the
     accounts asked there (positions ``where`` of ``ids``), filling ``res``."""
@@ -1746,10 +1904,30 @@ def _chunk_futures(
                 f"{t} (closed by then, or not yet signed up)"
             )
         src = np.searchsorted(uniq, ids[at])
-        for arm, out in zip(arms, res, strict=True):
-            f = _run_futures(spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable)
+        for a, (arm, out) in enumerate(zip(arms, res, strict=True)):
+            months = trace[0] if a in trace[1] else 0
+            f = _run_futures(
+                spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable, months
+            )
             for name in _PER_FUTURE:
                 getattr(out, name)[at] = getattr(f, name)[src]
+            if f.traces is not None:
+                for name, table in f.traces.items():
+                    trace[1][a].setdefault(name, []).append(_renamed(table, at, src, k))
+
+
+def _renamed(table: pa.Table, at: np.ndarray, src: np.ndarray, k: int) -> pa.Table:
+    """A future's trace (future j of state row r named r * k + j) renamed for the asked
+    positions: asked position p on state row src gives p * k + j."""
+    local = table.column("borrower_id").to_numpy()
+    r, j = local // k, local % k
+    pieces = []
+    for p, row in zip(at, src, strict=True):
+        take = np.flatnonzero(r == row)
+        piece = table.take(pa.array(take))
+        ids = pa.array(int(p) * k + j[take], type=table.schema.field("borrower_id").type)
+        pieces.append(piece.set_column(0, "borrower_id", ids))
+    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
 
 
 def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from pipeline.core import world_advice as world_core
 from pipeline.core.labels import Labels, labels_of
 from pipeline.core.report import Words, words
 from pipeline.stages.common import Result, say, stamped
+from pipeline.stages.features import feature_spec as _feature_spec
 from pipeline.stages.generate import world_spec
 
 # ---- loading ----------------------------------------------------------------------
@@ -258,13 +259,24 @@ class ExplainResult(Result):
 
 
 def explain(cfg: Any, tracker: Tracker) -> ExplainResult:
+    t0 = time.perf_counter()
     p = catalog.Catalog.of(cfg)
     model = _Model(p.models)
     df, id_col, src = _load_rows(cfg, p, model, batch=cfg.explain.borrower_id is None)
     threads = int(cfg.explain.n_jobs) or physical_cores()
     if cfg.explain.borrower_id is not None:
         return _borrower(cfg, p, model, df, id_col, src, threads, tracker)
-    return _batch(cfg, p, model, df, id_col, threads, tracker)
+    res = _batch(cfg, p, model, df, id_col, threads, tracker)
+    world = res.summary.get("advice", {}).get("world")
+    if world:  # what the world test costs, as a share of the whole stage
+        total = time.perf_counter() - t0
+        world["explain_seconds"] = total
+        world["share_of_explain"] = float(world["seconds"]) / max(total, 1e-9)
+        say(
+            f"explain: the world test took {world['seconds']:.1f}s of the stage's {total:.1f}s "
+            f"({world['share_of_explain']:.0%})"
+        )
+    return res
 
 
 def _batch(
@@ -283,7 +295,8 @@ def _batch(
     X = oot[names].to_numpy(dtype=np.float32)
     contrib, method, seconds = _shap(cfg, model, X, threads)
     additivity = _additivity(model, X, contrib)
-    prob = model.calibrator.apply(np.asarray(model.booster.predict(X)))
+    raw_score = np.asarray(model.booster.predict(X), dtype=np.float64)
+    prob = model.calibrator.apply(raw_score)
 
     cols: dict[str, Any] = {id_col: oot[id_col].to_numpy()}
     if sim:
@@ -345,7 +358,7 @@ def _batch(
         assert W is not None
         _cause_views(cfg, p, views, contrib, names, W, info, table, reasons)
         if e.advice_rows > 0:
-            _advice_views(cfg, p, views, model, oot, prob)
+            _advice_views(cfg, p, views, model, oot, prob, raw_score)
     tracker.log_metrics(views.metrics)
     tracker.set_tags(
         {"shap_method": method, "attribution": str(info.get("attribution", "features"))}
@@ -370,15 +383,18 @@ def _advice_views(
     model: _Model,
     oot: pd.DataFrame,
     prob: np.ndarray,
+    raw_score: np.ndarray,
 ) -> None:
     """Advice for the riskiest rows, then (``explain.world_rows``) carried out in the world."""
     e = cfg.explain
-    adv = _batch_advice(cfg, model, oot, prob, p)
+    adv = _batch_advice(cfg, model, oot, prob, raw_score, p)
     if adv is None:
         return
     views.artifacts.append(p.path("advice"))
     views.part["advice"] = adv
-    views.metrics.update({f"advice_{k}": float(v) for k, v in adv.items()})
+    views.metrics.update(
+        {f"advice_{k}": float(v) for k, v in adv.items() if isinstance(v, (int, float))}
+    )
     if e.world_rows <= 0:
         return
     world = world_core.evaluate(
@@ -390,6 +406,10 @@ def _advice_views(
         int(e.world_futures),
         int(e.world_rows),
         _raw_borrowers(cfg),
+        history=_advised_history(p, e.world_rows),
+        feature_spec=_feature_spec(cfg),
+        next_months=int(e.world_next_months),
+        n_jobs=int(e.n_jobs) or physical_cores(),
     ).summary
     views.part["advice"]["world"] = world
     views.metrics.update(world_core.metrics(world))
@@ -554,37 +574,60 @@ def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
 
 
 def _batch_advice(
-    cfg: Any, model: _Model, rows: pd.DataFrame, prob: np.ndarray, p: catalog.Catalog
-) -> dict[str, float] | None:
-    """Advice for the highest-risk borrowers (their latest explained snapshot)."""
+    cfg: Any,
+    model: _Model,
+    rows: pd.DataFrame,
+    prob: np.ndarray,
+    raw_score: np.ndarray,
+    p: catalog.Catalog,
+) -> dict[str, Any] | None:
+    """Advice for the highest-risk borrowers (their latest explained snapshot).
+
+    The riskiest are taken by the calibrated probability, ties (the flat top of an
+    isotonic map) broken by the score before calibration, then by id.
+    """
     thr = float(cfg.explain.advice_threshold)
-    frame = rows.assign(_p=prob)
+    frame = rows.assign(_p=prob, _raw=raw_score)
     frame = frame.sort_values(["snapshot", "borrower_id"]).drop_duplicates(
         "borrower_id", keep="last"
     )
-    frame = frame[frame._p >= thr].sort_values(["_p", "borrower_id"], ascending=[False, True])
+    n_above = int((frame._p >= thr).sum())
+    frame = frame[frame._p >= thr].sort_values(
+        ["_p", "_raw", "borrower_id"], ascending=[False, False, True]
+    )
+    n_tied = int((frame._p == frame._p.max()).sum()) if len(frame) else 0
     frame = frame.head(int(cfg.explain.advice_rows))
     if len(frame) == 0:
         say(f"explain: no out-of-time borrower at or above the advice threshold {thr:.0%}")
         return None
+    ids, snaps = frame.borrower_id.to_numpy(), frame.snapshot.to_numpy()
+    capacity = _repay_capacity(p, ids, snaps)
+    share = float(cfg.explain.advice_draw_share)
     recs = []
-    for bid, snap, x in zip(
-        frame.borrower_id.to_numpy(),
-        frame.snapshot.to_numpy(),
+    for bid, snap, x, raw, cap in zip(
+        ids,
+        snaps,
         frame[model.names].to_numpy(dtype=np.float64),
+        frame._raw.to_numpy(),
+        capacity,
         strict=True,
     ):
-        a = advice_core.advise(x, model.names, model.prob, thr)
+        draw = advice_core.draw_size(cap, _typical_draw(x, model.names), share)
+        a = advice_core.advise(x, model.names, model.prob, thr, draw=draw)
         recs.append(
             {
                 "borrower_id": int(bid),
                 "snapshot": int(snap),
+                "raw_score": float(raw),
                 "p_before": a.p_before,
                 "p_after": a.p_after,
                 "achieved": a.achieved,
                 "cost": a.cost,
                 "actions": " ".join(a.actions),
                 "changes": json.dumps([list(c) for c in a.changes]),
+                "repay_capacity": float(cap),
+                "draw_size": a.draw_size,
+                "not_advised": json.dumps(a.not_advised),
                 "advice_zh": "\n".join(a.zh),
                 "advice_en": "\n".join(a.en),
             }
@@ -592,17 +635,73 @@ def _batch_advice(
     table = pd.DataFrame(recs)
     out = p.write("advice", pa.Table.from_pandas(table, preserve_index=False))
     achieved = table.achieved.to_numpy()
-    summary = {
+    why = pd.Series(
+        [r for d in table.not_advised for r in json.loads(d).values()], dtype=object
+    ).value_counts()
+    summary: dict[str, Any] = {
         "n": float(len(table)),
         "threshold": thr,
         "achieved_share": float(achieved.mean()),
         "mean_cost": float(table.cost[achieved].mean()) if achieved.any() else float("nan"),
+        "chosen": {
+            "rule": "highest calibrated probability, ties broken by the score before "
+            "calibration, then by borrower id; one row per borrower (latest out-of-time "
+            "snapshot)",
+            "n_at_or_above_threshold": n_above,
+            "n_tied_at_top": n_tied,
+        },
+        "draw": {
+            "need_share": share,
+            "n_sized": int(np.isfinite(table.draw_size).sum()),
+            "max_draw_over_capacity": float(
+                np.nanmax(table.draw_size / table.repay_capacity)
+                if np.isfinite(table.draw_size).any()
+                else float("nan")
+            ),
+            "not_advised": {str(k): int(v) for k, v in why.items()},
+        },
     }
     say(
-        f"explain: advice for {len(table)} borrowers at risk >= {thr:.0%}: "
-        f"{summary['achieved_share']:.0%} brought under the threshold -> {out}"
+        f"explain: advice for {len(table)} borrowers at risk >= {thr:.0%} (riskiest by "
+        f"calibrated probability, {n_tied} tied at the top broken by the score before "
+        f"calibration): {summary['achieved_share']:.0%} brought under the threshold -> {out}"
     )
     return summary
+
+
+def _advised_history(p: catalog.Catalog, n: int) -> dict[str, pa.Table] | None:
+    """The raw tables of the advised borrowers (the first ``n`` of the advice table), from
+    which the world test recomputes their futures' features."""
+    ids = p.read("advice", ["borrower_id"]).column("borrower_id").to_numpy()[: int(n)]
+    keep = pc.field("borrower_id").isin(pa.array(np.unique(ids).astype(np.int64)))
+    names = ("borrowers", *world_core.TRACE_TABLES)
+    return {name: p.read(name, where=keep) for name in names}
+
+
+def _typical_draw(x: np.ndarray, names: Sequence[str]) -> float:
+    """The borrower's typical draw over the last twelve months (nan without one)."""
+    col = {n: j for j, n in enumerate(names)}
+    if "draw_amount_12" not in col or "n_draws_12" not in col:
+        return float("nan")
+    n = float(x[col["n_draws_12"]])
+    return float(x[col["draw_amount_12"]]) / n if n > 0 else float("nan")
+
+
+def _repay_capacity(p: catalog.Catalog, ids: np.ndarray, snaps: np.ndarray) -> np.ndarray:
+    """Each borrower's median monthly repayment over the twelve months to its snapshot
+    (months with a repayment; nan when none): what it has shown it repays in a month."""
+    want = pd.DataFrame({"borrower_id": ids.astype(np.int64), "snapshot": snaps.astype(np.int64)})
+    am = p.read(
+        "account_months",
+        ["borrower_id", "month", "repayment"],
+        where=pc.field("borrower_id").isin(pa.array(np.unique(ids).astype(np.int64))),
+    ).to_pandas()
+    am = am.astype({"borrower_id": np.int64, "month": np.int64})
+    m = am.merge(want, on="borrower_id")
+    m = m[(m.month <= m.snapshot) & (m.month > m.snapshot - 12) & (m.repayment > 0)]
+    med = m.groupby(["borrower_id", "snapshot"]).repayment.median()
+    got = want.set_index(["borrower_id", "snapshot"]).index.map(med.to_dict())
+    return np.asarray(pd.Series(got, dtype=np.float64).to_numpy(), dtype=np.float64)
 
 
 # ---- one borrower -------------------------------------------------------------------
@@ -770,7 +869,13 @@ def _story_advice(
     """The smallest feasible change that brings the borrower under the advice threshold,
     and the borrower's simulated world before and after it."""
     thr = float(cfg.explain.advice_threshold)
-    a = advice_core.advise(x[0].astype(np.float64), model.names, model.prob, thr)
+    bid = int(cfg.explain.borrower_id or 0)
+    cap = _repay_capacity(catalog.Catalog.of(cfg), np.array([bid]), np.array([snapshot]))[0]
+    xb = x[0].astype(np.float64)
+    draw = advice_core.draw_size(
+        cap, _typical_draw(xb, model.names), float(cfg.explain.advice_draw_share)
+    )
+    a = advice_core.advise(xb, model.names, model.prob, thr, draw=draw)
     if a.p_before < thr:
         lines.append(f"advice / 建议 (risk already under {thr:.0%}; keep it so):")
     elif a.achieved:
@@ -781,6 +886,8 @@ def _story_advice(
         )
     for zh, en in zip(a.zh, a.en, strict=True):
         lines += [f"  - {zh}", f"    {en}"]
+    for act, why in a.not_advised.items():
+        lines.append(f"  ({act} not advised: {why})")
     for f, before, after in a.changes:
         lines.append(f"    {f}: {before:.4g} -> {after:.4g}")
     world = world_core.borrower_world(
@@ -794,6 +901,7 @@ def _story_advice(
         model.prob,
         int(cfg.explain.world_futures),
         _raw_borrowers(cfg),
+        a.draw_size,
     )
     lines += world_core.story_lines(world)
     return {
