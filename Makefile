@@ -16,7 +16,7 @@ PG_PORT ?= 5433
 SERVE_PORT ?= 5001
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench sweep german
+.PHONY: help venv run data features train explain survival report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create or refresh the virtual environment from the lock file
 
-run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, policy, report), print the summary
+run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, survival, policy, report), print the summary
 	$(BIN)/python -m pipeline run $(ARGS)
 
 data: $(STAMP) ## Simulate the borrower world into data/raw (and ground truth into data/truth)
@@ -45,6 +45,9 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
+
+survival: $(STAMP) ## Competing-risks closure curves by horizon and cause, and the explanation leaderboard
+	$(BIN)/python -m pipeline survival $(ARGS)
 
 report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html) from the outputs
 	$(BIN)/python -m pipeline report $(ARGS)

@@ -306,6 +306,20 @@ def _entries() -> tuple[Entry, ...]:
         ),
         _e("borrower_story", "models", "borrower_{id}.json", "explain", None, _MODEL),
         _e("waterfall_plot", "models", "plots/waterfall_{id}.png", "explain", None, _MODEL),
+        # ---- survival: the competing-risks model, its curves and the leaderboard
+        _e("survival_dir", "models", "survival", "survival", None, _MODEL),
+        _e("survival_model", "models", "survival/model.txt", "survival", None, _MODEL),
+        _e(
+            "survival_eval",
+            "models",
+            "survival/evaluation.json",
+            "survival",
+            None,
+            _MODEL,
+            "td-AUC, C-index, Brier, ECE by horizon; calibration maps; explainer leaderboard",
+        ),
+        _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
+        _e("survival_plot", "models", "survival/curves.png", "survival", None, _MODEL),
         # ---- policy
         _e("policy_dir", "models", "policy", "policy", None, _POLICY),
         _e("policy_frontier", "models", "policy/frontier.csv", "policy", None, _POLICY),
@@ -332,7 +346,7 @@ def _entries() -> tuple[Entry, ...]:
                 f"summary_parts/{stage}.json",
                 stage,
                 None,
-                _MODEL if stage in ("explain", "policy") else (),
+                _MODEL if stage in ("explain", "survival", "policy") else (),
             )
             for stage in SUMMARY_PARTS
         ),
@@ -340,7 +354,7 @@ def _entries() -> tuple[Entry, ...]:
 
 
 #: the stages whose part of the run summary is kept on disk (``<stage>_part``)
-SUMMARY_PARTS = ("generate", "features", "train", "explain", "policy", "report")
+SUMMARY_PARTS = ("generate", "features", "train", "explain", "survival", "policy", "report")
 
 #: Every file, by name.
 ENTRIES: dict[str, Entry] = {e.name: e for e in _entries()}

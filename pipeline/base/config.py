@@ -597,6 +597,13 @@ class ModelConfig:
     # against the alias holder's on the same rows to take the alias
     promote_alpha: float = 0.05
     tune_seconds: float = 0.0  # table mode: time budget of the LightGBM search (0: by rows)
+    # the competing-risks model (stage survival): cumulative incidence by cause at these
+    # months after the snapshot; off with survival=false
+    horizons: list[int] = field(default_factory=lambda: [1, 3, 6, 12])
+    survival: bool = True
+    survival_keep: float = 0.25  # share of event-free months kept (weighted 1 / keep)
+    survival_rounds: int = 300  # most boosting rounds (early stopping on validation months)
+    survival_learning_rate: float = 0.1
 
 
 #: most equal-count bins of the calibration error. The validation rows are not known
@@ -670,6 +677,29 @@ def check_model(m: ModelConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.promote_alpha", "must lie in (0, 1) (a test level)", m.promote_alpha)
     if not _ALIAS.fullmatch(str(m.champion_alias)):
         _fail(f"{key}.champion_alias", "letters, digits, '_' and '-' only", m.champion_alias)
+    check_survival(m, key)
+
+
+#: the longest horizon of the competing-risks model, in months
+MAX_HORIZON = 120
+
+
+def check_survival(m: ModelConfig, key: str) -> None:
+    """The competing-risks model's keys: horizons, sampling, rounds."""
+    hs = list(m.horizons)
+    if not hs:
+        _fail(f"{key}.horizons", "must list at least one month", hs)
+    for h in hs:
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
+            _fail(f"{key}.horizons", f"each horizon must be a whole month in [1, {MAX_HORIZON}]", hs)
+    if len(set(hs)) != len(hs):
+        _fail(f"{key}.horizons", "lists a month twice", hs)
+    if not 0 < _finite(f"{key}.survival_keep", m.survival_keep) <= 1:
+        _fail(f"{key}.survival_keep", "must lie in (0, 1] (share of event-free months kept)", m.survival_keep)
+    if m.survival_rounds < 1:
+        _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
+    if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:
+        _fail(f"{key}.survival_learning_rate", "must lie in (0, 1]", m.survival_learning_rate)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pipeline.stages.generate import generate
 from pipeline.stages.policy import PolicyResult, policy
 from pipeline.stages.report import report
 from pipeline.stages.score import score
+from pipeline.stages.survival import survival
 from pipeline.stages.train import train
 
 _MODEL_FILES = (
@@ -84,6 +85,22 @@ STAGES: tuple[Stage, ...] = (
         reads=("features", "table_features", "model", "model_meta", "calibration", "oracle"),
         writes=(*EXPLAIN_VIEWS, "cause_weights", "borrower_story", "waterfall_plot"),
         groups=("explain",),
+        model_derived=True,
+    ),
+    Stage(
+        "survival",
+        survival,
+        "Competing-risks closure curves by horizon and cause, and the explanation leaderboard",
+        reads=("features", "platform_events", "model", "model_meta", "calibration", "oracle"),
+        writes=(
+            "survival_model",
+            "survival_eval",
+            "survival_reasons",
+            "survival_plot",
+            "survival_part",
+        ),
+        groups=("model",),
+        simulator_only=True,
         model_derived=True,
     ),
     Stage(
