@@ -240,6 +240,25 @@ def _world_entries() -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _survival_entries() -> tuple[Entry, ...]:
+    """The survival stage's files: the competing-risks model, its curves, the leaderboard."""
+    return (
+        _e("survival_dir", "models", "survival", "survival", None, _MODEL),
+        _e("survival_model", "models", "survival/model.txt", "survival", None, _MODEL),
+        _e(
+            "survival_eval",
+            "models",
+            "survival/evaluation.json",
+            "survival",
+            None,
+            _MODEL,
+            "td-AUC, C-index, Brier, ECE by horizon; calibration maps; explainer leaderboard",
+        ),
+        _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
+        _e("survival_plot", "models", "survival/curves.png", "survival", None, _MODEL),
+    )
+
+
 def _entries() -> tuple[Entry, ...]:
     world = _world_entries()
     raw = tuple(e for e in world if e.folder == "raw")
@@ -306,20 +325,7 @@ def _entries() -> tuple[Entry, ...]:
         ),
         _e("borrower_story", "models", "borrower_{id}.json", "explain", None, _MODEL),
         _e("waterfall_plot", "models", "plots/waterfall_{id}.png", "explain", None, _MODEL),
-        # ---- survival: the competing-risks model, its curves and the leaderboard
-        _e("survival_dir", "models", "survival", "survival", None, _MODEL),
-        _e("survival_model", "models", "survival/model.txt", "survival", None, _MODEL),
-        _e(
-            "survival_eval",
-            "models",
-            "survival/evaluation.json",
-            "survival",
-            None,
-            _MODEL,
-            "td-AUC, C-index, Brier, ECE by horizon; calibration maps; explainer leaderboard",
-        ),
-        _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
-        _e("survival_plot", "models", "survival/curves.png", "survival", None, _MODEL),
+        *_survival_entries(),
         # ---- policy
         _e("policy_dir", "models", "policy", "policy", None, _POLICY),
         _e("policy_frontier", "models", "policy/frontier.csv", "policy", None, _POLICY),

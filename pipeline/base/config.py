@@ -691,11 +691,17 @@ def check_survival(m: ModelConfig, key: str) -> None:
         _fail(f"{key}.horizons", "must list at least one month", hs)
     for h in hs:
         if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
-            _fail(f"{key}.horizons", f"each horizon must be a whole month in [1, {MAX_HORIZON}]", hs)
+            _fail(
+                f"{key}.horizons", f"each horizon must be a whole month in [1, {MAX_HORIZON}]", hs
+            )
     if len(set(hs)) != len(hs):
         _fail(f"{key}.horizons", "lists a month twice", hs)
     if not 0 < _finite(f"{key}.survival_keep", m.survival_keep) <= 1:
-        _fail(f"{key}.survival_keep", "must lie in (0, 1] (share of event-free months kept)", m.survival_keep)
+        _fail(
+            f"{key}.survival_keep",
+            "must lie in (0, 1] (share of event-free months kept)",
+            m.survival_keep,
+        )
     if m.survival_rounds < 1:
         _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
     if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:

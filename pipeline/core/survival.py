@@ -178,7 +178,8 @@ def fit(
         feature_name=cols,
         free_raw_data=True,
     )
-    valid_sets, callbacks = [], []
+    valid_sets: list[lgb.Dataset] = []
+    callbacks: list[Any] = []
     if len(pm_valid.row) and early_stopping > 0:
         dvalid = lgb.Dataset(
             design(X_valid[pm_valid.row], pm_valid.ahead),
@@ -386,6 +387,93 @@ def brier(F: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((np.asarray(y, dtype=np.float64) - F) ** 2)) if len(y) else float("nan")
 
 
+def _horizon_record(
+    cif: np.ndarray,
+    F: np.ndarray,
+    aj: np.ndarray,
+    time: np.ndarray,
+    status: np.ndarray,
+    follow: np.ndarray,
+    t: int,
+    n_bins: int,
+    reps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The figures of one horizon (see :func:`evaluate`)."""
+    obs = observed(follow, t)
+    y = event_by(time, status, t)[obs]
+    p = F[obs, t - 1] if t <= F.shape[1] else np.zeros(0)
+    rec: dict[str, Any] = {"n": int(obs.sum()), "events": int(y.sum())}
+    if y.sum() >= 2 and len(y) - y.sum() >= 2:
+        auc, cov = delong(y, [p])
+        rec["td_auc"] = float(auc[0])
+        rec["td_auc_se"] = float(np.sqrt(cov[0, 0]))
+        sub_t, sub_s = np.asarray(time)[obs], np.asarray(status)[obs]
+        rec["c_index"] = c_index(p, sub_t, sub_s, t)
+        rec["c_index_se"] = _bootstrap_se(
+            lambda i: c_index(p[i], sub_t[i], sub_s[i], t), len(p), reps, seed
+        )
+        rec["brier"] = brier(p, y)
+        rec["brier_se"] = float(np.std((y - p) ** 2, ddof=1) / np.sqrt(len(y)))
+        rec["ece"] = expected_calibration_error(y, p, n_bins)
+        rec["ece_se"] = _bootstrap_se(
+            lambda i: expected_calibration_error(y[i], p[i], n_bins), len(p), reps, seed + 1
+        )
+        rec["mean_predicted"] = float(p.mean())
+        rec["observed_rate"] = float(y.mean())
+    else:
+        rec["why_none"] = (
+            "no row observes this horizon (the world ends first)"
+            if not obs.any()
+            else "fewer than two events or non-events among the rows observing it"
+        )
+    if t <= len(aj) and np.isfinite(aj[t - 1]).all():
+        rec["by_cause"] = {
+            c: {
+                "predicted": float(cif[:, t - 1, j].mean()),
+                "observed_aalen_johansen": float(aj[t - 1, j]),
+            }
+            for j, c in enumerate(CLASSES[1:])
+        }
+    return rec
+
+
+def _integrated_brier(
+    F: np.ndarray,
+    time: np.ndarray,
+    status: np.ndarray,
+    follow: np.ndarray,
+    last: int,
+    reps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Mean of the monthly Brier scores over the months 1 .. ``last`` some row observes,
+    each on the rows observing it; bootstrap standard error over rows."""
+    time, status, follow = np.asarray(time), np.asarray(status), np.asarray(follow)
+    months = [t for t in range(1, min(last, F.shape[1]) + 1) if observed(follow, t).any()]
+
+    def by_month(i: np.ndarray) -> list[float]:
+        vals = []
+        for m in months:
+            o = observed(follow[i], m)
+            if o.any():
+                vals.append(brier(F[i][o, m - 1], event_by(time[i], status[i], m)[o]))
+        return vals
+
+    everyone = np.arange(len(F))
+    scores = by_month(everyone)
+    if not scores:
+        return {"ibs": None, "se": None, "months": [], "n_by_month": [], "brier_by_month": []}
+    se = _bootstrap_se(lambda i: float(np.mean(by_month(i))), len(F), reps, seed)
+    return {
+        "ibs": float(np.mean(scores)),
+        "se": se,
+        "months": months,
+        "n_by_month": [int(observed(follow, m).sum()) for m in months],
+        "brier_by_month": scores,
+    }
+
+
 def evaluate(
     cif: np.ndarray,
     time: np.ndarray,
@@ -404,98 +492,28 @@ def evaluate(
     observing ``t`` (bootstrap standard errors over rows for the C-index and ECE), and per
     cause the mean predicted against the observed (Aalen-Johansen) incidence on every row.
     The integrated Brier score is the mean of the monthly Brier scores over the months
-    1 .. max(horizons) that some row observes; ``ibs_months`` lists them.
+    1 .. max(horizons) that some row observes (``ibs.months`` lists them).
     """
     F = any_closure(cif)
     K = cif.shape[1]
-    by_h: dict[str, Any] = {}
-    td_auc: dict[str, Any] = {}
-    ece_h: dict[str, Any] = {}
     aj = aalen_johansen(time, status, K)
-    for t in horizons:
-        obs = observed(follow, t)
-        y = event_by(time, status, t)[obs]
-        p = F[obs, t - 1]
-        rec: dict[str, Any] = {"n": int(obs.sum()), "events": int(y.sum())}
-        if y.sum() >= 2 and len(y) - y.sum() >= 2:
-            auc, cov = delong(y, [p])
-            rec["td_auc"] = float(auc[0])
-            rec["td_auc_se"] = float(np.sqrt(cov[0, 0]))
-            sub_t, sub_s = np.asarray(time)[obs], np.asarray(status)[obs]
-            rec["c_index"] = c_index(p, sub_t, sub_s, t)
-            rec["c_index_se"] = _bootstrap_se(
-                lambda i, p=p, a=sub_t, b=sub_s, t=t: c_index(p[i], a[i], b[i], t),
-                len(p),
-                reps,
-                seed,
-            )
-            rec["brier"] = brier(p, y)
-            rec["brier_se"] = float(np.std((y - p) ** 2, ddof=1) / np.sqrt(len(y)))
-            rec["ece"] = expected_calibration_error(y, p, n_bins)
-            rec["ece_se"] = _bootstrap_se(
-                lambda i, y=y, p=p: expected_calibration_error(y[i], p[i], n_bins),
-                len(p),
-                reps,
-                seed + 1,
-            )
-            rec["mean_predicted"] = float(p.mean())
-            rec["observed_rate"] = float(y.mean())
-        else:
-            rec["why_none"] = (
-                "no row observes this horizon (the world ends first)"
-                if not obs.any()
-                else "fewer than two events or non-events among the rows observing it"
-            )
-        if t <= K and np.isfinite(aj[t - 1]).all():
-            rec["by_cause"] = {
-                c: {
-                    "predicted": float(cif[:, t - 1, j].mean()),
-                    "observed_aalen_johansen": float(aj[t - 1, j]),
-                }
-                for j, c in enumerate(CLASSES[1:])
-            }
-        by_h[str(t)] = rec
-        td_auc[str(t)] = (
-            {"auc": rec["td_auc"], "se": rec["td_auc_se"], "n": rec["n"], "events": rec["events"]}
-            if "td_auc" in rec
-            else None
-        )
-        ece_h[str(t)] = (
-            {"ece": rec["ece"], "se": rec["ece_se"], "n": rec["n"]} if "ece" in rec else None
-        )
-    months, scores, ns = [], [], []
-    for t in range(1, max(horizons) + 1):
-        obs = observed(follow, t)
-        if obs.sum() == 0:
-            continue
-        months.append(t)
-        ns.append(int(obs.sum()))
-        scores.append(brier(F[obs, t - 1], event_by(time, status, t)[obs]))
-    ibs = float(np.mean(scores)) if scores else None
-    ibs_se = None
-    if scores:  # rows resampled; each month's Brier on the resampled rows that observe it
-
-        def _ibs(i: np.ndarray) -> float:
-            tt, ss, ff, FF = np.asarray(time)[i], np.asarray(status)[i], np.asarray(follow)[i], F[i]
-            vals = []
-            for m in months:
-                o = observed(ff, m)
-                if o.any():
-                    vals.append(brier(FF[o, m - 1], event_by(tt, ss, m)[o]))
-            return float(np.mean(vals)) if vals else float("nan")
-
-        ibs_se = _bootstrap_se(_ibs, len(F), reps, seed + 2)
+    by_h = {
+        str(t): _horizon_record(cif, F, aj, time, status, follow, t, n_bins, reps, seed)
+        for t in horizons
+    }
     return {
         "horizons": [int(t) for t in horizons],
-        "td_auc": td_auc,
-        "ibs": {
-            "ibs": ibs,
-            "se": ibs_se,
-            "months": months,
-            "n_by_month": ns,
-            "brier_by_month": scores,
+        "td_auc": {
+            t: {"auc": r["td_auc"], "se": r["td_auc_se"], "n": r["n"], "events": r["events"]}
+            if "td_auc" in r
+            else None
+            for t, r in by_h.items()
         },
-        "ece_by_horizon": ece_h,
+        "ibs": _integrated_brier(F, time, status, follow, max(horizons), reps, seed + 2),
+        "ece_by_horizon": {
+            t: {"ece": r["ece"], "se": r["ece_se"], "n": r["n"]} if "ece" in r else None
+            for t, r in by_h.items()
+        },
         "by_horizon": by_h,
         "observed_incidence": {
             c: [None if not np.isfinite(v) else float(v) for v in aj[:, j]]
@@ -531,7 +549,7 @@ def hit_rates(reasons: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, fl
     for r in (2, 3):
         if f"reason_{r}_cause" in reasons:
             hit3 |= np.asarray(reasons[f"reason_{r}_cause"], dtype=object) == truth
-    out = {"n": n}
+    out: dict[str, float] = {"n": n}
     for name, hit in (("top1", hit1), ("top3", hit3)):
         m = float(hit.mean()) if n else float("nan")
         out[name] = m
@@ -555,3 +573,60 @@ def top_features(
     vals = np.take_along_axis(phi, order, axis=1)
     labels = np.asarray(names, dtype=object)[order]
     return np.where(vals > 0, labels, ""), np.where(vals > 0, vals, 0.0)
+
+
+def _by_cause(reasons: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, Any]:
+    out = {}
+    for c in CAUSES:
+        mask = truth == c
+        if mask.any():
+            sub = {k: np.asarray(v)[mask] for k, v in reasons.items() if k.endswith("_cause")}
+            out[c] = hit_rates(sub, truth[mask])
+    return out
+
+
+def leaderboard(
+    explainers: dict[str, dict[str, np.ndarray]],
+    truth: np.ndarray,
+    paired: tuple[np.ndarray, dict[str, np.ndarray]] | None,
+) -> list[dict[str, Any]]:
+    """Each explainer's ``reason_<r>_cause`` columns graded against the true causes.
+
+    With ``paired`` (positions of the closures that have oracle futures, and the oracle's
+    ranking of their causes): ``top1``/``top3``/``n`` on those closures beside the
+    oracle's ``ceiling_top1`` on the very same rows, ``gap_se`` the paired standard error
+    of the explainer's top-1 minus the ceiling's, ``by_cause`` there too. ``all_*`` are on
+    every closure. Standard errors are binomial."""
+    truth = np.asarray(truth, dtype=object)
+    board = []
+    for name, reasons in explainers.items():
+        rec: dict[str, Any] = {"name": name}
+        every = hit_rates(reasons, truth)
+        rec.update({f"all_{k}": v for k, v in every.items()})
+        if paired is None:
+            rec.update({k: every[k] for k in ("top1", "top1_se", "top3", "top3_se", "n")})
+            rec["ceiling_top1"] = None
+            rec["by_cause"] = _by_cause(reasons, truth)
+            board.append(rec)
+            continue
+        at, ceiling = paired
+        sub = {k: np.asarray(v)[at] for k, v in reasons.items() if k.endswith("_cause")}
+        mine = hit_rates(sub, truth[at])
+        ceil = hit_rates(ceiling, truth[at])
+        hit = np.asarray(sub["reason_1_cause"], dtype=object) == truth[at]
+        chit = np.asarray(ceiling["reason_1_cause"], dtype=object) == truth[at]
+        rec.update({k: mine[k] for k in ("top1", "top1_se", "top3", "top3_se", "n")})
+        rec.update(
+            ceiling_top1=ceil["top1"],
+            ceiling_top1_se=ceil["top1_se"],
+            ceiling_top3=ceil["top3"],
+            ratio_to_ceiling=mine["top1"] / ceil["top1"] if ceil["top1"] else None,
+            gap_se=paired_se(hit, chit),
+        )
+        by = _by_cause(sub, truth[at])
+        cby = _by_cause(ceiling, truth[at])
+        for c, v in by.items():
+            v["ceiling_top1"] = cby[c]["top1"]
+        rec["by_cause"] = by
+        board.append(rec)
+    return board

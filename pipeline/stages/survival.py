@@ -31,7 +31,7 @@ from pipeline.adapters import catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import Config, physical_cores, split_snapshots
-from pipeline.base.io import DataError
+from pipeline.base.io import DataError, atomic_path
 from pipeline.core import explain as explain_core
 from pipeline.core import survival as core
 from pipeline.core.evaluation import delong
@@ -72,8 +72,82 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     X = frame[names].to_numpy(dtype=np.float32)
     threads = int(cfg.model.num_threads) or physical_cores()
 
-    # ---- fit on training months, stop and calibrate on validation months
-    tr, va, oo = split == "train", split == "valid", split == "oot"
+    va, oo = split == "valid", split == "oot"
+    m = cfg.model
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K, threads)
+    cal = core.fit_calibration(
+        core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
+    )
+    cif = core.calibrate(core.incidence(core.hazards(model, X[oo], K)), cal)
+    ev = core.evaluate(
+        cif, time_[oo], status[oo], follow[oo], horizons, int(m.calibration_bins), seed=seed
+    )
+    oot = frame.loc[oo].reset_index(drop=True)
+    ev["beside_classifier"] = _beside_classifier(
+        p,
+        booster,
+        X[oo],
+        cif,
+        time_[oo],
+        status[oo],
+        follow[oo],
+        int(cfg.features.horizon),
+        int(m.calibration_bins),
+    )
+    ev["training"] = {
+        "person_months_train": int(len(pm_tr.row)),
+        "person_months_valid": int(len(pm_va.row)),
+        "keep": float(m.survival_keep),
+        "rounds": int(model.current_iteration()),
+        "best_iteration": int(model.best_iteration or model.current_iteration()),
+        "fit_seconds": fit_seconds,
+        "censoring": "restriction: a horizon's figures use only the rows whose window "
+        "it fully observes (administrative censoring at each split's last month)",
+        "split_end_month": {
+            s: int(end[split == s].max()) for s in ("train", "valid", "oot") if (split == s).any()
+        },
+    }
+    ev["calibration"] = cal.to_dict()
+
+    # ---- reasons from the cause model, and the leaderboard
+    h = int(cfg.features.horizon)
+    reasons, contrib_rows = _cause_reasons(cfg, model, oot, X[oo], cif, names, h, threads)
+    board = _leaderboard(cfg, p, booster, frame, oot, X, cif, names, h, threads)
+    ev["explainers"] = board
+
+    stamp = model_stamp(p.models)
+    p.write("survival_model", model.model_to_string())
+    p.write("survival_eval", stamped(ev, stamp))
+    p.write("survival_reasons", pa.Table.from_pandas(reasons, preserve_index=False))
+    plot = _plot_curves(ev, p.path("survival_plot"))
+    seconds = time.perf_counter() - t0
+    part = _part(ev, horizons, fit_seconds, seconds)
+    metrics = {"survival_fit_seconds": fit_seconds, "survival_seconds": seconds}
+    if ev["ibs"]["ibs"] is not None:
+        metrics["survival_ibs"] = float(ev["ibs"]["ibs"])
+    for t, rec in ev["td_auc"].items():
+        if rec is not None:
+            metrics[f"survival_td_auc_{t}"] = rec["auc"]
+    tracker.log_metrics(metrics)
+    for a in (p.path("survival_eval"), p.path("survival_reasons"), plot):
+        tracker.log_artifact(a, "survival")
+    say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
+    return SurvivalResult(summary=part, seconds=seconds)
+
+
+def _fit(
+    cfg: Config,
+    X: np.ndarray,
+    time_: np.ndarray,
+    status: np.ndarray,
+    split: np.ndarray,
+    names: list[str],
+    K: int,
+    threads: int,
+) -> tuple[lgb.Booster, core.PersonMonths, core.PersonMonths, float]:
+    """The hazard model fitted on training months, stopped early on validation months."""
+    seed = int(cfg.data.seed)
+    tr, va = split == "train", split == "valid"
     keep = float(cfg.model.survival_keep)
     pm_tr = core.person_months(time_[tr], status[tr], K, keep, seed)
     pm_va = core.person_months(time_[va], status[va], K, keep, seed + 1)
@@ -101,52 +175,14 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         int(m.survival_rounds),
         int(m.early_stopping_rounds),
     )
-    fit_seconds = time.perf_counter() - t_fit
-    cal = core.fit_calibration(
-        core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
-    )
-    cif = core.calibrate(core.incidence(core.hazards(model, X[oo], K)), cal)
-    ev = core.evaluate(
-        cif, time_[oo], status[oo], follow[oo], horizons, int(m.calibration_bins), seed=seed
-    )
-    oot = frame.loc[oo].reset_index(drop=True)
-    ev["beside_classifier"] = _beside_classifier(
-        p,
-        booster,
-        X[oo],
-        cif,
-        time_[oo],
-        status[oo],
-        follow[oo],
-        int(cfg.features.horizon),
-        int(m.calibration_bins),
-    )
-    ev["training"] = {
-        "person_months_train": int(len(pm_tr.row)),
-        "person_months_valid": int(len(pm_va.row)),
-        "keep": keep,
-        "rounds": int(model.current_iteration()),
-        "best_iteration": int(model.best_iteration or model.current_iteration()),
-        "fit_seconds": fit_seconds,
-        "censoring": "restriction: a horizon's figures use only the rows whose window "
-        "it fully observes (administrative censoring at each split's last month)",
-        "split_end_month": {s: int(end[split == s].max()) for s in ("train", "valid", "oot") if (split == s).any()},
-    }
-    ev["calibration"] = cal.to_dict()
+    return model, pm_tr, pm_va, time.perf_counter() - t_fit
 
-    # ---- reasons from the cause model, and the leaderboard
-    h = int(cfg.features.horizon)
-    reasons, contrib_rows = _cause_reasons(cfg, model, oot, X[oo], cif, names, h, threads)
-    board = _leaderboard(cfg, p, booster, frame, oot, X, cif, names, h, threads)
-    ev["explainers"] = board
 
-    stamp = model_stamp(p.models)
-    p.write("survival_model", model.model_to_string())
-    p.write("survival_eval", stamped(ev, stamp))
-    p.write("survival_reasons", pa.Table.from_pandas(reasons, preserve_index=False))
-    plot = _plot_curves(ev, p.path("survival_plot"))
-    seconds = time.perf_counter() - t0
-    part = {
+def _part(
+    ev: dict[str, Any], horizons: list[int], fit_seconds: float, seconds: float
+) -> dict[str, Any]:
+    """The stage's part of the run summary (the leaderboard without its per-cause rows)."""
+    return {
         "survival": {
             "horizons": horizons,
             "td_auc": ev["td_auc"],
@@ -158,21 +194,8 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
             "fit_seconds": fit_seconds,
             "seconds": seconds,
         },
-        "explainers": [
-            {k: v for k, v in e.items() if k != "by_cause"} for e in board
-        ],
+        "explainers": [{k: v for k, v in e.items() if k != "by_cause"} for e in ev["explainers"]],
     }
-    metrics = {"survival_fit_seconds": fit_seconds, "survival_seconds": seconds}
-    if ev["ibs"]["ibs"] is not None:
-        metrics["survival_ibs"] = float(ev["ibs"]["ibs"])
-    for t, rec in ev["td_auc"].items():
-        if rec is not None:
-            metrics[f"survival_td_auc_{t}"] = rec["auc"]
-    tracker.log_metrics(metrics)
-    for a in (p.path("survival_eval"), p.path("survival_reasons"), plot):
-        tracker.log_artifact(a, "survival")
-    say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
-    return SurvivalResult(summary=part, seconds=seconds)
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -201,7 +224,11 @@ def _closures(p: catalog.Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     hit = (uniq[pos] == ids) if len(uniq) else np.zeros(len(ids), dtype=bool)
     never = np.iinfo(np.int32).max
     cm = np.where(hit, month[first][pos] if len(uniq) else never, never)
-    cls = np.array([lookup[c] for c in cause[first]], dtype=np.int64) if len(first) else np.zeros(0, np.int64)
+    cls = (
+        np.array([lookup[c] for c in cause[first]], dtype=np.int64)
+        if len(first)
+        else np.zeros(0, np.int64)
+    )
     cc = np.where(hit, cls[pos] if len(uniq) else 0, 0)
     return cm.astype(np.int64), cc.astype(np.int64)
 
@@ -380,56 +407,7 @@ def _leaderboard(
 
     oracle = p.read("oracle").to_pandas() if p.exists("oracle") else None
     paired = _paired_rows(rows, oracle)
-    board = []
-    for name, reasons in explainers.items():
-        rec: dict[str, Any] = {"name": name}
-        every = core.hit_rates(reasons, truth)
-        rec.update({f"all_{k}": v for k, v in every.items()})
-        if paired is not None:
-            at, ceiling_reasons = paired
-            sub = {k: np.asarray(v)[at] for k, v in reasons.items() if k.endswith("_cause")}
-            mine = core.hit_rates(sub, truth[at])
-            ceil = core.hit_rates(ceiling_reasons, truth[at])
-            hit = np.asarray(sub["reason_1_cause"], dtype=object) == truth[at]
-            chit = np.asarray(ceiling_reasons["reason_1_cause"], dtype=object) == truth[at]
-            rec.update(
-                top1=mine["top1"],
-                top1_se=mine["top1_se"],
-                top3=mine["top3"],
-                top3_se=mine["top3_se"],
-                n=mine["n"],
-                ceiling_top1=ceil["top1"],
-                ceiling_top1_se=ceil["top1_se"],
-                ceiling_top3=ceil["top3"],
-                ratio_to_ceiling=mine["top1"] / ceil["top1"] if ceil["top1"] else None,
-                gap_se=core.paired_se(hit, chit),
-            )
-        else:
-            rec.update(
-                top1=every["top1"],
-                top1_se=every["top1_se"],
-                top3=every["top3"],
-                top3_se=every["top3_se"],
-                n=every["n"],
-                ceiling_top1=None,
-            )
-        rec["by_cause"] = {
-            c: {
-                "n": int((truth == c).sum()),
-                **{
-                    k: v
-                    for k, v in core.hit_rates(
-                        {k2: np.asarray(v2)[truth == c] for k2, v2 in reasons.items() if k2.endswith("_cause")},
-                        truth[truth == c],
-                    ).items()
-                    if k != "n"
-                },
-            }
-            for c in CAUSES
-            if (truth == c).any()
-        }
-        board.append(rec)
-    return board
+    return core.leaderboard(explainers, truth, paired)
 
 
 def _paired_rows(
@@ -515,15 +493,16 @@ def _plot_curves(ev: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
 
-    from pipeline.base.io import atomic_path
-
     pred, obs = ev["predicted_incidence"], ev["observed_incidence"]
     K = len(next(iter(pred.values())))
     months = np.arange(1, K + 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     any_pred = np.sum([pred[c] for c in CAUSES], axis=0)
     any_obs = np.array(
-        [np.nan if any(obs[c][i] is None for c in CAUSES) else sum(obs[c][i] for c in CAUSES) for i in range(K)]
+        [
+            np.nan if any(obs[c][i] is None for c in CAUSES) else sum(obs[c][i] for c in CAUSES)
+            for i in range(K)
+        ]
     )
     ax = axes[0]
     ax.plot(months, any_pred, "-o", label="predicted (mean over rows)")
@@ -557,7 +536,12 @@ def _fmt(v: Any, se: Any = None, pct: bool = False) -> str:
 
 
 def _headline(
-    ev: dict[str, Any], board: list[dict[str, Any]], fit_s: float, total_s: float, n_pm: int, n_reasons: int
+    ev: dict[str, Any],
+    board: list[dict[str, Any]],
+    fit_s: float,
+    total_s: float,
+    n_pm: int,
+    n_reasons: int,
 ) -> str:
     lines = [
         f"survival: competing-risks model on {n_pm:,} training person-months fitted in "
