@@ -255,7 +255,7 @@ def _survival_entries() -> tuple[Entry, ...]:
             "td-AUC, C-index, Brier, ECE by horizon; calibration maps; explainer leaderboard",
         ),
         _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
-        _e("survival_plot", "models", "survival/curves.png", "survival", None, _MODEL),
+        _e("survival_plot", "models", "survival/survival_curves.png", "survival", None, _MODEL),
     )
 
 
@@ -339,7 +339,7 @@ def _entries() -> tuple[Entry, ...]:
             "report.html",
             "report",
             None,
-            ("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary"),
+            ("model_meta", "evaluation", *EXPLAIN_VIEWS, "survival_eval", "policy_summary"),
         ),
         _e("resolved_config", "models", "resolved_config.yaml", "run"),
         # a user's output: kept when the model is retrained (each row names its model)

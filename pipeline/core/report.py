@@ -48,6 +48,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("calibration", "Calibration"),
     ("shap", "SHAP explanations"),
     ("fidelity", "Fidelity of the reasons"),
+    ("survival", "Risk curves by horizon and cause; the explanation leaderboard"),
     ("policy", "Policy frontier"),
     ("stability", "Feature stability"),
     ("advice", "Advice"),
@@ -149,6 +150,7 @@ class Inputs:
     evaluation: dict[str, Any] = field(default_factory=dict)
     data_card: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
+    survival: dict[str, Any] | None = None  # the survival stage's evaluation.json
     shap_importance: list[tuple[str, float]] = field(default_factory=list)
     cause_importance: list[tuple[str, float]] = field(default_factory=list)
     policy: dict[str, Any] | None = None
@@ -863,6 +865,95 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
     }
 
 
+def _pm(v: Any, se: Any, fmt: str = ".4f") -> str:
+    """A figure with its standard error ("–" when absent)."""
+    if not isinstance(v, (int, float)):
+        return "–"
+    if fmt == "pct":
+        return f"{v:.1%}" + (f" ± {se:.1%}" if isinstance(se, (int, float)) else "")
+    return f"{v:{fmt}}" + (f" ± {se:{fmt}}" if isinstance(se, (int, float)) else "")
+
+
+def _survival_horizons(ev: Mapping[str, Any]) -> Table:
+    rows: list[Sequence[Cell]] = []
+    for t, r in sorted(ev.get("by_horizon", {}).items(), key=lambda kv: int(kv[0])):
+        if "td_auc" not in r:
+            rows.append((f"{t} months", _num(r.get("n"), "int"), "–", "–", "–", "–", "–"))
+            continue
+        rows.append(
+            (
+                f"{t} months",
+                _num(r.get("n"), "int"),
+                _num(r.get("events"), "int"),
+                _pm(r["td_auc"], r.get("td_auc_se")),
+                _pm(r["c_index"], r.get("c_index_se")),
+                _pm(r["brier"], r.get("brier_se")),
+                _pm(r["ece"], r.get("ece_se")),
+            )
+        )
+    head = ("horizon", "rows observing it", "closures", "td-AUC", "C-index", "Brier", "ECE")
+    return Table(head, rows, caption="any never-overdue closure, out-of-time rows")
+
+
+def _survival_board(ev: Mapping[str, Any]) -> Table:
+    rows: list[Sequence[Cell]] = [
+        (
+            e["name"],
+            _num(e.get("n"), "int"),
+            _pm(e.get("top1"), e.get("top1_se"), "pct"),
+            _pm(e.get("top3"), e.get("top3_se"), "pct"),
+            _pm(e.get("ceiling_top1"), e.get("ceiling_top1_se"), "pct"),
+            _num(e.get("all_n"), "int"),
+            _pm(e.get("all_top1"), e.get("all_top1_se"), "pct"),
+        )
+        for e in ev.get("explainers", [])
+    ]
+    head = (
+        "explainer",
+        "closures with oracle futures",
+        "top-1",
+        "top-3",
+        "ceiling top-1 (same rows)",
+        "all closures",
+        "top-1 on all",
+    )
+    return Table(head, rows, caption="graded against the true cause of each closure")
+
+
+def _survival(inp: Inputs) -> dict[str, Any]:
+    ev = inp.survival
+    if ev is None:
+        return {"sv": None}
+    ibs = ev.get("ibs", {})
+    months = ibs.get("months") or []
+    b = ev.get("beside_classifier") or {}
+    return {
+        "sv": {
+            "ibs": _pm(ibs.get("ibs"), ibs.get("se")),
+            "ibs_months": f"{months[0]}-{months[-1]}" if months else "–",
+            "horizons": _survival_horizons(ev),
+            "board": _survival_board(ev),
+            "beside": {
+                "n": _num(b.get("n"), "int"),
+                "h": str(b.get("horizon")),
+                "model": _pm(b["cause_model"]["auc"], b["cause_model"]["auc_se"]),
+                "clf": _pm(b["classifier"]["auc"], b["classifier"]["auc_se"]),
+                "diff": _pm(b.get("auc_difference"), b.get("auc_difference_se")),
+            }
+            if b
+            else None,
+        },
+        "figs": _figs(
+            inp,
+            (
+                "survival_curves",
+                "cumulative incidence by month: predicted (mean over out-of-time rows) "
+                "against observed (Aalen-Johansen)",
+            ),
+        ),
+    }
+
+
 def _policy(inp: Inputs) -> dict[str, Any]:
     pol = inp.policy
     if pol is None:
@@ -1099,6 +1190,7 @@ _BUILDERS = {
     "calibration": _calibration,
     "shap": _shap,
     "fidelity": _fidelity,
+    "survival": _survival,
     "policy": _policy,
     "stability": _stability,
     "advice": _advice,
