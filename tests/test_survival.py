@@ -191,6 +191,8 @@ def test_the_model_learns_which_cause_a_feature_drives():
     assert (first[clear] == want[clear]).mean() > 0.9
     F = core.any_closure(cif)
     assert np.all(np.diff(F, axis=1) >= -1e-12)  # incidence never falls with the horizon
+    again = core.fit(X, pm, Xv, pmv, ["a", "b"], params, 80, 10)
+    assert again.model_to_string() == model.model_to_string()  # same data and seed
 
 
 # ---- the leaderboard -----------------------------------------------------------------

@@ -100,7 +100,6 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         "keep": float(m.survival_keep),
         "rounds": int(model.current_iteration()),
         "best_iteration": int(model.best_iteration or model.current_iteration()),
-        "fit_seconds": fit_seconds,
         "censoring": "restriction: a horizon's figures use only the rows whose window "
         "it fully observes (administrative censoring at each split's last month)",
         "split_end_month": {
