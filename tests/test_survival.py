@@ -226,6 +226,7 @@ def test_leaderboard_grades_on_the_oracle_rows_beside_the_ceiling():
         ("model.survival_keep=0", "model.survival_keep"),
         ("model.survival_rounds=0", "model.survival_rounds"),
         ("model.survival_learning_rate=2", "model.survival_learning_rate"),
+        ("model.survival_threads=-1", "model.survival_threads"),
     ],
 )
 def test_bad_survival_keys_are_refused_naming_the_key(make_cfg, override, key):

@@ -604,6 +604,11 @@ class ModelConfig:
     survival_keep: float = 0.25  # share of event-free months kept (weighted 1 / keep)
     survival_rounds: int = 300  # most boosting rounds (early stopping on validation months)
     survival_learning_rate: float = 0.1
+    # threads of the hazard model's fit (0: one per physical core). One by default: a
+    # multiclass round grows one small tree per class, and on a shared machine the
+    # threads' synchronisation costs more than they save (measured: 2 threads took 6x
+    # the wall time of 1 on a loaded 2-core machine)
+    survival_threads: int = 1
 
 
 #: most equal-count bins of the calibration error. The validation rows are not known
@@ -702,6 +707,13 @@ def check_survival(m: ModelConfig, key: str) -> None:
             "must lie in (0, 1] (share of event-free months kept)",
             m.survival_keep,
         )
+    _in(
+        f"{key}.survival_threads",
+        m.survival_threads,
+        0,
+        MAX_PARALLEL,
+        "must lie in [0, 1024] (0: one per physical core)",
+    )
     if m.survival_rounds < 1:
         _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
     if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:

@@ -74,7 +74,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
 
     va, oo = split == "valid", split == "oot"
     m = cfg.model
-    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K, threads)
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K)
     cal = core.fit_calibration(
         core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
     )
@@ -142,7 +142,6 @@ def _fit(
     split: np.ndarray,
     names: list[str],
     K: int,
-    threads: int,
 ) -> tuple[lgb.Booster, core.PersonMonths, core.PersonMonths, float]:
     """The hazard model fitted on training months, stopped early on validation months."""
     seed = int(cfg.data.seed)
@@ -160,7 +159,7 @@ def _fit(
         int(m.bagging_freq),
         float(m.lambda_l2),
         int(m.max_bin),
-        threads,
+        int(m.survival_threads) or physical_cores(),
         seed,
     )
     t_fit = time.perf_counter()
