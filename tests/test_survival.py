@@ -156,6 +156,9 @@ def test_calibration_per_month_repairs_a_halved_incidence():
     assert after < 0.005 < before
     back = core.Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert np.allclose(core.calibrate(cif, back), fixed)
+    # a month no validation row reaches carries the last fitted month's map
+    a, b = core.carried_maps(core.Calibration(cal.a, cal.b, np.array([False, True, False]), cal.n))
+    assert (a[0], b[0]) == (0.0, 1.0) and (a[2], b[2]) == (cal.a[1], cal.b[1])
 
 
 def test_the_model_learns_which_cause_a_feature_drives():

@@ -920,6 +920,25 @@ def _survival_board(ev: Mapping[str, Any]) -> Table:
     return Table(head, rows, caption="graded against the true cause of each closure")
 
 
+def _survival_by_cause(ev: Mapping[str, Any]) -> Table | None:
+    board = ev.get("explainers", [])
+    if not board:
+        return None
+    causes = list(board[0].get("by_cause", {}))
+    ceiling = "ceiling_top1" in next(iter(board[0].get("by_cause", {}).values()), {})
+    head = ("true cause", "closures", *(e["name"] for e in board))
+    head += ("ceiling",) if ceiling else ()
+    rows: list[Sequence[Cell]] = []
+    for c in causes:
+        first = board[0]["by_cause"][c]
+        row: list[Cell] = [cause_label(c), _num(first.get("n"), "int")]
+        row += [_num(e["by_cause"].get(c, {}).get("top1"), "pct") for e in board]
+        if ceiling:
+            row.append(_num(first.get("ceiling_top1"), "pct"))
+        rows.append(tuple(row))
+    return Table(head, rows, caption="top-1 by true cause, on the same closures")
+
+
 def _survival(inp: Inputs) -> dict[str, Any]:
     ev = inp.survival
     if ev is None:
@@ -933,6 +952,7 @@ def _survival(inp: Inputs) -> dict[str, Any]:
             "ibs_months": f"{months[0]}-{months[-1]}" if months else "–",
             "horizons": _survival_horizons(ev),
             "board": _survival_board(ev),
+            "by_cause": _survival_by_cause(ev),
             "beside": {
                 "n": _num(b.get("n"), "int"),
                 "h": str(b.get("horizon")),

@@ -246,8 +246,10 @@ def _platt(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per month ahead ``t`` (1-based), ``sigmoid(a + b logit F_any(t))``; months the
-    validation rows do not observe keep the raw output (``fitted`` False)."""
+    """Per month ahead ``t`` (1-based), ``sigmoid(a + b logit F_any(t))``. A month the
+    validation rows do not observe (``fitted`` False) takes the map of the last fitted
+    month before it (the curve would jump where the maps stop otherwise); months before
+    any fitted one keep the raw output."""
 
     a: np.ndarray
     b: np.ndarray
@@ -295,12 +297,24 @@ def fit_calibration(
     return Calibration(a, b, fitted, n)
 
 
+def carried_maps(cal: Calibration) -> tuple[np.ndarray, np.ndarray]:
+    """Each month's map coefficients, an unfitted month carrying the last fitted one."""
+    a, b = np.zeros(len(cal.a)), np.ones(len(cal.b))
+    last: int | None = None
+    for t in range(len(cal.a)):
+        if cal.fitted[t]:
+            last = t
+        if last is not None:
+            a[t], b[t] = cal.a[last], cal.b[last]
+    return a, b
+
+
 def calibrate(cif: np.ndarray, cal: Calibration) -> np.ndarray:
     """The calibrated incidences: the any-closure incidence mapped month by month (kept
     non-decreasing in the month), each cause's share of it kept as the model had it."""
     F = any_closure(cif)
-    mapped = 1 / (1 + np.exp(-(cal.a[None, :] + cal.b[None, :] * _logit(F))))
-    mapped = np.where(cal.fitted[None, :], mapped, F)
+    a, b = carried_maps(cal)
+    mapped = 1 / (1 + np.exp(-(a[None, :] + b[None, :] * _logit(F))))
     mapped = np.maximum.accumulate(mapped, axis=1)
     scale = np.divide(mapped, F, out=np.ones_like(F), where=F > 0)
     out = cif.copy()
