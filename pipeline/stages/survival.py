@@ -31,7 +31,8 @@ from pipeline.adapters import catalog
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import Config, physical_cores, split_snapshots
-from pipeline.base.io import DataError, atomic_path
+from pipeline.base.io import DataError, atomic_path, digest_of, file_digest
+from pipeline.base.registry import BY_NAME
 from pipeline.core import explain as explain_core
 from pipeline.core import survival as core
 from pipeline.core.evaluation import delong
@@ -436,8 +437,21 @@ def _learned_weights(
     threads: int,
 ) -> np.ndarray | None:
     """The learned feature -> cause weights the explain stage saved for this model, else
-    learned here the same way on training-split closures; None when none can be learned."""
-    saved = catalog.read_cause_weights(p.path("cause_weights"), names)
+    learned here the same way on training-split closures; None when none can be learned.
+
+    The saved file is read only under the explain stage's key (the model's digest, the
+    learning settings, the registry's links), so weights of another model are never
+    graded as this one's."""
+    e = cfg.explain
+    key = {
+        "model": file_digest(p.path("model")),
+        "support": str(e.learn_support),
+        "rows": int(e.learn_rows),
+        "seed": int(cfg.data.seed),
+        "names": names,
+        "links": {n: list(BY_NAME[n].causes) for n in names if n in BY_NAME},
+    }
+    saved = catalog.read_cause_weights(p.path("cause_weights"), names, key=digest_of(key))
     if saved is not None:
         return saved
     closed = np.flatnonzero((frame.split.to_numpy() == "train") & (frame.label.to_numpy() == 1))
