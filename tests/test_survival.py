@@ -270,3 +270,22 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     assert (table.p_any_12m >= table.p_any_1m - 1e-12).all()
     page = (models / "report.html").read_text()
     assert 'id="survival"' in page and 'data-plot="survival_curves"' in page
+
+
+def test_switched_off_the_stage_leaves_no_figures_of_an_earlier_run(tmp_path, trained_world):
+    import shutil
+
+    from helpers import SMALL, compose_config
+
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+
+    root, _, _ = trained_world
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "data", tmp_path / "data")
+    assert (tmp_path / "models" / "summary_parts" / "survival.json").exists()
+    cfg = compose_config(tmp_path, [*SMALL, "tracking=off", "model.survival=false"], "survival")
+    summary = run_pipeline(cfg, from_config(cfg.tracking), ["survival"])
+    assert "survival" not in summary and "explainers" not in summary
+    assert not (tmp_path / "models" / "summary_parts" / "survival.json").exists()
+    assert not (tmp_path / "models" / "survival" / "evaluation.json").exists()

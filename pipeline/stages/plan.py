@@ -20,6 +20,7 @@ from pipeline.stages.generate import generate
 from pipeline.stages.policy import PolicyResult, policy
 from pipeline.stages.report import report
 from pipeline.stages.score import score
+from pipeline.stages.survival import OUTPUTS as SURVIVAL_OUTPUTS
 from pipeline.stages.survival import survival
 from pipeline.stages.train import train
 
@@ -92,13 +93,7 @@ STAGES: tuple[Stage, ...] = (
         survival,
         "Competing-risks closure curves by horizon and cause, and the explanation leaderboard",
         reads=("features", "platform_events", "model", "model_meta", "calibration", "oracle"),
-        writes=(
-            "survival_model",
-            "survival_eval",
-            "survival_reasons",
-            "survival_plot",
-            "survival_part",
-        ),
+        writes=SURVIVAL_OUTPUTS,
         groups=("model",),
         simulator_only=True,
         model_derived=True,

@@ -39,6 +39,8 @@ from pipeline.core.evaluation import delong
 from pipeline.core.metrics import expected_calibration_error
 from pipeline.stages.common import Result, model_stamp, say, stamped
 
+#: what the stage writes (removed when it is off)
+OUTPUTS = ("survival_model", "survival_eval", "survival_reasons", "survival_plot", "survival_part")
 #: rows per snapshot whose mean SHAP vector is the snapshot reference of one explainer
 REFERENCE_ROWS = 5_000
 
@@ -50,6 +52,8 @@ class SurvivalResult(Result):
 
 def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     if not bool(cfg.model.survival):
+        # the figures of an earlier run must not pass for this one's
+        catalog.Catalog.of(cfg).remove(*OUTPUTS)
         say("survival: off (model.survival=false)")
         return SurvivalResult(skipped=True)
     t0 = time.perf_counter()
