@@ -25,7 +25,7 @@ DATASET_ARGS := $(if $(DATASET),$(or $(DATA_ARGS_$(DATASET)),data=table data.nam
 HOME_DIR := $(if $(DATASET),$(CURDIR)/runs/$(DATASET),$(ROOT))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve sweep german
+.PHONY: help venv run data features train explain survival report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create or refresh the virtual environment from the lock file
 
-run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, policy, report), print the summary
+run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, survival, policy, report), print the summary
 	$(BIN)/python -m pipeline run $(ARGS)
 
 data: $(STAMP) ## Simulate the borrower world into data/raw (and ground truth into data/truth)
@@ -54,6 +54,9 @@ train: $(STAMP) ## Train and evaluate the LightGBM closure-risk model into model
 
 explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 	$(BIN)/python -m pipeline explain $(ARGS)
+
+survival: $(STAMP) ## Competing-risks closure curves by horizon and cause, and the explanation leaderboard
+	$(BIN)/python -m pipeline survival $(ARGS)
 
 report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html; DATASET=name: runs/name/models)
 	@echo "report: the model in $(HOME_DIR)/models"

@@ -51,7 +51,7 @@ def _section(page: str, sid: str) -> str:
 
 def _pngs(root: Path) -> set[str]:
     found = set()
-    for folder in ("data/raw/plots", "models/plots", "models/policy"):
+    for folder in ("data/raw/plots", "models/plots", "models/survival", "models/policy"):
         found |= {p.stem for p in (root / folder).glob("*.png")}
     return found
 

@@ -240,6 +240,25 @@ def _world_entries() -> tuple[Entry, ...]:
     return tuple(out)
 
 
+def _survival_entries() -> tuple[Entry, ...]:
+    """The survival stage's files: the competing-risks model, its curves, the leaderboard."""
+    return (
+        _e("survival_dir", "models", "survival", "survival", None, _MODEL),
+        _e("survival_model", "models", "survival/model.txt", "survival", None, _MODEL),
+        _e(
+            "survival_eval",
+            "models",
+            "survival/evaluation.json",
+            "survival",
+            None,
+            _MODEL,
+            "td-AUC, C-index, Brier, ECE by horizon; calibration maps; explainer leaderboard",
+        ),
+        _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
+        _e("survival_plot", "models", "survival/survival_curves.png", "survival", None, _MODEL),
+    )
+
+
 def _entries() -> tuple[Entry, ...]:
     world = _world_entries()
     raw = tuple(e for e in world if e.folder == "raw")
@@ -308,6 +327,7 @@ def _entries() -> tuple[Entry, ...]:
         ),
         _e("borrower_story", "models", "borrower_{id}.json", "explain", None, _MODEL),
         _e("waterfall_plot", "models", "plots/waterfall_{id}.png", "explain", None, _MODEL),
+        *_survival_entries(),
         # ---- policy
         _e("policy_dir", "models", "policy", "policy", None, _POLICY),
         _e("policy_frontier", "models", "policy/frontier.csv", "policy", None, _POLICY),
@@ -321,7 +341,7 @@ def _entries() -> tuple[Entry, ...]:
             "report.html",
             "report",
             None,
-            ("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary"),
+            ("model_meta", "evaluation", *EXPLAIN_VIEWS, "survival_eval", "policy_summary"),
         ),
         _e("resolved_config", "models", "resolved_config.yaml", "run"),
         # a user's output: kept when the model is retrained (each row names its model)
@@ -334,7 +354,7 @@ def _entries() -> tuple[Entry, ...]:
                 f"summary_parts/{stage}.json",
                 stage,
                 None,
-                _MODEL if stage in ("explain", "policy") else (),
+                _MODEL if stage in ("explain", "survival", "policy") else (),
             )
             for stage in SUMMARY_PARTS
         ),
@@ -342,7 +362,7 @@ def _entries() -> tuple[Entry, ...]:
 
 
 #: the stages whose part of the run summary is kept on disk (``<stage>_part``)
-SUMMARY_PARTS = ("generate", "features", "train", "explain", "policy", "report")
+SUMMARY_PARTS = ("generate", "features", "train", "explain", "survival", "policy", "report")
 
 #: Every file, by name.
 ENTRIES: dict[str, Entry] = {e.name: e for e in _entries()}

@@ -666,6 +666,18 @@ class ModelConfig:
     # it cuts short changes the result, and the run says so
     tune_seconds: float = 0.0
     nested: bool = False  # table mode: also estimate the whole selection by nested 5-fold CV
+    # the competing-risks model (stage survival): cumulative incidence by cause at these
+    # months after the snapshot; off with survival=false
+    horizons: list[int] = field(default_factory=lambda: [1, 3, 6, 12])
+    survival: bool = True
+    survival_keep: float = 0.25  # share of event-free months kept (weighted 1 / keep)
+    survival_rounds: int = 300  # most boosting rounds (early stopping on validation months)
+    survival_learning_rate: float = 0.1
+    # threads of the hazard model's fit (0: one per physical core). One by default: a
+    # multiclass round grows one small tree per class, and on a shared machine the
+    # threads' synchronisation costs more than they save (measured: 2 threads took 6x
+    # the wall time of 1 on a loaded 2-core machine)
+    survival_threads: int = 1
 
 
 #: most equal-count bins of the calibration error. The validation rows are not known
@@ -739,6 +751,42 @@ def check_model(m: ModelConfig, key: str, cfg: Config) -> None:
         _fail(f"{key}.promote_alpha", "must lie in (0, 1) (a test level)", m.promote_alpha)
     if not _ALIAS.fullmatch(str(m.champion_alias)):
         _fail(f"{key}.champion_alias", "letters, digits, '_' and '-' only", m.champion_alias)
+    check_survival(m, key)
+
+
+#: the longest horizon of the competing-risks model, in months
+MAX_HORIZON = 120
+
+
+def check_survival(m: ModelConfig, key: str) -> None:
+    """The competing-risks model's keys: horizons, sampling, rounds."""
+    hs = list(m.horizons)
+    if not hs:
+        _fail(f"{key}.horizons", "must list at least one month", hs)
+    for h in hs:
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
+            _fail(
+                f"{key}.horizons", f"each horizon must be a whole month in [1, {MAX_HORIZON}]", hs
+            )
+    if len(set(hs)) != len(hs):
+        _fail(f"{key}.horizons", "lists a month twice", hs)
+    if not 0 < _finite(f"{key}.survival_keep", m.survival_keep) <= 1:
+        _fail(
+            f"{key}.survival_keep",
+            "must lie in (0, 1] (share of event-free months kept)",
+            m.survival_keep,
+        )
+    _in(
+        f"{key}.survival_threads",
+        m.survival_threads,
+        0,
+        MAX_PARALLEL,
+        "must lie in [0, 1024] (0: one per physical core)",
+    )
+    if m.survival_rounds < 1:
+        _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
+    if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:
+        _fail(f"{key}.survival_learning_rate", "must lie in (0, 1]", m.survival_learning_rate)
 
 
 @dataclass

@@ -49,6 +49,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("calibration", "Calibration"),
     ("shap", "SHAP explanations"),
     ("fidelity", "Fidelity of the reasons"),
+    ("survival", "Risk curves by horizon and cause; the explanation leaderboard"),
     ("policy", "Policy frontier"),
     ("stability", "Feature stability"),
     ("advice", "Advice"),
@@ -154,6 +155,7 @@ class Inputs:
     evaluation: dict[str, Any] = field(default_factory=dict)
     data_card: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
+    survival: dict[str, Any] | None = None  # the survival stage's evaluation.json
     shap_importance: list[tuple[str, float]] = field(default_factory=list)
     cause_importance: list[tuple[str, float]] = field(default_factory=list)
     policy: dict[str, Any] | None = None
@@ -1076,6 +1078,115 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
     }
 
 
+def _pm(v: Any, se: Any, fmt: str = ".4f") -> str:
+    """A figure with its standard error ("–" when absent)."""
+    if not isinstance(v, (int, float)):
+        return "–"
+    if fmt == "pct":
+        return f"{v:.1%}" + (f" ± {se:.1%}" if isinstance(se, (int, float)) else "")
+    return f"{v:{fmt}}" + (f" ± {se:{fmt}}" if isinstance(se, (int, float)) else "")
+
+
+def _survival_horizons(ev: Mapping[str, Any]) -> Table:
+    rows: list[Sequence[Cell]] = []
+    for t, r in sorted(ev.get("by_horizon", {}).items(), key=lambda kv: int(kv[0])):
+        if "td_auc" not in r:
+            rows.append((f"{t} months", _num(r.get("n"), "int"), "–", "–", "–", "–", "–"))
+            continue
+        rows.append(
+            (
+                f"{t} months",
+                _num(r.get("n"), "int"),
+                _num(r.get("events"), "int"),
+                _pm(r["td_auc"], r.get("td_auc_se")),
+                _pm(r["c_index"], r.get("c_index_se")),
+                _pm(r["brier"], r.get("brier_se")),
+                _pm(r["ece"], r.get("ece_se")),
+            )
+        )
+    head = ("horizon", "rows observing it", "closures", "td-AUC", "C-index", "Brier", "ECE")
+    return Table(head, rows, caption="any never-overdue closure, out-of-time rows")
+
+
+def _survival_board(ev: Mapping[str, Any]) -> Table:
+    rows: list[Sequence[Cell]] = [
+        (
+            e["name"],
+            _num(e.get("n"), "int"),
+            _pm(e.get("top1"), e.get("top1_se"), "pct"),
+            _pm(e.get("top3"), e.get("top3_se"), "pct"),
+            _pm(e.get("ceiling_top1"), e.get("ceiling_top1_se"), "pct"),
+            _num(e.get("all_n"), "int"),
+            _pm(e.get("all_top1"), e.get("all_top1_se"), "pct"),
+        )
+        for e in ev.get("explainers", [])
+    ]
+    head = (
+        "explainer",
+        "closures with oracle futures",
+        "top-1",
+        "top-3",
+        "ceiling top-1 (same rows)",
+        "all closures",
+        "top-1 on all",
+    )
+    return Table(head, rows, caption="graded against the true cause of each closure")
+
+
+def _survival_by_cause(ev: Mapping[str, Any]) -> Table | None:
+    board = ev.get("explainers", [])
+    if not board:
+        return None
+    causes = list(board[0].get("by_cause", {}))
+    ceiling = "ceiling_top1" in next(iter(board[0].get("by_cause", {}).values()), {})
+    head = ("true cause", "closures", *(e["name"] for e in board))
+    head += ("ceiling",) if ceiling else ()
+    rows: list[Sequence[Cell]] = []
+    for c in causes:
+        first = board[0]["by_cause"][c]
+        row: list[Cell] = [cause_label(c), _num(first.get("n"), "int")]
+        row += [_num(e["by_cause"].get(c, {}).get("top1"), "pct") for e in board]
+        if ceiling:
+            row.append(_num(first.get("ceiling_top1"), "pct"))
+        rows.append(tuple(row))
+    return Table(head, rows, caption="top-1 by true cause, on the same closures")
+
+
+def _survival(inp: Inputs) -> dict[str, Any]:
+    ev = inp.survival
+    if ev is None:
+        return {"sv": None}
+    ibs = ev.get("ibs", {})
+    months = ibs.get("months") or []
+    b = ev.get("beside_classifier") or {}
+    return {
+        "sv": {
+            "ibs": _pm(ibs.get("ibs"), ibs.get("se")),
+            "ibs_months": f"{months[0]}-{months[-1]}" if months else "–",
+            "horizons": _survival_horizons(ev),
+            "board": _survival_board(ev),
+            "by_cause": _survival_by_cause(ev),
+            "beside": {
+                "n": _num(b.get("n"), "int"),
+                "h": str(b.get("horizon")),
+                "model": _pm(b["cause_model"]["auc"], b["cause_model"]["auc_se"]),
+                "clf": _pm(b["classifier"]["auc"], b["classifier"]["auc_se"]),
+                "diff": _pm(b.get("auc_difference"), b.get("auc_difference_se")),
+            }
+            if b
+            else None,
+        },
+        "figs": _figs(
+            inp,
+            (
+                "survival_curves",
+                "cumulative incidence by month: predicted (mean over out-of-time rows) "
+                "against observed (Aalen-Johansen)",
+            ),
+        ),
+    }
+
+
 def _policy(inp: Inputs) -> dict[str, Any]:
     pol = inp.policy
     if pol is None:
@@ -1112,8 +1223,8 @@ def _policy(inp: Inputs) -> dict[str, Any]:
             f"t={_num(r.get('tiered_threshold'), 'g')}, cut to {_num(r.get('reduce_factor'), 'g')}"
             f" from {_num(r.get('medium_ratio'), 'g')}·t, raise under "
             f"{_num(r.get('raise_max_prob'), 'g')}",
-            _pm(r.get("good_hit_saved"), r.get("good_hit_saved_se"), ",.1f"),
-            _pm(r.get("revenue_gain"), r.get("revenue_gain_se"), ",.0f"),
+            _pm_fmt(r.get("good_hit_saved"), r.get("good_hit_saved_se"), ",.1f"),
+            _pm_fmt(r.get("revenue_gain"), r.get("revenue_gain_se"), ",.0f"),
         )
         for r in levels
         if isinstance(r, Mapping)
@@ -1150,7 +1261,7 @@ def _policy(inp: Inputs) -> dict[str, Any]:
     }
 
 
-def _pm(v: Any, se: Any, fmt: str) -> str:
+def _pm_fmt(v: Any, se: Any, fmt: str) -> str:
     """``value ± se`` (``–`` where the value is missing)."""
     try:
         x = float(v)
@@ -1430,6 +1541,7 @@ _BUILDERS = {
     "calibration": _calibration,
     "shap": _shap,
     "fidelity": _fidelity,
+    "survival": _survival,
     "policy": _policy,
     "stability": _stability,
     "advice": _advice,

@@ -20,6 +20,8 @@ from pipeline.stages.generate import generate
 from pipeline.stages.policy import PolicyResult, policy
 from pipeline.stages.report import report
 from pipeline.stages.score import score
+from pipeline.stages.survival import OUTPUTS as SURVIVAL_OUTPUTS
+from pipeline.stages.survival import survival
 from pipeline.stages.train import train
 
 _MODEL_FILES = (
@@ -88,6 +90,16 @@ STAGES: tuple[Stage, ...] = (
         model_derived=True,
     ),
     Stage(
+        "survival",
+        survival,
+        "Competing-risks closure curves by horizon and cause, and the explanation leaderboard",
+        reads=("features", "platform_events", "model", "model_meta", "calibration", "oracle"),
+        writes=SURVIVAL_OUTPUTS,
+        groups=("model",),
+        simulator_only=True,
+        model_derived=True,
+    ),
+    Stage(
         "policy",
         _policy_in_run,
         "Compare closing with the tiered strategy on simulated outcomes (registry champion)",
@@ -102,7 +114,15 @@ STAGES: tuple[Stage, ...] = (
         "report",
         report,
         "Rebuild the self-contained HTML model report from the outputs",
-        reads=("model_meta", "evaluation", *EXPLAIN_VIEWS, "policy_summary", "summary"),
+        reads=(
+            "model_meta",
+            "evaluation",
+            *EXPLAIN_VIEWS,
+            "survival_eval",
+            "survival_plot",
+            "policy_summary",
+            "summary",
+        ),
         writes=("report",),
         model_derived=True,
         single=True,

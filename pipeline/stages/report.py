@@ -171,8 +171,10 @@ def collect(cat: Catalog, score: ScoreConfig | None = None, example_rows: int = 
         if cat.path("scorecard_card").exists():
             inp.scorecard_card = _json(cat.path("scorecard_card"))
     _explained(cat, inp, example_rows, stamp)
+    if sim and cat.path("survival_eval").exists():
+        inp.survival = _derived(cat.path("survival_eval"), stamp)
     folders = (cat.path("raw_plots"),) if sim else ()
-    for folder in (*folders, cat.path("plots"), policy):
+    for folder in (*folders, cat.path("plots"), cat.path("survival_dir"), policy):
         if folder.is_dir():
             for png in sorted(folder.glob("*.png")):
                 inp.plots[png.stem] = _png(png)

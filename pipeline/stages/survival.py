@@ -1,0 +1,602 @@
+"""Runner of the ``survival`` stage: closure-risk curves by horizon and cause, and the
+explanation leaderboard.
+
+Fits the discrete-time competing-risks model of :mod:`pipeline.core.survival` on the
+training months (event-free months subsampled with weights), calibrates its any-closure
+incidence month by month on the validation months, and evaluates it on the out-of-time
+rows (``models/survival/evaluation.json``): time-dependent AUC, C-index, Brier score and
+calibration error per horizon (``model.horizons``), the integrated Brier score, per-cause
+incidence against Aalen-Johansen, and the 3-month figure beside the classifier on the same
+rows. ``models/survival/reasons.parquet`` ranks each out-of-time row's causes by predicted
+incidence at ``features.horizon`` months, with the features that raise the first one
+(TreeSHAP of that cause's output). The leaderboard grades every explainer against the true
+cause of the same out-of-time closures, beside the cause oracle on the same rows.
+Off with ``model.survival=false``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.adapters import catalog
+from pipeline.adapters.tracking import Tracker
+from pipeline.base.causes import CAUSES
+from pipeline.base.config import Config, physical_cores, split_snapshots
+from pipeline.base.io import DataError, atomic_path, digest_of, file_digest
+from pipeline.base.registry import BY_NAME
+from pipeline.core import explain as explain_core
+from pipeline.core import survival as core
+from pipeline.core.evaluation import delong
+from pipeline.core.metrics import expected_calibration_error
+from pipeline.stages.common import Result, model_stamp, say, stamped
+
+#: what the stage writes (removed when it is off)
+OUTPUTS = ("survival_model", "survival_eval", "survival_reasons", "survival_plot", "survival_part")
+#: rows per snapshot whose mean SHAP vector is the snapshot reference of one explainer
+REFERENCE_ROWS = 5_000
+
+
+@dataclass(frozen=True)
+class SurvivalResult(Result):
+    seconds: float = 0.0
+
+
+def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
+    if not bool(cfg.model.survival):
+        # the figures of an earlier run must not pass for this one's
+        catalog.Catalog.of(cfg).remove(*OUTPUTS)
+        say("survival: off (model.survival=false)")
+        return SurvivalResult(skipped=True)
+    t0 = time.perf_counter()
+    p = catalog.Catalog.of(cfg)
+    booster, meta = catalog.load_model(p.models)
+    if str(meta.get("mode", "simulator")) == "table":
+        say("survival: a table has no closure months or causes; skipped")
+        return SurvivalResult(skipped=True)
+    names = list(meta["feature_names"])
+    frame = p.read("features").to_pandas()
+    missing = [c for c in ("borrower_id", "snapshot", "split", "label", *names) if c not in frame]
+    if missing:
+        raise DataError(f"{p.path('features')}: column(s) {', '.join(missing)} missing")
+    close_month, close_class = _closures(p, frame.borrower_id.to_numpy())
+    end = _split_ends(cfg, frame.split.to_numpy())
+    time_, status, follow = core.event_of(frame.snapshot.to_numpy(), close_month, close_class, end)
+    horizons = sorted({int(h) for h in cfg.model.horizons})
+    K = max(horizons)
+    seed = int(cfg.data.seed)
+    split = frame.split.to_numpy()
+    X = frame[names].to_numpy(dtype=np.float32)
+    threads = int(cfg.model.num_threads) or physical_cores()
+
+    va, oo = split == "valid", split == "oot"
+    m = cfg.model
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K)
+    cal = core.fit_calibration(
+        core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
+    )
+    cif = core.calibrate(core.incidence(core.hazards(model, X[oo], K)), cal)
+    ev = core.evaluate(
+        cif, time_[oo], status[oo], follow[oo], horizons, int(m.calibration_bins), seed=seed
+    )
+    oot = frame.loc[oo].reset_index(drop=True)
+    ev["beside_classifier"] = _beside_classifier(
+        p,
+        booster,
+        X[oo],
+        cif,
+        time_[oo],
+        status[oo],
+        follow[oo],
+        int(cfg.features.horizon),
+        int(m.calibration_bins),
+    )
+    ev["training"] = {
+        "person_months_train": int(len(pm_tr.row)),
+        "person_months_valid": int(len(pm_va.row)),
+        "keep": float(m.survival_keep),
+        "rounds": int(model.current_iteration()),
+        "best_iteration": int(model.best_iteration or model.current_iteration()),
+        "censoring": "restriction: a horizon's figures use only the rows whose window "
+        "it fully observes (administrative censoring at each split's last month)",
+        "split_end_month": {
+            s: int(end[split == s].max()) for s in ("train", "valid", "oot") if (split == s).any()
+        },
+    }
+    ev["calibration"] = cal.to_dict()
+
+    # ---- reasons from the cause model, and the leaderboard
+    h = int(cfg.features.horizon)
+    reasons, contrib_rows = _cause_reasons(cfg, model, oot, X[oo], cif, names, h, threads)
+    board = _leaderboard(cfg, p, booster, frame, oot, X, cif, names, h, threads)
+    ev["explainers"] = board
+
+    stamp = model_stamp(p.models)
+    p.write("survival_model", model.model_to_string())
+    p.write("survival_eval", stamped(ev, stamp))
+    p.write("survival_reasons", pa.Table.from_pandas(reasons, preserve_index=False))
+    plot = _plot_curves(ev, p.path("survival_plot"))
+    seconds = time.perf_counter() - t0
+    part = _part(ev, horizons, fit_seconds, seconds)
+    metrics = {"survival_fit_seconds": fit_seconds, "survival_seconds": seconds}
+    if ev["ibs"]["ibs"] is not None:
+        metrics["survival_ibs"] = float(ev["ibs"]["ibs"])
+    for t, rec in ev["td_auc"].items():
+        if rec is not None:
+            metrics[f"survival_td_auc_{t}"] = rec["auc"]
+    tracker.log_metrics(metrics)
+    for a in (p.path("survival_eval"), p.path("survival_reasons"), plot):
+        tracker.log_artifact(a, "survival")
+    say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
+    return SurvivalResult(summary=part, seconds=seconds)
+
+
+def _fit(
+    cfg: Config,
+    X: np.ndarray,
+    time_: np.ndarray,
+    status: np.ndarray,
+    split: np.ndarray,
+    names: list[str],
+    K: int,
+) -> tuple[lgb.Booster, core.PersonMonths, core.PersonMonths, float]:
+    """The hazard model fitted on training months, stopped early on validation months."""
+    seed = int(cfg.data.seed)
+    tr, va = split == "train", split == "valid"
+    keep = float(cfg.model.survival_keep)
+    pm_tr = core.person_months(time_[tr], status[tr], K, keep, seed)
+    pm_va = core.person_months(time_[va], status[va], K, keep, seed + 1)
+    m = cfg.model
+    params = core.lgb_params(
+        int(m.num_leaves),
+        float(m.survival_learning_rate),
+        int(m.min_child_samples),
+        float(m.feature_fraction),
+        float(m.bagging_fraction),
+        int(m.bagging_freq),
+        float(m.lambda_l2),
+        int(m.max_bin),
+        int(m.survival_threads) or physical_cores(),
+        seed,
+    )
+    t_fit = time.perf_counter()
+    model = core.fit(
+        X[tr],
+        pm_tr,
+        X[va],
+        pm_va,
+        names,
+        params,
+        int(m.survival_rounds),
+        int(m.early_stopping_rounds),
+    )
+    return model, pm_tr, pm_va, time.perf_counter() - t_fit
+
+
+def _part(
+    ev: dict[str, Any], horizons: list[int], fit_seconds: float, seconds: float
+) -> dict[str, Any]:
+    """The stage's part of the run summary (the leaderboard without its per-cause rows)."""
+    return {
+        "survival": {
+            "horizons": horizons,
+            "td_auc": ev["td_auc"],
+            "ibs": ev["ibs"]["ibs"],
+            "ibs_se": ev["ibs"]["se"],
+            "ibs_months": ev["ibs"]["months"],
+            "ece_by_horizon": ev["ece_by_horizon"],
+            "beside_classifier": ev["beside_classifier"],
+            "fit_seconds": fit_seconds,
+            "seconds": seconds,
+        },
+        "explainers": [{k: v for k, v in e.items() if k != "by_cause"} for e in ev["explainers"]],
+    }
+
+
+# ---- inputs ----------------------------------------------------------------------------
+
+
+def _closures(p: catalog.Catalog, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first closure month and class (a month past every snapshot and class 0
+    for accounts never closed), from the platform's closure events."""
+    ev = p.read("platform_events", ["borrower_id", "month", "event", "cause"])
+    ev = ev.filter(pc.equal(ev.column("event"), "closure"))
+    bid = ev.column("borrower_id").to_numpy()
+    month = ev.column("month").to_numpy().astype(np.int64)
+    cause = np.asarray(ev.column("cause").to_pylist(), dtype=object)
+    lookup = {c: i for i, c in enumerate(core.CLASSES)}
+    bad = sorted({str(c) for c in cause} - set(core.CLASSES[1:]))
+    if bad:
+        raise DataError(
+            f"{p.path('platform_events')}: closure cause(s) {', '.join(bad)} are not among "
+            f"{', '.join(core.CLASSES[1:])}"
+        )
+    order = np.lexsort((month, bid))
+    first = order[np.r_[True, bid[order][1:] != bid[order][:-1]]] if len(order) else order
+    uniq = bid[first]
+    pos = np.searchsorted(uniq, ids)
+    pos = np.clip(pos, 0, max(len(uniq) - 1, 0))
+    hit = (uniq[pos] == ids) if len(uniq) else np.zeros(len(ids), dtype=bool)
+    never = np.iinfo(np.int32).max
+    cm = np.where(hit, month[first][pos] if len(uniq) else never, never)
+    cls = (
+        np.array([lookup[c] for c in cause[first]], dtype=np.int64)
+        if len(first)
+        else np.zeros(0, np.int64)
+    )
+    cc = np.where(hit, cls[pos] if len(uniq) else 0, 0)
+    return cm.astype(np.int64), cc.astype(np.int64)
+
+
+def _split_ends(cfg: Config, split: np.ndarray) -> np.ndarray:
+    """The last month each row's split may observe: the next split's first snapshot (its
+    label months start after it), the world's last month for the out-of-time rows."""
+    snaps = split_snapshots(cfg.features)
+    last = int(cfg.data.n_months) - 1
+    first_valid = snaps["valid"][0] if snaps["valid"] else last
+    first_oot = snaps["oot"][0] if snaps["oot"] else last
+    ends = {"train": first_valid, "valid": first_oot, "oot": last}
+    return np.array([ends[s] for s in split], dtype=np.int64)
+
+
+# ---- beside today's classifier -----------------------------------------------------------
+
+
+def _beside_classifier(
+    p: catalog.Catalog,
+    booster: lgb.Booster,
+    X: np.ndarray,
+    cif: np.ndarray,
+    time_: np.ndarray,
+    status: np.ndarray,
+    follow: np.ndarray,
+    h: int,
+    bins: int,
+) -> dict[str, Any] | None:
+    """The any-closure incidence at ``h`` months and the classifier's calibrated
+    probability on the same out-of-time rows (those observing ``h`` months): AUC with the
+    paired DeLong standard error of their difference, Brier score, ECE."""
+    if h > cif.shape[1]:
+        return None
+    obs = core.observed(follow, h)
+    y = core.event_by(time_, status, h)[obs]
+    if y.sum() < 2 or len(y) - y.sum() < 2:
+        return None
+    calibrator = catalog.load_calibrator(p.models)
+    clf = np.asarray(calibrator.apply(np.asarray(booster.predict(X[obs]))), dtype=np.float64)
+    surv = core.any_closure(cif)[obs, h - 1]
+    auc, cov = delong(y, [surv, clf])
+    out: dict[str, Any] = {"horizon": h, "n": int(len(y)), "events": int(y.sum())}
+    for i, (name, s) in enumerate((("cause_model", surv), ("classifier", clf))):
+        out[name] = {
+            "auc": float(auc[i]),
+            "auc_se": float(np.sqrt(cov[i, i])),
+            "brier": core.brier(s, y),
+            "ece": expected_calibration_error(y, s, bins),
+        }
+    out["auc_difference"] = float(auc[0] - auc[1])
+    out["auc_difference_se"] = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    return out
+
+
+# ---- reasons from the cause model ----------------------------------------------------
+
+
+def _cause_shap(model: lgb.Booster, X: np.ndarray, h: int, n_names: int) -> np.ndarray:
+    """TreeSHAP of each class's raw output averaged over the months ahead 1..h (the SHAP
+    values of the mean raw output): ``(n, N_CLASSES, p + 2)``, last column the expected
+    value, the one before it the month ahead's share."""
+    acc = None
+    it = model.best_iteration or None
+    for k in range(1, h + 1):
+        c = np.asarray(
+            model.predict(core.design(X, k), pred_contrib=True, num_iteration=it), dtype=np.float64
+        ).reshape(len(X), core.N_CLASSES, n_names + 2)
+        acc = c if acc is None else acc + c
+    assert acc is not None
+    return acc / h
+
+
+def _cause_reasons(
+    cfg: Config,
+    model: lgb.Booster,
+    oot: pd.DataFrame,
+    X: np.ndarray,
+    cif: np.ndarray,
+    names: list[str],
+    h: int,
+    threads: int,
+) -> tuple[pd.DataFrame, int]:
+    """Per out-of-time row (at most ``explain.max_rows``, seeded): the causes ranked by
+    predicted incidence at ``h`` months, and the three features that raise the first
+    cause's output most (TreeSHAP)."""
+    n = len(oot)
+    pick = np.arange(n)
+    if n > int(cfg.explain.max_rows):
+        rng = np.random.default_rng(int(cfg.data.seed))
+        pick = np.sort(rng.choice(n, size=int(cfg.explain.max_rows), replace=False))
+    at_h = cif[pick, min(h, cif.shape[1]) - 1]
+    order = core.cause_ranking(at_h)
+    cols: dict[str, Any] = {
+        "borrower_id": oot.borrower_id.to_numpy()[pick],
+        "snapshot": oot.snapshot.to_numpy()[pick],
+    }
+    F = core.any_closure(cif)[pick]
+    for t in sorted({int(x) for x in cfg.model.horizons}):
+        cols[f"p_any_{t}m"] = F[:, t - 1]
+    for j, c in enumerate(CAUSES):
+        cols[f"incidence_{c}"] = at_h[:, j]
+    causes = np.asarray(CAUSES, dtype=object)
+    for r in range(3):
+        cols[f"cause_{r + 1}"] = causes[order[:, r]]
+        cols[f"cause_{r + 1}_incidence"] = at_h[np.arange(len(pick)), order[:, r]]
+    chunks_f, chunks_v = [], []
+    step = 20_000
+    for lo in range(0, len(pick), step):
+        rows = pick[lo : lo + step]
+        shap = _cause_shap(model, X[rows], h, len(names))
+        top_class = order[lo : lo + step, 0] + 1  # class index of the first cause
+        mine = shap[np.arange(len(rows)), top_class, : len(names)]
+        f, v = core.top_features(mine, names, 3)
+        chunks_f.append(f)
+        chunks_v.append(v)
+    f = np.concatenate(chunks_f) if chunks_f else np.zeros((0, 3), dtype=object)
+    v = np.concatenate(chunks_v) if chunks_v else np.zeros((0, 3))
+    for r in range(3):
+        cols[f"cause_1_feature_{r + 1}"] = f[:, r].astype(str)
+        cols[f"cause_1_feature_{r + 1}_shap"] = v[:, r]
+    return pd.DataFrame(cols), len(pick)
+
+
+# ---- the leaderboard ------------------------------------------------------------------
+
+
+def _leaderboard(
+    cfg: Config,
+    p: catalog.Catalog,
+    booster: lgb.Booster,
+    frame: pd.DataFrame,
+    oot: pd.DataFrame,
+    X: np.ndarray,
+    cif: np.ndarray,
+    names: list[str],
+    h: int,
+    threads: int,
+) -> list[dict[str, Any]]:
+    """Every explainer graded against the true cause of the same out-of-time closures.
+
+    ``top1``/``top3``/``n`` are on the closures that have oracle futures, beside the cause
+    oracle's ``ceiling_top1`` on the very same rows (``all_*``: on every out-of-time
+    closure). Standard errors are binomial; ``gap_se`` is the paired standard error of
+    the explainer's top-1 minus the ceiling's."""
+    split = frame.split.to_numpy()
+    closed = oot.label.to_numpy() == 1
+    if not closed.any():
+        return []
+    rows = oot.loc[closed].reset_index(drop=True)
+    truth = rows.label_cause.to_numpy().astype(object)
+    Xo = X[split == "oot"]
+    Xc = Xo[closed]
+    contrib, _ = explain_core.contributions(booster, Xc, threads)
+    W_reg = explain_core.attribution_matrix(names, "registry")
+    W_learned = _learned_weights(cfg, p, booster, frame, X, names, threads)
+    # the snapshot reference: mean SHAP of (a sample of) each out-of-time snapshot's rows
+    shift = _snapshot_shift(cfg, booster, oot, Xo, rows.snapshot.to_numpy(), threads, len(names))
+    explainers: dict[str, dict[str, np.ndarray]] = {
+        "shap_registry": explain_core.reason_codes(contrib, Xc, names, 3, W_reg),
+    }
+    if W_learned is not None:
+        explainers["shap_learned_weights"] = explain_core.reason_codes(
+            contrib, Xc, names, 3, W_learned
+        )
+    explainers["shap_registry_snapshot_reference"] = explain_core.reason_codes(
+        contrib, Xc, names, 3, W_reg, shift
+    )
+    order = core.cause_ranking(cif[closed, min(h, cif.shape[1]) - 1])
+    explainers["cause_model"] = core.ranked_reasons(order)
+    # a floor: every closure named by the training split's cause frequencies
+    tr_causes = frame.label_cause.to_numpy()[(split == "train") & (frame.label.to_numpy() == 1)]
+    freq = np.array([(tr_causes == c).sum() for c in CAUSES], dtype=np.float64)
+    prior = np.tile(np.argsort(-freq, kind="stable"), (len(rows), 1))
+    explainers["training_cause_prior"] = core.ranked_reasons(prior)
+
+    oracle = p.read("oracle").to_pandas() if p.exists("oracle") else None
+    paired = _paired_rows(rows, oracle)
+    return core.leaderboard(explainers, truth, paired)
+
+
+def _paired_rows(
+    rows: pd.DataFrame, oracle: pd.DataFrame | None
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The closures with oracle futures (positions in ``rows``) and the oracle's ranking
+    of their causes (the ceiling)."""
+    if oracle is None or len(oracle) == 0:
+        return None
+    on = ["borrower_id", "snapshot"]
+    full = [f"f_{c}" for c in CAUSES]
+    frame = rows[on].reset_index(drop=True).assign(_row=np.arange(len(rows)))
+    m = frame.merge(oracle[[*on, *full]], on=on, how="inner").sort_values("_row", kind="stable")
+    if len(m) == 0:
+        return None
+    prior = oracle[full].to_numpy(dtype=np.float64).mean(axis=0)
+    order = explain_core.ceiling_ranking(m[full].to_numpy(dtype=np.float64), prior)
+    return m._row.to_numpy(), core.ranked_reasons(order)
+
+
+def _learned_weights(
+    cfg: Config,
+    p: catalog.Catalog,
+    booster: lgb.Booster,
+    frame: pd.DataFrame,
+    X: np.ndarray,
+    names: list[str],
+    threads: int,
+) -> np.ndarray | None:
+    """The learned feature -> cause weights the explain stage saved for this model, else
+    learned here the same way on training-split closures; None when none can be learned.
+
+    The saved file is read only under the explain stage's key (the model's digest, the
+    learning settings, the registry's links), so weights of another model are never
+    graded as this one's."""
+    e = cfg.explain
+    key = {
+        "model": file_digest(p.path("model")),
+        "support": str(e.learn_support),
+        "rows": int(e.learn_rows),
+        "seed": int(cfg.data.seed),
+        "names": names,
+        "links": {n: list(BY_NAME[n].causes) for n in names if n in BY_NAME},
+    }
+    saved = catalog.read_cause_weights(p.path("cause_weights"), names, key=digest_of(key))
+    if saved is not None:
+        return saved
+    closed = np.flatnonzero((frame.split.to_numpy() == "train") & (frame.label.to_numpy() == 1))
+    if len(closed) == 0:
+        return None
+    if len(closed) > int(cfg.explain.learn_rows):
+        rng = np.random.default_rng(int(cfg.data.seed))
+        closed = np.sort(rng.choice(closed, size=int(cfg.explain.learn_rows), replace=False))
+    contrib, _ = explain_core.contributions(booster, X[closed], threads)
+    try:
+        fit = explain_core.fit_cause_weights(
+            contrib[:, :-1],
+            frame.label_cause.to_numpy()[closed],
+            names,
+            str(cfg.explain.learn_support),
+        )
+    except ValueError as exc:
+        say(f"survival: cannot learn cause weights ({exc}); that explainer is left out")
+        return None
+    return fit.W
+
+
+def _snapshot_shift(
+    cfg: Config,
+    booster: lgb.Booster,
+    oot: pd.DataFrame,
+    Xo: np.ndarray,
+    snaps_of_rows: np.ndarray,
+    threads: int,
+    p_feat: int,
+) -> np.ndarray:
+    """Per closure, the mean SHAP vector of (a seeded sample of) its snapshot's rows."""
+    shift = np.zeros((len(snaps_of_rows), p_feat))
+    snap_all = oot.snapshot.to_numpy()
+    rng = np.random.default_rng(int(cfg.data.seed))
+    for s in np.unique(snaps_of_rows):
+        at = np.flatnonzero(snap_all == s)
+        if len(at) > REFERENCE_ROWS:
+            at = np.sort(rng.choice(at, size=REFERENCE_ROWS, replace=False))
+        c, _ = explain_core.contributions(booster, Xo[at], threads)
+        shift[snaps_of_rows == s] = c[:, :p_feat].mean(axis=0)
+    return shift
+
+
+# ---- plot and printing -----------------------------------------------------------------
+
+
+def _plot_curves(ev: dict[str, Any], path: Path) -> Path:
+    import matplotlib  # matplotlib: loaded only when a plot is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # matplotlib: loaded only when a plot is drawn
+
+    pred, obs = ev["predicted_incidence"], ev["observed_incidence"]
+    K = len(next(iter(pred.values())))
+    months = np.arange(1, K + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    any_pred = np.sum([pred[c] for c in CAUSES], axis=0)
+    any_obs = np.array(
+        [
+            np.nan if any(obs[c][i] is None for c in CAUSES) else sum(obs[c][i] for c in CAUSES)
+            for i in range(K)
+        ]
+    )
+    ax = axes[0]
+    ax.plot(months, any_pred, "-o", label="predicted (mean over rows)")
+    ax.plot(months, any_obs, "s--", label="observed (Aalen-Johansen)")
+    ax.set_xlabel("months after the snapshot")
+    ax.set_ylabel("cumulative incidence")
+    ax.set_title("any never-overdue closure, out-of-time rows")
+    ax.legend()
+    ax = axes[1]
+    for i, c in enumerate(CAUSES):
+        color = f"C{i}"
+        ax.plot(months, pred[c], "-", color=color, label=c)
+        ax.plot(months, [np.nan if v is None else v for v in obs[c]], "o", color=color, ms=3)
+    ax.set_xlabel("months after the snapshot")
+    ax.set_title("by cause: lines predicted, dots observed")
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _fmt(v: Any, se: Any = None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    s = f"{v:.1%}" if pct else f"{v:.4f}"
+    if se is not None and np.isfinite(se):
+        s += f" ± {se:.1%}" if pct else f" ± {se:.4f}"
+    return s
+
+
+def _headline(
+    ev: dict[str, Any],
+    board: list[dict[str, Any]],
+    fit_s: float,
+    total_s: float,
+    n_pm: int,
+    n_reasons: int,
+) -> str:
+    lines = [
+        f"survival: competing-risks model on {n_pm:,} training person-months fitted in "
+        f"{fit_s:.1f}s (stage {total_s:.1f}s); out-of-time figures by horizon:"
+    ]
+    for t, rec in ev["by_horizon"].items():
+        if "td_auc" in rec:
+            lines.append(
+                f"  {t:>2} months: td-AUC {_fmt(rec['td_auc'], rec['td_auc_se'])}, C-index "
+                f"{_fmt(rec['c_index'], rec['c_index_se'])}, Brier {_fmt(rec['brier'], rec['brier_se'])}, "
+                f"ECE {_fmt(rec['ece'], rec['ece_se'])} ({rec['n']:,} rows, {rec['events']:,} closures)"
+            )
+        else:
+            lines.append(f"  {t:>2} months: no figure ({rec['why_none']})")
+    ibs = ev["ibs"]
+    if ibs["ibs"] is not None:
+        lines.append(
+            f"  integrated Brier score {_fmt(ibs['ibs'], ibs['se'])} over months "
+            f"{ibs['months'][0]}-{ibs['months'][-1]} (the months some row observes; "
+            f"{min(ibs['n_by_month']):,}-{max(ibs['n_by_month']):,} rows a month)"
+        )
+    b = ev.get("beside_classifier")
+    if b:
+        lines.append(
+            f"  {b['horizon']}-month any closure on the same {b['n']:,} rows: cause model AUC "
+            f"{_fmt(b['cause_model']['auc'], b['cause_model']['auc_se'])}, classifier "
+            f"{_fmt(b['classifier']['auc'], b['classifier']['auc_se'])} (difference "
+            f"{_fmt(b['auc_difference'], b['auc_difference_se'])})"
+        )
+    if board:
+        lines.append(f"  explanation leaderboard ({n_reasons:,} rows given cause-model reasons):")
+        for e in board:
+            ceil = (
+                f", ceiling {_fmt(e['ceiling_top1'], e.get('ceiling_top1_se'), True)}"
+                if e.get("ceiling_top1") is not None
+                else ""
+            )
+            lines.append(
+                f"    {e['name']:<34} top-1 {_fmt(e['top1'], e['top1_se'], True)}, top-3 "
+                f"{_fmt(e['top3'], e['top3_se'], True)} on {e['n']:,} closures{ceil}"
+            )
+    return "\n".join(lines)
