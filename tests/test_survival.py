@@ -268,6 +268,11 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     assert set(table.cause_1) <= set(CAUSES)
     assert (table.cause_1_incidence >= table.cause_2_incidence).all()
     assert (table.p_any_12m >= table.p_any_1m - 1e-12).all()
+    # features for a seeded sample of at most model.survival_shap_rows rows, the rest empty
+    has = table.cause_1_feature_1 != ""
+    assert has.sum() == min(len(table), 2000) > 0
+    assert table.cause_1_feature_1_shap[~has].isna().all()
+    assert table.cause_1_feature_1_shap[has].notna().all()
     page = (models / "report.html").read_text()
     assert 'id="survival"' in page and 'data-plot="survival_curves"' in page
 

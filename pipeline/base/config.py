@@ -678,6 +678,10 @@ class ModelConfig:
     # threads' synchronisation costs more than they save (measured: 2 threads took 6x
     # the wall time of 1 on a loaded 2-core machine)
     survival_threads: int = 1
+    # rows of the cause model's reasons that get their features (TreeSHAP of a 9-class
+    # model over the months ahead costs about 9 ms a row): a seeded sample of the
+    # out-of-time rows; every row still gets its causes ranked by incidence
+    survival_shap_rows: int = 2000
 
 
 #: most equal-count bins of the calibration error. The validation rows are not known
@@ -785,6 +789,8 @@ def check_survival(m: ModelConfig, key: str) -> None:
     )
     if m.survival_rounds < 1:
         _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
+    if m.survival_shap_rows < 0:
+        _fail(f"{key}.survival_shap_rows", "must be 0 (no features) or more", m.survival_shap_rows)
     if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:
         _fail(f"{key}.survival_learning_rate", "must lie in (0, 1]", m.survival_learning_rate)
 

@@ -290,7 +290,9 @@ def _beside_classifier(
 # ---- reasons from the cause model ----------------------------------------------------
 
 
-def _cause_shap(model: lgb.Booster, X: np.ndarray, h: int, n_names: int) -> np.ndarray:
+def _cause_shap(
+    model: lgb.Booster, X: np.ndarray, h: int, n_names: int, threads: int = 0
+) -> np.ndarray:
     """TreeSHAP of each class's raw output averaged over the months ahead 1..h (the SHAP
     values of the mean raw output): ``(n, N_CLASSES, p + 2)``, last column the expected
     value, the one before it the month ahead's share."""
@@ -298,7 +300,13 @@ def _cause_shap(model: lgb.Booster, X: np.ndarray, h: int, n_names: int) -> np.n
     it = model.best_iteration or None
     for k in range(1, h + 1):
         c = np.asarray(
-            model.predict(core.design(X, k), pred_contrib=True, num_iteration=it), dtype=np.float64
+            model.predict(
+                core.design(X, k),
+                pred_contrib=True,
+                num_iteration=it,
+                num_threads=threads or physical_cores(),
+            ),
+            dtype=np.float64,
         ).reshape(len(X), core.N_CLASSES, n_names + 2)
         acc = c if acc is None else acc + c
     assert acc is not None
@@ -316,8 +324,10 @@ def _cause_reasons(
     threads: int,
 ) -> tuple[pd.DataFrame, int]:
     """Per out-of-time row (at most ``explain.max_rows``, seeded): the causes ranked by
-    predicted incidence at ``h`` months, and the three features that raise the first
-    cause's output most (TreeSHAP)."""
+    predicted incidence at ``h`` months; for a seeded sample of ``model.survival_shap_rows``
+    of them, the three features that raise the first cause's output most (TreeSHAP; the
+    other rows' feature columns are empty, their SHAP NaN). Returns the table and the
+    number of rows with features."""
     n = len(oot)
     pick = np.arange(n)
     if n > int(cfg.explain.max_rows):
@@ -338,22 +348,25 @@ def _cause_reasons(
     for r in range(3):
         cols[f"cause_{r + 1}"] = causes[order[:, r]]
         cols[f"cause_{r + 1}_incidence"] = at_h[np.arange(len(pick)), order[:, r]]
-    chunks_f, chunks_v = [], []
+    # positions (in ``pick``) of the rows that get their features
+    at = np.arange(len(pick))
+    k = int(cfg.model.survival_shap_rows)
+    if len(at) > k:
+        rng = np.random.default_rng([int(cfg.data.seed), 32])
+        at = np.sort(rng.choice(len(at), size=k, replace=False))
+    f = np.full((len(pick), 3), "", dtype=object)
+    v = np.full((len(pick), 3), np.nan)
     step = 20_000
-    for lo in range(0, len(pick), step):
-        rows = pick[lo : lo + step]
-        shap = _cause_shap(model, X[rows], h, len(names))
-        top_class = order[lo : lo + step, 0] + 1  # class index of the first cause
-        mine = shap[np.arange(len(rows)), top_class, : len(names)]
-        f, v = core.top_features(mine, names, 3)
-        chunks_f.append(f)
-        chunks_v.append(v)
-    f = np.concatenate(chunks_f) if chunks_f else np.zeros((0, 3), dtype=object)
-    v = np.concatenate(chunks_v) if chunks_v else np.zeros((0, 3))
+    for lo in range(0, len(at), step):
+        pos = at[lo : lo + step]
+        shap = _cause_shap(model, X[pick[pos]], h, len(names), threads)
+        top_class = order[pos, 0] + 1  # class index of the first cause
+        mine = shap[np.arange(len(pos)), top_class, : len(names)]
+        f[pos], v[pos] = core.top_features(mine, names, 3)
     for r in range(3):
         cols[f"cause_1_feature_{r + 1}"] = f[:, r].astype(str)
         cols[f"cause_1_feature_{r + 1}_shap"] = v[:, r]
-    return pd.DataFrame(cols), len(pick)
+    return pd.DataFrame(cols), len(at)
 
 
 # ---- the leaderboard ------------------------------------------------------------------
@@ -588,7 +601,9 @@ def _headline(
             f"{_fmt(b['auc_difference'], b['auc_difference_se'])})"
         )
     if board:
-        lines.append(f"  explanation leaderboard ({n_reasons:,} rows given cause-model reasons):")
+        lines.append(
+            f"  explanation leaderboard (cause-model reasons with their features on {n_reasons:,} sampled rows):"
+        )
         for e in board:
             ceil = (
                 f", ceiling {_fmt(e['ceiling_top1'], e.get('ceiling_top1_se'), True)}"
