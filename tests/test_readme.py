@@ -37,6 +37,8 @@ ELSEWHERE = {
     "curl -s 127.0.0.1:5001/invocations": "tests/test_serving.py posts to a real `mlflow models serve`",
     'make run ARGS="data=table data.path=FILE': "a template; `make german` below runs it on a real table",
     'make compare RUNS="<run id>': "a template; tests/test_tracking.py compares two real runs",
+    "make serve DATASET=": "a server that runs until stopped; tests/test_serving.py serves a "
+    "registered champion with `mlflow models serve` and posts to it",
 }
 #: Extra overrides per example (on top of the small world and the temporary root).
 SHRINK = {

@@ -273,7 +273,7 @@ def test_recover_leaves_the_staging_of_a_live_process_alone(tmp_path):
 #: timings; SHAP draws its beeswarm and dependence plots with random jitter
 NOT_COMPARED = ("models/report.html", "models/plots/shap_beeswarm.png", "models/plots/dependence_")
 #: figures and names in JSON outputs that belong to the run, not to the data or model
-_RUN_KEYS = ("seconds", "per_s", "run_id", "model_uri", "ui_url")
+_RUN_KEYS = ("seconds", "per_s", "run_id", "model_uri", "ui_url", "share_of_explain")
 
 _KILL_IN_STAGE = textwrap.dedent(
     """

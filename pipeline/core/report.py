@@ -59,7 +59,15 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 
 #: sections about a simulated world (its truth, outcomes, feature registry): a table
 #: run's page leaves them out
-SIMULATOR_ONLY = ("fidelity", "policy", "stability", "advice", "advice-world", "dictionary")
+SIMULATOR_ONLY = (
+    "fidelity",
+    "policy",
+    "stability",
+    "advice",
+    "advice-world",
+    "dictionary",
+    "survival",
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

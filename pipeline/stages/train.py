@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -976,7 +977,11 @@ def _register(
     for plot in t.plots:
         tracker.log_artifact(plot, "plots")
     reg_name = model_registry.registered_name(cfg)
-    model_uri = tracker.log_lightgbm_model(t.booster, t.example, reg_name)
+    # the registered model is the published one, tree for tree: a booster that carries
+    # trees past its best iteration (the Dask engine's does not mark it) would otherwise
+    # be logged whole, and the registry would serve another model than models/
+    published = lgb.Booster(model_str=t.booster.model_to_string(num_iteration=t.best_iteration))
+    model_uri = tracker.log_lightgbm_model(published, t.example, reg_name)
     registry: dict[str, Any] = {}
     if reg_name and tracker.enabled and "oot" in metrics:
         registry["champion"] = model_registry.promote_champion(
