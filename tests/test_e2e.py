@@ -52,6 +52,7 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
         "generate",
         "policy",
         "report",
+        "survival",
         "train",
     ]
     assert parent.data.params["data.n_borrowers"] == "2000"
