@@ -281,7 +281,9 @@ def test_german_credit_report_speaks_of_the_table_not_of_closures(tmp_path, caps
     # the scorecard and the dependence plots show the table's levels, not codes
     points = _cells(_section(page, "scorecard"))
     purpose = [r[1] for r in points if r[0] == "purpose"]
-    assert len(purpose) >= 2 and not any(re.search(r"(^|, )-?\d+(,|$)", b) for b in purpose), purpose
+    assert len(purpose) >= 2 and not any(re.search(r"(^|, )-?\d+(,|$)", b) for b in purpose), (
+        purpose
+    )
     assert "car (used)" in " ".join(purpose), purpose
     deps = [k for k in texts if k.startswith("dependence_")]
     status = next(k for k in deps if "checking" in k)
