@@ -54,6 +54,7 @@ def test_misspelt_key_fails_naming_it(make_cfg):
         # enumerated and formatted strings
         ("engine.memory_limit=lots", "engine.memory_limit"),
         ("engine.kind=spark", "engine.kind"),
+        ("simulator.oracle_estimator=guess", "simulator.oracle_estimator"),
         ("explain.reference=median", "explain.reference"),
         ("bench.rows=[generate,speed]", "bench.rows"),
         ("model.champion_alias='best model'", "model.champion_alias"),

@@ -38,6 +38,7 @@ def spec(n: int = 3000, seed: int = 9) -> WorldSpec:
     cfg.chunk_size = 1024
     cfg.oracle_rows = 1500
     cfg.oracle_futures = K
+    cfg.oracle_estimator = "count"  # futures() counts closures: the oracle the same way
     return WorldSpec(
         n_borrowers=n,
         n_months=36,

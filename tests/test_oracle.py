@@ -3,6 +3,7 @@ judgement and a stop's remaining length redrawn) and their cause shares."""
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +76,36 @@ def test_each_oracle_is_also_recorded_from_each_half_of_its_futures(oracle):
     lo = np.minimum(oracle.p_observable_h1, oracle.p_observable_h2) - 1e-6
     hi = np.maximum(oracle.p_observable_h1, oracle.p_observable_h2) + 1e-6
     assert oracle.p_observable.between(lo, hi).all()
+
+
+@pytest.fixture(scope="module")
+def both_estimators() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same world's oracle rows read from 128 futures both ways."""
+    s = spec(3000, 128, seed=3, rows=1500)
+    count = dataclasses.replace(s, sim=dataclasses.replace(s.sim, oracle_estimator="count"))
+    return simulate(s)["oracle"].to_pandas(), simulate(count)["oracle"].to_pandas()
+
+
+def test_expected_hazards_estimate_what_counting_closing_futures_estimates(both_estimators):
+    hazard, count = both_estimators
+    assert len(hazard) > 500 and (hazard.borrower_id == count.borrower_id).all()
+    for name in ("p_full", "p_observable", *(f"f_{c}" for c in CAUSES)):
+        d = hazard[name].to_numpy(float) - count[name].to_numpy(float)
+        se = d.std() / np.sqrt(len(d))
+        assert abs(d.mean()) < 4 * se + 1e-4, (name, d.mean(), se)  # no bias we can see
+    assert np.corrcoef(hazard.p_full, count.p_full)[0, 1] > 0.95
+
+
+def test_expected_hazards_have_less_monte_carlo_noise_than_counting(both_estimators):
+    hazard, count = both_estimators
+    for name in ("p_full", "p_observable"):
+        noise = {
+            how: float(np.var(o[f"{name}_h1"] - o[f"{name}_h2"]))
+            for how, o in (("hazard", hazard), ("count", count))
+        }
+        assert noise["hazard"] < noise["count"] / 3, (name, noise)
+    # the probabilities stay probabilities, and an event-free future still counts
+    assert hazard.p_full.between(0, 1).all() and (hazard.p_full > 0).mean() > 0.99
 
 
 def test_one_future_records_no_halves():

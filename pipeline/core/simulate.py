@@ -574,6 +574,9 @@ class _MonthOut:
     early: np.ndarray | None = None  # bool over idx: the balance was repaid early
     interest: np.ndarray | None = None  # interest charged over idx
     balance: np.ndarray | None = None  # balance at the month's end over idx
+    # with ``survive``: the month's chance of a closure by each cause (overdue last) for
+    # an account open at its start, given the month's path (the closure itself not drawn)
+    p_close: np.ndarray | None = None  # (len(idx), N_CAUSES + 1)
 
 
 @dataclass
@@ -606,6 +609,7 @@ class _Month:
     regime: float
     u: np.ndarray  # (n, 12) uniforms, one column per decision
     act: _Act | None = None
+    survive: bool = False  # closures are not drawn; their chances are returned instead
 
     def acting(self, name: str) -> np.ndarray | None:
         """Which of the month's accounts carry out action ``name`` (None: none does)."""
@@ -685,6 +689,7 @@ class _Review:
     haz: np.ndarray
     closed: np.ndarray
     cause: np.ndarray
+    p_close: np.ndarray | None = None  # with ``survive`` (see :class:`_MonthOut`)
     frz: np.ndarray | None = None
     cut: np.ndarray | None = None
     cut_cause: np.ndarray | None = None
@@ -700,8 +705,14 @@ def _step(
     record: bool,
     act: _Act | None = None,
     every_row: bool = False,
+    survive: bool = False,
 ) -> _MonthOut:
-    """One month for the accounts on book (all rows with ``every_row``, for futures)."""
+    """One month for the accounts on book (all rows with ``every_row``, for futures).
+
+    With ``survive`` no account closes: the month's path is drawn as usual (the same
+    random numbers) and ``p_close`` gives each account's chance of closing by each cause
+    this month given that path, for the oracle's expected-hazard estimator.
+    """
     s = spec.sim
     if every_row:
         idx = np.arange(len(st.bid))
@@ -715,6 +726,7 @@ def _step(
         regime=float(regime_strength(s, t)),  # 0 before any tightening
         u=rng.random((len(idx), 12)),
         act=act,
+        survive=survive,
     )
     b = _behaviour(s, st, mo, rng)
     money = _money(s, st, mo, b, rng)
@@ -733,6 +745,7 @@ def _step(
         early=money.early,
         interest=money.interest,
         balance=money.balance,
+        p_close=rv.p_close,
     )
     if record:
         _record(out, st, mo, b, money, bu, sp, rv)
@@ -1032,11 +1045,27 @@ def _review(
     cum = np.cumsum(haz, axis=1)
     pick = (u[:, 10] * total)[:, None] > cum
     cause = np.where(closed, pick.sum(axis=1).clip(0, N_CAUSES - 1), -1)
-    od_close = (money.dpd >= 30) & (u[:, 11] < s.overdue_close_prob)
+    q_od = np.where(money.dpd >= 30, s.overdue_close_prob, 0.0)
+    od_close = u[:, 11] < q_od
     cause = np.where(od_close, CAUSE_OVERDUE, cause)
     closed = closed | od_close
+    chances = None
+    if mo.survive:  # the chances of what was just drawn; nothing closes
+        # an overdue closure takes precedence; otherwise a closure's cause is drawn in
+        # proportion to its hazard, as above
+        share = np.divide(haz, total[:, None], out=np.zeros_like(haz), where=total[:, None] > 0)
+        chances = np.column_stack([((1.0 - q_od) * p_close)[:, None] * share, q_od])
+        closed = np.zeros_like(closed)
+        cause = np.full_like(cause, -1)
     return _Review(
-        tenure=tenure, sig=sig, draws6=draws6, util6=util6, haz=haz, closed=closed, cause=cause
+        tenure=tenure,
+        sig=sig,
+        draws6=draws6,
+        util6=util6,
+        haz=haz,
+        closed=closed,
+        cause=cause,
+        p_close=chances,
     )
 
 
@@ -1399,7 +1428,10 @@ class Futures:
     ``closed`` is a closure for a non-overdue cause within the horizon (the label's
     event); ``cause`` is the index into :data:`CAUSES` of the first closure, -1 when the
     account stayed open and ``CAUSE_OVERDUE`` for an overdue closure. Behaviour is
-    counted while the account is open. ``weight`` is 1 except for observable futures,
+    counted while the account is open. Futures run by the expected-hazard estimator
+    (``expected`` of :func:`_run_futures`) never close: ``closed`` is then each future's
+    probability of the event given its path and ``cause_p`` (n, k, causes) its
+    probability of closing by each cause; ``cause`` and ``month`` stay -1. ``weight`` is 1 except for observable futures,
     whose redrawn frailty is weighted by how likely it makes the account's survival so far.
     ``arm`` is the intervention every account carried out, or one per account.
     """
@@ -1419,6 +1451,7 @@ class Futures:
     # the raw tables of the first months of every future (``trace_months`` of
     # :func:`futures_arms`), future j of asked row i as borrower_id i * k + j
     traces: dict[str, pa.Table] | None = None
+    cause_p: np.ndarray | None = None  # (n, k, causes), expected-hazard futures only
 
     @property
     def action(self) -> str | tuple[str, ...] | None:
@@ -1434,6 +1467,10 @@ class Futures:
 
     def cause_share(self) -> np.ndarray:
         """(n, causes): share of futures closing by each cause; rows sum to :attr:`p`."""
+        if self.cause_p is not None:
+            return np.stack(
+                [_wmean(self.cause_p[:, :, j], self.weight) for j in range(N_CAUSES)], axis=1
+            )
         return np.stack([_wmean(self.cause == j, self.weight) for j in range(N_CAUSES)], axis=1)
 
     def cause_names(self) -> np.ndarray:
@@ -1594,8 +1631,14 @@ def _run_futures(
     arm: _ArmRows = _NO_ARM,
     observable: bool = False,
     trace: int = 0,
+    expected: bool = False,
 ) -> Futures:
     """``k`` futures of the state rows ``rows`` over (t, t + horizon] under ``arm``.
+
+    With ``expected`` the futures never close: each month's chance of a closure given
+    the future's path is accumulated instead (the expected-hazard estimator: the same
+    expectation as the share of closing futures, with less variance per future; see
+    :class:`Futures`).
 
     Every future is stepped every month (closed ones too, their outcome already fixed),
     and draws come from one stream per (seed, chunk, snapshot, block of
@@ -1609,7 +1652,9 @@ def _run_futures(
         # a trace names each future by its row within one block
         raise ValueError(f"raw traces are kept for at most {FUTURE_BLOCK} futures, got {k}")
     blocks = [
-        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j, trace)
+        _run_block(
+            spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j, trace, expected
+        )
         for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
     ]
     traces = blocks[0].pop("traces")
@@ -1641,6 +1686,7 @@ def _run_block(
     observable: bool,
     block: int,
     trace: int = 0,
+    expected: bool = False,
 ) -> dict[str, Any]:
     """One block of ``k`` futures per row (see :func:`_run_futures`): the per-future arrays."""
     n, horizon = len(rows), spec.horizon
@@ -1667,10 +1713,16 @@ def _run_block(
     loss = np.zeros(n * k)
     parts: dict[str, list[dict[str, np.ndarray]]] = {}
     fut.bid = np.arange(n * k, dtype=np.int64)  # traces name each future by its row
+    stay = np.ones(n * k)  # expected: the chance each future is still open
+    cause_p = np.zeros((n * k, N_CAUSES)) if expected else None
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
-        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True)
+        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True, survive=expected)
+        if cause_p is not None:
+            assert out.p_close is not None
+            cause_p += stay[:, None] * out.p_close[:, :N_CAUSES]
+            stay *= 1.0 - out.p_close.sum(axis=1)
         if j < trace:
             _keep_rows(parts, out)
         assert out.drew is not None and out.draw_amount is not None
@@ -1689,8 +1741,12 @@ def _run_block(
         gone = new & (out.cause == CAUSE_OVERDUE)
         loss[gone] = out.balance[gone]
     cause2 = cause.reshape(n, k)
+    extra = {} if cause_p is None else {"cause_p": cause_p.reshape(n, k, N_CAUSES)}
     return {
-        "closed": (cause2 >= 0) & (cause2 < N_CAUSES),
+        **extra,
+        "closed": (cause2 >= 0) & (cause2 < N_CAUSES)
+        if cause_p is None
+        else cause_p.sum(axis=1).reshape(n, k),
         "cause": cause2,
         "month": month.reshape(n, k),
         "weight": weight,
@@ -1946,8 +2002,14 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
       feature reveals exactly: it is not a bound on what a model of the observables can
       reach, only a looser yardstick between the model and the full-state oracle.
 
+    With ``simulator.oracle_estimator="hazard"`` (the default) no future closes: each
+    contributes its chance of closing, by each cause, given the path it took (the
+    month's closure chance times the chance it was still open), which has the same
+    expectation as the share of closing futures and less variance; ``"count"`` counts
+    the futures that close.
+
     ``f_<cause>`` / ``fo_<cause>`` give the share of full / observable futures closing
-    by each cause (they sum to ``p_full`` / ``p_observable``): the most frequent cause
+    by each cause (they sum to ``p_full`` / ``p_observable``): the most likely cause
     is the best any explanation can name. ``ess_observable`` is the effective number
     of observable futures under their importance weights. ``p_full_h1``/``_h2`` and
     ``p_observable_h1``/``_h2`` are the same probabilities from the first and the
@@ -1962,8 +2024,9 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
     quota = min(len(eligible), math.ceil(s.oracle_rows / n_total * 1.15))
     pick = np.sort(rng.choice(eligible, size=quota, replace=False)) if quota else eligible[:0]
     k = s.oracle_futures
-    full = _run_futures(spec, st, pick, t, k, chunk)
-    obs = _run_futures(spec, st, pick, t, k, chunk, observable=True)
+    expected = s.oracle_estimator == "hazard"
+    full = _run_futures(spec, st, pick, t, k, chunk, expected=expected)
+    obs = _run_futures(spec, st, pick, t, k, chunk, observable=True, expected=expected)
     cols: dict[str, np.ndarray] = {
         "borrower_id": st.bid[pick],
         "snapshot": np.full(len(pick), t, dtype=np.int16),
