@@ -4,6 +4,7 @@ judgement and a stop's remaining length redrawn) and their cause shares."""
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -314,6 +314,18 @@ def _text(cause: str, zh_f: str, en_f: str, v: str) -> tuple[str, str]:
 NO_CONCERN = ("无关闭风险", "no closure concern")
 
 
+def reference_medians(meta: dict[str, Any], names: Sequence[str]) -> np.ndarray | None:
+    """The training rows' median of each feature saved with the model (model.json
+    ``reference``): what :func:`reason_codes` reads a risky side against; None for a
+    model saved without one."""
+    ref = meta.get("reference")
+    if not isinstance(ref, dict):
+        return None
+    return np.array(
+        [np.nan if ref.get(n) is None else float(ref[n]) for n in names], dtype=np.float64
+    )
+
+
 def reason_codes(
     contrib: np.ndarray,
     X: np.ndarray,

@@ -60,12 +60,7 @@ class ScoringModel:
     def reference(self) -> np.ndarray | None:
         """The training rows' median of each feature (model.json ``reference``): a reason's
         risky side is read against it; None for a model saved without one."""
-        ref = self.meta.get("reference")
-        if not isinstance(ref, dict):
-            return None
-        return np.array(
-            [np.nan if ref.get(n) is None else float(ref[n]) for n in self.names], dtype=np.float64
-        )
+        return explain_core.reference_medians(self.meta, self.names)
 
     @property
     def id_column(self) -> str:

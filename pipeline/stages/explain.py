@@ -77,12 +77,7 @@ class _Model:
     @property
     def reference(self) -> np.ndarray | None:
         """The training medians a reason's risky side is read against (None: not saved)."""
-        ref = self.meta.get("reference")
-        if not isinstance(ref, dict):
-            return None
-        return np.array(
-            [np.nan if ref.get(n) is None else float(ref[n]) for n in self.names], dtype=np.float64
-        )
+        return explain_core.reference_medians(self.meta, self.names)
 
 
 def _floor(cfg: Config) -> float | None:

@@ -116,7 +116,8 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     # ---- reasons from the cause model, and the leaderboard
     h = int(cfg.features.horizon)
     reasons, contrib_rows = _cause_reasons(cfg, model, oot, X[oo], cif, names, h, threads)
-    board = _leaderboard(cfg, p, booster, frame, oot, X, cif, names, h, threads)
+    ref = explain_core.reference_medians(meta, names)
+    board = _leaderboard(cfg, p, booster, frame, oot, X, cif, names, h, threads, ref)
     ev["explainers"] = board
 
     stamp = model_stamp(p.models)
@@ -383,8 +384,14 @@ def _leaderboard(
     names: list[str],
     h: int,
     threads: int,
+    reference: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Every explainer graded against the true cause of the same out-of-time closures.
+
+    The SHAP explainers follow the explain stage's reason rule with the model's own
+    training medians (``reference``), so ``shap_learned_weights`` names what the shipped
+    reasons name, except that no row is left without a reason for falling under the
+    lowest tier cut (the explain stage's paired figure counts those rows as misses).
 
     ``top1``/``top3``/``n`` are on the closures that have oracle futures, beside the cause
     oracle's ``ceiling_top1`` on the very same rows (``all_*``: on every out-of-time
@@ -404,14 +411,14 @@ def _leaderboard(
     # the snapshot reference: mean SHAP of (a sample of) each out-of-time snapshot's rows
     shift = _snapshot_shift(cfg, booster, oot, Xo, rows.snapshot.to_numpy(), threads, len(names))
     explainers: dict[str, dict[str, np.ndarray]] = {
-        "shap_registry": explain_core.reason_codes(contrib, Xc, names, 3, W_reg),
+        "shap_registry": explain_core.reason_codes(contrib, Xc, names, 3, W_reg, None, reference),
     }
     if W_learned is not None:
         explainers["shap_learned_weights"] = explain_core.reason_codes(
-            contrib, Xc, names, 3, W_learned
+            contrib, Xc, names, 3, W_learned, None, reference
         )
     explainers["shap_registry_snapshot_reference"] = explain_core.reason_codes(
-        contrib, Xc, names, 3, W_reg, shift
+        contrib, Xc, names, 3, W_reg, shift, reference
     )
     order = core.cause_ranking(cif[closed, min(h, cif.shape[1]) - 1])
     explainers["cause_model"] = core.ranked_reasons(order)
@@ -602,7 +609,10 @@ def _headline(
         )
     if board:
         lines.append(
-            f"  explanation leaderboard (cause-model reasons with their features on {n_reasons:,} sampled rows):"
+            "  explanation leaderboard (every explainer on the same closures; the SHAP rows "
+            "without the explain stage's lowest-tier floor, which leaves low-risk rows "
+            f"without a reason; cause-model reasons written with their features for "
+            f"{n_reasons:,} sampled rows):"
         )
         for e in board:
             ceil = (
