@@ -58,7 +58,7 @@ explain: $(STAMP) ## SHAP values, reason codes and plots for out-of-time rows
 survival: $(STAMP) ## Competing-risks closure curves by horizon and cause, and the explanation leaderboard
 	$(BIN)/python -m pipeline survival $(ARGS)
 
-report: $(STAMP) ## Rebuild the self-contained HTML model report (models/report.html; DATASET=name: runs/name/models)
+report: $(STAMP) ## Rebuild the self-contained HTML model report from the outputs (models/report.html; DATASET=name: runs/name/models)
 	@echo "report: the model in $(HOME_DIR)/models"
 	$(BIN)/python -m pipeline report $(DATASET_ARGS) $(ARGS)
 

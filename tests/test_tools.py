@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,22 @@ def test_make_help_shows_the_ports_not_make_variables() -> None:
     assert "$(" not in out
     assert "127.0.0.1:5123" in out
     assert "compare" in out and "serve-example" in out
+
+
+def _without_brackets(text: str) -> str:
+    """A help line without its trailing bracket (make's own usage, or the record's)."""
+    return re.sub(r"\s*\((?:[^()]|\([^()]*\))*\)$", "", text).strip()
+
+
+def test_the_makefile_help_of_each_stage_is_its_stage_record_line() -> None:
+    from pipeline.stages.plan import STAGES
+
+    make = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    lines = dict(re.findall(r"^([a-zA-Z_-]+):.*?## (.*)$", make, flags=re.M))
+    checked = 0
+    for stage in STAGES:
+        for target in (stage.name, *stage.aliases):
+            if target in lines:
+                assert _without_brackets(lines[target]) == _without_brackets(stage.doc), target
+                checked += 1
+    assert checked >= 8, checked  # every stage with a make target, not a lucky few

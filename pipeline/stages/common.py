@@ -25,8 +25,9 @@ def say(msg: str) -> None:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of the pipeline, declared once: the driver, the command line, the
-    staging of outputs and ``make help`` all read these records.
+    """One stage of the pipeline, declared once: the driver, the command line and the
+    staging of outputs read these records (``make help`` repeats ``doc``, checked by a
+    test).
 
     ``reads`` and ``writes`` are catalog names; ``side`` names what the stage writes
     beside its outputs that nothing else in a multirun job reads (staged with them, but

@@ -1,9 +1,11 @@
 """The stages of the pipeline, one record each (:class:`~pipeline.stages.common.Stage`).
 
 The driver runs them from here (``run`` takes those with ``in_run``, in this order), the
-command line takes its commands from here, the staging of a stage's outputs follows the
-folders of what it writes, and ``make help`` prints their lines (``python -m pipeline
---help``). A new stage is one record here, its entries in the catalog and a ``make``
+command line takes its commands from here (``python -m pipeline --help`` prints their
+lines), and the staging of a stage's outputs follows the folders of what it writes. The
+Makefile's help cannot import the package before the environment exists, so each stage
+target repeats its record's line there, with make's own usage in brackets;
+``tests/test_tools.py`` fails when the two differ. A new stage is one record here, its entries in the catalog and a ``make``
 target.
 """
 
@@ -113,7 +115,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         report,
-        "Rebuild the self-contained HTML model report from the outputs",
+        "Rebuild the self-contained HTML model report from the outputs (models/report.html)",
         reads=(
             "model_meta",
             "evaluation",
@@ -130,7 +132,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "score",
         score,
-        "Score new borrowers with the champion (score.input=PATH score.output=PATH)",
+        "Score new rows with the champion (score.input=PATH score.output=PATH)",
         reads=(*RAW, "model", "model_meta", "calibration", "cause_weights"),
         writes=("scores",),
         groups=("score",),
