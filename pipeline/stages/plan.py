@@ -115,7 +115,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "report",
         report,
-        "Rebuild the self-contained HTML model report from the outputs (models/report.html)",
+        "Rebuild the self-contained HTML model report from the outputs",
         reads=(
             "model_meta",
             "evaluation",
