@@ -4,6 +4,7 @@ and the survival stage's outputs on the shared trained world."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -294,3 +295,38 @@ def test_switched_off_the_stage_leaves_no_figures_of_an_earlier_run(tmp_path, tr
     assert "survival" not in summary and "explainers" not in summary
     assert not (tmp_path / "models" / "summary_parts" / "survival.json").exists()
     assert not (tmp_path / "models" / "survival" / "evaluation.json").exists()
+
+
+def test_the_leaderboards_shap_reasons_read_the_models_training_medians(
+    tmp_path, trained_world, monkeypatch
+):
+    """The leaderboard grades the explain stage's reason rule: a risky side is read
+    against the model's saved training medians, not the medians of the closures."""
+    import shutil
+
+    from helpers import SMALL, compose_config
+
+    from pipeline.adapters.catalog import load_model
+    from pipeline.adapters.tracking import from_config
+    from pipeline.core import explain as explain_core
+    from pipeline.stages.driver import run_pipeline
+
+    root, _, _ = trained_world
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "data", tmp_path / "data")
+    _, meta = load_model(tmp_path / "models")
+    medians = explain_core.reference_medians(meta, meta["feature_names"])
+    assert medians is not None and np.isfinite(medians).any()
+    seen: list[Any] = []
+    real = explain_core.reason_codes
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(args[6] if len(args) > 6 else kwargs.get("reference"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explain_core, "reason_codes", spy)
+    cfg = compose_config(tmp_path, [*SMALL, "tracking=off"], "survival")
+    run_pipeline(cfg, from_config(cfg.tracking), ["survival"])
+    assert len(seen) == 3  # registry, learned weights, snapshot reference
+    for ref in seen:
+        np.testing.assert_array_equal(ref, medians)

@@ -1428,11 +1428,13 @@ class Futures:
     ``closed`` is a closure for a non-overdue cause within the horizon (the label's
     event); ``cause`` is the index into :data:`CAUSES` of the first closure, -1 when the
     account stayed open and ``CAUSE_OVERDUE`` for an overdue closure. Behaviour is
-    counted while the account is open. Futures run by the expected-hazard estimator
-    (``expected`` of :func:`_run_futures`) never close: ``closed`` is then each future's
-    probability of the event given its path and ``cause_p`` (n, k, causes) its
-    probability of closing by each cause; ``cause`` and ``month`` stay -1. ``weight`` is 1 except for observable futures,
+    counted while the account is open. ``weight`` is 1 except for observable futures,
     whose redrawn frailty is weighted by how likely it makes the account's survival so far.
+    Futures run by the expected-hazard estimator (``expected`` of :func:`_run_futures`,
+    the oracle's) never close: ``closed`` is then each future's probability of the event
+    given its path and ``cause_p`` (n, k, causes) its probability of closing by each
+    cause; ``cause`` and ``month`` stay -1 and the money columns count every month as
+    open (the oracle reads none of them).
     ``arm`` is the intervention every account carried out, or one per account.
     """
 
