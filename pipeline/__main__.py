@@ -13,10 +13,12 @@ lines and warnings go to ``pipeline.log`` in the invocation's Hydra folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,12 +27,17 @@ from omegaconf import DictConfig
 
 from pipeline.adapters import runlock
 from pipeline.adapters.invocation import install_signal_handlers
-from pipeline.adapters.logfile import quiet_environment, redact_console, route_to_file
+from pipeline.adapters.logfile import (
+    RedactingStream,
+    quiet_environment,
+    redact_console,
+    route_to_file,
+)
 from pipeline.adapters.tracking import redact_text
 from pipeline.base.config import REPO_ROOT, register_configs, unknown_override
 from pipeline.base.errors import PipelineError
 from pipeline.base.interrupt import Interrupted
-from pipeline.stages.driver import execute, isolate_job, objective
+from pipeline.stages.driver import TRIAL_CONSOLE, execute, isolate_job, objective, trial_line
 from pipeline.stages.plan import COMMANDS, help_lines, stages_for
 
 register_configs()
@@ -47,9 +54,14 @@ def _app(cfg: DictConfig) -> float | None:
         sweep = (str(hc.sweep.dir), int(hc.job.num))
         shared_root = isolate_job(cfg, job_dir, stages_for(str(cfg.stage), cfg))
     try:
-        summary = execute(
-            cfg, [o for o in overrides if not o.startswith("stage=")], sweep, shared_root
-        )
+        given = [o for o in overrides if not o.startswith("stage=")]
+        if sweep is None:
+            summary = execute(cfg, given, sweep, shared_root)
+        else:  # a trial's whole console goes to its folder; the sweep prints a line for it
+            with (job_dir / TRIAL_CONSOLE).open("w", encoding="utf-8") as out:
+                with contextlib.redirect_stdout(cast(TextIO, RedactingStream(out))):
+                    summary = execute(cfg, given, sweep, shared_root)
+            print(trial_line(sweep[1], given, summary, job_dir / TRIAL_CONSOLE), flush=True)
     except PipelineError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         sys.exit(2)

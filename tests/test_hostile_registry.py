@@ -75,3 +75,31 @@ def test_an_alias_moved_by_a_train_that_never_published_is_put_back(tmp_path, mo
     monkeypatch.undo()
     execute(compose_config(tmp_path, LIGHT, "train"), [])
     assert int(client.get_model_version_by_alias("closure-risk-lgbm", "champion").version) == 2
+
+
+def test_the_ui_hint_names_the_folder_of_the_store_not_paths_root(tmp_path):
+    from pipeline.base.config import REPO_ROOT
+    from pipeline.stages.driver import ui_hint
+
+    store = tmp_path / "sweep"
+    hint = ui_hint(f"sqlite:///{store}/mlflow.db", f"{store}/mlartifacts")
+    assert hint == f"make ui ROOT={store.resolve()}"
+    assert ui_hint(f"sqlite:///{REPO_ROOT}/mlflow.db", f"{REPO_ROOT}/mlartifacts") == "make ui"
+    # a store `make ui` cannot open by ROOT gets the mlflow command itself
+    other = ui_hint(f"sqlite:///{store}/runs.db", f"{store}/mlartifacts")
+    assert other.startswith(".venv/bin/mlflow ui --backend-store-uri sqlite:///")
+    assert "runs.db" in other
+    elsewhere = ui_hint(f"sqlite:///{store}/mlflow.db", f"{tmp_path}/artifacts")
+    assert elsewhere.startswith(".venv/bin/mlflow ui") and "artifacts" in elsewhere
+
+
+def test_a_sweep_job_hints_at_the_sweeps_store(tmp_path):
+    """A multirun job writes under its own folder but logs to the sweep's store."""
+    from pipeline.stages.driver import isolate_job, ui_hint
+
+    cfg = compose_config(tmp_path, LIGHT, "train")
+    isolate_job(cfg, tmp_path / "outputs" / "multirun" / "0", ["train"])
+    assert str(cfg.paths.root).endswith("multirun/0")
+    assert ui_hint(str(cfg.tracking.uri), str(cfg.tracking.artifact_root)) == (
+        f"make ui ROOT={tmp_path.resolve()}"
+    )

@@ -173,6 +173,22 @@ def test_sweep_registers_only_its_best_trial(tmp_path):
     leaves = best.data.tags["overrides"].split("model.num_leaves=")[1].split()[0]
     assert f"best parameters: model.num_leaves={leaves}" in r.stdout
     assert f'train with them: make train ARGS="model.num_leaves={leaves}' in r.stdout
+    # ...where the sweep read its data, and every trial's UI hint opens the sweep's store
+    train_line = next(x for x in r.stdout.splitlines() if x.startswith("train with them"))
+    assert train_line.endswith(f'paths.root={tmp_path}"'), train_line
+    ui = [x for x in r.stdout.splitlines() if x.startswith("open the UI")]
+    assert ui == [f"open the UI: make ui ROOT={tmp_path.resolve()}"], ui
+    # a calm console: one line a trial, one summary; each trial's console in its folder,
+    # Optuna's, the launcher's and MLflow's own lines in the sweep's log file
+    trials = [x for x in r.stdout.splitlines() if x.startswith("trial ")]
+    assert len(trials) == 2 and all("validation AUC 0." in x for x in trials), trials
+    assert "run summary ===" not in r.stdout
+    assert "\x1b[" not in r.stderr + r.stdout and "Successfully registered" not in r.stderr
+    assert "Joblib.Parallel" not in r.stdout + r.stderr
+    consoles = sorted((tmp_path / "outputs" / "multirun").rglob("console.txt"))
+    assert len(consoles) == 2 and all("run summary ===" in c.read_text() for c in consoles)
+    logs = (tmp_path / "outputs" / "multirun").rglob("pipeline.log")
+    assert any("registered model" in x.read_text().lower() for x in logs)
     # each job trained into its own folder; nothing was written to the shared models folder
     models = sorted((tmp_path / "outputs" / "multirun").rglob("models/model.txt"))
     assert len(models) == 2 and models[0].read_text() != models[1].read_text()

@@ -25,7 +25,18 @@ import lightgbm as lgb
 from pipeline.adapters.tracking import redact_text
 
 #: loggers of libraries whose messages belong in the log file
-THIRD_PARTY = ("mlflow", "alembic", "distributed", "bokeh", "tornado", "numba", "urllib3")
+THIRD_PARTY = (
+    "mlflow",
+    "alembic",
+    "distributed",
+    "bokeh",
+    "tornado",
+    "numba",
+    "urllib3",
+    "optuna",
+    "hydra_plugins",  # a sweep's launcher and sweeper (their settings, a joblib repr)
+    "hydra._internal.core_plugins",  # Hydra's own launcher and sweeper
+)
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 

@@ -83,6 +83,40 @@ def execute(
     return summary
 
 
+#: where a sweep trial's console goes, in its job folder (the sweep prints one line a trial)
+TRIAL_CONSOLE = "console.txt"
+
+
+def trial_line(num: int, overrides: Sequence[str], summary: Any, console: Path) -> str:
+    """A sweep trial in one line: its parameters, objective, out-of-time AUC, console."""
+
+    def auc(split: str) -> str:
+        v = summary.get(split, {}).get("auc") if isinstance(summary, dict) else None
+        return f"{v:.4f}" if isinstance(v, float) else "-"
+
+    chosen = [o for o in overrides if not o.startswith(("hydra", "+sweep", "paths."))]
+    return (
+        f"trial {num} ({' '.join(chosen) or 'the defaults'}): validation AUC {auc('valid')} "
+        f"(the objective), out-of-time AUC {auc('oot')}; its console: {console}"
+    )
+
+
+def ui_hint(uri: str, artifact_root: str) -> str:
+    """The command that opens the MLflow UI on a local SQLite store ``uri``.
+
+    ``make ui ROOT=<dir>`` opens ``<dir>/mlflow.db`` with ``<dir>/mlartifacts``, so it is
+    named where the store lies there (the store's folder, not ``paths.root``: a sweep's
+    job writes its outputs under its own folder but logs to the sweep's store); any
+    other store gets the ``mlflow ui`` command itself.
+    """
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    home = db.parent
+    art = Path(artifact_root.removeprefix("file://")).resolve()
+    if db.name == "mlflow.db" and art == home / "mlartifacts":
+        return "make ui" if home == REPO_ROOT.resolve() else f"make ui ROOT={home}"
+    return f".venv/bin/mlflow ui --backend-store-uri {uri} --default-artifact-root {artifact_root}"
+
+
 def isolate_job(cfg: Any, job_dir: Path, stages: Sequence[Stage | str]) -> Path:
     """Move a multirun job's outputs into its own folder (the folders its stages write
     follow it); returns the root it reads from."""
@@ -260,10 +294,11 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     _merge_parts(summary, p, results, stamp)
     summary["outputs"] = {"raw": str(p.raw), "features": str(feat_path), "models": str(p.models)}
     local_store = str(cfg.tracking.uri).startswith("sqlite:")
-    # the Makefile's UI reads ROOT's store: a run elsewhere names its root
-    root = Path(str(cfg.paths.root)).resolve()
-    ui = "make ui" if root == REPO_ROOT.resolve() else f"make ui ROOT={root}"
-    summary["ui"] = ui if local_store else str(summary["tracking_uri"])
+    summary["ui"] = (
+        ui_hint(str(cfg.tracking.uri), str(cfg.tracking.artifact_root))
+        if local_store
+        else str(summary["tracking_uri"])
+    )
     if tracker.enabled:  # the runs page in the headline view, not the GenAI overview
         base = "http://127.0.0.1:5000" if local_store else str(summary["tracking_uri"])
         summary["ui_url"] = tracker.ui_url(base)

@@ -9,19 +9,33 @@ objective (validation AUC) and judges it for champion.
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
+from pipeline.adapters.logfile import route_to_file
 from pipeline.adapters.model_registry import register_best_trial, registered_name
-from pipeline.adapters.tracking import TrackingError, from_config
+from pipeline.adapters.tracking import TrackingError, from_config, redact_uri
 from pipeline.base.config import Config
+from pipeline.stages.driver import ui_hint
 
 
 class RegisterBestTrial(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # the sweeping process's third-party lines (Optuna's study, the launcher's and
+        # sweeper's settings, MLflow's registry notices) go to the sweep's log file
+        import optuna
+
+        optuna.logging.disable_default_handler()
+        route_to_file(Path(str(config.hydra.sweep.dir)) / "pipeline.log")
+        for name in ("optuna", "hydra_plugins", "hydra._internal.core_plugins"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # the composed config, shaped by the Config schema (plus Hydra's own node)
         offer_best_trial(cast(Config, config), str(config.hydra.sweep.dir))
@@ -43,17 +57,22 @@ def offer_best_trial(cfg: Config, sweep_dir: str) -> dict[str, Any] | None:
         return None
     print(f"sweep best trial: run {info['trial_run']}; {info.get('message', '')}", flush=True)
     print(best_command(tracker.client.get_run(info["trial_run"]).data.tags), flush=True)
+    print(
+        f"open the UI: {ui_hint(str(cfg.tracking.uri), str(cfg.tracking.artifact_root))}"
+        if str(cfg.tracking.uri).startswith("sqlite:")
+        else f"the runs are in {redact_uri(str(cfg.tracking.uri))}",
+        flush=True,
+    )
     return info
 
 
 def best_command(tags: dict[str, str]) -> str:
     """The best trial's parameters and the command that trains with them."""
-    chosen = [
-        o
-        for o in tags.get("overrides", "").split()
-        if o != "(none)" and not o.startswith(("hydra", "+sweep", "paths.", "stage="))
-    ]
+    given = [o for o in tags.get("overrides", "").split() if o != "(none)"]
+    chosen = [o for o in given if not o.startswith(("hydra", "+sweep", "paths.", "stage="))]
+    # the command trains where the sweep read its data: its paths come along
+    where = [o for o in given if o.startswith("paths.")]
     return (
         f"best parameters: {' '.join(chosen) or '(the defaults)'}\n"
-        f'train with them: make train ARGS="{" ".join(chosen)}"'
+        f'train with them: make train ARGS="{" ".join([*chosen, *where])}"'
     )
