@@ -252,6 +252,7 @@ def log_serving_model(
                 registered_model_name=serving_name,
                 pip_requirements=requirements,
             )
+    tracker.link_model_to_parent(getattr(info, "model_id", None))
     out: dict[str, Any] = {"model_uri": str(info.model_uri), "registered": serving_name}
     if serving_name and champion and champion.get("promoted"):
         client = tracker.client

@@ -852,7 +852,18 @@ class Tracker:
 
         info = self._call(_log, attempts=1)
         self._model_runs.append(str(self.run_id))
+        self.link_model_to_parent(getattr(info, "model_id", None))
         return str(info.model_uri)
+
+    def link_model_to_parent(self, model_id: str | None) -> None:
+        """Name a model logged on a stage's run as an output of the invocation's parent
+        run too, so the run the UI opens lists it under its logged models."""
+        parent = self.parent_run_id
+        if not self.enabled or not model_id or parent is None or parent == self.run_id:
+            return
+        from mlflow.entities import LoggedModelOutput
+
+        self._call(lambda: self._client.log_outputs(parent, [LoggedModelOutput(model_id, 0)]))
 
     def _call(self, fn: Any, attempts: int = 8) -> Any:
         """Call the MLflow client; failures become :class:`TrackingError` naming the store."""
