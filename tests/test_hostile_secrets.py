@@ -13,6 +13,8 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.adapters.logfile import RedactingStream, route_to_file
 from pipeline.base.config import REPO_ROOT, unknown_override
 
@@ -35,7 +37,8 @@ def test_a_misspelt_key_is_refused_with_the_known_keys_and_no_value(tmp_path):
 
 
 def test_hydra_error_lines_hide_the_secret(tmp_path):
-    r = _cli(f"tracking.timeout_s=http://u:{SECRET}@h:1", f"paths.root={tmp_path}")
+    # a list where a number goes: past the pre-Hydra check, refused by Hydra itself
+    r = _cli(f"tracking.timeout_s=[http://u:{SECRET}@h:1]", f"paths.root={tmp_path}")
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "tracking.timeout_s" in out, out
     assert SECRET not in out and "u:***@h" in out and "HYDRA_FULL_ERROR" not in out
@@ -56,6 +59,44 @@ def test_unknown_override_walks_the_schema():
         "force=true",
     ):
         assert unknown_override(ok) == "", ok
+
+
+def test_a_value_of_the_wrong_type_or_an_unknown_group_option_is_refused_before_hydra():
+    assert unknown_override("data.n_borrowers=abc") == (
+        "config key 'data.n_borrowers': the value given is not a whole number"
+    )
+    assert "not a whole number" in unknown_override("data.n_borrowers=1e99")
+    assert "not a whole number" in unknown_override("model.num_leaves=4,abc")  # a multirun
+    assert "not a number" in unknown_override("model.learning_rate=fast")
+    assert "not true or false" in unknown_override("model.survival=maybe")
+    assert unknown_override("model=nope") == (
+        "config group 'model' has no option 'nope'; known: lightgbm"
+    )
+    assert "known: local, off, server" in unknown_override("tracking=nope")
+    assert "chosen by the command" in unknown_override("stage=train")
+    # what OmegaConf reads is not refused here: nulls, words for booleans, sweeps, lists
+    for ok in (
+        "explain.borrower_id=null",
+        "model.survival=yes",
+        "model.survival=0",
+        "model.learning_rate=1e-3",
+        "model.num_leaves=4,31",
+        "model.n_estimators=range(10,50)",
+        "features.snapshots=[12,14]",
+        "data.n_borrowers=1_000",
+        "experiment=regime_shift",
+        "+sweep=lightgbm",
+    ):
+        assert unknown_override(ok) == "", ok
+
+
+@pytest.mark.parametrize("bad", ["data.n_borrowers=abc", "model=nope", "data.seed=1.5"])
+def test_the_command_line_refuses_them_in_one_line_with_exit_2(tmp_path, bad):
+    r = _cli(bad, f"paths.root={tmp_path}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: config "), r.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_log_file_and_console_hide_secrets(tmp_path):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_type_hints
 
 import psutil
 from hydra.core.config_store import ConfigStore
@@ -1163,9 +1163,13 @@ def unknown_override(override: str) -> str:
     Checked before Hydra composes the config, whose own message repeats the value (a
     password in a URI included) and lists no known keys. The value is never echoed.
     """
-    key, sep, _ = override.partition("=")
-    if not sep or key[:1] in "+~" or key.startswith("hydra.") or "." not in key:
+    key, sep, value = override.partition("=")
+    if key == "stage":
+        return "config key 'stage': is chosen by the command (python -m pipeline <command>)"
+    if not sep or key[:1] in "+~" or key.startswith("hydra."):
         return ""
+    if "." not in key:
+        return _unknown_choice(key, value)
     schema: Any = Config()
     where: list[str] = []
     for part in key.split("."):
@@ -1176,8 +1180,52 @@ def unknown_override(override: str) -> str:
             group = f"group '{'.'.join(where)}'" if where else "the top level"
             return f"config key '{key}': is not a known key of {group}; known: {', '.join(known)}"
         where.append(part)
-        schema = getattr(schema, part)
+        parent, schema = schema, getattr(schema, part)
+    return _mistyped(key, value, get_type_hints(type(parent)).get(where[-1]))
+
+
+#: what a command-line value must parse as, for the scalar types of the schema
+_SCALARS: dict[Any, tuple[str, Any]] = {
+    int: ("a whole number", int),
+    float: ("a number", float),
+    bool: ("true or false", lambda v: _BOOLEAN_WORDS[v.lower()]),
+}
+#: the words OmegaConf reads as a boolean
+_BOOLEAN_WORDS = {w: True for w in ("true", "yes", "on", "y", "1")} | {
+    w: False for w in ("false", "no", "off", "n", "0")
+}
+
+
+def _mistyped(key: str, value: str, hint: Any) -> str:
+    """Why ``value`` cannot be the scalar type ``hint`` ("" when it can, or when the value
+    is a sweep, an interpolation or null where null is allowed). The value is not echoed."""
+    optional = type(None) in getattr(hint, "__args__", ())
+    base = next((a for a in getattr(hint, "__args__", ()) if a is not type(None)), hint)
+    if base not in _SCALARS or any(c in value for c in "$()[]{}"):
+        return ""
+    what, parse = _SCALARS[base]
+    for item in value.split(","):  # a multirun sweeps comma-separated values
+        item = item.strip().strip("'\"")
+        if optional and item.lower() in ("null", "none"):
+            continue
+        try:
+            number = parse(item)
+        except (ValueError, KeyError):
+            return f"config key '{key}': the value given is not {what}"
+        if base is int and not isinstance(number, bool) and abs(number) > 2**63 - 1:
+            return f"config key '{key}': the value given is too large for a whole number"
     return ""
+
+
+def _unknown_choice(group: str, value: str) -> str:
+    """Why ``group=value`` names no option of a config group folder ("" when it does)."""
+    folder = REPO_ROOT / "conf" / group
+    if not folder.is_dir() or any(c in value for c in "$(),[]"):
+        return ""
+    options = sorted(p.stem for p in folder.glob("*.yaml"))
+    if value in options or value.lower() in ("null", "none"):
+        return ""
+    return f"config group '{group}' has no option '{value}'; known: {', '.join(options)}"
 
 
 def _check_known_keys(node: Any, schema: Any, key: str) -> None:
