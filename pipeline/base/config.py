@@ -1184,15 +1184,15 @@ def unknown_override(override: str) -> str:
     return _mistyped(key, value, get_type_hints(type(parent)).get(where[-1]))
 
 
+#: the words OmegaConf reads as a boolean
+_BOOLEAN_WORDS: dict[str, bool] = {w: True for w in ("true", "yes", "on", "y", "1")} | {
+    w: False for w in ("false", "no", "off", "n", "0")
+}
 #: what a command-line value must parse as, for the scalar types of the schema
 _SCALARS: dict[Any, tuple[str, Any]] = {
     int: ("a whole number", int),
     float: ("a number", float),
     bool: ("true or false", lambda v: _BOOLEAN_WORDS[v.lower()]),
-}
-#: the words OmegaConf reads as a boolean
-_BOOLEAN_WORDS = {w: True for w in ("true", "yes", "on", "y", "1")} | {
-    w: False for w in ("false", "no", "off", "n", "0")
 }
 
 
