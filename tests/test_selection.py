@@ -424,3 +424,17 @@ def test_compiled_blend_speaks_log_odds_of_the_target():
     # the map is in the compiled model: a slope and a shift away from the bare mean
     mix = final.committee
     assert mix is not None and mix.slope > 0 and mix.intercept < 0
+
+
+def test_platt_on_a_score_that_separates_the_classes_warns_of_nothing():
+    """Newton's steps run off to a huge slope when the score separates the classes; the
+    logistic's exp overflows on the way, which is its exact limit and no cause for a
+    console warning."""
+    import warnings
+
+    z = np.r_[np.linspace(-30, -1, 50), np.linspace(1, 30, 50)]
+    y = np.r_[np.zeros(50), np.ones(50)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slope, intercept = selection.platt(y, z)
+    assert np.isfinite(slope) and np.isfinite(intercept) and slope > 1

@@ -196,7 +196,8 @@ def platt(y: np.ndarray, z: np.ndarray, iterations: int = 100) -> tuple[float, f
     beta = np.array([1.0, math.log(rate / (1 - rate))])
     A = np.column_stack([z, np.ones_like(z)])
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(A @ beta)))
+        with np.errstate(over="ignore"):  # exp(+large) -> inf -> p = 0, its exact limit
+            p = 1.0 / (1.0 + np.exp(-(A @ beta)))
         grad = A.T @ (y - p)
         hess = (A * (p * (1 - p))[:, None]).T @ A + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
