@@ -87,6 +87,11 @@ def execute(
 TRIAL_CONSOLE = "console.txt"
 
 
+def trial_parameters(overrides: Sequence[str]) -> list[str]:
+    """A sweep trial's own overrides: neither Hydra's, the sweep's, the paths nor the stage."""
+    return [o for o in overrides if not o.startswith(("hydra", "+sweep", "paths.", "stage="))]
+
+
 def trial_line(num: int, overrides: Sequence[str], summary: Any, console: Path) -> str:
     """A sweep trial in one line: its parameters, objective, out-of-time AUC, console."""
 
@@ -94,7 +99,7 @@ def trial_line(num: int, overrides: Sequence[str], summary: Any, console: Path) 
         v = summary.get(split, {}).get("auc") if isinstance(summary, dict) else None
         return f"{v:.4f}" if isinstance(v, float) else "-"
 
-    chosen = [o for o in overrides if not o.startswith(("hydra", "+sweep", "paths."))]
+    chosen = trial_parameters(overrides)
     return (
         f"trial {num} ({' '.join(chosen) or 'the defaults'}): validation AUC {auc('valid')} "
         f"(the objective), out-of-time AUC {auc('oot')}; its console: {console}"

@@ -5,8 +5,8 @@ command line takes its commands from here (``python -m pipeline --help`` prints 
 lines), and the staging of a stage's outputs follows the folders of what it writes. The
 Makefile's help cannot import the package before the environment exists, so each stage
 target repeats its record's line there, with make's own usage in brackets;
-``tests/test_tools.py`` fails when the two differ. A new stage is one record here, its entries in the catalog and a ``make``
-target.
+``tests/test_tools.py`` fails when the two differ. A new stage is one record here, its
+entries in the catalog and a ``make`` target.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pipeline.adapters.logfile import route_to_file
 from pipeline.adapters.model_registry import register_best_trial, registered_name
 from pipeline.adapters.tracking import TrackingError, from_config, redact_uri
 from pipeline.base.config import Config
-from pipeline.stages.driver import ui_hint
+from pipeline.stages.driver import trial_parameters, ui_hint
 
 
 class RegisterBestTrial(Callback):
@@ -69,7 +69,7 @@ def offer_best_trial(cfg: Config, sweep_dir: str) -> dict[str, Any] | None:
 def best_command(tags: dict[str, str]) -> str:
     """The best trial's parameters and the command that trains with them."""
     given = [o for o in tags.get("overrides", "").split() if o != "(none)"]
-    chosen = [o for o in given if not o.startswith(("hydra", "+sweep", "paths.", "stage="))]
+    chosen = trial_parameters(given)
     # the command trains where the sweep read its data: its paths come along
     where = [o for o in given if o.startswith("paths.")]
     return (
