@@ -32,6 +32,7 @@ from pipeline.base.causes import OCCUPATIONS
 from pipeline.base.io import DataError
 from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
+from pipeline.core import compiled
 from pipeline.core import explain as explain_core
 from pipeline.core.calibration import Calibrator
 from pipeline.core.encoding import Encoding, Finding
@@ -70,7 +71,7 @@ class ScoringModel:
         return "borrower_id"
 
     def prob(self, X: np.ndarray) -> np.ndarray:
-        raw = self.booster.predict(np.asarray(X, dtype=np.float32))
+        raw = compiled.predict(self.booster, np.asarray(X, dtype=np.float32))
         return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
 
 

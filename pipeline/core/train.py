@@ -13,6 +13,7 @@ import lightgbm as lgb
 import numpy as np
 
 from pipeline.base.config import ModelConfig
+from pipeline.core import compiled
 from pipeline.core.metrics import binary_metrics
 
 
@@ -105,7 +106,7 @@ def evaluate(
 
 
 def predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-    return np.asarray(booster.predict(X, num_iteration=booster.best_iteration or None))
+    return compiled.predict(booster, X, num_iteration=booster.best_iteration or None)
 
 
 def monotone_violations(

@@ -42,6 +42,7 @@ from pipeline.base.io import (
 )
 from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
+from pipeline.core import compiled
 from pipeline.core import explain as explain_core
 from pipeline.core import world_advice as world_core
 from pipeline.core.labels import Labels, labels_of
@@ -71,7 +72,7 @@ class _Model:
         self.shown: list[str] = self.labels.all_names(self.names)
 
     def prob(self, X: np.ndarray) -> np.ndarray:
-        raw = np.asarray(self.booster.predict(np.asarray(X, dtype=np.float32)))
+        raw = compiled.predict(self.booster, np.asarray(X, dtype=np.float32))
         return np.asarray(self.calibrator.apply(raw), dtype=np.float64)
 
     @property

@@ -25,6 +25,13 @@ Rows and references:
     reference: a bare ``lightgbm.train`` (with its ``Dataset``) on the same matrix, the
     same parameters and the same early stopping, the matrix loaded before the clock
     starts.
+``score``
+    ours: the out-of-time rows scored by the compiled model (:mod:`pipeline.core.compiled`,
+    the QuickScorer kernel the stages use); reference: LightGBM's ``Booster.predict`` on the
+    same rows, the same float32 matrix loaded before either clock starts. The model's
+    compilation (its dump read into the kernel's arrays, and the kernel's first call) is
+    timed apart as ``compile_s``; the check is the largest difference of the two
+    probabilities (goal <= 1e-9).
 ``explain``
     ours: the explain stage; reference: ``shap.TreeExplainer(model).shap_values`` on
     the same rows, whose values are compared with ours (max absolute difference in
@@ -59,7 +66,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from pipeline.adapters.catalog import Catalog
+from pipeline.adapters.catalog import Catalog, load_model
 from pipeline.adapters.tracking import Tracker, TrackingError, from_config
 from pipeline.base.config import (
     REPO_ROOT,
@@ -70,6 +77,7 @@ from pipeline.base.config import (
     validate,
 )
 from pipeline.base.io import DataError, write_json, write_text
+from pipeline.core import compiled
 from pipeline.core import explain as explain_core
 from pipeline.core import features as feat_core
 from pipeline.core import simulate as sim_core
@@ -82,10 +90,19 @@ from pipeline.stages.features import feature_spec
 from pipeline.stages.plan import stages_for
 from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, write_features_sql
 
-ROWS = ("generate", "features", "train", "explain", "end_to_end")
-STAGE_ROWS = ROWS[:-1]
+ROWS = ("generate", "features", "train", "score", "explain", "end_to_end")
+#: the rows that time a stage of the pipeline, in the pipeline's order (each needs the ones before)
+STAGE_ROWS = ("generate", "features", "train", "explain")
 #: goals, as ratios ours / reference (end_to_end: peak memory at 1,000,000 borrowers)
-GOALS: dict[str, float] = {"generate": 3.0, "features": 1.0, "train": 1.15, "explain": 0.5}
+GOALS: dict[str, float] = {
+    "generate": 3.0,
+    "features": 1.0,
+    "train": 1.15,
+    "score": 0.2,
+    "explain": 0.5,
+}
+#: the largest difference between the compiled and LightGBM's probabilities the score row accepts
+SCORE_TOLERANCE = 1e-9
 E2E_MEMORY_GOAL_MB = 8 * 1024
 E2E_GOAL_BORROWERS = 1_000_000
 SHAP_TOLERANCE = 1e-4
@@ -111,6 +128,10 @@ def check_rows(rows: list[str]) -> list[str]:
             )
     chosen = [r for r in ROWS if r in rows]
     stages = [r for r in chosen if r in STAGE_ROWS]
+    if "score" in chosen and "train" not in chosen:
+        raise ConfigError(
+            f"config key 'bench.rows' = {rows!r}: the row 'score' needs 'train' (the model it scores)"
+        )
     if stages and stages != list(STAGE_ROWS[: len(stages)]):
         raise ConfigError(
             f"config key 'bench.rows' = {rows!r}: a stage row needs every stage row before it "
@@ -340,6 +361,51 @@ def _train_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss, "best_iteration": best, "same_model": same}
 
 
+def _score_matrix(cfg: Config) -> tuple[Any, np.ndarray]:
+    """The trained booster and its out-of-time rows, as the scoring stage feeds them (float32)."""
+    cat = Catalog.of(cfg)
+    booster, meta = load_model(Path(cfg.paths.models_dir))
+    names = list(meta["feature_names"])
+    X = cat.read("features", names, split="oot").to_pandas()[names].to_numpy(dtype=np.float32)
+    return booster, np.ascontiguousarray(X)
+
+
+def _score_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
+
+    booster, X = _score_matrix(cfg)
+    t0 = time.perf_counter()
+    model, why = compiled.compile_booster(booster)
+    if model is None:
+        raise RuntimeError(f"bench: the model cannot be compiled ({why})")
+    compiled.predict_compiled(model, X[:8])  # the kernel's first call: loaded or compiled
+    compile_s = time.perf_counter() - t0
+    p, seconds, rss = _timed(lambda: compiled.predict_compiled(model, X))
+    np.save(Path(task["work"]) / "jobs" / "score.ours.npy", p)
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "rows": int(len(X)),
+        "trees": model.n_trees,
+        "compile_s": round(compile_s, 3),
+        "rows_per_s": round(len(X) / max(seconds, 1e-9)),
+    }
+
+
+def _score_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
+
+    booster, X = _score_matrix(cfg)
+    p, seconds, rss = _timed(lambda: np.asarray(booster.predict(X)))
+    ours = np.load(Path(task["work"]) / "jobs" / "score.ours.npy")
+    gap = float(np.max(np.abs(ours - p))) if len(p) else 0.0
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "rows_per_s": round(len(X) / max(seconds, 1e-9)),
+        "max_abs_diff": gap,
+        "within_tolerance": bool(len(ours) == len(p) and gap <= SCORE_TOLERANCE),
+    }
+
+
 def _explain_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 
     calls: list[tuple[np.ndarray, np.ndarray]] = []
@@ -414,6 +480,8 @@ JOBS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     ("features", "reference"): _features_reference,
     ("train", "ours"): _train_ours,
     ("train", "reference"): _train_reference,
+    ("score", "ours"): _score_ours,
+    ("score", "reference"): _score_reference,
     ("explain", "ours"): _explain_ours,
     ("explain", "reference"): _explain_reference,
     ("end_to_end", "ours"): _end_to_end_ours,
@@ -475,6 +543,12 @@ def _check_text(name: str, ours: dict[str, Any], ref: dict[str, Any] | None) -> 
         )
     if name == "train":
         return f"{ours['best_iteration']} trees, same model: {ref['same_model']}"
+    if name == "score":
+        ok = "ok" if ref["within_tolerance"] else "TOO FAR"
+        return (
+            f"{ours['rows']:,} rows, {ours['trees']} trees, max |p diff| "
+            f"{ref['max_abs_diff']:.1e} ({ok}), compile {ours['compile_s']:.2f}s"
+        )
     if name == "explain":
         ok = "ok" if ref["within_tolerance"] else "TOO FAR"
         return f"max |SHAP diff| {ref['max_abs_diff']:.1e} ({ok})"
