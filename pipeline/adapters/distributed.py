@@ -33,6 +33,7 @@ from pipeline.adapters.tracking import redact_text, redact_uri
 from pipeline.base.config import ModelConfig
 from pipeline.base.errors import PipelineError
 from pipeline.core import calibration as cal_core
+from pipeline.core import compiled
 from pipeline.core import histmetrics as hm
 from pipeline.core import simulate as sim_core
 from pipeline.core import train as train_core
@@ -359,7 +360,7 @@ def _predict_part(model_str: str, n_iter: int, frame: Any, names: list[str]) -> 
     """Worker task: probabilities and labels of one partition, stacked as two rows."""
 
     booster = lgb.Booster(model_str=model_str)
-    p = booster.predict(frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter)
+    p = compiled.predict(booster, frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter)
     return np.vstack([np.asarray(p, dtype=float), frame["label"].to_numpy(dtype=float)])
 
 
@@ -423,9 +424,7 @@ def _hist_part(
     """Worker task: per split, histograms of the raw and the calibrated probabilities."""
 
     booster = lgb.Booster(model_str=model_str)
-    raw = np.asarray(
-        booster.predict(frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter), dtype=float
-    )
+    raw = compiled.predict(booster, frame[names].to_numpy(dtype=np.float32), num_iteration=n_iter)
     cal = calibrator.apply(raw)
     y = frame["label"].to_numpy().astype(int)
     split = frame["split"].astype(str).to_numpy()
