@@ -7,8 +7,11 @@ a fast algorithm to rank documents with additive ensembles of regression trees",
 threshold, and a row visits, feature by feature, only the nodes whose test it fails
 (``x > threshold``: the row goes right). Each such node clears, in its tree's bit vector
 of leaves, the leaves of its left subtree; once every feature is done, the leftmost leaf
-still set in a tree is the leaf the row reaches. The kernel is numba, in parallel over
-blocks of rows.
+still set in a tree is the leaf the row reaches. Rows go through in groups of
+:data:`GROUP` in lockstep (the vectorised variant, Lucchese et al., "Exploiting CPU SIMD
+extensions to speed-up document scoring with tree ensembles", SIGIR 2016): one node's
+test is made for the whole group, and a feature's scan stops when no row of the group
+fails the next threshold. The kernel is numba, in parallel over blocks of groups.
 
 Equal means equal: the leaves are summed tree by tree in LightGBM's order, in double,
 from the same thresholds (read back exactly from the model dump), with LightGBM's rules
@@ -43,9 +46,12 @@ TOLERANCE = 1e-9
 CHECK_ROWS = 256
 #: LightGBM's zero threshold: a value this close to zero is zero
 ZERO = 1e-35
-#: rows per parallel block of the kernel
-BLOCK = 512
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: rows scored in lockstep (V-QuickScorer): one node's test is made for all of them at once
+GROUP = 64
+#: groups per parallel task
+GROUPS_PER_BLOCK = 16
+ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _DEBRUIJN = 0x03F79D71B4CB0A89
 
 
@@ -184,42 +190,60 @@ def _quickscorer(  # pragma: no cover - compiled
     leaves: np.ndarray,
     lowest: np.ndarray,
     sigmoid: float,
-    block: int,
+    group: int,
 ) -> np.ndarray:
     n = X.shape[0]
     n_trees = leaves.shape[0]
     n_features = start.shape[0] - 1
     out = np.empty(n, dtype=np.float64)
-    n_blocks = (n + block - 1) // block
+    n_groups = (n + group - 1) // group
+    n_blocks = (n_groups + GROUPS_PER_BLOCK - 1) // GROUPS_PER_BLOCK
     for b in prange(n_blocks):
-        lo = b * block
-        hi = min(n, lo + block)
-        bits = np.empty(n_trees, dtype=np.uint64)
-        for i in range(lo, hi):
-            for t in range(n_trees):
-                bits[t] = 0xFFFFFFFFFFFFFFFF
+        bits = np.empty((n_trees, group), dtype=np.uint64)  # [tree, row of the group]
+        xs = np.empty(group, dtype=np.float64)
+        for g in range(b * GROUPS_PER_BLOCK, min(n_groups, (b + 1) * GROUPS_PER_BLOCK)):
+            lo = g * group
+            m = min(group, n - lo)
+            bits[:, :] = 0xFFFFFFFFFFFFFFFF
             for f in range(n_features):
-                x = float(X[i, f])
-                if x != x:  # missing: each node's own rule
+                missing = False
+                for r in range(group):
+                    x = float(X[lo + r, f]) if r < m else -np.inf  # padding fails no node
+                    if x != x:
+                        missing = True
+                    elif abs(x) <= 1e-35:
+                        x = 0.0
+                    xs[r] = x
+                if missing:  # a row without a value: every node of the feature, its own rule
                     for k in range(start[f], start[f + 1]):
-                        if nan_right[k]:
-                            bits[tree[k]] &= mask[k]
+                        th = thresholds[k]
+                        for r in range(group):
+                            x = xs[r]
+                            right = nan_right[k] if x != x else x > th
+                            if right:
+                                bits[tree[k], r] &= mask[k]
                     continue
-                if abs(x) <= 1e-35:
-                    x = 0.0
+                # the group's rows in lockstep, until no row fails the next (larger) threshold
                 for k in range(start[f], start[f + 1]):
-                    if x > thresholds[k]:
-                        bits[tree[k]] &= mask[k]
-                    else:
+                    th = thresholds[k]
+                    t = tree[k]
+                    mk = mask[k]
+                    any_right = False
+                    for r in range(group):
+                        right = xs[r] > th
+                        bits[t, r] &= mk if right else ALL_ONES
+                        any_right |= right
+                    if not any_right:
                         break
-            s = 0.0
-            for t in range(n_trees):
-                w = bits[t]
-                low = w & (~w + np.uint64(1))
-                s += leaves[t, lowest[(low * np.uint64(0x03F79D71B4CB0A89)) >> np.uint64(58)]]
-            if sigmoid > 0.0:
-                s = 1.0 / (1.0 + math.exp(-sigmoid * s))
-            out[i] = s
+            for r in range(m):
+                s = 0.0
+                for t in range(n_trees):
+                    w = bits[t, r]
+                    low = w & (~w + np.uint64(1))
+                    s += leaves[t, lowest[(low * DEBRUIJN) >> np.uint64(58)]]
+                if sigmoid > 0.0:
+                    s = 1.0 / (1.0 + math.exp(-sigmoid * s))
+                out[lo + r] = s
     return out
 
 
@@ -242,7 +266,7 @@ def predict_compiled(model: CompiledModel, X: np.ndarray, raw_score: bool = Fals
         model.leaves,
         _LOWEST_BIT,
         0.0 if raw_score else model.sigmoid,
-        BLOCK,
+        GROUP,
     )
 
 
