@@ -42,16 +42,21 @@ def _missing_types(booster: lgb.Booster) -> set[str]:
     return found
 
 
-def _check_equal(booster: lgb.Booster, X: np.ndarray, **kwargs: object) -> None:
-    model, why = compiled.compile_booster(booster)
+def _check_equal(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = None) -> None:
+    """The kernel itself (no fallback) gives LightGBM's numbers, and ``predict`` uses it."""
+    model, why = compiled.compile_booster(booster, num_iteration)
     assert model is not None, why
     for raw in (True, False):
-        want = np.asarray(booster.predict(X, raw_score=raw, **kwargs))
-        got = compiled.predict(booster, X, raw_score=raw, **kwargs)  # type: ignore[arg-type]
+        want = np.asarray(booster.predict(X, raw_score=raw, num_iteration=num_iteration))
+        got = compiled.predict_compiled(model, X, raw_score=raw)
         if raw:  # the same leaves summed in the same order: the same doubles
             np.testing.assert_array_equal(got, want)
         else:
             assert np.max(np.abs(got - want)) <= 1e-12
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a disagreement would warn and fall back
+            via = compiled.predict(booster, X, num_iteration=num_iteration, raw_score=raw)
+        np.testing.assert_array_equal(via, got)
 
 
 def test_the_compiled_predictions_equal_lightgbms_for_float32_and_float64_rows() -> None:
@@ -67,6 +72,17 @@ def test_the_compiled_predictions_equal_lightgbms_for_float32_and_float64_rows()
         model.thresholds
     )
     _check_equal(booster, at)
+
+
+def test_trees_of_33_to_64_leaves_use_64_bit_words_and_stay_equal() -> None:
+    X, y = _data(nan_share=0.05)
+    small, big = _fit(X, y, rounds=10), _fit(X, y, rounds=10, num_leaves=50, min_data_in_leaf=5)
+    m_small, _ = compiled.compile_booster(small)
+    m_big, _ = compiled.compile_booster(big)
+    assert m_small is not None and m_small.mask.dtype == np.uint32
+    assert m_big is not None and m_big.mask.dtype == np.uint64
+    assert max(t["num_leaves"] for t in big.dump_model()["tree_info"]) > 32
+    _check_equal(big, X)
 
 
 def test_missing_values_follow_lightgbms_rules_under_nan_and_none() -> None:
@@ -109,9 +125,7 @@ def test_single_leaf_trees_and_a_regression_model() -> None:
         lgb.Dataset(X, label=X[:, 0] * 2.0 + y),
         num_boost_round=30,
     )
-    model, why = compiled.compile_booster(reg)
-    assert model is not None, why
-    np.testing.assert_array_equal(compiled.predict(reg, X), reg.predict(X))
+    _check_equal(reg, X)
 
 
 @pytest.mark.parametrize(

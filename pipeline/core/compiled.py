@@ -50,7 +50,6 @@ ZERO = 1e-35
 GROUP = 64
 #: groups per parallel task
 GROUPS_PER_BLOCK = 16
-ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _DEBRUIJN = 0x03F79D71B4CB0A89
 
@@ -74,7 +73,7 @@ class CompiledModel:
     start: np.ndarray  # int64 (n_features + 1): the nodes of feature f are start[f]:start[f+1]
     thresholds: np.ndarray  # float64, ascending within a feature
     tree: np.ndarray  # int32: the node's tree
-    mask: np.ndarray  # uint64: the tree's leaves without the node's left subtree
+    mask: np.ndarray  # uint32 (every tree <= 32 leaves) or uint64: the tree's leaves without the node's left subtree
     nan_right: np.ndarray  # bool: a missing value goes right at this node
     leaves: np.ndarray  # float64 (n_trees, MAX_LEAVES), left to right
     sigmoid: float  # the binary objective's scale; 0.0 for a raw (regression) output
@@ -158,6 +157,8 @@ def compile_booster(
     except ValueError as exc:
         return None, str(exc)
     n_features = int(dump["max_feature_idx"]) + 1
+    # 32-bit words where every tree fits: half the memory the row groups work in
+    narrow = all(int(info.get("num_leaves", 1)) <= 32 for info in dump["tree_info"])
     nodes.sort(key=lambda n: (n[0], n[1]))
     feature = np.array([n[0] for n in nodes], dtype=np.int64)
     objective = str(dump.get("objective", ""))
@@ -171,7 +172,10 @@ def compile_booster(
         start=np.searchsorted(feature, np.arange(n_features + 1)).astype(np.int64),
         thresholds=np.array([n[1] for n in nodes], dtype=np.float64),
         tree=np.array([n[2] for n in nodes], dtype=np.int32),
-        mask=np.array([n[3] for n in nodes], dtype=np.uint64),
+        mask=np.array(
+            [n[3] & 0xFFFFFFFF if narrow else n[3] for n in nodes],
+            dtype=np.uint32 if narrow else np.uint64,
+        ),
         nan_right=np.array([n[4] for n in nodes], dtype=np.bool_),
         leaves=leaves,
         sigmoid=sigmoid,
@@ -191,6 +195,7 @@ def _quickscorer(  # pragma: no cover - compiled
     lowest: np.ndarray,
     sigmoid: float,
     group: int,
+    ones: Any,
 ) -> np.ndarray:
     n = X.shape[0]
     n_trees = leaves.shape[0]
@@ -199,12 +204,12 @@ def _quickscorer(  # pragma: no cover - compiled
     n_groups = (n + group - 1) // group
     n_blocks = (n_groups + GROUPS_PER_BLOCK - 1) // GROUPS_PER_BLOCK
     for b in prange(n_blocks):
-        bits = np.empty((n_trees, group), dtype=np.uint64)  # [tree, row of the group]
+        bits = np.empty((n_trees, group), dtype=mask.dtype)  # [tree, row of the group]
         xs = np.empty(group, dtype=np.float64)
         for g in range(b * GROUPS_PER_BLOCK, min(n_groups, (b + 1) * GROUPS_PER_BLOCK)):
             lo = g * group
             m = min(group, n - lo)
-            bits[:, :] = 0xFFFFFFFFFFFFFFFF
+            bits[:, :] = ones
             for f in range(n_features):
                 missing = False
                 for r in range(group):
@@ -231,14 +236,14 @@ def _quickscorer(  # pragma: no cover - compiled
                     any_right = False
                     for r in range(group):
                         right = xs[r] > th
-                        bits[t, r] &= mk if right else ALL_ONES
+                        bits[t, r] &= mk if right else ones
                         any_right |= right
                     if not any_right:
                         break
             for r in range(m):
                 s = 0.0
                 for t in range(n_trees):
-                    w = bits[t, r]
+                    w = np.uint64(bits[t, r])
                     low = w & (~w + np.uint64(1))
                     s += leaves[t, lowest[(low * DEBRUIJN) >> np.uint64(58)]]
                 if sigmoid > 0.0:
@@ -267,6 +272,7 @@ def predict_compiled(model: CompiledModel, X: np.ndarray, raw_score: bool = Fals
         _LOWEST_BIT,
         0.0 if raw_score else model.sigmoid,
         GROUP,
+        model.mask.dtype.type(np.iinfo(model.mask.dtype).max),  # every leaf still possible
     )
 
 
