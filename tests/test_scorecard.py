@@ -210,3 +210,31 @@ def test_the_stage_hands_the_declared_directions_and_level_names_to_the_card():
     card = _scorecard(ScorecardConfig(max_features=3), table)
     assert card.directions == {"age": -1} and card.max_features == 3
     assert list(card.levels["job"]) == ["clerk", "farmer", "rare"]
+
+
+def test_the_score_test_in_row_blocks_equals_the_one_column_formula(monkeypatch):
+    """The blocked score test gives each candidate's c'(y-p)^2 / (c'Vc - c'VA (A'VA)^-1 A'Vc)."""
+    from pipeline.core import baselines as base_core
+
+    rng = np.random.default_rng(5)
+    n = 5_000
+    W = rng.normal(size=(n, 6))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(0.8 * W[:, 0] - 0.5 * W[:, 3])))).astype(float)
+    chosen = [0]
+    A = np.column_stack([np.ones(n), W[:, chosen]])
+    p = 1 / (1 + np.exp(-(-0.1 + 0.7 * W[:, 0])))
+    cand = [0, 1, 2, 3, 4, 5]
+    v = p * (1 - p)
+    info = A.T @ (A * v[:, None])
+    want = []
+    for j in cand:
+        c = W[:, j]
+        m = A.T @ (c * v)
+        var = c @ (c * v) - m @ np.linalg.solve(info, m)
+        u = c @ (y - p)
+        want.append(u * u / var if var > 1e-12 else 0.0)
+    monkeypatch.setattr(base_core, "SCORE_TEST_ROWS", 777)  # several blocks and a short last one
+    got = base_core._score_test(W, y, A, p, cand)
+    assert got[0] == 0.0  # a column already in the model adds nothing
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-9)
+    assert int(np.argmax(got)) == 3  # the column that drives y and is not in yet

@@ -397,6 +397,10 @@ def _vif(W: np.ndarray) -> np.ndarray:
     return np.asarray(np.diag(np.linalg.pinv(corr)), dtype=float)
 
 
+#: rows per block of the score test: the candidates' columns are copied a block at a time
+SCORE_TEST_ROWS = 65_536
+
+
 def _score_test(
     W: np.ndarray, y: np.ndarray, A: np.ndarray, p: np.ndarray, cand: list[int]
 ) -> np.ndarray:
@@ -404,20 +408,27 @@ def _score_test(
 
     ``A`` is the model's design (intercept column first), ``p`` its fitted
     probabilities: U = c'(y - p), Var U = c'Vc - c'VA (A'VA)^-1 A'Vc with V = p(1 - p).
-    One column at a time, so no copy of the candidates' matrix is made.
+    All candidates in one pass over the rows, :data:`SCORE_TEST_ROWS` at a time (a
+    column at a time read the whole matrix once per candidate), so no copy of the
+    candidates' whole matrix is made.
     """
     v = p * (1.0 - p)
     resid = y - p
     info = A.T @ (A * v[:, None])
-    out = np.zeros(len(cand))
-    for i, j in enumerate(cand):
-        c = W[:, j]
-        vc = c * v
-        m = A.T @ vc
-        var = float(c @ vc - m @ np.linalg.solve(info, m))
-        u = float(c @ resid)
-        out[i] = u * u / var if var > 1e-12 else 0.0
-    return out
+    cols = np.asarray(cand, dtype=np.intp)
+    u = np.zeros(len(cols))
+    cvc = np.zeros(len(cols))
+    avc = np.zeros((A.shape[1], len(cols)))
+    for lo in range(0, len(y), SCORE_TEST_ROWS):
+        hi = lo + SCORE_TEST_ROWS
+        c = np.asarray(W[lo:hi][:, cols], dtype=np.float64)
+        vc = c * v[lo:hi, None]
+        u += c.T @ resid[lo:hi]
+        cvc += np.einsum("ij,ij->j", c, vc)
+        avc += A[lo:hi].T @ vc
+    var = cvc - np.einsum("ij,ij->j", avc, np.linalg.solve(info, avc))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 1e-12, u * u / var, 0.0)
 
 
 def _sign_reason(
