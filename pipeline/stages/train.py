@@ -882,11 +882,8 @@ def _drift(cfg: Config, fitted: Fitted, score_psi: float) -> dict[str, Any]:
     X = fitted.X["oot"]
     rows = np.random.default_rng(0).permutation(len(X))[:DRIFT_SHAP_ROWS]
     rows.sort()
-    contrib = np.asarray(
-        fitted.booster.predict(
-            X[rows], pred_contrib=True, num_iteration=fitted.booster.best_iteration or None
-        )
-    )[:, :-1]
+    # the project's TreeSHAP: LightGBM's pred_contrib values, several times faster
+    contrib = explain_core.contributions(fitted.booster, X[rows])[0][:, :-1]
     names = fitted.booster.feature_name()
     mean_abs = np.abs(contrib).mean(axis=0)
     order = sorted(range(len(names)), key=lambda j: (-mean_abs[j], names[j]))
