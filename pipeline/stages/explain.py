@@ -291,7 +291,7 @@ def _batch(
     X = oot[names].to_numpy(dtype=np.float32)
     contrib, method, seconds = _shap(cfg, model, X, threads)
     additivity = _additivity(model, X, contrib)
-    raw_score = np.asarray(model.booster.predict(X), dtype=np.float64)
+    raw_score = compiled.predict(model.booster, X)
     prob = model.calibrator.apply(raw_score)
 
     cols: dict[str, Any] = {id_col: oot[id_col].to_numpy()}
