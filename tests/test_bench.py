@@ -14,18 +14,32 @@ from pipeline.core.simulate import WorldSpec, simulate
 from pipeline.tools import bench
 
 
-def test_counting_generator_counts_variates_and_changes_nothing():
-    counter = [0]
-    g = bench.CountingGenerator(np.random.default_rng(3), counter)
-    plain = np.random.default_rng(3)
-    assert np.array_equal(g.random(5), plain.random(5))
-    assert np.array_equal(g.normal(size=(2, 3)), plain.normal(size=(2, 3)))
-    assert g.integers(0, 9) == plain.integers(0, 9)
-    assert np.array_equal(g.dirichlet([1.0, 2.0], 4), plain.dirichlet([1.0, 2.0], 4))
-    assert counter[0] == 5 + 6 + 1 + 8
+def test_random_words_are_the_steps_each_stream_took_and_change_nothing():
+    words = bench.RandomWords().install()
+    try:
+        g = np.random.default_rng(3)
+        bg = np.random.PCG64(4)
+        h = np.random.Generator(bg)
+        a = g.random(1000)
+        b = h.standard_normal(10)
+        c = h.random(5)
+    finally:
+        words.uninstall()
+    plain_g, plain_h = np.random.default_rng(3), np.random.Generator(np.random.PCG64(4))
+    assert np.array_equal(a, plain_g.random(1000))  # the same streams
+    assert np.array_equal(b, plain_h.standard_normal(10)) and np.array_equal(c, plain_h.random(5))
+    # 1,000 doubles from one stream; 10 normals (ziggurat: one word each, now and then
+    # more) and 5 doubles from the other
+    n = words.words()
+    assert 1000 + 10 + 5 <= n <= 1000 + 20 + 5
+    assert np.random.default_rng is words._default_rng and np.random.PCG64 is words._pcg64
+    start = np.random.PCG64(9)
+    s0 = start.state["state"]
+    start.random_raw(123_457)
+    assert bench.pcg64_steps(s0["state"], start.state["state"]["state"], s0["inc"]) == 123_457
 
 
-def test_counted_simulation_is_the_same_world(monkeypatch):
+def test_counted_simulation_is_the_same_world():
     sim = OmegaConf.structured(SimulatorConfig)
     sim.chunk_size = 100
     sim.oracle_rows = 40
@@ -34,15 +48,17 @@ def test_counted_simulation_is_the_same_world(monkeypatch):
         n_borrowers=200, n_months=36, seed=9, sim=OmegaConf.to_object(sim), oracle_snapshots=(28,)
     )
     plain = simulate(spec)
-    monkeypatch.setattr(np.random, "default_rng", np.random.default_rng)  # restored afterwards
-    counter = bench.install_rng_counter()
-    counted = simulate(spec)
-    first = counter[0]
-    simulate(spec)
-    assert first > 0 and counter[0] == 2 * first  # the count is a property of the world
+    words = bench.RandomWords().install()
+    try:
+        counted = simulate(spec)
+        first = words.words()
+        simulate(spec)
+    finally:
+        words.uninstall()
+    assert first > 0 and words.words() == 2 * first  # the count is a property of the world
     for name, table in plain.items():
         assert counted[name].equals(table), name
-    # at least one variate per on-book account-month
+    # at least one word per on-book account-month
     assert first > plain["account_months"].num_rows
 
 
@@ -54,6 +70,8 @@ def test_rows_are_checked():
         bench.check_rows(["generate", "speed"])
     with pytest.raises(ConfigError, match="bench.rows"):
         bench.check_rows([])
+    with pytest.raises(ConfigError, match="'oracle' needs 'generate'"):
+        bench.check_rows(["oracle"])
     with pytest.raises(ConfigError, match="'score' needs 'train'"):
         bench.check_rows(["generate", "features", "score"])
     # score is measured right after train, and explain does not need it
@@ -133,6 +151,15 @@ def test_bench_runs_at_tiny_size(make_cfg, tmp_path):
     assert score["ours"]["rows"] > 100 and score["ours"]["trees"] >= 1
     assert score["goal"] == "ratio <= 0.2" and "max |p diff|" in score["check"]
     assert "score" not in bench.STAGE_ROWS  # not a stage: not in the end-to-end reference
+    # the oracle's futures: timed inside the generate row, against as many bare draws
+    oracle, generate = rows["oracle"], rows["generate"]
+    assert oracle["ours"]["random_numbers"] == oracle["reference"]["random_numbers"] > 0
+    assert oracle["ours"]["random_numbers"] < generate["ours"]["random_numbers"]
+    assert 0 < oracle["ours_s"] < generate["ours_s"]
+    assert oracle["ours"]["share_of_generate"] == pytest.approx(
+        oracle["ours_s"] / generate["ours_s"], abs=0.01
+    )
+    assert "oracle" not in bench.STAGE_ROWS
     assert report["rows"] == on_disk["rows"]
     # the bench's scratch data is gone, its report stays
     assert not (tmp_path / "outputs" / "bench" / "n1500").exists()

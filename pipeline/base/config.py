@@ -883,16 +883,24 @@ class BenchConfig:
     """``make bench``: each stage against a reference doing the same work."""
 
     n_borrowers: int = 100_000
-    # rows to measure; a stage row needs the stage rows before it, score needs train
-    # (end_to_end stands alone)
+    # rows to measure; a stage row needs the stage rows before it, oracle needs generate,
+    # score needs train (end_to_end stands alone)
     rows: list[str] = field(
-        default_factory=lambda: ["generate", "features", "train", "score", "explain", "end_to_end"]
+        default_factory=lambda: [
+            "generate",
+            "oracle",
+            "features",
+            "train",
+            "score",
+            "explain",
+            "end_to_end",
+        ]
     )
     keep_work: bool = False  # keep the bench's data and models (under outputs_dir/bench)
 
 
 #: the rows ``make bench`` knows (their order and dependencies are the bench's own rule)
-BENCH_ROWS = ("generate", "features", "train", "score", "explain", "end_to_end")
+BENCH_ROWS = ("generate", "oracle", "features", "train", "score", "explain", "end_to_end")
 
 
 def check_bench(b: BenchConfig, key: str, cfg: Config) -> None:

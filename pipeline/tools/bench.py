@@ -10,11 +10,16 @@ Rows and references:
 
 ``generate``
     ours: the generate stage (with ``data.n_jobs=1``); reference: numpy drawing as many
-    uniform doubles as our simulator drew random variates and writing them to Parquet
-    (zstd, as our tables). The count is taken during our run: ``numpy.random.default_rng``
-    is wrapped so that every Generator the simulator creates reports the size of each
-    array of variates it returns (a variate is one returned number, whatever the
-    distribution; the oracle's Monte Carlo futures are included).
+    uniform doubles as our simulator consumed 64-bit random words and writing them to
+    Parquet (zstd, as our tables). The count is taken during our run (:class:`RandomWords`):
+    every PCG64 stream the simulator opens is recorded with its first state, and the
+    words each consumed are read from how far its state moved (one uniform double is one
+    word; the oracle's Monte Carlo futures are included).
+``oracle``
+    ours: the time the generate row spent in the oracle's Monte Carlo futures (the
+    simulator's ``_oracle``, timed and its random words counted apart inside the generate
+    measurement: no second run); reference: numpy drawing as many uniform doubles as the
+    oracle drew, kept in memory (the oracle writes a few columns per sampled row).
 ``features``
     ours: the features stage (read and validate the raw tables, compute, stability
     report, write); reference: :mod:`pipeline.tools.reference_sql`, an independent DuckDB SQL
@@ -90,12 +95,13 @@ from pipeline.stages.features import feature_spec
 from pipeline.stages.plan import stages_for
 from pipeline.tools.reference_sql import SqlFeatureParams, compare_tables, write_features_sql
 
-ROWS = ("generate", "features", "train", "score", "explain", "end_to_end")
+ROWS = ("generate", "oracle", "features", "train", "score", "explain", "end_to_end")
 #: the rows that time a stage of the pipeline, in the pipeline's order (each needs the ones before)
 STAGE_ROWS = ("generate", "features", "train", "explain")
 #: goals, as ratios ours / reference (end_to_end: peak memory at 1,000,000 borrowers)
 GOALS: dict[str, float] = {
     "generate": 3.0,
+    "oracle": 2.0,
     "features": 1.0,
     "train": 1.15,
     "score": 0.2,
@@ -128,6 +134,10 @@ def check_rows(rows: list[str]) -> list[str]:
             )
     chosen = [r for r in ROWS if r in rows]
     stages = [r for r in chosen if r in STAGE_ROWS]
+    if "oracle" in chosen and "generate" not in chosen:
+        raise ConfigError(
+            f"config key 'bench.rows' = {rows!r}: the row 'oracle' needs 'generate' (it is timed inside it)"
+        )
     if "score" in chosen and "train" not in chosen:
         raise ConfigError(
             f"config key 'bench.rows' = {rows!r}: the row 'score' needs 'train' (the model it scores)"
@@ -180,36 +190,75 @@ def peak_rss_mb() -> float:
     return max(own, kids) / scale
 
 
-class CountingGenerator:
-    """Forwards to a numpy Generator and counts the variates each call returns."""
-
-    def __init__(self, gen: np.random.Generator, counter: list[int]):
-        self._gen = gen
-        self._counter = counter
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._gen, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = attr(*args, **kwargs)
-            self._counter[0] += int(np.size(out))
-            return out
-
-        return call
+#: PCG64's multiplier (numpy's ``PCG64`` steps its 128-bit state as ``state * MULT + inc``)
+PCG64_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_M128 = (1 << 128) - 1
 
 
-def install_rng_counter() -> list[int]:
-    """Make ``numpy.random.default_rng`` hand out counting generators; returns the counter."""
-    counter = [0]
-    make = np.random.default_rng
+def pcg64_steps(start: int, end: int, inc: int) -> int:
+    """How many steps (64-bit words) a PCG64 stream went from state ``start`` to ``end``.
 
-    def default_rng(*args: Any, **kwargs: Any) -> Any:
-        return CountingGenerator(make(*args, **kwargs), counter)
+    The distance between two states of a linear congruential generator modulo 2**128,
+    found bit by bit (O'Neill's ``distance`` in the PCG library): the low bits of the
+    state only depend on the low bits of the step count.
+    """
+    mult, plus, cur, steps, bit = PCG64_MULT, inc, start, 0, 1
+    while cur != end:
+        if (cur & bit) != (end & bit):
+            cur = (cur * mult + plus) & _M128
+            steps |= bit
+        bit <<= 1
+        plus = ((mult + 1) * plus) & _M128
+        mult = (mult * mult) & _M128
+    return steps
 
-    np.random.default_rng = default_rng
-    return counter
+
+class RandomWords:
+    """Counts the 64-bit random words every PCG64 stream made while installed consumed.
+
+    ``numpy.random.default_rng`` and ``numpy.random.PCG64`` are replaced by versions that
+    record each bit generator and its first state; :meth:`words` sums how far each has
+    stepped since. Whatever a generator is used for (a variate from any sampler,
+    numba-free or through a subclass of ``Generator``), the count is the random input it
+    took, and the streams are unchanged (the same seeds give the same numbers).
+    """
+
+    def __init__(self) -> None:
+        self.streams: list[tuple[Any, int, int]] = []
+        self._pcg64 = np.random.PCG64
+        self._default_rng = np.random.default_rng
+
+    def _record(self, bg: Any) -> Any:
+        state = bg.state["state"]
+        self.streams.append((bg, int(state["state"]), int(state["inc"])))
+        return bg
+
+    def install(self) -> RandomWords:
+        real_pcg64 = self._pcg64
+
+        def pcg64(*args: Any, **kwargs: Any) -> Any:
+            return self._record(real_pcg64(*args, **kwargs))
+
+        def default_rng(seed: Any = None) -> Any:
+            if isinstance(seed, np.random.Generator):
+                return seed
+            if isinstance(seed, np.random.BitGenerator):
+                return np.random.Generator(seed)
+            return np.random.Generator(pcg64(seed))
+
+        np.random.PCG64 = pcg64  # type: ignore[assignment,misc]
+        np.random.default_rng = default_rng
+        return self
+
+    def uninstall(self) -> None:
+        np.random.PCG64 = self._pcg64  # type: ignore[misc]
+        np.random.default_rng = self._default_rng
+
+    def words(self) -> int:
+        return sum(
+            pcg64_steps(first, int(bg.state["state"]["state"]), inc)
+            for bg, first, inc in self.streams
+        )
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -250,16 +299,29 @@ def _generate_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     _wrap_timer(sim_core, "simulate_chunk", parts, "simulate_s")
     _wrap_timer(gen_runner, "data_card", parts, "data_card_s")
-    # one process, as the reference: and the variates are counted in this one
+    # one process, as the reference: and the random words are counted in this one
     cfg.data.n_jobs = 1
-    counter = install_rng_counter()
+    counter = RandomWords().install()
+    oracle = {"oracle_s": 0.0, "oracle_random_numbers": 0}
+    inner = sim_core._oracle
+
+    def counted_oracle(*args: Any, **kwargs: Any) -> Any:
+        t0, n0 = time.perf_counter(), counter.words()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            oracle["oracle_s"] += time.perf_counter() - t0
+            oracle["oracle_random_numbers"] += counter.words() - n0
+
+    sim_core._oracle = counted_oracle
     res, seconds, rss = _timed(lambda: gen_runner.generate(cfg, _off()))
     counts = res.counts
     return {
         "seconds": seconds,
         "peak_rss_mb": rss,
-        "random_numbers": counter[0],
+        "random_numbers": counter.words(),
         "borrower_months": int(counts.get("account_months", 0)),
+        **oracle,
         **parts,
     }
 
@@ -279,6 +341,23 @@ def _generate_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
                 k = min(left, 1 << 21)
                 w.write_table(pa.table({"u": rng.random(k)}, schema=schema))
                 left -= k
+
+    _, seconds, rss = _timed(work)
+    return {"seconds": seconds, "peak_rss_mb": rss, "random_numbers": count}
+
+
+def _oracle_reference(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
+
+    count = int(task["random_numbers"])
+
+    def work() -> float:
+        rng = np.random.default_rng(int(cfg.data.seed))
+        total, left = 0.0, count
+        while left > 0:  # in blocks, as the oracle draws them: no array of them all
+            k = min(left, 1 << 21)
+            total += float(rng.random(k)[0])
+            left -= k
+        return total
 
     _, seconds, rss = _timed(work)
     return {"seconds": seconds, "peak_rss_mb": rss, "random_numbers": count}
@@ -476,6 +555,7 @@ def _end_to_end_ours(cfg: Config, task: dict[str, Any]) -> dict[str, Any]:
 JOBS: dict[tuple[str, str], Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     ("generate", "ours"): _generate_ours,
     ("generate", "reference"): _generate_reference,
+    ("oracle", "reference"): _oracle_reference,
     ("features", "ours"): _features_ours,
     ("features", "reference"): _features_reference,
     ("train", "ours"): _train_ours,
@@ -532,7 +612,9 @@ def _check_text(name: str, ours: dict[str, Any], ref: dict[str, Any] | None) -> 
     if ref is None:
         return ""
     if name == "generate":
-        return f"{ours['random_numbers']:,} random numbers"
+        return f"{ours['random_numbers']:,} random words"
+    if name == "oracle":
+        return f"{ours['random_numbers']:,} random words drawn by the oracle's futures"
     if name == "features":
         c = ref["comparison"]
         if c["equal"]:
@@ -636,6 +718,18 @@ def run_bench(cfg: Config) -> dict[str, Any]:
     results: dict[str, dict[str, dict[str, Any]]] = {}
     try:
         for row in rows:
+            if row == "oracle":  # measured inside the generate row: only its reference runs
+                gen = results["generate"]["ours"]
+                ours = {
+                    "seconds": gen["oracle_s"],
+                    "peak_rss_mb": gen["peak_rss_mb"],
+                    "random_numbers": gen["oracle_random_numbers"],
+                    "share_of_generate": round(gen["oracle_s"] / max(gen["seconds"], 1e-9), 3),
+                }
+                extra = {"random_numbers": ours["random_numbers"]}
+                ref = run_job(row, "reference", stage_cfg, work / "stages", **extra)
+                results[row] = {"ours": ours, "reference": ref}
+                continue
             if row == "end_to_end":
                 results[row] = {"ours": run_job(row, "ours", e2e_cfg, work / "end_to_end")}
                 continue
