@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters import catalog
+from pipeline.adapters import catalog, model_registry, serving
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import Config, physical_cores, split_snapshots
@@ -83,7 +83,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     cal = core.fit_calibration(
         core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
     )
-    cif = core.calibrate(core.incidence(core.hazards(model, X[oo], K)), cal)
+    cif = core.predicted_incidence(model, cal, X[oo])
     ev = core.evaluate(
         cif, time_[oo], status[oo], follow[oo], horizons, int(m.calibration_bins), seed=seed
     )
@@ -127,6 +127,9 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     plot = _plot_curves(ev, p.path("survival_plot"))
     seconds = time.perf_counter() - t0
     part = _part(ev, horizons, fit_seconds, seconds)
+    logged = _log_serving(cfg, tracker, p, names, ev, stamp)
+    if logged is not None:
+        part["survival"]["serving"] = logged
     metrics = {"survival_fit_seconds": fit_seconds, "survival_seconds": seconds}
     if ev["ibs"]["ibs"] is not None:
         metrics["survival_ibs"] = float(ev["ibs"]["ibs"])
@@ -138,6 +141,37 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         tracker.log_artifact(a, "survival")
     say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
     return SurvivalResult(summary=part, seconds=seconds)
+
+
+def _log_serving(
+    cfg: Config,
+    tracker: Tracker,
+    p: catalog.Catalog,
+    names: list[str],
+    ev: dict[str, Any],
+    stamp: str,
+) -> dict[str, Any] | None:
+    """With tracking on, the serving pyfunc logged again with the cause model beside the
+    classifier, so that a request can ask for curves (``params.horizons``); it takes the
+    champion alias when the holder serves this very classifier."""
+    if not tracker.enabled:
+        return None
+    spec = core.spec_of_evaluation(ev, names, stamp)
+    out = serving.log_serving_model(
+        cfg,
+        tracker,
+        p.models,
+        model_registry.registered_name(cfg),
+        None,
+        (p.path("survival_model"), spec),
+    )
+    if out is not None:
+        say(
+            f"survival: serving model logged with its curves ({out.get('registered')} "
+            f"version {out.get('version', '?')}"
+            + (f", alias {out['alias']})" if "alias" in out else ", no alias moved)")
+        )
+    return out
 
 
 def _fit(
