@@ -266,3 +266,45 @@ def test_the_story_prints_the_curve_beside_the_probability(trained_world, tmp_pa
     assert curve["by_cause"]["3"] == {c: mine[f"incidence_{c}"] for c in CAUSES}
     assert curve["classifier_probability"] == story["probability"]
     assert f"at 3 months the curve reads {mine['p_any_3m']:.1%}" in said
+
+
+# ---- the survival stage's shortcuts give the very same numbers ------------------------
+
+
+def _small_cause_model() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A small fitted hazard model on three features, with validation-like rows whose
+    observed months differ (``follow`` 1..12)."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    X = rng.random((n, 3)).astype(np.float32)
+    time = rng.integers(1, 13, n)
+    status = np.where(rng.random(n) < 0.4 + 0.3 * X[:, 0], rng.integers(1, core.N_CLASSES, n), 0)
+    pm = core.person_months(time, status, 12, 0.5, 0)
+    params = core.lgb_params(7, 0.1, 20, 1.0, 1.0, 0, 0.0, 63, 1, 0)
+    model = core.fit(X, pm, X, pm, ["a", "b", "c"], params, 30, 5)
+    follow = rng.integers(1, 13, n)
+    return model, X, time, status, follow
+
+
+def test_one_class_of_the_model_explains_to_the_last_bit_of_the_whole():
+    model, X, _, _, _ = _small_cause_model()
+    it = model.best_iteration or None
+    D = core.design(X[:400], 4)
+    every = model.predict(D, pred_contrib=True, num_iteration=it).reshape(400, core.N_CLASSES, -1)
+    raw = model.predict(D, raw_score=True, num_iteration=it)
+    for c in range(core.N_CLASSES):
+        one = core.class_booster(model, c, it)
+        np.testing.assert_array_equal(one.predict(D, pred_contrib=True), every[:, c])
+        np.testing.assert_array_equal(one.predict(D), raw[:, c])
+
+
+def test_hazards_of_the_observed_months_only_fit_the_same_calibration():
+    model, X, time, status, follow = _small_cause_model()
+    whole = core.hazards(model, X, 12)
+    seen = core.hazards(model, X, 12, follow)
+    observed = follow[:, None] >= np.arange(1, 13)[None, :]
+    np.testing.assert_array_equal(seen[observed], whole[observed])
+    assert np.isnan(seen[~observed]).all()
+    a = core.fit_calibration(core.incidence(whole), time, status, follow)
+    b = core.fit_calibration(core.incidence(seen), time, status, follow)
+    assert a.to_dict() == b.to_dict() and a.fitted.any()

@@ -81,7 +81,10 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     m = cfg.model
     model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K)
     cal = core.fit_calibration(
-        core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
+        core.incidence(core.hazards(model, X[va], K, follow[va])),
+        time_[va],
+        status[va],
+        follow[va],
     )
     cif = core.predicted_incidence(model, cal, X[oo])
     ev = core.evaluate(
@@ -326,26 +329,32 @@ def _beside_classifier(
 
 
 def _cause_shap(
-    model: lgb.Booster, X: np.ndarray, h: int, n_names: int, threads: int = 0
+    model: lgb.Booster, X: np.ndarray, cls: np.ndarray, h: int, n_names: int, threads: int = 0
 ) -> np.ndarray:
-    """TreeSHAP of each class's raw output averaged over the months ahead 1..h (the SHAP
-    values of the mean raw output): ``(n, N_CLASSES, p + 2)``, last column the expected
-    value, the one before it the month ahead's share."""
-    acc = None
+    """TreeSHAP of each row's class ``cls`` (its raw output) averaged over the months
+    ahead 1..h (the SHAP values of the mean raw output): ``(n, p + 2)``, last column the
+    expected value, the one before it the month ahead's share. Each class's trees are
+    explained on its own rows only (:func:`~pipeline.core.survival.class_booster`): the
+    same values as explaining every class of every row and keeping the row's own."""
+    out = np.empty((len(X), n_names + 2))
     it = model.best_iteration or None
-    for k in range(1, h + 1):
-        c = np.asarray(
-            model.predict(
-                core.design(X, k),
-                pred_contrib=True,
-                num_iteration=it,
-                num_threads=threads or physical_cores(),
-            ),
-            dtype=np.float64,
-        ).reshape(len(X), core.N_CLASSES, n_names + 2)
-        acc = c if acc is None else acc + c
-    assert acc is not None
-    return acc / h
+    for c in np.unique(cls):
+        rows = np.flatnonzero(cls == c)
+        one = core.class_booster(model, int(c), it)
+        acc = None
+        for k in range(1, h + 1):
+            v = np.asarray(
+                one.predict(
+                    core.design(X[rows], k),
+                    pred_contrib=True,
+                    num_threads=threads or physical_cores(),
+                ),
+                dtype=np.float64,
+            ).reshape(len(rows), n_names + 2)
+            acc = v if acc is None else acc + v
+        assert acc is not None
+        out[rows] = acc / h
+    return out
 
 
 def _cause_reasons(
@@ -394,9 +403,8 @@ def _cause_reasons(
     step = 20_000
     for lo in range(0, len(at), step):
         pos = at[lo : lo + step]
-        shap = _cause_shap(model, X[pick[pos]], h, len(names), threads)
         top_class = order[pos, 0] + 1  # class index of the first cause
-        mine = shap[np.arange(len(pos)), top_class, : len(names)]
+        mine = _cause_shap(model, X[pick[pos]], top_class, h, len(names), threads)[:, : len(names)]
         f[pos], v[pos] = core.top_features(mine, names, 3)
     for r in range(3):
         cols[f"cause_1_feature_{r + 1}"] = f[:, r].astype(str)
