@@ -56,10 +56,17 @@ def test_run_end_to_end_with_mlflow(make_cfg, tmp_path):
         "train",
     ]
     # the run the UI opens lists the models its train stage logged (model and serving)
+    # and the serving model the survival stage logged again, with the cause model
     outputs = {m.model_id for m in parent.outputs.model_outputs}
     logged = client.search_logged_models([exp.experiment_id])
     train_id = next(r.info.run_id for r in children if r.data.tags["stage"] == "train")
-    assert outputs and outputs == {m.model_id for m in logged if m.source_run_id == train_id}
+    survival_id = next(r.info.run_id for r in children if r.data.tags["stage"] == "survival")
+    by_stage = {
+        sid: {m.model_id for m in logged if m.source_run_id == sid}
+        for sid in (train_id, survival_id)
+    }
+    assert len(by_stage[train_id]) == 2 and len(by_stage[survival_id]) == 1
+    assert outputs == by_stage[train_id] | by_stage[survival_id]
     assert parent.data.params["data.n_borrowers"] == "2000"
     assert parent.data.params["model.num_leaves"] == "31"
     assert "data.n_borrowers=2000" in parent.data.tags["overrides"]

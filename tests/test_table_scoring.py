@@ -89,6 +89,11 @@ def test_the_training_table_scores_as_in_training(trained, tmp_path):
     _score(root, src, feats, coded_out)
     coded = pd.read_parquet(coded_out)
     assert len(raw) == 1000 == summary.summary["score"]["rows"]
+    # no risk curves: a table has no closure months or causes, and the summary says so
+    assert summary.summary["score"]["curves"] == {
+        "absent": "a table model has no closure months or causes (simulator mode only)"
+    }
+    assert not [c for c in raw.columns if c.startswith("risk_h")]
     assert raw.loan_ref.tolist() == pd.read_csv(src, sep=";").loan_ref.tolist()
     assert raw.loan_ref.tolist() == coded.loan_ref.tolist()
     np.testing.assert_array_equal(raw.probability.to_numpy(), coded.probability.to_numpy())

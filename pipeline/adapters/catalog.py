@@ -10,8 +10,9 @@ literal: they read and write through the catalog (``cat.read("features", columns
 ``derived_from`` (:meth:`Catalog.remove_derived`), not from hand-kept lists.
 
 The catalog is also the one place that turns stored files back into objects: the one
-model loader (:func:`load_model`, :func:`load_calibrator`, :func:`load_scoring_model`)
-and the one cause-weights reader (:func:`read_cause_weights`).
+model loader (:func:`load_model`, :func:`load_calibrator`, :func:`load_scoring_model`,
+the survival stage's cause model :func:`load_cause_model`) and the one cause-weights
+reader (:func:`read_cause_weights`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from pipeline.base.io import (
 from pipeline.core import explain as explain_core
 from pipeline.core import features as feat_core
 from pipeline.core import simulate as sim_core
+from pipeline.core import survival as survival_core
 from pipeline.core.calibration import Calibrator
 from pipeline.core.scoring import ScoringModel
 
@@ -256,6 +258,15 @@ def _survival_entries() -> tuple[Entry, ...]:
         ),
         _e("survival_reasons", "models", "survival/reasons.parquet", "survival", None, _MODEL),
         _e("survival_plot", "models", "survival/survival_curves.png", "survival", None, _MODEL),
+        _e(
+            "serving_cause",
+            "models",
+            "serving_cause.json",
+            "survival",
+            None,
+            _MODEL,
+            "the cause model's calibration and horizons inside the serving pyfunc",
+        ),
     )
 
 
@@ -735,3 +746,46 @@ def load_scoring_model(models_dir: Path) -> ScoringModel:
         f"local {models_dir / ENTRIES['model'].relpath}",
         models_dir / ENTRIES["cause_weights"].relpath,
     )
+
+
+def load_cause_model(models_dir: Path) -> survival_core.CauseModel | None:
+    """The competing-risks model the survival stage published under ``models_dir`` (its
+    booster, and from its ``evaluation.json`` the calibration maps, the horizons and
+    which of them the out-of-time rows observe); None when none is published, a
+    DataError naming the file when one cannot be read."""
+    model_path = models_dir / ENTRIES["survival_model"].relpath
+    eval_path = models_dir / ENTRIES["survival_eval"].relpath
+    if not (resolve(model_path).exists() and resolve(eval_path).exists()):
+        return None
+    booster = load_booster(model_path)
+    try:
+        ev = json.loads(resolve(eval_path).read_text())
+        names = list(booster.feature_name())[:-1]
+        spec = survival_core.spec_of_evaluation(ev, names, ev.get("model_stamp"))
+        return survival_core.CauseModel.from_spec(booster, spec)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise DataError(f"{eval_path}: not a readable survival evaluation ({exc})") from exc
+
+
+def published_cause_model(
+    models_dir: Path, mode: str, survival_on: bool
+) -> tuple[survival_core.CauseModel | None, str]:
+    """The published cause model that belongs to the classifier under ``models_dir``, or
+    None and why there is none (for the one console line that says curves are absent)."""
+    if mode == "table":
+        return None, "a table model has no closure months or causes (simulator mode only)"
+    if not survival_on:
+        return None, "model.survival=false"
+    cause = load_cause_model(models_dir)
+    if cause is None:
+        return None, (
+            f"no cause model is published in {models_dir / ENTRIES['survival_dir'].relpath} "
+            "(run `make survival`)"
+        )
+    model_path = models_dir / ENTRIES["model"].relpath
+    if not resolve(model_path).exists() or cause.stamp != file_digest(model_path):
+        return None, (
+            f"the cause model in {models_dir / ENTRIES['survival_dir'].relpath} was fitted "
+            f"beside another classifier than {model_path} (run `make survival`)"
+        )
+    return cause, ""

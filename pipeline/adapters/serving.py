@@ -42,16 +42,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.adapters import catalog
 from pipeline.base.config import Config, tier_cuts
-from pipeline.base.io import DataError, note_undo
+from pipeline.base.io import DataError, file_digest, note_undo
 from pipeline.core import scoring
+from pipeline.core import survival as survival_core
 from pipeline.core import table as table_core
 from pipeline.core.encoding import Encoding
 
 SERVING_SUFFIX = "-serving"
+#: the request parameter asking for risk curves, and the model-version tag naming the
+#: classifier a serving version carries (the digest of its ``model.txt``)
+HORIZONS = "horizons"
+CLASSIFIER_TAG = "classifier_digest"
 
 
 def table_guards(cat: catalog.Catalog, meta: dict[str, Any]) -> scoring.FeatureGuards:
@@ -90,22 +95,54 @@ class ClosureRiskModel(PythonModel):
         self.model = catalog.scoring_model(booster, meta, cal, "pyfunc", None)
         enc = meta.get("encoding")
         self.encoding = Encoding.from_json(enc) if isinstance(enc, dict) else None
+        self.cause: survival_core.CauseModel | None = None
+        if "cause_model" in art:  # logged again by the survival stage, with its curves
+            spec = json.loads(Path(art["cause_spec"]).read_text())
+            self.cause = survival_core.CauseModel.from_spec(
+                catalog.load_booster(Path(art["cause_model"])), spec
+            )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        """Scores; a refused request raises MLflow's INVALID_PARAMETER_VALUE (HTTP 400)."""
+        """Scores; a refused request raises MLflow's INVALID_PARAMETER_VALUE (HTTP 400).
+
+        ``params["horizons"]`` (a list of months) asks for the risk curves at those
+        months: ``risk_h<t>`` and ``risk_h<t>_<cause>`` per row, as batch scoring writes
+        them. Refused when the served model carries no cause model, or a month is not a
+        whole number from 1 to the longest month the cause model gives."""
         try:
-            return self._score(pd.DataFrame(model_input).reset_index(drop=True))
+            horizons = self._horizons(params)
+            return self._score(pd.DataFrame(model_input).reset_index(drop=True), horizons)
         except DataError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
-    def _score(self, df: pd.DataFrame) -> pd.DataFrame:
+    def _horizons(self, params: Any) -> list[int] | None:
+        asked = (params or {}).get(HORIZONS)
+        if asked is None or (hasattr(asked, "__len__") and len(asked) == 0):
+            return None
+        field = f"request: params.{HORIZONS}"
+        if self.cause is None:
+            raise DataError(
+                f"{field} = {list(asked)!r}: this served model carries no cause model "
+                "(rule: curves come only from a serving version the survival stage logged; "
+                "run the survival stage with tracking on, or leave out horizons)"
+            )
+        try:
+            return survival_core.check_horizons(
+                [*asked] if hasattr(asked, "__iter__") and not isinstance(asked, str) else asked,
+                self.cause.longest,
+                field,
+            )
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+
+    def _score(self, df: pd.DataFrame, horizons: list[int] | None = None) -> pd.DataFrame:
         if self.id_col not in df.columns:
             raise DataError(
                 f"request: column '{self.id_col}' is missing (rule: every row carries its "
                 "id, which is returned beside its score)"
             )
         if self.encoding is not None and not scoring.is_encoded(df, self.model.names):
-            return self._score_raw(df.infer_objects(), self.encoding)
+            return self._score_raw(df.infer_objects(), self.encoding, horizons)
         missing = [n for n in self.model.names if n not in df.columns]
         if missing:
             raise DataError(f"request: column(s) {', '.join(missing)} missing (model features)")
@@ -118,7 +155,15 @@ class ClosureRiskModel(PythonModel):
             table_mode,
         )
         out = scoring.score_frame(
-            self.model, df, self.id_col, self.cuts, self.tiers, self.top_k, advice_rows=0
+            self.model,
+            df,
+            self.id_col,
+            self.cuts,
+            self.tiers,
+            self.top_k,
+            advice_rows=0,
+            cause=self.cause if horizons else None,
+            horizons=horizons,
         )
         out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
         if self.guards is not None:
@@ -126,14 +171,24 @@ class ClosureRiskModel(PythonModel):
                 out[name] = values.astype(str)
         return out
 
-    def _score_raw(self, df: pd.DataFrame, enc: Encoding) -> pd.DataFrame:
+    def _score_raw(
+        self, df: pd.DataFrame, enc: Encoding, horizons: list[int] | None = None
+    ) -> pd.DataFrame:
         """Rows in the training table's own format, encoded with the saved encoding."""
         rows = scoring.encode_raw(df, enc, Path("request"), self.id_col)
         coded = scoring.validate_features(
             rows.frame, Path("request"), self.model.names, self.id_col, table_mode=True
         )
         out = scoring.score_frame(
-            self.model, coded, self.id_col, self.cuts, self.tiers, self.top_k, advice_rows=0
+            self.model,
+            coded,
+            self.id_col,
+            self.cuts,
+            self.tiers,
+            self.top_k,
+            advice_rows=0,
+            cause=self.cause if horizons else None,
+            horizons=horizons,
         )
         out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
         for name, values in rows.flags.items():
@@ -189,9 +244,20 @@ def _example(cat: catalog.Catalog, meta: dict[str, Any], id_col: str) -> pd.Data
 
 
 def log_serving_model(
-    cfg: Config, tracker: Any, models_dir: Path, name: str | None, champion: dict[str, Any] | None
+    cfg: Config,
+    tracker: Any,
+    models_dir: Path,
+    name: str | None,
+    champion: dict[str, Any] | None,
+    cause: tuple[Path, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """Log the pyfunc in the current run, register it, move its champion alias with the model's."""
+    """Log the pyfunc in the current run, register it, move its champion alias with the model's.
+
+    ``cause``: the cause model's text file and its spec (:meth:`CauseModel.spec`), when
+    the survival stage logs the serving model again with its curves. That version takes
+    the alias when the version holding it serves the same classifier (its
+    :data:`CLASSIFIER_TAG`), so the champion gains curves without changing its scores.
+    """
     if not tracker.enabled or tracker.run_id is None:
         return None
     cat = catalog.Catalog.of(cfg).at(models=models_dir)
@@ -228,6 +294,10 @@ def log_serving_model(
             "calibration": os.fspath(cal_path),
             "meta": os.fspath(spec_path),
         }
+        if cause is not None:
+            cause_spec = catalog.file_in(Path(tmp), "serving_cause")
+            cause_spec.write_text(json.dumps(cause[1]))
+            artifacts.update(cause_model=os.fspath(cause[0]), cause_spec=os.fspath(cause_spec))
         raw = _raw_example(str(cfg.data.sep), meta, id_col, enc) if enc is not None else None
         example = raw if raw is not None else _example(catalog.Catalog.of(cfg), meta, id_col)
         model = ClosureRiskModel()
@@ -239,6 +309,8 @@ def log_serving_model(
                 signature = _signature(example, output, id_col, names)
             else:
                 signature = infer_signature(example, output)
+        # curves on request: {"dataframe_split": ..., "params": {"horizons": [1, 3]}}
+        signature.params = ParamSchema([ParamSpec(HORIZONS, "long", [], shape=(-1,))])
         requirements = [
             f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "lightgbm", "numpy", "pandas", "pandera")
         ]
@@ -254,21 +326,36 @@ def log_serving_model(
             )
     tracker.link_model_to_parent(getattr(info, "model_id", None))
     out: dict[str, Any] = {"model_uri": str(info.model_uri), "registered": serving_name}
-    if serving_name and champion and champion.get("promoted"):
-        client = tracker.client
-        versions = client.search_model_versions(
-            f"name='{serving_name}' and run_id='{tracker.run_id}'"
-        )
-        if versions:
-            v = max(versions, key=lambda x: int(x.version))
-            alias = str(cfg.model.champion_alias)
-            try:
-                held: int | None = int(
-                    client.get_model_version_by_alias(serving_name, alias).version
-                )
-            except MlflowException:  # no holder yet
-                held = None
-            note_undo("alias", {"name": serving_name, "alias": alias, "previous": held})
-            client.set_registered_model_alias(serving_name, alias, str(v.version))
-            out.update(alias=alias, version=int(v.version))
+    if cause is not None:
+        out["curves"] = True
+    if serving_name:
+        digest = file_digest(cat.path("model"))
+        promoted = bool(champion and champion.get("promoted"))
+        out.update(_tag_and_alias(cfg, tracker, serving_name, digest, promoted, cause is not None))
     return out
+
+
+def _tag_and_alias(
+    cfg: Config, tracker: Any, serving_name: str, digest: str, promoted: bool, follow: bool
+) -> dict[str, Any]:
+    """Tag the version this run registered with its classifier's digest; give it the
+    champion alias when its classifier was promoted, or (``follow``) when the holder
+    serves the same classifier."""
+    client = tracker.client
+    versions = client.search_model_versions(f"name='{serving_name}' and run_id='{tracker.run_id}'")
+    if not versions:
+        return {}
+    v = max(versions, key=lambda x: int(x.version))
+    client.set_model_version_tag(serving_name, str(v.version), CLASSIFIER_TAG, digest)
+    alias = str(cfg.model.champion_alias)
+    try:
+        holder = client.get_model_version_by_alias(serving_name, alias)
+        held: int | None = int(holder.version)
+        same = dict(holder.tags or {}).get(CLASSIFIER_TAG) == digest
+    except MlflowException:  # no holder yet
+        held, same = None, False
+    if not (promoted or (follow and same)):
+        return {"version": int(v.version)}
+    note_undo("alias", {"name": serving_name, "alias": alias, "previous": held})
+    client.set_registered_model_alias(serving_name, alias, str(v.version))
+    return {"alias": alias, "version": int(v.version)}

@@ -19,7 +19,7 @@ adapters (:mod:`pipeline.adapters.model_registry`, :mod:`pipeline.adapters.catal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import compiled
 from pipeline.core import explain as explain_core
+from pipeline.core import survival as survival_core
 from pipeline.core.calibration import Calibrator
 from pipeline.core.encoding import Encoding, Finding
 from pipeline.core.labels import labels_of
@@ -413,10 +414,16 @@ def score_frame(
     advice_rows: int,
     threads: int = 0,
     shap_fn: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+    cause: survival_core.CauseModel | None = None,
+    horizons: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """One output row per input row: probability, tier, top reasons, advice for the top tier.
+    """One output row per input row: probability, tier, risk curves (with ``cause``),
+    top reasons, advice for the top tier.
 
     ``shap_fn(booster, X)`` replaces the local SHAP computation (e.g. on a Dask cluster).
+    ``cause``: the published competing-risks model; from the same feature rows it adds
+    :func:`pipeline.core.survival.curve_columns` (``risk_h<t>``, ``risk_h<t>_<cause>``)
+    at ``horizons`` (default: the horizons it was evaluated at).
     """
     X = df[model.names].to_numpy(dtype=np.float32)
     prob = model.prob(X)
@@ -425,6 +432,10 @@ def score_frame(
     if "snapshot" in df.columns:
         out["snapshot"] = df["snapshot"].to_numpy()
     out.update(probability=prob, tier=tier)
+    if cause is not None:
+        if cause.names != model.names:
+            raise ValueError("the cause model reads other features than the classifier")
+        out.update(cause.curves(X, horizons))
     if shap_fn is not None:
         contrib = shap_fn(model.booster, X)
     else:

@@ -34,6 +34,7 @@ extrapolated one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,16 +195,47 @@ def fit(
     )
 
 
-def hazards(booster: lgb.Booster, X: np.ndarray, max_ahead: int) -> np.ndarray:
-    """Monthly class hazards, shape ``(n, max_ahead, N_CLASSES)``; rows sum to one."""
+def hazards(
+    booster: lgb.Booster, X: np.ndarray, max_ahead: int, follow: np.ndarray | None = None
+) -> np.ndarray:
+    """Monthly class hazards, shape ``(n, max_ahead, N_CLASSES)``; rows sum to one.
+
+    With ``follow`` (each row's observed months), month ``k`` is predicted only for the
+    rows that observe it (``follow >= k``), the others left NaN: a caller that reads a
+    month only on the rows observing it (the calibration fit) skips months no row sees.
+    A row's hazards do not depend on which other rows are predicted with it."""
     n = len(X)
     out = np.empty((n, max_ahead, N_CLASSES))
     it = booster.best_iteration or None
     for k in range(1, max_ahead + 1):
-        out[:, k - 1] = np.asarray(booster.predict(design(X, k), num_iteration=it)).reshape(
-            n, N_CLASSES
+        rows = slice(None) if follow is None else np.flatnonzero(np.asarray(follow) >= k)
+        Xk = X[rows]
+        if follow is not None:
+            out[:, k - 1] = np.nan
+            if len(Xk) == 0:
+                continue
+        out[rows, k - 1] = np.asarray(booster.predict(design(Xk, k), num_iteration=it)).reshape(
+            len(Xk), N_CLASSES
         )
     return out
+
+
+def class_booster(booster: lgb.Booster, cls: int, num_iteration: int | None = None) -> lgb.Booster:
+    """The trees of one class of the multiclass model as a one-output model: its raw
+    output and its TreeSHAP values are that class's, equal to the last bit to the
+    multiclass model's (the same trees summed in the same order), at a ninth of the cost
+    of computing every class."""
+    text = booster.model_to_string(num_iteration=num_iteration)
+    head, rest = text.split("\nTree=0\n", 1)
+    trees, _ = rest.split("\nend of trees\n", 1)
+    per_iteration = int(re.search(r"^num_tree_per_iteration=(\d+)$", head, re.M).group(1))  # type: ignore[union-attr]
+    blocks = [b for b in ("Tree=0\n" + trees).split("\n\n") if b.strip()]
+    mine = [re.sub(r"^Tree=\d+", f"Tree={j}", b) for j, b in enumerate(blocks[cls::per_iteration])]
+    for key, value in (("num_class", "1"), ("num_tree_per_iteration", "1")):
+        head = re.sub(rf"^{key}=\d+$", f"{key}={value}", head, flags=re.M)
+    head = re.sub(r"^objective=.*$", "objective=regression", head, flags=re.M)
+    head = re.sub(r"^tree_sizes=.*\n", "", head, flags=re.M)  # sizes of the kept trees differ
+    return lgb.Booster(model_str=head + "\n" + "\n\n".join(mine) + "\n\nend of trees\n")
 
 
 def incidence(h: np.ndarray) -> np.ndarray:
@@ -320,6 +352,129 @@ def calibrate(cif: np.ndarray, cal: Calibration) -> np.ndarray:
     out = cif.copy()
     out[:, :, : len(CAUSES)] *= scale[:, :, None]
     return out
+
+
+def predicted_incidence(booster: lgb.Booster, cal: Calibration, X: np.ndarray) -> np.ndarray:
+    """The calibrated cumulative incidences of rows ``X`` by month ``1 .. len(cal.a)``,
+    ``(n, K, N_CLASSES - 1)``: what the survival stage reports, and what scoring,
+    serving and a borrower's story return (one function, so they cannot part)."""
+    return calibrate(incidence(hazards(booster, X, len(cal.a))), cal)
+
+
+# ---- curves for scoring, serving and a borrower's story ------------------------------
+
+
+def curve_columns(cif: np.ndarray, horizons: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per horizon ``t``: ``risk_h<t>``, the any-closure incidence (the sum over the
+    never-overdue causes, :func:`any_closure`), then ``risk_h<t>_<cause>`` for each cause
+    of :data:`~pipeline.base.causes.CAUSES`. An overdue closure (a competing event) has
+    no column: it is not a closure the classifier predicts."""
+    F = any_closure(cif)
+    out: dict[str, np.ndarray] = {}
+    for t in horizons:
+        out[f"risk_h{t}"] = F[:, t - 1]
+        for j, c in enumerate(CAUSES):
+            out[f"risk_h{t}_{c}"] = cif[:, t - 1, j]
+    return out
+
+
+def check_horizons(horizons: Any, longest: int, field: str = "horizons") -> list[int]:
+    """``horizons`` as whole months ``1 .. longest``, in the order given, each once; a
+    ValueError naming ``field`` and the rule otherwise."""
+    rule = f"rule: a list of whole months from 1 to {longest}, the months the cause model gives"
+    if isinstance(horizons, (str, bytes)) or not isinstance(horizons, (Sequence, np.ndarray)):
+        raise ValueError(f"{field} = {horizons!r} is not a list ({rule})")
+    out: list[int] = []
+    for h in horizons:
+        ok = isinstance(h, (int, np.integer)) and not isinstance(h, (bool, np.bool_))
+        if not ok and isinstance(h, (float, np.floating)) and float(h).is_integer():
+            h, ok = int(h), True
+        if not ok:
+            raise ValueError(f"{field} holds {h!r}, not a whole number of months ({rule})")
+        if not 1 <= int(h) <= longest:
+            raise ValueError(f"{field} holds {int(h)}, outside 1 .. {longest} ({rule})")
+        if int(h) not in out:
+            out.append(int(h))
+    if not out:
+        raise ValueError(f"{field} is empty ({rule})")
+    return out
+
+
+@dataclass(frozen=True)
+class CauseModel:
+    """The published competing-risks model, ready to give curves.
+
+    ``horizons``: the stage's ``model.horizons``; ``validated``: those the out-of-time
+    rows observe (the others have no figure in the stage's evaluation); the model gives
+    every month ``1 .. longest`` (``longest`` = the last month of its calibration).
+    ``stamp``: the digest of the classifier it was fitted beside."""
+
+    booster: lgb.Booster
+    calibration: Calibration
+    names: list[str]
+    horizons: list[int]
+    validated: list[int]
+    stamp: str | None = None
+    why_not_validated: dict[int, str] | None = None
+
+    @property
+    def longest(self) -> int:
+        return len(self.calibration.a)
+
+    def curves(self, X: np.ndarray, horizons: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """:func:`curve_columns` of rows ``X`` (the classifier's features, in its order) at
+        ``horizons`` (default: the stage's)."""
+        hs = self.horizons if horizons is None else check_horizons(horizons, self.longest)
+        return curve_columns(predicted_incidence(self.booster, self.calibration, X), hs)
+
+    def spec(self) -> dict[str, Any]:
+        """What, beside the booster's text, rebuilds the model (:meth:`from_spec`)."""
+        return {
+            "calibration": self.calibration.to_dict(),
+            "names": list(self.names),
+            "horizons": list(self.horizons),
+            "validated": list(self.validated),
+            "stamp": self.stamp,
+            "why_not_validated": {str(k): v for k, v in (self.why_not_validated or {}).items()},
+        }
+
+    @classmethod
+    def from_spec(cls, booster: lgb.Booster, spec: dict[str, Any]) -> CauseModel:
+        names = [str(n) for n in spec["names"]]
+        if list(booster.feature_name()) != [*names, AHEAD]:
+            raise ValueError(
+                f"the cause model reads {booster.feature_name()}, not the features "
+                f"{names} followed by '{AHEAD}'"
+            )
+        return cls(
+            booster,
+            Calibration.from_dict(spec["calibration"]),
+            names,
+            [int(t) for t in spec["horizons"]],
+            [int(t) for t in spec["validated"]],
+            spec.get("stamp"),
+            {int(k): str(v) for k, v in (spec.get("why_not_validated") or {}).items()},
+        )
+
+
+def spec_of_evaluation(
+    ev: dict[str, Any], names: Sequence[str], stamp: str | None
+) -> dict[str, Any]:
+    """The :meth:`CauseModel.spec` the survival stage's ``evaluation.json`` records: its
+    calibration maps, its horizons and which of them the out-of-time rows observe."""
+    by_h = ev["by_horizon"]
+    return {
+        "calibration": ev["calibration"],
+        "names": list(names),
+        "horizons": [int(t) for t in ev["horizons"]],
+        "validated": [int(t) for t in ev["horizons"] if "td_auc" in by_h[str(t)]],
+        "stamp": stamp,
+        "why_not_validated": {
+            str(t): str(by_h[str(t)].get("why_none", ""))
+            for t in ev["horizons"]
+            if "td_auc" not in by_h[str(t)]
+        },
+    }
 
 
 # ---- observed outcomes ---------------------------------------------------------------

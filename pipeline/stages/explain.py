@@ -757,6 +757,7 @@ def _borrower(
         "method": method,
     }
     if sim:
+        report["risk_curve"] = _story_curve(cfg, p, model, x, prob, lines)
         report["advice"] = _story_advice(cfg, model, x, lines, int(row.snapshot.iloc[0]))
     else:
         report.update(id_column=id_col, event=model.words.event)
@@ -774,6 +775,53 @@ def _borrower(
     tracker.log_artifact(plot, "borrowers")
     tracker.log_artifact(rep_path, "borrowers")
     return ExplainResult(borrower=report)
+
+
+def _story_curve(
+    cfg: Config, p: catalog.Catalog, model: _Model, x: np.ndarray, prob: float, lines: list[str]
+) -> dict[str, Any]:
+    """The borrower's risk curve from the published cause model, beside the classifier's
+    one probability: printed into ``lines`` and returned for the story's JSON."""
+    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
+    if cause is not None and cause.names != model.names:
+        cause, why = None, "the cause model reads other features than the classifier"
+    if cause is None:
+        lines.append(f"risk curve: absent ({why})")
+        return {"absent": why}
+    cols = cause.curves(x)
+    h = int(cfg.features.horizon)
+    lines.append(
+        "risk curve (competing-risks cause model, calibrated per month): the chance this "
+        "account is closed without ever being overdue within t months of the snapshot, in "
+        f"all and by cause; the classifier above gives one number, for {h} months:"
+    )
+    curve: dict[str, Any] = {"horizons": cause.horizons, "any": {}, "by_cause": {}}
+    for t in cause.horizons:
+        risk = float(cols[f"risk_h{t}"][0])
+        by = {c: float(cols[f"risk_h{t}_{c}"][0]) for c in CAUSES}
+        curve["any"][str(t)], curve["by_cause"][str(t)] = risk, by
+        seen = (
+            "validated on the out-of-time rows"
+            if t in cause.validated
+            else "not validated: " + (cause.why_not_validated or {}).get(t, "no figure")
+        )
+        top = sorted(by.items(), key=lambda kv: -kv[1])
+        lines.append(
+            f"  {t:>2} month{'s' if t > 1 else ' '}: {risk:6.1%} ({seen}); by cause "
+            + ", ".join(f"{c} {v:.1%}" for c, v in top)
+        )
+    if h in cause.horizons:
+        lines.append(
+            f"  at {h} months the curve reads {curve['any'][str(h)]:.1%} and the classifier "
+            f"{prob:.1%}: two models of the same event, fitted apart, so they need not agree"
+        )
+    curve.update(
+        validated=cause.validated,
+        not_validated={str(k): v for k, v in (cause.why_not_validated or {}).items()},
+        classifier_probability=prob,
+        classifier_horizon=h,
+    )
+    return curve
 
 
 def _borrower_row(cfg: Config, df: pd.DataFrame, id_col: str, src: Path, sim: bool) -> pd.DataFrame:

@@ -44,6 +44,7 @@ from pipeline.base.io import DataError, atomic_path, write_parquet
 from pipeline.core import features as feat_core
 from pipeline.core import scoring as core
 from pipeline.core import table as table_core
+from pipeline.core.survival import CauseModel
 from pipeline.stages.common import Result, say
 from pipeline.stages.features import build_features
 
@@ -114,6 +115,40 @@ def _attach_meta(cfg: Any, model: core.ScoringModel) -> None:
         return
     if list(meta.get("feature_names", [])) == model.names:
         model.meta = meta
+
+
+def cause_model_for(cfg: Any, model: core.ScoringModel) -> tuple[CauseModel | None, str]:
+    """The published cause model when it was fitted beside the model that scores (same
+    features, same trees), else None and why (said in one console line)."""
+    p = catalog.Catalog.of(cfg)
+    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
+    if cause is None:
+        return None, why
+    if cause.names != model.names:
+        return None, f"the cause model reads other features than {model.source}"
+    if not model.source.startswith("local") and _trees(
+        catalog.load_booster(p.path("model"))
+    ) != _trees(model.booster):
+        return None, f"the cause model was fitted beside {p.path('model')}, not {model.source}"
+    return cause, ""
+
+
+def curves_line(cause: CauseModel | None, why: str) -> str:
+    """The console line saying which curves the scores carry, or why none."""
+    if cause is None:
+        return f"score: no risk curves (risk_h* columns absent): {why}"
+    hs = ", ".join(str(t) for t in cause.horizons)
+    unvalidated = [t for t in cause.horizons if t not in cause.validated]
+    note = (
+        f"; {', '.join(map(str, unvalidated))} months not validated (no out-of-time row "
+        "observes them)"
+        if unvalidated
+        else ""
+    )
+    return (
+        f"score: risk curves at {hs} months from the cause model (risk_h<t>: any "
+        f"never-overdue closure; risk_h<t>_<cause>: by cause){note}"
+    )
 
 
 def raw_months(raw_dir: Path) -> int:
@@ -357,6 +392,8 @@ def score(cfg: Any, tracker: Tracker) -> ScoreResult:
     out = check_output(cfg, inp)
     model = champion_or_local(cfg, tracker)
     say(f"score: model from {model.source} (reasons: {model.attribution} cause split)")
+    cause, why = cause_model_for(cfg, model)
+    say(curves_line(cause, why))
     df, id_col, snap, raw_flags = read_input(cfg, model, inp)
     if s.borrower_id is not None:
         bid = s.borrower_id if pd.api.types.is_integer_dtype(df[id_col]) else str(s.borrower_id)
@@ -386,6 +423,7 @@ def score(cfg: Any, tracker: Tracker) -> ScoreResult:
             int(s.advice_rows),
             threads,
             shap_fn=shap_fn,
+            cause=cause,
         )
     for name, values in flags.items():
         table[name] = values
@@ -405,6 +443,11 @@ def score(cfg: Any, tracker: Tracker) -> ScoreResult:
     if s.borrower_id is not None:
         _print_one(table.iloc[0], int(s.top_k))
     part: dict[str, Any] = {"rows": len(table), "tiers": counts, "source": model.source}
+    part["curves"] = (
+        {"horizons": cause.horizons, "validated": cause.validated}
+        if cause is not None
+        else {"absent": why}
+    )
     if flags:
         part["flagged_rows"] = {k: int((v != "").sum()) for k, v in flags.items()}
     return ScoreResult(

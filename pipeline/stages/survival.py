@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.adapters import catalog
+from pipeline.adapters import catalog, model_registry, serving
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
 from pipeline.base.config import Config, physical_cores, split_snapshots
@@ -81,9 +81,12 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     m = cfg.model
     model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K)
     cal = core.fit_calibration(
-        core.incidence(core.hazards(model, X[va], K)), time_[va], status[va], follow[va]
+        core.incidence(core.hazards(model, X[va], K, follow[va])),
+        time_[va],
+        status[va],
+        follow[va],
     )
-    cif = core.calibrate(core.incidence(core.hazards(model, X[oo], K)), cal)
+    cif = core.predicted_incidence(model, cal, X[oo])
     ev = core.evaluate(
         cif, time_[oo], status[oo], follow[oo], horizons, int(m.calibration_bins), seed=seed
     )
@@ -127,6 +130,9 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     plot = _plot_curves(ev, p.path("survival_plot"))
     seconds = time.perf_counter() - t0
     part = _part(ev, horizons, fit_seconds, seconds)
+    logged = _log_serving(cfg, tracker, p, names, ev, stamp)
+    if logged is not None:
+        part["survival"]["serving"] = logged
     metrics = {"survival_fit_seconds": fit_seconds, "survival_seconds": seconds}
     if ev["ibs"]["ibs"] is not None:
         metrics["survival_ibs"] = float(ev["ibs"]["ibs"])
@@ -138,6 +144,37 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         tracker.log_artifact(a, "survival")
     say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
     return SurvivalResult(summary=part, seconds=seconds)
+
+
+def _log_serving(
+    cfg: Config,
+    tracker: Tracker,
+    p: catalog.Catalog,
+    names: list[str],
+    ev: dict[str, Any],
+    stamp: str,
+) -> dict[str, Any] | None:
+    """With tracking on, the serving pyfunc logged again with the cause model beside the
+    classifier, so that a request can ask for curves (``params.horizons``); it takes the
+    champion alias when the holder serves this very classifier."""
+    if not tracker.enabled:
+        return None
+    spec = core.spec_of_evaluation(ev, names, stamp)
+    out = serving.log_serving_model(
+        cfg,
+        tracker,
+        p.models,
+        model_registry.registered_name(cfg),
+        None,
+        (p.path("survival_model"), spec),
+    )
+    if out is not None:
+        say(
+            f"survival: serving model logged with its curves ({out.get('registered')} "
+            f"version {out.get('version', '?')}"
+            + (f", alias {out['alias']})" if "alias" in out else ", no alias moved)")
+        )
+    return out
 
 
 def _fit(
@@ -292,26 +329,32 @@ def _beside_classifier(
 
 
 def _cause_shap(
-    model: lgb.Booster, X: np.ndarray, h: int, n_names: int, threads: int = 0
+    model: lgb.Booster, X: np.ndarray, cls: np.ndarray, h: int, n_names: int, threads: int = 0
 ) -> np.ndarray:
-    """TreeSHAP of each class's raw output averaged over the months ahead 1..h (the SHAP
-    values of the mean raw output): ``(n, N_CLASSES, p + 2)``, last column the expected
-    value, the one before it the month ahead's share."""
-    acc = None
+    """TreeSHAP of each row's class ``cls`` (its raw output) averaged over the months
+    ahead 1..h (the SHAP values of the mean raw output): ``(n, p + 2)``, last column the
+    expected value, the one before it the month ahead's share. Each class's trees are
+    explained on its own rows only (:func:`~pipeline.core.survival.class_booster`): the
+    same values as explaining every class of every row and keeping the row's own."""
+    out = np.empty((len(X), n_names + 2))
     it = model.best_iteration or None
-    for k in range(1, h + 1):
-        c = np.asarray(
-            model.predict(
-                core.design(X, k),
-                pred_contrib=True,
-                num_iteration=it,
-                num_threads=threads or physical_cores(),
-            ),
-            dtype=np.float64,
-        ).reshape(len(X), core.N_CLASSES, n_names + 2)
-        acc = c if acc is None else acc + c
-    assert acc is not None
-    return acc / h
+    for c in np.unique(cls):
+        rows = np.flatnonzero(cls == c)
+        one = core.class_booster(model, int(c), it)
+        acc = None
+        for k in range(1, h + 1):
+            v = np.asarray(
+                one.predict(
+                    core.design(X[rows], k),
+                    pred_contrib=True,
+                    num_threads=threads or physical_cores(),
+                ),
+                dtype=np.float64,
+            ).reshape(len(rows), n_names + 2)
+            acc = v if acc is None else acc + v
+        assert acc is not None
+        out[rows] = acc / h
+    return out
 
 
 def _cause_reasons(
@@ -360,9 +403,8 @@ def _cause_reasons(
     step = 20_000
     for lo in range(0, len(at), step):
         pos = at[lo : lo + step]
-        shap = _cause_shap(model, X[pick[pos]], h, len(names), threads)
         top_class = order[pos, 0] + 1  # class index of the first cause
-        mine = shap[np.arange(len(pos)), top_class, : len(names)]
+        mine = _cause_shap(model, X[pick[pos]], top_class, h, len(names), threads)[:, : len(names)]
         f[pos], v[pos] = core.top_features(mine, names, 3)
     for r in range(3):
         cols[f"cause_1_feature_{r + 1}"] = f[:, r].astype(str)
