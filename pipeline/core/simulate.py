@@ -618,6 +618,9 @@ class _Month:
     # every row as a slice (a view instead of a gathered copy, for futures)
     sel: Any = None
     record: bool = True  # False: what only the raw tables read is not computed
+    # with ``survive``: more rows whose chances are asked, each on the path of a state row
+    # but with its own frailty (state rows, frailties); their chances follow the state's
+    alias: tuple[np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.sel is None:
@@ -718,6 +721,7 @@ def _step(
     act: _Act | None = None,
     every_row: bool = False,
     survive: bool = False,
+    alias: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> _MonthOut:
     """One month for the accounts on book (all rows with ``every_row``, for futures).
 
@@ -744,6 +748,7 @@ def _step(
         survive=survive,
         sel=slice(None) if every_row else idx,
         record=record,
+        alias=alias,
     )
     b = _behaviour(s, st, mo, rng)
     money = _money(s, st, mo, b, rng)
@@ -1096,7 +1101,8 @@ def _review(
     tenure = mo.t - st.signup[idx]
     sig, draws6, util6 = _signals(s, st, mo, bu, tenure)
     base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
-    scale = np.exp(st.frailty[idx] + s.noise_sd * rng.normal(size=n))
+    noise = rng.normal(size=n)
+    scale = np.exp(st.frailty[idx] + s.noise_sd * noise)
     background = np.full(N_CAUSES, s.background_rate)
     background[C_POLICY] *= mo.regime > 0  # no policy closures before the regime exists
     haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
@@ -1108,10 +1114,17 @@ def _review(
     if mo.survive:  # the chances of what would be drawn below; nothing closes
         # an overdue closure takes precedence; otherwise a closure's cause is drawn in
         # proportion to its hazard
-        share = np.divide(haz, total[:, None], out=np.zeros_like(haz), where=total[:, None] > 0)
-        chances = np.empty((n, N_CAUSES + 1))
-        np.multiply(((1.0 - q_od) * p_close)[:, None], share, out=chances[:, :N_CAUSES])
-        chances[:, N_CAUSES] = q_od
+        n_alias = 0 if mo.alias is None else len(mo.alias[0])
+        chances = np.empty((n + n_alias, N_CAUSES + 1))
+        _chances(haz, total, p_close, q_od, chances[:n])
+        if mo.alias is not None:  # the same path, another frailty: only the hazards differ
+            src, frailty = mo.alias
+            scale_a = np.exp(frailty + s.noise_sd * noise[src])
+            haz_a = (base * sig[src] + background) * (
+                scale_a * (tenure[src] >= s.review_grace_months)
+            )[:, None]
+            total_a = haz_a.sum(axis=1)
+            _chances(haz_a, total_a, 1.0 - np.exp(-total_a), q_od[src], chances[n:])
         closed = np.zeros(n, dtype=bool)
         cause = np.full(n, -1, dtype=np.int64)
     else:
@@ -1133,6 +1146,17 @@ def _review(
         cause=cause,
         p_close=chances,
     )
+
+
+def _chances(
+    haz: np.ndarray, total: np.ndarray, p_close: np.ndarray, q_od: np.ndarray, out: np.ndarray
+) -> None:
+    """A month's chance of a closure by each cause (overdue last) into ``out``: an overdue
+    closure takes precedence; otherwise a closure's cause is drawn in proportion to its
+    hazard."""
+    share = np.divide(haz, total[:, None], out=np.zeros_like(haz), where=total[:, None] > 0)
+    np.multiply(((1.0 - q_od) * p_close)[:, None], share, out=out[:, :N_CAUSES])
+    out[:, N_CAUSES] = q_od
 
 
 def _platform_actions(
@@ -1449,70 +1473,76 @@ class _CrnGenerator(np.random.Generator):
     action see the same random numbers, account by account (common random numbers). The
     distributions are those of NumPy's samplers.
 
-    With ``copies`` > 1 the rows asked for are that many copies of one set of rows (the
-    variants of :func:`_run_variants`, stacked): each draw is made for one copy and
-    repeated, so every copy sees the random numbers it would see alone.
+    After :meth:`follow`, the rows asked for are copies of one set of ``m`` rows (the
+    variants of :func:`_run_variants`, stacked): each draw is made for that set once and
+    row ``i`` gets the draw of row ``source[i]``, so every copy sees the random numbers
+    it would see alone.
     """
 
-    copies: int = 1
+    source: np.ndarray | None = None
+    m: int = 0
+
+    def follow(self, source: np.ndarray, m: int) -> None:
+        """Draws from now on: for ``m`` rows, row ``i`` of a draw taking row ``source[i]``."""
+        self.source, self.m = np.asarray(source, dtype=np.int64), int(m)
 
     def _tile(self, draw: Callable[[Any], Any], size: Any) -> Any:
-        """``draw(size)`` for one copy's rows (the first axis of ``size``), repeated."""
+        """``draw(size)`` made for the ``m`` rows (the first axis of ``size``), each row
+        then taken from its source row."""
+        assert self.source is not None
         if size is None:
             raise ValueError("futures: a draw for stacked copies needs its size")
         shape = (int(size),) if np.ndim(size) == 0 else tuple(int(x) for x in size)
-        m, rest = divmod(shape[0], self.copies)
-        if rest:
-            raise ValueError(f"futures: {shape[0]} rows are not {self.copies} equal copies")
-        one = np.asarray(draw((m, *shape[1:])))
-        return np.concatenate([one] * self.copies)
+        if shape[0] != len(self.source):
+            raise ValueError(f"futures: {shape[0]} rows asked, {len(self.source)} followed")
+        return np.asarray(draw((self.m, *shape[1:])))[self.source]
 
     def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().random(size, dtype, out)
         return self._tile(lambda sz: super(_CrnGenerator, self).random(sz, dtype), size)
 
     def standard_normal(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().standard_normal(size, dtype, out)
         return self._tile(lambda sz: super(_CrnGenerator, self).standard_normal(sz, dtype), size)
 
     def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().normal(loc, scale, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).normal(loc, scale, sz), size)
 
     def lognormal(self, mean: Any = 0.0, sigma: Any = 1.0, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().lognormal(mean, sigma, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).lognormal(mean, sigma, sz), size)
 
     def standard_gamma(
         self, shape: Any, size: Any = None, dtype: Any = np.float64, out: Any = None
     ) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().standard_gamma(shape, size, dtype, out)
         return self._tile(
             lambda sz: super(_CrnGenerator, self).standard_gamma(shape, sz, dtype), size
         )
 
     def gamma(self, shape: Any, scale: Any = 1.0, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().gamma(shape, scale, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).gamma(shape, scale, sz), size)
 
     def dirichlet(self, alpha: Any, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().dirichlet(alpha, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).dirichlet(alpha, sz), size)
 
     def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().uniform(low, high, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).uniform(low, high, sz), size)
 
     def geometric(self, p: Any, size: Any = None) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().geometric(p, size)
         return self._tile(lambda sz: super(_CrnGenerator, self).geometric(p, sz), size)
 
@@ -1524,7 +1554,7 @@ class _CrnGenerator(np.random.Generator):
         dtype: Any = np.int64,
         endpoint: bool = False,
     ) -> Any:
-        if self.copies == 1:
+        if self.source is None:
             return super().integers(low, high, size, dtype, endpoint)
         return self._tile(
             lambda sz: super(_CrnGenerator, self).integers(low, high, sz, dtype, endpoint), size
@@ -1827,14 +1857,15 @@ def _run_variants(
 
     The variants share their random numbers row for row (they would, run one by one), so
     they are stacked into one state and stepped together: each month's draws are made
-    once and repeated for every variant (``copies`` of :class:`_CrnGenerator`). Row for
+    once and repeated for every variant (:meth:`_CrnGenerator.follow`). Row for
     row, each variant's futures are those :func:`_run_futures` gives for it alone.
     """
     if any(v.trace for v in variants) and k > FUTURE_BLOCK:
         # a trace names each future by its row within one block
         raise ValueError(f"raw traces are kept for at most {FUTURE_BLOCK} futures, got {k}")
+    run = _expected_block if expected else _run_block
     blocks = [
-        _run_block(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, variants, j, expected)
+        run(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, variants, j)
         for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
     ]
     n = len(rows)
@@ -1922,7 +1953,6 @@ def _run_block(
     chunk: int,
     variants: Sequence[_Variant],
     block: int,
-    expected: bool = False,
 ) -> list[dict[str, Any]]:
     """One block of ``k`` futures per row (see :func:`_run_futures`) for every variant,
     stacked (see :func:`_run_variants`): the per-future arrays of each variant."""
@@ -1934,37 +1964,23 @@ def _run_block(
     rng = _CrnGenerator(
         np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
     )
-    rng.copies = copies
+    rng.follow(np.tile(np.arange(nk), copies), nk)
     size = copies * nk
     act = arm.act(k, copies * n)
     trace = max(v.trace for v in variants)
     cause = np.full(size, -1, dtype=np.int64)
     month = np.full(size, -1, dtype=np.int64)
     draw_months = np.zeros(size, dtype=np.int64)
-    # the money is not tallied for expected-hazard futures (the oracle's: see Futures)
-    money = not expected
-    tally = size if money else 0
-    drawn, channels = np.zeros((tally, horizon)), np.zeros((tally, len(CHANNELS)))
-    early, interest, loss = np.zeros(tally, dtype=np.int64), np.zeros(tally), np.zeros(tally)
+    drawn, channels = np.zeros((size, horizon)), np.zeros((size, len(CHANNELS)))
+    early, interest, loss = np.zeros(size, dtype=np.int64), np.zeros(size), np.zeros(size)
     recorded: dict[str, list[dict[str, np.ndarray]]] = {}
     fut.bid = np.arange(size, dtype=np.int64)  # traces name each future by its row
-    stay = np.ones(size)  # expected: the chance each future is still open
-    cause_p = np.zeros((size, N_CAUSES)) if expected else None
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
-        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True, survive=expected)
-        if cause_p is not None:
-            assert out.p_close is not None
-            cause_p += stay[:, None] * out.p_close[:, :N_CAUSES]
-            stay *= 1.0 - out.p_close.sum(axis=1)
+        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True)
         if j < trace:
             _keep_rows(recorded, out)
-        if cause_p is not None:
-            if act is not None:  # keep_drawing counts the months with a draw
-                assert out.drew is not None
-                draw_months += out.drew
-            continue  # nothing closes, and the money is not tallied
         assert out.drew is not None and out.draw_amount is not None
         assert out.flow_amount is not None and out.early is not None
         live = cause < 0  # open at the start of the month
@@ -1987,22 +2003,15 @@ def _run_block(
         c = cause[at].reshape(n, k)
         res.append(
             {
-                **({} if cause_p is None else {"cause_p": cause_p[at].reshape(n, k, N_CAUSES)}),
-                "closed": (c >= 0) & (c < N_CAUSES)
-                if cause_p is None
-                else cause_p[at].sum(axis=1).reshape(n, k),
+                "closed": (c >= 0) & (c < N_CAUSES),
                 "cause": c,
                 "month": month[at].reshape(n, k),
                 "weight": weights[i],
-                "draw_amount": drawn[at].reshape(n, k, horizon)
-                if money
-                else np.zeros((n, k, horizon)),
-                "channel_amount": channels[at].reshape(n, k, len(CHANNELS))
-                if money
-                else np.zeros((n, k, len(CHANNELS))),
-                "early_repay": early[at].reshape(n, k) if money else np.zeros((n, k), np.int64),
-                "interest": interest[at].reshape(n, k) if money else np.zeros((n, k)),
-                "loss": loss[at].reshape(n, k) if money else np.zeros((n, k)),
+                "draw_amount": drawn[at].reshape(n, k, horizon),
+                "channel_amount": channels[at].reshape(n, k, len(CHANNELS)),
+                "early_repay": early[at].reshape(n, k),
+                "interest": interest[at].reshape(n, k),
+                "loss": loss[at].reshape(n, k),
                 "traces": {
                     name: _variant_rows(table, i * nk, nk, t + var.trace)
                     for name, table in tables.items()
@@ -2012,6 +2021,113 @@ def _run_block(
             }
         )
     return res
+
+
+def _expected_block(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    variants: Sequence[_Variant],
+    block: int,
+) -> list[dict[str, Any]]:
+    """:func:`_run_block` for expected-hazard futures (the oracle's, see
+    :func:`_run_futures`): nothing closes and only the closure chances are kept.
+
+    Since nothing closes, a variant that differs from the first only by the redraw of
+    the unobservable (:func:`_redraw_unobservable`) takes the first's path wherever the
+    redraw changed nothing but the frailty, which only scales the month's hazards: such
+    rows are not stepped again, their chances come from the first variant's path with
+    their own frailty (``alias`` of :class:`_Month`). The numbers are those of each
+    variant stepped alone.
+    """
+    if any(v.trace for v in variants):
+        raise ValueError("futures: expected-hazard futures record no raw tables")
+    n, horizon, copies = len(rows), spec.horizon, len(variants)
+    nk = n * k
+    key = (chunk, t) if block == 0 else (chunk, t, block)
+    fut, weights = _block_state(spec, st, rows, k, variants, key)
+    arm = _stacked_arm([v.arm for v in variants], n)
+    source = np.tile(np.arange(nk), copies)  # each state row draws as this row of one variant
+    place = [np.arange(i * nk, (i + 1) * nk) for i in range(copies)]  # rows of the chances
+    alias = None
+    if not arm.who and copies > 1 and not variants[0].observable:
+        fut, source, place, alias = _shared_paths(fut, nk, copies)
+    rng = _CrnGenerator(
+        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
+    )
+    rng.follow(source, nk)
+    act = arm.act(k, copies * n)
+    draw_months = np.zeros(len(source), dtype=np.int64)
+    n_chances = len(source) + (0 if alias is None else len(alias[0]))
+    stay = np.ones(n_chances)  # the chance each future is still open
+    cause_p = np.zeros((n_chances, N_CAUSES))
+    for m in range(t + 1, t + horizon + 1):
+        if act is not None:
+            arm.forced_draws(act, draw_months, k)
+        out = _step(spec, fut, m, rng, False, act=act, every_row=True, survive=True, alias=alias)
+        assert out.p_close is not None and out.drew is not None
+        cause_p += stay[:, None] * out.p_close[:, :N_CAUSES]
+        stay *= 1.0 - out.p_close.sum(axis=1)
+        draw_months += out.drew  # keep_drawing counts the months with a draw
+    none = np.full((n, k), -1, dtype=np.int64)
+    return [
+        {
+            "cause_p": cause_p[at].reshape(n, k, N_CAUSES),
+            "closed": cause_p[at].sum(axis=1).reshape(n, k),
+            "cause": none.copy(),
+            "month": none.copy(),
+            "weight": weights[i],
+            # the money is not tallied (see Futures)
+            "draw_amount": np.zeros((n, k, horizon)),
+            "channel_amount": np.zeros((n, k, len(CHANNELS))),
+            "early_repay": np.zeros((n, k), dtype=np.int64),
+            "interest": np.zeros((n, k)),
+            "loss": np.zeros((n, k)),
+            "traces": None,
+        }
+        for i, at in enumerate(place)
+    ]
+
+
+def _shared_paths(
+    fut: _State, nk: int, copies: int
+) -> tuple[_State, np.ndarray, list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The stacked state of :func:`_expected_block` without the rows of later variants
+    whose state is the first variant's but for the frailty (``nk`` rows per variant).
+
+    Returns the state (the first variant's rows, then the others' rows of their own),
+    each state row's source row among the first variant's (its draws), where each
+    variant's rows lie among the month's chances (state rows, then alias rows), and the
+    alias rows: the state row whose path each takes, and its own frailty.
+    """
+    first = slice(0, nk)
+    keep, source, place = [np.arange(nk)], [np.arange(nk)], [np.arange(nk)]
+    alias_src, alias_frailty = [], []
+    n_state, n_alias = nk, 0
+    for i in range(1, copies):
+        at = slice(i * nk, (i + 1) * nk)
+        same = np.ones(nk, dtype=bool)
+        for f in fields(_State):
+            if f.name != "frailty":
+                eq = getattr(fut, f.name)[at] == getattr(fut, f.name)[first]
+                same &= eq if eq.ndim == 1 else eq.all(axis=1)
+        apart, shared = np.flatnonzero(~same), np.flatnonzero(same)
+        pos = np.empty(nk, dtype=np.int64)
+        pos[apart] = n_state + np.arange(len(apart))
+        pos[shared] = -1 - (n_alias + np.arange(len(shared)))  # placed once n_state is known
+        keep.append(i * nk + apart)
+        source.append(apart)
+        place.append(pos)
+        alias_src.append(shared)
+        alias_frailty.append(fut.frailty[at][shared])
+        n_state += len(apart)
+        n_alias += len(shared)
+    place = [np.where(p < 0, n_state - 1 - p, p) for p in place]
+    alias = (np.concatenate(alias_src), np.concatenate(alias_frailty))
+    return fut.take(np.concatenate(keep)), np.concatenate(source), place, alias
 
 
 def _variant_rows(table: pa.Table, lo: int, nk: int, last: int) -> pa.Table:
