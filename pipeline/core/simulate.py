@@ -35,8 +35,8 @@ import concurrent.futures as cf
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -320,7 +320,11 @@ class _State:
     cum_h0: np.ndarray
 
     def take(self, idx: np.ndarray) -> _State:
-        return _State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
+        """The rows ``idx`` (an index array: each field is a new array, not a view)."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool or idx.ndim != 1:
+            raise ValueError("state: take needs a 1-d array of row numbers")
+        return _State(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
 
 @dataclass
@@ -610,13 +614,24 @@ class _Month:
     u: np.ndarray  # (n, 12) uniforms, one column per decision
     act: _Act | None = None
     survive: bool = False  # closures are not drawn; their chances are returned instead
+    # how the state's arrays are read and written for the month's accounts: ``idx``, or
+    # every row as a slice (a view instead of a gathered copy, for futures)
+    sel: Any = None
+    record: bool = True  # False: what only the raw tables read is not computed
+    # with ``survive``: more rows whose chances are asked, each on the path of a state row
+    # but with its own frailty (state rows, frailties); their chances follow the state's
+    alias: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sel is None:
+            self.sel = self.idx
 
     def acting(self, name: str) -> np.ndarray | None:
         """Which of the month's accounts carry out action ``name`` (None: none does)."""
         if self.act is None or name not in self.act.who:
             return None
         rows = self.act.who[name]
-        return np.ones(self.n, dtype=bool) if rows is None else rows[self.idx]
+        return np.ones(self.n, dtype=bool) if rows is None else rows[self.sel]
 
     @property
     def n(self) -> int:
@@ -643,7 +658,7 @@ class _Money:
     """Sections 4-6: where the drawn money went, repayment, interest and overdue."""
 
     flow_amt: np.ndarray  # (n, channels)
-    lags: np.ndarray
+    lags: np.ndarray | None  # None when the month is not recorded
     misuse: np.ndarray
     noncons: np.ndarray
     early: np.ndarray
@@ -663,8 +678,8 @@ class _Bureau:
     cards: np.ndarray
     loans: np.ndarray
     months_since_ext: np.ndarray
-    inquiries: np.ndarray
-    ext_util: np.ndarray
+    inquiries: np.ndarray | None  # None when the month is not recorded
+    ext_util: np.ndarray | None
 
 
 @dataclass
@@ -701,11 +716,12 @@ def _step(
     spec: WorldSpec,
     st: _State,
     t: int,
-    rng: np.random.Generator,
+    streams: np.random.Generator | _ChunkStreams,
     record: bool,
     act: _Act | None = None,
     every_row: bool = False,
     survive: bool = False,
+    alias: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> _MonthOut:
     """One month for the accounts on book (all rows with ``every_row``, for futures).
 
@@ -718,6 +734,9 @@ def _step(
         idx = np.arange(len(st.bid))
     else:
         idx = np.flatnonzero(st.open & (st.signup <= t))
+    if isinstance(streams, _ChunkStreams):  # chunks stepped together: each draws for its rows
+        streams.select(idx)
+    rng = cast(np.random.Generator, streams)  # the draws a month makes, whichever streams
     mo = _Month(
         t=t,
         idx=idx,
@@ -727,6 +746,9 @@ def _step(
         u=rng.random((len(idx), 12)),
         act=act,
         survive=survive,
+        sel=slice(None) if every_row else idx,
+        record=record,
+        alias=alias,
     )
     b = _behaviour(s, st, mo, rng)
     money = _money(s, st, mo, b, rng)
@@ -748,12 +770,13 @@ def _step(
         p_close=rv.p_close,
     )
     if record:
+        assert sp is not None
         _record(out, st, mo, b, money, bu, sp, rv)
     return out
 
 
 def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator) -> _Behaviour:
-    idx, n, u = mo.idx, mo.n, mo.u
+    idx, n, u = mo.sel, mo.n, mo.u
     # 1. sudden stops: a latent change in the borrower's life, not visible as such
     stopped = st.stopped_left[idx] > 0
     new_stop = (~stopped) & (u[:, 0] < s.stop_shock_rate * st.stop_prone[idx])
@@ -784,8 +807,9 @@ def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Genera
     n_draws = np.where(
         drew, 1 + rng.poisson(max(s.draws_per_month - 1.0, 0.0) * (0.5 + need), n), 0
     )
-    line = st.line[idx]
-    bal_prev = st.balance[idx]
+    # copies: the month writes these back into the state while they are still read
+    line = np.array(st.line[idx])
+    bal_prev = np.array(st.balance[idx])
     per_draw = st.amount_scale[idx] * line * 0.12 * rng.lognormal(0.0, 0.6, n)
     if mo.act is not None and mo.act.draw_size is not None:
         # a draw made only because the advice said so is one draw of the advised size
@@ -820,7 +844,7 @@ def _behaviour(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Genera
 def _money(
     s: SimulatorConfig, st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator
 ) -> _Money:
-    idx, n, u = mo.idx, mo.n, mo.u
+    idx, n, u = mo.sel, mo.n, mo.u
     # 4. where the money goes
     w = np.stack(
         [
@@ -846,9 +870,17 @@ def _money(
         w[:, 3] *= scale
     w /= w.sum(axis=1, keepdims=True)
     flow_amt = b.draw_amt[:, None] * w
-    lags = (rng.random((n, len(CHANNELS))) ** 1.5 * _LAG_MAX).astype(np.int16)
-    misuse = (flow_amt[:, 2] * (lags[:, 2] <= MISUSE_DAYS)) + (
-        flow_amt[:, 3] * (lags[:, 3] <= MISUSE_DAYS)
+    r = rng.random((n, len(CHANNELS)))
+    # the days to each channel; only securities' and other lenders' make the state (the
+    # rest are written to the fund flows)
+    lags = (r**1.5 * _LAG_MAX).astype(np.int16) if mo.record else None
+    lag_sec, lag_other = (
+        (lags[:, 2], lags[:, 3])
+        if lags is not None
+        else (r[:, 2:4] ** 1.5 * _LAG_MAX[2:4]).astype(np.int16).T
+    )
+    misuse = (flow_amt[:, 2] * (lag_sec <= MISUSE_DAYS)) + (
+        flow_amt[:, 3] * (lag_other <= MISUSE_DAYS)
     )
     noncons = flow_amt[:, 1:].sum(axis=1)
 
@@ -885,7 +917,7 @@ def _money(
 
 
 def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator) -> _Bureau:
-    idx, n, u = mo.idx, mo.n, mo.u
+    idx, n, u = mo.sel, mo.n, mo.u
     # 7. external credit (bureau)
     eng = st.ext_eng[idx]
     juggler = st.juggler[idx]
@@ -908,10 +940,19 @@ def _bureau(s: SimulatorConfig, st: _State, mo: _Month, rng: np.random.Generator
     months_since_ext = np.where(
         ext_use | (new_acc > 0), 0, np.minimum(st.months_since_ext[idx] + 1, 240)
     ).astype(np.int16)
-    inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * juggler)
-    ext_util = np.clip(0.15 + 0.6 * juggler + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
-        (cards + loans) > 0
-    )
+    inquiries: np.ndarray | None = None
+    ext_util: np.ndarray | None = None
+    if mo.record or not isinstance(rng, _CrnGenerator):
+        # NumPy's own Poisson sampler uses as many draws as its parameters ask for
+        inquiries = rng.poisson(0.05 + 0.4 * eng * s.ext_open_rate / 0.05 + 0.8 * juggler)
+    else:  # only the raw tables read these: one uniform per value, as the sampler draws
+        rng.random(n)
+    if mo.record:
+        ext_util = np.clip(0.15 + 0.6 * juggler + 0.1 * rng.normal(size=n), 0.0, 1.0) * (
+            (cards + loans) > 0
+        )
+    else:
+        rng.standard_normal(n)
     return _Bureau(
         new_acc=new_acc,
         cards=cards,
@@ -933,13 +974,27 @@ def ext_approval(s: SimulatorConfig, eng: np.ndarray, juggler: np.ndarray) -> np
     return 1.0 - (1.0 - ext_open_prob(s, eng, juggler)) ** 12
 
 
-def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Spend:
+#: the shares of spending by kind (daily, durables, services): a Dirichlet's parameters
+_SPEND_ALPHA = np.array([6.0, 2.0, 3.0])
+
+
+def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator) -> _Spend | None:
     n, u = mo.n, mo.u
+    if not mo.record:
+        # only the raw tables read these: the same draws, in the same order, without
+        # the arithmetic (lognormal, gamma and uniform are transforms of these draws;
+        # a Dirichlet draws one standard gamma per share, row by row)
+        rng.standard_normal(n)
+        rng.standard_gamma(_SPEND_ALPHA, (n, len(_SPEND_ALPHA)))
+        rng.standard_gamma(4.0, n)
+        rng.random(n)
+        rng.random(n)
+        return None
     # 8. consumption and competitor products
     spend = (
-        st.income[mo.idx] * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(b.stopped_now, 0.75, 1.0)
+        st.income[mo.sel] * 0.35 * rng.lognormal(0.0, 0.25, n) * np.where(b.stopped_now, 0.75, 1.0)
     )
-    cshare = rng.dirichlet([6.0, 2.0, 3.0], n)
+    cshare = rng.dirichlet(_SPEND_ALPHA, n)
     weekly_cv = rng.gamma(4.0, 0.07, n) * np.where(b.stopped_now, 1.8, 1.0)
     baitiao = np.where(b.comp & (u[:, 7] < 0.6), spend * rng.uniform(0.1, 0.5, n), 0.0)
     fenfu = np.where(b.comp & (u[:, 8] < 0.5), spend * rng.uniform(0.05, 0.3, n), 0.0)
@@ -948,7 +1003,7 @@ def _consumption(st: _State, mo: _Month, b: _Behaviour, rng: np.random.Generator
 
 def _write_back(st: _State, mo: _Month, b: _Behaviour, money: _Money, bu: _Bureau) -> None:
     """The month's behaviour becomes state and history (ring buffers indexed by month)."""
-    idx, slot = mo.idx, mo.slot
+    idx, slot = mo.sel, mo.slot
     st.stopped_left[idx] = b.stopped_left
     st.balance[idx] = money.balance
     st.ext_cards[idx] = bu.cards
@@ -965,6 +1020,21 @@ def _write_back(st: _State, mo: _Month, b: _Behaviour, money: _Money, bu: _Burea
     st.react_left[idx] = np.maximum(st.react_left[idx] - 1, 0)
 
 
+def _counts(flags: np.ndarray, ends: Sequence[int]) -> list[np.ndarray]:
+    """Per row of a (rows, months) bool array, how many of its first ``e`` months are
+    true, for each ``e`` of ``ends`` (int64): added column by column, which is much
+    faster than a bool sum along the rows and, in whole numbers, exactly the same."""
+    v = flags.view(np.int8)
+    acc = np.zeros(len(v), dtype=np.int8)
+    out, col = [], 0
+    for e in ends:
+        while col < e:
+            acc = acc + v[:, col]
+            col += 1
+        out.append(acc.astype(np.int64))
+    return out
+
+
 def _signals(
     s: Any, st: _State, mo: _Month, bu: _Bureau, tenure: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -973,21 +1043,19 @@ def _signals(
     Also returns the months with a draw and the mean utilisation of the last six months,
     which the soft actions read.
     """
-    idx, slot = mo.idx, mo.slot
+    idx, slot = mo.sel, mo.slot
     order = (slot - np.arange(WINDOW)) % WINDOW  # most recent first
     drew_h = st.h_drew[idx][:, order] & (tenure[:, None] >= np.arange(WINDOW))
-    util_h = st.h_util[idx][:, order]
-    recent3 = drew_h[:, :3].sum(axis=1)
-    earlier = drew_h[:, 3:].sum(axis=1)
-    draws6 = drew_h[:, :6].sum(axis=1)
-    draws12 = drew_h.sum(axis=1)
+    util_h = st.h_util[idx][:, order[:6]]  # the six months util6 and util3 read
+    recent3, draws6, draws12 = _counts(drew_h, (3, 6, WINDOW))
+    earlier = draws12 - recent3
     n6 = np.clip(tenure + 1, 1, 6)
     util6 = util_h[:, :6].sum(axis=1) / n6
     util3 = util_h[:, :3].sum(axis=1) / np.clip(tenure + 1, 1, 3)
     drawn3 = st.h_drawn[idx][:, order[:3]].sum(axis=1)
     misuse3 = st.h_misuse[idx][:, order[:3]].sum(axis=1)
     noncons3 = st.h_noncons[idx][:, order[:3]].sum(axis=1)
-    comp6 = st.h_comp[idx][:, order[:6]].sum(axis=1)
+    (comp6,) = _counts(st.h_comp[idx][:, order[:6]], (6,))
 
     sig = np.zeros((mo.n, N_CAUSES))
     sig[:, C_SUDDEN] = ((recent3 == 0) & (earlier >= s.stop_earlier_months)) * (earlier / 9.0) * 2.0
@@ -1029,34 +1097,45 @@ def _review(
     s: Any, st: _State, mo: _Month, money: _Money, bu: _Bureau, rng: np.random.Generator
 ) -> _Review:
     """9b. Hazards per cause, scaled by the platform's judgement and noise; closures drawn."""
-    idx, n, u = mo.idx, mo.n, mo.u
+    idx, n, u = mo.sel, mo.n, mo.u
     tenure = mo.t - st.signup[idx]
     sig, draws6, util6 = _signals(s, st, mo, bu, tenure)
     base = np.array([s.closure_base.get(c, 0.0) for c in CAUSES])
-    scale = np.exp(st.frailty[idx] + s.noise_sd * rng.normal(size=n))
+    noise = rng.normal(size=n)
+    scale = np.exp(st.frailty[idx] + s.noise_sd * noise)
     background = np.full(N_CAUSES, s.background_rate)
     background[C_POLICY] *= mo.regime > 0  # no policy closures before the regime exists
     haz = (base * sig + background) * (scale * (tenure >= s.review_grace_months))[:, None]
     total = haz.sum(axis=1)
     st.cum_h0[idx] += total * np.exp(st.frailty_group[idx] - st.frailty[idx])
     p_close = 1.0 - np.exp(-total)
-    closed = u[:, 9] < p_close
-    # cause drawn in proportion to its hazard
-    cum = np.cumsum(haz, axis=1)
-    pick = (u[:, 10] * total)[:, None] > cum
-    cause = np.where(closed, pick.sum(axis=1).clip(0, N_CAUSES - 1), -1)
     q_od = np.where(money.dpd >= 30, s.overdue_close_prob, 0.0)
-    od_close = u[:, 11] < q_od
-    cause = np.where(od_close, CAUSE_OVERDUE, cause)
-    closed = closed | od_close
     chances = None
-    if mo.survive:  # the chances of what was just drawn; nothing closes
+    if mo.survive:  # the chances of what would be drawn below; nothing closes
         # an overdue closure takes precedence; otherwise a closure's cause is drawn in
-        # proportion to its hazard, as above
-        share = np.divide(haz, total[:, None], out=np.zeros_like(haz), where=total[:, None] > 0)
-        chances = np.column_stack([((1.0 - q_od) * p_close)[:, None] * share, q_od])
-        closed = np.zeros_like(closed)
-        cause = np.full_like(cause, -1)
+        # proportion to its hazard
+        n_alias = 0 if mo.alias is None else len(mo.alias[0])
+        chances = np.empty((n + n_alias, N_CAUSES + 1))
+        _chances(haz, total, p_close, q_od, chances[:n])
+        if mo.alias is not None:  # the same path, another frailty: only the hazards differ
+            src, frailty = mo.alias
+            scale_a = np.exp(frailty + s.noise_sd * noise[src])
+            haz_a = (base * sig[src] + background) * (
+                scale_a * (tenure[src] >= s.review_grace_months)
+            )[:, None]
+            total_a = haz_a.sum(axis=1)
+            _chances(haz_a, total_a, 1.0 - np.exp(-total_a), q_od[src], chances[n:])
+        closed = np.zeros(n, dtype=bool)
+        cause = np.full(n, -1, dtype=np.int64)
+    else:
+        closed = u[:, 9] < p_close
+        # cause drawn in proportion to its hazard
+        cum = np.cumsum(haz, axis=1)
+        pick = (u[:, 10] * total)[:, None] > cum
+        cause = np.where(closed, pick.sum(axis=1).clip(0, N_CAUSES - 1), -1)
+        od_close = u[:, 11] < q_od
+        cause = np.where(od_close, CAUSE_OVERDUE, cause)
+        closed = closed | od_close
     return _Review(
         tenure=tenure,
         sig=sig,
@@ -1069,6 +1148,17 @@ def _review(
     )
 
 
+def _chances(
+    haz: np.ndarray, total: np.ndarray, p_close: np.ndarray, q_od: np.ndarray, out: np.ndarray
+) -> None:
+    """A month's chance of a closure by each cause (overdue last) into ``out``: an overdue
+    closure takes precedence; otherwise a closure's cause is drawn in proportion to its
+    hazard."""
+    share = np.divide(haz, total[:, None], out=np.zeros_like(haz), where=total[:, None] > 0)
+    np.multiply(((1.0 - q_od) * p_close)[:, None], share, out=out[:, :N_CAUSES])
+    out[:, N_CAUSES] = q_od
+
+
 def _platform_actions(
     s: Any,
     st: _State,
@@ -1079,7 +1169,7 @@ def _platform_actions(
     rng: np.random.Generator,
 ) -> None:
     """9c. Freezes, line cuts and tiered increases for accounts that stay open."""
-    idx, sig, closed, line = mo.idx, rv.sig, rv.closed, b.line
+    idx, sig, closed, line = mo.sel, rv.sig, rv.closed, b.line
     v = rng.random((mo.n, 3))
     frz = (
         (~closed)
@@ -1123,7 +1213,8 @@ def _record(
 ) -> None:
     """The month's rows for the raw tables, its fund flows, events and hazards."""
     assert rv.frz is not None and rv.cut is not None and rv.inc is not None
-    assert rv.cut_cause is not None and rv.new_line is not None
+    assert rv.cut_cause is not None and rv.new_line is not None and money.lags is not None
+    assert bu.inquiries is not None and bu.ext_util is not None
     bid = st.bid[mo.idx]
     month = np.full(mo.n, mo.t, dtype=np.int16)
     out.hazards = rv.haz
@@ -1381,7 +1472,93 @@ class _CrnGenerator(np.random.Generator):
     are drawn by inversion of one uniform per value: futures that differ only by an
     action see the same random numbers, account by account (common random numbers). The
     distributions are those of NumPy's samplers.
+
+    After :meth:`follow`, the rows asked for are copies of one set of ``m`` rows (the
+    variants of :func:`_run_variants`, stacked): each draw is made for that set once and
+    row ``i`` gets the draw of row ``source[i]``, so every copy sees the random numbers
+    it would see alone.
     """
+
+    source: np.ndarray | None = None
+    m: int = 0
+
+    def follow(self, source: np.ndarray, m: int) -> None:
+        """Draws from now on: for ``m`` rows, row ``i`` of a draw taking row ``source[i]``."""
+        self.source, self.m = np.asarray(source, dtype=np.int64), int(m)
+
+    def _tile(self, draw: Callable[[Any], Any], size: Any) -> Any:
+        """``draw(size)`` made for the ``m`` rows (the first axis of ``size``), each row
+        then taken from its source row."""
+        assert self.source is not None
+        if size is None:
+            raise ValueError("futures: a draw for stacked copies needs its size")
+        shape = (int(size),) if np.ndim(size) == 0 else tuple(int(x) for x in size)
+        if shape[0] != len(self.source):
+            raise ValueError(f"futures: {shape[0]} rows asked, {len(self.source)} followed")
+        return np.asarray(draw((self.m, *shape[1:])))[self.source]
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        if self.source is None:
+            return super().random(size, dtype, out)
+        return self._tile(lambda sz: super(_CrnGenerator, self).random(sz, dtype), size)
+
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        if self.source is None:
+            return super().standard_normal(size, dtype, out)
+        return self._tile(lambda sz: super(_CrnGenerator, self).standard_normal(sz, dtype), size)
+
+    def normal(self, loc: Any = 0.0, scale: Any = 1.0, size: Any = None) -> Any:
+        if self.source is None:
+            return super().normal(loc, scale, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).normal(loc, scale, sz), size)
+
+    def lognormal(self, mean: Any = 0.0, sigma: Any = 1.0, size: Any = None) -> Any:
+        if self.source is None:
+            return super().lognormal(mean, sigma, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).lognormal(mean, sigma, sz), size)
+
+    def standard_gamma(
+        self, shape: Any, size: Any = None, dtype: Any = np.float64, out: Any = None
+    ) -> Any:
+        if self.source is None:
+            return super().standard_gamma(shape, size, dtype, out)
+        return self._tile(
+            lambda sz: super(_CrnGenerator, self).standard_gamma(shape, sz, dtype), size
+        )
+
+    def gamma(self, shape: Any, scale: Any = 1.0, size: Any = None) -> Any:
+        if self.source is None:
+            return super().gamma(shape, scale, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).gamma(shape, scale, sz), size)
+
+    def dirichlet(self, alpha: Any, size: Any = None) -> Any:
+        if self.source is None:
+            return super().dirichlet(alpha, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).dirichlet(alpha, sz), size)
+
+    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
+        if self.source is None:
+            return super().uniform(low, high, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).uniform(low, high, sz), size)
+
+    def geometric(self, p: Any, size: Any = None) -> Any:
+        if self.source is None:
+            return super().geometric(p, size)
+        return self._tile(lambda sz: super(_CrnGenerator, self).geometric(p, sz), size)
+
+    def integers(
+        self,
+        low: Any,
+        high: Any = None,
+        size: Any = None,
+        dtype: Any = np.int64,
+        endpoint: bool = False,
+    ) -> Any:
+        if self.source is None:
+            return super().integers(low, high, size, dtype, endpoint)
+        return self._tile(
+            lambda sz: super(_CrnGenerator, self).integers(low, high, sz, dtype, endpoint), size
+        )
 
     def poisson(self, lam: Any = 1.0, size: Any = None) -> Any:
         lam_a = np.asarray(lam, dtype=float)
@@ -1433,8 +1610,9 @@ class Futures:
     Futures run by the expected-hazard estimator (``expected`` of :func:`_run_futures`,
     the oracle's) never close: ``closed`` is then each future's probability of the event
     given its path and ``cause_p`` (n, k, causes) its probability of closing by each
-    cause; ``cause`` and ``month`` stay -1 and the money columns count every month as
-    open (the oracle reads none of them).
+    cause; ``cause`` and ``month`` stay -1 and the money columns (``draw_amount``,
+    ``channel_amount``, ``early_repay``, ``interest``, ``loss``) stay zero: the oracle
+    reads none of them, so they are not tallied.
     ``arm`` is the intervention every account carried out, or one per account.
     """
 
@@ -1623,6 +1801,16 @@ _NO_ARM = _ArmRows({}, KEEP_DRAWING_MONTHS, Intervention())
 FUTURE_BLOCK = 64
 
 
+@dataclass
+class _Variant:
+    """One set of futures of the same rows: the arm carried out, whether the unobservable
+    is redrawn, and how many first months are recorded as raw tables."""
+
+    arm: _ArmRows = field(default_factory=lambda: _NO_ARM)
+    observable: bool = False
+    trace: int = 0
+
+
 def _run_futures(
     spec: WorldSpec,
     st: _State,
@@ -1650,31 +1838,110 @@ def _run_futures(
     whatever the other rows carry out. The first block's stream is the one a single
     block always had, so up to :data:`FUTURE_BLOCK` futures are what they were.
     """
-    if trace and k > FUTURE_BLOCK:
+    return _run_variants(spec, st, rows, t, k, chunk, [_Variant(arm, observable, trace)], expected)[
+        0
+    ]
+
+
+def _run_variants(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    variants: Sequence[_Variant],
+    expected: bool = False,
+) -> list[Futures]:
+    """The futures of :func:`_run_futures` for several variants of the same rows at once.
+
+    The variants share their random numbers row for row (they would, run one by one), so
+    they are stacked into one state and stepped together: each month's draws are made
+    once and repeated for every variant (:meth:`_CrnGenerator.follow`). Row for
+    row, each variant's futures are those :func:`_run_futures` gives for it alone.
+    """
+    if any(v.trace for v in variants) and k > FUTURE_BLOCK:
         # a trace names each future by its row within one block
         raise ValueError(f"raw traces are kept for at most {FUTURE_BLOCK} futures, got {k}")
+    run = _expected_block if expected else _run_block
     blocks = [
-        _run_block(
-            spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, arm, observable, j, trace, expected
-        )
+        run(spec, st, rows, t, min(FUTURE_BLOCK, k - lo), chunk, variants, j)
         for j, lo in enumerate(range(0, k, FUTURE_BLOCK))
     ]
-    traces = blocks[0].pop("traces")
-    for b in blocks[1:]:
-        b.pop("traces")
     n = len(rows)
-    return Futures(
-        borrower_id=st.bid[rows],
-        snapshot=np.full(n, t, dtype=np.int16),
-        arm=arm.given,
-        traces=traces,
-        **{
-            name: blocks[0][name]
-            if len(blocks) == 1
-            else np.concatenate([b[name] for b in blocks], axis=1)
-            for name in blocks[0]
-        },
-    )
+    out = []
+    for i, var in enumerate(variants):
+        got = [b[i] for b in blocks]
+        traces = got[0].pop("traces")
+        for b in got[1:]:
+            b.pop("traces")
+        out.append(
+            Futures(
+                borrower_id=st.bid[rows],
+                snapshot=np.full(n, t, dtype=np.int16),
+                arm=var.arm.given,
+                traces=traces,
+                **{
+                    name: got[0][name]
+                    if len(got) == 1
+                    else np.concatenate([b[name] for b in got], axis=1)
+                    for name in got[0]
+                },
+            )
+        )
+    return out
+
+
+def _block_state(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    k: int,
+    variants: Sequence[_Variant],
+    key: tuple[int, ...],
+) -> tuple[_State, list[np.ndarray]]:
+    """The stacked state of a block's variants (``k`` futures of each row, variant by
+    variant) and each variant's (n, k) importance weights (1 unless observable)."""
+    n = len(rows)
+    fut = st.take(np.tile(np.repeat(rows, k), len(variants)))
+    weights = []
+    for i, var in enumerate(variants):
+        weight = np.ones((n, k))
+        if var.observable:
+            redraw = np.random.default_rng(
+                np.random.SeedSequence(spec.seed, spawn_key=(key[0], 3, *key[1:]))
+            )
+            logw = _redraw_unobservable_at(spec, fut, slice(i * n * k, (i + 1) * n * k), redraw)
+            weight = np.exp(logw.reshape(n, k) - logw.reshape(n, k).max(axis=1, keepdims=True))
+        weights.append(weight)
+    return fut, weights
+
+
+def _redraw_unobservable_at(
+    spec: WorldSpec, fut: _State, at: slice, rng: np.random.Generator
+) -> np.ndarray:
+    """:func:`_redraw_unobservable` on the rows ``at`` of ``fut`` only."""
+    views = {f.name: getattr(fut, f.name)[at] for f in fields(_State)}
+    part = _State(**views)
+    logw = _redraw_unobservable(spec, part, rng)
+    for name, view in views.items():
+        new = getattr(part, name)
+        if new is not view:  # a field the redraw replaced: its rows go back into fut
+            getattr(fut, name)[at] = new
+    return logw
+
+
+def _stacked_arm(arms: Sequence[_ArmRows], n: int) -> _ArmRows:
+    """One arm over the stacked rows of ``arms`` (each over ``n`` rows, in order); a row
+    carries out what it does under its own arm."""
+    if len(arms) == 1:
+        return arms[0]
+    if not any(a.who for a in arms):
+        return _NO_ARM
+    each: list[Intervention] = []
+    for a in arms:
+        each += [a.given] * n if isinstance(a.given, Intervention) else list(a.given)
+    return _ArmRows.of(each, len(each))
 
 
 def _run_block(
@@ -1684,49 +1951,36 @@ def _run_block(
     t: int,
     k: int,
     chunk: int,
-    arm: _ArmRows,
-    observable: bool,
+    variants: Sequence[_Variant],
     block: int,
-    trace: int = 0,
-    expected: bool = False,
-) -> dict[str, Any]:
-    """One block of ``k`` futures per row (see :func:`_run_futures`): the per-future arrays."""
-    n, horizon = len(rows), spec.horizon
+) -> list[dict[str, Any]]:
+    """One block of ``k`` futures per row (see :func:`_run_futures`) for every variant,
+    stacked (see :func:`_run_variants`): the per-future arrays of each variant."""
+    n, horizon, copies = len(rows), spec.horizon, len(variants)
+    nk = n * k
     key = (chunk, t) if block == 0 else (chunk, t, block)
-    fut = st.take(np.repeat(rows, k))
-    weight = np.ones((n, k))
-    if observable:
-        redraw = np.random.default_rng(
-            np.random.SeedSequence(spec.seed, spawn_key=(key[0], 3, *key[1:]))
-        )
-        logw = _redraw_unobservable(spec, fut, redraw).reshape(n, k)
-        weight = np.exp(logw - logw.max(axis=1, keepdims=True))
+    fut, weights = _block_state(spec, st, rows, k, variants, key)
+    arm = _stacked_arm([v.arm for v in variants], n)
     rng = _CrnGenerator(
         np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
     )
-    act = arm.act(k, n)
-    cause = np.full(n * k, -1, dtype=np.int64)
-    month = np.full(n * k, -1, dtype=np.int64)
-    drawn = np.zeros((n * k, horizon))
-    channels = np.zeros((n * k, len(CHANNELS)))
-    draw_months = np.zeros(n * k, dtype=np.int64)
-    early = np.zeros(n * k, dtype=np.int64)
-    interest = np.zeros(n * k)
-    loss = np.zeros(n * k)
-    parts: dict[str, list[dict[str, np.ndarray]]] = {}
-    fut.bid = np.arange(n * k, dtype=np.int64)  # traces name each future by its row
-    stay = np.ones(n * k)  # expected: the chance each future is still open
-    cause_p = np.zeros((n * k, N_CAUSES)) if expected else None
+    rng.follow(np.tile(np.arange(nk), copies), nk)
+    size = copies * nk
+    act = arm.act(k, copies * n)
+    trace = max(v.trace for v in variants)
+    cause = np.full(size, -1, dtype=np.int64)
+    month = np.full(size, -1, dtype=np.int64)
+    draw_months = np.zeros(size, dtype=np.int64)
+    drawn, channels = np.zeros((size, horizon)), np.zeros((size, len(CHANNELS)))
+    early, interest, loss = np.zeros(size, dtype=np.int64), np.zeros(size), np.zeros(size)
+    recorded: dict[str, list[dict[str, np.ndarray]]] = {}
+    fut.bid = np.arange(size, dtype=np.int64)  # traces name each future by its row
     for j, m in enumerate(range(t + 1, t + horizon + 1)):
         if act is not None:
             arm.forced_draws(act, draw_months, k)
-        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True, survive=expected)
-        if cause_p is not None:
-            assert out.p_close is not None
-            cause_p += stay[:, None] * out.p_close[:, :N_CAUSES]
-            stay *= 1.0 - out.p_close.sum(axis=1)
+        out = _step(spec, fut, m, rng, record=j < trace, act=act, every_row=True)
         if j < trace:
-            _keep_rows(parts, out)
+            _keep_rows(recorded, out)
         assert out.drew is not None and out.draw_amount is not None
         assert out.flow_amount is not None and out.early is not None
         live = cause < 0  # open at the start of the month
@@ -1742,23 +1996,151 @@ def _run_block(
         # an overdue closure writes off the balance then outstanding
         gone = new & (out.cause == CAUSE_OVERDUE)
         loss[gone] = out.balance[gone]
-    cause2 = cause.reshape(n, k)
-    extra = {} if cause_p is None else {"cause_p": cause_p.reshape(n, k, N_CAUSES)}
-    return {
-        **extra,
-        "closed": (cause2 >= 0) & (cause2 < N_CAUSES)
-        if cause_p is None
-        else cause_p.sum(axis=1).reshape(n, k),
-        "cause": cause2,
-        "month": month.reshape(n, k),
-        "weight": weight,
-        "draw_amount": drawn.reshape(n, k, horizon),
-        "channel_amount": channels.reshape(n, k, len(CHANNELS)),
-        "early_repay": early.reshape(n, k),
-        "interest": interest.reshape(n, k),
-        "loss": loss.reshape(n, k),
-        "traces": {name: _concat(p, SCHEMAS[name]) for name, p in parts.items()} if trace else None,
-    }
+    tables = {name: _concat(p, SCHEMAS[name]) for name, p in recorded.items()}
+    res = []
+    for i, var in enumerate(variants):
+        at = slice(i * nk, (i + 1) * nk)
+        c = cause[at].reshape(n, k)
+        res.append(
+            {
+                "closed": (c >= 0) & (c < N_CAUSES),
+                "cause": c,
+                "month": month[at].reshape(n, k),
+                "weight": weights[i],
+                "draw_amount": drawn[at].reshape(n, k, horizon),
+                "channel_amount": channels[at].reshape(n, k, len(CHANNELS)),
+                "early_repay": early[at].reshape(n, k),
+                "interest": interest[at].reshape(n, k),
+                "loss": loss[at].reshape(n, k),
+                "traces": {
+                    name: _variant_rows(table, i * nk, nk, t + var.trace)
+                    for name, table in tables.items()
+                }
+                if var.trace
+                else None,
+            }
+        )
+    return res
+
+
+def _expected_block(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    t: int,
+    k: int,
+    chunk: int,
+    variants: Sequence[_Variant],
+    block: int,
+) -> list[dict[str, Any]]:
+    """:func:`_run_block` for expected-hazard futures (the oracle's, see
+    :func:`_run_futures`): nothing closes and only the closure chances are kept.
+
+    Since nothing closes, a variant that differs from the first only by the redraw of
+    the unobservable (:func:`_redraw_unobservable`) takes the first's path wherever the
+    redraw changed nothing but the frailty, which only scales the month's hazards: such
+    rows are not stepped again, their chances come from the first variant's path with
+    their own frailty (``alias`` of :class:`_Month`). The numbers are those of each
+    variant stepped alone.
+    """
+    if any(v.trace for v in variants):
+        raise ValueError("futures: expected-hazard futures record no raw tables")
+    n, horizon, copies = len(rows), spec.horizon, len(variants)
+    nk = n * k
+    key = (chunk, t) if block == 0 else (chunk, t, block)
+    fut, weights = _block_state(spec, st, rows, k, variants, key)
+    arm = _stacked_arm([v.arm for v in variants], n)
+    source = np.tile(np.arange(nk), copies)  # each state row draws as this row of one variant
+    place = [np.arange(i * nk, (i + 1) * nk) for i in range(copies)]  # rows of the chances
+    alias = None
+    if not arm.who and copies > 1 and not variants[0].observable:
+        fut, source, place, alias = _shared_paths(fut, nk, copies)
+    rng = _CrnGenerator(
+        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
+    )
+    rng.follow(source, nk)
+    act = arm.act(k, copies * n)
+    draw_months = np.zeros(len(source), dtype=np.int64)
+    n_chances = len(source) + (0 if alias is None else len(alias[0]))
+    stay = np.ones(n_chances)  # the chance each future is still open
+    cause_p = np.zeros((n_chances, N_CAUSES))
+    for m in range(t + 1, t + horizon + 1):
+        if act is not None:
+            arm.forced_draws(act, draw_months, k)
+        out = _step(spec, fut, m, rng, False, act=act, every_row=True, survive=True, alias=alias)
+        assert out.p_close is not None and out.drew is not None
+        cause_p += stay[:, None] * out.p_close[:, :N_CAUSES]
+        stay *= 1.0 - out.p_close.sum(axis=1)
+        draw_months += out.drew  # keep_drawing counts the months with a draw
+    none = np.full((n, k), -1, dtype=np.int64)
+    return [
+        {
+            "cause_p": cause_p[at].reshape(n, k, N_CAUSES),
+            "closed": cause_p[at].sum(axis=1).reshape(n, k),
+            "cause": none.copy(),
+            "month": none.copy(),
+            "weight": weights[i],
+            # the money is not tallied (see Futures)
+            "draw_amount": np.zeros((n, k, horizon)),
+            "channel_amount": np.zeros((n, k, len(CHANNELS))),
+            "early_repay": np.zeros((n, k), dtype=np.int64),
+            "interest": np.zeros((n, k)),
+            "loss": np.zeros((n, k)),
+            "traces": None,
+        }
+        for i, at in enumerate(place)
+    ]
+
+
+def _shared_paths(
+    fut: _State, nk: int, copies: int
+) -> tuple[_State, np.ndarray, list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The stacked state of :func:`_expected_block` without the rows of later variants
+    whose state is the first variant's but for the frailty (``nk`` rows per variant).
+
+    Returns the state (the first variant's rows, then the others' rows of their own),
+    each state row's source row among the first variant's (its draws), where each
+    variant's rows lie among the month's chances (state rows, then alias rows), and the
+    alias rows: the state row whose path each takes, and its own frailty.
+    """
+    first = slice(0, nk)
+    keep, source, place = [np.arange(nk)], [np.arange(nk)], [np.arange(nk)]
+    alias_src, alias_frailty = [], []
+    n_state, n_alias = nk, 0
+    for i in range(1, copies):
+        at = slice(i * nk, (i + 1) * nk)
+        same = np.ones(nk, dtype=bool)
+        for f in fields(_State):
+            if f.name != "frailty":
+                eq = getattr(fut, f.name)[at] == getattr(fut, f.name)[first]
+                same &= eq if eq.ndim == 1 else eq.all(axis=1)
+        apart, shared = np.flatnonzero(~same), np.flatnonzero(same)
+        pos = np.empty(nk, dtype=np.int64)
+        pos[apart] = n_state + np.arange(len(apart))
+        pos[shared] = -1 - (n_alias + np.arange(len(shared)))  # placed once n_state is known
+        keep.append(i * nk + apart)
+        source.append(apart)
+        place.append(pos)
+        alias_src.append(shared)
+        alias_frailty.append(fut.frailty[at][shared])
+        n_state += len(apart)
+        n_alias += len(shared)
+    place = [np.where(p < 0, n_state - 1 - p, p) for p in place]
+    alias = (np.concatenate(alias_src), np.concatenate(alias_frailty))
+    return fut.take(np.concatenate(keep)), np.concatenate(source), place, alias
+
+
+def _variant_rows(table: pa.Table, lo: int, nk: int, last: int) -> pa.Table:
+    """The recorded rows of one stacked variant (borrowers ``lo .. lo + nk - 1``, months
+    up to ``last``), its futures named from 0 as it names them alone."""
+    b = table.column("borrower_id").to_numpy()
+    keep = (b >= lo) & (b < lo + nk) & (table.column("month").to_numpy() <= last)
+    if keep.all() and lo == 0:
+        return table
+    out = table.filter(pa.array(keep))
+    col = table.schema.get_field_index("borrower_id")
+    ids = pa.array(b[keep] - lo).cast(table.schema.field(col).type)
+    return out.set_column(col, "borrower_id", ids)
 
 
 def _keep_rows(parts: dict[str, list[dict[str, np.ndarray]]], out: _MonthOut) -> None:
@@ -1836,14 +2218,15 @@ def futures_arms(
     res = [_empty_futures(spec, ids, snaps, a.given, k) for a in plan]
     traces: dict[int, dict[str, list[pa.Table]]] = {int(a): {} for a in traced if trace_months > 0}
     chunk_of = ids // spec.sim.chunk_size
-    for c in np.unique(chunk_of):
-        where = np.flatnonzero(chunk_of == c)
+    asked = np.unique(chunk_of)
+    per_group = max(1, REPLAY_ROWS // spec.sim.chunk_size)
+    for g in range(0, len(asked), per_group):
         _chunk_futures(
             spec,
-            int(c),
+            [int(c) for c in asked[g : g + per_group]],
             ids,
             snaps,
-            where,
+            chunk_of,
             plan,
             k,
             observable,
@@ -1927,12 +2310,120 @@ def _check_futures_args(
         )
 
 
+#: Borrowers whose chunks are replayed together for futures (see :func:`_chunk_futures`):
+#: a month is stepped once for all of them, so a step's fixed cost is paid once.
+REPLAY_ROWS = 65_536
+
+
+class _ChunkStreams:
+    """The random streams of several chunks whose states are stacked into one.
+
+    Each chunk keeps its own generator: a draw for the month's rows (``select``) is made
+    chunk by chunk, each chunk's generator drawing for its own rows only, and the parts
+    are put end to end. Every chunk so sees the draws it would see replayed alone.
+    Only the samplers a month step calls are here.
+    """
+
+    def __init__(self, gens: Sequence[np.random.Generator], bounds: np.ndarray) -> None:
+        self.gens = list(gens)
+        self.bounds = np.asarray(bounds, dtype=np.int64)  # chunk c's rows: bounds[c]..[c+1]
+        self.cuts = self.bounds.copy()
+
+    def select(self, idx: np.ndarray) -> None:
+        """The month's rows (sorted state rows): where each chunk's part of them lies."""
+        self.cuts = np.searchsorted(idx, self.bounds)
+
+    def _each(self, name: str, size: Any, *per_row: Any, **fixed: Any) -> Any:
+        parts = []
+        for c, gen in enumerate(self.gens):
+            lo, hi = int(self.cuts[c]), int(self.cuts[c + 1])
+            args = [a[lo:hi] if isinstance(a, np.ndarray) and a.ndim else a for a in per_row]
+            sz = None if size is None else ((hi - lo), *(np.atleast_1d(size)[1:]))
+            parts.append(getattr(gen, name)(*args, **fixed, size=sz))
+        return np.concatenate(parts)
+
+    def random(self, size: Any) -> Any:
+        return self._each("random", size)
+
+    def standard_normal(self, size: Any) -> Any:
+        return self._each("standard_normal", size)
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size: Any = None) -> Any:
+        return self._each("normal", size, loc=loc, scale=scale)
+
+    def lognormal(self, mean: float = 0.0, sigma: float = 1.0, size: Any = None) -> Any:
+        return self._each("lognormal", size, mean=mean, sigma=sigma)
+
+    def standard_gamma(self, shape: Any, size: Any = None) -> Any:
+        return self._each("standard_gamma", size, shape=shape)
+
+    def gamma(self, shape: float, scale: float = 1.0, size: Any = None) -> Any:
+        return self._each("gamma", size, shape=shape, scale=scale)
+
+    def geometric(self, p: float, size: Any = None) -> Any:
+        return self._each("geometric", size, p=p)
+
+    def integers(self, low: int, high: int, size: Any = None) -> Any:
+        return self._each("integers", size, low=low, high=high)
+
+    def dirichlet(self, alpha: Any, size: Any = None) -> Any:
+        return self._each("dirichlet", size, alpha=alpha)
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None) -> Any:
+        return self._each("uniform", size, low=low, high=high)
+
+    def poisson(self, lam: Any = 1.0, size: Any = None) -> Any:
+        # the parameters are per row: each chunk's own (its sampler's draws depend on them)
+        return self._each("poisson", size, lam)
+
+    def binomial(self, n: Any, p: Any, size: Any = None) -> Any:
+        return self._each("binomial", size, n, p)
+
+
+def _start_chunks(
+    spec: WorldSpec, chunks: Sequence[int]
+) -> tuple[_State, _ChunkStreams, list[dict[str, pa.Table]]]:
+    """:func:`_start_chunk` for several chunks at once, their states stacked in order
+    (see :class:`_ChunkStreams`): the state, the streams and each chunk's tables."""
+    gens, states, tables = [], [], []
+    for c in chunks:
+        gen = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(c,)))
+        st_c, tab = _init_chunk(spec, c, gen)
+        gens.append(gen)
+        states.append(st_c)
+        tables.append(tab)
+    bounds = np.concatenate([[0], np.cumsum([len(x.bid) for x in states])])
+    st = (
+        states[0]
+        if len(states) == 1
+        else _State(
+            **{f.name: np.concatenate([getattr(x, f.name) for x in states]) for f in fields(_State)}
+        )
+    )
+    streams = _ChunkStreams(gens, bounds)
+    if spec.first_month >= 0:
+        return st, streams, tables
+    prior = np.zeros(len(st.bid), dtype=np.int8)
+    for t in range(spec.first_month, 0):
+        out = _step(spec, st, t, streams, record=False)
+        closed = out.idx[out.closed]
+        overdue = out.cause[out.closed] == CAUSE_OVERDUE
+        prior[closed] = np.where(overdue, PRIOR_CLOSED_OVERDUE, PRIOR_CLOSED)
+    for c, tab in enumerate(tables):
+        b = tab["borrowers"]
+        at = slice(int(bounds[c]), int(bounds[c + 1]))
+        for name, values in (("prior_overdue", st.ever_overdue[at]), ("prior_closure", prior[at])):
+            b = b.set_column(b.schema.get_field_index(name), name, pa.array(values.copy()))
+        tab["borrowers"] = b
+    return st, streams, tables
+
+
 def _chunk_futures(
     spec: WorldSpec,
-    chunk: int,
+    chunks: Sequence[int],
     ids: np.ndarray,
     snaps: np.ndarray,
-    where: np.ndarray,
+    chunk_of: np.ndarray,
     arms: Sequence[_ArmRows],
     k: int,
     observable: bool,
@@ -1940,38 +2431,64 @@ def _chunk_futures(
     res: list[Futures],
     trace: tuple[int, dict[int, dict[str, list[pa.Table]]]] = (0, {}),
 ) -> None:
-    """Replay one chunk to each asked snapshot and run every arm's futures of the
-    accounts asked there (positions ``where`` of ``ids``), filling ``res``."""
-    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(chunk,)))
-    st, tables = _start_chunk(spec, chunk, rng)
+    """Replay ``chunks`` together (:func:`_start_chunks`) to each asked snapshot and run
+    every arm's futures of the accounts asked there (``chunk_of``: each asked
+    position's chunk), filling ``res``."""
+    st, streams, tables = _start_chunks(spec, chunks)
     if check is not None:
-        check(tables["borrowers"])
-    lo = spec.chunk_bounds(chunk)[0]
-    wanted = set(int(x) for x in snaps[where])
+        for tab in tables:
+            check(tab["borrowers"])
+    mine = np.flatnonzero(np.isin(chunk_of, chunks))
+    wanted = set(int(x) for x in snaps[mine])
     for t in range(max(wanted) + 1):
-        _step(spec, st, t, rng, record=False)
-        if t not in wanted:
-            continue
-        at = where[snaps[where] == t]
-        uniq = np.unique(ids[at])
-        rows = uniq - lo
-        off = ~(st.open[rows] & (st.signup[rows] <= t))
-        if off.any():
-            raise NotOnBook(
-                f"futures: borrower {int(uniq[off][0])} is not on book at the end of month "
-                f"{t} (closed by then, or not yet signed up)"
-            )
-        src = np.searchsorted(uniq, ids[at])
-        for a, (arm, out) in enumerate(zip(arms, res, strict=True)):
-            months = trace[0] if a in trace[1] else 0
-            f = _run_futures(
-                spec, st, rows, t, k, chunk, arm.at(at, src, len(rows)), observable, months
-            )
-            for name in _PER_FUTURE:
-                getattr(out, name)[at] = getattr(f, name)[src]
-            if f.traces is not None:
-                for name, table in f.traces.items():
-                    trace[1][a].setdefault(name, []).append(_renamed(table, at, src, k))
+        _step(spec, st, t, streams, record=False)
+        for i, chunk in enumerate(chunks):
+            where = mine[chunk_of[mine] == chunk]
+            if t in set(int(x) for x in snaps[where]):
+                lo = spec.chunk_bounds(chunk)[0] - int(streams.bounds[i])
+                _snapshot_futures(
+                    spec, st, t, chunk, lo, ids, where, snaps, arms, k, observable, res, trace
+                )
+
+
+def _snapshot_futures(
+    spec: WorldSpec,
+    st: _State,
+    t: int,
+    chunk: int,
+    lo: int,
+    ids: np.ndarray,
+    where: np.ndarray,
+    snaps: np.ndarray,
+    arms: Sequence[_ArmRows],
+    k: int,
+    observable: bool,
+    res: list[Futures],
+    trace: tuple[int, dict[int, dict[str, list[pa.Table]]]],
+) -> None:
+    """The futures of one chunk's accounts asked at ``t`` (state row = id - ``lo``)."""
+    at = where[snaps[where] == t]
+    uniq = np.unique(ids[at])
+    rows = uniq - lo
+    off = ~(st.open[rows] & (st.signup[rows] <= t))
+    if off.any():
+        raise NotOnBook(
+            f"futures: borrower {int(uniq[off][0])} is not on book at the end of month "
+            f"{t} (closed by then, or not yet signed up)"
+        )
+    src = np.searchsorted(uniq, ids[at])
+    # every arm from the same random numbers: stepped together, the draws made once
+    variants = [
+        _Variant(arm.at(at, src, len(rows)), observable, trace[0] if a in trace[1] else 0)
+        for a, arm in enumerate(arms)
+    ]
+    got = _run_variants(spec, st, rows, t, k, chunk, variants)
+    for a, (f, out) in enumerate(zip(got, res, strict=True)):
+        for name in _PER_FUTURE:
+            getattr(out, name)[at] = getattr(f, name)[src]
+        if f.traces is not None:
+            for name, table in f.traces.items():
+                trace[1][a].setdefault(name, []).append(_renamed(table, at, src, k))
 
 
 def _renamed(table: pa.Table, at: np.ndarray, src: np.ndarray, k: int) -> pa.Table:
@@ -1979,13 +2496,17 @@ def _renamed(table: pa.Table, at: np.ndarray, src: np.ndarray, k: int) -> pa.Tab
     positions: asked position p on state row src gives p * k + j."""
     local = table.column("borrower_id").to_numpy()
     r, j = local // k, local % k
-    pieces = []
-    for p, row in zip(at, src, strict=True):
-        take = np.flatnonzero(r == row)
-        piece = table.take(pa.array(take))
-        ids = pa.array(int(p) * k + j[take], type=table.schema.field("borrower_id").type)
-        pieces.append(piece.set_column(0, "borrower_id", ids))
-    return pa.concat_tables(pieces) if pieces else table.slice(0, 0)
+    order = np.argsort(r, kind="stable")  # the trace's rows of each state row, in order
+    lo, hi = np.searchsorted(r[order], src), np.searchsorted(r[order], src, side="right")
+    take = (
+        np.concatenate([order[a:b] for a, b in zip(lo, hi, strict=True)])
+        if len(src)
+        else np.zeros(0, dtype=np.int64)
+    )
+    pos = np.repeat(np.asarray(at, dtype=np.int64), hi - lo)
+    piece = table.take(pa.array(np.asarray(take, dtype=np.int64)))
+    ids = pa.array(pos * k + j[take], type=table.schema.field("borrower_id").type)
+    return piece.set_column(0, "borrower_id", ids)
 
 
 def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.ndarray]:
@@ -2027,8 +2548,10 @@ def _oracle(spec: WorldSpec, st: _State, t: int, chunk: int) -> dict[str, np.nda
     pick = np.sort(rng.choice(eligible, size=quota, replace=False)) if quota else eligible[:0]
     k = s.oracle_futures
     expected = s.oracle_estimator == "hazard"
-    full = _run_futures(spec, st, pick, t, k, chunk, expected=expected)
-    obs = _run_futures(spec, st, pick, t, k, chunk, observable=True, expected=expected)
+    # both from the same random numbers: stepped together, the draws made once
+    full, obs = _run_variants(
+        spec, st, pick, t, k, chunk, [_Variant(), _Variant(observable=True)], expected
+    )
     cols: dict[str, np.ndarray] = {
         "borrower_id": st.bid[pick],
         "snapshot": np.full(len(pick), t, dtype=np.int16),

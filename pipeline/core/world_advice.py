@@ -428,26 +428,34 @@ def _arms(plans: Sequence[Sequence[Step]]) -> list[sim.Arm]:
 # --------------------------------------------------------------------------- the model's view
 
 
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``lo[0] .. hi[0] - 1``, then ``lo[1] .. hi[1] - 1``, and so on, end to end."""
+    n = hi - lo
+    return np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - lo, n)
+
+
 def _per_future(table: pa.Table, ids: np.ndarray, snaps: np.ndarray | None, k: int) -> pa.Table:
     """The asked borrowers' rows (months up to their snapshot), once per future: future j
     of asked position i is borrower i * k + j."""
     b = table.column("borrower_id").to_numpy()
     order = np.argsort(b, kind="stable")
     sb = b[order]
-    month = table.column("month").to_numpy() if snaps is not None else None
-    takes, new = [], []
-    for i, bid in enumerate(ids):
-        lo, hi = np.searchsorted(sb, [bid, bid + 1])
-        r = order[lo:hi]
-        if month is not None and snaps is not None:
-            r = r[month[r] <= snaps[i]]
-        takes.append(np.tile(r, k))
-        new.append(np.repeat(i * k + np.arange(k), len(r)))
-    idx = np.concatenate(takes) if takes else np.zeros(0, dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    lo, hi = np.searchsorted(sb, ids), np.searchsorted(sb, ids + 1)
+    r = order[_ranges(lo, hi)]  # each position's rows, in the table's order
+    i = np.repeat(np.arange(len(ids)), hi - lo)
+    if snaps is not None:
+        keep = table.column("month").to_numpy()[r] <= np.asarray(snaps)[i]
+        r, i = r[keep], i[keep]
+    counts = np.bincount(i, minlength=len(ids))
+    starts = np.cumsum(counts) - counts
+    # each position's rows k times over, future j of position i named i * k + j
+    first = np.repeat(starts, k)
+    idx = r[_ranges(first, first + np.repeat(counts, k))]
+    new = np.repeat(np.arange(len(ids) * k), np.repeat(counts, k))
     out = table.take(pa.array(idx, type=pa.int64()))
     col = table.schema.get_field_index("borrower_id")
-    ids_new = np.concatenate(new) if new else np.zeros(0, dtype=np.int64)
-    return out.set_column(col, "borrower_id", pa.array(ids_new).cast(table.schema.field(col).type))
+    return out.set_column(col, "borrower_id", pa.array(new).cast(table.schema.field(col).type))
 
 
 def recomputed(
