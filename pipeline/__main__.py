@@ -186,19 +186,16 @@ def _refused_by_hydra(argv: list[str]) -> str:
                         f"config group '{group}' does not exist (rule: a group is a folder of "
                         "conf/ or one of Hydra's own)"
                     )
-            sweeping = any(f in ("-m", "--multirun") for f in flags)
-            plain = [
-                a
-                for a, o in zip(given, parsed, strict=True)
-                if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
-            ]
-            if not sweeping and len(plain) == len(given):
+            # a sweep's values are checked one by one before; the rest composes once
+            plain = [a for a, o in zip(given, parsed, strict=True) if not o.is_sweep_override()]
+            if plain:
                 try:
-                    compose(config_name="config", overrides=plain)
+                    compose(config_name="config", overrides=plain, return_hydra_config=True)
                 except (HydraException, OmegaConfBaseException) as exc:
                     text = f"{exc}\n{exc.__cause__ or ''}"
                     for arg in given:  # the override by its key: its value may be a secret
-                        text = text.replace(arg, arg.partition("=")[0] + "=...")
+                        if "=" in arg:
+                            text = text.replace(arg, arg.partition("=")[0] + "=...")
                     text = re.sub(r"Value '[^']*'", "The value given", text)
                     lines = [x.strip() for x in text.splitlines() if x.strip()]
                     said = [

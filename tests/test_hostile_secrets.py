@@ -43,6 +43,8 @@ def test_a_misspelt_key_is_refused_with_the_known_keys_and_no_value(tmp_path):
         f"simulator.closure_base={{fund_misuse:{SECRET}}}",  # a bare token, not a URI
         "simulator.closure_base={no_such_cause:0.1}",  # a key the mapping does not hold
         f"tracking.timeout_s=1,[http://u:{SECRET}@h:1",  # not valid override syntax
+        "hydra.job.chdir=maybe",  # Hydra's own keys compose with the rest
+        "~data.n_borrowers",  # a key the schema cannot lose
     ],
 )
 def test_what_hydra_refuses_is_one_line_with_exit_2_and_no_value(tmp_path, bad):
