@@ -88,7 +88,8 @@ german: $(STAMP) ## Worked bring-your-own-table example: German credit (5x2 CV) 
 	$(BIN)/python -m pipeline run $(DATA_ARGS_german) $(ARGS)
 
 ui: $(STAMP) ## Serve the MLflow UI on 127.0.0.1:$(PORT) for the store under ROOT (default: here; DATASET=name: runs/name/)
-	@echo "MLflow UI for $(HOME_DIR): the runs are at http://127.0.0.1:$(PORT)/#/experiments (Ctrl-C stops it)"
+	@echo "MLflow UI for $(HOME_DIR) (Ctrl-C stops it); its root page is MLflow's GenAI welcome page, the runs are elsewhere:"
+	@$(BIN)/python -m pipeline.tools.ui_url --root "$(HOME_DIR)" --port $(PORT)
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(HOME_DIR)/mlflow.db" --default-artifact-root "$(HOME_DIR)/mlartifacts" --host 127.0.0.1 --port $(PORT)
 
 mlflow-server: $(STAMP) ## MLflow server on 127.0.0.1:$(SERVER_PORT), PostgreSQL store in outputs/ (use tracking=server)

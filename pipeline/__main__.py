@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TextIO, cast
@@ -23,7 +24,8 @@ from typing import TextIO, cast
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.adapters import runlock
 from pipeline.adapters.invocation import install_signal_handlers
@@ -47,7 +49,10 @@ register_configs()
 def _app(cfg: DictConfig) -> float | None:
     sweep, shared_root = None, None
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    # as typed: an interpolation in a value (``${...}``) is resolved with the config, by
+    # the stages, where an unresolvable one is refused in one line
+    typed = OmegaConf.to_container(hc.overrides.task, resolve=False)
+    overrides = [str(o) for o in cast(list[str], typed)]
     job_dir = Path(hc.runtime.output_dir)
     log_handler = route_to_file(job_dir / "pipeline.log")
     if hc.mode == RunMode.MULTIRUN:
@@ -64,6 +69,14 @@ def _app(cfg: DictConfig) -> float | None:
             print(trial_line(sweep[1], given, summary, job_dir / TRIAL_CONSOLE), flush=True)
     except PipelineError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except OmegaConfBaseException as exc:
+        # an interpolation that names no key, or a resolver that fails, met while a stage
+        # read the config: the key and the reason, not OmegaConf's traceback
+        key = getattr(exc, "full_key", None)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f"config key '{key}'" if key else "config"
+        print(f"error: {redact_text(f'{where}: {reason}')}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
         # a folder made read-only or a disk filled during the run: the file and the
@@ -122,6 +135,82 @@ def _unusable_root(argv: list[str]) -> str:
     return ""
 
 
+def _refused_by_hydra(argv: list[str]) -> str:
+    """Why Hydra would refuse the overrides ("" when it composes them).
+
+    Each override is parsed, each group choice checked (Hydra's own groups included) and,
+    sweeps aside, the config composed here first: Hydra answers a bad override with exit 1
+    and its config search path, or a traceback. The reason keeps Hydra's words, with any
+    secret hidden, and names the override by its key, never by its value.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    flags, given, follows = [], [], False
+    for arg in argv:
+        if follows:  # the value of --cfg / -c
+            follows = False
+        elif arg.startswith("-"):
+            flags.append(arg)
+            follows = arg in ("--cfg", "-c")
+        else:
+            given.append(arg)
+    if any(f.split("=")[0] not in ("-m", "--multirun", "--cfg", "-c") for f in flags):
+        return ""  # another config, a package, --info...: Hydra's own answer stands
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in given:
+        try:
+            parsed.append(parser.parse_override(arg))
+        except HydraException as exc:
+            key = arg.partition("=")[0]
+            return f"override '{key}': not valid override syntax ({str(exc).splitlines()[0]})"
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            for o in parsed:
+                group = o.key_or_group
+                if o.is_delete() or o.is_sweep_override() or "." in group or "@" in group:
+                    continue
+                options = loader.get_group_options(group)
+                value = o.value()
+                if options and isinstance(value, str) and value not in options:
+                    known = ", ".join(options)
+                    return f"config group '{group}' has no option '{value}'; known: {known}"
+                if not options and "/" in group:
+                    return (
+                        f"config group '{group}' does not exist (rule: a group is a folder of "
+                        "conf/ or one of Hydra's own)"
+                    )
+            # a sweep's values are checked one by one before; the rest composes once
+            plain = [a for a, o in zip(given, parsed, strict=True) if not o.is_sweep_override()]
+            if plain:
+                try:
+                    compose(config_name="config", overrides=plain, return_hydra_config=True)
+                except (HydraException, OmegaConfBaseException) as exc:
+                    text = f"{exc}\n{exc.__cause__ or ''}"
+                    for arg in given:  # the override by its key: its value may be a secret
+                        if "=" in arg:
+                            text = text.replace(arg, arg.partition("=")[0] + "=...")
+                    text = re.sub(r"Value '[^']*'", "The value given", text)
+                    lines = [x.strip() for x in text.splitlines() if x.strip()]
+                    said = [
+                        x
+                        for x in lines
+                        if not x.startswith(
+                            ("To append", "full_key", "reference_type", "object_type")
+                        )
+                    ]
+                    return "config: " + redact_text("; ".join(said[:2]) or type(exc).__name__)
+    finally:
+        GlobalHydra.instance().clear()
+    return ""
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] in (["--help"], ["-h"], ["help"]):
@@ -139,7 +228,11 @@ def main() -> None:
         )
         sys.exit(2)
     redact_console()
-    problem = next((w for w in map(unknown_override, argv) if w), "") or _unusable_root(argv)
+    problem = (
+        next((w for w in map(unknown_override, argv) if w), "")
+        or _refused_by_hydra(argv)
+        or _unusable_root(argv)
+    )
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -103,3 +103,39 @@ def test_a_sweep_job_hints_at_the_sweeps_store(tmp_path):
     assert ui_hint(str(cfg.tracking.uri), str(cfg.tracking.artifact_root)) == (
         f"make ui ROOT={tmp_path.resolve()}"
     )
+
+
+def test_make_ui_names_the_runs_page_of_the_latest_experiment(tmp_path):
+    """The UI's root page is MLflow's GenAI welcome page: `make ui` prints the runs page."""
+    import sqlite3
+
+    from pipeline.tools.ui_url import runs_page
+
+    assert "no MLflow store" in runs_page(tmp_path, 5000)
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    con.executescript(
+        "CREATE TABLE experiments (experiment_id INTEGER, lifecycle_stage TEXT);"
+        "CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER, lifecycle_stage TEXT,"
+        " start_time INTEGER);"
+        "INSERT INTO experiments VALUES (0, 'active'), (3, 'active'), (4, 'deleted');"
+    )
+    con.commit()
+    assert "no runs in" in runs_page(tmp_path, 5000)
+    con.executescript(
+        "INSERT INTO runs VALUES ('a', 0, 'active', 1), ('b', 3, 'active', 5),"
+        " ('c', 4, 'active', 9), ('d', 0, 'deleted', 8);"
+    )
+    con.commit()
+    con.close()
+    line = runs_page(tmp_path, 5123)
+    assert line == (
+        "open the runs page: http://127.0.0.1:5123/#/experiments/3/runs"
+        "?workflowType=machine_learning&viewStateShareKey=headline"
+    )
+    # the make target prints it before the UI starts, for the store it opens
+    dry = subprocess.run(
+        ["make", "-n", "ui", f"ROOT={tmp_path}", "PORT=5123"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f'pipeline.tools.ui_url --root "{tmp_path}" --port 5123' in dry
+    assert dry.index("pipeline.tools.ui_url") < dry.index("mlflow ui")

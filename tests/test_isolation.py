@@ -263,7 +263,31 @@ def test_stages_print_no_figures_of_a_model_trained_on_other_data(tmp_path, caps
         _, summary = run_world(tmp_path, [*off, "data.seed=2"], stage)
         printed = capsys.readouterr().out
         assert "oot" not in summary and "valid" not in summary, stage
-        assert "AUC valid / out-of-time    : - / -" in printed, stage
+        assert "AUC valid" not in printed and f"summary: {stage} done" in printed, stage
         assert "figures are left out" in printed, stage
     _, summary = run_world(tmp_path, [*off, "data.seed=2"], "train")
     assert summary["oot"]["auc"] != trained["oot"]["auc"]
+
+
+def test_the_data_stages_a_sweep_runs_first_print_one_line_each(tmp_path):
+    """`make sweep` runs generate and features before its trials: each says what it did
+    in its own line and one summary line, not a run summary of dashes (the sweep prints
+    the one summary)."""
+    args = [*TINY, "tracking=off", f"paths.root={tmp_path}"]
+    for stage in ("generate", "features"):
+        r = subprocess.run(
+            [sys.executable, "-m", "pipeline", stage, *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "run summary ===" not in r.stdout and "open the UI" not in r.stdout, r.stdout
+        lines = r.stdout.strip().splitlines()
+        summary = [x for x in lines if x.startswith("summary: ")]
+        assert summary == [
+            f"summary: {stage} done -> {tmp_path / 'models' / 'summary.json'} "
+            "(MLflow run: tracking off)"
+        ], lines
+        # the summary file is still written, with the outputs
+        written = json.loads((tmp_path / "models" / "summary.json").read_text())
+        assert written["outputs"]["raw"] == str(tmp_path / "data" / "raw")
+        assert len(lines) <= 4, lines  # the stage's own lines and the summary line

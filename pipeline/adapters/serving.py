@@ -77,6 +77,17 @@ def table_guards(cat: catalog.Catalog, meta: dict[str, Any]) -> scoring.FeatureG
     return scoring.table_guards(meta, ranges)
 
 
+def without_nan(out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with each missing number as None: the scoring server writes a float NaN as
+    the bare word ``NaN``, which is not JSON (a browser's or Java's parser refuses the whole
+    answer); None is written as ``null``. Columns without a missing value keep their type."""
+    out = out.copy()
+    for col in out.columns:
+        if out[col].dtype.kind == "f" and out[col].isna().any():
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
 class ClosureRiskModel(PythonModel):
     """Calibrated closure risk with its tier and top reason codes, beside the caller's id."""
 
@@ -111,7 +122,9 @@ class ClosureRiskModel(PythonModel):
         whole number from 1 to the longest month the cause model gives."""
         try:
             horizons = self._horizons(params)
-            return self._score(pd.DataFrame(model_input).reset_index(drop=True), horizons)
+            return without_nan(
+                self._score(pd.DataFrame(model_input).reset_index(drop=True), horizons)
+            )
         except DataError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 

@@ -56,6 +56,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pipeline.base.config import Config, TrackingConfig
 from pipeline.base.errors import PipelineError
 from pipeline.base.io import resolve, staged_tree
+from pipeline.base.ui import VIEW_KEY, ui_url
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: run tag shown as the run's description
 NOTE_TAG = "mlflow.note.content"
-#: the saved runs-table view (MLflow's shared view state, an experiment tag)
-VIEW_KEY = "headline"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 #: the headline policy figures are read at this closing threshold (the top score tier's cut)
 POLICY_THRESHOLD = 0.15
@@ -302,14 +301,6 @@ def runs_view() -> dict[str, Any]:
             **{f"metrics.`{h.short}`": max(90, 8 * len(h.short) + 24) for h in HEADLINES},
         },
     }
-
-
-def ui_url(base: str, experiment_id: str) -> str:
-    """The MLflow UI page of an experiment's runs, in the saved headline view."""
-    query = urllib.parse.urlencode(
-        {"workflowType": "machine_learning", "viewStateShareKey": VIEW_KEY}
-    )
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def short_digest(text_or_digests: str | Mapping[str, str]) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, NoReturn, get_type_hints
+from typing import Any, NoReturn, Union, get_origin, get_type_hints
 
 import psutil
 from hydra.core.config_store import ConfigStore
@@ -1175,6 +1176,8 @@ def unknown_override(override: str) -> str:
     key, sep, value = override.partition("=")
     if key == "stage":
         return "config key 'stage': is chosen by the command (python -m pipeline <command>)"
+    if key in _HYDRA_COUNTS:
+        return _not_a_count(key, value, _HYDRA_COUNTS[key])
     if not sep or key[:1] in "+~" or key.startswith("hydra."):
         return ""
     if "." not in key:
@@ -1191,6 +1194,24 @@ def unknown_override(override: str) -> str:
         where.append(part)
         parent, schema = schema, getattr(schema, part)
     return _mistyped(key, value, get_type_hints(type(parent)).get(where[-1]))
+
+
+#: Hydra's own settings that must be a whole number of at least the given value (the
+#: Optuna sweeper fails with a traceback after running no trial)
+_HYDRA_COUNTS: dict[str, int] = {"hydra.sweeper.n_trials": 1, "hydra.sweeper.n_jobs": 1}
+
+
+def _not_a_count(key: str, value: str, least: int) -> str:
+    """Why ``value`` is not a whole number of at least ``least`` ("" when it is)."""
+    if "${" in value:
+        return ""
+    try:
+        number = int(value.strip().strip("'\""))
+    except ValueError:
+        return f"config key '{key}': the value given is not a whole number"
+    if number < least:
+        return f"config key '{key}': must be at least {least} (got {number})"
+    return ""
 
 
 #: the words OmegaConf reads as a boolean
@@ -1210,6 +1231,13 @@ def _mistyped(key: str, value: str, hint: Any) -> str:
     is a sweep, an interpolation or null where null is allowed). The value is not echoed."""
     optional = type(None) in getattr(hint, "__args__", ())
     base = next((a for a in getattr(hint, "__args__", ()) if a is not type(None)), hint)
+    scalar = get_origin(hint) in (None, Union, types.UnionType)  # not list[int], dict[...]
+    if get_origin(hint) is list and base in _SCALARS:
+        return _mistyped_items(key, value, base)
+    if scalar and (base in _SCALARS or base is str) and value.strip()[:1] in ("[", "{"):
+        # Hydra would refuse it with exit 1 and the config's class in its message
+        what = _SCALARS[base][0] if base in _SCALARS else "a text"
+        return f"config key '{key}': a list or a mapping was given where {what} belongs"
     if base not in _SCALARS or any(c in value for c in "$()[]{}"):
         return ""
     what, parse = _SCALARS[base]
@@ -1223,6 +1251,21 @@ def _mistyped(key: str, value: str, hint: Any) -> str:
             return f"config key '{key}': the value given is not {what}"
         if base is int and not isinstance(number, bool) and abs(number) > 2**63 - 1:
             return f"config key '{key}': the value given is too large for a whole number"
+    return ""
+
+
+def _mistyped_items(key: str, value: str, item: Any) -> str:
+    """Why the list ``[a,b,...]`` has an item that is not of the scalar type ``item`` (""
+    when none, or when it is not a plain list: a sweep, an interpolation, nesting)."""
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")) or any(c in text[1:-1] for c in "$()[]{}"):
+        return ""
+    what, parse = _SCALARS[item]
+    for part in filter(None, (x.strip().strip("'\"") for x in text[1:-1].split(","))):
+        try:
+            parse(part)
+        except (ValueError, KeyError):
+            return f"config key '{key}': an item of the list given is not {what}"
     return ""
 
 

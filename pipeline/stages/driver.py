@@ -307,10 +307,21 @@ def summarize(cfg: Any, results: dict[str, Any], tracker: Tracker) -> dict[str, 
     if tracker.enabled:  # the runs page in the headline view, not the GenAI overview
         base = "http://127.0.0.1:5000" if local_store else str(summary["tracking_uri"])
         summary["ui_url"] = tracker.ui_url(base)
-    tracker.log_artifact(p.write("summary", summary), "summary")
+    written = p.write("summary", summary)
+    tracker.log_artifact(written, "summary")
+    if results and set(results) <= DATA_STAGES:
+        # generate or features alone (as `make sweep` runs them before its trials): the
+        # model's figures are not this invocation's, so one line instead of the block
+        run = summary["mlflow_run_id"] or "tracking off"
+        say(f"summary: {', '.join(results)} done -> {written} (MLflow run: {run})")
+        return summary
     info = meta or {"mode": "table" if table_mode else "simulator", "table": _table_info(cfg)}
     _print_summary(summary, report_core.words(info), labels_of(meta or {}).name)
     return summary
+
+
+#: the stages that make data only: an invocation of these alone prints a one-line summary
+DATA_STAGES = frozenset({"generate", "features"})
 
 
 def _table_info(cfg: Any) -> dict[str, Any]:
@@ -451,7 +462,7 @@ def _print_summary(
         f"MLflow run                 : {s.get('mlflow_run_id') or '(tracking off)'}",
         "open the UI                : "
         + (
-            f"{s['ui']}   (then {s.get('ui_url') or 'http://127.0.0.1:5000'})"
+            f"{s['ui']}   (then {s.get('ui_url') or 'the runs page it prints'})"
             if str(s.get("ui", "")).startswith("make ui")
             else str(s.get("ui_url") or s.get("ui"))
         ),
