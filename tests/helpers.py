@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -292,3 +293,17 @@ def reason_rule_breaches(
             if not str(out["protect_1_en"].iloc[i]).startswith("no closure concern"):
                 bad.append(f"row {i}: a row under the lowest tier is not told 'no closure concern'")
     return bad
+
+
+def post_invocations(port: int, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST ``body`` to a local scoring server; its status and parsed JSON answer."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -200,27 +198,17 @@ def test_the_champion_serves_the_curves_it_is_asked_for(trained_world):
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_horizons_and_refuses_bad_ones(trained_world, tmp_path):
-    from helpers import model_server
+    from helpers import model_server, post_invocations
 
     root, _, _ = trained_world
     rows, stage = _stage_rows(root, 10)
     rows = rows.drop_duplicates("borrower_id")
     split = json.loads(_request(root, rows).to_json(orient="split", index=False))
 
-    def post(port: int, body: dict[str, Any]) -> tuple[int, Any]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
     with model_server(root, f"models:/{SERVING}@champion", tmp_path / "serve.log") as port:
-        status, answer = post(port, {"dataframe_split": split, "params": {"horizons": [1, 3, 6]}})
+        status, answer = post_invocations(
+            port, {"dataframe_split": split, "params": {"horizons": [1, 3, 6]}}
+        )
         assert status == 200
         preds = pd.DataFrame(answer["predictions"])
         want = rows[["borrower_id", "snapshot"]].merge(stage, on=["borrower_id", "snapshot"])
@@ -228,7 +216,9 @@ def test_mlflow_models_serve_answers_horizons_and_refuses_bad_ones(trained_world
             np.testing.assert_allclose(preds[f"risk_h{t}"], want[f"p_any_{t}m"], atol=1e-12)
         assert {f"risk_h6_{c}" for c in CAUSES} <= set(preds.columns)
         for bad in ([0], [24]):
-            status, answer = post(port, {"dataframe_split": split, "params": {"horizons": bad}})
+            status, answer = post_invocations(
+                port, {"dataframe_split": split, "params": {"horizons": bad}}
+            )
             assert status == 400, answer
             assert "params.horizons" in answer["message"] and "rule:" in answer["message"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import GERMAN, SMALL, compose_config
+from helpers import GERMAN, SMALL, compose_config, post_invocations
 
 from pipeline.base.io import DataError
 
@@ -306,8 +306,6 @@ def test_pyfunc_scores_raw_and_encoded_rows_alike(served):
 
 
 def test_served_model_answers_raw_json_rows(served, tmp_path):
-    import urllib.error
-    import urllib.request
 
     from helpers import model_server
 
@@ -316,20 +314,8 @@ def test_served_model_answers_raw_json_rows(served, tmp_path):
     rows.loc[3, "purpose"] = "spaceship"
     body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
 
-    def post(payload: dict) -> tuple[int, dict]:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
     with model_server(root, f"models:/{SERVING}@champion", tmp_path / "serve.log") as port:
-        status, answer = post(body)
+        status, answer = post_invocations(port, body)
         assert status == 200, answer
         preds = answer["predictions"]
         assert [p["loan_ref"] for p in preds] == rows.loan_ref.tolist()
@@ -344,7 +330,7 @@ def test_served_model_answers_raw_json_rows(served, tmp_path):
                 rows.drop(columns="loan_ref").to_json(orient="split", index=False)
             )
         }
-        status, answer = post(no_id)
+        status, answer = post_invocations(port, no_id)
         assert status == 400 and "loan_ref" in answer["message"], answer
 
 

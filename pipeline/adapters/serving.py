@@ -167,9 +167,17 @@ class ClosureRiskModel(PythonModel):
             self.id_col,
             table_mode,
         )
+        out = self._scored(df, horizons)
+        if self.guards is not None:
+            for name, values in scoring.guard_flags(df, self.guards).items():
+                out[name] = values.astype(str)
+        return out
+
+    def _scored(self, rows: pd.DataFrame, horizons: list[int] | None) -> pd.DataFrame:
+        """Checked feature rows scored as batch scoring does, without advice columns."""
         out = scoring.score_frame(
             self.model,
-            df,
+            rows,
             self.id_col,
             self.cuts,
             self.tiers,
@@ -178,11 +186,7 @@ class ClosureRiskModel(PythonModel):
             cause=self.cause if horizons else None,
             horizons=horizons,
         )
-        out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
-        if self.guards is not None:
-            for name, values in scoring.guard_flags(df, self.guards).items():
-                out[name] = values.astype(str)
-        return out
+        return out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
 
     def _score_raw(
         self, df: pd.DataFrame, enc: Encoding, horizons: list[int] | None = None
@@ -192,18 +196,7 @@ class ClosureRiskModel(PythonModel):
         coded = scoring.validate_features(
             rows.frame, Path("request"), self.model.names, self.id_col, table_mode=True
         )
-        out = scoring.score_frame(
-            self.model,
-            coded,
-            self.id_col,
-            self.cuts,
-            self.tiers,
-            self.top_k,
-            advice_rows=0,
-            cause=self.cause if horizons else None,
-            horizons=horizons,
-        )
-        out = out.drop(columns=[c for c in out.columns if c.startswith("advice_")])
+        out = self._scored(coded, horizons)
         for name, values in rows.flags.items():
             out[name] = values.astype(str)
         return out

@@ -1944,6 +1944,27 @@ def _stacked_arm(arms: Sequence[_ArmRows], n: int) -> _ArmRows:
     return _ArmRows.of(each, len(each))
 
 
+def _block_start(
+    spec: WorldSpec,
+    st: _State,
+    rows: np.ndarray,
+    k: int,
+    variants: Sequence[_Variant],
+    where: tuple[int, int, int],
+) -> tuple[_State, list[np.ndarray], Any, _CrnGenerator]:
+    """What both kinds of block start from (``where`` is chunk, month, block): the stacked
+    state of its variants and their weights, their stacked arm, and the block's
+    common-random-number generator (not yet told whom it follows)."""
+    chunk, t, block = where
+    key = (chunk, t) if block == 0 else (chunk, t, block)
+    fut, weights = _block_state(spec, st, rows, k, variants, key)
+    arm = _stacked_arm([v.arm for v in variants], len(rows))
+    rng = _CrnGenerator(
+        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
+    )
+    return fut, weights, arm, rng
+
+
 def _run_block(
     spec: WorldSpec,
     st: _State,
@@ -1958,12 +1979,7 @@ def _run_block(
     stacked (see :func:`_run_variants`): the per-future arrays of each variant."""
     n, horizon, copies = len(rows), spec.horizon, len(variants)
     nk = n * k
-    key = (chunk, t) if block == 0 else (chunk, t, block)
-    fut, weights = _block_state(spec, st, rows, k, variants, key)
-    arm = _stacked_arm([v.arm for v in variants], n)
-    rng = _CrnGenerator(
-        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
-    )
+    fut, weights, arm, rng = _block_start(spec, st, rows, k, variants, (chunk, t, block))
     rng.follow(np.tile(np.arange(nk), copies), nk)
     size = copies * nk
     act = arm.act(k, copies * n)
@@ -2047,17 +2063,12 @@ def _expected_block(
         raise ValueError("futures: expected-hazard futures record no raw tables")
     n, horizon, copies = len(rows), spec.horizon, len(variants)
     nk = n * k
-    key = (chunk, t) if block == 0 else (chunk, t, block)
-    fut, weights = _block_state(spec, st, rows, k, variants, key)
-    arm = _stacked_arm([v.arm for v in variants], n)
+    fut, weights, arm, rng = _block_start(spec, st, rows, k, variants, (chunk, t, block))
     source = np.tile(np.arange(nk), copies)  # each state row draws as this row of one variant
     place = [np.arange(i * nk, (i + 1) * nk) for i in range(copies)]  # rows of the chances
     alias = None
     if not arm.who and copies > 1 and not variants[0].observable:
         fut, source, place, alias = _shared_paths(fut, nk, copies)
-    rng = _CrnGenerator(
-        np.random.PCG64(np.random.SeedSequence(spec.seed, spawn_key=(key[0], 2, *key[1:])))
-    )
     rng.follow(source, nk)
     act = arm.act(k, copies * n)
     draw_months = np.zeros(len(source), dtype=np.int64)
