@@ -74,3 +74,34 @@ def test_a_dask_address_that_fails_is_one_clear_line(tmp_path, address, words):
     args += ["data.n_borrowers=300"]
     line = _one_clear_line(_run(args), "engine.address", *words)
     assert "sekrit" not in line
+
+
+def test_a_model_file_cut_short_or_damaged_is_refused_before_lightgbm_reads_it(tmp_path):
+    """LightGBM aborts the whole process (C++ terminate, exit 134) on a model text cut
+    inside its trees; the file is checked first and refused with its name and why."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from pipeline.adapters import catalog
+    from pipeline.base.io import DataError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4))
+    y = (X[:, 0] + rng.normal(size=500) > 0).astype(int)
+    text = lgb.train(
+        {"objective": "binary", "verbose": -1}, lgb.Dataset(X, label=y), num_boost_round=20
+    ).model_to_string()
+    path = tmp_path / "model.txt"
+    path.write_text(text)
+    assert catalog.load_booster(path).num_trees() == 20  # a whole file loads
+    for damaged, why in [
+        (text[:3000], "cut short"),
+        (text[: text.index("end of trees")], "cut short"),
+        (text.replace("leaf_value=", "leaf_value=9", 1), "damaged"),
+        (text.replace("tree_sizes=", "tree_sizes=7 ", 1), "the header lists 21 trees"),
+    ]:
+        path.write_text(damaged)
+        with pytest.raises(
+            DataError, match=rf"model\.txt: not a readable LightGBM model \(.*{why}"
+        ):
+            catalog.load_booster(path)

@@ -671,11 +671,40 @@ def load_model(models_dir: Path) -> tuple[lgb.Booster, dict[str, Any]]:
     return booster, meta
 
 
+def check_model_text(text: str) -> str | None:
+    """Why a LightGBM model text is cut short or damaged (None: whole).
+
+    LightGBM parses the trees in parallel from the byte sizes its header lists, and a
+    file cut inside them aborts the whole process from C++ (no Python exception to
+    catch); so the sizes are checked against the text first."""
+    head = re.search(r"\ntree_sizes=([0-9 ]*)\n", text)
+    start = text.find("\nTree=")
+    end = text.find("\nend of trees")
+    if end < 0:
+        return "no 'end of trees' line: the file is cut short"
+    if head is None:
+        return None if start < 0 else "trees without the header's 'tree_sizes' line"
+    sizes = [int(x) for x in head.group(1).split()]
+    blocks = text.count("\nTree=")
+    if len(sizes) != blocks:
+        return f"the header lists {len(sizes)} trees, the file holds {blocks}"
+    if blocks and sum(sizes) != len(text[start + 1 : end + 1].encode()):
+        return "the trees' sizes differ from the header's: the file is damaged"
+    return None
+
+
 def load_booster(path: Path) -> lgb.Booster:
     """A LightGBM model from its text file, or a DataError naming the file."""
     try:
-        return lgb.Booster(model_str=resolve(path).read_text())
-    except (lgb.basic.LightGBMError, UnicodeDecodeError, OSError) as exc:
+        text = resolve(path).read_text()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: not a readable LightGBM model ({exc})") from exc
+    why = check_model_text(text)
+    if why is not None:
+        raise DataError(f"{path}: not a readable LightGBM model ({why})")
+    try:
+        return lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as exc:
         raise DataError(f"{path}: not a readable LightGBM model ({exc})") from exc
 
 
