@@ -211,6 +211,52 @@ def _refused_by_hydra(argv: list[str]) -> str:
     return ""
 
 
+#: Hydra's options that take the next word as their value (``--cfg job``)
+_VALUE_FLAGS = frozenset(
+    (
+        "--cfg",
+        "-c",
+        "--package",
+        "-p",
+        "--config-path",
+        "-cp",
+        "--config-name",
+        "-cn",
+        "--config-dir",
+        "-cd",
+        "--experimental-rerun",
+    )
+)
+#: ``--info`` takes a next word only if it is one of these
+_INFO_TOPICS = frozenset(("all", "config", "defaults", "defaults-tree", "plugins", "searchpath"))
+
+
+def _flags_first(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's options (with their values) apart from the overrides, in their order.
+
+    Hydra's parser takes the overrides as one run of positional words: an option typed
+    between two overrides (``a=1 --cfg job b=2``) left ``b=2`` "unrecognized" (argparse's
+    own exit 2, without this tool's ``error:`` line). Options go first, overrides after.
+    """
+    flags: list[str] = []
+    overrides: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if not word.startswith("-"):
+            overrides.append(word)
+            continue
+        flags.append(word)
+        if word in _VALUE_FLAGS or word in ("--info", "-i"):
+            value = next(words, None)
+            if value is None:
+                continue
+            if word in _VALUE_FLAGS or value in _INFO_TOPICS:
+                flags.append(value)
+            else:
+                overrides.append(value)
+    return flags, overrides
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] in (["--help"], ["-h"], ["help"]):
@@ -236,7 +282,8 @@ def main() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *argv, f"stage={command}"]
+    flags, overrides = _flags_first(argv)
+    sys.argv = [sys.argv[0], *flags, *overrides, f"stage={command}"]
     install_signal_handlers()
     quiet_environment()
     _app()

@@ -202,3 +202,26 @@ def test_an_interpolation_that_cannot_be_resolved_is_one_line(tmp_path, value, r
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("error: config key 'data.n_borrowers': ") and reason in lines[0]
     assert not (tmp_path / "data").exists()  # nothing was simulated
+
+
+def test_hydras_options_between_overrides_work_and_hide_the_secret(tmp_path):
+    """``--cfg job`` typed between overrides prints the composed job (password hidden) and
+    runs nothing; it used to leave the later overrides "unrecognized" (argparse, exit 2)."""
+    from pipeline.__main__ import _flags_first
+
+    assert _flags_first(["a=1", "--cfg", "job", "b=2", "-m", "--info", "c=3"]) == (
+        ["--cfg", "job", "-m", "--info"],
+        ["a=1", "b=2", "c=3"],
+    )
+    assert _flags_first(["--info", "plugins", "a=1"]) == (["--info", "plugins"], ["a=1"])
+    root = tmp_path / "r"
+    proc = _cli(
+        "tracking.uri=http://u:s3cr3tPW@127.0.0.1:9",
+        "--cfg",
+        "job",
+        f"paths.root={root}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"root: {root}" in proc.stdout and "uri: http://u:***@127.0.0.1:9" in proc.stdout
+    assert "s3cr3tPW" not in proc.stdout + proc.stderr
+    assert not root.exists()  # the job was printed, not run
