@@ -134,6 +134,7 @@ def test_single_leaf_trees_and_a_regression_model() -> None:
         ({"num_leaves": 100, "min_data_in_leaf": 2}, "more than 64 leaves"),
         ({"objective": "multiclass", "num_class": 3}, "several outputs"),
         ({"zero_as_missing": True}, "missing_type=Zero"),
+        ({"objective": "regression", "reg_sqrt": True}, "reg_sqrt"),
     ],
 )
 def test_what_the_kernel_cannot_take_is_scored_by_lightgbm_and_named(

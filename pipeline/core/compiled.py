@@ -90,6 +90,8 @@ def _unsupported(dump: dict[str, Any], booster: Any) -> str | None:
         return "several outputs per row"
     if objective not in ("binary", "regression"):
         return f"objective {objective!r}"
+    if "sqrt" in str(dump.get("objective", "")).split(" ")[1:]:
+        return "a regression on the square root (reg_sqrt)"
     if dump.get("average_output"):
         return "an averaged forest (boosting=rf)"
     params = getattr(booster, "params", {}) or {}
