@@ -24,7 +24,7 @@ warning) if they differ by more than :data:`TOLERANCE`.
 What the kernel does not take (and :func:`compile_booster` says why, so the caller uses
 LightGBM): categorical splits, ``missing_type=Zero``, linear trees, more than 64 leaves in
 a tree, several outputs per row (multiclass), averaged forests (``boosting=rf``), and
-objectives other than binary and plain regression.
+objectives other than binary and plain regression (``reg_sqrt`` included).
 """
 
 from __future__ import annotations
