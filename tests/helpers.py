@@ -295,8 +295,8 @@ def reason_rule_breaches(
     return bad
 
 
-def post_invocations(port: int, body: dict[str, Any]) -> tuple[int, Any]:
-    """POST ``body`` to a local scoring server; its status and parsed JSON answer."""
+def post_invocations_text(port: int, body: dict[str, Any]) -> tuple[int, str]:
+    """POST ``body`` to a local scoring server; its status and answer as sent."""
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
         data=json.dumps(body).encode(),
@@ -304,6 +304,12 @@ def post_invocations(port: int, body: dict[str, Any]) -> tuple[int, Any]:
     )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, exc.read().decode()
+
+
+def post_invocations(port: int, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST ``body`` to a local scoring server; its status and parsed JSON answer."""
+    status, text = post_invocations_text(port, body)
+    return status, json.loads(text)

@@ -8,14 +8,12 @@ in-process and through a real ``mlflow models serve``.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import GERMAN, model_server
+from helpers import GERMAN, model_server, post_invocations_text
 
 WORLD = [
     "model.baselines=false",
@@ -132,16 +130,7 @@ def test_refusals_are_400_naming_column_and_rule_in_process(served):
 
 def _post(port: int, frame: pd.DataFrame) -> tuple[int, str]:
     body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/invocations",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    return post_invocations_text(port, body)
 
 
 @pytest.mark.slow
