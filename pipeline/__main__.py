@@ -149,16 +149,9 @@ def _refused_by_hydra(argv: list[str]) -> str:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    flags, given, follows = [], [], False
-    for arg in argv:
-        if follows:  # the value of --cfg / -c
-            follows = False
-        elif arg.startswith("-"):
-            flags.append(arg)
-            follows = arg in ("--cfg", "-c")
-        else:
-            given.append(arg)
-    if any(f.split("=")[0] not in ("-m", "--multirun", "--cfg", "-c") for f in flags):
+    flags, given = _flags_first(argv)
+    options = [f for f in flags if f.startswith("-")]  # a flag's value is not an option
+    if any(f.split("=")[0] not in ("-m", "--multirun", "--cfg", "-c") for f in options):
         return ""  # another config, a package, --info...: Hydra's own answer stands
     parser = OverridesParser.create()
     parsed = []
