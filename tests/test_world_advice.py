@@ -412,6 +412,29 @@ def test_actions_are_ranked_by_true_cut_per_cost_and_sign_disagreements_named():
     assert by["route_to_consumption"]["true_change_se"] == pytest.approx(0.04)
 
 
+def test_the_recomputed_view_is_paired_with_the_world_on_the_same_borrowers():
+    """The gap model view - world is the mean of per-borrower differences, on the borrowers
+    the view scored, with the standard error of those differences (not of either mean)."""
+    rows = _summary_rows([-0.2, -0.1, -0.3, 0.0], [-0.1] * 4, "advice").assign(
+        model_p_before_recomputed=[0.5, 0.4, np.nan, 0.6],
+        model_p_after_recomputed=[0.35, 0.45, np.nan, 0.40],
+        scored_share_before_recomputed=[1.0, 1.0, 0.0, 1.0],
+        scored_share_after_recomputed=[1.0, 1.0, 0.0, 1.0],
+        **{f"{arm}_{c}": 0.0 for arm in ("before", "after") for c in CAUSES},
+    )
+    w = wa.summarize(rows, n_advised=4, n_futures=4)
+    # world after: 0.3, 0.4, (0.2 not scored), 0.5; model view 0.35, 0.45, 0.40
+    diff = np.array([0.05, 0.05, -0.10])
+    assert w["model_p_after_recomputed_n"] == 3
+    assert w["p_after_on_recomputed_rows"] == pytest.approx(0.4)
+    assert w["model_p_after_recomputed_gap"] == pytest.approx(diff.mean())
+    assert w["model_p_after_recomputed_gap_se"] == pytest.approx(diff.std(ddof=1) / np.sqrt(3))
+    bill = {f"{k}_{x}": 0.0 for k in ("total", "overdue", "interest") for x in ("before", "after")}
+    bill.update(total_change_se=0.0, overdue_change_se=0.0, n_tested=4, n_several=0)
+    line = wa.headline({**w, **bill, "seconds": 1.0, "next_months": 1})
+    assert f"against the world {diff.mean():+.1%}" in line and "1 month(s) on" in line
+
+
 def test_the_summary_line_and_tracker_figures(world):
     s, acc = world
     adv, feats = _advised(acc.iloc[:40])

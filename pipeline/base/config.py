@@ -828,9 +828,11 @@ class ExplainConfig:
     # need), besides at most its median monthly repayment (what it can repay in a month)
     advice_draw_share: float = 0.5
     # the world test recomputes the model's view at this many months after the advised
-    # snapshot (the next snapshot of the features' grid), from each future's traces;
-    # 0: not recomputed
-    world_next_months: int = 2
+    # snapshot, from each future's traces; 0: not recomputed. One month: the platform
+    # reviews its accounts monthly, the advice's first month is already in the traces,
+    # and the model's 3-month window then shares two of its months with the world's
+    # figure (at two months, one; and the futures closed before it drop out)
+    world_next_months: int = 1
 
 
 EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {

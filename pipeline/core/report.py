@@ -1419,6 +1419,10 @@ def _advice_world(inp: Inputs) -> dict[str, Any]:
             "recomputed_before": _num(w.get("model_p_before_recomputed"), "pct"),
             "scored_share": _num(w.get("scored_share_after_recomputed"), "pct"),
             "p_after_same_rows": _num(w.get("p_after_on_recomputed_rows"), "pct"),
+            "recomputed_gap": _num(w.get("model_p_after_recomputed_gap"), "pct"),
+            "recomputed_gap_se": _num(
+                2 * float(w.get("model_p_after_recomputed_gap_se", float("nan"))), "pct"
+            ),
             "next_months": _num(w.get("next_months"), "int"),
             "gap": _num(w.get("model_gap"), ".3f"),
             "works": works,

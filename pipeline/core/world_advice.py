@@ -644,8 +644,15 @@ def summarize(rows: pd.DataFrame, n_advised: int, n_futures: int) -> dict[str, A
                 out[share] = float(carried[share].mean())
         if "model_p_after_recomputed" in out:
             ok = np.isfinite(carried.model_p_after_recomputed.to_numpy(dtype=np.float64))
-            # the world on the same rows as the recomputed view
+            # the world on the same rows as the recomputed view, and the gap paired per
+            # borrower (model view minus world, both from the same futures)
             out["p_after_on_recomputed_rows"] = float(carried.p_after[ok].mean())
+            gap = (
+                carried.model_p_after_recomputed.to_numpy(dtype=np.float64)[ok]
+                - carried.p_after.to_numpy(dtype=np.float64)[ok]
+            )
+            out["model_p_after_recomputed_gap"] = float(gap.mean()) if ok.any() else float("nan")
+            out["model_p_after_recomputed_gap_se"] = _se(gap)
     out["by_action"] = {}
     for act, g in rows[rows.action != "advice"].groupby("action", sort=True):
         fig = _figures(g)
@@ -728,12 +735,14 @@ def headline(w: dict[str, Any]) -> str:
     differs = ", ".join(w["sign_differs"]) or "none"
     if w.get("sign_unclear"):
         differs += f"; within noise: {', '.join(w['sign_unclear'])}"
-    recomputed = ""
+    recomputed, nan = "", float("nan")
     if "model_p_after_recomputed" in w:
         recomputed = (
             f", recomputed from the futures' traces {w['model_p_after_recomputed']:.1%} "
             f"(+/- {w['model_p_after_recomputed_se']:.1%}, "
-            f"{w['model_p_after_recomputed_n']} borrowers; without the advice "
+            f"{w['model_p_after_recomputed_n']} borrowers, {w.get('next_months', 0)} "
+            f"month(s) on; against the world {w.get('model_p_after_recomputed_gap', nan):+.1%} "
+            f"+/- {w.get('model_p_after_recomputed_gap_se', nan):.1%}; without the advice "
             f"{w['model_p_before_recomputed']:.1%})"
         )
     return (
@@ -768,6 +777,8 @@ def metrics(w: dict[str, Any]) -> dict[str, float]:
         "overdue_after",
         "interest_paid",
         "model_p_after_recomputed",
+        "model_p_after_recomputed_gap",
+        "model_p_after_recomputed_gap_se",
     )
     out = {f"advice_world_{k}": float(w[k]) for k in keys if k in w}
     for act, fig in w.get("by_action", {}).items():
