@@ -133,6 +133,8 @@ def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
         df.loc[df.index[3], "occupation_code"] = 9.0
     elif how == "occupation":
         df.loc[df.index[3], "occupation"] = "astronaut"
+    elif how == "tier":  # the simulator has city tiers 1 to 4
+        df.loc[df.index[3], "city_tier"] = 999.0
     elif how == "duplicate":
         df.loc[df.index[3], "borrower_id"] = df.borrower_id.iloc[4]
     return df
@@ -149,6 +151,7 @@ def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
         ("negative", "draw_amount_3", "greater_than_or_equal_to(0"),
         ("category", "occupation_code", "isin([0.0, 1.0"),
         ("occupation", "occupation", "isin"),
+        ("tier", "city_tier", "less_than_or_equal_to(4"),
         ("duplicate", "borrower_id", "field_uniqueness"),
     ],
 )

@@ -89,6 +89,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
         )
     },
     "regime": (0.0, 2.0),  # 0 none, 1 pilot, 2 full tightening
+    "city_tier": (1.0, 4.0),  # the simulator's four city tiers, 1 the largest cities
 }
 
 
