@@ -52,6 +52,13 @@ def test_a_root_that_is_a_file_is_refused(tmp_path, below):
     _one_clear_line(proc, "paths.root", str(afile), "file")
 
 
+@pytest.mark.parametrize("value", ["''", '""', " "])
+def test_an_empty_root_is_refused_before_anything_is_written(value):
+    """``paths.root=''`` once wrote data/ and models/ under the filesystem's root."""
+    proc = _run(["generate", f"paths.root={value}", "tracking=off"])
+    _one_clear_line(proc, "paths.root", "empty")
+
+
 def test_a_write_refused_mid_run_names_the_file(tmp_path):
     proc = _run(["generate", f"paths.root={tmp_path}", "tracking=off"], _READ_ONLY_CLI)
     _one_clear_line(proc, "/data/models/model.txt", "Permission denied")
