@@ -118,7 +118,9 @@ def _unusable_root(argv: list[str]) -> str:
     for key, value in given.items():
         if not value.strip().strip("'\""):
             # "" would put data/ and models/ at the filesystem's root
-            return f"{key} is empty (rule: a folder to write under; leave the key out for the default)"
+            return (
+                f"{key} is empty (rule: a folder to write under; leave the key out for the default)"
+            )
     root = Path(given.get("paths.root") or REPO_ROOT).expanduser()
     for key, path in (("paths.root", root), ("paths.outputs_dir", given.get("paths.outputs_dir"))):
         if path is None:
