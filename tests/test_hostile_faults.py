@@ -112,3 +112,12 @@ def test_a_model_file_cut_short_or_damaged_is_refused_before_lightgbm_reads_it(t
             DataError, match=rf"model\.txt: not a readable LightGBM model \(.*{why}"
         ):
             catalog.load_booster(path)
+
+
+def test_a_world_without_a_closure_draws_its_plots_without_a_warning(tmp_path):
+    """One borrower: nothing closes, and the closure plot has no cause to put in a legend
+    (matplotlib's warning once reached the console)."""
+    proc = _run(["generate", f"paths.root={tmp_path}", "data.n_borrowers=1", "tracking=off"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+    assert (tmp_path / "data" / "raw" / "plots" / "closure_rate_by_cause.png").is_file()

@@ -313,7 +313,8 @@ def _data_card_plots(p: Catalog, closures: Any, on_book: Any, borrowers: Any) ->
     ax.set_xlabel("month")
     ax.set_ylabel("closures / accounts on book")
     ax.set_title("Monthly closure rate by cause")
-    ax.legend(fontsize=7, ncol=2)
+    if len(by.columns):  # a world without a closure has no cause to name
+        ax.legend(fontsize=7, ncol=2)
     paths.append(_save(fig, out / "closure_rate_by_cause.png", atomic_path))
 
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
