@@ -141,6 +141,26 @@ def _unusable_root(argv: list[str]) -> str:
     return ""
 
 
+def _unknown_config_name(flags: list[str]) -> str:
+    """Why ``--config-name`` cannot be used ("" when it can, or when another config folder
+    is given): Hydra answers a name it cannot find with exit 1 and its search path."""
+    if any(f.split("=")[0] in ("--config-path", "-cp", "--config-dir", "-cd") for f in flags):
+        return ""
+    for i, flag in enumerate(flags):
+        key, sep, value = flag.partition("=")
+        if key not in ("--config-name", "-cn"):
+            continue
+        if not sep:
+            value = flags[i + 1] if i + 1 < len(flags) else ""
+        known = sorted(p.stem for p in (REPO_ROOT / "conf").glob("*.yaml"))
+        if value.removesuffix(".yaml") not in known:
+            return (
+                f"{key} '{value}': no such primary config in conf/ (choose one of: "
+                f"{', '.join(known)})"
+            )
+    return ""
+
+
 def _refused_by_hydra(argv: list[str]) -> str:
     """Why Hydra would refuse the overrides ("" when it composes them).
 
@@ -157,6 +177,9 @@ def _refused_by_hydra(argv: list[str]) -> str:
 
     flags, given = _flags_first(argv)
     options = [f for f in flags if f.startswith("-")]  # a flag's value is not an option
+    unknown = _unknown_config_name(flags)
+    if unknown:
+        return unknown
     if any(f.split("=")[0] not in ("-m", "--multirun", "--cfg", "-c") for f in options):
         return ""  # another config, a package, --info...: Hydra's own answer stands
     parser = OverridesParser.create()

@@ -60,6 +60,20 @@ def test_what_hydra_refuses_is_one_line_with_exit_2_and_no_value(tmp_path, bad):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    "flags", [["--config-name", "nope"], ["--config-name=nope"], ["-cn", "nope.yaml"]]
+)
+def test_a_primary_config_that_does_not_exist_is_one_line_with_exit_2(tmp_path, flags):
+    """Hydra answered with exit 1 and its config search path."""
+    r = _cli(*flags, f"paths.root={tmp_path}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such primary config in conf/" in lines[0], out
+    assert "choose one of: config" in lines[0] and "provider=" not in out
+    assert not any(tmp_path.iterdir())
+
+
 def test_unknown_override_walks_the_schema():
     assert unknown_override("model.num_leavs=3").startswith("config key 'model.num_leavs'")
     assert "known: kind, n_borrowers" in unknown_override("data.n_borrower=3")
