@@ -88,6 +88,25 @@ def without_nan(out: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+class RefusedRequest(MlflowException):
+    """A request the model refuses (HTTP 400), whose message stays the rule.
+
+    MLflow's scoring server rewrites the message of an exception raised by ``predict`` to
+    ``Failed to predict data '<the request as a data frame>'. Error: <message>``: hundreds
+    to thousands of characters of the request before the rule. The first message set (the
+    rule, naming the column) is the one answered; later rewrites are ignored.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._rule
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_rule"):
+            self._rule = str(value)
+
+
 class ClosureRiskModel(PythonModel):
     """Calibrated closure risk with its tier and top reason codes, beside the caller's id."""
 
@@ -126,7 +145,7 @@ class ClosureRiskModel(PythonModel):
                 self._score(pd.DataFrame(model_input).reset_index(drop=True), horizons)
             )
         except DataError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            raise RefusedRequest(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
     def _horizons(self, params: Any) -> list[int] | None:
         asked = (params or {}).get(HORIZONS)
