@@ -230,6 +230,7 @@ def test_leaderboard_grades_on_the_oracle_rows_beside_the_ceiling():
         ("model.survival_keep=0", "model.survival_keep"),
         ("model.survival_rounds=0", "model.survival_rounds"),
         ("model.survival_learning_rate=2", "model.survival_learning_rate"),
+        ("model.survival_patience=-1", "model.survival_patience"),
         ("model.survival_threads=-1", "model.survival_threads"),
     ],
 )
@@ -262,6 +263,11 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     assert len({(e["n"], e["ceiling_top1"]) for e in summary["explainers"]}) == 1
     models = root / "models"
     assert (models / "survival" / "survival_curves.png").exists()
+    # the fit stops model.survival_patience rounds after its best (or at the round cap),
+    # not after the classifier's patience
+    fit = json.loads((models / "survival" / "evaluation.json").read_text())["training"]
+    assert fit["patience"] == 20 and fit["learning_rate"] == 0.05
+    assert fit["rounds"] in (fit["best_iteration"] + fit["patience"], 300), fit
     reasons = models / "survival" / "reasons.parquet"
     import pyarrow.parquet as pq
 

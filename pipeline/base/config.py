@@ -683,7 +683,12 @@ class ModelConfig:
     survival: bool = True
     survival_keep: float = 0.25  # share of event-free months kept (weighted 1 / keep)
     survival_rounds: int = 300  # most boosting rounds (early stopping on validation months)
-    survival_learning_rate: float = 0.1
+    survival_learning_rate: float = 0.05
+    # rounds without a better validation loss before the hazard model stops. Its
+    # validation loss falls smoothly to its best round (150,000 training months on the
+    # default world): 10 to 50 rounds of patience stop at the same best round, so each
+    # round beyond the first few after it is paid for nothing
+    survival_patience: int = 20
     # threads of the hazard model's fit (0: one per physical core). One by default: a
     # multiclass round grows one small tree per class, and on a shared machine the
     # threads' synchronisation costs more than they save (measured: 2 threads took 6x
@@ -800,6 +805,12 @@ def check_survival(m: ModelConfig, key: str) -> None:
     )
     if m.survival_rounds < 1:
         _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
+    if m.survival_patience < 0:
+        _fail(
+            f"{key}.survival_patience",
+            "must not be negative (0: no early stopping)",
+            m.survival_patience,
+        )
     if m.survival_shap_rows < 0:
         _fail(f"{key}.survival_shap_rows", "must be 0 (no features) or more", m.survival_shap_rows)
     if not 0 < _finite(f"{key}.survival_learning_rate", m.survival_learning_rate) <= 1:

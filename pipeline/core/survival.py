@@ -167,8 +167,12 @@ def fit(
     params: dict[str, Any],
     rounds: int,
     early_stopping: int,
+    log: dict[str, Any] | None = None,
 ) -> lgb.Booster:
-    """Fit the hazard model on training months, stopping early on validation months."""
+    """Fit the hazard model on training months, stopping early on validation months.
+
+    The booster returned stops at its best round; ``log`` (when given) receives
+    ``rounds_fitted``, the rounds grown before the early stop."""
     if len(pm_train.row) == 0 or not np.any(pm_train.target != NONE):
         raise ValueError("the training months hold no closure: nothing to learn hazards from")
     cols = [*names, AHEAD]
@@ -190,9 +194,14 @@ def fit(
         )
         valid_sets = [dvalid]
         callbacks = [lgb.early_stopping(early_stopping, verbose=False)]
-    return lgb.train(
+    grown: list[int] = []
+    callbacks.append(lambda env: grown.append(env.iteration))
+    booster = lgb.train(
         params, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
     )
+    if log is not None:
+        log["rounds_fitted"] = len(grown)
+    return booster
 
 
 def hazards(

@@ -79,7 +79,8 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
 
     va, oo = split == "valid", split == "oot"
     m = cfg.model
-    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K)
+    fit_log: dict[str, Any] = {}
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K, fit_log)
     cal = core.fit_calibration(
         core.incidence(core.hazards(model, X[va], K, follow[va])),
         time_[va],
@@ -106,7 +107,9 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         "person_months_train": int(len(pm_tr.row)),
         "person_months_valid": int(len(pm_va.row)),
         "keep": float(m.survival_keep),
-        "rounds": int(model.current_iteration()),
+        "learning_rate": float(m.survival_learning_rate),
+        "patience": int(m.survival_patience),
+        "rounds": int(fit_log.get("rounds_fitted", model.current_iteration())),
         "best_iteration": int(model.best_iteration or model.current_iteration()),
         "censoring": "restriction: a horizon's figures use only the rows whose window "
         "it fully observes (administrative censoring at each split's last month)",
@@ -185,8 +188,10 @@ def _fit(
     split: np.ndarray,
     names: list[str],
     K: int,
+    log: dict[str, Any] | None = None,
 ) -> tuple[lgb.Booster, core.PersonMonths, core.PersonMonths, float]:
-    """The hazard model fitted on training months, stopped early on validation months."""
+    """The hazard model fitted on training months, stopped early on validation months
+    (``log`` receives the rounds grown: :func:`pipeline.core.survival.fit`)."""
     seed = int(cfg.data.seed)
     tr, va = split == "train", split == "valid"
     keep = float(cfg.model.survival_keep)
@@ -214,7 +219,8 @@ def _fit(
         names,
         params,
         int(m.survival_rounds),
-        int(m.early_stopping_rounds),
+        int(m.survival_patience),
+        log,
     )
     return model, pm_tr, pm_va, time.perf_counter() - t_fit
 
