@@ -17,14 +17,15 @@ Equal means equal: the leaves are summed tree by tree in LightGBM's order, in do
 from the same thresholds (read back exactly from the model dump), with LightGBM's rules
 for missing values (a NaN under ``missing_type=None`` compares as 0.0, under ``NaN`` it
 takes the node's default side, and values within 1e-35 of zero are zero), and the
-binary objective's sigmoid is LightGBM's formula. :func:`predict` checks it on every
+binary objective's sigmoid and the multiclass objective's softmax are LightGBM's formulas
+(a multiclass model's trees take turns by class: tree ``t`` adds to class ``t % K``). :func:`predict` checks it on every
 call's first rows against ``Booster.predict`` and falls back to LightGBM (with one
 warning) if they differ by more than :data:`TOLERANCE`.
 
 What the kernel does not take (and :func:`compile_booster` says why, so the caller uses
 LightGBM): categorical splits, ``missing_type=Zero``, linear trees, more than 64 leaves in
-a tree, several outputs per row (multiclass), averaged forests (``boosting=rf``), and
-objectives other than binary and plain regression (``reg_sqrt`` included).
+a tree, one-vs-all multiclass (``multiclassova``), averaged forests (``boosting=rf``), and
+objectives other than binary, multiclass and plain regression (``reg_sqrt`` included).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class CompiledModel:
     nan_right: np.ndarray  # bool: a missing value goes right at this node
     leaves: np.ndarray  # float64 (n_trees, MAX_LEAVES), left to right
     sigmoid: float  # the binary objective's scale; 0.0 for a raw (regression) output
+    n_classes: int = 1  # outputs per row: K of a multiclass (softmax) model, else 1
 
     @property
     def n_trees(self) -> int:
@@ -86,9 +88,13 @@ class CompiledModel:
 def _unsupported(dump: dict[str, Any], booster: Any) -> str | None:
     """Why the kernel cannot reproduce this model (None: it can)."""
     objective = str(dump.get("objective", "")).split(" ")[0]
-    if int(dump.get("num_tree_per_iteration", 1)) != 1 or int(dump.get("num_class", 1)) != 1:
+    per_iteration = int(dump.get("num_tree_per_iteration", 1))
+    n_class = int(dump.get("num_class", 1))
+    if objective == "multiclass" and per_iteration != n_class:
+        return "a multiclass model whose trees do not take turns by class"
+    if objective != "multiclass" and (per_iteration != 1 or n_class != 1):
         return "several outputs per row"
-    if objective not in ("binary", "regression"):
+    if objective not in ("binary", "regression", "multiclass"):
         return f"objective {objective!r}"
     if "sqrt" in str(dump.get("objective", "")).split(" ")[1:]:
         return "a regression on the square root (reg_sqrt)"
@@ -181,6 +187,7 @@ def compile_booster(
         nan_right=np.array([n[4] for n in nodes], dtype=np.bool_),
         leaves=leaves,
         sigmoid=sigmoid,
+        n_classes=int(dump.get("num_class", 1)) if objective.startswith("multiclass") else 1,
     )
     return model, ""
 
@@ -198,16 +205,19 @@ def _quickscorer(  # pragma: no cover - compiled
     sigmoid: float,
     group: int,
     ones: Any,
+    n_classes: int,
+    softmax: bool,
 ) -> np.ndarray:
     n = X.shape[0]
     n_trees = leaves.shape[0]
     n_features = start.shape[0] - 1
-    out = np.empty(n, dtype=np.float64)
+    out = np.empty((n, n_classes), dtype=np.float64)
     n_groups = (n + group - 1) // group
     n_blocks = (n_groups + GROUPS_PER_BLOCK - 1) // GROUPS_PER_BLOCK
     for b in prange(n_blocks):
         bits = np.empty((n_trees, group), dtype=mask.dtype)  # [tree, row of the group]
         xs = np.empty(group, dtype=np.float64)
+        acc = np.empty(n_classes, dtype=np.float64)  # a multiclass row's raw outputs
         for g in range(b * GROUPS_PER_BLOCK, min(n_groups, (b + 1) * GROUPS_PER_BLOCK)):
             lo = g * group
             m = min(group, n - lo)
@@ -243,19 +253,40 @@ def _quickscorer(  # pragma: no cover - compiled
                     if not any_right:
                         break
             for r in range(m):
-                s = 0.0
-                for t in range(n_trees):
+                if n_classes == 1:
+                    s = 0.0
+                    for t in range(n_trees):
+                        w = np.uint64(bits[t, r])
+                        low = w & (~w + np.uint64(1))
+                        s += leaves[t, lowest[(low * DEBRUIJN) >> np.uint64(58)]]
+                    if sigmoid > 0.0:
+                        s = 1.0 / (1.0 + math.exp(-sigmoid * s))
+                    out[lo + r, 0] = s
+                    continue
+                for c in range(n_classes):
+                    acc[c] = 0.0
+                for t in range(n_trees):  # each class's trees summed in their order
                     w = np.uint64(bits[t, r])
                     low = w & (~w + np.uint64(1))
-                    s += leaves[t, lowest[(low * DEBRUIJN) >> np.uint64(58)]]
-                if sigmoid > 0.0:
-                    s = 1.0 / (1.0 + math.exp(-sigmoid * s))
-                out[lo + r] = s
+                    acc[t % n_classes] += leaves[t, lowest[(low * DEBRUIJN) >> np.uint64(58)]]
+                if softmax:  # LightGBM's: shifted by the largest, then normalised
+                    wmax = acc[0]
+                    for c in range(1, n_classes):
+                        wmax = max(acc[c], wmax)
+                    wsum = 0.0
+                    for c in range(n_classes):
+                        acc[c] = math.exp(acc[c] - wmax)
+                        wsum += acc[c]
+                    for c in range(n_classes):
+                        acc[c] /= wsum
+                for c in range(n_classes):
+                    out[lo + r, c] = acc[c]
     return out
 
 
 def predict_compiled(model: CompiledModel, X: np.ndarray, raw_score: bool = False) -> np.ndarray:
-    """The model's output for the rows of ``X`` (float32 or float64, one column per feature)."""
+    """The model's output for the rows of ``X`` (float32 or float64, one column per feature):
+    one value per row, or ``(n, K)`` for a multiclass model, as ``Booster.predict``."""
     X = np.asarray(X)
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
@@ -263,7 +294,7 @@ def predict_compiled(model: CompiledModel, X: np.ndarray, raw_score: bool = Fals
         raise ValueError(
             f"the model takes {model.n_features} features per row, got an array of shape {X.shape}"
         )
-    return _quickscorer(
+    out = _quickscorer(
         np.ascontiguousarray(X),
         model.start,
         model.thresholds,
@@ -275,7 +306,10 @@ def predict_compiled(model: CompiledModel, X: np.ndarray, raw_score: bool = Fals
         0.0 if raw_score else model.sigmoid,
         GROUP,
         model.mask.dtype.type(np.iinfo(model.mask.dtype).max),  # every leaf still possible
+        model.n_classes,
+        model.n_classes > 1 and not raw_score,
     )
+    return out[:, 0] if model.n_classes == 1 else out
 
 
 # one compiled form per booster and iteration count, dropped with the booster
