@@ -162,6 +162,25 @@ def test_calibration_per_month_repairs_a_halved_incidence():
     assert (a[0], b[0]) == (0.0, 1.0) and (a[2], b[2]) == (cal.a[1], cal.b[1])
 
 
+def test_the_design_gathers_its_rows_block_by_block_into_the_same_float32_matrix(monkeypatch):
+    """Gathered a block at a time, written straight into float32: the same numbers as the
+    person-month rows copied whole, then cast."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 4)) * 1e3  # float64 values that float32 rounds
+    X[3, 2] = np.nan
+    time = rng.integers(1, 13, 50)
+    pm = core.person_months(time, np.zeros(50, dtype=np.int64), 12)
+    want = np.column_stack([X[pm.row].astype(np.float32), pm.ahead.astype(np.float32)]).astype(
+        np.float32
+    )
+    monkeypatch.setattr(core, "DESIGN_BLOCK", 7)  # several blocks, the last one partial
+    got = core.design(X, pm.ahead, pm.row)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(core.design(X[pm.row], pm.ahead), want)  # rows given whole
+    np.testing.assert_array_equal(core.design(X, 3)[:, -1], np.full(50, 3, np.float32))
+
+
 def test_the_model_learns_which_cause_a_feature_drives():
     """Two features, each raising one cause's monthly hazard: the fitted model ranks the
     cause of the larger feature first on fresh rows."""

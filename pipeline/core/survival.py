@@ -119,11 +119,28 @@ def person_months(
     return PersonMonths(row, ahead.astype(np.int64), target.astype(np.int64), weight)
 
 
-def design(X: np.ndarray, ahead: np.ndarray | int) -> np.ndarray:
-    """The model's input: the snapshot features, then the month ahead."""
-    X = np.asarray(X, dtype=np.float32)
-    col = np.broadcast_to(np.asarray(ahead, dtype=np.float32), (len(X),))
-    return np.column_stack([X, col]).astype(np.float32)
+#: rows gathered at a time into the design matrix (bounds the temporary copy)
+DESIGN_BLOCK = 1 << 18
+
+
+def design(X: np.ndarray, ahead: np.ndarray | int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The model's input: the snapshot features (of ``X[rows]`` when ``rows`` is given),
+    then the month ahead, as float32.
+
+    Written straight into one float32 matrix, ``rows`` gathered a block at a time: the
+    person-month table is several times the snapshot rows, and a float64 copy of it (then
+    a float32 one, then the matrix) tripled the stage's peak memory."""
+    X = np.asarray(X)
+    n = len(X) if rows is None else len(rows)
+    p = X.shape[1]
+    out = np.empty((n, p + 1), dtype=np.float32)
+    if rows is None:
+        out[:, :p] = X
+    else:
+        for lo in range(0, n, DESIGN_BLOCK):
+            out[lo : lo + DESIGN_BLOCK, :p] = X[rows[lo : lo + DESIGN_BLOCK]]
+    out[:, p] = np.broadcast_to(np.asarray(ahead, dtype=np.float32), (n,))
+    return out
 
 
 def lgb_params(
@@ -178,7 +195,7 @@ def fit(
         raise ValueError("the training months hold no closure: nothing to learn hazards from")
     cols = [*names, AHEAD]
     dtrain = lgb.Dataset(
-        design(X_train[pm_train.row], pm_train.ahead),
+        design(X_train, pm_train.ahead, pm_train.row),
         label=pm_train.target,
         weight=pm_train.weight,
         feature_name=cols,
@@ -188,7 +205,7 @@ def fit(
     callbacks: list[Any] = []
     if len(pm_valid.row) and early_stopping > 0:
         dvalid = lgb.Dataset(
-            design(X_valid[pm_valid.row], pm_valid.ahead),
+            design(X_valid, pm_valid.ahead, pm_valid.row),
             label=pm_valid.target,
             weight=pm_valid.weight,
             reference=dtrain,
