@@ -15,6 +15,7 @@ COL = {n: j for j, n in enumerate(NAMES)}
 def _row(**values: float) -> np.ndarray:
     base = {
         "tenure": 24,
+        "city_tier": 2,  # the simulator's tiers are 1 to 4
         "line": 10_000,
         "months_since_last_draw": 4,
         "draw_months_3": 0,
@@ -118,6 +119,15 @@ def test_several_levers_when_one_is_not_enough_and_costs_are_minimal():
     oth = ch.get("share_other_lender_k", (0, x[COL["share_other_lender_k"]]))[1]
     assert ch["misuse_share_k"][1] == pytest.approx(sec + oth)
     assert ch["ext_active_products"][1] == ch["ext_cards"][1] + x[COL["ext_loans"]]
+
+
+def test_a_value_no_action_sets_is_never_changed_even_out_of_its_range():
+    """Only what an action sets is kept inside its feasible range: a borrower's own value
+    (here a city tier the simulator never has) is left for the scorer to refuse, never
+    "advised" into range."""
+    x = _row(city_tier=0.0)
+    X, *_ = adv.candidates(x, NAMES, draw=300.0)
+    assert (X[:, COL["city_tier"]] == 0.0).all()
 
 
 def test_candidates_are_feasible_monotone_and_only_touch_actionable_features():

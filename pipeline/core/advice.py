@@ -477,7 +477,9 @@ def candidates(
             cost[rows] += opt.cost
     lo = np.array([BY_NAME[n].bounds[0] if n in BY_NAME else -np.inf for n in names])
     hi = np.array([BY_NAME[n].bounds[1] if n in BY_NAME else np.inf for n in names])
-    X = np.clip(X, lo, hi)
+    # only the values an action set are kept inside their feasible range: the borrower's
+    # own values stay as they are (an out-of-range one is the scorer's to refuse)
+    X = np.where(X != base[None, :], np.clip(X, lo, hi), X)
     mono = np.array([BY_NAME[n].monotone if n in BY_NAME else 0 for n in names])
     delta = X - base[None, :]
     ok = ~((delta * mono[None, :]) > 1e-12).any(axis=1)
