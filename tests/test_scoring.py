@@ -127,6 +127,8 @@ def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
         df.loc[df.index[3], "tenure"] = np.nan
     elif how == "inf":
         df.loc[df.index[3], "tenure"] = np.inf
+    elif how == "huge":  # finite in float64, inf in the model's float32
+        df.loc[df.index[3], "draw_amount_3"] = 1e300
     elif how == "negative":
         df.loc[df.index[3], "draw_amount_3"] = -5.0
     elif how == "category":
@@ -148,6 +150,7 @@ def _break(df: pd.DataFrame, how: str) -> pd.DataFrame:
         ("dtype", "tenure", "coerce_dtype"),
         ("nan", "tenure", "not_nullable"),
         ("inf", "tenure", "finite"),
+        ("huge", "draw_amount_3", "within float32's range"),
         ("negative", "draw_amount_3", "greater_than_or_equal_to(0"),
         ("category", "occupation_code", "isin([0.0, 1.0"),
         ("occupation", "occupation", "isin"),
