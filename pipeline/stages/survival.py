@@ -109,7 +109,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         "keep": float(m.survival_keep),
         "learning_rate": float(m.survival_learning_rate),
         "patience": int(m.survival_patience),
-        "rounds": int(fit_log.get("rounds_fitted", model.current_iteration())),
+        "rounds": int(fit_log["rounds_fitted"]),
         "best_iteration": int(model.best_iteration or model.current_iteration()),
         "censoring": "restriction: a horizon's figures use only the rows whose window "
         "it fully observes (administrative censoring at each split's last month)",
