@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP) ## Create or refresh the virtual environment from the lock file
 
-run: $(STAMP) ## Run the whole pipeline (generate, features, train, explain, survival, policy, report), print the summary
+run: $(STAMP) ## Run the whole pipeline (generate, features, train, survival, explain, policy, report), print the summary
 	$(BIN)/python -m pipeline run $(ARGS)
 
 data: $(STAMP) ## Simulate the borrower world into data/raw (and ground truth into data/truth)

@@ -303,6 +303,61 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     assert 'id="survival"' in page and 'data-plot="survival_curves"' in page
 
 
+def test_the_explain_stage_ranks_causes_by_the_cause_model_and_grades_that_ranking(trained_world):
+    """The run fits the cause model before the explain stage, whose headline causes and
+    fidelity are the cause model's: the same figure, on the same closures, as the
+    leaderboard's cause_model row; the SHAP-mapped reasons are graded beside it."""
+    import pyarrow.parquet as pq
+
+    root, _, summary = trained_world
+    fid = summary["fidelity"]
+    assert fid["source"] == "cause_model" and fid["horizon"] == 3
+    board = {e["name"]: e for e in summary["explainers"]}
+    cm, pair = board["cause_model"], fid["paired"]
+    assert pair["n"] == cm["n"] and pair["top1"] == pytest.approx(cm["top1"], abs=1e-12)
+    assert pair["ceiling_top1"] == pytest.approx(cm["ceiling_top1"], abs=1e-12)
+    shap = fid["shap"]
+    assert shap["paired"]["n"] == pair["n"] and 0 <= shap["paired"]["top1"] <= 1
+    assert shap["paired"]["top1"] != pair["top1"]  # two rankings, two figures
+    mine = pq.read_table(root / "models" / "reasons.parquet").to_pandas()
+    theirs = pq.read_table(root / "models" / "survival" / "reasons.parquet").to_pandas()
+    both = mine.merge(theirs, on=["borrower_id", "snapshot"], suffixes=("", "_sv"))
+    assert len(both) == len(theirs) > 0
+    for r in (1, 2, 3):
+        assert (both[f"cause_{r}"] == both[f"cause_{r}_sv"]).all()
+    page = (root / "models" / "report.html").read_text()
+    assert "ranked by the competing-risks cause model" in page
+
+
+def test_without_a_cause_model_fitted_beside_the_classifier_explain_ranks_by_shap(
+    tmp_path, trained_world
+):
+    import shutil
+
+    import pyarrow.parquet as pq
+    from helpers import SMALL, compose_config
+
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+
+    root, _, summary = trained_world
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "data", tmp_path / "data")
+    shap_pair = summary["fidelity"]["shap"]["paired"]
+    for extra, why in (
+        (["explain.cause_source=shap"], "explain.cause_source=shap"),
+        (["model.survival=false"], "model.survival=false"),
+    ):
+        cfg = compose_config(tmp_path, [*SMALL, "tracking=off", *extra], "explain")
+        out = run_pipeline(cfg, from_config(cfg.tracking), ["explain"])
+        fid = out["fidelity"]
+        assert fid["source"] == "shap" and fid["why"] == why and "shap" not in fid
+        # the SHAP-mapped reasons' own figure, as graded beside the cause model before
+        assert fid["paired"]["top1"] == pytest.approx(shap_pair["top1"], abs=1e-12)
+        table = pq.read_table(tmp_path / "models" / "reasons.parquet").to_pandas()
+        assert (table.cause_1 == table.reason_1_cause).all()
+
+
 def test_switched_off_the_stage_leaves_no_figures_of_an_earlier_run(tmp_path, trained_world):
     import shutil
 

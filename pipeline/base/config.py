@@ -844,12 +844,18 @@ class ExplainConfig:
     # and the model's 3-month window then shares two of its months with the world's
     # figure (at two months, one; and the futures closed before it drop out)
     world_next_months: int = 1
+    # which model ranks a closure's causes, the reasons' headline and what the fidelity
+    # check grades: the competing-risks cause model (stage survival, fitted beside this
+    # classifier; the SHAP-mapped causes where it is absent) or the classifier's SHAP
+    # values mapped onto causes. The SHAP-mapped reasons are written and graded either way
+    cause_source: str = "cause_model"
 
 
 EXPLAIN_CHOICES: dict[str, tuple[str, ...]] = {
     "attribution": ("primary", "registry", "learned"),
     "learn_support": ("registry", "all"),
     "reference": ("base", "snapshot"),
+    "cause_source": ("cause_model", "shap"),
 }
 
 

@@ -1060,6 +1060,8 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
             "top3": _num(fid.get("top3"), "pct"),
             "chance": _num(fid.get("chance_top1"), "pct"),
             "attribution": str(fid.get("attribution", "–")),
+            "source": str(fid.get("source", "shap")),
+            "shap": _shap_beside(fid.get("shap")),
             "ceiling": {
                 "n": _num(p.get("n"), "int"),
                 "futures": _num(p.get("futures"), "int"),
@@ -1082,7 +1084,21 @@ def _fidelity(inp: Inputs) -> dict[str, Any]:
         )
         if rows
         else None,
-        "figs": _figs(inp, ("fidelity_confusion", "true cause against top reason")),
+        "figs": _figs(inp, ("fidelity_confusion", "true cause against the first-ranked cause")),
+    }
+
+
+def _shap_beside(sh: Any) -> dict[str, Any] | None:
+    """The SHAP-mapped reasons' fidelity, shown beside the cause model's headline."""
+    if not isinstance(sh, dict):
+        return None
+    p = sh.get("paired") if isinstance(sh.get("paired"), dict) else {}
+    return {
+        "top1": _num(sh.get("top1"), "pct"),
+        "top3": _num(sh.get("top3"), "pct"),
+        "paired_top1": _num(p.get("top1"), "pct") if p else None,
+        "paired_top1_se": _num(p.get("top1_se"), "pct") if p else None,
+        "paired_share": _num(p.get("share_of_ceiling_top1"), "pct") if p else None,
     }
 
 

@@ -453,7 +453,12 @@ def _print_summary(
                 f"against the cause ceiling {pair['ceiling_top1']:.2%} +- "
                 f"{pair['ceiling_top1_se']:.2%} / {pair['ceiling_top3']:.2%}"
             )
-        lines.append(line)
+        src = {"cause_model": "the cause model", "shap": "the SHAP-mapped reasons"}
+        line += f" (causes ranked by {src.get(str(f.get('source')), 'the SHAP-mapped reasons')}"
+        shap_pair = (f.get("shap") or {}).get("paired")
+        if isinstance(shap_pair, dict):
+            line += f"; the SHAP-mapped reasons there top-1 {shap_pair['top1']:.2%}"
+        lines.append(line + ")")
     if "top_features" in s:
         top = ", ".join(name(f) for f in s["top_features"])
         lines.append(row("top features (mean |SHAP|)", top))

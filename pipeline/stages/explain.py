@@ -44,6 +44,7 @@ from pipeline.base.registry import BY_NAME
 from pipeline.core import advice as advice_core
 from pipeline.core import compiled
 from pipeline.core import explain as explain_core
+from pipeline.core import survival as survival_core
 from pipeline.core import world_advice as world_core
 from pipeline.core.labels import Labels, labels_of
 from pipeline.core.report import Words, words
@@ -300,6 +301,8 @@ def _batch(
     cols.update(probability=prob, label=oot.label.to_numpy())
     info: dict[str, Any] = {}
     W = None
+    ranked: dict[str, np.ndarray] = {}
+    source: dict[str, Any] = {}
     if sim:
         cols["label_cause"] = oot.label_cause.to_numpy()
         W, info = _cause_weights(cfg, p, model, df, threads)
@@ -307,6 +310,8 @@ def _batch(
         reasons = explain_core.reason_codes(
             contrib, X, names, int(e.top_k), W, shift, model.reference, prob, _floor(cfg)
         )
+        ranked, source = _ranked_causes(cfg, p, model, X, reasons)
+        cols.update({f"cause_{r + 1}": v for r, v in enumerate(ranked.values())})
     else:
         reasons = explain_core.feature_reasons(contrib, X, names, int(e.top_k), model.labels)
     if e.probability:
@@ -352,7 +357,7 @@ def _batch(
     views.part = {"shap": {"method": method, "rows_per_s": views.metrics["rows_per_s"]}}
     if sim:
         assert W is not None
-        _cause_views(cfg, p, views, contrib, names, W, info, table, reasons)
+        _cause_views(cfg, p, views, contrib, names, W, info, table, reasons, ranked, source)
         if e.advice_rows > 0:
             _advice_views(cfg, p, views, model, oot, prob, raw_score)
     tracker.log_metrics(views.metrics)
@@ -461,6 +466,34 @@ def _add_probability_reasons(reasons: dict[str, Any], contrib: np.ndarray, top_k
             reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
 
 
+def _ranked_causes(
+    cfg: Config, p: catalog.Catalog, model: _Model, X: np.ndarray, reasons: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Each row's closure causes, ranked (``reason_<r>_cause`` columns, as the fidelity
+    functions read them), and where the ranking comes from.
+
+    With ``explain.cause_source=cause_model`` the published competing-risks model ranks
+    the causes by their predicted incidence at the feature horizon (the months the
+    classifier's label looks ahead), when it was fitted beside this classifier on the
+    same features; otherwise the SHAP-mapped reasons' causes are the ranking."""
+    keys = [f"reason_{r}_cause" for r in range(1, 4)]
+    shap_ranked = {k: np.asarray(reasons[k], dtype=object) for k in keys if k in reasons}
+    if cfg.explain.cause_source == "shap":
+        return shap_ranked, {"source": "shap", "why": "explain.cause_source=shap"}
+    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
+    h = int(cfg.features.horizon)
+    if cause is not None and cause.names != model.names:
+        cause, why = None, "the cause model reads other features than the classifier"
+    if cause is not None and h > cause.longest:
+        cause, why = None, f"the cause model's curves end before the {h}-month horizon"
+    if cause is None:
+        return shap_ranked, {"source": "shap", "why": why}
+    cols = cause.curves(X, [h])
+    at_h = np.column_stack([cols[f"risk_h{h}_{c}"] for c in CAUSES])
+    order = survival_core.cause_ranking(at_h)
+    return survival_core.ranked_reasons(order, 3), {"source": "cause_model", "horizon": h}
+
+
 def _cause_views(
     cfg: Config,
     p: catalog.Catalog,
@@ -471,8 +504,12 @@ def _cause_views(
     info: dict[str, Any],
     table: pd.DataFrame,
     reasons: dict[str, Any],
+    ranked: dict[str, np.ndarray],
+    source: dict[str, Any],
 ) -> None:
-    """Cause importance, and fidelity of the reasons against the true causes of closures."""
+    """Cause importance, and fidelity against the true causes of closures: of the
+    headline ranking of causes (``ranked``, from ``source``) and, when that is the cause
+    model's, of the SHAP-mapped reasons beside it (``fidelity.shap``)."""
     cimp = explain_core.cause_importance(contrib, names, W)
     cimp_path = p.write(
         "cause_importance", stamped({"attribution": info, "importance": cimp}, views.stamp)
@@ -484,9 +521,21 @@ def _cause_views(
     closed = table.label.to_numpy() == 1
     if not closed.any():
         return
-    fid = explain_core.fidelity(
-        {k: v[closed] for k, v in reasons.items()}, table.label_cause.to_numpy()[closed]
-    )
+    truth = table.label_cause.to_numpy()[closed]
+    keys = table.loc[closed, ["borrower_id", "snapshot"]]
+    oracle = p.read("oracle").to_pandas() if p.path("oracle").exists() else None
+
+    def graded(
+        rank: dict[str, Any],
+    ) -> tuple[explain_core.Fidelity, dict[str, Any] | None]:
+        """A ranking's fidelity on all closures and, beside the ceiling, on those with
+        the oracle's futures (the cause ranking of the futures from the same closures)."""
+        mine = {k: np.asarray(v)[closed] for k, v in rank.items()}
+        fid = explain_core.fidelity(mine, truth)
+        ceil = None if oracle is None else explain_core.oracle_fidelity(keys, truth, mine, oracle)
+        return fid, ceil
+
+    fid, ceil = graded(ranked)
     conf_path = p.path("fidelity_confusion")
     with atomic_path(conf_path) as tmp:  # with its index: the true causes
         fid.confusion.to_csv(tmp)
@@ -496,22 +545,19 @@ def _cause_views(
         "top3": fid.top3,
         "n": fid.n,
         "chance_top1": 1.0 / len(CAUSES),
+        "source": source["source"],
         "attribution": info.get("attribution"),
         "reference": str(cfg.explain.reference),
     }
-    # the ceiling: the cause ranking of the oracle's futures from the same closures
-    ceil, oracle_path = None, p.path("oracle")
-    if oracle_path.exists():
-        oracle = p.read("oracle").to_pandas()
-        ceil = explain_core.oracle_fidelity(
-            table.loc[closed, ["borrower_id", "snapshot"]],
-            table.label_cause.to_numpy()[closed],
-            {k: v[closed] for k, v in reasons.items()},
-            oracle,
-        )
+    fid_part.update({k: v for k, v in source.items() if k != "source"})
     overall, by_cause = explain_core.with_ceiling(fid, ceil)
     fid_part.update(overall)
     fid_part["by_cause"] = by_cause
+    if source["source"] != "shap":  # the SHAP-mapped reasons, graded the same way
+        sfid, sceil = graded(reasons)
+        fid_part["shap"] = {"top1": sfid.top1, "top3": sfid.top3, "n": sfid.n}
+        if sceil is not None:
+            fid_part["shap"]["paired"] = explain_core.paired(sceil)
     write_json(stamped({**fid_part, "weights": info}, views.stamp), fid_path)
     views.artifacts += [conf_path, fid_path]
     views.plots.append(_heatmap(fid.confusion, p.path("fidelity_confusion_plot")))
@@ -529,12 +575,34 @@ def _cause_views(
             fidelity_ceiling_top3=float(pair["ceiling_top3"]),
             fidelity_ceiling_top1_se=float(pair["ceiling_top1_se"]),
         )
+    shap_pair = fid_part.get("shap", {}).get("paired")
+    if shap_pair is not None:
+        views.metrics.update(
+            fidelity_shap_top1=float(shap_pair["top1"]),
+            fidelity_shap_top3=float(shap_pair["top3"]),
+        )
     views.part["fidelity"] = fid_part
+    say(_fidelity_lines(fid, fid_part, ceil is not None, str(info.get("attribution"))))
+
+
+def _fidelity_lines(
+    fid: explain_core.Fidelity, fid_part: dict[str, Any], ceiling: bool, attribution: str
+) -> str:
+    """The console's fidelity lines: the ranking's figures, beside the ceiling, the
+    SHAP-mapped reasons' where the ranking is the cause model's, and per cause."""
+    by_cause = fid_part["by_cause"]
+    shap_pair = fid_part.get("shap", {}).get("paired")
+    by = (
+        f"the cause model's incidence at {fid_part['horizon']} months"
+        if fid_part["source"] == "cause_model"
+        else f"the SHAP-mapped reasons, {attribution} attribution"
+        + (f"; no cause model: {fid_part['why']}" if fid_part.get("why") else "")
+    )
     lines = [
-        f"explain: fidelity on all {fid.n:,} out-of-time closures: top-1 {fid.top1:.1%}, "
-        f"top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%}; {info.get('attribution')})"
+        f"explain: causes ranked by {by}; fidelity on all {fid.n:,} out-of-time closures: "
+        f"top-1 {fid.top1:.1%}, top-3 {fid.top3:.1%} (chance top-1 {1 / len(CAUSES):.1%})"
     ]
-    if ceil is not None:
+    if ceiling:
         pair = fid_part["paired"]
         lines.append(
             f"  paired with the ceiling on the {pair['n']:,} closures with oracle futures "
@@ -542,6 +610,19 @@ def _cause_views(
             f"{pair['top1_se']:.1%} against ceiling {pair['ceiling_top1']:.1%} +- "
             f"{pair['ceiling_top1_se']:.1%} ({pair['share_of_ceiling_top1']:.1%} of it); "
             f"top-3 {pair['top3']:.1%} against {pair['ceiling_top3']:.1%}"
+        )
+    if "shap" in fid_part:
+        sh = fid_part["shap"]
+        lines.append(
+            f"  the SHAP-mapped reasons ({attribution} attribution) beside it: "
+            f"top-1 {sh['top1']:.1%}, top-3 {sh['top3']:.1%} on all closures"
+            + (
+                f"; on the same {shap_pair['n']:,} closures top-1 {shap_pair['top1']:.1%} +- "
+                f"{shap_pair['top1_se']:.1%} ({shap_pair['share_of_ceiling_top1']:.1%} of "
+                "the ceiling)"
+                if shap_pair is not None
+                else ""
+            )
         )
     lines += [
         f"  {c:<26} n {v['n']:>6,.0f}  top-1 {v['top1']:6.1%}"
@@ -553,7 +634,7 @@ def _cause_views(
         )
         for c, v in by_cause.items()
     ]
-    say("\n".join(lines))
+    return "\n".join(lines)
 
 
 def _additivity(model: _Model, X: np.ndarray, contrib: np.ndarray) -> float:
@@ -1081,7 +1162,7 @@ def _heatmap(conf: pd.DataFrame, path: Path) -> Path:
                     fontsize=7,
                     color="white" if rows[i, j] > 0.5 else "black",
                 )
-    ax.set_xlabel("top reason")
+    ax.set_xlabel("first-ranked cause")
     ax.set_ylabel("true cause (simulator)")
     fig.colorbar(im, ax=ax, label="share of the true cause's closures")
     _save_fig(fig, path)

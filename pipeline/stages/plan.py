@@ -83,6 +83,16 @@ STAGES: tuple[Stage, ...] = (
         model_derived=True,
     ),
     Stage(
+        "survival",
+        survival,
+        "Competing-risks closure curves by horizon and cause, and the explanation leaderboard",
+        reads=("features", "platform_events", "model", "model_meta", "calibration", "oracle"),
+        writes=SURVIVAL_OUTPUTS,
+        groups=("model",),
+        simulator_only=True,
+        model_derived=True,
+    ),
+    Stage(
         "explain",
         explain,
         "SHAP values, reason codes and plots for out-of-time rows",
@@ -98,16 +108,6 @@ STAGES: tuple[Stage, ...] = (
         ),
         writes=(*EXPLAIN_VIEWS, "cause_weights", "borrower_story", "waterfall_plot"),
         groups=("explain",),
-        model_derived=True,
-    ),
-    Stage(
-        "survival",
-        survival,
-        "Competing-risks closure curves by horizon and cause, and the explanation leaderboard",
-        reads=("features", "platform_events", "model", "model_meta", "calibration", "oracle"),
-        writes=SURVIVAL_OUTPUTS,
-        groups=("model",),
-        simulator_only=True,
         model_derived=True,
     ),
     Stage(
