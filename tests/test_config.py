@@ -240,3 +240,15 @@ def test_the_repeat_check_sees_group_and_global_values():
         "experiment/competition_heavy.yaml",
         "simulator.closure_base.low_activity_competition",
     ) in found
+
+
+def test_idle_cores_leaves_out_the_cpus_other_work_keeps_busy(monkeypatch):
+    import psutil
+
+    from pipeline.base import config
+
+    monkeypatch.setattr(config, "physical_cores", lambda: 4)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 4)
+    for percent, idle in ((0.0, 4), (25.0, 3), (60.0, 2), (100.0, 1)):
+        monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, p=percent: p)
+        assert config.idle_cores() == idle, percent

@@ -285,7 +285,7 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     # the fit stops model.survival_patience rounds after its best (or at the round cap),
     # not after the classifier's patience
     fit = json.loads((models / "survival" / "evaluation.json").read_text())["training"]
-    assert fit["patience"] == 20 and fit["learning_rate"] == 0.05
+    assert fit["patience"] == 10 and fit["learning_rate"] == 0.05
     assert fit["rounds"] in (fit["best_iteration"] + fit["patience"], 300), fit
     reasons = models / "survival" / "reasons.parquet"
     import pyarrow.parquet as pq
@@ -356,6 +356,57 @@ def test_without_a_cause_model_fitted_beside_the_classifier_explain_ranks_by_sha
         assert fid["paired"]["top1"] == pytest.approx(shap_pair["top1"], abs=1e-12)
         table = pq.read_table(tmp_path / "models" / "reasons.parquet").to_pandas()
         assert (table.cause_1 == table.reason_1_cause).all()
+
+
+def test_the_hazard_model_file_is_the_same_whatever_the_thread_count(tmp_path, trained_world):
+    """model.survival_threads=0 follows the machine's load; the trees do not depend on
+    the thread count and the saved text records the setting, so the file is the same."""
+    import shutil
+
+    from helpers import SMALL, compose_config
+
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+
+    root, _, _ = trained_world
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "data", tmp_path / "data")
+    texts, threads = [], []
+    for n in (1, 2):
+        cfg = compose_config(
+            tmp_path, [*SMALL, "tracking=off", f"model.survival_threads={n}"], "survival"
+        )
+        out = run_pipeline(cfg, from_config(cfg.tracking), ["survival"])
+        threads.append(out["survival"]["fit_threads"])
+        texts.append((tmp_path / "models" / "survival" / "model.txt").read_text())
+    assert threads == [1, 2]
+    assert texts[0].replace("[num_threads: 1]", "[num_threads: 2]") == texts[1]
+    assert texts[0].count("[num_threads: 1]") == 1
+    # the default run recorded its setting (0: the idle cores), not the count it used
+    default = (root / "models" / "survival" / "model.txt").read_text()
+    assert default.count("[num_threads: 0]") == 1
+    assert default.replace("[num_threads: 0]", "[num_threads: 1]") == texts[0]
+
+
+def test_the_portable_text_refuses_a_model_text_without_one_thread_line():
+    import lightgbm as lgb
+
+    from pipeline.stages.survival import portable_model
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    b = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+        2,
+    )
+    assert "[num_threads: 7]" in portable_model(b, 7)
+
+    class _NoLine:
+        def model_to_string(self) -> str:
+            return "tree\nend of trees\n"
+
+    with pytest.raises(RuntimeError, match="num_threads"):
+        portable_model(_NoLine(), 0)  # type: ignore[arg-type]
 
 
 def test_switched_off_the_stage_leaves_no_figures_of_an_earlier_run(tmp_path, trained_world):

@@ -686,14 +686,18 @@ class ModelConfig:
     survival_learning_rate: float = 0.05
     # rounds without a better validation loss before the hazard model stops. Its
     # validation loss falls smoothly to its best round (150,000 training months on the
-    # default world): 10 to 50 rounds of patience stop at the same best round, so each
-    # round beyond the first few after it is paid for nothing
-    survival_patience: int = 20
-    # threads of the hazard model's fit (0: one per physical core). One by default: a
-    # multiclass round grows one small tree per class, and on a shared machine the
-    # threads' synchronisation costs more than they save (measured: 2 threads took 6x
-    # the wall time of 1 on a loaded 2-core machine)
-    survival_threads: int = 1
+    # default world): 10 to 50 rounds of patience stop at the same best round (10 and 20
+    # gave the same best round and figures for 4 seeds), so each round beyond the first
+    # few after it is paid for nothing
+    survival_patience: int = 10
+    # threads of the hazard model's fit. 0 (the default): one per physical core that is
+    # idle when the fit starts (the CPUs other work keeps busy over a quarter second
+    # taken as busy cores; at least one). A multiclass round grows one small tree per
+    # class, so its threads meet often: on a quiet 2-core machine 2 threads halve the
+    # fit (10.8 s against 21.1 s), but with one core busy they double it (48.0 s against
+    # 24.7 s). The trees are the same whatever the count (deterministic=True), and the
+    # saved model records this setting, not the count, so it is byte-identical too
+    survival_threads: int = 0
     # rows of the cause model's reasons that get their features (TreeSHAP of a 9-class
     # model over the months ahead costs about 9 ms a row): a seeded sample of the
     # out-of-time rows; every row still gets its causes ranked by incidence
@@ -801,7 +805,7 @@ def check_survival(m: ModelConfig, key: str) -> None:
         m.survival_threads,
         0,
         MAX_PARALLEL,
-        "must lie in [0, 1024] (0: one per physical core)",
+        "must lie in [0, 1024] (0: one per idle physical core)",
     )
     if m.survival_rounds < 1:
         _fail(f"{key}.survival_rounds", "must be at least 1", m.survival_rounds)
@@ -1338,6 +1342,18 @@ def generation_jobs(d: Any) -> int:
     if int(d.n_jobs):
         return int(d.n_jobs)
     return physical_cores() if int(d.n_borrowers) >= PARALLEL_WORLD else 1
+
+
+def idle_cores(sample_s: float = 0.25) -> int:
+    """The physical cores not busy now: :func:`physical_cores` less the CPUs that other
+    work kept busy over a short sample (this process waits through it), rounded, at least
+    one. A speed choice only, for work whose result does not depend on its thread count
+    (a load average would count this run's own last minute)."""
+    try:
+        busy = psutil.cpu_percent(interval=sample_s) / 100.0 * (psutil.cpu_count() or 1)
+    except (psutil.Error, OSError):  # pragma: no cover - no CPU counters here
+        busy = 0.0
+    return max(1, physical_cores() - int(busy + 0.5))
 
 
 def physical_cores() -> int:

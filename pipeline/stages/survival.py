@@ -16,6 +16,7 @@ Off with ``model.survival=false``.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import pyarrow.compute as pc
 from pipeline.adapters import catalog, model_registry, serving
 from pipeline.adapters.tracking import Tracker
 from pipeline.base.causes import CAUSES
-from pipeline.base.config import Config, physical_cores, split_snapshots
+from pipeline.base.config import Config, idle_cores, physical_cores, split_snapshots
 from pipeline.base.io import DataError, atomic_path, digest_of, file_digest
 from pipeline.base.registry import BY_NAME
 from pipeline.core import explain as explain_core
@@ -127,12 +128,13 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     ev["explainers"] = board
 
     stamp = model_stamp(p.models)
-    p.write("survival_model", model.model_to_string())
+    p.write("survival_model", portable_model(model, int(m.survival_threads)))
     p.write("survival_eval", stamped(ev, stamp))
     p.write("survival_reasons", pa.Table.from_pandas(reasons, preserve_index=False))
     plot = _plot_curves(ev, p.path("survival_plot"))
     seconds = time.perf_counter() - t0
     part = _part(ev, horizons, fit_seconds, seconds)
+    part["survival"]["fit_threads"] = int(fit_log["threads"])
     logged = _log_serving(cfg, tracker, p, names, ev, stamp)
     if logged is not None:
         part["survival"]["serving"] = logged
@@ -145,7 +147,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     tracker.log_metrics(metrics)
     for a in (p.path("survival_eval"), p.path("survival_reasons"), plot):
         tracker.log_artifact(a, "survival")
-    say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows))
+    say(_headline(ev, board, fit_seconds, seconds, len(pm_tr.row), contrib_rows, fit_log))
     return SurvivalResult(summary=part, seconds=seconds)
 
 
@@ -207,9 +209,11 @@ def _fit(
         int(m.bagging_freq),
         float(m.lambda_l2),
         int(m.max_bin),
-        int(m.survival_threads) or physical_cores(),
+        int(m.survival_threads) or idle_cores(),
         seed,
     )
+    if log is not None:
+        log["threads"] = int(params["num_threads"])
     t_fit = time.perf_counter()
     model = core.fit(
         X[tr],
@@ -223,6 +227,17 @@ def _fit(
         log,
     )
     return model, pm_tr, pm_va, time.perf_counter() - t_fit
+
+
+def portable_model(model: lgb.Booster, setting: int) -> str:
+    """The model's text with its thread count written as the configured ``setting``: the
+    trees do not depend on the count (``deterministic=True``), so neither does the file
+    when the count follows the machine's load (``model.survival_threads=0``)."""
+    text = model.model_to_string()
+    line = re.compile(r"^\[num_threads: -?\d+\]$", re.MULTILINE)
+    if len(line.findall(text)) != 1:
+        raise RuntimeError("the hazard model's text has no single num_threads line")
+    return line.sub(f"[num_threads: {setting}]", text)
 
 
 def _part(
@@ -626,10 +641,12 @@ def _headline(
     total_s: float,
     n_pm: int,
     n_reasons: int,
+    fit_log: dict[str, Any],
 ) -> str:
     lines = [
-        f"survival: competing-risks model on {n_pm:,} training person-months fitted in "
-        f"{fit_s:.1f}s (stage {total_s:.1f}s); out-of-time figures by horizon:"
+        f"survival: competing-risks model on {n_pm:,} training person-months fitted on "
+        f"{fit_log['threads']} thread(s) in {fit_s:.1f}s (stage {total_s:.1f}s); out-of-time "
+        "figures by horizon:"
     ]
     for t, rec in ev["by_horizon"].items():
         if "td_auc" in rec:
