@@ -25,7 +25,7 @@ DATASET_ARGS := $(if $(DATASET),$(or $(DATA_ARGS_$(DATASET)),data=table data.nam
 HOME_DIR := $(if $(DATASET),$(CURDIR)/runs/$(DATASET),$(ROOT))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run data features train explain survival report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve sweep german
+.PHONY: help venv run data features train explain survival report score policy serve serve-example compare ui mlflow-server test test-fast lint clean bench learning-curve scale sweep german
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST) \
@@ -117,6 +117,10 @@ compare: $(STAMP) ## Two or more MLflow runs side by side: parameters that diffe
 
 learning-curve: $(STAMP) ## The model trained on 0.25x-4x the borrowers, scored on common rows (ARGS="data.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.learning_curve $(ARGS)
+
+scale: $(STAMP) ## Each stage's cost at several sizes, fitted and extrapolated (SIZES=100000,300000; docs/scale.md)
+	$(BIN)/python -m pipeline.tools.scale measure --sizes $(or $(SIZES),100000,300000) --root $(or $(ROOT),runs/scale) --runs $(or $(RUNS),docs/scale_runs.json) $(ARGS)
+	$(BIN)/python -m pipeline.tools.scale fit --runs $(or $(RUNS),docs/scale_runs.json)
 
 bench: $(STAMP) ## Benchmark each stage against a reference, side by side (ARGS="bench.n_borrowers=...")
 	$(BIN)/python -m pipeline.tools.bench $(ARGS)
