@@ -1,7 +1,9 @@
 """Runner of the ``explain`` stage: SHAP values, reason codes, fidelity, advice, plots.
 
-Batch (default): explains the out-of-time rows (``models/reasons.parquet``), measures
-how often the top reason names the simulator's true cause (``models/fidelity.json``,
+Batch (default): explains the out-of-time rows (``models/reasons.parquet``), ranks each
+row's closure causes (``explain.cause_source``: the survival stage's cause model, fitted
+before this stage, else the SHAP-mapped reasons), measures how often the first-ranked
+cause is the simulator's true cause (``models/fidelity.json``,
 ``fidelity_confusion.csv`` and a heatmap), advises the highest-risk borrowers
 (``models/advice.parquet``) and draws the global views under ``models/plots/``.
 
