@@ -388,6 +388,41 @@ def test_the_hazard_model_file_is_the_same_whatever_the_thread_count(tmp_path, t
     assert default.replace("[num_threads: 0]", "[num_threads: 1]") == texts[0]
 
 
+def test_a_refitted_cause_model_removes_the_explain_stages_ranking_until_it_runs_again(
+    tmp_path, trained_world
+):
+    """The explain stage's cause ranking and its fidelity were made by the cause model:
+    a survival run (refitted or switched off) removes them, so that no reader mixes one
+    cause model's ranking with another's; the explain stage writes them again."""
+    import shutil
+
+    from helpers import SMALL, compose_config
+
+    from pipeline.adapters.tracking import from_config
+    from pipeline.stages.driver import run_pipeline
+
+    root, _, _ = trained_world
+    shutil.copytree(root / "models", tmp_path / "models")
+    shutil.copytree(root / "data", tmp_path / "data")
+    models = tmp_path / "models"
+    ranked = [
+        models / "reasons.parquet",
+        models / "fidelity.json",
+        models / "summary_parts" / "explain.json",
+    ]
+    kept = [models / "shap_importance.json", models / "advice.parquet"]
+    assert all(f.exists() for f in ranked + kept)
+    for extra in ([], ["model.survival=false"]):
+        cfg = compose_config(tmp_path, [*SMALL, "tracking=off", *extra], "survival")
+        run_pipeline(cfg, from_config(cfg.tracking), ["survival"])
+        assert not any(f.exists() for f in ranked), extra
+        assert all(f.exists() for f in kept), extra  # not made by the cause model
+        cfg = compose_config(tmp_path, [*SMALL, "tracking=off", *extra], "explain")
+        out = run_pipeline(cfg, from_config(cfg.tracking), ["explain"])
+        assert all(f.exists() for f in ranked), extra
+        assert out["fidelity"]["source"] == ("shap" if extra else "cause_model")
+
+
 def test_the_portable_text_refuses_a_model_text_without_one_thread_line():
     import lightgbm as lgb
 

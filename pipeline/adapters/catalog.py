@@ -194,6 +194,9 @@ _ORACLE_RANGES: dict[str, tuple[float, float]] = {
     "p_observable": (0, 1),
 }
 _MODEL = ("model",)  # what a newly trained model makes stale
+#: the explain stage's files that hold its cause ranking (the cause model's, by default):
+#: stale when the model or the cause model is fitted again
+_RANKED = ("model", "survival_model")
 #: the global views of the batch explanation (borrower stories apart)
 EXPLAIN_VIEWS = (
     "reasons",
@@ -310,10 +313,10 @@ def _entries() -> tuple[Entry, ...]:
         _e("gains_plot", "models", "plots/gains.png", "train", None, ("features",)),
         _e("calibration_plot", "models", "plots/calibration.png", "train", None, ("features",)),
         # ---- explain
-        _e("reasons", "models", "reasons.parquet", "explain", None, _MODEL),
+        _e("reasons", "models", "reasons.parquet", "explain", None, _RANKED),
         _e("advice", "models", "advice.parquet", "explain", None, _MODEL),
-        _e("fidelity", "models", "fidelity.json", "explain", None, _MODEL),
-        _e("fidelity_confusion", "models", "fidelity_confusion.csv", "explain", None, _MODEL),
+        _e("fidelity", "models", "fidelity.json", "explain", None, _RANKED),
+        _e("fidelity_confusion", "models", "fidelity_confusion.csv", "explain", None, _RANKED),
         _e("shap_importance", "models", "shap_importance.json", "explain", None, _MODEL),
         _e("cause_importance", "models", "cause_importance.json", "explain", None, _MODEL),
         _e("shap_plot", "models", "plots/shap_{kind}.png", "explain", None, _MODEL),
@@ -327,7 +330,7 @@ def _entries() -> tuple[Entry, ...]:
             "plots/fidelity_confusion.png",
             "explain",
             None,
-            _MODEL,
+            _RANKED,
         ),
         _e(
             "cause_weights",
@@ -365,7 +368,11 @@ def _entries() -> tuple[Entry, ...]:
                 f"summary_parts/{stage}.json",
                 stage,
                 None,
-                _MODEL if stage in ("explain", "survival", "policy") else (),
+                _RANKED
+                if stage == "explain"
+                else _MODEL
+                if stage in ("survival", "policy")
+                else (),
             )
             for stage in SUMMARY_PARTS
         ),

@@ -53,8 +53,11 @@ class SurvivalResult(Result):
 
 def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     if not bool(cfg.model.survival):
-        # the figures of an earlier run must not pass for this one's
-        catalog.Catalog.of(cfg).remove(*OUTPUTS)
+        # the figures of an earlier run must not pass for this one's, nor the explain
+        # stage's cause ranking by the removed cause model
+        cat = catalog.Catalog.of(cfg)
+        cat.remove(*OUTPUTS)
+        cat.remove_derived("survival_model")
         say("survival: off (model.survival=false)")
         return SurvivalResult(skipped=True)
     t0 = time.perf_counter()
@@ -128,6 +131,8 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     ev["explainers"] = board
 
     stamp = model_stamp(p.models)
+    # the explain stage's cause ranking came from the cause model this one replaces
+    p.remove_derived("survival_model")
     p.write("survival_model", portable_model(model, int(m.survival_threads)))
     p.write("survival_eval", stamped(ev, stamp))
     p.write("survival_reasons", pa.Table.from_pandas(reasons, preserve_index=False))
