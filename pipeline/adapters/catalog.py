@@ -197,6 +197,8 @@ _MODEL = ("model",)  # what a newly trained model makes stale
 #: the explain stage's files that hold its cause ranking (the cause model's, by default):
 #: stale when the model or the cause model is fitted again
 _RANKED = ("model", "survival_model")
+#: what each stage's part of the run summary is derived from (none: kept)
+_PART_FROM = {"explain": _RANKED, "survival": _MODEL, "policy": _MODEL}
 #: the global views of the batch explanation (borrower stories apart)
 EXPLAIN_VIEWS = (
     "reasons",
@@ -368,11 +370,7 @@ def _entries() -> tuple[Entry, ...]:
                 f"summary_parts/{stage}.json",
                 stage,
                 None,
-                _RANKED
-                if stage == "explain"
-                else _MODEL
-                if stage in ("survival", "policy")
-                else (),
+                _PART_FROM.get(stage, ()),
             )
             for stage in SUMMARY_PARTS
         ),

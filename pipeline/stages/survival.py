@@ -53,13 +53,7 @@ class SurvivalResult(Result):
 
 def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     if not bool(cfg.model.survival):
-        # the figures of an earlier run must not pass for this one's, nor the explain
-        # stage's cause ranking by the removed cause model
-        cat = catalog.Catalog.of(cfg)
-        cat.remove(*OUTPUTS)
-        cat.remove_derived("survival_model")
-        say("survival: off (model.survival=false)")
-        return SurvivalResult(skipped=True)
+        return _switched_off(cfg)
     t0 = time.perf_counter()
     p = catalog.Catalog.of(cfg)
     booster, meta = catalog.load_model(p.models)
@@ -232,6 +226,16 @@ def _fit(
         log,
     )
     return model, pm_tr, pm_va, time.perf_counter() - t_fit
+
+
+def _switched_off(cfg: Config) -> SurvivalResult:
+    """``model.survival=false``: the figures of an earlier run must not pass for this
+    one's, nor the explain stage's cause ranking by the removed cause model."""
+    cat = catalog.Catalog.of(cfg)
+    cat.remove(*OUTPUTS)
+    cat.remove_derived("survival_model")
+    say("survival: off (model.survival=false)")
+    return SurvivalResult(skipped=True)
 
 
 def portable_model(model: lgb.Booster, setting: int) -> str:
