@@ -468,6 +468,17 @@ def _add_probability_reasons(reasons: dict[str, Any], contrib: np.ndarray, top_k
             reasons[f"reason_{r}_prob"] = reasons[f"reason_{r}_shap"] * slope
 
 
+def _cause_model(
+    cfg: Config, p: catalog.Catalog, model: _Model
+) -> tuple[survival_core.CauseModel | None, str]:
+    """The published cause model when it was fitted beside this classifier on the same
+    features, else None and why."""
+    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
+    if cause is not None and cause.names != model.names:
+        return None, "the cause model reads other features than the classifier"
+    return cause, why
+
+
 def _ranked_causes(
     cfg: Config, p: catalog.Catalog, model: _Model, X: np.ndarray, reasons: dict[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -482,10 +493,8 @@ def _ranked_causes(
     shap_ranked = {k: np.asarray(reasons[k], dtype=object) for k in keys if k in reasons}
     if cfg.explain.cause_source == "shap":
         return shap_ranked, {"source": "shap", "why": "explain.cause_source=shap"}
-    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
+    cause, why = _cause_model(cfg, p, model)
     h = int(cfg.features.horizon)
-    if cause is not None and cause.names != model.names:
-        cause, why = None, "the cause model reads other features than the classifier"
     if cause is not None and h > cause.longest:
         cause, why = None, f"the cause model's curves end before the {h}-month horizon"
     if cause is None:
@@ -865,9 +874,7 @@ def _story_curve(
 ) -> dict[str, Any]:
     """The borrower's risk curve from the published cause model, beside the classifier's
     one probability: printed into ``lines`` and returned for the story's JSON."""
-    cause, why = catalog.published_cause_model(p.models, model.mode, bool(cfg.model.survival))
-    if cause is not None and cause.names != model.names:
-        cause, why = None, "the cause model reads other features than the classifier"
+    cause, why = _cause_model(cfg, p, model)
     if cause is None:
         lines.append(f"risk curve: absent ({why})")
         return {"absent": why}
