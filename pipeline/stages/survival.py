@@ -78,7 +78,8 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     va, oo = split == "valid", split == "oot"
     m = cfg.model
     fit_log: dict[str, Any] = {}
-    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, split, names, K, fit_log)
+    fit_split = _thinned(split, frame.snapshot.to_numpy(), int(m.survival_snapshot_step))
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, fit_split, names, K, fit_log)
     cal = core.fit_calibration(
         core.incidence(core.hazards(model, X[va], K, follow[va])),
         time_[va],
@@ -105,6 +106,10 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         "person_months_train": int(len(pm_tr.row)),
         "person_months_valid": int(len(pm_va.row)),
         "keep": float(m.survival_keep),
+        "snapshot_step": int(m.survival_snapshot_step),
+        "train_snapshots": sorted(
+            int(v) for v in np.unique(frame.snapshot.to_numpy()[fit_split == "train"])
+        ),
         "learning_rate": float(m.survival_learning_rate),
         "patience": int(m.survival_patience),
         "rounds": int(fit_log["rounds_fitted"]),
@@ -178,6 +183,18 @@ def _log_serving(
             f"version {out.get('version', '?')}"
             + (f", alias {out['alias']})" if "alias" in out else ", no alias moved)")
         )
+    return out
+
+
+def _thinned(split: np.ndarray, snapshot: np.ndarray, step: int) -> np.ndarray:
+    """``split`` with the training rows of all but every ``step``-th training snapshot
+    (counted back from the last) marked ``"unused"``: the hazard model's training rows."""
+    tr = split == "train"
+    if step <= 1 or not tr.any():
+        return split
+    months = np.unique(snapshot[tr])[::-1][::step]
+    out = split.astype(object).copy()
+    out[tr & ~np.isin(snapshot, months)] = "unused"
     return out
 
 
