@@ -251,12 +251,27 @@ def test_leaderboard_grades_on_the_oracle_rows_beside_the_ceiling():
         ("model.survival_learning_rate=2", "model.survival_learning_rate"),
         ("model.survival_patience=-1", "model.survival_patience"),
         ("model.survival_threads=-1", "model.survival_threads"),
+        ("model.survival_snapshot_step=0", "model.survival_snapshot_step"),
     ],
 )
 def test_bad_survival_keys_are_refused_naming_the_key(make_cfg, override, key):
     with pytest.raises(ConfigError) as err:
         validate(make_cfg(override))
     assert key in str(err.value)
+
+
+def test_the_hazard_model_trains_on_every_nth_training_snapshot_counted_from_the_last():
+    from pipeline.stages.survival import _thinned
+
+    snap = np.array([8, 9, 10, 11, 12, 20, 24, 26, 30, 9, 12])
+    split = np.array(["train"] * 6 + ["valid", "valid", "oot"] + ["train"] * 2)
+    out = _thinned(split, snap, 3)
+    # training snapshots 8..12 and 20, counted back from the last: 20, 12, 11, 10, ..;
+    # every third of them is 20 and 10
+    assert set(snap[out == "train"]) == {20, 10}
+    assert (out[6:9] == split[6:9]).all()  # validation and out-of-time rows untouched
+    assert set(out[(split == "train") & ~np.isin(snap, [10, 20])]) == {"unused"}
+    assert (_thinned(split, snap, 1) == split).all()
 
 
 # ---- the stage on the shared world ----------------------------------------------------
