@@ -159,9 +159,9 @@ def test_every_example_is_run_here_or_named_elsewhere() -> None:
 @pytest.mark.slow
 def test_the_readme_examples_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    ran = []
+    ran: list[str] = []
     for cmd in readme_commands():
-        if _elsewhere(cmd) is not None:
+        if _elsewhere(cmd) is not None or cmd in ran:  # a command shown twice runs once
             continue
         argv = _argv(cmd, tmp_path)
         proc = subprocess.run(
