@@ -302,6 +302,8 @@ def test_the_run_writes_the_survival_summary_keys_the_curves_and_the_leaderboard
     fit = json.loads((models / "survival" / "evaluation.json").read_text())["training"]
     assert fit["patience"] == 10 and fit["learning_rate"] == 0.05
     assert fit["rounds"] in (fit["best_iteration"] + fit["patience"], 300), fit
+    # every training snapshot by default (model.survival_snapshot_step=1)
+    assert fit["snapshot_step"] == 1 and fit["train_snapshots"] == [12, 14, 16, 18, 20]
     reasons = models / "survival" / "reasons.parquet"
     import pyarrow.parquet as pq
 

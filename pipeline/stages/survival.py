@@ -78,8 +78,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
     va, oo = split == "valid", split == "oot"
     m = cfg.model
     fit_log: dict[str, Any] = {}
-    fit_split = _thinned(split, frame.snapshot.to_numpy(), int(m.survival_snapshot_step))
-    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, fit_split, names, K, fit_log)
+    model, pm_tr, pm_va, fit_seconds = _fit(cfg, X, time_, status, frame, names, K, fit_log)
     cal = core.fit_calibration(
         core.incidence(core.hazards(model, X[va], K, follow[va])),
         time_[va],
@@ -107,9 +106,7 @@ def survival(cfg: Config, tracker: Tracker) -> SurvivalResult:
         "person_months_valid": int(len(pm_va.row)),
         "keep": float(m.survival_keep),
         "snapshot_step": int(m.survival_snapshot_step),
-        "train_snapshots": sorted(
-            int(v) for v in np.unique(frame.snapshot.to_numpy()[fit_split == "train"])
-        ),
+        "train_snapshots": fit_log["train_snapshots"],
         "learning_rate": float(m.survival_learning_rate),
         "patience": int(m.survival_patience),
         "rounds": int(fit_log["rounds_fitted"]),
@@ -203,14 +200,18 @@ def _fit(
     X: np.ndarray,
     time_: np.ndarray,
     status: np.ndarray,
-    split: np.ndarray,
+    frame: pd.DataFrame,
     names: list[str],
     K: int,
     log: dict[str, Any] | None = None,
 ) -> tuple[lgb.Booster, core.PersonMonths, core.PersonMonths, float]:
-    """The hazard model fitted on training months, stopped early on validation months
-    (``log`` receives the rounds grown: :func:`pipeline.core.survival.fit`)."""
+    """The hazard model fitted on the months of ``frame``'s training rows (every
+    ``model.survival_snapshot_step``-th training snapshot), stopped early on validation
+    months (``log`` receives the training snapshots and the rounds grown:
+    :func:`pipeline.core.survival.fit`)."""
     seed = int(cfg.data.seed)
+    snap = frame.snapshot.to_numpy()
+    split = _thinned(frame.split.to_numpy(), snap, int(cfg.model.survival_snapshot_step))
     tr, va = split == "train", split == "valid"
     keep = float(cfg.model.survival_keep)
     pm_tr = core.person_months(time_[tr], status[tr], K, keep, seed)
@@ -230,6 +231,7 @@ def _fit(
     )
     if log is not None:
         log["threads"] = int(params["num_threads"])
+        log["train_snapshots"] = sorted(int(v) for v in np.unique(snap[tr]))
     t_fit = time.perf_counter()
     model = core.fit(
         X[tr],
