@@ -190,7 +190,7 @@ def _thinned(split: np.ndarray, snapshot: np.ndarray, step: int) -> np.ndarray:
     if step <= 1 or not tr.any():
         return split
     months = np.unique(snapshot[tr])[::-1][::step]
-    out = split.astype(object).copy()
+    out = split.astype(object)  # a copy
     out[tr & ~np.isin(snapshot, months)] = "unused"
     return out
 

@@ -142,9 +142,14 @@ CHANGES_WORK: dict[str, tuple[str, ...]] = {
 }
 
 
+def _key(override: str) -> str:
+    """The config key a Hydra override sets (``+a.b=1`` and ``~a.b`` -> ``a.b``)."""
+    return str(override).split("=")[0].lstrip("+~")
+
+
 def fitted(record: dict[str, Any]) -> bool:
     """Whether a record measured the stage's default work (see :data:`CHANGES_WORK`)."""
-    keys = {str(o).split("=")[0].lstrip("+~") for o in record.get("overrides", [])}
+    keys = {_key(o) for o in record.get("overrides", [])}
     return not keys & set(CHANGES_WORK.get(str(record["stage"]), ()))
 
 
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "measure":
         sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
         stages = [s.strip() for s in str(args.stages).split(",") if s.strip()]
-        owned = [o for o in args.overrides if o.split("=")[0].lstrip("+~") in _OWNED]
+        owned = [o for o in args.overrides if _key(o) in _OWNED]
         if owned:
             print(f"scale: {', '.join(owned)}: set by --sizes and --root, not as an override")
             return 2
