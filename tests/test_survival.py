@@ -217,6 +217,31 @@ def test_the_model_learns_which_cause_a_feature_drives():
     again = core.fit(X, pm, Xv, pmv, ["a", "b"], params, 80, 10)
     assert again.model_to_string() == model.model_to_string()  # same data and seed
 
+    # the curves up to a horizon are those of the full curves to the bit: months after
+    # it are not predicted (a map carried from an earlier month, a month before any map)
+    cal = core.Calibration(
+        np.array([0.0, 0.3, 0.0, -0.2, 0.0, 0.1] * 2),
+        np.array([1.0, 0.9, 1.0, 1.1, 1.0, 1.0] * 2),
+        np.array([False, True, False, True, False, True] * 2),
+        np.full(12, 100, dtype=np.int64),
+    )
+    full = core.predicted_incidence(model, cal, Xt)
+    assert full.shape == (500, 12, core.N_CLASSES - 1)
+    for months in (1, 3, 4, 12):
+        head = core.predicted_incidence(model, cal, Xt, months)
+        assert head.shape[1] == months
+        assert np.array_equal(head, full[:, :months])
+    cause = core.CauseModel(model, cal, ["a", "b"], [1, 3, 6, 12], [1, 3, 6, 12])
+    want_cols = core.curve_columns(full, [3, 4])
+    got_cols = cause.curves(Xt, [4, 3])
+    assert list(got_cols) == [f"risk_h4{s}" for s in ["", *[f"_{c}" for c in CAUSES]]] + [
+        f"risk_h3{s}" for s in ["", *[f"_{c}" for c in CAUSES]]
+    ]
+    assert all(np.array_equal(got_cols[k], want_cols[k]) for k in want_cols)
+    for months in (0, 13):
+        with pytest.raises(ValueError, match="months 1 .. 12"):
+            core.predicted_incidence(model, cal, Xt, months)
+
 
 # ---- the leaderboard -----------------------------------------------------------------
 

@@ -382,11 +382,23 @@ def calibrate(cif: np.ndarray, cal: Calibration) -> np.ndarray:
     return out
 
 
-def predicted_incidence(booster: lgb.Booster, cal: Calibration, X: np.ndarray) -> np.ndarray:
-    """The calibrated cumulative incidences of rows ``X`` by month ``1 .. len(cal.a)``,
-    ``(n, K, N_CLASSES - 1)``: what the survival stage reports, and what scoring,
-    serving and a borrower's story return (one function, so they cannot part)."""
-    return calibrate(incidence(hazards(booster, X, len(cal.a))), cal)
+def predicted_incidence(
+    booster: lgb.Booster, cal: Calibration, X: np.ndarray, months: int | None = None
+) -> np.ndarray:
+    """The calibrated cumulative incidences of rows ``X`` by month ``1 .. months``
+    (default ``len(cal.a)``, every month the calibration has), ``(n, months,
+    N_CLASSES - 1)``: what the survival stage reports, and what scoring, serving and a
+    borrower's story return (one function, so they cannot part).
+
+    Month ``t`` reads only the months up to ``t`` (the incidence accumulates forward, an
+    unfitted month carries an earlier map, the mapped curve is kept non-decreasing
+    forward), so the first ``months`` columns equal those of the full curves to the bit
+    and the months after them are not predicted at all."""
+    K = len(cal.a) if months is None else int(months)
+    if not 1 <= K <= len(cal.a):
+        raise ValueError(f"months = {months!r}: the cause model gives months 1 .. {len(cal.a)}")
+    head = Calibration(cal.a[:K], cal.b[:K], cal.fitted[:K], cal.n[:K])
+    return calibrate(incidence(hazards(booster, X, K)), head)
 
 
 # ---- curves for scoring, serving and a borrower's story ------------------------------
@@ -453,7 +465,10 @@ class CauseModel:
         """:func:`curve_columns` of rows ``X`` (the classifier's features, in its order) at
         ``horizons`` (default: the stage's)."""
         hs = self.horizons if horizons is None else check_horizons(horizons, self.longest)
-        return curve_columns(predicted_incidence(self.booster, self.calibration, X), hs)
+        # only the months up to the last horizon are predicted (the others cost as much
+        # each and change nothing before them)
+        cif = predicted_incidence(self.booster, self.calibration, X, max(hs))
+        return curve_columns(cif, hs)
 
     def spec(self) -> dict[str, Any]:
         """What, beside the booster's text, rebuilds the model (:meth:`from_spec`)."""
