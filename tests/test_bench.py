@@ -149,6 +149,11 @@ def test_bench_runs_at_tiny_size(make_cfg, tmp_path):
     assert score["reference"]["within_tolerance"], score
     assert score["reference"]["max_abs_diff"] <= bench.SCORE_TOLERANCE
     assert score["ours"]["rows"] > 100 and score["ours"]["trees"] >= 1
+    # both sides timed as often, and the median read
+    for side in ("ours", "reference"):
+        times = score[side]["times_s"]
+        assert len(times) == bench.SCORE_REPEATS
+        assert score[f"{side}_s"] == pytest.approx(float(np.median(times)), abs=1e-3)
     assert score["goal"] == "ratio <= 0.2" and "max |p diff|" in score["check"]
     assert "score" not in bench.STAGE_ROWS  # not a stage: not in the end-to-end reference
     # the oracle's futures: timed inside the generate row, against as many bare draws
