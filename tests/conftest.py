@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SHARED_WORLD, SMALL, compose_config, shared_world
+from helpers import SHARED_WORLD, SMALL, compose_config, run_base, shared_world
 
 
 @pytest.fixture
@@ -29,10 +28,7 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, 
     of their base temporary folders, and :func:`helpers.shared_world` locks the build.
     Tests must only read it; a test that changes outputs copies them into ``tmp_path``.
     """
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    root, summary = shared_world(base)
+    root, summary = shared_world(run_base(tmp_path_factory))
     return root, compose_config(root, [*SMALL, *SHARED_WORLD]), summary
 
 

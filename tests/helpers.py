@@ -107,6 +107,37 @@ def shared_world(base: Path) -> tuple[Path, dict[str, Any]]:
     return root, json.loads(record.read_text())
 
 
+def run_base(factory: pytest.TempPathFactory) -> Path:
+    """The folder every process of this test run shares (the xdist workers' base
+    temporary folders have one parent): where the worlds built once per run live."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def small_data(base: Path) -> Path:
+    """The SMALL world's ``data/`` (the generate and features stages' outputs, manifests
+    included), built once per test run under ``base`` and reused, as
+    :func:`shared_world` is."""
+    root = base / "small-data"
+    record = base / "small-data.done"
+    with file_lock(base / "small-data.lock"):
+        if not record.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            for stage in ("generate", "features"):
+                run_world(root, ["tracking.enabled=false"], stage)
+            record.write_text("done")
+    return root / "data"
+
+
+def seed_small_data(factory: pytest.TempPathFactory, root: Path) -> None:
+    """A copy of the SMALL world's ``data/`` under ``root``, for a module that trains
+    its own models on the SMALL world: its generate and features stages find their
+    outputs up to date (the manifests hold the config key and every file's digest, so a
+    config that changes the data recomputes it) and keep them, instead of simulating
+    the same world again."""
+    shutil.copytree(small_data(run_base(factory)), root / "data")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -169,9 +169,10 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from helpers import run_world
+    from helpers import run_world, seed_small_data
 
     root = tmp_path_factory.mktemp("explain_world")
+    seed_small_data(tmp_path_factory, root)
     cfg, summary = run_world(root, WORLD)
     return root, cfg, summary
 
@@ -346,3 +347,14 @@ def test_a_reason_needs_a_risky_value_a_top_contribution_and_a_concern():
     assert r["protect_2_feature"][0] == "tenure" and r["protect_3_feature"][0] == ""
     assert r["protect_1_en"][0].startswith("no closure concern: monthly income")
     assert r["protect_1_shap"][0] == pytest.approx(-0.6)
+
+
+def test_number_texts_write_each_value_as_number_text_does():
+    from pipeline.core.labels import number_text, number_texts
+
+    values = np.array([3.0, -0.0, 0.0, np.nan, 0.12345, 1234.56, np.inf, 3.0, np.nan, -2.5, 7])
+    got = number_texts(values)
+    assert got.dtype == object and len(got) == len(values)
+    assert list(got) == [number_text(v) for v in values]
+    assert list(got[[0, 1, 3, 6]]) == ["3", "0", "n/a", "n/a"]
+    assert len(number_texts(np.array([]))) == 0

@@ -46,9 +46,12 @@ def _cfg(root: Path, base: list[str], *overrides: str, stage: str = "score"):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    from helpers import seed_small_data
+
     from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("guard_world")
+    seed_small_data(tmp_path_factory, root)
     for stage in ("generate", "features", "train"):
         execute(_cfg(root, WORLD, stage=stage), [])
     return root

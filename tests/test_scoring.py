@@ -22,9 +22,10 @@ WORLD = [
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from helpers import run_world
+    from helpers import run_world, seed_small_data
 
     root = tmp_path_factory.mktemp("score_world")
+    seed_small_data(tmp_path_factory, root)
     run_world(root, WORLD)
     return root
 

@@ -26,11 +26,12 @@ NAME = "closure-risk-lgbm-serving"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from helpers import SMALL, compose_config
+    from helpers import SMALL, compose_config, seed_small_data
 
     from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("serving_world")
+    seed_small_data(tmp_path_factory, root)
     for stage in ("generate", "features", "train"):
         execute(compose_config(root, [*SMALL, *WORLD], stage=stage), [])
     df = pd.read_parquet(root / "data" / "processed" / "features.parquet")

@@ -27,11 +27,12 @@ NAME = "closure-risk-lgbm-serving"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A trained world (tracking on, so the pyfunc is registered) and shuffled rows."""
-    from helpers import SMALL, compose_config
+    from helpers import SMALL, compose_config, seed_small_data
 
     from pipeline.stages.driver import execute
 
     root = tmp_path_factory.mktemp("serving_ids")
+    seed_small_data(tmp_path_factory, root)
     for stage in ("generate", "features", "train"):
         execute(compose_config(root, [*SMALL, *WORLD], stage=stage), [])
     df = pd.read_parquet(root / "data" / "processed" / "features.parquet")

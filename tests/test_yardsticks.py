@@ -331,9 +331,10 @@ def test_advice_never_sets_a_zero_percent_or_zero_count_limit():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from helpers import run_world
+    from helpers import run_world, seed_small_data
 
     root = tmp_path_factory.mktemp("yardsticks_world")
+    seed_small_data(tmp_path_factory, root)
     _, summary = run_world(
         root,
         ["tracking.enabled=false", "explain.advice_rows=0", "explain.dependence_top=1"],

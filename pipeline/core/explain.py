@@ -44,7 +44,7 @@ from scipy.optimize import minimize
 
 from pipeline.base.causes import CAUSE_TEXT, CAUSES
 from pipeline.base.registry import BY_NAME, risk_side
-from pipeline.core.labels import Labels, number_text
+from pipeline.core.labels import Labels, number_texts
 from pipeline.core.treeshap import TreeShap, supports
 
 #: Columns of a cause matrix: the studied causes, then ``profile`` (never a reason).
@@ -310,6 +310,22 @@ def _text(cause: str, zh_f: str, en_f: str, v: str) -> tuple[str, str]:
     return f"{CAUSE_TEXT[cause][0]}（{zh_f}：{v}）", f"{CAUSE_TEXT[cause][1]} ({en_f}: {v})"
 
 
+def _sentences(
+    ok: np.ndarray, cause: np.ndarray, zh_f: np.ndarray, en_f: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One reason rank's Chinese and English sentences (per row: its cause, the cited
+    feature's names, its value); only the rows with a reason there (``ok``) are written,
+    the others read ""."""
+    n = len(ok)
+    zh, en = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+    said = np.flatnonzero(ok)
+    for i, c, zf, ef, v in zip(
+        said, cause[said], zh_f[said], en_f[said], number_texts(value[said]), strict=True
+    ):
+        zh[i], en[i] = _text(c, zf, ef, v)
+    return zh, en
+
+
 #: what a row under the lowest tier cut-off is told instead of closure reasons
 NO_CONCERN = ("无关闭风险", "no closure concern")
 
@@ -408,17 +424,14 @@ def reason_codes(
         ok = score > 0
         cause = np.where(ok, causes[ci], "").astype(object)
         value = np.where(ok, Xf[rows, fj], np.nan)
-        texts = [
-            _text(c, zf, ef, number_text(v))
-            for c, zf, ef, v in zip(cause, zh_f[fj], en_f[fj], value, strict=True)
-        ]
+        zh, en = _sentences(ok, cause, zh_f[fj], en_f[fj], value)
         out[f"reason_{r + 1}_cause"] = cause
         out[f"reason_{r + 1}_shap"] = np.where(ok, score, 0.0)
         out[f"reason_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
         out[f"reason_{r + 1}_value"] = value
         out[f"reason_{r + 1}_feature_shap"] = np.where(ok, phi[rows, fj], 0.0)
-        out[f"reason_{r + 1}_zh"] = np.array([t[0] for t in texts], dtype=object)
-        out[f"reason_{r + 1}_en"] = np.array([t[1] for t in texts], dtype=object)
+        out[f"reason_{r + 1}_zh"] = zh
+        out[f"reason_{r + 1}_en"] = en
     out["closure_concern"] = concern
     out.update(_protective(raw, Xf, feature_names, top_k, ~concern, zh_f, en_f))
     return out
@@ -445,24 +458,18 @@ def _protective(
         val = raw[rows, fj]
         ok = rows_on & (val < 0)
         value = np.where(ok, X[rows, fj], np.nan)
-        vt = [number_text(v) for v in value]
+        zh, en = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+        said = np.flatnonzero(ok)
+        for i, z, e, v in zip(
+            said, zh_f[fj[said]], en_f[fj[said]], number_texts(value[said]), strict=True
+        ):
+            zh[i] = f"{NO_CONCERN[0]}：{z}（{v}）降低风险"
+            en[i] = f"{NO_CONCERN[1]}: {e} ({v}) lowers the risk"
         out[f"protect_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
         out[f"protect_{r + 1}_value"] = value
         out[f"protect_{r + 1}_shap"] = np.where(ok, val, 0.0)
-        out[f"protect_{r + 1}_zh"] = np.array(
-            [
-                f"{NO_CONCERN[0]}：{z}（{v}）降低风险" if o else ""
-                for o, z, v in zip(ok, zh_f[fj], vt, strict=True)
-            ],
-            dtype=object,
-        )
-        out[f"protect_{r + 1}_en"] = np.array(
-            [
-                f"{NO_CONCERN[1]}: {e} ({v}) lowers the risk" if o else ""
-                for o, e, v in zip(ok, en_f[fj], vt, strict=True)
-            ],
-            dtype=object,
-        )
+        out[f"protect_{r + 1}_zh"] = zh
+        out[f"protect_{r + 1}_en"] = en
     return out
 
 

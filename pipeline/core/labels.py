@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pipeline.core.encoding import MISSING_CODE, Encoding
 
 MISSING_TEXT = "missing"
@@ -30,6 +32,19 @@ def number_text(v: float) -> str:
     if f.is_integer():
         return f"{int(f)}"
     return f"{f:.3g}" if abs(f) < 1 else f"{f:,.1f}"
+
+
+def number_texts(values: Any) -> np.ndarray:
+    """:func:`number_text` of every value, as an object array: each distinct value is
+    written once (a feature column repeats few values; a reasons table reads hundreds of
+    thousands of them)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if len(v) == 0:
+        return np.empty(0, dtype=object)
+    # -0.0 and 0.0 meet as one value, NaNs as one: their texts are the same
+    distinct, at = np.unique(v, return_inverse=True)
+    texts = np.array([number_text(d) for d in distinct], dtype=object)
+    return texts[at.reshape(-1)]
 
 
 @dataclass(frozen=True)
