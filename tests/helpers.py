@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,25 +86,36 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def shared_world(base: Path) -> tuple[Path, dict[str, Any]]:
-    """The trained world that tests only read, built once under ``base`` and reused.
+def built_once(base: Path, name: str, build: Callable[[Path], str]) -> tuple[Path, str]:
+    """``base/name``, built once per test run by ``build(root)`` and reused.
 
-    The first process to take the lock runs the whole pipeline (SMALL, overrides
-    :data:`SHARED_WORLD`) into ``base/shared-world`` and records the run's summary last;
-    every later caller, in this process or another worker of the same run, finds that
-    record and reuses the world. A build that did not finish (no record) is started
-    again from nothing. Tests that change outputs copy the folders they change.
-    """
-    root = base / "shared-world"
-    record = base / "shared-world.summary.json"
-    with file_lock(base / "shared-world.lock"):
+    The first process to take the lock builds it and records what ``build`` returned
+    last (``base/name.record``); every later caller, in this process or another worker
+    of the same run, finds that record and reuses the folder. A build that did not
+    finish (no record) is started again from nothing."""
+    root = base / name
+    record = base / f"{name}.record"
+    with file_lock(base / f"{name}.lock"):
         if not record.exists():
             shutil.rmtree(root, ignore_errors=True)
-            _, summary = run_world(root, SHARED_WORLD)
+            text = build(root)
             part = record.with_name(record.name + ".part")
-            part.write_text(json.dumps(summary, default=str))
+            part.write_text(text)
             part.rename(record)
-    return root, json.loads(record.read_text())
+    return root, record.read_text()
+
+
+def shared_world(base: Path) -> tuple[Path, dict[str, Any]]:
+    """The trained world that tests only read: the whole pipeline (SMALL, overrides
+    :data:`SHARED_WORLD`) run into ``base/shared-world`` once per test run
+    (:func:`built_once`), with the run's summary. Tests that change outputs copy the
+    folders they change."""
+
+    def build(root: Path) -> str:
+        return json.dumps(run_world(root, SHARED_WORLD)[1], default=str)
+
+    root, summary = built_once(base, "shared-world", build)
+    return root, json.loads(summary)
 
 
 def run_base(factory: pytest.TempPathFactory) -> Path:
@@ -116,17 +127,14 @@ def run_base(factory: pytest.TempPathFactory) -> Path:
 
 def small_data(base: Path) -> Path:
     """The SMALL world's ``data/`` (the generate and features stages' outputs, manifests
-    included), built once per test run under ``base`` and reused, as
-    :func:`shared_world` is."""
-    root = base / "small-data"
-    record = base / "small-data.done"
-    with file_lock(base / "small-data.lock"):
-        if not record.exists():
-            shutil.rmtree(root, ignore_errors=True)
-            for stage in ("generate", "features"):
-                run_world(root, ["tracking.enabled=false"], stage)
-            record.write_text("done")
-    return root / "data"
+    included), built once per test run under ``base`` (:func:`built_once`)."""
+
+    def build(root: Path) -> str:
+        for stage in ("generate", "features"):
+            run_world(root, ["tracking.enabled=false"], stage)
+        return "done"
+
+    return built_once(base, "small-data", build)[0] / "data"
 
 
 def seed_small_data(factory: pytest.TempPathFactory, root: Path) -> None:

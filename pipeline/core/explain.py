@@ -32,8 +32,9 @@ equals interventional SHAP against that population; for trees it is an approxima
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,19 +311,26 @@ def _text(cause: str, zh_f: str, en_f: str, v: str) -> tuple[str, str]:
     return f"{CAUSE_TEXT[cause][0]}（{zh_f}：{v}）", f"{CAUSE_TEXT[cause][1]} ({en_f}: {v})"
 
 
+def _cause_sentence(cause: np.ndarray, i: int, zh_f: str, en_f: str, v: str) -> tuple[str, str]:
+    """Row ``i``'s reason sentences: its cause (``cause[i]``, "" for none) and the cited
+    feature's names and value text."""
+    return _text(str(cause[i]), zh_f, en_f, v)
+
+
 def _sentences(
-    ok: np.ndarray, cause: np.ndarray, zh_f: np.ndarray, en_f: np.ndarray, value: np.ndarray
+    ok: np.ndarray,
+    zh_f: np.ndarray,
+    en_f: np.ndarray,
+    value: np.ndarray,
+    write: Callable[[int, str, str, str], tuple[str, str]],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One reason rank's Chinese and English sentences (per row: its cause, the cited
-    feature's names, its value); only the rows with a reason there (``ok``) are written,
-    the others read ""."""
+    """One rank's Chinese and English sentences: ``write(row, zh name, en name, value
+    text)`` for each row that has something to say there (``ok``); the others read ""."""
     n = len(ok)
     zh, en = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
     said = np.flatnonzero(ok)
-    for i, c, zf, ef, v in zip(
-        said, cause[said], zh_f[said], en_f[said], number_texts(value[said]), strict=True
-    ):
-        zh[i], en[i] = _text(c, zf, ef, v)
+    for i, zf, ef, v in zip(said, zh_f[said], en_f[said], number_texts(value[said]), strict=True):
+        zh[i], en[i] = write(int(i), zf, ef, v)
     return zh, en
 
 
@@ -424,7 +432,13 @@ def reason_codes(
         ok = score > 0
         cause = np.where(ok, causes[ci], "").astype(object)
         value = np.where(ok, Xf[rows, fj], np.nan)
-        zh, en = _sentences(ok, cause, zh_f[fj], en_f[fj], value)
+        zh, en = _sentences(
+            ok,
+            zh_f[fj],
+            en_f[fj],
+            value,
+            functools.partial(_cause_sentence, cause),
+        )
         out[f"reason_{r + 1}_cause"] = cause
         out[f"reason_{r + 1}_shap"] = np.where(ok, score, 0.0)
         out[f"reason_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
@@ -458,13 +472,16 @@ def _protective(
         val = raw[rows, fj]
         ok = rows_on & (val < 0)
         value = np.where(ok, X[rows, fj], np.nan)
-        zh, en = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
-        said = np.flatnonzero(ok)
-        for i, z, e, v in zip(
-            said, zh_f[fj[said]], en_f[fj[said]], number_texts(value[said]), strict=True
-        ):
-            zh[i] = f"{NO_CONCERN[0]}：{z}（{v}）降低风险"
-            en[i] = f"{NO_CONCERN[1]}: {e} ({v}) lowers the risk"
+        zh, en = _sentences(
+            ok,
+            zh_f[fj],
+            en_f[fj],
+            value,
+            lambda _, z, e, v: (
+                f"{NO_CONCERN[0]}：{z}（{v}）降低风险",
+                f"{NO_CONCERN[1]}: {e} ({v}) lowers the risk",
+            ),
+        )
         out[f"protect_{r + 1}_feature"] = np.where(ok, names[fj], "").astype(object)
         out[f"protect_{r + 1}_value"] = value
         out[f"protect_{r + 1}_shap"] = np.where(ok, val, 0.0)

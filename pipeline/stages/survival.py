@@ -231,7 +231,7 @@ def _fit(
     )
     if log is not None:
         log["threads"] = int(params["num_threads"])
-        log["train_snapshots"] = sorted(int(v) for v in np.unique(snap[tr]))
+        log["train_snapshots"] = [int(v) for v in np.unique(snap[tr])]  # ascending
     t_fit = time.perf_counter()
     model = core.fit(
         X[tr],
