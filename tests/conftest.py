@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.get_closest_marker("slow") is not None
         )
     items[:] = sorted(items, key=rank)  # stable: file and test order kept within a rank
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what collecting imported (the whole machine-learning stack) out of the
+    garbage collector's reach, as the command line does once it has imported the stages:
+    the collections between the stages (``release_memory``) then walk only what the test
+    made, not the hundreds of thousands of imported objects each time."""
+    gc.freeze()

@@ -18,9 +18,10 @@ from pipeline.base.config import REPO_ROOT
 _READ_ONLY_CLI = """
 import sys
 import pipeline.__main__ as cli
+from pipeline.stages import driver
 def refuse(*args, **kwargs):
     raise PermissionError(13, "Permission denied", "/data/models/model.txt")
-cli.execute = refuse
+driver.execute = refuse  # the command line imports it from the driver once the line is checked
 sys.argv = ["pipeline", *sys.argv[1:]]
 cli.main()
 """
@@ -121,3 +122,27 @@ def test_a_world_without_a_closure_draws_its_plots_without_a_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
     assert (tmp_path / "data" / "raw" / "plots" / "closure_rate_by_cause.png").is_file()
+
+
+# runs the command line in-process, then names the heavy packages it imported
+_IMPORTS_OF_A_REFUSAL = """
+import sys
+import pipeline.__main__ as cli
+sys.argv = ["pipeline", *sys.argv[1:]]
+try:
+    cli.main()
+finally:
+    heavy = ("lightgbm", "mlflow", "shap", "sklearn", "pandas", "pipeline.stages")
+    print("imported:", sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["generate", "data.seed=1.5"], ["train", "model.nmu_leaves=3"], ["run", "data=nosuch"]],
+)
+def test_a_refused_command_line_imports_no_stage(args):
+    """A refusal is answered before the stages and their libraries are imported."""
+    proc = _run(args, _IMPORTS_OF_A_REFUSAL)
+    _one_clear_line(proc)
+    assert "imported: []" in proc.stdout, proc.stdout

@@ -56,6 +56,15 @@ def test_a_function_local_upward_import_is_caught_too(tmp_path: Path) -> None:
     assert any(p.startswith("import cycle:") for p in problems)
 
 
+def test_only_the_command_line_entry_may_defer_an_import_of_the_package(tmp_path: Path) -> None:
+    deferred = "def main():\n    from pkg.stages import train\n    return train\n"
+    files = {**CLEAN, "__main__.py": deferred, "tools/cli.py": deferred}
+    problems = layers.check(_package(tmp_path, files))
+    local = [p for p in problems if "inside a function" in p]
+    assert local and all(p.startswith(f"{tmp_path / 'pkg' / 'tools' / 'cli.py'}:2:") for p in local)
+    assert any("pkg.tools.cli imports pkg.stages.train inside a function" in p for p in local)
+
+
 def test_long_functions_fail_unless_jit(tmp_path: Path) -> None:
     body = "".join(f"    x{i} = {i}\n" for i in range(layers.MAX_LINES))
     files = {

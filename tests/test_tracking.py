@@ -18,9 +18,10 @@ import pytest
 from helpers import SMALL
 from mlflow.tracking import MlflowClient
 
-from pipeline.adapters.tracking import Tracker, TrackingError, is_secret_key, redact, redact_text
+from pipeline.adapters.tracking import Tracker, TrackingError, redact
 from pipeline.base.config import REPO_ROOT
 from pipeline.base.io import file_digest
+from pipeline.base.redact import is_secret_key, redact_text
 
 TINY = [*SMALL, "model.n_estimators=20", "model.num_threads=1", "explain.max_rows=500"]
 HTTP_ENV = (

@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.adapters.tracking import redact_text, redact_uri
 from pipeline.base.config import ModelConfig
 from pipeline.base.errors import PipelineError
+from pipeline.base.redact import redact_text, redact_uri
 from pipeline.core import calibration as cal_core
 from pipeline.core import compiled
 from pipeline.core import histmetrics as hm

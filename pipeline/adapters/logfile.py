@@ -18,11 +18,9 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-import lightgbm as lgb
-
-from pipeline.adapters.tracking import redact_text
+from pipeline.base.redact import redact_text
 
 #: loggers of libraries whose messages belong in the log file
 THIRD_PARTY = (
@@ -113,6 +111,10 @@ def quiet_environment() -> None:
 
 def route_to_file(log_file: Path) -> logging.Handler:
     """Send third-party log records and warnings to ``log_file``; returns its handler."""
+    # MLflow sets its loggers up when it is first imported: it must be imported before
+    # they are routed here, or its own handler would come back beside this one
+    from mlflow.utils import logging_utils
+
     log_file.parent.mkdir(parents=True, exist_ok=True)
     quiet_environment()
     target = logging.FileHandler(log_file, encoding="utf-8")
@@ -138,17 +140,14 @@ def route_to_file(log_file: Path) -> logging.Handler:
     if not getattr(warnings.showwarning, "_keeps_own", False):
         warnings.showwarning = _own_on_console(warnings.showwarning)
     _route_lightgbm(logging.getLogger("lightgbm"), handler)
-    _route_mlflow_prints(logging.getLogger("mlflow.console"))
+    _route_mlflow_prints(logging_utils.MLFLOW_LOGGING_STREAM, logging.getLogger("mlflow.console"))
     return handler
 
 
-def _route_mlflow_prints(log: logging.Logger) -> None:
+def _route_mlflow_prints(stream: Any, log: logging.Logger) -> None:
     """MLflow prints some notices itself ("Successfully registered model", "Created
-    version '2' of model ...") to its own stream rather than through a logger: that
+    version '2' of model ...") to its own ``stream`` rather than through a logger: that
     stream's lines become records of ``log`` (the log file), one per line."""
-    from mlflow.utils import logging_utils
-
-    stream = logging_utils.MLFLOW_LOGGING_STREAM
     pending: list[str] = []
 
     def write(text: str) -> int:
@@ -160,8 +159,8 @@ def _route_mlflow_prints(log: logging.Logger) -> None:
                 log.info(line)
         return len(text)
 
-    stream.write = write  # type: ignore[method-assign]
-    stream.flush = lambda: None  # type: ignore[method-assign]
+    stream.write = write
+    stream.flush = lambda: None
 
 
 def _own_on_console(to_log: Callable[..., None]) -> Callable[..., None]:
@@ -186,6 +185,8 @@ def _own_on_console(to_log: Callable[..., None]) -> Callable[..., None]:
 
 def _route_lightgbm(logger: logging.Logger, handler: logging.Handler) -> None:
     """LightGBM's native messages (it prints them itself by default) into the log file."""
+    import lightgbm as lgb  # heavy: imported once a run starts, not for a refused command
+
     _drop_handlers(logger)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pipeline.adapters.tracking import redact_text
 from pipeline.base.errors import PipelineError
+from pipeline.base.redact import redact_text
 
 LOCK_NAME = ".pipeline.lock"
 #: how often a waiting invocation repeats who it is waiting for

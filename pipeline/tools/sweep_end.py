@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 
 from pipeline.adapters.logfile import route_to_file
 from pipeline.adapters.model_registry import register_best_trial, registered_name
-from pipeline.adapters.tracking import TrackingError, from_config, redact_uri
+from pipeline.adapters.tracking import TrackingError, from_config
 from pipeline.base.config import Config
+from pipeline.base.redact import redact_uri
 from pipeline.stages.driver import trial_parameters, ui_hint
 
 
