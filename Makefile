@@ -14,6 +14,9 @@ TRIALS ?= 20
 SERVER_PORT ?= 5050
 PG_PORT ?= 5433
 SERVE_PORT ?= 5001
+# MLflow's own processes (ui, models serve, server) send no usage telemetry either: the
+# project reaches no network at run time (the package turns it off for its own processes)
+export MLFLOW_DISABLE_TELEMETRY ?= true
 # the output root whose MLflow store `make ui` and `make serve` open (paths.root of the runs)
 ROOT ?= $(CURDIR)
 # DATASET=<name>: serve, serve-example, score and report act on the table run in
