@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SHARED_WORLD, SMALL, compose_config, run_base, shared_world
+from helpers import (
+    BLANK_STORE,
+    SHARED_WORLD,
+    SMALL,
+    blank_store,
+    compose_config,
+    run_base,
+    shared_world,
+)
 
 
 @pytest.fixture
@@ -19,6 +27,12 @@ def make_cfg(tmp_path: Path) -> Callable[..., Any]:
         return compose_config(root or tmp_path, [*(SMALL if small else []), *overrides])
 
     return _make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _blank_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Local stores composed by :func:`helpers.compose_config` start from a blank copy."""
+    BLANK_STORE[:] = [blank_store(run_base(tmp_path_factory))]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ stay in ``conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -54,13 +55,51 @@ SMALL = [
 ]
 
 
+#: an empty MLflow SQLite store of this test run (:func:`blank_store`), set by conftest
+BLANK_STORE: list[Path] = []
+
+
 def compose_config(root: Path, overrides: list[str] | None = None, stage: str = "run") -> Any:
-    """The real config with every output (and the MLflow store) under ``root``."""
+    """The real config with every output (and the MLflow store) under ``root``.
+
+    A local SQLite store that does not exist yet starts as a copy of this test run's
+    :func:`blank_store` (MLflow builds a new one through all its schema migrations, about
+    2 s). The command-line tests (test_e2e, test_readme and the other subprocess runs)
+    still let MLflow build theirs from nothing.
+    """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(
+        cfg = compose(
             "config", overrides=[f"paths.root={root}", f"stage={stage}", *(overrides or [])]
         )
+    try:  # a config a test makes broken on purpose is left for the stages to refuse
+        uri = str(cfg.tracking.uri) if BLANK_STORE and cfg.tracking.enabled is True else ""
+    except Exception:  # noqa: BLE001 - OmegaConf's errors of resolution and of type
+        uri = ""
+    store = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not store.exists() and store.parent.is_dir():
+        shutil.copyfile(BLANK_STORE[0], store)
+    return cfg
+
+
+def blank_store(base: Path) -> Path:
+    """An MLflow SQLite store with every migration applied and no experiment in it, made
+    once per test run by the installed MLflow. Its default experiment is removed: MLflow
+    makes it again, at the new store's own artifact root, when the copy is first opened."""
+
+    def build(root: Path) -> str:
+        import sqlite3
+
+        from mlflow.tracking import MlflowClient
+
+        root.mkdir(parents=True)
+        MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_experiments()
+        with contextlib.closing(sqlite3.connect(root / "mlflow.db")) as con, con:
+            con.execute("DELETE FROM experiments WHERE experiment_id = 0")
+        return "blank"
+
+    root, _ = built_once(base, "blank-store", build)
+    return root / "mlflow.db"
 
 
 def run_world(root: Path, overrides: list[str], stage: str = "run") -> tuple[Any, dict[str, Any]]:
