@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -195,3 +197,148 @@ def test_score_config_is_validated(make_cfg):
         validate(make_cfg("score.tier_names=[a,b]"))
     with pytest.raises(ConfigError, match="score.model_source"):
         validate(make_cfg("score.model_source=cloud"))
+
+
+def _valid_features(n: int = 6) -> tuple[pd.DataFrame, list[str]]:
+    """A feature table that meets every rule: each value at its lower bound (or 0)."""
+    from pipeline.base.causes import OCCUPATIONS
+    from pipeline.base.registry import FEATURES
+
+    names = [f.name for f in FEATURES]
+    cols = {"borrower_id": np.arange(n, dtype=np.int64), "snapshot": np.full(n, 20)}
+    for f in FEATURES:
+        lo, hi = f.bounds
+        cols[f.name] = np.full(n, lo if np.isfinite(lo) else min(0.0, hi))
+    cols["occupation"] = [OCCUPATIONS[i % len(OCCUPATIONS)] for i in range(n)]
+    return pd.DataFrame(cols), names
+
+
+def _broken(df: pd.DataFrame, how: str) -> pd.DataFrame:
+    out = df.copy()
+    cat, num = "occupation_code", "months_since_ext_activity"
+    if how == "nan":
+        out.loc[2, num] = np.nan
+    elif how == "inf":
+        out.loc[1, num] = np.inf
+    elif how == "beyond_float32":
+        out.loc[1, num] = 1e39
+    elif how == "below_bound":
+        out.loc[3, num] = -1.0
+    elif how == "above_bound":
+        hi = max(h for h in (f.bounds[1] for f in _registry()) if np.isfinite(h))
+        name = next(f.name for f in _registry() if f.bounds[1] == hi)
+        out.loc[0, name] = hi + 1
+    elif how == "unknown_category":
+        out.loc[0, cat] = 99.0
+    elif how == "fractional_category":
+        out.loc[0, cat] = 1.5
+    elif how == "negative_id":
+        out.loc[4, "borrower_id"] = -4
+    elif how == "duplicate_id":
+        out.loc[1, "borrower_id"] = 0
+    elif how == "int32_id":
+        out["borrower_id"] = out["borrower_id"].astype(np.int32)
+    elif how == "text_feature":
+        out[num] = out[num].astype(str)
+    elif how == "missing_feature":
+        out = out.drop(columns=[num])
+    elif how == "unknown_occupation":
+        out.loc[0, "occupation"] = "astronaut"
+    elif how == "missing_occupation_value":
+        out["occupation"] = out["occupation"].astype(object)
+        out.loc[0, "occupation"] = None
+    return out
+
+
+def _registry():
+    from pipeline.base.registry import FEATURES
+
+    return FEATURES
+
+
+BROKEN = [
+    "nan",
+    "inf",
+    "beyond_float32",
+    "below_bound",
+    "above_bound",
+    "unknown_category",
+    "fractional_category",
+    "negative_id",
+    "duplicate_id",
+    "int32_id",
+    "missing_feature",
+    "unknown_occupation",
+    "missing_occupation_value",
+]
+
+
+@pytest.mark.parametrize("how", BROKEN)
+def test_the_quick_check_accepts_no_table_that_pandera_refuses(how):
+    """The whole-matrix check of validate_features never lets through a broken table;
+    the broken table gets pandera's own words."""
+    from pipeline.core import scoring
+
+    df, names = _valid_features()
+    bad = _broken(df.drop(columns=["snapshot"]), how)
+    assert not scoring._meets_schema(bad, names, "borrower_id", False, False), how
+    with pytest.raises(pa_errors().SchemaErrors):
+        scoring.feature_schema(names, "borrower_id").validate(bad, lazy=True)
+    with pytest.raises(DataError, match="request: "):
+        scoring.validate_features(bad, Path("request"), names, "borrower_id")
+
+
+@pytest.mark.parametrize(
+    "variant", ["as_is", "int_column", "float32_column", "extra_column", "per_snapshot"]
+)
+def test_the_quick_check_returns_what_pandera_returns(variant):
+    from pipeline.core import scoring
+
+    df, names = _valid_features()
+    per_snapshot = variant == "per_snapshot"
+    if per_snapshot:  # one borrower at two snapshots
+        df.loc[1, "borrower_id"] = 0
+        df.loc[1, "snapshot"] = 21
+    else:
+        df = df.drop(columns=["snapshot"])
+    if variant == "int_column":
+        df["months_since_ext_activity"] = df["months_since_ext_activity"].astype(np.int64)
+    if variant == "float32_column":
+        df["months_since_ext_activity"] = df["months_since_ext_activity"].astype(np.float32)
+    if variant == "extra_column":
+        df["note"] = "x"
+    assert scoring._meets_schema(df, names, "borrower_id", False, per_snapshot)
+    quick = scoring.validate_features(df, Path("request"), names, "borrower_id")
+    slow = scoring.feature_schema(names, "borrower_id", per_snapshot=per_snapshot).validate(df)
+    pd.testing.assert_frame_equal(quick, slow, check_exact=True)
+    assert quick is not df
+
+
+def test_a_column_of_number_texts_is_left_to_pandera_which_reads_it():
+    from pipeline.core import scoring
+
+    df, names = _valid_features()
+    df = _broken(df.drop(columns=["snapshot"]), "text_feature")
+    assert not scoring._meets_schema(df, names, "borrower_id", False, False)
+    checked = scoring.validate_features(df, Path("request"), names, "borrower_id")
+    assert checked["months_since_ext_activity"].dtype == np.float64
+
+
+def test_table_mode_lets_missing_values_through_as_pandera_does():
+    from pipeline.core import scoring
+
+    df, names = _valid_features()
+    df = df.drop(columns=["snapshot"])
+    df.loc[2, "months_since_ext_activity"] = np.nan
+    df.loc[3, "occupation_code"] = np.nan
+    df["borrower_id"] = [f"b{i}" for i in range(len(df))]  # a table's own ids
+    assert scoring._meets_schema(df, names, "borrower_id", True, False)
+    quick = scoring.validate_features(df, Path("t"), names, "borrower_id", table_mode=True)
+    slow = scoring.feature_schema(names, "borrower_id", table_mode=True).validate(df)
+    pd.testing.assert_frame_equal(quick, slow, check_exact=True)
+
+
+def pa_errors():
+    import pandera.errors
+
+    return pandera.errors
