@@ -358,3 +358,30 @@ def test_number_texts_write_each_value_as_number_text_does():
     assert list(got) == [number_text(v) for v in values]
     assert list(got[[0, 1, 3, 6]]) == ["3", "0", "n/a", "n/a"]
     assert len(number_texts(np.array([]))) == 0
+
+
+def test_strongest_interaction_picks_what_shaps_search_picks():
+    """The dependence plots' colouring feature, found for all features at once, is the
+    one ``shap.utils.approximate_interactions`` finds column by column: with ties, a
+    column of zeros, missing values, a short last block and tiny samples."""
+    from shap.utils import approximate_interactions
+
+    from pipeline.core.explain import strongest_interaction
+
+    rng = np.random.default_rng(0)
+    picked = set()
+    for n in (5, 9, 37, 200, 1234, 5000):
+        width = 12
+        X = rng.normal(size=(n, width)).astype(np.float32)
+        X[:, 5] = np.round(X[:, 0])  # ties
+        X[:, 2] = 0.0  # a column of zeros
+        X[rng.random(n) < 0.1, 3] = np.nan  # missing values
+        S = np.nan_to_num(rng.normal(size=(n, width)) + X * X[:, [1]])
+        for j in range(width):
+            order = [j, *(i for i in range(width) if i != j)]
+            want = order[approximate_interactions(0, S[:, order], X[:, order])[0]]
+            assert strongest_interaction(j, S, X) == want, (n, j)
+            picked.add(want)
+    assert len(picked) > 3  # not one answer for every feature
+    with pytest.raises(ValueError, match="10,000"):
+        strongest_interaction(0, np.zeros((10_001, 2)), np.zeros((10_001, 2)))

@@ -800,3 +800,60 @@ def with_ceiling(
             oracle_rows_top3=v["top3"],
         )
     return overall, by_cause
+
+
+def strongest_interaction(index: int, shap_values: np.ndarray, X: np.ndarray) -> int:
+    """The feature whose values seem to interact most with feature ``index``: what SHAP's
+    dependence plot colours by (``shap.utils.approximate_interactions``), for every
+    feature at once.
+
+    SHAP sorts the rows by the feature's value, cuts them into blocks of a tenth of the
+    rows (at most 50, at least 1) and scores each other feature by the sum over blocks of
+    the absolute correlation between the feature's SHAP values and that feature's values
+    (or whether they are missing), the larger of the two. It does so feature by feature
+    and block by block (about 0.6 s a plot at 5,000 rows); here each block's correlations
+    are taken for all features in one array operation. ``shap_values`` holds one column
+    per feature of ``X`` (no base value column); at most 10,000 rows, which SHAP would
+    sample at random. The result can differ from SHAP's only where two features' scores
+    agree to the last few digits.
+    """
+    n, width = X.shape
+    if n > 10_000:
+        raise ValueError(f"at most 10,000 rows (got {n:,}): sample them first")
+    others = [i for i in range(width) if i != index]
+    order = [index, *others]  # the columns as SHAP's scatter plot stacks them
+    srt = np.argsort(X[:, index])
+    ref = np.asarray(shap_values[srt, index], dtype=np.float64)
+    V = np.ascontiguousarray(np.asarray(X[srt][:, order], dtype=np.float64).T)
+    inc = max(min(int(n / 10.0), 50), 1)
+    missing = np.isnan(V)
+    scores = np.maximum(
+        _block_correlations(ref, V, inc, ~(np.abs(V).sum(axis=1) < 1e-8)),
+        _block_correlations(ref, missing.astype(np.float64), inc, missing.sum(axis=1) > 0),
+    )
+    scores[0] = 0.0  # the feature itself
+    return order[int(np.argsort(-np.abs(scores))[0])]
+
+
+def _block_correlations(ref: np.ndarray, V: np.ndarray, inc: int, usable: np.ndarray) -> np.ndarray:
+    """Per row of ``V``, the sum over blocks of ``inc`` columns (the last one shorter) of
+    the absolute correlation with ``ref``, over the blocks where both vary (a block
+    holding a missing value does not count). Rows not ``usable`` score 0 (SHAP skips a
+    column of zeros)."""
+    n = len(ref)
+    total = np.zeros(len(V))
+    whole, rest = divmod(n, inc)
+    for start, stop, k in ((0, whole * inc, inc), (whole * inc, n, rest)):
+        if stop <= start:
+            continue
+        R = ref[start:stop].reshape(-1, k)
+        B = V[:, start:stop].reshape(len(V), -1, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sd_r, sd_b = R.std(axis=-1), B.std(axis=-1)
+            Rc = R - R.mean(axis=-1, keepdims=True)
+            Bc = B - B.mean(axis=-1, keepdims=True)
+            cov = (Bc * Rc[None]).sum(axis=-1)
+            r = cov / np.sqrt((Bc * Bc).sum(axis=-1) * (Rc * Rc).sum(axis=-1)[None])
+        keep = (sd_b > 0) & (sd_r > 0)[None]
+        total += np.where(keep, np.abs(np.clip(r, -1.0, 1.0)), 0.0).sum(axis=-1)
+    return np.where(usable, total, 0.0)
