@@ -9,8 +9,8 @@ which holds the output root, recovers what a killed invocation left, handles sig
 into its own Hydra job folder and registers nothing; the sweep's best trial is
 registered once the sweep is over (:mod:`pipeline.tools.sweep_end`). Third-party log
 lines and warnings go to ``pipeline.log`` in the invocation's Hydra folder. The overrides
-are checked before the stages are imported, so a refused command line is answered in
-about a second, without importing the machine-learning stack.
+are checked before the stages are imported, so a refused command line is answered in a
+fraction of a second, without importing the machine-learning stack.
 """
 
 from __future__ import annotations
