@@ -136,8 +136,8 @@ def _meets_schema(
     matrix at once.
 
     True only where pandera would accept the table too (``tests/test_scoring.py`` breaks
-    each rule in turn and compares). Pandera checks column by column, which costs about
-    a millisecond per column whatever the number of rows: a served request of one row
+    each rule in turn and compares). Pandera checks column by column, which costs one to
+    two milliseconds per column whatever the number of rows: a served request of one row
     spent most of its time there. A table with anything unusual (a column of another
     kind than numbers, a missing one) is left to pandera, which also words the failures.
     """
