@@ -64,8 +64,8 @@ def compose_config(root: Path, overrides: list[str] | None = None, stage: str = 
 
     A local SQLite store that does not exist yet starts as a copy of this test run's
     :func:`blank_store` (MLflow builds a new one through all its schema migrations, about
-    2 s). The command-line tests (test_e2e, test_readme and the other subprocess runs)
-    still let MLflow build theirs from nothing.
+    2 s). A root that only the command line opens (test_e2e, test_readme and most of
+    the subprocess runs) still gets a store MLflow builds from nothing.
     """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
