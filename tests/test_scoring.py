@@ -6,9 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.errors
 import pytest
 
+from pipeline.base.causes import OCCUPATIONS
 from pipeline.base.io import DataError
+from pipeline.base.registry import FEATURES
+from pipeline.core import scoring
 from pipeline.core.scoring import assign_tiers
 
 WORLD = [
@@ -201,9 +205,6 @@ def test_score_config_is_validated(make_cfg):
 
 def _valid_features(n: int = 6) -> tuple[pd.DataFrame, list[str]]:
     """A feature table that meets every rule: each value at its lower bound (or 0)."""
-    from pipeline.base.causes import OCCUPATIONS
-    from pipeline.base.registry import FEATURES
-
     names = [f.name for f in FEATURES]
     cols = {"borrower_id": np.arange(n, dtype=np.int64), "snapshot": np.full(n, 20)}
     for f in FEATURES:
@@ -225,8 +226,8 @@ def _broken(df: pd.DataFrame, how: str) -> pd.DataFrame:
     elif how == "below_bound":
         out.loc[3, num] = -1.0
     elif how == "above_bound":
-        hi = max(h for h in (f.bounds[1] for f in _registry()) if np.isfinite(h))
-        name = next(f.name for f in _registry() if f.bounds[1] == hi)
+        hi = max(h for h in (f.bounds[1] for f in FEATURES) if np.isfinite(h))
+        name = next(f.name for f in FEATURES if f.bounds[1] == hi)
         out.loc[0, name] = hi + 1
     elif how == "unknown_category":
         out.loc[0, cat] = 99.0
@@ -250,12 +251,6 @@ def _broken(df: pd.DataFrame, how: str) -> pd.DataFrame:
     return out
 
 
-def _registry():
-    from pipeline.base.registry import FEATURES
-
-    return FEATURES
-
-
 BROKEN = [
     "nan",
     "inf",
@@ -277,12 +272,10 @@ BROKEN = [
 def test_the_quick_check_accepts_no_table_that_pandera_refuses(how):
     """The whole-matrix check of validate_features never lets through a broken table;
     the broken table gets pandera's own words."""
-    from pipeline.core import scoring
-
     df, names = _valid_features()
     bad = _broken(df.drop(columns=["snapshot"]), how)
     assert not scoring._meets_schema(bad, names, "borrower_id", False, False), how
-    with pytest.raises(pa_errors().SchemaErrors):
+    with pytest.raises(pandera.errors.SchemaErrors):
         scoring.feature_schema(names, "borrower_id").validate(bad, lazy=True)
     with pytest.raises(DataError, match="request: "):
         scoring.validate_features(bad, Path("request"), names, "borrower_id")
@@ -292,8 +285,6 @@ def test_the_quick_check_accepts_no_table_that_pandera_refuses(how):
     "variant", ["as_is", "int_column", "float32_column", "extra_column", "per_snapshot"]
 )
 def test_the_quick_check_returns_what_pandera_returns(variant):
-    from pipeline.core import scoring
-
     df, names = _valid_features()
     per_snapshot = variant == "per_snapshot"
     if per_snapshot:  # one borrower at two snapshots
@@ -315,8 +306,6 @@ def test_the_quick_check_returns_what_pandera_returns(variant):
 
 
 def test_a_column_of_number_texts_is_left_to_pandera_which_reads_it():
-    from pipeline.core import scoring
-
     df, names = _valid_features()
     df = _broken(df.drop(columns=["snapshot"]), "text_feature")
     assert not scoring._meets_schema(df, names, "borrower_id", False, False)
@@ -325,8 +314,6 @@ def test_a_column_of_number_texts_is_left_to_pandera_which_reads_it():
 
 
 def test_table_mode_lets_missing_values_through_as_pandera_does():
-    from pipeline.core import scoring
-
     df, names = _valid_features()
     df = df.drop(columns=["snapshot"])
     df.loc[2, "months_since_ext_activity"] = np.nan
@@ -336,9 +323,3 @@ def test_table_mode_lets_missing_values_through_as_pandera_does():
     quick = scoring.validate_features(df, Path("t"), names, "borrower_id", table_mode=True)
     slow = scoring.feature_schema(names, "borrower_id", table_mode=True).validate(df)
     pd.testing.assert_frame_equal(quick, slow, check_exact=True)
-
-
-def pa_errors():
-    import pandera.errors
-
-    return pandera.errors
