@@ -811,7 +811,7 @@ def strongest_interaction(index: int, shap_values: np.ndarray, X: np.ndarray) ->
     rows (at most 50, at least 1) and scores each other feature by the sum over blocks of
     the absolute correlation between the feature's SHAP values and that feature's values
     (or whether they are missing), the larger of the two. It does so feature by feature
-    and block by block (about 0.6 s a plot at 5,000 rows); here each block's correlations
+    and block by block (about 0.3 s a plot at 5,000 rows and 75 features); here each block's correlations
     are taken for all features in one array operation. ``shap_values`` holds one column
     per feature of ``X`` (no base value column); at most 10,000 rows, which SHAP would
     sample at random. The result can differ from SHAP's only where two features' scores
@@ -848,12 +848,13 @@ def _block_correlations(ref: np.ndarray, V: np.ndarray, inc: int, usable: np.nda
             continue
         R = ref[start:stop].reshape(-1, k)
         B = V[:, start:stop].reshape(len(V), -1, k)
+        Rc = R - R.mean(axis=-1, keepdims=True)
+        Bc = B - B.mean(axis=-1, keepdims=True)
+        # the sums of squares are n times the variances np.std takes (same steps): a
+        # block varies, for SHAP's std > 0, where its sum is above 0
+        ss_r, ss_b = (Rc * Rc).sum(axis=-1), (Bc * Bc).sum(axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            sd_r, sd_b = R.std(axis=-1), B.std(axis=-1)
-            Rc = R - R.mean(axis=-1, keepdims=True)
-            Bc = B - B.mean(axis=-1, keepdims=True)
-            cov = (Bc * Rc[None]).sum(axis=-1)
-            r = cov / np.sqrt((Bc * Bc).sum(axis=-1) * (Rc * Rc).sum(axis=-1)[None])
-        keep = (sd_b > 0) & (sd_r > 0)[None]
+            r = (Bc * Rc[None]).sum(axis=-1) / np.sqrt(ss_b * ss_r[None])
+        keep = (ss_b > 0) & (ss_r > 0)[None]
         total += np.where(keep, np.abs(np.clip(r, -1.0, 1.0)), 0.0).sum(axis=-1)
     return np.where(usable, total, 0.0)
